@@ -1,0 +1,378 @@
+//! Settings read from the environment. Every variable is read as text (envy, one flat struct) and then
+//! validated by hand, so that an error names the full variable and says what a valid value looks like, before
+//! any network call is made. Secret values are wrapped in `SecretString` the moment they are read and never
+//! appear in a message.
+
+use std::net::IpAddr;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+/// A configuration problem, always tied to the variable (or setting) that caused it. Exit code 78.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError { variable: variable.into(), problem: problem.into() }
+    }
+}
+
+/// The environment exactly as given; nothing here is trusted yet.
+#[derive(Debug, Default, Deserialize)]
+struct RawEnv {
+    zoho_client_id: Option<String>,
+    zoho_client_secret: Option<String>,
+    zoho_refresh_token: Option<String>,
+    zoho_dc: Option<String>,
+    zoho_accounts_url: Option<String>,
+    zoho_api_domain: Option<String>,
+    zoho_max_concurrency: Option<String>,
+    bigquery_project: Option<String>,
+    log_format: Option<String>,
+}
+
+/// Zoho data centres, each with its own accounts server. The API host is not listed here on purpose: it comes
+/// from the `api_domain` of the token response (or `ZOHO_API_DOMAIN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataCentre {
+    Us,
+    Eu,
+    In,
+    Au,
+    Jp,
+    Ca,
+    Sa,
+    Cn,
+}
+
+impl DataCentre {
+    pub const ALL: [DataCentre; 8] = [
+        DataCentre::Us,
+        DataCentre::Eu,
+        DataCentre::In,
+        DataCentre::Au,
+        DataCentre::Jp,
+        DataCentre::Ca,
+        DataCentre::Sa,
+        DataCentre::Cn,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            DataCentre::Us => "us",
+            DataCentre::Eu => "eu",
+            DataCentre::In => "in",
+            DataCentre::Au => "au",
+            DataCentre::Jp => "jp",
+            DataCentre::Ca => "ca",
+            DataCentre::Sa => "sa",
+            DataCentre::Cn => "cn",
+        }
+    }
+
+    pub fn accounts_url(self) -> &'static str {
+        match self {
+            DataCentre::Us => "https://accounts.zoho.com",
+            DataCentre::Eu => "https://accounts.zoho.eu",
+            DataCentre::In => "https://accounts.zoho.in",
+            DataCentre::Au => "https://accounts.zoho.com.au",
+            DataCentre::Jp => "https://accounts.zoho.jp",
+            DataCentre::Ca => "https://accounts.zohocloud.ca",
+            DataCentre::Sa => "https://accounts.zoho.sa",
+            DataCentre::Cn => "https://accounts.zoho.com.cn",
+        }
+    }
+
+    fn parse(s: &str) -> Option<DataCentre> {
+        DataCentre::ALL.into_iter().find(|dc| dc.code().eq_ignore_ascii_case(s))
+    }
+}
+
+/// How log lines are written. Default: text on a terminal, JSON otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+    /// JSON with the special keys Cloud Logging lifts out of a line.
+    Gcp,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            "gcp" => Some(LogFormat::Gcp),
+            _ => None,
+        }
+    }
+}
+
+/// Everything needed to talk to Zoho.
+#[derive(Debug, Clone)]
+pub struct ZohoSettings {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub refresh_token: SecretString,
+    pub data_centre: DataCentre,
+    /// Base of the accounts server; the token endpoint is `<accounts_url>/oauth/v2/token`.
+    pub accounts_url: Url,
+    /// When set, used for every API call instead of the `api_domain` the token response names.
+    pub api_domain: Option<Url>,
+    /// Requests in flight to Zoho at most (the Free edition allows 5).
+    pub max_concurrency: usize,
+}
+
+impl ZohoSettings {
+    pub fn token_url(&self) -> Url {
+        join_path(&self.accounts_url, "oauth/v2/token")
+    }
+}
+
+/// The validated environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `None` only when the caller asked for no Zoho credentials (`--demo`, `simulate`, `schema`).
+    pub zoho: Option<ZohoSettings>,
+    pub bigquery_project: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Which parts of the environment the command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    ZohoCredentials,
+    Nothing,
+}
+
+impl Settings {
+    pub fn from_env(needs: Needs) -> Result<Settings, ConfigError> {
+        Settings::from_vars(std::env::vars(), needs)
+    }
+
+    /// Reads settings from any list of variables (the tests pass their own).
+    pub fn from_vars<I>(vars: I, needs: Needs) -> Result<Settings, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        // Only our own variables go through envy, so an unrelated variable with odd content cannot break parsing.
+        let ours = vars.into_iter().filter(|(k, _)| {
+            k.starts_with("ZOHO_") || k.starts_with("BIGQUERY_") || k == "LOG_FORMAT"
+        });
+        let raw: RawEnv = envy::from_iter(ours).map_err(|e| ConfigError::new("environment", e.to_string()))?;
+
+        let log_format = match non_empty(raw.log_format) {
+            None => None,
+            Some(v) => Some(LogFormat::parse(&v).ok_or_else(|| {
+                ConfigError::new("LOG_FORMAT", format!("`{v}` is not a log format; expected text, json or gcp"))
+            })?),
+        };
+        let bigquery_project = non_empty(raw.bigquery_project);
+
+        let zoho = match needs {
+            Needs::Nothing => None,
+            Needs::ZohoCredentials => Some(zoho_settings(
+                raw.zoho_client_id,
+                raw.zoho_client_secret,
+                raw.zoho_refresh_token,
+                raw.zoho_dc,
+                raw.zoho_accounts_url,
+                raw.zoho_api_domain,
+                raw.zoho_max_concurrency,
+            )?),
+        };
+        Ok(Settings { zoho, bigquery_project, log_format })
+    }
+}
+
+/// Parses `ZOHO_MAX_CONCURRENCY` and friends on their own, for commands that need no credentials.
+pub fn max_concurrency_from_env() -> Result<usize, ConfigError> {
+    parse_concurrency(non_empty(std::env::var("ZOHO_MAX_CONCURRENCY").ok()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn zoho_settings(
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+    dc: Option<String>,
+    accounts_url: Option<String>,
+    api_domain: Option<String>,
+    max_concurrency: Option<String>,
+) -> Result<ZohoSettings, ConfigError> {
+    let client_id = required(
+        "ZOHO_CLIENT_ID",
+        client_id,
+        "the Client ID of your Self Client in the Zoho API console",
+    )?;
+    let client_secret = SecretString::from(required(
+        "ZOHO_CLIENT_SECRET",
+        client_secret,
+        "the Client Secret of your Self Client in the Zoho API console",
+    )?);
+    let refresh_token = SecretString::from(required(
+        "ZOHO_REFRESH_TOKEN",
+        refresh_token,
+        "a refresh token minted for this client (see `dealsync auth exchange` in the README)",
+    )?);
+    let data_centre = match non_empty(dc) {
+        None => DataCentre::Us,
+        Some(v) => DataCentre::parse(&v).ok_or_else(|| {
+            let all: Vec<&str> = DataCentre::ALL.iter().map(|d| d.code()).collect();
+            ConfigError::new("ZOHO_DC", format!("`{v}` is not a Zoho data centre; expected one of {}", all.join(", ")))
+        })?,
+    };
+    let accounts_url = match non_empty(accounts_url) {
+        Some(v) => parse_base_url("ZOHO_ACCOUNTS_URL", &v)?,
+        None => Url::parse(data_centre.accounts_url()).expect("built-in URL is valid"),
+    };
+    let api_domain = non_empty(api_domain).map(|v| parse_base_url("ZOHO_API_DOMAIN", &v)).transpose()?;
+    let max_concurrency = parse_concurrency(non_empty(max_concurrency))?;
+    Ok(ZohoSettings { client_id, client_secret, refresh_token, data_centre, accounts_url, api_domain, max_concurrency })
+}
+
+fn parse_concurrency(v: Option<String>) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(5),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=25).contains(&n) => Ok(n),
+            _ => Err(ConfigError::new(
+                "ZOHO_MAX_CONCURRENCY",
+                format!("`{v}` is not a whole number from 1 to 25 (Zoho allows 5 to 25 concurrent calls by edition)"),
+            )),
+        },
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    // Trailing newlines from `echo … > secret` are the most common copy-paste error: strip surrounding space.
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn required(variable: &str, v: Option<String>, what: &str) -> Result<String, ConfigError> {
+    let v = non_empty(v).ok_or_else(|| ConfigError::new(variable, format!("is not set; it must hold {what}")))?;
+    if v.chars().any(char::is_whitespace) {
+        // Say where, never what: the value may be a secret.
+        return Err(ConfigError::new(variable, "contains white space inside the value; copy it again without breaks"));
+    }
+    Ok(v)
+}
+
+/// Parses a base URL given in a variable: `https://…`, or `http://…` only towards this machine.
+pub fn parse_base_url(variable: &str, v: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(v).map_err(|e| ConfigError::new(variable, format!("`{v}` is not a URL ({e})")))?;
+    check_scheme(&url).map_err(|p| ConfigError::new(variable, format!("`{v}`: {p}")))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(variable, format!("`{v}` must be a base URL without query or fragment")));
+    }
+    Ok(url)
+}
+
+/// `https` anywhere; plain `http` only to a loopback host (a simulator or an emulator on this machine).
+pub fn check_scheme(url: &Url) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        "http" => Err("plain http is accepted only for loopback hosts (127.0.0.1, ::1, localhost); use https".into()),
+        other => Err(format!("scheme `{other}` is not supported; use https")),
+    }
+}
+
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Appends `path` to a base URL, keeping any path prefix the base already has.
+pub fn join_path(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}/{}", path.trim_start_matches('/')));
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const BASE: [(&str, &str); 3] =
+        [("ZOHO_CLIENT_ID", "1000.ABC"), ("ZOHO_CLIENT_SECRET", "s3cr3t"), ("ZOHO_REFRESH_TOKEN", "1000.rt\n")];
+
+    #[test]
+    fn defaults_to_the_us_data_centre_and_trims_values() {
+        let s = Settings::from_vars(vars(&BASE), Needs::ZohoCredentials).unwrap();
+        let z = s.zoho.unwrap();
+        assert_eq!(z.data_centre, DataCentre::Us);
+        assert_eq!(z.token_url().as_str(), "https://accounts.zoho.com/oauth/v2/token");
+        assert_eq!(z.refresh_token.expose_secret(), "1000.rt");
+        assert_eq!(z.max_concurrency, 5);
+    }
+
+    #[test]
+    fn canada_uses_the_zohocloud_accounts_host() {
+        let mut v = vars(&BASE);
+        v.push(("ZOHO_DC".into(), "CA".into()));
+        let z = Settings::from_vars(v, Needs::ZohoCredentials).unwrap().zoho.unwrap();
+        assert_eq!(z.token_url().as_str(), "https://accounts.zohocloud.ca/oauth/v2/token");
+    }
+
+    #[test]
+    fn an_unknown_data_centre_names_the_variable() {
+        let mut v = vars(&BASE);
+        v.push(("ZOHO_DC".into(), "uk".into()));
+        let e = Settings::from_vars(v, Needs::ZohoCredentials).unwrap_err();
+        assert_eq!(e.variable, "ZOHO_DC");
+        assert!(e.problem.contains("us, eu, in, au, jp, ca, sa, cn"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_is_refused_for_remote_hosts_but_accepted_for_loopback() {
+        for (url, ok) in [
+            ("http://127.0.0.1:9000", true),
+            ("http://localhost:1", true),
+            ("http://[::1]:8080", true),
+            ("https://accounts.example.org", true),
+            ("http://accounts.example.org", false),
+            ("http://10.0.0.1", false),
+            ("ftp://127.0.0.1", false),
+        ] {
+            let mut v = vars(&BASE);
+            v.push(("ZOHO_ACCOUNTS_URL".into(), url.into()));
+            let r = Settings::from_vars(v, Needs::ZohoCredentials);
+            assert_eq!(r.is_ok(), ok, "{url}: {r:?}");
+            if let Err(e) = r {
+                assert_eq!(e.variable, "ZOHO_ACCOUNTS_URL");
+            }
+        }
+    }
+
+    #[test]
+    fn a_secret_with_inner_white_space_is_refused_without_echoing_it() {
+        let mut v = vars(&BASE[..2]);
+        v.push(("ZOHO_REFRESH_TOKEN".into(), "1000.abc def-very-secret".into()));
+        let e = Settings::from_vars(v, Needs::ZohoCredentials).unwrap_err();
+        assert_eq!(e.variable, "ZOHO_REFRESH_TOKEN");
+        assert!(!e.to_string().contains("very-secret"));
+    }
+
+    #[test]
+    fn join_path_keeps_a_prefix() {
+        let base = Url::parse("http://127.0.0.1:1/zoho/").unwrap();
+        assert_eq!(join_path(&base, "/oauth/v2/token").as_str(), "http://127.0.0.1:1/zoho/oauth/v2/token");
+    }
+}

@@ -1,0 +1,58 @@
+//! The process exit codes, in one place, so that every layer reports failures the same way and the README,
+//! the Kubernetes `podFailurePolicy` and the tests agree on what each number means.
+
+use std::fmt;
+
+/// What a run (or a sub-command) ended with, from the scheduler's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exit {
+    /// Every page fetched and every row written.
+    Ok,
+    /// A bug or an unexpected local failure (disk full, corrupt local database).
+    Internal,
+    /// The command line was wrong.
+    Usage,
+    /// The run finished, but some records were quarantined instead of written.
+    Partial,
+    /// Zoho or the warehouse stayed unavailable after retries, or the run was interrupted: safe to retry later.
+    Unavailable,
+    /// Configuration or credentials are wrong: retrying will not help until someone fixes them.
+    Config,
+}
+
+impl Exit {
+    pub const fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Internal => 1,
+            Exit::Usage => 2,
+            Exit::Partial => 3,
+            Exit::Unavailable => 75,
+            Exit::Config => 78,
+        }
+    }
+
+    /// A short word for logs and the run ledger.
+    pub const fn outcome(self) -> &'static str {
+        match self {
+            Exit::Ok => "success",
+            Exit::Internal => "internal_error",
+            Exit::Usage => "usage_error",
+            Exit::Partial => "partial",
+            Exit::Unavailable => "unavailable",
+            Exit::Config => "config_error",
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code(), self.outcome())
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}

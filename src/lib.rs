@@ -1,0 +1,139 @@
+//! dealsync: keeps a warehouse in step with the deals a sales team wins in Zoho CRM.
+//!
+//! Data flows one way: `config` + `cli` → `window` (what to fetch) → `zoho` (auth, search pages, retries) →
+//! `mapping` (deal → row, or quarantine) → `sink` (SQLite | NDJSON) → `summary` (one final event and the exit
+//! code). `sim` is a Zoho-compatible simulator used by `--demo`, `dealsync simulate` and the tests.
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod mapping;
+pub mod run;
+pub mod sim;
+pub mod sink;
+pub mod summary;
+pub mod telemetry;
+pub mod window;
+pub mod zoho;
+
+use std::net::SocketAddr;
+
+use chrono::{Duration, Utc};
+
+use crate::cli::{Command, SchemaArgs, SchemaFormat, SimulateArgs};
+use crate::exit::Exit;
+use crate::mapping::COLUMNS;
+
+/// Runs a parsed command line and says how the process should exit.
+pub async fn run(command: Command) -> Exit {
+    match command {
+        Command::Sync(args) => match args.plan() {
+            Ok(plan) => {
+                let summary = run::sync(plan).await;
+                match summary.exit_code {
+                    0 => Exit::Ok,
+                    2 => Exit::Usage,
+                    3 => Exit::Partial,
+                    75 => Exit::Unavailable,
+                    78 => Exit::Config,
+                    _ => Exit::Internal,
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Usage
+            }
+        },
+        Command::Simulate(args) => simulate(args).await,
+        Command::Schema(args) => {
+            print!("{}", schema(&args));
+            Exit::Ok
+        }
+    }
+}
+
+/// `dealsync schema`.
+pub fn schema(args: &SchemaArgs) -> String {
+    match args.format {
+        SchemaFormat::Text => {
+            let mut out = format!("{:<18} {:<10} {:<9} {}\n", "column", "type", "mode", "description");
+            for c in COLUMNS {
+                out.push_str(&format!("{:<18} {:<10} {:<9} {}\n", c.name, c.bq_type, c.mode, c.description));
+            }
+            out
+        }
+        SchemaFormat::Json => serde_json::to_string_pretty(COLUMNS).expect("columns serialize") + "\n",
+        SchemaFormat::Sqlite => sink::sqlite::create_table_sql() + ";\n",
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> Exit {
+    let mut cfg = sim::SimConfig::demo(args.deals, args.seed);
+    if let Some(anchor) = args.anchor {
+        cfg.anchor = anchor.with_timezone(&Utc);
+    }
+    cfg.span = Duration::days(args.span_days.max(1));
+    cfg.latency = std::time::Duration::from_millis(args.latency_ms);
+    cfg.broken = args.broken;
+    cfg.tz = args.tz_offset;
+    cfg.mint_limit = args.mint_limit;
+    let handle = match sim::start(cfg.clone(), SocketAddr::new(args.host, args.port)).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(event = "simulator_failed", "could not listen on {}:{}: {e}", args.host, args.port);
+            return Exit::Config;
+        }
+    };
+    let closed_won = handle.closed_won_in(
+        &window::Window::new(
+            window::WindowField::ModifiedTime,
+            (cfg.anchor - cfg.span).fixed_offset(),
+            cfg.anchor.fixed_offset(),
+        )
+        .expect("span is positive"),
+    );
+    println!(
+        "dealsync simulator on {} with {} deals ({} closed won, seed {}), modified between {} and {}",
+        handle.base_url(),
+        cfg.deals,
+        closed_won.len(),
+        cfg.seed,
+        (cfg.anchor - cfg.span).to_rfc3339(),
+        cfg.anchor.to_rfc3339()
+    );
+    println!("Point dealsync at it with:");
+    println!(
+        "  export ZOHO_ACCOUNTS_URL={} ZOHO_CLIENT_ID={} ZOHO_CLIENT_SECRET={} ZOHO_REFRESH_TOKEN={}",
+        handle.base_url(),
+        cfg.client_id,
+        cfg.client_secret,
+        cfg.refresh_token
+    );
+    println!("Stop with Ctrl-C.");
+    shutdown_signal().await;
+    handle.stop().await;
+    Exit::Ok
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,574 @@
+//! Turns one Deal record, as Zoho sent it, into a typed warehouse row, or says exactly why it cannot.
+//!
+//! Every field is read from its raw JSON text, so that money is parsed as an exact decimal straight from the
+//! digits Zoho sent (never through a float), and a record with a bad field is quarantined with the field's name
+//! and the problem instead of failing the run or being dropped. The record itself is kept verbatim in `raw`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::zoho::criteria::CLOSED_WON;
+
+/// BigQuery NUMERIC keeps 9 digits after the point; more would be silently rounded there, so they are refused.
+pub const MAX_SCALE: u32 = 9;
+
+/// One closed-won deal, ready for any sink.
+#[derive(Debug, Clone, Serialize)]
+pub struct DealRow {
+    pub deal_id: String,
+    pub deal_name: Option<String>,
+    pub stage: String,
+    #[serde(serialize_with = "opt_decimal")]
+    pub amount: Option<Decimal>,
+    #[serde(serialize_with = "opt_decimal")]
+    pub expected_revenue: Option<Decimal>,
+    #[serde(serialize_with = "opt_decimal")]
+    pub exchange_rate: Option<Decimal>,
+    pub currency: Option<String>,
+    pub probability: Option<i64>,
+    pub closing_date: Option<NaiveDate>,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub contact_id: Option<String>,
+    pub contact_name: Option<String>,
+    pub owner_id: Option<String>,
+    pub owner_name: Option<String>,
+    pub owner_email: Option<String>,
+    pub pipeline: Option<String>,
+    #[serde(rename = "type")]
+    pub deal_type: Option<String>,
+    pub lead_source: Option<String>,
+    pub tags: Vec<String>,
+    #[serde(serialize_with = "opt_instant")]
+    pub created_time: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "instant")]
+    pub modified_time: DateTime<Utc>,
+    pub raw: Box<RawValue>,
+    pub sync_run_id: String,
+    #[serde(serialize_with = "instant")]
+    pub synced_at: DateTime<Utc>,
+}
+
+/// Instants are written the same way everywhere: RFC 3339, UTC, whole seconds unless Zoho sent more.
+pub fn format_instant(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn instant<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_instant(t))
+}
+
+fn opt_instant<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => instant(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Decimals travel as strings so that no JSON reader turns them into floats.
+fn opt_decimal<S: Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&d.normalize().to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// A record that could not be turned into a row, with the reason, kept for an operator to look at.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quarantined {
+    pub deal_id: Option<String>,
+    pub reason: String,
+    pub raw: Box<RawValue>,
+    pub sync_run_id: String,
+    #[serde(serialize_with = "instant")]
+    pub quarantined_at: DateTime<Utc>,
+}
+
+/// What became of one record.
+#[derive(Debug)]
+pub enum Mapped {
+    Row(Box<DealRow>),
+    /// Zoho's `equals` matched a stage that merely contains "Closed Won"; not ours.
+    NotClosedWon { deal_id: Option<String>, stage: Option<String> },
+    Quarantined(Box<Quarantined>),
+}
+
+/// Run-wide values stamped on every row.
+#[derive(Debug, Clone)]
+pub struct RunStamp {
+    pub run_id: String,
+    pub synced_at: DateTime<Utc>,
+}
+
+/// Why one field could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+/// The fields we type, borrowed from the record's text; everything else stays only in `raw`.
+#[derive(Deserialize)]
+struct DealWire<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Deal_Name")]
+    deal_name: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Stage")]
+    stage: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Amount")]
+    amount: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Expected_Revenue")]
+    expected_revenue: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Exchange_Rate")]
+    exchange_rate: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Currency")]
+    currency: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Probability")]
+    probability: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Closing_Date")]
+    closing_date: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Account_Name")]
+    account: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Contact_Name")]
+    contact: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Owner")]
+    owner: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Pipeline")]
+    pipeline: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Type")]
+    deal_type: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Lead_Source")]
+    lead_source: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Tag")]
+    tag: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Created_Time")]
+    created_time: Option<&'a RawValue>,
+    #[serde(borrow, rename = "Modified_Time")]
+    modified_time: Option<&'a RawValue>,
+}
+
+/// Maps one record. Never panics, whatever the input.
+pub fn map_deal(raw: Box<RawValue>, stamp: &RunStamp) -> Mapped {
+    let quarantine = |deal_id: Option<String>, reason: String, raw: Box<RawValue>| {
+        Mapped::Quarantined(Box::new(Quarantined {
+            deal_id,
+            reason,
+            raw,
+            sync_run_id: stamp.run_id.clone(),
+            quarantined_at: stamp.synced_at,
+        }))
+    };
+    let wire: DealWire = match serde_json::from_str(raw.get()) {
+        Ok(w) => w,
+        Err(e) => {
+            let reason = if raw.get().trim_start().starts_with('{') {
+                format!("record: {e}")
+            } else {
+                "record: not a JSON object".to_string()
+            };
+            return quarantine(None, reason, raw);
+        }
+    };
+    let id = id_of(wire.id);
+    let stage = match text("Stage", wire.stage) {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = e.to_string();
+            let id = id.ok().flatten();
+            return quarantine(id, reason, raw);
+        }
+    };
+    if stage.as_deref() != Some(CLOSED_WON) {
+        return Mapped::NotClosedWon { deal_id: id.ok().flatten(), stage };
+    }
+    let deal_id = match id {
+        Ok(Some(id)) => id,
+        Ok(None) => return quarantine(None, "id: missing".into(), raw),
+        Err(e) => return quarantine(None, e.to_string(), raw),
+    };
+    match build_row(&wire, deal_id.clone(), stage.unwrap_or_default(), stamp) {
+        Ok(mut row) => {
+            row.raw = raw;
+            Mapped::Row(Box::new(row))
+        }
+        Err(e) => quarantine(Some(deal_id), e.to_string(), raw),
+    }
+}
+
+fn build_row(w: &DealWire, deal_id: String, stage: String, stamp: &RunStamp) -> Result<DealRow, FieldError> {
+    let (account_id, account_name) = lookup("Account_Name", w.account)?;
+    let (contact_id, contact_name) = lookup("Contact_Name", w.contact)?;
+    let (owner_id, owner_name, owner_email) = owner(w.owner)?;
+    let modified_time = instant_field("Modified_Time", w.modified_time)?
+        .ok_or_else(|| FieldError { field: "Modified_Time", problem: "missing; it decides which copy is newer".into() })?;
+    Ok(DealRow {
+        deal_id,
+        deal_name: text("Deal_Name", w.deal_name)?,
+        stage,
+        amount: decimal("Amount", w.amount)?,
+        expected_revenue: decimal("Expected_Revenue", w.expected_revenue)?,
+        exchange_rate: decimal("Exchange_Rate", w.exchange_rate)?,
+        currency: text("Currency", w.currency)?,
+        probability: integer("Probability", w.probability)?,
+        closing_date: date("Closing_Date", w.closing_date)?,
+        account_id,
+        account_name,
+        contact_id,
+        contact_name,
+        owner_id,
+        owner_name,
+        owner_email,
+        pipeline: text("Pipeline", w.pipeline)?,
+        deal_type: text("Type", w.deal_type)?,
+        lead_source: text("Lead_Source", w.lead_source)?,
+        tags: tags(w.tag)?,
+        created_time: instant_field("Created_Time", w.created_time)?,
+        modified_time,
+        raw: RawValue::from_string("null".into()).expect("null is JSON"),
+        sync_run_id: stamp.run_id.clone(),
+        synced_at: stamp.synced_at,
+    })
+}
+
+fn err(field: &'static str, problem: impl Into<String>) -> FieldError {
+    FieldError { field, problem: problem.into() }
+}
+
+/// A short, safe excerpt of a raw value for an error message.
+fn shown(raw: &RawValue) -> String {
+    let s = raw.get();
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+fn is_null(raw: Option<&RawValue>) -> bool {
+    raw.is_none_or(|r| r.get() == "null")
+}
+
+fn text(field: &'static str, raw: Option<&RawValue>) -> Result<Option<String>, FieldError> {
+    if is_null(raw) {
+        return Ok(None);
+    }
+    let raw = raw.expect("checked");
+    serde_json::from_str::<String>(raw.get())
+        .map(Some)
+        .map_err(|_| err(field, format!("expected text, got {}", shown(raw))))
+}
+
+/// A Zoho id: a string of digits (the usual form) or a JSON integer.
+fn id_of(raw: Option<&RawValue>) -> Result<Option<String>, FieldError> {
+    if is_null(raw) {
+        return Ok(None);
+    }
+    let raw = raw.expect("checked");
+    let s = raw.get();
+    let id = if s.starts_with('"') {
+        serde_json::from_str::<String>(s).map_err(|_| err("id", format!("unreadable string {}", shown(raw))))?
+    } else {
+        s.to_string()
+    };
+    let id = id.trim().to_string();
+    if id.is_empty() || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err("id", format!("expected a numeric id, got {}", shown(raw))));
+    }
+    Ok(Some(id))
+}
+
+/// An exact decimal from a JSON number or a numeric string. `""` counts as empty.
+pub fn decimal(field: &'static str, raw: Option<&RawValue>) -> Result<Option<Decimal>, FieldError> {
+    if is_null(raw) {
+        return Ok(None);
+    }
+    let raw = raw.expect("checked");
+    let s = raw.get();
+    let digits = if s.starts_with('"') {
+        let inner = serde_json::from_str::<String>(s).map_err(|_| err(field, format!("unreadable {}", shown(raw))))?;
+        let inner = inner.trim().to_string();
+        if inner.is_empty() {
+            return Ok(None);
+        }
+        inner
+    } else if s.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        s.to_string()
+    } else {
+        return Err(err(field, format!("expected a number, got {}", shown(raw))));
+    };
+    let parsed = if digits.contains(['e', 'E']) {
+        Decimal::from_scientific(&digits)
+    } else {
+        Decimal::from_str_exact(&digits)
+    };
+    let d = parsed.map_err(|_| {
+        err(field, format!("{} is not a decimal number that fits 28 significant digits exactly", shown(raw)))
+    })?;
+    let d = d.normalize();
+    if d.scale() > MAX_SCALE {
+        return Err(err(field, format!("{} has more than {MAX_SCALE} digits after the point", shown(raw))));
+    }
+    Ok(Some(d))
+}
+
+fn integer(field: &'static str, raw: Option<&RawValue>) -> Result<Option<i64>, FieldError> {
+    let Some(d) = decimal(field, raw)? else { return Ok(None) };
+    if !d.fract().is_zero() {
+        return Err(err(field, format!("{d} is not a whole number")));
+    }
+    i64::try_from(d).map(Some).map_err(|_| err(field, format!("{d} is out of range")))
+}
+
+fn date(field: &'static str, raw: Option<&RawValue>) -> Result<Option<NaiveDate>, FieldError> {
+    let Some(s) = text(field, raw)? else { return Ok(None) };
+    if s.is_empty() {
+        return Ok(None);
+    }
+    NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+        .ok()
+        .filter(|_| s.len() == 10)
+        .map(Some)
+        .ok_or_else(|| err(field, format!("\"{s}\" is not a YYYY-MM-DD date")))
+}
+
+/// An instant with an offset, as Zoho writes them (`2026-11-27T10:00:00+05:30`), converted to UTC.
+fn instant_field(field: &'static str, raw: Option<&RawValue>) -> Result<Option<DateTime<Utc>>, FieldError> {
+    let Some(s) = text(field, raw)? else { return Ok(None) };
+    if s.is_empty() {
+        return Ok(None);
+    }
+    DateTime::parse_from_rfc3339(&s)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|_| err(field, format!("\"{s}\" is not an ISO-8601 date-time with an offset")))
+}
+
+#[derive(Deserialize)]
+struct LookupWire<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    email: Option<&'a RawValue>,
+}
+
+fn lookup_wire<'a>(field: &'static str, raw: Option<&'a RawValue>) -> Result<Option<LookupWire<'a>>, FieldError> {
+    if is_null(raw) {
+        return Ok(None);
+    }
+    let raw = raw.expect("checked");
+    serde_json::from_str::<LookupWire>(raw.get())
+        .map(Some)
+        .map_err(|_| err(field, format!("expected an object with id and name, got {}", shown(raw))))
+}
+
+fn lookup_id(field: &'static str, raw: Option<&RawValue>) -> Result<Option<String>, FieldError> {
+    id_of(raw).map_err(|e| err(field, format!("id {}", e.problem)))
+}
+
+fn lookup(field: &'static str, raw: Option<&RawValue>) -> Result<(Option<String>, Option<String>), FieldError> {
+    match lookup_wire(field, raw)? {
+        None => Ok((None, None)),
+        Some(l) => Ok((lookup_id(field, l.id)?, text(field, l.name)?)),
+    }
+}
+
+type Owner = (Option<String>, Option<String>, Option<String>);
+
+fn owner(raw: Option<&RawValue>) -> Result<Owner, FieldError> {
+    match lookup_wire("Owner", raw)? {
+        None => Ok((None, None, None)),
+        Some(l) => Ok((lookup_id("Owner", l.id)?, text("Owner", l.name)?, text("Owner", l.email)?)),
+    }
+}
+
+/// Tags arrive as objects (`{"name","id"}`); plain strings are accepted too.
+fn tags(raw: Option<&RawValue>) -> Result<Vec<String>, FieldError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TagWire {
+        Name(String),
+        Object { name: Option<String> },
+    }
+    if is_null(raw) {
+        return Ok(Vec::new());
+    }
+    let raw = raw.expect("checked");
+    let list: Vec<TagWire> = serde_json::from_str(raw.get())
+        .map_err(|_| err("Tag", format!("expected a list of tags, got {}", shown(raw))))?;
+    Ok(list
+        .into_iter()
+        .filter_map(|t| match t {
+            TagWire::Name(n) => Some(n),
+            TagWire::Object { name } => name,
+        })
+        .collect())
+}
+
+/// One column of the target table, described once for every sink and for `dealsync schema`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Column {
+    pub name: &'static str,
+    /// BigQuery type.
+    #[serde(rename = "type")]
+    pub bq_type: &'static str,
+    /// BigQuery mode: REQUIRED, NULLABLE or REPEATED.
+    pub mode: &'static str,
+    #[serde(skip)]
+    pub sqlite_type: &'static str,
+    pub description: &'static str,
+}
+
+const fn col(name: &'static str, bq_type: &'static str, mode: &'static str, sqlite_type: &'static str, description: &'static str) -> Column {
+    Column { name, bq_type, mode, sqlite_type, description }
+}
+
+/// The columns of `closed_won_deals`, in order.
+pub const COLUMNS: &[Column] = &[
+    col("deal_id", "STRING", "REQUIRED", "TEXT NOT NULL PRIMARY KEY", "Zoho record id of the deal"),
+    col("deal_name", "STRING", "NULLABLE", "TEXT", "Deal_Name"),
+    col("stage", "STRING", "REQUIRED", "TEXT NOT NULL", "Stage; always exactly 'Closed Won'"),
+    col("amount", "NUMERIC", "NULLABLE", "TEXT", "Amount in the deal's currency, exact decimal"),
+    col("expected_revenue", "NUMERIC", "NULLABLE", "TEXT", "Expected_Revenue in the deal's currency"),
+    col("exchange_rate", "NUMERIC", "NULLABLE", "TEXT", "Exchange_Rate of the deal's currency as delivered"),
+    col("currency", "STRING", "NULLABLE", "TEXT", "ISO currency code of amount and expected_revenue"),
+    col("probability", "INT64", "NULLABLE", "INTEGER", "Probability in percent"),
+    col("closing_date", "DATE", "NULLABLE", "TEXT", "Closing_Date (YYYY-MM-DD)"),
+    col("account_id", "STRING", "NULLABLE", "TEXT", "Account_Name.id"),
+    col("account_name", "STRING", "NULLABLE", "TEXT", "Account_Name.name"),
+    col("contact_id", "STRING", "NULLABLE", "TEXT", "Contact_Name.id"),
+    col("contact_name", "STRING", "NULLABLE", "TEXT", "Contact_Name.name"),
+    col("owner_id", "STRING", "NULLABLE", "TEXT", "Owner.id"),
+    col("owner_name", "STRING", "NULLABLE", "TEXT", "Owner.name"),
+    col("owner_email", "STRING", "NULLABLE", "TEXT", "Owner.email"),
+    col("pipeline", "STRING", "NULLABLE", "TEXT", "Pipeline"),
+    col("type", "STRING", "NULLABLE", "TEXT", "Type"),
+    col("lead_source", "STRING", "NULLABLE", "TEXT", "Lead_Source"),
+    col("tags", "STRING", "REPEATED", "TEXT NOT NULL DEFAULT '[]'", "Tag names (a JSON array in SQLite)"),
+    col("created_time", "TIMESTAMP", "NULLABLE", "TEXT", "Created_Time in UTC"),
+    col("modified_time", "TIMESTAMP", "REQUIRED", "TEXT NOT NULL", "Modified_Time in UTC; the newer copy wins"),
+    col("raw", "JSON", "NULLABLE", "TEXT NOT NULL", "The complete record as received, custom fields included"),
+    col("sync_run_id", "STRING", "REQUIRED", "TEXT NOT NULL", "Run that last wrote the row"),
+    col("synced_at", "TIMESTAMP", "REQUIRED", "TEXT NOT NULL", "When that run started"),
+];
+
+impl FromStr for RunStamp {
+    type Err = std::convert::Infallible;
+    /// For tests: a stamp with this run id, synced now.
+    fn from_str(run_id: &str) -> Result<Self, Self::Err> {
+        Ok(RunStamp { run_id: run_id.to_string(), synced_at: Utc::now() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp() -> RunStamp {
+        "run-1".parse().unwrap()
+    }
+
+    fn map(json: &str) -> Mapped {
+        map_deal(RawValue::from_string(json.to_string()).unwrap(), &stamp())
+    }
+
+    fn row(json: &str) -> DealRow {
+        match map(json) {
+            Mapped::Row(r) => *r,
+            other => panic!("expected a row, got {other:?}"),
+        }
+    }
+
+    fn reason(json: &str) -> String {
+        match map(json) {
+            Mapped::Quarantined(q) => q.reason,
+            other => panic!("expected quarantine, got {other:?}"),
+        }
+    }
+
+    const GOOD: &str = r#"{"id":"4876876000001034017","Deal_Name":"Zylker GmbH – renewal ✓","Stage":"Closed Won",
+        "Amount":12345678901.25,"Expected_Revenue":0.10,"Exchange_Rate":0.92,"Currency":"EUR","Probability":100,
+        "Closing_Date":"2026-11-27","Account_Name":{"name":"Zylker GmbH","id":"4876876000000624001"},
+        "Contact_Name":null,"Owner":{"name":"Patricia Boyle","id":"4876876000000225013","email":"p.boyle@zylker.com"},
+        "Pipeline":"Standard (Standard)","Type":"Existing Business","Lead_Source":"Partner",
+        "Tag":[{"name":"renewal","id":"1"},{"name":"eu","id":"2"}],"Created_Time":"2026-10-17T09:12:44+05:30",
+        "Modified_Time":"2026-11-27T10:00:00+05:30","Contract_Value":52000.0}"#;
+
+    #[test]
+    fn a_complete_record_maps_every_field_exactly() {
+        let r = row(GOOD);
+        assert_eq!(r.deal_id, "4876876000001034017");
+        assert_eq!(r.amount.unwrap().to_string(), "12345678901.25");
+        assert_eq!(r.expected_revenue.unwrap().to_string(), "0.1");
+        assert_eq!(r.exchange_rate.unwrap().to_string(), "0.92");
+        assert_eq!(r.closing_date.unwrap().to_string(), "2026-11-27");
+        assert_eq!(format_instant(&r.modified_time), "2026-11-27T04:30:00Z");
+        assert_eq!(r.owner_email.as_deref(), Some("p.boyle@zylker.com"));
+        assert_eq!(r.contact_id, None);
+        assert_eq!(r.tags, vec!["renewal", "eu"]);
+        assert!(r.raw.get().contains("Contract_Value"), "raw keeps custom fields");
+        assert_eq!(r.raw.get(), GOOD, "raw is the record exactly as received");
+    }
+
+    #[test]
+    fn money_never_passes_through_a_float() {
+        let q = reason(&GOOD.replace("12345678901.25", "0.30000000000000004"));
+        assert!(q.starts_with("Amount:"), "{q}");
+        let r = row(&GOOD.replace("12345678901.25", "\"1234.5\""));
+        assert_eq!(r.amount.unwrap().to_string(), "1234.5");
+        let r = row(&GOOD.replace("12345678901.25", "1.5e3"));
+        assert_eq!(r.amount.unwrap().to_string(), "1500");
+    }
+
+    #[test]
+    fn a_stage_that_only_contains_closed_won_is_not_ours() {
+        match map(&GOOD.replace("\"Closed Won\"", "\"Closed Won - Pending Finance\"")) {
+            Mapped::NotClosedWon { deal_id, stage } => {
+                assert_eq!(deal_id.as_deref(), Some("4876876000001034017"));
+                assert_eq!(stage.as_deref(), Some("Closed Won - Pending Finance"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_records_are_quarantined_with_the_field_named() {
+        assert_eq!(reason(&GOOD.replace("\"id\":\"4876876000001034017\",", "")), "id: missing");
+        assert!(reason(&GOOD.replace("\"2026-11-27\"", "\"27/11/2026\"")).starts_with("Closing_Date: \"27/11/2026\""));
+        assert!(reason(&GOOD.replace("12345678901.25", "\"abc\"")).starts_with("Amount:"));
+        assert!(reason(&GOOD.replace("\"Modified_Time\":\"2026-11-27T10:00:00+05:30\",", "")).starts_with("Modified_Time"));
+        assert!(reason(&GOOD.replace("\"Probability\":100", "\"Probability\":99.5")).starts_with("Probability"));
+        assert!(reason(&GOOD.replace("{\"name\":\"Zylker GmbH\",\"id\":\"4876876000000624001\"}", "\"Zylker\""))
+            .starts_with("Account_Name"));
+        assert!(reason("[1,2]").starts_with("record"));
+    }
+
+    #[test]
+    fn null_amounts_and_lookups_are_empty_not_errors() {
+        let r = row(&GOOD.replace("12345678901.25", "null").replace("\"Owner\":{", "\"Ownr\":{"));
+        assert_eq!(r.amount, None);
+        assert_eq!(r.owner_id, None);
+    }
+
+    #[test]
+    fn numeric_ids_and_string_tags_are_accepted() {
+        let r = row(&GOOD.replace("\"4876876000001034017\"", "4876876000001034017").replace(
+            "[{\"name\":\"renewal\",\"id\":\"1\"},{\"name\":\"eu\",\"id\":\"2\"}]",
+            "[\"a\",\"b\"]",
+        ));
+        assert_eq!(r.deal_id, "4876876000001034017");
+        assert_eq!(r.tags, vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,305 @@
+//! One sync, start to finish: settings → window → fetch (producer) → map + write (consumer) → commit →
+//! ledger → summary. Fetching and writing overlap through a bounded channel, so memory stays flat however
+//! many deals a window holds.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chrono::Utc;
+use rust_decimal::Decimal;
+use tokio::sync::mpsc;
+
+use crate::cli::{default_sqlite_path, SyncPlan};
+use crate::config::{ConfigError, Needs, Settings, ZohoSettings};
+use crate::exit::Exit;
+use crate::mapping::{map_deal, Mapped, RunStamp};
+use crate::sim;
+use crate::sink::ndjson::NdjsonSink;
+use crate::sink::sqlite::SqliteSink;
+use crate::sink::{RunRecord, Sink, SinkError, SinkSpec, WriteStats};
+use crate::summary::RunSummary;
+use crate::window::Window;
+use crate::zoho::fetch::{FetchStats, FetchedPage, Fetcher};
+use crate::zoho::{ZohoClient, ZohoError};
+
+/// Pages buffered between fetching and writing.
+const PIPELINE_DEPTH: usize = 4;
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Zoho(#[from] ZohoError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl RunError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            RunError::Config(_) => Exit::Config,
+            RunError::Zoho(e) => e.exit(),
+            RunError::Sink(e) => e.exit,
+            RunError::Usage(_) => Exit::Usage,
+        }
+    }
+}
+
+/// A new run id: UTC start time plus random bits, sortable and safe in table names.
+pub fn new_run_id(now: chrono::DateTime<Utc>) -> String {
+    let nanos = now.timestamp_subsec_nanos() as u64;
+    let mut rng = sim::data::Rng::new(nanos ^ (std::process::id() as u64) << 32 ^ now.timestamp() as u64);
+    format!("{}_{:08x}", now.format("%Y%m%dT%H%M%SZ"), rng.next_u64() as u32)
+}
+
+/// Counts gathered by the consumer.
+#[derive(Debug, Default)]
+struct Written {
+    stats: WriteStats,
+    records: u64,
+    not_closed_won: u64,
+    quarantined: u64,
+    amounts: BTreeMap<String, Decimal>,
+}
+
+/// Runs `dealsync sync`. Always returns the summary it emitted.
+pub async fn sync(plan: SyncPlan) -> RunSummary {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let run_id = new_run_id(started_at);
+    let mut summary = RunSummary {
+        run_id: run_id.clone(),
+        kind: if plan.spec.is_backfill() { "backfill" } else { "scheduled" },
+        ..RunSummary::default()
+    };
+    let result = sync_inner(&plan, &run_id, started_at, &mut summary).await;
+    let exit = match &result {
+        Ok(()) if summary.quarantined > 0 => Exit::Partial,
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            tracing::error!(event = "run_failed", run_id = %run_id, "{e}");
+            summary.error = Some(e.to_string());
+            e.exit()
+        }
+    };
+    summary.set_exit(exit);
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.emit();
+    summary
+}
+
+async fn sync_inner(
+    plan: &SyncPlan,
+    run_id: &str,
+    started_at: chrono::DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
+    let needs = if plan.demo.is_some() { Needs::Nothing } else { Needs::ZohoCredentials };
+    let settings = Settings::from_env(needs)?;
+
+    // The demo simulator lives as long as this function.
+    let mut demo_sim = None;
+    let zoho_settings: ZohoSettings = match plan.demo {
+        Some((deals, seed)) => {
+            let cfg = sim::SimConfig::demo(deals, seed);
+            let handle = sim::start(cfg.clone(), "127.0.0.1:0".parse().expect("valid address"))
+                .await
+                .map_err(|e| SinkError::new("demo simulator", format!("could not listen on 127.0.0.1: {e}"), Exit::Internal))?;
+            tracing::info!(event = "demo_simulator", url = %handle.base_url(), deals, seed,
+                "demo: built-in Zoho simulator started on loopback");
+            let s = demo_settings(&handle, &cfg)?;
+            demo_sim = Some(handle);
+            s
+        }
+        None => settings.zoho.clone().expect("credentials were required"),
+    };
+
+    let mut sink = open_sink(plan, &settings)?;
+    summary.sink = sink.describe();
+    sink.prepare().await?;
+
+    let last_good = match plan.spec {
+        crate::window::WindowSpec::Default { .. } => sink.last_good_window_end(plan.field).await?,
+        crate::window::WindowSpec::Backfill { .. } => None,
+    };
+    let window = plan.spec.resolve(plan.field, started_at, last_good).map_err(RunError::Usage)?;
+    summary.window_field = Some(window.field.api_name().to_string());
+    summary.window_start = Some(window.start_str());
+    summary.window_end = Some(window.end_str());
+    tracing::info!(event = "window", run_id = %run_id, field = %window.field, start = %window.start_str(),
+        end = %window.end_str(), from_ledger = last_good.is_some(), "syncing {window}");
+
+    let client = ZohoClient::new(zoho_settings, plan.retry, plan.request_timeout)?;
+    let stamp = RunStamp { run_id: run_id.to_string(), synced_at: started_at };
+
+    let outcome = pipeline(&client, sink.as_mut(), window.clone(), &stamp).await;
+    let counters = &client.stats;
+    summary.requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
+    summary.retries = counters.retries.load(std::sync::atomic::Ordering::Relaxed);
+    summary.token_mints = counters.token_mints.load(std::sync::atomic::Ordering::Relaxed);
+    let (fetch_stats, written, error) = outcome;
+    summary.pages = fetch_stats.pages;
+    summary.windows_split = fetch_stats.windows_split;
+    summary.coql_pages = fetch_stats.coql_pages;
+    summary.deals_fetched = written.records;
+    summary.not_closed_won = written.not_closed_won;
+    summary.quarantined = written.quarantined;
+    summary.rows_inserted = written.stats.inserted;
+    summary.rows_updated = written.stats.updated;
+    summary.rows_unchanged = written.stats.unchanged;
+    summary.won_amount_by_currency = written.amounts;
+
+    let exit = match &error {
+        None if summary.quarantined > 0 => Exit::Partial,
+        None => Exit::Ok,
+        Some(e) => e.exit(),
+    };
+    let record = RunRecord {
+        run_id: run_id.to_string(),
+        kind: summary.kind,
+        window_field: window.field.api_name().to_string(),
+        window_start: window.start_str(),
+        window_end: window.end_str(),
+        status: exit.outcome().to_string(),
+        exit_code: exit.code(),
+        started_at,
+        finished_at: Utc::now(),
+        pages: summary.pages,
+        deals_fetched: summary.deals_fetched,
+        rows_inserted: summary.rows_inserted,
+        rows_updated: summary.rows_updated,
+        rows_unchanged: summary.rows_unchanged,
+        not_closed_won: summary.not_closed_won,
+        quarantined: summary.quarantined,
+        error: error.as_ref().map(|e| e.to_string()),
+    };
+    if let Err(e) = sink.record_run(&record).await {
+        tracing::error!(event = "ledger_failed", run_id = %run_id, "could not record the run in the ledger: {e}");
+        if error.is_none() {
+            return Err(e.into());
+        }
+    }
+    if let Some(sim) = demo_sim.take() {
+        let truth = sim.closed_won_in(&window).len();
+        let closed_won = summary.deals_fetched - summary.not_closed_won;
+        tracing::info!(event = "demo_check", simulator_closed_won = truth, fetched_closed_won = closed_won,
+            "demo check: the simulator holds {truth} closed-won deals in the window; this run fetched {closed_won}");
+        sim.stop().await;
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn demo_settings(handle: &sim::SimHandle, cfg: &sim::SimConfig) -> Result<ZohoSettings, ConfigError> {
+    let vars = vec![
+        ("ZOHO_CLIENT_ID".to_string(), cfg.client_id.clone()),
+        ("ZOHO_CLIENT_SECRET".to_string(), cfg.client_secret.clone()),
+        ("ZOHO_REFRESH_TOKEN".to_string(), cfg.refresh_token.clone()),
+        ("ZOHO_ACCOUNTS_URL".to_string(), handle.base_url()),
+    ];
+    let mut s = Settings::from_vars(vars, Needs::ZohoCredentials)?.zoho.expect("credentials requested");
+    s.max_concurrency = crate::config::max_concurrency_from_env()?;
+    Ok(s)
+}
+
+fn open_sink(plan: &SyncPlan, settings: &Settings) -> Result<Box<dyn Sink>, RunError> {
+    if plan.dry_run {
+        return Ok(Box::new(NdjsonSink::dry_run()));
+    }
+    let spec = match (&plan.sink, &settings.bigquery_project) {
+        (Some(s), _) => s.clone(),
+        (None, Some(_)) => SinkSpec::BigQuery,
+        (None, None) => {
+            tracing::warn!(event = "default_sink", path = %default_sqlite_path().display(),
+                "BIGQUERY_PROJECT is not set: writing to the embedded SQLite warehouse ./dealsync.db");
+            SinkSpec::Sqlite(default_sqlite_path())
+        }
+    };
+    Ok(match spec {
+        SinkSpec::Sqlite(p) => Box::new(SqliteSink::new(p)),
+        SinkSpec::Ndjson(p) => Box::new(NdjsonSink::new(p)),
+        SinkSpec::BigQuery => {
+            return Err(ConfigError::new(
+                "BIGQUERY_PROJECT",
+                "the BigQuery sink is not part of this build yet; unset BIGQUERY_PROJECT or choose --sink sqlite:PATH",
+            )
+            .into())
+        }
+    })
+}
+
+/// Fetches `window` and writes what it finds, overlapping both. Returns whatever was counted even on failure.
+async fn pipeline(
+    client: &ZohoClient,
+    sink: &mut dyn Sink,
+    window: Window,
+    stamp: &RunStamp,
+) -> (FetchStats, Written, Option<RunError>) {
+    let (tx, mut rx) = mpsc::channel::<FetchedPage>(PIPELINE_DEPTH);
+    let producer = async move { Fetcher::new(client, tx).fetch_window(window).await };
+    let consumer = async {
+        let mut written = Written::default();
+        while let Some(page) = rx.recv().await {
+            if let Err(e) = write_page(sink, page, stamp, &mut written).await {
+                drop(rx);
+                return (written, Some(e));
+            }
+        }
+        (written, None)
+    };
+    let (fetched, (mut written, write_err)) = tokio::join!(producer, consumer);
+    let (fetch_stats, fetch_err) = match fetched {
+        Ok(f) => (f.stats, None),
+        Err(e) => (FetchStats::default(), Some(e)),
+    };
+    // The sink's error explains a closed channel; otherwise the fetch error stands.
+    let mut error = write_err.map(RunError::from).or(fetch_err.map(RunError::from));
+    if error.is_none() {
+        match sink.commit().await {
+            Ok(extra) => written.stats.add(extra),
+            Err(e) => error = Some(e.into()),
+        }
+    }
+    (fetch_stats, written, error)
+}
+
+async fn write_page(sink: &mut dyn Sink, page: FetchedPage, stamp: &RunStamp, written: &mut Written) -> Result<(), SinkError> {
+    let mut rows = Vec::with_capacity(page.records.len());
+    let mut quarantined = Vec::new();
+    for raw in page.records {
+        written.records += 1;
+        match map_deal(raw, stamp) {
+            Mapped::Row(row) => {
+                if let Some(a) = row.amount {
+                    *written.amounts.entry(row.currency.clone().unwrap_or_else(|| "(none)".into())).or_default() += a;
+                }
+                rows.push(*row);
+            }
+            Mapped::NotClosedWon { deal_id, stage } => {
+                written.not_closed_won += 1;
+                tracing::debug!(event = "not_closed_won", deal_id = deal_id.as_deref().unwrap_or(""),
+                    stage = stage.as_deref().unwrap_or(""), "skipped a deal whose stage only contains \"Closed Won\"");
+            }
+            Mapped::Quarantined(q) => {
+                written.quarantined += 1;
+                tracing::warn!(event = "quarantined", deal_id = q.deal_id.as_deref().unwrap_or(""),
+                    reason = %q.reason, "a record could not be mapped; it was quarantined");
+                quarantined.push(*q);
+            }
+        }
+    }
+    if !rows.is_empty() {
+        let stats = sink.write_rows(rows).await?;
+        written.stats.add(stats);
+    }
+    if !quarantined.is_empty() {
+        sink.write_quarantine(quarantined).await?;
+    }
+    Ok(())
+}

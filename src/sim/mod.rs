@@ -1,0 +1,166 @@
+//! A Zoho-compatible CRM simulator on loopback: the token endpoint, v8 search with a real criteria parser and
+//! the 2000-record cap, a COQL subset, fields metadata, 204s, scope and token checks, and configurable
+//! latency. It is a product feature (`dealsync simulate`, `dealsync sync --demo`) and the backbone of the
+//! tests, which read the truth they should end up with straight from it.
+
+pub mod coql;
+pub mod criteria;
+pub mod data;
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, DurationRound, FixedOffset, Utc};
+use tokio::sync::oneshot;
+
+pub use data::{Broken, SimDeal};
+
+use crate::window::Window;
+
+/// Everything that shapes a simulator.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub deals: usize,
+    pub seed: u64,
+    /// Deals are modified within `[anchor - span, anchor)`.
+    pub anchor: DateTime<Utc>,
+    pub span: Duration,
+    /// Closed-won deals rendered so that they cannot be mapped.
+    pub broken: usize,
+    /// Added to every answer.
+    pub latency: std::time::Duration,
+    /// The API user's time zone: every datetime is rendered with this offset.
+    pub tz: FixedOffset,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    /// `expires_in` of minted tokens.
+    pub token_ttl: std::time::Duration,
+    /// Mints allowed per refresh token in 10 minutes before "Access Denied".
+    pub mint_limit: usize,
+    /// HTTP status of the "Access Denied" throttle answer (Zoho has been seen sending 200 and 400).
+    pub throttle_status: u16,
+    /// Records one search criteria may return at most.
+    pub search_cap: usize,
+    /// Scopes the minted tokens lack (e.g. `ZohoSearch.securesearch.READ`).
+    pub missing_scopes: Vec<String>,
+}
+
+impl SimConfig {
+    /// The demo's dataset: deals over the last 30 days, anchored at the start of the current UTC hour, so
+    /// that an immediate re-run sees exactly the same deals.
+    pub fn demo(deals: usize, seed: u64) -> SimConfig {
+        let anchor = Utc::now().duration_trunc(Duration::hours(1)).expect("truncation to an hour");
+        SimConfig { deals, seed, anchor, ..SimConfig::default() }
+    }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            deals: 1000,
+            seed: 1,
+            anchor: DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").expect("valid").with_timezone(&Utc),
+            span: Duration::days(30),
+            broken: 0,
+            latency: std::time::Duration::ZERO,
+            tz: FixedOffset::east_opt(5 * 3600 + 1800).expect("valid offset"),
+            client_id: "1000.SIMCLIENTID".into(),
+            client_secret: "sim-client-secret".into(),
+            refresh_token: "1000.sim-refresh-token".into(),
+            token_ttl: std::time::Duration::from_secs(3600),
+            mint_limit: 10,
+            throttle_status: 200,
+            search_cap: 2000,
+            missing_scopes: Vec::new(),
+        }
+    }
+}
+
+/// Request counters, for tests and the benchmark.
+#[derive(Debug, Default)]
+pub struct SimCounters {
+    pub token_requests: AtomicU64,
+    pub api_requests: AtomicU64,
+    pub search_requests: AtomicU64,
+    pub coql_requests: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SimStats {
+    pub token_requests: u64,
+    pub api_requests: u64,
+    pub search_requests: u64,
+    pub coql_requests: u64,
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct SimHandle {
+    pub addr: SocketAddr,
+    state: Arc<server::SimState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SimHandle {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.state.config
+    }
+
+    pub fn stats(&self) -> SimStats {
+        let c = &self.state.counters;
+        SimStats {
+            token_requests: c.token_requests.load(Ordering::Relaxed),
+            api_requests: c.api_requests.load(Ordering::Relaxed),
+            search_requests: c.search_requests.load(Ordering::Relaxed),
+            coql_requests: c.coql_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The deals whose stage is exactly "Closed Won" and whose window field lies in the window: what a correct
+    /// sync must end up with (rows for the mappable ones, quarantine for the broken ones).
+    pub fn closed_won_in(&self, window: &Window) -> Vec<SimDeal> {
+        self.state.closed_won_in(window)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Generates the dataset and serves it on `addr` (port 0 picks a free port).
+pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(server::SimState::new(config, format!("http://{addr}")));
+    let app = server::router(state.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok(SimHandle { addr, state, shutdown: Some(tx), task: Some(task) })
+}

@@ -1,0 +1,371 @@
+//! HTTP routes of the simulator, answering with Zoho's status codes and body shapes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+
+use super::coql::{self, Select};
+use super::criteria::{self, QueryError};
+use super::data::{self, GenSpec, SimDeal};
+use super::{SimConfig, SimCounters};
+use crate::window::Window;
+
+pub const SEARCH_SCOPE: &str = "ZohoSearch.securesearch.READ";
+pub const DEALS_SCOPE: &str = "ZohoCRM.modules.deals.READ";
+pub const COQL_SCOPE: &str = "ZohoCRM.coql.READ";
+pub const FIELDS_SCOPE: &str = "ZohoCRM.settings.fields.READ";
+
+pub struct SimState {
+    pub config: SimConfig,
+    pub base_url: String,
+    /// Sorted by modified time.
+    pub deals: Vec<SimDeal>,
+    tokens: Mutex<HashMap<String, Instant>>,
+    mints: Mutex<VecDeque<Instant>>,
+    pub counters: SimCounters,
+    token_seq: std::sync::atomic::AtomicU64,
+}
+
+impl SimState {
+    pub fn new(config: SimConfig, base_url: String) -> SimState {
+        let deals = data::generate(&GenSpec {
+            deals: config.deals,
+            seed: config.seed,
+            anchor: config.anchor,
+            span: config.span,
+            broken: config.broken,
+        });
+        SimState {
+            config,
+            base_url,
+            deals,
+            tokens: Mutex::new(HashMap::new()),
+            mints: Mutex::new(VecDeque::new()),
+            counters: SimCounters::default(),
+            token_seq: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    pub fn closed_won_in(&self, w: &Window) -> Vec<SimDeal> {
+        let (start, end) = (w.start.timestamp(), w.end.timestamp());
+        self.deals
+            .iter()
+            .filter(|d| d.is_closed_won() && !d.deleted)
+            .filter(|d| {
+                if w.field.is_date() {
+                    let (s, e) = (data::utc_date(w.start), data::utc_date(w.end));
+                    d.closing >= s && d.closing < e
+                } else {
+                    d.modified >= start && d.modified < end
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Deals matching a compiled filter, scanning only the slice of modified times it allows.
+    fn matching(&self, filter: &criteria::Compiled) -> Vec<&SimDeal> {
+        let (lo, hi) = filter.modified_range();
+        let from = self.deals.partition_point(|d| d.modified < lo);
+        let to = self.deals.partition_point(|d| d.modified <= hi);
+        if from >= to {
+            return Vec::new();
+        }
+        self.deals[from..to].iter().filter(|d| !d.deleted && filter.matches(d)).collect()
+    }
+}
+
+pub fn router(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/oauth/v2/token", post(token))
+        .route("/crm/v8/Deals/search", get(search))
+        .route("/crm/v8/coql", post(coql_query))
+        .route("/crm/v8/settings/fields", get(fields))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json;charset=UTF-8")], body).into_response()
+}
+
+fn zoho_error(status: StatusCode, code: &str, message: &str, details: serde_json::Value) -> Response {
+    json_response(status, json!({"code": code, "details": details, "message": message, "status": "error"}).to_string())
+}
+
+fn query_error(e: QueryError) -> Response {
+    zoho_error(StatusCode::BAD_REQUEST, e.code, &e.message, e.details)
+}
+
+async fn not_found() -> Response {
+    zoho_error(StatusCode::NOT_FOUND, "INVALID_URL_PATTERN", "Please check if the URL trying to access is a correct one", json!({}))
+}
+
+async fn pause(state: &SimState) {
+    if !state.config.latency.is_zero() {
+        tokio::time::sleep(state.config.latency).await;
+    }
+}
+
+/// `POST /oauth/v2/token`: fields from the form body or the query string, as Zoho accepts both.
+async fn token(State(state): State<Arc<SimState>>, Query(query): Query<HashMap<String, String>>, body: Bytes) -> Response {
+    state.counters.token_requests.fetch_add(1, Ordering::Relaxed);
+    pause(&state).await;
+    let mut form: HashMap<String, String> = query;
+    form.extend(url::form_urlencoded::parse(&body).into_owned());
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let cfg = &state.config;
+    let error = |e: &str| json_response(StatusCode::OK, json!({"error": e}).to_string());
+    if get("client_id") != cfg.client_id {
+        return error("invalid_client");
+    }
+    if get("client_secret") != cfg.client_secret {
+        return error("invalid_client_secret");
+    }
+    match get("grant_type") {
+        "refresh_token" if get("refresh_token") == cfg.refresh_token => {}
+        "refresh_token" | "authorization_code" => return error("invalid_code"),
+        _ => return error("unsupported_grant_type"),
+    }
+    {
+        let mut mints = state.mints.lock().expect("not poisoned");
+        let now = Instant::now();
+        while mints.front().is_some_and(|t| now.duration_since(*t).as_secs() >= 600) {
+            mints.pop_front();
+        }
+        if mints.len() >= cfg.mint_limit {
+            let status = StatusCode::from_u16(cfg.throttle_status).unwrap_or(StatusCode::OK);
+            return json_response(
+                status,
+                json!({"error_description": "You have made too many requests continuously. Please try again after some time.",
+                       "error": "Access Denied", "status": "failure"})
+                .to_string(),
+            );
+        }
+        mints.push_back(now);
+    }
+    let seq = state.token_seq.fetch_add(1, Ordering::Relaxed);
+    let access = format!("1000.simaccess{seq:08}.{:016x}", data::Rng::new(seq ^ cfg.seed).next_u64());
+    state.tokens.lock().expect("not poisoned").insert(access.clone(), Instant::now() + cfg.token_ttl);
+    let scopes: Vec<&str> = [DEALS_SCOPE, SEARCH_SCOPE, COQL_SCOPE, FIELDS_SCOPE]
+        .into_iter()
+        .filter(|s| !cfg.missing_scopes.iter().any(|m| m == s))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({"access_token": access, "scope": scopes.join(" "), "api_domain": state.base_url,
+               "token_type": "Bearer", "expires_in": cfg.token_ttl.as_secs()})
+        .to_string(),
+    )
+}
+
+/// Checks `Authorization: Zoho-oauthtoken <t>` and the scope the call needs.
+fn authorize(state: &SimState, headers: &HeaderMap, scope: &str) -> Result<(), Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Zoho-oauthtoken "));
+    let Some(token) = token else {
+        return Err(zoho_error(StatusCode::UNAUTHORIZED, "AUTHENTICATION_FAILURE", "Authentication failed", json!({})));
+    };
+    let valid = state.tokens.lock().expect("not poisoned").get(token).is_some_and(|exp| *exp > Instant::now());
+    if !valid {
+        return Err(zoho_error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "invalid oauth token", json!({})));
+    }
+    if state.config.missing_scopes.iter().any(|m| m == scope) {
+        return Err(zoho_error(StatusCode::UNAUTHORIZED, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL", json!({})));
+    }
+    Ok(())
+}
+
+fn page_body(state: &SimState, records: &[&SimDeal], fields: Option<&[&str]>, info: serde_json::Value) -> String {
+    let mut out = String::with_capacity(records.len() * 2500 + 200);
+    out.push_str("{\"data\":[");
+    for (i, d) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        d.render(state.config.tz, fields, &mut out);
+    }
+    out.push_str("],\"info\":");
+    out.push_str(&info.to_string());
+    out.push('}');
+    out
+}
+
+async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    state.counters.api_requests.fetch_add(1, Ordering::Relaxed);
+    state.counters.search_requests.fetch_add(1, Ordering::Relaxed);
+    pause(&state).await;
+    if let Err(r) = authorize(&state, &headers, SEARCH_SCOPE) {
+        return r;
+    }
+    let Some(criteria) = q.get("criteria") else {
+        return zoho_error(StatusCode::BAD_REQUEST, "EXPECTED_PARAM_MISSING", "One of the expected parameter is missing",
+            json!({"param_names": ["criteria", "email", "phone", "word"]}));
+    };
+    let page: usize = match q.get("page").map(|p| p.parse()) {
+        None => 1,
+        Some(Ok(p)) if p >= 1 => p,
+        _ => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "page"})),
+    };
+    let per_page: usize = match q.get("per_page").map(|p| p.parse()) {
+        None => 200,
+        Some(Ok(p)) if (1..=200).contains(&p) => p,
+        _ => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "per_page"})),
+    };
+    let filter = match criteria::parse(criteria).and_then(|e| criteria::compile(&e, false)) {
+        Ok(f) => f,
+        Err(e) => return query_error(e),
+    };
+    if page * per_page > state.config.search_cap {
+        return zoho_error(StatusCode::BAD_REQUEST, "LIMIT_REACHED", "maximum response iteration limit reached",
+            json!({"limit": state.config.search_cap.to_string()}));
+    }
+    let mut matches = state.matching(&filter);
+    if matches.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    matches.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    let start = (page - 1) * per_page;
+    if start >= matches.len() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let end = (start + per_page).min(matches.len());
+    let fields: Option<Vec<&str>> = q.get("fields").map(|f| f.split(',').collect());
+    let info = json!({"per_page": per_page, "count": end - start, "page": page, "sort_by": "id",
+                      "sort_order": "desc", "more_records": end < matches.len()});
+    json_response(StatusCode::OK, page_body(&state, &matches[start..end], fields.as_deref(), info))
+}
+
+async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {
+    state.counters.api_requests.fetch_add(1, Ordering::Relaxed);
+    state.counters.coql_requests.fetch_add(1, Ordering::Relaxed);
+    pause(&state).await;
+    if let Err(r) = authorize(&state, &headers, COQL_SCOPE) {
+        return r;
+    }
+    #[derive(serde::Deserialize)]
+    struct Req {
+        select_query: String,
+    }
+    let req: Req = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"api_name": "select_query"})),
+    };
+    let q = match coql::parse(&req.select_query) {
+        Ok(q) => q,
+        Err(e) => return query_error(e),
+    };
+    let mut matches = match &q.filter {
+        Some(f) => state.matching(f),
+        None => state.deals.iter().filter(|d| !d.deleted).collect(),
+    };
+    if q.select == Select::CountId {
+        let body = json!({"data": [{"COUNT(id)": matches.len()}], "info": {"count": 1, "more_records": false}});
+        return json_response(StatusCode::OK, body.to_string());
+    }
+    let (by_time, asc) = match &q.order_by {
+        Some((f, asc)) => (f == "Modified_Time", *asc),
+        None => (false, true),
+    };
+    if by_time {
+        matches.sort_by_key(|d| (d.modified, d.id));
+    } else {
+        matches.sort_unstable_by_key(|d| d.id);
+    }
+    if !asc {
+        matches.reverse();
+    }
+    if q.offset >= matches.len() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let end = (q.offset + q.limit).min(matches.len());
+    let Select::Fields(fields) = &q.select else { unreachable!("COUNT handled above") };
+    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    let info = json!({"count": end - q.offset, "more_records": end < matches.len()});
+    json_response(StatusCode::OK, page_body(&state, &matches[q.offset..end], Some(&fields), info))
+}
+
+/// `GET /crm/v8/settings/fields?module=…`: enough metadata for the official SDK and for `dealsync fields`.
+async fn fields(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    state.counters.api_requests.fetch_add(1, Ordering::Relaxed);
+    pause(&state).await;
+    if let Err(r) = authorize(&state, &headers, FIELDS_SCOPE) {
+        return r;
+    }
+    let Some(module) = q.get("module") else {
+        return zoho_error(StatusCode::BAD_REQUEST, "REQUIRED_PARAM_MISSING", "required param is missing", json!({"param_name": "module"}));
+    };
+    let list: &[(&str, &str, &str, bool)] = match module.as_str() {
+        "Deals" => DEAL_FIELDS,
+        "Accounts" => &[("Account_Name", "Account Name", "text", false)],
+        "Contacts" => &[("Last_Name", "Last Name", "text", false), ("Email", "Email", "email", false)],
+        "Campaigns" => &[("Campaign_Name", "Campaign Name", "text", false)],
+        _ => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_MODULE", "the module name given seems to be invalid", json!({"resource_path_index": 0})),
+    };
+    let fields: Vec<serde_json::Value> = list
+        .iter()
+        .enumerate()
+        .map(|(i, (api, label, ty, custom))| {
+            let mut f = json!({"api_name": api, "field_label": label, "display_label": label, "data_type": ty,
+                "id": format!("48768760000000{i:05}"), "custom_field": custom, "searchable": true,
+                "read_only": false, "system_mandatory": *api == "Deal_Name" || *api == "Stage"});
+            // Some real metadata lacks json_type/length; leave them out for one custom field.
+            if *api != "Partner_Tier" {
+                f["json_type"] = json!(json_type(ty));
+                f["length"] = json!(if *ty == "textarea" { 32000 } else { 255 });
+            }
+            f
+        })
+        .collect();
+    json_response(StatusCode::OK, json!({ "fields": fields }).to_string())
+}
+
+fn json_type(data_type: &str) -> &'static str {
+    match data_type {
+        "integer" | "bigint" => "integer",
+        "currency" | "double" | "decimal" | "percent" => "double",
+        "boolean" => "boolean",
+        "lookup" | "ownerlookup" => "jsonobject",
+        "multiselectpicklist" | "tags" => "jsonarray",
+        _ => "string",
+    }
+}
+
+const DEAL_FIELDS: &[(&str, &str, &str, bool)] = &[
+    ("Owner", "Deal Owner", "ownerlookup", false),
+    ("Deal_Name", "Deal Name", "text", false),
+    ("Amount", "Amount", "currency", false),
+    ("Expected_Revenue", "Expected Revenue", "currency", false),
+    ("Exchange_Rate", "Exchange Rate", "double", false),
+    ("Currency", "Currency", "picklist", false),
+    ("Stage", "Stage", "picklist", false),
+    ("Probability", "Probability (%)", "integer", false),
+    ("Closing_Date", "Closing Date", "date", false),
+    ("Account_Name", "Account Name", "lookup", false),
+    ("Contact_Name", "Contact Name", "lookup", false),
+    ("Pipeline", "Pipeline", "picklist", false),
+    ("Type", "Type", "picklist", false),
+    ("Lead_Source", "Lead Source", "picklist", false),
+    ("Description", "Description", "textarea", false),
+    ("Tag", "Tag", "tags", false),
+    ("Created_Time", "Created Time", "datetime", false),
+    ("Modified_Time", "Modified Time", "datetime", false),
+    ("Contract_Value", "Contract Value", "currency", true),
+    ("Region", "Region", "picklist", true),
+    ("Seats", "Seats", "integer", true),
+    ("Partner_Tier", "Partner Tier", "picklist", true),
+    ("Signed_Contract", "Signed Contract", "boolean", true),
+    ("Discount_Percent", "Discount", "percent", true),
+    ("Renewal_Date", "Renewal Date", "date", true),
+];

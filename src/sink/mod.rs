@@ -1,0 +1,154 @@
+//! Where rows go. Every warehouse implements `Sink`; the run only ever talks to the trait, so that the
+//! BigQuery sink, the local SQLite warehouse and the NDJSON export behave the same from the run's side:
+//! prepare, read the ledger, write batches, quarantine, commit, record the run.
+
+pub mod ndjson;
+pub mod sqlite;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::exit::Exit;
+use crate::mapping::{DealRow, Quarantined};
+use crate::window::WindowField;
+
+/// A sink failure, with the exit code it deserves (a full disk is not a configuration error).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{sink}: {message}")]
+pub struct SinkError {
+    pub sink: String,
+    pub message: String,
+    pub exit: Exit,
+}
+
+impl SinkError {
+    pub fn new(sink: impl Into<String>, message: impl Into<String>, exit: Exit) -> Self {
+        SinkError { sink: sink.into(), message: message.into(), exit }
+    }
+}
+
+/// Row counts of one write or of a whole run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WriteStats {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+impl WriteStats {
+    pub fn add(&mut self, other: WriteStats) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+
+    pub fn written(&self) -> u64 {
+        self.inserted + self.updated
+    }
+}
+
+/// One line of the run ledger (`_dealsync_runs`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    /// `scheduled` (the default window) or `backfill`; only scheduled runs move the next default window.
+    pub kind: &'static str,
+    pub window_field: String,
+    pub window_start: String,
+    pub window_end: String,
+    /// The run's outcome word (`success`, `partial`, …).
+    pub status: String,
+    pub exit_code: u8,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub pages: u64,
+    pub deals_fetched: u64,
+    pub rows_inserted: u64,
+    pub rows_updated: u64,
+    pub rows_unchanged: u64,
+    pub not_closed_won: u64,
+    pub quarantined: u64,
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    /// Whether the next default window may start from this run's end.
+    pub fn is_good(status: &str) -> bool {
+        matches!(status, "success" | "partial")
+    }
+}
+
+#[async_trait]
+pub trait Sink: Send {
+    /// A short name for logs, such as `sqlite:./dealsync.db`.
+    fn describe(&self) -> String;
+
+    /// Creates or checks tables. Called once before anything else.
+    async fn prepare(&mut self) -> Result<(), SinkError>;
+
+    /// The end of the last good scheduled run over `field`, which starts the next default window.
+    async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError>;
+
+    /// Writes a batch of rows (upsert by `deal_id`, newer `modified_time` wins).
+    async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError>;
+
+    /// Keeps records that could not be mapped, with their reasons.
+    async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError>;
+
+    /// Makes the run's writes final (a MERGE for staged sinks). Returns what only the commit knows.
+    async fn commit(&mut self) -> Result<WriteStats, SinkError>;
+
+    /// Appends the run to the ledger.
+    async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError>;
+}
+
+/// A sink as named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    Sqlite(PathBuf),
+    Ndjson(Option<PathBuf>),
+    BigQuery,
+}
+
+impl SinkSpec {
+    pub fn parse(s: &str) -> Result<SinkSpec, String> {
+        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+        match kind {
+            "sqlite" if !rest.is_empty() => Ok(SinkSpec::Sqlite(PathBuf::from(rest))),
+            "sqlite" => Ok(SinkSpec::Sqlite(PathBuf::from("./dealsync.db"))),
+            "ndjson" if rest == "-" => Ok(SinkSpec::Ndjson(None)),
+            "ndjson" if !rest.is_empty() => Ok(SinkSpec::Ndjson(Some(PathBuf::from(rest)))),
+            "ndjson" => Err("ndjson needs a path or `-` for stdout, e.g. ndjson:deals.ndjson".into()),
+            "bigquery" => Ok(SinkSpec::BigQuery),
+            _ => Err(format!("`{s}` is not a sink; use sqlite:PATH, ndjson:PATH, ndjson:- or bigquery")),
+        }
+    }
+}
+
+impl std::fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkSpec::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            SinkSpec::Ndjson(None) => f.write_str("ndjson:-"),
+            SinkSpec::Ndjson(Some(p)) => write!(f, "ndjson:{}", p.display()),
+            SinkSpec::BigQuery => f.write_str("bigquery"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_specs_parse() {
+        assert_eq!(SinkSpec::parse("sqlite:/tmp/x.db").unwrap(), SinkSpec::Sqlite("/tmp/x.db".into()));
+        assert_eq!(SinkSpec::parse("ndjson:-").unwrap(), SinkSpec::Ndjson(None));
+        assert_eq!(SinkSpec::parse("bigquery").unwrap(), SinkSpec::BigQuery);
+        assert!(SinkSpec::parse("ndjson").is_err());
+        assert!(SinkSpec::parse("postgres:x").is_err());
+    }
+}

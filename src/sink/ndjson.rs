@@ -1,0 +1,129 @@
+//! Newline-delimited JSON: one row per line, to a file or to stdout. It is an export, not a warehouse: it keeps
+//! no run ledger (the default window is always the last 24 hours) and does not merge across runs. `--dry-run`
+//! uses it on stdout with quarantined records only logged.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{RunRecord, Sink, SinkError, WriteStats};
+use crate::exit::Exit;
+use crate::mapping::{DealRow, Quarantined};
+use crate::window::WindowField;
+
+pub struct NdjsonSink {
+    path: Option<PathBuf>,
+    dry_run: bool,
+    out: Option<Box<dyn Write + Send>>,
+    quarantine: Option<BufWriter<File>>,
+}
+
+impl NdjsonSink {
+    /// `None` writes to stdout.
+    pub fn new(path: Option<PathBuf>) -> Self {
+        NdjsonSink { path, dry_run: false, out: None, quarantine: None }
+    }
+
+    /// Rows to stdout, nothing persisted.
+    pub fn dry_run() -> Self {
+        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None }
+    }
+
+    /// Where quarantined records go: beside the output file, or `./dealsync-quarantine.ndjson` for stdout.
+    pub fn quarantine_path(&self) -> PathBuf {
+        match &self.path {
+            Some(p) => {
+                let mut s = p.clone().into_os_string();
+                s.push(".quarantine.ndjson");
+                PathBuf::from(s)
+            }
+            None => PathBuf::from("dealsync-quarantine.ndjson"),
+        }
+    }
+
+    fn io_err(&self, what: &str, e: std::io::Error) -> SinkError {
+        SinkError::new(self.describe(), format!("{what}: {e}"), Exit::Internal)
+    }
+}
+
+#[async_trait]
+impl Sink for NdjsonSink {
+    fn describe(&self) -> String {
+        match (&self.path, self.dry_run) {
+            (_, true) => "dry-run (stdout)".into(),
+            (None, _) => "ndjson:-".into(),
+            (Some(p), _) => format!("ndjson:{}", p.display()),
+        }
+    }
+
+    async fn prepare(&mut self) -> Result<(), SinkError> {
+        let out: Box<dyn Write + Send> = match &self.path {
+            None => Box::new(BufWriter::new(std::io::stdout())),
+            Some(p) => {
+                let f = File::create(p).map_err(|e| {
+                    let exit = if e.kind() == std::io::ErrorKind::NotFound { Exit::Config } else { Exit::Internal };
+                    SinkError::new(self.describe(), format!("creating {}: {e}", p.display()), exit)
+                })?;
+                Box::new(BufWriter::with_capacity(1 << 16, f))
+            }
+        };
+        self.out = Some(out);
+        Ok(())
+    }
+
+    async fn last_good_window_end(&mut self, _field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
+        Ok(None)
+    }
+
+    async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
+        let out = self.out.as_mut().expect("prepare() opens the output");
+        let mut buf = Vec::with_capacity(rows.len() * 1024);
+        for row in &rows {
+            serde_json::to_writer(&mut buf, row).expect("rows serialize");
+            buf.push(b'\n');
+        }
+        if let Err(e) = out.write_all(&buf) {
+            return Err(self.io_err("writing rows", e));
+        }
+        Ok(WriteStats { inserted: rows.len() as u64, ..WriteStats::default() })
+    }
+
+    async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
+        if self.dry_run {
+            return Ok(());
+        }
+        if self.quarantine.is_none() {
+            let path = self.quarantine_path();
+            let f = File::create(&path).map_err(|e| self.io_err(&format!("creating {}", path.display()), e))?;
+            self.quarantine = Some(BufWriter::new(f));
+        }
+        let q = self.quarantine.as_mut().expect("just opened");
+        let mut buf = Vec::new();
+        for item in &items {
+            serde_json::to_writer(&mut buf, item).expect("quarantine serializes");
+            buf.push(b'\n');
+        }
+        q.write_all(&buf).map_err(|e| self.io_err("writing quarantined records", e))
+    }
+
+    async fn commit(&mut self) -> Result<WriteStats, SinkError> {
+        if let Some(out) = self.out.as_mut() {
+            if let Err(e) = out.flush() {
+                return Err(self.io_err("flushing rows", e));
+            }
+        }
+        if let Some(q) = self.quarantine.as_mut() {
+            if let Err(e) = q.flush() {
+                return Err(self.io_err("flushing quarantined records", e));
+            }
+        }
+        Ok(WriteStats::default())
+    }
+
+    async fn record_run(&mut self, _run: &RunRecord) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

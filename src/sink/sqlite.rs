@@ -1,0 +1,280 @@
+//! The embedded local warehouse: one SQLite file with the same table and ledger as BigQuery, so that a
+//! newcomer (and every test) sees exactly what production would hold. Rows are upserted by `deal_id` and only
+//! a newer `modified_time` replaces a row, so re-running any window never duplicates or regresses a deal.
+//! SQLite calls block, so each batch runs on the blocking pool with the connection moved in and back out.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{RunRecord, Sink, SinkError, WriteStats};
+use crate::exit::Exit;
+use crate::mapping::{format_instant, DealRow, Quarantined, COLUMNS};
+use crate::window::WindowField;
+
+pub const TABLE: &str = "closed_won_deals";
+pub const RUNS_TABLE: &str = "_dealsync_runs";
+pub const QUARANTINE_TABLE: &str = "_dealsync_quarantine";
+
+pub struct SqliteSink {
+    path: PathBuf,
+    conn: Option<Connection>,
+}
+
+impl SqliteSink {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteSink { path: path.into(), conn: None }
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> SinkError {
+        SinkError::new(self.describe(), format!("{what}: {e}"), Exit::Internal)
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with_conn<T, F>(&mut self, what: &'static str, f: F) -> Result<T, SinkError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let mut conn = self.conn.take().ok_or_else(|| self.err(what, "the database is not open"))?;
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = f(&mut conn);
+            (conn, r)
+        })
+        .await;
+        match joined {
+            Ok((conn, r)) => {
+                self.conn = Some(conn);
+                r.map_err(|e| self.err(what, e))
+            }
+            Err(e) => Err(self.err(what, e)),
+        }
+    }
+}
+
+/// The DDL of the target table, derived from the shared column list.
+pub fn create_table_sql() -> String {
+    let cols: Vec<String> = COLUMNS.iter().map(|c| format!("    {} {}", c.name, c.sqlite_type)).collect();
+    format!("CREATE TABLE IF NOT EXISTS {TABLE} (\n{}\n)", cols.join(",\n"))
+}
+
+const LEDGER_SQL: &str = "
+CREATE TABLE IF NOT EXISTS _dealsync_runs (
+    run_id TEXT PRIMARY KEY NOT NULL,
+    kind TEXT NOT NULL,
+    window_field TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    window_end TEXT NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    pages INTEGER NOT NULL,
+    deals_fetched INTEGER NOT NULL,
+    rows_inserted INTEGER NOT NULL,
+    rows_updated INTEGER NOT NULL,
+    rows_unchanged INTEGER NOT NULL,
+    not_closed_won INTEGER NOT NULL,
+    quarantined INTEGER NOT NULL,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS _dealsync_quarantine (
+    run_id TEXT NOT NULL,
+    deal_id TEXT,
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL,
+    quarantined_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS _dealsync_quarantine_deal ON _dealsync_quarantine (deal_id);
+";
+
+fn names() -> String {
+    COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+}
+
+fn placeholders() -> String {
+    (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+}
+
+fn insert_sql() -> String {
+    format!("INSERT INTO {TABLE} ({}) VALUES ({}) ON CONFLICT(deal_id) DO NOTHING", names(), placeholders())
+}
+
+/// Replaces a row only when the incoming copy is newer (`?22` is `modified_time`).
+fn update_sql() -> String {
+    let sets: Vec<String> =
+        COLUMNS.iter().enumerate().skip(1).map(|(i, c)| format!("{} = ?{}", c.name, i + 1)).collect();
+    let mt = COLUMNS.iter().position(|c| c.name == "modified_time").expect("modified_time column") + 1;
+    format!(
+        "UPDATE {TABLE} SET {} WHERE deal_id = ?1 AND julianday(modified_time) < julianday(?{mt})",
+        sets.join(", ")
+    )
+}
+
+fn decimal_text(d: &Option<rust_decimal::Decimal>) -> Option<String> {
+    d.map(|d| d.normalize().to_string())
+}
+
+fn bind(row: &DealRow) -> Vec<Box<dyn rusqlite::ToSql>> {
+    vec![
+        Box::new(row.deal_id.clone()),
+        Box::new(row.deal_name.clone()),
+        Box::new(row.stage.clone()),
+        Box::new(decimal_text(&row.amount)),
+        Box::new(decimal_text(&row.expected_revenue)),
+        Box::new(decimal_text(&row.exchange_rate)),
+        Box::new(row.currency.clone()),
+        Box::new(row.probability),
+        Box::new(row.closing_date.map(|d| d.format("%Y-%m-%d").to_string())),
+        Box::new(row.account_id.clone()),
+        Box::new(row.account_name.clone()),
+        Box::new(row.contact_id.clone()),
+        Box::new(row.contact_name.clone()),
+        Box::new(row.owner_id.clone()),
+        Box::new(row.owner_name.clone()),
+        Box::new(row.owner_email.clone()),
+        Box::new(row.pipeline.clone()),
+        Box::new(row.deal_type.clone()),
+        Box::new(row.lead_source.clone()),
+        Box::new(serde_json::to_string(&row.tags).unwrap_or_else(|_| "[]".into())),
+        Box::new(row.created_time.as_ref().map(format_instant)),
+        Box::new(format_instant(&row.modified_time)),
+        Box::new(row.raw.get().to_string()),
+        Box::new(row.sync_run_id.clone()),
+        Box::new(format_instant(&row.synced_at)),
+    ]
+}
+
+#[async_trait]
+impl Sink for SqliteSink {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    async fn prepare(&mut self) -> Result<(), SinkError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(SinkError::new(
+                    self.describe(),
+                    format!("the directory {} does not exist", dir.display()),
+                    Exit::Config,
+                ));
+            }
+        }
+        let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
+        self.conn = Some(conn);
+        let ddl = create_table_sql();
+        self.with_conn("creating tables", move |c| {
+            c.busy_timeout(std::time::Duration::from_secs(30))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            c.execute_batch(&ddl)?;
+            c.execute_batch(LEDGER_SQL)
+        })
+        .await
+    }
+
+    async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
+        let field = field.api_name();
+        let end: Option<String> = self
+            .with_conn("reading the run ledger", move |c| {
+                c.query_row(
+                    "SELECT window_end FROM _dealsync_runs
+                     WHERE kind = 'scheduled' AND window_field = ?1 AND status IN ('success', 'partial')
+                     ORDER BY julianday(window_end) DESC LIMIT 1",
+                    params![field],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        end.map(|s| {
+            DateTime::parse_from_rfc3339(&s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| self.err("reading the run ledger", format!("window_end `{s}`: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
+        self.with_conn("writing rows", move |c| {
+            let tx = c.transaction()?;
+            let mut stats = WriteStats::default();
+            {
+                let mut insert = tx.prepare_cached(&insert_sql())?;
+                let mut update = tx.prepare_cached(&update_sql())?;
+                for row in &rows {
+                    let values = bind(row);
+                    let refs: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref()).collect();
+                    if insert.execute(refs.as_slice())? == 1 {
+                        stats.inserted += 1;
+                    } else if update.execute(refs.as_slice())? == 1 {
+                        stats.updated += 1;
+                    } else {
+                        stats.unchanged += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(stats)
+        })
+        .await
+    }
+
+    async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
+        self.with_conn("writing quarantined records", move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO _dealsync_quarantine (run_id, deal_id, reason, raw, quarantined_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for q in &items {
+                    stmt.execute(params![q.sync_run_id, q.deal_id, q.reason, q.raw.get(), format_instant(&q.quarantined_at)])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn commit(&mut self) -> Result<WriteStats, SinkError> {
+        // Every batch was committed as it was written.
+        Ok(WriteStats::default())
+    }
+
+    async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
+        let r = run.clone();
+        self.with_conn("recording the run", move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO _dealsync_runs (run_id, kind, window_field, window_start, window_end, status,
+                    exit_code, started_at, finished_at, pages, deals_fetched, rows_inserted, rows_updated,
+                    rows_unchanged, not_closed_won, quarantined, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                params![
+                    r.run_id,
+                    r.kind,
+                    r.window_field,
+                    r.window_start,
+                    r.window_end,
+                    r.status,
+                    r.exit_code,
+                    format_instant(&r.started_at),
+                    format_instant(&r.finished_at),
+                    r.pages as i64,
+                    r.deals_fetched as i64,
+                    r.rows_inserted as i64,
+                    r.rows_updated as i64,
+                    r.rows_unchanged as i64,
+                    r.not_closed_won as i64,
+                    r.quarantined as i64,
+                    r.error,
+                ],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+}

@@ -1,0 +1,123 @@
+//! The end of every run: one `run_summary` event with everything an operator or an alert needs (window,
+//! pages, deals, rows, quarantine, duration, outcome, exit code), plus one human line when a person watches.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::exit::Exit;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub kind: &'static str,
+    pub outcome: &'static str,
+    pub exit_code: u8,
+    pub sink: String,
+    pub window_field: Option<String>,
+    pub window_start: Option<String>,
+    pub window_end: Option<String>,
+    pub pages: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub token_mints: u64,
+    pub windows_split: u64,
+    pub coql_pages: u64,
+    pub deals_fetched: u64,
+    pub not_closed_won: u64,
+    pub rows_inserted: u64,
+    pub rows_updated: u64,
+    pub rows_unchanged: u64,
+    pub quarantined: u64,
+    /// Sum of `amount` per currency over the closed-won deals fetched; currencies are never added together.
+    pub won_amount_by_currency: BTreeMap<String, Decimal>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+impl RunSummary {
+    pub fn set_exit(&mut self, exit: Exit) {
+        self.outcome = exit.outcome();
+        self.exit_code = exit.code();
+    }
+
+    pub fn rows_written(&self) -> u64 {
+        self.rows_inserted + self.rows_updated
+    }
+
+    /// Emits the `run_summary` event, and the human line on a terminal.
+    pub fn emit(&self) {
+        let amounts = serde_json::to_string(&self.won_amount_by_currency).unwrap_or_default();
+        macro_rules! summary_event {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = "run_summary",
+                    run_id = %self.run_id,
+                    kind = self.kind,
+                    outcome = self.outcome,
+                    exit_code = self.exit_code,
+                    sink = %self.sink,
+                    window_field = self.window_field.as_deref().unwrap_or(""),
+                    window_start = self.window_start.as_deref().unwrap_or(""),
+                    window_end = self.window_end.as_deref().unwrap_or(""),
+                    pages = self.pages,
+                    requests = self.requests,
+                    retries = self.retries,
+                    token_mints = self.token_mints,
+                    windows_split = self.windows_split,
+                    coql_pages = self.coql_pages,
+                    deals_fetched = self.deals_fetched,
+                    not_closed_won = self.not_closed_won,
+                    rows_inserted = self.rows_inserted,
+                    rows_updated = self.rows_updated,
+                    rows_unchanged = self.rows_unchanged,
+                    rows_written = self.rows_written(),
+                    quarantined = self.quarantined,
+                    won_amount_by_currency = %amounts,
+                    duration_ms = self.duration_ms,
+                    error = self.error.as_deref().unwrap_or(""),
+                    "run finished: {}", self.outcome
+                )
+            };
+        }
+        match self.exit_code {
+            0 => summary_event!(info),
+            3 => summary_event!(warn),
+            _ => summary_event!(error),
+        }
+        if std::io::stderr().is_terminal() {
+            eprintln!("{}", self.human_line());
+        }
+    }
+
+    /// One line for a person: what happened, to where, and what to do next if it failed.
+    pub fn human_line(&self) -> String {
+        let window = match (&self.window_start, &self.window_end) {
+            (Some(s), Some(e)) => format!(" ({} in [{s}, {e}))", self.window_field.as_deref().unwrap_or("")),
+            _ => String::new(),
+        };
+        let secs = self.duration_ms as f64 / 1000.0;
+        let mark = match self.exit_code {
+            0 => "ok",
+            3 => "partial",
+            _ => "FAILED",
+        };
+        let mut line = format!(
+            "dealsync {mark}: {} closed-won deals{window} from {} pages in {secs:.1}s -> {}: {} new, {} updated, {} unchanged, {} quarantined",
+            self.deals_fetched.saturating_sub(self.not_closed_won),
+            self.pages,
+            self.sink,
+            self.rows_inserted,
+            self.rows_updated,
+            self.rows_unchanged,
+            self.quarantined,
+        );
+        if let Some(e) = &self.error {
+            line.push_str(&format!("; error: {e}"));
+        }
+        line.push_str(&format!(" [exit {}]", self.exit_code));
+        line
+    }
+}

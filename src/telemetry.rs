@@ -1,0 +1,91 @@
+//! Logging set-up: human text on a terminal, one JSON object per line otherwise, with the `severity`,
+//! `message` and `time` keys Cloud Logging lifts out of a line (`gcp` adds its labels). Logs go to stderr so
+//! that stdout stays free for NDJSON rows. `RUST_LOG` filters as usual; the default is `info`.
+
+use std::fmt;
+use std::io::IsTerminal;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. Safe to call once per process.
+pub fn init(format: Option<LogFormat>) {
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json });
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_target(false).compact().try_init(),
+        LogFormat::Json => builder.event_format(JsonLine { gcp: false }).try_init(),
+        LogFormat::Gcp => builder.event_format(JsonLine { gcp: true }).try_init(),
+    };
+}
+
+/// One JSON object per event: `time`, `severity`, `message`, `target`, then the event's own fields.
+pub struct JsonLine {
+    pub gcp: bool,
+}
+
+fn severity(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARNING",
+        Level::INFO => "INFO",
+        _ => "DEBUG",
+    }
+}
+
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_string(), Value::String(value.to_string()));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_string(), Value::Bool(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_string(), Value::String(format!("{value:?}")));
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let meta = event.metadata();
+        let mut fields = Fields(Map::new());
+        event.record(&mut fields);
+        let mut obj = Map::new();
+        obj.insert("time".into(), Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+        obj.insert("severity".into(), Value::String(severity(meta.level()).into()));
+        obj.insert("message".into(), fields.0.remove("message").unwrap_or(Value::String(String::new())));
+        obj.insert("target".into(), Value::String(meta.target().into()));
+        if self.gcp {
+            if let Some(run_id) = fields.0.get("run_id") {
+                obj.insert("logging.googleapis.com/labels".into(), serde_json::json!({ "run_id": run_id }));
+            }
+        }
+        for (k, v) in fields.0 {
+            obj.entry(k).or_insert(v);
+        }
+        writeln!(writer, "{}", Value::Object(obj))
+    }
+}

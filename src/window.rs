@@ -1,0 +1,279 @@
+//! What to fetch: the half-open interval of a deal field (`Modified_Time` by default) that one run covers,
+//! how the default nightly window follows the run ledger, and how a window is halved when Zoho's search cap
+//! says it holds too many deals.
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Utc};
+
+/// The deal field that defines the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WindowField {
+    ModifiedTime,
+    ClosingDate,
+}
+
+impl WindowField {
+    pub fn api_name(self) -> &'static str {
+        match self {
+            WindowField::ModifiedTime => "Modified_Time",
+            WindowField::ClosingDate => "Closing_Date",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<WindowField> {
+        match s {
+            "Modified_Time" | "modified_time" => Some(WindowField::ModifiedTime),
+            "Closing_Date" | "closing_date" => Some(WindowField::ClosingDate),
+            _ => None,
+        }
+    }
+
+    /// `Closing_Date` is a DATE field: its windows are whole days.
+    pub fn is_date(self) -> bool {
+        matches!(self, WindowField::ClosingDate)
+    }
+}
+
+impl fmt::Display for WindowField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.api_name())
+    }
+}
+
+/// A half-open window `[start, end)` over one field. The offsets the user gave are kept, so that the criteria
+/// carry them as given (Zoho compares instants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub field: WindowField,
+    pub start: DateTime<FixedOffset>,
+    pub end: DateTime<FixedOffset>,
+}
+
+impl Window {
+    /// Builds a window, checking that it is not empty or reversed and that date windows are whole days.
+    pub fn new(field: WindowField, start: DateTime<FixedOffset>, end: DateTime<FixedOffset>) -> Result<Window, String> {
+        if start >= end {
+            return Err(format!(
+                "the window is empty: start {} is not before end {}",
+                start.to_rfc3339_opts(SecondsFormat::Secs, false),
+                end.to_rfc3339_opts(SecondsFormat::Secs, false)
+            ));
+        }
+        if field.is_date() && (start.time() != NaiveTime::MIN || end.time() != NaiveTime::MIN) {
+            return Err(format!("{field} is a date field: give whole dates (YYYY-MM-DD) for --from and --to"));
+        }
+        Ok(Window { field, start, end })
+    }
+
+    /// The window's bound as Zoho criteria and COQL expect it: a date, or an ISO-8601 instant with its offset.
+    pub fn format_bound(&self, t: &DateTime<FixedOffset>) -> String {
+        if self.field.is_date() {
+            t.date_naive().format("%Y-%m-%d").to_string()
+        } else {
+            t.to_rfc3339_opts(SecondsFormat::Secs, false)
+        }
+    }
+
+    pub fn start_str(&self) -> String {
+        self.format_bound(&self.start)
+    }
+
+    pub fn end_str(&self) -> String {
+        self.format_bound(&self.end)
+    }
+
+    /// Halves the window at its midpoint (whole seconds, or whole days for a date field). `None` when it is
+    /// already as small as the field's resolution allows.
+    pub fn split(&self) -> Option<(Window, Window)> {
+        let span = self.end.signed_duration_since(self.start);
+        let unit = if self.field.is_date() { Duration::days(1) } else { Duration::seconds(1) };
+        if span < unit * 2 {
+            return None;
+        }
+        let units = span.num_seconds() / unit.num_seconds();
+        let mid = self.start + unit * (units / 2) as i32;
+        Some((
+            Window { field: self.field, start: self.start, end: mid },
+            Window { field: self.field, start: mid, end: self.end },
+        ))
+    }
+
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        t >= self.start && t < self.end
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in [{}, {})", self.field, self.start_str(), self.end_str())
+    }
+}
+
+/// How the window of a run is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// The nightly default: from the last good scheduled run's end (or 24 h ago), minus `overlap`, up to
+    /// `now - index_lag`.
+    Default { overlap: Duration, index_lag: Duration },
+    /// An explicit backfill `[from, to)`; `to` defaults to `now - index_lag`.
+    Backfill { from: DateTime<FixedOffset>, to: Option<DateTime<FixedOffset>>, index_lag: Duration },
+}
+
+impl WindowSpec {
+    pub fn is_backfill(&self) -> bool {
+        matches!(self, WindowSpec::Backfill { .. })
+    }
+
+    /// Resolves the window at `now`. `last_good_end` is the end of the last successful scheduled run with the
+    /// same field, from the run ledger.
+    pub fn resolve(
+        &self,
+        field: WindowField,
+        now: DateTime<Utc>,
+        last_good_end: Option<DateTime<Utc>>,
+    ) -> Result<Window, String> {
+        let utc = FixedOffset::east_opt(0).expect("zero offset");
+        match *self {
+            WindowSpec::Default { overlap, index_lag } => {
+                let end = now - index_lag;
+                let mut from = last_good_end.unwrap_or(now - Duration::hours(24));
+                // A ledger entry at or after the end (clock skew) must not yield an empty window.
+                if from >= end {
+                    from = now - Duration::hours(24);
+                }
+                let start = from - overlap;
+                let (start, end) = if field.is_date() { (floor_day(start), ceil_day(end)) } else { (start, end) };
+                Window::new(field, start.with_timezone(&utc), end.with_timezone(&utc))
+            }
+            WindowSpec::Backfill { from, to, index_lag } => {
+                let to = to.unwrap_or_else(|| {
+                    let end = now - index_lag;
+                    if field.is_date() { ceil_day(end) } else { end }.with_timezone(&utc)
+                });
+                Window::new(field, from, to)
+            }
+        }
+    }
+}
+
+fn floor_day(t: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&t.date_naive().and_time(NaiveTime::MIN))
+}
+
+fn ceil_day(t: DateTime<Utc>) -> DateTime<Utc> {
+    let f = floor_day(t);
+    if f == t {
+        f
+    } else {
+        f + Duration::days(1)
+    }
+}
+
+/// Parses a `--from`/`--to` bound: a date (`2026-01-01`, midnight UTC) or an RFC 3339 instant with an offset.
+pub fn parse_bound(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    let s = s.trim();
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let utc = FixedOffset::east_opt(0).expect("zero offset");
+        return Ok(utc.from_utc_datetime(&d.and_time(NaiveTime::MIN)));
+    }
+    DateTime::parse_from_rfc3339(s).map_err(|_| {
+        format!("`{s}` is neither a date (2026-01-31) nor an RFC 3339 instant (2026-01-31T00:00:00+05:30)")
+    })
+}
+
+/// Parses a duration such as `90s`, `15m`, `1h`, `2d` or `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::zero());
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d"))?;
+    let d = match unit {
+        "s" | "sec" => Duration::seconds(n),
+        "m" | "min" => Duration::minutes(n),
+        "h" => Duration::hours(n),
+        "d" => Duration::days(n),
+        _ => return Err(format!("`{s}` has an unknown unit; use s, m, h or d")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn default_window_is_last_24h_plus_overlap_minus_lag() {
+        let now = t("2026-11-28T12:00:00Z").with_timezone(&Utc);
+        let spec = WindowSpec::Default { overlap: Duration::hours(1), index_lag: Duration::minutes(5) };
+        let w = spec.resolve(WindowField::ModifiedTime, now, None).unwrap();
+        assert_eq!(w.start_str(), "2026-11-27T11:00:00+00:00");
+        assert_eq!(w.end_str(), "2026-11-28T11:55:00+00:00");
+    }
+
+    #[test]
+    fn default_window_catches_up_from_the_last_good_run() {
+        let now = t("2026-11-28T12:00:00Z").with_timezone(&Utc);
+        let last = t("2026-11-25T02:00:00Z").with_timezone(&Utc);
+        let spec = WindowSpec::Default { overlap: Duration::hours(1), index_lag: Duration::minutes(5) };
+        let w = spec.resolve(WindowField::ModifiedTime, now, Some(last)).unwrap();
+        assert_eq!(w.start_str(), "2026-11-25T01:00:00+00:00");
+    }
+
+    #[test]
+    fn a_ledger_end_in_the_future_still_gives_a_full_day() {
+        let now = t("2026-11-28T12:00:00Z").with_timezone(&Utc);
+        let last = t("2027-01-01T00:00:00Z").with_timezone(&Utc);
+        let spec = WindowSpec::Default { overlap: Duration::hours(1), index_lag: Duration::minutes(5) };
+        let w = spec.resolve(WindowField::ModifiedTime, now, Some(last)).unwrap();
+        assert!(w.start < w.end);
+    }
+
+    #[test]
+    fn date_windows_are_whole_days() {
+        let w = Window::new(WindowField::ClosingDate, t("2026-01-01T00:00:00Z"), t("2026-01-01T10:00:00Z"));
+        assert!(w.is_err());
+        let w = Window::new(WindowField::ClosingDate, t("2026-01-01T00:00:00Z"), t("2026-01-04T00:00:00Z")).unwrap();
+        assert_eq!(w.start_str(), "2026-01-01");
+        let (a, b) = w.split().unwrap();
+        assert_eq!((a.end_str().as_str(), b.start_str().as_str()), ("2026-01-02", "2026-01-02"));
+        let one = Window::new(WindowField::ClosingDate, t("2026-01-01T00:00:00Z"), t("2026-01-02T00:00:00Z")).unwrap();
+        assert!(one.split().is_none());
+    }
+
+    #[test]
+    fn splitting_keeps_the_halves_adjacent_and_stops_at_one_second() {
+        let w = Window::new(WindowField::ModifiedTime, t("2026-01-01T00:00:00+05:30"), t("2026-01-01T00:00:03+05:30"))
+            .unwrap();
+        let (a, b) = w.split().unwrap();
+        assert_eq!(a.start, w.start);
+        assert_eq!(a.end, b.start);
+        assert_eq!(b.end, w.end);
+        assert_eq!(a.end_str(), "2026-01-01T00:00:01+05:30");
+        assert!(a.split().is_none(), "a one-second window cannot be halved");
+        assert!(b.split().is_some());
+    }
+
+    #[test]
+    fn bounds_accept_dates_and_offsets() {
+        assert_eq!(parse_bound("2026-01-01").unwrap(), t("2026-01-01T00:00:00Z"));
+        assert_eq!(parse_bound("2026-01-01T00:00:00+05:30").unwrap().offset().local_minus_utc(), 19800);
+        assert!(parse_bound("01/02/2026").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::seconds(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::hours(1));
+        assert_eq!(parse_duration("0").unwrap(), Duration::zero());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

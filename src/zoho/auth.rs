@@ -1,0 +1,146 @@
+//! OAuth against the Zoho accounts server: mint an access token from the refresh token (form body, once per
+//! run, again only when Zoho refuses it or it is about to expire) and learn the `api_domain` to call.
+
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use super::error::{AuthError, ZohoError};
+use crate::config::{check_scheme, ZohoSettings};
+
+/// A minted access token and where to use it.
+#[derive(Clone)]
+pub struct AccessToken {
+    pub token: SecretString,
+    pub api_domain: Url,
+    pub expires_at: Instant,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken").field("api_domain", &self.api_domain.as_str()).finish_non_exhaustive()
+    }
+}
+
+/// Every key the token endpoint may answer with; which ones are present tells success from failure.
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<SecretString>,
+    api_domain: Option<String>,
+    expires_in: Option<u64>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Posts one grant to the token endpoint. `form` carries the grant's fields; secrets stay inside it.
+async fn post_grant(
+    http: &reqwest::Client,
+    settings: &ZohoSettings,
+    form: &[(&str, &str)],
+) -> Result<TokenResponse, ZohoError> {
+    let url = settings.token_url();
+    let accounts = settings.accounts_url.as_str().trim_end_matches('/').to_string();
+    let what = format!("the token request to {accounts}");
+    let resp = http.post(url).form(form).send().await.map_err(|e| ZohoError::Transport {
+        what: what.clone(),
+        reason: super::describe_reqwest(&e),
+    })?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| ZohoError::Transport { what: what.clone(), reason: super::describe_reqwest(&e) })?;
+    let parsed: Result<TokenResponse, _> = serde_json::from_str(&body);
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(_) if status >= 500 || status == 429 => {
+            return Err(ZohoError::Api {
+                what,
+                status,
+                code: String::new(),
+                message: "the accounts server is unavailable".into(),
+                details: serde_json::Value::Null,
+                retry_after: None,
+            })
+        }
+        Err(e) => {
+            return Err(ZohoError::InvalidBody { what, status, reason: format!("not a token response ({e})") });
+        }
+    };
+    if let Some(error) = parsed.error.as_deref() {
+        let accounts = accounts.clone();
+        let throttled = error.eq_ignore_ascii_case("Access Denied")
+            || parsed.error_description.as_deref().is_some_and(|d| d.contains("too many requests"));
+        return Err(ZohoError::Auth(match error {
+            _ if throttled => AuthError::Throttled { accounts },
+            "invalid_code" => AuthError::InvalidCode { accounts },
+            "invalid_client" => AuthError::InvalidClient { accounts },
+            "invalid_client_secret" => AuthError::InvalidClientSecret { accounts },
+            other => AuthError::Other {
+                accounts,
+                error: other.to_string(),
+                description: parsed.error_description.clone(),
+            },
+        }));
+    }
+    if parsed.access_token.is_none() {
+        if status >= 500 {
+            return Err(ZohoError::Api {
+                what,
+                status,
+                code: String::new(),
+                message: "the accounts server is unavailable".into(),
+                details: serde_json::Value::Null,
+                retry_after: None,
+            });
+        }
+        return Err(ZohoError::InvalidBody { what, status, reason: "no access_token and no error in the answer".into() });
+    }
+    Ok(parsed)
+}
+
+fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<AccessToken, ZohoError> {
+    let accounts = settings.accounts_url.as_str().trim_end_matches('/').to_string();
+    let token = parsed.access_token.take().expect("checked by post_grant");
+    let api_domain = match (&settings.api_domain, parsed.api_domain.as_deref()) {
+        (Some(forced), _) => forced.clone(),
+        (None, Some(d)) => {
+            let url = Url::parse(d).map_err(|e| AuthError::BadApiDomain {
+                accounts: accounts.clone(),
+                api_domain: d.to_string(),
+                problem: e.to_string(),
+            })?;
+            check_scheme(&url).map_err(|problem| AuthError::BadApiDomain {
+                accounts: accounts.clone(),
+                api_domain: d.to_string(),
+                problem,
+            })?;
+            url
+        }
+        (None, None) => {
+            return Err(AuthError::BadApiDomain {
+                accounts,
+                api_domain: String::new(),
+                problem: "the answer has no api_domain".into(),
+            }
+            .into())
+        }
+    };
+    // `expires_in` is in seconds (3600). Anything odd falls back to a conservative 55 minutes.
+    let lifetime = parsed.expires_in.filter(|s| (60..=86_400).contains(s)).unwrap_or(3300);
+    Ok(AccessToken { token, api_domain, expires_at: Instant::now() + Duration::from_secs(lifetime) })
+}
+
+/// Mints an access token with the refresh-token grant.
+pub async fn mint(http: &reqwest::Client, settings: &ZohoSettings) -> Result<AccessToken, ZohoError> {
+    let form = [
+        ("refresh_token", settings.refresh_token.expose_secret()),
+        ("client_id", settings.client_id.as_str()),
+        ("client_secret", settings.client_secret.expose_secret()),
+        ("grant_type", "refresh_token"),
+    ];
+    let mut parsed = post_grant(http, settings, &form).await?;
+    access_token(settings, &mut parsed)
+}

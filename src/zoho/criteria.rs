@@ -1,0 +1,238 @@
+//! Search criteria and COQL queries, built as values and rendered in one place, so that escaping is done once
+//! and can be checked against the simulator's independent parser.
+//!
+//! Criteria look like `((Stage:equals:Closed Won)and(Modified_Time:greater_equal:2026-01-01T00:00:00+05:30))`.
+//! Inside a value, `(`, `)`, `,` and `\` are escaped with a backslash; the whole string is then URL-encoded by
+//! the HTTP client (so `+` in an offset travels as `%2B`, never as a space).
+
+use std::fmt::{self, Write};
+
+use crate::window::Window;
+
+/// The stage this tool syncs. Zoho's `equals` on text matches like *contains*, so rows are re-checked exactly.
+pub const CLOSED_WON: &str = "Closed Won";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Equals,
+    NotEqual,
+    StartsWith,
+    GreaterEqual,
+    GreaterThan,
+    LessEqual,
+    LessThan,
+    Between,
+    In,
+}
+
+impl Op {
+    pub const ALL: [Op; 9] = [
+        Op::Equals,
+        Op::NotEqual,
+        Op::StartsWith,
+        Op::GreaterEqual,
+        Op::GreaterThan,
+        Op::LessEqual,
+        Op::LessThan,
+        Op::Between,
+        Op::In,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Equals => "equals",
+            Op::NotEqual => "not_equal",
+            Op::StartsWith => "starts_with",
+            Op::GreaterEqual => "greater_equal",
+            Op::GreaterThan => "greater_than",
+            Op::LessEqual => "less_equal",
+            Op::LessThan => "less_than",
+            Op::Between => "between",
+            Op::In => "in",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// One `(field:operator:value[,value…])` term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub field: String,
+    pub op: Op,
+    pub values: Vec<String>,
+}
+
+/// A criteria expression: conditions combined pairwise with `and` / `or`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    Cond(Condition),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+}
+
+impl Expr {
+    pub fn cond(field: &str, op: Op, values: &[&str]) -> Expr {
+        Expr::Cond(Condition { field: field.to_string(), op, values: values.iter().map(|v| v.to_string()).collect() })
+    }
+
+    pub fn and(self, other: Expr) -> Expr {
+        Expr::And(Box::new(self), Box::new(other))
+    }
+
+    pub fn or(self, other: Expr) -> Expr {
+        Expr::Or(Box::new(self), Box::new(other))
+    }
+
+    fn render(&self, out: &mut String) {
+        match self {
+            Expr::Cond(c) => {
+                let _ = write!(out, "({}:{}:", c.field, c.op.as_str());
+                for (i, v) in c.values.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    escape_value_into(v, out);
+                }
+                out.push(')');
+            }
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                out.push('(');
+                a.render(out);
+                out.push_str(if matches!(self, Expr::And(..)) { "and" } else { "or" });
+                b.render(out);
+                out.push(')');
+            }
+        }
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::new();
+        self.render(&mut s);
+        f.write_str(&s)
+    }
+}
+
+/// Escapes one criteria value: a backslash before `(`, `)`, `,` and `\`.
+pub fn escape_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    escape_value_into(v, &mut out);
+    out
+}
+
+fn escape_value_into(v: &str, out: &mut String) {
+    for c in v.chars() {
+        if matches!(c, '(' | ')' | ',' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// The search criteria for closed-won deals in a window: stage, then the half-open range on the window field.
+pub fn closed_won_in(window: &Window) -> Expr {
+    let field = window.field.api_name();
+    let start = window.start_str();
+    let end = window.end_str();
+    Expr::cond("Stage", Op::Equals, &[CLOSED_WON])
+        .and(Expr::cond(field, Op::GreaterEqual, &[&start]).and(Expr::cond(field, Op::LessThan, &[&end])))
+}
+
+/// Columns fetched through COQL (which, unlike search, has to name them; at most 50).
+pub const COQL_FIELDS: &[&str] = &[
+    "id",
+    "Deal_Name",
+    "Stage",
+    "Amount",
+    "Expected_Revenue",
+    "Exchange_Rate",
+    "Currency",
+    "Probability",
+    "Closing_Date",
+    "Account_Name",
+    "Contact_Name",
+    "Owner",
+    "Pipeline",
+    "Type",
+    "Lead_Source",
+    "Created_Time",
+    "Modified_Time",
+    "Description",
+    "Next_Step",
+    "Campaign_Source",
+    "Reason_For_Loss__s",
+];
+
+/// A COQL page of closed-won deals in a window with `id` greater than `after_id` (keyset paging), in id order.
+/// Conditions are grouped in pairs, as COQL requires for more than two.
+pub fn coql_closed_won_after(window: &Window, after_id: Option<&str>, limit: u32) -> String {
+    let field = window.field.api_name();
+    let id_cond = match after_id {
+        Some(id) => format!("id > {}", coql_literal(id)),
+        None => "id is not null".to_string(),
+    };
+    format!(
+        "select {} from Deals where ((Stage = {} and {field} >= {}) and ({field} < {} and {id_cond})) order by id asc limit {limit}",
+        COQL_FIELDS.join(", "),
+        coql_literal(CLOSED_WON),
+        coql_literal(&window.start_str()),
+        coql_literal(&window.end_str()),
+    )
+}
+
+/// A COQL string literal: single quotes, an inner quote doubled.
+pub fn coql_literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::{Window, WindowField};
+    use chrono::DateTime;
+
+    #[test]
+    fn renders_the_documented_shape() {
+        let e = Expr::cond("Last_Name", Op::Equals, &["Burns,B"]).and(Expr::cond("First_Name", Op::StartsWith, &["M"]));
+        assert_eq!(e.to_string(), r"((Last_Name:equals:Burns\,B)and(First_Name:starts_with:M))");
+    }
+
+    #[test]
+    fn escapes_parentheses_commas_and_backslashes() {
+        assert_eq!(escape_value(r"a(b)c,d\"), r"a\(b\)c\,d\\");
+    }
+
+    #[test]
+    fn window_criteria_keep_the_offset() {
+        let w = Window::new(
+            WindowField::ModifiedTime,
+            DateTime::parse_from_rfc3339("2026-01-01T00:00:00+05:30").unwrap(),
+            DateTime::parse_from_rfc3339("2026-02-01T00:00:00+05:30").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            closed_won_in(&w).to_string(),
+            "((Stage:equals:Closed Won)and((Modified_Time:greater_equal:2026-01-01T00:00:00+05:30)\
+             and(Modified_Time:less_than:2026-02-01T00:00:00+05:30)))"
+        );
+    }
+
+    #[test]
+    fn coql_pages_by_id() {
+        let w = Window::new(
+            WindowField::ClosingDate,
+            DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap(),
+            DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z").unwrap(),
+        )
+        .unwrap();
+        let q = coql_closed_won_after(&w, Some("42"), 200);
+        assert!(q.ends_with(
+            "where ((Stage = 'Closed Won' and Closing_Date >= '2026-01-01') and (Closing_Date < '2026-01-02' and id > '42')) order by id asc limit 200"
+        ), "{q}");
+        assert_eq!(coql_literal("O'Brien"), "'O''Brien'");
+    }
+}

@@ -1,0 +1,164 @@
+//! Everything that can go wrong talking to Zoho, and the one place that decides which failures are worth a
+//! retry (`is_retryable`) and which exit code each one ends a run with. The backoff mechanism lives elsewhere.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::exit::Exit;
+
+/// Failures of the OAuth token endpoint. Zoho reports most of them as HTTP 200 with an `error` key.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "ZOHO_REFRESH_TOKEN was rejected by {accounts} (invalid_code): the refresh token is wrong, revoked, or was \
+         minted in another data centre; check ZOHO_DC, or mint a new one with `dealsync auth exchange`"
+    )]
+    InvalidCode { accounts: String },
+    #[error(
+        "ZOHO_CLIENT_ID is not known to {accounts} (invalid_client): this is usually the wrong data centre; set \
+         ZOHO_DC (us, eu, in, au, jp, ca, sa, cn) to where the Zoho account lives, or check the client id"
+    )]
+    InvalidClient { accounts: String },
+    #[error("ZOHO_CLIENT_SECRET was rejected by {accounts} (invalid_client_secret): copy the client secret again")]
+    InvalidClientSecret { accounts: String },
+    #[error(
+        "{accounts} refuses to mint more access tokens for ZOHO_REFRESH_TOKEN (Access Denied: too many requests): \
+         Zoho allows 10 mints per 10 minutes; wait 15-30 minutes without running dealsync, and do not restart it \
+         in a loop"
+    )]
+    Throttled { accounts: String },
+    #[error("the token endpoint {accounts} answered `{error}`{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Other { accounts: String, error: String, description: Option<String> },
+    #[error("the token response from {accounts} names api_domain `{api_domain}`, which is not usable: {problem}; set ZOHO_API_DOMAIN")]
+    BadApiDomain { accounts: String, api_domain: String, problem: String },
+}
+
+/// Zoho's error body: `{"code","details","message","status":"error"}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ApiErrorBody {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZohoError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+
+    #[error("Zoho answered HTTP {status} {code} to {what}: {message}{}", hint(code, details))]
+    Api { what: String, status: u16, code: String, message: String, details: serde_json::Value, retry_after: Option<Duration> },
+
+    #[error("the search for {criteria} reached Zoho's 2000-record cap (LIMIT_REACHED)")]
+    LimitReached { criteria: String },
+
+    #[error("could not complete {what}: {reason}")]
+    Transport { what: String, reason: String },
+
+    #[error("Zoho sent an unreadable response (HTTP {status}) to {what}: {reason}")]
+    InvalidBody { what: String, status: u16, reason: String },
+
+    #[error("{last} (gave up after {attempts} attempts in {:.1}s)", elapsed.as_secs_f64())]
+    Exhausted { attempts: usize, elapsed: Duration, last: Box<ZohoError> },
+}
+
+impl ZohoError {
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ZohoError::Api { status, code, .. } => {
+                matches!(status, 429 | 500 | 502 | 503 | 504)
+                    || matches!(code.as_str(), "TOO_MANY_REQUESTS" | "INTERNAL_ERROR")
+            }
+            ZohoError::Transport { .. } | ZohoError::InvalidBody { .. } => true,
+            ZohoError::Auth(_) | ZohoError::LimitReached { .. } | ZohoError::Exhausted { .. } => false,
+        }
+    }
+
+    /// The server's requested wait, when it named one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ZohoError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// How a run that ends with this error should exit.
+    pub fn exit(&self) -> Exit {
+        match self {
+            ZohoError::Auth(_) => Exit::Config,
+            ZohoError::Exhausted { .. } | ZohoError::Transport { .. } | ZohoError::InvalidBody { .. } => Exit::Unavailable,
+            ZohoError::Api { status, code, .. } => match code.as_str() {
+                "OAUTH_SCOPE_MISMATCH" | "NO_PERMISSION" | "INVALID_TOKEN" | "INVALID_OAUTHTOKEN"
+                | "AUTHENTICATION_FAILURE" | "INVALID_QUERY" | "INVALID_MODULE" | "INVALID_URL_PATTERN"
+                | "NOT_SUPPORTED" => Exit::Config,
+                _ if self.is_retryable() => Exit::Unavailable,
+                _ if *status == 401 || *status == 403 => Exit::Config,
+                _ => Exit::Internal,
+            },
+            ZohoError::LimitReached { .. } => Exit::Internal,
+        }
+    }
+}
+
+/// What to do about a non-retryable Zoho error code, in words an operator can act on.
+fn hint(code: &str, details: &serde_json::Value) -> String {
+    let api_name = details.get("api_name").and_then(|v| v.as_str());
+    match code {
+        "OAUTH_SCOPE_MISMATCH" => " (the refresh token lacks a scope: mint it with ZohoCRM.modules.deals.READ, \
+            ZohoSearch.securesearch.READ, ZohoCRM.coql.READ and ZohoCRM.settings.fields.READ)"
+            .to_string(),
+        "NO_PERMISSION" => " (the Zoho user behind the refresh token may not read Deals; give its profile read \
+            permission on Deals)"
+            .to_string(),
+        "INVALID_TOKEN" | "INVALID_OAUTHTOKEN" | "AUTHENTICATION_FAILURE" => " (the access token was refused even \
+            after minting a new one: the token's data centre and the API domain disagree; check ZOHO_DC and \
+            ZOHO_API_DOMAIN)"
+            .to_string(),
+        "INVALID_QUERY" => match api_name {
+            Some(f) => format!(" (field `{f}` cannot be searched this way; check --window-field)"),
+            None => " (the search criteria were refused)".to_string(),
+        },
+        "INVALID_MODULE" => " (the Deals module is not available to this user or API domain)".to_string(),
+        "INVALID_URL_PATTERN" => " (the API domain does not serve CRM v8; check ZOHO_API_DOMAIN)".to_string(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: &str) -> ZohoError {
+        ZohoError::Api {
+            what: "test".into(),
+            status,
+            code: code.into(),
+            message: "m".into(),
+            details: serde_json::Value::Null,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retried_scope_errors_are_not() {
+        assert!(api(429, "TOO_MANY_REQUESTS").is_retryable());
+        assert!(api(500, "INTERNAL_ERROR").is_retryable());
+        assert!(api(503, "").is_retryable());
+        assert!(!api(401, "OAUTH_SCOPE_MISMATCH").is_retryable());
+        assert!(!api(400, "INVALID_QUERY").is_retryable());
+        assert_eq!(api(401, "OAUTH_SCOPE_MISMATCH").exit(), Exit::Config);
+        assert_eq!(api(403, "NO_PERMISSION").exit(), Exit::Config);
+        assert_eq!(api(400, "EXPECTED_PARAM_MISSING").exit(), Exit::Internal);
+    }
+
+    #[test]
+    fn scope_errors_say_which_scopes_to_grant() {
+        let msg = api(401, "OAUTH_SCOPE_MISMATCH").to_string();
+        assert!(msg.contains("ZohoSearch.securesearch.READ"), "{msg}");
+    }
+}

@@ -1,0 +1,343 @@
+//! The Zoho CRM v8 client: one HTTP connection pool, one access token per run (re-minted only when Zoho
+//! refuses it or it nears expiry), a cap on requests in flight, and retries with jittered exponential backoff
+//! for the failures `ZohoError::is_retryable` names. The base URLs come from settings, so tests point it at
+//! the simulator.
+
+pub mod auth;
+pub mod criteria;
+pub mod error;
+pub mod fetch;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{Mutex, Semaphore};
+use url::Url;
+
+pub use auth::AccessToken;
+pub use error::{ApiErrorBody, AuthError, ZohoError};
+
+use crate::config::{join_path, ZohoSettings};
+
+/// Re-mint this long before the token's stated expiry, so that no request carries a token about to lapse.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// How hard to try before giving up on one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included.
+    pub max_attempts: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// The sum of all waits for one request never exceeds this.
+    pub deadline: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            deadline: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Counters for the run summary.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub token_mints: AtomicU64,
+}
+
+/// One page of records as received: each record kept as its exact JSON text.
+#[derive(Debug)]
+pub struct Page {
+    pub records: Vec<Box<RawValue>>,
+    pub more_records: bool,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    data: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    info: Info,
+}
+
+#[derive(Deserialize, Default)]
+struct Info {
+    #[serde(default)]
+    more_records: bool,
+}
+
+pub struct ZohoClient {
+    http: reqwest::Client,
+    settings: ZohoSettings,
+    token: Mutex<Option<AccessToken>>,
+    permits: Semaphore,
+    retry: RetryPolicy,
+    pub stats: ClientStats,
+}
+
+impl ZohoClient {
+    pub fn new(settings: ZohoSettings, retry: RetryPolicy, request_timeout: Duration) -> Result<ZohoClient, ZohoError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("dealsync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(request_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ZohoError::Transport { what: "building the HTTP client".into(), reason: describe_reqwest(&e) })?;
+        let permits = Semaphore::new(settings.max_concurrency);
+        Ok(ZohoClient { http, settings, token: Mutex::new(None), permits, retry, stats: ClientStats::default() })
+    }
+
+    pub fn settings(&self) -> &ZohoSettings {
+        &self.settings
+    }
+
+    /// Mints the run's access token now, so that credential problems surface before any other work.
+    pub async fn authenticate(&self) -> Result<Url, ZohoError> {
+        Ok(self.token().await?.api_domain)
+    }
+
+    /// One page of `GET /crm/v8/{module}/search`. `None` when Zoho answers 204 (nothing matches).
+    pub async fn search_page(
+        &self,
+        module: &str,
+        criteria: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<Option<Page>, ZohoError> {
+        let path = format!("crm/v8/{module}/search");
+        let page_s = page.to_string();
+        let per_page_s = per_page.to_string();
+        let query = [("criteria", criteria), ("page", page_s.as_str()), ("per_page", per_page_s.as_str())];
+        self.execute(
+            |base| {
+                let mut url = join_path(base, &path);
+                url.query_pairs_mut().extend_pairs(query.iter());
+                (reqwest::Method::GET, url, None)
+            },
+            |what, status, body| match body {
+                None => Ok(None),
+                Some(body) => parse_page(what, status, &body).map(Some),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            ZohoError::LimitReached { .. } => ZohoError::LimitReached { criteria: criteria.to_string() },
+            other => other,
+        })
+    }
+
+    /// One page of `POST /crm/v8/coql`. `None` when nothing matches.
+    pub async fn coql(&self, select_query: &str) -> Result<Option<Page>, ZohoError> {
+        let body = serde_json::json!({ "select_query": select_query }).to_string();
+        self.execute(
+            |base| (reqwest::Method::POST, join_path(base, "crm/v8/coql"), Some(body.clone())),
+            |what, status, body| match body {
+                None => Ok(None),
+                Some(body) => parse_page(what, status, &body).map(Some),
+            },
+        )
+        .await
+    }
+
+    /// The current access token, minted when there is none or it is close to expiry. The lock makes minting
+    /// single-flight: concurrent requests wait for one mint instead of each minting their own.
+    async fn token(&self) -> Result<AccessToken, ZohoError> {
+        let mut guard = self.token.lock().await;
+        if let Some(t) = guard.as_ref() {
+            if t.expires_at > Instant::now() + REFRESH_MARGIN {
+                return Ok(t.clone());
+            }
+            tracing::info!(event = "token_refresh", "access token is close to expiry; minting a new one");
+        }
+        let minted = self.with_retries("minting an access token", || async {
+            self.stats.token_mints.fetch_add(1, Ordering::Relaxed);
+            auth::mint(&self.http, &self.settings).await
+        })
+        .await?;
+        tracing::debug!(event = "token_minted", api_domain = %minted.api_domain, "minted an access token");
+        *guard = Some(minted.clone());
+        Ok(minted)
+    }
+
+    /// Forgets `stale` if it is still the current token, so that the next request mints a fresh one.
+    async fn invalidate(&self, stale: &AccessToken) {
+        let mut guard = self.token.lock().await;
+        if guard.as_ref().is_some_and(|t| t.token.expose_secret() == stale.token.expose_secret()) {
+            *guard = None;
+        }
+    }
+
+    /// Sends one API request with retries. `build` gets the API base URL and returns method, URL and JSON body;
+    /// `parse` turns a 2xx answer (`None` for an empty body) into the result, and may itself ask for a retry.
+    async fn execute<T, B, P>(&self, build: B, parse: P) -> Result<T, ZohoError>
+    where
+        B: Fn(&Url) -> (reqwest::Method, Url, Option<String>),
+        P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
+    {
+        self.with_retries("a Zoho API request", || self.execute_once(&build, &parse)).await
+    }
+
+    async fn execute_once<T, B, P>(&self, build: &B, parse: &P) -> Result<T, ZohoError>
+    where
+        B: Fn(&Url) -> (reqwest::Method, Url, Option<String>),
+        P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
+    {
+        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let mut reminted = false;
+        loop {
+            let token = self.token().await?;
+            let (method, url, body) = build(&token.api_domain);
+            let what = format!("{method} {url}");
+            let mut auth = HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret()))
+                .map_err(|_| ZohoError::InvalidBody {
+                    what: "the token response".into(),
+                    status: 200,
+                    reason: "the access token contains characters that cannot travel in a header".into(),
+                })?;
+            auth.set_sensitive(true);
+            let mut req = self.http.request(method, url).header(AUTHORIZATION, auth);
+            if let Some(body) = body {
+                req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+            }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(event = "zoho_request", request = %what);
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) })?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) })?;
+            if (200..300).contains(&status) {
+                let body = if status == 204 || text.trim().is_empty() { None } else { Some(text) };
+                return parse(&what, status, body);
+            }
+            let err = api_error(&what, status, &text, retry_after);
+            if let ZohoError::Api { code, .. } = &err {
+                let refused = matches!(code.as_str(), "INVALID_TOKEN" | "INVALID_OAUTHTOKEN" | "AUTHENTICATION_FAILURE");
+                if status == 401 && refused && !reminted {
+                    tracing::info!(event = "token_refused", code = %code, "Zoho refused the access token; minting a new one");
+                    self.invalidate(&token).await;
+                    reminted = true;
+                    continue;
+                }
+            }
+            return Err(err);
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the retry budget is spent. Each retry is one `warn` event.
+    async fn with_retries<T, F, Fut>(&self, what: &str, op: F) -> Result<T, ZohoError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ZohoError>>,
+    {
+        let p = self.retry;
+        let started = Instant::now();
+        let attempts = AtomicUsize::new(0);
+        let mut op = op;
+        let backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(p.min_delay)
+            .with_max_delay(p.max_delay)
+            .with_max_times(p.max_attempts.saturating_sub(1))
+            .with_total_delay(Some(p.deadline));
+        let result = (|| {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            op()
+        })
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(ZohoError::is_retryable)
+        .adjust(|e, d| d.map(|d| e.retry_after().map_or(d, |ra| ra.clamp(d, p.deadline))))
+        .notify(|e, delay| {
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                event = "retry",
+                attempt = attempts.load(Ordering::Relaxed),
+                delay_ms = delay.as_millis() as u64,
+                reason = %e,
+                "retrying {what}"
+            );
+        })
+        .await;
+        match result {
+            Err(e) if e.is_retryable() => Err(ZohoError::Exhausted {
+                attempts: attempts.load(Ordering::Relaxed),
+                elapsed: started.elapsed(),
+                last: Box::new(e),
+            }),
+            other => other,
+        }
+    }
+}
+
+fn parse_page(what: &str, status: u16, body: &str) -> Result<Page, ZohoError> {
+    let env: Envelope = serde_json::from_str(body).map_err(|e| ZohoError::InvalidBody {
+        what: what.to_string(),
+        status,
+        reason: format!("not valid JSON ({e})"),
+    })?;
+    let records = env.data.ok_or_else(|| ZohoError::InvalidBody {
+        what: what.to_string(),
+        status,
+        reason: "the answer has no `data` array".into(),
+    })?;
+    Ok(Page { records, more_records: env.info.more_records })
+}
+
+fn api_error(what: &str, status: u16, body: &str, retry_after: Option<Duration>) -> ZohoError {
+    let parsed: ApiErrorBody = serde_json::from_str(body).unwrap_or_default();
+    if parsed.code == "LIMIT_REACHED" {
+        return ZohoError::LimitReached { criteria: what.to_string() };
+    }
+    let message = if parsed.message.is_empty() {
+        let snippet: String = body.chars().take(120).collect();
+        if snippet.is_empty() { "(empty body)".to_string() } else { snippet }
+    } else {
+        parsed.message
+    };
+    ZohoError::Api { what: what.to_string(), status, code: parsed.code, message, details: parsed.details, retry_after }
+}
+
+/// A reqwest error in words, without its URL (the caller names the request) and with its causes.
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the response body broke off"
+    } else {
+        "the request failed"
+    };
+    let mut msg = kind.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
