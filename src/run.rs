@@ -110,6 +110,7 @@ async fn sync_inner(
                 .await
                 .map_err(|e| SinkError::new("demo simulator", format!("could not listen on 127.0.0.1: {e}"), Exit::Internal))?;
             tracing::info!(event = "demo_simulator", url = %handle.base_url(), deals, seed,
+                anchor = %cfg.anchor.to_rfc3339(),
                 "demo: built-in Zoho simulator started on loopback");
             let s = demo_settings(&handle, &cfg)?;
             demo_sim = Some(handle);

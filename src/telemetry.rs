@@ -19,7 +19,10 @@ use crate::config::LogFormat;
 pub fn init(format: Option<LogFormat>) {
     let format = format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => builder.with_target(false).compact().try_init(),
         LogFormat::Json => builder.event_format(JsonLine { gcp: false }).try_init(),

@@ -1,0 +1,153 @@
+//! Shared test plumbing: start a simulator, run the real binary against it, read what it wrote.
+
+use std::path::{Path, PathBuf};
+
+use std::process::Command;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use dealsync::sim::{self, SimConfig, SimHandle};
+use dealsync::window::{Window, WindowField};
+use serde_json::Value;
+
+/// Starts a simulator on a free loopback port.
+pub async fn simulator(config: SimConfig) -> SimHandle {
+    sim::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("the simulator starts")
+}
+
+/// A simulator config with `deals` deals, modified over October 2026 unless changed.
+pub fn sim_config(deals: usize) -> SimConfig {
+    SimConfig { deals, seed: 11, ..SimConfig::default() }
+}
+
+pub fn at(s: &str) -> DateTime<FixedOffset> {
+    DateTime::parse_from_rfc3339(s).unwrap()
+}
+
+pub fn window(from: &str, to: &str) -> Window {
+    Window::new(WindowField::ModifiedTime, at(from), at(to)).unwrap()
+}
+
+/// One invocation of the `dealsync` binary, with a clean environment (no ZOHO_*, BIGQUERY_* or log settings
+/// leak in from the machine) and its own working directory.
+pub struct Dealsync {
+    cmd: Command,
+    dir: tempfile::TempDir,
+}
+
+impl Dealsync {
+    pub fn new(args: &[&str]) -> Dealsync {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dealsync"));
+        cmd.args(args).current_dir(dir.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ZOHO_") || k.starts_with("BIGQUERY_") || k == "LOG_FORMAT" || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("LOG_FORMAT", "json");
+        Dealsync { cmd, dir }
+    }
+
+    /// Credentials and accounts URL of `sim`.
+    pub fn against(mut self, sim: &SimHandle) -> Dealsync {
+        let c = sim.config();
+        self.cmd
+            .env("ZOHO_ACCOUNTS_URL", sim.base_url())
+            .env("ZOHO_CLIENT_ID", &c.client_id)
+            .env("ZOHO_CLIENT_SECRET", &c.client_secret)
+            .env("ZOHO_REFRESH_TOKEN", &c.refresh_token);
+        self
+    }
+
+    /// Runs in the working directory of an earlier run (same ./dealsync.db, same ledger).
+    pub fn reuse(mut self, dir: tempfile::TempDir) -> Dealsync {
+        self.cmd.current_dir(dir.path());
+        self.dir = dir;
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Dealsync {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn env_remove(mut self, k: &str) -> Dealsync {
+        self.cmd.env_remove(k);
+        self
+    }
+
+    /// Runs the binary off the async runtime, so that an in-process simulator keeps serving.
+    pub async fn run(self) -> Outcome {
+        let Dealsync { mut cmd, dir } = self;
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs")).await.unwrap();
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            dir,
+        }
+    }
+}
+
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Outcome {
+    /// Every JSON log line on stderr.
+    pub fn events(&self) -> Vec<Value> {
+        self.stderr.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect()
+    }
+
+    pub fn event(&self, name: &str) -> Value {
+        self.events()
+            .into_iter()
+            .find(|e| e["event"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` event in:\n{}", self.stderr))
+    }
+
+    pub fn summary(&self) -> Value {
+        self.event("run_summary")
+    }
+
+    pub fn count(&self, name: &str) -> u64 {
+        self.summary()[name].as_u64().unwrap_or_else(|| panic!("summary has no {name}: {}", self.stderr))
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("dealsync.db")
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// Deal ids in the warehouse table.
+pub fn warehouse_ids(db: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut s = c.prepare("SELECT deal_id FROM closed_won_deals ORDER BY deal_id").unwrap();
+    let ids = s.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect();
+    ids
+}
+
+pub fn query_i64(db: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// The ids a correct sync of `w` must write (the mappable closed-won deals), sorted.
+pub fn expected_ids(sim: &SimHandle, w: &Window) -> Vec<String> {
+    let mut ids: Vec<String> =
+        sim.closed_won_in(w).into_iter().filter(|d| d.broken.is_none()).map(|d| d.id.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+pub fn utc(s: &str) -> DateTime<Utc> {
+    at(s).with_timezone(&Utc)
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real binary against the real HTTP simulator (and, for error shapes the simulator
+//! does not produce, a wiremock server).
+
+mod cli;
+mod config_errors;
+mod criteria_props;
+mod helpers;
+mod sync;
+mod upstream_errors;

@@ -1,0 +1,237 @@
+//! End-to-end syncs against the simulator.
+
+use chrono::{Duration, TimeZone};
+use dealsync::sim::data::{generate, GenSpec};
+use dealsync::sim::SimConfig;
+use dealsync::window::{Window, WindowField};
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_writes_exactly_the_simulators_closed_won_deals_and_a_rerun_adds_nothing() {
+    let first = Dealsync::new(&["sync", "--demo", "--demo-deals", "5000", "--demo-seed", "3"]).run().await;
+    first.assert_code(0);
+
+    // Rebuild the demo's dataset independently from its seed and anchor, and compute the truth for the window.
+    let anchor = first.event("demo_simulator")["anchor"].as_str().unwrap().to_string();
+    let cfg = SimConfig::demo(5000, 3);
+    let deals = generate(&GenSpec {
+        deals: 5000,
+        seed: 3,
+        anchor: utc(&anchor),
+        span: cfg.span,
+        broken: 0,
+    });
+    let s = first.summary();
+    let w = Window::new(
+        WindowField::ModifiedTime,
+        at(s["window_start"].as_str().unwrap()),
+        at(s["window_end"].as_str().unwrap()),
+    )
+    .unwrap();
+    let mut truth: Vec<String> = deals
+        .iter()
+        .filter(|d| d.is_closed_won() && w.contains(d.modified_at()))
+        .map(|d| d.id.to_string())
+        .collect();
+    truth.sort();
+    assert!(!truth.is_empty(), "the demo window holds closed-won deals");
+    assert_eq!(warehouse_ids(&first.db()), truth);
+    assert_eq!(first.count("rows_inserted"), truth.len() as u64);
+    assert!(first.count("not_closed_won") > 0, "the demo data includes the contains-trap stages");
+
+    // Same working directory, so the same ./dealsync.db and its ledger.
+    let db = first.db();
+    let second = Dealsync::new(&["sync", "--demo", "--demo-deals", "5000", "--demo-seed", "3"]).reuse(first.dir).run().await;
+    second.assert_code(0);
+    assert_eq!(second.count("rows_inserted"), 0);
+    assert_eq!(second.count("rows_updated"), 0);
+    assert_eq!(warehouse_ids(&db), truth, "a second run adds no rows");
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_runs WHERE status = 'success'"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerunning_a_backfill_never_duplicates_or_changes_rows() {
+    let sim = simulator(sim_config(3000)).await;
+    let args = ["sync", "--from", "2026-10-10", "--to", "2026-10-20", "--sink", "sqlite:deals.db"];
+    let first = Dealsync::new(&args).against(&sim).run().await;
+    first.assert_code(0);
+    let db = first.dir.path().join("deals.db");
+    let before = warehouse_ids(&db);
+    let raw_before = query_i64(&db, "SELECT sum(length(raw)) FROM closed_won_deals");
+
+    let second = Dealsync::new(&args).against(&sim).reuse(first.dir).run().await;
+    second.assert_code(0);
+    assert_eq!(second.count("rows_inserted"), 0);
+    assert_eq!(second.count("rows_updated"), 0);
+    assert_eq!(second.count("rows_unchanged"), before.len() as u64);
+    assert_eq!(warehouse_ids(&db), before);
+    assert_eq!(query_i64(&db, "SELECT sum(length(raw)) FROM closed_won_deals"), raw_before);
+    assert_eq!(before, expected_ids(&sim, &window("2026-10-10T00:00:00Z", "2026-10-20T00:00:00Z")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_windows_are_half_open_and_keep_their_offsets() {
+    let sim = simulator(sim_config(2000)).await;
+    // Two closed-won deals far enough apart; the window starts exactly at the first and ends exactly at the
+    // second, written in +05:30 as Zoho would show them.
+    let won: Vec<_> = sim.closed_won_in(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"));
+    let (a, b) = (&won[10], &won[200]);
+    assert!(a.modified < b.modified);
+    let ist = chrono::FixedOffset::east_opt(19_800).unwrap();
+    let from = ist.timestamp_opt(a.modified, 0).unwrap().to_rfc3339();
+    let to = ist.timestamp_opt(b.modified, 0).unwrap().to_rfc3339();
+    assert!(from.contains("+05:30"));
+
+    let out = Dealsync::new(&["sync", "--from", &from, "--to", &to]).against(&sim).run().await;
+    out.assert_code(0);
+    let ids = warehouse_ids(&out.db());
+    assert!(ids.contains(&a.id.to_string()), "the start is inclusive");
+    assert!(!ids.contains(&b.id.to_string()), "the end is exclusive");
+    assert_eq!(ids, expected_ids(&sim, &Window::new(WindowField::ModifiedTime, at(&from), at(&to)).unwrap()));
+    assert_eq!(out.summary()["window_start"], from.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_2000_matches_in_one_window_are_all_synced() {
+    let sim = simulator(SimConfig { deals: 20_000, span: Duration::days(2), ..sim_config(0) }).await;
+    let w = window("2026-10-30T00:00:00Z", "2026-11-01T00:00:00Z");
+    let truth = expected_ids(&sim, &w);
+    assert!(truth.len() > 5000, "{} closed-won deals", truth.len());
+
+    let out = Dealsync::new(&["sync", "--from", "2026-10-30", "--to", "2026-11-01"]).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(warehouse_ids(&out.db()), truth);
+    assert!(out.count("windows_split") >= 2, "the window was halved");
+    assert_eq!(out.count("coql_pages"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_too_dense_to_halve_is_read_through_coql() {
+    // 9000 deals modified within one second: about 2700 closed won, more than search may return.
+    let sim = simulator(SimConfig {
+        deals: 9000,
+        span: Duration::seconds(1),
+        anchor: utc("2026-10-15T12:00:01Z"),
+        ..sim_config(0)
+    })
+    .await;
+    let w = window("2026-10-15T12:00:00Z", "2026-10-15T12:00:01Z");
+    let truth = expected_ids(&sim, &w);
+    assert!(truth.len() > 2000);
+
+    let out = Dealsync::new(&["sync", "--from", "2026-10-15T12:00:00Z", "--to", "2026-10-15T12:00:01Z"])
+        .against(&sim)
+        .run()
+        .await;
+    out.assert_code(0);
+    assert!(out.count("coql_pages") >= 14, "{}", out.summary());
+    assert_eq!(warehouse_ids(&out.db()), truth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_that_only_contain_closed_won_are_filtered_out() {
+    let sim = simulator(sim_config(4000)).await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).run().await;
+    out.assert_code(0);
+    let trap = sim
+        .closed_won_in(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"))
+        .len();
+    assert!(trap > 0);
+    assert!(out.count("not_closed_won") > 0, "Zoho's contains-like equals returned trap stages");
+    assert_eq!(query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals WHERE stage <> 'Closed Won'"), 0);
+    assert_eq!(
+        out.count("deals_fetched") - out.count("not_closed_won"),
+        expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmappable_records_are_quarantined_with_their_reason_and_the_run_exits_3() {
+    let sim = simulator(SimConfig { broken: 8, ..sim_config(3000) }).await;
+    let w = window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z");
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).run().await;
+    out.assert_code(3);
+    let db = out.db();
+    assert_eq!(warehouse_ids(&db), expected_ids(&sim, &w), "every good deal is still written");
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_quarantine"), 8);
+    for (needle, n) in [("Closing_Date:%", 2), ("id: missing", 2), ("Amount:%", 2), ("Probability:%", 2)] {
+        let sql = format!("SELECT count(*) FROM _dealsync_quarantine WHERE reason LIKE '{needle}'");
+        assert_eq!(query_i64(&db, &sql), n, "{needle}");
+    }
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM _dealsync_quarantine WHERE deal_id IS NOT NULL AND raw LIKE '%' || deal_id || '%'"),
+        6,
+        "quarantined records keep their id and raw text"
+    );
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_runs WHERE status = 'partial' AND exit_code = 3"), 1);
+    assert_eq!(out.count("quarantined"), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_starts_the_next_default_window_and_backfills_do_not_move_it() {
+    let sim = simulator(SimConfig::demo(2000, 5)).await;
+    let first = Dealsync::new(&["sync"]).against(&sim).run().await;
+    first.assert_code(0);
+    let end1 = first.summary()["window_end"].as_str().unwrap().to_string();
+
+    let backfill =
+        Dealsync::new(&["sync", "--from", "2026-01-01", "--to", "2026-01-02"]).against(&sim).reuse(first.dir).run().await;
+    backfill.assert_code(0);
+
+    let next = Dealsync::new(&["sync", "--overlap", "30m"]).against(&sim).reuse(backfill.dir).run().await;
+    next.assert_code(0);
+    let start2 = utc(next.summary()["window_start"].as_str().unwrap());
+    assert_eq!(start2, utc(&end1) - Duration::minutes(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_rows_and_writes_nothing() {
+    let sim = simulator(sim_config(1500)).await;
+    let w = window("2026-10-01T00:00:00Z", "2026-10-08T00:00:00Z");
+    let out = Dealsync::new(&["sync", "--dry-run", "--from", "2026-10-01", "--to", "2026-10-08"]).against(&sim).run().await;
+    out.assert_code(0);
+    let mut ids: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["deal_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, expected_ids(&sim, &w));
+    assert!(!out.db().exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_rows_carry_exact_decimals_and_the_raw_record() {
+    let sim = simulator(sim_config(1500)).await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--sink", "ndjson:rows.ndjson"])
+        .against(&sim)
+        .run()
+        .await;
+    out.assert_code(0);
+    let text = std::fs::read_to_string(out.dir.path().join("rows.ndjson")).unwrap();
+    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).len());
+    for r in &rows {
+        assert_eq!(r["raw"]["id"], r["deal_id"]);
+        assert_eq!(r["raw"]["Stage"], "Closed Won");
+        if let Some(a) = r["amount"].as_str() {
+            let raw = r["raw"]["Amount"].to_string();
+            assert_eq!(a.parse::<rust_decimal::Decimal>().unwrap(), raw.parse::<rust_decimal::Decimal>().unwrap());
+        }
+    }
+    assert!(rows.iter().any(|r| r["amount"] == "12345678901.25"), "a huge amount round-trips exactly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_date_windows_select_by_date() {
+    let sim = simulator(sim_config(3000)).await;
+    let out = Dealsync::new(&["sync", "--window-field", "Closing_Date", "--from", "2026-10-05", "--to", "2026-10-12"])
+        .against(&sim)
+        .run()
+        .await;
+    out.assert_code(0);
+    let w = Window::new(WindowField::ClosingDate, at("2026-10-05T00:00:00Z"), at("2026-10-12T00:00:00Z")).unwrap();
+    assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &w));
+    assert_eq!(query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals WHERE closing_date < '2026-10-05' OR closing_date >= '2026-10-12'"), 0);
+}

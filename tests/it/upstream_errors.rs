@@ -1,0 +1,109 @@
+//! Error shapes the simulator does not produce on its own, recorded from Zoho's documented formats.
+
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+const TOKEN_BODY: &str = r#"{"access_token":"1000.wm-access-0123456789","expires_in":3600,"token_type":"Bearer","scope":"ZohoCRM.modules.deals.READ ZohoSearch.securesearch.READ"}"#;
+
+async fn zoho_mock() -> MockServer {
+    let server = MockServer::start().await;
+    let body = TOKEN_BODY.replace("\"expires_in\"", &format!("\"api_domain\":\"{}\",\"expires_in\"", server.uri()));
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn run_against(server: &MockServer) -> Dealsync {
+    Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-02", "--max-attempts", "3"])
+        .env("ZOHO_ACCOUNTS_URL", &server.uri())
+        .env("ZOHO_CLIENT_ID", "1000.X")
+        .env("ZOHO_CLIENT_SECRET", "wm-secret-value")
+        .env("ZOHO_REFRESH_TOKEN", "1000.wm-refresh-value")
+}
+
+const ONE_DEAL: &str = r#"{"data":[{"id":"1001","Stage":"Closed Won","Amount":10.5,"Modified_Time":"2026-10-01T10:00:00+05:30"}],"info":{"per_page":200,"count":1,"page":1,"more_records":false}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_is_retried_with_one_warning_and_the_run_succeeds() {
+    let server = zoho_mock().await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("<html>Service Unavailable</html>"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(ONE_DEAL, "application/json"))
+        .mount(&server)
+        .await;
+    let out = run_against(&server).run().await;
+    out.assert_code(0);
+    assert_eq!(out.count("retries"), 1);
+    let warns: Vec<_> = out.events().into_iter().filter(|e| e["event"] == "retry").collect();
+    assert_eq!(warns.len(), 1);
+    assert_eq!(warns[0]["severity"], "WARNING");
+    assert!(warns[0]["delay_ms"].as_u64().is_some() && warns[0]["attempt"] == 1);
+    assert_eq!(warehouse_ids(&out.db()), vec!["1001".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_is_never_json_fails_with_75_naming_the_url_without_the_token() {
+    let server = zoho_mock().await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("{\"data\":[{\"id\":", "application/json"))
+        .mount(&server)
+        .await;
+    let out = run_against(&server).run().await;
+    out.assert_code(75);
+    let err = out.summary()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("/crm/v8/Deals/search?criteria="), "{err}");
+    assert!(err.contains("gave up after 3 attempts"), "{err}");
+    assert!(!out.stderr.contains("wm-access-0123456789"));
+    assert_eq!(server.received_requests().await.unwrap().iter().filter(|r| r.url.path().contains("search")).count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_reminted_once_and_the_request_retried() {
+    let server = zoho_mock().await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
+        .respond_with(ResponseTemplate::new(401).set_body_raw(
+            r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#,
+            "application/json",
+        ))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(ONE_DEAL, "application/json"))
+        .mount(&server)
+        .await;
+    let out = run_against(&server).run().await;
+    out.assert_code(0);
+    assert_eq!(out.count("token_mints"), 2);
+    assert_eq!(out.count("retries"), 0, "a re-mint is not a backoff retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_answer_naming_a_remote_plain_http_api_domain_is_refused() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"access_token":"1000.a","expires_in":3600,"api_domain":"http://www.zohoapis.example"}"#,
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    let out = run_against(&server).run().await;
+    out.assert_code(78);
+    assert!(out.summary()["error"].as_str().unwrap().contains("ZOHO_API_DOMAIN"));
+}
