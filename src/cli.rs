@@ -40,8 +40,12 @@ pub enum Command {
     #[command(after_help = "Example:\n  dealsync simulate --port 8080 --deals 10000 --seed 7 --latency-ms 50\n  \
         # then, in another shell, use the variables it prints and run `dealsync sync`")]
     Simulate(SimulateArgs),
+    /// Verify credentials, the Zoho search API and the warehouse without writing anything.
+    #[command(after_help = "Examples:\n  dealsync check                       # the smoke test after a deploy\n  \
+        BIGQUERY_PROJECT=acme dealsync check\n  dealsync check --sink sqlite:/data/deals.db")]
+    Check(CheckArgs),
     /// Print the schema of the target table.
-    #[command(after_help = "Examples:\n  dealsync schema\n  dealsync schema --format json\n  dealsync schema --format sqlite")]
+    #[command(after_help = "Examples:\n  dealsync schema\n  dealsync schema --format bigquery\n  dealsync schema --format sqlite")]
     Schema(SchemaArgs),
 }
 
@@ -122,6 +126,16 @@ pub struct SimulateArgs {
     pub mint_limit: usize,
 }
 
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The sink to check: sqlite:PATH, ndjson:PATH, bigquery. Default: as `sync` would choose.
+    #[arg(long, value_parser = SinkSpec::parse)]
+    pub sink: Option<SinkSpec>,
+    /// Timeout of one HTTP request (e.g. 60s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub request_timeout: Duration,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SchemaFormat {
     /// A table for people.
@@ -130,6 +144,8 @@ pub enum SchemaFormat {
     Json,
     /// SQLite DDL.
     Sqlite,
+    /// BigQuery's JSON schema followed by the equivalent DDL.
+    Bigquery,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,11 @@ struct RawEnv {
     zoho_api_domain: Option<String>,
     zoho_max_concurrency: Option<String>,
     bigquery_project: Option<String>,
+    bigquery_dataset: Option<String>,
+    bigquery_table: Option<String>,
+    bigquery_location: Option<String>,
+    bigquery_emulator_host: Option<String>,
+    google_application_credentials: Option<String>,
     log_format: Option<String>,
 }
 
@@ -135,12 +140,37 @@ impl ZohoSettings {
     }
 }
 
+/// How the BigQuery sink authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BigQueryAuth {
+    /// `BIGQUERY_EMULATOR_HOST`: plain HTTP to a local emulator, no credentials.
+    Emulator { base_url: Url },
+    /// `GOOGLE_APPLICATION_CREDENTIALS` naming a service-account key.
+    ServiceAccountKey { path: std::path::PathBuf },
+    /// `GOOGLE_APPLICATION_CREDENTIALS` naming an authorized-user file (`gcloud auth application-default login`).
+    AuthorizedUser { path: std::path::PathBuf },
+    /// Application Default Credentials: gcloud's well-known file, else the metadata server (Cloud Run, GKE).
+    ApplicationDefault,
+}
+
+/// Where and how to write to BigQuery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BigQuerySettings {
+    pub project: String,
+    pub dataset: String,
+    pub table: String,
+    /// Used when the dataset has to be created.
+    pub location: Option<String>,
+    pub auth: BigQueryAuth,
+}
+
 /// The validated environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `None` only when the caller asked for no Zoho credentials (`--demo`, `simulate`, `schema`).
     pub zoho: Option<ZohoSettings>,
-    pub bigquery_project: Option<String>,
+    /// `Some` when `BIGQUERY_PROJECT` is set.
+    pub bigquery: Option<BigQuerySettings>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -163,7 +193,7 @@ impl Settings {
     {
         // Only our own variables go through envy, so an unrelated variable with odd content cannot break parsing.
         let ours = vars.into_iter().filter(|(k, _)| {
-            k.starts_with("ZOHO_") || k.starts_with("BIGQUERY_") || k == "LOG_FORMAT"
+            k.starts_with("ZOHO_") || k.starts_with("BIGQUERY_") || k == "LOG_FORMAT" || k == "GOOGLE_APPLICATION_CREDENTIALS"
         });
         let raw: RawEnv = envy::from_iter(ours).map_err(|e| ConfigError::new("environment", e.to_string()))?;
 
@@ -173,7 +203,17 @@ impl Settings {
                 ConfigError::new("LOG_FORMAT", format!("`{v}` is not a log format; expected text, json or gcp"))
             })?),
         };
-        let bigquery_project = non_empty(raw.bigquery_project);
+        let bigquery = match non_empty(raw.bigquery_project) {
+            None => None,
+            Some(project) => Some(bigquery_settings(
+                project,
+                raw.bigquery_dataset,
+                raw.bigquery_table,
+                raw.bigquery_location,
+                raw.bigquery_emulator_host,
+                raw.google_application_credentials,
+            )?),
+        };
 
         let zoho = match needs {
             Needs::Nothing => None,
@@ -187,8 +227,72 @@ impl Settings {
                 raw.zoho_max_concurrency,
             )?),
         };
-        Ok(Settings { zoho, bigquery_project, log_format })
+        Ok(Settings { zoho, bigquery, log_format })
     }
+}
+
+fn bigquery_settings(
+    project: String,
+    dataset: Option<String>,
+    table: Option<String>,
+    location: Option<String>,
+    emulator_host: Option<String>,
+    credentials: Option<String>,
+) -> Result<BigQuerySettings, ConfigError> {
+    if !project.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
+        return Err(ConfigError::new("BIGQUERY_PROJECT", format!("`{project}` is not a Google Cloud project id")));
+    }
+    let ident = |var: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
+        let v = non_empty(v).unwrap_or_else(|| default.to_string());
+        if v.len() > 1024 || v.starts_with("_dealsync") || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::new(var, format!("`{v}` is not a valid name (letters, digits and underscores; not starting with _dealsync)")));
+        }
+        Ok(v)
+    };
+    let dataset = ident("BIGQUERY_DATASET", dataset, "crm")?;
+    let table = ident("BIGQUERY_TABLE", table, "closed_won_deals")?;
+    let location = non_empty(location);
+    let auth = if let Some(host) = non_empty(emulator_host) {
+        let url = Url::parse(&format!("http://{host}/bigquery/v2")).map_err(|_| {
+            ConfigError::new("BIGQUERY_EMULATOR_HOST", format!("`{host}` is not host:port"))
+        })?;
+        if !is_loopback(&url) || url.port().is_none() {
+            return Err(ConfigError::new(
+                "BIGQUERY_EMULATOR_HOST",
+                format!("`{host}` must be a loopback host:port such as 127.0.0.1:9050 (the emulator runs without authentication)"),
+            ));
+        }
+        BigQueryAuth::Emulator { base_url: url }
+    } else if let Some(path) = non_empty(credentials) {
+        let var = "GOOGLE_APPLICATION_CREDENTIALS";
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::new(var, format!("{path} cannot be read: {e}")))?;
+        #[derive(Deserialize)]
+        struct KeyType {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+        }
+        let kind: KeyType = serde_json::from_str(&text)
+            .map_err(|_| ConfigError::new(var, format!("{path} is not a JSON credentials file")))?;
+        let path = std::path::PathBuf::from(path);
+        match kind.kind.as_deref() {
+            Some("service_account") => BigQueryAuth::ServiceAccountKey { path },
+            Some("authorized_user") => BigQueryAuth::AuthorizedUser { path },
+            other => {
+                return Err(ConfigError::new(
+                    var,
+                    format!(
+                        "{} has type {:?}; expected a service_account key or an authorized_user file",
+                        path.display(),
+                        other.unwrap_or("(none)")
+                    ),
+                ))
+            }
+        }
+    } else {
+        BigQueryAuth::ApplicationDefault
+    };
+    Ok(BigQuerySettings { project, dataset, table, location, auth })
 }
 
 /// Parses `ZOHO_MAX_CONCURRENCY` and friends on their own, for commands that need no credentials.
@@ -368,6 +472,37 @@ mod tests {
         let e = Settings::from_vars(v, Needs::ZohoCredentials).unwrap_err();
         assert_eq!(e.variable, "ZOHO_REFRESH_TOKEN");
         assert!(!e.to_string().contains("very-secret"));
+    }
+
+    #[test]
+    fn bigquery_is_selected_by_its_project_with_defaults_and_a_loopback_emulator() {
+        let mut v = vars(&[("BIGQUERY_PROJECT", "acme-prod"), ("BIGQUERY_EMULATOR_HOST", "127.0.0.1:9050")]);
+        let bq = Settings::from_vars(v.clone(), Needs::Nothing).unwrap().bigquery.unwrap();
+        assert_eq!((bq.dataset.as_str(), bq.table.as_str()), ("crm", "closed_won_deals"));
+        assert_eq!(bq.auth, BigQueryAuth::Emulator { base_url: Url::parse("http://127.0.0.1:9050/bigquery/v2").unwrap() });
+        v[1].1 = "bigquery.example.org:443".into();
+        assert_eq!(Settings::from_vars(v, Needs::Nothing).unwrap_err().variable, "BIGQUERY_EMULATOR_HOST");
+        let bad = vars(&[("BIGQUERY_PROJECT", "p"), ("BIGQUERY_TABLE", "deals; drop")]);
+        assert_eq!(Settings::from_vars(bad, Needs::Nothing).unwrap_err().variable, "BIGQUERY_TABLE");
+    }
+
+    #[test]
+    fn credentials_files_are_recognised_by_type_and_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sa = dir.path().join("sa.json");
+        std::fs::write(&sa, r#"{"type":"service_account","private_key":"-----SECRETKEY-----"}"#).unwrap();
+        let odd = dir.path().join("odd.json");
+        std::fs::write(&odd, r#"{"type":"external_account","secret":"-----SECRETKEY-----"}"#).unwrap();
+        let with = |p: &std::path::Path| {
+            vars(&[("BIGQUERY_PROJECT", "p"), ("GOOGLE_APPLICATION_CREDENTIALS", p.to_str().unwrap())])
+        };
+        let bq = Settings::from_vars(with(&sa), Needs::Nothing).unwrap().bigquery.unwrap();
+        assert_eq!(bq.auth, BigQueryAuth::ServiceAccountKey { path: sa.clone() });
+        let e = Settings::from_vars(with(&odd), Needs::Nothing).unwrap_err();
+        assert_eq!(e.variable, "GOOGLE_APPLICATION_CREDENTIALS");
+        assert!(!e.to_string().contains("SECRETKEY"));
+        let e = Settings::from_vars(with(&dir.path().join("missing.json")), Needs::Nothing).unwrap_err();
+        assert!(e.problem.contains("cannot be read"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod mapping;
+pub mod retry;
 pub mod run;
 pub mod sim;
 pub mod sink;
@@ -45,6 +46,7 @@ pub async fn run(command: Command) -> Exit {
             }
         },
         Command::Simulate(args) => simulate(args).await,
+        Command::Check(args) => run::check(args).await,
         Command::Schema(args) => {
             print!("{}", schema(&args));
             Exit::Ok
@@ -64,6 +66,13 @@ pub fn schema(args: &SchemaArgs) -> String {
         }
         SchemaFormat::Json => serde_json::to_string_pretty(COLUMNS).expect("columns serialize") + "\n",
         SchemaFormat::Sqlite => sink::sqlite::create_table_sql() + ";\n",
+        SchemaFormat::Bigquery => {
+            let fields = serde_json::to_string_pretty(&sink::bigquery::sql::target_fields()).expect("fields serialize");
+            format!(
+                "-- JSON schema (bq mk --table --time_partitioning_field closing_date --clustering_fields deal_id DATASET.closed_won_deals schema.json)\n{fields}\n\n-- DDL\n{}",
+                sink::bigquery::sql::target_ddl("`PROJECT.DATASET.closed_won_deals`")
+            )
+        }
     }
 }
 

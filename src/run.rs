@@ -14,6 +14,7 @@ use crate::config::{ConfigError, Needs, Settings, ZohoSettings};
 use crate::exit::Exit;
 use crate::mapping::{map_deal, Mapped, RunStamp};
 use crate::sim;
+use crate::sink::bigquery::BigQuerySink;
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::sqlite::SqliteSink;
 use crate::sink::{RunRecord, Sink, SinkError, SinkSpec, WriteStats};
@@ -119,7 +120,7 @@ async fn sync_inner(
         None => settings.zoho.clone().expect("credentials were required"),
     };
 
-    let mut sink = open_sink(plan, &settings)?;
+    let mut sink = open_sink(plan, &settings, run_id, started_at).await?;
     summary.sink = sink.describe();
     sink.prepare().await?;
 
@@ -148,7 +149,7 @@ async fn sync_inner(
     summary.coql_pages = fetch_stats.coql_pages;
     summary.deals_fetched = written.records;
     summary.not_closed_won = written.not_closed_won;
-    summary.quarantined = written.quarantined;
+    summary.quarantined = written.quarantined + written.stats.rejected;
     summary.rows_inserted = written.stats.inserted;
     summary.rows_updated = written.stats.updated;
     summary.rows_unchanged = written.stats.unchanged;
@@ -163,8 +164,8 @@ async fn sync_inner(
         run_id: run_id.to_string(),
         kind: summary.kind,
         window_field: window.field.api_name().to_string(),
-        window_start: window.start_str(),
-        window_end: window.end_str(),
+        window_start: window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        window_end: window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         status: exit.outcome().to_string(),
         exit_code: exit.code(),
         started_at,
@@ -197,6 +198,76 @@ async fn sync_inner(
     }
 }
 
+/// `dealsync check`: credentials, one search request, and the sink, without writing anything. Prints one line
+/// per check; exits with the code of the first failure.
+pub async fn check(args: crate::cli::CheckArgs) -> Exit {
+    let started_at = Utc::now();
+    let run_id = new_run_id(started_at);
+    let mut failed: Option<Exit> = None;
+    let mut report = |ok: Result<String, RunError>| match ok {
+        Ok(line) => println!("ok    {line}"),
+        Err(e) => {
+            println!("FAIL  {e}");
+            tracing::error!(event = "check_failed", "{e}");
+            failed.get_or_insert(e.exit());
+        }
+    };
+    let settings = match Settings::from_env(Needs::ZohoCredentials) {
+        Ok(s) => s,
+        Err(e) => {
+            report(Err(e.into()));
+            return Exit::Config;
+        }
+    };
+    report(Ok("configuration variables are valid".into()));
+    let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
+    let policy = crate::retry::RetryPolicy { max_attempts: 2, ..Default::default() };
+    let zoho = settings.zoho.clone().expect("credentials were required");
+    match ZohoClient::new(zoho, policy, timeout) {
+        Err(e) => report(Err(e.into())),
+        Ok(client) => match client.authenticate().await {
+            Err(e) => report(Err(e.into())),
+            Ok(api) => {
+                report(Ok(format!("Zoho minted an access token; API domain {api}")));
+                let now = Utc::now().fixed_offset();
+                let w = Window::new(crate::window::WindowField::ModifiedTime, now - chrono::Duration::minutes(1), now)
+                    .expect("a one-minute window");
+                let criteria = crate::zoho::criteria::closed_won_in(&w).to_string();
+                report(
+                    client
+                        .search_page("Deals", &criteria, 1, 1)
+                        .await
+                        .map(|_| "the Deals search API answers".to_string())
+                        .map_err(RunError::from),
+                );
+            }
+        },
+    }
+    let plan = SyncPlan {
+        demo: None,
+        spec: crate::window::WindowSpec::Default { overlap: chrono::Duration::zero(), index_lag: chrono::Duration::zero() },
+        field: crate::window::WindowField::ModifiedTime,
+        sink: args.sink.clone(),
+        dry_run: false,
+        retry: policy,
+        request_timeout: timeout,
+    };
+    match open_sink(&plan, &settings, &run_id, started_at).await {
+        Err(e) => report(Err(e)),
+        Ok(mut sink) => match sink.check().await {
+            Ok(lines) => lines.into_iter().for_each(|l| report(Ok(format!("{}: {l}", sink.describe())))),
+            Err(e) => report(Err(e.into())),
+        },
+    }
+    match failed {
+        None => {
+            println!("all checks passed");
+            Exit::Ok
+        }
+        Some(exit) => exit,
+    }
+}
+
 fn demo_settings(handle: &sim::SimHandle, cfg: &sim::SimConfig) -> Result<ZohoSettings, ConfigError> {
     let vars = vec![
         ("ZOHO_CLIENT_ID".to_string(), cfg.client_id.clone()),
@@ -209,11 +280,16 @@ fn demo_settings(handle: &sim::SimHandle, cfg: &sim::SimConfig) -> Result<ZohoSe
     Ok(s)
 }
 
-fn open_sink(plan: &SyncPlan, settings: &Settings) -> Result<Box<dyn Sink>, RunError> {
+async fn open_sink(
+    plan: &SyncPlan,
+    settings: &Settings,
+    run_id: &str,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<Box<dyn Sink>, RunError> {
     if plan.dry_run {
         return Ok(Box::new(NdjsonSink::dry_run()));
     }
-    let spec = match (&plan.sink, &settings.bigquery_project) {
+    let spec = match (&plan.sink, &settings.bigquery) {
         (Some(s), _) => s.clone(),
         (None, Some(_)) => SinkSpec::BigQuery,
         (None, None) => {
@@ -226,11 +302,10 @@ fn open_sink(plan: &SyncPlan, settings: &Settings) -> Result<Box<dyn Sink>, RunE
         SinkSpec::Sqlite(p) => Box::new(SqliteSink::new(p)),
         SinkSpec::Ndjson(p) => Box::new(NdjsonSink::new(p)),
         SinkSpec::BigQuery => {
-            return Err(ConfigError::new(
-                "BIGQUERY_PROJECT",
-                "the BigQuery sink is not part of this build yet; unset BIGQUERY_PROJECT or choose --sink sqlite:PATH",
-            )
-            .into())
+            let bq = settings.bigquery.clone().ok_or_else(|| {
+                ConfigError::new("BIGQUERY_PROJECT", "is not set; --sink bigquery needs the project to write to")
+            })?;
+            Box::new(BigQuerySink::connect(bq, run_id, started_at, plan.retry, plan.request_timeout).await?)
         }
     })
 }
@@ -297,6 +372,9 @@ async fn write_page(sink: &mut dyn Sink, page: FetchedPage, stamp: &RunStamp, wr
     }
     if !rows.is_empty() {
         let stats = sink.write_rows(rows).await?;
+        if stats.rejected > 0 {
+            tracing::warn!(event = "quarantined", rows = stats.rejected, "the warehouse refused rows; they were quarantined");
+        }
         written.stats.add(stats);
     }
     if !quarantined.is_empty() {

@@ -129,6 +129,13 @@ impl SimHandle {
         self.state.closed_won_in(window)
     }
 
+    /// Changes the stored deals (a deal won, reopened, edited or deleted in the CRM); order is restored after.
+    pub fn mutate<F: FnOnce(&mut Vec<SimDeal>)>(&self, f: F) {
+        let mut deals = self.state.deals.write().expect("not poisoned");
+        f(&mut deals);
+        deals.sort_by_key(|d| (d.modified, d.id));
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -27,8 +27,8 @@ pub const FIELDS_SCOPE: &str = "ZohoCRM.settings.fields.READ";
 pub struct SimState {
     pub config: SimConfig,
     pub base_url: String,
-    /// Sorted by modified time.
-    pub deals: Vec<SimDeal>,
+    /// Sorted by modified time (and id). Tests change deals through `SimHandle::mutate`.
+    pub deals: std::sync::RwLock<Vec<SimDeal>>,
     tokens: Mutex<HashMap<String, Instant>>,
     mints: Mutex<VecDeque<Instant>>,
     pub counters: SimCounters,
@@ -47,7 +47,7 @@ impl SimState {
         SimState {
             config,
             base_url,
-            deals,
+            deals: std::sync::RwLock::new(deals),
             tokens: Mutex::new(HashMap::new()),
             mints: Mutex::new(VecDeque::new()),
             counters: SimCounters::default(),
@@ -58,6 +58,8 @@ impl SimState {
     pub fn closed_won_in(&self, w: &Window) -> Vec<SimDeal> {
         let (start, end) = (w.start.timestamp(), w.end.timestamp());
         self.deals
+            .read()
+            .expect("not poisoned")
             .iter()
             .filter(|d| d.is_closed_won() && !d.deleted)
             .filter(|d| {
@@ -73,14 +75,14 @@ impl SimState {
     }
 
     /// Deals matching a compiled filter, scanning only the slice of modified times it allows.
-    fn matching(&self, filter: &criteria::Compiled) -> Vec<&SimDeal> {
+    fn matching<'a>(deals: &'a [SimDeal], filter: &criteria::Compiled) -> Vec<&'a SimDeal> {
         let (lo, hi) = filter.modified_range();
-        let from = self.deals.partition_point(|d| d.modified < lo);
-        let to = self.deals.partition_point(|d| d.modified <= hi);
+        let from = deals.partition_point(|d| d.modified < lo);
+        let to = deals.partition_point(|d| d.modified <= hi);
         if from >= to {
             return Vec::new();
         }
-        self.deals[from..to].iter().filter(|d| !d.deleted && filter.matches(d)).collect()
+        deals[from..to].iter().filter(|d| !d.deleted && filter.matches(d)).collect()
     }
 }
 
@@ -231,7 +233,8 @@ async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q)
         return zoho_error(StatusCode::BAD_REQUEST, "LIMIT_REACHED", "maximum response iteration limit reached",
             json!({"limit": state.config.search_cap.to_string()}));
     }
-    let mut matches = state.matching(&filter);
+    let deals = state.deals.read().expect("not poisoned");
+    let mut matches = SimState::matching(&deals, &filter);
     if matches.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
@@ -266,9 +269,10 @@ async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body
         Ok(q) => q,
         Err(e) => return query_error(e),
     };
+    let deals = state.deals.read().expect("not poisoned");
     let mut matches = match &q.filter {
-        Some(f) => state.matching(f),
-        None => state.deals.iter().filter(|d| !d.deleted).collect(),
+        Some(f) => SimState::matching(&deals, f),
+        None => deals.iter().filter(|d| !d.deleted).collect(),
     };
     if q.select == Select::CountId {
         let body = json!({"data": [{"COUNT(id)": matches.len()}], "info": {"count": 1, "more_records": false}});

@@ -2,6 +2,7 @@
 //! BigQuery sink, the local SQLite warehouse and the NDJSON export behave the same from the run's side:
 //! prepare, read the ledger, write batches, quarantine, commit, record the run.
 
+pub mod bigquery;
 pub mod ndjson;
 pub mod sqlite;
 
@@ -36,6 +37,8 @@ pub struct WriteStats {
     pub inserted: u64,
     pub updated: u64,
     pub unchanged: u64,
+    /// Rows the warehouse refused; the sink quarantined them with the warehouse's reason.
+    pub rejected: u64,
 }
 
 impl WriteStats {
@@ -43,6 +46,7 @@ impl WriteStats {
         self.inserted += other.inserted;
         self.updated += other.updated;
         self.unchanged += other.unchanged;
+        self.rejected += other.rejected;
     }
 
     pub fn written(&self) -> u64 {
@@ -57,6 +61,7 @@ pub struct RunRecord {
     /// `scheduled` (the default window) or `backfill`; only scheduled runs move the next default window.
     pub kind: &'static str,
     pub window_field: String,
+    /// The window's bounds as RFC 3339 instants (date windows too), so the ledger can order them.
     pub window_start: String,
     pub window_end: String,
     /// The run's outcome word (`success`, `partial`, …).
@@ -85,6 +90,9 @@ impl RunRecord {
 pub trait Sink: Send {
     /// A short name for logs, such as `sqlite:./dealsync.db`.
     fn describe(&self) -> String;
+
+    /// Verifies, without writing anything, that the sink is reachable and usable. Returns what it verified.
+    async fn check(&mut self) -> Result<Vec<String>, SinkError>;
 
     /// Creates or checks tables. Called once before anything else.
     async fn prepare(&mut self) -> Result<(), SinkError>;

@@ -59,6 +59,19 @@ impl Sink for NdjsonSink {
         }
     }
 
+    async fn check(&mut self) -> Result<Vec<String>, SinkError> {
+        match &self.path {
+            None => Ok(vec!["rows go to stdout".into()]),
+            Some(p) => {
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+                if !dir.is_dir() {
+                    return Err(SinkError::new(self.describe(), format!("the directory {} does not exist", dir.display()), Exit::Config));
+                }
+                Ok(vec![format!("{} can be written", p.display())])
+            }
+        }
+    }
+
     async fn prepare(&mut self) -> Result<(), SinkError> {
         let out: Box<dyn Write + Send> = match &self.path {
             None => Box::new(BufWriter::new(std::io::stdout())),

@@ -153,6 +153,28 @@ impl Sink for SqliteSink {
         format!("sqlite:{}", self.path.display())
     }
 
+    async fn check(&mut self) -> Result<Vec<String>, SinkError> {
+        let dir = match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => d.to_path_buf(),
+            None => PathBuf::from("."),
+        };
+        let meta = std::fs::metadata(&dir).map_err(|e| {
+            SinkError::new(self.describe(), format!("the directory {} is not usable: {e}", dir.display()), Exit::Config)
+        })?;
+        if meta.permissions().readonly() {
+            return Err(SinkError::new(self.describe(), format!("the directory {} is read-only", dir.display()), Exit::Config));
+        }
+        if !self.path.exists() {
+            return Ok(vec![format!("{} will be created on the first run", self.path.display())]);
+        }
+        let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| self.err("opening the database read-only", e))?;
+        let rows: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0))
+            .unwrap_or(0);
+        Ok(vec![format!("{} is readable ({rows} rows in {TABLE})", self.path.display())])
+    }
+
     async fn prepare(&mut self) -> Result<(), SinkError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {

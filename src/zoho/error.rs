@@ -66,6 +66,15 @@ pub enum ZohoError {
     Exhausted { attempts: usize, elapsed: Duration, last: Box<ZohoError> },
 }
 
+impl crate::retry::Retry for ZohoError {
+    fn is_retryable(&self) -> bool {
+        ZohoError::is_retryable(self)
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        ZohoError::retry_after(self)
+    }
+}
+
 impl ZohoError {
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {

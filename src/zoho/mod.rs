@@ -8,10 +8,9 @@ pub mod criteria;
 pub mod error;
 pub mod fetch;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -21,33 +20,12 @@ use url::Url;
 
 pub use auth::AccessToken;
 pub use error::{ApiErrorBody, AuthError, ZohoError};
+pub use crate::retry::RetryPolicy;
 
 use crate::config::{join_path, ZohoSettings};
 
 /// Re-mint this long before the token's stated expiry, so that no request carries a token about to lapse.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-
-/// How hard to try before giving up on one request.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts per request, the first included.
-    pub max_attempts: usize,
-    pub min_delay: Duration,
-    pub max_delay: Duration,
-    /// The sum of all waits for one request never exceeds this.
-    pub deadline: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 6,
-            min_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-            deadline: Duration::from_secs(300),
-        }
-    }
-}
 
 /// Counters for the run summary.
 #[derive(Debug, Default)]
@@ -247,49 +225,23 @@ impl ZohoClient {
         }
     }
 
-    /// Runs `op` until it succeeds, fails for good, or the retry budget is spent. Each retry is one `warn` event.
+    /// Runs `op` with the client's retry policy; a retryable error that outlives it becomes `Exhausted`.
     async fn with_retries<T, F, Fut>(&self, what: &str, op: F) -> Result<T, ZohoError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ZohoError>>,
     {
-        let p = self.retry;
-        let started = Instant::now();
-        let attempts = AtomicUsize::new(0);
-        let mut op = op;
-        let backoff = ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(p.min_delay)
-            .with_max_delay(p.max_delay)
-            .with_max_times(p.max_attempts.saturating_sub(1))
-            .with_total_delay(Some(p.deadline));
-        let result = (|| {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            op()
-        })
-        .retry(backoff)
-        .sleep(tokio::time::sleep)
-        .when(ZohoError::is_retryable)
-        .adjust(|e, d| d.map(|d| e.retry_after().map_or(d, |ra| ra.clamp(d, p.deadline))))
-        .notify(|e, delay| {
+        crate::retry::retry(self.retry, what, op, || {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                event = "retry",
-                attempt = attempts.load(Ordering::Relaxed),
-                delay_ms = delay.as_millis() as u64,
-                reason = %e,
-                "retrying {what}"
-            );
         })
-        .await;
-        match result {
-            Err(e) if e.is_retryable() => Err(ZohoError::Exhausted {
-                attempts: attempts.load(Ordering::Relaxed),
-                elapsed: started.elapsed(),
-                last: Box::new(e),
-            }),
-            other => other,
-        }
+        .await
+        .map_err(|g| {
+            if g.error.is_retryable() {
+                ZohoError::Exhausted { attempts: g.attempts, elapsed: g.elapsed, last: Box::new(g.error) }
+            } else {
+                g.error
+            }
+        })
     }
 }
 

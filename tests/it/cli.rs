@@ -49,3 +49,13 @@ fn the_schema_lists_every_column_with_its_warehouse_type() {
         .success()
         .stdout(predicate::str::contains("deal_id TEXT NOT NULL PRIMARY KEY"));
 }
+
+#[test]
+fn the_bigquery_schema_has_the_json_schema_and_the_ddl() {
+    let out = dealsync().args(["schema", "--format", "bigquery"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("\"mode\": \"REPEATED\""), "{text}");
+    assert!(text.contains("PARTITION BY closing_date\nCLUSTER BY deal_id;"), "{text}");
+    assert!(text.contains("amount NUMERIC"));
+    assert!(text.contains("deal_id STRING NOT NULL"));
+}

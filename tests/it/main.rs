@@ -4,6 +4,8 @@
 mod cli;
 mod config_errors;
 mod criteria_props;
+mod bigquery;
+mod bigquery_errors;
 mod helpers;
 mod sync;
 mod upstream_errors;

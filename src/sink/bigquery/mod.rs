@@ -1,0 +1,680 @@
+//! The BigQuery sink: every run streams its rows into a staging table of its own (created with an
+//! expiration, named after the run), then one MERGE with a job id derived from the run id makes them final in
+//! the target: newest staged copy per deal, new deals inserted, a deal replaced only by a newer copy. The
+//! target is never streamed into, so BigQuery's streaming-buffer restriction on DML never applies, and a
+//! retried or repeated run leaves the table unchanged.
+
+mod error;
+pub mod sql;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use gcp_bigquery_client::client_builder::ClientBuilder;
+use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::model::clustering::Clustering;
+use gcp_bigquery_client::model::data_format_options::DataFormatOptions;
+use gcp_bigquery_client::model::dataset::Dataset;
+use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
+use gcp_bigquery_client::model::job::Job;
+use gcp_bigquery_client::model::job_configuration::JobConfiguration;
+use gcp_bigquery_client::model::job_configuration_query::JobConfigurationQuery;
+use gcp_bigquery_client::model::job_reference::JobReference;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::query_response::{QueryResponse, ResultSet};
+use gcp_bigquery_client::model::table::Table;
+use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
+use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+use gcp_bigquery_client::model::table_schema::TableSchema;
+use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
+use gcp_bigquery_client::Client;
+use serde_json::Value;
+
+pub use error::BqFailure;
+
+use super::{RunRecord, Sink, SinkError, WriteStats};
+use crate::config::{BigQueryAuth, BigQuerySettings};
+use crate::exit::Exit;
+use crate::mapping::{format_instant, DealRow, Quarantined};
+use crate::retry::{retry, Retry, RetryPolicy};
+use crate::window::WindowField;
+
+/// insertAll batches stay under both bounds (Google recommends 500 rows and about 5 MB per request).
+pub const BATCH_ROWS: usize = 500;
+pub const BATCH_BYTES: usize = 5_000_000;
+/// Staging tables expire by themselves if a run dies before dropping its own.
+const STAGING_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Resends of rows BigQuery marked `stopped` (because another row in the request was invalid).
+const STOPPED_RESENDS: usize = 3;
+
+/// The emulator needs no credentials; the client still asks for a token.
+#[derive(Clone)]
+struct NoAuth;
+
+#[async_trait]
+impl gcp_bigquery_client::auth::Authenticator for NoAuth {
+    async fn access_token(&self) -> Result<String, BQError> {
+        Ok("emulator".into())
+    }
+}
+
+struct Pending {
+    row: TableDataInsertAllRequestRows,
+    deal_id: String,
+    raw: String,
+}
+
+pub struct BigQuerySink {
+    client: Client,
+    s: BigQuerySettings,
+    run_id: String,
+    synced_at: DateTime<Utc>,
+    staging: String,
+    staging_ready: bool,
+    staged: u64,
+    batch: Vec<Pending>,
+    batch_bytes: usize,
+    retry: RetryPolicy,
+}
+
+impl BigQuerySink {
+    /// Builds the client for the configured credentials. No request is sent yet.
+    pub async fn connect(
+        s: BigQuerySettings,
+        run_id: &str,
+        synced_at: DateTime<Utc>,
+        retry: RetryPolicy,
+        request_timeout: Duration,
+    ) -> Result<BigQuerySink, SinkError> {
+        let describe = describe(&s);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("dealsync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(request_timeout)
+            .build()
+            .map_err(|e| SinkError::new(&describe, format!("building the HTTP client: {e}"), Exit::Internal))?;
+        let mut b = ClientBuilder::new();
+        b.with_client(http);
+        let built = match &s.auth {
+            BigQueryAuth::Emulator { base_url } => {
+                b.with_v2_base_url(base_url.as_str().trim_end_matches('/').to_string());
+                b.build_from_authenticator(Arc::new(NoAuth)).await
+            }
+            BigQueryAuth::ServiceAccountKey { path } => {
+                b.build_from_service_account_key_file(&path.to_string_lossy()).await
+            }
+            BigQueryAuth::AuthorizedUser { path } => b.build_from_authorized_user_authenticator(path).await,
+            BigQueryAuth::ApplicationDefault => b.build_from_application_default_credentials().await,
+        };
+        let client = built.map_err(|e| {
+            let f = BqFailure::new("loading Google credentials", e);
+            SinkError::new(&describe, f.to_string(), Exit::Config)
+        })?;
+        let staging = format!("{}{}", sql::STAGING_PREFIX, run_id.to_ascii_lowercase());
+        Ok(BigQuerySink {
+            client,
+            s,
+            run_id: run_id.to_string(),
+            synced_at,
+            staging,
+            staging_ready: false,
+            staged: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            retry,
+        })
+    }
+
+    fn fail(&self, f: BqFailure) -> SinkError {
+        SinkError::new(self.describe(), f.to_string(), f.exit())
+    }
+
+    fn table(&self, t: &str) -> String {
+        sql::table_ref(&self.s.project, &self.s.dataset, t)
+    }
+
+    /// One BigQuery call with retries for transient failures.
+    async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, BqFailure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, BQError>>,
+    {
+        retry(
+            self.retry,
+            what,
+            || {
+                let fut = f();
+                async move { fut.await.map_err(|e| BqFailure::new(what, e)) }
+            },
+            || {},
+        )
+        .await
+        .map_err(|g| {
+            let mut e = g.error;
+            if e.is_retryable() {
+                e.message = format!("{} (gave up after {} attempts)", e.message, g.attempts);
+            }
+            e
+        })
+    }
+
+    /// A query, its in-band errors (the emulator answers 200 with `errors`) and completion polling.
+    async fn query(&self, what: &str, sql: String) -> Result<ResultSet, BqFailure> {
+        let mut req = QueryRequest::new(sql);
+        req.location = self.s.location.clone();
+        req.format_options = Some(DataFormatOptions { use_int64_timestamp: Some(true) });
+        req.timeout_ms = Some(60_000);
+        let project = self.s.project.clone();
+        let mut resp: QueryResponse = self.call(what, || self.client.job().query(&project, req.clone())).await?;
+        if let Some(e) = resp.errors.as_ref().and_then(|e| e.first()) {
+            return Err(BqFailure::reported(what, e.reason.clone(), e.message.clone()));
+        }
+        let mut waited = Duration::ZERO;
+        while resp.job_complete == Some(false) {
+            let job_id = resp.job_reference.as_ref().and_then(|r| r.job_id.clone()).unwrap_or_default();
+            if waited > Duration::from_secs(1800) {
+                return Err(BqFailure::reported(what, Some("timeout".into()), Some(format!("job {job_id} did not finish in 30 minutes"))));
+            }
+            let params = GetQueryResultsParameters {
+                location: self.s.location.clone(),
+                timeout_ms: Some(10_000),
+                format_options: Some(DataFormatOptions { use_int64_timestamp: Some(true) }),
+                ..Default::default()
+            };
+            let r = self.call(what, || self.client.job().get_query_results(&project, &job_id, params.clone())).await?;
+            resp = QueryResponse::from(r);
+            waited += Duration::from_secs(10);
+        }
+        Ok(ResultSet::new_from_query_response(resp))
+    }
+
+    async fn ensure_dataset(&self) -> Result<(), BqFailure> {
+        let (p, d) = (self.s.project.as_str(), self.s.dataset.as_str());
+        let what = format!("reading dataset {p}.{d}");
+        match self.call(&what, || self.client.dataset().get(p, d)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let mut ds = Dataset::new(p, d).label("managed-by", "dealsync");
+        if let Some(loc) = &self.s.location {
+            ds = ds.location(loc);
+        }
+        let what = format!("creating dataset {p}.{d}");
+        match self.call(&what, || self.client.dataset().create(ds.clone())).await {
+            Ok(_) => {
+                tracing::info!(event = "dataset_created", dataset = %format!("{p}.{d}"), "created the BigQuery dataset");
+                Ok(())
+            }
+            Err(e) if e.is_duplicate() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a table if missing; returns the existing table otherwise.
+    async fn ensure_table(&self, table: Table) -> Result<Option<Table>, BqFailure> {
+        let (p, d, t) = (self.s.project.clone(), self.s.dataset.clone(), table.table_reference.table_id.clone());
+        let what = format!("reading table {p}.{d}.{t}");
+        match self.call(&what, || self.client.table().get(&p, &d, &t, None)).await {
+            Ok(existing) => return Ok(Some(existing)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let what = format!("creating table {p}.{d}.{t}");
+        match self.call(&what, || self.client.table().create(table.clone())).await {
+            Ok(_) => {
+                tracing::info!(event = "table_created", table = %format!("{p}.{d}.{t}"), "created a BigQuery table");
+                Ok(None)
+            }
+            Err(e) if e.is_duplicate() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks an existing target against the schema: missing columns are added, incompatible ones stop the run.
+    async fn evolve(&self, existing: Table) -> Result<(), SinkError> {
+        let have = existing.schema.fields().clone().unwrap_or_default();
+        let (to_add, problems) = compare_schema(&have, &sql::target_fields());
+        if !problems.is_empty() {
+            return Err(SinkError::new(
+                self.describe(),
+                format!(
+                    "the existing table is not compatible and nothing was written: {}; migrate or rename the table, \
+                     or point BIGQUERY_TABLE elsewhere",
+                    problems.join("; ")
+                ),
+                Exit::Config,
+            ));
+        }
+        if to_add.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = to_add.iter().map(|f| f.name.clone()).collect();
+        // DDL rather than tables.patch: the same in BigQuery, and the emulator only applies DDL to its storage.
+        let adds: Vec<String> = to_add
+            .iter()
+            .map(|f| {
+                let ty = sql::canonical_type(&f.r#type);
+                let ty = if f.mode.as_deref() == Some("REPEATED") { format!("ARRAY<{ty}>") } else { ty.to_string() };
+                format!("ADD COLUMN IF NOT EXISTS {} {ty}", f.name)
+            })
+            .collect();
+        let ddl = format!("ALTER TABLE {} {}", self.table(&self.s.table), adds.join(", "));
+        let what = format!("adding columns {} to {}", names.join(", "), self.describe());
+        self.query(&what, ddl).await.map_err(|e| self.fail(e))?;
+        tracing::info!(event = "columns_added", columns = %names.join(","), "added columns to the target table");
+        Ok(())
+    }
+
+    async fn insert_rows(&self, table: &str, rows: Vec<TableDataInsertAllRequestRows>) -> Result<Vec<(usize, String, bool)>, BqFailure> {
+        let mut req = TableDataInsertAllRequest::new();
+        req.add_rows(rows).map_err(|e| BqFailure::new("preparing rows", e))?;
+        let (p, d) = (&self.s.project, &self.s.dataset);
+        let what = format!("streaming {} rows into {p}.{d}.{table}", req.len());
+        let resp = self.call(&what, || self.client.tabledata().insert_all(p, d, table, req.clone())).await?;
+        // (row index, reason text, stopped-only)
+        Ok(resp
+            .insert_errors
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| {
+                let idx = usize::try_from(e.index?).ok()?;
+                let errors = e.errors.unwrap_or_default();
+                let stopped = !errors.is_empty() && errors.iter().all(|x| x.reason.as_deref() == Some("stopped"));
+                let text = errors
+                    .iter()
+                    .filter(|x| x.reason.as_deref() != Some("stopped"))
+                    .map(|x| {
+                        format!(
+                            "BigQuery {}: {}{}",
+                            x.reason.as_deref().unwrap_or("error"),
+                            x.message.as_deref().unwrap_or(""),
+                            x.location.as_deref().map(|l| format!(" (column {l})")).unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Some((idx, text, stopped))
+            })
+            .collect())
+    }
+
+    async fn ensure_staging(&mut self) -> Result<(), SinkError> {
+        if self.staging_ready {
+            return Ok(());
+        }
+        let table = Table::new(&self.s.project, &self.s.dataset, &self.staging, TableSchema::new(sql::target_fields()))
+            .expiration_time(SystemTime::now() + STAGING_TTL)
+            .label("managed-by", "dealsync")
+            .label("dealsync-run", &self.run_id.to_ascii_lowercase());
+        self.ensure_table(table).await.map_err(|e| self.fail(e))?;
+        self.staging_ready = true;
+        Ok(())
+    }
+
+    /// Sends the batch, resending rows BigQuery stopped and quarantining rows it refused. Returns the refused.
+    async fn flush(&mut self) -> Result<Vec<Quarantined>, SinkError> {
+        if self.batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ensure_staging().await?;
+        let mut pending = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let mut refused = Vec::new();
+        for attempt in 0..=STOPPED_RESENDS {
+            let rows: Vec<TableDataInsertAllRequestRows> = pending.iter().map(|p| p.row.clone()).collect();
+            let errors = self.insert_rows(&self.staging.clone(), rows).await.map_err(|e| self.fail(e))?;
+            if errors.is_empty() {
+                self.staged += pending.len() as u64;
+                return Ok(refused);
+            }
+            let mut stopped_idx = Vec::new();
+            let mut bad_idx = std::collections::HashMap::new();
+            for (idx, text, stopped) in errors {
+                if stopped {
+                    stopped_idx.push(idx);
+                } else {
+                    bad_idx.insert(idx, text);
+                }
+            }
+            // Rows without an error were inserted (only possible with skipInvalidRows, which we never set).
+            let accepted = pending.len() - stopped_idx.len() - bad_idx.len();
+            self.staged += accepted as u64;
+            let mut retry_rows = Vec::new();
+            for (i, p) in pending.into_iter().enumerate() {
+                if let Some(reason) = bad_idx.remove(&i) {
+                    refused.push(Quarantined {
+                        deal_id: Some(p.deal_id),
+                        reason,
+                        raw: serde_json::value::RawValue::from_string(p.raw)
+                            .unwrap_or_else(|_| serde_json::value::RawValue::from_string("null".into()).expect("null")),
+                        sync_run_id: self.run_id.clone(),
+                        quarantined_at: self.synced_at,
+                    });
+                } else if stopped_idx.contains(&i) {
+                    retry_rows.push(p);
+                }
+            }
+            if retry_rows.is_empty() {
+                return Ok(refused);
+            }
+            tracing::info!(event = "insert_resend", rows = retry_rows.len(), attempt, "resending rows BigQuery stopped");
+            pending = retry_rows;
+        }
+        Err(SinkError::new(
+            self.describe(),
+            format!("BigQuery kept stopping {} rows after {STOPPED_RESENDS} resends", pending.len()),
+            Exit::Unavailable,
+        ))
+    }
+
+    /// Runs the MERGE as a job with an id derived from the run, so that a retried request cannot run it twice.
+    async fn run_merge(&self) -> Result<u64, BqFailure> {
+        let job_id = format!("dealsync_merge_{}", self.run_id.to_ascii_lowercase());
+        let project = self.s.project.clone();
+        let job = Job {
+            job_reference: Some(JobReference {
+                project_id: Some(project.clone()),
+                job_id: Some(job_id.clone()),
+                location: self.s.location.clone(),
+            }),
+            configuration: Some(JobConfiguration {
+                query: Some(JobConfigurationQuery {
+                    query: sql::merge_sql(&self.table(&self.s.table), &self.table(&self.staging)),
+                    use_legacy_sql: Some(false),
+                    ..Default::default()
+                }),
+                labels: Some([("managed-by".to_string(), "dealsync".to_string())].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let what = format!("starting MERGE job {job_id}");
+        match self.call(&what, || self.client.job().insert(&project, job.clone())).await {
+            Ok(_) => {}
+            // A retry of an insert that went through: the job exists; wait for it like any other.
+            Err(e) if e.is_duplicate() => {}
+            Err(e) => return Err(e),
+        }
+        let what = format!("waiting for MERGE job {job_id}");
+        let mut delay = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        loop {
+            let j = self.call(&what, || self.client.job().get_job(&project, &job_id, self.s.location.as_deref())).await?;
+            let status = j.status.unwrap_or_default();
+            if status.state.as_deref() == Some("DONE") {
+                if let Some(e) = status.error_result {
+                    return Err(BqFailure::reported(format!("MERGE job {job_id}"), e.reason, e.message));
+                }
+                let affected = j
+                    .statistics
+                    .and_then(|s| s.query)
+                    .and_then(|q| q.num_dml_affected_rows)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                return Ok(affected);
+            }
+            if started.elapsed() > Duration::from_secs(1800) {
+                return Err(BqFailure::reported(what, Some("timeout".into()), Some("the job did not finish in 30 minutes".into())));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+fn describe(s: &BigQuerySettings) -> String {
+    format!("bigquery:{}.{}.{}", s.project, s.dataset, s.table)
+}
+
+/// Columns to add, and the incompatibilities that forbid writing.
+pub fn compare_schema(have: &[TableFieldSchema], want: &[TableFieldSchema]) -> (Vec<TableFieldSchema>, Vec<String>) {
+    let mode = |f: &TableFieldSchema| f.mode.clone().unwrap_or_else(|| "NULLABLE".into()).to_ascii_uppercase();
+    let mut add = Vec::new();
+    let mut problems = Vec::new();
+    for w in want {
+        match have.iter().find(|h| h.name.eq_ignore_ascii_case(&w.name)) {
+            None => {
+                let mut f = w.clone();
+                if mode(&f) == "REQUIRED" {
+                    // BigQuery can only add NULLABLE or REPEATED columns to a table.
+                    f.mode = Some("NULLABLE".into());
+                }
+                add.push(f);
+            }
+            Some(h) => {
+                let (ht, wt) = (sql::canonical_type(&h.r#type), sql::canonical_type(&w.r#type));
+                if ht != wt {
+                    problems.push(format!("column {} is {ht}, dealsync writes {wt}", w.name));
+                    continue;
+                }
+                let (hm, wm) = (mode(h), mode(w));
+                let repeated_mismatch = (hm == "REPEATED") != (wm == "REPEATED");
+                let required_but_nullable = hm == "REQUIRED" && wm != "REQUIRED";
+                if repeated_mismatch || required_but_nullable {
+                    problems.push(format!("column {} is {hm}, dealsync writes {wm}", w.name));
+                }
+            }
+        }
+    }
+    (add, problems)
+}
+
+/// A row as BigQuery's JSON wants it: exact decimals as strings, the JSON column as a JSON-encoded string.
+fn bq_row(row: &DealRow) -> Value {
+    let mut v = serde_json::to_value(row).expect("rows serialize");
+    v["raw"] = Value::String(row.raw.get().to_string());
+    v
+}
+
+fn run_row(r: &RunRecord) -> Value {
+    serde_json::json!({
+        "run_id": r.run_id, "kind": r.kind, "window_field": r.window_field,
+        "window_start": r.window_start, "window_end": r.window_end, "status": r.status,
+        "exit_code": r.exit_code, "started_at": format_instant(&r.started_at),
+        "finished_at": format_instant(&r.finished_at), "pages": r.pages, "deals_fetched": r.deals_fetched,
+        "rows_inserted": r.rows_inserted, "rows_updated": r.rows_updated, "rows_unchanged": r.rows_unchanged,
+        "not_closed_won": r.not_closed_won, "quarantined": r.quarantined, "error": r.error,
+    })
+}
+
+#[async_trait]
+impl Sink for BigQuerySink {
+    fn describe(&self) -> String {
+        describe(&self.s)
+    }
+
+    async fn check(&mut self) -> Result<Vec<String>, SinkError> {
+        let (p, d, t) = (self.s.project.clone(), self.s.dataset.clone(), self.s.table.clone());
+        let mut seen = Vec::new();
+        let what = format!("reading dataset {p}.{d}");
+        match self.call(&what, || self.client.dataset().get(&p, &d)).await {
+            Ok(_) => seen.push(format!("dataset {p}.{d} is reachable")),
+            Err(e) if e.is_not_found() => {
+                seen.push(format!("dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"))
+            }
+            Err(e) => return Err(self.fail(e)),
+        }
+        let what = format!("reading table {p}.{d}.{t}");
+        let probe = match self.call(&what, || self.client.table().get(&p, &d, &t, None)).await {
+            Ok(existing) => {
+                let (add, problems) = compare_schema(&existing.schema.fields().clone().unwrap_or_default(), &sql::target_fields());
+                if !problems.is_empty() {
+                    return Err(SinkError::new(self.describe(), format!("the existing table is not compatible: {}", problems.join("; ")), Exit::Config));
+                }
+                seen.push(if add.is_empty() {
+                    format!("table {p}.{d}.{t} has a compatible schema")
+                } else {
+                    format!("table {p}.{d}.{t} is compatible; the next run adds {} column(s)", add.len())
+                });
+                format!("SELECT deal_id, modified_time FROM {} LIMIT 1", self.table(&t))
+            }
+            Err(e) if e.is_not_found() => {
+                seen.push(format!("table {p}.{d}.{t} does not exist yet; the first run creates it"));
+                "SELECT 1".to_string()
+            }
+            Err(e) => return Err(self.fail(e)),
+        };
+        // A dry run needs bigquery.jobs.create, as the MERGE will; it reads and bills nothing.
+        let mut req = QueryRequest::new(probe);
+        req.dry_run = Some(true);
+        req.location = self.s.location.clone();
+        self.call("a dry-run query", || self.client.job().query(&p, req.clone())).await.map_err(|e| self.fail(e))?;
+        seen.push(format!("queries can run in project {p} (dry run)"));
+        Ok(seen)
+    }
+
+    async fn prepare(&mut self) -> Result<(), SinkError> {
+        self.ensure_dataset().await.map_err(|e| self.fail(e))?;
+        let target = Table::new(&self.s.project, &self.s.dataset, &self.s.table, TableSchema::new(sql::target_fields()))
+            .time_partitioning(TimePartitioning::per_day().field("closing_date"))
+            .clustering(Clustering { fields: Some(vec!["deal_id".into()]) })
+            .label("managed-by", "dealsync");
+        if let Some(existing) = self.ensure_table(target).await.map_err(|e| self.fail(e))? {
+            self.evolve(existing).await?;
+        }
+        for (name, cols) in [(sql::RUNS_TABLE, sql::RUN_COLUMNS), (sql::QUARANTINE_TABLE, sql::QUARANTINE_COLUMNS)] {
+            let t = Table::new(&self.s.project, &self.s.dataset, name, TableSchema::new(sql::fields_of(cols)))
+                .label("managed-by", "dealsync");
+            self.ensure_table(t).await.map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
+    async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
+        let sql = sql::last_good_sql(&self.table(sql::RUNS_TABLE), field.api_name());
+        let mut rs = self.query("reading the run ledger", sql).await.map_err(|e| self.fail(e))?;
+        if !rs.next_row() {
+            return Ok(None);
+        }
+        let micros = rs.get_i64(0).map_err(|e| self.fail(BqFailure::new("reading the run ledger", e)))?;
+        Ok(micros.and_then(DateTime::<Utc>::from_timestamp_micros))
+    }
+
+    async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
+        let mut refused = Vec::new();
+        for row in &rows {
+            let json = bq_row(row);
+            let raw = row.raw.get().to_string();
+            let bytes = raw.len() * 2 + 1024;
+            if !self.batch.is_empty() && (self.batch.len() >= BATCH_ROWS || self.batch_bytes + bytes > BATCH_BYTES) {
+                refused.extend(self.flush().await?);
+            }
+            let insert_id = format!("{}:{}", row.deal_id, row.modified_time.timestamp());
+            self.batch.push(Pending {
+                row: TableDataInsertAllRequestRows { insert_id: Some(insert_id), json },
+                deal_id: row.deal_id.clone(),
+                raw,
+            });
+            self.batch_bytes += bytes;
+        }
+        let rejected = refused.len() as u64;
+        if !refused.is_empty() {
+            self.write_quarantine(refused).await?;
+        }
+        Ok(WriteStats { rejected, ..WriteStats::default() })
+    }
+
+    async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
+        for chunk in items.chunks(BATCH_ROWS) {
+            let rows = chunk
+                .iter()
+                .map(|q| TableDataInsertAllRequestRows {
+                    insert_id: Some(format!("{}:{}:{}", q.sync_run_id, q.deal_id.as_deref().unwrap_or("-"), q.reason.len())),
+                    json: serde_json::json!({
+                        "run_id": q.sync_run_id, "deal_id": q.deal_id, "reason": q.reason,
+                        "raw": q.raw.get(), "quarantined_at": format_instant(&q.quarantined_at),
+                    }),
+                })
+                .collect();
+            let errors = self.insert_rows(sql::QUARANTINE_TABLE, rows).await.map_err(|e| self.fail(e))?;
+            if !errors.is_empty() {
+                return Err(SinkError::new(self.describe(), format!("BigQuery refused quarantine rows: {errors:?}"), Exit::Internal));
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<WriteStats, SinkError> {
+        let refused = self.flush().await?;
+        let rejected = refused.len() as u64;
+        if !refused.is_empty() {
+            self.write_quarantine(refused).await?;
+        }
+        if self.staged == 0 {
+            if self.staging_ready {
+                let _ = self.client.table().delete_if_exists(&self.s.project, &self.s.dataset, &self.staging).await;
+            }
+            return Ok(WriteStats { rejected, ..WriteStats::default() });
+        }
+        let (target, staging) = (self.table(&self.s.table), self.table(&self.staging));
+        let mut rs = self.query("counting what the MERGE will change", sql::merge_preview_sql(&target, &staging)).await.map_err(|e| self.fail(e))?;
+        let (mut staged, mut deals, mut inserted, mut updated) = (0, 0, 0, 0);
+        if rs.next_row() {
+            let get = |rs: &ResultSet, name: &str| rs.get_i64_by_name(name).ok().flatten().unwrap_or(0).max(0) as u64;
+            staged = get(&rs, "staged");
+            deals = get(&rs, "deals");
+            inserted = get(&rs, "inserted");
+            updated = get(&rs, "updated");
+        }
+        let affected = self.run_merge().await.map_err(|e| self.fail(e))?;
+        tracing::info!(event = "merge", staged, deals, inserted, updated, affected, "merged the run's rows into the target");
+        if affected != inserted + updated {
+            tracing::warn!(event = "merge_count_mismatch", affected, expected = inserted + updated,
+                "the MERGE changed a different number of rows than counted just before (a concurrent writer?)");
+        }
+        let what = format!("dropping staging table {}", self.staging);
+        if let Err(e) = self.call(&what, || self.client.table().delete(&self.s.project, &self.s.dataset, &self.staging)).await {
+            tracing::warn!(event = "staging_left", table = %self.staging, "could not drop the staging table (it expires by itself): {e}");
+        }
+        Ok(WriteStats { inserted, updated, unchanged: staged - inserted - updated, rejected })
+    }
+
+    async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
+        let rows = vec![TableDataInsertAllRequestRows { insert_id: Some(run.run_id.clone()), json: run_row(run) }];
+        let errors = self.insert_rows(sql::RUNS_TABLE, rows).await.map_err(|e| self.fail(e))?;
+        if !errors.is_empty() {
+            return Err(SinkError::new(self.describe(), format!("BigQuery refused the ledger row: {errors:?}"), Exit::Internal));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gcp_bigquery_client::model::field_type::FieldType;
+
+    fn f(name: &str, t: FieldType, mode: &str) -> TableFieldSchema {
+        let mut x = TableFieldSchema::new(name, t);
+        x.mode = Some(mode.into());
+        x
+    }
+
+    #[test]
+    fn a_missing_column_is_added_as_nullable_and_a_changed_type_is_refused() {
+        let want = sql::target_fields();
+        let mut have: Vec<_> = want.iter().filter(|c| c.name != "pipeline" && c.name != "deal_id").cloned().collect();
+        have.push(f("DEAL_ID", FieldType::String, "REQUIRED"));
+        let (add, problems) = compare_schema(&have, &want);
+        assert_eq!(add.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), vec!["pipeline"]);
+        assert!(problems.is_empty(), "{problems:?}");
+
+        let mut have = want.clone();
+        have[3] = f("amount", FieldType::Float64, "NULLABLE");
+        have[19] = f("tags", FieldType::String, "NULLABLE");
+        let (_, problems) = compare_schema(&have, &want);
+        assert_eq!(problems, vec!["column amount is FLOAT64, dealsync writes NUMERIC", "column tags is NULLABLE, dealsync writes REPEATED"]);
+    }
+
+    #[test]
+    fn integer_and_int64_are_the_same_type() {
+        let want = vec![f("probability", FieldType::Int64, "NULLABLE")];
+        let have = vec![f("probability", FieldType::Integer, "NULLABLE")];
+        let (add, problems) = compare_schema(&have, &want);
+        assert!(add.is_empty() && problems.is_empty());
+    }
+}

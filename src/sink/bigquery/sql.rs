@@ -1,0 +1,176 @@
+//! Table schemas and the SQL dealsync runs in BigQuery, generated from the shared column list so that the
+//! SQLite table, the BigQuery table, the staging table and the MERGE can never disagree.
+
+use gcp_bigquery_client::model::field_type::FieldType;
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+
+use crate::mapping::{Column, COLUMNS};
+
+pub const RUNS_TABLE: &str = "_dealsync_runs";
+pub const QUARANTINE_TABLE: &str = "_dealsync_quarantine";
+pub const STAGING_PREFIX: &str = "_dealsync_stg_";
+
+fn field_type(bq_type: &str) -> FieldType {
+    match bq_type {
+        "STRING" => FieldType::String,
+        "NUMERIC" => FieldType::Numeric,
+        "INT64" => FieldType::Int64,
+        "DATE" => FieldType::Date,
+        "TIMESTAMP" => FieldType::Timestamp,
+        "JSON" => FieldType::Json,
+        "BOOL" => FieldType::Bool,
+        other => unreachable!("column type {other} is not mapped"),
+    }
+}
+
+/// The canonical name of a type as BigQuery reports it back (INT64 and INTEGER are one type).
+pub fn canonical_type(t: &FieldType) -> &'static str {
+    match t {
+        FieldType::String => "STRING",
+        FieldType::Bytes => "BYTES",
+        FieldType::Integer | FieldType::Int64 => "INT64",
+        FieldType::Float | FieldType::Float64 => "FLOAT64",
+        FieldType::Numeric => "NUMERIC",
+        FieldType::Bignumeric => "BIGNUMERIC",
+        FieldType::Boolean | FieldType::Bool => "BOOL",
+        FieldType::Timestamp => "TIMESTAMP",
+        FieldType::Date => "DATE",
+        FieldType::Time => "TIME",
+        FieldType::Datetime => "DATETIME",
+        FieldType::Record | FieldType::Struct => "STRUCT",
+        FieldType::Geography => "GEOGRAPHY",
+        FieldType::Json => "JSON",
+        FieldType::Interval => "INTERVAL",
+    }
+}
+
+fn field(c: &Column) -> TableFieldSchema {
+    let mut f = TableFieldSchema::new(c.name, field_type(c.bq_type));
+    f.mode = Some(c.mode.to_string());
+    f.description = Some(c.description.to_string());
+    f
+}
+
+pub fn target_fields() -> Vec<TableFieldSchema> {
+    COLUMNS.iter().map(field).collect()
+}
+
+const fn c(name: &'static str, bq_type: &'static str, mode: &'static str, description: &'static str) -> Column {
+    Column { name, bq_type, mode, sqlite_type: "", description }
+}
+
+/// `_dealsync_runs`: one row per run; the default window of the next run starts from it.
+pub const RUN_COLUMNS: &[Column] = &[
+    c("run_id", "STRING", "REQUIRED", "Run id"),
+    c("kind", "STRING", "REQUIRED", "scheduled or backfill"),
+    c("window_field", "STRING", "REQUIRED", "Modified_Time or Closing_Date"),
+    c("window_start", "TIMESTAMP", "REQUIRED", "Window start (inclusive)"),
+    c("window_end", "TIMESTAMP", "REQUIRED", "Window end (exclusive)"),
+    c("status", "STRING", "REQUIRED", "success, partial, unavailable, config_error, internal_error"),
+    c("exit_code", "INT64", "REQUIRED", "Process exit code"),
+    c("started_at", "TIMESTAMP", "REQUIRED", "Run start"),
+    c("finished_at", "TIMESTAMP", "REQUIRED", "Run end"),
+    c("pages", "INT64", "NULLABLE", "Search or COQL pages fetched"),
+    c("deals_fetched", "INT64", "NULLABLE", "Records received"),
+    c("rows_inserted", "INT64", "NULLABLE", "New deals"),
+    c("rows_updated", "INT64", "NULLABLE", "Deals replaced by a newer copy"),
+    c("rows_unchanged", "INT64", "NULLABLE", "Deals already up to date"),
+    c("not_closed_won", "INT64", "NULLABLE", "Records whose stage only contained Closed Won"),
+    c("quarantined", "INT64", "NULLABLE", "Records quarantined"),
+    c("error", "STRING", "NULLABLE", "Why the run failed"),
+];
+
+/// `_dealsync_quarantine`: records that could not be mapped or that BigQuery refused.
+pub const QUARANTINE_COLUMNS: &[Column] = &[
+    c("run_id", "STRING", "REQUIRED", "Run that met the record"),
+    c("deal_id", "STRING", "NULLABLE", "Deal id, when readable"),
+    c("reason", "STRING", "REQUIRED", "field: problem"),
+    c("raw", "STRING", "REQUIRED", "The record as received"),
+    c("quarantined_at", "TIMESTAMP", "REQUIRED", "When"),
+];
+
+pub fn fields_of(cols: &[Column]) -> Vec<TableFieldSchema> {
+    cols.iter().map(field).collect()
+}
+
+/// Backquoted `project.dataset.table`.
+pub fn table_ref(project: &str, dataset: &str, table: &str) -> String {
+    format!("`{project}.{dataset}.{table}`")
+}
+
+/// The MERGE that makes a run's staged rows final: newest staged copy per deal, insert new deals, replace a
+/// deal only with a newer copy, never touch a deal the run did not stage.
+pub fn merge_sql(target: &str, staging: &str) -> String {
+    let cols: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
+    let set: Vec<String> = cols.iter().filter(|c| **c != "deal_id").map(|c| format!("{c} = S.{c}")).collect();
+    let values: Vec<String> = cols.iter().map(|c| format!("S.{c}")).collect();
+    format!(
+        "MERGE {target} T\n\
+         USING (\n  SELECT * FROM {staging}\n  WHERE TRUE\n  QUALIFY ROW_NUMBER() OVER (PARTITION BY deal_id ORDER BY modified_time DESC) = 1\n) S\n\
+         ON T.deal_id = S.deal_id\n\
+         WHEN MATCHED AND S.modified_time > T.modified_time THEN\n  UPDATE SET {}\n\
+         WHEN NOT MATCHED THEN\n  INSERT ({})\n  VALUES ({})",
+        set.join(", "),
+        cols.join(", "),
+        values.join(", ")
+    )
+}
+
+/// What the MERGE will do, counted before it runs (BigQuery's DML statistics are not in the client's model):
+/// staged rows, distinct deals, new deals, deals that a newer copy will replace.
+pub fn merge_preview_sql(target: &str, staging: &str) -> String {
+    format!(
+        "SELECT\n  (SELECT COUNT(*) FROM {staging}) AS staged,\n  COUNT(*) AS deals,\n  \
+         COUNTIF(T.deal_id IS NULL) AS inserted,\n  COUNTIF(T.deal_id IS NOT NULL AND S.modified_time > T.modified_time) AS updated\n\
+         FROM (\n  SELECT deal_id, modified_time FROM {staging}\n  WHERE TRUE\n  \
+         QUALIFY ROW_NUMBER() OVER (PARTITION BY deal_id ORDER BY modified_time DESC) = 1\n) S\n\
+         LEFT JOIN {target} T ON T.deal_id = S.deal_id"
+    )
+}
+
+/// The end of the last good scheduled run over a field, in microseconds since the epoch.
+pub fn last_good_sql(runs: &str, field: &str) -> String {
+    format!(
+        "SELECT UNIX_MICROS(MAX(window_end)) AS last_end FROM {runs}\n\
+         WHERE kind = 'scheduled' AND window_field = '{field}' AND status IN ('success', 'partial')"
+    )
+}
+
+/// `CREATE TABLE` DDL of the target, equivalent to what dealsync creates through the API.
+pub fn target_ddl(table: &str) -> String {
+    let cols: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| {
+            let ty = if c.mode == "REPEATED" { format!("ARRAY<{}>", c.bq_type) } else { c.bq_type.to_string() };
+            let not_null = if c.mode == "REQUIRED" { " NOT NULL" } else { "" };
+            format!("  {} {ty}{not_null} OPTIONS(description = {:?})", c.name, c.description)
+        })
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (\n{}\n)\nPARTITION BY closing_date\nCLUSTER BY deal_id;\n",
+        cols.join(",\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_merge_updates_only_with_newer_rows_and_names_every_column() {
+        let sql = merge_sql("`p.d.t`", "`p.d._dealsync_stg_x`");
+        assert!(sql.contains("WHEN MATCHED AND S.modified_time > T.modified_time THEN"));
+        assert!(sql.contains("PARTITION BY deal_id ORDER BY modified_time DESC"));
+        for c in COLUMNS {
+            assert!(sql.contains(&format!("S.{}", c.name)), "{}", c.name);
+        }
+        assert!(!sql.contains("deal_id = S.deal_id,"), "the key is never updated");
+    }
+
+    #[test]
+    fn every_column_type_maps_to_a_bigquery_type() {
+        for c in COLUMNS.iter().chain(RUN_COLUMNS).chain(QUARANTINE_COLUMNS) {
+            assert_eq!(canonical_type(&field_type(c.bq_type)), c.bq_type, "{}", c.name);
+        }
+    }
+}

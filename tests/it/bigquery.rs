@@ -1,0 +1,376 @@
+//! The BigQuery sink against the real bqemulator (started by scripts/test). Each test uses its own dataset.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use dealsync::mapping::{map_deal, Mapped, RunStamp};
+use dealsync::sim::SimConfig;
+use gcp_bigquery_client::client_builder::ClientBuilder;
+use gcp_bigquery_client::model::field_type::FieldType;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::query_response::ResultSet;
+use gcp_bigquery_client::model::table::Table;
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+use gcp_bigquery_client::model::table_schema::TableSchema;
+use gcp_bigquery_client::Client;
+use rust_decimal::Decimal;
+
+use crate::helpers::*;
+
+pub const PROJECT: &str = "dealsync-test";
+
+/// The emulator's address, or `None` (test skipped) when it is not running and not required.
+pub fn emulator() -> Option<String> {
+    match std::env::var("BIGQUERY_EMULATOR_HOST") {
+        Ok(h) if !h.is_empty() => Some(h),
+        _ if std::env::var("DEALSYNC_REQUIRE_EMULATOR").is_ok() => panic!("BIGQUERY_EMULATOR_HOST is not set"),
+        _ => {
+            eprintln!("skipped: no BigQuery emulator (run scripts/test)");
+            None
+        }
+    }
+}
+
+#[derive(Clone)]
+struct NoAuth;
+
+#[async_trait::async_trait]
+impl gcp_bigquery_client::auth::Authenticator for NoAuth {
+    async fn access_token(&self) -> Result<String, gcp_bigquery_client::error::BQError> {
+        Ok("test".into())
+    }
+}
+
+/// A test's own dataset on the emulator, and a client to look into it.
+pub struct TestBq {
+    pub host: String,
+    pub dataset: String,
+    client: Client,
+}
+
+impl TestBq {
+    pub async fn new(host: &str, name: &str) -> TestBq {
+        let client = ClientBuilder::new()
+            .with_v2_base_url(format!("http://{host}/bigquery/v2"))
+            .build_from_authenticator(Arc::new(NoAuth))
+            .await
+            .unwrap();
+        let suffix = dealsync::sim::data::Rng::new(std::process::id() as u64 ^ chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64).next_u64() % 1_000_000;
+        TestBq { host: host.to_string(), dataset: format!("{name}_{suffix}"), client }
+    }
+
+    pub fn table_ref(&self, table: &str) -> String {
+        format!("`{PROJECT}.{}.{table}`", self.dataset)
+    }
+
+    pub async fn query(&self, sql: &str) -> ResultSet {
+        let mut req = QueryRequest::new(sql);
+        req.format_options = Some(gcp_bigquery_client::model::data_format_options::DataFormatOptions { use_int64_timestamp: Some(true) });
+        let resp = self.client.job().query(PROJECT, req).await.unwrap();
+        assert!(resp.errors.as_ref().is_none_or(|e| e.is_empty()), "{sql}: {:?}", resp.errors);
+        ResultSet::new_from_query_response(resp)
+    }
+
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        let mut rs = self.query(sql).await;
+        let mut out = Vec::new();
+        while rs.next_row() {
+            out.push(rs.get_string(0).unwrap().unwrap_or_default());
+        }
+        out
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let mut rs = self.query(sql).await;
+        assert!(rs.next_row());
+        rs.get_i64(0).unwrap().unwrap()
+    }
+
+    pub async fn deal_ids(&self) -> Vec<String> {
+        self.strings(&format!("SELECT deal_id FROM {} ORDER BY deal_id", self.table_ref("closed_won_deals"))).await
+    }
+
+    pub async fn table(&self, name: &str) -> Option<Table> {
+        self.client.table().get(PROJECT, &self.dataset, name, None).await.ok()
+    }
+
+    pub async fn table_names(&self) -> Vec<String> {
+        let list = self.client.table().list(PROJECT, &self.dataset, Default::default()).await.unwrap();
+        list.tables.unwrap_or_default().into_iter().map(|t| t.table_reference.table_id).collect()
+    }
+
+    pub async fn create_dataset(&self) {
+        self.client.dataset().create(gcp_bigquery_client::model::dataset::Dataset::new(PROJECT, &self.dataset)).await.unwrap();
+    }
+
+    pub async fn create_table(&self, name: &str, fields: Vec<TableFieldSchema>) {
+        self.client.table().create(Table::new(PROJECT, &self.dataset, name, TableSchema::new(fields))).await.unwrap();
+    }
+
+    /// A dealsync run pointed at this dataset.
+    pub fn dealsync(&self, args: &[&str]) -> Dealsync {
+        Dealsync::new(args)
+            .env("BIGQUERY_EMULATOR_HOST", &self.host)
+            .env("BIGQUERY_PROJECT", PROJECT)
+            .env("BIGQUERY_DATASET", &self.dataset)
+    }
+
+    pub fn settings(&self) -> dealsync::config::BigQuerySettings {
+        dealsync::config::BigQuerySettings {
+            project: PROJECT.into(),
+            dataset: self.dataset.clone(),
+            table: "closed_won_deals".into(),
+            location: None,
+            auth: dealsync::config::BigQueryAuth::Emulator { base_url: format!("http://{}/bigquery/v2", self.host).parse().unwrap() },
+        }
+    }
+}
+
+const OCTOBER: [&str; 5] = ["sync", "--from", "2026-10-01", "--to", "2026-11-01"];
+
+fn october() -> dealsync::window::Window {
+    window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_run_creates_dataset_and_tables_and_writes_exactly_the_closed_won_deals() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "first_run").await;
+    let sim = simulator(sim_config(3000)).await;
+    let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    out.assert_code(0);
+    let truth = expected_ids(&sim, &october());
+    assert_eq!(bq.deal_ids().await, truth);
+    assert_eq!(out.count("rows_inserted"), truth.len() as u64);
+
+    let target = bq.table("closed_won_deals").await.expect("target exists");
+    assert_eq!(target.time_partitioning.unwrap().field.as_deref(), Some("closing_date"));
+    assert_eq!(target.clustering.unwrap().fields.unwrap(), vec!["deal_id".to_string()]);
+    let fields = target.schema.fields().clone().unwrap();
+    let mode = |n: &str| fields.iter().find(|f| f.name == n).unwrap().mode.clone().unwrap_or_default();
+    assert_eq!(mode("deal_id"), "REQUIRED");
+    assert_eq!(mode("tags"), "REPEATED");
+    let names = bq.table_names().await;
+    assert!(names.contains(&"_dealsync_runs".to_string()) && names.contains(&"_dealsync_quarantine".to_string()));
+    assert!(!names.iter().any(|n| n.starts_with("_dealsync_stg_")), "the staging table was dropped: {names:?}");
+    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {} WHERE status = 'success'", bq.table_ref("_dealsync_runs"))).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_window_again_changes_nothing() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "rerun").await;
+    let sim = simulator(sim_config(2000)).await;
+    bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
+    let snapshot_sql = format!(
+        "SELECT CONCAT(deal_id, '|', CAST(amount AS STRING), '|', CAST(UNIX_MICROS(modified_time) AS STRING), '|', sync_run_id) FROM {} ORDER BY deal_id",
+        bq.table_ref("closed_won_deals")
+    );
+    let before = bq.strings(&snapshot_sql).await;
+
+    let again = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    again.assert_code(0);
+    assert_eq!(again.event("merge")["affected"], 0, "the MERGE affects 0 rows");
+    assert_eq!(again.count("rows_inserted") + again.count("rows_updated"), 0);
+    assert_eq!(again.count("rows_unchanged"), before.len() as u64);
+    assert_eq!(bq.strings(&snapshot_sql).await, before, "not even sync_run_id changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_copies_replace_rows_and_older_ones_never_do() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "newer").await;
+    let sim = simulator(sim_config(2000)).await;
+    bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
+
+    let edited: Vec<u64> = sim.closed_won_in(&window("2026-10-05T00:00:00Z", "2026-10-25T00:00:00Z")).iter().take(5).map(|d| d.id).collect();
+    sim.mutate(|deals| {
+        for d in deals.iter_mut().filter(|d| edited.contains(&d.id)) {
+            d.amount = Some(Decimal::new(77_777, 2));
+            d.modified += 3600;
+        }
+    });
+    let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(out.count("rows_updated"), 5);
+    assert_eq!(out.count("rows_inserted"), 0);
+    let amounts_sql = format!(
+        "SELECT CAST(amount AS STRING) FROM {} WHERE deal_id IN ({}) ORDER BY deal_id",
+        bq.table_ref("closed_won_deals"),
+        edited.iter().map(|i| format!("'{i}'")).collect::<Vec<_>>().join(",")
+    );
+    let amounts = bq.strings(&amounts_sql).await;
+    assert!(amounts.iter().all(|a| a.parse::<Decimal>().unwrap() == Decimal::new(77_777, 2)), "{amounts:?}");
+
+    // The CRM now hands out an older copy (a stale replica, a restored backup): it must not win.
+    sim.mutate(|deals| {
+        for d in deals.iter_mut().filter(|d| edited.contains(&d.id)) {
+            d.amount = Some(Decimal::new(100, 2));
+            d.modified -= 7200;
+        }
+    });
+    let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(out.count("rows_updated"), 0);
+    assert_eq!(bq.strings(&amounts_sql).await, amounts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_between_staging_and_merge_is_repaired_by_the_next_run() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "killed").await;
+    let sim = simulator(sim_config(6000)).await;
+
+    // A run that staged a batch of rows and died before its MERGE: the real sink, never committed.
+    let stamp: RunStamp = "20261001T000000Z_deadbeef".parse().unwrap();
+    let mut killed = dealsync::sink::bigquery::BigQuerySink::connect(
+        bq.settings(),
+        &stamp.run_id,
+        stamp.synced_at,
+        Default::default(),
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    use dealsync::sink::Sink;
+    killed.prepare().await.unwrap();
+    let mut rows = Vec::new();
+    for d in sim.closed_won_in(&october()).iter().filter(|d| d.broken.is_none()).take(600) {
+        let mut text = String::new();
+        d.render(sim.config().tz, None, &mut text);
+        if let Mapped::Row(r) = map_deal(serde_json::value::RawValue::from_string(text).unwrap(), &stamp) {
+            rows.push(*r);
+        }
+    }
+    killed.write_rows(rows).await.unwrap();
+    drop(killed);
+    let stg = format!("_dealsync_stg_{}", stamp.run_id.to_ascii_lowercase());
+    assert!(bq.table_names().await.contains(&stg), "the dead run left its staging table");
+    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {}", bq.table_ref(&stg))).await, 500, "one batch was staged");
+    assert_eq!(bq.deal_ids().await, Vec::<String>::new(), "nothing reached the target");
+
+    let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(bq.deal_ids().await, expected_ids(&sim, &october()));
+    let again = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    again.assert_code(0);
+    assert_eq!(again.count("rows_inserted") + again.count("rows_updated"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numeric_amounts_round_trip_exactly() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "numeric").await;
+    let sim = simulator(sim_config(4000)).await;
+    bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
+    let mut rs = bq
+        .query(&format!("SELECT deal_id, CAST(amount AS STRING), CAST(exchange_rate AS STRING) FROM {}", bq.table_ref("closed_won_deals")))
+        .await;
+    let truth: std::collections::HashMap<String, Option<Decimal>> =
+        sim.closed_won_in(&october()).into_iter().map(|d| (d.id.to_string(), d.amount)).collect();
+    let (mut n, mut huge, mut dime) = (0, 0, 0);
+    while rs.next_row() {
+        let id = rs.get_string(0).unwrap().unwrap();
+        let amount = rs.get_string(1).unwrap().map(|a| a.parse::<Decimal>().unwrap());
+        assert_eq!(amount, truth[&id], "deal {id}");
+        huge += (amount == Some("12345678901.25".parse().unwrap())) as usize;
+        dime += (amount == Some("0.10".parse().unwrap())) as usize;
+        n += 1;
+    }
+    assert!(n > 1000 && huge > 0 && dime > 0, "{n} rows, {huge} huge, {dime} dimes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_ledger_in_bigquery_drives_the_next_window() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "ledger").await;
+    let sim = simulator(SimConfig::demo(3000, 9)).await;
+    let first = bq.dealsync(&["sync"]).against(&sim).run().await;
+    first.assert_code(0);
+    assert_eq!(first.event("window")["from_ledger"], false);
+    let end1 = utc(first.summary()["window_end"].as_str().unwrap());
+
+    let second = bq.dealsync(&["sync"]).against(&sim).run().await;
+    second.assert_code(0);
+    assert_eq!(second.event("window")["from_ledger"], true);
+    assert_eq!(utc(second.summary()["window_start"].as_str().unwrap()), end1 - Duration::hours(1));
+    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {}", bq.table_ref("_dealsync_runs"))).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_table_stops_the_run_before_any_write() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "incompatible").await;
+    bq.create_dataset().await;
+    let mut fields = dealsync::sink::bigquery::sql::target_fields();
+    fields[3] = TableFieldSchema::new("amount", FieldType::Float64);
+    bq.create_table("closed_won_deals", fields).await;
+    let sim = simulator(sim_config(500)).await;
+    let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    out.assert_code(78);
+    let err = out.summary()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("column amount is FLOAT64, dealsync writes NUMERIC"), "{err}");
+    assert_eq!(sim.stats().search_requests, 0, "stopped before fetching");
+    assert!(!bq.table_names().await.iter().any(|n| n.starts_with("_dealsync_stg_")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_column_is_added_to_an_existing_table() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "evolve").await;
+    bq.create_dataset().await;
+    let fields: Vec<_> = dealsync::sink::bigquery::sql::target_fields().into_iter().filter(|f| f.name != "lead_source").collect();
+    bq.create_table("closed_won_deals", fields).await;
+    let sim = simulator(sim_config(800)).await;
+    let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(out.event("columns_added")["columns"], "lead_source");
+    let n = bq.count(&format!("SELECT COUNT(lead_source) FROM {}", bq.table_ref("closed_won_deals"))).await;
+    assert_eq!(n as usize, expected_ids(&sim, &october()).len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantined_records_land_in_the_bigquery_quarantine_table() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "quarantine").await;
+    let sim = simulator(SimConfig { broken: 4, ..sim_config(1500) }).await;
+    let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    out.assert_code(3);
+    assert_eq!(bq.deal_ids().await, expected_ids(&sim, &october()));
+    let reasons = bq.strings(&format!("SELECT reason FROM {} ORDER BY reason", bq.table_ref("_dealsync_quarantine"))).await;
+    assert_eq!(reasons.len(), 4);
+    assert!(reasons.iter().any(|r| r.starts_with("Closing_Date:")), "{reasons:?}");
+    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {} WHERE status = 'partial'", bq.table_ref("_dealsync_runs"))).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_verifies_zoho_and_bigquery_without_writing_anything() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "check").await;
+    let sim = simulator(sim_config(100)).await;
+    let out = bq.dealsync(&["check"]).against(&sim).run().await;
+    out.assert_code(0);
+    assert!(out.stdout.contains("ok    Zoho minted an access token"), "{}", out.stdout);
+    assert!(out.stdout.contains("the Deals search API answers"));
+    assert!(out.stdout.contains("does not exist yet; the first run creates it"));
+    assert!(out.stdout.ends_with("all checks passed\n"));
+    assert!(bq.table("closed_won_deals").await.is_none(), "check created nothing");
+    assert_eq!(sim.stats().search_requests, 1);
+
+    // After a sync the table exists and check reads its schema.
+    bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
+    let out = bq.dealsync(&["check"]).against(&sim).run().await;
+    out.assert_code(0);
+    assert!(out.stdout.contains("has a compatible schema"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_failure_and_exits_with_the_first_ones_code() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "check_fail").await;
+    let sim = simulator(sim_config(100)).await;
+    let out = bq.dealsync(&["check"]).against(&sim).env("ZOHO_REFRESH_TOKEN", "1000.revoked").run().await;
+    out.assert_code(78);
+    assert!(out.stdout.contains("FAIL  ZOHO_REFRESH_TOKEN was rejected"), "{}", out.stdout);
+    assert!(out.stdout.contains("ok    bigquery:"), "the warehouse is still checked: {}", out.stdout);
+}
