@@ -87,9 +87,15 @@ pub struct SyncArgs {
     /// Longest total wait between retries of one request (e.g. 5m).
     #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
     pub retry_deadline: Duration,
+    /// Longest wait between two retries of one request (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub retry_max_delay: Duration,
     /// Timeout of one HTTP request (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
     pub request_timeout: Duration,
+    /// Stop (exit 75, nothing committed) if the run takes longer than this (e.g. 2h).
+    #[arg(long, default_value = "2h", value_parser = parse_duration_arg)]
+    pub deadline: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +130,21 @@ pub struct SimulateArgs {
     /// Mints allowed per 10 minutes before Zoho's "Access Denied" throttle.
     #[arg(long, default_value_t = 10)]
     pub mint_limit: usize,
+    /// Seconds an access token lives (expires_in).
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl_secs: u64,
+    /// Faults for given API requests, e.g. 429@3,500@5,reset@7,slow@9:3000,expire@11,badjson@13,trunc@15.
+    #[arg(long, value_parser = crate::sim::faults::FaultPlan::parse)]
+    pub faults: Option<crate::sim::faults::FaultPlan>,
+    /// Probability of a random fault on any API request (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Seed of the random faults.
+    #[arg(long, default_value_t = 1)]
+    pub fault_seed: u64,
+    /// Delay of a random `slow` fault, in milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    pub fault_slow_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +212,7 @@ pub struct SyncPlan {
     pub dry_run: bool,
     pub retry: crate::zoho::RetryPolicy,
     pub request_timeout: StdDuration,
+    pub deadline: StdDuration,
 }
 
 impl SyncArgs {
@@ -207,8 +229,8 @@ impl SyncArgs {
             None => WindowSpec::Default { overlap: self.overlap, index_lag: self.index_lag },
         };
         let std = |d: Duration| d.to_std().unwrap_or(StdDuration::ZERO);
-        if self.request_timeout.is_zero() {
-            return Err("--request-timeout must be more than 0".into());
+        if self.request_timeout.is_zero() || self.deadline.is_zero() || self.retry_max_delay.is_zero() {
+            return Err("--request-timeout, --deadline and --retry-max-delay must be more than 0".into());
         }
         Ok(SyncPlan {
             demo: self.demo.then_some((self.demo_deals, self.demo_seed)),
@@ -219,9 +241,11 @@ impl SyncArgs {
             retry: crate::zoho::RetryPolicy {
                 max_attempts: self.max_attempts as usize,
                 deadline: std(self.retry_deadline),
-                ..crate::zoho::RetryPolicy::default()
+                max_delay: std(self.retry_max_delay),
+                min_delay: std(self.retry_max_delay).min(crate::zoho::RetryPolicy::default().min_delay),
             },
             request_timeout: std(self.request_timeout),
+            deadline: std(self.deadline),
         })
     }
 }

@@ -18,6 +18,8 @@ pub enum Exit {
     Unavailable,
     /// Configuration or credentials are wrong: retrying will not help until someone fixes them.
     Config,
+    /// Stopped by SIGTERM/SIGINT or the run deadline before the window was complete: safe to run again.
+    Interrupted,
 }
 
 impl Exit {
@@ -29,6 +31,7 @@ impl Exit {
             Exit::Partial => 3,
             Exit::Unavailable => 75,
             Exit::Config => 78,
+            Exit::Interrupted => 75,
         }
     }
 
@@ -41,6 +44,7 @@ impl Exit {
             Exit::Partial => "partial",
             Exit::Unavailable => "unavailable",
             Exit::Config => "config_error",
+            Exit::Interrupted => "interrupted",
         }
     }
 }

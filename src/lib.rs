@@ -10,6 +10,7 @@ pub mod exit;
 pub mod mapping;
 pub mod retry;
 pub mod run;
+pub mod shutdown;
 pub mod sim;
 pub mod sink;
 pub mod summary;
@@ -29,17 +30,7 @@ use crate::mapping::COLUMNS;
 pub async fn run(command: Command) -> Exit {
     match command {
         Command::Sync(args) => match args.plan() {
-            Ok(plan) => {
-                let summary = run::sync(plan).await;
-                match summary.exit_code {
-                    0 => Exit::Ok,
-                    2 => Exit::Usage,
-                    3 => Exit::Partial,
-                    75 => Exit::Unavailable,
-                    78 => Exit::Config,
-                    _ => Exit::Internal,
-                }
-            }
+            Ok(plan) => run::sync(plan).await.1,
             Err(e) => {
                 eprintln!("error: {e}");
                 Exit::Usage
@@ -86,6 +77,16 @@ async fn simulate(args: SimulateArgs) -> Exit {
     cfg.broken = args.broken;
     cfg.tz = args.tz_offset;
     cfg.mint_limit = args.mint_limit;
+    cfg.token_ttl = std::time::Duration::from_secs(args.token_ttl_secs.max(1));
+    if !(0.0..=1.0).contains(&args.fault_rate) {
+        eprintln!("error: --fault-rate must be between 0 and 1");
+        return Exit::Usage;
+    }
+    let mut faults = args.faults.clone().unwrap_or_default();
+    faults.rate = args.fault_rate;
+    faults.seed = args.fault_seed;
+    faults.slow = std::time::Duration::from_millis(args.fault_slow_ms);
+    cfg.faults = faults;
     let handle = match sim::start(cfg.clone(), SocketAddr::new(args.host, args.port)).await {
         Ok(h) => h,
         Err(e) => {
@@ -118,9 +119,14 @@ async fn simulate(args: SimulateArgs) -> Exit {
         cfg.client_secret,
         cfg.refresh_token
     );
+    if !cfg.faults.is_empty() {
+        println!("Injecting faults: {} planned, random rate {} (seed {}).", cfg.faults.at.len(), cfg.faults.rate, cfg.faults.seed);
+    }
     println!("Stop with Ctrl-C.");
     shutdown_signal().await;
+    let stats = handle.stats();
     handle.stop().await;
+    println!("served {} API requests, {} token requests, {} faults injected {:?}", stats.api_requests, stats.token_requests, stats.faults_injected, stats.faults_by_kind);
     Exit::Ok
 }
 

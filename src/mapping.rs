@@ -265,9 +265,56 @@ fn text(field: &'static str, raw: Option<&RawValue>) -> Result<Option<String>, F
         return Ok(None);
     }
     let raw = raw.expect("checked");
-    serde_json::from_str::<String>(raw.get())
-        .map(Some)
-        .map_err(|_| err(field, format!("expected text, got {}", shown(raw))))
+    match serde_json::from_str::<String>(raw.get()) {
+        Ok(s) => Ok(Some(s)),
+        // A lone UTF-16 surrogate escape (`\ud800`) is not text Rust can hold: keep the rest of the string
+        // and mark the gap with U+FFFD; `raw` still holds the original.
+        Err(_) if raw.get().starts_with('"') => serde_json::from_str::<String>(&replace_lone_surrogates(raw.get()))
+            .map(Some)
+            .map_err(|_| err(field, format!("unreadable text {}", shown(raw)))),
+        Err(_) => Err(err(field, format!("expected text, got {}", shown(raw)))),
+    }
+}
+
+/// Rewrites `\uXXXX` escapes of unpaired surrogates in a JSON string literal as `\ufffd`.
+fn replace_lone_surrogates(lit: &str) -> String {
+    let b = lit.as_bytes();
+    let hex_at = |i: usize| -> Option<u32> {
+        if i + 6 <= b.len() && b[i] == b'\\' && b[i + 1] == b'u' {
+            u32::from_str_radix(std::str::from_utf8(&b[i + 2..i + 6]).ok()?, 16).ok()
+        } else {
+            None
+        }
+    };
+    let mut out = String::with_capacity(lit.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() && b[i + 1] != b'u' {
+            out.push_str(&lit[i..i + 2]);
+            i += 2;
+            continue;
+        }
+        match hex_at(i) {
+            Some(0xD800..=0xDBFF) if matches!(hex_at(i + 6), Some(0xDC00..=0xDFFF)) => {
+                out.push_str(&lit[i..i + 12]);
+                i += 12;
+            }
+            Some(0xD800..=0xDFFF) => {
+                out.push_str("\\ufffd");
+                i += 6;
+            }
+            Some(_) => {
+                out.push_str(&lit[i..i + 6]);
+                i += 6;
+            }
+            None => {
+                let ch = lit[i..].chars().next().expect("in bounds");
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    out
 }
 
 /// A Zoho id: a string of digits (the usual form) or a JSON integer.
@@ -560,6 +607,27 @@ mod tests {
         let r = row(&GOOD.replace("12345678901.25", "null").replace("\"Owner\":{", "\"Ownr\":{"));
         assert_eq!(r.amount, None);
         assert_eq!(r.owner_id, None);
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_become_replacement_characters_and_raw_keeps_them() {
+        let r = row(&GOOD.replace("Zylker GmbH – renewal ✓", r"bad \udc00 and \ud800x, pair \ud83d\ude80 \\udc00"));
+        assert_eq!(r.deal_name.as_deref(), Some("bad \u{fffd} and \u{fffd}x, pair 🚀 \\udc00"));
+        assert!(r.raw.get().contains(r"\udc00"));
+    }
+
+    #[test]
+    fn odd_but_readable_shapes_map() {
+        let huge = "x".repeat(100_000);
+        let r = row(&GOOD.replace("\"Contract_Value\":52000.0", &format!("\"Description\":\"{huge}\",\"Unknown\":{{\"a\":[1,2]}}")));
+        assert!(r.raw.get().len() > 100_000);
+        let r = row(&GOOD.replace("\"Closing_Date\":\"2026-11-27\",", ""));
+        assert_eq!(r.closing_date, None, "a missing closing date is empty, not an error");
+        let r = row(&GOOD.replace("12345678901.25", "\"9999999999999999999.123456789\""));
+        assert_eq!(r.amount.unwrap().to_string(), "9999999999999999999.123456789");
+        assert!(reason(&GOOD.replace("12345678901.25", "123456789012345678901234567890.5")).starts_with("Amount:"));
+        assert!(reason(&GOOD.replace("\"2026-11-27\"", "\"2026-11-27T00:00:00Z\"")).starts_with("Closing_Date:"));
+        assert!(reason(&GOOD.replace("\"2026-11-27T10:00:00+05:30\"", "\"27 Nov 2026\"")).starts_with("Modified_Time:"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::sink::bigquery::BigQuerySink;
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::sqlite::SqliteSink;
 use crate::sink::{RunRecord, Sink, SinkError, SinkSpec, WriteStats};
+use crate::shutdown::Shutdown;
 use crate::summary::RunSummary;
 use crate::window::Window;
 use crate::zoho::fetch::{FetchStats, FetchedPage, Fetcher};
@@ -37,6 +38,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error("{0}")]
     Usage(String),
+    #[error("stopped by {0} before the window was complete; nothing was committed for this run, and the next run covers the window again")]
+    Interrupted(String),
 }
 
 impl RunError {
@@ -46,6 +49,7 @@ impl RunError {
             RunError::Zoho(e) => e.exit(),
             RunError::Sink(e) => e.exit,
             RunError::Usage(_) => Exit::Usage,
+            RunError::Interrupted(_) => Exit::Interrupted,
         }
     }
 }
@@ -67,8 +71,8 @@ struct Written {
     amounts: BTreeMap<String, Decimal>,
 }
 
-/// Runs `dealsync sync`. Always returns the summary it emitted.
-pub async fn sync(plan: SyncPlan) -> RunSummary {
+/// Runs `dealsync sync`. Always returns the summary it emitted and the exit it chose.
+pub async fn sync(plan: SyncPlan) -> (RunSummary, Exit) {
     let started = Instant::now();
     let started_at = Utc::now();
     let run_id = new_run_id(started_at);
@@ -90,7 +94,7 @@ pub async fn sync(plan: SyncPlan) -> RunSummary {
     summary.set_exit(exit);
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.emit();
-    summary
+    (summary, exit)
 }
 
 async fn sync_inner(
@@ -138,7 +142,27 @@ async fn sync_inner(
     let client = ZohoClient::new(zoho_settings, plan.retry, plan.request_timeout)?;
     let stamp = RunStamp { run_id: run_id.to_string(), synced_at: started_at };
 
-    let outcome = pipeline(&client, sink.as_mut(), window.clone(), &stamp).await;
+    let shutdown = Shutdown::new();
+    let watchers = [
+        tokio::spawn({
+            let s = shutdown.clone();
+            async move {
+                crate::shutdown_signal().await;
+                tracing::warn!(event = "signal", "termination signal received: stopping after the batch in progress");
+                s.trigger("a termination signal (SIGTERM/SIGINT)");
+            }
+        }),
+        tokio::spawn({
+            let (s, deadline) = (shutdown.clone(), plan.deadline);
+            async move {
+                tokio::time::sleep(deadline).await;
+                tracing::warn!(event = "deadline", seconds = deadline.as_secs(), "the run deadline passed: stopping");
+                s.trigger(format!("the run deadline ({}s, --deadline)", deadline.as_secs()));
+            }
+        }),
+    ];
+    let outcome = pipeline(&client, sink.as_mut(), window.clone(), &stamp, &shutdown).await;
+    watchers.iter().for_each(|w| w.abort());
     let counters = &client.stats;
     summary.requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
     summary.retries = counters.retries.load(std::sync::atomic::Ordering::Relaxed);
@@ -251,6 +275,7 @@ pub async fn check(args: crate::cli::CheckArgs) -> Exit {
         dry_run: false,
         retry: policy,
         request_timeout: timeout,
+        deadline: std::time::Duration::from_secs(3600),
     };
     match open_sink(&plan, &settings, &run_id, started_at).await {
         Err(e) => report(Err(e)),
@@ -311,36 +336,51 @@ async fn open_sink(
 }
 
 /// Fetches `window` and writes what it finds, overlapping both. Returns whatever was counted even on failure.
+/// A shutdown stops fetching at once and writing after the batch in progress; nothing is committed then.
 async fn pipeline(
     client: &ZohoClient,
     sink: &mut dyn Sink,
     window: Window,
     stamp: &RunStamp,
+    shutdown: &Shutdown,
 ) -> (FetchStats, Written, Option<RunError>) {
     let (tx, mut rx) = mpsc::channel::<FetchedPage>(PIPELINE_DEPTH);
-    let producer = async move { Fetcher::new(client, tx).fetch_window(window).await };
+    let producer = async move { Fetcher::new(client, tx, shutdown.clone()).fetch_window(window).await };
     let consumer = async {
         let mut written = Written::default();
-        while let Some(page) = rx.recv().await {
+        let mut stopped = false;
+        loop {
+            let page = tokio::select! {
+                biased;
+                _ = shutdown.wait() => { stopped = true; break; }
+                page = rx.recv() => match page { Some(p) => p, None => break },
+            };
             if let Err(e) = write_page(sink, page, stamp, &mut written).await {
                 drop(rx);
-                return (written, Some(e));
+                return (written, Some(e), false);
             }
         }
-        (written, None)
+        (written, None, stopped)
     };
-    let (fetched, (mut written, write_err)) = tokio::join!(producer, consumer);
-    let (fetch_stats, fetch_err) = match fetched {
-        Ok(f) => (f.stats, None),
-        Err(e) => (FetchStats::default(), Some(e)),
+    let (fetched, (mut written, write_err, consumer_stopped)) = tokio::join!(producer, consumer);
+    let (fetch_stats, fetch_err, fetch_stopped) = match fetched {
+        Ok(f) => (f.stats, None, f.stopped_early),
+        Err(e) => (FetchStats::default(), Some(e), false),
     };
     // The sink's error explains a closed channel; otherwise the fetch error stands.
     let mut error = write_err.map(RunError::from).or(fetch_err.map(RunError::from));
-    if error.is_none() {
-        match sink.commit().await {
+    if error.is_none() && (fetch_stopped || consumer_stopped) {
+        if let Some(reason) = shutdown.reason() {
+            error = Some(RunError::Interrupted(reason));
+        }
+    }
+    match &error {
+        None => match sink.commit().await {
             Ok(extra) => written.stats.add(extra),
             Err(e) => error = Some(e.into()),
-        }
+        },
+        Some(RunError::Interrupted(_)) => sink.abandon().await,
+        Some(_) => {}
     }
     (fetch_stats, written, error)
 }

@@ -182,7 +182,7 @@ pub fn parse_bound(s: &str) -> Result<DateTime<FixedOffset>, String> {
     })
 }
 
-/// Parses a duration such as `90s`, `15m`, `1h`, `2d` or `0`.
+/// Parses a duration such as `500ms`, `90s`, `15m`, `1h`, `2d` or `0`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s == "0" {
@@ -192,11 +192,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let n: i64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d"))?;
     let d = match unit {
+        "ms" => Duration::milliseconds(n),
         "s" | "sec" => Duration::seconds(n),
         "m" | "min" => Duration::minutes(n),
         "h" => Duration::hours(n),
         "d" => Duration::days(n),
-        _ => return Err(format!("`{s}` has an unknown unit; use s, m, h or d")),
+        _ => return Err(format!("`{s}` has an unknown unit; use ms, s, m, h or d")),
     };
     Ok(d)
 }
@@ -273,6 +274,7 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), Duration::seconds(90));
         assert_eq!(parse_duration("1h").unwrap(), Duration::hours(1));
         assert_eq!(parse_duration("0").unwrap(), Duration::zero());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::milliseconds(250));
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
     }

@@ -6,6 +6,7 @@
 pub mod coql;
 pub mod criteria;
 pub mod data;
+pub mod faults;
 mod server;
 
 use std::net::SocketAddr;
@@ -46,6 +47,10 @@ pub struct SimConfig {
     pub search_cap: usize,
     /// Scopes the minted tokens lack (e.g. `ZohoSearch.securesearch.READ`).
     pub missing_scopes: Vec<String>,
+    /// The window over which `mint_limit` applies (Zoho: 10 minutes).
+    pub mint_window: std::time::Duration,
+    /// Faults injected into API requests.
+    pub faults: faults::FaultPlan,
 }
 
 impl SimConfig {
@@ -75,6 +80,8 @@ impl Default for SimConfig {
             throttle_status: 200,
             search_cap: 2000,
             missing_scopes: Vec::new(),
+            mint_window: std::time::Duration::from_secs(600),
+            faults: faults::FaultPlan::default(),
         }
     }
 }
@@ -86,14 +93,18 @@ pub struct SimCounters {
     pub api_requests: AtomicU64,
     pub search_requests: AtomicU64,
     pub coql_requests: AtomicU64,
+    pub faults_injected: AtomicU64,
+    pub faults_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SimStats {
     pub token_requests: u64,
     pub api_requests: u64,
     pub search_requests: u64,
     pub coql_requests: u64,
+    pub faults_injected: u64,
+    pub faults_by_kind: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// A running simulator. Dropping it stops the server.
@@ -120,6 +131,8 @@ impl SimHandle {
             api_requests: c.api_requests.load(Ordering::Relaxed),
             search_requests: c.search_requests.load(Ordering::Relaxed),
             coql_requests: c.coql_requests.load(Ordering::Relaxed),
+            faults_injected: c.faults_injected.load(Ordering::Relaxed),
+            faults_by_kind: c.faults_by_kind.lock().expect("not poisoned").clone(),
         }
     }
 

@@ -16,6 +16,7 @@ use serde_json::json;
 use super::coql::{self, Select};
 use super::criteria::{self, QueryError};
 use super::data::{self, GenSpec, SimDeal};
+use super::faults::Fault;
 use super::{SimConfig, SimCounters};
 use crate::window::Window;
 
@@ -88,12 +89,72 @@ impl SimState {
 
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
-        .route("/oauth/v2/token", post(token))
         .route("/crm/v8/Deals/search", get(search))
         .route("/crm/v8/coql", post(coql_query))
         .route("/crm/v8/settings/fields", get(fields))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), inject))
+        .route("/oauth/v2/token", post(token))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// Counts every API request and applies the fault planned for it, if any.
+async fn inject(State(state): State<Arc<SimState>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let n = state.counters.api_requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let Some(fault) = state.config.faults.fault_for(n) else {
+        return next.run(req).await;
+    };
+    state.counters.faults_injected.fetch_add(1, Ordering::Relaxed);
+    *state.counters.faults_by_kind.lock().expect("not poisoned").entry(fault.name()).or_default() += 1;
+    match fault {
+        Fault::TooManyRequests => {
+            let mut r = zoho_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS",
+                "Rate limit exceeded. Please retry after the specified time.", json!({"retry_after": 1}));
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            r
+        }
+        Fault::Internal => zoho_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal Server Error", json!({})),
+        Fault::Reset => {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from_static(b"{\"data\":[{\"id\":")),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by the simulator")),
+            ];
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from_stream(futures_util::stream::iter(chunks)))
+                .expect("valid response")
+        }
+        Fault::Slow(d) => {
+            tokio::time::sleep(d).await;
+            next.run(req).await
+        }
+        Fault::Expire => {
+            if let Some(t) = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Zoho-oauthtoken "))
+            {
+                state.tokens.lock().expect("not poisoned").remove(t);
+            }
+            next.run(req).await
+        }
+        Fault::BadJson => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>").into_response(),
+        Fault::Truncated => {
+            let (mut parts, body) = next.run(req).await.into_parts();
+            let mut bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            if bytes.is_empty() {
+                // A 204 has nothing to cut: send the start of a page instead.
+                parts.status = StatusCode::OK;
+                parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                bytes = Bytes::from_static(b"{\"data\":[{\"id\":\"1\",\"Stage\":\"Clo");
+            }
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(bytes.slice(0..bytes.len() / 2)))
+        }
+    }
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -141,7 +202,7 @@ async fn token(State(state): State<Arc<SimState>>, Query(query): Query<HashMap<S
     {
         let mut mints = state.mints.lock().expect("not poisoned");
         let now = Instant::now();
-        while mints.front().is_some_and(|t| now.duration_since(*t).as_secs() >= 600) {
+        while mints.front().is_some_and(|t| now.duration_since(*t) >= cfg.mint_window) {
             mints.pop_front();
         }
         if mints.len() >= cfg.mint_limit {
@@ -205,7 +266,6 @@ fn page_body(state: &SimState, records: &[&SimDeal], fields: Option<&[&str]>, in
 }
 
 async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
-    state.counters.api_requests.fetch_add(1, Ordering::Relaxed);
     state.counters.search_requests.fetch_add(1, Ordering::Relaxed);
     pause(&state).await;
     if let Err(r) = authorize(&state, &headers, SEARCH_SCOPE) {
@@ -251,7 +311,6 @@ async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q)
 }
 
 async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {
-    state.counters.api_requests.fetch_add(1, Ordering::Relaxed);
     state.counters.coql_requests.fetch_add(1, Ordering::Relaxed);
     pause(&state).await;
     if let Err(r) = authorize(&state, &headers, COQL_SCOPE) {
@@ -302,7 +361,6 @@ async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body
 
 /// `GET /crm/v8/settings/fields?module=…`: enough metadata for the official SDK and for `dealsync fields`.
 async fn fields(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
-    state.counters.api_requests.fetch_add(1, Ordering::Relaxed);
     pause(&state).await;
     if let Err(r) = authorize(&state, &headers, FIELDS_SCOPE) {
         return r;

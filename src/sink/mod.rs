@@ -109,6 +109,9 @@ pub trait Sink: Send {
     /// Makes the run's writes final (a MERGE for staged sinks). Returns what only the commit knows.
     async fn commit(&mut self) -> Result<WriteStats, SinkError>;
 
+    /// Gives up the run's uncommitted writes (after an interruption). Best effort.
+    async fn abandon(&mut self) {}
+
     /// Appends the run to the ledger.
     async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError>;
 }

@@ -1,6 +1,7 @@
 //! Newline-delimited JSON: one row per line, to a file or to stdout. It is an export, not a warehouse: it keeps
 //! no run ledger (the default window is always the last 24 hours) and does not merge across runs. `--dry-run`
-//! uses it on stdout with quarantined records only logged.
+//! uses it on stdout with quarantined records only logged. Within a run, a deal that comes back on another page
+//! is written again only if that copy is newer (the ids seen are kept in memory, about 50 bytes per deal).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,17 +20,19 @@ pub struct NdjsonSink {
     dry_run: bool,
     out: Option<Box<dyn Write + Send>>,
     quarantine: Option<BufWriter<File>>,
+    /// deal_id → modified_time (unix seconds) of the copy already written.
+    seen: std::collections::HashMap<String, i64>,
 }
 
 impl NdjsonSink {
     /// `None` writes to stdout.
     pub fn new(path: Option<PathBuf>) -> Self {
-        NdjsonSink { path, dry_run: false, out: None, quarantine: None }
+        NdjsonSink { path, dry_run: false, out: None, quarantine: None, seen: Default::default() }
     }
 
     /// Rows to stdout, nothing persisted.
     pub fn dry_run() -> Self {
-        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None }
+        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None, seen: Default::default() }
     }
 
     /// Where quarantined records go: beside the output file, or `./dealsync-quarantine.ndjson` for stdout.
@@ -92,16 +95,27 @@ impl Sink for NdjsonSink {
     }
 
     async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
-        let out = self.out.as_mut().expect("prepare() opens the output");
+        let mut stats = WriteStats::default();
         let mut buf = Vec::with_capacity(rows.len() * 1024);
         for row in &rows {
+            let modified = row.modified_time.timestamp();
+            match self.seen.get(&row.deal_id) {
+                Some(&m) if m >= modified => {
+                    stats.unchanged += 1;
+                    continue;
+                }
+                Some(_) => stats.updated += 1,
+                None => stats.inserted += 1,
+            }
+            self.seen.insert(row.deal_id.clone(), modified);
             serde_json::to_writer(&mut buf, row).expect("rows serialize");
             buf.push(b'\n');
         }
+        let out = self.out.as_mut().expect("prepare() opens the output");
         if let Err(e) = out.write_all(&buf) {
             return Err(self.io_err("writing rows", e));
         }
-        Ok(WriteStats { inserted: rows.len() as u64, ..WriteStats::default() })
+        Ok(stats)
     }
 
     async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {

@@ -16,6 +16,14 @@ pub struct AccessToken {
     pub token: SecretString,
     pub api_domain: Url,
     pub expires_at: Instant,
+    /// When to mint the next one: a fifth of the lifetime (at most 5 minutes) before expiry.
+    pub refresh_at: Instant,
+}
+
+/// The refresh point for a token living `lifetime`: early enough that no request carries a lapsing token, late
+/// enough that a short-lived token is not re-minted for every request.
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 5).min(Duration::from_secs(300))
 }
 
 impl std::fmt::Debug for AccessToken {
@@ -128,9 +136,10 @@ fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<A
             .into())
         }
     };
-    // `expires_in` is in seconds (3600). Anything odd falls back to a conservative 55 minutes.
-    let lifetime = parsed.expires_in.filter(|s| (60..=86_400).contains(s)).unwrap_or(3300);
-    Ok(AccessToken { token, api_domain, expires_at: Instant::now() + Duration::from_secs(lifetime) })
+    // `expires_in` is in seconds (3600). A missing or absurd value falls back to a conservative 55 minutes.
+    let lifetime = Duration::from_secs(parsed.expires_in.filter(|s| (1..=86_400).contains(s)).unwrap_or(3300));
+    let now = Instant::now();
+    Ok(AccessToken { token, api_domain, expires_at: now + lifetime, refresh_at: now + lifetime - refresh_margin(lifetime) })
 }
 
 /// Mints an access token with the refresh-token grant.
@@ -143,4 +152,16 @@ pub async fn mint(http: &reqwest::Client, settings: &ZohoSettings) -> Result<Acc
     ];
     let mut parsed = post_grant(http, settings, &form).await?;
     access_token(settings, &mut parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_refreshed_before_expiry_but_not_per_request() {
+        assert_eq!(refresh_margin(Duration::from_secs(3600)), Duration::from_secs(300));
+        assert_eq!(refresh_margin(Duration::from_secs(60)), Duration::from_secs(12));
+        assert!(refresh_margin(Duration::from_secs(2)) < Duration::from_secs(2));
+    }
 }

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::criteria::{closed_won_in, coql_closed_won_after};
 use super::{Page, ZohoClient, ZohoError};
+use crate::shutdown::Shutdown;
 use crate::window::Window;
 
 /// Records per search page (Zoho's maximum).
@@ -43,21 +44,36 @@ pub struct FetchStats {
     pub coql_pages: u64,
 }
 
-/// The outcome of `fetch_window`: its statistics, and whether the receiver went away early.
+/// The outcome of `fetch_window`: its statistics, and whether it stopped before the end (the receiver went
+/// away, or a shutdown was asked for).
 pub struct Fetched {
     pub stats: FetchStats,
-    pub receiver_closed: bool,
+    pub stopped_early: bool,
 }
 
 pub struct Fetcher<'a> {
     client: &'a ZohoClient,
     tx: mpsc::Sender<FetchedPage>,
+    shutdown: Shutdown,
     stats: FetchStats,
 }
 
 impl<'a> Fetcher<'a> {
-    pub fn new(client: &'a ZohoClient, tx: mpsc::Sender<FetchedPage>) -> Self {
-        Fetcher { client, tx, stats: FetchStats::default() }
+    pub fn new(client: &'a ZohoClient, tx: mpsc::Sender<FetchedPage>, shutdown: Shutdown) -> Self {
+        Fetcher { client, tx, shutdown, stats: FetchStats::default() }
+    }
+
+    /// Runs a request unless a shutdown comes first; `None` means stop.
+    async fn guarded<T>(&self, fut: impl std::future::Future<Output = Result<T, ZohoError>>) -> Result<Option<T>, ZohoError> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.wait() => Ok(None),
+            r = fut => r.map(Some),
+        }
+    }
+
+    async fn search(&self, criteria: &str, page: u32) -> Result<Option<Option<Page>>, ZohoError> {
+        self.guarded(self.client.search_page("Deals", criteria, page, PER_PAGE)).await
     }
 
     /// Sends every closed-won candidate of `root` down the channel, page by page.
@@ -67,7 +83,7 @@ impl<'a> Fetcher<'a> {
             self.stats.windows_searched += 1;
             match self.search_window(&window).await {
                 Ok(WindowResult::Done) => {}
-                Ok(WindowResult::Closed) => return Ok(Fetched { stats: self.stats, receiver_closed: true }),
+                Ok(WindowResult::Closed) => return Ok(Fetched { stats: self.stats, stopped_early: true }),
                 Ok(WindowResult::TooBig) | Err(ZohoError::LimitReached { .. }) => match window.split() {
                     Some((a, b)) => {
                         self.stats.windows_split += 1;
@@ -79,27 +95,26 @@ impl<'a> Fetcher<'a> {
                         tracing::info!(event = "coql_fallback", window = %window,
                             "more than 2000 matches in a window that cannot be halved; reading it through COQL");
                         if !self.coql_window(&window).await? {
-                            return Ok(Fetched { stats: self.stats, receiver_closed: true });
+                            return Ok(Fetched { stats: self.stats, stopped_early: true });
                         }
                     }
                 },
                 Err(e) => return Err(e),
             }
         }
-        Ok(Fetched { stats: self.stats, receiver_closed: false })
+        Ok(Fetched { stats: self.stats, stopped_early: false })
     }
 
     async fn search_window(&mut self, window: &Window) -> Result<WindowResult, ZohoError> {
         let criteria = closed_won_in(window).to_string();
         let origin = |page| Origin::Search { window: window.to_string(), page };
-        let Some(first) = self.client.search_page("Deals", &criteria, 1, PER_PAGE).await? else {
-            return Ok(WindowResult::Done);
-        };
+        let Some(first) = self.search(&criteria, 1).await? else { return Ok(WindowResult::Closed) };
+        let Some(first) = first else { return Ok(WindowResult::Done) };
         if !first.more_records {
             return Ok(self.emit(first, origin(1)).await);
         }
         let last_page = SEARCH_CAP / PER_PAGE;
-        let probe = self.client.search_page("Deals", &criteria, last_page, PER_PAGE).await?;
+        let Some(probe) = self.search(&criteria, last_page).await? else { return Ok(WindowResult::Closed) };
         if probe.as_ref().is_some_and(|p| p.more_records) {
             return Ok(WindowResult::TooBig);
         }
@@ -107,9 +122,8 @@ impl<'a> Fetcher<'a> {
             return Ok(WindowResult::Closed);
         }
         for n in 2..last_page {
-            let Some(page) = self.client.search_page("Deals", &criteria, n, PER_PAGE).await? else {
-                return Ok(WindowResult::Done);
-            };
+            let Some(page) = self.search(&criteria, n).await? else { return Ok(WindowResult::Closed) };
+            let Some(page) = page else { return Ok(WindowResult::Done) };
             let more = page.more_records;
             if let WindowResult::Closed = self.emit(page, origin(n)).await {
                 return Ok(WindowResult::Closed);
@@ -125,12 +139,13 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    /// Reads a window through COQL, `id > last` at a time. Returns false when the receiver went away.
+    /// Reads a window through COQL, `id > last` at a time. Returns false when it had to stop early.
     async fn coql_window(&mut self, window: &Window) -> Result<bool, ZohoError> {
         let mut after: Option<String> = None;
         loop {
             let query = coql_closed_won_after(window, after.as_deref(), PER_PAGE);
-            let Some(page) = self.client.coql(&query).await? else { return Ok(true) };
+            let Some(page) = self.guarded(self.client.coql(&query)).await? else { return Ok(false) };
+            let Some(page) = page else { return Ok(true) };
             self.stats.coql_pages += 1;
             let more = page.more_records && page.records.len() as u32 >= PER_PAGE;
             let last_id = page.records.last().and_then(|r| record_id(r));
@@ -166,7 +181,7 @@ impl<'a> Fetcher<'a> {
 enum WindowResult {
     Done,
     TooBig,
-    /// The receiving side stopped (it failed); stop fetching.
+    /// The receiving side stopped (it failed) or a shutdown was asked for; stop fetching.
     Closed,
 }
 

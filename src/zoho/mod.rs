@@ -24,9 +24,6 @@ pub use crate::retry::RetryPolicy;
 
 use crate::config::{join_path, ZohoSettings};
 
-/// Re-mint this long before the token's stated expiry, so that no request carries a token about to lapse.
-const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-
 /// Counters for the run summary.
 #[derive(Debug, Default)]
 pub struct ClientStats {
@@ -135,16 +132,34 @@ impl ZohoClient {
     async fn token(&self) -> Result<AccessToken, ZohoError> {
         let mut guard = self.token.lock().await;
         if let Some(t) = guard.as_ref() {
-            if t.expires_at > Instant::now() + REFRESH_MARGIN {
+            if Instant::now() < t.refresh_at {
                 return Ok(t.clone());
             }
             tracing::info!(event = "token_refresh", "access token is close to expiry; minting a new one");
         }
-        let minted = self.with_retries("minting an access token", || async {
-            self.stats.token_mints.fetch_add(1, Ordering::Relaxed);
-            auth::mint(&self.http, &self.settings).await
-        })
-        .await?;
+        // A first mint that is throttled ends the run (say so, exit 78). A re-mint in the middle of a run waits
+        // out the throttle instead of hammering the endpoint, within the retry deadline.
+        let remint = self.stats.token_mints.load(Ordering::Relaxed) > 0;
+        let mut wait = self.retry.max_delay;
+        let mut waited = Duration::ZERO;
+        let minted = loop {
+            let attempt = self
+                .with_retries("minting an access token", || async {
+                    self.stats.token_mints.fetch_add(1, Ordering::Relaxed);
+                    auth::mint(&self.http, &self.settings).await
+                })
+                .await;
+            match attempt {
+                Err(ZohoError::Auth(AuthError::Throttled { .. })) if remint && waited + wait <= self.retry.deadline => {
+                    tracing::warn!(event = "token_throttled", wait_ms = wait.as_millis() as u64,
+                        "Zoho is throttling access-token mints for this refresh token; waiting before asking again");
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    wait = (wait * 2).min(Duration::from_secs(300));
+                }
+                other => break other?,
+            }
+        };
         tracing::debug!(event = "token_minted", api_domain = %minted.api_domain, "minted an access token");
         *guard = Some(minted.clone());
         Ok(minted)

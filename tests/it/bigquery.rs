@@ -374,3 +374,33 @@ async fn check_reports_each_failure_and_exits_with_the_first_ones_code() {
     assert!(out.stdout.contains("FAIL  ZOHO_REFRESH_TOKEN was rejected"), "{}", out.stdout);
     assert!(out.stdout.contains("ok    bigquery:"), "the warehouse is still checked: {}", out.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_faults_and_a_sigkill_into_bigquery_end_with_exactly_the_truth() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "faults").await;
+    let plan = dealsync::sim::faults::FaultPlan { rate: 0.2, seed: 99, slow: std::time::Duration::from_millis(1200), ..Default::default() };
+    let sim = simulator(SimConfig { latency: std::time::Duration::from_millis(100), faults: plan, ..sim_config(6000) }).await;
+    let args = ["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--request-timeout", "1s", "--retry-max-delay", "200ms", "--max-attempts", "12"];
+    let running = bq.dealsync(&args).against(&sim).spawn();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    running.signal("KILL");
+    let _ = running.wait().await;
+    let term = bq.dealsync(&args).against(&sim).spawn();
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    term.signal("TERM");
+    let t = term.wait().await;
+    assert!(t.code == 75 || t.code == 0, "{}", t.stderr);
+    if t.code == 75 {
+        assert!(!bq.table_names().await.iter().any(|n| n.contains(&t.summary()["run_id"].as_str().unwrap().to_ascii_lowercase())),
+            "an interrupted run drops its staging table");
+    }
+    let out = bq.dealsync(&args).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(bq.deal_ids().await, expected_ids(&sim, &october()));
+    assert_eq!(
+        bq.count(&format!("SELECT COUNT(*) - COUNT(DISTINCT deal_id) FROM {}", bq.table_ref("closed_won_deals"))).await,
+        0
+    );
+    assert!(sim.stats().faults_injected > 0);
+}

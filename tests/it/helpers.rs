@@ -89,6 +89,39 @@ impl Dealsync {
     }
 }
 
+/// A run in progress, for signal tests.
+pub struct Running {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Dealsync {
+    pub fn spawn(self) -> Running {
+        let Dealsync { mut cmd, dir } = self;
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        Running { child: cmd.spawn().expect("the binary starts"), dir }
+    }
+}
+
+impl Running {
+    /// Sends a signal by name (TERM, INT, KILL).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success() || name == "KILL");
+    }
+
+    pub async fn wait(self) -> Outcome {
+        let Running { child, dir } = self;
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            dir,
+        }
+    }
+}
+
 pub struct Outcome {
     pub code: i32,
     pub stdout: String,

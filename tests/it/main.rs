@@ -4,6 +4,7 @@
 mod cli;
 mod config_errors;
 mod criteria_props;
+mod faults;
 mod bigquery;
 mod bigquery_errors;
 mod helpers;

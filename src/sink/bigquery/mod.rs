@@ -633,6 +633,14 @@ impl Sink for BigQuerySink {
         Ok(WriteStats { inserted, updated, unchanged: staged - inserted - updated, rejected })
     }
 
+    async fn abandon(&mut self) {
+        self.batch.clear();
+        if self.staging_ready {
+            let dropped = self.client.table().delete_if_exists(&self.s.project, &self.s.dataset, &self.staging).await;
+            tracing::info!(event = "staging_abandoned", table = %self.staging, dropped, "the run was interrupted: its staging table is not merged");
+        }
+    }
+
     async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
         let rows = vec![TableDataInsertAllRequestRows { insert_id: Some(run.run_id.clone()), json: run_row(run) }];
         let errors = self.insert_rows(sql::RUNS_TABLE, rows).await.map_err(|e| self.fail(e))?;

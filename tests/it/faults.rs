@@ -1,0 +1,250 @@
+//! Fault injection: every fault Zoho really produces, alone and at random, interruptions at random points,
+//! and arbitrary input to the mapper. The warehouse must end up with exactly the truth every time.
+
+use std::time::Duration;
+
+use dealsync::mapping::{map_deal, Mapped, RunStamp};
+use dealsync::sim::data::Rng;
+use dealsync::sim::faults::FaultPlan;
+use dealsync::sim::SimConfig;
+use proptest::prelude::*;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const OCTOBER: [&str; 5] = ["sync", "--from", "2026-10-01", "--to", "2026-11-01"];
+/// Short timeouts and waits, so that a test with faults takes seconds.
+const FAST: [&str; 8] = ["--request-timeout", "1s", "--retry-max-delay", "200ms", "--max-attempts", "12", "--retry-deadline", "30s"];
+
+fn args(extra: &[&'static str]) -> Vec<&'static str> {
+    OCTOBER.iter().chain(FAST.iter()).chain(extra.iter()).copied().collect()
+}
+
+fn october() -> dealsync::window::Window {
+    window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")
+}
+
+fn assert_no_duplicates(db: &std::path::Path) {
+    assert_eq!(
+        query_i64(db, "SELECT count(*) FROM closed_won_deals"),
+        query_i64(db, "SELECT count(DISTINCT deal_id) FROM closed_won_deals")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_alone_is_survived_with_exactly_the_truth() {
+    for spec in ["429@2", "500@2", "reset@2", "slow@2:3000", "expire@2", "badjson@2", "trunc@2", "429@1,500@2,reset@3,trunc@4,badjson@5"] {
+        let sim = simulator(SimConfig { faults: FaultPlan::parse(spec).unwrap(), ..sim_config(3000) }).await;
+        let out = Dealsync::new(&args(&[])).against(&sim).run().await;
+        out.assert_code(0);
+        assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &october()), "{spec}");
+        let injected = sim.stats().faults_injected;
+        assert_eq!(injected as usize, spec.split(',').count(), "{spec}: every planned fault was injected");
+        if spec == "expire@2" {
+            assert_eq!(out.count("token_mints"), 2, "an expired token is re-minted once");
+            assert_eq!(out.count("retries"), 0);
+        } else {
+            assert_eq!(out.count("retries"), injected, "{spec}: one retry per fault");
+            let warns = out.events().into_iter().filter(|e| e["event"] == "retry" && e["severity"] == "WARNING").count();
+            assert_eq!(warns as u64, injected, "{spec}: one warn event per retry");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_random_faults_at_20_percent_over_10000_deals_lose_and_duplicate_nothing() {
+    let mut injected = 0;
+    for seed in [1, 2, 3] {
+        let plan = FaultPlan { rate: 0.2, seed, slow: Duration::from_millis(1200), ..FaultPlan::default() };
+        let sim = simulator(SimConfig { deals: 10_000, span: chrono::Duration::days(10), anchor: utc("2026-10-20T00:00:00Z"), faults: plan, ..sim_config(0) }).await;
+        let out = Dealsync::new(&args(&[])).against(&sim).run().await;
+        out.assert_code(0);
+        let truth = expected_ids(&sim, &october());
+        assert!(truth.len() > 2500);
+        assert_eq!(warehouse_ids(&out.db()), truth, "seed {seed}");
+        assert_no_duplicates(&out.db());
+        let stats = sim.stats();
+        assert!(stats.faults_injected >= 3, "seed {seed}: {stats:?}");
+        injected += stats.faults_injected;
+        eprintln!("seed {seed}: {} requests, faults {:?}, {} rows", stats.api_requests, stats.faults_by_kind, truth.len());
+    }
+    assert!(injected >= 15, "{injected} faults in all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_expire_mid_run_are_reminted() {
+    // Tokens live one second; each request takes 300 ms: several expire during the run.
+    let sim = simulator(SimConfig {
+        token_ttl: Duration::from_secs(1),
+        latency: Duration::from_millis(300),
+        ..sim_config(3000)
+    })
+    .await;
+    let out = Dealsync::new(&args(&[])).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &october()));
+    let mints = out.count("token_mints");
+    assert!(mints >= 2, "{mints} mints");
+    assert!(mints <= out.count("requests"), "never more mints than requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_remint_waits_instead_of_hammering() {
+    let sim = simulator(SimConfig {
+        mint_limit: 1,
+        mint_window: Duration::from_secs(2),
+        faults: FaultPlan::parse("expire@2").unwrap(),
+        ..sim_config(3000)
+    })
+    .await;
+    let out = Dealsync::new(&args(&[])).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &october()));
+    let waits = out.events().into_iter().filter(|e| e["event"] == "token_throttled").count();
+    assert!(waits >= 1, "it said it was waiting");
+    assert!(sim.stats().token_requests <= 2 + waits as u64, "one mint attempt per wait, no hammering");
+}
+
+/// A run into SQLite interrupted after `delay_ms`, then a clean re-run: the table must hold exactly the truth.
+/// Returns whether the signal arrived before the run finished.
+async fn interrupt_then_rerun(signal: &str, delay_ms: u64) -> bool {
+    let sim = simulator(SimConfig { latency: Duration::from_millis(150), ..sim_config(6000) }).await;
+    let running = Dealsync::new(&args(&[])).against(&sim).spawn();
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    running.signal(signal);
+    let first = running.wait().await;
+    let db = first.db();
+    let interrupted = first.code != 0;
+    match signal {
+        _ if first.code == 0 => {} // finished before the signal
+        "KILL" => assert_eq!(first.code, -1, "killed by the signal"),
+        _ => {
+            first.assert_code(75);
+            assert_eq!(first.summary()["outcome"], "interrupted");
+            assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_runs WHERE status = 'interrupted'"), 1);
+        }
+    }
+    let second = Dealsync::new(&args(&[])).against(&sim).reuse(first.dir).run().await;
+    second.assert_code(0);
+    assert_eq!(warehouse_ids(&db), expected_ids(&sim, &october()), "{signal} after {delay_ms} ms");
+    assert_no_duplicates(&db);
+    interrupted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_at_random_points_then_a_rerun_ends_with_the_truth() {
+    let mut rng = Rng::new(2026);
+    let mut interrupted = 0;
+    for _ in 0..3 {
+        interrupted += interrupt_then_rerun("TERM", 150 + rng.below(900)).await as usize;
+    }
+    assert!(interrupted >= 2, "the signals landed mid-run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_then_a_rerun_ends_with_the_truth() {
+    let mut rng = Rng::new(7);
+    let mut interrupted = 0;
+    for _ in 0..3 {
+        interrupted += interrupt_then_rerun("KILL", 100 + rng.below(900)).await as usize;
+    }
+    assert!(interrupted >= 2, "the signals landed mid-run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_deadline_stops_the_run_with_75_and_commits_nothing_more() {
+    let sim = simulator(SimConfig { latency: Duration::from_millis(200), ..sim_config(6000) }).await;
+    let out = Dealsync::new(&args(&["--deadline", "1s"])).against(&sim).run().await;
+    out.assert_code(75);
+    assert!(out.summary()["error"].as_str().unwrap().contains("run deadline"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_deal_on_two_pages_keeps_one_row_in_every_sink() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    let token = format!(r#"{{"access_token":"1000.a","expires_in":3600,"api_domain":"{}"}}"#, server.uri());
+    Mock::given(method("POST")).and(path("/oauth/v2/token")).respond_with(ResponseTemplate::new(200).set_body_raw(token, "application/json")).mount(&server).await;
+    let deal = |id: &str, t: &str| format!(r#"{{"id":"{id}","Stage":"Closed Won","Amount":"1.5","Modified_Time":"{t}"}}"#);
+    let page = |deals: Vec<String>, more: bool| format!(r#"{{"data":[{}],"info":{{"page":1,"more_records":{more}}}}}"#, deals.join(","));
+    Mock::given(method("GET")).and(query_param("page", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(page(vec![deal("1", "2026-10-01T10:00:00Z"), deal("2", "2026-10-01T10:00:00Z")], true), "application/json"))
+        .mount(&server).await;
+    Mock::given(method("GET")).and(query_param("page", "10")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    Mock::given(method("GET")).and(query_param("page", "2"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(page(vec![deal("2", "2026-10-01T10:00:00Z"), deal("3", "2026-10-01T11:00:00Z"), deal("1", "2026-10-01T12:00:00Z")], false), "application/json"))
+        .mount(&server).await;
+    for sink in ["sqlite:deals.db", "ndjson:deals.ndjson"] {
+        let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-02", "--sink", sink])
+            .env("ZOHO_ACCOUNTS_URL", &server.uri())
+            .env("ZOHO_CLIENT_ID", "1000.X")
+            .env("ZOHO_CLIENT_SECRET", "s")
+            .env("ZOHO_REFRESH_TOKEN", "1000.r")
+            .run()
+            .await;
+        out.assert_code(0);
+        assert_eq!((out.count("rows_inserted"), out.count("rows_updated"), out.count("rows_unchanged")), (3, 1, 1), "{sink}");
+        if sink.starts_with("sqlite") {
+            let db = out.dir.path().join("deals.db");
+            assert_eq!(warehouse_ids(&db), vec!["1", "2", "3"]);
+            assert_eq!(query_i64(&db, "SELECT count(*) FROM closed_won_deals WHERE deal_id = '1' AND modified_time = '2026-10-01T12:00:00Z'"), 1);
+        } else {
+            let text = std::fs::read_to_string(out.dir.path().join("deals.ndjson")).unwrap();
+            // The newer copy of deal 1 is appended; readers keep the newest line per deal.
+            assert_eq!(text.lines().count(), 4);
+        }
+    }
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        ".{0,40}".prop_map(Value::String),
+        "[0-9]{1,40}(\\.[0-9]{0,20})?".prop_map(Value::String),
+        "[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2}))?".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(prop_oneof![Just("id".to_string()), Just("name".to_string()), "[a-z]{1,6}"], inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+const KEYS: &[&str] = &[
+    "id", "Deal_Name", "Stage", "Amount", "Expected_Revenue", "Exchange_Rate", "Currency", "Probability", "Closing_Date",
+    "Account_Name", "Contact_Name", "Owner", "Pipeline", "Type", "Lead_Source", "Tag", "Created_Time", "Modified_Time",
+    "Description", "Custom__c",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn the_mapper_never_panics_on_any_json(
+        fields in prop::collection::vec((prop::sample::select(KEYS), arb_json()), 0..20),
+        closed_won in any::<bool>(),
+        top in arb_json(),
+    ) {
+        let stamp: RunStamp = "prop".parse().unwrap();
+        let mut obj = serde_json::Map::new();
+        for (k, v) in fields {
+            obj.insert(k.to_string(), v);
+        }
+        if closed_won {
+            obj.insert("Stage".into(), Value::String("Closed Won".into()));
+        }
+        let text = Value::Object(obj).to_string();
+        let mapped = map_deal(serde_json::value::RawValue::from_string(text.clone()).unwrap(), &stamp);
+        if let Mapped::Quarantined(q) = &mapped {
+            prop_assert!(!q.reason.is_empty());
+            prop_assert_eq!(q.raw.get(), text.as_str(), "the raw record is kept verbatim");
+        }
+        // Not even an object.
+        let _ = map_deal(serde_json::value::RawValue::from_string(top.to_string()).unwrap(), &stamp);
+    }
+}
