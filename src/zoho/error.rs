@@ -166,6 +166,22 @@ mod tests {
     }
 
     #[test]
+    fn query_errors_name_the_field() {
+        let e = ZohoError::Api {
+            what: "GET /crm/v8/Deals/search".into(),
+            status: 400,
+            code: "INVALID_QUERY".into(),
+            message: "invalid query formed".into(),
+            details: serde_json::json!({"api_name": "Closing_Date", "reason": "invalid operator"}),
+            retry_after: None,
+        };
+        assert!(e.to_string().contains("field `Closing_Date`"), "{e}");
+        assert_eq!(e.exit(), Exit::Config);
+        assert!(!e.is_retryable());
+        assert!(api(403, "NO_PERMISSION").to_string().contains("read permission on Deals"));
+    }
+
+    #[test]
     fn scope_errors_say_which_scopes_to_grant() {
         let msg = api(401, "OAUTH_SCOPE_MISMATCH").to_string();
         assert!(msg.contains("ZohoSearch.securesearch.READ"), "{msg}");

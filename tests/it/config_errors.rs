@@ -101,6 +101,16 @@ async fn a_missing_search_scope_names_the_scope_to_grant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_runs_keep_secrets_out_of_the_ledger_and_help() {
+    let sim = simulator(sim_with_secrets()).await;
+    let out = Dealsync::new(&["sync"]).against(&sim).env("ZOHO_CLIENT_SECRET", "wrong-secret-XYZ").env("RUST_LOG", "trace").run().await;
+    out.assert_code(78);
+    assert!(!out.stderr.contains("wrong-secret-XYZ") && !out.stderr.contains(REFRESH));
+    let help = Dealsync::new(&["sync", "--help"]).against(&sim).run().await;
+    assert!(!help.stdout.contains(SECRET) && !help.stdout.contains(REFRESH));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_with_trace_logging_never_prints_a_secret() {
     let sim = simulator(sim_with_secrets()).await;
     let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-03"])
@@ -110,7 +120,9 @@ async fn a_run_with_trace_logging_never_prints_a_secret() {
         .await;
     out.assert_code(0);
     assert!(out.stderr.lines().count() > 20, "trace logging is on");
+    let db = std::fs::read(out.db()).unwrap();
     for secret in [SECRET, REFRESH, "simaccess"] {
         assert!(!out.stderr.contains(secret) && !out.stdout.contains(secret), "{secret} leaked");
+        assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} is in the warehouse file");
     }
 }
