@@ -170,6 +170,7 @@ async fn sync_inner(
     let (fetch_stats, written, error) = outcome;
     summary.pages = fetch_stats.pages;
     summary.windows_split = fetch_stats.windows_split;
+    summary.coql_counts = fetch_stats.counts;
     summary.coql_pages = fetch_stats.coql_pages;
     summary.deals_fetched = written.records;
     summary.not_closed_won = written.not_closed_won;

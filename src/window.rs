@@ -99,6 +99,25 @@ impl Window {
         ))
     }
 
+    /// Cuts the window into `parts` adjacent pieces of (nearly) equal length, whole seconds or days. Fewer
+    /// pieces when the window is too short; `None` when it cannot be cut at all.
+    pub fn split_into(&self, parts: usize) -> Option<Vec<Window>> {
+        let unit = if self.field.is_date() { Duration::days(1) } else { Duration::seconds(1) };
+        let units = self.end.signed_duration_since(self.start).num_seconds() / unit.num_seconds();
+        let parts = (parts as i64).min(units);
+        if parts < 2 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(parts as usize);
+        let mut start = self.start;
+        for i in 1..=parts {
+            let end = if i == parts { self.end } else { self.start + unit * (units * i / parts) as i32 };
+            out.push(Window { field: self.field, start, end });
+            start = end;
+        }
+        Some(out)
+    }
+
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         t >= self.start && t < self.end
     }
@@ -260,6 +279,20 @@ mod tests {
         assert_eq!(a.end_str(), "2026-01-01T00:00:01+05:30");
         assert!(a.split().is_none(), "a one-second window cannot be halved");
         assert!(b.split().is_some());
+    }
+
+    #[test]
+    fn splitting_into_parts_covers_the_window_without_gaps() {
+        let w = Window::new(WindowField::ModifiedTime, t("2026-01-01T00:00:00Z"), t("2026-01-01T00:01:40Z")).unwrap();
+        let parts = w.split_into(7).unwrap();
+        assert_eq!(parts.len(), 7);
+        assert_eq!(parts[0].start, w.start);
+        assert_eq!(parts[6].end, w.end);
+        assert!(parts.windows(2).all(|p| p[0].end == p[1].start && p[0].start < p[0].end));
+        let tiny = Window::new(WindowField::ModifiedTime, t("2026-01-01T00:00:00Z"), t("2026-01-01T00:00:03Z")).unwrap();
+        assert_eq!(tiny.split_into(10).unwrap().len(), 3);
+        let one = Window::new(WindowField::ClosingDate, t("2026-01-01T00:00:00Z"), t("2026-01-02T00:00:00Z")).unwrap();
+        assert!(one.split_into(4).is_none());
     }
 
     #[test]

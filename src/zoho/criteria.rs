@@ -184,6 +184,17 @@ pub fn coql_closed_won_after(window: &Window, after_id: Option<&str>, limit: u32
     )
 }
 
+/// Counts the deals whose stage is exactly "Closed Won" in a window (COQL compares exactly, unlike search).
+pub fn coql_count_closed_won(window: &Window) -> String {
+    let field = window.field.api_name();
+    format!(
+        "select COUNT(id) from Deals where ((Stage = {} and {field} >= {}) and {field} < {})",
+        coql_literal(CLOSED_WON),
+        coql_literal(&window.start_str()),
+        coql_literal(&window.end_str()),
+    )
+}
+
 /// A COQL string literal: single quotes, an inner quote doubled.
 pub fn coql_literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))

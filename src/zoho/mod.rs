@@ -127,6 +127,22 @@ impl ZohoClient {
         .await
     }
 
+    /// Runs a `select COUNT(id) …` COQL query and returns the count (0 when Zoho answers 204).
+    pub async fn coql_count(&self, select_query: &str) -> Result<u64, ZohoError> {
+        let Some(page) = self.coql(select_query).await? else { return Ok(0) };
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(rename = "COUNT(id)")]
+            count: Option<u64>,
+        }
+        let row: Option<Row> = page.records.first().and_then(|r| serde_json::from_str(r.get()).ok());
+        row.and_then(|r| r.count).ok_or_else(|| ZohoError::InvalidBody {
+            what: format!("COQL {select_query}"),
+            status: 200,
+            reason: "the answer has no COUNT(id)".into(),
+        })
+    }
+
     /// The current access token, minted when there is none or it is close to expiry. The lock makes minting
     /// single-flight: concurrent requests wait for one mint instead of each minting their own.
     async fn token(&self) -> Result<AccessToken, ZohoError> {

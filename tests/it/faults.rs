@@ -171,7 +171,9 @@ async fn the_same_deal_on_two_pages_keeps_one_row_in_every_sink() {
     Mock::given(method("GET")).and(query_param("page", "1"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(page(vec![deal("1", "2026-10-01T10:00:00Z"), deal("2", "2026-10-01T10:00:00Z")], true), "application/json"))
         .mount(&server).await;
-    Mock::given(method("GET")).and(query_param("page", "10")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    Mock::given(method("POST")).and(path("/crm/v8/coql"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(r#"{"data":[{"COUNT(id)":3}],"info":{"count":1,"more_records":false}}"#, "application/json"))
+        .mount(&server).await;
     Mock::given(method("GET")).and(query_param("page", "2"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(page(vec![deal("2", "2026-10-01T10:00:00Z"), deal("3", "2026-10-01T11:00:00Z"), deal("1", "2026-10-01T12:00:00Z")], false), "application/json"))
         .mount(&server).await;
