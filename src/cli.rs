@@ -145,6 +145,9 @@ pub struct SimulateArgs {
     /// Delay of a random `slow` fault, in milliseconds.
     #[arg(long, default_value_t = 1500)]
     pub fault_slow_ms: u64,
+    /// Share of deals that are exactly "Closed Won" (0 to 1).
+    #[arg(long, default_value_t = 0.3)]
+    pub won_share: f64,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,10 @@ struct RawEnv {
     bigquery_emulator_host: Option<String>,
     google_application_credentials: Option<String>,
     log_format: Option<String>,
+    cloud_run_task_index: Option<String>,
+    cloud_run_task_count: Option<String>,
+    job_completion_index: Option<String>,
+    dealsync_task_count: Option<String>,
 }
 
 /// Zoho data centres, each with its own accounts server. The API host is not listed here on purpose: it comes
@@ -172,6 +176,8 @@ pub struct Settings {
     /// `Some` when `BIGQUERY_PROJECT` is set.
     pub bigquery: Option<BigQuerySettings>,
     pub log_format: Option<LogFormat>,
+    /// This process's slice of a sharded backfill: (index, count), from Cloud Run or a Kubernetes Indexed Job.
+    pub shard: Option<(usize, usize)>,
 }
 
 /// Which parts of the environment the command needs.
@@ -193,7 +199,10 @@ impl Settings {
     {
         // Only our own variables go through envy, so an unrelated variable with odd content cannot break parsing.
         let ours = vars.into_iter().filter(|(k, _)| {
-            k.starts_with("ZOHO_") || k.starts_with("BIGQUERY_") || k == "LOG_FORMAT" || k == "GOOGLE_APPLICATION_CREDENTIALS"
+            k.starts_with("ZOHO_")
+                || k.starts_with("BIGQUERY_")
+                || k.starts_with("CLOUD_RUN_TASK_")
+                || matches!(k.as_str(), "LOG_FORMAT" | "GOOGLE_APPLICATION_CREDENTIALS" | "JOB_COMPLETION_INDEX" | "DEALSYNC_TASK_COUNT")
         });
         let raw: RawEnv = envy::from_iter(ours).map_err(|e| ConfigError::new("environment", e.to_string()))?;
 
@@ -227,8 +236,43 @@ impl Settings {
                 raw.zoho_max_concurrency,
             )?),
         };
-        Ok(Settings { zoho, bigquery, log_format })
+        let shard = shard(raw.cloud_run_task_index, raw.cloud_run_task_count, raw.job_completion_index, raw.dealsync_task_count)?;
+        Ok(Settings { zoho, bigquery, log_format, shard })
     }
+}
+
+/// Cloud Run Jobs set `CLOUD_RUN_TASK_INDEX`/`CLOUD_RUN_TASK_COUNT`; a Kubernetes Indexed Job sets
+/// `JOB_COMPLETION_INDEX`, and the manifest passes the task count as `DEALSYNC_TASK_COUNT`.
+fn shard(
+    cr_index: Option<String>,
+    cr_count: Option<String>,
+    k8s_index: Option<String>,
+    task_count: Option<String>,
+) -> Result<Option<(usize, usize)>, ConfigError> {
+    let num = |var: &str, v: String| {
+        v.parse::<usize>().map_err(|_| ConfigError::new(var, format!("`{v}` is not a whole number")))
+    };
+    let (index, count, index_var, count_var) = match (non_empty(cr_index), non_empty(cr_count), non_empty(k8s_index)) {
+        (Some(i), Some(c), _) => {
+            (num("CLOUD_RUN_TASK_INDEX", i)?, num("CLOUD_RUN_TASK_COUNT", c)?, "CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT")
+        }
+        (None, None, Some(i)) => {
+            let c = non_empty(task_count).ok_or_else(|| {
+                ConfigError::new("DEALSYNC_TASK_COUNT", "is not set; an Indexed Job needs it set to the Job's completions")
+            })?;
+            (num("JOB_COMPLETION_INDEX", i)?, num("DEALSYNC_TASK_COUNT", c)?, "JOB_COMPLETION_INDEX", "DEALSYNC_TASK_COUNT")
+        }
+        (Some(_), None, _) => return Err(ConfigError::new("CLOUD_RUN_TASK_COUNT", "is not set but CLOUD_RUN_TASK_INDEX is")),
+        (None, Some(_), _) => return Err(ConfigError::new("CLOUD_RUN_TASK_INDEX", "is not set but CLOUD_RUN_TASK_COUNT is")),
+        (None, None, None) => return Ok(None),
+    };
+    if count == 0 {
+        return Err(ConfigError::new(count_var, "must be at least 1"));
+    }
+    if index >= count {
+        return Err(ConfigError::new(index_var, format!("{index} is not below the task count {count}")));
+    }
+    Ok(Some((index, count)))
 }
 
 fn bigquery_settings(
@@ -503,6 +547,17 @@ mod tests {
         assert!(!e.to_string().contains("SECRETKEY"));
         let e = Settings::from_vars(with(&dir.path().join("missing.json")), Needs::Nothing).unwrap_err();
         assert!(e.problem.contains("cannot be read"), "{e}");
+    }
+
+    #[test]
+    fn shards_come_from_cloud_run_or_an_indexed_job() {
+        let s = |v: &[(&str, &str)]| Settings::from_vars(vars(v), Needs::Nothing).map(|s| s.shard);
+        assert_eq!(s(&[("CLOUD_RUN_TASK_INDEX", "2"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap(), Some((2, 4)));
+        assert_eq!(s(&[("JOB_COMPLETION_INDEX", "0"), ("DEALSYNC_TASK_COUNT", "3")]).unwrap(), Some((0, 3)));
+        assert_eq!(s(&[]).unwrap(), None);
+        assert_eq!(s(&[("JOB_COMPLETION_INDEX", "1")]).unwrap_err().variable, "DEALSYNC_TASK_COUNT");
+        assert_eq!(s(&[("CLOUD_RUN_TASK_INDEX", "4"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err().variable, "CLOUD_RUN_TASK_INDEX");
+        assert_eq!(s(&[("CLOUD_RUN_TASK_INDEX", "x"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err().variable, "CLOUD_RUN_TASK_INDEX");
     }
 
     #[test]

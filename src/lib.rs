@@ -19,12 +19,22 @@ pub mod window;
 pub mod zoho;
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use chrono::{Duration, Utc};
 
 use crate::cli::{Command, SchemaArgs, SchemaFormat, SimulateArgs};
 use crate::exit::Exit;
 use crate::mapping::COLUMNS;
+
+/// When the process started (set first thing in `main`), for the time-to-first-request figure.
+pub static PROCESS_START: OnceLock<Instant> = OnceLock::new();
+
+/// Microseconds since the process started (or since first asked, in tests).
+pub fn micros_since_start() -> u64 {
+    PROCESS_START.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
 
 /// Runs a parsed command line and says how the process should exit.
 pub async fn run(command: Command) -> Exit {
@@ -87,6 +97,7 @@ async fn simulate(args: SimulateArgs) -> Exit {
     faults.seed = args.fault_seed;
     faults.slow = std::time::Duration::from_millis(args.fault_slow_ms);
     cfg.faults = faults;
+    cfg.won_share = args.won_share.clamp(0.0, 1.0);
     let handle = match sim::start(cfg.clone(), SocketAddr::new(args.host, args.port)).await {
         Ok(h) => h,
         Err(e) => {

@@ -8,6 +8,7 @@ use dealsync::config::{ConfigError, LogFormat};
 use dealsync::exit::Exit;
 
 fn main() -> ExitCode {
+    let _ = dealsync::PROCESS_START.set(std::time::Instant::now());
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

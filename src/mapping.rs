@@ -198,47 +198,86 @@ pub fn map_deal(raw: Box<RawValue>, stamp: &RunStamp) -> Mapped {
         Ok(None) => return quarantine(None, "id: missing".into(), raw),
         Err(e) => return quarantine(None, e.to_string(), raw),
     };
-    match build_row(&wire, deal_id.clone(), stage.unwrap_or_default(), stamp) {
-        Ok(mut row) => {
-            row.raw = raw;
-            Mapped::Row(Box::new(row))
+    let fields = match typed_fields(&wire) {
+        Ok(f) => f,
+        Err(e) => return quarantine(Some(deal_id), e.to_string(), raw),
+    };
+    drop(wire);
+    Mapped::Row(Box::new(fields.into_row(deal_id, stage.unwrap_or_default(), raw, stamp)))
+}
+
+/// Every typed column of a row, read before the raw record is moved into it.
+struct Typed {
+    deal_name: Option<String>,
+    amount: Option<Decimal>,
+    expected_revenue: Option<Decimal>,
+    exchange_rate: Option<Decimal>,
+    currency: Option<String>,
+    probability: Option<i64>,
+    closing_date: Option<NaiveDate>,
+    account: (Option<String>, Option<String>),
+    contact: (Option<String>, Option<String>),
+    owner: Owner,
+    pipeline: Option<String>,
+    deal_type: Option<String>,
+    lead_source: Option<String>,
+    tags: Vec<String>,
+    created_time: Option<DateTime<Utc>>,
+    modified_time: DateTime<Utc>,
+}
+
+impl Typed {
+    fn into_row(self, deal_id: String, stage: String, raw: Box<RawValue>, stamp: &RunStamp) -> DealRow {
+        DealRow {
+            deal_id,
+            deal_name: self.deal_name,
+            stage,
+            amount: self.amount,
+            expected_revenue: self.expected_revenue,
+            exchange_rate: self.exchange_rate,
+            currency: self.currency,
+            probability: self.probability,
+            closing_date: self.closing_date,
+            account_id: self.account.0,
+            account_name: self.account.1,
+            contact_id: self.contact.0,
+            contact_name: self.contact.1,
+            owner_id: self.owner.0,
+            owner_name: self.owner.1,
+            owner_email: self.owner.2,
+            pipeline: self.pipeline,
+            deal_type: self.deal_type,
+            lead_source: self.lead_source,
+            tags: self.tags,
+            created_time: self.created_time,
+            modified_time: self.modified_time,
+            raw,
+            sync_run_id: stamp.run_id.clone(),
+            synced_at: stamp.synced_at,
         }
-        Err(e) => quarantine(Some(deal_id), e.to_string(), raw),
     }
 }
 
-fn build_row(w: &DealWire, deal_id: String, stage: String, stamp: &RunStamp) -> Result<DealRow, FieldError> {
-    let (account_id, account_name) = lookup("Account_Name", w.account)?;
-    let (contact_id, contact_name) = lookup("Contact_Name", w.contact)?;
-    let (owner_id, owner_name, owner_email) = owner(w.owner)?;
+fn typed_fields(w: &DealWire) -> Result<Typed, FieldError> {
     let modified_time = instant_field("Modified_Time", w.modified_time)?
         .ok_or_else(|| FieldError { field: "Modified_Time", problem: "missing; it decides which copy is newer".into() })?;
-    Ok(DealRow {
-        deal_id,
+    Ok(Typed {
         deal_name: text("Deal_Name", w.deal_name)?,
-        stage,
         amount: decimal("Amount", w.amount)?,
         expected_revenue: decimal("Expected_Revenue", w.expected_revenue)?,
         exchange_rate: decimal("Exchange_Rate", w.exchange_rate)?,
         currency: text("Currency", w.currency)?,
         probability: integer("Probability", w.probability)?,
         closing_date: date("Closing_Date", w.closing_date)?,
-        account_id,
-        account_name,
-        contact_id,
-        contact_name,
-        owner_id,
-        owner_name,
-        owner_email,
+        account: lookup("Account_Name", w.account)?,
+        contact: lookup("Contact_Name", w.contact)?,
+        owner: owner(w.owner)?,
         pipeline: text("Pipeline", w.pipeline)?,
         deal_type: text("Type", w.deal_type)?,
         lead_source: text("Lead_Source", w.lead_source)?,
         tags: tags(w.tag)?,
         created_time: instant_field("Created_Time", w.created_time)?,
         modified_time,
-        raw: RawValue::from_string("null".into()).expect("null is JSON"),
-        sync_run_id: stamp.run_id.clone(),
-        synced_at: stamp.synced_at,
     })
 }
 

@@ -132,7 +132,28 @@ async fn sync_inner(
         crate::window::WindowSpec::Default { .. } => sink.last_good_window_end(plan.field).await?,
         crate::window::WindowSpec::Backfill { .. } => None,
     };
-    let window = plan.spec.resolve(plan.field, started_at, last_good).map_err(RunError::Usage)?;
+    let full = plan.spec.resolve(plan.field, started_at, last_good).map_err(RunError::Usage)?;
+    let window = match (settings.shard, plan.spec.is_backfill()) {
+        (Some((index, count)), true) if count > 1 => {
+            // Contiguous slices of the range, one per task; together they cover it exactly.
+            let slices = full.split_into(count).unwrap_or_else(|| vec![full.clone()]);
+            match slices.get(index) {
+                Some(w) => {
+                    tracing::info!(event = "shard", index, count, "task {index} of {count} syncs its slice of {full}");
+                    w.clone()
+                }
+                None => {
+                    tracing::info!(event = "shard", index, count, "the range has fewer slices than tasks; this task has nothing to do");
+                    return Ok(());
+                }
+            }
+        }
+        (Some((index, count)), false) if count > 1 && index > 0 => {
+            tracing::info!(event = "shard", index, count, "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do");
+            return Ok(());
+        }
+        _ => full,
+    };
     summary.window_field = Some(window.field.api_name().to_string());
     summary.window_start = Some(window.start_str());
     summary.window_end = Some(window.end_str());
@@ -167,6 +188,7 @@ async fn sync_inner(
     summary.requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
     summary.retries = counters.retries.load(std::sync::atomic::Ordering::Relaxed);
     summary.token_mints = counters.token_mints.load(std::sync::atomic::Ordering::Relaxed);
+    summary.time_to_first_request_us = counters.first_request_us.load(std::sync::atomic::Ordering::Relaxed);
     let (fetch_stats, written, error) = outcome;
     summary.pages = fetch_stats.pages;
     summary.windows_split = fetch_stats.windows_split;

@@ -35,6 +35,8 @@ pub struct RunSummary {
     /// Sum of `amount` per currency over the closed-won deals fetched; currencies are never added together.
     pub won_amount_by_currency: BTreeMap<String, Decimal>,
     pub duration_ms: u64,
+    /// From process start to the first request sent (the token mint), in microseconds.
+    pub time_to_first_request_us: u64,
     pub error: Option<String>,
 }
 
@@ -79,6 +81,7 @@ impl RunSummary {
                     quarantined = self.quarantined,
                     won_amount_by_currency = %amounts,
                     duration_ms = self.duration_ms,
+                    time_to_first_request_us = self.time_to_first_request_us,
                     error = self.error.as_deref().unwrap_or(""),
                     "run finished: {}", self.outcome
                 )

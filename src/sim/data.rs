@@ -309,6 +309,8 @@ pub struct GenSpec {
     pub span: Duration,
     /// How many closed-won deals are rendered broken (for the quarantine path).
     pub broken: usize,
+    /// Share of deals that are exactly "Closed Won"; a sixth of the rest are look-alike stages.
+    pub won_share: f64,
 }
 
 /// Generates deals sorted by `modified`.
@@ -321,11 +323,14 @@ pub fn generate(spec: &GenSpec) -> Vec<SimDeal> {
     for i in 0..spec.deals {
         let modified = start + rng.below(span) as i64;
         let created = modified - rng.below(90 * 86_400) as i64;
-        let roll = rng.below(100);
-        let stage = match roll {
-            0..=29 => CLOSED_WON,
-            30..=34 => TRAP_STAGES[rng.below(TRAP_STAGES.len() as u64) as usize],
-            _ => STAGES[rng.below(STAGES.len() as u64) as usize],
+        let roll = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let trap_share = (1.0 - spec.won_share) / 14.0;
+        let stage = if roll < spec.won_share {
+            CLOSED_WON
+        } else if roll < spec.won_share + trap_share {
+            TRAP_STAGES[rng.below(TRAP_STAGES.len() as u64) as usize]
+        } else {
+            STAGES[rng.below(STAGES.len() as u64) as usize]
         };
         let closing = Utc.timestamp_opt(modified, 0).single().expect("valid").date_naive()
             + Duration::days(rng.below(15) as i64 - 7);
@@ -373,7 +378,7 @@ mod tests {
     use super::*;
 
     fn spec(n: usize) -> GenSpec {
-        GenSpec { deals: n, seed: 7, anchor: Utc.timestamp_opt(1_790_000_000, 0).unwrap(), span: Duration::days(30), broken: 0 }
+        GenSpec { deals: n, seed: 7, anchor: Utc.timestamp_opt(1_790_000_000, 0).unwrap(), span: Duration::days(30), broken: 0, won_share: 0.3 }
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub mint_window: std::time::Duration,
     /// Faults injected into API requests.
     pub faults: faults::FaultPlan,
+    /// Share of deals generated as exactly "Closed Won" (the rest: other stages and look-alikes).
+    pub won_share: f64,
 }
 
 impl SimConfig {
@@ -82,6 +84,7 @@ impl Default for SimConfig {
             missing_scopes: Vec::new(),
             mint_window: std::time::Duration::from_secs(600),
             faults: faults::FaultPlan::default(),
+            won_share: 0.3,
         }
     }
 }
@@ -94,6 +97,8 @@ pub struct SimCounters {
     pub search_requests: AtomicU64,
     pub coql_requests: AtomicU64,
     pub faults_injected: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
     pub faults_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
@@ -104,6 +109,8 @@ pub struct SimStats {
     pub search_requests: u64,
     pub coql_requests: u64,
     pub faults_injected: u64,
+    /// The most API requests the simulator was serving at once.
+    pub max_in_flight: u64,
     pub faults_by_kind: std::collections::BTreeMap<&'static str, u64>,
 }
 
@@ -132,6 +139,7 @@ impl SimHandle {
             search_requests: c.search_requests.load(Ordering::Relaxed),
             coql_requests: c.coql_requests.load(Ordering::Relaxed),
             faults_injected: c.faults_injected.load(Ordering::Relaxed),
+            max_in_flight: c.max_in_flight.load(Ordering::Relaxed),
             faults_by_kind: c.faults_by_kind.lock().expect("not poisoned").clone(),
         }
     }

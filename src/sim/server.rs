@@ -44,6 +44,7 @@ impl SimState {
             anchor: config.anchor,
             span: config.span,
             broken: config.broken,
+            won_share: config.won_share,
         });
         SimState {
             config,
@@ -101,6 +102,14 @@ pub fn router(state: Arc<SimState>) -> Router {
 /// Counts every API request and applies the fault planned for it, if any.
 async fn inject(State(state): State<Arc<SimState>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let n = state.counters.api_requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = state.counters.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+    state.counters.max_in_flight.fetch_max(now, Ordering::Relaxed);
+    let response = serve(&state, n, req, next).await;
+    state.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    response
+}
+
+async fn serve(state: &Arc<SimState>, n: u64, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let Some(fault) = state.config.faults.fault_for(n) else {
         return next.run(req).await;
     };

@@ -20,19 +20,21 @@ pub struct NdjsonSink {
     dry_run: bool,
     out: Option<Box<dyn Write + Send>>,
     quarantine: Option<BufWriter<File>>,
-    /// deal_id → modified_time (unix seconds) of the copy already written.
-    seen: std::collections::HashMap<String, i64>,
+    /// deal_id → modified_time (unix seconds) of the copy already written. Zoho ids are numeric and fit a
+    /// u64, which keeps this at about 20 bytes per deal; other ids fall back to text keys.
+    seen: std::collections::HashMap<u64, i64>,
+    seen_text: std::collections::HashMap<String, i64>,
 }
 
 impl NdjsonSink {
     /// `None` writes to stdout.
     pub fn new(path: Option<PathBuf>) -> Self {
-        NdjsonSink { path, dry_run: false, out: None, quarantine: None, seen: Default::default() }
+        NdjsonSink { path, dry_run: false, out: None, quarantine: None, seen: Default::default(), seen_text: Default::default() }
     }
 
     /// Rows to stdout, nothing persisted.
     pub fn dry_run() -> Self {
-        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None, seen: Default::default() }
+        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None, seen: Default::default(), seen_text: Default::default() }
     }
 
     /// Where quarantined records go: beside the output file, or `./dealsync-quarantine.ndjson` for stdout.
@@ -99,15 +101,23 @@ impl Sink for NdjsonSink {
         let mut buf = Vec::with_capacity(rows.len() * 1024);
         for row in &rows {
             let modified = row.modified_time.timestamp();
-            match self.seen.get(&row.deal_id) {
-                Some(&m) if m >= modified => {
+            let previous = match row.deal_id.parse::<u64>() {
+                Ok(id) => self.seen.insert(id, modified),
+                Err(_) => self.seen_text.insert(row.deal_id.clone(), modified),
+            };
+            match previous {
+                Some(m) if m >= modified => {
+                    // Keep the newer copy already written.
+                    match row.deal_id.parse::<u64>() {
+                        Ok(id) => self.seen.insert(id, m),
+                        Err(_) => self.seen_text.insert(row.deal_id.clone(), m),
+                    };
                     stats.unchanged += 1;
                     continue;
                 }
                 Some(_) => stats.updated += 1,
                 None => stats.inserted += 1,
             }
-            self.seen.insert(row.deal_id.clone(), modified);
             serde_json::to_writer(&mut buf, row).expect("rows serialize");
             buf.push(b'\n');
         }

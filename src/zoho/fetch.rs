@@ -5,8 +5,9 @@
 //!
 //! * the first page of the window is fetched; if Zoho says there is no more, that was the whole window (the
 //!   nightly run's usual case: one request);
-//! * otherwise the window is counted. Up to 1800 deals, its remaining pages are fetched concurrently. More than
-//!   that, it is cut into equal parts of about 1800 deals each, which are counted and fetched the same way;
+//! * otherwise the window is counted. Up to 2000 deals, its remaining pages are fetched concurrently. More than
+//!   that, it is cut into equal parts of about 1800 deals each (headroom for uneven spread), which are counted
+//!   and fetched the same way;
 //! * a part that cannot be cut any further (one second, or one day for `Closing_Date`) is read through COQL
 //!   with keyset paging (`id > last`).
 //!
@@ -168,7 +169,7 @@ impl<'a> Fetcher<'a> {
             // More than one page: whether the rest fits under the cap decides what happens to page 1.
             Some(page) => {
                 let Some(n) = self.count_of(&w).await? else { return Ok(Step::Stop) };
-                if n > PART_TARGET {
+                if n > u64::from(SEARCH_CAP) {
                     return Ok(self.cut(w, n));
                 }
                 let to = pages_for(n).max(2);
@@ -187,7 +188,7 @@ impl<'a> Fetcher<'a> {
             // mapper would skip anyway.
             return Ok(Step::More(vec![]));
         }
-        if n > PART_TARGET {
+        if n > u64::from(SEARCH_CAP) {
             return Ok(self.cut(w, n));
         }
         Ok(Step::More(vec![Task::Pages { window: w, from: 1, to: pages_for(n) }]))

@@ -30,6 +30,8 @@ pub struct ClientStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub token_mints: AtomicU64,
+    /// Microseconds from process start to the first request (the token mint); 0 until then.
+    pub first_request_us: AtomicU64,
 }
 
 /// One page of records as received: each record kept as its exact JSON text.
@@ -161,7 +163,9 @@ impl ZohoClient {
         let minted = loop {
             let attempt = self
                 .with_retries("minting an access token", || async {
-                    self.stats.token_mints.fetch_add(1, Ordering::Relaxed);
+                    if self.stats.token_mints.fetch_add(1, Ordering::Relaxed) == 0 {
+                        self.stats.first_request_us.store(crate::micros_since_start(), Ordering::Relaxed);
+                    }
                     auth::mint(&self.http, &self.settings).await
                 })
                 .await;
@@ -234,10 +238,16 @@ impl ZohoClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let text = resp
-                .text()
+            let bytes = resp
+                .bytes()
                 .await
                 .map_err(|e| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) })?;
+            // Valid UTF-8 (always, in practice) is taken as is; anything else is repaired with U+FFFD, so one bad
+            // byte in a deal name cannot fail a page.
+            let text = match String::from_utf8(bytes.to_vec()) {
+                Ok(t) => t,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            };
             if (200..300).contains(&status) {
                 let body = if status == 204 || text.trim().is_empty() { None } else { Some(text) };
                 return parse(&what, status, body);
@@ -276,7 +286,8 @@ impl ZohoClient {
     }
 }
 
-fn parse_page(what: &str, status: u16, body: &str) -> Result<Page, ZohoError> {
+/// Parses one page of records (search or COQL), keeping each record's exact text.
+pub fn parse_page(what: &str, status: u16, body: &str) -> Result<Page, ZohoError> {
     let env: Envelope = serde_json::from_str(body).map_err(|e| ZohoError::InvalidBody {
         what: what.to_string(),
         status,

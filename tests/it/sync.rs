@@ -21,6 +21,7 @@ async fn the_demo_writes_exactly_the_simulators_closed_won_deals_and_a_rerun_add
         anchor: utc(&anchor),
         span: cfg.span,
         broken: 0,
+        won_share: cfg.won_share,
     });
     let s = first.summary();
     let w = Window::new(
@@ -131,6 +132,28 @@ async fn a_window_too_dense_to_halve_is_read_through_coql() {
     out.assert_code(0);
     assert!(out.count("coql_pages") >= 14, "{}", out.summary());
     assert_eq!(warehouse_ids(&out.db()), truth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_never_exceed_zoho_max_concurrency() {
+    let sim = simulator(SimConfig {
+        deals: 30_000,
+        span: Duration::days(10),
+        anchor: utc("2026-11-01T00:00:00Z"),
+        latency: std::time::Duration::from_millis(60),
+        ..sim_config(0)
+    })
+    .await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-22", "--to", "2026-11-01"])
+        .against(&sim)
+        .env("ZOHO_MAX_CONCURRENCY", "3")
+        .run()
+        .await;
+    out.assert_code(0);
+    assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &window("2026-10-22T00:00:00Z", "2026-11-01T00:00:00Z")));
+    let max = sim.stats().max_in_flight;
+    assert!(max <= 3, "{max} requests in flight");
+    assert!(max >= 2, "requests overlap ({max})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,87 @@
+//! Micro-benchmark: parse Zoho search pages (200 realistic 60-field deals each) and map every deal to a row,
+//! exactly as a sync does, on one thread. Reports deals per CPU-second (user + system time of this process).
+//! Run: cargo bench --bench parse_map [-- DEALS]
+
+use chrono::{Duration, TimeZone, Utc};
+use dealsync::mapping::{map_deal, Mapped, RunStamp};
+use dealsync::sim::data::{generate, GenSpec};
+
+fn cpu_seconds() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn main() {
+    let deals: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
+    let spec = GenSpec {
+        deals: 20_000,
+        seed: 3,
+        anchor: Utc.timestamp_opt(1_793_500_000, 0).unwrap(),
+        span: Duration::days(30),
+        broken: 0,
+        won_share: 1.0,
+    };
+    let tz = chrono::FixedOffset::east_opt(19_800).unwrap();
+    // Pages as the simulator serves them: 200 records and an info block.
+    let pages: Vec<String> = generate(&spec)
+        .chunks(200)
+        .map(|chunk| {
+            let mut body = String::from("{\"data\":[");
+            for (i, d) in chunk.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                d.render(tz, None, &mut body);
+            }
+            body.push_str("],\"info\":{\"per_page\":200,\"count\":200,\"page\":1,\"more_records\":true}}");
+            body
+        })
+        .collect();
+    let bytes: usize = pages.iter().map(String::len).sum();
+    let stamp: RunStamp = "bench".parse().unwrap();
+
+    if std::env::var("SPLIT").is_ok() {
+        let c0 = cpu_seconds();
+        let mut all = Vec::new();
+        for body in &pages {
+            all.extend(dealsync::zoho::parse_page("bench", 200, body).unwrap().records);
+        }
+        let c1 = cpu_seconds();
+        let n = all.len();
+        for raw in all {
+            std::hint::black_box(map_deal(raw, &stamp));
+        }
+        let c2 = cpu_seconds();
+        println!("envelope {:.2} us/deal, map {:.2} us/deal", (c1 - c0) * 1e6 / n as f64, (c2 - c1) * 1e6 / n as f64);
+    }
+    let mut mapped = 0usize;
+    let mut rows = 0usize;
+    let cpu0 = cpu_seconds();
+    let wall0 = std::time::Instant::now();
+    'outer: loop {
+        for body in &pages {
+            let page = dealsync::zoho::parse_page("bench", 200, body).unwrap();
+            for raw in page.records {
+                if let Mapped::Row(r) = map_deal(raw, &stamp) {
+                    rows += 1;
+                    std::hint::black_box(&r);
+                }
+                mapped += 1;
+            }
+            if mapped >= deals {
+                break 'outer;
+            }
+        }
+    }
+    let cpu = cpu_seconds() - cpu0;
+    let wall = wall0.elapsed().as_secs_f64();
+    let avg = bytes as f64 / (pages.len() * 200) as f64;
+    println!(
+        "parse+map: {mapped} deals ({rows} rows, {avg:.0} bytes and 60 fields each) in {cpu:.3} CPU-s ({wall:.3} s wall): {:.0} deals per CPU-second, {:.2} us per deal, {:.0} MB/s",
+        mapped as f64 / cpu,
+        cpu * 1e6 / mapped as f64,
+        avg * mapped as f64 / cpu / 1e6
+    );
+}
