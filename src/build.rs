@@ -1,5 +1,13 @@
 // Stamps the git revision into `dealsync --version`; "unknown" outside a checkout (e.g. a source tarball).
 fn main() {
+    // A container build has no .git: it passes the revision in.
+    if let Ok(rev) = std::env::var("DEALSYNC_GIT_REV") {
+        if !rev.trim().is_empty() {
+            println!("cargo:rustc-env=DEALSYNC_GIT_REV={}", rev.trim());
+            println!("cargo:rerun-if-env-changed=DEALSYNC_GIT_REV");
+            return;
+        }
+    }
     let rev = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

@@ -44,6 +44,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  dealsync check                       # the smoke test after a deploy\n  \
         BIGQUERY_PROJECT=acme dealsync check\n  dealsync check --sink sqlite:/data/deals.db")]
     Check(CheckArgs),
+    /// First-time set-up: exchange a Self Client grant code for a refresh token.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Print the schema of the target table.
     #[command(after_help = "Examples:\n  dealsync schema\n  dealsync schema --format bigquery\n  dealsync schema --format sqlite")]
     Schema(SchemaArgs),
@@ -66,36 +69,36 @@ pub struct SyncArgs {
     /// Backfill up to this date or instant (exclusive). Default: now minus the index lag.
     #[arg(long, value_parser = parse_bound, requires = "from")]
     pub to: Option<DateTime<FixedOffset>>,
-    /// The deal field that defines the window.
-    #[arg(long, default_value = "Modified_Time", value_parser = parse_window_field)]
-    pub window_field: WindowField,
-    /// How far the default window reaches back before the last good run's end (e.g. 1h, 30m).
-    #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
-    pub overlap: Duration,
-    /// How far before now the window ends, so that Zoho's search index has caught up (e.g. 5m).
-    #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
-    pub index_lag: Duration,
+    /// The deal field that defines the window: Modified_Time (default) or Closing_Date.
+    #[arg(long, value_parser = parse_window_field)]
+    pub window_field: Option<WindowField>,
+    /// How far the default window reaches back before the last good run's end [default: 1h].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub overlap: Option<Duration>,
+    /// How far before now the window ends, so that Zoho's search index has caught up [default: 5m].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub index_lag: Option<Duration>,
     /// Where to write: sqlite:PATH, ndjson:PATH, ndjson:- (stdout). Default: sqlite:./dealsync.db.
     #[arg(long, value_parser = SinkSpec::parse)]
     pub sink: Option<SinkSpec>,
     /// Fetch and map, write nothing; print rows to stdout as NDJSON.
     #[arg(long, conflicts_with = "sink")]
     pub dry_run: bool,
-    /// Attempts per Zoho request before giving up (first included).
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=20))]
-    pub max_attempts: u32,
-    /// Longest total wait between retries of one request (e.g. 5m).
-    #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
-    pub retry_deadline: Duration,
-    /// Longest wait between two retries of one request (e.g. 30s).
-    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
-    pub retry_max_delay: Duration,
-    /// Timeout of one HTTP request (e.g. 60s).
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
-    pub request_timeout: Duration,
-    /// Stop (exit 75, nothing committed) if the run takes longer than this (e.g. 2h).
-    #[arg(long, default_value = "2h", value_parser = parse_duration_arg)]
-    pub deadline: Duration,
+    /// Attempts per request before giving up, the first included [default: 6].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub max_attempts: Option<u32>,
+    /// Longest total wait between retries of one request [default: 5m].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub retry_deadline: Option<Duration>,
+    /// Longest wait between two retries of one request [default: 30s].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub retry_max_delay: Option<Duration>,
+    /// Timeout of one HTTP request [default: 60s].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub request_timeout: Option<Duration>,
+    /// Stop (exit 75, nothing committed) if the run takes longer than this [default: 2h].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub deadline: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +151,23 @@ pub struct SimulateArgs {
     /// Share of deals that are exactly "Closed Won" (0 to 1).
     #[arg(long, default_value_t = 0.3)]
     pub won_share: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Exchange a grant code (Zoho API console > Self Client > Generate Code) for a refresh token, printed once
+    /// to stdout. Needs ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET and ZOHO_DC.
+    #[command(after_help = "Scopes to request when generating the code:\n  \
+        ZohoCRM.modules.deals.READ,ZohoSearch.securesearch.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ\n\n\
+        Examples:\n  dealsync auth exchange --grant-token 1000.abc...\n  \
+        read -rs CODE && echo \"$CODE\" | dealsync auth exchange --grant-token -   # keeps it out of shell history")]
+    Exchange {
+        /// The grant code, or `-` to read it from stdin.
+        #[arg(long)]
+        grant_token: String,
+    },
+    /// Print the OAuth scopes to request for dealsync.
+    Scopes,
 }
 
 #[derive(Debug, Args)]
@@ -219,7 +239,37 @@ pub struct SyncPlan {
 }
 
 impl SyncArgs {
-    pub fn plan(&self) -> Result<SyncPlan, String> {
+    /// Validates the flags, filling in what they leave out from the configuration file, then the defaults.
+    pub fn plan(&self, file: &crate::config::SyncFile) -> Result<SyncPlan, String> {
+        let from_file = |key: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
+            v.as_deref().map(|s| parse_duration_arg(s).map_err(|e| format!("config file, sync.{key}: {e}"))).transpose()
+        };
+        let dur = |flag: Option<Duration>, key: &str, v: &Option<String>, default: Duration| -> Result<Duration, String> {
+            Ok(match flag {
+                Some(d) => d,
+                None => from_file(key, v)?.unwrap_or(default),
+            })
+        };
+        let overlap = dur(self.overlap, "overlap", &file.overlap, Duration::hours(1))?;
+        let index_lag = dur(self.index_lag, "index_lag", &file.index_lag, Duration::minutes(5))?;
+        let retry_deadline = dur(self.retry_deadline, "retry_deadline", &file.retry_deadline, Duration::minutes(5))?;
+        let retry_max_delay = dur(self.retry_max_delay, "retry_max_delay", &file.retry_max_delay, Duration::seconds(30))?;
+        let request_timeout = dur(self.request_timeout, "request_timeout", &file.request_timeout, Duration::seconds(60))?;
+        let deadline = dur(self.deadline, "deadline", &file.deadline, Duration::hours(2))?;
+        let field = match (self.window_field, &file.window_field) {
+            (Some(f), _) => f,
+            (None, Some(s)) => parse_window_field(s).map_err(|e| format!("config file, sync.window_field: {e}"))?,
+            (None, None) => WindowField::ModifiedTime,
+        };
+        let sink = match (&self.sink, &file.sink) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(s)) if !self.dry_run => Some(SinkSpec::parse(s).map_err(|e| format!("config file, sync.sink: {e}"))?),
+            _ => None,
+        };
+        let max_attempts = self.max_attempts.or(file.max_attempts).unwrap_or(6);
+        if !(1..=20).contains(&max_attempts) {
+            return Err(format!("config file, sync.max_attempts: {max_attempts} is not from 1 to 20"));
+        }
         let spec = match self.from {
             Some(from) => {
                 if let Some(to) = self.to {
@@ -227,28 +277,28 @@ impl SyncArgs {
                         return Err(format!("--to ({to}) must be after --from ({from})"));
                     }
                 }
-                WindowSpec::Backfill { from, to: self.to, index_lag: self.index_lag }
+                WindowSpec::Backfill { from, to: self.to, index_lag }
             }
-            None => WindowSpec::Default { overlap: self.overlap, index_lag: self.index_lag },
+            None => WindowSpec::Default { overlap, index_lag },
         };
         let std = |d: Duration| d.to_std().unwrap_or(StdDuration::ZERO);
-        if self.request_timeout.is_zero() || self.deadline.is_zero() || self.retry_max_delay.is_zero() {
+        if request_timeout.is_zero() || deadline.is_zero() || retry_max_delay.is_zero() {
             return Err("--request-timeout, --deadline and --retry-max-delay must be more than 0".into());
         }
         Ok(SyncPlan {
             demo: self.demo.then_some((self.demo_deals, self.demo_seed)),
             spec,
-            field: self.window_field,
-            sink: self.sink.clone(),
+            field,
+            sink,
             dry_run: self.dry_run,
             retry: crate::zoho::RetryPolicy {
-                max_attempts: self.max_attempts as usize,
-                deadline: std(self.retry_deadline),
-                max_delay: std(self.retry_max_delay),
-                min_delay: std(self.retry_max_delay).min(crate::zoho::RetryPolicy::default().min_delay),
+                max_attempts: max_attempts as usize,
+                deadline: std(retry_deadline),
+                max_delay: std(retry_max_delay),
+                min_delay: std(retry_max_delay).min(crate::zoho::RetryPolicy::default().min_delay),
             },
-            request_timeout: std(self.request_timeout),
-            deadline: std(self.deadline),
+            request_timeout: std(request_timeout),
+            deadline: std(deadline),
         })
     }
 }

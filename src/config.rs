@@ -184,12 +184,122 @@ pub struct Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
     ZohoCredentials,
+    /// Client id and secret but no refresh token (`dealsync auth exchange` mints one).
+    ZohoClient,
     Nothing,
 }
 
+/// The optional configuration file (`config/dealsync.toml`, or `DEALSYNC_CONFIG`): non-secret settings only.
+/// Environment variables override it, and flags override both.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub sync: SyncFile,
+    #[serde(default)]
+    pub zoho: ZohoFile,
+    #[serde(default)]
+    pub bigquery: BigQueryFile,
+    #[serde(default)]
+    pub log: LogFile,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncFile {
+    pub window_field: Option<String>,
+    pub overlap: Option<String>,
+    pub index_lag: Option<String>,
+    pub sink: Option<String>,
+    pub deadline: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub retry_deadline: Option<String>,
+    pub retry_max_delay: Option<String>,
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZohoFile {
+    pub dc: Option<String>,
+    pub accounts_url: Option<String>,
+    pub api_domain: Option<String>,
+    pub max_concurrency: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BigQueryFile {
+    pub project: Option<String>,
+    pub dataset: Option<String>,
+    pub table: Option<String>,
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    pub format: Option<String>,
+}
+
+pub const DEFAULT_CONFIG_FILE: &str = "config/dealsync.toml";
+
+impl FileConfig {
+    /// Loads `DEALSYNC_CONFIG`, or `config/dealsync.toml` when it exists; no file is an empty configuration.
+    pub fn discover() -> Result<FileConfig, ConfigError> {
+        match std::env::var("DEALSYNC_CONFIG").ok().filter(|p| !p.trim().is_empty()) {
+            Some(path) => FileConfig::load(std::path::Path::new(path.trim()), "DEALSYNC_CONFIG"),
+            None if std::path::Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                FileConfig::load(std::path::Path::new(DEFAULT_CONFIG_FILE), DEFAULT_CONFIG_FILE)
+            }
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    pub fn load(path: &std::path::Path, source: &str) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(source, format!("{} cannot be read: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().to_string();
+            ConfigError::new(format!("{} (config file)", path.display()), msg)
+        })
+    }
+
+    /// The file's settings as the environment variables they stand for.
+    fn env_pairs(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        let mut put = |k: &str, val: &Option<String>| {
+            if let Some(val) = val {
+                v.push((k.to_string(), val.clone()));
+            }
+        };
+        put("ZOHO_DC", &self.zoho.dc);
+        put("ZOHO_ACCOUNTS_URL", &self.zoho.accounts_url);
+        put("ZOHO_API_DOMAIN", &self.zoho.api_domain);
+        put("ZOHO_MAX_CONCURRENCY", &self.zoho.max_concurrency.map(|n| n.to_string()));
+        put("BIGQUERY_PROJECT", &self.bigquery.project);
+        put("BIGQUERY_DATASET", &self.bigquery.dataset);
+        put("BIGQUERY_TABLE", &self.bigquery.table);
+        put("BIGQUERY_LOCATION", &self.bigquery.location);
+        put("LOG_FORMAT", &self.log.format);
+        v
+    }
+}
+
 impl Settings {
+    /// The environment, over the configuration file's values.
     pub fn from_env(needs: Needs) -> Result<Settings, ConfigError> {
-        Settings::from_vars(std::env::vars(), needs)
+        Settings::from_file_and_vars(&FileConfig::discover()?, std::env::vars(), needs)
+    }
+
+    /// Environment variables override the file's values.
+    pub fn from_file_and_vars<I>(file: &FileConfig, vars: I, needs: Needs) -> Result<Settings, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut merged: std::collections::BTreeMap<String, String> = file.env_pairs().into_iter().collect();
+        merged.extend(vars);
+        Settings::from_vars(merged, needs)
     }
 
     /// Reads settings from any list of variables (the tests pass their own).
@@ -226,7 +336,8 @@ impl Settings {
 
         let zoho = match needs {
             Needs::Nothing => None,
-            Needs::ZohoCredentials => Some(zoho_settings(
+            Needs::ZohoCredentials | Needs::ZohoClient => Some(zoho_settings(
+                needs == Needs::ZohoClient,
                 raw.zoho_client_id,
                 raw.zoho_client_secret,
                 raw.zoho_refresh_token,
@@ -346,6 +457,7 @@ pub fn max_concurrency_from_env() -> Result<usize, ConfigError> {
 
 #[allow(clippy::too_many_arguments)]
 fn zoho_settings(
+    client_only: bool,
     client_id: Option<String>,
     client_secret: Option<String>,
     refresh_token: Option<String>,
@@ -364,11 +476,15 @@ fn zoho_settings(
         client_secret,
         "the Client Secret of your Self Client in the Zoho API console",
     )?);
-    let refresh_token = SecretString::from(required(
-        "ZOHO_REFRESH_TOKEN",
-        refresh_token,
-        "a refresh token minted for this client (see `dealsync auth exchange` in the README)",
-    )?);
+    let refresh_token = if client_only {
+        SecretString::from(String::new())
+    } else {
+        SecretString::from(required(
+            "ZOHO_REFRESH_TOKEN",
+            refresh_token,
+            "a refresh token minted for this client (see `dealsync auth exchange` in the README)",
+        )?)
+    };
     let data_centre = match non_empty(dc) {
         None => DataCentre::Us,
         Some(v) => DataCentre::parse(&v).ok_or_else(|| {
@@ -558,6 +674,30 @@ mod tests {
         assert_eq!(s(&[("JOB_COMPLETION_INDEX", "1")]).unwrap_err().variable, "DEALSYNC_TASK_COUNT");
         assert_eq!(s(&[("CLOUD_RUN_TASK_INDEX", "4"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err().variable, "CLOUD_RUN_TASK_INDEX");
         assert_eq!(s(&[("CLOUD_RUN_TASK_INDEX", "x"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err().variable, "CLOUD_RUN_TASK_INDEX");
+    }
+
+    #[test]
+    fn the_config_file_fills_in_what_the_environment_leaves_out() {
+        let file: FileConfig = toml::from_str(
+            "[zoho]\ndc = \"eu\"\nmax_concurrency = 10\n[bigquery]\nproject = \"acme\"\ndataset = \"sales\"\n",
+        )
+        .unwrap();
+        let mut v = vars(&BASE);
+        v.push(("BIGQUERY_DATASET".into(), "override".into()));
+        let s = Settings::from_file_and_vars(&file, v, Needs::ZohoCredentials).unwrap();
+        let z = s.zoho.unwrap();
+        assert_eq!((z.data_centre, z.max_concurrency), (DataCentre::Eu, 10));
+        let bq = s.bigquery.unwrap();
+        assert_eq!((bq.project.as_str(), bq.dataset.as_str()), ("acme", "override"));
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_config_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("dealsync.toml");
+        std::fs::write(&p, "[sync]\nwindw_field = \"Closing_Date\"\n").unwrap();
+        let e = FileConfig::load(&p, "test").unwrap_err();
+        assert!(e.to_string().contains("windw_field"), "{e}");
     }
 
     #[test]

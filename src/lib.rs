@@ -39,15 +39,33 @@ pub fn micros_since_start() -> u64 {
 /// Runs a parsed command line and says how the process should exit.
 pub async fn run(command: Command) -> Exit {
     match command {
-        Command::Sync(args) => match args.plan() {
-            Ok(plan) => run::sync(plan).await.1,
-            Err(e) => {
-                eprintln!("error: {e}");
-                Exit::Usage
+        Command::Sync(args) => {
+            let file = match config::FileConfig::discover() {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+                    return Exit::Config;
+                }
+            };
+            match args.plan(&file.sync) {
+                Ok(plan) => run::sync(plan).await.1,
+                Err(e) if e.starts_with("config file") => {
+                    tracing::error!(event = "config_error", "{e}");
+                    Exit::Config
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Exit::Usage
+                }
             }
-        },
+        }
         Command::Simulate(args) => simulate(args).await,
         Command::Check(args) => run::check(args).await,
+        Command::Auth(cli::AuthCommand::Scopes) => {
+            println!("{}", zoho::auth::SCOPES.join(","));
+            Exit::Ok
+        }
+        Command::Auth(cli::AuthCommand::Exchange { grant_token }) => auth_exchange(&grant_token).await,
         Command::Schema(args) => {
             print!("{}", schema(&args));
             Exit::Ok
@@ -139,6 +157,57 @@ async fn simulate(args: SimulateArgs) -> Exit {
     handle.stop().await;
     println!("served {} API requests, {} token requests, {} faults injected {:?}", stats.api_requests, stats.token_requests, stats.faults_injected, stats.faults_by_kind);
     Exit::Ok
+}
+
+async fn auth_exchange(grant_token: &str) -> Exit {
+    let code = if grant_token == "-" {
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() {
+            eprintln!("error: could not read the grant code from stdin");
+            return Exit::Usage;
+        }
+        line.trim().to_string()
+    } else {
+        grant_token.trim().to_string()
+    };
+    if code.is_empty() {
+        eprintln!("error: --grant-token is empty");
+        return Exit::Usage;
+    }
+    let settings = match config::Settings::from_env(config::Needs::ZohoClient) {
+        Ok(s) => s.zoho.expect("client settings requested"),
+        Err(e) => {
+            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+            return Exit::Config;
+        }
+    };
+    let http = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Internal;
+        }
+    };
+    match zoho::auth::exchange_grant(&http, &settings, &secrecy::SecretString::from(code)).await {
+        Ok(ex) => {
+            use secrecy::ExposeSecret;
+            // The only place a secret is ever printed: stdout, once, for the operator to store.
+            println!("ZOHO_REFRESH_TOKEN={}", ex.refresh_token.expose_secret());
+            let granted = ex.scope.unwrap_or_default();
+            let missing: Vec<&str> =
+                zoho::auth::SCOPES.iter().copied().filter(|s| !granted.split([' ', ',']).any(|g| g == *s)).collect();
+            eprintln!("Store it in your secret manager as ZOHO_REFRESH_TOKEN; it is not shown again.");
+            eprintln!("API domain: {}", ex.api_domain);
+            if !missing.is_empty() {
+                eprintln!("warning: the grant lacks scopes dealsync needs: {} (generate a new code with them)", missing.join(","));
+            }
+            Exit::Ok
+        }
+        Err(e) => {
+            tracing::error!(event = "auth_exchange_failed", "{e}");
+            e.exit()
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

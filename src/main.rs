@@ -16,7 +16,9 @@ fn main() -> ExitCode {
             return if e.use_stderr() { Exit::Usage.into() } else { Exit::Ok.into() };
         }
     };
-    let log_format = match std::env::var("LOG_FORMAT").ok().filter(|v| !v.trim().is_empty()) {
+    // LOG_FORMAT, else the configuration file's log.format (its other errors are reported by the command).
+    let from_file = dealsync::config::FileConfig::discover().ok().and_then(|f| f.log.format);
+    let log_format = match std::env::var("LOG_FORMAT").ok().filter(|v| !v.trim().is_empty()).or(from_file) {
         None => None,
         Some(v) => match LogFormat::parse(&v) {
             Some(f) => Some(f),

@@ -368,7 +368,9 @@ async fn pipeline(
     shutdown: &Shutdown,
 ) -> (FetchStats, Written, Option<RunError>) {
     let (tx, mut rx) = mpsc::channel::<FetchedPage>(PIPELINE_DEPTH);
-    let producer = async move { Fetcher::new(client, tx, shutdown.clone()).fetch_window(window).await };
+    let expected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut progress = crate::summary::Progress::new(expected.clone());
+    let producer = async move { Fetcher::new(client, tx, shutdown.clone()).expected(expected).fetch_window(window).await };
     let consumer = async {
         let mut written = Written::default();
         let mut stopped = false;
@@ -378,14 +380,17 @@ async fn pipeline(
                 _ = shutdown.wait() => { stopped = true; break; }
                 page = rx.recv() => match page { Some(p) => p, None => break },
             };
+            let n = page.records.len() as u64;
             if let Err(e) = write_page(sink, page, stamp, &mut written).await {
                 drop(rx);
                 return (written, Some(e), false);
             }
+            progress.advance(n);
         }
         (written, None, stopped)
     };
     let (fetched, (mut written, write_err, consumer_stopped)) = tokio::join!(producer, consumer);
+    progress.finish();
     let (fetch_stats, fetch_err, fetch_stopped) = match fetched {
         Ok(f) => (f.stats, None, f.stopped_early),
         Err(e) => (FetchStats::default(), Some(e), false),

@@ -92,7 +92,7 @@ impl RunSummary {
             3 => summary_event!(warn),
             _ => summary_event!(error),
         }
-        if std::io::stderr().is_terminal() {
+        if std::io::stderr().is_terminal() && !matches!(std::env::var("LOG_FORMAT").as_deref(), Ok("json" | "gcp")) {
             eprintln!("{}", self.human_line());
         }
     }
@@ -124,5 +124,50 @@ impl RunSummary {
         }
         line.push_str(&format!(" [exit {}]", self.exit_code));
         line
+    }
+}
+
+/// A progress bar with ETA for long interactive runs (text logs on a terminal only, never mixed into JSON).
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    expected: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    has_length: bool,
+}
+
+impl Progress {
+    /// `expected` is filled in by the fetcher once it knows how many deals the window holds.
+    pub fn new(expected: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Progress {
+        let bar = crate::telemetry::human_output().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {pos} deals fetched ({per_sec}, {elapsed})")
+                    .expect("valid template"),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        Progress { bar, expected, has_length: false }
+    }
+
+    pub fn advance(&mut self, deals: u64) {
+        let Some(bar) = &self.bar else { return };
+        if !self.has_length {
+            let n = self.expected.load(std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                bar.set_length(n);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} deals ({per_sec}, ETA {eta})")
+                        .expect("valid template"),
+                );
+                self.has_length = true;
+            }
+        }
+        bar.inc(deals);
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }

@@ -15,9 +15,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Whether a person is watching: text logs on a terminal. Progress bars and the human summary line show only then.
+pub fn human_output() -> bool {
+    FORMAT.get() == Some(&LogFormat::Text) && std::io::stderr().is_terminal()
+}
+
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(format: Option<LogFormat>) {
     let format = format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json });
+    let _ = FORMAT.set(format);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

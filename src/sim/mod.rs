@@ -37,6 +37,8 @@ pub struct SimConfig {
     pub client_id: String,
     pub client_secret: String,
     pub refresh_token: String,
+    /// The Self Client grant code that `authorization_code` exchanges for `refresh_token`.
+    pub grant_code: String,
     /// `expires_in` of minted tokens.
     pub token_ttl: std::time::Duration,
     /// Mints allowed per refresh token in 10 minutes before "Access Denied".
@@ -77,6 +79,7 @@ impl Default for SimConfig {
             client_id: "1000.SIMCLIENTID".into(),
             client_secret: "sim-client-secret".into(),
             refresh_token: "1000.sim-refresh-token".into(),
+            grant_code: "1000.sim-grant-code".into(),
             token_ttl: std::time::Duration::from_secs(3600),
             mint_limit: 10,
             throttle_status: 200,

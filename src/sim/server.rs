@@ -203,11 +203,12 @@ async fn token(State(state): State<Arc<SimState>>, Query(query): Query<HashMap<S
     if get("client_secret") != cfg.client_secret {
         return error("invalid_client_secret");
     }
-    match get("grant_type") {
-        "refresh_token" if get("refresh_token") == cfg.refresh_token => {}
+    let exchange = match get("grant_type") {
+        "refresh_token" if get("refresh_token") == cfg.refresh_token => false,
+        "authorization_code" if get("code") == cfg.grant_code => true,
         "refresh_token" | "authorization_code" => return error("invalid_code"),
         _ => return error("unsupported_grant_type"),
-    }
+    };
     {
         let mut mints = state.mints.lock().expect("not poisoned");
         let now = Instant::now();
@@ -232,12 +233,12 @@ async fn token(State(state): State<Arc<SimState>>, Query(query): Query<HashMap<S
         .into_iter()
         .filter(|s| !cfg.missing_scopes.iter().any(|m| m == s))
         .collect();
-    json_response(
-        StatusCode::OK,
-        json!({"access_token": access, "scope": scopes.join(" "), "api_domain": state.base_url,
-               "token_type": "Bearer", "expires_in": cfg.token_ttl.as_secs()})
-        .to_string(),
-    )
+    let mut body = json!({"access_token": access, "scope": scopes.join(" "), "api_domain": state.base_url,
+                          "token_type": "Bearer", "expires_in": cfg.token_ttl.as_secs()});
+    if exchange {
+        body["refresh_token"] = json!(cfg.refresh_token);
+    }
+    json_response(StatusCode::OK, body.to_string())
 }
 
 /// Checks `Authorization: Zoho-oauthtoken <t>` and the scope the call needs.

@@ -36,6 +36,8 @@ impl std::fmt::Debug for AccessToken {
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: Option<SecretString>,
+    refresh_token: Option<SecretString>,
+    scope: Option<String>,
     api_domain: Option<String>,
     expires_in: Option<u64>,
     error: Option<String>,
@@ -152,6 +154,55 @@ pub async fn mint(http: &reqwest::Client, settings: &ZohoSettings) -> Result<Acc
     ];
     let mut parsed = post_grant(http, settings, &form).await?;
     access_token(settings, &mut parsed)
+}
+
+/// The OAuth scopes dealsync needs, comma-separated as the Zoho API console takes them.
+pub const SCOPES: &[&str] = &[
+    "ZohoCRM.modules.deals.READ",
+    "ZohoSearch.securesearch.READ",
+    "ZohoCRM.coql.READ",
+    "ZohoCRM.settings.fields.READ",
+];
+
+/// What a grant-code exchange yields.
+pub struct Exchanged {
+    pub refresh_token: SecretString,
+    pub scope: Option<String>,
+    pub api_domain: Url,
+}
+
+/// Exchanges a Self Client grant code for a refresh token (one-time set-up).
+pub async fn exchange_grant(
+    http: &reqwest::Client,
+    settings: &ZohoSettings,
+    grant_code: &SecretString,
+) -> Result<Exchanged, ZohoError> {
+    let form = [
+        ("code", grant_code.expose_secret()),
+        ("client_id", settings.client_id.as_str()),
+        ("client_secret", settings.client_secret.expose_secret()),
+        ("grant_type", "authorization_code"),
+    ];
+    let mut parsed = post_grant(http, settings, &form).await.map_err(|e| match e {
+        ZohoError::Auth(AuthError::InvalidCode { accounts }) => ZohoError::Auth(AuthError::Other {
+            accounts,
+            error: "invalid_code".into(),
+            description: Some(
+                "the grant code is wrong, already used or expired (they live a few minutes): generate a new one in the \
+                 API console and exchange it at once; check ZOHO_DC too"
+                    .into(),
+            ),
+        }),
+        other => other,
+    })?;
+    let refresh_token = parsed.refresh_token.take().ok_or_else(|| ZohoError::InvalidBody {
+        what: "the grant-code exchange".into(),
+        status: 200,
+        reason: "the answer has no refresh_token (a Self Client grant code should always yield one)".into(),
+    })?;
+    let scope = parsed.scope.take();
+    let access = access_token(settings, &mut parsed)?;
+    Ok(Exchanged { refresh_token, scope, api_domain: access.api_domain })
 }
 
 #[cfg(test)]

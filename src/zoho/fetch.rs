@@ -100,12 +100,20 @@ pub struct Fetcher<'a> {
     shutdown: Shutdown,
     concurrency: usize,
     counters: Counters,
+    /// Closed-won deals in the whole window, once a count tells (for the progress bar's ETA).
+    expected: std::sync::Arc<AtomicU64>,
 }
 
 impl<'a> Fetcher<'a> {
     pub fn new(client: &'a ZohoClient, tx: mpsc::Sender<FetchedPage>, shutdown: Shutdown) -> Self {
         let concurrency = client.settings().max_concurrency.max(1);
-        Fetcher { client, tx, shutdown, concurrency, counters: Counters::default() }
+        Fetcher { client, tx, shutdown, concurrency, counters: Counters::default(), expected: Default::default() }
+    }
+
+    /// Shares the expected number of deals with a progress display.
+    pub fn expected(mut self, expected: std::sync::Arc<AtomicU64>) -> Self {
+        self.expected = expected;
+        self
     }
 
     /// Sends every closed-won candidate of `root` down the channel, page by page.
@@ -169,6 +177,7 @@ impl<'a> Fetcher<'a> {
             // More than one page: whether the rest fits under the cap decides what happens to page 1.
             Some(page) => {
                 let Some(n) = self.count_of(&w).await? else { return Ok(Step::Stop) };
+                self.expected.store(n, Ordering::Relaxed);
                 if n > u64::from(SEARCH_CAP) {
                     return Ok(self.cut(w, n));
                 }

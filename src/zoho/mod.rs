@@ -209,7 +209,9 @@ impl ZohoClient {
         P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
     {
         let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
-        let mut reminted = false;
+        // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
+        // few times at most: a token that is refused every time (wrong data centre) fails after three.
+        let mut remints = 0;
         loop {
             let token = self.token().await?;
             let (method, url, body) = build(&token.api_domain);
@@ -254,11 +256,12 @@ impl ZohoClient {
             }
             let err = api_error(&what, status, &text, retry_after);
             if let ZohoError::Api { code, .. } = &err {
-                let refused = matches!(code.as_str(), "INVALID_TOKEN" | "INVALID_OAUTHTOKEN" | "AUTHENTICATION_FAILURE");
-                if status == 401 && refused && !reminted {
+                // Any 401 but a scope error means the token was refused, even when the body is unreadable (a
+                // proxy cut it short): mint a new token once and repeat the request.
+                if status == 401 && code != "OAUTH_SCOPE_MISMATCH" && remints < 3 {
                     tracing::info!(event = "token_refused", code = %code, "Zoho refused the access token; minting a new one");
                     self.invalidate(&token).await;
-                    reminted = true;
+                    remints += 1;
                     continue;
                 }
             }

@@ -4,9 +4,11 @@
 mod cli;
 mod config_errors;
 mod criteria_props;
+mod deploy;
 mod faults;
 mod bigquery;
 mod bigquery_errors;
 mod helpers;
+mod operate;
 mod sync;
 mod upstream_errors;

@@ -107,3 +107,20 @@ async fn a_token_answer_naming_a_remote_plain_http_api_domain_is_refused() {
     out.assert_code(78);
     assert!(out.summary()["error"].as_str().unwrap().contains("ZOHO_API_DOMAIN"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_refused_every_time_fails_with_78_after_three_fresh_mints() {
+    let server = zoho_mock().await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
+        .respond_with(ResponseTemplate::new(401).set_body_raw(
+            r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#,
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    let out = run_against(&server).run().await;
+    out.assert_code(78);
+    assert_eq!(out.count("token_mints"), 4);
+    assert!(out.summary()["error"].as_str().unwrap().contains("check ZOHO_DC"));
+}
