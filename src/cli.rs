@@ -40,6 +40,11 @@ pub enum Command {
     #[command(after_help = "Example:\n  dealsync simulate --port 8080 --deals 10000 --seed 7 --latency-ms 50\n  \
         # then, in another shell, use the variables it prints and run `dealsync sync`")]
     Simulate(SimulateArgs),
+    /// Compare the warehouse with Zoho for a window: counts, and up to 20 missing or extra deal ids.
+    #[command(after_help = "Examples:\n  dealsync verify --from 2026-10-01 --to 2026-11-01\n  \
+        dealsync verify --window-field Closing_Date --from 2026-01-01 --to 2026-04-01 --sink sqlite:deals.db\n\n\
+        Exit codes: 0 the warehouse agrees, 3 it does not (the ids are named), 75/78 as for sync.")]
+    Verify(SyncArgs),
     /// Verify credentials, the Zoho search API and the warehouse without writing anything.
     #[command(after_help = "Examples:\n  dealsync check                       # the smoke test after a deploy\n  \
         BIGQUERY_PROJECT=acme dealsync check\n  dealsync check --sink sqlite:/data/deals.db")]

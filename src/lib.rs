@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod mapping;
+pub mod reconcile;
 pub mod retry;
 pub mod run;
 pub mod shutdown;
@@ -61,6 +62,26 @@ pub async fn run(command: Command) -> Exit {
         }
         Command::Simulate(args) => simulate(args).await,
         Command::Check(args) => run::check(args).await,
+        Command::Verify(args) => {
+            let file = match config::FileConfig::discover() {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+                    return Exit::Config;
+                }
+            };
+            match args.plan(&file.sync) {
+                Ok(plan) if plan.spec.is_backfill() => run::verify(plan).await,
+                Ok(_) => {
+                    eprintln!("error: verify needs --from (and usually --to)");
+                    Exit::Usage
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Exit::Usage
+                }
+            }
+        }
         Command::Auth(cli::AuthCommand::Scopes) => {
             println!("{}", zoho::auth::SCOPES.join(","));
             Exit::Ok

@@ -40,6 +40,8 @@ pub enum RunError {
     Usage(String),
     #[error("stopped by {0} before the window was complete; nothing was committed for this run, and the next run covers the window again")]
     Interrupted(String),
+    #[error("the warehouse does not agree with Zoho for this window (see the reconciliation event)")]
+    Mismatch,
 }
 
 impl RunError {
@@ -50,6 +52,7 @@ impl RunError {
             RunError::Sink(e) => e.exit,
             RunError::Usage(_) => Exit::Usage,
             RunError::Interrupted(_) => Exit::Interrupted,
+            RunError::Mismatch => Exit::Partial,
         }
     }
 }
@@ -202,11 +205,27 @@ async fn sync_inner(
     summary.rows_unchanged = written.stats.unchanged;
     summary.won_amount_by_currency = written.amounts;
 
+    let mut mismatch = false;
+    if error.is_none() {
+        match crate::reconcile::reconcile(&client, sink.as_mut(), &window).await {
+            Ok(Some(r)) => {
+                summary.crm_closed_won = Some(r.crm);
+                summary.warehouse_closed_won = Some(r.warehouse);
+                mismatch = !r.matches;
+                log_reconciliation(run_id, &r);
+            }
+            Ok(None) => tracing::debug!(event = "reconciliation", outcome = "skipped", "this sink keeps nothing to compare"),
+            Err(e) => tracing::warn!(event = "reconciliation", outcome = "unavailable", "could not reconcile the window: {e}"),
+        }
+    }
     let exit = match &error {
-        None if summary.quarantined > 0 => Exit::Partial,
+        None if summary.quarantined > 0 || mismatch => Exit::Partial,
         None => Exit::Ok,
         Some(e) => e.exit(),
     };
+    if mismatch && summary.error.is_none() {
+        summary.error = Some("the warehouse does not agree with Zoho for this window (see the reconciliation event)".into());
+    }
     let record = RunRecord {
         run_id: run_id.to_string(),
         kind: summary.kind,
@@ -241,7 +260,52 @@ async fn sync_inner(
     }
     match error {
         Some(e) => Err(e),
+        None if mismatch => Err(RunError::Mismatch),
         None => Ok(()),
+    }
+}
+
+fn log_reconciliation(run_id: &str, r: &crate::reconcile::Reconciliation) {
+    let missing = r.missing.join(",");
+    let extra = r.extra.join(",");
+    if r.matches {
+        tracing::info!(event = "reconciliation", run_id = %run_id, outcome = "match", crm = r.crm, warehouse = r.warehouse,
+            "the warehouse holds the {} closed-won deals Zoho counts in the window", r.crm);
+    } else {
+        tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "mismatch", crm = r.crm, warehouse = r.warehouse,
+            missing = %missing, extra = %extra,
+            "Zoho counts {} closed-won deals in the window, the warehouse holds {}; missing: [{missing}], extra: [{extra}]", r.crm, r.warehouse);
+    }
+}
+
+/// `dealsync verify`: reconciliation alone. 0 when the warehouse agrees with Zoho, 3 when it does not.
+pub async fn verify(plan: SyncPlan) -> Exit {
+    let started_at = Utc::now();
+    let run_id = new_run_id(started_at);
+    let result: Result<bool, RunError> = async {
+        let settings = Settings::from_env(Needs::ZohoCredentials)?;
+        let window = plan.spec.resolve(plan.field, started_at, None).map_err(RunError::Usage)?;
+        let client = ZohoClient::new(settings.zoho.clone().expect("credentials were required"), plan.retry, plan.request_timeout)?;
+        let mut sink = open_sink(&plan, &settings, &run_id, started_at).await?;
+        match crate::reconcile::reconcile(&client, sink.as_mut(), &window).await {
+            Ok(Some(r)) => {
+                log_reconciliation(&run_id, &r);
+                println!("{}", serde_json::to_string(&r).expect("serializes"));
+                Ok(r.matches)
+            }
+            Ok(None) => Err(RunError::Usage(format!("{} keeps nothing to compare", sink.describe()))),
+            Err(crate::reconcile::ReconcileError::Zoho(e)) => Err(e.into()),
+            Err(crate::reconcile::ReconcileError::Sink(e)) => Err(e.into()),
+        }
+    }
+    .await;
+    match result {
+        Ok(true) => Exit::Ok,
+        Ok(false) => Exit::Partial,
+        Err(e) => {
+            tracing::error!(event = "verify_failed", "{e}");
+            e.exit()
+        }
     }
 }
 

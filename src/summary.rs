@@ -35,6 +35,9 @@ pub struct RunSummary {
     /// Sum of `amount` per currency over the closed-won deals fetched; currencies are never added together.
     pub won_amount_by_currency: BTreeMap<String, Decimal>,
     pub duration_ms: u64,
+    /// Reconciliation: Zoho's count of closed-won deals in the window, and the warehouse's.
+    pub crm_closed_won: Option<u64>,
+    pub warehouse_closed_won: Option<u64>,
     /// From process start to the first request sent (the token mint), in microseconds.
     pub time_to_first_request_us: u64,
     pub error: Option<String>,
@@ -82,6 +85,8 @@ impl RunSummary {
                     won_amount_by_currency = %amounts,
                     duration_ms = self.duration_ms,
                     time_to_first_request_us = self.time_to_first_request_us,
+                    crm_closed_won = self.crm_closed_won,
+                    warehouse_closed_won = self.warehouse_closed_won,
                     error = self.error.as_deref().unwrap_or(""),
                     "run finished: {}", self.outcome
                 )

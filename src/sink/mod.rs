@@ -109,6 +109,16 @@ pub trait Sink: Send {
     /// Makes the run's writes final (a MERGE for staged sinks). Returns what only the commit knows.
     async fn commit(&mut self) -> Result<WriteStats, SinkError>;
 
+    /// How many deals the warehouse holds in the window, for reconciliation; `None` for sinks that keep nothing.
+    async fn count_in_window(&mut self, _window: &crate::window::Window) -> Result<Option<u64>, SinkError> {
+        Ok(None)
+    }
+
+    /// The deal ids the warehouse holds in the window, sorted by `reconcile::sort_ids`.
+    async fn ids_in_window(&mut self, _window: &crate::window::Window) -> Result<Vec<String>, SinkError> {
+        Ok(Vec::new())
+    }
+
     /// Gives up the run's uncommitted writes (after an interruption). Best effort.
     async fn abandon(&mut self) {}
 

@@ -59,7 +59,31 @@ impl SqliteSink {
     }
 }
 
+/// The SQL condition selecting a window's rows, with its two bound values.
+fn window_condition(w: &crate::window::Window) -> (&'static str, String, String) {
+    if w.field.is_date() {
+        ("closing_date >= ?1 AND closing_date < ?2", w.start_str(), w.end_str())
+    } else {
+        let f = |t: &chrono::DateTime<chrono::FixedOffset>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+        ("julianday(modified_time) >= julianday(?1) AND julianday(modified_time) < julianday(?2)", f(&w.start), f(&w.end))
+    }
+}
+
 impl SqliteSink {
+    /// Opens an existing database without creating anything (for `dealsync verify`).
+    fn open_existing(&mut self) -> Result<(), SinkError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        if !self.path.exists() {
+            return Err(SinkError::new(self.describe(), format!("{} does not exist", self.path.display()), Exit::Config));
+        }
+        let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| self.err("opening the database", e))?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
     /// Upserts the pending rows in one transaction.
     async fn flush(&mut self) -> Result<WriteStats, SinkError> {
         if self.pending.is_empty() {
@@ -294,6 +318,29 @@ impl Sink for SqliteSink {
 
     async fn commit(&mut self) -> Result<WriteStats, SinkError> {
         self.flush().await
+    }
+
+    async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
+        self.open_existing()?;
+        let (cond, a, b) = window_condition(w);
+        let sql = format!("SELECT count(*) FROM {TABLE} WHERE {cond}");
+        let n: i64 = self.with_conn("counting the window's rows", move |c| c.query_row(&sql, params![a, b], |r| r.get(0))).await?;
+        Ok(Some(n as u64))
+    }
+
+    async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
+        self.open_existing()?;
+        let (cond, a, b) = window_condition(w);
+        let sql = format!("SELECT deal_id FROM {TABLE} WHERE {cond}");
+        let mut ids: Vec<String> = self
+            .with_conn("listing the window's rows", move |c| {
+                let mut stmt = c.prepare(&sql)?;
+                let ids = stmt.query_map(params![a, b], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>();
+                ids
+            })
+            .await?;
+        crate::reconcile::sort_ids(&mut ids);
+        Ok(ids)
     }
 
     async fn abandon(&mut self) {

@@ -404,3 +404,18 @@ async fn random_faults_and_a_sigkill_into_bigquery_end_with_exactly_the_truth() 
     );
     assert!(sim.stats().faults_injected > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_in_bigquery_names_a_row_deleted_behind_dealsyncs_back() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "reconcile").await;
+    let sim = simulator(sim_config(2000)).await;
+    let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(out.event("reconciliation")["outcome"], "match");
+    let victim = bq.deal_ids().await[5].clone();
+    bq.query(&format!("DELETE FROM {} WHERE deal_id = '{victim}'", bq.table_ref("closed_won_deals"))).await;
+    let verify = bq.dealsync(&["verify", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).run().await;
+    verify.assert_code(3);
+    assert_eq!(verify.event("reconciliation")["missing"], victim.as_str());
+}

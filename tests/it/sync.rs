@@ -262,3 +262,37 @@ async fn closing_date_windows_select_by_date() {
     assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &w));
     assert_eq!(query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals WHERE closing_date < '2026-10-05' OR closing_date >= '2026-10-12'"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_passes_on_a_clean_run_and_names_a_row_removed_behind_dealsyncs_back() {
+    let sim = simulator(sim_config(3000)).await;
+    let args = ["sync", "--from", "2026-10-01", "--to", "2026-11-01"];
+    let out = Dealsync::new(&args).against(&sim).run().await;
+    out.assert_code(0);
+    let rec = out.event("reconciliation");
+    assert_eq!(rec["outcome"], "match");
+    let truth = expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"));
+    assert_eq!(rec["crm"], truth.len() as u64);
+    assert_eq!(out.count("warehouse_closed_won"), truth.len() as u64);
+
+    // Someone deletes two rows from the warehouse.
+    let db = out.db();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM closed_won_deals WHERE deal_id IN (?1, ?2)", [&truth[3], &truth[7]]).unwrap();
+    drop(conn);
+    let verify = Dealsync::new(&["verify", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).reuse(out.dir).run().await;
+    verify.assert_code(3);
+    let rec = verify.event("reconciliation");
+    assert_eq!(rec["outcome"], "mismatch");
+    assert_eq!(rec["missing"], format!("{},{}", truth[3], truth[7]));
+    assert_eq!(rec["extra"], "");
+    let report: serde_json::Value = serde_json::from_str(verify.stdout.trim()).unwrap();
+    assert_eq!(report["crm"].as_u64().unwrap() - report["warehouse"].as_u64().unwrap(), 2);
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM closed_won_deals"), truth.len() as i64 - 2, "verify writes nothing");
+
+    // The next sync of the window puts them back, and agrees again.
+    let again = Dealsync::new(&args).against(&sim).reuse(verify.dir).run().await;
+    again.assert_code(0);
+    assert_eq!(again.count("rows_inserted"), 2);
+    assert_eq!(again.event("reconciliation")["outcome"], "match");
+}

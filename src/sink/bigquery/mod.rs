@@ -633,6 +633,26 @@ impl Sink for BigQuerySink {
         Ok(WriteStats { inserted, updated, unchanged: staged - inserted - updated, rejected })
     }
 
+    async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
+        let sql = format!("SELECT COUNT(*) FROM {} WHERE {}", self.table(&self.s.table), sql::window_condition(w));
+        let mut rs = self.query("counting the window's rows", sql).await.map_err(|e| self.fail(e))?;
+        let n = if rs.next_row() { rs.get_i64(0).ok().flatten().unwrap_or(0) } else { 0 };
+        Ok(Some(n.max(0) as u64))
+    }
+
+    async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
+        let sql = format!("SELECT deal_id FROM {} WHERE {}", self.table(&self.s.table), sql::window_condition(w));
+        let mut rs = self.query("listing the window's rows", sql).await.map_err(|e| self.fail(e))?;
+        let mut ids = Vec::new();
+        while rs.next_row() {
+            if let Ok(Some(id)) = rs.get_string(0) {
+                ids.push(id);
+            }
+        }
+        crate::reconcile::sort_ids(&mut ids);
+        Ok(ids)
+    }
+
     async fn abandon(&mut self) {
         self.batch.clear();
         if self.staging_ready {

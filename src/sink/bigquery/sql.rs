@@ -136,6 +136,16 @@ pub fn last_good_sql(runs: &str, field: &str) -> String {
     )
 }
 
+/// The condition selecting a window's rows (bounds are ours: dates and RFC 3339 instants, no quoting issue).
+pub fn window_condition(w: &crate::window::Window) -> String {
+    if w.field.is_date() {
+        format!("closing_date >= DATE '{}' AND closing_date < DATE '{}'", w.start_str(), w.end_str())
+    } else {
+        let f = |t: &chrono::DateTime<chrono::FixedOffset>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+        format!("modified_time >= TIMESTAMP '{}' AND modified_time < TIMESTAMP '{}'", f(&w.start), f(&w.end))
+    }
+}
+
 /// `CREATE TABLE` DDL of the target, equivalent to what dealsync creates through the API.
 pub fn target_ddl(table: &str) -> String {
     let cols: Vec<String> = COLUMNS
