@@ -54,9 +54,10 @@ pub struct DealRow {
     pub synced_at: DateTime<Utc>,
 }
 
-/// Instants are written the same way everywhere: RFC 3339, UTC, whole seconds unless Zoho sent more.
+/// Instants are written the same way everywhere: RFC 3339, UTC, whole seconds (Zoho's precision). The fixed
+/// width makes the text sort like the instant, so SQLite can index and range-scan it.
 pub fn format_instant(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 fn instant<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

@@ -64,8 +64,9 @@ fn window_condition(w: &crate::window::Window) -> (&'static str, String, String)
     if w.field.is_date() {
         ("closing_date >= ?1 AND closing_date < ?2", w.start_str(), w.end_str())
     } else {
-        let f = |t: &chrono::DateTime<chrono::FixedOffset>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
-        ("julianday(modified_time) >= julianday(?1) AND julianday(modified_time) < julianday(?2)", f(&w.start), f(&w.end))
+        // Stored instants are fixed-width UTC text, so the bounds in the same form compare correctly and use the index.
+        let f = |t: &chrono::DateTime<chrono::FixedOffset>| format_instant(&t.with_timezone(&chrono::Utc));
+        ("modified_time >= ?1 AND modified_time < ?2", f(&w.start), f(&w.end))
     }
 }
 
@@ -148,6 +149,8 @@ CREATE TABLE IF NOT EXISTS _dealsync_quarantine (
     quarantined_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS _dealsync_quarantine_deal ON _dealsync_quarantine (deal_id);
+CREATE INDEX IF NOT EXISTS closed_won_deals_modified_time ON closed_won_deals (modified_time);
+CREATE INDEX IF NOT EXISTS closed_won_deals_closing_date ON closed_won_deals (closing_date);
 ";
 
 fn names() -> String {

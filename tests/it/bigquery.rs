@@ -419,3 +419,27 @@ async fn reconciliation_in_bigquery_names_a_row_deleted_behind_dealsyncs_back() 
     verify.assert_code(3);
     assert_eq!(verify.event("reconciliation")["missing"], victim.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_sharded_tasks_merge_exactly_the_range_into_bigquery() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "sharded").await;
+    let sim = simulator(sim_config(4000)).await;
+    // The first task creates the dataset and tables; the others find them.
+    let mut runs = Vec::new();
+    for index in 0..4 {
+        runs.push(
+            bq.dealsync(&OCTOBER)
+                .against(&sim)
+                .env("JOB_COMPLETION_INDEX", &index.to_string())
+                .env("DEALSYNC_TASK_COUNT", "4")
+                .spawn(),
+        );
+    }
+    for run in runs {
+        run.wait().await.assert_code(0);
+    }
+    assert_eq!(bq.deal_ids().await, expected_ids(&sim, &october()));
+    assert!(!bq.table_names().await.iter().any(|n| n.starts_with("_dealsync_stg_")), "every task dropped its staging table");
+    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {} WHERE kind = 'backfill'", bq.table_ref("_dealsync_runs"))).await, 4);
+}

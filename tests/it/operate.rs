@@ -94,3 +94,27 @@ async fn the_config_file_sets_defaults_that_environment_and_flags_override() {
     out.assert_code(78);
     assert!(out.stderr.contains("sync.overlap"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_log_lines_carry_what_cloud_logging_reads() {
+    let sim = simulator(sim_config(500)).await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-05"]).against(&sim).env("LOG_FORMAT", "gcp").run().await;
+    out.assert_code(0);
+    let events = out.events();
+    assert_eq!(events.len(), out.stderr.lines().count(), "every line is one JSON object");
+    for e in &events {
+        assert!(matches!(e["severity"].as_str(), Some("DEBUG" | "INFO" | "WARNING" | "ERROR")), "{e}");
+        assert!(e["message"].is_string() && e["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let summary = out.summary();
+    assert_eq!(summary["logging.googleapis.com/labels"]["run_id"], summary["run_id"]);
+    assert!(!out.stderr.contains("\u{1b}["), "no colour codes in JSON");
+}
+
+#[test]
+fn the_version_names_the_git_revision() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dealsync")).arg("--version").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rev = text.trim().rsplit_once('(').map(|(_, r)| r.trim_end_matches(')').to_string()).unwrap();
+    assert!(rev == "unknown" || (rev.len() == 12 && rev.chars().all(|c| c.is_ascii_hexdigit())), "{text}");
+}
