@@ -40,48 +40,20 @@ pub fn micros_since_start() -> u64 {
 /// Runs a parsed command line and says how the process should exit.
 pub async fn run(command: Command) -> Exit {
     match command {
-        Command::Sync(args) => {
-            let file = match config::FileConfig::discover() {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-                    return Exit::Config;
-                }
-            };
-            match args.plan(&file.sync) {
-                Ok(plan) => run::sync(plan).await.1,
-                Err(e) if e.starts_with("config file") => {
-                    tracing::error!(event = "config_error", "{e}");
-                    Exit::Config
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Exit::Usage
-                }
-            }
-        }
+        Command::Sync(args) => match plan(&args) {
+            Ok(plan) => run::sync(plan).await.1,
+            Err(exit) => exit,
+        },
         Command::Simulate(args) => simulate(args).await,
         Command::Check(args) => run::check(args).await,
-        Command::Verify(args) => {
-            let file = match config::FileConfig::discover() {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-                    return Exit::Config;
-                }
-            };
-            match args.plan(&file.sync) {
-                Ok(plan) if plan.spec.is_backfill() => run::verify(plan).await,
-                Ok(_) => {
-                    eprintln!("error: verify needs --from (and usually --to)");
-                    Exit::Usage
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Exit::Usage
-                }
+        Command::Verify(args) => match plan(&args) {
+            Ok(plan) if plan.spec.is_backfill() => run::verify(plan).await,
+            Ok(_) => {
+                eprintln!("error: verify needs --from (and usually --to)");
+                Exit::Usage
             }
-        }
+            Err(exit) => exit,
+        },
         Command::Auth(cli::AuthCommand::Scopes) => {
             println!("{}", zoho::auth::SCOPES.join(","));
             Exit::Ok
@@ -92,6 +64,23 @@ pub async fn run(command: Command) -> Exit {
             Exit::Ok
         }
     }
+}
+
+/// Validates the flags against the configuration file. Errors are reported here; the exit says which kind.
+fn plan(args: &cli::SyncArgs) -> Result<cli::SyncPlan, Exit> {
+    let file = config::FileConfig::discover().map_err(|e| {
+        tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+        Exit::Config
+    })?;
+    args.plan(&file.sync).map_err(|e| {
+        if e.starts_with("config file") {
+            tracing::error!(event = "config_error", "{e}");
+            Exit::Config
+        } else {
+            eprintln!("error: {e}");
+            Exit::Usage
+        }
+    })
 }
 
 /// `dealsync schema`.

@@ -80,12 +80,7 @@ impl Dealsync {
     pub async fn run(self) -> Outcome {
         let Dealsync { mut cmd, dir } = self;
         let out = tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs")).await.unwrap();
-        Outcome {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            dir,
-        }
+        Outcome::new(out, dir)
     }
 }
 
@@ -113,12 +108,7 @@ impl Running {
     pub async fn wait(self) -> Outcome {
         let Running { child, dir } = self;
         let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
-        Outcome {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            dir,
-        }
+        Outcome::new(out, dir)
     }
 }
 
@@ -130,6 +120,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    fn new(out: std::process::Output, dir: tempfile::TempDir) -> Outcome {
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            dir,
+        }
+    }
+
     /// Every JSON log line on stderr.
     pub fn events(&self) -> Vec<Value> {
         self.stderr.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect()
