@@ -52,6 +52,12 @@ pub struct DealRow {
     pub sync_run_id: String,
     #[serde(serialize_with = "instant")]
     pub synced_at: DateTime<Utc>,
+    /// False once the deal left "Closed Won" in the CRM (reopened or lost).
+    pub is_closed_won: bool,
+    /// True once the deal was deleted in the CRM (a soft delete: the row stays).
+    pub is_deleted: bool,
+    #[serde(serialize_with = "opt_instant")]
+    pub deleted_time: Option<DateTime<Utc>>,
 }
 
 /// Instants are written the same way everywhere: RFC 3339, UTC, whole seconds (Zoho's precision). The fixed
@@ -255,6 +261,9 @@ impl Typed {
             raw,
             sync_run_id: stamp.run_id.clone(),
             synced_at: stamp.synced_at,
+            is_closed_won: true,
+            is_deleted: false,
+            deleted_time: None,
         }
     }
 }
@@ -549,6 +558,9 @@ pub const COLUMNS: &[Column] = &[
     col("raw", "JSON", "NULLABLE", "TEXT NOT NULL", "The complete record as received, custom fields included"),
     col("sync_run_id", "STRING", "REQUIRED", "TEXT NOT NULL", "Run that last wrote the row"),
     col("synced_at", "TIMESTAMP", "REQUIRED", "TEXT NOT NULL", "When that run started"),
+    col("is_closed_won", "BOOL", "NULLABLE", "INTEGER NOT NULL DEFAULT 1", "False once the deal was reopened or lost"),
+    col("is_deleted", "BOOL", "NULLABLE", "INTEGER NOT NULL DEFAULT 0", "True once the deal was deleted in Zoho"),
+    col("deleted_time", "TIMESTAMP", "NULLABLE", "TEXT", "When it was deleted in Zoho"),
 ];
 
 impl FromStr for RunStamp {

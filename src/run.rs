@@ -205,6 +205,16 @@ async fn sync_inner(
     summary.rows_unchanged = written.stats.unchanged;
     summary.won_amount_by_currency = written.amounts;
 
+    let mut error = error;
+    if error.is_none() && sink.tracks_changes() {
+        match apply_changes(&client, sink.as_mut(), &window).await {
+            Ok((deleted, reopened)) => {
+                summary.rows_deleted = deleted;
+                summary.rows_reopened = reopened;
+            }
+            Err(e) => error = Some(e),
+        }
+    }
     let mut mismatch = false;
     if error.is_none() {
         match crate::reconcile::reconcile(&client, sink.as_mut(), &window).await {
@@ -263,6 +273,20 @@ async fn sync_inner(
         None if mismatch => Err(RunError::Mismatch),
         None => Ok(()),
     }
+}
+
+/// Deletions since the window's start and deals that left "Closed Won" in it, applied to rows the sink holds.
+async fn apply_changes(client: &ZohoClient, sink: &mut dyn Sink, window: &Window) -> Result<(u64, u64), RunError> {
+    let deleted = crate::zoho::changes::deleted_since(client, window.start.with_timezone(&Utc)).await?;
+    let seen_deleted = deleted.len();
+    let n_deleted = if deleted.is_empty() { 0 } else { sink.mark_deleted(deleted).await? };
+    let left = crate::zoho::changes::left_closed_won(client, window).await?;
+    let seen_left = left.len();
+    let n_reopened = if left.is_empty() { 0 } else { sink.mark_not_won(left).await? };
+    tracing::info!(event = "changes", deleted_in_zoho = seen_deleted, rows_deleted = n_deleted,
+        not_won_in_zoho = seen_left, rows_reopened = n_reopened,
+        "applied deletions and stage changes to deals the warehouse holds");
+    Ok((n_deleted, n_reopened))
 }
 
 fn log_reconciliation(run_id: &str, r: &crate::reconcile::Reconciliation) {

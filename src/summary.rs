@@ -32,6 +32,10 @@ pub struct RunSummary {
     pub rows_updated: u64,
     pub rows_unchanged: u64,
     pub quarantined: u64,
+    /// Rows soft-deleted because Zoho deleted the deal.
+    pub rows_deleted: u64,
+    /// Rows flipped to `is_closed_won = false` because the deal was reopened or lost.
+    pub rows_reopened: u64,
     /// Sum of `amount` per currency over the closed-won deals fetched; currencies are never added together.
     pub won_amount_by_currency: BTreeMap<String, Decimal>,
     pub duration_ms: u64,
@@ -82,6 +86,8 @@ impl RunSummary {
                     rows_unchanged = self.rows_unchanged,
                     rows_written = self.rows_written(),
                     quarantined = self.quarantined,
+                    rows_deleted = self.rows_deleted,
+                    rows_reopened = self.rows_reopened,
                     won_amount_by_currency = %amounts,
                     duration_ms = self.duration_ms,
                     time_to_first_request_us = self.time_to_first_request_us,

@@ -102,6 +102,8 @@ pub struct SimDeal {
     pub huge_description: bool,
     pub broken: Option<Broken>,
     pub deleted: bool,
+    /// When it went to the recycle bin (unix seconds), for `/Deals/deleted`.
+    pub deleted_at: Option<i64>,
 }
 
 impl SimDeal {
@@ -362,6 +364,7 @@ pub fn generate(spec: &GenSpec) -> Vec<SimDeal> {
             huge_description: rng.chance(0.002),
             broken,
             deleted: false,
+            deleted_at: None,
         });
     }
     deals.sort_by_key(|d| (d.modified, d.id));

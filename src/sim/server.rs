@@ -93,6 +93,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/crm/v8/Deals/search", get(search))
         .route("/crm/v8/coql", post(coql_query))
         .route("/crm/v8/settings/fields", get(fields))
+        .route("/crm/v8/Deals/deleted", get(deleted))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), inject))
         .route("/oauth/v2/token", post(token))
         .fallback(not_found)
@@ -367,6 +368,43 @@ async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body
     let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
     let info = json!({"count": end - q.offset, "more_records": end < matches.len()});
     json_response(StatusCode::OK, page_body(&state, &matches[q.offset..end], Some(&fields), info))
+}
+
+/// `GET /crm/v8/Deals/deleted?type=all&page=N&per_page=M` with `If-Modified-Since`: deleted records, newest
+/// first, as Zoho lists its recycle bin.
+async fn deleted(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    pause(&state).await;
+    if let Err(r) = authorize(&state, &headers, DEALS_SCOPE) {
+        return r;
+    }
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+        .map(|t| t.timestamp())
+        .unwrap_or(i64::MIN);
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
+    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).filter(|p| (1..=200).contains(p)).unwrap_or(200);
+    let deals = state.deals.read().expect("not poisoned");
+    let mut gone: Vec<&SimDeal> = deals.iter().filter(|d| d.deleted_at.is_some_and(|t| t >= since)).collect();
+    gone.sort_by_key(|d| std::cmp::Reverse((d.deleted_at, d.id)));
+    let start = (page - 1) * per_page;
+    if start >= gone.len() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let end = (start + per_page).min(gone.len());
+    let tz = state.config.tz;
+    let data: Vec<serde_json::Value> = gone[start..end]
+        .iter()
+        .map(|d| {
+            let t = chrono::TimeZone::timestamp_opt(&tz, d.deleted_at.unwrap_or(0), 0).single().expect("valid");
+            json!({"deleted_by": {"name": "Patricia Boyle", "id": "4876876000000225013"}, "id": d.id.to_string(),
+                   "display_name": d.deal_name(), "type": "recycle", "created_by": {"name": "Patricia Boyle", "id": "4876876000000225013"},
+                   "deleted_time": t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)})
+        })
+        .collect();
+    let body = json!({"data": data, "info": {"per_page": per_page, "count": end - start, "page": page, "more_records": end < gone.len()}});
+    json_response(StatusCode::OK, body.to_string())
 }
 
 /// `GET /crm/v8/settings/fields?module=…`: enough metadata for the official SDK and for `dealsync fields`.

@@ -109,6 +109,21 @@ pub trait Sink: Send {
     /// Makes the run's writes final (a MERGE for staged sinks). Returns what only the commit knows.
     async fn commit(&mut self) -> Result<WriteStats, SinkError>;
 
+    /// Whether the sink keeps rows that later CRM changes (deletions, reopened deals) should update.
+    fn tracks_changes(&self) -> bool {
+        false
+    }
+
+    /// Marks deals deleted in Zoho (a soft delete). Returns how many rows changed.
+    async fn mark_deleted(&mut self, _deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
+        Ok(0)
+    }
+
+    /// Records deals that left "Closed Won", where the copy is newer than the row. Returns how many changed.
+    async fn mark_not_won(&mut self, _changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
+        Ok(0)
+    }
+
     /// How many deals the warehouse holds in the window, for reconciliation; `None` for sinks that keep nothing.
     async fn count_in_window(&mut self, _window: &crate::window::Window) -> Result<Option<u64>, SinkError> {
         Ok(None)

@@ -62,11 +62,11 @@ impl SqliteSink {
 /// The SQL condition selecting a window's rows, with its two bound values.
 fn window_condition(w: &crate::window::Window) -> (&'static str, String, String) {
     if w.field.is_date() {
-        ("closing_date >= ?1 AND closing_date < ?2", w.start_str(), w.end_str())
+        ("closing_date >= ?1 AND closing_date < ?2 AND is_closed_won = 1 AND is_deleted = 0", w.start_str(), w.end_str())
     } else {
         // Stored instants are fixed-width UTC text, so the bounds in the same form compare correctly and use the index.
         let f = |t: &chrono::DateTime<chrono::FixedOffset>| format_instant(&t.with_timezone(&chrono::Utc));
-        ("modified_time >= ?1 AND modified_time < ?2", f(&w.start), f(&w.end))
+        ("modified_time >= ?1 AND modified_time < ?2 AND is_closed_won = 1 AND is_deleted = 0", f(&w.start), f(&w.end))
     }
 }
 
@@ -216,6 +216,9 @@ fn write_row(stmt: &mut rusqlite::CachedStatement<'_>, row: &DealRow) -> rusqlit
         row.raw.get(),
         row.sync_run_id,
         synced,
+        row.is_closed_won,
+        row.is_deleted,
+        row.deleted_time.as_ref().map(format_instant),
     ])
 }
 
@@ -267,6 +270,15 @@ impl Sink for SqliteSink {
             c.pragma_update(None, "journal_mode", "TRUNCATE")?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
             c.execute_batch(&ddl)?;
+            // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
+            let have: Vec<String> = c
+                .prepare(&format!("PRAGMA table_info({TABLE})"))?
+                .query_map([], |r| r.get::<_, String>(1))?
+                .collect::<Result<_, _>>()?;
+            for col in COLUMNS.iter().filter(|col| !have.iter().any(|h| h.eq_ignore_ascii_case(col.name))) {
+                c.execute_batch(&format!("ALTER TABLE {TABLE} ADD COLUMN {} {}", col.name, col.sqlite_type))?;
+                tracing::info!(event = "columns_added", columns = col.name, "added a column to the SQLite table");
+            }
             c.execute_batch(LEDGER_SQL)
         })
         .await
@@ -321,6 +333,49 @@ impl Sink for SqliteSink {
 
     async fn commit(&mut self) -> Result<WriteStats, SinkError> {
         self.flush().await
+    }
+
+    fn tracks_changes(&self) -> bool {
+        true
+    }
+
+    async fn mark_deleted(&mut self, deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
+        self.flush().await?;
+        self.with_conn("marking deleted deals", move |c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0"
+                ))?;
+                for d in &deleted {
+                    n += stmt.execute(params![d.deal_id, format_instant(&d.deleted_time)])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn mark_not_won(&mut self, changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
+        self.flush().await?;
+        self.with_conn("recording reopened deals", move |c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3
+                     WHERE deal_id = ?1 AND modified_time < ?3"
+                ))?;
+                for ch in &changes {
+                    n += stmt.execute(params![ch.deal_id, ch.stage, format_instant(&ch.modified_time)])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
     }
 
     async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {

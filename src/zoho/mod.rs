@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod criteria;
 pub mod error;
+pub mod changes;
 pub mod fetch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,9 @@ pub use error::{ApiErrorBody, AuthError, ZohoError};
 pub use crate::retry::RetryPolicy;
 
 use crate::config::{join_path, ZohoSettings};
+
+/// Method, URL, JSON body and `If-Modified-Since` of one API request.
+type Request = (reqwest::Method, Url, Option<String>, Option<String>);
 
 /// Counters for the run summary.
 #[derive(Debug, Default)]
@@ -102,7 +106,7 @@ impl ZohoClient {
             |base| {
                 let mut url = join_path(base, &path);
                 url.query_pairs_mut().extend_pairs(query.iter());
-                (reqwest::Method::GET, url, None)
+                (reqwest::Method::GET, url, None, None)
             },
             |what, status, body| match body {
                 None => Ok(None),
@@ -120,7 +124,24 @@ impl ZohoClient {
     pub async fn coql(&self, select_query: &str) -> Result<Option<Page>, ZohoError> {
         let body = serde_json::json!({ "select_query": select_query }).to_string();
         self.execute(
-            |base| (reqwest::Method::POST, join_path(base, "crm/v8/coql"), Some(body.clone())),
+            |base| (reqwest::Method::POST, join_path(base, "crm/v8/coql"), Some(body.clone()), None),
+            |what, status, body| match body {
+                None => Ok(None),
+                Some(body) => parse_page(what, status, &body).map(Some),
+            },
+        )
+        .await
+    }
+
+    /// One page of `GET /crm/v8/Deals/deleted?type=all` for records deleted since `since`. `None` on 204.
+    pub async fn deleted_page(&self, since: &str, page: u32) -> Result<Option<Page>, ZohoError> {
+        let page_s = page.to_string();
+        self.execute(
+            |base| {
+                let mut url = join_path(base, "crm/v8/Deals/deleted");
+                url.query_pairs_mut().extend_pairs([("type", "all"), ("page", page_s.as_str()), ("per_page", "200")]);
+                (reqwest::Method::GET, url, None, Some(since.to_string()))
+            },
             |what, status, body| match body {
                 None => Ok(None),
                 Some(body) => parse_page(what, status, &body).map(Some),
@@ -197,7 +218,7 @@ impl ZohoClient {
     /// `parse` turns a 2xx answer (`None` for an empty body) into the result, and may itself ask for a retry.
     async fn execute<T, B, P>(&self, build: B, parse: P) -> Result<T, ZohoError>
     where
-        B: Fn(&Url) -> (reqwest::Method, Url, Option<String>),
+        B: Fn(&Url) -> Request,
         P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
     {
         self.with_retries("a Zoho API request", || self.execute_once(&build, &parse)).await
@@ -205,7 +226,7 @@ impl ZohoClient {
 
     async fn execute_once<T, B, P>(&self, build: &B, parse: &P) -> Result<T, ZohoError>
     where
-        B: Fn(&Url) -> (reqwest::Method, Url, Option<String>),
+        B: Fn(&Url) -> Request,
         P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
     {
         let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
@@ -214,7 +235,7 @@ impl ZohoClient {
         let mut remints = 0;
         loop {
             let token = self.token().await?;
-            let (method, url, body) = build(&token.api_domain);
+            let (method, url, body, if_modified_since) = build(&token.api_domain);
             let what = format!("{method} {url}");
             let mut auth = HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret()))
                 .map_err(|_| ZohoError::InvalidBody {
@@ -226,6 +247,9 @@ impl ZohoClient {
             let mut req = self.http.request(method, url).header(AUTHORIZATION, auth);
             if let Some(body) = body {
                 req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+            }
+            if let Some(since) = if_modified_since {
+                req = req.header(reqwest::header::IF_MODIFIED_SINCE, since);
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(event = "zoho_request", request = %what);

@@ -443,3 +443,31 @@ async fn four_sharded_tasks_merge_exactly_the_range_into_bigquery() {
     assert!(!bq.table_names().await.iter().any(|n| n.starts_with("_dealsync_stg_")), "every task dropped its staging table");
     assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {} WHERE kind = 'backfill'", bq.table_ref("_dealsync_runs"))).await, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_reopened_deals_are_marked_in_bigquery() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "changes").await;
+    let sim = simulator(sim_config(2000)).await;
+    bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
+    let won = sim.closed_won_in(&october());
+    let (gone, reopened) = (won[3].id, won[4].id);
+    sim.mutate(|deals| {
+        for d in deals.iter_mut() {
+            if d.id == gone {
+                d.deleted = true;
+                d.deleted_at = Some(utc("2026-10-21T00:00:00Z").timestamp());
+            } else if d.id == reopened {
+                d.stage = "Negotiation/Review";
+                d.modified = utc("2026-10-31T12:00:00Z").timestamp();
+            }
+        }
+    });
+    let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!((out.count("rows_deleted"), out.count("rows_reopened")), (1, 1));
+    let t = bq.table_ref("closed_won_deals");
+    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {t} WHERE deal_id = '{gone}' AND is_deleted AND deleted_time IS NOT NULL")).await, 1);
+    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {t} WHERE deal_id = '{reopened}' AND NOT is_closed_won AND stage = 'Negotiation/Review'")).await, 1);
+    assert_eq!(out.event("reconciliation")["outcome"], "match");
+}

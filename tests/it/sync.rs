@@ -296,3 +296,73 @@ async fn reconciliation_passes_on_a_clean_run_and_names_a_row_removed_behind_dea
     assert_eq!(again.count("rows_inserted"), 2);
     assert_eq!(again.event("reconciliation")["outcome"], "match");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_reopened_deals_are_marked_on_the_next_run() {
+    let sim = simulator(sim_config(3000)).await;
+    let w = window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z");
+    let args = ["sync", "--from", "2026-10-01", "--to", "2026-11-01"];
+    let first = Dealsync::new(&args).against(&sim).run().await;
+    first.assert_code(0);
+    let won = sim.closed_won_in(&w);
+    let (gone, reopened, lost) = (won[10].id, won[20].id, won[30].id);
+    let deleted_at = utc("2026-10-20T08:00:00Z").timestamp();
+    sim.mutate(|deals| {
+        for d in deals.iter_mut() {
+            if d.id == gone {
+                d.deleted = true;
+                d.deleted_at = Some(deleted_at);
+            } else if d.id == reopened || d.id == lost {
+                d.stage = if d.id == lost { "Closed Lost" } else { "Negotiation/Review" };
+                d.modified = utc("2026-10-31T12:00:00Z").timestamp();
+            }
+        }
+    });
+    let second = Dealsync::new(&args).against(&sim).reuse(first.dir).run().await;
+    second.assert_code(0);
+    assert_eq!((second.count("rows_deleted"), second.count("rows_reopened")), (1, 2));
+    let db = second.db();
+    let row = |id: u64, col: &str| -> String {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(&format!("SELECT CAST({col} AS TEXT) FROM closed_won_deals WHERE deal_id = ?1"), [id.to_string()], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!((row(gone, "is_deleted"), row(gone, "deleted_time")), ("1".into(), "2026-10-20T08:00:00Z".into()));
+    assert_eq!((row(reopened, "is_closed_won"), row(reopened, "stage")), ("0".into(), "Negotiation/Review".into()));
+    assert_eq!((row(lost, "stage"), row(lost, "modified_time")), ("Closed Lost".into(), "2026-10-31T12:00:00Z".into()));
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM closed_won_deals"), won.len() as i64, "soft deletes: no row is removed");
+    assert_eq!(second.event("reconciliation")["outcome"], "match", "reconciliation counts only live, won rows");
+
+    // Won again later: the newer closed-won copy makes the row won again.
+    sim.mutate(|deals| {
+        if let Some(d) = deals.iter_mut().find(|d| d.id == reopened) {
+            d.stage = "Closed Won";
+            d.modified = utc("2026-10-31T13:00:00Z").timestamp();
+        }
+    });
+    let third = Dealsync::new(&args).against(&sim).reuse(second.dir).run().await;
+    third.assert_code(0);
+    assert_eq!(row(reopened, "is_closed_won"), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_an_older_dealsync_gains_the_new_columns() {
+    let sim = simulator(sim_config(1000)).await;
+    let run = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim);
+    // The table as the first release created it: no is_closed_won, is_deleted, deleted_time.
+    let old: Vec<String> = dealsync::mapping::COLUMNS
+        .iter()
+        .filter(|c| !matches!(c.name, "is_closed_won" | "is_deleted" | "deleted_time"))
+        .map(|c| format!("{} {}", c.name, c.sqlite_type))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("dealsync.db")).unwrap();
+    conn.execute_batch(&format!("CREATE TABLE closed_won_deals ({})", old.join(", "))).unwrap();
+    conn.execute("INSERT INTO closed_won_deals (deal_id, stage, modified_time, raw, sync_run_id, synced_at) VALUES ('1', 'Closed Won', '2026-09-01T00:00:00Z', '{}', 'old', '2026-09-01T00:00:00Z')", []).unwrap();
+    drop(conn);
+    let out = run.reuse(dir).run().await;
+    out.assert_code(0);
+    assert_eq!(query_i64(&out.db(), "SELECT is_closed_won + is_deleted * 10 FROM closed_won_deals WHERE deal_id = '1'"), 1, "old rows count as won, not deleted");
+    assert_eq!(warehouse_ids(&out.db()).len(), expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).len() + 1);
+}

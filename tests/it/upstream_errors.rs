@@ -15,6 +15,15 @@ async fn zoho_mock() -> MockServer {
         .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
         .mount(&server)
         .await;
+    // After the pages: deletions and stage changes (none), and the reconciliation count (one deal).
+    Mock::given(method("GET")).and(path("/crm/v8/Deals/deleted")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v8/coql"))
+        .and(wiremock::matchers::body_string_contains("COUNT(id)"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(r#"{"data":[{"COUNT(id)":1}],"info":{"count":1,"more_records":false}}"#, "application/json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).and(path("/crm/v8/coql")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
     server
 }
 

@@ -93,7 +93,8 @@ impl BigQuerySink {
         let http = reqwest::Client::builder()
             .user_agent(concat!("dealsync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
-            .timeout(request_timeout)
+            // Queries wait up to 60 s on the server (`timeoutMs`): the HTTP timeout must outlast that.
+            .timeout(request_timeout.max(Duration::from_secs(90)))
             .build()
             .map_err(|e| SinkError::new(&describe, format!("building the HTTP client: {e}"), Exit::Internal))?;
         let mut b = ClientBuilder::new();
@@ -159,6 +160,18 @@ impl BigQuerySink {
             }
             e
         })
+    }
+
+    /// A DML statement on the target (never streamed into, so no streaming-buffer restriction); rows affected.
+    async fn dml(&self, what: &str, sql: String) -> Result<u64, SinkError> {
+        let mut req = QueryRequest::new(sql);
+        req.location = self.s.location.clone();
+        let project = self.s.project.clone();
+        let resp = self.call(what, || self.client.job().query(&project, req.clone())).await.map_err(|e| self.fail(e))?;
+        if let Some(e) = resp.errors.as_ref().and_then(|e| e.first()) {
+            return Err(self.fail(BqFailure::reported(what, e.reason.clone(), e.message.clone())));
+        }
+        Ok(resp.num_dml_affected_rows.and_then(|n| n.parse().ok()).unwrap_or(0))
     }
 
     /// A query, its in-band errors (the emulator answers 200 with `errors`) and completion polling.
@@ -631,6 +644,45 @@ impl Sink for BigQuerySink {
             tracing::warn!(event = "staging_left", table = %self.staging, "could not drop the staging table (it expires by itself): {e}");
         }
         Ok(WriteStats { inserted, updated, unchanged: staged - inserted - updated, rejected })
+    }
+
+    fn tracks_changes(&self) -> bool {
+        true
+    }
+
+    async fn mark_deleted(&mut self, deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
+        let target = self.table(&self.s.table);
+        let mut n = 0;
+        for chunk in deleted.chunks(200) {
+            let rows: Vec<(String, String)> = chunk.iter().map(|d| (d.deal_id.clone(), format_instant(&d.deleted_time))).collect();
+            n += self.dml("marking deleted deals", sql::mark_deleted_sql(&target, &rows)).await?;
+        }
+        Ok(n)
+    }
+
+    async fn mark_not_won(&mut self, changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
+        let target = self.table(&self.s.table);
+        // Most deals that are not won were never in the warehouse: find the few it holds with a cheap id lookup
+        // before building the UPDATE.
+        let mut held = std::collections::HashSet::new();
+        for chunk in changes.chunks(500) {
+            let ids: Vec<String> = chunk.iter().map(|c| sql::literal(&c.deal_id)).collect();
+            let q = format!("SELECT deal_id FROM {target} WHERE deal_id IN ({})", ids.join(", "));
+            let mut rs = self.query("looking up reopened deals", q).await.map_err(|e| self.fail(e))?;
+            while rs.next_row() {
+                if let Ok(Some(id)) = rs.get_string(0) {
+                    held.insert(id);
+                }
+            }
+        }
+        let changes: Vec<_> = changes.into_iter().filter(|c| held.contains(&c.deal_id)).collect();
+        let mut n = 0;
+        for chunk in changes.chunks(200) {
+            let rows: Vec<(String, String, String)> =
+                chunk.iter().map(|c| (c.deal_id.clone(), c.stage.clone(), format_instant(&c.modified_time))).collect();
+            n += self.dml("recording reopened deals", sql::mark_not_won_sql(&target, &rows)).await?;
+        }
+        Ok(n)
     }
 
     async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {

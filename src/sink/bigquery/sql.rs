@@ -136,13 +136,46 @@ pub fn last_good_sql(runs: &str, field: &str) -> String {
     )
 }
 
+/// Rows that still count as won (rows from before these columns existed count as won and not deleted).
+const LIVE: &str = "IFNULL(is_closed_won, TRUE) AND NOT IFNULL(is_deleted, FALSE)";
+
+/// A string literal for BigQuery SQL (ids and stages are ours or Zoho's; quotes and backslashes are escaped).
+pub fn literal(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Soft-deletes deals: `(deal_id, deleted_time RFC 3339)`.
+pub fn mark_deleted_sql(target: &str, rows: &[(String, String)]) -> String {
+    let cases: Vec<String> = rows.iter().map(|(id, t)| format!("WHEN {} THEN TIMESTAMP {}", literal(id), literal(t))).collect();
+    let ids: Vec<String> = rows.iter().map(|(id, _)| literal(id)).collect();
+    format!(
+        "UPDATE {target} SET is_deleted = TRUE, deleted_time = CASE deal_id {} END WHERE deal_id IN ({}) AND NOT IFNULL(is_deleted, FALSE)",
+        cases.join(" "),
+        ids.join(", ")
+    )
+}
+
+/// Records deals that left "Closed Won": `(deal_id, stage, modified_time RFC 3339)`, only over older rows.
+pub fn mark_not_won_sql(target: &str, rows: &[(String, String, String)]) -> String {
+    let stage: Vec<String> = rows.iter().map(|(id, st, _)| format!("WHEN {} THEN {}", literal(id), literal(st))).collect();
+    let time: Vec<String> = rows.iter().map(|(id, _, t)| format!("WHEN {} THEN TIMESTAMP {}", literal(id), literal(t))).collect();
+    let ids: Vec<String> = rows.iter().map(|(id, _, _)| literal(id)).collect();
+    let time_case = format!("CASE deal_id {} END", time.join(" "));
+    format!(
+        "UPDATE {target} SET stage = CASE deal_id {} END, is_closed_won = FALSE, modified_time = {time_case} \
+         WHERE deal_id IN ({}) AND modified_time < {time_case}",
+        stage.join(" "),
+        ids.join(", ")
+    )
+}
+
 /// The condition selecting a window's rows (bounds are ours: dates and RFC 3339 instants, no quoting issue).
 pub fn window_condition(w: &crate::window::Window) -> String {
     if w.field.is_date() {
-        format!("closing_date >= DATE '{}' AND closing_date < DATE '{}'", w.start_str(), w.end_str())
+        format!("closing_date >= DATE '{}' AND closing_date < DATE '{}' AND {LIVE}", w.start_str(), w.end_str())
     } else {
         let f = |t: &chrono::DateTime<chrono::FixedOffset>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
-        format!("modified_time >= TIMESTAMP '{}' AND modified_time < TIMESTAMP '{}'", f(&w.start), f(&w.end))
+        format!("modified_time >= TIMESTAMP '{}' AND modified_time < TIMESTAMP '{}' AND {LIVE}", f(&w.start), f(&w.end))
     }
 }
 

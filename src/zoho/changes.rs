@@ -1,0 +1,101 @@
+//! What happened to deals already in the warehouse: deleted in Zoho (its recycle bin, `/Deals/deleted`), or
+//! moved out of "Closed Won" (reopened or lost). No open-source connector follows either; without them a
+//! deleted or reopened deal stays "won" in the warehouse forever.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::criteria::{coql_literal, CLOSED_WON};
+use super::{ZohoClient, ZohoError};
+use crate::window::{Window, WindowField};
+
+/// A deal Zoho reports deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    pub deal_id: String,
+    pub deleted_time: DateTime<Utc>,
+}
+
+/// A deal whose stage is no longer "Closed Won".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageChange {
+    pub deal_id: String,
+    pub stage: String,
+    pub modified_time: DateTime<Utc>,
+}
+
+const COQL_PAGE: u32 = 2000;
+
+fn id_text(raw: &serde_json::value::RawValue) -> String {
+    raw.get().trim_matches('"').to_string()
+}
+
+/// Every deal deleted since `since` (all pages).
+pub async fn deleted_since(client: &ZohoClient, since: DateTime<Utc>) -> Result<Vec<Deleted>, ZohoError> {
+    #[derive(Deserialize)]
+    struct Wire<'a> {
+        #[serde(borrow)]
+        id: &'a serde_json::value::RawValue,
+        deleted_time: Option<String>,
+    }
+    let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let mut out = Vec::new();
+    for page in 1.. {
+        let Some(p) = client.deleted_page(&since, page).await? else { break };
+        for r in &p.records {
+            let Ok(w) = serde_json::from_str::<Wire>(r.get()) else { continue };
+            let Some(t) = w.deleted_time.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else { continue };
+            out.push(Deleted { deal_id: id_text(w.id), deleted_time: t.with_timezone(&Utc) });
+        }
+        if !p.more_records {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Deals modified in the window whose stage is not exactly "Closed Won", via COQL keyset paging: one request
+/// per 2,000 such deals. Only `Modified_Time` windows can say when a stage changed.
+pub async fn left_closed_won(client: &ZohoClient, window: &Window) -> Result<Vec<StageChange>, ZohoError> {
+    if window.field != WindowField::ModifiedTime {
+        return Ok(Vec::new());
+    }
+    #[derive(Deserialize)]
+    struct Wire<'a> {
+        #[serde(borrow)]
+        id: &'a serde_json::value::RawValue,
+        #[serde(rename = "Stage")]
+        stage: Option<String>,
+        #[serde(rename = "Modified_Time")]
+        modified: Option<String>,
+    }
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let id_cond = match &after {
+            Some(id) => format!("id > {}", coql_literal(id)),
+            None => "id is not null".to_string(),
+        };
+        let q = format!(
+            "select id, Stage, Modified_Time from Deals where ((Stage != {} and Modified_Time >= {}) and (Modified_Time < {} and {id_cond})) order by id asc limit {COQL_PAGE}",
+            coql_literal(CLOSED_WON),
+            coql_literal(&window.start_str()),
+            coql_literal(&window.end_str()),
+        );
+        let Some(page) = client.coql(&q).await? else { break };
+        let n = page.records.len();
+        for r in &page.records {
+            let Ok(w) = serde_json::from_str::<Wire>(r.get()) else { continue };
+            let id = id_text(w.id);
+            after = Some(id.clone());
+            let (Some(stage), Some(m)) = (w.stage, w.modified.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok())) else {
+                continue;
+            };
+            out.push(StageChange { deal_id: id, stage, modified_time: m.with_timezone(&Utc) });
+        }
+        if !page.more_records || n < COQL_PAGE as usize {
+            break;
+        }
+    }
+    Ok(out)
+}
