@@ -100,35 +100,21 @@ pub fn sort_ids(ids: &mut [String]) {
 async fn crm_ids(client: &ZohoClient, window: &Window) -> Result<Vec<String>, ZohoError> {
     let field = window.field.api_name();
     let mut ids = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let id_cond = match &after {
-            Some(id) => format!("id > {}", coql_literal(id)),
-            None => "id is not null".to_string(),
-        };
-        let q = format!(
-            "select id from Deals where ((Stage = {} and {field} >= {}) and ({field} < {} and {id_cond})) order by id asc limit {ID_PAGE}",
-            coql_literal(CLOSED_WON),
-            coql_literal(&window.start_str()),
-            coql_literal(&window.end_str()),
-        );
-        let Some(page) = client.coql(&q).await? else { break };
-        let n = page.records.len();
-        for r in &page.records {
-            #[derive(serde::Deserialize)]
-            struct Id<'a> {
-                #[serde(borrow)]
-                id: &'a serde_json::value::RawValue,
-            }
-            if let Ok(id) = serde_json::from_str::<Id>(r.get()) {
-                ids.push(id.id.get().trim_matches('"').to_string());
-            }
-        }
-        if !page.more_records || n < ID_PAGE as usize {
-            break;
-        }
-        after = ids.last().cloned();
-    }
+    client
+        .coql_keyset(
+            ID_PAGE,
+            |after| {
+                let id_cond = after.map_or("id is not null".to_string(), |id| format!("id > {}", coql_literal(id)));
+                format!(
+                    "select id from Deals where ((Stage = {} and {field} >= {}) and ({field} < {} and {id_cond})) order by id asc limit {ID_PAGE}",
+                    coql_literal(CLOSED_WON),
+                    coql_literal(&window.start_str()),
+                    coql_literal(&window.end_str()),
+                )
+            },
+            |r| ids.extend(crate::zoho::fetch::record_id(r)),
+        )
+        .await?;
     sort_ids(&mut ids);
     Ok(ids)
 }

@@ -70,32 +70,26 @@ pub async fn left_closed_won(client: &ZohoClient, window: &Window) -> Result<Vec
         modified: Option<String>,
     }
     let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let id_cond = match &after {
-            Some(id) => format!("id > {}", coql_literal(id)),
-            None => "id is not null".to_string(),
-        };
-        let q = format!(
-            "select id, Stage, Modified_Time from Deals where ((Stage != {} and Modified_Time >= {}) and (Modified_Time < {} and {id_cond})) order by id asc limit {COQL_PAGE}",
-            coql_literal(CLOSED_WON),
-            coql_literal(&window.start_str()),
-            coql_literal(&window.end_str()),
-        );
-        let Some(page) = client.coql(&q).await? else { break };
-        let n = page.records.len();
-        for r in &page.records {
-            let Ok(w) = serde_json::from_str::<Wire>(r.get()) else { continue };
-            let id = id_text(w.id);
-            after = Some(id.clone());
-            let (Some(stage), Some(m)) = (w.stage, w.modified.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok())) else {
-                continue;
-            };
-            out.push(StageChange { deal_id: id, stage, modified_time: m.with_timezone(&Utc) });
-        }
-        if !page.more_records || n < COQL_PAGE as usize {
-            break;
-        }
-    }
+    client
+        .coql_keyset(
+            COQL_PAGE,
+            |after| {
+                let id_cond = after.map_or("id is not null".to_string(), |id| format!("id > {}", coql_literal(id)));
+                format!(
+                    "select id, Stage, Modified_Time from Deals where ((Stage != {} and Modified_Time >= {}) and (Modified_Time < {} and {id_cond})) order by id asc limit {COQL_PAGE}",
+                    coql_literal(CLOSED_WON),
+                    coql_literal(&window.start_str()),
+                    coql_literal(&window.end_str()),
+                )
+            },
+            |r| {
+                let Ok(w) = serde_json::from_str::<Wire>(r.get()) else { return };
+                let (Some(stage), Some(m)) = (w.stage, w.modified.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok())) else {
+                    return;
+                };
+                out.push(StageChange { deal_id: id_text(w.id), stage, modified_time: m.with_timezone(&Utc) });
+            },
+        )
+        .await?;
     Ok(out)
 }

@@ -311,7 +311,7 @@ fn pages_for(n: u64) -> u32 {
     (n.div_ceil(u64::from(PER_PAGE)) as u32).clamp(1, SEARCH_CAP / PER_PAGE)
 }
 
-fn record_id(raw: &RawValue) -> Option<String> {
+pub(crate) fn record_id(raw: &RawValue) -> Option<String> {
     #[derive(Deserialize)]
     struct IdOnly<'a> {
         #[serde(borrow)]

@@ -150,6 +150,26 @@ impl ZohoClient {
         .await
     }
 
+    /// Pages through a COQL query in id order, `limit` records at a time: `query_for(after)` builds each query
+    /// with `id > after` (keyset paging, so there is no 10,000-record offset limit), `each` sees every record.
+    pub async fn coql_keyset(
+        &self,
+        limit: u32,
+        query_for: impl Fn(Option<&str>) -> String,
+        mut each: impl FnMut(&RawValue),
+    ) -> Result<(), ZohoError> {
+        let mut after: Option<String> = None;
+        loop {
+            let Some(page) = self.coql(&query_for(after.as_deref())).await? else { return Ok(()) };
+            page.records.iter().for_each(|r| each(r));
+            let last = page.records.last().and_then(|r| fetch::record_id(r));
+            match last {
+                Some(id) if page.more_records && page.records.len() as u32 >= limit => after = Some(id),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// Runs a `select COUNT(id) …` COQL query and returns the count (0 when Zoho answers 204).
     pub async fn coql_count(&self, select_query: &str) -> Result<u64, ZohoError> {
         let Some(page) = self.coql(select_query).await? else { return Ok(0) };

@@ -108,7 +108,15 @@ async fn more_than_2000_matches_in_one_window_are_all_synced() {
     // Search also returns look-alike stages, so the floor is the records it returns, 200 a page.
     let pages_needed = out.count("deals_fetched").div_ceil(200);
     assert!(out.count("requests") <= pages_needed + out.count("coql_counts") + 8, "{}", out.summary());
+
     assert_eq!(out.count("coql_pages"), 0);
+
+    // Reconciliation lists ids with keyset paging when they differ: delete the last id (on the third page).
+    let victim = truth.last().unwrap().clone();
+    rusqlite::Connection::open(out.db()).unwrap().execute("DELETE FROM closed_won_deals WHERE deal_id = ?1", [&victim]).unwrap();
+    let verify = Dealsync::new(&["verify", "--from", "2026-10-30", "--to", "2026-11-01"]).against(&sim).reuse(out.dir).run().await;
+    verify.assert_code(3);
+    assert_eq!(verify.event("reconciliation")["missing"], victim.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
