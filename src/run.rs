@@ -187,11 +187,6 @@ async fn sync_inner(
     ];
     let outcome = pipeline(&client, sink.as_mut(), window.clone(), &stamp, &shutdown).await;
     watchers.iter().for_each(|w| w.abort());
-    let counters = &client.stats;
-    summary.requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
-    summary.retries = counters.retries.load(std::sync::atomic::Ordering::Relaxed);
-    summary.token_mints = counters.token_mints.load(std::sync::atomic::Ordering::Relaxed);
-    summary.time_to_first_request_us = counters.first_request_us.load(std::sync::atomic::Ordering::Relaxed);
     let (fetch_stats, written, error) = outcome;
     summary.pages = fetch_stats.pages;
     summary.windows_split = fetch_stats.windows_split;
@@ -228,6 +223,12 @@ async fn sync_inner(
             Err(e) => tracing::warn!(event = "reconciliation", outcome = "unavailable", "could not reconcile the window: {e}"),
         }
     }
+    // Every request of the run, changes and reconciliation included.
+    let counters = &client.stats;
+    summary.requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
+    summary.retries = counters.retries.load(std::sync::atomic::Ordering::Relaxed);
+    summary.token_mints = counters.token_mints.load(std::sync::atomic::Ordering::Relaxed);
+    summary.time_to_first_request_us = counters.first_request_us.load(std::sync::atomic::Ordering::Relaxed);
     let exit = match &error {
         None if summary.quarantined > 0 || mismatch => Exit::Partial,
         None => Exit::Ok,

@@ -149,8 +149,11 @@ CREATE TABLE IF NOT EXISTS _dealsync_quarantine (
     quarantined_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS _dealsync_quarantine_deal ON _dealsync_quarantine (deal_id);
-CREATE INDEX IF NOT EXISTS closed_won_deals_modified_time ON closed_won_deals (modified_time);
-CREATE INDEX IF NOT EXISTS closed_won_deals_closing_date ON closed_won_deals (closing_date);
+-- Covering indexes for reconciliation's window counts (no table page is read).
+DROP INDEX IF EXISTS closed_won_deals_modified_time;
+CREATE INDEX IF NOT EXISTS closed_won_deals_window ON closed_won_deals (modified_time, is_closed_won, is_deleted);
+CREATE INDEX IF NOT EXISTS closed_won_deals_closing ON closed_won_deals (closing_date, is_closed_won, is_deleted);
+DROP INDEX IF EXISTS closed_won_deals_closing_date;
 ";
 
 fn names() -> String {
