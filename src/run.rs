@@ -84,7 +84,28 @@ pub async fn sync(plan: SyncPlan) -> (RunSummary, Exit) {
         kind: if plan.spec.is_backfill() { "backfill" } else { "scheduled" },
         ..RunSummary::default()
     };
-    let result = sync_inner(&plan, &run_id, started_at, &mut summary).await;
+    // Listen for SIGTERM/SIGINT from the start, so that a stop during set-up is as clean as one mid-fetch.
+    let shutdown = Shutdown::new();
+    let watchers = [
+        tokio::spawn({
+            let s = shutdown.clone();
+            async move {
+                crate::shutdown_signal().await;
+                tracing::warn!(event = "signal", "termination signal received: stopping after the batch in progress");
+                s.trigger("a termination signal (SIGTERM/SIGINT)");
+            }
+        }),
+        tokio::spawn({
+            let (s, deadline) = (shutdown.clone(), plan.deadline);
+            async move {
+                tokio::time::sleep(deadline).await;
+                tracing::warn!(event = "deadline", seconds = deadline.as_secs(), "the run deadline passed: stopping");
+                s.trigger(format!("the run deadline ({}s, --deadline)", deadline.as_secs()));
+            }
+        }),
+    ];
+    let result = sync_inner(&plan, &run_id, started_at, &mut summary, &shutdown).await;
+    watchers.iter().for_each(|w| w.abort());
     let exit = match &result {
         Ok(()) if summary.quarantined > 0 => Exit::Partial,
         Ok(()) => Exit::Ok,
@@ -105,6 +126,7 @@ async fn sync_inner(
     run_id: &str,
     started_at: chrono::DateTime<Utc>,
     summary: &mut RunSummary,
+    shutdown: &Shutdown,
 ) -> Result<(), RunError> {
     let needs = if plan.demo.is_some() { Needs::Nothing } else { Needs::ZohoCredentials };
     let settings = Settings::from_env(needs)?;
@@ -166,27 +188,7 @@ async fn sync_inner(
     let client = ZohoClient::new(zoho_settings, plan.retry, plan.request_timeout)?;
     let stamp = RunStamp { run_id: run_id.to_string(), synced_at: started_at };
 
-    let shutdown = Shutdown::new();
-    let watchers = [
-        tokio::spawn({
-            let s = shutdown.clone();
-            async move {
-                crate::shutdown_signal().await;
-                tracing::warn!(event = "signal", "termination signal received: stopping after the batch in progress");
-                s.trigger("a termination signal (SIGTERM/SIGINT)");
-            }
-        }),
-        tokio::spawn({
-            let (s, deadline) = (shutdown.clone(), plan.deadline);
-            async move {
-                tokio::time::sleep(deadline).await;
-                tracing::warn!(event = "deadline", seconds = deadline.as_secs(), "the run deadline passed: stopping");
-                s.trigger(format!("the run deadline ({}s, --deadline)", deadline.as_secs()));
-            }
-        }),
-    ];
-    let outcome = pipeline(&client, sink.as_mut(), window.clone(), &stamp, &shutdown).await;
-    watchers.iter().for_each(|w| w.abort());
+    let outcome = pipeline(&client, sink.as_mut(), window.clone(), &stamp, shutdown).await;
     let (fetch_stats, written, error) = outcome;
     summary.pages = fetch_stats.pages;
     summary.windows_split = fetch_stats.windows_split;
