@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::sink::{Sink, SinkError};
 use crate::window::Window;
-use crate::zoho::criteria::{coql_count_closed_won, coql_literal, CLOSED_WON};
+use crate::zoho::criteria::{coql_count_closed_won, coql_keyset_page};
 use crate::zoho::{ZohoClient, ZohoError};
 
 /// Ids named per side at most.
@@ -98,20 +98,11 @@ pub fn sort_ids(ids: &mut [String]) {
 
 /// Every closed-won deal id in the window, from COQL, `id > last` at a time.
 async fn crm_ids(client: &ZohoClient, window: &Window) -> Result<Vec<String>, ZohoError> {
-    let field = window.field.api_name();
     let mut ids = Vec::new();
     client
         .coql_keyset(
             ID_PAGE,
-            |after| {
-                let id_cond = after.map_or("id is not null".to_string(), |id| format!("id > {}", coql_literal(id)));
-                format!(
-                    "select id from Deals where ((Stage = {} and {field} >= {}) and ({field} < {} and {id_cond})) order by id asc limit {ID_PAGE}",
-                    coql_literal(CLOSED_WON),
-                    coql_literal(&window.start_str()),
-                    coql_literal(&window.end_str()),
-                )
-            },
+            |after| coql_keyset_page("id", "=", window, after, ID_PAGE),
             |r| ids.extend(crate::zoho::fetch::record_id(r)),
         )
         .await?;

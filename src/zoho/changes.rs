@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::criteria::{coql_literal, CLOSED_WON};
+use super::criteria::coql_keyset_page;
 use super::{ZohoClient, ZohoError};
 use crate::window::{Window, WindowField};
 
@@ -73,15 +73,7 @@ pub async fn left_closed_won(client: &ZohoClient, window: &Window) -> Result<Vec
     client
         .coql_keyset(
             COQL_PAGE,
-            |after| {
-                let id_cond = after.map_or("id is not null".to_string(), |id| format!("id > {}", coql_literal(id)));
-                format!(
-                    "select id, Stage, Modified_Time from Deals where ((Stage != {} and Modified_Time >= {}) and (Modified_Time < {} and {id_cond})) order by id asc limit {COQL_PAGE}",
-                    coql_literal(CLOSED_WON),
-                    coql_literal(&window.start_str()),
-                    coql_literal(&window.end_str()),
-                )
-            },
+            |after| coql_keyset_page("id, Stage, Modified_Time", "!=", window, after, COQL_PAGE),
             |r| {
                 let Ok(w) = serde_json::from_str::<Wire>(r.get()) else { return };
                 let (Some(stage), Some(m)) = (w.stage, w.modified.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok())) else {

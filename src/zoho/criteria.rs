@@ -170,14 +170,19 @@ pub const COQL_FIELDS: &[&str] = &[
 /// A COQL page of closed-won deals in a window with `id` greater than `after_id` (keyset paging), in id order.
 /// Conditions are grouped in pairs, as COQL requires for more than two.
 pub fn coql_closed_won_after(window: &Window, after_id: Option<&str>, limit: u32) -> String {
+    coql_keyset_page(&COQL_FIELDS.join(", "), "=", window, after_id, limit)
+}
+
+/// One keyset page of a COQL query over a window: `columns` of the deals whose Stage compares with `stage_op`
+/// (`=` or `!=`) to "Closed Won", with `id > after_id`, in id order.
+pub fn coql_keyset_page(columns: &str, stage_op: &str, window: &Window, after_id: Option<&str>, limit: u32) -> String {
     let field = window.field.api_name();
     let id_cond = match after_id {
         Some(id) => format!("id > {}", coql_literal(id)),
         None => "id is not null".to_string(),
     };
     format!(
-        "select {} from Deals where ((Stage = {} and {field} >= {}) and ({field} < {} and {id_cond})) order by id asc limit {limit}",
-        COQL_FIELDS.join(", "),
+        "select {columns} from Deals where ((Stage {stage_op} {} and {field} >= {}) and ({field} < {} and {id_cond})) order by id asc limit {limit}",
         coql_literal(CLOSED_WON),
         coql_literal(&window.start_str()),
         coql_literal(&window.end_str()),
