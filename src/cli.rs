@@ -52,7 +52,13 @@ pub enum Command {
     /// First-time set-up: exchange a Self Client grant code for a refresh token.
     #[command(subcommand)]
     Auth(AuthCommand),
-    /// Print the schema of the target table.
+    /// List Zoho's Deals fields (custom ones included) and the column type each would get.
+    #[command(after_help = "Examples:\n  dealsync fields                         # every Deals field, and how it is stored\n  \
+        dealsync fields --custom --format toml  # a [columns] block for config/dealsync.toml\n  \
+        dealsync fields --demo                  # against the built-in simulator\n\n\
+        Promote a field by adding it to [columns] in the config file; the next run adds the column.")]
+    Fields(FieldsArgs),
+    /// Print the schema of the target table (promoted columns from the config file included).
     #[command(after_help = "Examples:\n  dealsync schema\n  dealsync schema --format bigquery\n  dealsync schema --format sqlite")]
     Schema(SchemaArgs),
 }
@@ -104,6 +110,10 @@ pub struct SyncArgs {
     /// Stop (exit 75, nothing committed) if the run takes longer than this [default: 2h].
     #[arg(long, value_parser = parse_duration_arg)]
     pub deadline: Option<Duration>,
+    /// Backfill only: also rewrite rows whose stored copy is as new as Zoho's, e.g. to fill a column promoted
+    /// in the config file since those rows were written.
+    #[arg(long, requires = "from")]
+    pub rewrite: bool,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +208,31 @@ pub enum SchemaFormat {
 }
 
 #[derive(Debug, Args)]
+pub struct FieldsArgs {
+    /// Ask the built-in simulator instead of Zoho (no credentials needed).
+    #[arg(long)]
+    pub demo: bool,
+    /// Only custom fields.
+    #[arg(long)]
+    pub custom: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: FieldsFormat,
+    /// Timeout of one HTTP request (e.g. 60s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FieldsFormat {
+    /// A table for people.
+    Text,
+    /// One JSON array.
+    Json,
+    /// A `[columns]` block promoting every field not stored in a column yet, to paste into the config file.
+    Toml,
+}
+
+#[derive(Debug, Args)]
 pub struct SchemaArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: SchemaFormat,
@@ -241,6 +276,7 @@ pub struct SyncPlan {
     pub retry: crate::zoho::RetryPolicy,
     pub request_timeout: StdDuration,
     pub deadline: StdDuration,
+    pub rewrite: bool,
 }
 
 impl SyncArgs {
@@ -304,6 +340,7 @@ impl SyncArgs {
             },
             request_timeout: std(request_timeout),
             deadline: std(deadline),
+            rewrite: self.rewrite,
         })
     }
 }

@@ -178,6 +178,8 @@ pub struct Settings {
     pub log_format: Option<LogFormat>,
     /// This process's slice of a sharded backfill: (index, count), from Cloud Run or a Kubernetes Indexed Job.
     pub shard: Option<(usize, usize)>,
+    /// Fields the config file promotes to typed columns (`[columns]`).
+    pub promoted: &'static [crate::mapping::promoted::Promoted],
 }
 
 /// Which parts of the environment the command needs.
@@ -202,6 +204,9 @@ pub struct FileConfig {
     pub bigquery: BigQueryFile,
     #[serde(default)]
     pub log: LogFile,
+    /// Extra Zoho fields promoted to typed columns: `region = { field = "Region", type = "text" }`.
+    #[serde(default)]
+    pub columns: std::collections::BTreeMap<String, crate::mapping::promoted::ColumnFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -299,7 +304,9 @@ impl Settings {
     {
         let mut merged: std::collections::BTreeMap<String, String> = file.env_pairs().into_iter().collect();
         merged.extend(vars);
-        Settings::from_vars(merged, needs)
+        let mut settings = Settings::from_vars(merged, needs)?;
+        settings.promoted = crate::mapping::promoted::from_config(&file.columns)?;
+        Ok(settings)
     }
 
     /// Reads settings from any list of variables (the tests pass their own).
@@ -348,7 +355,7 @@ impl Settings {
             )?),
         };
         let shard = shard(raw.cloud_run_task_index, raw.cloud_run_task_count, raw.job_completion_index, raw.dealsync_task_count)?;
-        Ok(Settings { zoho, bigquery, log_format, shard })
+        Ok(Settings { zoho, bigquery, log_format, shard, promoted: &[] })
     }
 }
 

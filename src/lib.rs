@@ -4,6 +4,7 @@
 //! `mapping` (deal → row, or quarantine) → `sink` (SQLite | NDJSON) → `summary` (one final event and the exit
 //! code). `sim` is a Zoho-compatible simulator used by `--demo`, `dealsync simulate` and the tests.
 
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod exit;
@@ -27,7 +28,7 @@ use chrono::{Duration, Utc};
 
 use crate::cli::{Command, SchemaArgs, SchemaFormat, SimulateArgs};
 use crate::exit::Exit;
-use crate::mapping::COLUMNS;
+use crate::mapping::Column;
 
 /// When the process started (set first thing in `main`), for the time-to-first-request figure.
 pub static PROCESS_START: OnceLock<Instant> = OnceLock::new();
@@ -59,9 +60,20 @@ pub async fn run(command: Command) -> Exit {
             Exit::Ok
         }
         Command::Auth(cli::AuthCommand::Exchange { grant_token }) => auth_exchange(&grant_token).await,
+        Command::Fields(args) => catalog::fields(args).await,
         Command::Schema(args) => {
-            print!("{}", schema(&args));
-            Exit::Ok
+            // The table as the config file shapes it: promoted columns included.
+            let promoted = config::FileConfig::discover().and_then(|f| mapping::promoted::from_config(&f.columns));
+            match promoted {
+                Ok(p) => {
+                    print!("{}", schema(&args, &mapping::promoted::table_columns(p)));
+                    Exit::Ok
+                }
+                Err(e) => {
+                    tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+                    Exit::Config
+                }
+            }
         }
     }
 }
@@ -84,22 +96,22 @@ fn plan(args: &cli::SyncArgs) -> Result<cli::SyncPlan, Exit> {
 }
 
 /// `dealsync schema`.
-pub fn schema(args: &SchemaArgs) -> String {
+pub fn schema(args: &SchemaArgs, columns: &[Column]) -> String {
     match args.format {
         SchemaFormat::Text => {
             let mut out = format!("{:<18} {:<10} {:<9} {}\n", "column", "type", "mode", "description");
-            for c in COLUMNS {
+            for c in columns {
                 out.push_str(&format!("{:<18} {:<10} {:<9} {}\n", c.name, c.bq_type, c.mode, c.description));
             }
             out
         }
-        SchemaFormat::Json => serde_json::to_string_pretty(COLUMNS).expect("columns serialize") + "\n",
-        SchemaFormat::Sqlite => sink::sqlite::create_table_sql() + ";\n",
+        SchemaFormat::Json => serde_json::to_string_pretty(columns).expect("columns serialize") + "\n",
+        SchemaFormat::Sqlite => sink::sqlite::create_table_sql(columns) + ";\n",
         SchemaFormat::Bigquery => {
-            let fields = serde_json::to_string_pretty(&sink::bigquery::sql::target_fields()).expect("fields serialize");
+            let fields = serde_json::to_string_pretty(&sink::bigquery::sql::target_fields(columns)).expect("fields serialize");
             format!(
                 "-- JSON schema (bq mk --table --time_partitioning_field closing_date --clustering_fields deal_id DATASET.closed_won_deals schema.json)\n{fields}\n\n-- DDL\n{}",
-                sink::bigquery::sql::target_ddl("`PROJECT.DATASET.closed_won_deals`")
+                sink::bigquery::sql::target_ddl("`PROJECT.DATASET.closed_won_deals`", columns)
             )
         }
     }

@@ -186,7 +186,7 @@ async fn sync_inner(
         end = %window.end_str(), from_ledger = last_good.is_some(), "syncing {window}");
 
     let client = ZohoClient::new(zoho_settings, plan.retry, plan.request_timeout)?;
-    let stamp = RunStamp { run_id: run_id.to_string(), synced_at: started_at };
+    let stamp = RunStamp { run_id: run_id.to_string(), synced_at: started_at, promoted: settings.promoted };
 
     let outcome = pipeline(&client, sink.as_mut(), window.clone(), &stamp, shutdown).await;
     let (fetch_stats, written, error) = outcome;
@@ -378,6 +378,9 @@ pub async fn check(args: crate::cli::CheckArgs) -> Exit {
                         .map(|_| "the Deals search API answers".to_string())
                         .map_err(RunError::from),
                 );
+                if !settings.promoted.is_empty() {
+                    report(check_promoted(&client, settings.promoted).await);
+                }
             }
         },
     }
@@ -390,6 +393,7 @@ pub async fn check(args: crate::cli::CheckArgs) -> Exit {
         retry: policy,
         request_timeout: timeout,
         deadline: std::time::Duration::from_secs(3600),
+        rewrite: false,
     };
     match open_sink(&plan, &settings, &run_id, started_at).await {
         Err(e) => report(Err(e)),
@@ -407,7 +411,26 @@ pub async fn check(args: crate::cli::CheckArgs) -> Exit {
     }
 }
 
-fn demo_settings(handle: &sim::SimHandle, cfg: &sim::SimConfig) -> Result<ZohoSettings, ConfigError> {
+/// Every promoted field must exist in Zoho's Deals metadata, or its column would stay empty.
+async fn check_promoted(client: &ZohoClient, promoted: &[crate::mapping::promoted::Promoted]) -> Result<String, RunError> {
+    let fields = client.fields("Deals").await?;
+    let unknown: Vec<String> = promoted
+        .iter()
+        .filter(|p| !fields.iter().any(|f| f.api_name == p.field))
+        .map(|p| format!("columns.{} promotes {}", p.column, p.field))
+        .collect();
+    if unknown.is_empty() {
+        Ok(format!("the {} promoted fields exist in Zoho's Deals metadata", promoted.len()))
+    } else {
+        Err(ConfigError::new(
+            "columns (config file)",
+            format!("{}, which Zoho's Deals metadata does not list (see `dealsync fields`)", unknown.join("; ")),
+        )
+        .into())
+    }
+}
+
+pub(crate) fn demo_settings(handle: &sim::SimHandle, cfg: &sim::SimConfig) -> Result<ZohoSettings, ConfigError> {
     let vars = vec![
         ("ZOHO_CLIENT_ID".to_string(), cfg.client_id.clone()),
         ("ZOHO_CLIENT_SECRET".to_string(), cfg.client_secret.clone()),
@@ -437,14 +460,15 @@ async fn open_sink(
             SinkSpec::Sqlite(default_sqlite_path())
         }
     };
+    let table = crate::sink::TableSpec { promoted: settings.promoted, rewrite: plan.rewrite };
     Ok(match spec {
-        SinkSpec::Sqlite(p) => Box::new(SqliteSink::new(p)),
+        SinkSpec::Sqlite(p) => Box::new(SqliteSink::with_spec(p, table)),
         SinkSpec::Ndjson(p) => Box::new(NdjsonSink::new(p)),
         SinkSpec::BigQuery => {
             let bq = settings.bigquery.clone().ok_or_else(|| {
                 ConfigError::new("BIGQUERY_PROJECT", "is not set; --sink bigquery needs the project to write to")
             })?;
-            Box::new(BigQuerySink::connect(bq, run_id, started_at, plan.retry, plan.request_timeout).await?)
+            Box::new(BigQuerySink::connect(bq, run_id, started_at, plan.retry, plan.request_timeout).await?.with_spec(table))
         }
     })
 }
@@ -461,7 +485,7 @@ async fn pipeline(
     let (tx, mut rx) = mpsc::channel::<FetchedPage>(PIPELINE_DEPTH);
     let expected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut progress = crate::summary::Progress::new(expected.clone());
-    let producer = async move { Fetcher::new(client, tx, shutdown.clone()).expected(expected).fetch_window(window).await };
+    let producer = async move { Fetcher::new(client, tx, shutdown.clone()).expected(expected).promoted(stamp.promoted).fetch_window(window).await };
     let consumer = async {
         let mut written = Written::default();
         let mut stopped = false;

@@ -478,4 +478,8 @@ const DEAL_FIELDS: &[(&str, &str, &str, bool)] = &[
     ("Signed_Contract", "Signed Contract", "boolean", true),
     ("Discount_Percent", "Discount", "percent", true),
     ("Renewal_Date", "Renewal Date", "date", true),
+    ("Competitor", "Competitor", "text", true),
+    ("Forecast_Category", "Forecast Category", "picklist", true),
+    ("Invoice_Number", "Invoice Number", "text", true),
+    ("Lead_Score", "Lead Score", "integer", true),
 ];

@@ -16,6 +16,22 @@ use crate::exit::Exit;
 use crate::mapping::{DealRow, Quarantined};
 use crate::window::WindowField;
 
+/// What the target table holds beyond the standard columns, and when a stored row is replaced.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableSpec {
+    /// Fields promoted to typed columns by the config file.
+    pub promoted: &'static [crate::mapping::promoted::Promoted],
+    /// Replace rows whose stored copy is as new as the fetched one (not only older ones), so that a backfill
+    /// fills columns promoted since those rows were written.
+    pub rewrite: bool,
+}
+
+impl TableSpec {
+    pub fn columns(&self) -> Vec<crate::mapping::Column> {
+        crate::mapping::promoted::table_columns(self.promoted)
+    }
+}
+
 /// A sink failure, with the exit code it deserves (a full disk is not a configuration error).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{sink}: {message}")]

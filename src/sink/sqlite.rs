@@ -11,7 +11,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{RunRecord, Sink, SinkError, WriteStats};
 use crate::exit::Exit;
-use crate::mapping::{format_instant, DealRow, Quarantined, COLUMNS};
+use super::TableSpec;
+use crate::mapping::{format_instant, Column, DealRow, Quarantined};
 use crate::window::WindowField;
 
 pub const TABLE: &str = "closed_won_deals";
@@ -26,11 +27,19 @@ pub struct SqliteSink {
     path: PathBuf,
     conn: Option<Connection>,
     pending: Vec<DealRow>,
+    spec: TableSpec,
+    columns: std::sync::Arc<[Column]>,
 }
 
 impl SqliteSink {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteSink { path: path.into(), conn: None, pending: Vec::new() }
+        SqliteSink::with_spec(path, TableSpec::default())
+    }
+
+    /// A sink whose table also has the promoted columns, replacing rows as `spec` says.
+    pub fn with_spec(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
+        let columns = spec.columns().into();
+        SqliteSink { path: path.into(), conn: None, pending: Vec::new(), spec, columns }
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> SinkError {
@@ -91,12 +100,13 @@ impl SqliteSink {
             return Ok(WriteStats::default());
         }
         let rows = std::mem::take(&mut self.pending);
+        let (insert_sql, update_sql) = (insert_sql(&self.columns), update_sql(&self.columns, self.spec.rewrite));
         self.with_conn("writing rows", move |c| {
             let tx = c.transaction()?;
             let mut stats = WriteStats::default();
             {
-                let mut insert = tx.prepare_cached(&insert_sql())?;
-                let mut update = tx.prepare_cached(&update_sql())?;
+                let mut insert = tx.prepare_cached(&insert_sql)?;
+                let mut update = tx.prepare_cached(&update_sql)?;
                 for row in &rows {
                     if write_row(&mut insert, row)? == 1 {
                         stats.inserted += 1;
@@ -116,8 +126,8 @@ impl SqliteSink {
 }
 
 /// The DDL of the target table, derived from the shared column list.
-pub fn create_table_sql() -> String {
-    let cols: Vec<String> = COLUMNS.iter().map(|c| format!("    {} {}", c.name, c.sqlite_type)).collect();
+pub fn create_table_sql(columns: &[Column]) -> String {
+    let cols: Vec<String> = columns.iter().map(|c| format!("    {} {}", c.name, c.sqlite_type)).collect();
     format!("CREATE TABLE IF NOT EXISTS {TABLE} (\n{}\n)", cols.join(",\n"))
 }
 
@@ -156,25 +166,20 @@ CREATE INDEX IF NOT EXISTS closed_won_deals_closing ON closed_won_deals (closing
 DROP INDEX IF EXISTS closed_won_deals_closing_date;
 ";
 
-fn names() -> String {
-    COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+fn insert_sql(columns: &[Column]) -> String {
+    let names = columns.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+    let placeholders = (1..=columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+    format!("INSERT INTO {TABLE} ({names}) VALUES ({placeholders}) ON CONFLICT(deal_id) DO NOTHING")
 }
 
-fn placeholders() -> String {
-    (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
-}
-
-fn insert_sql() -> String {
-    format!("INSERT INTO {TABLE} ({}) VALUES ({}) ON CONFLICT(deal_id) DO NOTHING", names(), placeholders())
-}
-
-/// Replaces a row only when the incoming copy is newer (`?22` is `modified_time`).
-fn update_sql() -> String {
+/// Replaces a row only when the incoming copy is newer (or as new, when rewriting on purpose).
+fn update_sql(columns: &[Column], rewrite: bool) -> String {
     let sets: Vec<String> =
-        COLUMNS.iter().enumerate().skip(1).map(|(i, c)| format!("{} = ?{}", c.name, i + 1)).collect();
-    let mt = COLUMNS.iter().position(|c| c.name == "modified_time").expect("modified_time column") + 1;
+        columns.iter().enumerate().skip(1).map(|(i, c)| format!("{} = ?{}", c.name, i + 1)).collect();
+    let mt = columns.iter().position(|c| c.name == "modified_time").expect("modified_time column") + 1;
+    let op = if rewrite { "<=" } else { "<" };
     format!(
-        "UPDATE {TABLE} SET {} WHERE deal_id = ?1 AND julianday(modified_time) < julianday(?{mt})",
+        "UPDATE {TABLE} SET {} WHERE deal_id = ?1 AND julianday(modified_time) {op} julianday(?{mt})",
         sets.join(", ")
     )
 }
@@ -183,7 +188,9 @@ fn decimal_text(d: &Option<rust_decimal::Decimal>) -> Option<String> {
     d.map(|d| d.normalize().to_string())
 }
 
-/// Binds one row to the 25 columns in `COLUMNS` order, borrowing what it can from the row.
+const _: () = assert!(crate::mapping::COLUMNS.len() == 28, "write_row binds exactly the standard columns");
+
+/// Binds one row to the standard columns in `COLUMNS` order, then its promoted values, borrowing what it can.
 fn write_row(stmt: &mut rusqlite::CachedStatement<'_>, row: &DealRow) -> rusqlite::Result<usize> {
     let amount = decimal_text(&row.amount);
     let expected = decimal_text(&row.expected_revenue);
@@ -193,36 +200,44 @@ fn write_row(stmt: &mut rusqlite::CachedStatement<'_>, row: &DealRow) -> rusqlit
     let created = row.created_time.as_ref().map(format_instant);
     let modified = format_instant(&row.modified_time);
     let synced = format_instant(&row.synced_at);
-    stmt.execute(params![
-        row.deal_id,
-        row.deal_name,
-        row.stage,
-        amount,
-        expected,
-        rate,
-        row.currency,
-        row.probability,
-        closing,
-        row.account_id,
-        row.account_name,
-        row.contact_id,
-        row.contact_name,
-        row.owner_id,
-        row.owner_name,
-        row.owner_email,
-        row.pipeline,
-        row.deal_type,
-        row.lead_source,
-        tags,
-        created,
-        modified,
-        row.raw.get(),
-        row.sync_run_id,
-        synced,
-        row.is_closed_won,
-        row.is_deleted,
-        row.deleted_time.as_ref().map(format_instant),
-    ])
+    let deleted = row.deleted_time.as_ref().map(format_instant);
+    let standard: [&dyn rusqlite::ToSql; 28] = [
+        &row.deal_id,
+        &row.deal_name,
+        &row.stage,
+        &amount,
+        &expected,
+        &rate,
+        &row.currency,
+        &row.probability,
+        &closing,
+        &row.account_id,
+        &row.account_name,
+        &row.contact_id,
+        &row.contact_name,
+        &row.owner_id,
+        &row.owner_name,
+        &row.owner_email,
+        &row.pipeline,
+        &row.deal_type,
+        &row.lead_source,
+        &tags,
+        &created,
+        &modified,
+        &row.raw.get(),
+        &row.sync_run_id,
+        &synced,
+        &row.is_closed_won,
+        &row.is_deleted,
+        &deleted,
+    ];
+    for (i, v) in standard.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, v)?;
+    }
+    for (i, v) in row.extras.values.iter().enumerate() {
+        stmt.raw_bind_parameter(standard.len() + i + 1, v.to_sql())?;
+    }
+    stmt.raw_execute()
 }
 
 #[async_trait]
@@ -265,7 +280,8 @@ impl Sink for SqliteSink {
         }
         let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
         self.conn = Some(conn);
-        let ddl = create_table_sql();
+        let ddl = create_table_sql(&self.columns);
+        let columns = self.columns.clone();
         self.with_conn("creating tables", move |c| {
             c.busy_timeout(std::time::Duration::from_secs(30))?;
             // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
@@ -278,7 +294,7 @@ impl Sink for SqliteSink {
                 .prepare(&format!("PRAGMA table_info({TABLE})"))?
                 .query_map([], |r| r.get::<_, String>(1))?
                 .collect::<Result<_, _>>()?;
-            for col in COLUMNS.iter().filter(|col| !have.iter().any(|h| h.eq_ignore_ascii_case(col.name))) {
+            for col in columns.iter().filter(|col| !have.iter().any(|h| h.eq_ignore_ascii_case(col.name))) {
                 c.execute_batch(&format!("ALTER TABLE {TABLE} ADD COLUMN {} {}", col.name, col.sqlite_type))?;
                 tracing::info!(event = "columns_added", columns = col.name, "added a column to the SQLite table");
             }

@@ -104,7 +104,7 @@ impl ZohoError {
             ZohoError::Api { status, code, .. } => match code.as_str() {
                 "OAUTH_SCOPE_MISMATCH" | "NO_PERMISSION" | "INVALID_TOKEN" | "INVALID_OAUTHTOKEN"
                 | "AUTHENTICATION_FAILURE" | "INVALID_QUERY" | "INVALID_MODULE" | "INVALID_URL_PATTERN"
-                | "NOT_SUPPORTED" => Exit::Config,
+                | "NOT_SUPPORTED" | "NO_FIELDS_METADATA" => Exit::Config,
                 _ if self.is_retryable() => Exit::Unavailable,
                 _ if *status == 401 || *status == 403 => Exit::Config,
                 _ => Exit::Internal,

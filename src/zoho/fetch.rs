@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use super::criteria::{closed_won_in, coql_closed_won_after, coql_count_closed_won};
+use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page, COQL_FIELDS};
 use super::{Page, ZohoClient, ZohoError};
 use crate::shutdown::Shutdown;
 use crate::window::Window;
@@ -102,12 +102,27 @@ pub struct Fetcher<'a> {
     counters: Counters,
     /// Closed-won deals in the whole window, once a count tells (for the progress bar's ETA).
     expected: std::sync::Arc<AtomicU64>,
+    /// What a COQL page selects: the standard fields and the promoted ones (search returns every field).
+    coql_columns: String,
 }
 
 impl<'a> Fetcher<'a> {
     pub fn new(client: &'a ZohoClient, tx: mpsc::Sender<FetchedPage>, shutdown: Shutdown) -> Self {
         let concurrency = client.settings().max_concurrency.max(1);
-        Fetcher { client, tx, shutdown, concurrency, counters: Counters::default(), expected: Default::default() }
+        let coql_columns = COQL_FIELDS.join(", ");
+        Fetcher { client, tx, shutdown, concurrency, counters: Counters::default(), expected: Default::default(), coql_columns }
+    }
+
+    /// Adds the promoted fields to what COQL pages select.
+    pub fn promoted(mut self, promoted: &[crate::mapping::promoted::Promoted]) -> Self {
+        let mut fields: Vec<&str> = COQL_FIELDS.to_vec();
+        for p in promoted {
+            if !fields.contains(&p.field) {
+                fields.push(p.field);
+            }
+        }
+        self.coql_columns = fields.join(", ");
+        self
     }
 
     /// Shares the expected number of deals with a progress display.
@@ -270,7 +285,7 @@ impl<'a> Fetcher<'a> {
     async fn coql_window(&self, window: Window) -> Result<Step, ZohoError> {
         let mut after: Option<String> = None;
         loop {
-            let query = coql_closed_won_after(&window, after.as_deref(), PER_PAGE);
+            let query = coql_keyset_page(&self.coql_columns, "=", &window, after.as_deref(), PER_PAGE);
             let Some(page) = self.guarded(self.client.coql(&query)).await? else { return Ok(Step::Stop) };
             let Some(page) = page else { return Ok(Step::More(vec![])) };
             self.counters.coql_pages.fetch_add(1, Ordering::Relaxed);

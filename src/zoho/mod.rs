@@ -8,6 +8,7 @@ pub mod criteria;
 pub mod error;
 pub mod changes;
 pub mod fetch;
+pub mod fields;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -302,7 +302,7 @@ async fn an_incompatible_table_stops_the_run_before_any_write() {
     let Some(host) = emulator() else { return };
     let bq = TestBq::new(&host, "incompatible").await;
     bq.create_dataset().await;
-    let mut fields = dealsync::sink::bigquery::sql::target_fields();
+    let mut fields = dealsync::sink::bigquery::sql::target_fields(dealsync::mapping::COLUMNS);
     fields[3] = TableFieldSchema::new("amount", FieldType::Float64);
     bq.create_table("closed_won_deals", fields).await;
     let sim = simulator(sim_config(500)).await;
@@ -319,7 +319,7 @@ async fn a_missing_column_is_added_to_an_existing_table() {
     let Some(host) = emulator() else { return };
     let bq = TestBq::new(&host, "evolve").await;
     bq.create_dataset().await;
-    let fields: Vec<_> = dealsync::sink::bigquery::sql::target_fields().into_iter().filter(|f| f.name != "lead_source").collect();
+    let fields: Vec<_> = dealsync::sink::bigquery::sql::target_fields(dealsync::mapping::COLUMNS).into_iter().filter(|f| f.name != "lead_source").collect();
     bq.create_table("closed_won_deals", fields).await;
     let sim = simulator(sim_config(800)).await;
     let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
@@ -470,4 +470,70 @@ async fn deleted_and_reopened_deals_are_marked_in_bigquery() {
     assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {t} WHERE deal_id = '{gone}' AND is_deleted AND deleted_time IS NOT NULL")).await, 1);
     assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {t} WHERE deal_id = '{reopened}' AND NOT is_closed_won AND stage = 'Negotiation/Review'")).await, 1);
     assert_eq!(out.event("reconciliation")["outcome"], "match");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_field_becomes_a_typed_bigquery_column_without_touching_existing_rows() {
+    let Some(host) = emulator() else { return };
+    let bq = TestBq::new(&host, "promoted").await;
+    let sim = simulator(sim_config(1200)).await;
+    let first = bq.dealsync(&["sync", "--from", "2026-10-01", "--to", "2026-10-16"]).against(&sim).run().await;
+    first.assert_code(0);
+    let first_run = first.summary()["run_id"].as_str().unwrap().to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    let config = format!("{}account_json = {{ field = \"Account_Name\", type = \"json\" }}\n", crate::custom_fields::PROMOTED);
+    std::fs::write(dir.path().join("config/dealsync.toml"), config).unwrap();
+    let second = bq.dealsync(&["sync", "--from", "2026-10-16", "--to", "2026-11-01"]).against(&sim).reuse(dir).run().await;
+    second.assert_code(0);
+
+    let t = bq.table_ref("closed_won_deals");
+    // Typed columns: date arithmetic, integer arithmetic, booleans and JSON functions work on them (the
+    // emulator's tables.get and INFORMATION_SCHEMA do not show columns added by DDL).
+    let late = expected_ids(&sim, &window("2026-10-16T00:00:00Z", "2026-11-01T00:00:00Z"));
+    let typed = bq
+        .count(&format!(
+            "SELECT COUNT(*) FROM {t} WHERE DATE_DIFF(renewal_date, closing_date, DAY) IN (365, 366) AND seats + 1 BETWEEN 2 AND 501 \
+             AND signed_contract AND JSON_VALUE(account_json, '$.id') = account_id AND LENGTH(region) = 4"
+        ))
+        .await;
+    assert_eq!(typed as usize, late.len());
+    let early = expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-10-16T00:00:00Z"));
+    let untouched = bq
+        .strings(&format!("SELECT deal_id FROM {t} WHERE region IS NULL AND seats IS NULL AND sync_run_id = '{first_run}' ORDER BY deal_id"))
+        .await;
+    assert_eq!(untouched, early, "rows of the first run keep their values and run id");
+
+    let deals: std::collections::HashMap<String, dealsync::sim::data::SimDeal> =
+        sim.closed_won_in(&october()).into_iter().map(|d| (d.id.to_string(), d)).collect();
+    let mut rs = bq
+        .query(&format!(
+            "SELECT deal_id, region, seats, CAST(contract_value AS STRING), partner_tier, CAST(renewal_date AS STRING), signed_contract, \
+             JSON_VALUE(account_json, '$.id') = account_id FROM {t} WHERE region IS NOT NULL"
+        ))
+        .await;
+    let mut seen = 0;
+    while rs.next_row() {
+        let id = rs.get_string(0).unwrap().unwrap();
+        let got = (
+            rs.get_string(1).unwrap().unwrap(),
+            rs.get_i64(2).unwrap().unwrap(),
+            rs.get_string(3).unwrap().map(|s| s.parse::<Decimal>().unwrap().normalize().to_string()),
+            rs.get_string(4).unwrap(),
+            rs.get_string(5).unwrap().unwrap(),
+            rs.get_bool(6).unwrap().unwrap(),
+        );
+        assert_eq!(got, crate::custom_fields::expected_promoted(&deals[&id]), "deal {id}");
+        assert_eq!(rs.get_bool(7).unwrap(), Some(true), "deal {id}: the JSON column holds the lookup");
+        seen += 1;
+    }
+    assert_eq!(seen, deals.len() - early.len());
+
+    // A backfill with --rewrite fills the older rows too.
+    let dir = second.dir;
+    let rewrite = bq.dealsync(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--rewrite"]).against(&sim).reuse(dir).run().await;
+    rewrite.assert_code(0);
+    assert_eq!(rewrite.count("rows_updated") as usize, deals.len());
+    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {t} WHERE region IS NULL")).await, 0);
 }

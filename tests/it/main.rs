@@ -4,6 +4,7 @@
 mod cli;
 mod config_errors;
 mod criteria_props;
+mod custom_fields;
 mod deploy;
 mod faults;
 mod bigquery;

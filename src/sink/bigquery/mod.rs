@@ -35,7 +35,7 @@ use serde_json::Value;
 
 pub use error::BqFailure;
 
-use super::{RunRecord, Sink, SinkError, WriteStats};
+use super::{RunRecord, Sink, SinkError, TableSpec, WriteStats};
 use crate::config::{BigQueryAuth, BigQuerySettings};
 use crate::exit::Exit;
 use crate::mapping::{format_instant, DealRow, Quarantined};
@@ -78,6 +78,7 @@ pub struct BigQuerySink {
     batch: Vec<Pending>,
     batch_bytes: usize,
     retry: RetryPolicy,
+    spec: TableSpec,
 }
 
 impl BigQuerySink {
@@ -126,7 +127,18 @@ impl BigQuerySink {
             batch: Vec::new(),
             batch_bytes: 0,
             retry,
+            spec: TableSpec::default(),
         })
+    }
+
+    /// Promoted columns and the replacement rule of the target table.
+    pub fn with_spec(mut self, spec: TableSpec) -> Self {
+        self.spec = spec;
+        self
+    }
+
+    fn target_fields(&self) -> Vec<TableFieldSchema> {
+        sql::target_fields(&self.spec.columns())
     }
 
     fn fail(&self, f: BqFailure) -> SinkError {
@@ -250,7 +262,7 @@ impl BigQuerySink {
     /// Checks an existing target against the schema: missing columns are added, incompatible ones stop the run.
     async fn evolve(&self, existing: Table) -> Result<(), SinkError> {
         let have = existing.schema.fields().clone().unwrap_or_default();
-        let (to_add, problems) = compare_schema(&have, &sql::target_fields());
+        let (to_add, problems) = compare_schema(&have, &self.target_fields());
         if !problems.is_empty() {
             return Err(SinkError::new(
                 self.describe(),
@@ -275,9 +287,20 @@ impl BigQuerySink {
                 format!("ADD COLUMN IF NOT EXISTS {} {ty}", f.name)
             })
             .collect();
-        let ddl = format!("ALTER TABLE {} {}", self.table(&self.s.table), adds.join(", "));
+        let table = self.table(&self.s.table);
         let what = format!("adding columns {} to {}", names.join(", "), self.describe());
-        self.query(&what, ddl).await.map_err(|e| self.fail(e))?;
+        // One statement (table metadata updates are rate-limited per table); a server that takes one ALTER
+        // command per statement (the emulator) gets them one by one.
+        match self.query(&what, format!("ALTER TABLE {table} {}", adds.join(", "))).await {
+            Ok(_) => {}
+            Err(e) if adds.len() > 1 && e.to_string().contains("Only one ALTER command") => {
+                for (add, name) in adds.iter().zip(&names) {
+                    let what = format!("adding column {name} to {}", self.describe());
+                    self.query(&what, format!("ALTER TABLE {table} {add}")).await.map_err(|e| self.fail(e))?;
+                }
+            }
+            Err(e) => return Err(self.fail(e)),
+        }
         tracing::info!(event = "columns_added", columns = %names.join(","), "added columns to the target table");
         Ok(())
     }
@@ -319,7 +342,7 @@ impl BigQuerySink {
         if self.staging_ready {
             return Ok(());
         }
-        let table = Table::new(&self.s.project, &self.s.dataset, &self.staging, TableSchema::new(sql::target_fields()))
+        let table = Table::new(&self.s.project, &self.s.dataset, &self.staging, TableSchema::new(self.target_fields()))
             .expiration_time(SystemTime::now() + STAGING_TTL)
             .label("managed-by", "dealsync")
             .label("dealsync-run", &self.run_id.to_ascii_lowercase());
@@ -396,7 +419,7 @@ impl BigQuerySink {
             }),
             configuration: Some(JobConfiguration {
                 query: Some(JobConfigurationQuery {
-                    query: sql::merge_sql(&self.table(&self.s.table), &self.table(&self.staging)),
+                    query: sql::merge_sql(&self.table(&self.s.table), &self.table(&self.staging), &self.spec.columns(), self.spec.rewrite),
                     use_legacy_sql: Some(false),
                     ..Default::default()
                 }),
@@ -480,6 +503,11 @@ pub fn compare_schema(have: &[TableFieldSchema], want: &[TableFieldSchema]) -> (
 fn bq_row(row: &DealRow) -> Value {
     let mut v = serde_json::to_value(row).expect("rows serialize");
     v["raw"] = Value::String(row.raw.get().to_string());
+    for (p, val) in row.extras.columns.iter().zip(&row.extras.values) {
+        if let crate::mapping::promoted::Value::Json(j) = val {
+            v[p.column] = Value::String(j.get().to_string());
+        }
+    }
     v
 }
 
@@ -514,7 +542,7 @@ impl Sink for BigQuerySink {
         let what = format!("reading table {p}.{d}.{t}");
         let probe = match self.call(&what, || self.client.table().get(&p, &d, &t, None)).await {
             Ok(existing) => {
-                let (add, problems) = compare_schema(&existing.schema.fields().clone().unwrap_or_default(), &sql::target_fields());
+                let (add, problems) = compare_schema(&existing.schema.fields().clone().unwrap_or_default(), &self.target_fields());
                 if !problems.is_empty() {
                     return Err(SinkError::new(self.describe(), format!("the existing table is not compatible: {}", problems.join("; ")), Exit::Config));
                 }
@@ -542,7 +570,7 @@ impl Sink for BigQuerySink {
 
     async fn prepare(&mut self) -> Result<(), SinkError> {
         self.ensure_dataset().await.map_err(|e| self.fail(e))?;
-        let target = Table::new(&self.s.project, &self.s.dataset, &self.s.table, TableSchema::new(sql::target_fields()))
+        let target = Table::new(&self.s.project, &self.s.dataset, &self.s.table, TableSchema::new(self.target_fields()))
             .time_partitioning(TimePartitioning::per_day().field("closing_date"))
             .clustering(Clustering { fields: Some(vec!["deal_id".into()]) })
             .label("managed-by", "dealsync");
@@ -624,7 +652,7 @@ impl Sink for BigQuerySink {
             return Ok(WriteStats { rejected, ..WriteStats::default() });
         }
         let (target, staging) = (self.table(&self.s.table), self.table(&self.staging));
-        let mut rs = self.query("counting what the MERGE will change", sql::merge_preview_sql(&target, &staging)).await.map_err(|e| self.fail(e))?;
+        let mut rs = self.query("counting what the MERGE will change", sql::merge_preview_sql(&target, &staging, self.spec.rewrite)).await.map_err(|e| self.fail(e))?;
         let (mut staged, mut deals, mut inserted, mut updated) = (0, 0, 0, 0);
         if rs.next_row() {
             let get = |rs: &ResultSet, name: &str| rs.get_i64_by_name(name).ok().flatten().unwrap_or(0).max(0) as u64;
@@ -736,7 +764,7 @@ mod tests {
 
     #[test]
     fn a_missing_column_is_added_as_nullable_and_a_changed_type_is_refused() {
-        let want = sql::target_fields();
+        let want = sql::target_fields(crate::mapping::COLUMNS);
         let mut have: Vec<_> = want.iter().filter(|c| c.name != "pipeline" && c.name != "deal_id").cloned().collect();
         have.push(f("DEAL_ID", FieldType::String, "REQUIRED"));
         let (add, problems) = compare_schema(&have, &want);

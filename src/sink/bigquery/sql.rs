@@ -4,7 +4,7 @@
 use gcp_bigquery_client::model::field_type::FieldType;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 
-use crate::mapping::{Column, COLUMNS};
+use crate::mapping::Column;
 
 pub const RUNS_TABLE: &str = "_dealsync_runs";
 pub const QUARANTINE_TABLE: &str = "_dealsync_quarantine";
@@ -51,8 +51,8 @@ fn field(c: &Column) -> TableFieldSchema {
     f
 }
 
-pub fn target_fields() -> Vec<TableFieldSchema> {
-    COLUMNS.iter().map(field).collect()
+pub fn target_fields(columns: &[Column]) -> Vec<TableFieldSchema> {
+    columns.iter().map(field).collect()
 }
 
 const fn c(name: &'static str, bq_type: &'static str, mode: &'static str, description: &'static str) -> Column {
@@ -99,16 +99,17 @@ pub fn table_ref(project: &str, dataset: &str, table: &str) -> String {
 }
 
 /// The MERGE that makes a run's staged rows final: newest staged copy per deal, insert new deals, replace a
-/// deal only with a newer copy, never touch a deal the run did not stage.
-pub fn merge_sql(target: &str, staging: &str) -> String {
-    let cols: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
+/// deal only with a newer copy (or an as new one when rewriting), never touch a deal the run did not stage.
+pub fn merge_sql(target: &str, staging: &str, columns: &[Column], rewrite: bool) -> String {
+    let cols: Vec<&str> = columns.iter().map(|c| c.name).collect();
+    let op = if rewrite { ">=" } else { ">" };
     let set: Vec<String> = cols.iter().filter(|c| **c != "deal_id").map(|c| format!("{c} = S.{c}")).collect();
     let values: Vec<String> = cols.iter().map(|c| format!("S.{c}")).collect();
     format!(
         "MERGE {target} T\n\
          USING (\n  SELECT * FROM {staging}\n  WHERE TRUE\n  QUALIFY ROW_NUMBER() OVER (PARTITION BY deal_id ORDER BY modified_time DESC) = 1\n) S\n\
          ON T.deal_id = S.deal_id\n\
-         WHEN MATCHED AND S.modified_time > T.modified_time THEN\n  UPDATE SET {}\n\
+         WHEN MATCHED AND S.modified_time {op} T.modified_time THEN\n  UPDATE SET {}\n\
          WHEN NOT MATCHED THEN\n  INSERT ({})\n  VALUES ({})",
         set.join(", "),
         cols.join(", "),
@@ -118,10 +119,11 @@ pub fn merge_sql(target: &str, staging: &str) -> String {
 
 /// What the MERGE will do, counted before it runs (BigQuery's DML statistics are not in the client's model):
 /// staged rows, distinct deals, new deals, deals that a newer copy will replace.
-pub fn merge_preview_sql(target: &str, staging: &str) -> String {
+pub fn merge_preview_sql(target: &str, staging: &str, rewrite: bool) -> String {
+    let op = if rewrite { ">=" } else { ">" };
     format!(
         "SELECT\n  (SELECT COUNT(*) FROM {staging}) AS staged,\n  COUNT(*) AS deals,\n  \
-         COUNTIF(T.deal_id IS NULL) AS inserted,\n  COUNTIF(T.deal_id IS NOT NULL AND S.modified_time > T.modified_time) AS updated\n\
+         COUNTIF(T.deal_id IS NULL) AS inserted,\n  COUNTIF(T.deal_id IS NOT NULL AND S.modified_time {op} T.modified_time) AS updated\n\
          FROM (\n  SELECT deal_id, modified_time FROM {staging}\n  WHERE TRUE\n  \
          QUALIFY ROW_NUMBER() OVER (PARTITION BY deal_id ORDER BY modified_time DESC) = 1\n) S\n\
          LEFT JOIN {target} T ON T.deal_id = S.deal_id"
@@ -180,8 +182,8 @@ pub fn window_condition(w: &crate::window::Window) -> String {
 }
 
 /// `CREATE TABLE` DDL of the target, equivalent to what dealsync creates through the API.
-pub fn target_ddl(table: &str) -> String {
-    let cols: Vec<String> = COLUMNS
+pub fn target_ddl(table: &str, columns: &[Column]) -> String {
+    let cols: Vec<String> = columns
         .iter()
         .map(|c| {
             let ty = if c.mode == "REPEATED" { format!("ARRAY<{}>", c.bq_type) } else { c.bq_type.to_string() };
@@ -198,10 +200,11 @@ pub fn target_ddl(table: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapping::COLUMNS;
 
     #[test]
     fn the_merge_updates_only_with_newer_rows_and_names_every_column() {
-        let sql = merge_sql("`p.d.t`", "`p.d._dealsync_stg_x`");
+        let sql = merge_sql("`p.d.t`", "`p.d._dealsync_stg_x`", COLUMNS, false);
         assert!(sql.contains("WHEN MATCHED AND S.modified_time > T.modified_time THEN"));
         assert!(sql.contains("PARTITION BY deal_id ORDER BY modified_time DESC"));
         for c in COLUMNS {

@@ -14,6 +14,10 @@ use serde_json::value::RawValue;
 
 use crate::zoho::criteria::CLOSED_WON;
 
+pub mod promoted;
+
+use promoted::{Extras, Promoted};
+
 /// BigQuery NUMERIC keeps 9 digits after the point; more would be silently rounded there, so they are refused.
 pub const MAX_SCALE: u32 = 9;
 
@@ -58,6 +62,9 @@ pub struct DealRow {
     pub is_deleted: bool,
     #[serde(serialize_with = "opt_instant")]
     pub deleted_time: Option<DateTime<Utc>>,
+    /// Promoted fields (config `[columns]`), after the standard columns.
+    #[serde(flatten)]
+    pub extras: Extras,
 }
 
 /// Instants are written the same way everywhere: RFC 3339, UTC, whole seconds (Zoho's precision). The fixed
@@ -110,6 +117,8 @@ pub enum Mapped {
 pub struct RunStamp {
     pub run_id: String,
     pub synced_at: DateTime<Utc>,
+    /// Fields promoted to their own columns by the config file.
+    pub promoted: &'static [Promoted],
 }
 
 /// Why one field could not be read.
@@ -126,44 +135,125 @@ impl fmt::Display for FieldError {
 }
 
 /// The fields we type, borrowed from the record's text; everything else stays only in `raw`.
-#[derive(Deserialize)]
+#[derive(Default)]
 struct DealWire<'a> {
-    #[serde(borrow)]
     id: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Deal_Name")]
     deal_name: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Stage")]
     stage: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Amount")]
     amount: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Expected_Revenue")]
     expected_revenue: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Exchange_Rate")]
     exchange_rate: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Currency")]
     currency: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Probability")]
     probability: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Closing_Date")]
     closing_date: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Account_Name")]
     account: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Contact_Name")]
     contact: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Owner")]
     owner: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Pipeline")]
     pipeline: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Type")]
     deal_type: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Lead_Source")]
     lead_source: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Tag")]
     tag: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Created_Time")]
     created_time: Option<&'a RawValue>,
-    #[serde(borrow, rename = "Modified_Time")]
     modified_time: Option<&'a RawValue>,
+    /// One slot per promoted field, in the configuration's order.
+    extras: Vec<Option<&'a RawValue>>,
+}
+
+/// Reads a record in one pass: the standard fields and the promoted ones are borrowed as raw JSON text, every
+/// other key is skipped. A repeated standard key is an error (which copy would be right?).
+struct WireSeed<'p> {
+    promoted: &'p [Promoted],
+}
+
+/// An object key, borrowed unless it contains escapes.
+enum Key<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_string()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for WireSeed<'_> {
+    type Value = DealWire<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<DealWire<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for WireSeed<'_> {
+    type Value = DealWire<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DealWire<'de>, A::Error> {
+        let mut w = DealWire { extras: vec![None; self.promoted.len()], ..DealWire::default() };
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let k = match &key {
+                Key::Borrowed(k) => *k,
+                Key::Owned(k) => k.as_str(),
+            };
+            let (slot, name) = match k {
+                "id" => (&mut w.id, "id"),
+                "Deal_Name" => (&mut w.deal_name, "Deal_Name"),
+                "Stage" => (&mut w.stage, "Stage"),
+                "Amount" => (&mut w.amount, "Amount"),
+                "Expected_Revenue" => (&mut w.expected_revenue, "Expected_Revenue"),
+                "Exchange_Rate" => (&mut w.exchange_rate, "Exchange_Rate"),
+                "Currency" => (&mut w.currency, "Currency"),
+                "Probability" => (&mut w.probability, "Probability"),
+                "Closing_Date" => (&mut w.closing_date, "Closing_Date"),
+                "Account_Name" => (&mut w.account, "Account_Name"),
+                "Contact_Name" => (&mut w.contact, "Contact_Name"),
+                "Owner" => (&mut w.owner, "Owner"),
+                "Pipeline" => (&mut w.pipeline, "Pipeline"),
+                "Type" => (&mut w.deal_type, "Type"),
+                "Lead_Source" => (&mut w.lead_source, "Lead_Source"),
+                "Tag" => (&mut w.tag, "Tag"),
+                "Created_Time" => (&mut w.created_time, "Created_Time"),
+                "Modified_Time" => (&mut w.modified_time, "Modified_Time"),
+                _ => {
+                    let value: &'de RawValue = map.next_value()?;
+                    for (i, p) in self.promoted.iter().enumerate() {
+                        if p.field == k {
+                            w.extras[i] = Some(value);
+                        }
+                    }
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(serde::de::Error::duplicate_field(name));
+            }
+            let value: &'de RawValue = map.next_value()?;
+            *slot = Some(value);
+            // A standard field may be promoted too (e.g. as text, or a lookup's name).
+            for (i, p) in self.promoted.iter().enumerate() {
+                if p.field == name {
+                    w.extras[i] = Some(value);
+                }
+            }
+        }
+        Ok(w)
+    }
 }
 
 /// Maps one record. Never panics, whatever the input.
@@ -177,7 +267,9 @@ pub fn map_deal(raw: Box<RawValue>, stamp: &RunStamp) -> Mapped {
             quarantined_at: stamp.synced_at,
         }))
     };
-    let wire: DealWire = match serde_json::from_str(raw.get()) {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let parsed = serde::de::DeserializeSeed::deserialize(WireSeed { promoted: stamp.promoted }, &mut de).and_then(|w| de.end().map(|()| w));
+    let wire: DealWire = match parsed {
         Ok(w) => w,
         Err(e) => {
             let reason = if raw.get().trim_start().starts_with('{') {
@@ -209,8 +301,14 @@ pub fn map_deal(raw: Box<RawValue>, stamp: &RunStamp) -> Mapped {
         Ok(f) => f,
         Err(e) => return quarantine(Some(deal_id), e.to_string(), raw),
     };
+    let extras = match stamp.promoted.iter().zip(&wire.extras).map(|(p, r)| promoted::read(p, *r)).collect() {
+        Ok(values) => Extras { columns: stamp.promoted, values },
+        Err(e) => return quarantine(Some(deal_id), e.to_string(), raw),
+    };
     drop(wire);
-    Mapped::Row(Box::new(fields.into_row(deal_id, stage.unwrap_or_default(), raw, stamp)))
+    let mut row = fields.into_row(deal_id, stage.unwrap_or_default(), raw, stamp);
+    row.extras = extras;
+    Mapped::Row(Box::new(row))
 }
 
 /// Every typed column of a row, read before the raw record is moved into it.
@@ -264,6 +362,7 @@ impl Typed {
             is_closed_won: true,
             is_deleted: false,
             deleted_time: None,
+            extras: Extras::default(),
         }
     }
 }
@@ -563,11 +662,33 @@ pub const COLUMNS: &[Column] = &[
     col("deleted_time", "TIMESTAMP", "NULLABLE", "TEXT", "When it was deleted in Zoho"),
 ];
 
+/// The Zoho fields the standard columns come from (for `dealsync fields`).
+pub const STANDARD_FIELDS: &[(&str, &[&str])] = &[
+    ("id", &["deal_id"]),
+    ("Deal_Name", &["deal_name"]),
+    ("Stage", &["stage", "is_closed_won"]),
+    ("Amount", &["amount"]),
+    ("Expected_Revenue", &["expected_revenue"]),
+    ("Exchange_Rate", &["exchange_rate"]),
+    ("Currency", &["currency"]),
+    ("Probability", &["probability"]),
+    ("Closing_Date", &["closing_date"]),
+    ("Account_Name", &["account_id", "account_name"]),
+    ("Contact_Name", &["contact_id", "contact_name"]),
+    ("Owner", &["owner_id", "owner_name", "owner_email"]),
+    ("Pipeline", &["pipeline"]),
+    ("Type", &["type"]),
+    ("Lead_Source", &["lead_source"]),
+    ("Tag", &["tags"]),
+    ("Created_Time", &["created_time"]),
+    ("Modified_Time", &["modified_time"]),
+];
+
 impl FromStr for RunStamp {
     type Err = std::convert::Infallible;
     /// For tests: a stamp with this run id, synced now.
     fn from_str(run_id: &str) -> Result<Self, Self::Err> {
-        Ok(RunStamp { run_id: run_id.to_string(), synced_at: Utc::now() })
+        Ok(RunStamp { run_id: run_id.to_string(), synced_at: Utc::now(), promoted: &[] })
     }
 }
 
@@ -680,6 +801,36 @@ mod tests {
         assert!(reason(&GOOD.replace("12345678901.25", "123456789012345678901234567890.5")).starts_with("Amount:"));
         assert!(reason(&GOOD.replace("\"2026-11-27\"", "\"2026-11-27T00:00:00Z\"")).starts_with("Closing_Date:"));
         assert!(reason(&GOOD.replace("\"2026-11-27T10:00:00+05:30\"", "\"27 Nov 2026\"")).starts_with("Modified_Time:"));
+    }
+
+    #[test]
+    fn promoted_fields_are_read_in_the_same_pass_standard_ones_included() {
+        use promoted::{FieldType, Value};
+        static PROMOTED: [Promoted; 3] = [
+            Promoted { field: "Contract_Value", column: "contract_value", ty: FieldType::Decimal },
+            Promoted { field: "Account_Name", column: "account", ty: FieldType::LookupName },
+            Promoted { field: "Missing", column: "missing", ty: FieldType::Text },
+        ];
+        let stamp = RunStamp { promoted: &PROMOTED, ..stamp() };
+        let Mapped::Row(r) = map_deal(RawValue::from_string(GOOD.to_string()).unwrap(), &stamp) else { panic!() };
+        assert_eq!(r.extras.values, vec![Value::Decimal("52000".parse().unwrap()), Value::Text("Zylker GmbH".into()), Value::Null]);
+        assert_eq!(r.account_name.as_deref(), Some("Zylker GmbH"), "the standard column is still filled");
+        let json = serde_json::to_value(&*r).unwrap();
+        assert_eq!((json["contract_value"].clone(), json["missing"].clone()), ("52000".into(), serde_json::Value::Null));
+
+        let bad = GOOD.replace("\"Contract_Value\":52000.0", "\"Contract_Value\":\"n/a\"");
+        match map_deal(RawValue::from_string(bad).unwrap(), &stamp) {
+            Mapped::Quarantined(q) => assert!(q.reason.starts_with("Contract_Value:"), "{}", q.reason),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_quarantined_and_an_escaped_key_is_read() {
+        let twice = GOOD.replace("\"Stage\":\"Closed Won\"", "\"Stage\":\"Closed Won\",\"Stage\":\"Closed Lost\"");
+        assert!(reason(&twice).contains("duplicate field `Stage`"), "{}", reason(&twice));
+        let escaped = row(&GOOD.replace("\"Deal_Name\"", "\"Deal\\u005fName\""));
+        assert_eq!(escaped.deal_name.as_deref(), Some("Zylker GmbH – renewal ✓"));
     }
 
     #[test]

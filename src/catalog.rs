@@ -1,0 +1,262 @@
+//! `dealsync fields`: which Deals fields Zoho has (custom ones included), how dealsync stores each one today
+//! (a standard column, a promoted column, or only inside `raw`), and the column type it would get if promoted.
+//! `--format toml` writes the `[columns]` block to paste into the config file, so promoting a field is a copy.
+
+use serde::Serialize;
+
+use crate::cli::{FieldsArgs, FieldsFormat};
+use crate::config::{Needs, Settings};
+use crate::exit::Exit;
+use crate::mapping::promoted::{FieldType, Promoted};
+use crate::mapping::{COLUMNS, STANDARD_FIELDS};
+use crate::zoho::fields::FieldMeta;
+use crate::zoho::ZohoClient;
+
+/// One line of the listing.
+#[derive(Debug, Serialize)]
+pub struct FieldRow {
+    pub api_name: String,
+    pub label: Option<String>,
+    pub data_type: Option<String>,
+    pub json_type: Option<String>,
+    pub custom: bool,
+    /// The columns holding it now; empty when it lives only in `raw`.
+    pub columns: Vec<String>,
+    /// `standard`, `promoted` or `raw`.
+    pub stored: &'static str,
+    /// The type it has (promoted) or would have (suggested) as a promoted column.
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+    pub bigquery_type: String,
+    pub sqlite_type: &'static str,
+}
+
+/// Describes each field against the standard columns and the promoted ones.
+pub fn describe(fields: &[FieldMeta], promoted: &[Promoted]) -> Vec<FieldRow> {
+    fields
+        .iter()
+        .map(|f| {
+            let standard = STANDARD_FIELDS.iter().find(|(name, _)| *name == f.api_name).map(|(_, cols)| *cols);
+            let mine: Vec<&Promoted> = promoted.iter().filter(|p| p.field == f.api_name).collect();
+            let (stored, columns) = match (standard, mine.is_empty()) {
+                (Some(cols), _) => ("standard", cols.iter().map(|c| c.to_string()).collect()),
+                (None, false) => ("promoted", mine.iter().map(|p| p.column.to_string()).collect()),
+                (None, true) => ("raw", Vec::new()),
+            };
+            let ty = mine.first().map(|p| p.ty).unwrap_or_else(|| f.suggested_type());
+            let (bq, mode) = match standard {
+                Some(cols) => COLUMNS.iter().find(|c| c.name == cols[0]).map(|c| (c.bq_type, c.mode)).unwrap_or(ty.bigquery()),
+                None => ty.bigquery(),
+            };
+            let sqlite = match standard {
+                Some(cols) => COLUMNS.iter().find(|c| c.name == cols[0]).map(|c| sqlite_base(c.sqlite_type)).unwrap_or(ty.sqlite()),
+                None => ty.sqlite(),
+            };
+            FieldRow {
+                api_name: f.api_name.clone(),
+                label: f.label().map(String::from),
+                data_type: f.data_type.clone(),
+                json_type: f.json_type.clone(),
+                custom: f.custom_field,
+                columns,
+                stored,
+                ty,
+                bigquery_type: if mode == "REPEATED" { format!("ARRAY<{bq}>") } else { bq.to_string() },
+                sqlite_type: sqlite,
+            }
+        })
+        .collect()
+}
+
+/// `TEXT NOT NULL PRIMARY KEY` → `TEXT`.
+fn sqlite_base(t: &'static str) -> &'static str {
+    t.split_whitespace().next().unwrap_or(t)
+}
+
+/// A column name for a field: lowercase, `_` for anything else, never a standard column's name.
+pub fn column_name(api_name: &str) -> String {
+    let mut out = String::new();
+    for ch in api_name.chars() {
+        let c = if ch.is_ascii_alphanumeric() { ch.to_ascii_lowercase() } else { '_' };
+        if !(c == '_' && out.ends_with('_')) {
+            out.push(c);
+        }
+    }
+    let mut out = out.trim_matches('_').to_string();
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert_str(0, "f_");
+    }
+    if COLUMNS.iter().any(|c| c.name == out) {
+        out.push_str("_field");
+    }
+    out
+}
+
+pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
+    match format {
+        FieldsFormat::Json => serde_json::to_string_pretty(rows).expect("rows serialize") + "\n",
+        FieldsFormat::Text => {
+            let head = ["api name", "label", "zoho type", "custom", "stored in", "type", "bigquery", "sqlite"];
+            let lines: Vec<[String; 8]> = rows
+                .iter()
+                .map(|r| {
+                    let zoho = match (&r.data_type, &r.json_type) {
+                        (Some(d), _) => d.clone(),
+                        (None, Some(j)) => j.clone(),
+                        (None, None) => "?".into(),
+                    };
+                    let stored = if r.columns.is_empty() { "raw only".to_string() } else { r.columns.join(", ") };
+                    [
+                        r.api_name.clone(),
+                        r.label.clone().unwrap_or_default(),
+                        zoho,
+                        if r.custom { "yes" } else { "" }.into(),
+                        stored,
+                        r.ty.to_string(),
+                        r.bigquery_type.clone(),
+                        r.sqlite_type.to_string(),
+                    ]
+                })
+                .collect();
+            let mut width = head.map(str::len);
+            for l in &lines {
+                for (w, cell) in width.iter_mut().zip(l) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let mut out = String::new();
+            let mut push = |cells: &[String]| {
+                let line: Vec<String> = cells.iter().zip(width).map(|(c, w)| format!("{c:<w$}")).collect();
+                out.push_str(line.join("  ").trim_end());
+                out.push('\n');
+            };
+            push(&head.map(String::from));
+            for l in &lines {
+                push(l);
+            }
+            out
+        }
+        FieldsFormat::Toml => {
+            let mut out = String::from(
+                "# Fields stored only in `raw` today. Keep the ones you want as typed columns, paste under [columns]\n\
+                 # in config/dealsync.toml; the next run adds them (existing rows keep NULL until a backfill with --rewrite).\n\
+                 [columns]\n",
+            );
+            for r in rows.iter().filter(|r| r.stored == "raw") {
+                let label = r.label.as_deref().unwrap_or("");
+                let zoho = r.data_type.as_deref().unwrap_or("?");
+                out.push_str(&format!(
+                    "{} = {{ field = \"{}\", type = \"{}\" }}   # {label} ({zoho})\n",
+                    column_name(&r.api_name),
+                    r.api_name,
+                    r.ty
+                ));
+            }
+            out
+        }
+    }
+}
+
+/// `dealsync fields`.
+pub async fn fields(args: FieldsArgs) -> Exit {
+    let needs = if args.demo { Needs::Nothing } else { Needs::ZohoCredentials };
+    let settings = match Settings::from_env(needs) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+            return Exit::Config;
+        }
+    };
+    let mut demo = None;
+    let zoho = if args.demo {
+        let cfg = crate::sim::SimConfig::demo(100, 42);
+        let handle = match crate::sim::start(cfg.clone(), "127.0.0.1:0".parse().expect("valid address")).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(event = "simulator_failed", "could not listen on 127.0.0.1: {e}");
+                return Exit::Internal;
+            }
+        };
+        let s = crate::run::demo_settings(&handle, &cfg);
+        demo = Some(handle);
+        match s {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+                return Exit::Config;
+            }
+        }
+    } else {
+        settings.zoho.clone().expect("credentials were required")
+    };
+    let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
+    let policy = crate::retry::RetryPolicy { max_attempts: 3, ..Default::default() };
+    let result = match ZohoClient::new(zoho, policy, timeout) {
+        Ok(client) => client.fields("Deals").await,
+        Err(e) => Err(e),
+    };
+    if let Some(h) = demo {
+        h.stop().await;
+    }
+    match result {
+        Ok(fields) => {
+            let fields: Vec<FieldMeta> = fields.into_iter().filter(|f| !args.custom || f.custom_field).collect();
+            let rows = describe(&fields, settings.promoted);
+            print!("{}", render(&rows, args.format));
+            for p in settings.promoted.iter().filter(|p| !fields.iter().any(|f| f.api_name == p.field)) {
+                if !args.custom {
+                    tracing::warn!(event = "promoted_field_unknown", field = p.field, column = p.column,
+                        "columns.{} promotes {}, which Zoho's Deals metadata does not list; the column will stay empty", p.column, p.field);
+                }
+            }
+            Exit::Ok
+        }
+        Err(e) => {
+            tracing::error!(event = "fields_failed", "{e}");
+            e.exit()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(api: &str, data_type: Option<&str>, custom: bool) -> FieldMeta {
+        FieldMeta {
+            api_name: api.into(),
+            display_label: Some(api.replace('_', " ")),
+            field_label: None,
+            data_type: data_type.map(String::from),
+            json_type: None,
+            custom_field: custom,
+            length: None,
+        }
+    }
+
+    #[test]
+    fn standard_promoted_and_raw_fields_are_told_apart() {
+        let fields = [meta("Amount", Some("currency"), false), meta("Region", Some("picklist"), true), meta("Seats", Some("integer"), true)];
+        let promoted = [Promoted { field: "Region", column: "region", ty: FieldType::Text }];
+        let rows = describe(&fields, &promoted);
+        assert_eq!((rows[0].stored, rows[0].columns.clone(), rows[0].bigquery_type.as_str()), ("standard", vec!["amount".to_string()], "NUMERIC"));
+        assert_eq!((rows[1].stored, rows[1].columns.clone()), ("promoted", vec!["region".to_string()]));
+        assert_eq!((rows[2].stored, rows[2].ty, rows[2].bigquery_type.as_str(), rows[2].sqlite_type), ("raw", FieldType::Integer, "INT64", "INTEGER"));
+    }
+
+    #[test]
+    fn the_toml_block_parses_back_into_valid_promotions() {
+        let fields = [meta("Amount", Some("currency"), false), meta("Contract_Value", Some("currency"), true),
+            meta("Type__c", None, true), meta("_2nd_Owner", Some("lookup"), true), meta("Tags", Some("multiselectpicklist"), true)];
+        let toml_text = render(&describe(&fields, &[]), FieldsFormat::Toml);
+        let file: crate::config::FileConfig = toml::from_str(&toml_text).unwrap();
+        let promoted = crate::mapping::promoted::from_config(&file.columns).unwrap();
+        let got: Vec<(&str, &str, FieldType)> = promoted.iter().map(|p| (p.column, p.field, p.ty)).collect();
+        assert_eq!(got, vec![
+            ("contract_value", "Contract_Value", FieldType::Decimal),
+            ("f_2nd_owner", "_2nd_Owner", FieldType::LookupId),
+            ("tags_field", "Tags", FieldType::TextList),
+            ("type_c", "Type__c", FieldType::Json),
+        ]);
+    }
+}
