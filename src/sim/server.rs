@@ -96,6 +96,10 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/crm/v8/Deals/deleted", get(deleted))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), inject))
         .route("/oauth/v2/token", post(token))
+        // Operator controls for trying dealsync by hand (not Zoho's API): list, delete, move a deal.
+        .route("/_sim/deals", get(admin_list))
+        .route("/_sim/deals/{id}/delete", post(admin_delete))
+        .route("/_sim/deals/{id}/stage", post(admin_stage))
         .fallback(not_found)
         .with_state(state)
 }
@@ -177,6 +181,67 @@ fn zoho_error(status: StatusCode, code: &str, message: &str, details: serde_json
 
 fn query_error(e: QueryError) -> Response {
     zoho_error(StatusCode::BAD_REQUEST, e.code, &e.message, e.details)
+}
+
+fn admin_view(d: &SimDeal) -> serde_json::Value {
+    json!({"id": d.id.to_string(), "deal_name": d.deal_name(), "stage": d.stage,
+        "modified_time": chrono::DateTime::from_timestamp(d.modified, 0).map(|t| t.to_rfc3339()),
+        "amount": d.amount.map(|a| a.to_string()), "deleted": d.deleted})
+}
+
+/// `GET /_sim/deals?stage=Closed%20Won&limit=5`: deals (newest first), to pick one to change.
+async fn admin_list(State(state): State<Arc<SimState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(10);
+    let deals = state.deals.read().expect("not poisoned");
+    let list: Vec<serde_json::Value> = deals
+        .iter()
+        .rev()
+        .filter(|d| !d.deleted && q.get("stage").is_none_or(|s| s == d.stage))
+        .take(limit)
+        .map(admin_view)
+        .collect();
+    json_response(StatusCode::OK, serde_json::Value::Array(list).to_string())
+}
+
+fn admin_change(state: &SimState, id: &str, change: impl FnOnce(&mut SimDeal)) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "the id is not a number", json!({"id": id}));
+    };
+    let mut deals = state.deals.write().expect("not poisoned");
+    let Some(d) = deals.iter_mut().find(|d| d.id == id && !d.deleted) else {
+        return zoho_error(StatusCode::NOT_FOUND, "INVALID_DATA", "no such deal", json!({"id": id.to_string()}));
+    };
+    change(d);
+    let view = admin_view(d);
+    deals.sort_by_key(|d| (d.modified, d.id));
+    json_response(StatusCode::OK, view.to_string())
+}
+
+/// `POST /_sim/deals/{id}/delete`: moves the deal to the recycle bin now (it then shows in `/Deals/deleted`).
+async fn admin_delete(State(state): State<Arc<SimState>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let now = chrono::Utc::now().timestamp();
+    admin_change(&state, &id, |d| {
+        d.deleted = true;
+        d.deleted_at = Some(now);
+    })
+}
+
+/// `POST /_sim/deals/{id}/stage?to=Closed%20Lost`: moves the deal to another stage, modified now.
+async fn admin_stage(
+    State(state): State<Arc<SimState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let to = q.get("to").map(String::as_str).unwrap_or("");
+    let Some(stage) = data::STAGES.iter().chain(&[data::CLOSED_WON]).find(|s| **s == to).copied() else {
+        return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "unknown stage",
+            json!({"to": to, "stages": data::STAGES.iter().chain(&[data::CLOSED_WON]).collect::<Vec<_>>()}));
+    };
+    let now = chrono::Utc::now().timestamp();
+    admin_change(&state, &id, |d| {
+        d.stage = stage;
+        d.modified = now;
+    })
 }
 
 async fn not_found() -> Response {

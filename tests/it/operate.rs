@@ -118,3 +118,97 @@ fn the_version_names_the_git_revision() {
     let rev = text.trim().rsplit_once('(').map(|(_, r)| r.trim_end_matches(')').to_string()).unwrap();
     assert!(rev == "unknown" || (rev.len() == 12 && rev.chars().all(|c| c.is_ascii_hexdigit())), "{text}");
 }
+
+/// `dealsync simulate` as a separate process, with the variables it prints.
+struct SimulateProcess {
+    child: std::process::Child,
+    url: String,
+    vars: Vec<(String, String)>,
+}
+
+impl SimulateProcess {
+    fn start(args: &[&str]) -> SimulateProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dealsync"))
+            .args(["simulate", "--port", "0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let export = lines.by_ref().map(Result::unwrap).find(|l| l.trim_start().starts_with("export ")).expect("the simulator prints the variables");
+        let vars: Vec<(String, String)> = export
+            .trim_start()
+            .trim_start_matches("export ")
+            .split_whitespace()
+            .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap())
+            .collect();
+        let url = vars.iter().find(|(k, _)| k == "ZOHO_ACCOUNTS_URL").unwrap().1.clone();
+        SimulateProcess { child, url, vars }
+    }
+
+    fn dealsync(&self, args: &[&str]) -> Dealsync {
+        self.vars.iter().fold(Dealsync::new(args), |d, (k, v)| d.env(k, v))
+    }
+}
+
+impl Drop for SimulateProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walkthrough_against_dealsync_simulate_shows_deletions_reopened_deals_and_reconciliation() {
+    let sim = SimulateProcess::start(&["--deals", "3000", "--seed", "5"]);
+    let from = (chrono::Utc::now() - chrono::Duration::days(2)).format("%Y-%m-%d").to_string();
+    let first = sim.dealsync(&["sync", "--sink", "sqlite:try.db", "--from", &from]).run().await;
+    first.assert_code(0);
+    let db = first.dir.path().join("try.db");
+    let held = warehouse_ids(&db);
+    assert!(held.len() >= 5, "{}", first.summary());
+    // The newest deals: inside the next scheduled run's default window (the last 24 hours).
+    let newest = |i: usize| rusqlite::Connection::open(&db).unwrap()
+        .query_row("SELECT deal_id FROM closed_won_deals ORDER BY modified_time DESC LIMIT 1 OFFSET ?1", [i], |r| r.get::<_, String>(0)).unwrap();
+    let (gone, lost, removed) = (newest(0), newest(1), newest(2));
+
+    let http = reqwest::Client::new();
+    let listed: serde_json::Value = http.get(format!("{}/_sim/deals?stage=Closed%20Won&limit=3", sim.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert!(listed.as_array().unwrap().iter().all(|d| d["stage"] == "Closed Won"));
+    let r = http.post(format!("{}/_sim/deals/{gone}/delete", sim.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.post(format!("{}/_sim/deals/{lost}/stage?to=Closed%20Lost", sim.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.post(format!("{}/_sim/deals/{lost}/stage?to=Won", sim.url)).send().await.unwrap();
+    assert_eq!(r.status(), 400, "unknown stages are refused");
+
+    // Windows end (exclusive) at the run's start in whole seconds: let the change's second pass, as a person would.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = sim.dealsync(&["sync", "--sink", "sqlite:try.db", "--index-lag", "0s"]).reuse(first.dir).run().await;
+    second.assert_code(0);
+    assert_eq!((second.count("rows_deleted"), second.count("rows_reopened")), (1, 1), "{}", second.summary());
+    let db = second.dir.path().join("try.db");
+    assert_eq!(query_i64(&db, &format!("SELECT is_deleted FROM closed_won_deals WHERE deal_id = '{gone}'")), 1);
+    assert_eq!(query_i64(&db, &format!("SELECT count(*) FROM closed_won_deals WHERE deal_id = '{lost}' AND is_closed_won = 0 AND stage = 'Closed Lost'")), 1);
+
+    // A row removed behind dealsync's back: verify names it and exits 3.
+    rusqlite::Connection::open(&db).unwrap().execute("DELETE FROM closed_won_deals WHERE deal_id = ?1", [&removed]).unwrap();
+    let verify = sim.dealsync(&["verify", "--from", &from, "--sink", "sqlite:try.db"]).reuse(second.dir).run().await;
+    verify.assert_code(3);
+    assert_eq!(verify.event("reconciliation")["missing"], removed.as_str());
+    assert_eq!(verify.event("reconciliation")["extra"], "");
+
+    // Promote the custom fields with the block `dealsync fields` prints, then rewrite the range.
+    let fields = sim.dealsync(&["fields", "--custom", "--format", "toml"]).run().await;
+    fields.assert_code(0);
+    std::fs::create_dir_all(verify.dir.path().join("config")).unwrap();
+    std::fs::write(verify.dir.path().join("config/dealsync.toml"), &fields.stdout).unwrap();
+    let promoted = sim.dealsync(&["sync", "--sink", "sqlite:try.db", "--from", &from, "--rewrite"]).reuse(verify.dir).run().await;
+    promoted.assert_code(0);
+    let db = promoted.dir.path().join("try.db");
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM closed_won_deals WHERE is_closed_won = 1 AND is_deleted = 0 AND (region IS NULL OR renewal_date IS NULL OR seats IS NULL)"), 0);
+    assert_eq!(promoted.count("rows_inserted"), 1, "the removed row is back");
+}
