@@ -5,6 +5,7 @@
 //! retried or repeated run leaves the table unchanged.
 
 mod error;
+pub mod rows;
 pub mod sql;
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use gcp_bigquery_client::model::job_reference::JobReference;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::query_response::{QueryResponse, ResultSet};
 use gcp_bigquery_client::model::table::Table;
-use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
+use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequestGzipped;
 use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 use gcp_bigquery_client::model::table_schema::TableSchema;
@@ -62,9 +63,9 @@ impl gcp_bigquery_client::auth::Authenticator for NoAuth {
 }
 
 struct Pending {
-    row: TableDataInsertAllRequestRows,
+    row: rows::StagedRow,
     deal_id: String,
-    raw: String,
+    raw: Box<serde_json::value::RawValue>,
 }
 
 pub struct BigQuerySink {
@@ -305,12 +306,26 @@ impl BigQuerySink {
         Ok(())
     }
 
+    /// Streams generic rows (ledger, quarantine: a few per run) into `table`.
     async fn insert_rows(&self, table: &str, rows: Vec<TableDataInsertAllRequestRows>) -> Result<Vec<(usize, String, bool)>, BqFailure> {
-        let mut req = TableDataInsertAllRequest::new();
-        req.add_rows(rows).map_err(|e| BqFailure::new("preparing rows", e))?;
+        let json: Vec<(String, Box<serde_json::value::RawValue>)> = rows
+            .into_iter()
+            .map(|r| (r.insert_id.unwrap_or_default(), serde_json::value::to_raw_value(&r.json).expect("values serialize")))
+            .collect();
+        let body = rows::insert_all_body(json.iter().map(|(id, j)| (id.as_str(), &**j)));
+        self.insert_body(table, json.len(), body).await
+    }
+
+    /// Sends one gzipped `insertAll` body of `n` rows; returns the rows BigQuery reported.
+    async fn insert_body(&self, table: &str, n: usize, body: Vec<u8>) -> Result<Vec<(usize, String, bool)>, BqFailure> {
         let (p, d) = (&self.s.project, &self.s.dataset);
-        let what = format!("streaming {} rows into {p}.{d}.{table}", req.len());
-        let resp = self.call(&what, || self.client.tabledata().insert_all(p, d, table, req.clone())).await?;
+        let what = format!("streaming {n} rows into {p}.{d}.{table}");
+        let resp = self
+            .call(&what, || {
+                let req = TableDataInsertAllRequestGzipped::new(body.clone());
+                self.client.tabledata().insert_all_gzipped(p, d, table, req)
+            })
+            .await?;
         // (row index, reason text, stopped-only)
         Ok(resp
             .insert_errors
@@ -361,8 +376,8 @@ impl BigQuerySink {
         self.batch_bytes = 0;
         let mut refused = Vec::new();
         for attempt in 0..=STOPPED_RESENDS {
-            let rows: Vec<TableDataInsertAllRequestRows> = pending.iter().map(|p| p.row.clone()).collect();
-            let errors = self.insert_rows(&self.staging.clone(), rows).await.map_err(|e| self.fail(e))?;
+            let body = rows::insert_all_body(pending.iter().map(|p| (p.row.insert_id.as_str(), &*p.row.json)));
+            let errors = self.insert_body(&self.staging.clone(), pending.len(), body).await.map_err(|e| self.fail(e))?;
             if errors.is_empty() {
                 self.staged += pending.len() as u64;
                 return Ok(refused);
@@ -385,8 +400,7 @@ impl BigQuerySink {
                     refused.push(Quarantined {
                         deal_id: Some(p.deal_id),
                         reason,
-                        raw: serde_json::value::RawValue::from_string(p.raw)
-                            .unwrap_or_else(|_| serde_json::value::RawValue::from_string("null".into()).expect("null")),
+                        raw: p.raw,
                         sync_run_id: self.run_id.clone(),
                         quarantined_at: self.synced_at,
                     });
@@ -499,18 +513,6 @@ pub fn compare_schema(have: &[TableFieldSchema], want: &[TableFieldSchema]) -> (
     (add, problems)
 }
 
-/// A row as BigQuery's JSON wants it: exact decimals as strings, the JSON column as a JSON-encoded string.
-fn bq_row(row: &DealRow) -> Value {
-    let mut v = serde_json::to_value(row).expect("rows serialize");
-    v["raw"] = Value::String(row.raw.get().to_string());
-    for (p, val) in row.extras.columns.iter().zip(&row.extras.values) {
-        if let crate::mapping::promoted::Value::Json(j) = val {
-            v[p.column] = Value::String(j.get().to_string());
-        }
-    }
-    v
-}
-
 fn run_row(r: &RunRecord) -> Value {
     serde_json::json!({
         "run_id": r.run_id, "kind": r.kind, "window_field": r.window_field,
@@ -597,19 +599,13 @@ impl Sink for BigQuerySink {
 
     async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
         let mut refused = Vec::new();
-        for row in &rows {
-            let json = bq_row(row);
-            let raw = row.raw.get().to_string();
-            let bytes = raw.len() * 2 + 1024;
+        for row in rows {
+            let staged = rows::StagedRow::new(&row);
+            let bytes = staged.size();
             if !self.batch.is_empty() && (self.batch.len() >= BATCH_ROWS || self.batch_bytes + bytes > BATCH_BYTES) {
                 refused.extend(self.flush().await?);
             }
-            let insert_id = format!("{}:{}", row.deal_id, row.modified_time.timestamp());
-            self.batch.push(Pending {
-                row: TableDataInsertAllRequestRows { insert_id: Some(insert_id), json },
-                deal_id: row.deal_id.clone(),
-                raw,
-            });
+            self.batch.push(Pending { row: staged, deal_id: row.deal_id, raw: row.raw });
             self.batch_bytes += bytes;
         }
         let rejected = refused.len() as u64;
