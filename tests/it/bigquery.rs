@@ -243,10 +243,21 @@ async fn a_run_killed_between_staging_and_merge_is_repaired_by_the_next_run() {
         }
     }
     killed.write_rows(rows).await.unwrap();
-    drop(killed);
+    // The first batch streams in the background; the process dies once it has landed.
     let stg = format!("_dealsync_stg_{}", stamp.run_id.to_ascii_lowercase());
+    let mut staged = 0;
+    for _ in 0..100 {
+        if bq.table_names().await.contains(&stg) {
+            staged = bq.count(&format!("SELECT COUNT(*) FROM {}", bq.table_ref(&stg))).await;
+            if staged >= 500 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(killed);
     assert!(bq.table_names().await.contains(&stg), "the dead run left its staging table");
-    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {}", bq.table_ref(&stg))).await, 500, "one batch was staged");
+    assert_eq!(staged, 500, "one batch was staged");
     assert_eq!(bq.deal_ids().await, Vec::<String>::new(), "nothing reached the target");
 
     let out = bq.dealsync(&OCTOBER).against(&sim).run().await;

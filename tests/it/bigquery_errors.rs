@@ -207,3 +207,69 @@ async fn invalid_rows_are_quarantined_with_bigquerys_reason_and_stopped_rows_are
     let body: serde_json::Value = serde_json::from_slice(&merge.body).unwrap();
     assert_eq!(body["jobReference"]["jobId"], "dealsync_merge_20261128t000000z_0000abcd", "the MERGE job id comes from the run id");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_inserts_run_concurrently_up_to_the_bound() {
+    let server = MockServer::start().await;
+    let staging = "_dealsync_stg_20261128t000000z_0000abcd";
+    Mock::given(method("GET"))
+        .and(path_regex(format!("{P}/datasets/d/tables/.+")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "tableReference": {"projectId": "p", "datasetId": "d", "tableId": staging}, "schema": {"fields": []}
+        })))
+        .mount(&server)
+        .await;
+    let delay = std::time::Duration::from_millis(800);
+    Mock::given(method("POST"))
+        .and(path(format!("{P}/datasets/d/tables/{staging}/insertAll")))
+        .respond_with(ResponseTemplate::new(200).set_delay(delay).set_body_json(serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{P}/queries")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schema": {"fields": [{"name": "staged", "type": "INTEGER"}, {"name": "deals", "type": "INTEGER"},
+                                  {"name": "inserted", "type": "INTEGER"}, {"name": "updated", "type": "INTEGER"}]},
+            "jobReference": {"projectId": "p", "jobId": "job_2"},
+            "totalRows": "1", "rows": [{"f": [{"v": "4000"}, {"v": "4000"}, {"v": "4000"}, {"v": "0"}]}], "jobComplete": true
+        })))
+        .mount(&server)
+        .await;
+    let job = serde_json::json!({
+        "jobReference": {"projectId": "p", "jobId": "dealsync_merge_20261128t000000z_0000abcd"},
+        "status": {"state": "DONE"}, "statistics": {"query": {"numDmlAffectedRows": "4000"}}
+    });
+    Mock::given(method("POST")).and(path(format!("{P}/jobs"))).respond_with(ResponseTemplate::new(200).set_body_json(job.clone())).mount(&server).await;
+    Mock::given(method("GET")).and(path_regex(format!("{P}/jobs/.+"))).respond_with(ResponseTemplate::new(200).set_body_json(job)).mount(&server).await;
+    Mock::given(method("DELETE")).and(path_regex(format!("{P}/datasets/d/tables/.+"))).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+
+    let stamp: RunStamp = "20261128T000000Z_0000abcd".parse().unwrap();
+    let rows: Vec<DealRow> = (1..=4000)
+        .map(|i| {
+            let json = format!(r#"{{"id":"{}","Stage":"Closed Won","Amount":10.5,"Modified_Time":"2026-10-01T10:00:00+05:30"}}"#, 5000 + i);
+            match map_deal(serde_json::value::RawValue::from_string(json).unwrap(), &stamp) {
+                Mapped::Row(r) => *r,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    let mut s = sink(&server).await;
+    let started = std::time::Instant::now();
+    for page in rows.chunks(200) {
+        s.write_rows(page.to_vec()).await.unwrap();
+    }
+    let stats = s.commit().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(stats.inserted, 4000);
+
+    let requests = server.received_requests().await.unwrap();
+    let inserts: Vec<_> = requests.iter().filter(|r| r.url.path().ends_with(&format!("{staging}/insertAll"))).collect();
+    assert_eq!(inserts.len(), 8, "8 batches of 500");
+    let mut ids: Vec<String> = inserts.iter().flat_map(|r| gunzip_rows(r)).map(|r| r["json"]["deal_id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4000, "every row staged once");
+    // One at a time would take 8 x 800 ms; all at once 800 ms; at most 4 in flight, two waves.
+    assert!(elapsed < delay * 5, "inserts overlap: {elapsed:?}");
+    assert!(elapsed >= delay * 2, "at most {} in flight: {elapsed:?}", dealsync::sink::bigquery::INSERT_CONCURRENCY);
+}

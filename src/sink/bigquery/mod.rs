@@ -6,6 +6,7 @@
 
 mod error;
 pub mod rows;
+mod stream;
 pub mod sql;
 
 use std::sync::Arc;
@@ -26,7 +27,6 @@ use gcp_bigquery_client::model::job_reference::JobReference;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::query_response::{QueryResponse, ResultSet};
 use gcp_bigquery_client::model::table::Table;
-use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequestGzipped;
 use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 use gcp_bigquery_client::model::table_schema::TableSchema;
@@ -37,15 +37,18 @@ use serde_json::Value;
 pub use error::BqFailure;
 
 use super::{RunRecord, Sink, SinkError, TableSpec, WriteStats};
+use stream::{call_with_retries, Pending, Streamer};
 use crate::config::{BigQueryAuth, BigQuerySettings};
 use crate::exit::Exit;
 use crate::mapping::{format_instant, DealRow, Quarantined};
-use crate::retry::{retry, Retry, RetryPolicy};
+use crate::retry::RetryPolicy;
 use crate::window::WindowField;
 
 /// insertAll batches stay under both bounds (Google recommends 500 rows and about 5 MB per request).
 pub const BATCH_ROWS: usize = 500;
 pub const BATCH_BYTES: usize = 5_000_000;
+/// `insertAll` requests in flight at once: batches stream while the next pages are fetched and mapped.
+pub const INSERT_CONCURRENCY: usize = 4;
 /// Staging tables expire by themselves if a run dies before dropping its own.
 const STAGING_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Resends of rows BigQuery marked `stopped` (because another row in the request was invalid).
@@ -62,17 +65,10 @@ impl gcp_bigquery_client::auth::Authenticator for NoAuth {
     }
 }
 
-struct Pending {
-    row: rows::StagedRow,
-    deal_id: String,
-    raw: Box<serde_json::value::RawValue>,
-}
-
 pub struct BigQuerySink {
     client: Client,
     s: BigQuerySettings,
     run_id: String,
-    synced_at: DateTime<Utc>,
     staging: String,
     staging_ready: bool,
     staged: u64,
@@ -80,6 +76,9 @@ pub struct BigQuerySink {
     batch_bytes: usize,
     retry: RetryPolicy,
     spec: TableSpec,
+    streamer: Arc<Streamer>,
+    /// Streaming tasks in flight (at most `INSERT_CONCURRENCY`), each with its staged count and refused rows.
+    in_flight: tokio::task::JoinSet<Result<(u64, Vec<Quarantined>), SinkError>>,
 }
 
 impl BigQuerySink {
@@ -117,11 +116,11 @@ impl BigQuerySink {
             SinkError::new(&describe, f.to_string(), Exit::Config)
         })?;
         let staging = format!("{}{}", sql::STAGING_PREFIX, run_id.to_ascii_lowercase());
+        let (client_clone, s_clone) = (client.clone(), s.clone());
         Ok(BigQuerySink {
             client,
             s,
             run_id: run_id.to_string(),
-            synced_at,
             staging,
             staging_ready: false,
             staged: 0,
@@ -129,6 +128,16 @@ impl BigQuerySink {
             batch_bytes: 0,
             retry,
             spec: TableSpec::default(),
+            streamer: Arc::new(Streamer {
+                client: client_clone,
+                project: s_clone.project.clone(),
+                dataset: s_clone.dataset.clone(),
+                retry,
+                describe: describe.clone(),
+                run_id: run_id.to_string(),
+                synced_at,
+            }),
+            in_flight: tokio::task::JoinSet::new(),
         })
     }
 
@@ -151,28 +160,12 @@ impl BigQuerySink {
     }
 
     /// One BigQuery call with retries for transient failures.
-    async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, BqFailure>
+    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, BqFailure>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, BQError>>,
     {
-        retry(
-            self.retry,
-            what,
-            || {
-                let fut = f();
-                async move { fut.await.map_err(|e| BqFailure::new(what, e)) }
-            },
-            || {},
-        )
-        .await
-        .map_err(|g| {
-            let mut e = g.error;
-            if e.is_retryable() {
-                e.message = format!("{} (gave up after {} attempts)", e.message, g.attempts);
-            }
-            e
-        })
+        call_with_retries(self.retry, what, f).await
     }
 
     /// A DML statement on the target (never streamed into, so no streaming-buffer restriction); rows affected.
@@ -318,39 +311,7 @@ impl BigQuerySink {
 
     /// Sends one gzipped `insertAll` body of `n` rows; returns the rows BigQuery reported.
     async fn insert_body(&self, table: &str, n: usize, body: Vec<u8>) -> Result<Vec<(usize, String, bool)>, BqFailure> {
-        let (p, d) = (&self.s.project, &self.s.dataset);
-        let what = format!("streaming {n} rows into {p}.{d}.{table}");
-        let resp = self
-            .call(&what, || {
-                let req = TableDataInsertAllRequestGzipped::new(body.clone());
-                self.client.tabledata().insert_all_gzipped(p, d, table, req)
-            })
-            .await?;
-        // (row index, reason text, stopped-only)
-        Ok(resp
-            .insert_errors
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|e| {
-                let idx = usize::try_from(e.index?).ok()?;
-                let errors = e.errors.unwrap_or_default();
-                let stopped = !errors.is_empty() && errors.iter().all(|x| x.reason.as_deref() == Some("stopped"));
-                let text = errors
-                    .iter()
-                    .filter(|x| x.reason.as_deref() != Some("stopped"))
-                    .map(|x| {
-                        format!(
-                            "BigQuery {}: {}{}",
-                            x.reason.as_deref().unwrap_or("error"),
-                            x.message.as_deref().unwrap_or(""),
-                            x.location.as_deref().map(|l| format!(" (column {l})")).unwrap_or_default()
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                Some((idx, text, stopped))
-            })
-            .collect())
+        self.streamer.insert_body(table, n, body).await
     }
 
     async fn ensure_staging(&mut self) -> Result<(), SinkError> {
@@ -366,59 +327,43 @@ impl BigQuerySink {
         Ok(())
     }
 
-    /// Sends the batch, resending rows BigQuery stopped and quarantining rows it refused. Returns the refused.
+    /// Hands the batch to a streaming task; when `INSERT_CONCURRENCY` tasks are in flight, waits for one first.
+    /// Returns the rows refused by the tasks that finished.
     async fn flush(&mut self) -> Result<Vec<Quarantined>, SinkError> {
-        if self.batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.ensure_staging().await?;
-        let mut pending = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
         let mut refused = Vec::new();
-        for attempt in 0..=STOPPED_RESENDS {
-            let body = rows::insert_all_body(pending.iter().map(|p| (p.row.insert_id.as_str(), &*p.row.json)));
-            let errors = self.insert_body(&self.staging.clone(), pending.len(), body).await.map_err(|e| self.fail(e))?;
-            if errors.is_empty() {
-                self.staged += pending.len() as u64;
-                return Ok(refused);
+        if !self.batch.is_empty() {
+            self.ensure_staging().await?;
+            while self.in_flight.len() >= INSERT_CONCURRENCY {
+                refused.extend(self.join_one().await?);
             }
-            let mut stopped_idx = Vec::new();
-            let mut bad_idx = std::collections::HashMap::new();
-            for (idx, text, stopped) in errors {
-                if stopped {
-                    stopped_idx.push(idx);
-                } else {
-                    bad_idx.insert(idx, text);
-                }
-            }
-            // Rows without an error were inserted (only possible with skipInvalidRows, which we never set).
-            let accepted = pending.len() - stopped_idx.len() - bad_idx.len();
-            self.staged += accepted as u64;
-            let mut retry_rows = Vec::new();
-            for (i, p) in pending.into_iter().enumerate() {
-                if let Some(reason) = bad_idx.remove(&i) {
-                    refused.push(Quarantined {
-                        deal_id: Some(p.deal_id),
-                        reason,
-                        raw: p.raw,
-                        sync_run_id: self.run_id.clone(),
-                        quarantined_at: self.synced_at,
-                    });
-                } else if stopped_idx.contains(&i) {
-                    retry_rows.push(p);
-                }
-            }
-            if retry_rows.is_empty() {
-                return Ok(refused);
-            }
-            tracing::info!(event = "insert_resend", rows = retry_rows.len(), attempt, "resending rows BigQuery stopped");
-            pending = retry_rows;
+            let pending = std::mem::take(&mut self.batch);
+            self.batch_bytes = 0;
+            let (streamer, table) = (self.streamer.clone(), self.staging.clone());
+            self.in_flight.spawn(async move { streamer.stream_batch(&table, pending).await });
         }
-        Err(SinkError::new(
-            self.describe(),
-            format!("BigQuery kept stopping {} rows after {STOPPED_RESENDS} resends", pending.len()),
-            Exit::Unavailable,
-        ))
+        Ok(refused)
+    }
+
+    /// Waits for one streaming task; `None` when none is in flight.
+    async fn join_one(&mut self) -> Result<Vec<Quarantined>, SinkError> {
+        match self.in_flight.join_next().await {
+            None => Ok(Vec::new()),
+            Some(Ok(Ok((staged, refused)))) => {
+                self.staged += staged;
+                Ok(refused)
+            }
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(SinkError::new(self.describe(), format!("a streaming task failed: {e}"), Exit::Internal)),
+        }
+    }
+
+    /// Flushes the batch and waits for every streaming task.
+    async fn drain(&mut self) -> Result<Vec<Quarantined>, SinkError> {
+        let mut refused = self.flush().await?;
+        while !self.in_flight.is_empty() {
+            refused.extend(self.join_one().await?);
+        }
+        Ok(refused)
     }
 
     /// Runs the MERGE as a job with an id derived from the run, so that a retried request cannot run it twice.
@@ -636,7 +581,7 @@ impl Sink for BigQuerySink {
     }
 
     async fn commit(&mut self) -> Result<WriteStats, SinkError> {
-        let refused = self.flush().await?;
+        let refused = self.drain().await?;
         let rejected = refused.len() as u64;
         if !refused.is_empty() {
             self.write_quarantine(refused).await?;
@@ -731,6 +676,8 @@ impl Sink for BigQuerySink {
 
     async fn abandon(&mut self) {
         self.batch.clear();
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
         if self.staging_ready {
             let dropped = self.client.table().delete_if_exists(&self.s.project, &self.s.dataset, &self.staging).await;
             tracing::info!(event = "staging_abandoned", table = %self.staging, dropped, "the run was interrupted: its staging table is not merged");
