@@ -203,8 +203,9 @@ pub async fn fields(args: FieldsArgs) -> Exit {
             let fields: Vec<FieldMeta> = fields.into_iter().filter(|f| !args.custom || f.custom_field).collect();
             let rows = describe(&fields, settings.promoted);
             print!("{}", render(&rows, args.format));
-            for p in settings.promoted.iter().filter(|p| !fields.iter().any(|f| f.api_name == p.field)) {
-                if !args.custom {
+            // With --custom the list lacks the standard fields, which may be promoted too.
+            if !args.custom {
+                for p in settings.promoted.iter().filter(|p| !fields.iter().any(|f| f.api_name == p.field)) {
                     tracing::warn!(event = "promoted_field_unknown", field = p.field, column = p.column,
                         "columns.{} promotes {}, which Zoho's Deals metadata does not list; the column will stay empty", p.column, p.field);
                 }
