@@ -273,3 +273,98 @@ async fn streaming_inserts_run_concurrently_up_to_the_bound() {
     assert!(elapsed < delay * 5, "inserts overlap: {elapsed:?}");
     assert!(elapsed >= delay * 2, "at most {} in flight: {elapsed:?}", dealsync::sink::bigquery::INSERT_CONCURRENCY);
 }
+
+#[tokio::test]
+async fn a_merge_that_loses_to_a_concurrent_writer_runs_again_under_the_next_job_id() {
+    let server = MockServer::start().await;
+    let staging = "_dealsync_stg_20261128t000000z_0000abcd";
+    let base = "dealsync_merge_20261128t000000z_0000abcd";
+    Mock::given(method("GET"))
+        .and(path_regex(format!("{P}/datasets/d/tables/.+")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "tableReference": {"projectId": "p", "datasetId": "d", "tableId": staging}, "schema": {"fields": []}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(format!("{P}/datasets/d/tables/.+/insertAll")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{P}/queries")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schema": {"fields": [{"name": "staged", "type": "INTEGER"}, {"name": "deals", "type": "INTEGER"},
+                                  {"name": "inserted", "type": "INTEGER"}, {"name": "updated", "type": "INTEGER"}]},
+            "jobReference": {"projectId": "p", "jobId": "job_2"},
+            "totalRows": "1", "rows": [{"f": [{"v": "3"}, {"v": "3"}, {"v": "3"}, {"v": "0"}]}], "jobComplete": true
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).and(path(format!("{P}/jobs"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "jobReference": {"projectId": "p", "jobId": base}, "status": {"state": "RUNNING"}
+    }))).mount(&server).await;
+    // Google's shape for a DML job that lost a conflict: done, with an errorResult, nothing changed.
+    Mock::given(method("GET")).and(path(format!("{P}/jobs/{base}"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "jobReference": {"projectId": "p", "jobId": base},
+        "status": {"state": "DONE", "errorResult": {"reason": "invalidQuery", "location": "query",
+            "message": "Could not serialize access to table p:d.closed_won_deals due to concurrent update"}}
+    }))).mount(&server).await;
+    Mock::given(method("GET")).and(path(format!("{P}/jobs/{base}_2"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "jobReference": {"projectId": "p", "jobId": format!("{base}_2")},
+        "status": {"state": "DONE"}, "statistics": {"query": {"numDmlAffectedRows": "3"}}
+    }))).mount(&server).await;
+    Mock::given(method("DELETE")).and(path_regex(format!("{P}/datasets/d/tables/.+"))).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+
+    let mut s = sink(&server).await;
+    s.write_rows(rows()).await.unwrap();
+    let stats = s.commit().await.unwrap();
+    assert_eq!((stats.inserted, stats.updated), (3, 0));
+    let requests = server.received_requests().await.unwrap();
+    let job_ids: Vec<String> = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/jobs"))
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["jobReference"]["jobId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(job_ids, vec![base.to_string(), format!("{base}_2")]);
+}
+
+#[tokio::test]
+async fn a_merge_that_fails_for_a_lasting_reason_is_not_run_again() {
+    let server = MockServer::start().await;
+    let staging = "_dealsync_stg_20261128t000000z_0000abcd";
+    let base = "dealsync_merge_20261128t000000z_0000abcd";
+    Mock::given(method("GET"))
+        .and(path_regex(format!("{P}/datasets/d/tables/.+")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "tableReference": {"projectId": "p", "datasetId": "d", "tableId": staging}, "schema": {"fields": []}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(format!("{P}/datasets/d/tables/.+/insertAll")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{P}/queries")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schema": {"fields": [{"name": "staged", "type": "INTEGER"}]},
+            "jobReference": {"projectId": "p", "jobId": "job_2"}, "totalRows": "1", "rows": [{"f": [{"v": "3"}]}], "jobComplete": true
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).and(path(format!("{P}/jobs"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "jobReference": {"projectId": "p", "jobId": base}, "status": {"state": "RUNNING"}
+    }))).mount(&server).await;
+    Mock::given(method("GET")).and(path(format!("{P}/jobs/{base}"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "jobReference": {"projectId": "p", "jobId": base},
+        "status": {"state": "DONE", "errorResult": {"reason": "invalidQuery", "message": "Unrecognized name: region at [3:5]"}}
+    }))).mount(&server).await;
+    let mut s = sink(&server).await;
+    s.write_rows(rows()).await.unwrap();
+    let err = s.commit().await.unwrap_err();
+    assert!(err.message.contains("Unrecognized name: region"), "{err}");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.iter().filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/jobs")).count(), 1);
+}

@@ -95,6 +95,14 @@ impl BqFailure {
         self.status == Some(404) || self.has_reason("notFound")
     }
 
+    /// A finished job that failed as a whole (so changed nothing) for a reason another run of it may not meet:
+    /// a conflict with a concurrent writer ("Could not serialize access to table … due to concurrent update")
+    /// or a transient backend error.
+    pub fn is_rerunnable_job_failure(&self) -> bool {
+        self.status.is_none()
+            && (self.kind == Kind::Transient || self.message.to_ascii_lowercase().contains("concurrent update"))
+    }
+
     pub fn is_duplicate(&self) -> bool {
         self.status == Some(409) || self.has_reason("duplicate")
     }

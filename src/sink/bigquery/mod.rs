@@ -47,6 +47,13 @@ use crate::window::WindowField;
 /// insertAll batches stay under both bounds (Google recommends 500 rows and about 5 MB per request).
 pub const BATCH_ROWS: usize = 500;
 pub const BATCH_BYTES: usize = 5_000_000;
+/// MERGE jobs per run at most (the first and its re-runs after whole-job failures).
+const MERGE_ATTEMPTS: u32 = 4;
+
+fn rand_jitter_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| u64::from(d.subsec_nanos()) % 500).unwrap_or(0)
+}
+
 /// `insertAll` requests in flight at once: batches stream while the next pages are fetched and mapped.
 pub const INSERT_CONCURRENCY: usize = 4;
 /// Staging tables expire by themselves if a run dies before dropping its own.
@@ -367,8 +374,30 @@ impl BigQuerySink {
     }
 
     /// Runs the MERGE as a job with an id derived from the run, so that a retried request cannot run it twice.
+    /// A job that fails as a whole on a conflict with another writer (sharded tasks merging into one table) or
+    /// a transient backend error changed nothing, so it runs again under the next id (`…_2`, `…_3`).
     async fn run_merge(&self) -> Result<u64, BqFailure> {
-        let job_id = format!("dealsync_merge_{}", self.run_id.to_ascii_lowercase());
+        let base = format!("dealsync_merge_{}", self.run_id.to_ascii_lowercase());
+        let mut attempt = 1;
+        loop {
+            let job_id = if attempt == 1 { base.clone() } else { format!("{base}_{attempt}") };
+            match self.run_merge_job(&job_id).await {
+                Err(e) if attempt < MERGE_ATTEMPTS && e.is_rerunnable_job_failure() => {
+                    let wait = Duration::from_millis(500 * (1 << attempt) + rand_jitter_ms());
+                    tracing::warn!(event = "merge_retry", job_id = %job_id, attempt, wait_ms = wait.as_millis() as u64,
+                        "the MERGE job failed without changing anything ({e}); running it again");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One MERGE job under `job_id`: inserted (an insert retried after it went through finds the job), then
+    /// polled until done.
+    async fn run_merge_job(&self, job_id: &str) -> Result<u64, BqFailure> {
+        let job_id = job_id.to_string();
         let project = self.s.project.clone();
         let job = Job {
             job_reference: Some(JobReference {
