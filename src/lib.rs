@@ -1,8 +1,9 @@
 //! dealsync: keeps a warehouse in step with the deals a sales team wins in Zoho CRM.
 //!
 //! Data flows one way: `config` + `cli` → `window` (what to fetch) → `zoho` (auth, search pages, retries) →
-//! `mapping` (deal → row, or quarantine) → `sink` (SQLite | NDJSON) → `summary` (one final event and the exit
-//! code). `sim` is a Zoho-compatible simulator used by `--demo`, `dealsync simulate` and the tests.
+//! `mapping` (deal → row, or quarantine; promoted custom fields) → `sink` (BigQuery | SQLite | NDJSON) →
+//! `summary` (one final event and the exit code). `sim` is a Zoho-compatible simulator used by `--demo`,
+//! `dealsync simulate` and the tests; `catalog` is `dealsync fields`.
 
 pub mod catalog;
 pub mod cli;
