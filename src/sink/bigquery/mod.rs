@@ -40,18 +40,29 @@ use super::{RunRecord, Sink, SinkError, TableSpec, WriteStats};
 use stream::{call_with_retries, Pending, Streamer};
 use crate::config::{BigQueryAuth, BigQuerySettings};
 use crate::exit::Exit;
-use crate::mapping::{format_instant, DealRow, Quarantined};
-use crate::retry::RetryPolicy;
+use crate::mapping::{format_instant, Column, DealRow, Quarantined};
+use crate::retry::{retry, Retry, RetryPolicy};
 use crate::window::WindowField;
 
 /// insertAll batches stay under both bounds (Google recommends 500 rows and about 5 MB per request).
 pub const BATCH_ROWS: usize = 500;
 pub const BATCH_BYTES: usize = 5_000_000;
 /// MERGE jobs per run at most (the first and its re-runs after whole-job failures).
-const MERGE_ATTEMPTS: u32 = 4;
+const MERGE_ATTEMPTS: usize = 4;
 
-fn rand_jitter_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| u64::from(d.subsec_nanos()) % 500).unwrap_or(0)
+/// A finished MERGE job's failure, classified for re-running the whole job (not for resending a request).
+struct MergeJobFailure(BqFailure);
+
+impl std::fmt::Display for MergeJobFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Retry for MergeJobFailure {
+    fn is_retryable(&self) -> bool {
+        self.0.is_rerunnable_job_failure()
+    }
 }
 
 /// `insertAll` requests in flight at once: batches stream while the next pages are fetched and mapped.
@@ -83,6 +94,8 @@ pub struct BigQuerySink {
     batch_bytes: usize,
     retry: RetryPolicy,
     spec: TableSpec,
+    /// The target's columns (standard, then promoted), derived from `spec` once.
+    columns: Vec<Column>,
     streamer: Arc<Streamer>,
     /// Streaming tasks in flight (at most `INSERT_CONCURRENCY`), each with its staged count and refused rows.
     in_flight: tokio::task::JoinSet<Result<(u64, Vec<Quarantined>), SinkError>>,
@@ -123,7 +136,15 @@ impl BigQuerySink {
             SinkError::new(&describe, f.to_string(), Exit::Config)
         })?;
         let staging = format!("{}{}", sql::STAGING_PREFIX, run_id.to_ascii_lowercase());
-        let (client_clone, s_clone) = (client.clone(), s.clone());
+        let streamer = Arc::new(Streamer {
+            client: client.clone(),
+            project: s.project.clone(),
+            dataset: s.dataset.clone(),
+            retry,
+            describe,
+            run_id: run_id.to_string(),
+            synced_at,
+        });
         Ok(BigQuerySink {
             client,
             s,
@@ -135,27 +156,21 @@ impl BigQuerySink {
             batch_bytes: 0,
             retry,
             spec: TableSpec::default(),
-            streamer: Arc::new(Streamer {
-                client: client_clone,
-                project: s_clone.project.clone(),
-                dataset: s_clone.dataset.clone(),
-                retry,
-                describe: describe.clone(),
-                run_id: run_id.to_string(),
-                synced_at,
-            }),
+            columns: TableSpec::default().columns(),
+            streamer,
             in_flight: tokio::task::JoinSet::new(),
         })
     }
 
     /// Promoted columns and the replacement rule of the target table.
     pub fn with_spec(mut self, spec: TableSpec) -> Self {
+        self.columns = spec.columns();
         self.spec = spec;
         self
     }
 
     fn target_fields(&self) -> Vec<TableFieldSchema> {
-        sql::target_fields(&self.spec.columns())
+        sql::target_fields(&self.columns)
     }
 
     fn fail(&self, f: BqFailure) -> SinkError {
@@ -375,23 +390,24 @@ impl BigQuerySink {
 
     /// Runs the MERGE as a job with an id derived from the run, so that a retried request cannot run it twice.
     /// A job that fails as a whole on a conflict with another writer (sharded tasks merging into one table) or
-    /// a transient backend error changed nothing, so it runs again under the next id (`…_2`, `…_3`).
+    /// a transient backend error changed nothing, so it runs again under the next id (`…_2`, `…_3`), with the
+    /// shared backoff.
     async fn run_merge(&self) -> Result<u64, BqFailure> {
         let base = format!("dealsync_merge_{}", self.run_id.to_ascii_lowercase());
-        let mut attempt = 1;
-        loop {
-            let job_id = if attempt == 1 { base.clone() } else { format!("{base}_{attempt}") };
-            match self.run_merge_job(&job_id).await {
-                Err(e) if attempt < MERGE_ATTEMPTS && e.is_rerunnable_job_failure() => {
-                    let wait = Duration::from_millis(500 * (1 << attempt) + rand_jitter_ms());
-                    tracing::warn!(event = "merge_retry", job_id = %job_id, attempt, wait_ms = wait.as_millis() as u64,
-                        "the MERGE job failed without changing anything ({e}); running it again");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        let attempt = std::sync::atomic::AtomicU32::new(0);
+        let policy = RetryPolicy { max_attempts: MERGE_ATTEMPTS, min_delay: Duration::from_secs(1), ..self.retry };
+        retry(
+            policy,
+            "the MERGE job under the next job id",
+            || {
+                let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let job_id = if n == 1 { base.clone() } else { format!("{base}_{n}") };
+                async move { self.run_merge_job(&job_id).await.map_err(MergeJobFailure) }
+            },
+            || {},
+        )
+        .await
+        .map_err(|g| g.error.0)
     }
 
     /// One MERGE job under `job_id`: inserted (an insert retried after it went through finds the job), then
@@ -407,7 +423,7 @@ impl BigQuerySink {
             }),
             configuration: Some(JobConfiguration {
                 query: Some(JobConfigurationQuery {
-                    query: sql::merge_sql(&self.table(&self.s.table), &self.table(&self.staging), &self.spec.columns(), self.spec.rewrite),
+                    query: sql::merge_sql(&self.table(&self.s.table), &self.table(&self.staging), &self.columns, self.spec.rewrite),
                     use_legacy_sql: Some(false),
                     ..Default::default()
                 }),
