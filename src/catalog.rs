@@ -44,13 +44,10 @@ pub fn describe(fields: &[FieldMeta], promoted: &[Promoted]) -> Vec<FieldRow> {
                 (None, true) => ("raw", Vec::new()),
             };
             let ty = mine.first().map(|p| p.ty).unwrap_or_else(|| f.suggested_type());
-            let (bq, mode) = match standard {
-                Some(cols) => COLUMNS.iter().find(|c| c.name == cols[0]).map(|c| (c.bq_type, c.mode)).unwrap_or(ty.bigquery()),
-                None => ty.bigquery(),
-            };
-            let sqlite = match standard {
-                Some(cols) => COLUMNS.iter().find(|c| c.name == cols[0]).map(|c| sqlite_base(c.sqlite_type)).unwrap_or(ty.sqlite()),
-                None => ty.sqlite(),
+            // A standard field is described by its first column; any other by the type it has or would have.
+            let (bq, mode, sqlite) = match standard.and_then(|cols| COLUMNS.iter().find(|c| c.name == cols[0])) {
+                Some(c) => (c.bq_type, c.mode, sqlite_base(c.sqlite_type)),
+                None => (ty.bigquery().0, ty.bigquery().1, ty.sqlite()),
             };
             FieldRow {
                 api_name: f.api_name.clone(),

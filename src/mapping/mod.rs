@@ -211,43 +211,36 @@ impl<'de> serde::de::Visitor<'de> for WireSeed<'_> {
                 Key::Borrowed(k) => *k,
                 Key::Owned(k) => k.as_str(),
             };
-            let (slot, name) = match k {
-                "id" => (&mut w.id, "id"),
-                "Deal_Name" => (&mut w.deal_name, "Deal_Name"),
-                "Stage" => (&mut w.stage, "Stage"),
-                "Amount" => (&mut w.amount, "Amount"),
-                "Expected_Revenue" => (&mut w.expected_revenue, "Expected_Revenue"),
-                "Exchange_Rate" => (&mut w.exchange_rate, "Exchange_Rate"),
-                "Currency" => (&mut w.currency, "Currency"),
-                "Probability" => (&mut w.probability, "Probability"),
-                "Closing_Date" => (&mut w.closing_date, "Closing_Date"),
-                "Account_Name" => (&mut w.account, "Account_Name"),
-                "Contact_Name" => (&mut w.contact, "Contact_Name"),
-                "Owner" => (&mut w.owner, "Owner"),
-                "Pipeline" => (&mut w.pipeline, "Pipeline"),
-                "Type" => (&mut w.deal_type, "Type"),
-                "Lead_Source" => (&mut w.lead_source, "Lead_Source"),
-                "Tag" => (&mut w.tag, "Tag"),
-                "Created_Time" => (&mut w.created_time, "Created_Time"),
-                "Modified_Time" => (&mut w.modified_time, "Modified_Time"),
-                _ => {
-                    let value: &'de RawValue = map.next_value()?;
-                    for (i, p) in self.promoted.iter().enumerate() {
-                        if p.field == k {
-                            w.extras[i] = Some(value);
-                        }
-                    }
-                    continue;
-                }
+            let slot = match k {
+                "id" => Some((&mut w.id, "id")),
+                "Deal_Name" => Some((&mut w.deal_name, "Deal_Name")),
+                "Stage" => Some((&mut w.stage, "Stage")),
+                "Amount" => Some((&mut w.amount, "Amount")),
+                "Expected_Revenue" => Some((&mut w.expected_revenue, "Expected_Revenue")),
+                "Exchange_Rate" => Some((&mut w.exchange_rate, "Exchange_Rate")),
+                "Currency" => Some((&mut w.currency, "Currency")),
+                "Probability" => Some((&mut w.probability, "Probability")),
+                "Closing_Date" => Some((&mut w.closing_date, "Closing_Date")),
+                "Account_Name" => Some((&mut w.account, "Account_Name")),
+                "Contact_Name" => Some((&mut w.contact, "Contact_Name")),
+                "Owner" => Some((&mut w.owner, "Owner")),
+                "Pipeline" => Some((&mut w.pipeline, "Pipeline")),
+                "Type" => Some((&mut w.deal_type, "Type")),
+                "Lead_Source" => Some((&mut w.lead_source, "Lead_Source")),
+                "Tag" => Some((&mut w.tag, "Tag")),
+                "Created_Time" => Some((&mut w.created_time, "Created_Time")),
+                "Modified_Time" => Some((&mut w.modified_time, "Modified_Time")),
+                _ => None,
             };
-            if slot.is_some() {
-                return Err(serde::de::Error::duplicate_field(name));
-            }
             let value: &'de RawValue = map.next_value()?;
-            *slot = Some(value);
-            // A standard field may be promoted too (e.g. as text, or a lookup's name).
+            if let Some((slot, name)) = slot {
+                if slot.replace(value).is_some() {
+                    return Err(serde::de::Error::duplicate_field(name));
+                }
+            }
+            // A field may be promoted whether or not it is standard (e.g. a lookup's name), even twice.
             for (i, p) in self.promoted.iter().enumerate() {
-                if p.field == name {
+                if p.field == k {
                     w.extras[i] = Some(value);
                 }
             }

@@ -233,9 +233,9 @@ async fn admin_stage(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let to = q.get("to").map(String::as_str).unwrap_or("");
-    let Some(stage) = data::STAGES.iter().chain(&[data::CLOSED_WON]).find(|s| **s == to).copied() else {
-        return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "unknown stage",
-            json!({"to": to, "stages": data::STAGES.iter().chain(&[data::CLOSED_WON]).collect::<Vec<_>>()}));
+    let stages: Vec<&'static str> = data::STAGES.iter().copied().chain([data::CLOSED_WON]).collect();
+    let Some(stage) = stages.iter().find(|s| **s == to).copied() else {
+        return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "unknown stage", json!({"to": to, "stages": stages}));
     };
     let now = chrono::Utc::now().timestamp();
     admin_change(&state, &id, |d| {
