@@ -140,17 +140,91 @@ fn gunzip_rows(r: &Request) -> Vec<serde_json::Value> {
     v["rows"].as_array().unwrap().clone()
 }
 
-#[tokio::test]
-async fn invalid_rows_are_quarantined_with_bigquerys_reason_and_stopped_rows_are_resent() {
-    let server = MockServer::start().await;
-    let staging = "_dealsync_stg_20261128t000000z_0000abcd";
+const STAGING: &str = "_dealsync_stg_20261128t000000z_0000abcd";
+const MERGE_JOB: &str = "dealsync_merge_20261128t000000z_0000abcd";
+
+/// Every table GET finds the table (the staging table "exists").
+async fn mount_tables_exist(server: &MockServer) {
     Mock::given(method("GET"))
         .and(path_regex(format!("{P}/datasets/d/tables/.+")))
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "tableReference": {"projectId": "p", "datasetId": "d", "tableId": staging}, "schema": {"fields": []}
+            "tableReference": {"projectId": "p", "datasetId": "d", "tableId": STAGING}, "schema": {"fields": []}
         })))
-        .mount(&server)
+        .mount(server)
         .await;
+}
+
+/// An `insertAll` answer without errors.
+fn inserted() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"}))
+}
+
+/// Every `insertAll`, into any table, succeeds.
+async fn mount_inserts_succeed(server: &MockServer) {
+    Mock::given(method("POST")).and(path_regex(format!("{P}/datasets/d/tables/.+/insertAll"))).respond_with(inserted()).mount(server).await;
+}
+
+/// The query counting what the MERGE will do: staged rows, distinct deals, inserted, updated.
+async fn mount_merge_preview(server: &MockServer, [staged, deals, inserted, updated]: [u64; 4]) {
+    Mock::given(method("POST"))
+        .and(path(format!("{P}/queries")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schema": {"fields": [{"name": "staged", "type": "INTEGER"}, {"name": "deals", "type": "INTEGER"},
+                                  {"name": "inserted", "type": "INTEGER"}, {"name": "updated", "type": "INTEGER"}]},
+            "jobReference": {"projectId": "p", "jobId": "job_2"},
+            "totalRows": "1", "rows": [{"f": [{"v": staged.to_string()}, {"v": deals.to_string()}, {"v": inserted.to_string()}, {"v": updated.to_string()}]}],
+            "jobComplete": true
+        })))
+        .mount(server)
+        .await;
+}
+
+/// A MERGE job that is done at once, having changed `affected` rows; the staging table can be dropped.
+async fn mount_merge_done(server: &MockServer, affected: u64) {
+    let job = serde_json::json!({
+        "jobReference": {"projectId": "p", "jobId": MERGE_JOB},
+        "status": {"state": "DONE"}, "statistics": {"query": {"numDmlAffectedRows": affected.to_string()}}
+    });
+    Mock::given(method("POST")).and(path(format!("{P}/jobs"))).respond_with(ResponseTemplate::new(200).set_body_json(job.clone())).mount(server).await;
+    Mock::given(method("GET")).and(path_regex(format!("{P}/jobs/.+"))).respond_with(ResponseTemplate::new(200).set_body_json(job)).mount(server).await;
+    mount_table_deletes(server).await;
+}
+
+/// A MERGE job accepted and still running; what its polls answer is up to the test.
+async fn mount_merge_started(server: &MockServer) {
+    Mock::given(method("POST")).and(path(format!("{P}/jobs"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "jobReference": {"projectId": "p", "jobId": MERGE_JOB}, "status": {"state": "RUNNING"}
+    }))).mount(server).await;
+}
+
+/// What a poll of `job_id` answers: the job reference with `fields` merged in.
+async fn mount_job_poll(server: &MockServer, job_id: &str, fields: serde_json::Value) {
+    let mut job = serde_json::json!({"jobReference": {"projectId": "p", "jobId": job_id}});
+    job.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+    Mock::given(method("GET")).and(path(format!("{P}/jobs/{job_id}"))).respond_with(ResponseTemplate::new(200).set_body_json(job)).mount(server).await;
+}
+
+async fn mount_table_deletes(server: &MockServer) {
+    Mock::given(method("DELETE")).and(path_regex(format!("{P}/datasets/d/tables/.+"))).respond_with(ResponseTemplate::new(204)).mount(server).await;
+}
+
+/// The job ids of every MERGE job started.
+async fn merge_job_ids(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/jobs"))
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["jobReference"]["jobId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn invalid_rows_are_quarantined_with_bigquerys_reason_and_stopped_rows_are_resent() {
+    let server = MockServer::start().await;
+    let staging = STAGING;
+    mount_tables_exist(&server).await;
     // Google's documented shape: the bad row is `invalid`, every other row of the request `stopped`.
     Mock::given(method("POST"))
         .and(path(format!("{P}/datasets/d/tables/{staging}/insertAll")))
@@ -165,28 +239,9 @@ async fn invalid_rows_are_quarantined_with_bigquerys_reason_and_stopped_rows_are
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path_regex(format!("{P}/datasets/d/tables/.+/insertAll")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{P}/queries")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schema": {"fields": [{"name": "staged", "type": "INTEGER"}, {"name": "deals", "type": "INTEGER"},
-                                  {"name": "inserted", "type": "INTEGER"}, {"name": "updated", "type": "INTEGER"}]},
-            "jobReference": {"projectId": "p", "jobId": "job_2"},
-            "totalRows": "1", "rows": [{"f": [{"v": "2"}, {"v": "2"}, {"v": "2"}, {"v": "0"}]}], "jobComplete": true
-        })))
-        .mount(&server)
-        .await;
-    let job = serde_json::json!({
-        "jobReference": {"projectId": "p", "jobId": "dealsync_merge_20261128t000000z_0000abcd"},
-        "status": {"state": "DONE"}, "statistics": {"query": {"numDmlAffectedRows": "2"}}
-    });
-    Mock::given(method("POST")).and(path(format!("{P}/jobs"))).respond_with(ResponseTemplate::new(200).set_body_json(job.clone())).mount(&server).await;
-    Mock::given(method("GET")).and(path_regex(format!("{P}/jobs/.+"))).respond_with(ResponseTemplate::new(200).set_body_json(job)).mount(&server).await;
-    Mock::given(method("DELETE")).and(path_regex(format!("{P}/datasets/d/tables/.+"))).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    mount_inserts_succeed(&server).await;
+    mount_merge_preview(&server, [2, 2, 2, 0]).await;
+    mount_merge_done(&server, 2).await;
 
     let mut s = sink(&server).await;
     let written = s.write_rows(rows()).await.unwrap();
@@ -203,45 +258,22 @@ async fn invalid_rows_are_quarantined_with_bigquerys_reason_and_stopped_rows_are
     let q = &gunzip_rows(quarantine)[0]["json"];
     assert_eq!(q["deal_id"], "1002");
     assert!(q["reason"].as_str().unwrap().contains("Invalid NUMERIC value: 10.5x (column amount)"), "{q}");
-    let merge = requests.iter().find(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/jobs")).unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&merge.body).unwrap();
-    assert_eq!(body["jobReference"]["jobId"], "dealsync_merge_20261128t000000z_0000abcd", "the MERGE job id comes from the run id");
+    assert_eq!(merge_job_ids(&server).await, vec!["dealsync_merge_20261128t000000z_0000abcd"], "the MERGE job id comes from the run id");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_inserts_run_concurrently_up_to_the_bound() {
     let server = MockServer::start().await;
-    let staging = "_dealsync_stg_20261128t000000z_0000abcd";
-    Mock::given(method("GET"))
-        .and(path_regex(format!("{P}/datasets/d/tables/.+")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "tableReference": {"projectId": "p", "datasetId": "d", "tableId": staging}, "schema": {"fields": []}
-        })))
-        .mount(&server)
-        .await;
+    let staging = STAGING;
+    mount_tables_exist(&server).await;
     let delay = std::time::Duration::from_millis(800);
     Mock::given(method("POST"))
         .and(path(format!("{P}/datasets/d/tables/{staging}/insertAll")))
-        .respond_with(ResponseTemplate::new(200).set_delay(delay).set_body_json(serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"})))
+        .respond_with(inserted().set_delay(delay))
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{P}/queries")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schema": {"fields": [{"name": "staged", "type": "INTEGER"}, {"name": "deals", "type": "INTEGER"},
-                                  {"name": "inserted", "type": "INTEGER"}, {"name": "updated", "type": "INTEGER"}]},
-            "jobReference": {"projectId": "p", "jobId": "job_2"},
-            "totalRows": "1", "rows": [{"f": [{"v": "4000"}, {"v": "4000"}, {"v": "4000"}, {"v": "0"}]}], "jobComplete": true
-        })))
-        .mount(&server)
-        .await;
-    let job = serde_json::json!({
-        "jobReference": {"projectId": "p", "jobId": "dealsync_merge_20261128t000000z_0000abcd"},
-        "status": {"state": "DONE"}, "statistics": {"query": {"numDmlAffectedRows": "4000"}}
-    });
-    Mock::given(method("POST")).and(path(format!("{P}/jobs"))).respond_with(ResponseTemplate::new(200).set_body_json(job.clone())).mount(&server).await;
-    Mock::given(method("GET")).and(path_regex(format!("{P}/jobs/.+"))).respond_with(ResponseTemplate::new(200).set_body_json(job)).mount(&server).await;
-    Mock::given(method("DELETE")).and(path_regex(format!("{P}/datasets/d/tables/.+"))).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    mount_merge_preview(&server, [4000, 4000, 4000, 0]).await;
+    mount_merge_done(&server, 4000).await;
 
     let stamp: RunStamp = "20261128T000000Z_0000abcd".parse().unwrap();
     let rows: Vec<DealRow> = (1..=4000)
@@ -277,94 +309,41 @@ async fn streaming_inserts_run_concurrently_up_to_the_bound() {
 #[tokio::test]
 async fn a_merge_that_loses_to_a_concurrent_writer_runs_again_under_the_next_job_id() {
     let server = MockServer::start().await;
-    let staging = "_dealsync_stg_20261128t000000z_0000abcd";
-    let base = "dealsync_merge_20261128t000000z_0000abcd";
-    Mock::given(method("GET"))
-        .and(path_regex(format!("{P}/datasets/d/tables/.+")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "tableReference": {"projectId": "p", "datasetId": "d", "tableId": staging}, "schema": {"fields": []}
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex(format!("{P}/datasets/d/tables/.+/insertAll")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{P}/queries")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schema": {"fields": [{"name": "staged", "type": "INTEGER"}, {"name": "deals", "type": "INTEGER"},
-                                  {"name": "inserted", "type": "INTEGER"}, {"name": "updated", "type": "INTEGER"}]},
-            "jobReference": {"projectId": "p", "jobId": "job_2"},
-            "totalRows": "1", "rows": [{"f": [{"v": "3"}, {"v": "3"}, {"v": "3"}, {"v": "0"}]}], "jobComplete": true
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST")).and(path(format!("{P}/jobs"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "jobReference": {"projectId": "p", "jobId": base}, "status": {"state": "RUNNING"}
-    }))).mount(&server).await;
+    let base = MERGE_JOB;
+    mount_tables_exist(&server).await;
+    mount_inserts_succeed(&server).await;
+    mount_merge_preview(&server, [3, 3, 3, 0]).await;
+    mount_merge_started(&server).await;
     // Google's shape for a DML job that lost a conflict: done, with an errorResult, nothing changed.
-    Mock::given(method("GET")).and(path(format!("{P}/jobs/{base}"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "jobReference": {"projectId": "p", "jobId": base},
+    mount_job_poll(&server, base, serde_json::json!({
         "status": {"state": "DONE", "errorResult": {"reason": "invalidQuery", "location": "query",
             "message": "Could not serialize access to table p:d.closed_won_deals due to concurrent update"}}
-    }))).mount(&server).await;
-    Mock::given(method("GET")).and(path(format!("{P}/jobs/{base}_2"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "jobReference": {"projectId": "p", "jobId": format!("{base}_2")},
+    })).await;
+    mount_job_poll(&server, &format!("{base}_2"), serde_json::json!({
         "status": {"state": "DONE"}, "statistics": {"query": {"numDmlAffectedRows": "3"}}
-    }))).mount(&server).await;
-    Mock::given(method("DELETE")).and(path_regex(format!("{P}/datasets/d/tables/.+"))).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    })).await;
+    mount_table_deletes(&server).await;
 
     let mut s = sink(&server).await;
     s.write_rows(rows()).await.unwrap();
     let stats = s.commit().await.unwrap();
     assert_eq!((stats.inserted, stats.updated), (3, 0));
-    let requests = server.received_requests().await.unwrap();
-    let job_ids: Vec<String> = requests
-        .iter()
-        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/jobs"))
-        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["jobReference"]["jobId"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(job_ids, vec![base.to_string(), format!("{base}_2")]);
+    assert_eq!(merge_job_ids(&server).await, vec![base.to_string(), format!("{base}_2")]);
 }
 
 #[tokio::test]
 async fn a_merge_that_fails_for_a_lasting_reason_is_not_run_again() {
     let server = MockServer::start().await;
-    let staging = "_dealsync_stg_20261128t000000z_0000abcd";
-    let base = "dealsync_merge_20261128t000000z_0000abcd";
-    Mock::given(method("GET"))
-        .and(path_regex(format!("{P}/datasets/d/tables/.+")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "tableReference": {"projectId": "p", "datasetId": "d", "tableId": staging}, "schema": {"fields": []}
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex(format!("{P}/datasets/d/tables/.+/insertAll")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{P}/queries")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schema": {"fields": [{"name": "staged", "type": "INTEGER"}]},
-            "jobReference": {"projectId": "p", "jobId": "job_2"}, "totalRows": "1", "rows": [{"f": [{"v": "3"}]}], "jobComplete": true
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST")).and(path(format!("{P}/jobs"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "jobReference": {"projectId": "p", "jobId": base}, "status": {"state": "RUNNING"}
-    }))).mount(&server).await;
-    Mock::given(method("GET")).and(path(format!("{P}/jobs/{base}"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "jobReference": {"projectId": "p", "jobId": base},
+    mount_tables_exist(&server).await;
+    mount_inserts_succeed(&server).await;
+    mount_merge_preview(&server, [3, 3, 3, 0]).await;
+    mount_merge_started(&server).await;
+    mount_job_poll(&server, MERGE_JOB, serde_json::json!({
         "status": {"state": "DONE", "errorResult": {"reason": "invalidQuery", "message": "Unrecognized name: region at [3:5]"}}
-    }))).mount(&server).await;
+    })).await;
     let mut s = sink(&server).await;
     s.write_rows(rows()).await.unwrap();
     let err = s.commit().await.unwrap_err();
     assert!(err.message.contains("Unrecognized name: region"), "{err}");
-    let requests = server.received_requests().await.unwrap();
-    assert_eq!(requests.iter().filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/jobs")).count(), 1);
+    assert_eq!(merge_job_ids(&server).await.len(), 1);
 }

@@ -37,20 +37,20 @@ fn run_against(server: &MockServer) -> Dealsync {
 
 const ONE_DEAL: &str = r#"{"data":[{"id":"1001","Stage":"Closed Won","Amount":10.5,"Modified_Time":"2026-10-01T10:00:00+05:30"}],"info":{"per_page":200,"count":1,"page":1,"more_records":false}}"#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_503_is_retried_with_one_warning_and_the_run_succeeds() {
-    let server = zoho_mock().await;
-    Mock::given(method("GET"))
-        .and(path("/crm/v8/Deals/search"))
-        .respond_with(ResponseTemplate::new(503).set_body_string("<html>Service Unavailable</html>"))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
+/// The search answers `first` once, then a page with one deal.
+async fn search_answers_once_then_one_deal(server: &MockServer, first: ResponseTemplate) {
+    Mock::given(method("GET")).and(path("/crm/v8/Deals/search")).respond_with(first).up_to_n_times(1).mount(server).await;
     Mock::given(method("GET"))
         .and(path("/crm/v8/Deals/search"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(ONE_DEAL, "application/json"))
-        .mount(&server)
+        .mount(server)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_is_retried_with_one_warning_and_the_run_succeeds() {
+    let server = zoho_mock().await;
+    search_answers_once_then_one_deal(&server, ResponseTemplate::new(503).set_body_string("<html>Service Unavailable</html>")).await;
     let out = run_against(&server).run().await;
     out.assert_code(0);
     assert_eq!(out.count("retries"), 1);
@@ -81,20 +81,8 @@ async fn a_page_that_is_never_json_fails_with_75_naming_the_url_without_the_toke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_reminted_once_and_the_request_retried() {
     let server = zoho_mock().await;
-    Mock::given(method("GET"))
-        .and(path("/crm/v8/Deals/search"))
-        .respond_with(ResponseTemplate::new(401).set_body_raw(
-            r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#,
-            "application/json",
-        ))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/crm/v8/Deals/search"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(ONE_DEAL, "application/json"))
-        .mount(&server)
-        .await;
+    let expired = r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#;
+    search_answers_once_then_one_deal(&server, ResponseTemplate::new(401).set_body_raw(expired, "application/json")).await;
     let out = run_against(&server).run().await;
     out.assert_code(0);
     assert_eq!(out.count("token_mints"), 2);
