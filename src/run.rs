@@ -188,7 +188,38 @@ async fn sync_inner(
     let client = ZohoClient::new(zoho_settings, plan.retry, plan.request_timeout)?;
     let stamp = RunStamp { run_id: run_id.to_string(), synced_at: started_at, promoted: settings.promoted };
 
-    let outcome = pipeline(&client, sink.as_mut(), window.clone(), &stamp, shutdown).await;
+    // Deletions and stage changes are asked for while the pages flow (two requests that would otherwise wait
+    // for the last page) and applied once every row is written, since a later upsert would undo a mark.
+    // They start once the run holds a token (a refused mint is asked once) and are dropped if the pipeline fails.
+    let tracks_changes = sink.tracks_changes();
+    let changes = async {
+        if !tracks_changes || !client.first_token().await {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => None,
+            found = fetch_changes(&client, &window) => Some(found),
+        }
+    };
+    let (outcome, changes) = {
+        let fetch = pipeline(&client, sink.as_mut(), window.clone(), &stamp, shutdown);
+        tokio::pin!(fetch, changes);
+        let (mut outcome, mut found) = (None, None);
+        while outcome.is_none() || found.is_none() {
+            tokio::select! {
+                o = &mut fetch, if outcome.is_none() => {
+                    let failed = o.2.is_some();
+                    outcome = Some(o);
+                    if failed {
+                        break;
+                    }
+                }
+                c = &mut changes, if found.is_none() => found = Some(c),
+            }
+        }
+        (outcome.expect("the loop ends with the pipeline's outcome"), found.flatten())
+    };
     let (fetch_stats, written, error) = outcome;
     summary.pages = fetch_stats.pages;
     summary.windows_split = fetch_stats.windows_split;
@@ -203,8 +234,8 @@ async fn sync_inner(
     summary.won_amount_by_currency = written.amounts;
 
     let mut error = error;
-    if error.is_none() && sink.tracks_changes() {
-        match apply_changes(&client, sink.as_mut(), &window).await {
+    if let (None, Some(found)) = (&error, changes) {
+        match apply_changes(sink.as_mut(), found).await {
             Ok((deleted, reopened)) => {
                 summary.rows_deleted = deleted;
                 summary.rows_reopened = reopened;
@@ -278,12 +309,21 @@ async fn sync_inner(
     }
 }
 
-/// Deletions since the window's start and deals that left "Closed Won" in it, applied to rows the sink holds.
-async fn apply_changes(client: &ZohoClient, sink: &mut dyn Sink, window: &Window) -> Result<(u64, u64), RunError> {
-    let deleted = crate::zoho::changes::deleted_since(client, window.start.with_timezone(&Utc)).await?;
+/// Deletions since the window's start and deals that left "Closed Won" in it.
+type Changes = (Vec<crate::zoho::changes::Deleted>, Vec<crate::zoho::changes::StageChange>);
+
+async fn fetch_changes(client: &ZohoClient, window: &Window) -> Result<Changes, ZohoError> {
+    tokio::try_join!(
+        crate::zoho::changes::deleted_since(client, window.start.with_timezone(&Utc)),
+        crate::zoho::changes::left_closed_won(client, window),
+    )
+}
+
+/// Applies the changes to rows the sink holds.
+async fn apply_changes(sink: &mut dyn Sink, found: Result<Changes, ZohoError>) -> Result<(u64, u64), RunError> {
+    let (deleted, left) = found?;
     let seen_deleted = deleted.len();
     let n_deleted = if deleted.is_empty() { 0 } else { sink.mark_deleted(deleted).await? };
-    let left = crate::zoho::changes::left_closed_won(client, window).await?;
     let seen_left = left.len();
     let n_reopened = if left.is_empty() { 0 } else { sink.mark_not_won(left).await? };
     tracing::info!(event = "changes", deleted_in_zoho = seen_deleted, rows_deleted = n_deleted,

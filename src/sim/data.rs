@@ -104,6 +104,9 @@ pub struct SimDeal {
     pub deleted: bool,
     /// When it went to the recycle bin (unix seconds), for `/Deals/deleted`.
     pub deleted_at: Option<i64>,
+    /// The record as search renders it, kept once rendered so that the simulator's own time stays small beside
+    /// the latency it simulates; whoever changes the deal resets it.
+    pub rendered: std::sync::OnceLock<Box<str>>,
 }
 
 impl SimDeal {
@@ -365,6 +368,7 @@ pub fn generate(spec: &GenSpec) -> Vec<SimDeal> {
             broken,
             deleted: false,
             deleted_at: None,
+            rendered: Default::default(),
         });
     }
     deals.sort_by_key(|d| (d.modified, d.id));

@@ -157,6 +157,8 @@ impl SimHandle {
     pub fn mutate<F: FnOnce(&mut Vec<SimDeal>)>(&self, f: F) {
         let mut deals = self.state.deals.write().expect("not poisoned");
         f(&mut deals);
+        // Any deal may have changed: render them afresh.
+        deals.iter_mut().for_each(|d| d.rendered = Default::default());
         deals.sort_by_key(|d| (d.modified, d.id));
     }
 

@@ -212,6 +212,7 @@ fn admin_change(state: &SimState, id: &str, change: impl FnOnce(&mut SimDeal)) -
         return zoho_error(StatusCode::NOT_FOUND, "INVALID_DATA", "no such deal", json!({"id": id.to_string()}));
     };
     change(d);
+    d.rendered = Default::default();
     let view = admin_view(d);
     deals.sort_by_key(|d| (d.modified, d.id));
     json_response(StatusCode::OK, view.to_string())
@@ -326,14 +327,26 @@ fn authorize(state: &SimState, headers: &HeaderMap, scope: &str) -> Result<(), R
     Ok(())
 }
 
+/// Up to this many deals, rendered records are kept (about 2.2 KB each); beyond, each answer renders afresh.
+const CACHE_RENDERED_UP_TO: usize = 250_000;
+
 fn page_body(state: &SimState, records: &[&SimDeal], fields: Option<&[&str]>, info: serde_json::Value) -> String {
     let mut out = String::with_capacity(records.len() * 2500 + 200);
     out.push_str("{\"data\":[");
+    let cache = fields.is_none() && state.config.deals <= CACHE_RENDERED_UP_TO;
     for (i, d) in records.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        d.render(state.config.tz, fields, &mut out);
+        if cache {
+            out.push_str(d.rendered.get_or_init(|| {
+                let mut one = String::with_capacity(2500);
+                d.render(state.config.tz, None, &mut one);
+                one.into_boxed_str()
+            }));
+        } else {
+            d.render(state.config.tz, fields, &mut out);
+        }
     }
     out.push_str("],\"info\":");
     out.push_str(&info.to_string());

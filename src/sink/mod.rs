@@ -4,6 +4,7 @@
 
 pub mod bigquery;
 pub mod ndjson;
+pub mod seen;
 pub mod sqlite;
 
 use std::path::PathBuf;

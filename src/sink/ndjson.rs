@@ -1,7 +1,7 @@
 //! Newline-delimited JSON: one row per line, to a file or to stdout. It is an export, not a warehouse: it keeps
 //! no run ledger (the default window is always the last 24 hours) and does not merge across runs. `--dry-run`
 //! uses it on stdout with quarantined records only logged. Within a run, a deal that comes back on another page
-//! is written again only if that copy is newer (the ids seen are kept in memory, about 50 bytes per deal).
+//! is written again only if that copy is newer (the ids seen are kept in memory, 12 bytes per deal).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::seen::{Offer, Seen};
 use super::{RunRecord, Sink, SinkError, WriteStats};
 use crate::exit::Exit;
 use crate::mapping::{DealRow, Quarantined};
@@ -20,21 +21,19 @@ pub struct NdjsonSink {
     dry_run: bool,
     out: Option<Box<dyn Write + Send>>,
     quarantine: Option<BufWriter<File>>,
-    /// deal_id → modified_time (unix seconds) of the copy already written. Zoho ids are numeric and fit a
-    /// u64, which keeps this at about 20 bytes per deal; other ids fall back to text keys.
-    seen: std::collections::HashMap<u64, i64>,
-    seen_text: std::collections::HashMap<String, i64>,
+    /// The deals already written in this run, with how new each copy was.
+    seen: Seen,
 }
 
 impl NdjsonSink {
     /// `None` writes to stdout.
     pub fn new(path: Option<PathBuf>) -> Self {
-        NdjsonSink { path, dry_run: false, out: None, quarantine: None, seen: Default::default(), seen_text: Default::default() }
+        NdjsonSink { path, dry_run: false, out: None, quarantine: None, seen: Seen::default() }
     }
 
     /// Rows to stdout, nothing persisted.
     pub fn dry_run() -> Self {
-        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None, seen: Default::default(), seen_text: Default::default() }
+        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None, seen: Seen::default() }
     }
 
     /// Where quarantined records go: beside the output file, or `./dealsync-quarantine.ndjson` for stdout.
@@ -100,23 +99,14 @@ impl Sink for NdjsonSink {
         let mut stats = WriteStats::default();
         let mut buf = Vec::with_capacity(rows.len() * 1024);
         for row in &rows {
-            let modified = row.modified_time.timestamp();
-            let previous = match row.deal_id.parse::<u64>() {
-                Ok(id) => self.seen.insert(id, modified),
-                Err(_) => self.seen_text.insert(row.deal_id.clone(), modified),
-            };
-            match previous {
-                Some(m) if m >= modified => {
-                    // Keep the newer copy already written.
-                    match row.deal_id.parse::<u64>() {
-                        Ok(id) => self.seen.insert(id, m),
-                        Err(_) => self.seen_text.insert(row.deal_id.clone(), m),
-                    };
+            match self.seen.offer(&row.deal_id, row.modified_time.timestamp()) {
+                // Keep the newer copy already written.
+                Offer::Stale => {
                     stats.unchanged += 1;
                     continue;
                 }
-                Some(_) => stats.updated += 1,
-                None => stats.inserted += 1,
+                Offer::Newer => stats.updated += 1,
+                Offer::New => stats.inserted += 1,
             }
             serde_json::to_writer(&mut buf, row).expect("rows serialize");
             buf.push(b'\n');

@@ -4,7 +4,8 @@
 //! with COQL counts (one cheap request per ~9 pages):
 //!
 //! * the first page of the window is fetched; if Zoho says there is no more, that was the whole window (the
-//!   nightly run's usual case: one request);
+//!   nightly run's usual case: one request). A window longer than `PROBE_SPAN` (a backfill) is counted at once
+//!   instead, since its first page would be thrown away;
 //! * otherwise the window is counted. Up to 2000 deals, its remaining pages are fetched concurrently. More than
 //!   that, it is cut into equal parts of about 1800 deals each (headroom for uneven spread), which are counted
 //!   and fetched the same way;
@@ -34,6 +35,8 @@ pub const PER_PAGE: u32 = 200;
 pub const SEARCH_CAP: u32 = 2000;
 /// Deals planned per part when a window is cut: 10 % below the cap, for stages COQL does not count.
 pub const PART_TARGET: u64 = 1800;
+/// Windows up to this long start with their first page; longer ones with a count.
+pub const PROBE_SPAN: chrono::TimeDelta = chrono::TimeDelta::days(2);
 
 /// Where a page came from, for logs.
 #[derive(Debug, Clone)]
@@ -80,8 +83,8 @@ pub struct Fetched {
 enum Task {
     /// The first page of a window of unknown size.
     First(Window),
-    /// Count a window, then fetch or cut it.
-    Count(Window),
+    /// Count a window, then fetch or cut it (`root`: the whole window, whose count the progress bar shows).
+    Count { window: Window, root: bool },
     /// Fetch pages `from..=to` of a window known to fit the cap.
     Pages { window: Window, from: u32, to: u32 },
     /// Keyset paging through COQL for a window too dense to cut.
@@ -133,7 +136,8 @@ impl<'a> Fetcher<'a> {
 
     /// Sends every closed-won candidate of `root` down the channel, page by page.
     pub async fn fetch_window(self, root: Window) -> Result<Fetched, ZohoError> {
-        let mut queue = VecDeque::from([Task::First(root)]);
+        let start = if root.end - root.start > PROBE_SPAN { Task::Count { window: root, root: true } } else { Task::First(root) };
+        let mut queue = VecDeque::from([start]);
         let mut running = FuturesUnordered::new();
         let mut stopped = false;
         loop {
@@ -166,7 +170,7 @@ impl<'a> Fetcher<'a> {
     async fn run(&self, task: Task) -> Result<Step, ZohoError> {
         match task {
             Task::First(w) => self.first(w).await,
-            Task::Count(w) => self.count(w).await,
+            Task::Count { window, root } => self.count(window, root).await,
             Task::Pages { window, from, to } => self.pages(window, from, to).await,
             Task::Coql(w) => self.coql_window(w).await,
         }
@@ -205,8 +209,11 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    async fn count(&self, w: Window) -> Result<Step, ZohoError> {
+    async fn count(&self, w: Window, root: bool) -> Result<Step, ZohoError> {
         let Some(n) = self.count_of(&w).await? else { return Ok(Step::Stop) };
+        if root {
+            self.expected.store(n, Ordering::Relaxed);
+        }
         if n == 0 {
             // COQL sees no exact "Closed Won" here; search may still return look-alike stages, which the
             // mapper would skip anyway.
@@ -230,7 +237,7 @@ impl<'a> Fetcher<'a> {
             Some(pieces) => {
                 self.counters.windows_split.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(event = "window_split", window = %w, deals = n, parts = pieces.len(), "cutting a window over the search cap");
-                Step::More(pieces.into_iter().map(Task::Count).collect())
+                Step::More(pieces.into_iter().map(|window| Task::Count { window, root: false }).collect())
             }
             None => {
                 tracing::info!(event = "coql_fallback", window = %w, deals = n,

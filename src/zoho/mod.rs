@@ -66,6 +66,8 @@ pub struct ZohoClient {
     permits: Semaphore,
     retry: RetryPolicy,
     pub stats: ClientStats,
+    /// The run's first mint: `None` until it ends, then whether it gave a token.
+    first_mint: tokio::sync::watch::Sender<Option<bool>>,
 }
 
 impl ZohoClient {
@@ -79,7 +81,15 @@ impl ZohoClient {
             .build()
             .map_err(|e| ZohoError::Transport { what: "building the HTTP client".into(), reason: describe_reqwest(&e) })?;
         let permits = Semaphore::new(settings.max_concurrency);
-        Ok(ZohoClient { http, settings, token: Mutex::new(None), permits, retry, stats: ClientStats::default() })
+        Ok(ZohoClient {
+            http,
+            settings,
+            token: Mutex::new(None),
+            permits,
+            retry,
+            stats: ClientStats::default(),
+            first_mint: tokio::sync::watch::Sender::new(None),
+        })
     }
 
     pub fn settings(&self) -> &ZohoSettings {
@@ -171,6 +181,14 @@ impl ZohoClient {
         }
     }
 
+    /// Waits for the run's first access token: true once one was minted, false if that first mint failed.
+    /// Work that starts beside the first request waits for it, so that a refused mint is asked once.
+    pub async fn first_token(&self) -> bool {
+        let mut rx = self.first_mint.subscribe();
+        let minted = rx.wait_for(Option::is_some).await.map(|m| *m == Some(true)).unwrap_or(false);
+        minted
+    }
+
     /// Runs a `select COUNT(id) …` COQL query and returns the count (0 when Zoho answers 204).
     pub async fn coql_count(&self, select_query: &str) -> Result<u64, ZohoError> {
         let Some(page) = self.coql(select_query).await? else { return Ok(0) };
@@ -219,9 +237,14 @@ impl ZohoClient {
                     waited += wait;
                     wait = (wait * 2).min(Duration::from_secs(300));
                 }
-                other => break other?,
+                Ok(t) => break t,
+                Err(e) => {
+                    self.first_mint.send_if_modified(|m| m.is_none() && m.replace(false).is_none());
+                    return Err(e);
+                }
             }
         };
+        self.first_mint.send_replace(Some(true));
         tracing::debug!(event = "token_minted", api_domain = %minted.api_domain, "minted an access token");
         *guard = Some(minted.clone());
         Ok(minted)
@@ -250,11 +273,12 @@ impl ZohoClient {
         B: Fn(&Url) -> Request,
         P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
     {
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
         // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
         // few times at most: a token that is refused every time (wrong data centre) fails after three.
         let mut remints = 0;
         loop {
+            // The permit covers the round trip only: parsing the body happens after it is handed on.
+            let permit = self.permits.acquire().await.expect("the semaphore is never closed");
             let token = self.token().await?;
             let (method, url, body, if_modified_since) = build(&token.api_domain);
             let what = format!("{method} {url}");
@@ -289,9 +313,10 @@ impl ZohoClient {
                 .bytes()
                 .await
                 .map_err(|e| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) })?;
+            drop(permit);
             // Valid UTF-8 (always, in practice) is taken as is; anything else is repaired with U+FFFD, so one bad
             // byte in a deal name cannot fail a page.
-            let text = match String::from_utf8(bytes.to_vec()) {
+            let text = match String::from_utf8(Vec::from(bytes)) {
                 Ok(t) => t,
                 Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
             };
