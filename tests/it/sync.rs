@@ -94,6 +94,17 @@ async fn backfill_windows_are_half_open_and_keep_their_offsets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_long_backfill_counts_first_instead_of_fetching_a_page_it_would_throw_away() {
+    let sim = simulator(sim_config(20_000)).await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).env("RUST_LOG", "dealsync=debug").against(&sim).run().await;
+    out.assert_code(0);
+    assert!(out.count("windows_split") >= 1, "over 2,000 deals: {}", out.summary());
+    let first = out.event("zoho_request")["request"].as_str().unwrap().to_string();
+    assert!(first.starts_with("POST ") && first.ends_with("/crm/v8/coql"), "the first request counts the window: {first}");
+    assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_2000_matches_in_one_window_are_all_synced() {
     let sim = simulator(SimConfig { deals: 20_000, span: Duration::days(2), ..sim_config(0) }).await;
     let w = window("2026-10-30T00:00:00Z", "2026-11-01T00:00:00Z");
@@ -180,6 +191,7 @@ async fn stages_that_only_contain_closed_won_are_filtered_out() {
         .len();
     assert!(trap > 0);
     assert!(out.count("not_closed_won") > 0, "Zoho's contains-like equals returned trap stages");
+
     assert_eq!(query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals WHERE stage <> 'Closed Won'"), 0);
     assert_eq!(
         out.count("deals_fetched") - out.count("not_closed_won"),
