@@ -21,7 +21,7 @@ pub const QUARANTINE_TABLE: &str = "_dealsync_quarantine";
 
 /// Rows per transaction. Every commit rewrites each index page it touched, and deal ids arrive in random
 /// order, so 200-row commits rewrote most of the id index every page; measured at 100k deals, 2000-row commits
-/// cost 30 % less CPU. Rows are written as pages arrive (nothing is held back in memory) inside an open
+/// took the CPU from 5.0–5.4 s to 4.4 s. Rows are written as pages arrive (nothing is held back in memory) inside an open
 /// transaction; a crash loses at most this many uncommitted rows, which the next run fetches again.
 const TRANSACTION_ROWS: usize = 2000;
 /// Page cache (KiB): holds one transaction's dirty index pages without spilling them mid-transaction.
