@@ -584,23 +584,28 @@ fn owner(raw: Option<&RawValue>) -> Result<Owner, FieldError> {
 
 /// Tags arrive as objects (`{"name","id"}`); plain strings are accepted too.
 fn tags(raw: Option<&RawValue>) -> Result<Vec<String>, FieldError> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum TagWire {
-        Name(String),
-        Object { name: Option<String> },
-    }
     if is_null(raw) {
         return Ok(Vec::new());
     }
-    let raw = raw.expect("checked");
-    let list: Vec<TagWire> = serde_json::from_str(raw.get())
-        .map_err(|_| err("Tag", format!("expected a list of tags, got {}", shown(raw))))?;
+    names("Tag", raw.expect("checked"), "tags")
+}
+
+/// A JSON list of strings or of objects with a `name` (tags, multi-select lookups), as the names; objects
+/// without one are skipped. `what` names the items in the error.
+pub(crate) fn names(field: &'static str, raw: &RawValue, what: &str) -> Result<Vec<String>, FieldError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Name(String),
+        Object { name: Option<String> },
+    }
+    let list: Vec<Item> = serde_json::from_str(raw.get())
+        .map_err(|_| err(field, format!("expected a list of {what}, got {}", shown(raw))))?;
     Ok(list
         .into_iter()
         .filter_map(|t| match t {
-            TagWire::Name(n) => Some(n),
-            TagWire::Object { name } => name,
+            Item::Name(n) => Some(n),
+            Item::Object { name } => name,
         })
         .collect())
 }

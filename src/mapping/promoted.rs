@@ -331,24 +331,10 @@ pub fn read(p: &Promoted, raw: Option<&RawValue>) -> Result<Value, FieldError> {
 
 /// Strings, or objects with a `name` (tags, multi-select lookups); a lone string counts as a one-item list.
 fn text_list(f: &'static str, r: &RawValue) -> Result<Vec<String>, FieldError> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Item {
-        Text(String),
-        Object { name: Option<String> },
-    }
     if r.get().starts_with('"') {
         return Ok(text(f, Some(r))?.into_iter().filter(|s| !s.is_empty()).collect());
     }
-    let items: Vec<Item> =
-        serde_json::from_str(r.get()).map_err(|_| err(f, format!("expected a list of text, got {}", shown(r))))?;
-    Ok(items
-        .into_iter()
-        .filter_map(|i| match i {
-            Item::Text(s) => Some(s),
-            Item::Object { name } => name,
-        })
-        .collect())
+    super::names(f, r, "text")
 }
 
 #[cfg(test)]

@@ -35,17 +35,11 @@ impl Seen {
     /// Records `id` at `modified` (unix seconds) unless a copy at least as new was seen, and says which.
     pub fn offer(&mut self, id: &str, modified: i64) -> Offer {
         let Some(key) = numeric(id) else {
-            return match self.other.get_mut(id) {
-                Some(m) if *m >= modified => Offer::Stale,
-                Some(m) => {
-                    *m = modified;
-                    Offer::Newer
-                }
-                None => {
-                    self.other.insert(id.to_string(), modified);
-                    Offer::New
-                }
-            };
+            if let Some(m) = self.other.get_mut(id) {
+                return bump(m, modified);
+            }
+            self.other.insert(id.to_string(), modified);
+            return Offer::New;
         };
         let t = modified.clamp(0, i64::from(u32::MAX)) as u32;
         if let Ok(i) = self.ids.binary_search(&key) {
@@ -96,7 +90,8 @@ impl Seen {
     }
 }
 
-fn bump(seen: &mut u32, t: u32) -> Offer {
+/// Keeps the newer of the recorded time and `t`, and says whether `t` was newer.
+fn bump<T: Ord + Copy>(seen: &mut T, t: T) -> Offer {
     if *seen >= t {
         Offer::Stale
     } else {

@@ -32,8 +32,9 @@ pub struct SqliteSink {
     conn: Option<Connection>,
     /// Rows written since the open transaction began (0: none is open).
     uncommitted: usize,
-    spec: TableSpec,
     columns: std::sync::Arc<[Column]>,
+    /// The upsert's INSERT and UPDATE statements, built once from the columns and the spec.
+    upsert_sql: std::sync::Arc<(String, String)>,
 }
 
 impl SqliteSink {
@@ -43,8 +44,9 @@ impl SqliteSink {
 
     /// A sink whose table also has the promoted columns, replacing rows as `spec` says.
     pub fn with_spec(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
-        let columns = spec.columns().into();
-        SqliteSink { path: path.into(), conn: None, uncommitted: 0, spec, columns }
+        let columns: std::sync::Arc<[Column]> = spec.columns().into();
+        let upsert_sql = std::sync::Arc::new((insert_sql(&columns), update_sql(&columns, spec.rewrite)));
+        SqliteSink { path: path.into(), conn: None, uncommitted: 0, columns, upsert_sql }
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> SinkError {
@@ -103,15 +105,15 @@ impl SqliteSink {
     /// `TRANSACTION_ROWS` rows.
     async fn upsert(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
         let commit = self.uncommitted + rows.len() >= TRANSACTION_ROWS;
-        let (insert_sql, update_sql) = (insert_sql(&self.columns), update_sql(&self.columns, self.spec.rewrite));
+        let sql = self.upsert_sql.clone();
         let n = rows.len();
         let stats = self
             .with_conn("writing rows", move |c| {
                 begin_if_needed(c)?;
                 let mut stats = WriteStats::default();
                 {
-                    let mut insert = c.prepare_cached(&insert_sql)?;
-                    let mut update = c.prepare_cached(&update_sql)?;
+                    let mut insert = c.prepare_cached(&sql.0)?;
+                    let mut update = c.prepare_cached(&sql.1)?;
                     for row in &rows {
                         if write_row(&mut insert, row)? == 1 {
                             stats.inserted += 1;
@@ -140,6 +142,25 @@ impl SqliteSink {
         self.uncommitted = 0;
         self.with_conn("committing rows", |c| c.execute_batch("COMMIT")).await
     }
+}
+
+/// Runs `sql` once per item in one transaction, bound by `bind`, and counts the rows it changed.
+fn update_each<T>(
+    c: &mut Connection,
+    sql: &str,
+    items: &[T],
+    bind: impl Fn(&mut rusqlite::CachedStatement<'_>, &T) -> rusqlite::Result<usize>,
+) -> rusqlite::Result<u64> {
+    let tx = c.transaction()?;
+    let mut n = 0;
+    {
+        let mut stmt = tx.prepare_cached(sql)?;
+        for item in items {
+            n += bind(&mut stmt, item)? as u64;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
 }
 
 /// `BEGIN IMMEDIATE` unless a transaction is open: it takes the write lock at once, so concurrent writers (sharded
@@ -389,18 +410,8 @@ impl Sink for SqliteSink {
     async fn mark_deleted(&mut self, deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
         self.commit_open().await?;
         self.with_conn("marking deleted deals", move |c| {
-            let tx = c.transaction()?;
-            let mut n = 0;
-            {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0"
-                ))?;
-                for d in &deleted {
-                    n += stmt.execute(params![d.deal_id, format_instant(&d.deleted_time)])? as u64;
-                }
-            }
-            tx.commit()?;
-            Ok(n)
+            let sql = format!("UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0");
+            update_each(c, &sql, &deleted, |stmt, d| stmt.execute(params![d.deal_id, format_instant(&d.deleted_time)]))
         })
         .await
     }
@@ -408,19 +419,13 @@ impl Sink for SqliteSink {
     async fn mark_not_won(&mut self, changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
         self.commit_open().await?;
         self.with_conn("recording reopened deals", move |c| {
-            let tx = c.transaction()?;
-            let mut n = 0;
-            {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3
-                     WHERE deal_id = ?1 AND modified_time < ?3"
-                ))?;
-                for ch in &changes {
-                    n += stmt.execute(params![ch.deal_id, ch.stage, format_instant(&ch.modified_time)])? as u64;
-                }
-            }
-            tx.commit()?;
-            Ok(n)
+            let sql = format!(
+                "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3
+                 WHERE deal_id = ?1 AND modified_time < ?3"
+            );
+            update_each(c, &sql, &changes, |stmt, ch| {
+                stmt.execute(params![ch.deal_id, ch.stage, format_instant(&ch.modified_time)])
+            })
         })
         .await
     }

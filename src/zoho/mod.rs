@@ -239,7 +239,14 @@ impl ZohoClient {
                 }
                 Ok(t) => break t,
                 Err(e) => {
-                    self.first_mint.send_if_modified(|m| m.is_none() && m.replace(false).is_none());
+                    // Only the first mint's outcome is told; a failed re-mint later leaves it as it was.
+                    self.first_mint.send_if_modified(|m| {
+                        let first = m.is_none();
+                        if first {
+                            *m = Some(false);
+                        }
+                        first
+                    });
                     return Err(e);
                 }
             }
