@@ -154,7 +154,15 @@ async fn simulate(args: SimulateArgs) -> Exit {
         )
         .expect("span is positive"),
     );
-    println!(
+    // The announcements go to whoever reads stdout; a reader that stopped reading (a script that took the
+    // export line, `| head`) must not take the simulator down, so a failed write is ignored.
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), $($arg)*);
+        }};
+    }
+    say!(
         "dealsync simulator on {} with {} deals ({} closed won, seed {}), modified between {} and {}",
         handle.base_url(),
         cfg.deals,
@@ -163,8 +171,8 @@ async fn simulate(args: SimulateArgs) -> Exit {
         (cfg.anchor - cfg.span).to_rfc3339(),
         cfg.anchor.to_rfc3339()
     );
-    println!("Point dealsync at it with:");
-    println!(
+    say!("Point dealsync at it with:");
+    say!(
         "  export ZOHO_ACCOUNTS_URL={} ZOHO_CLIENT_ID={} ZOHO_CLIENT_SECRET={} ZOHO_REFRESH_TOKEN={}",
         handle.base_url(),
         cfg.client_id,
@@ -172,13 +180,13 @@ async fn simulate(args: SimulateArgs) -> Exit {
         cfg.refresh_token
     );
     if !cfg.faults.is_empty() {
-        println!("Injecting faults: {} planned, random rate {} (seed {}).", cfg.faults.at.len(), cfg.faults.rate, cfg.faults.seed);
+        say!("Injecting faults: {} planned, random rate {} (seed {}).", cfg.faults.at.len(), cfg.faults.rate, cfg.faults.seed);
     }
-    println!("Stop with Ctrl-C.");
+    say!("Stop with Ctrl-C.");
     shutdown_signal().await;
     let stats = handle.stats();
     handle.stop().await;
-    println!("served {} API requests, {} token requests, {} faults injected {:?}", stats.api_requests, stats.token_requests, stats.faults_injected, stats.faults_by_kind);
+    say!("served {} API requests, {} token requests, {} faults injected {:?}", stats.api_requests, stats.token_requests, stats.faults_injected, stats.faults_by_kind);
     Exit::Ok
 }
 
