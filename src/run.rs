@@ -225,6 +225,7 @@ async fn sync_inner(
     summary.windows_split = fetch_stats.windows_split;
     summary.coql_counts = fetch_stats.counts;
     summary.coql_pages = fetch_stats.coql_pages;
+    summary.search_probes = fetch_stats.probes;
     summary.deals_fetched = written.records;
     summary.not_closed_won = written.not_closed_won;
     summary.quarantined = written.quarantined + written.stats.rejected;
@@ -413,7 +414,7 @@ pub async fn check(args: crate::cli::CheckArgs) -> Exit {
                 let criteria = crate::zoho::criteria::closed_won_in(&w).to_string();
                 report(
                     client
-                        .search_page("Deals", &criteria, 1, 1)
+                        .search_page("Deals", &criteria, crate::zoho::SearchOrder::Default, 1, 1)
                         .await
                         .map(|_| "the Deals search API answers".to_string())
                         .map_err(RunError::from),

@@ -26,6 +26,8 @@ pub struct RunSummary {
     pub windows_split: u64,
     pub coql_counts: u64,
     pub coql_pages: u64,
+    /// Probes of the cap's last page that chained a `Modified_Time` window past 2000 deals.
+    pub search_probes: u64,
     pub deals_fetched: u64,
     pub not_closed_won: u64,
     pub rows_inserted: u64,
@@ -79,6 +81,7 @@ impl RunSummary {
                     windows_split = self.windows_split,
                     coql_counts = self.coql_counts,
                     coql_pages = self.coql_pages,
+                    search_probes = self.search_probes,
                     deals_fetched = self.deals_fetched,
                     not_closed_won = self.not_closed_won,
                     rows_inserted = self.rows_inserted,

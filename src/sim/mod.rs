@@ -55,6 +55,9 @@ pub struct SimConfig {
     pub faults: faults::FaultPlan,
     /// Share of deals generated as exactly "Closed Won" (the rest: other stages and look-alikes).
     pub won_share: f64,
+    /// Search ignores `sort_by`/`sort_order` and answers in its default order (id, newest first), as an API
+    /// version without sorting would; dealsync must notice and plan with counts instead.
+    pub ignores_sort: bool,
 }
 
 impl SimConfig {
@@ -88,6 +91,7 @@ impl Default for SimConfig {
             mint_window: std::time::Duration::from_secs(600),
             faults: faults::FaultPlan::default(),
             won_share: 0.3,
+            ignores_sort: false,
         }
     }
 }

@@ -382,21 +382,51 @@ async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q)
         return zoho_error(StatusCode::BAD_REQUEST, "LIMIT_REACHED", "maximum response iteration limit reached",
             json!({"limit": state.config.search_cap.to_string()}));
     }
+    let Some((sort_by, descending)) = search_order(&q) else {
+        return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "sort_by"}));
+    };
+    let sort_by = if state.config.ignores_sort { "id" } else { sort_by };
     let deals = state.deals.read().expect("not poisoned");
     let mut matches = SimState::matching(&deals, &filter);
     if matches.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
-    matches.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    // Ties keep id order, so that paging through equal sort keys is stable.
+    match sort_by {
+        "Modified_Time" => matches.sort_by_key(|d| (d.modified, d.id)),
+        "Created_Time" => matches.sort_by_key(|d| (d.created, d.id)),
+        _ => matches.sort_unstable_by_key(|d| d.id),
+    }
+    let descending = if state.config.ignores_sort { true } else { descending };
+    if descending {
+        matches.reverse();
+    }
     let start = (page - 1) * per_page;
     if start >= matches.len() {
         return StatusCode::NO_CONTENT.into_response();
     }
     let end = (start + per_page).min(matches.len());
     let fields: Option<Vec<&str>> = q.get("fields").map(|f| f.split(',').collect());
-    let info = json!({"per_page": per_page, "count": end - start, "page": page, "sort_by": "id",
-                      "sort_order": "desc", "more_records": end < matches.len()});
+    let info = json!({"per_page": per_page, "count": end - start, "page": page, "sort_by": sort_by,
+                      "sort_order": if descending { "desc" } else { "asc" }, "more_records": end < matches.len()});
     json_response(StatusCode::OK, page_body(&state, &matches[start..end], fields.as_deref(), info))
+}
+
+/// The search order asked for: `sort_by` (`id`, `Created_Time` or `Modified_Time`; id by default) and whether
+/// `sort_order` is descending (the default). `None` when either is not one Zoho knows.
+fn search_order(q: &HashMap<String, String>) -> Option<(&'static str, bool)> {
+    let by = match q.get("sort_by").map(String::as_str) {
+        None | Some("id") => "id",
+        Some("Modified_Time") => "Modified_Time",
+        Some("Created_Time") => "Created_Time",
+        Some(_) => return None,
+    };
+    let descending = match q.get("sort_order").map(String::as_str) {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(_) => return None,
+    };
+    Some((by, descending))
 }
 
 async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -1,20 +1,29 @@
 //! Pages through every closed-won deal of a window, concurrently and without ever holding the whole result.
 //!
-//! The search API returns at most 2000 records per criteria and has no total count, so the window is planned
-//! with COQL counts (one cheap request per ~9 pages):
+//! The search API returns at most 2000 records per criteria and has no total count. A `Modified_Time` window
+//! is read in the order of that field (`sort_by=Modified_Time&sort_order=asc`), which lets it go past the cap
+//! without planning requests:
 //!
 //! * the first page of the window is fetched; if Zoho says there is no more, that was the whole window (the
 //!   nightly run's usual case: one request). A window longer than `PROBE_SPAN` (a backfill) is counted at once
-//!   instead, since its first page would be thrown away;
-//! * otherwise the window is counted. Up to 2000 deals, its remaining pages are fetched concurrently. More than
-//!   that, it is cut into equal parts of about 1800 deals each (headroom for uneven spread), which are counted
-//!   and fetched the same way;
-//! * a part that cannot be cut any further (one second, or one day for `Closing_Date`) is read through COQL
-//!   with keyset paging (`id > last`).
+//!   instead, since its first page would be thrown away. Up to 2000 deals, the remaining pages are fetched
+//!   concurrently;
+//! * a bigger window is read as a chain of blocks of 2000: a *probe* asks for the cap's last page (page 10),
+//!   whose last record's modification time `t` is where the next block starts (`Modified_Time >= t`; deals
+//!   sharing that second come twice and the sinks keep one). Pages 1 to 9 of the block are fetched beside the
+//!   next probe, and probes jump the queue, so the chain runs ahead of the pages. A large window with a high
+//!   concurrency is cut into a few chains. Requests: one per page plus about two per chain;
+//! * the probe checks that the answer really is in that order (the order it reports, and the times it
+//!   carries); if not, chaining is switched off for the run and windows are planned as for `Closing_Date`:
+//! * a `Closing_Date` window over the cap (search cannot sort on it) is cut into equal parts of about 1800
+//!   deals, each counted with COQL and fetched the same way;
+//! * deals that cannot be separated (more than 2000 in one second, or one day for `Closing_Date`) are read
+//!   through COQL with keyset paging (`id > last`).
 //!
 //! COQL counts the exact stage while search also returns stages that merely contain "Closed Won", so a count
 //! can fall short: the last planned page then says "more records", and the following pages are fetched too.
-//! Work items run concurrently (at most the client's concurrency); the client caps requests in flight.
+//! Every task is one request (a COQL read is a sequence of them), at most the client's concurrency run at once,
+//! and planning tasks run before pages.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +34,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page, COQL_FIELDS};
-use super::{Page, ZohoClient, ZohoError};
+use super::{Page, SearchOrder, ZohoClient, ZohoError};
 use crate::shutdown::Shutdown;
 use crate::window::Window;
 
@@ -37,6 +46,10 @@ pub const SEARCH_CAP: u32 = 2000;
 pub const PART_TARGET: u64 = 1800;
 /// Windows up to this long start with their first page; longer ones with a count.
 pub const PROBE_SPAN: chrono::TimeDelta = chrono::TimeDelta::days(2);
+/// The page a chain's probe asks for: the last one the cap allows.
+const PROBE_PAGE: u32 = SEARCH_CAP / PER_PAGE;
+/// Requests in flight one chain keeps busy: its probe, and the nine pages each probe releases.
+const REQUESTS_PER_CHAIN: usize = 8;
 
 /// Where a page came from, for logs.
 #[derive(Debug, Clone)]
@@ -60,6 +73,7 @@ pub struct FetchStats {
     pub counts: u64,
     pub windows_split: u64,
     pub coql_pages: u64,
+    pub probes: u64,
 }
 
 #[derive(Default)]
@@ -69,6 +83,7 @@ struct Counters {
     counts: AtomicU64,
     windows_split: AtomicU64,
     coql_pages: AtomicU64,
+    probes: AtomicU64,
 }
 
 /// The outcome of `fetch_window`: its statistics, and whether it stopped before the end (the receiver went
@@ -85,8 +100,13 @@ enum Task {
     First(Window),
     /// Count a window, then fetch or cut it (`root`: the whole window, whose count the progress bar shows).
     Count { window: Window, root: bool },
-    /// Fetch pages `from..=to` of a window known to fit the cap.
-    Pages { window: Window, from: u32, to: u32 },
+    /// Pages `from..=to` of a window known to fit the cap; queued as one `Page` task each. `open`: the last one
+    /// may say there is more (the plan came from a count), and then the following pages are fetched too.
+    Pages { window: Window, from: u32, to: u32, open: bool },
+    /// One search page; `last`: the last page of an open plan.
+    Page { window: Window, n: u32, last: bool },
+    /// The cap's last page of a `Modified_Time` window, in that order: where the next block of the chain starts.
+    Probe(Window),
     /// Keyset paging through COQL for a window too dense to cut.
     Coql(Window),
 }
@@ -107,13 +127,25 @@ pub struct Fetcher<'a> {
     expected: std::sync::Arc<AtomicU64>,
     /// What a COQL page selects: the standard fields and the promoted ones (search returns every field).
     coql_columns: String,
+    /// Whether search answers in the order asked for, so that windows can be chained past the cap; cleared
+    /// for the rest of the run as soon as an answer shows otherwise.
+    chaining: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Fetcher<'a> {
     pub fn new(client: &'a ZohoClient, tx: mpsc::Sender<FetchedPage>, shutdown: Shutdown) -> Self {
         let concurrency = client.settings().max_concurrency.max(1);
         let coql_columns = COQL_FIELDS.join(", ");
-        Fetcher { client, tx, shutdown, concurrency, counters: Counters::default(), expected: Default::default(), coql_columns }
+        Fetcher {
+            client,
+            tx,
+            shutdown,
+            concurrency,
+            counters: Counters::default(),
+            expected: Default::default(),
+            coql_columns,
+            chaining: std::sync::atomic::AtomicBool::new(true),
+        }
     }
 
     /// Adds the promoted fields to what COQL pages select.
@@ -148,7 +180,7 @@ impl<'a> Fetcher<'a> {
             match running.next().await {
                 None => break,
                 Some(Err(e)) => return Err(e),
-                Some(Ok(Step::More(tasks))) => queue.extend(tasks),
+                Some(Ok(Step::More(tasks))) => enqueue(&mut queue, tasks),
                 Some(Ok(Step::Stop)) => {
                     stopped = true;
                     break;
@@ -163,6 +195,7 @@ impl<'a> Fetcher<'a> {
             counts: c.counts.load(Ordering::Relaxed),
             windows_split: c.windows_split.load(Ordering::Relaxed),
             coql_pages: c.coql_pages.load(Ordering::Relaxed),
+            probes: c.probes.load(Ordering::Relaxed),
         };
         Ok(Fetched { stats, stopped_early: stopped })
     }
@@ -171,7 +204,9 @@ impl<'a> Fetcher<'a> {
         match task {
             Task::First(w) => self.first(w).await,
             Task::Count { window, root } => self.count(window, root).await,
-            Task::Pages { window, from, to } => self.pages(window, from, to).await,
+            Task::Pages { window, from, to, open } => Ok(Step::More(vec![Task::Pages { window, from, to, open }])),
+            Task::Page { window, n, last } => self.page(window, n, last).await,
+            Task::Probe(w) => self.probe(w).await,
             Task::Coql(w) => self.coql_window(w).await,
         }
     }
@@ -187,7 +222,7 @@ impl<'a> Fetcher<'a> {
 
     async fn first(&self, w: Window) -> Result<Step, ZohoError> {
         let criteria = closed_won_in(&w).to_string();
-        let Some(first) = self.guarded(self.client.search_page("Deals", &criteria, 1, PER_PAGE)).await? else {
+        let Some(first) = self.guarded(self.client.search_page("Deals", &criteria, order_for(&w), 1, PER_PAGE)).await? else {
             return Ok(Step::Stop);
         };
         match first {
@@ -204,7 +239,7 @@ impl<'a> Fetcher<'a> {
                 if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: 1 }).await? {
                     return Ok(Step::Stop);
                 }
-                Ok(Step::More(vec![Task::Pages { window: w, from: 2, to }]))
+                Ok(Step::More(vec![Task::Pages { window: w, from: 2, to, open: true }]))
             }
         }
     }
@@ -222,7 +257,7 @@ impl<'a> Fetcher<'a> {
         if n > u64::from(SEARCH_CAP) {
             return Ok(self.cut(w, n));
         }
-        Ok(Step::More(vec![Task::Pages { window: w, from: 1, to: pages_for(n) }]))
+        Ok(Step::More(vec![Task::Pages { window: w, from: 1, to: pages_for(n), open: true }]))
     }
 
     async fn count_of(&self, w: &Window) -> Result<Option<u64>, ZohoError> {
@@ -230,8 +265,20 @@ impl<'a> Fetcher<'a> {
         self.guarded(self.client.coql_count(&coql_count_closed_won(w))).await
     }
 
-    /// Cuts a window of `n` deals into parts of about `PART_TARGET`, or reads it through COQL.
+    /// Plans a window of about `n` deals, more than the cap: chains of probes for a `Modified_Time` window
+    /// (a few when the concurrency is high enough to keep several busy), otherwise parts of about `PART_TARGET`
+    /// that are counted, or COQL when it cannot be cut.
     fn cut(&self, w: Window, n: u64) -> Step {
+        if self.chains(&w) {
+            let chains = self.concurrency.div_ceil(REQUESTS_PER_CHAIN).min(n.div_ceil(u64::from(SEARCH_CAP)) as usize);
+            return match w.split_into(chains) {
+                Some(pieces) => {
+                    self.counters.windows_split.fetch_add(1, Ordering::Relaxed);
+                    Step::More(pieces.into_iter().map(Task::Probe).collect())
+                }
+                None => Step::More(vec![Task::Probe(w)]),
+            };
+        }
         let parts = n.div_ceil(PART_TARGET) as usize;
         match w.split_into(parts) {
             Some(pieces) => {
@@ -247,45 +294,111 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    /// Fetches pages `from..=to` concurrently; continues past `to` when the last page says there is more.
-    async fn pages(&self, w: Window, from: u32, to: u32) -> Result<Step, ZohoError> {
+    fn chains(&self, w: &Window) -> bool {
+        order_for(w) == SearchOrder::ModifiedAsc && self.chaining.load(Ordering::Relaxed)
+    }
+
+    /// Fetches page `n`; when it is the last of an open plan and says there is more, plans what follows.
+    async fn page(&self, w: Window, n: u32, last: bool) -> Result<Step, ZohoError> {
         let criteria = closed_won_in(&w).to_string();
-        let mut fetches: FuturesUnordered<_> = (from..=to)
-            .map(|n| {
-                let criteria = &criteria;
-                async move { (n, self.guarded(self.client.search_page("Deals", criteria, n, PER_PAGE)).await) }
-            })
-            .collect();
-        let mut more_after_last = false;
-        let mut limit_reached = false;
-        while let Some((n, result)) = fetches.next().await {
-            let page = match result {
-                Ok(Some(p)) => p,
-                Ok(None) => return Ok(Step::Stop),
-                Err(ZohoError::LimitReached { .. }) => {
-                    limit_reached = true;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let Some(page) = page else { continue };
-            if n == to && page.more_records {
-                more_after_last = true;
-            }
-            if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: n }).await? {
-                return Ok(Step::Stop);
-            }
-        }
-        if limit_reached || (more_after_last && to >= SEARCH_CAP / PER_PAGE) {
+        let page = match self.guarded(self.client.search_page("Deals", &criteria, order_for(&w), n, PER_PAGE)).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(Step::Stop),
             // More matches than the search can return (the CRM changed since the count, or many look-alike
             // stages): read this window again in smaller parts. Rows already sent are upserted idempotently.
-            return Ok(self.cut(w, u64::from(SEARCH_CAP) * 2));
+            // Only the plan's last page acts on it, so that the window is re-planned once.
+            Err(ZohoError::LimitReached { .. }) if last => return Ok(self.cut(w, u64::from(SEARCH_CAP) * 2)),
+            Err(ZohoError::LimitReached { .. }) => return Ok(Step::More(vec![])),
+            Err(e) => return Err(e),
+        };
+        let Some(page) = page else { return Ok(Step::More(vec![])) };
+        let mut next = Vec::new();
+        if last && page.more_records {
+            if n < PROBE_PAGE {
+                next.push(Task::Pages { window: w.clone(), from: n + 1, to: (n + 2).min(PROBE_PAGE), open: true });
+            } else if self.chains(&w) {
+                // The cap's last page, in modification order: a probe's answer, without asking again.
+                match self.continue_after(&w, &page) {
+                    Some(Continue::From(rest)) => next.push(Task::Probe(rest)),
+                    None | Some(Continue::Dense(..)) => return Ok(self.cut(w, u64::from(SEARCH_CAP) * 2)),
+                }
+            } else {
+                return Ok(self.cut(w, u64::from(SEARCH_CAP) * 2));
+            }
         }
-        if more_after_last {
-            let next_to = (to + 2).min(SEARCH_CAP / PER_PAGE);
-            return Ok(Step::More(vec![Task::Pages { window: w, from: to + 1, to: next_to }]));
+        if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: n }).await? {
+            return Ok(Step::Stop);
         }
-        Ok(Step::More(vec![]))
+        Ok(Step::More(next))
+    }
+
+    /// Asks for the cap's last page of a `Modified_Time` window: nothing there means at most 1800 deals, which a
+    /// count plans exactly; a last page means the window ends within this block; more than that continues the
+    /// chain from the last modification time on the page.
+    async fn probe(&self, w: Window) -> Result<Step, ZohoError> {
+        self.counters.probes.fetch_add(1, Ordering::Relaxed);
+        let criteria = closed_won_in(&w).to_string();
+        let page = match self.guarded(self.client.search_page("Deals", &criteria, SearchOrder::ModifiedAsc, PROBE_PAGE, PER_PAGE)).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(Step::Stop),
+            Err(ZohoError::LimitReached { .. }) => {
+                // This account's cap is below 2000: plan with counts.
+                self.stop_chaining(&w, "search refused the cap's last page");
+                return Ok(Step::More(vec![Task::Count { window: w, root: false }]));
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(page) = page else { return Ok(Step::More(vec![Task::Count { window: w, root: false }])) };
+        let fill = Task::Pages { window: w.clone(), from: 1, to: PROBE_PAGE - 1, open: false };
+        if !page.more_records {
+            if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: PROBE_PAGE }).await? {
+                return Ok(Step::Stop);
+            }
+            return Ok(Step::More(vec![fill]));
+        }
+        match self.continue_after(&w, &page) {
+            None => Ok(Step::More(vec![Task::Count { window: w, root: false }])),
+            Some(Continue::Dense(second, rest)) => {
+                tracing::info!(event = "coql_fallback", window = %second,
+                    "more than 2000 matches in one second; reading that second through COQL");
+                Ok(Step::More(rest.into_iter().map(Task::Probe).chain([Task::Coql(second)]).collect()))
+            }
+            Some(Continue::From(rest)) => {
+                if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: PROBE_PAGE }).await? {
+                    return Ok(Step::Stop);
+                }
+                Ok(Step::More(vec![fill, Task::Probe(rest)]))
+            }
+        }
+    }
+
+    /// Where a chain goes on after the cap's last page of `w`, which said there is more. `None` when the page is
+    /// not in modification order after all (chaining is then off for the run).
+    fn continue_after(&self, w: &Window, page: &Page) -> Option<Continue> {
+        let reported_ok = page.sort_by.as_deref().is_none_or(|b| b == "Modified_Time")
+            && page.sort_order.as_deref().is_none_or(|o| o.eq_ignore_ascii_case("asc"));
+        let last = match (reported_ok, ascending_last_time(page, w)) {
+            (true, Some(t)) => t,
+            _ => {
+                self.stop_chaining(w, "search did not answer in Modified_Time order");
+                return None;
+            }
+        };
+        if last > w.start {
+            let rest = Window { field: w.field, start: last, end: w.end };
+            return Some(Continue::From(rest));
+        }
+        // The first 2000 deals all carry the window's first second.
+        let second = Window { field: w.field, start: w.start, end: (w.start + chrono::TimeDelta::seconds(1)).min(w.end) };
+        let rest = (second.end < w.end).then(|| Window { field: w.field, start: second.end, end: w.end });
+        Some(Continue::Dense(second, rest))
+    }
+
+    fn stop_chaining(&self, w: &Window, why: &str) {
+        if self.chaining.swap(false, Ordering::Relaxed) {
+            tracing::warn!(event = "chaining_off", window = %w, reason = why,
+                "planning the rest of the run with COQL counts (one more request per 1,800 deals)");
+        }
     }
 
     /// Reads a window through COQL, `id > last` at a time.
@@ -326,6 +439,64 @@ impl<'a> Fetcher<'a> {
             Err(_) => Ok(Step::Stop),
         }
     }
+}
+
+/// What follows a full block of a chain.
+enum Continue {
+    /// The rest of the window, from the block's last modification time.
+    From(Window),
+    /// More than the cap in the window's first second: that second (read through COQL) and the rest, if any.
+    Dense(Window, Option<Window>),
+}
+
+/// Queues tasks: a page plan as one task per page at the back, planning (counts, probes, COQL) at the front,
+/// since it releases pages.
+fn enqueue(queue: &mut VecDeque<Task>, tasks: Vec<Task>) {
+    for task in tasks {
+        match task {
+            Task::Pages { window, from, to, open } => {
+                queue.extend((from..=to).map(|n| Task::Page { window: window.clone(), n, last: open && n == to }))
+            }
+            Task::Page { .. } => queue.push_back(task),
+            planning => queue.push_front(planning),
+        }
+    }
+}
+
+/// The order a window's search pages are asked in: `Modified_Time` windows in that order (so that they can be
+/// chained past the cap), others in Zoho's default.
+fn order_for(w: &Window) -> SearchOrder {
+    if w.field.is_date() {
+        SearchOrder::Default
+    } else {
+        SearchOrder::ModifiedAsc
+    }
+}
+
+/// The modification time of a page's last record, provided the page is in ascending `Modified_Time` order
+/// within `w` (checked on every 16th record and the last, which any other order fails at once).
+fn ascending_last_time(page: &Page, w: &Window) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    #[derive(Deserialize)]
+    struct Modified<'a> {
+        #[serde(rename = "Modified_Time", borrow)]
+        modified: Option<std::borrow::Cow<'a, str>>,
+    }
+    let time = |raw: &RawValue| {
+        let m: Modified = serde_json::from_str(raw.get()).ok()?;
+        chrono::DateTime::parse_from_rfc3339(&m.modified?).ok()
+    };
+    let n = page.records.len();
+    let mut prev = w.start;
+    let mut last = None;
+    for i in (0..n).step_by(16).chain((n > 0).then(|| n - 1)) {
+        let t = time(&page.records[i])?;
+        if t < prev || t >= w.end {
+            return None;
+        }
+        prev = t;
+        last = Some(t);
+    }
+    last
 }
 
 /// Search pages needed for `n` records.

@@ -44,6 +44,19 @@ pub struct ClientStats {
 pub struct Page {
     pub records: Vec<Box<RawValue>>,
     pub more_records: bool,
+    /// The order the answer says it is in (`info.sort_by`, `info.sort_order`), when it says.
+    pub sort_by: Option<Box<str>>,
+    pub sort_order: Option<Box<str>>,
+}
+
+/// The order search results come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchOrder {
+    /// Zoho's default: id, newest first.
+    Default,
+    /// `Modified_Time` ascending, which lets a window be read past the 2000-record cap by continuing from the
+    /// last modification time seen.
+    ModifiedAsc,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +70,10 @@ struct Envelope {
 struct Info {
     #[serde(default)]
     more_records: bool,
+    #[serde(default)]
+    sort_by: Option<Box<str>>,
+    #[serde(default)]
+    sort_order: Option<Box<str>>,
 }
 
 pub struct ZohoClient {
@@ -106,6 +123,7 @@ impl ZohoClient {
         &self,
         module: &str,
         criteria: &str,
+        order: SearchOrder,
         page: u32,
         per_page: u32,
     ) -> Result<Option<Page>, ZohoError> {
@@ -117,6 +135,9 @@ impl ZohoClient {
             |base| {
                 let mut url = join_path(base, &path);
                 url.query_pairs_mut().extend_pairs(query.iter());
+                if order == SearchOrder::ModifiedAsc {
+                    url.query_pairs_mut().extend_pairs([("sort_by", "Modified_Time"), ("sort_order", "asc")]);
+                }
                 (reqwest::Method::GET, url, None, None)
             },
             |what, status, body| match body {
@@ -378,7 +399,7 @@ pub fn parse_page(what: &str, status: u16, body: &str) -> Result<Page, ZohoError
         status,
         reason: "the answer has no `data` array".into(),
     })?;
-    Ok(Page { records, more_records: env.info.more_records })
+    Ok(Page { records, more_records: env.info.more_records, sort_by: env.info.sort_by, sort_order: env.info.sort_order })
 }
 
 fn api_error(what: &str, status: u16, body: &str, retry_after: Option<Duration>) -> ZohoError {

@@ -2,7 +2,7 @@
 
 use chrono::{Duration, TimeZone};
 use dealsync::sim::data::{generate, GenSpec};
-use dealsync::sim::SimConfig;
+use dealsync::sim::{SimConfig, SimHandle};
 use dealsync::window::{Window, WindowField};
 
 use crate::helpers::*;
@@ -93,15 +93,80 @@ async fn backfill_windows_are_half_open_and_keep_their_offsets() {
     assert_eq!(out.summary()["window_start"], from.as_str());
 }
 
+/// Requests a sync makes after its last row: one deletions page, one stage-change COQL request per 2,000 deals
+/// in the window that are not won, and the reconciliation count.
+fn requests_after_writing(sim: &SimHandle, from: &str, to: &str) -> u64 {
+    let mut not_won = 0u64;
+    let (lo, hi) = (utc(from).timestamp(), utc(to).timestamp());
+    sim.mutate(|deals| not_won = deals.iter().filter(|d| d.modified >= lo && d.modified < hi && !d.is_closed_won()).count() as u64);
+    1 + not_won.div_ceil(2000).max(1) + 1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_month_long_backfill_counts_first_instead_of_fetching_a_page_it_would_throw_away() {
+async fn a_month_long_backfill_counts_once_then_chains_past_the_cap_without_counting_parts() {
     let sim = simulator(sim_config(20_000)).await;
     let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).env("RUST_LOG", "dealsync=debug").against(&sim).run().await;
     out.assert_code(0);
-    assert!(out.count("windows_split") >= 1, "over 2,000 deals: {}", out.summary());
     let first = out.event("zoho_request")["request"].as_str().unwrap().to_string();
     assert!(first.starts_with("POST ") && first.ends_with("/crm/v8/coql"), "the first request counts the window: {first}");
     assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")));
+
+    // Search also returns look-alike stages: the floor is the records it returns, 200 a page.
+    let floor = out.count("deals_fetched").div_ceil(200);
+    assert!(out.count("search_probes") >= 3, "{} deals are at least three blocks of 2,000: {}", out.count("deals_fetched"), out.summary());
+    assert!(out.count("coql_counts") <= 2, "the window and the chain's last block, no parts: {}", out.summary());
+    assert!(out.count("pages") <= floor + 1, "pages {} for a floor of {floor}", out.count("pages"));
+    // Beyond the pages: the counts, the probe that finds the chain's end empty, and the requests after writing.
+    let after = requests_after_writing(&sim, "2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z");
+    assert!(out.count("requests") <= floor + 1 + out.count("coql_counts") + 1 + after, "{}", out.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deals_sharing_a_second_across_a_block_boundary_are_all_synced_once() {
+    // 20,000 deals in 20 seconds: every block of 2,000 ends inside a second shared by hundreds of matches, so
+    // the next block starts at that second again.
+    let sim = simulator(SimConfig { deals: 20_000, span: Duration::seconds(20), anchor: utc("2026-10-15T12:00:20Z"), ..sim_config(0) }).await;
+    let (from, to) = ("2026-10-15T12:00:00Z", "2026-10-15T12:00:20Z");
+    let truth = expected_ids(&sim, &window(from, to));
+    assert!(truth.len() > 4000, "{} closed-won deals", truth.len());
+
+    let out = Dealsync::new(&["sync", "--from", from, "--to", to]).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(warehouse_ids(&out.db()), truth);
+    assert!(out.count("search_probes") >= 4, "{}", out.summary());
+    assert_eq!(out.count("rows_inserted"), truth.len() as u64);
+    assert_eq!(out.count("coql_pages"), 0, "no second holds more than 2,000 matches");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_2000_deals_in_one_second_are_read_through_coql_and_the_chain_goes_on() {
+    // 9000 deals in one second, then a third of them moved 3 seconds later: the first block cannot advance.
+    let sim = simulator(SimConfig { deals: 9000, span: Duration::seconds(1), anchor: utc("2026-10-15T12:00:01Z"), ..sim_config(0) }).await;
+    sim.mutate(|deals| deals.iter_mut().filter(|d| d.id % 3 == 0).for_each(|d| d.modified += 3));
+    let (from, to) = ("2026-10-15T12:00:00Z", "2026-10-15T12:00:10Z");
+    let truth = expected_ids(&sim, &window(from, to));
+    assert!(truth.len() > 2600, "{} closed-won deals", truth.len());
+
+    let out = Dealsync::new(&["sync", "--from", from, "--to", to]).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(warehouse_ids(&out.db()), truth);
+    assert!(out.count("coql_pages") >= 9, "the crowded second through COQL: {}", out.summary());
+    assert!(out.count("search_probes") >= 2, "the rest of the window by search: {}", out.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_that_ignores_the_order_asked_for_is_planned_with_counts_instead() {
+    let sim = simulator(SimConfig { deals: 20_000, span: Duration::days(2), ignores_sort: true, ..sim_config(0) }).await;
+    let w = window("2026-10-30T00:00:00Z", "2026-11-01T00:00:00Z");
+    let truth = expected_ids(&sim, &w);
+    assert!(truth.len() > 5000, "{} closed-won deals", truth.len());
+
+    let out = Dealsync::new(&["sync", "--from", "2026-10-30", "--to", "2026-11-01"]).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(warehouse_ids(&out.db()), truth);
+    let off = out.event("chaining_off");
+    assert!(off["reason"].as_str().unwrap().contains("Modified_Time order"), "{off}");
+    assert!(out.count("windows_split") >= 1 && out.count("coql_counts") > 3, "cut into counted parts: {}", out.summary());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,17 +179,14 @@ async fn more_than_2000_matches_in_one_window_are_all_synced() {
     let out = Dealsync::new(&["sync", "--from", "2026-10-30", "--to", "2026-11-01"]).against(&sim).run().await;
     out.assert_code(0);
     assert_eq!(warehouse_ids(&out.db()), truth);
-    assert!(out.count("windows_split") >= 1, "the window was cut");
-    assert!(out.count("coql_counts") > 3, "the parts were counted");
-    // Search also returns look-alike stages, so the floor is the records it returns, 200 a page.
+    assert!(out.count("search_probes") >= 3, "read as a chain of blocks: {}", out.summary());
+    assert!(out.count("coql_counts") <= 2, "the window and the chain's last block: {}", out.summary());
+    // Search also returns look-alike stages, so the floor is the records it returns, 200 a page. Beyond it: the
+    // first page (a short window starts with it and learns it holds too many), the counts, the probe that finds
+    // the chain's end empty, and the requests after writing.
     let pages_needed = out.count("deals_fetched").div_ceil(200);
-    // After writing: one deletions page, one stage-change COQL request per 2,000 deals in the window that are not
-    // won, and the reconciliation count.
-    let mut not_won = 0u64;
-    let (lo, hi) = (utc("2026-10-30T00:00:00Z").timestamp(), utc("2026-11-01T00:00:00Z").timestamp());
-    sim.mutate(|deals| not_won = deals.iter().filter(|d| d.modified >= lo && d.modified < hi && !d.is_closed_won()).count() as u64);
-    let after_writing = 1 + not_won.div_ceil(2000) + 1;
-    assert!(out.count("requests") <= pages_needed + out.count("coql_counts") + after_writing + 8, "{}", out.summary());
+    let after_writing = requests_after_writing(&sim, "2026-10-30T00:00:00Z", "2026-11-01T00:00:00Z");
+    assert!(out.count("requests") <= pages_needed + 1 + out.count("coql_counts") + 1 + after_writing + 1, "{}", out.summary());
 
     assert_eq!(out.count("coql_pages"), 0);
 
@@ -391,4 +453,43 @@ async fn a_database_from_an_older_dealsync_gains_the_new_columns() {
     out.assert_code(0);
     assert_eq!(query_i64(&out.db(), "SELECT is_closed_won + is_deleted * 10 FROM closed_won_deals WHERE deal_id = '1'"), 1, "old rows count as won, not deleted");
     assert_eq!(warehouse_ids(&out.db()).len(), expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).len() + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulators_search_honours_sort_by_and_sort_order_and_refuses_unknown_ones() {
+    let sim = simulator(sim_config(3000)).await;
+    let http = reqwest::Client::new();
+    let cfg = SimConfig::default();
+    let token: serde_json::Value = http
+        .post(format!("{}/oauth/v2/token", sim.base_url()))
+        .form(&[("grant_type", "refresh_token"), ("client_id", &cfg.client_id), ("client_secret", &cfg.client_secret), ("refresh_token", &cfg.refresh_token)])
+        .send().await.unwrap().json().await.unwrap();
+    let auth = format!("Zoho-oauthtoken {}", token["access_token"].as_str().unwrap());
+    let search = |extra: &'static [(&'static str, &'static str)]| {
+        let (http, auth, url) = (http.clone(), auth.clone(), format!("{}/crm/v8/Deals/search", sim.base_url()));
+        async move {
+            let mut q = vec![("criteria", "(Stage:equals:Closed Won)"), ("page", "2"), ("per_page", "200")];
+            q.extend_from_slice(extra);
+            let r = http.get(url).query(&q).header("Authorization", auth).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let times = |body: &serde_json::Value| -> Vec<chrono::DateTime<chrono::FixedOffset>> {
+        body["data"].as_array().unwrap().iter().map(|d| chrono::DateTime::parse_from_rfc3339(d["Modified_Time"].as_str().unwrap()).unwrap()).collect()
+    };
+    let ids = |body: &serde_json::Value| -> Vec<u64> { body["data"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().parse().unwrap()).collect() };
+
+    let (status, asc) = search(&[("sort_by", "Modified_Time"), ("sort_order", "asc")]).await;
+    assert_eq!(status, 200);
+    assert_eq!((asc["info"]["sort_by"].as_str(), asc["info"]["sort_order"].as_str()), (Some("Modified_Time"), Some("asc")));
+    let t = times(&asc);
+    assert_eq!(t.len(), 200);
+    assert!(t.windows(2).all(|w| w[0] <= w[1]), "ascending modification times");
+
+    let (_, default) = search(&[]).await;
+    assert_eq!((default["info"]["sort_by"].as_str(), default["info"]["sort_order"].as_str()), (Some("id"), Some("desc")));
+    assert!(ids(&default).windows(2).all(|w| w[0] > w[1]), "Zoho's default: id, newest first");
+
+    let (status, bad) = search(&[("sort_by", "Amount")]).await;
+    assert_eq!((status, bad["code"].as_str()), (400, Some("INVALID_DATA")));
 }
