@@ -77,14 +77,19 @@ impl SimState {
     }
 
     /// Deals matching a compiled filter, scanning only the slice of modified times it allows.
-    fn matching<'a>(deals: &'a [SimDeal], filter: &criteria::Compiled) -> Vec<&'a SimDeal> {
+    fn matching<'a>(deals: &'a [SimDeal], filter: &'a criteria::Compiled) -> Vec<&'a SimDeal> {
+        Self::matching_iter(deals, filter).collect()
+    }
+
+    /// The same, lazily and in the order the deals are kept: (Modified_Time, id).
+    fn matching_iter<'a>(
+        deals: &'a [SimDeal],
+        filter: &'a criteria::Compiled,
+    ) -> impl DoubleEndedIterator<Item = &'a SimDeal> + 'a {
         let (lo, hi) = filter.modified_range();
         let from = deals.partition_point(|d| d.modified < lo);
-        let to = deals.partition_point(|d| d.modified <= hi);
-        if from >= to {
-            return Vec::new();
-        }
-        deals[from..to].iter().filter(|d| !d.deleted && filter.matches(d)).collect()
+        let to = deals.partition_point(|d| d.modified <= hi).max(from);
+        deals[from..to].iter().filter(move |d| !d.deleted && filter.matches(d))
     }
 }
 
@@ -386,30 +391,40 @@ async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q)
         return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "sort_by"}));
     };
     let sort_by = if state.config.ignores_sort { "id" } else { sort_by };
-    let deals = state.deals.read().expect("not poisoned");
-    let mut matches = SimState::matching(&deals, &filter);
-    if matches.is_empty() {
-        return StatusCode::NO_CONTENT.into_response();
-    }
-    // Ties keep id order, so that paging through equal sort keys is stable.
-    match sort_by {
-        "Modified_Time" => matches.sort_by_key(|d| (d.modified, d.id)),
-        "Created_Time" => matches.sort_by_key(|d| (d.created, d.id)),
-        _ => matches.sort_unstable_by_key(|d| d.id),
-    }
     let descending = if state.config.ignores_sort { true } else { descending };
-    if descending {
-        matches.reverse();
-    }
     let start = (page - 1) * per_page;
-    if start >= matches.len() {
+    let deals = state.deals.read().expect("not poisoned");
+    // The deals are kept in (Modified_Time, id) order: that order is read lazily, up to the page and one more;
+    // other orders collect and sort every match. Ties keep id order, so that paging through equal keys is stable.
+    let (slice, more_records): (Vec<&SimDeal>, bool) = if sort_by == "Modified_Time" {
+        let mut it: Box<dyn Iterator<Item = &SimDeal>> = if descending {
+            Box::new(SimState::matching_iter(&deals, &filter).rev())
+        } else {
+            Box::new(SimState::matching_iter(&deals, &filter))
+        };
+        let slice: Vec<&SimDeal> = it.by_ref().skip(start).take(per_page).collect();
+        let more = it.next().is_some();
+        (slice, more)
+    } else {
+        let mut matches: Vec<&SimDeal> = SimState::matching_iter(&deals, &filter).collect();
+        match sort_by {
+            "Created_Time" => matches.sort_by_key(|d| (d.created, d.id)),
+            _ => matches.sort_unstable_by_key(|d| d.id),
+        }
+        if descending {
+            matches.reverse();
+        }
+        let end = (start + per_page).min(matches.len());
+        let more = end < matches.len();
+        (matches.get(start..end).unwrap_or_default().to_vec(), more)
+    };
+    if slice.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
-    let end = (start + per_page).min(matches.len());
     let fields: Option<Vec<&str>> = q.get("fields").map(|f| f.split(',').collect());
-    let info = json!({"per_page": per_page, "count": end - start, "page": page, "sort_by": sort_by,
-                      "sort_order": if descending { "desc" } else { "asc" }, "more_records": end < matches.len()});
-    json_response(StatusCode::OK, page_body(&state, &matches[start..end], fields.as_deref(), info))
+    let info = json!({"per_page": per_page, "count": slice.len(), "page": page, "sort_by": sort_by,
+                      "sort_order": if descending { "desc" } else { "asc" }, "more_records": more_records});
+    json_response(StatusCode::OK, page_body(&state, &slice, fields.as_deref(), info))
 }
 
 /// The search order asked for: `sort_by` (`id`, `Created_Time` or `Modified_Time`; id by default) and whether

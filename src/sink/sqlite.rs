@@ -24,6 +24,8 @@ pub const QUARANTINE_TABLE: &str = "_dealsync_quarantine";
 /// took the CPU from 5.0–5.4 s to 4.4 s. Rows are written as pages arrive (nothing is held back in memory) inside an open
 /// transaction; a crash loses at most this many uncommitted rows, which the next run fetches again.
 const TRANSACTION_ROWS: usize = 2000;
+/// Database page size (bytes) for new files.
+const PAGE_SIZE: u32 = 16384;
 /// Page cache (KiB): holds one transaction's dirty index pages without spilling them mid-transaction.
 const CACHE_KIB: i64 = 8192;
 
@@ -333,6 +335,10 @@ impl Sink for SqliteSink {
             c.busy_timeout(std::time::Duration::from_secs(30))?;
             // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
             // checkpoint); measured 25 % less CPU per deal. Readers wait (busy timeout) while a page commits.
+            // Takes effect only while the file is empty (a new warehouse). A row is about 3 KB with `raw`, so a
+            // 4 KB page held one row and every insert split a page; 16 KB pages took 100k deals from 4.0–4.7 to
+            // 3.2–3.3 CPU-s, and 1M from 6.8 to 5.4.
+            c.pragma_update(None, "page_size", PAGE_SIZE)?;
             c.pragma_update(None, "journal_mode", "TRUNCATE")?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
             c.pragma_update(None, "cache_size", -CACHE_KIB)?;
