@@ -117,6 +117,7 @@ pub async fn sync(plan: SyncPlan) -> (RunSummary, Exit) {
     };
     summary.set_exit(exit);
     summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.peak_rss_kb = crate::summary::peak_rss_kb();
     summary.emit();
     (summary, exit)
 }

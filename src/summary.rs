@@ -46,6 +46,8 @@ pub struct RunSummary {
     pub warehouse_closed_won: Option<u64>,
     /// From process start to the first request sent (the token mint), in microseconds.
     pub time_to_first_request_us: u64,
+    /// The process's peak resident memory so far (KiB; Linux's VmHWM, 0 where the system does not say).
+    pub peak_rss_kb: u64,
     pub error: Option<String>,
 }
 
@@ -94,6 +96,7 @@ impl RunSummary {
                     won_amount_by_currency = %amounts,
                     duration_ms = self.duration_ms,
                     time_to_first_request_us = self.time_to_first_request_us,
+                    peak_rss_kb = self.peak_rss_kb,
                     crm_closed_won = self.crm_closed_won,
                     warehouse_closed_won = self.warehouse_closed_won,
                     error = self.error.as_deref().unwrap_or(""),
@@ -184,4 +187,14 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// The process's peak resident set in KiB (`VmHWM` in `/proc/self/status`), or 0 where there is none: what the
+/// run costs in memory, for operators sizing a job and for the benchmark.
+pub fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().parse().ok())))
+        .flatten()
+        .unwrap_or(0)
 }

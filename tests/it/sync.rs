@@ -116,6 +116,8 @@ async fn a_month_long_backfill_counts_once_then_chains_past_the_cap_without_coun
     assert!(out.count("search_probes") >= 3, "{} deals are at least three blocks of 2,000: {}", out.count("deals_fetched"), out.summary());
     assert!(out.count("coql_counts") <= 2, "the window and the chain's last block, no parts: {}", out.summary());
     assert!(out.count("pages") <= floor + 1, "pages {} for a floor of {floor}", out.count("pages"));
+    let rss_kb = out.count("peak_rss_kb");
+    assert!((1024..200 * 1024).contains(&rss_kb), "the summary reports the process's peak memory: {rss_kb} KiB");
     // Beyond the pages: the counts, the probe that finds the chain's end empty, and the requests after writing.
     let after = requests_after_writing(&sim, "2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z");
     assert!(out.count("requests") <= floor + 1 + out.count("coql_counts") + 1 + after, "{}", out.summary());
