@@ -514,3 +514,62 @@ pub(crate) fn record_id(raw: &RawValue) -> Option<String> {
     let id = rec.id?.get();
     Some(id.trim_matches('"').to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::WindowField;
+
+    fn w(from: &str, to: &str) -> Window {
+        Window::new(WindowField::ModifiedTime, from.parse().unwrap(), to.parse().unwrap()).unwrap()
+    }
+
+    fn page(times: &[&str], sort: Option<(&str, &str)>) -> Page {
+        let records = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| RawValue::from_string(format!(r#"{{"id":"{i}","Modified_Time":"{t}","Stage":"Closed Won"}}"#)).unwrap())
+            .collect();
+        Page { records, more_records: true, sort_by: sort.map(|s| s.0.into()), sort_order: sort.map(|s| s.1.into()) }
+    }
+
+    #[test]
+    fn planning_goes_before_pages_and_only_an_open_plans_last_page_may_continue() {
+        let win = w("2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z");
+        let mut queue = VecDeque::new();
+        enqueue(&mut queue, vec![Task::Pages { window: win.clone(), from: 1, to: 3, open: false }]);
+        enqueue(&mut queue, vec![Task::Pages { window: win.clone(), from: 4, to: 5, open: true }, Task::Probe(win.clone())]);
+        let shape: Vec<String> = queue
+            .iter()
+            .map(|t| match t {
+                Task::Probe(_) => "probe".to_string(),
+                Task::Page { n, last, .. } => format!("{n}{}", if *last { "!" } else { "" }),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(shape, ["probe", "1", "2", "3", "4", "5!"]);
+    }
+
+    #[test]
+    fn a_page_in_ascending_modification_order_gives_its_last_time() {
+        let win = w("2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z");
+        let times: Vec<String> = (0..40).map(|i| format!("2026-10-01T{:02}:{:02}:00+05:30", 6 + i / 60, i % 60)).collect();
+        let refs: Vec<&str> = times.iter().map(String::as_str).collect();
+        let last = ascending_last_time(&page(&refs, Some(("Modified_Time", "asc"))), &win).unwrap();
+        assert_eq!(last, chrono::DateTime::parse_from_rfc3339("2026-10-01T06:39:00+05:30").unwrap());
+        // Equal times are in order too (deals sharing a second).
+        assert!(ascending_last_time(&page(&[refs[3], refs[3], refs[3]], None), &win).is_some());
+    }
+
+    #[test]
+    fn a_page_out_of_order_or_outside_the_window_gives_nothing() {
+        let win = w("2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z");
+        let mut times: Vec<String> = (0..40).map(|i| format!("2026-10-01T10:{:02}:00Z", i)).collect();
+        times.reverse();
+        let desc: Vec<&str> = times.iter().map(String::as_str).collect();
+        assert_eq!(ascending_last_time(&page(&desc, None), &win), None, "newest first");
+        assert_eq!(ascending_last_time(&page(&["2026-09-30T23:59:59Z", "2026-10-01T10:00:00Z"], None), &win), None, "before the window");
+        assert_eq!(ascending_last_time(&page(&["2026-10-01T10:00:00Z", "2026-10-02T00:00:00Z"], None), &win), None, "at the (exclusive) end");
+        assert_eq!(ascending_last_time(&page(&["2026-10-01T10:00:00Z", "yesterday"], None), &win), None, "unreadable");
+    }
+}
