@@ -141,9 +141,20 @@ pub struct Promoted {
 impl Promoted {
     pub fn column_def(&self) -> Column {
         let (bq_type, mode) = self.ty.bigquery();
-        let description: &'static str =
-            Box::leak(format!("{} ({}, promoted in the config file)", self.field, self.ty).into_boxed_str());
-        Column { name: self.column, bq_type, mode, sqlite_type: self.ty.sqlite(), description }
+        Column { name: self.column, bq_type, mode, sqlite_type: self.ty.sqlite(), description: self.description() }
+    }
+
+    /// The column's description, made once per field and type for the whole process (like the names), however
+    /// often a sink or `dealsync schema` builds the column list.
+    fn description(&self) -> &'static str {
+        static MADE: std::sync::Mutex<Vec<(&'static str, FieldType, &'static str)>> = std::sync::Mutex::new(Vec::new());
+        let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((.., d)) = made.iter().find(|(f, t, _)| *f == self.field && *t == self.ty) {
+            return d;
+        }
+        let d: &'static str = Box::leak(format!("{} ({}, promoted in the config file)", self.field, self.ty).into_boxed_str());
+        made.push((self.field, self.ty, d));
+        d
     }
 }
 
@@ -343,6 +354,15 @@ mod tests {
 
     fn p(field: &'static str, ty: FieldType) -> Promoted {
         Promoted { field, column: "c", ty }
+    }
+
+    #[test]
+    fn a_promoted_columns_description_is_made_once_however_often_the_columns_are_listed() {
+        let (a, b) = (p("Region_X", FieldType::Text).column_def(), p("Region_X", FieldType::Text).column_def());
+        assert_eq!(a.description, "Region_X (text, promoted in the config file)");
+        assert!(std::ptr::eq(a.description, b.description), "the same text, not a second copy");
+        let other = p("Region_X", FieldType::Integer).column_def();
+        assert!(other.description.contains("integer"), "{}", other.description);
     }
 
     fn read_json(ty: FieldType, json: &str) -> Result<Value, FieldError> {
