@@ -48,7 +48,8 @@ pub const PART_TARGET: u64 = 1800;
 pub const PROBE_SPAN: chrono::TimeDelta = chrono::TimeDelta::days(2);
 /// The page a chain's probe asks for: the last one the cap allows.
 const PROBE_PAGE: u32 = SEARCH_CAP / PER_PAGE;
-/// Requests in flight one chain keeps busy: its probe, and the nine pages each probe releases.
+/// Requests in flight one chain keeps busy: every round trip its probe releases nine pages (and asks the next
+/// probe), so one chain can feed about ten; a little less, for slack when answers vary in time.
 const REQUESTS_PER_CHAIN: usize = 8;
 
 /// Where a page came from, for logs.
