@@ -500,3 +500,20 @@ async fn the_simulators_search_honours_sort_by_and_sort_order_and_refuses_unknow
     let (status, bad) = search(&[("sort_by", "Amount")]).await;
     assert_eq!((status, bad["code"].as_str()), (400, Some("INVALID_DATA")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_far_denser_at_its_end_than_its_blocks_foretold_is_still_read_in_full() {
+    // A quarter of the deals moved into the window's last 30 minutes: the chain's estimate of what is left,
+    // made at the earlier blocks' density, falls far short there.
+    let sim = simulator(SimConfig { deals: 20_000, span: Duration::days(2), ..sim_config(0) }).await;
+    let end = utc("2026-11-01T00:00:00Z").timestamp();
+    sim.mutate(|deals| deals.iter_mut().filter(|d| d.id % 4 == 0).for_each(|d| d.modified = end - 1800 + (d.id % 1800) as i64));
+    let w = window("2026-10-30T00:00:00Z", "2026-11-01T00:00:00Z");
+    let truth = expected_ids(&sim, &w);
+    assert!(truth.len() > 5000, "{} closed-won deals", truth.len());
+
+    let out = Dealsync::new(&["sync", "--from", "2026-10-30", "--to", "2026-11-01"]).against(&sim).run().await;
+    out.assert_code(0);
+    assert_eq!(warehouse_ids(&out.db()), truth);
+    assert_eq!(out.count("rows_inserted"), truth.len() as u64);
+}
