@@ -1,5 +1,6 @@
 //! After writing, the warehouse is checked against the CRM for the same window: Zoho's own count of deals
-//! whose stage is exactly "Closed Won" (COQL `COUNT(id)`) against the rows the warehouse holds. On a mismatch
+//! whose stage is exactly "Closed Won" (COQL `COUNT(id)`; the one the run took to plan its fetch, if it took
+//! one, otherwise asked for now) against the rows the warehouse holds. On a mismatch
 //! both id lists are compared and up to 20 missing or extra deal ids are named. Users' most common complaint
 //! about sync tools is revenue figures that disagree with the CRM; this says so on the night it happens.
 
@@ -33,10 +34,19 @@ pub enum ReconcileError {
     Sink(#[from] SinkError),
 }
 
-/// Compares the window; `None` when the sink keeps nothing to compare (NDJSON, dry run).
-pub async fn reconcile(client: &ZohoClient, sink: &mut dyn Sink, window: &Window) -> Result<Option<Reconciliation>, ReconcileError> {
+/// Compares the window; `None` when the sink keeps nothing to compare (NDJSON, dry run). `counted`: Zoho's count
+/// for the window if the run already asked for it (as it planned the fetch), which saves asking again.
+pub async fn reconcile(
+    client: &ZohoClient,
+    sink: &mut dyn Sink,
+    window: &Window,
+    counted: Option<u64>,
+) -> Result<Option<Reconciliation>, ReconcileError> {
     let Some(warehouse) = sink.count_in_window(window).await? else { return Ok(None) };
-    let crm = client.coql_count(&coql_count_closed_won(window)).await?;
+    let crm = match counted {
+        Some(n) => n,
+        None => client.coql_count(&coql_count_closed_won(window)).await?,
+    };
     let mut r = Reconciliation { crm, warehouse, matches: crm == warehouse, missing: Vec::new(), extra: Vec::new() };
     if !r.matches {
         let ours = sink.ids_in_window(window).await?;

@@ -247,7 +247,7 @@ async fn sync_inner(
     }
     let mut mismatch = false;
     if error.is_none() {
-        match crate::reconcile::reconcile(&client, sink.as_mut(), &window).await {
+        match crate::reconcile::reconcile(&client, sink.as_mut(), &window, fetch_stats.root_count).await {
             Ok(Some(r)) => {
                 summary.crm_closed_won = Some(r.crm);
                 summary.warehouse_closed_won = Some(r.warehouse);
@@ -356,7 +356,7 @@ pub async fn verify(plan: SyncPlan) -> Exit {
         let window = plan.spec.resolve(plan.field, started_at, None).map_err(RunError::Usage)?;
         let client = ZohoClient::new(settings.zoho.clone().expect("credentials were required"), plan.retry, plan.request_timeout)?;
         let mut sink = open_sink(&plan, &settings, &run_id, started_at).await?;
-        match crate::reconcile::reconcile(&client, sink.as_mut(), &window).await {
+        match crate::reconcile::reconcile(&client, sink.as_mut(), &window, None).await {
             Ok(Some(r)) => {
                 log_reconciliation(&run_id, &r);
                 println!("{}", serde_json::to_string(&r).expect("serializes"));

@@ -5,9 +5,9 @@
 //! without planning requests:
 //!
 //! * the first page of the window is fetched; if Zoho says there is no more, that was the whole window (the
-//!   nightly run's usual case: one request). A window longer than `PROBE_SPAN` (a backfill) is counted at once
-//!   instead, since its first page would be thrown away. Up to 2000 deals, the remaining pages are fetched
-//!   concurrently;
+//!   nightly run's usual case: one request). Otherwise the window is counted; up to 2000 deals, the remaining
+//!   pages are fetched concurrently. A window longer than `PROBE_SPAN` (a backfill) starts as a chain (below)
+//!   at once, with its count beside it for the progress bar and reconciliation;
 //! * a bigger window is read as a chain of blocks of 2000: a *probe* asks for the cap's last page (page 10),
 //!   whose last record's modification time `t` is where the next block starts (`Modified_Time >= t`; deals
 //!   sharing that second come twice and the sinks keep one). Pages 1 to 9 of the block are fetched beside the
@@ -75,6 +75,9 @@ pub struct FetchStats {
     pub windows_split: u64,
     pub coql_pages: u64,
     pub probes: u64,
+    /// Zoho's count of exact "Closed Won" deals in the whole window, when planning asked for it (backfills, and
+    /// windows of more than one page); reconciliation uses it instead of asking again.
+    pub root_count: Option<u64>,
 }
 
 #[derive(Default)]
@@ -85,6 +88,8 @@ struct Counters {
     windows_split: AtomicU64,
     coql_pages: AtomicU64,
     probes: AtomicU64,
+    /// `u64::MAX` until known.
+    root_count: AtomicU64,
 }
 
 /// The outcome of `fetch_window`: its statistics, and whether it stopped before the end (the receiver went
@@ -101,6 +106,8 @@ enum Task {
     First(Window),
     /// Count a window, then fetch or cut it (`root`: the whole window, whose count the progress bar shows).
     Count { window: Window, root: bool },
+    /// Count the whole window only to know its size (progress, reconciliation), beside chains that need no count.
+    Expect(Window),
     /// Pages `from..=to` of a window known to fit the cap; queued as one `Page` task each. `open`: the last one
     /// may say there is more (the plan came from a count), and then the following pages are fetched too.
     Pages { window: Window, from: u32, to: u32, open: bool },
@@ -169,8 +176,25 @@ impl<'a> Fetcher<'a> {
 
     /// Sends every closed-won candidate of `root` down the channel, page by page.
     pub async fn fetch_window(self, root: Window) -> Result<Fetched, ZohoError> {
-        let start = if root.end - root.start > PROBE_SPAN { Task::Count { window: root, root: true } } else { Task::First(root) };
-        let mut queue = VecDeque::from([start]);
+        let start = if root.end - root.start <= PROBE_SPAN {
+            vec![Task::First(root)]
+        } else if self.chains(&root) {
+            // A backfill in modification order: chains start at once, the count runs beside them.
+            let chains = self.concurrency.div_ceil(REQUESTS_PER_CHAIN);
+            let mut tasks: Vec<Task> = match root.split_into(chains) {
+                Some(pieces) => {
+                    self.counters.windows_split.fetch_add(1, Ordering::Relaxed);
+                    pieces.into_iter().map(Task::Probe).collect()
+                }
+                None => vec![Task::Probe(root.clone())],
+            };
+            tasks.push(Task::Expect(root));
+            tasks
+        } else {
+            vec![Task::Count { window: root, root: true }]
+        };
+        self.counters.root_count.store(u64::MAX, Ordering::Relaxed);
+        let mut queue = VecDeque::from(start);
         let mut running = FuturesUnordered::new();
         let mut stopped = false;
         loop {
@@ -197,6 +221,7 @@ impl<'a> Fetcher<'a> {
             windows_split: c.windows_split.load(Ordering::Relaxed),
             coql_pages: c.coql_pages.load(Ordering::Relaxed),
             probes: c.probes.load(Ordering::Relaxed),
+            root_count: Some(c.root_count.load(Ordering::Relaxed)).filter(|&n| n != u64::MAX),
         };
         Ok(Fetched { stats, stopped_early: stopped })
     }
@@ -205,6 +230,13 @@ impl<'a> Fetcher<'a> {
         match task {
             Task::First(w) => self.first(w).await,
             Task::Count { window, root } => self.count(window, root).await,
+            Task::Expect(w) => match self.count_of(&w).await? {
+                Some(n) => {
+                    self.found_root_count(n);
+                    Ok(Step::More(vec![]))
+                }
+                None => Ok(Step::Stop),
+            },
             Task::Pages { window, from, to, open } => Ok(Step::More(vec![Task::Pages { window, from, to, open }])),
             Task::Page { window, n, last } => self.page(window, n, last).await,
             Task::Probe(w) => self.probe(w).await,
@@ -232,7 +264,7 @@ impl<'a> Fetcher<'a> {
             // More than one page: whether the rest fits under the cap decides what happens to page 1.
             Some(page) => {
                 let Some(n) = self.count_of(&w).await? else { return Ok(Step::Stop) };
-                self.expected.store(n, Ordering::Relaxed);
+                self.found_root_count(n);
                 if n > u64::from(SEARCH_CAP) {
                     return Ok(self.cut(w, n));
                 }
@@ -248,7 +280,7 @@ impl<'a> Fetcher<'a> {
     async fn count(&self, w: Window, root: bool) -> Result<Step, ZohoError> {
         let Some(n) = self.count_of(&w).await? else { return Ok(Step::Stop) };
         if root {
-            self.expected.store(n, Ordering::Relaxed);
+            self.found_root_count(n);
         }
         if n == 0 {
             // COQL sees no exact "Closed Won" here; search may still return look-alike stages, which the
@@ -259,6 +291,11 @@ impl<'a> Fetcher<'a> {
             return Ok(self.cut(w, n));
         }
         Ok(Step::More(vec![Task::Pages { window: w, from: 1, to: pages_for(n), open: true }]))
+    }
+
+    fn found_root_count(&self, n: u64) {
+        self.expected.store(n, Ordering::Relaxed);
+        self.counters.root_count.store(n, Ordering::Relaxed);
     }
 
     async fn count_of(&self, w: &Window) -> Result<Option<u64>, ZohoError> {
