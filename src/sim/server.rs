@@ -390,8 +390,7 @@ async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q)
     let Some((sort_by, descending)) = search_order(&q) else {
         return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "sort_by"}));
     };
-    let sort_by = if state.config.ignores_sort { "id" } else { sort_by };
-    let descending = if state.config.ignores_sort { true } else { descending };
+    let (sort_by, descending) = if state.config.ignores_sort { ("id", true) } else { (sort_by, descending) };
     let start = (page - 1) * per_page;
     let deals = state.deals.read().expect("not poisoned");
     // The deals are kept in (Modified_Time, id) order: that order is read lazily, up to the page and one more;

@@ -88,8 +88,7 @@ struct Counters {
     windows_split: AtomicU64,
     coql_pages: AtomicU64,
     probes: AtomicU64,
-    /// `u64::MAX` until known.
-    root_count: AtomicU64,
+    root_count: std::sync::OnceLock<u64>,
 }
 
 /// The outcome of `fetch_window`: its statistics, and whether it stopped before the end (the receiver went
@@ -180,20 +179,12 @@ impl<'a> Fetcher<'a> {
             vec![Task::First(root)]
         } else if self.chains(&root) {
             // A backfill in modification order: chains start at once, the count runs beside them.
-            let chains = self.concurrency.div_ceil(REQUESTS_PER_CHAIN);
-            let mut tasks: Vec<Task> = match root.split_into(chains) {
-                Some(pieces) => {
-                    self.counters.windows_split.fetch_add(1, Ordering::Relaxed);
-                    pieces.into_iter().map(Task::Probe).collect()
-                }
-                None => vec![Task::Probe(root.clone())],
-            };
+            let mut tasks = self.chains_over(root.clone(), self.concurrency.div_ceil(REQUESTS_PER_CHAIN));
             tasks.push(Task::Expect(root));
             tasks
         } else {
             vec![Task::Count { window: root, root: true }]
         };
-        self.counters.root_count.store(u64::MAX, Ordering::Relaxed);
         let mut queue = VecDeque::from(start);
         let mut running = FuturesUnordered::new();
         let mut stopped = false;
@@ -221,7 +212,7 @@ impl<'a> Fetcher<'a> {
             windows_split: c.windows_split.load(Ordering::Relaxed),
             coql_pages: c.coql_pages.load(Ordering::Relaxed),
             probes: c.probes.load(Ordering::Relaxed),
-            root_count: Some(c.root_count.load(Ordering::Relaxed)).filter(|&n| n != u64::MAX),
+            root_count: c.root_count.get().copied(),
         };
         Ok(Fetched { stats, stopped_early: stopped })
     }
@@ -295,7 +286,7 @@ impl<'a> Fetcher<'a> {
 
     fn found_root_count(&self, n: u64) {
         self.expected.store(n, Ordering::Relaxed);
-        self.counters.root_count.store(n, Ordering::Relaxed);
+        let _ = self.counters.root_count.set(n);
     }
 
     async fn count_of(&self, w: &Window) -> Result<Option<u64>, ZohoError> {
@@ -309,13 +300,7 @@ impl<'a> Fetcher<'a> {
     fn cut(&self, w: Window, n: u64) -> Step {
         if self.chains(&w) {
             let chains = self.concurrency.div_ceil(REQUESTS_PER_CHAIN).min(n.div_ceil(u64::from(SEARCH_CAP)) as usize);
-            return match w.split_into(chains) {
-                Some(pieces) => {
-                    self.counters.windows_split.fetch_add(1, Ordering::Relaxed);
-                    Step::More(pieces.into_iter().map(Task::Probe).collect())
-                }
-                None => Step::More(vec![Task::Probe(w)]),
-            };
+            return Step::More(self.chains_over(w, chains));
         }
         let parts = n.div_ceil(PART_TARGET) as usize;
         match w.split_into(parts) {
@@ -329,6 +314,17 @@ impl<'a> Fetcher<'a> {
                     "more than 2000 matches in a window that cannot be cut; reading it through COQL");
                 Step::More(vec![Task::Coql(w)])
             }
+        }
+    }
+
+    /// Probes starting `chains` chains over equal parts of `w` (one when it cannot be cut).
+    fn chains_over(&self, w: Window, chains: usize) -> Vec<Task> {
+        match w.split_into(chains) {
+            Some(pieces) => {
+                self.counters.windows_split.fetch_add(1, Ordering::Relaxed);
+                pieces.into_iter().map(Task::Probe).collect()
+            }
+            None => vec![Task::Probe(w)],
         }
     }
 
@@ -388,26 +384,23 @@ impl<'a> Fetcher<'a> {
         };
         let Some(page) = page else { return Ok(Step::More(vec![Task::Count { window: w, root: false }])) };
         let fill = Task::Pages { window: w.clone(), from: 1, to: PROBE_PAGE - 1, open: false };
-        if !page.more_records {
-            if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: PROBE_PAGE }).await? {
-                return Ok(Step::Stop);
-            }
-            return Ok(Step::More(vec![fill]));
-        }
-        match self.continue_after(&w, &page) {
-            None => Ok(Step::More(vec![Task::Count { window: w, root: false }])),
-            Some(Continue::Dense(second, rest)) => {
-                tracing::info!(event = "coql_fallback", window = %second,
-                    "more than 2000 matches in one second; reading that second through COQL");
-                Ok(Step::More(rest.into_iter().map(Task::Probe).chain([Task::Coql(second)]).collect()))
-            }
-            Some(Continue::From(rest)) => {
-                if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: PROBE_PAGE }).await? {
-                    return Ok(Step::Stop);
+        let next = if !page.more_records {
+            vec![fill]
+        } else {
+            match self.continue_after(&w, &page) {
+                None => return Ok(Step::More(vec![Task::Count { window: w, root: false }])),
+                Some(Continue::Dense(second, rest)) => {
+                    tracing::info!(event = "coql_fallback", window = %second,
+                        "more than 2000 matches in one second; reading that second through COQL");
+                    return Ok(Step::More(rest.into_iter().map(Task::Probe).chain([Task::Coql(second)]).collect()));
                 }
-                Ok(Step::More(vec![fill, after_block(&w, rest)]))
+                Some(Continue::From(rest)) => vec![fill, after_block(&w, rest)],
             }
+        };
+        if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: PROBE_PAGE }).await? {
+            return Ok(Step::Stop);
         }
+        Ok(Step::More(next))
     }
 
     /// Where a chain goes on after the cap's last page of `w`, which said there is more. `None` when the page is
