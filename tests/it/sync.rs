@@ -102,6 +102,18 @@ fn requests_after_writing(sim: &SimHandle, from: &str, to: &str) -> u64 {
     1 + not_won.div_ceil(2000).max(1) + 1
 }
 
+/// Syncs `--from`/`--to` as a user gives them (dates or instants) and checks that the warehouse then holds exactly
+/// the simulator's closed-won deals of that window, more than `more_than` of them. Returns the run and those ids.
+async fn syncs_exactly(sim: &SimHandle, from: &str, to: &str, more_than: usize) -> (Outcome, Vec<String>) {
+    let bound = |s: &str| dealsync::window::parse_bound(s).unwrap();
+    let truth = expected_ids(sim, &Window::new(WindowField::ModifiedTime, bound(from), bound(to)).unwrap());
+    assert!(truth.len() > more_than, "{} closed-won deals", truth.len());
+    let out = Dealsync::new(&["sync", "--from", from, "--to", to]).against(sim).run().await;
+    out.assert_code(0);
+    assert_eq!(warehouse_ids(&out.db()), truth);
+    (out, truth)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_month_long_backfill_starts_its_chain_and_its_count_at_once_and_counts_no_parts() {
     let sim = simulator(sim_config(20_000)).await;
@@ -135,13 +147,7 @@ async fn deals_sharing_a_second_across_a_block_boundary_are_all_synced_once() {
     // 20,000 deals in 20 seconds: every block of 2,000 ends inside a second shared by hundreds of matches, so
     // the next block starts at that second again.
     let sim = simulator(SimConfig { deals: 20_000, span: Duration::seconds(20), anchor: utc("2026-10-15T12:00:20Z"), ..sim_config(0) }).await;
-    let (from, to) = ("2026-10-15T12:00:00Z", "2026-10-15T12:00:20Z");
-    let truth = expected_ids(&sim, &window(from, to));
-    assert!(truth.len() > 4000, "{} closed-won deals", truth.len());
-
-    let out = Dealsync::new(&["sync", "--from", from, "--to", to]).against(&sim).run().await;
-    out.assert_code(0);
-    assert_eq!(warehouse_ids(&out.db()), truth);
+    let (out, truth) = syncs_exactly(&sim, "2026-10-15T12:00:00Z", "2026-10-15T12:00:20Z", 4000).await;
     assert!(out.count("search_probes") >= 4, "{}", out.summary());
     assert_eq!(out.count("rows_inserted"), truth.len() as u64);
     assert_eq!(out.count("coql_pages"), 0, "no second holds more than 2,000 matches");
@@ -152,13 +158,7 @@ async fn more_than_2000_deals_in_one_second_are_read_through_coql_and_the_chain_
     // 9000 deals in one second, then a third of them moved 3 seconds later: the first block cannot advance.
     let sim = simulator(SimConfig { deals: 9000, span: Duration::seconds(1), anchor: utc("2026-10-15T12:00:01Z"), ..sim_config(0) }).await;
     sim.mutate(|deals| deals.iter_mut().filter(|d| d.id % 3 == 0).for_each(|d| d.modified += 3));
-    let (from, to) = ("2026-10-15T12:00:00Z", "2026-10-15T12:00:10Z");
-    let truth = expected_ids(&sim, &window(from, to));
-    assert!(truth.len() > 2600, "{} closed-won deals", truth.len());
-
-    let out = Dealsync::new(&["sync", "--from", from, "--to", to]).against(&sim).run().await;
-    out.assert_code(0);
-    assert_eq!(warehouse_ids(&out.db()), truth);
+    let (out, _) = syncs_exactly(&sim, "2026-10-15T12:00:00Z", "2026-10-15T12:00:10Z", 2600).await;
     assert!(out.count("coql_pages") >= 9, "the crowded second through COQL: {}", out.summary());
     assert!(out.count("search_probes") >= 2, "the rest of the window by search: {}", out.summary());
 }
@@ -166,13 +166,7 @@ async fn more_than_2000_deals_in_one_second_are_read_through_coql_and_the_chain_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_that_ignores_the_order_asked_for_is_planned_with_counts_instead() {
     let sim = simulator(SimConfig { deals: 20_000, span: Duration::days(2), ignores_sort: true, ..sim_config(0) }).await;
-    let w = window("2026-10-30T00:00:00Z", "2026-11-01T00:00:00Z");
-    let truth = expected_ids(&sim, &w);
-    assert!(truth.len() > 5000, "{} closed-won deals", truth.len());
-
-    let out = Dealsync::new(&["sync", "--from", "2026-10-30", "--to", "2026-11-01"]).against(&sim).run().await;
-    out.assert_code(0);
-    assert_eq!(warehouse_ids(&out.db()), truth);
+    let (out, _) = syncs_exactly(&sim, "2026-10-30", "2026-11-01", 5000).await;
     let off = out.event("chaining_off");
     assert!(off["reason"].as_str().unwrap().contains("Modified_Time order"), "{off}");
     assert!(out.count("windows_split") >= 1 && out.count("coql_counts") > 3, "cut into counted parts: {}", out.summary());
@@ -181,13 +175,7 @@ async fn a_search_that_ignores_the_order_asked_for_is_planned_with_counts_instea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_2000_matches_in_one_window_are_all_synced() {
     let sim = simulator(SimConfig { deals: 20_000, span: Duration::days(2), ..sim_config(0) }).await;
-    let w = window("2026-10-30T00:00:00Z", "2026-11-01T00:00:00Z");
-    let truth = expected_ids(&sim, &w);
-    assert!(truth.len() > 5000, "{} closed-won deals", truth.len());
-
-    let out = Dealsync::new(&["sync", "--from", "2026-10-30", "--to", "2026-11-01"]).against(&sim).run().await;
-    out.assert_code(0);
-    assert_eq!(warehouse_ids(&out.db()), truth);
+    let (out, truth) = syncs_exactly(&sim, "2026-10-30", "2026-11-01", 5000).await;
     assert!(out.count("search_probes") >= 3, "read as a chain of blocks: {}", out.summary());
     assert!(out.count("coql_counts") <= 2, "the window and the chain's last block: {}", out.summary());
     // Search also returns look-alike stages, so the floor is the records it returns, 200 a page. Beyond it: the
@@ -217,17 +205,8 @@ async fn a_window_too_dense_to_halve_is_read_through_coql() {
         ..sim_config(0)
     })
     .await;
-    let w = window("2026-10-15T12:00:00Z", "2026-10-15T12:00:01Z");
-    let truth = expected_ids(&sim, &w);
-    assert!(truth.len() > 2000);
-
-    let out = Dealsync::new(&["sync", "--from", "2026-10-15T12:00:00Z", "--to", "2026-10-15T12:00:01Z"])
-        .against(&sim)
-        .run()
-        .await;
-    out.assert_code(0);
+    let (out, _) = syncs_exactly(&sim, "2026-10-15T12:00:00Z", "2026-10-15T12:00:01Z", 2000).await;
     assert!(out.count("coql_pages") >= 14, "{}", out.summary());
-    assert_eq!(warehouse_ids(&out.db()), truth);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,12 +494,6 @@ async fn a_window_far_denser_at_its_end_than_its_blocks_foretold_is_still_read_i
     let sim = simulator(SimConfig { deals: 20_000, span: Duration::days(2), ..sim_config(0) }).await;
     let end = utc("2026-11-01T00:00:00Z").timestamp();
     sim.mutate(|deals| deals.iter_mut().filter(|d| d.id % 4 == 0).for_each(|d| d.modified = end - 1800 + (d.id % 1800) as i64));
-    let w = window("2026-10-30T00:00:00Z", "2026-11-01T00:00:00Z");
-    let truth = expected_ids(&sim, &w);
-    assert!(truth.len() > 5000, "{} closed-won deals", truth.len());
-
-    let out = Dealsync::new(&["sync", "--from", "2026-10-30", "--to", "2026-11-01"]).against(&sim).run().await;
-    out.assert_code(0);
-    assert_eq!(warehouse_ids(&out.db()), truth);
+    let (out, truth) = syncs_exactly(&sim, "2026-10-30", "2026-11-01", 5000).await;
     assert_eq!(out.count("rows_inserted"), truth.len() as u64);
 }
