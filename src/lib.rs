@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod json;
 pub mod mapping;
 pub mod reconcile;
 pub mod retry;

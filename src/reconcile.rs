@@ -113,7 +113,7 @@ async fn crm_ids(client: &ZohoClient, window: &Window) -> Result<Vec<String>, Zo
         .coql_keyset(
             ID_PAGE,
             |after| coql_keyset_page("id", "=", window, after, ID_PAGE),
-            |r| ids.extend(crate::zoho::fetch::record_id(r)),
+            |r| ids.extend(crate::zoho::fetch::record_id(&r)),
         )
         .await?;
     sort_ids(&mut ids);

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::cli::{default_sqlite_path, SyncPlan};
 use crate::config::{ConfigError, Needs, Settings, ZohoSettings};
 use crate::exit::Exit;
-use crate::mapping::{map_deal, Mapped, RunStamp};
+use crate::mapping::{map_record, Mapped, RunStamp};
 use crate::sim;
 use crate::sink::bigquery::BigQuerySink;
 use crate::sink::ndjson::NdjsonSink;
@@ -537,7 +537,7 @@ async fn pipeline(
                 _ = shutdown.wait() => { stopped = true; break; }
                 page = rx.recv() => match page { Some(p) => p, None => break },
             };
-            let n = page.records.len() as u64;
+            let n = page.page.len() as u64;
             if let Err(e) = write_page(sink, page, stamp, &mut written).await {
                 drop(rx);
                 return (written, Some(e), false);
@@ -571,14 +571,18 @@ async fn pipeline(
 }
 
 async fn write_page(sink: &mut dyn Sink, page: FetchedPage, stamp: &RunStamp, written: &mut Written) -> Result<(), SinkError> {
-    let mut rows = Vec::with_capacity(page.records.len());
+    let mut rows = Vec::with_capacity(page.page.len());
     let mut quarantined = Vec::new();
-    for raw in page.records {
+    for rec in page.page.records() {
         written.records += 1;
-        match map_deal(raw, stamp) {
+        match map_record(&rec, stamp) {
             Mapped::Row(row) => {
                 if let Some(a) = row.amount {
-                    *written.amounts.entry(row.currency.clone().unwrap_or_else(|| "(none)".into())).or_default() += a;
+                    let currency = row.currency.as_deref().unwrap_or("(none)");
+                    match written.amounts.get_mut(currency) {
+                        Some(total) => *total += a,
+                        None => drop(written.amounts.insert(currency.to_string(), a)),
+                    }
                 }
                 rows.push(*row);
             }

@@ -4,15 +4,17 @@
 //! digits Zoho sent (never through a float), and a record with a bad field is quarantined with the field's name
 //! and the problem instead of failing the run or being dropped. The record itself is kept verbatim in `raw`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize, Serializer};
-use serde_json::value::RawValue;
+use serde::{Serialize, Serializer};
 
+use crate::json::{self, Raw};
 use crate::zoho::criteria::CLOSED_WON;
+use crate::zoho::{Page, Record};
 
 pub mod promoted;
 
@@ -52,7 +54,7 @@ pub struct DealRow {
     pub created_time: Option<DateTime<Utc>>,
     #[serde(serialize_with = "instant")]
     pub modified_time: DateTime<Utc>,
-    pub raw: Box<RawValue>,
+    pub raw: Raw,
     pub sync_run_id: String,
     #[serde(serialize_with = "instant")]
     pub synced_at: DateTime<Utc>,
@@ -97,7 +99,7 @@ fn opt_decimal<S: Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Err
 pub struct Quarantined {
     pub deal_id: Option<String>,
     pub reason: String,
-    pub raw: Box<RawValue>,
+    pub raw: Raw,
     pub sync_run_id: String,
     #[serde(serialize_with = "instant")]
     pub quarantined_at: DateTime<Utc>,
@@ -134,174 +136,133 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// The fields we type, borrowed from the record's text; everything else stays only in `raw`.
-#[derive(Default)]
+/// Which standard field a key names: an index into `STANDARD_FIELDS`, found through a table built at compile
+/// time (a record has about 60 keys and only 18 are read, so a key that is not ours must cost almost nothing).
+fn standard_slot(key: &str) -> Option<usize> {
+    const fn bucket(b: &[u8]) -> usize {
+        (b.len() * 5 + b[0] as usize + ((b[1] as usize) << 2)) & 63
+    }
+    const TABLE: [u8; 64] = {
+        let mut t = [u8::MAX; 64];
+        let mut i = 0;
+        while i < STANDARD_FIELDS.len() {
+            let k = bucket(STANDARD_FIELDS[i].0.as_bytes());
+            assert!(t[k] == u8::MAX, "two standard fields share a bucket: change `bucket`");
+            t[k] = i as u8;
+            i += 1;
+        }
+        t
+    };
+    let b = key.as_bytes();
+    if b.len() < 2 {
+        return None;
+    }
+    let i = TABLE[bucket(b)] as usize;
+    (i < STANDARD_FIELDS.len() && STANDARD_FIELDS[i].0 == key).then_some(i)
+}
+
+/// Slots of `STANDARD_FIELDS`, in its order.
+mod slot {
+    pub const ID: usize = 0;
+    pub const DEAL_NAME: usize = 1;
+    pub const STAGE: usize = 2;
+    pub const AMOUNT: usize = 3;
+    pub const EXPECTED_REVENUE: usize = 4;
+    pub const EXCHANGE_RATE: usize = 5;
+    pub const CURRENCY: usize = 6;
+    pub const PROBABILITY: usize = 7;
+    pub const CLOSING_DATE: usize = 8;
+    pub const ACCOUNT: usize = 9;
+    pub const CONTACT: usize = 10;
+    pub const OWNER: usize = 11;
+    pub const PIPELINE: usize = 12;
+    pub const TYPE: usize = 13;
+    pub const LEAD_SOURCE: usize = 14;
+    pub const TAG: usize = 15;
+    pub const CREATED_TIME: usize = 16;
+    pub const MODIFIED_TIME: usize = 17;
+    pub const COUNT: usize = 18;
+}
+
+/// The fields we type, as the JSON text of their values within the page; everything else stays only in `raw`.
 struct DealWire<'a> {
-    id: Option<&'a RawValue>,
-    deal_name: Option<&'a RawValue>,
-    stage: Option<&'a RawValue>,
-    amount: Option<&'a RawValue>,
-    expected_revenue: Option<&'a RawValue>,
-    exchange_rate: Option<&'a RawValue>,
-    currency: Option<&'a RawValue>,
-    probability: Option<&'a RawValue>,
-    closing_date: Option<&'a RawValue>,
-    account: Option<&'a RawValue>,
-    contact: Option<&'a RawValue>,
-    owner: Option<&'a RawValue>,
-    pipeline: Option<&'a RawValue>,
-    deal_type: Option<&'a RawValue>,
-    lead_source: Option<&'a RawValue>,
-    tag: Option<&'a RawValue>,
-    created_time: Option<&'a RawValue>,
-    modified_time: Option<&'a RawValue>,
+    standard: [Option<&'a str>; slot::COUNT],
     /// One slot per promoted field, in the configuration's order.
-    extras: Vec<Option<&'a RawValue>>,
+    extras: Vec<Option<&'a str>>,
 }
 
-/// Reads a record in one pass: the standard fields and the promoted ones are borrowed as raw JSON text, every
-/// other key is skipped. A repeated standard key is an error (which copy would be right?).
-struct WireSeed<'p> {
-    promoted: &'p [Promoted],
-}
-
-/// An object key, borrowed unless it contains escapes.
-enum Key<'a> {
-    Borrowed(&'a str),
-    Owned(String),
-}
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key::Borrowed(v))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key::Owned(v.to_string()))
+/// Picks the standard and promoted fields out of a record's top-level fields. A repeated standard key is an
+/// error (which copy would be right?).
+fn wire<'a>(rec: &Record<'a>, promoted: &[Promoted]) -> Result<DealWire<'a>, String> {
+    let mut w = DealWire { standard: [None; slot::COUNT], extras: vec![None; promoted.len()] };
+    for f in rec.fields() {
+        let name = f.name();
+        if let Some(i) = standard_slot(&name) {
+            if w.standard[i].replace(f.value).is_some() {
+                return Err(format!("record: duplicate field `{}`", STANDARD_FIELDS[i].0));
             }
         }
-        d.deserialize_str(V)
-    }
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for WireSeed<'_> {
-    type Value = DealWire<'de>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<DealWire<'de>, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for WireSeed<'_> {
-    type Value = DealWire<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DealWire<'de>, A::Error> {
-        let mut w = DealWire { extras: vec![None; self.promoted.len()], ..DealWire::default() };
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            let k = match &key {
-                Key::Borrowed(k) => *k,
-                Key::Owned(k) => k.as_str(),
-            };
-            let slot = match k {
-                "id" => Some((&mut w.id, "id")),
-                "Deal_Name" => Some((&mut w.deal_name, "Deal_Name")),
-                "Stage" => Some((&mut w.stage, "Stage")),
-                "Amount" => Some((&mut w.amount, "Amount")),
-                "Expected_Revenue" => Some((&mut w.expected_revenue, "Expected_Revenue")),
-                "Exchange_Rate" => Some((&mut w.exchange_rate, "Exchange_Rate")),
-                "Currency" => Some((&mut w.currency, "Currency")),
-                "Probability" => Some((&mut w.probability, "Probability")),
-                "Closing_Date" => Some((&mut w.closing_date, "Closing_Date")),
-                "Account_Name" => Some((&mut w.account, "Account_Name")),
-                "Contact_Name" => Some((&mut w.contact, "Contact_Name")),
-                "Owner" => Some((&mut w.owner, "Owner")),
-                "Pipeline" => Some((&mut w.pipeline, "Pipeline")),
-                "Type" => Some((&mut w.deal_type, "Type")),
-                "Lead_Source" => Some((&mut w.lead_source, "Lead_Source")),
-                "Tag" => Some((&mut w.tag, "Tag")),
-                "Created_Time" => Some((&mut w.created_time, "Created_Time")),
-                "Modified_Time" => Some((&mut w.modified_time, "Modified_Time")),
-                _ => None,
-            };
-            let value: &'de RawValue = map.next_value()?;
-            if let Some((slot, name)) = slot {
-                if slot.replace(value).is_some() {
-                    return Err(serde::de::Error::duplicate_field(name));
-                }
-            }
-            // A field may be promoted whether or not it is standard (e.g. a lookup's name), even twice.
-            for (i, p) in self.promoted.iter().enumerate() {
-                if p.field == k {
-                    w.extras[i] = Some(value);
-                }
+        // A field may be promoted whether or not it is standard (e.g. a lookup's name), even twice.
+        for (i, p) in promoted.iter().enumerate() {
+            if p.field == name {
+                w.extras[i] = Some(f.value);
             }
         }
-        Ok(w)
     }
+    Ok(w)
 }
 
-/// Maps one record. Never panics, whatever the input.
-pub fn map_deal(raw: Box<RawValue>, stamp: &RunStamp) -> Mapped {
-    let quarantine = |deal_id: Option<String>, reason: String, raw: Box<RawValue>| {
+/// Maps one record of a page. Never panics, whatever the input.
+pub fn map_record(rec: &Record<'_>, stamp: &RunStamp) -> Mapped {
+    let quarantine = |deal_id: Option<String>, reason: String| {
         Mapped::Quarantined(Box::new(Quarantined {
             deal_id,
             reason,
-            raw,
+            raw: rec.to_raw(),
             sync_run_id: stamp.run_id.clone(),
             quarantined_at: stamp.synced_at,
         }))
     };
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    let parsed = serde::de::DeserializeSeed::deserialize(WireSeed { promoted: stamp.promoted }, &mut de).and_then(|w| de.end().map(|()| w));
-    let wire: DealWire = match parsed {
+    if !rec.is_object() {
+        return quarantine(None, "record: not a JSON object".into());
+    }
+    let wire = match wire(rec, stamp.promoted) {
         Ok(w) => w,
-        Err(e) => {
-            let reason = if raw.get().trim_start().starts_with('{') {
-                format!("record: {e}")
-            } else {
-                "record: not a JSON object".to_string()
-            };
-            return quarantine(None, reason, raw);
-        }
+        Err(reason) => return quarantine(None, reason),
     };
-    let id = id_of(wire.id);
-    let stage = match text("Stage", wire.stage) {
+    let id = id_of(wire.standard[slot::ID]);
+    let stage = match text("Stage", wire.standard[slot::STAGE]) {
         Ok(s) => s,
-        Err(e) => {
-            let reason = e.to_string();
-            let id = id.ok().flatten();
-            return quarantine(id, reason, raw);
-        }
+        Err(e) => return quarantine(id.ok().flatten(), e.to_string()),
     };
     if stage.as_deref() != Some(CLOSED_WON) {
         return Mapped::NotClosedWon { deal_id: id.ok().flatten(), stage };
     }
     let deal_id = match id {
         Ok(Some(id)) => id,
-        Ok(None) => return quarantine(None, "id: missing".into(), raw),
-        Err(e) => return quarantine(None, e.to_string(), raw),
+        Ok(None) => return quarantine(None, "id: missing".into()),
+        Err(e) => return quarantine(None, e.to_string()),
     };
     let fields = match typed_fields(&wire) {
         Ok(f) => f,
-        Err(e) => return quarantine(Some(deal_id), e.to_string(), raw),
+        Err(e) => return quarantine(Some(deal_id), e.to_string()),
     };
     let extras = match stamp.promoted.iter().zip(&wire.extras).map(|(p, r)| promoted::read(p, *r)).collect() {
         Ok(values) => Extras { columns: stamp.promoted, values },
-        Err(e) => return quarantine(Some(deal_id), e.to_string(), raw),
+        Err(e) => return quarantine(Some(deal_id), e.to_string()),
     };
-    drop(wire);
-    let mut row = fields.into_row(deal_id, stage.unwrap_or_default(), raw, stamp);
+    let mut row = fields.into_row(deal_id, stage.unwrap_or_default(), rec.to_raw(), stamp);
     row.extras = extras;
     Mapped::Row(Box::new(row))
+}
+
+/// Maps one record given as JSON text, for tests and tools (a sync maps the records of a page with
+/// `map_record`). Panics unless `text` is one JSON value.
+pub fn map_json(text: &str, stamp: &RunStamp) -> Mapped {
+    match Page::of_records([text], false) {
+        Ok(page) if page.len() == 1 => map_record(&page.get(0).expect("one record"), stamp),
+        _ => panic!("map_json needs one JSON value, got {text:?}"),
+    }
 }
 
 /// Every typed column of a row, read before the raw record is moved into it.
@@ -325,7 +286,7 @@ struct Typed {
 }
 
 impl Typed {
-    fn into_row(self, deal_id: String, stage: String, raw: Box<RawValue>, stamp: &RunStamp) -> DealRow {
+    fn into_row(self, deal_id: String, stage: String, raw: Raw, stamp: &RunStamp) -> DealRow {
         DealRow {
             deal_id,
             deal_name: self.deal_name,
@@ -361,24 +322,25 @@ impl Typed {
 }
 
 fn typed_fields(w: &DealWire) -> Result<Typed, FieldError> {
-    let modified_time = instant_field("Modified_Time", w.modified_time)?
+    let v = |i: usize| w.standard[i];
+    let modified_time = instant_field("Modified_Time", v(slot::MODIFIED_TIME))?
         .ok_or_else(|| FieldError { field: "Modified_Time", problem: "missing; it decides which copy is newer".into() })?;
     Ok(Typed {
-        deal_name: text("Deal_Name", w.deal_name)?,
-        amount: decimal("Amount", w.amount)?,
-        expected_revenue: decimal("Expected_Revenue", w.expected_revenue)?,
-        exchange_rate: decimal("Exchange_Rate", w.exchange_rate)?,
-        currency: text("Currency", w.currency)?,
-        probability: integer("Probability", w.probability)?,
-        closing_date: date("Closing_Date", w.closing_date)?,
-        account: lookup("Account_Name", w.account)?,
-        contact: lookup("Contact_Name", w.contact)?,
-        owner: owner(w.owner)?,
-        pipeline: text("Pipeline", w.pipeline)?,
-        deal_type: text("Type", w.deal_type)?,
-        lead_source: text("Lead_Source", w.lead_source)?,
-        tags: tags(w.tag)?,
-        created_time: instant_field("Created_Time", w.created_time)?,
+        deal_name: text("Deal_Name", v(slot::DEAL_NAME))?,
+        amount: decimal("Amount", v(slot::AMOUNT))?,
+        expected_revenue: decimal("Expected_Revenue", v(slot::EXPECTED_REVENUE))?,
+        exchange_rate: decimal("Exchange_Rate", v(slot::EXCHANGE_RATE))?,
+        currency: text("Currency", v(slot::CURRENCY))?,
+        probability: integer("Probability", v(slot::PROBABILITY))?,
+        closing_date: date("Closing_Date", v(slot::CLOSING_DATE))?,
+        account: lookup("Account_Name", v(slot::ACCOUNT))?,
+        contact: lookup("Contact_Name", v(slot::CONTACT))?,
+        owner: owner(v(slot::OWNER))?,
+        pipeline: text("Pipeline", v(slot::PIPELINE))?,
+        deal_type: text("Type", v(slot::TYPE))?,
+        lead_source: text("Lead_Source", v(slot::LEAD_SOURCE))?,
+        tags: tags(v(slot::TAG))?,
+        created_time: instant_field("Created_Time", v(slot::CREATED_TIME))?,
         modified_time,
     })
 }
@@ -387,34 +349,40 @@ fn err(field: &'static str, problem: impl Into<String>) -> FieldError {
     FieldError { field, problem: problem.into() }
 }
 
-/// A short, safe excerpt of a raw value for an error message.
-fn shown(raw: &RawValue) -> String {
-    let s = raw.get();
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
+/// A short, safe excerpt of a value's JSON text for an error message.
+fn shown(raw: &str) -> String {
+    if raw.chars().count() > 60 {
+        format!("{}…", raw.chars().take(60).collect::<String>())
     } else {
-        s.to_string()
+        raw.to_string()
     }
 }
 
-fn is_null(raw: Option<&RawValue>) -> bool {
-    raw.is_none_or(|r| r.get() == "null")
+fn is_null(raw: Option<&str>) -> bool {
+    raw.is_none_or(|r| r == "null")
 }
 
-fn text(field: &'static str, raw: Option<&RawValue>) -> Result<Option<String>, FieldError> {
+/// The text of a JSON string value, borrowed unless it has escapes. A lone UTF-16 surrogate escape
+/// (`\ud800`) is not text Rust can hold: the rest of the string is kept and the gap marked with U+FFFD
+/// (`raw` still holds the original).
+fn text_of<'a>(field: &'static str, raw: &'a str) -> Result<Cow<'a, str>, FieldError> {
+    let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+        return Err(err(field, format!("expected text, got {}", shown(raw))));
+    };
+    if !inner.contains('\\') {
+        return Ok(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(raw)
+        .or_else(|_| serde_json::from_str::<String>(&replace_lone_surrogates(raw)))
+        .map(Cow::Owned)
+        .map_err(|_| err(field, format!("unreadable text {}", shown(raw))))
+}
+
+fn text(field: &'static str, raw: Option<&str>) -> Result<Option<String>, FieldError> {
     if is_null(raw) {
         return Ok(None);
     }
-    let raw = raw.expect("checked");
-    match serde_json::from_str::<String>(raw.get()) {
-        Ok(s) => Ok(Some(s)),
-        // A lone UTF-16 surrogate escape (`\ud800`) is not text Rust can hold: keep the rest of the string
-        // and mark the gap with U+FFFD; `raw` still holds the original.
-        Err(_) if raw.get().starts_with('"') => serde_json::from_str::<String>(&replace_lone_surrogates(raw.get()))
-            .map(Some)
-            .map_err(|_| err(field, format!("unreadable text {}", shown(raw)))),
-        Err(_) => Err(err(field, format!("expected text, got {}", shown(raw)))),
-    }
+    text_of(field, raw.expect("checked")).map(|t| Some(t.into_owned()))
 }
 
 /// Rewrites `\uXXXX` escapes of unpaired surrogates in a JSON string literal as `\ufffd`.
@@ -459,47 +427,42 @@ fn replace_lone_surrogates(lit: &str) -> String {
 }
 
 /// A Zoho id: a string of digits (the usual form) or a JSON integer.
-fn id_of(raw: Option<&RawValue>) -> Result<Option<String>, FieldError> {
+fn id_of(raw: Option<&str>) -> Result<Option<String>, FieldError> {
     if is_null(raw) {
         return Ok(None);
     }
     let raw = raw.expect("checked");
-    let s = raw.get();
-    let id = if s.starts_with('"') {
-        serde_json::from_str::<String>(s).map_err(|_| err("id", format!("unreadable string {}", shown(raw))))?
-    } else {
-        s.to_string()
-    };
-    let id = id.trim().to_string();
+    let id = if raw.starts_with('"') { text_of("id", raw)? } else { Cow::Borrowed(raw) };
+    let id = id.trim();
     if id.is_empty() || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err("id", format!("expected a numeric id, got {}", shown(raw))));
     }
-    Ok(Some(id))
+    Ok(Some(id.to_string()))
 }
 
 /// An exact decimal from a JSON number or a numeric string. `""` counts as empty.
-pub fn decimal(field: &'static str, raw: Option<&RawValue>) -> Result<Option<Decimal>, FieldError> {
+pub fn decimal(field: &'static str, raw: Option<&str>) -> Result<Option<Decimal>, FieldError> {
     if is_null(raw) {
         return Ok(None);
     }
     let raw = raw.expect("checked");
-    let s = raw.get();
-    let digits = if s.starts_with('"') {
-        let inner = serde_json::from_str::<String>(s).map_err(|_| err(field, format!("unreadable {}", shown(raw))))?;
-        let inner = inner.trim().to_string();
+    let quoted;
+    let digits = if raw.starts_with('"') {
+        quoted = text_of(field, raw).map_err(|_| err(field, format!("unreadable {}", shown(raw))))?;
+        let inner = quoted.trim();
         if inner.is_empty() {
             return Ok(None);
         }
         inner
-    } else if s.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        s.to_string()
+    } else if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        raw
     } else {
         return Err(err(field, format!("expected a number, got {}", shown(raw))));
     };
     let parsed = if digits.contains(['e', 'E']) {
-        Decimal::from_scientific(&digits)
+        Decimal::from_scientific(digits)
     } else {
-        Decimal::from_str_exact(&digits)
+        Decimal::from_str_exact(digits)
     };
     let d = parsed.map_err(|_| {
         err(field, format!("{} is not a decimal number that fits 28 significant digits exactly", shown(raw)))
@@ -511,7 +474,7 @@ pub fn decimal(field: &'static str, raw: Option<&RawValue>) -> Result<Option<Dec
     Ok(Some(d))
 }
 
-fn integer(field: &'static str, raw: Option<&RawValue>) -> Result<Option<i64>, FieldError> {
+fn integer(field: &'static str, raw: Option<&str>) -> Result<Option<i64>, FieldError> {
     let Some(d) = decimal(field, raw)? else { return Ok(None) };
     if !d.fract().is_zero() {
         return Err(err(field, format!("{d} is not a whole number")));
@@ -519,21 +482,38 @@ fn integer(field: &'static str, raw: Option<&RawValue>) -> Result<Option<i64>, F
     i64::try_from(d).map(Some).map_err(|_| err(field, format!("{d} is out of range")))
 }
 
-fn date(field: &'static str, raw: Option<&RawValue>) -> Result<Option<NaiveDate>, FieldError> {
-    let Some(s) = text(field, raw)? else { return Ok(None) };
+/// `YYYY-MM-DD` read directly; anything else goes through chrono's parser, which says no more kindly.
+fn ymd(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+    };
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
+}
+
+fn date(field: &'static str, raw: Option<&str>) -> Result<Option<NaiveDate>, FieldError> {
+    if is_null(raw) {
+        return Ok(None);
+    }
+    let s = text_of(field, raw.expect("checked"))?;
     if s.is_empty() {
         return Ok(None);
     }
-    NaiveDate::parse_from_str(&s, "%Y-%m-%d")
-        .ok()
-        .filter(|_| s.len() == 10)
+    ymd(&s)
+        .or_else(|| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok().filter(|_| s.len() == 10))
         .map(Some)
         .ok_or_else(|| err(field, format!("\"{s}\" is not a YYYY-MM-DD date")))
 }
 
 /// An instant with an offset, as Zoho writes them (`2026-11-27T10:00:00+05:30`), converted to UTC.
-fn instant_field(field: &'static str, raw: Option<&RawValue>) -> Result<Option<DateTime<Utc>>, FieldError> {
-    let Some(s) = text(field, raw)? else { return Ok(None) };
+fn instant_field(field: &'static str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, FieldError> {
+    if is_null(raw) {
+        return Ok(None);
+    }
+    let s = text_of(field, raw.expect("checked"))?;
     if s.is_empty() {
         return Ok(None);
     }
@@ -542,31 +522,41 @@ fn instant_field(field: &'static str, raw: Option<&RawValue>) -> Result<Option<D
         .map_err(|_| err(field, format!("\"{s}\" is not an ISO-8601 date-time with an offset")))
 }
 
-#[derive(Deserialize)]
+/// A lookup (`{"name", "id"}`, the owner also with `email`), as the JSON text of those members.
+#[derive(Default)]
 struct LookupWire<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    name: Option<&'a RawValue>,
-    #[serde(borrow)]
-    email: Option<&'a RawValue>,
+    id: Option<&'a str>,
+    name: Option<&'a str>,
+    email: Option<&'a str>,
 }
 
-fn lookup_wire<'a>(field: &'static str, raw: Option<&'a RawValue>) -> Result<Option<LookupWire<'a>>, FieldError> {
+fn lookup_wire<'a>(field: &'static str, raw: Option<&'a str>) -> Result<Option<LookupWire<'a>>, FieldError> {
     if is_null(raw) {
         return Ok(None);
     }
     let raw = raw.expect("checked");
-    serde_json::from_str::<LookupWire>(raw.get())
-        .map(Some)
-        .map_err(|_| err(field, format!("expected an object with id and name, got {}", shown(raw))))
+    let mut l = LookupWire::default();
+    let mut repeated = false;
+    let object = json::each_member(raw, |key, escaped, value| {
+        let slot = match &*json::key_name(key, escaped) {
+            "id" => &mut l.id,
+            "name" => &mut l.name,
+            "email" => &mut l.email,
+            _ => return,
+        };
+        repeated |= slot.replace(value).is_some();
+    });
+    if !object || repeated {
+        return Err(err(field, format!("expected an object with id and name, got {}", shown(raw))));
+    }
+    Ok(Some(l))
 }
 
-fn lookup_id(field: &'static str, raw: Option<&RawValue>) -> Result<Option<String>, FieldError> {
+fn lookup_id(field: &'static str, raw: Option<&str>) -> Result<Option<String>, FieldError> {
     id_of(raw).map_err(|e| err(field, format!("id {}", e.problem)))
 }
 
-fn lookup(field: &'static str, raw: Option<&RawValue>) -> Result<(Option<String>, Option<String>), FieldError> {
+fn lookup(field: &'static str, raw: Option<&str>) -> Result<(Option<String>, Option<String>), FieldError> {
     match lookup_wire(field, raw)? {
         None => Ok((None, None)),
         Some(l) => Ok((lookup_id(field, l.id)?, text(field, l.name)?)),
@@ -575,7 +565,7 @@ fn lookup(field: &'static str, raw: Option<&RawValue>) -> Result<(Option<String>
 
 type Owner = (Option<String>, Option<String>, Option<String>);
 
-fn owner(raw: Option<&RawValue>) -> Result<Owner, FieldError> {
+fn owner(raw: Option<&str>) -> Result<Owner, FieldError> {
     match lookup_wire("Owner", raw)? {
         None => Ok((None, None, None)),
         Some(l) => Ok((lookup_id("Owner", l.id)?, text("Owner", l.name)?, text("Owner", l.email)?)),
@@ -583,7 +573,7 @@ fn owner(raw: Option<&RawValue>) -> Result<Owner, FieldError> {
 }
 
 /// Tags arrive as objects (`{"name","id"}`); plain strings are accepted too.
-fn tags(raw: Option<&RawValue>) -> Result<Vec<String>, FieldError> {
+fn tags(raw: Option<&str>) -> Result<Vec<String>, FieldError> {
     if is_null(raw) {
         return Ok(Vec::new());
     }
@@ -591,23 +581,36 @@ fn tags(raw: Option<&RawValue>) -> Result<Vec<String>, FieldError> {
 }
 
 /// A JSON list of strings or of objects with a `name` (tags, multi-select lookups), as the names; objects
-/// without one are skipped. `what` names the items in the error.
-pub(crate) fn names(field: &'static str, raw: &RawValue, what: &str) -> Result<Vec<String>, FieldError> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Item {
-        Name(String),
-        Object { name: Option<String> },
+/// whose name is missing or null are left out.
+pub(crate) fn names(field: &'static str, raw: &str, what: &str) -> Result<Vec<String>, FieldError> {
+    let mut out = Vec::new();
+    let mut readable = true;
+    let list = json::each_element(raw, |item| {
+        let name = if item.starts_with('{') {
+            let (mut name, mut seen) = (None, 0);
+            readable &= json::each_member(item, |k, escaped, v| {
+                if json::key_name(k, escaped) == "name" {
+                    name = Some(v);
+                    seen += 1;
+                }
+            });
+            readable &= seen <= 1;
+            match name {
+                None | Some("null") => return,
+                Some(v) => v,
+            }
+        } else {
+            item
+        };
+        match json::string(name) {
+            Some(n) => out.push(n.into_owned()),
+            None => readable = false,
+        }
+    });
+    if !list || !readable {
+        return Err(err(field, format!("expected a list of {what}, got {}", shown(raw))));
     }
-    let list: Vec<Item> = serde_json::from_str(raw.get())
-        .map_err(|_| err(field, format!("expected a list of {what}, got {}", shown(raw))))?;
-    Ok(list
-        .into_iter()
-        .filter_map(|t| match t {
-            Item::Name(n) => Some(n),
-            Item::Object { name } => name,
-        })
-        .collect())
+    Ok(out)
 }
 
 /// One column of the target table, described once for every sink and for `dealsync schema`.
@@ -699,7 +702,7 @@ mod tests {
     }
 
     fn map(json: &str) -> Mapped {
-        map_deal(RawValue::from_string(json.to_string()).unwrap(), &stamp())
+        map_json(json, &stamp())
     }
 
     fn row(json: &str) -> DealRow {
@@ -810,14 +813,14 @@ mod tests {
             Promoted { field: "Missing", column: "missing", ty: FieldType::Text },
         ];
         let stamp = RunStamp { promoted: &PROMOTED, ..stamp() };
-        let Mapped::Row(r) = map_deal(RawValue::from_string(GOOD.to_string()).unwrap(), &stamp) else { panic!() };
+        let Mapped::Row(r) = map_json(GOOD, &stamp) else { panic!() };
         assert_eq!(r.extras.values, vec![Value::Decimal("52000".parse().unwrap()), Value::Text("Zylker GmbH".into()), Value::Null]);
         assert_eq!(r.account_name.as_deref(), Some("Zylker GmbH"), "the standard column is still filled");
         let json = serde_json::to_value(&*r).unwrap();
         assert_eq!((json["contract_value"].clone(), json["missing"].clone()), ("52000".into(), serde_json::Value::Null));
 
         let bad = GOOD.replace("\"Contract_Value\":52000.0", "\"Contract_Value\":\"n/a\"");
-        match map_deal(RawValue::from_string(bad).unwrap(), &stamp) {
+        match map_json(&bad, &stamp) {
             Mapped::Quarantined(q) => assert!(q.reason.starts_with("Contract_Value:"), "{}", q.reason),
             other => panic!("{other:?}"),
         }

@@ -10,10 +10,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::value::RawValue;
 
 use super::{date, decimal, err, format_instant, instant_field, integer, is_null, lookup_wire, shown, text, Column, FieldError, COLUMNS};
 use crate::config::ConfigError;
+use crate::json::Raw;
 
 /// The column types a promoted field can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -225,7 +225,7 @@ pub enum Value {
     Date(NaiveDate),
     Timestamp(DateTime<Utc>),
     TextList(Vec<String>),
-    Json(Box<RawValue>),
+    Json(Raw),
 }
 
 impl PartialEq for Value {
@@ -304,7 +304,7 @@ impl Serialize for Extras {
 }
 
 /// Reads one promoted field from its raw JSON text.
-pub fn read(p: &Promoted, raw: Option<&RawValue>) -> Result<Value, FieldError> {
+pub fn read(p: &Promoted, raw: Option<&str>) -> Result<Value, FieldError> {
     let f = p.field;
     if is_null(raw) {
         return Ok(Value::Null);
@@ -312,14 +312,14 @@ pub fn read(p: &Promoted, raw: Option<&RawValue>) -> Result<Value, FieldError> {
     let r = raw.expect("checked");
     let opt = |v: Option<Value>| v.unwrap_or(Value::Null);
     Ok(match p.ty {
-        FieldType::Text => match r.get().as_bytes()[0] {
-            b'"' => opt(text(f, raw)?.map(Value::Text)),
-            b'{' | b'[' => return Err(err(f, format!("expected text, got {}", shown(r)))),
-            _ => Value::Text(r.get().to_string()),
+        FieldType::Text => match r.as_bytes().first() {
+            Some(b'"') => opt(text(f, raw)?.map(Value::Text)),
+            Some(b'{' | b'[') => return Err(err(f, format!("expected text, got {}", shown(r)))),
+            _ => Value::Text(r.to_string()),
         },
         FieldType::Integer => opt(integer(f, raw)?.map(Value::Integer)),
         FieldType::Decimal => opt(decimal(f, raw)?.map(Value::Decimal)),
-        FieldType::Boolean => match r.get() {
+        FieldType::Boolean => match r {
             "true" | "\"true\"" => Value::Boolean(true),
             "false" | "\"false\"" => Value::Boolean(false),
             "\"\"" => Value::Null,
@@ -336,13 +336,13 @@ pub fn read(p: &Promoted, raw: Option<&RawValue>) -> Result<Value, FieldError> {
             Some(l) => opt(text(f, l.name)?.map(Value::Text)),
             None => Value::Null,
         },
-        FieldType::Json => Value::Json(r.to_owned()),
+        FieldType::Json => Value::Json(Raw::checked(r)),
     })
 }
 
 /// Strings, or objects with a `name` (tags, multi-select lookups); a lone string counts as a one-item list.
-fn text_list(f: &'static str, r: &RawValue) -> Result<Vec<String>, FieldError> {
-    if r.get().starts_with('"') {
+fn text_list(f: &'static str, r: &str) -> Result<Vec<String>, FieldError> {
+    if r.starts_with('"') {
         return Ok(text(f, Some(r))?.into_iter().filter(|s| !s.is_empty()).collect());
     }
     super::names(f, r, "text")
@@ -366,8 +366,8 @@ mod tests {
     }
 
     fn read_json(ty: FieldType, json: &str) -> Result<Value, FieldError> {
-        let raw = RawValue::from_string(json.to_string()).unwrap();
-        read(&p("F", ty), Some(&raw))
+        crate::json::validate(json).unwrap();
+        read(&p("F", ty), Some(json))
     }
 
     #[test]

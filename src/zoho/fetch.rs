@@ -29,12 +29,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page, COQL_FIELDS};
-use super::{Page, SearchOrder, ZohoClient, ZohoError};
+use super::{Page, Record, SearchOrder, ZohoClient, ZohoError};
 use crate::shutdown::Shutdown;
 use crate::window::Window;
 
@@ -62,7 +60,7 @@ pub enum Origin {
 /// A page handed to the mapping stage.
 #[derive(Debug)]
 pub struct FetchedPage {
-    pub records: Vec<Box<RawValue>>,
+    pub page: Page,
     pub origin: Origin,
 }
 
@@ -440,8 +438,8 @@ impl<'a> Fetcher<'a> {
             let Some(page) = self.guarded(self.client.coql(&query)).await? else { return Ok(Step::Stop) };
             let Some(page) = page else { return Ok(Step::More(vec![])) };
             self.counters.coql_pages.fetch_add(1, Ordering::Relaxed);
-            let more = page.more_records && page.records.len() as u32 >= PER_PAGE;
-            let last_id = page.records.last().and_then(|r| record_id(r));
+            let more = page.more_records && page.len() as u32 >= PER_PAGE;
+            let last_id = page.last().and_then(|r| record_id(&r));
             let origin = Origin::Coql { window: window.to_string(), after_id: after.clone() };
             if let Step::Stop = self.emit(page, origin).await? {
                 return Ok(Step::Stop);
@@ -462,9 +460,9 @@ impl<'a> Fetcher<'a> {
 
     async fn emit(&self, page: Page, origin: Origin) -> Result<Step, ZohoError> {
         self.counters.pages.fetch_add(1, Ordering::Relaxed);
-        self.counters.records.fetch_add(page.records.len() as u64, Ordering::Relaxed);
-        tracing::debug!(event = "page", records = page.records.len(), origin = ?origin);
-        match self.tx.send(FetchedPage { records: page.records, origin }).await {
+        self.counters.records.fetch_add(page.len() as u64, Ordering::Relaxed);
+        tracing::debug!(event = "page", records = page.len(), origin = ?origin);
+        match self.tx.send(FetchedPage { page, origin }).await {
             Ok(()) => Ok(Step::More(vec![])),
             // The receiving side stopped (it failed, or a shutdown was asked for).
             Err(_) => Ok(Step::Stop),
@@ -527,20 +525,12 @@ fn order_for(w: &Window) -> SearchOrder {
 /// The modification time of a page's last record, provided the page is in ascending `Modified_Time` order
 /// within `w` (checked on every 16th record and the last, which any other order fails at once).
 fn ascending_last_time(page: &Page, w: &Window) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-    #[derive(Deserialize)]
-    struct Modified<'a> {
-        #[serde(rename = "Modified_Time", borrow)]
-        modified: Option<std::borrow::Cow<'a, str>>,
-    }
-    let time = |raw: &RawValue| {
-        let m: Modified = serde_json::from_str(raw.get()).ok()?;
-        chrono::DateTime::parse_from_rfc3339(&m.modified?).ok()
-    };
-    let n = page.records.len();
+    let time = |r: Record| chrono::DateTime::parse_from_rfc3339(&crate::json::string(r.get("Modified_Time")?)?).ok();
+    let n = page.len();
     let mut prev = w.start;
     let mut last = None;
     for i in (0..n).step_by(16).chain((n > 0).then(|| n - 1)) {
-        let t = time(&page.records[i])?;
+        let t = time(page.get(i)?)?;
         if t < prev || t >= w.end {
             return None;
         }
@@ -555,15 +545,8 @@ fn pages_for(n: u64) -> u32 {
     (n.div_ceil(u64::from(PER_PAGE)) as u32).clamp(1, SEARCH_CAP / PER_PAGE)
 }
 
-pub(crate) fn record_id(raw: &RawValue) -> Option<String> {
-    #[derive(Deserialize)]
-    struct IdOnly<'a> {
-        #[serde(borrow)]
-        id: Option<&'a RawValue>,
-    }
-    let rec: IdOnly = serde_json::from_str(raw.get()).ok()?;
-    let id = rec.id?.get();
-    Some(id.trim_matches('"').to_string())
+pub(crate) fn record_id(r: &Record) -> Option<String> {
+    Some(r.get("id")?.trim_matches('"').to_string())
 }
 
 #[cfg(test)]
@@ -576,12 +559,11 @@ mod tests {
     }
 
     fn page(times: &[&str], sort: Option<(&str, &str)>) -> Page {
-        let records = times
-            .iter()
-            .enumerate()
-            .map(|(i, t)| RawValue::from_string(format!(r#"{{"id":"{i}","Modified_Time":"{t}","Stage":"Closed Won"}}"#)).unwrap())
-            .collect();
-        Page { records, more_records: true, sort_by: sort.map(|s| s.0.into()), sort_order: sort.map(|s| s.1.into()) }
+        let records: Vec<String> =
+            times.iter().enumerate().map(|(i, t)| format!(r#"{{"id":"{i}","Modified_Time":"{t}","Stage":"Closed Won"}}"#)).collect();
+        let mut page = Page::of_records(&records, true).unwrap();
+        (page.sort_by, page.sort_order) = (sort.map(|s| s.0.into()), sort.map(|s| s.1.into()));
+        page
     }
 
     #[test]

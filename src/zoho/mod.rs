@@ -9,6 +9,7 @@ pub mod error;
 pub mod changes;
 pub mod fetch;
 pub mod fields;
+pub mod page;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,11 +17,11 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::{Mutex, Semaphore};
 use url::Url;
 
 pub use auth::AccessToken;
+pub use page::{Page, Record};
 pub use error::{ApiErrorBody, AuthError, ZohoError};
 pub use crate::retry::RetryPolicy;
 
@@ -39,16 +40,6 @@ pub struct ClientStats {
     pub first_request_us: AtomicU64,
 }
 
-/// One page of records as received: each record kept as its exact JSON text.
-#[derive(Debug)]
-pub struct Page {
-    pub records: Vec<Box<RawValue>>,
-    pub more_records: bool,
-    /// The order the answer says it is in (`info.sort_by`, `info.sort_order`), when it says.
-    pub sort_by: Option<Box<str>>,
-    pub sort_order: Option<Box<str>>,
-}
-
 /// The order search results come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchOrder {
@@ -57,23 +48,6 @@ pub enum SearchOrder {
     /// `Modified_Time` ascending, which lets a window be read past the 2000-record cap by continuing from the
     /// last modification time seen.
     ModifiedAsc,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    data: Option<Vec<Box<RawValue>>>,
-    #[serde(default)]
-    info: Info,
-}
-
-#[derive(Deserialize, Default)]
-struct Info {
-    #[serde(default)]
-    more_records: bool,
-    #[serde(default)]
-    sort_by: Option<Box<str>>,
-    #[serde(default)]
-    sort_order: Option<Box<str>>,
 }
 
 pub struct ZohoClient {
@@ -142,7 +116,7 @@ impl ZohoClient {
             },
             |what, status, body| match body {
                 None => Ok(None),
-                Some(body) => parse_page(what, status, &body).map(Some),
+                Some(body) => parse_page(what, status, body).map(Some),
             },
         )
         .await
@@ -159,7 +133,7 @@ impl ZohoClient {
             |base| (reqwest::Method::POST, join_path(base, "crm/v8/coql"), Some(body.clone()), None),
             |what, status, body| match body {
                 None => Ok(None),
-                Some(body) => parse_page(what, status, &body).map(Some),
+                Some(body) => parse_page(what, status, body).map(Some),
             },
         )
         .await
@@ -176,7 +150,7 @@ impl ZohoClient {
             },
             |what, status, body| match body {
                 None => Ok(None),
-                Some(body) => parse_page(what, status, &body).map(Some),
+                Some(body) => parse_page(what, status, body).map(Some),
             },
         )
         .await
@@ -188,15 +162,15 @@ impl ZohoClient {
         &self,
         limit: u32,
         query_for: impl Fn(Option<&str>) -> String,
-        mut each: impl FnMut(&RawValue),
+        mut each: impl FnMut(Record<'_>),
     ) -> Result<(), ZohoError> {
         let mut after: Option<String> = None;
         loop {
             let Some(page) = self.coql(&query_for(after.as_deref())).await? else { return Ok(()) };
-            page.records.iter().for_each(|r| each(r));
-            let last = page.records.last().and_then(|r| fetch::record_id(r));
+            page.records().for_each(&mut each);
+            let last = page.last().and_then(|r| fetch::record_id(&r));
             match last {
-                Some(id) if page.more_records && page.records.len() as u32 >= limit => after = Some(id),
+                Some(id) if page.more_records && page.len() as u32 >= limit => after = Some(id),
                 _ => return Ok(()),
             }
         }
@@ -218,7 +192,7 @@ impl ZohoClient {
             #[serde(rename = "COUNT(id)")]
             count: Option<u64>,
         }
-        let row: Option<Row> = page.records.first().and_then(|r| serde_json::from_str(r.get()).ok());
+        let row: Option<Row> = page.get(0).and_then(|r| serde_json::from_str(r.text()).ok());
         row.and_then(|r| r.count).ok_or_else(|| ZohoError::InvalidBody {
             what: format!("COQL {select_query}"),
             status: 200,
@@ -387,19 +361,9 @@ impl ZohoClient {
     }
 }
 
-/// Parses one page of records (search or COQL), keeping each record's exact text.
-pub fn parse_page(what: &str, status: u16, body: &str) -> Result<Page, ZohoError> {
-    let env: Envelope = serde_json::from_str(body).map_err(|e| ZohoError::InvalidBody {
-        what: what.to_string(),
-        status,
-        reason: format!("not valid JSON ({e})"),
-    })?;
-    let records = env.data.ok_or_else(|| ZohoError::InvalidBody {
-        what: what.to_string(),
-        status,
-        reason: "the answer has no `data` array".into(),
-    })?;
-    Ok(Page { records, more_records: env.info.more_records, sort_by: env.info.sort_by, sort_order: env.info.sort_order })
+/// Checks one page of records (search, COQL, deleted records), keeping each record's exact text.
+pub fn parse_page(what: &str, status: u16, body: String) -> Result<Page, ZohoError> {
+    Page::parse(body).map_err(|reason| ZohoError::InvalidBody { what: what.to_string(), status, reason })
 }
 
 fn api_error(what: &str, status: u16, body: &str, retry_after: Option<Duration>) -> ZohoError {

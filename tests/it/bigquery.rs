@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use dealsync::mapping::{map_deal, Mapped, RunStamp};
+use dealsync::mapping::{map_json, Mapped, RunStamp};
 use dealsync::sim::SimConfig;
 use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::model::field_type::FieldType;
@@ -238,7 +238,7 @@ async fn a_run_killed_between_staging_and_merge_is_repaired_by_the_next_run() {
     for d in sim.closed_won_in(&october()).iter().filter(|d| d.broken.is_none()).take(600) {
         let mut text = String::new();
         d.render(sim.config().tz, None, &mut text);
-        if let Mapped::Row(r) = map_deal(serde_json::value::RawValue::from_string(text).unwrap(), &stamp) {
+        if let Mapped::Row(r) = map_json(&text, &stamp) {
             rows.push(*r);
         }
     }

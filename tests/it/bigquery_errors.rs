@@ -6,7 +6,7 @@ use std::io::Read;
 
 use dealsync::config::{BigQueryAuth, BigQuerySettings};
 use dealsync::exit::Exit;
-use dealsync::mapping::{map_deal, DealRow, Mapped, RunStamp};
+use dealsync::mapping::{map_json, DealRow, Mapped, RunStamp};
 use dealsync::retry::RetryPolicy;
 use dealsync::sink::bigquery::BigQuerySink;
 use dealsync::sink::Sink;
@@ -125,7 +125,7 @@ fn rows() -> Vec<DealRow> {
         .iter()
         .map(|id| {
             let json = format!(r#"{{"id":"{id}","Stage":"Closed Won","Amount":10.5,"Modified_Time":"2026-10-01T10:00:00+05:30"}}"#);
-            match map_deal(serde_json::value::RawValue::from_string(json).unwrap(), &stamp) {
+            match map_json(&json, &stamp) {
                 Mapped::Row(r) => *r,
                 other => panic!("{other:?}"),
             }
@@ -279,7 +279,7 @@ async fn streaming_inserts_run_concurrently_up_to_the_bound() {
     let rows: Vec<DealRow> = (1..=4000)
         .map(|i| {
             let json = format!(r#"{{"id":"{}","Stage":"Closed Won","Amount":10.5,"Modified_Time":"2026-10-01T10:00:00+05:30"}}"#, 5000 + i);
-            match map_deal(serde_json::value::RawValue::from_string(json).unwrap(), &stamp) {
+            match map_json(&json, &stamp) {
                 Mapped::Row(r) => *r,
                 other => panic!("{other:?}"),
             }

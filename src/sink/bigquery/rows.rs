@@ -110,7 +110,7 @@ fn body<'a>(rows: impl Iterator<Item = (&'a str, &'a RawValue)>) -> std::io::Res
 mod tests {
     use super::*;
     use crate::mapping::promoted::{FieldType, Promoted};
-    use crate::mapping::{map_deal, Mapped, RunStamp};
+    use crate::mapping::{map_json, Mapped, RunStamp};
 
     static PROMOTED: [Promoted; 2] = [
         Promoted { field: "Layout", column: "layout", ty: FieldType::Json },
@@ -122,7 +122,7 @@ mod tests {
             "Closing_Date":"2026-11-27","Tag":[{"name":"a"}],"Layout":{"id":"7","name":"Std"},"Seats":12,
             "Deal_Name":"quote \" and \\ backslash"}"#;
         let stamp = RunStamp { promoted: &PROMOTED, .."run-1".parse::<RunStamp>().unwrap() };
-        match map_deal(RawValue::from_string(raw.into()).unwrap(), &stamp) {
+        match map_json(raw, &stamp) {
             Mapped::Row(r) => *r,
             other => panic!("{other:?}"),
         }

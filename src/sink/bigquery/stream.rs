@@ -18,7 +18,7 @@ use crate::sink::SinkError;
 pub struct Pending {
     pub row: rows::StagedRow,
     pub deal_id: String,
-    pub raw: Box<serde_json::value::RawValue>,
+    pub raw: crate::json::Raw,
 }
 
 /// One BigQuery call with retries for transient failures.
