@@ -2,11 +2,11 @@
 //!
 //! A search page is about 440 KB of JSON (200 deals of 60 fields); dealsync types 18 fields of each deal and
 //! keeps the whole record verbatim in `raw`. serde_json can either check a record and hand back its text or
-//! read fields out of it, so every record used to be scanned twice. This scanner checks a page once, with the
-//! grammar serde_json accepts (RFC 8259; `\u` escapes of lone surrogates allowed, as serde_json allows them in
-//! text it only checks), except that nesting stops at 1024 levels, and records byte spans: each record's text and each record's
-//! top-level members. Mapping reads values from those spans; a value inside a member (a lookup's `name`, a tag
-//! list) is read by walking the member's already-checked text again, which is short.
+//! read fields out of it, so every record used to be scanned twice. This scanner checks a page once and notes
+//! byte spans: each record's text and each record's top-level members. Mapping reads values from those spans;
+//! a value inside a member (a lookup's `name`, a tag list) is read by walking the member's text again, which is
+//! short. The grammar is the one serde_json accepts (RFC 8259, with `\u` escapes of lone surrogates allowed as
+//! serde_json allows them in text it only checks); only nesting deeper than 1024 levels is refused.
 
 use std::borrow::Cow;
 
@@ -33,13 +33,40 @@ impl Span {
     }
 }
 
-/// One member of an object: its key as written (quotes included) and its value's text.
+/// An object's key as written (quotes included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub span: Span,
+    /// The key contains a backslash escape, so its text is not its name.
+    pub escaped: bool,
+}
+
+/// One member of an object, as kept for each top-level field of every record of a page (12 bytes: a page of
+/// 200 deals holds 12,000 of them). The key's end is found again from the value's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
-    pub key: Span,
+    /// The key's start; the top bit says whether it has escapes.
+    key_start: u32,
     pub value: Span,
-    /// The key contains a backslash escape, so its text is not its name.
-    pub key_escaped: bool,
+}
+
+const ESCAPED: u32 = 1 << 31;
+
+impl Member {
+    fn new(key: Key, value: Span) -> Member {
+        Member { key_start: key.span.start | if key.escaped { ESCAPED } else { 0 }, value }
+    }
+
+    /// The key, in `doc` (the document the member was found in): between it and the value there is only
+    /// whitespace and the colon.
+    pub fn key(&self, doc: &str) -> Key {
+        let b = doc.as_bytes();
+        let mut end = self.value.start as usize;
+        while end > 0 && b[end - 1] != b'"' {
+            end -= 1;
+        }
+        Key { span: Span::new((self.key_start & !ESCAPED) as usize, end), escaped: self.key_start & ESCAPED != 0 }
+    }
 }
 
 /// Why a text is not JSON, and where.
@@ -80,10 +107,10 @@ pub struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    /// Spans are 32-bit: a document over 4 GiB is refused (a Zoho page is under a megabyte).
+    /// Spans are 31-bit: a document over 2 GiB is refused (a Zoho page is under a megabyte).
     pub fn new(doc: &'a str) -> Result<Scanner<'a>, Error> {
-        if doc.len() >= u32::MAX as usize {
-            return Err(Error { offset: 0, problem: "document larger than 4 GiB" });
+        if doc.len() >= ESCAPED as usize {
+            return Err(Error { offset: 0, problem: "document larger than 2 GiB" });
         }
         Ok(Scanner { b: doc.as_bytes(), pos: 0, depth: 0 })
     }
@@ -253,7 +280,7 @@ impl<'a> Scanner<'a> {
 
     /// Passes an object (after whitespace), calling `member` with the scanner after each key and its colon;
     /// `member` must pass the value.
-    pub fn object(&mut self, mut member: impl FnMut(&mut Self, Member) -> Result<(), Error>) -> Result<(), Error> {
+    pub fn object(&mut self, mut member: impl FnMut(&mut Self, Key) -> Result<(), Error>) -> Result<(), Error> {
         self.expect(b'{', "expected an object")?;
         self.enter()?;
         if self.peek() == Some(b'}') {
@@ -266,10 +293,10 @@ impl<'a> Scanner<'a> {
                 return self.err("expected a key");
             }
             let key_start = self.pos;
-            let key_escaped = self.string()?;
-            let key = Span::new(key_start, self.pos);
+            let escaped = self.string()?;
+            let key = Key { span: Span::new(key_start, self.pos), escaped };
             self.expect(b':', "expected `:`")?;
-            member(self, Member { key, value: Span::default(), key_escaped })?;
+            member(self, key)?;
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
@@ -284,9 +311,9 @@ impl<'a> Scanner<'a> {
 
     /// Passes an object and appends its members, values spanned, to `out`.
     pub fn members_into(&mut self, out: &mut Vec<Member>) -> Result<(), Error> {
-        self.object(|s, mut m| {
-            m.value = s.value()?;
-            out.push(m);
+        self.object(|s, key| {
+            let value = s.value()?;
+            out.push(Member::new(key, value));
             Ok(())
         })
     }
@@ -327,9 +354,9 @@ pub fn validate(doc: &str) -> Result<(), Error> {
 /// False if `text` is not an object (or not JSON); `f` may have seen some members by then.
 pub fn each_member<'a>(text: &'a str, mut f: impl FnMut(&'a str, bool, &'a str)) -> bool {
     let Ok(mut s) = Scanner::new(text) else { return false };
-    s.object(|s, m| {
+    s.object(|s, key| {
         let v = s.value()?;
-        f(m.key.of(text), m.key_escaped, v.of(text));
+        f(key.span.of(text), key.escaped, v.of(text));
         Ok(())
     })
     .and_then(|()| s.end())

@@ -54,6 +54,9 @@ pub struct DealRow {
     pub created_time: Option<DateTime<Utc>>,
     #[serde(serialize_with = "instant")]
     pub modified_time: DateTime<Utc>,
+    /// Not serialized with the row: serde cannot embed JSON text without checking it once more, so a sink that
+    /// writes rows as JSON appends it itself (`write_json_line`).
+    #[serde(skip)]
     pub raw: Raw,
     pub sync_run_id: String,
     #[serde(serialize_with = "instant")]
@@ -67,6 +70,18 @@ pub struct DealRow {
     /// Promoted fields (config `[columns]`), after the standard columns.
     #[serde(flatten)]
     pub extras: Extras,
+}
+
+impl DealRow {
+    /// Appends the row as one line of JSON: every column, `raw` last and verbatim.
+    pub fn write_json_line(&self, buf: &mut Vec<u8>) {
+        serde_json::to_writer(&mut *buf, self).expect("rows serialize");
+        debug_assert_eq!(buf.last(), Some(&b'}'));
+        buf.pop();
+        buf.extend_from_slice(b",\"raw\":");
+        buf.extend_from_slice(self.raw.get().as_bytes());
+        buf.extend_from_slice(b"}\n");
+    }
 }
 
 /// Instants are written the same way everywhere: RFC 3339, UTC, whole seconds (Zoho's precision). The fixed
@@ -741,6 +756,19 @@ mod tests {
         assert_eq!(r.tags, vec!["renewal", "eu"]);
         assert!(r.raw.get().contains("Contract_Value"), "raw keeps custom fields");
         assert_eq!(r.raw.get(), GOOD, "raw is the record exactly as received");
+    }
+
+    #[test]
+    fn a_json_line_holds_every_column_and_the_record_verbatim() {
+        let r = row(GOOD);
+        let mut buf = Vec::new();
+        r.write_json_line(&mut buf);
+        let line = std::str::from_utf8(&buf).unwrap();
+        assert!(line.ends_with(&format!(",\"raw\":{GOOD}}}\n")), "raw last and verbatim: {line}");
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), COLUMNS.len());
+        assert_eq!(v["raw"], serde_json::from_str::<serde_json::Value>(GOOD).unwrap());
+        assert_eq!((v["deal_id"].as_str(), v["amount"].as_str()), (Some("4876876000001034017"), Some("12345678901.25")));
     }
 
     #[test]

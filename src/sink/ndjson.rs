@@ -108,8 +108,7 @@ impl Sink for NdjsonSink {
                 Offer::Newer => stats.updated += 1,
                 Offer::New => stats.inserted += 1,
             }
-            serde_json::to_writer(&mut buf, row).expect("rows serialize");
-            buf.push(b'\n');
+            row.write_json_line(&mut buf);
         }
         let out = self.out.as_mut().expect("prepare() opens the output");
         if let Err(e) = out.write_all(&buf) {

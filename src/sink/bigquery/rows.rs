@@ -8,9 +8,9 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use crate::mapping::promoted::Value;
+use crate::json::Raw;
 use crate::mapping::{format_instant, DealRow};
 
 /// A deal row in BigQuery's JSON shape.
@@ -65,7 +65,7 @@ impl Serialize for BqRow<'_> {
 /// One staged row: its insert id and its JSON object, serialized once when it joins a batch.
 pub struct StagedRow {
     pub insert_id: String,
-    pub json: Box<RawValue>,
+    pub json: Raw,
 }
 
 impl StagedRow {
@@ -73,7 +73,8 @@ impl StagedRow {
         let json = serde_json::to_string(&BqRow(row)).expect("rows serialize");
         StagedRow {
             insert_id: format!("{}:{}", row.deal_id, row.modified_time.timestamp()),
-            json: RawValue::from_string(json).expect("serde_json writes valid JSON"),
+            // serde_json wrote it: no need to check it again.
+            json: Raw::checked(&json),
         }
     }
 
@@ -83,13 +84,14 @@ impl StagedRow {
     }
 }
 
-/// The gzipped `insertAll` body for `rows`, with the same options as the client's own request type.
-pub fn insert_all_body<'a>(rows: impl Iterator<Item = (&'a str, &'a RawValue)>) -> Vec<u8> {
+/// The gzipped `insertAll` body for `rows` (insert id, the row's JSON), with the same options as the client's
+/// own request type.
+pub fn insert_all_body<'a>(rows: impl Iterator<Item = (&'a str, &'a Raw)>) -> Vec<u8> {
     // Writing into memory cannot fail.
     body(rows).expect("compressing into memory")
 }
 
-fn body<'a>(rows: impl Iterator<Item = (&'a str, &'a RawValue)>) -> std::io::Result<Vec<u8>> {
+fn body<'a>(rows: impl Iterator<Item = (&'a str, &'a Raw)>) -> std::io::Result<Vec<u8>> {
     let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
     gz.write_all(b"{\"ignoreUnknownValues\":false,\"rows\":[")?;
     for (i, (insert_id, json)) in rows.enumerate() {
@@ -146,7 +148,7 @@ mod tests {
     fn the_body_is_the_request_the_client_would_send() {
         let r = row();
         let staged = StagedRow::new(&r);
-        let body = insert_all_body([(staged.insert_id.as_str(), &*staged.json)].into_iter());
+        let body = insert_all_body([(staged.insert_id.as_str(), &staged.json)].into_iter());
         let mut text = String::new();
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).unwrap();
         let got: serde_json::Value = serde_json::from_str(&text).unwrap();

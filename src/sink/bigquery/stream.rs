@@ -104,7 +104,7 @@ impl Streamer {
         let mut staged = 0u64;
         let mut refused = Vec::new();
         for attempt in 0..=STOPPED_RESENDS {
-            let body = rows::insert_all_body(pending.iter().map(|p| (p.row.insert_id.as_str(), &*p.row.json)));
+            let body = rows::insert_all_body(pending.iter().map(|p| (p.row.insert_id.as_str(), &p.row.json)));
             let errors = self.insert_body(table, pending.len(), body).await.map_err(|e| self.fail(e))?;
             if errors.is_empty() {
                 staged += pending.len() as u64;
