@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: `config` + `cli` → `window` (what to fetch) → `zoho` (auth, search pages, retries) →
 //! `mapping` (deal → row, or quarantine; promoted custom fields) → `sink` (BigQuery | SQLite | NDJSON) →
-//! `summary` (one final event and the exit code). `sim` is a Zoho-compatible simulator used by `--demo`,
+//! `summary` (one final event and the exit code). `json` is the scanner that checks each answer once and says
+//! where its records and their fields lie. `sim` is a Zoho-compatible simulator used by `--demo`,
 //! `dealsync simulate` and the tests; `catalog` is `dealsync fields`.
 
 pub mod catalog;

@@ -9,7 +9,6 @@ use dealsync::exit::Exit;
 
 fn main() -> ExitCode {
     let _ = dealsync::PROCESS_START.set(std::time::Instant::now());
-    fixed_mmap_threshold();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -40,18 +39,3 @@ fn main() -> ExitCode {
     };
     runtime.block_on(dealsync::run(cli.command)).into()
 }
-
-/// glibc raises its mmap threshold to the largest block freed so far, so once one 440 KB page of answers is
-/// freed, later ones come from the heap, whose high-water mark then holds several at once (peak RSS at 100k
-/// deals into SQLite: 36 MB, against 30 MB with the threshold fixed). Fixed, page-sized buffers get mappings of
-/// their own that go back to the system when freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn fixed_mmap_threshold() {
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn fixed_mmap_threshold() {}

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::cli::{default_sqlite_path, SyncPlan};
 use crate::config::{ConfigError, Needs, Settings, ZohoSettings};
 use crate::exit::Exit;
-use crate::mapping::{map_record, Mapped, RunStamp};
+use crate::mapping::{map_record, DealRow, Mapped, Quarantined, RunStamp};
 use crate::sim;
 use crate::sink::bigquery::BigQuerySink;
 use crate::sink::ndjson::NdjsonSink;
@@ -524,10 +524,11 @@ async fn pipeline(
     stamp: &RunStamp,
     shutdown: &Shutdown,
 ) -> (FetchStats, Written, Option<RunError>) {
-    let (tx, mut rx) = mpsc::channel::<FetchedPage>(PIPELINE_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<MappedPage>(PIPELINE_DEPTH);
     let expected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut progress = crate::summary::Progress::new(expected.clone());
-    let producer = async move { Fetcher::new(client, tx, shutdown.clone()).expected(expected).promoted(stamp.promoted).fetch_window(window).await };
+    let map = move |page| map_page(page, stamp);
+    let producer = async move { Fetcher::new(client, tx, map, shutdown.clone()).expected(expected).promoted(stamp.promoted).fetch_window(window).await };
     let consumer = async {
         let mut written = Written::default();
         let mut stopped = false;
@@ -537,8 +538,8 @@ async fn pipeline(
                 _ = shutdown.wait() => { stopped = true; break; }
                 page = rx.recv() => match page { Some(p) => p, None => break },
             };
-            let n = page.page.len() as u64;
-            if let Err(e) = write_page(sink, page, stamp, &mut written).await {
+            let n = page.records;
+            if let Err(e) = write_page(sink, page, &mut written).await {
                 drop(rx);
                 return (written, Some(e), false);
             }
@@ -570,32 +571,45 @@ async fn pipeline(
     (fetch_stats, written, error)
 }
 
-async fn write_page(sink: &mut dyn Sink, page: FetchedPage, stamp: &RunStamp, written: &mut Written) -> Result<(), SinkError> {
-    let mut rows = Vec::with_capacity(page.page.len());
-    let mut quarantined = Vec::new();
+/// One page's records, mapped by the task that fetched it (its text is freed then, not after the sink's turn).
+struct MappedPage {
+    records: u64,
+    rows: Vec<DealRow>,
+    quarantined: Vec<Quarantined>,
+    not_closed_won: u64,
+}
+
+fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
+    let mut mapped = MappedPage { records: page.page.len() as u64, rows: Vec::with_capacity(page.page.len()), quarantined: Vec::new(), not_closed_won: 0 };
     for rec in page.page.records() {
-        written.records += 1;
         match map_record(&rec, stamp) {
-            Mapped::Row(row) => {
-                if let Some(a) = row.amount {
-                    let currency = row.currency.as_deref().unwrap_or("(none)");
-                    match written.amounts.get_mut(currency) {
-                        Some(total) => *total += a,
-                        None => drop(written.amounts.insert(currency.to_string(), a)),
-                    }
-                }
-                rows.push(*row);
-            }
+            Mapped::Row(row) => mapped.rows.push(*row),
             Mapped::NotClosedWon { deal_id, stage } => {
-                written.not_closed_won += 1;
+                mapped.not_closed_won += 1;
                 tracing::debug!(event = "not_closed_won", deal_id = deal_id.as_deref().unwrap_or(""),
                     stage = stage.as_deref().unwrap_or(""), "skipped a deal whose stage only contains \"Closed Won\"");
             }
             Mapped::Quarantined(q) => {
-                written.quarantined += 1;
                 tracing::warn!(event = "quarantined", deal_id = q.deal_id.as_deref().unwrap_or(""),
                     reason = %q.reason, "a record could not be mapped; it was quarantined");
-                quarantined.push(*q);
+                mapped.quarantined.push(*q);
+            }
+        }
+    }
+    mapped
+}
+
+async fn write_page(sink: &mut dyn Sink, page: MappedPage, written: &mut Written) -> Result<(), SinkError> {
+    let MappedPage { records, rows, quarantined, not_closed_won } = page;
+    written.records += records;
+    written.not_closed_won += not_closed_won;
+    written.quarantined += quarantined.len() as u64;
+    for row in &rows {
+        if let Some(a) = row.amount {
+            let currency = row.currency.as_deref().unwrap_or("(none)");
+            match written.amounts.get_mut(currency) {
+                Some(total) => *total += a,
+                None => drop(written.amounts.insert(currency.to_string(), a)),
             }
         }
     }

@@ -303,8 +303,8 @@ impl Serialize for Extras {
     }
 }
 
-/// Reads one promoted field from its raw JSON text.
-pub fn read(p: &Promoted, raw: Option<&str>) -> Result<Value, FieldError> {
+/// Reads one promoted field from its value's JSON text, as the page scan checked it.
+pub(crate) fn read(p: &Promoted, raw: Option<&str>) -> Result<Value, FieldError> {
     let f = p.field;
     if is_null(raw) {
         return Ok(Value::Null);

@@ -122,9 +122,12 @@ enum Step {
     Stop,
 }
 
-pub struct Fetcher<'a> {
+pub struct Fetcher<'a, P = FetchedPage> {
     client: &'a ZohoClient,
-    tx: mpsc::Sender<FetchedPage>,
+    tx: mpsc::Sender<P>,
+    /// What a page becomes before it goes down the channel: done by the task that fetched it, so that the
+    /// answer's text is freed as soon as the page is read (mapping, for a sync).
+    stage: Box<dyn Fn(FetchedPage) -> P + Send + Sync + 'a>,
     shutdown: Shutdown,
     concurrency: usize,
     counters: Counters,
@@ -137,13 +140,20 @@ pub struct Fetcher<'a> {
     chaining: std::sync::atomic::AtomicBool,
 }
 
-impl<'a> Fetcher<'a> {
-    pub fn new(client: &'a ZohoClient, tx: mpsc::Sender<FetchedPage>, shutdown: Shutdown) -> Self {
+impl<'a, P> Fetcher<'a, P> {
+    /// A fetcher that sends each page down `tx` as `stage` makes it.
+    pub fn new(
+        client: &'a ZohoClient,
+        tx: mpsc::Sender<P>,
+        stage: impl Fn(FetchedPage) -> P + Send + Sync + 'a,
+        shutdown: Shutdown,
+    ) -> Self {
         let concurrency = client.settings().max_concurrency.max(1);
         let coql_columns = COQL_FIELDS.join(", ");
         Fetcher {
             client,
             tx,
+            stage: Box::new(stage),
             shutdown,
             concurrency,
             counters: Counters::default(),
@@ -462,7 +472,7 @@ impl<'a> Fetcher<'a> {
         self.counters.pages.fetch_add(1, Ordering::Relaxed);
         self.counters.records.fetch_add(page.len() as u64, Ordering::Relaxed);
         tracing::debug!(event = "page", records = page.len(), origin = ?origin);
-        match self.tx.send(FetchedPage { page, origin }).await {
+        match self.tx.send((self.stage)(FetchedPage { page, origin })).await {
             Ok(()) => Ok(Step::More(vec![])),
             // The receiving side stopped (it failed, or a shutdown was asked for).
             Err(_) => Ok(Step::Stop),

@@ -190,11 +190,6 @@ impl Page {
     pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'_>> {
         (0..self.len()).map(|i| self.get(i).expect("in range"))
     }
-
-    /// Bytes held: the answer's text and its index.
-    pub fn footprint(&self) -> usize {
-        self.body.len() + self.records.capacity() * size_of::<Spans>() + self.members.capacity() * size_of::<Member>()
-    }
 }
 
 #[cfg(test)]
