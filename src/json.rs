@@ -270,43 +270,47 @@ impl<'a> Scanner<'a> {
         Ok(Span::new(start, self.pos))
     }
 
-    fn enter(&mut self) -> Result<(), Error> {
+    /// Passes `open`, items separated by commas, and `close` (after whitespace), calling `item` with the scanner
+    /// at each item; `item` must pass it. `after_item` is the complaint when neither a comma nor `close` follows.
+    fn delimited(
+        &mut self,
+        (open, close): (u8, u8),
+        (expected, after_item): (&'static str, &'static str),
+        mut item: impl FnMut(&mut Self) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.expect(open, expected)?;
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return self.err("nested too deeply");
         }
+        if self.peek() != Some(close) {
+            loop {
+                item(self)?;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(c) if c == close => break,
+                    _ => return self.err(after_item),
+                }
+            }
+        }
+        self.pos += 1;
+        self.depth -= 1;
         Ok(())
     }
 
     /// Passes an object (after whitespace), calling `member` with the scanner after each key and its colon;
     /// `member` must pass the value.
     pub fn object(&mut self, mut member: impl FnMut(&mut Self, Key) -> Result<(), Error>) -> Result<(), Error> {
-        self.expect(b'{', "expected an object")?;
-        self.enter()?;
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            if self.peek() != Some(b'"') {
-                return self.err("expected a key");
+        self.delimited((b'{', b'}'), ("expected an object", "expected `,` or `}`"), |s| {
+            if s.peek() != Some(b'"') {
+                return s.err("expected a key");
             }
-            let key_start = self.pos;
-            let escaped = self.string()?;
-            let key = Key { span: Span::new(key_start, self.pos), escaped };
-            self.expect(b':', "expected `:`")?;
-            member(self, key)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return self.err("expected `,` or `}`"),
-            }
-        }
+            let start = s.pos;
+            let escaped = s.string()?;
+            let key = Key { span: Span::new(start, s.pos), escaped };
+            s.expect(b':', "expected `:`")?;
+            member(s, key)
+        })
     }
 
     /// Passes an object and appends its members, values spanned, to `out`.
@@ -320,26 +324,8 @@ impl<'a> Scanner<'a> {
 
     /// Passes an array (after whitespace), calling `element` with the scanner at each element; `element` must
     /// pass it.
-    pub fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<(), Error>) -> Result<(), Error> {
-        self.expect(b'[', "expected an array")?;
-        self.enter()?;
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            element(self)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return self.err("expected `,` or `]`"),
-            }
-        }
+    pub fn array(&mut self, element: impl FnMut(&mut Self) -> Result<(), Error>) -> Result<(), Error> {
+        self.delimited((b'[', b']'), ("expected an array", "expected `,` or `]`"), element)
     }
 }
 

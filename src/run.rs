@@ -580,7 +580,8 @@ struct MappedPage {
 }
 
 fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
-    let mut mapped = MappedPage { records: page.page.len() as u64, rows: Vec::with_capacity(page.page.len()), quarantined: Vec::new(), not_closed_won: 0 };
+    let n = page.page.len();
+    let mut mapped = MappedPage { records: n as u64, rows: Vec::with_capacity(n), quarantined: Vec::new(), not_closed_won: 0 };
     for rec in page.page.records() {
         match map_record(&rec, stamp) {
             Mapped::Row(row) => mapped.rows.push(*row),
@@ -609,7 +610,9 @@ async fn write_page(sink: &mut dyn Sink, page: MappedPage, written: &mut Written
             let currency = row.currency.as_deref().unwrap_or("(none)");
             match written.amounts.get_mut(currency) {
                 Some(total) => *total += a,
-                None => drop(written.amounts.insert(currency.to_string(), a)),
+                None => {
+                    written.amounts.insert(currency.to_string(), a);
+                }
             }
         }
     }

@@ -381,14 +381,13 @@ fn is_null(raw: Option<&str>) -> bool {
 /// (`\ud800`) is not text Rust can hold: the rest of the string is kept and the gap marked with U+FFFD
 /// (`raw` still holds the original).
 fn text_of<'a>(field: &'static str, raw: &'a str) -> Result<Cow<'a, str>, FieldError> {
-    let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
-        return Err(err(field, format!("expected text, got {}", shown(raw))));
-    };
-    if !inner.contains('\\') {
-        return Ok(Cow::Borrowed(inner));
+    if let Some(text) = json::string(raw) {
+        return Ok(text);
     }
-    serde_json::from_str::<String>(raw)
-        .or_else(|_| serde_json::from_str::<String>(&replace_lone_surrogates(raw)))
+    if raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).is_none() {
+        return Err(err(field, format!("expected text, got {}", shown(raw))));
+    }
+    serde_json::from_str::<String>(&replace_lone_surrogates(raw))
         .map(Cow::Owned)
         .map_err(|_| err(field, format!("unreadable text {}", shown(raw))))
 }
