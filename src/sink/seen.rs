@@ -10,12 +10,18 @@ use std::collections::HashMap;
 
 /// Recent ids kept in the map before they are merged into the sorted arrays.
 const RECENT: usize = 1 << 15;
+/// Ids per fence (64 ids: 512 bytes, eight cache lines).
+const BLOCK: usize = 64;
 
 #[derive(Default)]
 pub struct Seen {
     ids: Vec<u64>,
     /// `times[i]` belongs to `ids[i]`: seconds since 1970, saturated to u32 (until 2106).
     times: Vec<u32>,
+    /// Every `BLOCK`th id: a search narrows to one block here (a million ids give 125 KB of fences, which stay
+    /// in the CPU's cache), then reads one block of `ids`. A plain binary search over `ids` missed the cache at
+    /// nearly every step and took a tenth of the NDJSON sink's time.
+    fences: Vec<u64>,
     recent: HashMap<u64, u32, IdHash>,
     other: HashMap<String, i64>,
 }
@@ -42,7 +48,7 @@ impl Seen {
             return Offer::New;
         };
         let t = modified.clamp(0, i64::from(u32::MAX)) as u32;
-        if let Ok(i) = self.ids.binary_search(&key) {
+        if let Some(i) = self.find(key) {
             return bump(&mut self.times[i], t);
         }
         if let Some(m) = self.recent.get_mut(&key) {
@@ -62,6 +68,14 @@ impl Seen {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Where `key` is in `ids`.
+    fn find(&self, key: u64) -> Option<usize> {
+        let block = self.fences.partition_point(|&f| f <= key).checked_sub(1)?;
+        let start = block * BLOCK;
+        let end = (start + BLOCK).min(self.ids.len());
+        self.ids[start..end].binary_search(&key).ok().map(|i| start + i)
     }
 
     /// Moves the recent ids into the sorted arrays: grows them in place and merges from the back.
@@ -87,6 +101,8 @@ impl Seen {
         }
         // Keep the map's memory for the next batch of ids, but not more than one batch needs.
         self.recent.shrink_to(RECENT);
+        self.fences.clear();
+        self.fences.extend(self.ids.iter().step_by(BLOCK));
     }
 }
 
@@ -179,6 +195,10 @@ mod tests {
             }
             prop_assert_eq!(seen.len(), plain.len());
             prop_assert!(seen.ids.windows(2).all(|w| w[0] < w[1]), "the arrays stay sorted and unique");
+            prop_assert_eq!(seen.fences.len(), seen.ids.len().div_ceil(BLOCK));
+            for (i, id) in seen.ids.iter().enumerate() {
+                prop_assert_eq!(seen.find(*id), Some(i), "every merged id is found where it is");
+            }
         }
     }
 }
