@@ -449,7 +449,7 @@ async fn a_database_from_an_older_dealsync_gains_the_new_columns() {
 
     let fresh = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).run().await;
     fresh.assert_code(0);
-    assert_eq!(query_i64(&fresh.db(), "PRAGMA page_size"), 16384, "a new warehouse gets pages that hold several rows");
+    assert_eq!(query_i64(&fresh.db(), "PRAGMA page_size"), 65536, "a new warehouse gets pages that hold several rows");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
