@@ -26,6 +26,8 @@ use crate::zoho::{ZohoClient, ZohoError};
 
 /// Pages buffered between fetching and writing.
 const PIPELINE_DEPTH: usize = 4;
+/// How long the writer waits for a page before letting the sink commit what it holds (`Sink::idle`).
+const IDLE_COMMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a run stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -537,6 +539,13 @@ async fn pipeline(
                 biased;
                 _ = shutdown.wait() => { stopped = true; break; }
                 page = rx.recv() => match page { Some(p) => p, None => break },
+                () = tokio::time::sleep(IDLE_COMMIT) => {
+                    if let Err(e) = sink.idle().await {
+                        drop(rx);
+                        return (written, Some(e), false);
+                    }
+                    continue;
+                }
             };
             let n = page.records;
             if let Err(e) = write_page(sink, page, &mut written).await {

@@ -154,6 +154,12 @@ pub trait Sink: Send {
     /// Gives up the run's uncommitted writes (after an interruption). Best effort.
     async fn abandon(&mut self) {}
 
+    /// No page has arrived for a while (a slow or retrying source): a sink that holds a transaction open may
+    /// commit it now, so that readers and other writers do not wait on it. Not the run's commit.
+    async fn idle(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Appends the run to the ledger.
     async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError>;
 }

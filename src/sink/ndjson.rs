@@ -149,7 +149,36 @@ impl Sink for NdjsonSink {
         Ok(WriteStats::default())
     }
 
+    /// Flushes what is buffered, so that a reader following the file sees the rows written before a stall.
+    async fn idle(&mut self) -> Result<(), SinkError> {
+        self.commit().await.map(drop)
+    }
+
     async fn record_run(&mut self, _run: &RunRecord) -> Result<(), SinkError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{map_json, Mapped, RunStamp};
+
+    #[tokio::test]
+    async fn a_pause_flushes_rows_still_in_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let mut sink = NdjsonSink::new(Some(path.clone()));
+        sink.prepare().await.unwrap();
+        let stamp: RunStamp = "run-1".parse().unwrap();
+        let Mapped::Row(row) = map_json(r#"{"id":"5001","Stage":"Closed Won","Modified_Time":"2026-10-01T10:00:00+05:30"}"#, &stamp) else {
+            panic!("maps")
+        };
+        sink.write_rows(vec![*row]).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap().len(), 0, "one short row waits in the buffer");
+        sink.idle().await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains("\"deal_id\":\"5001\""), "{text}");
     }
 }

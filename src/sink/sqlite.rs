@@ -471,6 +471,10 @@ impl Sink for SqliteSink {
         Ok(ids)
     }
 
+    async fn idle(&mut self) -> Result<(), SinkError> {
+        self.commit_open().await
+    }
+
     async fn abandon(&mut self) {
         // Complete rows are worth keeping: the upsert makes them as final as any other.
         if let Err(e) = self.commit_open().await {

@@ -66,6 +66,11 @@ impl Dealsync {
         self
     }
 
+    pub fn args(mut self, args: &[&str]) -> Dealsync {
+        self.cmd.args(args);
+        self
+    }
+
     pub fn env(mut self, k: &str, v: &str) -> Dealsync {
         self.cmd.env(k, v);
         self
@@ -103,6 +108,16 @@ impl Running {
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success() || name == "KILL");
+    }
+
+    /// The run's working directory (its ./dealsync.db).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     pub async fn wait(self) -> Outcome {
