@@ -176,27 +176,48 @@ fn standard_slot(key: &str) -> Option<usize> {
     (i < STANDARD_FIELDS.len() && STANDARD_FIELDS[i].0 == key).then_some(i)
 }
 
-/// Slots of `STANDARD_FIELDS`, in its order.
+/// Slots of `STANDARD_FIELDS`, each found by its field's name when the crate is built (a name that is not a
+/// standard field fails the build), so the two lists cannot drift apart.
 mod slot {
-    pub const ID: usize = 0;
-    pub const DEAL_NAME: usize = 1;
-    pub const STAGE: usize = 2;
-    pub const AMOUNT: usize = 3;
-    pub const EXPECTED_REVENUE: usize = 4;
-    pub const EXCHANGE_RATE: usize = 5;
-    pub const CURRENCY: usize = 6;
-    pub const PROBABILITY: usize = 7;
-    pub const CLOSING_DATE: usize = 8;
-    pub const ACCOUNT: usize = 9;
-    pub const CONTACT: usize = 10;
-    pub const OWNER: usize = 11;
-    pub const PIPELINE: usize = 12;
-    pub const TYPE: usize = 13;
-    pub const LEAD_SOURCE: usize = 14;
-    pub const TAG: usize = 15;
-    pub const CREATED_TIME: usize = 16;
-    pub const MODIFIED_TIME: usize = 17;
-    pub const COUNT: usize = 18;
+    use super::STANDARD_FIELDS;
+
+    const fn of(name: &str) -> usize {
+        let mut i = 0;
+        while i < STANDARD_FIELDS.len() {
+            let (a, b) = (STANDARD_FIELDS[i].0.as_bytes(), name.as_bytes());
+            if a.len() == b.len() {
+                let mut j = 0;
+                while j < a.len() && a[j] == b[j] {
+                    j += 1;
+                }
+                if j == a.len() {
+                    return i;
+                }
+            }
+            i += 1;
+        }
+        panic!("not a standard field")
+    }
+
+    pub const ID: usize = of("id");
+    pub const DEAL_NAME: usize = of("Deal_Name");
+    pub const STAGE: usize = of("Stage");
+    pub const AMOUNT: usize = of("Amount");
+    pub const EXPECTED_REVENUE: usize = of("Expected_Revenue");
+    pub const EXCHANGE_RATE: usize = of("Exchange_Rate");
+    pub const CURRENCY: usize = of("Currency");
+    pub const PROBABILITY: usize = of("Probability");
+    pub const CLOSING_DATE: usize = of("Closing_Date");
+    pub const ACCOUNT: usize = of("Account_Name");
+    pub const CONTACT: usize = of("Contact_Name");
+    pub const OWNER: usize = of("Owner");
+    pub const PIPELINE: usize = of("Pipeline");
+    pub const TYPE: usize = of("Type");
+    pub const LEAD_SOURCE: usize = of("Lead_Source");
+    pub const TAG: usize = of("Tag");
+    pub const CREATED_TIME: usize = of("Created_Time");
+    pub const MODIFIED_TIME: usize = of("Modified_Time");
+    pub const COUNT: usize = STANDARD_FIELDS.len();
 }
 
 /// The fields we type, as the JSON text of their values within the page; everything else stays only in `raw`.
