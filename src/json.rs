@@ -392,8 +392,9 @@ impl Raw {
         Ok(Raw(text.into_boxed_str()))
     }
 
-    /// Text this crate has already checked (a record of a scanned page).
-    pub(crate) fn checked(text: &str) -> Raw {
+    /// Text this crate has already checked (a record of a scanned page) or written itself; a `String` is moved in,
+    /// not copied.
+    pub(crate) fn checked(text: impl Into<Box<str>>) -> Raw {
         Raw(text.into())
     }
 

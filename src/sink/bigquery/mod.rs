@@ -325,7 +325,7 @@ impl BigQuerySink {
     async fn insert_rows(&self, table: &str, rows: Vec<TableDataInsertAllRequestRows>) -> Result<Vec<(usize, String, bool)>, BqFailure> {
         let json: Vec<(String, crate::json::Raw)> = rows
             .into_iter()
-            .map(|r| (r.insert_id.unwrap_or_default(), crate::json::Raw::checked(&r.json.to_string())))
+            .map(|r| (r.insert_id.unwrap_or_default(), crate::json::Raw::checked(r.json.to_string())))
             .collect();
         let body = rows::insert_all_body(json.iter().map(|(id, j)| (id.as_str(), j)));
         self.insert_body(table, json.len(), body).await

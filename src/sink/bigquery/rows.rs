@@ -74,7 +74,7 @@ impl StagedRow {
         StagedRow {
             insert_id: format!("{}:{}", row.deal_id, row.modified_time.timestamp()),
             // serde_json wrote it: no need to check it again.
-            json: Raw::checked(&json),
+            json: Raw::checked(json),
         }
     }
 
