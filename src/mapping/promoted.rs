@@ -270,10 +270,10 @@ impl Serialize for Value {
             Value::Text(t) => s.serialize_str(t),
             Value::Integer(i) => s.serialize_i64(*i),
             // As text, so that no JSON reader turns it into a float.
-            Value::Decimal(d) => s.serialize_str(&d.normalize().to_string()),
+            Value::Decimal(d) => super::decimal_text(d).serialize(s),
             Value::Boolean(b) => s.serialize_bool(*b),
-            Value::Date(d) => s.collect_str(&d.format("%Y-%m-%d")),
-            Value::Timestamp(t) => s.serialize_str(&format_instant(t)),
+            Value::Date(d) => super::date_text(*d).serialize(s),
+            Value::Timestamp(t) => super::instant_text(t).serialize(s),
             Value::TextList(l) => {
                 let mut seq = s.serialize_seq(Some(l.len()))?;
                 for item in l {

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{RunRecord, Sink, SinkError, WriteStats};
 use crate::exit::Exit;
 use super::TableSpec;
-use crate::mapping::{format_instant, Column, DealRow, Quarantined};
+use crate::mapping::{date_text, decimal_text, format_instant, instant_text, Column, DealRow, Quarantined, Short};
 use crate::window::WindowField;
 
 pub const TABLE: &str = "closed_won_deals";
@@ -128,10 +128,11 @@ impl SqliteSink {
                 {
                     let mut insert = c.prepare_cached(&sql.0)?;
                     let mut update = c.prepare_cached(&sql.1)?;
+                    let mut scratch = Vec::with_capacity(256);
                     for row in &rows {
-                        if write_row(&mut insert, row)? == 1 {
+                        if write_row(&mut insert, row, &mut scratch)? == 1 {
                             stats.inserted += 1;
-                        } else if write_row(&mut update, row)? == 1 {
+                        } else if write_row(&mut update, row, &mut scratch)? == 1 {
                             stats.updated += 1;
                         } else {
                             stats.unchanged += 1;
@@ -249,23 +250,25 @@ fn update_sql(columns: &[Column], rewrite: bool) -> String {
     )
 }
 
-fn decimal_text(d: &Option<rust_decimal::Decimal>) -> Option<String> {
-    d.map(|d| d.normalize().to_string())
-}
-
 const _: () = assert!(crate::mapping::COLUMNS.len() == 28, "write_row binds exactly the standard columns");
 
 /// Binds one row to the standard columns in `COLUMNS` order, then its promoted values, borrowing what it can.
-fn write_row(stmt: &mut rusqlite::CachedStatement<'_>, row: &DealRow) -> rusqlite::Result<usize> {
-    let amount = decimal_text(&row.amount);
-    let expected = decimal_text(&row.expected_revenue);
-    let rate = decimal_text(&row.exchange_rate);
-    let closing = row.closing_date.map(|d| d.format("%Y-%m-%d").to_string());
-    let tags = serde_json::to_string(&row.tags).unwrap_or_else(|_| "[]".into());
-    let created = row.created_time.as_ref().map(format_instant);
-    let modified = format_instant(&row.modified_time);
-    let synced = format_instant(&row.synced_at);
-    let deleted = row.deleted_time.as_ref().map(format_instant);
+/// Short texts are formatted on the stack and the tag list into `scratch`, so binding a row allocates nothing.
+fn write_row(stmt: &mut rusqlite::CachedStatement<'_>, row: &DealRow, scratch: &mut Vec<u8>) -> rusqlite::Result<usize> {
+    let amount = row.amount.as_ref().map(decimal_text);
+    let expected = row.expected_revenue.as_ref().map(decimal_text);
+    let rate = row.exchange_rate.as_ref().map(decimal_text);
+    let closing = row.closing_date.map(date_text);
+    let created = row.created_time.as_ref().map(instant_text);
+    let modified = instant_text(&row.modified_time);
+    let synced = instant_text(&row.synced_at);
+    let deleted = row.deleted_time.as_ref().map(instant_text);
+    let [amount, expected, rate, closing, created, deleted] =
+        [&amount, &expected, &rate, &closing, &created, &deleted].map(|v| v.as_ref().map(Short::as_str));
+    let (modified, synced) = (modified.as_str(), synced.as_str());
+    scratch.clear();
+    serde_json::to_writer(&mut *scratch, &row.tags).expect("strings serialize");
+    let tags = std::str::from_utf8(scratch).expect("serde_json writes UTF-8");
     let standard: [&dyn rusqlite::ToSql; 28] = [
         &row.deal_id,
         &row.deal_name,

@@ -11,13 +11,13 @@ use serde::Serialize;
 
 use crate::mapping::promoted::Value;
 use crate::json::Raw;
-use crate::mapping::{format_instant, DealRow};
+use crate::mapping::{decimal_text, instant_text, DealRow, Short};
 
 /// A deal row in BigQuery's JSON shape.
 pub struct BqRow<'a>(pub &'a DealRow);
 
-fn dec(d: &Option<rust_decimal::Decimal>) -> Option<String> {
-    d.map(|d| d.normalize().to_string())
+fn dec(d: &Option<rust_decimal::Decimal>) -> Option<Short> {
+    d.as_ref().map(decimal_text)
 }
 
 impl Serialize for BqRow<'_> {
@@ -44,14 +44,14 @@ impl Serialize for BqRow<'_> {
         m.serialize_entry("type", &r.deal_type)?;
         m.serialize_entry("lead_source", &r.lead_source)?;
         m.serialize_entry("tags", &r.tags)?;
-        m.serialize_entry("created_time", &r.created_time.as_ref().map(format_instant))?;
-        m.serialize_entry("modified_time", &format_instant(&r.modified_time))?;
+        m.serialize_entry("created_time", &r.created_time.as_ref().map(instant_text))?;
+        m.serialize_entry("modified_time", &instant_text(&r.modified_time))?;
         m.serialize_entry("raw", r.raw.get())?;
         m.serialize_entry("sync_run_id", &r.sync_run_id)?;
-        m.serialize_entry("synced_at", &format_instant(&r.synced_at))?;
+        m.serialize_entry("synced_at", &instant_text(&r.synced_at))?;
         m.serialize_entry("is_closed_won", &r.is_closed_won)?;
         m.serialize_entry("is_deleted", &r.is_deleted)?;
-        m.serialize_entry("deleted_time", &r.deleted_time.as_ref().map(format_instant))?;
+        m.serialize_entry("deleted_time", &r.deleted_time.as_ref().map(instant_text))?;
         for (p, v) in r.extras.columns.iter().zip(&r.extras.values) {
             match v {
                 Value::Json(j) => m.serialize_entry(p.column, j.get())?,
