@@ -5,13 +5,16 @@
 //! read fields out of it, so every record used to be scanned twice. This scanner checks a page once and notes
 //! byte spans: each record's text and each record's top-level members. Mapping reads values from those spans;
 //! a value inside a member (a lookup's `name`, a tag list) is read by walking the member's text again, which is
-//! short. The grammar is the one serde_json accepts (RFC 8259, with `\u` escapes of lone surrogates allowed as
-//! serde_json allows them in text it only checks); only nesting deeper than 1024 levels is refused.
+//! short. Passing a value is one loop over its bytes with the open containers kept as bits, strings are
+//! searched sixteen bytes at a time, and a record's text and null members are passed without a call. The
+//! grammar is the one serde_json accepts (RFC 8259, with `\u` escapes of lone surrogates allowed as serde_json
+//! allows them in text it only checks); only nesting deeper than 1024 levels is refused.
 
 use std::borrow::Cow;
 
-/// Deeper documents are refused, where serde_json's checker has no limit (its `Value` reader stops at 128). The
-/// scanner recurses, and this bounds its stack to a few hundred kilobytes.
+/// Deeper documents are refused, where serde_json's checker has no limit (its `Value` reader stops at 128). A
+/// value is passed in one loop (no recursion), but the limit keeps what is accepted the same everywhere, and
+/// a page's own levels (`object`, `array`) do recurse.
 pub const MAX_DEPTH: u32 = 1024;
 
 /// Where a piece of text lies in the document it was scanned from (byte offsets).
@@ -86,17 +89,151 @@ impl Error {
     }
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
+/// Where the first quote, backslash or control character at or after `i` is (`b.len()` if none), sixteen bytes
+/// at a time; Zoho's strings are short, so most end within the first sixteen.
+#[inline(always)]
+fn find_special(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 16) {
+        let hits = specials16(chunk.try_into().expect("sixteen bytes"));
+        if hits != 0 {
+            return i + hits.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    while b.get(i).is_some_and(|&c| !is_special(c)) {
+        i += 1;
+    }
+    i
+}
 
-/// The high bit of every byte of `v` that is a quote, a backslash or a control character. Only the lowest
-/// flagged byte is certain (a borrow can flag bytes above a true hit), which is the only one used.
+#[inline(always)]
+fn is_special(c: u8) -> bool {
+    c == b'"' || c == b'\\' || c < 0x20
+}
+
+/// Bit k says whether byte k is special.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn specials16(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::*;
+    // SAFETY: the build targets SSE2 (the cfg says so; it is part of x86-64), and the unaligned load reads
+    // exactly the sixteen bytes of `chunk`.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        // Unsigned c < 0x20 exactly when max(c, 0x1f) is 0x1f.
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn specials16(chunk: &[u8; 16]) -> u32 {
+    chunk.iter().enumerate().fold(0, |hits, (k, &c)| hits | u32::from(is_special(c)) << k)
+}
+
+#[inline(always)]
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+fn fail<T>(offset: usize, problem: &'static str) -> Result<T, Error> {
+    Err(Error { offset, problem })
+}
+
+/// Passes the string whose opening quote is at `i`: where it ends, and whether it holds escapes.
+#[inline(always)]
+fn string_at(b: &[u8], i: usize) -> Result<(usize, bool), Error> {
+    let mut i = i + 1;
+    let mut escaped = false;
+    loop {
+        i = find_special(b, i);
+        match b.get(i) {
+            Some(b'"') => return Ok((i + 1, escaped)),
+            Some(b'\\') => {
+                escaped = true;
+                i = match b.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i + 2,
+                    Some(b'u') if b.get(i + 2..i + 6).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i + 6,
+                    Some(b'u') => return fail(i, "invalid \\u escape"),
+                    _ => return fail(i, "invalid escape"),
+                };
+            }
+            Some(_) => return fail(i, "control character in a string"),
+            None => return fail(b.len(), "unterminated string"),
+        }
+    }
+}
+
+/// Passes the number starting at `i` (a digit or a minus sign).
 #[inline]
-fn specials(v: u64) -> u64 {
-    let quote = v ^ (ONES * u64::from(b'"'));
-    let backslash = v ^ (ONES * u64::from(b'\\'));
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
-    (zero(quote) | zero(backslash) | (v.wrapping_sub(ONES * 0x20) & !v)) & HIGHS
+fn number_at(b: &[u8], mut i: usize) -> Result<usize, Error> {
+    let digits = |i: &mut usize| {
+        let from = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - from
+    };
+    if b[i] == b'-' {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => {
+            i += 1;
+            if b.get(i).is_some_and(u8::is_ascii_digit) {
+                return fail(i, "invalid number (leading zero)");
+            }
+        }
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return fail(i, "invalid number"),
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return fail(i, "invalid number (no digit after the point)");
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return fail(i, "invalid number (no digit in the exponent)");
+        }
+    }
+    Ok(i)
+}
+
+#[inline]
+fn literal_at(b: &[u8], i: usize, word: &'static [u8]) -> Result<usize, Error> {
+    if b.get(i..i + word.len()) == Some(word) {
+        Ok(i + word.len())
+    } else {
+        fail(i, "expected a value")
+    }
+}
+
+/// Passes a key at `i`, its colon and the whitespace after it: where the member's value starts.
+#[inline(always)]
+fn key_at(b: &[u8], i: usize) -> Result<usize, Error> {
+    if b.get(i) != Some(&b'"') {
+        return fail(i, "expected a key");
+    }
+    let (end, _) = string_at(b, i)?;
+    let colon = ws(b, end);
+    if b.get(colon) != Some(&b':') {
+        return fail(colon, "expected `:`");
+    }
+    Ok(ws(b, colon + 1))
 }
 
 /// A cursor over a document that checks what it passes.
@@ -116,19 +253,14 @@ impl<'a> Scanner<'a> {
     }
 
     fn err<T>(&self, problem: &'static str) -> Result<T, Error> {
-        Err(Error { offset: self.pos, problem })
+        fail(self.pos, problem)
     }
 
     /// The next byte after any whitespace, without taking it.
     #[inline]
     pub fn peek(&mut self) -> Option<u8> {
-        while let Some(&c) = self.b.get(self.pos) {
-            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-                return Some(c);
-            }
-            self.pos += 1;
-        }
-        None
+        self.pos = ws(self.b, self.pos);
+        self.b.get(self.pos).copied()
     }
 
     /// Takes `c` (after whitespace) or fails with `problem`.
@@ -150,124 +282,77 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Passes a string starting at `pos` (its opening quote); says whether it holds escapes.
-    #[inline]
-    fn string(&mut self) -> Result<bool, Error> {
+    /// Passes one value (after whitespace) and returns its span.
+    ///
+    /// One loop, no call per token: the containers open inside the value are a stack of bits (object or
+    /// array), so a record's nested lookups and lists cost a few compares per token. Every error is the one,
+    /// at the offset, that a recursive descent would report.
+    pub fn value(&mut self) -> Result<Span, Error> {
         let b = self.b;
-        let mut i = self.pos + 1;
-        let mut escaped = false;
-        loop {
-            while let Some(chunk) = b.get(i..i + 8) {
-                let hits = specials(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
-                if hits != 0 {
-                    i += (hits.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                i += 8;
-            }
+        let start = ws(b, self.pos);
+        let mut i = start;
+        // Containers open inside this value: bit k of `objects` says whether the k-th is an object; past 64
+        // levels, `deep` holds the rest.
+        let mut open = 0u32;
+        let mut objects = 0u64;
+        let mut deep: Vec<bool> = Vec::new();
+        let room = MAX_DEPTH - self.depth;
+        'value: loop {
+            // A value starts at `i`, after whitespace.
             match b.get(i) {
-                Some(b'"') => {
-                    self.pos = i + 1;
-                    return Ok(escaped);
-                }
-                Some(b'\\') => {
-                    escaped = true;
-                    match b.get(i + 1) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
-                        Some(b'u') => match b.get(i + 2..i + 6) {
-                            Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => i += 6,
-                            _ => {
-                                self.pos = i;
-                                return self.err("invalid \\u escape");
-                            }
-                        },
-                        _ => {
-                            self.pos = i;
-                            return self.err("invalid escape");
+                Some(b'"') => i = string_at(b, i)?.0,
+                Some(b'-' | b'0'..=b'9') => i = number_at(b, i)?,
+                Some(&c @ (b'{' | b'[')) => {
+                    i += 1;
+                    if open == room {
+                        return fail(i, "nested too deeply");
+                    }
+                    let object = c == b'{';
+                    if open < 64 {
+                        objects = (objects & !(1 << open)) | (u64::from(object) << open);
+                    } else {
+                        deep.truncate(open as usize - 64);
+                        deep.push(object);
+                    }
+                    open += 1;
+                    i = ws(b, i);
+                    if b.get(i) != Some(if object { &b'}' } else { &b']' }) {
+                        if object {
+                            i = key_at(b, i)?;
                         }
+                        continue 'value;
                     }
                 }
-                Some(&c) if c < 0x20 => {
+                Some(b't') => i = literal_at(b, i, b"true")?,
+                Some(b'f') => i = literal_at(b, i, b"false")?,
+                Some(b'n') => i = literal_at(b, i, b"null")?,
+                Some(_) => return fail(i, "expected a value"),
+                None => return fail(i, "expected a value, found the end"),
+            }
+            // After a value (or an empty container's opening): a comma or the innermost container's close.
+            loop {
+                if open == 0 {
                     self.pos = i;
-                    return self.err("control character in a string");
+                    return Ok(Span::new(start, i));
                 }
-                Some(_) => i += 1,
-                None => {
-                    self.pos = b.len();
-                    return self.err("unterminated string");
+                let object = if open <= 64 { objects >> (open - 1) & 1 == 1 } else { deep[open as usize - 65] };
+                i = ws(b, i);
+                match b.get(i) {
+                    Some(b',') => {
+                        i = ws(b, i + 1);
+                        if object {
+                            i = key_at(b, i)?;
+                        }
+                        continue 'value;
+                    }
+                    Some(b'}') if object => open -= 1,
+                    Some(b']') if !object => open -= 1,
+                    _ if object => return fail(i, "expected `,` or `}`"),
+                    _ => return fail(i, "expected `,` or `]`"),
                 }
+                i += 1;
             }
         }
-    }
-
-    fn digits(&mut self) -> usize {
-        let from = self.pos;
-        while self.b.get(self.pos).is_some_and(u8::is_ascii_digit) {
-            self.pos += 1;
-        }
-        self.pos - from
-    }
-
-    fn number(&mut self) -> Result<(), Error> {
-        if self.b[self.pos] == b'-' {
-            self.pos += 1;
-        }
-        match self.b.get(self.pos) {
-            Some(b'0') => {
-                self.pos += 1;
-                if self.b.get(self.pos).is_some_and(u8::is_ascii_digit) {
-                    return self.err("invalid number (leading zero)");
-                }
-            }
-            Some(b'1'..=b'9') => {
-                self.digits();
-            }
-            _ => return self.err("invalid number"),
-        }
-        if self.b.get(self.pos) == Some(&b'.') {
-            self.pos += 1;
-            if self.digits() == 0 {
-                return self.err("invalid number (no digit after the point)");
-            }
-        }
-        if matches!(self.b.get(self.pos), Some(b'e' | b'E')) {
-            self.pos += 1;
-            if matches!(self.b.get(self.pos), Some(b'+' | b'-')) {
-                self.pos += 1;
-            }
-            if self.digits() == 0 {
-                return self.err("invalid number (no digit in the exponent)");
-            }
-        }
-        Ok(())
-    }
-
-    fn literal(&mut self, word: &'static [u8]) -> Result<(), Error> {
-        if self.b.get(self.pos..self.pos + word.len()) == Some(word) {
-            self.pos += word.len();
-            Ok(())
-        } else {
-            self.err("expected a value")
-        }
-    }
-
-    /// Passes one value (after whitespace) and returns its span.
-    pub fn value(&mut self) -> Result<Span, Error> {
-        let Some(c) = self.peek() else { return self.err("expected a value, found the end") };
-        let start = self.pos;
-        match c {
-            b'"' => {
-                self.string()?;
-            }
-            b'{' => self.object(|s, _| s.value().map(drop))?,
-            b'[' => self.array(|s| s.value().map(drop))?,
-            b't' => self.literal(b"true")?,
-            b'f' => self.literal(b"false")?,
-            b'n' => self.literal(b"null")?,
-            b'-' | b'0'..=b'9' => self.number()?,
-            _ => return self.err("expected a value"),
-        }
-        Ok(Span::new(start, self.pos))
     }
 
     /// Passes `open`, items separated by commas, and `close` (after whitespace), calling `item` with the scanner
@@ -306,8 +391,9 @@ impl<'a> Scanner<'a> {
                 return s.err("expected a key");
             }
             let start = s.pos;
-            let escaped = s.string()?;
-            let key = Key { span: Span::new(start, s.pos), escaped };
+            let (end, escaped) = string_at(s.b, start)?;
+            s.pos = end;
+            let key = Key { span: Span::new(start, end), escaped };
             s.expect(b':', "expected `:`")?;
             member(s, key)
         })
@@ -316,10 +402,23 @@ impl<'a> Scanner<'a> {
     /// Passes an object and appends its members, values spanned, to `out`.
     pub fn members_into(&mut self, out: &mut Vec<Member>) -> Result<(), Error> {
         self.object(|s, key| {
-            let value = s.value()?;
+            let value = s.member_value()?;
             out.push(Member::new(key, value));
             Ok(())
         })
+    }
+
+    /// `value`, with the scalars most of a record's members hold (text and null) passed without a call.
+    #[inline(always)]
+    fn member_value(&mut self) -> Result<Span, Error> {
+        let i = ws(self.b, self.pos);
+        let end = match self.b.get(i) {
+            Some(b'"') => string_at(self.b, i)?.0,
+            Some(b'n') => literal_at(self.b, i, b"null")?,
+            _ => return self.value(),
+        };
+        self.pos = end;
+        Ok(Span::new(i, end))
     }
 
     /// Passes an array (after whitespace), calling `element` with the scanner at each element; `element` must
@@ -365,7 +464,8 @@ pub fn each_element<'a>(text: &'a str, mut f: impl FnMut(&'a str)) -> bool {
 /// or holds an escape Rust cannot represent (a lone surrogate).
 pub fn string(literal: &str) -> Option<Cow<'_, str>> {
     let inner = literal.strip_prefix('"')?.strip_suffix('"')?;
-    if !inner.contains('\\') {
+    // A byte loop: these strings are short, and `contains` costs a call and its set-up.
+    if !inner.bytes().any(|c| c == b'\\') {
         return Some(Cow::Borrowed(inner));
     }
     serde_json::from_str::<String>(literal).ok().map(Cow::Owned)
@@ -474,6 +574,17 @@ mod tests {
     }
 
     #[test]
+    fn errors_inside_nested_values_name_the_container_they_are_in() {
+        let problem = |doc: &str| validate(doc).map_err(|e| (e.offset, e.problem)).unwrap_err();
+        assert_eq!(problem(r#"{"a":[1,2}"#), (9, "expected `,` or `]`"));
+        assert_eq!(problem(r#"[{"a":1]"#), (7, "expected `,` or `}`"));
+        assert_eq!(problem(r#"{"a":{"b" 1}}"#), (10, "expected `:`"));
+        assert_eq!(problem(r#"[{"a":1,}]"#), (8, "expected a key"));
+        assert_eq!(problem(r#"[[[]],[[0]],[[-]]]"#), (15, "invalid number"));
+        assert_eq!(problem(r#"{"a":[{"b":"#), (11, "expected a value, found the end"));
+    }
+
+    #[test]
     fn members_and_elements_keep_the_text_as_written() {
         let m = members(r#"{ "name" : "Zylker", "id":"12", "x\u0041" : [1, {"b":null}] }"#).unwrap();
         assert_eq!(m, vec![("\"name\"", "\"Zylker\""), ("\"id\"", "\"12\""), ("\"x\\u0041\"", "[1, {\"b\":null}]")]);
@@ -521,6 +632,25 @@ mod tests {
                 }
                 _ => doc,
             })
+    }
+
+    #[test]
+    fn a_string_ends_at_its_first_special_byte_wherever_it_falls() {
+        // Specials at every offset across two sixteen-byte tests and the bytewise tail.
+        for len in 0..40 {
+            for at in 0..=len {
+                for (special, valid) in [("\"", true), ("\\n", true), ("\\q", false), ("\u{1}", false), ("\\u00e9", true)] {
+                    let doc = format!("\"{}{special}{}\"", "a".repeat(at), "b".repeat(len - at));
+                    if special == "\"" {
+                        let mut s = Scanner::new(&doc).unwrap();
+                        assert_eq!(s.value().unwrap().end as usize, at + 2, "{doc:?}");
+                    } else {
+                        assert_eq!(accepts(&doc), valid, "{doc:?}");
+                        assert_eq!(serde_json::from_str::<serde::de::IgnoredAny>(&doc).is_ok(), valid, "{doc:?}");
+                    }
+                }
+            }
+        }
     }
 
     proptest! {
