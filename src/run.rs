@@ -189,7 +189,7 @@ async fn sync_inner(
         end = %window.end_str(), from_ledger = last_good.is_some(), "syncing {window}");
 
     let client = ZohoClient::new(zoho_settings, plan.retry, plan.request_timeout)?;
-    let stamp = RunStamp { run_id: run_id.to_string(), synced_at: started_at, promoted: settings.promoted };
+    let stamp = RunStamp { run_id: run_id.into(), synced_at: started_at, promoted: settings.promoted };
 
     // Deletions and stage changes are asked for while the pages flow (two requests that would otherwise wait
     // for the last page) and applied once every row is written, since a later upsert would undo a mark.

@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
@@ -23,33 +24,37 @@ use promoted::{Extras, Promoted};
 /// BigQuery NUMERIC keeps 9 digits after the point; more would be silently rounded there, so they are refused.
 pub const MAX_SCALE: u32 = 9;
 
+/// A row's text: inline up to 24 bytes (a Zoho id, a stage, a currency, most names and e-mail addresses), so
+/// that mapping a deal does not allocate a dozen small strings that are freed again once the row is written.
+pub type Text = compact_str::CompactString;
+
 /// One closed-won deal, ready for any sink.
 #[derive(Debug, Clone, Serialize)]
 pub struct DealRow {
-    pub deal_id: String,
-    pub deal_name: Option<String>,
-    pub stage: String,
+    pub deal_id: Text,
+    pub deal_name: Option<Text>,
+    pub stage: Text,
     #[serde(serialize_with = "opt_decimal")]
     pub amount: Option<Decimal>,
     #[serde(serialize_with = "opt_decimal")]
     pub expected_revenue: Option<Decimal>,
     #[serde(serialize_with = "opt_decimal")]
     pub exchange_rate: Option<Decimal>,
-    pub currency: Option<String>,
+    pub currency: Option<Text>,
     pub probability: Option<i64>,
     pub closing_date: Option<NaiveDate>,
-    pub account_id: Option<String>,
-    pub account_name: Option<String>,
-    pub contact_id: Option<String>,
-    pub contact_name: Option<String>,
-    pub owner_id: Option<String>,
-    pub owner_name: Option<String>,
-    pub owner_email: Option<String>,
-    pub pipeline: Option<String>,
+    pub account_id: Option<Text>,
+    pub account_name: Option<Text>,
+    pub contact_id: Option<Text>,
+    pub contact_name: Option<Text>,
+    pub owner_id: Option<Text>,
+    pub owner_name: Option<Text>,
+    pub owner_email: Option<Text>,
+    pub pipeline: Option<Text>,
     #[serde(rename = "type")]
-    pub deal_type: Option<String>,
-    pub lead_source: Option<String>,
-    pub tags: Vec<String>,
+    pub deal_type: Option<Text>,
+    pub lead_source: Option<Text>,
+    pub tags: Vec<Text>,
     #[serde(serialize_with = "opt_instant")]
     pub created_time: Option<DateTime<Utc>>,
     #[serde(serialize_with = "instant")]
@@ -58,7 +63,7 @@ pub struct DealRow {
     /// writes rows as JSON appends it itself (`write_json_line`).
     #[serde(skip)]
     pub raw: Raw,
-    pub sync_run_id: String,
+    pub sync_run_id: Arc<str>,
     #[serde(serialize_with = "instant")]
     pub synced_at: DateTime<Utc>,
     /// False once the deal left "Closed Won" in the CRM (reopened or lost).
@@ -235,14 +240,15 @@ pub struct Quarantined {
 pub enum Mapped {
     Row(Box<DealRow>),
     /// Zoho's `equals` matched a stage that merely contains "Closed Won"; not ours.
-    NotClosedWon { deal_id: Option<String>, stage: Option<String> },
+    NotClosedWon { deal_id: Option<Text>, stage: Option<Text> },
     Quarantined(Box<Quarantined>),
 }
 
 /// Run-wide values stamped on every row.
 #[derive(Debug, Clone)]
 pub struct RunStamp {
-    pub run_id: String,
+    /// Shared by every row of the run (each row holds it without a copy).
+    pub run_id: Arc<str>,
     pub synced_at: DateTime<Utc>,
     /// Fields promoted to their own columns by the config file.
     pub promoted: &'static [Promoted],
@@ -360,12 +366,12 @@ fn wire<'a>(rec: &Record<'a>, promoted: &[Promoted]) -> Result<DealWire<'a>, Str
 
 /// Maps one record of a page. Never panics, whatever the input.
 pub fn map_record(rec: &Record<'_>, stamp: &RunStamp) -> Mapped {
-    let quarantine = |deal_id: Option<String>, reason: String| {
+    let quarantine = |deal_id: Option<Text>, reason: String| {
         Mapped::Quarantined(Box::new(Quarantined {
-            deal_id,
+            deal_id: deal_id.map(String::from),
             reason,
             raw: rec.to_raw(),
-            sync_run_id: stamp.run_id.clone(),
+            sync_run_id: stamp.run_id.to_string(),
             quarantined_at: stamp.synced_at,
         }))
     };
@@ -413,26 +419,26 @@ pub fn map_json(text: &str, stamp: &RunStamp) -> Mapped {
 
 /// Every typed column of a row, read before the raw record is moved into it.
 struct Typed {
-    deal_name: Option<String>,
+    deal_name: Option<Text>,
     amount: Option<Decimal>,
     expected_revenue: Option<Decimal>,
     exchange_rate: Option<Decimal>,
-    currency: Option<String>,
+    currency: Option<Text>,
     probability: Option<i64>,
     closing_date: Option<NaiveDate>,
-    account: (Option<String>, Option<String>),
-    contact: (Option<String>, Option<String>),
+    account: (Option<Text>, Option<Text>),
+    contact: (Option<Text>, Option<Text>),
     owner: Owner,
-    pipeline: Option<String>,
-    deal_type: Option<String>,
-    lead_source: Option<String>,
-    tags: Vec<String>,
+    pipeline: Option<Text>,
+    deal_type: Option<Text>,
+    lead_source: Option<Text>,
+    tags: Vec<Text>,
     created_time: Option<DateTime<Utc>>,
     modified_time: DateTime<Utc>,
 }
 
 impl Typed {
-    fn into_row(self, deal_id: String, stage: String, raw: Raw, stamp: &RunStamp) -> DealRow {
+    fn into_row(self, deal_id: Text, stage: Text, raw: Raw, stamp: &RunStamp) -> DealRow {
         DealRow {
             deal_id,
             deal_name: self.deal_name,
@@ -523,11 +529,11 @@ fn text_of<'a>(field: &'static str, raw: &'a str) -> Result<Cow<'a, str>, FieldE
         .map_err(|_| err(field, format!("unreadable text {}", shown(raw))))
 }
 
-fn text(field: &'static str, raw: Option<&str>) -> Result<Option<String>, FieldError> {
+fn text(field: &'static str, raw: Option<&str>) -> Result<Option<Text>, FieldError> {
     if is_null(raw) {
         return Ok(None);
     }
-    text_of(field, raw.expect("checked")).map(|t| Some(t.into_owned()))
+    text_of(field, raw.expect("checked")).map(|t| Some(Text::from(t)))
 }
 
 /// Rewrites `\uXXXX` escapes of unpaired surrogates in a JSON string literal as `\ufffd`.
@@ -572,7 +578,7 @@ fn replace_lone_surrogates(lit: &str) -> String {
 }
 
 /// A Zoho id: a string of digits (the usual form) or a JSON integer.
-fn id_of(raw: Option<&str>) -> Result<Option<String>, FieldError> {
+fn id_of(raw: Option<&str>) -> Result<Option<Text>, FieldError> {
     if is_null(raw) {
         return Ok(None);
     }
@@ -582,7 +588,7 @@ fn id_of(raw: Option<&str>) -> Result<Option<String>, FieldError> {
     if id.is_empty() || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err("id", format!("expected a numeric id, got {}", shown(raw))));
     }
-    Ok(Some(id.to_string()))
+    Ok(Some(Text::from(id)))
 }
 
 /// An exact decimal from a JSON number or a numeric string. `""` counts as empty.
@@ -697,18 +703,18 @@ fn lookup_wire<'a>(field: &'static str, raw: Option<&'a str>) -> Result<Option<L
     Ok(Some(l))
 }
 
-fn lookup_id(field: &'static str, raw: Option<&str>) -> Result<Option<String>, FieldError> {
+fn lookup_id(field: &'static str, raw: Option<&str>) -> Result<Option<Text>, FieldError> {
     id_of(raw).map_err(|e| err(field, format!("id {}", e.problem)))
 }
 
-fn lookup(field: &'static str, raw: Option<&str>) -> Result<(Option<String>, Option<String>), FieldError> {
+fn lookup(field: &'static str, raw: Option<&str>) -> Result<(Option<Text>, Option<Text>), FieldError> {
     match lookup_wire(field, raw)? {
         None => Ok((None, None)),
         Some(l) => Ok((lookup_id(field, l.id)?, text(field, l.name)?)),
     }
 }
 
-type Owner = (Option<String>, Option<String>, Option<String>);
+type Owner = (Option<Text>, Option<Text>, Option<Text>);
 
 fn owner(raw: Option<&str>) -> Result<Owner, FieldError> {
     match lookup_wire("Owner", raw)? {
@@ -718,7 +724,7 @@ fn owner(raw: Option<&str>) -> Result<Owner, FieldError> {
 }
 
 /// Tags arrive as objects (`{"name","id"}`); plain strings are accepted too.
-fn tags(raw: Option<&str>) -> Result<Vec<String>, FieldError> {
+fn tags(raw: Option<&str>) -> Result<Vec<Text>, FieldError> {
     if is_null(raw) {
         return Ok(Vec::new());
     }
@@ -727,7 +733,7 @@ fn tags(raw: Option<&str>) -> Result<Vec<String>, FieldError> {
 
 /// A JSON list of strings or of objects with a `name` (tags, multi-select lookups), as the names; objects
 /// whose name is missing or null are left out.
-pub(crate) fn names(field: &'static str, raw: &str, what: &str) -> Result<Vec<String>, FieldError> {
+pub(crate) fn names(field: &'static str, raw: &str, what: &str) -> Result<Vec<Text>, FieldError> {
     let mut out = Vec::new();
     let mut readable = true;
     let list = json::each_element(raw, |item| {
@@ -748,7 +754,7 @@ pub(crate) fn names(field: &'static str, raw: &str, what: &str) -> Result<Vec<St
             item
         };
         match json::string(name) {
-            Some(n) => out.push(n.into_owned()),
+            Some(n) => out.push(Text::from(n)),
             None => readable = false,
         }
     });
@@ -834,7 +840,7 @@ impl FromStr for RunStamp {
     type Err = std::convert::Infallible;
     /// For tests: a stamp with this run id, synced now.
     fn from_str(run_id: &str) -> Result<Self, Self::Err> {
-        Ok(RunStamp { run_id: run_id.to_string(), synced_at: Utc::now(), promoted: &[] })
+        Ok(RunStamp { run_id: run_id.into(), synced_at: Utc::now(), promoted: &[] })
     }
 }
 

@@ -218,13 +218,13 @@ pub fn table_columns(promoted: &[Promoted]) -> Vec<Column> {
 #[derive(Debug, Clone)]
 pub enum Value {
     Null,
-    Text(String),
+    Text(super::Text),
     Integer(i64),
     Decimal(Decimal),
     Boolean(bool),
     Date(NaiveDate),
     Timestamp(DateTime<Utc>),
-    TextList(Vec<String>),
+    TextList(Vec<super::Text>),
     Json(Raw),
 }
 
@@ -251,7 +251,7 @@ impl Value {
         use rusqlite::types::Value as V;
         match self {
             Value::Null => V::Null,
-            Value::Text(s) => V::Text(s.clone()),
+            Value::Text(s) => V::Text(s.to_string()),
             Value::Integer(i) => V::Integer(*i),
             Value::Decimal(d) => V::Text(super::decimal_text(d).as_str().to_string()),
             Value::Boolean(b) => V::Integer(*b as i64),
@@ -315,7 +315,7 @@ pub(crate) fn read(p: &Promoted, raw: Option<&str>) -> Result<Value, FieldError>
         FieldType::Text => match r.as_bytes().first() {
             Some(b'"') => opt(text(f, raw)?.map(Value::Text)),
             Some(b'{' | b'[') => return Err(err(f, format!("expected text, got {}", shown(r)))),
-            _ => Value::Text(r.to_string()),
+            _ => Value::Text(r.into()),
         },
         FieldType::Integer => opt(integer(f, raw)?.map(Value::Integer)),
         FieldType::Decimal => opt(decimal(f, raw)?.map(Value::Decimal)),
@@ -341,7 +341,7 @@ pub(crate) fn read(p: &Promoted, raw: Option<&str>) -> Result<Value, FieldError>
 }
 
 /// Strings, or objects with a `name` (tags, multi-select lookups); a lone string counts as a one-item list.
-fn text_list(f: &'static str, r: &str) -> Result<Vec<String>, FieldError> {
+fn text_list(f: &'static str, r: &str) -> Result<Vec<super::Text>, FieldError> {
     if r.starts_with('"') {
         return Ok(text(f, Some(r))?.into_iter().filter(|s| !s.is_empty()).collect());
     }

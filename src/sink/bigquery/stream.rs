@@ -17,7 +17,7 @@ use crate::sink::SinkError;
 /// A row waiting in a batch: its serialized form, and what quarantining it would need.
 pub struct Pending {
     pub row: rows::StagedRow,
-    pub deal_id: String,
+    pub deal_id: crate::mapping::Text,
     pub raw: crate::json::Raw,
 }
 
@@ -126,7 +126,7 @@ impl Streamer {
             for (i, p) in pending.into_iter().enumerate() {
                 if let Some(reason) = bad_idx.remove(&i) {
                     refused.push(Quarantined {
-                        deal_id: Some(p.deal_id),
+                        deal_id: Some(p.deal_id.into()),
                         reason,
                         raw: p.raw,
                         sync_run_id: self.run_id.clone(),
