@@ -222,18 +222,18 @@ fn literal_at(b: &[u8], i: usize, word: &'static [u8]) -> Result<usize, Error> {
     }
 }
 
-/// Passes a key at `i`, its colon and the whitespace after it: where the member's value starts.
+/// Passes a key at `i`, its colon and the whitespace after it: the key, and where the member's value starts.
 #[inline(always)]
-fn key_at(b: &[u8], i: usize) -> Result<usize, Error> {
+fn key_at(b: &[u8], i: usize) -> Result<(Key, usize), Error> {
     if b.get(i) != Some(&b'"') {
         return fail(i, "expected a key");
     }
-    let (end, _) = string_at(b, i)?;
+    let (end, escaped) = string_at(b, i)?;
     let colon = ws(b, end);
     if b.get(colon) != Some(&b':') {
         return fail(colon, "expected `:`");
     }
-    Ok(ws(b, colon + 1))
+    Ok((Key { span: Span::new(i, end), escaped }, ws(b, colon + 1)))
 }
 
 /// A cursor over a document that checks what it passes.
@@ -318,7 +318,7 @@ impl<'a> Scanner<'a> {
                     i = ws(b, i);
                     if b.get(i) != Some(if object { &b'}' } else { &b']' }) {
                         if object {
-                            i = key_at(b, i)?;
+                            i = key_at(b, i)?.1;
                         }
                         continue 'value;
                     }
@@ -341,7 +341,7 @@ impl<'a> Scanner<'a> {
                     Some(b',') => {
                         i = ws(b, i + 1);
                         if object {
-                            i = key_at(b, i)?;
+                            i = key_at(b, i)?.1;
                         }
                         continue 'value;
                     }
@@ -383,18 +383,12 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// Passes an object (after whitespace), calling `member` with the scanner after each key and its colon;
-    /// `member` must pass the value.
+    /// Passes an object (after whitespace), calling `member` with the scanner at each member's value (after its
+    /// key, colon and whitespace); `member` must pass the value.
     pub fn object(&mut self, mut member: impl FnMut(&mut Self, Key) -> Result<(), Error>) -> Result<(), Error> {
         self.delimited((b'{', b'}'), ("expected an object", "expected `,` or `}`"), |s| {
-            if s.peek() != Some(b'"') {
-                return s.err("expected a key");
-            }
-            let start = s.pos;
-            let (end, escaped) = string_at(s.b, start)?;
-            s.pos = end;
-            let key = Key { span: Span::new(start, end), escaped };
-            s.expect(b':', "expected `:`")?;
+            let (key, value_start) = key_at(s.b, ws(s.b, s.pos))?;
+            s.pos = value_start;
             member(s, key)
         })
     }

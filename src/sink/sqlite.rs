@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{RunRecord, Sink, SinkError, WriteStats};
 use crate::exit::Exit;
 use super::TableSpec;
-use crate::mapping::{date_text, decimal_text, format_instant, instant_text, Column, DealRow, Quarantined, Short, Text};
+use crate::mapping::{date_text, decimal_text, format_instant, instant_text, Column, DealRow, Quarantined, Short};
 use crate::window::WindowField;
 
 pub const TABLE: &str = "closed_won_deals";
@@ -254,7 +254,7 @@ const _: () = assert!(crate::mapping::COLUMNS.len() == 28, "write_row binds exac
 
 /// Binds one row to the standard columns in `COLUMNS` order, then its promoted values, borrowing what it can.
 /// Short texts are formatted on the stack and the tag list into `scratch`, so binding a row allocates nothing.
-fn write_row<'a>(stmt: &mut rusqlite::CachedStatement<'_>, row: &'a DealRow, scratch: &mut Vec<u8>) -> rusqlite::Result<usize> {
+fn write_row(stmt: &mut rusqlite::CachedStatement<'_>, row: &DealRow, scratch: &mut Vec<u8>) -> rusqlite::Result<usize> {
     let amount = row.amount.as_ref().map(decimal_text);
     let expected = row.expected_revenue.as_ref().map(decimal_text);
     let rate = row.exchange_rate.as_ref().map(decimal_text);
@@ -269,11 +269,10 @@ fn write_row<'a>(stmt: &mut rusqlite::CachedStatement<'_>, row: &'a DealRow, scr
     scratch.clear();
     serde_json::to_writer(&mut *scratch, &row.tags).expect("strings serialize");
     let tags = std::str::from_utf8(scratch).expect("serde_json writes UTF-8");
-    let o = |t: &'a Option<Text>| t.as_deref();
     let [deal_name, currency, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email] =
         [&row.deal_name, &row.currency, &row.account_id, &row.account_name, &row.contact_id, &row.contact_name,
-            &row.owner_id, &row.owner_name, &row.owner_email].map(o);
-    let [pipeline, deal_type, lead_source] = [&row.pipeline, &row.deal_type, &row.lead_source].map(o);
+            &row.owner_id, &row.owner_name, &row.owner_email].map(Option::as_deref);
+    let [pipeline, deal_type, lead_source] = [&row.pipeline, &row.deal_type, &row.lead_source].map(Option::as_deref);
     let (deal_id, stage, run_id) = (row.deal_id.as_str(), row.stage.as_str(), &*row.sync_run_id);
     let standard: [&dyn rusqlite::ToSql; 28] = [
         &deal_id,
