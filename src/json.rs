@@ -44,31 +44,41 @@ pub struct Key {
     pub escaped: bool,
 }
 
-/// One member of an object, as kept for each top-level field of every record of a page (12 bytes: a page of
-/// 200 deals holds 12,000 of them). The key's end is found again from the value's start.
+/// One member of an object, as kept for each top-level field of every record of a page (16 bytes: a page of
+/// 200 deals holds 12,000 of them). Two flags ride in the top bits of the key's offsets, which are 31-bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
     /// The key's start; the top bit says whether it has escapes.
     key_start: u32,
+    /// The key's end; the top bit says whether the value is a string without escapes.
+    key_end: u32,
     pub value: Span,
 }
 
 const ESCAPED: u32 = 1 << 31;
 
 impl Member {
-    fn new(key: Key, value: Span) -> Member {
-        Member { key_start: key.span.start | if key.escaped { ESCAPED } else { 0 }, value }
+    fn new(key: Key, value: Span, plain: bool) -> Member {
+        Member {
+            key_start: key.span.start | if key.escaped { ESCAPED } else { 0 },
+            key_end: key.span.end | if plain { ESCAPED } else { 0 },
+            value,
+        }
     }
 
-    /// The key, in `doc` (the document the member was found in): between it and the value there is only
-    /// whitespace and the colon.
-    pub fn key(&self, doc: &str) -> Key {
-        let b = doc.as_bytes();
-        let mut end = self.value.start as usize;
-        while end > 0 && b[end - 1] != b'"' {
-            end -= 1;
+    /// The key as written, quotes included.
+    #[inline]
+    pub fn key(&self) -> Key {
+        Key {
+            span: Span { start: self.key_start & !ESCAPED, end: self.key_end & !ESCAPED },
+            escaped: self.key_start & ESCAPED != 0,
         }
-        Key { span: Span::new((self.key_start & !ESCAPED) as usize, end), escaped: self.key_start & ESCAPED != 0 }
+    }
+
+    /// The value is a string without escapes: its text between the quotes is the string itself.
+    #[inline]
+    pub fn plain_string(&self) -> bool {
+        self.key_end & ESCAPED != 0
     }
 }
 
@@ -396,23 +406,27 @@ impl<'a> Scanner<'a> {
     /// Passes an object and appends its members, values spanned, to `out`.
     pub fn members_into(&mut self, out: &mut Vec<Member>) -> Result<(), Error> {
         self.object(|s, key| {
-            let value = s.member_value()?;
-            out.push(Member::new(key, value));
+            let (value, plain) = s.member_value()?;
+            out.push(Member::new(key, value, plain));
             Ok(())
         })
     }
 
-    /// `value`, with the scalars most of a record's members hold (text and null) passed without a call.
+    /// `value`, with the scalars most of a record's members hold (text and null) passed without a call; also
+    /// whether it is a string without escapes.
     #[inline(always)]
-    fn member_value(&mut self) -> Result<Span, Error> {
+    fn member_value(&mut self) -> Result<(Span, bool), Error> {
         let i = ws(self.b, self.pos);
-        let end = match self.b.get(i) {
-            Some(b'"') => string_at(self.b, i)?.0,
-            Some(b'n') => literal_at(self.b, i, b"null")?,
-            _ => return self.value(),
+        let (end, plain) = match self.b.get(i) {
+            Some(b'"') => {
+                let (end, escaped) = string_at(self.b, i)?;
+                (end, !escaped)
+            }
+            Some(b'n') => (literal_at(self.b, i, b"null")?, false),
+            _ => return Ok((self.value()?, false)),
         };
         self.pos = end;
-        Ok(Span::new(i, end))
+        Ok((Span::new(i, end), plain))
     }
 
     /// Passes an array (after whitespace), calling `element` with the scanner at each element; `element` must

@@ -15,7 +15,7 @@ use serde::{Serialize, Serializer};
 
 use crate::json::{self, Raw};
 use crate::zoho::criteria::CLOSED_WON;
-use crate::zoho::{Page, Record};
+use crate::zoho::{Field, Page, Record};
 
 pub mod promoted;
 
@@ -269,7 +269,7 @@ impl fmt::Display for FieldError {
 
 /// Which standard field a key names: an index into `STANDARD_FIELDS`, found through a table built at compile
 /// time (a record has about 60 keys and only 18 are read, so a key that is not ours must cost almost nothing).
-fn standard_slot(key: &str) -> Option<usize> {
+fn standard_slot(key: &[u8]) -> Option<usize> {
     const fn bucket(b: &[u8]) -> usize {
         (b.len() * 5 + b[0] as usize + ((b[1] as usize) << 2)) & 63
     }
@@ -284,12 +284,11 @@ fn standard_slot(key: &str) -> Option<usize> {
         }
         t
     };
-    let b = key.as_bytes();
-    if b.len() < 2 {
+    if key.len() < 2 {
         return None;
     }
-    let i = TABLE[bucket(b)] as usize;
-    (i < STANDARD_FIELDS.len() && STANDARD_FIELDS[i].0 == key).then_some(i)
+    let i = TABLE[bucket(key)] as usize;
+    (i < STANDARD_FIELDS.len() && STANDARD_FIELDS[i].0.as_bytes() == key).then_some(i)
 }
 
 /// Slots of `STANDARD_FIELDS`, each found by its field's name when the crate is built (a name that is not a
@@ -338,7 +337,7 @@ mod slot {
 
 /// The fields we type, as the JSON text of their values within the page; everything else stays only in `raw`.
 struct DealWire<'a> {
-    standard: [Option<&'a str>; slot::COUNT],
+    standard: [Option<Field<'a>>; slot::COUNT],
     /// One slot per promoted field, in the configuration's order.
     extras: Vec<Option<&'a str>>,
 }
@@ -348,16 +347,23 @@ struct DealWire<'a> {
 fn wire<'a>(rec: &Record<'a>, promoted: &[Promoted]) -> Result<DealWire<'a>, String> {
     let mut w = DealWire { standard: [None; slot::COUNT], extras: vec![None; promoted.len()] };
     for f in rec.fields() {
-        let name = f.name();
-        if let Some(i) = standard_slot(&name) {
-            if w.standard[i].replace(f.value).is_some() {
+        let slot = match f.plain_key() {
+            Some(name) => standard_slot(name),
+            None => standard_slot(f.name().as_bytes()),
+        };
+        if let Some(i) = slot {
+            if w.standard[i].replace(f).is_some() {
                 return Err(format!("record: duplicate field `{}`", STANDARD_FIELDS[i].0));
             }
         }
+        if promoted.is_empty() {
+            continue;
+        }
         // A field may be promoted whether or not it is standard (e.g. a lookup's name), even twice.
+        let name = f.name();
         for (i, p) in promoted.iter().enumerate() {
             if p.field == name {
-                w.extras[i] = Some(f.value);
+                w.extras[i] = Some(f.value());
             }
         }
     }
@@ -475,6 +481,7 @@ impl Typed {
 
 fn typed_fields(w: &DealWire) -> Result<Typed, FieldError> {
     let v = |i: usize| w.standard[i];
+    let json = |i: usize| w.standard[i].map(|f| f.value());
     let modified_time = instant_field("Modified_Time", v(slot::MODIFIED_TIME))?
         .ok_or_else(|| FieldError { field: "Modified_Time", problem: "missing; it decides which copy is newer".into() })?;
     Ok(Typed {
@@ -485,13 +492,13 @@ fn typed_fields(w: &DealWire) -> Result<Typed, FieldError> {
         currency: text("Currency", v(slot::CURRENCY))?,
         probability: integer("Probability", v(slot::PROBABILITY))?,
         closing_date: date("Closing_Date", v(slot::CLOSING_DATE))?,
-        account: lookup("Account_Name", v(slot::ACCOUNT))?,
-        contact: lookup("Contact_Name", v(slot::CONTACT))?,
-        owner: owner(v(slot::OWNER))?,
+        account: lookup("Account_Name", json(slot::ACCOUNT))?,
+        contact: lookup("Contact_Name", json(slot::CONTACT))?,
+        owner: owner(json(slot::OWNER))?,
         pipeline: text("Pipeline", v(slot::PIPELINE))?,
         deal_type: text("Type", v(slot::TYPE))?,
         lead_source: text("Lead_Source", v(slot::LEAD_SOURCE))?,
-        tags: tags(v(slot::TAG))?,
+        tags: tags(json(slot::TAG))?,
         created_time: instant_field("Created_Time", v(slot::CREATED_TIME))?,
         modified_time,
     })
@@ -510,14 +517,42 @@ fn shown(raw: &str) -> String {
     }
 }
 
-fn is_null(raw: Option<&str>) -> bool {
-    raw.is_none_or(|r| r == "null")
+fn is_null<'a>(raw: Option<impl Wire<'a>>) -> bool {
+    raw.is_none_or(|r| r.json() == "null")
+}
+
+/// A value to read: its JSON text, and the string itself when the page's scanner already found it to be a
+/// string without escapes (most of a record's), which then needs neither a check nor unescaping.
+pub(crate) trait Wire<'a>: Copy {
+    fn json(self) -> &'a str;
+    fn plain_string(self) -> Option<&'a str> {
+        None
+    }
+}
+
+impl<'a> Wire<'a> for &'a str {
+    fn json(self) -> &'a str {
+        self
+    }
+}
+
+impl<'a> Wire<'a> for Field<'a> {
+    fn json(self) -> &'a str {
+        self.value()
+    }
+    fn plain_string(self) -> Option<&'a str> {
+        Field::plain_string(&self)
+    }
 }
 
 /// The text of a JSON string value, borrowed unless it has escapes. A lone UTF-16 surrogate escape
 /// (`\ud800`) is not text Rust can hold: the rest of the string is kept and the gap marked with U+FFFD
 /// (`raw` still holds the original).
-fn text_of<'a>(field: &'static str, raw: &'a str) -> Result<Cow<'a, str>, FieldError> {
+fn text_of<'a>(field: &'static str, raw: impl Wire<'a>) -> Result<Cow<'a, str>, FieldError> {
+    if let Some(text) = raw.plain_string() {
+        return Ok(Cow::Borrowed(text));
+    }
+    let raw = raw.json();
     if let Some(text) = json::string(raw) {
         return Ok(text);
     }
@@ -529,11 +564,11 @@ fn text_of<'a>(field: &'static str, raw: &'a str) -> Result<Cow<'a, str>, FieldE
         .map_err(|_| err(field, format!("unreadable text {}", shown(raw))))
 }
 
-fn text(field: &'static str, raw: Option<&str>) -> Result<Option<Text>, FieldError> {
-    if is_null(raw) {
-        return Ok(None);
+fn text<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<Text>, FieldError> {
+    match raw {
+        Some(r) if !is_null(raw) => text_of(field, r).map(|t| Some(Text::from(t))),
+        _ => Ok(None),
     }
-    text_of(field, raw.expect("checked")).map(|t| Some(Text::from(t)))
 }
 
 /// Rewrites `\uXXXX` escapes of unpaired surrogates in a JSON string literal as `\ufffd`.
@@ -578,12 +613,10 @@ fn replace_lone_surrogates(lit: &str) -> String {
 }
 
 /// A Zoho id: a string of digits (the usual form) or a JSON integer.
-fn id_of(raw: Option<&str>) -> Result<Option<Text>, FieldError> {
-    if is_null(raw) {
-        return Ok(None);
-    }
-    let raw = raw.expect("checked");
-    let id = if raw.starts_with('"') { text_of("id", raw)? } else { Cow::Borrowed(raw) };
+fn id_of<'a>(wire: Option<impl Wire<'a>>) -> Result<Option<Text>, FieldError> {
+    let Some(wire) = wire.filter(|_| !is_null(wire)) else { return Ok(None) };
+    let raw = wire.json();
+    let id = if raw.starts_with('"') { text_of("id", wire)? } else { Cow::Borrowed(raw) };
     let id = id.trim();
     if id.is_empty() || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err("id", format!("expected a numeric id, got {}", shown(raw))));
@@ -592,14 +625,12 @@ fn id_of(raw: Option<&str>) -> Result<Option<Text>, FieldError> {
 }
 
 /// An exact decimal from a JSON number or a numeric string. `""` counts as empty.
-pub fn decimal(field: &'static str, raw: Option<&str>) -> Result<Option<Decimal>, FieldError> {
-    if is_null(raw) {
-        return Ok(None);
-    }
-    let raw = raw.expect("checked");
+pub(crate) fn decimal<'a>(field: &'static str, wire: Option<impl Wire<'a>>) -> Result<Option<Decimal>, FieldError> {
+    let Some(wire) = wire.filter(|_| !is_null(wire)) else { return Ok(None) };
+    let raw = wire.json();
     let quoted;
     let digits = if raw.starts_with('"') {
-        quoted = text_of(field, raw).map_err(|_| err(field, format!("unreadable {}", shown(raw))))?;
+        quoted = text_of(field, wire).map_err(|_| err(field, format!("unreadable {}", shown(raw))))?;
         let inner = quoted.trim();
         if inner.is_empty() {
             return Ok(None);
@@ -625,7 +656,7 @@ pub fn decimal(field: &'static str, raw: Option<&str>) -> Result<Option<Decimal>
     Ok(Some(d))
 }
 
-fn integer(field: &'static str, raw: Option<&str>) -> Result<Option<i64>, FieldError> {
+fn integer<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<i64>, FieldError> {
     let Some(d) = decimal(field, raw)? else { return Ok(None) };
     if !d.fract().is_zero() {
         return Err(err(field, format!("{d} is not a whole number")));
@@ -645,11 +676,9 @@ fn ymd(s: &str) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
 }
 
-fn date(field: &'static str, raw: Option<&str>) -> Result<Option<NaiveDate>, FieldError> {
-    if is_null(raw) {
-        return Ok(None);
-    }
-    let s = text_of(field, raw.expect("checked"))?;
+fn date<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<NaiveDate>, FieldError> {
+    let Some(raw) = raw.filter(|_| !is_null(raw)) else { return Ok(None) };
+    let s = text_of(field, raw)?;
     if s.is_empty() {
         return Ok(None);
     }
@@ -660,11 +689,9 @@ fn date(field: &'static str, raw: Option<&str>) -> Result<Option<NaiveDate>, Fie
 }
 
 /// An instant with an offset, as Zoho writes them (`2026-11-27T10:00:00+05:30`), converted to UTC.
-fn instant_field(field: &'static str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, FieldError> {
-    if is_null(raw) {
-        return Ok(None);
-    }
-    let s = text_of(field, raw.expect("checked"))?;
+fn instant_field<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<DateTime<Utc>>, FieldError> {
+    let Some(raw) = raw.filter(|_| !is_null(raw)) else { return Ok(None) };
+    let s = text_of(field, raw)?;
     if s.is_empty() {
         return Ok(None);
     }
@@ -1023,6 +1050,21 @@ mod tests {
         assert!(reason(&twice).contains("duplicate field `Stage`"), "{}", reason(&twice));
         let escaped = row(&GOOD.replace("\"Deal_Name\"", "\"Deal\\u005fName\""));
         assert_eq!(escaped.deal_name.as_deref(), Some("Zylker GmbH – renewal ✓"));
+    }
+
+    #[test]
+    fn values_with_escapes_are_read_unescaped_like_plain_ones() {
+        let escaped = GOOD
+            .replace("\"4876876000001034017\"", "\"48768760000010340\\u00317\"")
+            .replace("\"Zylker GmbH – renewal ✓\"", "\"Zylker \\\"GmbH\\\"\\nrenewal\"")
+            .replace("\"2026-11-27\"", "\"2026\\u002d11-27\"")
+            .replace("\"2026-11-27T10:00:00+05:30\"", "\"2026-11-27T10:00:00\\u002b05:30\"")
+            .replace("\"EUR\"", "\"\\u0045UR\"");
+        let (e, p) = (row(&escaped), row(GOOD));
+        assert_eq!(e.deal_id, "4876876000001034017");
+        assert_eq!(e.deal_name.as_deref(), Some("Zylker \"GmbH\"\nrenewal"));
+        assert_eq!((e.closing_date, e.modified_time, e.currency.as_deref()), (p.closing_date, p.modified_time, Some("EUR")));
+        assert_ne!(e.raw.get(), p.raw.get(), "raw keeps the escapes as sent");
     }
 
     #[test]

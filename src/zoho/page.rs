@@ -37,18 +37,39 @@ pub struct Record<'a> {
     members: &'a [Member],
 }
 
-/// One top-level field of a record: the key as written (quotes included) and the value's JSON text.
+/// One top-level field of a record, read on demand: a record has about 60 fields and a sync types 18, so a
+/// field that is only matched by its key costs no more than that match.
 #[derive(Debug, Clone, Copy)]
 pub struct Field<'a> {
-    pub key: &'a str,
-    pub key_escaped: bool,
-    pub value: &'a str,
+    body: &'a str,
+    member: Member,
 }
 
-impl Field<'_> {
+impl<'a> Field<'a> {
+    /// The key between its quotes, when it has no escapes (then it is the field's name).
+    #[inline]
+    pub fn plain_key(&self) -> Option<&'a [u8]> {
+        let key = self.member.key();
+        (!key.escaped).then(|| &self.body.as_bytes()[key.span.start as usize + 1..key.span.end as usize - 1])
+    }
+
     /// The field's name (the key unescaped).
-    pub fn name(&self) -> std::borrow::Cow<'_, str> {
-        json::key_name(self.key, self.key_escaped)
+    pub fn name(&self) -> std::borrow::Cow<'a, str> {
+        let key = self.member.key();
+        json::key_name(key.span.of(self.body), key.escaped)
+    }
+
+    /// The value's JSON text.
+    #[inline]
+    pub fn value(&self) -> &'a str {
+        self.member.value.of(self.body)
+    }
+
+    /// The value's string, when it is a string without escapes (nothing left to check or unescape).
+    #[inline]
+    pub fn plain_string(&self) -> Option<&'a str> {
+        let v = self.member.value;
+        self.member.plain_string().then(|| Span { start: v.start + 1, end: v.end - 1 }.of(self.body))
     }
 }
 
@@ -65,15 +86,12 @@ impl<'a> Record<'a> {
     /// The record's top-level fields in the order received (repeated keys included).
     pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + 'a {
         let body = self.body;
-        self.members.iter().map(move |m| {
-            let key = m.key(body);
-            Field { key: key.span.of(body), key_escaped: key.escaped, value: m.value.of(body) }
-        })
+        self.members.iter().map(move |&member| Field { body, member })
     }
 
     /// The JSON text of the first field called `name`.
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.fields().find(|f| f.name() == name).map(|f| f.value)
+        self.fields().find(|f| f.name() == name).map(|f| f.value())
     }
 
     /// The record as owned JSON text, for `raw`.
@@ -212,6 +230,26 @@ mod tests {
         assert!(!second.is_object());
         assert_eq!((second.text(), second.fields().count()), ("7", 0));
         assert_eq!(page.last().unwrap().get("id"), Some("\"2\""), "escaped keys are found by name");
+    }
+
+    #[test]
+    fn a_field_gives_its_string_directly_only_when_it_has_no_escapes() {
+        let page = Page::of_records([r#"{"a":"plain","b":"tab\tbed","c":7,"d":null,"e":"","f\u0067":"x","h":["y"]}"#], false).unwrap();
+        let rec = page.get(0).unwrap();
+        let seen: Vec<_> = rec.fields().map(|f| (f.name().into_owned(), f.plain_key().is_some(), f.plain_string(), f.value())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_string(), true, Some("plain"), "\"plain\""),
+                ("b".to_string(), true, None, r#""tab\tbed""#),
+                ("c".to_string(), true, None, "7"),
+                ("d".to_string(), true, None, "null"),
+                ("e".to_string(), true, Some(""), "\"\""),
+                ("fg".to_string(), false, Some("x"), "\"x\""),
+                ("h".to_string(), true, None, "[\"y\"]"),
+            ]
+        );
+        assert_eq!(rec.fields().next().unwrap().plain_key(), Some(&b"a"[..]));
     }
 
     #[test]
