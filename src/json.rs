@@ -6,7 +6,7 @@
 //! byte spans: each record's text and each record's top-level members. Mapping reads values from those spans;
 //! a value inside a member (a lookup's `name`, a tag list) is read by walking the member's text again, which is
 //! short. Passing a value is one loop over its bytes with the open containers kept as bits, strings are
-//! searched sixteen bytes at a time, and a record's text and null members are passed without a call. The
+//! searched sixteen bytes at a time, and a record's scalar members are passed without a call. The
 //! grammar is the one serde_json accepts (RFC 8259, with `\u` escapes of lone surrogates allowed as serde_json
 //! allows them in text it only checks); only nesting deeper than 1024 levels is refused.
 
@@ -412,8 +412,8 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    /// `value`, with the scalars most of a record's members hold (text and null) passed without a call; also
-    /// whether it is a string without escapes.
+    /// `value`, with the scalars a record's members mostly hold (text, null, numbers, booleans) passed without
+    /// a call; also whether it is a string without escapes.
     #[inline(always)]
     fn member_value(&mut self) -> Result<(Span, bool), Error> {
         let i = ws(self.b, self.pos);
@@ -423,6 +423,9 @@ impl<'a> Scanner<'a> {
                 (end, !escaped)
             }
             Some(b'n') => (literal_at(self.b, i, b"null")?, false),
+            Some(b'-' | b'0'..=b'9') => (number_at(self.b, i)?, false),
+            Some(b't') => (literal_at(self.b, i, b"true")?, false),
+            Some(b'f') => (literal_at(self.b, i, b"false")?, false),
             _ => return Ok((self.value()?, false)),
         };
         self.pos = end;
@@ -448,7 +451,7 @@ pub fn validate(doc: &str) -> Result<(), Error> {
 pub fn each_member<'a>(text: &'a str, mut f: impl FnMut(&'a str, bool, &'a str)) -> bool {
     let Ok(mut s) = Scanner::new(text) else { return false };
     s.object(|s, key| {
-        let v = s.value()?;
+        let (v, _) = s.member_value()?;
         f(key.span.of(text), key.escaped, v.of(text));
         Ok(())
     })
