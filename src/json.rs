@@ -82,6 +82,62 @@ impl Member {
     }
 }
 
+/// One member of an object, read on demand: a record has about 60 fields and a sync types 18, so a field that
+/// is only matched by its key costs no more than that match, and a string found without escapes is not looked
+/// at again.
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a> {
+    body: &'a str,
+    member: Member,
+}
+
+impl<'a> Field<'a> {
+    /// `member` of the document `body` it was found in.
+    pub(crate) fn new(body: &'a str, member: Member) -> Field<'a> {
+        Field { body, member }
+    }
+
+    /// The key as written, quotes included.
+    pub fn key(&self) -> &'a str {
+        self.member.key().span.of(self.body)
+    }
+
+    /// The key between its quotes, when it has no escapes (then it is the field's name).
+    #[inline]
+    pub fn plain_key(&self) -> Option<&'a [u8]> {
+        let key = self.member.key();
+        (!key.escaped).then(|| &self.body.as_bytes()[key.span.start as usize + 1..key.span.end as usize - 1])
+    }
+
+    /// The field is called `name`.
+    #[inline]
+    pub fn is(&self, name: &str) -> bool {
+        match self.plain_key() {
+            Some(key) => key == name.as_bytes(),
+            None => self.name() == name,
+        }
+    }
+
+    /// The field's name (the key unescaped).
+    pub fn name(&self) -> Cow<'a, str> {
+        let key = self.member.key();
+        key_name(key.span.of(self.body), key.escaped)
+    }
+
+    /// The value's JSON text.
+    #[inline]
+    pub fn value(&self) -> &'a str {
+        self.member.value.of(self.body)
+    }
+
+    /// The value's string, when it is a string without escapes (nothing left to check or unescape).
+    #[inline]
+    pub fn plain_string(&self) -> Option<&'a str> {
+        let v = self.member.value;
+        self.member.plain_string().then(|| Span { start: v.start + 1, end: v.end - 1 }.of(self.body))
+    }
+}
+
 /// Why a text is not JSON, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
@@ -446,13 +502,13 @@ pub fn validate(doc: &str) -> Result<(), Error> {
     s.end()
 }
 
-/// Calls `f(key as written, whether the key has escapes, value text)` for each member of the object `text`.
-/// False if `text` is not an object (or not JSON); `f` may have seen some members by then.
-pub fn each_member<'a>(text: &'a str, mut f: impl FnMut(&'a str, bool, &'a str)) -> bool {
+/// Calls `f` with each member of the object `text`. False if `text` is not an object (or not JSON); `f` may
+/// have seen some members by then.
+pub fn each_member<'a>(text: &'a str, mut f: impl FnMut(Field<'a>)) -> bool {
     let Ok(mut s) = Scanner::new(text) else { return false };
     s.object(|s, key| {
-        let (v, _) = s.member_value()?;
-        f(key.span.of(text), key.escaped, v.of(text));
+        let (value, plain) = s.member_value()?;
+        f(Field::new(text, Member::new(key, value, plain)));
         Ok(())
     })
     .and_then(|()| s.end())
@@ -539,7 +595,7 @@ mod tests {
 
     fn members(text: &str) -> Option<Vec<(&str, &str)>> {
         let mut out = Vec::new();
-        each_member(text, |k, _, v| out.push((k, v))).then_some(out)
+        each_member(text, |f| out.push((f.key(), f.value()))).then_some(out)
     }
 
     fn elements(text: &str) -> Option<Vec<&str>> {

@@ -13,9 +13,9 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::{Serialize, Serializer};
 
-use crate::json::{self, Raw};
+use crate::json::{self, Field, Raw};
 use crate::zoho::criteria::CLOSED_WON;
-use crate::zoho::{Field, Page, Record};
+use crate::zoho::{Page, Record};
 
 pub mod promoted;
 
@@ -700,12 +700,12 @@ fn instant_field<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<
         .map_err(|_| err(field, format!("\"{s}\" is not an ISO-8601 date-time with an offset")))
 }
 
-/// A lookup (`{"name", "id"}`, the owner also with `email`), as the JSON text of those members.
+/// A lookup (`{"name", "id"}`, the owner also with `email`), as those members.
 #[derive(Default)]
 struct LookupWire<'a> {
-    id: Option<&'a str>,
-    name: Option<&'a str>,
-    email: Option<&'a str>,
+    id: Option<Field<'a>>,
+    name: Option<Field<'a>>,
+    email: Option<Field<'a>>,
 }
 
 fn lookup_wire<'a>(field: &'static str, raw: Option<&'a str>) -> Result<Option<LookupWire<'a>>, FieldError> {
@@ -715,14 +715,17 @@ fn lookup_wire<'a>(field: &'static str, raw: Option<&'a str>) -> Result<Option<L
     let raw = raw.expect("checked");
     let mut l = LookupWire::default();
     let mut repeated = false;
-    let object = json::each_member(raw, |key, escaped, value| {
-        let slot = match &*json::key_name(key, escaped) {
-            "id" => &mut l.id,
-            "name" => &mut l.name,
-            "email" => &mut l.email,
-            _ => return,
+    let object = json::each_member(raw, |f| {
+        let slot = if f.is("id") {
+            &mut l.id
+        } else if f.is("name") {
+            &mut l.name
+        } else if f.is("email") {
+            &mut l.email
+        } else {
+            return;
         };
-        repeated |= slot.replace(value).is_some();
+        repeated |= slot.replace(f).is_some();
     });
     if !object || repeated {
         return Err(err(field, format!("expected an object with id and name, got {}", shown(raw))));
@@ -730,7 +733,7 @@ fn lookup_wire<'a>(field: &'static str, raw: Option<&'a str>) -> Result<Option<L
     Ok(Some(l))
 }
 
-fn lookup_id(field: &'static str, raw: Option<&str>) -> Result<Option<Text>, FieldError> {
+fn lookup_id<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<Text>, FieldError> {
     id_of(raw).map_err(|e| err(field, format!("id {}", e.problem)))
 }
 
@@ -766,16 +769,20 @@ pub(crate) fn names(field: &'static str, raw: &str, what: &str) -> Result<Vec<Te
     let list = json::each_element(raw, |item| {
         let name = if item.starts_with('{') {
             let (mut name, mut seen) = (None, 0);
-            readable &= json::each_member(item, |k, escaped, v| {
-                if json::key_name(k, escaped) == "name" {
-                    name = Some(v);
+            readable &= json::each_member(item, |f| {
+                if f.is("name") {
+                    name = Some(f);
                     seen += 1;
                 }
             });
             readable &= seen <= 1;
             match name {
-                None | Some("null") => return,
-                Some(v) => v,
+                None => return,
+                Some(f) if f.value() == "null" => return,
+                Some(f) => match f.plain_string() {
+                    Some(n) => return out.push(Text::from(n)),
+                    None => f.value(),
+                },
             }
         } else {
             item

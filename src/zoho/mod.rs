@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, Semaphore};
 use url::Url;
 
 pub use auth::AccessToken;
-pub use page::{Field, Page, Record};
+pub use page::{Page, Record};
 pub use error::{ApiErrorBody, AuthError, ZohoError};
 pub use crate::retry::RetryPolicy;
 

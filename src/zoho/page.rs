@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::json::{self, Member, Scanner, Span};
+use crate::json::{self, Field, Member, Scanner, Span};
 
 /// A page of records as Zoho sent them.
 #[derive(Debug)]
@@ -37,42 +37,6 @@ pub struct Record<'a> {
     members: &'a [Member],
 }
 
-/// One top-level field of a record, read on demand: a record has about 60 fields and a sync types 18, so a
-/// field that is only matched by its key costs no more than that match.
-#[derive(Debug, Clone, Copy)]
-pub struct Field<'a> {
-    body: &'a str,
-    member: Member,
-}
-
-impl<'a> Field<'a> {
-    /// The key between its quotes, when it has no escapes (then it is the field's name).
-    #[inline]
-    pub fn plain_key(&self) -> Option<&'a [u8]> {
-        let key = self.member.key();
-        (!key.escaped).then(|| &self.body.as_bytes()[key.span.start as usize + 1..key.span.end as usize - 1])
-    }
-
-    /// The field's name (the key unescaped).
-    pub fn name(&self) -> std::borrow::Cow<'a, str> {
-        let key = self.member.key();
-        json::key_name(key.span.of(self.body), key.escaped)
-    }
-
-    /// The value's JSON text.
-    #[inline]
-    pub fn value(&self) -> &'a str {
-        self.member.value.of(self.body)
-    }
-
-    /// The value's string, when it is a string without escapes (nothing left to check or unescape).
-    #[inline]
-    pub fn plain_string(&self) -> Option<&'a str> {
-        let v = self.member.value;
-        self.member.plain_string().then(|| Span { start: v.start + 1, end: v.end - 1 }.of(self.body))
-    }
-}
-
 impl<'a> Record<'a> {
     /// The record exactly as received (checked JSON).
     pub fn text(&self) -> &'a str {
@@ -86,12 +50,12 @@ impl<'a> Record<'a> {
     /// The record's top-level fields in the order received (repeated keys included).
     pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + 'a {
         let body = self.body;
-        self.members.iter().map(move |&member| Field { body, member })
+        self.members.iter().map(move |&member| Field::new(body, member))
     }
 
     /// The JSON text of the first field called `name`.
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.fields().find(|f| f.name() == name).map(|f| f.value())
+        self.fields().find(|f| f.is(name)).map(|f| f.value())
     }
 
     /// The record as owned JSON text, for `raw`.
@@ -250,6 +214,9 @@ mod tests {
             ]
         );
         assert_eq!(rec.fields().next().unwrap().plain_key(), Some(&b"a"[..]));
+        let is = |i: usize, name: &str| rec.fields().nth(i).unwrap().is(name);
+        assert!(is(0, "a") && !is(0, "b") && !is(0, "aa"));
+        assert!(is(5, "fg") && !is(5, "f\\u0067"), "an escaped key is matched by its name");
     }
 
     #[test]
