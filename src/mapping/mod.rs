@@ -335,7 +335,7 @@ mod slot {
     pub const COUNT: usize = STANDARD_FIELDS.len();
 }
 
-/// The fields we type, as the JSON text of their values within the page; everything else stays only in `raw`.
+/// The fields we type, as found in the page; everything else stays only in `raw`.
 struct DealWire<'a> {
     standard: [Option<Field<'a>>; slot::COUNT],
     /// One slot per promoted field, in the configuration's order.
@@ -521,6 +521,11 @@ fn is_null<'a>(raw: Option<impl Wire<'a>>) -> bool {
     raw.is_none_or(|r| r.json() == "null")
 }
 
+/// The value, unless it is missing or `null`.
+fn present<'a, W: Wire<'a>>(raw: Option<W>) -> Option<W> {
+    raw.filter(|r| r.json() != "null")
+}
+
 /// A value to read: its JSON text, and the string itself when the page's scanner already found it to be a
 /// string without escapes (most of a record's), which then needs neither a check nor unescaping.
 pub(crate) trait Wire<'a>: Copy {
@@ -565,10 +570,8 @@ fn text_of<'a>(field: &'static str, raw: impl Wire<'a>) -> Result<Cow<'a, str>, 
 }
 
 fn text<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<Text>, FieldError> {
-    match raw {
-        Some(r) if !is_null(raw) => text_of(field, r).map(|t| Some(Text::from(t))),
-        _ => Ok(None),
-    }
+    let Some(raw) = present(raw) else { return Ok(None) };
+    text_of(field, raw).map(|t| Some(Text::from(t)))
 }
 
 /// Rewrites `\uXXXX` escapes of unpaired surrogates in a JSON string literal as `\ufffd`.
@@ -614,7 +617,7 @@ fn replace_lone_surrogates(lit: &str) -> String {
 
 /// A Zoho id: a string of digits (the usual form) or a JSON integer.
 fn id_of<'a>(wire: Option<impl Wire<'a>>) -> Result<Option<Text>, FieldError> {
-    let Some(wire) = wire.filter(|_| !is_null(wire)) else { return Ok(None) };
+    let Some(wire) = present(wire) else { return Ok(None) };
     let raw = wire.json();
     let id = if raw.starts_with('"') { text_of("id", wire)? } else { Cow::Borrowed(raw) };
     let id = id.trim();
@@ -626,7 +629,7 @@ fn id_of<'a>(wire: Option<impl Wire<'a>>) -> Result<Option<Text>, FieldError> {
 
 /// An exact decimal from a JSON number or a numeric string. `""` counts as empty.
 pub(crate) fn decimal<'a>(field: &'static str, wire: Option<impl Wire<'a>>) -> Result<Option<Decimal>, FieldError> {
-    let Some(wire) = wire.filter(|_| !is_null(wire)) else { return Ok(None) };
+    let Some(wire) = present(wire) else { return Ok(None) };
     let raw = wire.json();
     let quoted;
     let digits = if raw.starts_with('"') {
@@ -677,7 +680,7 @@ fn ymd(s: &str) -> Option<NaiveDate> {
 }
 
 fn date<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<NaiveDate>, FieldError> {
-    let Some(raw) = raw.filter(|_| !is_null(raw)) else { return Ok(None) };
+    let Some(raw) = present(raw) else { return Ok(None) };
     let s = text_of(field, raw)?;
     if s.is_empty() {
         return Ok(None);
@@ -690,7 +693,7 @@ fn date<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<Na
 
 /// An instant with an offset, as Zoho writes them (`2026-11-27T10:00:00+05:30`), converted to UTC.
 fn instant_field<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<DateTime<Utc>>, FieldError> {
-    let Some(raw) = raw.filter(|_| !is_null(raw)) else { return Ok(None) };
+    let Some(raw) = present(raw) else { return Ok(None) };
     let s = text_of(field, raw)?;
     if s.is_empty() {
         return Ok(None);
@@ -776,14 +779,12 @@ pub(crate) fn names(field: &'static str, raw: &str, what: &str) -> Result<Vec<Te
                 }
             });
             readable &= seen <= 1;
-            match name {
-                None => return,
-                Some(f) if f.value() == "null" => return,
-                Some(f) => match f.plain_string() {
-                    Some(n) => return out.push(Text::from(n)),
-                    None => f.value(),
-                },
+            let Some(name) = present(name) else { return };
+            if let Some(n) = name.plain_string() {
+                out.push(Text::from(n));
+                return;
             }
+            name.value()
         } else {
             item
         };
