@@ -288,6 +288,21 @@ fn literal_at(b: &[u8], i: usize, word: &'static [u8]) -> Result<usize, Error> {
     }
 }
 
+/// Passes the scalar (string, number, `true`, `false`, `null`) at `i`: where it ends, and whether it is a string
+/// without escapes. `None` if no scalar starts there.
+#[inline(always)]
+fn scalar_at(b: &[u8], i: usize) -> Option<Result<(usize, bool), Error>> {
+    let end = |r: Result<usize, Error>| Some(r.map(|end| (end, false)));
+    match b.get(i)? {
+        b'"' => Some(string_at(b, i).map(|(end, escaped)| (end, !escaped))),
+        b'-' | b'0'..=b'9' => end(number_at(b, i)),
+        b't' => end(literal_at(b, i, b"true")),
+        b'f' => end(literal_at(b, i, b"false")),
+        b'n' => end(literal_at(b, i, b"null")),
+        _ => None,
+    }
+}
+
 /// Passes a key at `i`, its colon and the whitespace after it: the key, and where the member's value starts.
 #[inline(always)]
 fn key_at(b: &[u8], i: usize) -> Result<(Key, usize), Error> {
@@ -366,8 +381,6 @@ impl<'a> Scanner<'a> {
         'value: loop {
             // A value starts at `i`, after whitespace.
             match b.get(i) {
-                Some(b'"') => i = string_at(b, i)?.0,
-                Some(b'-' | b'0'..=b'9') => i = number_at(b, i)?,
                 Some(&c @ (b'{' | b'[')) => {
                     i += 1;
                     if open == room {
@@ -389,11 +402,11 @@ impl<'a> Scanner<'a> {
                         continue 'value;
                     }
                 }
-                Some(b't') => i = literal_at(b, i, b"true")?,
-                Some(b'f') => i = literal_at(b, i, b"false")?,
-                Some(b'n') => i = literal_at(b, i, b"null")?,
-                Some(_) => return fail(i, "expected a value"),
-                None => return fail(i, "expected a value, found the end"),
+                next => match scalar_at(b, i) {
+                    Some(scalar) => i = scalar?.0,
+                    None if next.is_some() => return fail(i, "expected a value"),
+                    None => return fail(i, "expected a value, found the end"),
+                },
             }
             // After a value (or an empty container's opening): a comma or the innermost container's close.
             loop {
@@ -473,17 +486,8 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn member_value(&mut self) -> Result<(Span, bool), Error> {
         let i = ws(self.b, self.pos);
-        let (end, plain) = match self.b.get(i) {
-            Some(b'"') => {
-                let (end, escaped) = string_at(self.b, i)?;
-                (end, !escaped)
-            }
-            Some(b'n') => (literal_at(self.b, i, b"null")?, false),
-            Some(b'-' | b'0'..=b'9') => (number_at(self.b, i)?, false),
-            Some(b't') => (literal_at(self.b, i, b"true")?, false),
-            Some(b'f') => (literal_at(self.b, i, b"false")?, false),
-            _ => return Ok((self.value()?, false)),
-        };
+        let Some(scalar) = scalar_at(self.b, i) else { return Ok((self.value()?, false)) };
+        let (end, plain) = scalar?;
         self.pos = end;
         Ok((Span::new(i, end), plain))
     }

@@ -517,12 +517,8 @@ fn shown(raw: &str) -> String {
     }
 }
 
-fn is_null<'a>(raw: Option<impl Wire<'a>>) -> bool {
-    raw.is_none_or(|r| r.json() == "null")
-}
-
 /// The value, unless it is missing or `null`.
-fn present<'a, W: Wire<'a>>(raw: Option<W>) -> Option<W> {
+pub(crate) fn present<'a, W: Wire<'a>>(raw: Option<W>) -> Option<W> {
     raw.filter(|r| r.json() != "null")
 }
 
@@ -712,10 +708,7 @@ struct LookupWire<'a> {
 }
 
 fn lookup_wire<'a>(field: &'static str, raw: Option<&'a str>) -> Result<Option<LookupWire<'a>>, FieldError> {
-    if is_null(raw) {
-        return Ok(None);
-    }
-    let raw = raw.expect("checked");
+    let Some(raw) = present(raw) else { return Ok(None) };
     let mut l = LookupWire::default();
     let mut repeated = false;
     let object = json::each_member(raw, |f| {
@@ -758,10 +751,8 @@ fn owner(raw: Option<&str>) -> Result<Owner, FieldError> {
 
 /// Tags arrive as objects (`{"name","id"}`); plain strings are accepted too.
 fn tags(raw: Option<&str>) -> Result<Vec<Text>, FieldError> {
-    if is_null(raw) {
-        return Ok(Vec::new());
-    }
-    names("Tag", raw.expect("checked"), "tags")
+    let Some(raw) = present(raw) else { return Ok(Vec::new()) };
+    names("Tag", raw, "tags")
 }
 
 /// A JSON list of strings or of objects with a `name` (tags, multi-select lookups), as the names; objects

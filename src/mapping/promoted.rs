@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{date, decimal, err, format_instant, instant_field, integer, is_null, lookup_wire, shown, text, Column, FieldError, COLUMNS};
+use super::{date, decimal, err, format_instant, instant_field, integer, lookup_wire, present, shown, text, Column, FieldError, COLUMNS};
 use crate::config::ConfigError;
 use crate::json::Raw;
 
@@ -306,10 +306,7 @@ impl Serialize for Extras {
 /// Reads one promoted field from its value's JSON text, as the page scan checked it.
 pub(crate) fn read(p: &Promoted, raw: Option<&str>) -> Result<Value, FieldError> {
     let f = p.field;
-    if is_null(raw) {
-        return Ok(Value::Null);
-    }
-    let r = raw.expect("checked");
+    let Some(r) = present(raw) else { return Ok(Value::Null) };
     let opt = |v: Option<Value>| v.unwrap_or(Value::Null);
     Ok(match p.ty {
         FieldType::Text => match r.as_bytes().first() {
