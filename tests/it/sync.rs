@@ -446,10 +446,14 @@ async fn a_database_from_an_older_dealsync_gains_the_new_columns() {
     assert_eq!(query_i64(&out.db(), "SELECT is_closed_won + is_deleted * 10 FROM closed_won_deals WHERE deal_id = '1'"), 1, "old rows count as won, not deleted");
     assert_eq!(warehouse_ids(&out.db()).len(), expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).len() + 1);
     assert_eq!(query_i64(&out.db(), "PRAGMA page_size"), 4096, "an existing file keeps its page size");
+    let hint = out.event("sqlite_page_size");
+    assert_eq!(hint["page_size"], 4096);
+    assert!(hint["message"].as_str().unwrap().contains("PRAGMA page_size = 16384; VACUUM"), "{hint}");
 
     let fresh = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).run().await;
     fresh.assert_code(0);
-    assert_eq!(query_i64(&fresh.db(), "PRAGMA page_size"), 65536, "a new warehouse gets pages that hold several rows");
+    assert_eq!(query_i64(&fresh.db(), "PRAGMA page_size"), 16384, "a new warehouse gets pages that hold several rows");
+    assert!(fresh.events().iter().all(|e| e["event"] != "sqlite_page_size"), "a new warehouse needs no conversion");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
