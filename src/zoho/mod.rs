@@ -27,6 +27,9 @@ pub use crate::retry::RetryPolicy;
 
 use crate::config::{join_path, ZohoSettings};
 
+/// The most an answer's Content-Length may reserve up front (a Zoho page is under a megabyte).
+const BODY_CAPACITY_LIMIT: u64 = 16 << 20;
+
 /// Method, URL, JSON body and `If-Modified-Since` of one API request.
 type Request = (reqwest::Method, Url, Option<String>, Option<String>);
 
@@ -300,7 +303,7 @@ impl ZohoClient {
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(event = "zoho_request", request = %what);
-            let resp = req
+            let mut resp = req
                 .send()
                 .await
                 .map_err(|e| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) })?;
@@ -311,14 +314,20 @@ impl ZohoClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let bytes = resp
-                .bytes()
+            // Chunks go straight into the one buffer the page keeps (sized from Content-Length, capped in case it
+            // lies): `bytes()` joined them into a buffer of its own, which then had to be copied again.
+            let mut bytes = Vec::with_capacity(resp.content_length().map_or(0, |n| n.min(BODY_CAPACITY_LIMIT) as usize));
+            while let Some(chunk) = resp
+                .chunk()
                 .await
-                .map_err(|e| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) })?;
+                .map_err(|e| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) })?
+            {
+                bytes.extend_from_slice(&chunk);
+            }
             drop(permit);
             // Valid UTF-8 (always, in practice) is taken as is; anything else is repaired with U+FFFD, so one bad
             // byte in a deal name cannot fail a page.
-            let text = match String::from_utf8(Vec::from(bytes)) {
+            let text = match String::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
             };
