@@ -359,7 +359,7 @@ impl Compiled {
                     Op::Equals => eq(&values[0]),
                     Op::NotEqual => !eq(&values[0]),
                     Op::StartsWith => text.starts_with(values[0].as_str()),
-                    Op::In => values.iter().any(|v| text == *v),
+                    Op::In => values.contains(&text),
                     _ => false,
                 }
             }

@@ -429,7 +429,7 @@ impl<'a, P> Fetcher<'a, P> {
         }
         // The first 2000 deals all carry the window's first second.
         let second = Window { field: w.field, start: w.start, end: (w.start + chrono::TimeDelta::seconds(1)).min(w.end) };
-        let rest = (second.end < w.end).then(|| Window { field: w.field, start: second.end, end: w.end });
+        let rest = (second.end < w.end).then_some(Window { field: w.field, start: second.end, end: w.end });
         Some(Continue::Dense(second, rest))
     }
 
