@@ -66,7 +66,18 @@ impl TestBq {
     pub async fn query(&self, sql: &str) -> ResultSet {
         let mut req = QueryRequest::new(sql);
         req.format_options = Some(gcp_bigquery_client::model::data_format_options::DataFormatOptions { use_int64_timestamp: Some(true) });
-        let resp = self.client.job().query(PROJECT, req).await.unwrap();
+        // The emulator may close a kept-alive connection just as the next query goes out on it (hyper's
+        // IncompleteMessage); a query only reads, so it is sent again on a fresh connection.
+        let mut attempt = 0;
+        let resp = loop {
+            match self.client.job().query(PROJECT, req.clone()).await {
+                Err(gcp_bigquery_client::error::BQError::RequestError(e)) if e.is_request() && attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => break other.unwrap(),
+            }
+        };
         assert!(resp.errors.as_ref().is_none_or(|e| e.is_empty()), "{sql}: {:?}", resp.errors);
         ResultSet::new_from_query_response(resp)
     }
