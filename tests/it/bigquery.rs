@@ -67,7 +67,8 @@ impl TestBq {
         let mut req = QueryRequest::new(sql);
         req.format_options = Some(gcp_bigquery_client::model::data_format_options::DataFormatOptions { use_int64_timestamp: Some(true) });
         // The emulator may close a kept-alive connection just as the next query goes out on it (hyper's
-        // IncompleteMessage); a query only reads, so it is sent again on a fresh connection.
+        // IncompleteMessage). The tests' queries read, or delete a named row, so sending one again on a fresh
+        // connection gives the same result even if the first copy got through.
         let mut attempt = 0;
         let resp = loop {
             match self.client.job().query(PROJECT, req.clone()).await {
