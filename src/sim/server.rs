@@ -313,23 +313,23 @@ async fn token(State(state): State<Arc<SimState>>, Query(query): Query<HashMap<S
     json_response(StatusCode::OK, body.to_string())
 }
 
-/// Checks `Authorization: Zoho-oauthtoken <t>` and the scope the call needs.
-fn authorize(state: &SimState, headers: &HeaderMap, scope: &str) -> Result<(), Response> {
+/// Checks `Authorization: Zoho-oauthtoken <t>` and the scope the call needs: Zoho's refusal, if any.
+fn refusal(state: &SimState, headers: &HeaderMap, scope: &str) -> Option<Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Zoho-oauthtoken "));
     let Some(token) = token else {
-        return Err(zoho_error(StatusCode::UNAUTHORIZED, "AUTHENTICATION_FAILURE", "Authentication failed", json!({})));
+        return Some(zoho_error(StatusCode::UNAUTHORIZED, "AUTHENTICATION_FAILURE", "Authentication failed", json!({})));
     };
     let valid = state.tokens.lock().expect("not poisoned").get(token).is_some_and(|exp| *exp > Instant::now());
     if !valid {
-        return Err(zoho_error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "invalid oauth token", json!({})));
+        return Some(zoho_error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "invalid oauth token", json!({})));
     }
     if state.config.missing_scopes.iter().any(|m| m == scope) {
-        return Err(zoho_error(StatusCode::UNAUTHORIZED, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL", json!({})));
+        return Some(zoho_error(StatusCode::UNAUTHORIZED, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL", json!({})));
     }
-    Ok(())
+    None
 }
 
 /// Up to this many deals, rendered records are kept (about 2.2 KB each); beyond, each answer renders afresh.
@@ -362,7 +362,7 @@ fn page_body(state: &SimState, records: &[&SimDeal], fields: Option<&[&str]>, in
 async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     state.counters.search_requests.fetch_add(1, Ordering::Relaxed);
     pause(&state).await;
-    if let Err(r) = authorize(&state, &headers, SEARCH_SCOPE) {
+    if let Some(r) = refusal(&state, &headers, SEARCH_SCOPE) {
         return r;
     }
     let Some(criteria) = q.get("criteria") else {
@@ -446,7 +446,7 @@ fn search_order(q: &HashMap<String, String>) -> Option<(&'static str, bool)> {
 async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {
     state.counters.coql_requests.fetch_add(1, Ordering::Relaxed);
     pause(&state).await;
-    if let Err(r) = authorize(&state, &headers, COQL_SCOPE) {
+    if let Some(r) = refusal(&state, &headers, COQL_SCOPE) {
         return r;
     }
     #[derive(serde::Deserialize)]
@@ -496,7 +496,7 @@ async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body
 /// first, as Zoho lists its recycle bin.
 async fn deleted(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     pause(&state).await;
-    if let Err(r) = authorize(&state, &headers, DEALS_SCOPE) {
+    if let Some(r) = refusal(&state, &headers, DEALS_SCOPE) {
         return r;
     }
     let since = headers
@@ -532,7 +532,7 @@ async fn deleted(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q
 /// `GET /crm/v8/settings/fields?module=…`: enough metadata for the official SDK and for `dealsync fields`.
 async fn fields(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     pause(&state).await;
-    if let Err(r) = authorize(&state, &headers, FIELDS_SCOPE) {
+    if let Some(r) = refusal(&state, &headers, FIELDS_SCOPE) {
         return r;
     }
     let Some(module) = q.get("module") else {
