@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use chrono::{DateTime, Duration, DurationRound, FixedOffset, Utc};
 use tokio::sync::oneshot;
 
@@ -99,6 +100,8 @@ impl Default for SimConfig {
 /// Request counters, for tests and the benchmark.
 #[derive(Debug, Default)]
 pub struct SimCounters {
+    /// TCP connections accepted.
+    pub connections: AtomicU64,
     pub token_requests: AtomicU64,
     pub api_requests: AtomicU64,
     pub search_requests: AtomicU64,
@@ -111,6 +114,9 @@ pub struct SimCounters {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SimStats {
+    /// TCP connections the simulator accepted: a client that keeps its connections alive opens about one per
+    /// request it has in flight, not one per request.
+    pub connections: u64,
     pub token_requests: u64,
     pub api_requests: u64,
     pub search_requests: u64,
@@ -141,6 +147,7 @@ impl SimHandle {
     pub fn stats(&self) -> SimStats {
         let c = &self.state.counters;
         SimStats {
+            connections: c.connections.load(Ordering::Relaxed),
             token_requests: c.token_requests.load(Ordering::Relaxed),
             api_requests: c.api_requests.load(Ordering::Relaxed),
             search_requests: c.search_requests.load(Ordering::Relaxed),
@@ -191,6 +198,10 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
     let addr = listener.local_addr()?;
     let state = Arc::new(server::SimState::new(config, format!("http://{addr}")));
     let app = server::router(state.clone());
+    let counted = state.clone();
+    let listener = listener.tap_io(move |_| {
+        counted.counters.connections.fetch_add(1, Ordering::Relaxed);
+    });
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)

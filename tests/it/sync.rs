@@ -236,6 +236,30 @@ async fn requests_in_flight_never_exceed_zoho_max_concurrency() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_keeps_its_connections_alive_instead_of_opening_one_per_request() {
+    let sim = simulator(SimConfig {
+        deals: 30_000,
+        span: Duration::days(10),
+        anchor: utc("2026-11-01T00:00:00Z"),
+        latency: std::time::Duration::from_millis(20),
+        ..sim_config(0)
+    })
+    .await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-22", "--to", "2026-11-01"])
+        .against(&sim)
+        .env("ZOHO_MAX_CONCURRENCY", "4")
+        .run()
+        .await;
+    out.assert_code(0);
+    let stats = sim.stats();
+    let requests = stats.api_requests + stats.token_requests;
+    assert!(requests >= 40, "{requests} requests: too few to tell");
+    // One connection per request in flight, and the token's, which the first search may not have found idle;
+    // requests that overlap need more than one (HTTP/1.1 sends one at a time on a connection).
+    assert!((2..=5).contains(&stats.connections), "{} connections for {requests} requests", stats.connections);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stages_that_only_contain_closed_won_are_filtered_out() {
     let sim = simulator(sim_config(4000)).await;
     let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).run().await;
