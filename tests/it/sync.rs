@@ -213,22 +213,29 @@ async fn a_window_too_dense_to_halve_is_read_through_coql() {
     assert!(out.count("coql_pages") >= 14, "{}", out.summary());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_in_flight_never_exceed_zoho_max_concurrency() {
+/// Ten days of 30,000 deals (about 9,000 closed won, some 70 requests), synced with `latency_ms` per answer and
+/// at most `concurrency` requests in flight; the run must succeed.
+async fn ten_busy_days_synced(latency_ms: u64, concurrency: &str) -> (SimHandle, Outcome) {
     let sim = simulator(SimConfig {
         deals: 30_000,
         span: Duration::days(10),
         anchor: utc("2026-11-01T00:00:00Z"),
-        latency: std::time::Duration::from_millis(60),
+        latency: std::time::Duration::from_millis(latency_ms),
         ..sim_config(0)
     })
     .await;
     let out = Dealsync::new(&["sync", "--from", "2026-10-22", "--to", "2026-11-01"])
         .against(&sim)
-        .env("ZOHO_MAX_CONCURRENCY", "3")
+        .env("ZOHO_MAX_CONCURRENCY", concurrency)
         .run()
         .await;
     out.assert_code(0);
+    (sim, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_never_exceed_zoho_max_concurrency() {
+    let (sim, out) = ten_busy_days_synced(60, "3").await;
     assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &window("2026-10-22T00:00:00Z", "2026-11-01T00:00:00Z")));
     let max = sim.stats().max_in_flight;
     assert!(max <= 3, "{max} requests in flight");
@@ -237,20 +244,7 @@ async fn requests_in_flight_never_exceed_zoho_max_concurrency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_keeps_its_connections_alive_instead_of_opening_one_per_request() {
-    let sim = simulator(SimConfig {
-        deals: 30_000,
-        span: Duration::days(10),
-        anchor: utc("2026-11-01T00:00:00Z"),
-        latency: std::time::Duration::from_millis(20),
-        ..sim_config(0)
-    })
-    .await;
-    let out = Dealsync::new(&["sync", "--from", "2026-10-22", "--to", "2026-11-01"])
-        .against(&sim)
-        .env("ZOHO_MAX_CONCURRENCY", "4")
-        .run()
-        .await;
-    out.assert_code(0);
+    let (sim, _) = ten_busy_days_synced(20, "4").await;
     let stats = sim.stats();
     let requests = stats.api_requests + stats.token_requests;
     assert!(requests >= 40, "{requests} requests: too few to tell");
