@@ -59,6 +59,10 @@ pub struct SimConfig {
     /// Search ignores `sort_by`/`sort_order` and answers in its default order (id, newest first), as an API
     /// version without sorting would; dealsync must notice and plan with counts instead.
     pub ignores_sort: bool,
+    /// A conditional request (`If-Modified-Since`) for deleted records that finds nothing newer is answered
+    /// `304 Not Modified` with an empty body, as HTTP allows (on by default: a real server may do it); off, it
+    /// is answered 204.
+    pub not_modified: bool,
 }
 
 impl SimConfig {
@@ -93,6 +97,7 @@ impl Default for SimConfig {
             faults: faults::FaultPlan::default(),
             won_share: 0.3,
             ignores_sort: false,
+            not_modified: true,
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct SimCounters {
     pub api_requests: AtomicU64,
     pub search_requests: AtomicU64,
     pub coql_requests: AtomicU64,
+    /// `304 Not Modified` answers to conditional requests.
+    pub not_modified: AtomicU64,
     pub faults_injected: AtomicU64,
     pub in_flight: AtomicU64,
     pub max_in_flight: AtomicU64,
@@ -121,6 +128,7 @@ pub struct SimStats {
     pub api_requests: u64,
     pub search_requests: u64,
     pub coql_requests: u64,
+    pub not_modified: u64,
     pub faults_injected: u64,
     /// The most API requests the simulator was serving at once.
     pub max_in_flight: u64,
@@ -152,6 +160,7 @@ impl SimHandle {
             api_requests: c.api_requests.load(Ordering::Relaxed),
             search_requests: c.search_requests.load(Ordering::Relaxed),
             coql_requests: c.coql_requests.load(Ordering::Relaxed),
+            not_modified: c.not_modified.load(Ordering::Relaxed),
             faults_injected: c.faults_injected.load(Ordering::Relaxed),
             max_in_flight: c.max_in_flight.load(Ordering::Relaxed),
             faults_by_kind: c.faults_by_kind.lock().expect("not poisoned").clone(),

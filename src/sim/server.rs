@@ -499,18 +499,22 @@ async fn deleted(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q
     if let Some(r) = refusal(&state, &headers, DEALS_SCOPE) {
         return r;
     }
-    let since = headers
+    let conditional = headers
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
-        .map(|t| t.timestamp())
-        .unwrap_or(i64::MIN);
+        .map(|t| t.timestamp());
+    let since = conditional.unwrap_or(i64::MIN);
     let page: usize = q.get("page").and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
     let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).filter(|p| (1..=200).contains(p)).unwrap_or(200);
     let deals = state.deals.read().expect("not poisoned");
     let mut gone: Vec<&SimDeal> = deals.iter().filter(|d| d.deleted_at.is_some_and(|t| t >= since)).collect();
     gone.sort_by_key(|d| std::cmp::Reverse((d.deleted_at, d.id)));
     let start = (page - 1) * per_page;
+    if gone.is_empty() && conditional.is_some() && state.config.not_modified {
+        state.counters.not_modified.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
     if start >= gone.len() {
         return StatusCode::NO_CONTENT.into_response();
     }

@@ -286,6 +286,7 @@ impl ZohoClient {
             let permit = self.permits.acquire().await.expect("the semaphore is never closed");
             let token = self.token().await?;
             let (method, url, body, if_modified_since) = build(&token.api_domain);
+            let conditional = if_modified_since.is_some();
             let what = format!("{method} {url}");
             let mut auth = HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret()))
                 .map_err(|_| ZohoError::InvalidBody {
@@ -331,8 +332,13 @@ impl ZohoClient {
                 Ok(t) => t,
                 Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
             };
+            // Empty answers mean "no records": 204 to anything, and 304 Not Modified to a conditional request
+            // (`If-Modified-Since`), which HTTP allows whenever nothing changed since then.
+            if status == 204 || (status == 304 && conditional) {
+                return parse(&what, status, None);
+            }
             if (200..300).contains(&status) {
-                let body = if status == 204 || text.trim().is_empty() { None } else { Some(text) };
+                let body = if text.trim().is_empty() { None } else { Some(text) };
                 return parse(&what, status, body);
             }
             let err = api_error(&what, status, &text, retry_after);

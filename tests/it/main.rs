@@ -13,3 +13,4 @@ mod helpers;
 mod operate;
 mod sync;
 mod upstream_errors;
+mod zoho_behaviours;
