@@ -347,10 +347,9 @@ struct DealWire<'a> {
 fn wire<'a>(rec: &Record<'a>, promoted: &[Promoted]) -> Result<DealWire<'a>, String> {
     let mut w = DealWire { standard: [None; slot::COUNT], extras: vec![None; promoted.len()] };
     for f in rec.fields() {
-        let slot = match f.plain_key() {
-            Some(name) => standard_slot(name),
-            None => standard_slot(f.name().as_bytes()),
-        };
+        // Standard names have no backslash: a key matches one as written, or is escaped and is looked up by name.
+        let key = f.key_bytes();
+        let slot = standard_slot(key).or_else(|| key.contains(&b'\\').then(|| standard_slot(f.name().as_bytes())).flatten());
         if let Some(i) = slot {
             if w.standard[i].replace(f).is_some() {
                 return Err(format!("record: duplicate field `{}`", STANDARD_FIELDS[i].0));
@@ -360,9 +359,8 @@ fn wire<'a>(rec: &Record<'a>, promoted: &[Promoted]) -> Result<DealWire<'a>, Str
             continue;
         }
         // A field may be promoted whether or not it is standard (e.g. a lookup's name), even twice.
-        let name = f.name();
         for (i, p) in promoted.iter().enumerate() {
-            if p.field == name {
+            if f.is(p.field) {
                 w.extras[i] = Some(f.value());
             }
         }
@@ -381,6 +379,9 @@ pub fn map_record(rec: &Record<'_>, stamp: &RunStamp) -> Mapped {
             quarantined_at: stamp.synced_at,
         }))
     };
+    if let Some(why) = rec.unreadable() {
+        return quarantine(rec.id().map(Text::from), format!("record: {why}"));
+    }
     if !rec.is_object() {
         return quarantine(None, "record: not a JSON object".into());
     }
@@ -546,69 +547,18 @@ impl<'a> Wire<'a> for Field<'a> {
     }
 }
 
-/// The text of a JSON string value, borrowed unless it has escapes. A lone UTF-16 surrogate escape
-/// (`\ud800`) is not text Rust can hold: the rest of the string is kept and the gap marked with U+FFFD
-/// (`raw` still holds the original).
+/// The text of a JSON string value, borrowed unless it has escapes.
 fn text_of<'a>(field: &'static str, raw: impl Wire<'a>) -> Result<Cow<'a, str>, FieldError> {
     if let Some(text) = raw.plain_string() {
         return Ok(Cow::Borrowed(text));
     }
     let raw = raw.json();
-    if let Some(text) = json::string(raw) {
-        return Ok(text);
-    }
-    if raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).is_none() {
-        return Err(err(field, format!("expected text, got {}", shown(raw))));
-    }
-    serde_json::from_str::<String>(&replace_lone_surrogates(raw))
-        .map(Cow::Owned)
-        .map_err(|_| err(field, format!("unreadable text {}", shown(raw))))
+    json::string(raw).ok_or_else(|| err(field, format!("expected text, got {}", shown(raw))))
 }
 
 fn text<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<Text>, FieldError> {
     let Some(raw) = present(raw) else { return Ok(None) };
     text_of(field, raw).map(|t| Some(Text::from(t)))
-}
-
-/// Rewrites `\uXXXX` escapes of unpaired surrogates in a JSON string literal as `\ufffd`.
-fn replace_lone_surrogates(lit: &str) -> String {
-    let b = lit.as_bytes();
-    let hex_at = |i: usize| -> Option<u32> {
-        if i + 6 <= b.len() && b[i] == b'\\' && b[i + 1] == b'u' {
-            u32::from_str_radix(std::str::from_utf8(&b[i + 2..i + 6]).ok()?, 16).ok()
-        } else {
-            None
-        }
-    };
-    let mut out = String::with_capacity(lit.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 1 < b.len() && b[i + 1] != b'u' {
-            out.push_str(&lit[i..i + 2]);
-            i += 2;
-            continue;
-        }
-        match hex_at(i) {
-            Some(0xD800..=0xDBFF) if matches!(hex_at(i + 6), Some(0xDC00..=0xDFFF)) => {
-                out.push_str(&lit[i..i + 12]);
-                i += 12;
-            }
-            Some(0xD800..=0xDFFF) => {
-                out.push_str("\\ufffd");
-                i += 6;
-            }
-            Some(_) => {
-                out.push_str(&lit[i..i + 6]);
-                i += 6;
-            }
-            None => {
-                let ch = lit[i..].chars().next().expect("in bounds");
-                out.push(ch);
-                i += ch.len_utf8();
-            }
-        }
-    }
-    out
 }
 
 /// A Zoho id: a string of digits (the usual form) or a JSON integer.
@@ -1001,10 +951,29 @@ mod tests {
     }
 
     #[test]
-    fn lone_surrogate_escapes_become_replacement_characters_and_raw_keeps_them() {
-        let r = row(&GOOD.replace("Zylker GmbH – renewal ✓", r"bad \udc00 and \ud800x, pair \ud83d\ude80 \\udc00"));
-        assert_eq!(r.deal_name.as_deref(), Some("bad \u{fffd} and \u{fffd}x, pair 🚀 \\udc00"));
-        assert!(r.raw.get().contains(r"\udc00"));
+    fn a_lone_surrogate_escape_quarantines_its_record_naming_the_field_and_raw_keeps_it() {
+        let bad = GOOD.replace("Zylker GmbH – renewal ✓", r"bad \udc00 and \ud800x");
+        let Mapped::Quarantined(q) = map(&bad) else { panic!("quarantined") };
+        assert!(q.reason.starts_with("record: `Deal_Name`: lone leading surrogate"), "{}", q.reason);
+        assert_eq!(q.deal_id.as_deref(), Some("4876876000001034017"));
+        assert_eq!(q.raw.get(), bad, "raw is the record as received");
+        let r = row(&GOOD.replace("Zylker GmbH – renewal ✓", r"pair \ud83d\ude80 \\udc00"));
+        assert_eq!(r.deal_name.as_deref(), Some("pair 🚀 \\udc00"), "a surrogate pair is one character");
+    }
+
+    #[test]
+    fn a_record_nested_deeper_than_the_parser_reads_is_quarantined_and_its_page_neighbours_map() {
+        let deep = GOOD.replace("\"Contract_Value\":52000.0", &format!("\"Custom\":{}1{}", "[".repeat(2000), "]".repeat(2000)));
+        let page = Page::of_records([GOOD, deep.as_str(), GOOD], false).unwrap();
+        let mapped: Vec<Mapped> = page.records().map(|r| map_record(&r, &stamp())).collect();
+        assert!(matches!(mapped[0], Mapped::Row(_)) && matches!(mapped[2], Mapped::Row(_)), "{mapped:?}");
+        let Mapped::Quarantined(q) = &mapped[1] else { panic!("{:?}", mapped[1]) };
+        assert!(q.reason.starts_with("record: `Custom`: nested more than 200 levels deep"), "{}", q.reason);
+        assert_eq!(q.deal_id.as_deref(), Some("4876876000001034017"), "the id is read at any depth");
+        assert_eq!(q.raw.get(), deep);
+        // 200 levels are still read.
+        let fine = GOOD.replace("\"Contract_Value\":52000.0", &format!("\"Custom\":{}1{}", "[".repeat(190), "]".repeat(190)));
+        assert!(matches!(map(&fine), Mapped::Row(_)));
     }
 
     #[test]

@@ -254,7 +254,7 @@ impl SimDeal {
         w.raw("Contract_Value", &self.amount.map(|a| (a * Decimal::new(11, 1)).round_dp(2).to_string()).unwrap_or("null".into()));
         w.raw("Region", &json_str(["EMEA", "APAC", "AMER"][(self.id % 3) as usize]));
         w.raw("Seats", &((self.id % 500) + 1).to_string());
-        w.raw("Partner_Tier", if self.id % 4 == 0 { "\"Gold\"" } else { "null" });
+        w.raw("Partner_Tier", if self.id.is_multiple_of(4) { "\"Gold\"" } else { "null" });
         w.raw("Signed_Contract", if self.is_closed_won() { "true" } else { "false" });
         w.raw("Discount_Percent", &format!("{}.5", self.id % 20));
         w.raw("Competitor", "null");

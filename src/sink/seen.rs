@@ -178,7 +178,7 @@ impl Blocks {
     }
 
     fn push(&mut self, id: u64) {
-        if self.count % BLOCK == 0 {
+        if self.count.is_multiple_of(BLOCK) {
             self.firsts.push(id);
             self.starts.push(u32::try_from(self.gaps.len()).expect("under 4 GB of gaps"));
         } else {

@@ -1,12 +1,18 @@
-//! One page of records (search, COQL, deleted records), checked once and kept as received.
+//! One page of records (search, COQL, deleted records, records by id), checked once and kept as received.
 //!
-//! The answer's text is kept whole. Scanning it (`crate::json`) checks it is JSON and notes where each record
-//! lies and where each record's top-level fields lie, so a record is copied into `raw` straight from the text
-//! and its fields are read from their spans: nothing is parsed twice and no record is copied before mapping.
+//! The answer's text is kept whole. Reading it (jiter, through `crate::json`) checks it is JSON and notes
+//! where each record lies and where each record's top-level fields lie, so a record is copied into `raw`
+//! straight from the text and its fields are read from their spans: nothing is parsed twice and no record is
+//! copied before mapping. A record nested deeper than the parser follows does not fail its page: the page is
+//! split by serde_json (which passes any depth) and that record alone is marked unreadable, to be quarantined.
 
+use jiter::{JiterError, JiterErrorType, JsonErrorType, Peek};
 use serde::Deserialize;
 
-use crate::json::{self, Field, Member, Scanner, Span};
+use crate::json::{self, Field, Member, Reader, Span};
+
+/// Levels of nesting the parser follows (jiter's limit); a record nested deeper is quarantined.
+pub const MAX_DEPTH: usize = 200;
 
 /// A page of records as Zoho sent them.
 #[derive(Debug)]
@@ -14,6 +20,8 @@ pub struct Page {
     body: String,
     records: Vec<Spans>,
     members: Vec<Member>,
+    /// Records that could not be read, by index, with the reason.
+    unreadable: Vec<(usize, String)>,
     pub more_records: bool,
     /// The order the answer says it is in (`info.sort_by`, `info.sort_order`), when it says.
     pub sort_by: Option<Box<str>>,
@@ -35,6 +43,7 @@ pub struct Record<'a> {
     body: &'a str,
     spans: Spans,
     members: &'a [Member],
+    unreadable: Option<&'a str>,
 }
 
 impl<'a> Record<'a> {
@@ -47,6 +56,11 @@ impl<'a> Record<'a> {
         self.spans.object
     }
 
+    /// Why the record's fields could not be read (it is nested deeper than `MAX_DEPTH`), if so.
+    pub fn unreadable(&self) -> Option<&'a str> {
+        self.unreadable
+    }
+
     /// The record's top-level fields in the order received (repeated keys included).
     pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + 'a {
         let body = self.body;
@@ -56,6 +70,23 @@ impl<'a> Record<'a> {
     /// The JSON text of the first field called `name`.
     pub fn get(&self, name: &str) -> Option<&'a str> {
         self.fields().find(|f| f.is(name)).map(|f| f.value())
+    }
+
+    /// The record's id, also when its fields could not be read (serde_json finds it at any depth).
+    pub fn id(&self) -> Option<String> {
+        let text = match self.unreadable {
+            None => self.get("id")?,
+            Some(_) => {
+                #[derive(Deserialize)]
+                struct IdOnly<'a> {
+                    #[serde(borrow)]
+                    id: Option<&'a serde_json::value::RawValue>,
+                }
+                serde_json::from_str::<IdOnly>(self.text()).ok()?.id?.get()
+            }
+        };
+        let id = json::string(text).map(|s| s.into_owned()).unwrap_or_else(|| text.to_string());
+        (!id.is_empty() && id != "null").then_some(id)
     }
 
     /// The record as owned JSON text, for `raw`.
@@ -74,68 +105,152 @@ struct Info {
     sort_order: Option<Box<str>>,
 }
 
+/// Why an answer could not be read.
+enum Problem {
+    Json(JiterError),
+    Shape(&'static str, usize),
+}
+
+impl From<JiterError> for Problem {
+    fn from(e: JiterError) -> Self {
+        Problem::Json(e)
+    }
+}
+
+impl Problem {
+    fn describe(&self, body: &str) -> String {
+        match self {
+            Problem::Json(e) => format!("not valid JSON ({})", json::describe(body, e)),
+            Problem::Shape(what, at) => format!("{what} at {}", jiter::LinePosition::find(body.as_bytes(), *at)),
+        }
+    }
+}
+
 impl Page {
     /// Checks and indexes an answer `{"data": [...], "info": {...}}`; the error says what is wrong and where.
     pub fn parse(mut body: String) -> Result<Page, String> {
         // Kept until the page is mapped: without the slack the answer was read into.
         body.shrink_to_fit();
-        // Sized for Zoho's records (about 35 bytes a field, 2 KB a deal) so that neither grows while scanning.
-        let mut records = Vec::with_capacity(body.len() / 1024 + 1);
-        let mut members = Vec::with_capacity(body.len() / 32 + 1);
-        let mut info = None;
-        let mut data = false;
-        let mut s = Scanner::new(&body).map_err(|e| e.describe(&body))?;
-        let scanned = s.object(|s, m: json::Key| {
-            match &*json::key_name(m.span.of(&body), m.escaped) {
-                "data" if !data => {
-                    data = true;
-                    if s.peek() == Some(b'[') {
-                        s.array(|s| {
-                            let first = members.len() as u32;
-                            let object = s.peek() == Some(b'{');
-                            let start = s.pos;
-                            if object {
-                                s.members_into(&mut members)?;
-                            } else {
-                                s.value()?;
-                            }
-                            let text = Span { start: start as u32, end: s.pos as u32 };
-                            records.push(Spans { text, first, count: members.len() as u32 - first, object });
-                            Ok(())
-                        })?;
-                    } else {
-                        // `null` reads as no data; anything else is refused below.
-                        let v = s.value()?;
-                        data = v.of(&body) != "null";
-                        if data {
-                            return Err(json::Error { offset: v.start as usize, problem: "`data` is not an array" });
-                        }
-                    }
-                }
-                "info" if info.is_none() => info = Some(s.value()?),
-                "data" | "info" => return Err(json::Error { offset: m.span.start as usize, problem: "repeated key" }),
-                _ => {
-                    s.value()?;
-                }
-            }
-            Ok(())
-        });
-        scanned.and_then(|()| s.end()).map_err(|e| format!("not valid JSON ({})", e.describe(&body)))?;
-        if !data {
-            return Err("the answer has no `data` array".into());
-        }
+        // Sized for Zoho's records (about 35 bytes a field, 2 KB a deal) so that neither grows while reading.
+        let mut page = Page {
+            records: Vec::with_capacity(body.len() / 1024 + 1),
+            members: Vec::with_capacity(body.len() / 32 + 1),
+            unreadable: Vec::new(),
+            more_records: false,
+            sort_by: None,
+            sort_order: None,
+            body: String::new(),
+        };
+        let info = match page.index(&body) {
+            Ok(info) => info,
+            // jiter refuses what serde_json accepts in two ways: nesting deeper than it follows, and escapes of
+            // lone UTF-16 surrogates (valid JSON, not text). Either way only that record is lost to mapping.
+            Err(p @ Problem::Json(_)) => page.index_record_by_record(&body).map_err(|_| p.describe(&body))?,
+            Err(p) => return Err(p.describe(&body)),
+        };
+        let Some(info) = info else { return Err("the answer has no `data` array".into()) };
         let info: Info = match info {
             Some(span) => serde_json::from_str(span.of(&body)).map_err(|e| format!("`info` is not readable ({e})"))?,
             None => Info::default(),
         };
-        Ok(Page {
-            body,
-            records,
-            members,
-            more_records: info.more_records,
-            sort_by: info.sort_by,
-            sort_order: info.sort_order,
-        })
+        (page.more_records, page.sort_by, page.sort_order) = (info.more_records, info.sort_by, info.sort_order);
+        page.body = body;
+        Ok(page)
+    }
+
+    /// Reads the answer in one pass. `Ok(None)`: no `data` array; otherwise where `info` lies, if anywhere.
+    fn index(&mut self, body: &str) -> Result<Option<Option<Span>>, Problem> {
+        let mut r = Reader::new(body);
+        if r.jiter.peek()? != Peek::Object {
+            return Err(Problem::Shape("the answer is not a JSON object", r.index()));
+        }
+        let (mut data, mut info) = (false, None);
+        let mut key = r.jiter.next_object_bytes()?.map(key_name);
+        while let Some(name) = key {
+            let at = r.index();
+            match &*name {
+                "data" | "info" if (name == "data" && data) || (name == "info" && info.is_some()) => {
+                    return Err(Problem::Shape("repeated key", at))
+                }
+                "data" => match r.jiter.peek()? {
+                    Peek::Array => {
+                        data = true;
+                        let mut step = r.jiter.known_array()?;
+                        while let Some(peek) = step {
+                            let start = r.index();
+                            let first = self.members.len();
+                            let object = peek == Peek::Object;
+                            if object {
+                                r.members_into(&mut self.members).map_err(|(e, _)| e)?;
+                            } else {
+                                r.jiter.known_skip(peek)?;
+                            }
+                            let count = (self.members.len() - first) as u32;
+                            self.records.push(Spans { text: Span::new(start, r.index()), first: first as u32, count, object });
+                            step = r.jiter.array_step()?;
+                        }
+                    }
+                    // `null` reads as no data; anything else is refused.
+                    Peek::Null => r.jiter.known_null()?,
+                    _ => return Err(Problem::Shape("`data` is not an array", r.index())),
+                },
+                "info" => {
+                    let peek = r.jiter.peek()?;
+                    let start = r.index();
+                    r.jiter.known_skip(peek)?;
+                    info = Some(Span::new(start, r.index()));
+                }
+                _ => r.jiter.next_skip()?,
+            }
+            key = r.jiter.next_key_bytes()?.map(key_name);
+        }
+        r.jiter.finish()?;
+        Ok(data.then_some(info))
+    }
+
+    /// The slow path for an answer holding a record nested deeper than `MAX_DEPTH`: serde_json splits it into
+    /// records (it passes any depth), each is read alone, and the ones too deep are marked unreadable.
+    fn index_record_by_record(&mut self, body: &str) -> Result<Option<Option<Span>>, String> {
+        use serde_json::value::RawValue;
+        #[derive(Deserialize)]
+        struct Split<'a> {
+            #[serde(borrow)]
+            data: Option<Vec<&'a RawValue>>,
+            #[serde(borrow)]
+            info: Option<&'a RawValue>,
+        }
+        self.records.clear();
+        self.members.clear();
+        let split: Split = serde_json::from_str(body).map_err(|e| format!("not valid JSON ({e})"))?;
+        let offset = |text: &str| text.as_ptr() as usize - body.as_ptr() as usize;
+        let Some(data) = split.data else { return Ok(None) };
+        for (i, raw) in data.into_iter().enumerate() {
+            let text = raw.get();
+            let start = offset(text);
+            let first = self.members.len();
+            let mut r = Reader::new(text);
+            let object = text.starts_with('{');
+            if object {
+                if let Err((e, key)) = r.members_into(&mut self.members) {
+                    self.members.truncate(first);
+                    let at = jiter::LinePosition::find(text.as_bytes(), e.index);
+                    let field = key.map(|k| format!("`{}`: ", k.of(text))).unwrap_or_default();
+                    let why = if e.error_type == JiterErrorType::JsonError(JsonErrorType::RecursionLimitExceeded) {
+                        format!("{field}nested more than {MAX_DEPTH} levels deep, more than dealsync reads (at {at} of the record)")
+                    } else {
+                        format!("{field}{} at {at} of the record", e.error_type)
+                    };
+                    self.unreadable.push((i, why));
+                }
+                for m in &mut self.members[first..] {
+                    m.key = Span::new(m.key.start as usize + start, m.key.end as usize + start);
+                    m.value = Span::new(m.value.start as usize + start, m.value.end as usize + start);
+                }
+            }
+            let count = (self.members.len() - first) as u32;
+            self.records.push(Spans { text: Span::new(start, start + text.len()), first: first as u32, count, object });
+        }
+        Ok(Some(split.info.map(|i| Span::new(offset(i.get()), offset(i.get()) + i.get().len()))))
     }
 
     /// A page holding these records (each must be JSON), as if Zoho had sent them; for tests and benchmarks.
@@ -162,7 +277,8 @@ impl Page {
     pub fn get(&self, i: usize) -> Option<Record<'_>> {
         let spans = *self.records.get(i)?;
         let members = &self.members[spans.first as usize..(spans.first + spans.count) as usize];
-        Some(Record { body: &self.body, spans, members })
+        let unreadable = self.unreadable.iter().find(|(k, _)| *k == i).map(|(_, why)| why.as_str());
+        Some(Record { body: &self.body, spans, members, unreadable })
     }
 
     pub fn last(&self) -> Option<Record<'_>> {
@@ -172,6 +288,15 @@ impl Page {
     pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'_>> {
         (0..self.len()).map(|i| self.get(i).expect("in range"))
     }
+}
+
+/// A top-level key's name: its bytes, unescaped when it has escapes.
+fn key_name(key: &[u8]) -> std::borrow::Cow<'static, str> {
+    let text = String::from_utf8_lossy(key);
+    if !key.contains(&b'\\') {
+        return std::borrow::Cow::Owned(text.into_owned());
+    }
+    std::borrow::Cow::Owned(json::string(&format!("\"{text}\"")).map(|s| s.into_owned()).unwrap_or_else(|| text.into_owned()))
 }
 
 #[cfg(test)]
@@ -222,14 +347,15 @@ mod tests {
     #[test]
     fn bad_answers_are_refused_with_the_reason() {
         let refused = |b: &str| Page::parse(b.to_string()).unwrap_err();
-        assert!(refused(r#"{"data":[{"id":1},]}"#).starts_with("not valid JSON (expected a value at line 1 column 19"), "{}", refused(r#"{"data":[{"id":1},]}"#));
+        assert_eq!(refused(r#"{"data":[{"id":1},]}"#), "not valid JSON (trailing comma at line 1 column 19)");
         assert_eq!(refused(r#"{"info":{}}"#), "the answer has no `data` array");
         assert_eq!(refused(r#"{"data":null}"#), "the answer has no `data` array");
         assert!(refused(r#"{"data":{}}"#).contains("`data` is not an array"));
         assert!(refused(r#"{"data":[],"data":[]}"#).contains("repeated key"));
         assert!(refused(r#"{"data":[],"info":{"more_records":"yes"}}"#).starts_with("`info` is not readable"));
         assert!(refused("").starts_with("not valid JSON"));
-        assert!(refused(r#"{"data":[]} x"#).contains("trailing characters"));
+        assert!(refused(r#"{"data":[]} x"#).contains("trailing characters"), "{}", refused(r#"{"data":[]} x"#));
+        assert!(refused(r#"{"data":[{"id":"1","Deal_Name":"cut sh"#).starts_with("not valid JSON (EOF while parsing"), "a page cut short fails whole");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub fn expected_promoted(d: &SimDeal) -> (String, i64, Option<String>, Option<St
         ["EMEA", "APAC", "AMER"][(d.id % 3) as usize].to_string(),
         (d.id % 500 + 1) as i64,
         d.amount.map(|a| (a * Decimal::new(11, 1)).round_dp(2).normalize().to_string()),
-        (d.id % 4 == 0).then(|| "Gold".to_string()),
+        d.id.is_multiple_of(4).then(|| "Gold".to_string()),
         (d.closing + Duration::days(365)).format("%Y-%m-%d").to_string(),
         d.is_closed_won(),
     )
