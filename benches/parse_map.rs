@@ -26,6 +26,7 @@ fn main() {
         span: Duration::days(30),
         broken: 0,
         won_share: 1.0,
+        awaiting_approval: 0,
     };
     let tz = chrono::FixedOffset::east_opt(19_800).unwrap();
     // Pages as the simulator serves them: 200 records and an info block.

@@ -166,6 +166,25 @@ pub struct SimulateArgs {
     /// Share of deals that are exactly "Closed Won" (0 to 1).
     #[arg(long, default_value_t = 0.3)]
     pub won_share: f64,
+    /// Answer 204 instead of 304 Not Modified to a conditional request with nothing newer (304 is the default,
+    /// as HTTP allows it).
+    #[arg(long)]
+    pub no_304: bool,
+    /// Search ignores sort_by and sort_order and answers in id order, newest first.
+    #[arg(long)]
+    pub ignore_sort: bool,
+    /// Search returns deals sharing a sort key in another order on each request.
+    #[arg(long)]
+    pub shuffle_ties: bool,
+    /// Search does not see a deal until this many seconds after its last modification (a lagging index).
+    #[arg(long, default_value_t = 0)]
+    pub index_lag_secs: u64,
+    /// Closed-won deals awaiting approval, which search leaves out unless asked for approved=both.
+    #[arg(long, default_value_t = 0)]
+    pub awaiting_approval: usize,
+    /// Random deals re-modified (now) every second, as users editing the CRM while a sync runs.
+    #[arg(long, default_value_t = 0)]
+    pub edits_per_second: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -141,6 +141,12 @@ async fn simulate(args: SimulateArgs) -> Exit {
     faults.slow = std::time::Duration::from_millis(args.fault_slow_ms);
     cfg.faults = faults;
     cfg.won_share = args.won_share.clamp(0.0, 1.0);
+    cfg.not_modified = !args.no_304;
+    cfg.ignores_sort = args.ignore_sort;
+    cfg.shuffled_ties = args.shuffle_ties;
+    cfg.search_lag = std::time::Duration::from_secs(args.index_lag_secs);
+    cfg.awaiting_approval = args.awaiting_approval;
+    cfg.edits_per_second = args.edits_per_second;
     let handle = match sim::start(cfg.clone(), SocketAddr::new(args.host, args.port)).await {
         Ok(h) => h,
         Err(e) => {

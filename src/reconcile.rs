@@ -1,11 +1,16 @@
-//! After writing, the warehouse is checked against the CRM for the same window: Zoho's own count of deals
-//! whose stage is exactly "Closed Won" (COQL `COUNT(id)`; the one the run took to plan its fetch, if it took
-//! one, otherwise asked for now) against the rows the warehouse holds. On a mismatch
-//! both id lists are compared and up to 20 missing or extra deal ids are named. Users' most common complaint
-//! about sync tools is revenue figures that disagree with the CRM; this says so on the night it happens.
+//! After writing, the warehouse is checked against the CRM for the same window: Zoho's closed-won deals (the
+//! count or listing the run's completeness check took, otherwise asked for now) against the live rows the
+//! warehouse holds. When the numbers differ, both id lists are compared and up to 20 missing or extra deal
+//! ids are named. Users' most common complaint about sync tools is revenue figures that disagree with the
+//! CRM; this says so on the night it happens.
+//!
+//! A sync fails the check only for deals it is missing: rows the warehouse holds that Zoho no longer lists in
+//! the window were edited, lost or deleted since they were written, and the run that covers their new
+//! modification time updates them. `dealsync verify` is stricter and names both sides.
 
 use serde::Serialize;
 
+use crate::run::Completeness;
 use crate::sink::{Sink, SinkError};
 use crate::window::Window;
 use crate::zoho::criteria::{coql_count_closed_won, coql_keyset_page};
@@ -24,6 +29,9 @@ pub struct Reconciliation {
     pub missing: Vec<String>,
     /// In the warehouse, not in the CRM (up to 20).
     pub extra: Vec<String>,
+    /// How many are missing and extra in all (the lists name 20 at most).
+    pub missing_total: u64,
+    pub extra_total: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,37 +42,70 @@ pub enum ReconcileError {
     Sink(#[from] SinkError),
 }
 
-/// Compares the window; `None` when the sink keeps nothing to compare (NDJSON, dry run). `counted`: Zoho's count
-/// for the window if the run already asked for it (as it planned the fetch), which saves asking again.
+/// Compares the window after a sync; `None` when the sink keeps nothing to compare (NDJSON, dry run). `known`:
+/// what the run's completeness check learned from Zoho, which saves asking again. Extra rows alone match.
 pub async fn reconcile(
     client: &ZohoClient,
     sink: &mut dyn Sink,
     window: &Window,
-    counted: Option<u64>,
+    known: Option<&Completeness>,
+) -> Result<Option<Reconciliation>, ReconcileError> {
+    compare(client, sink, window, known, false).await
+}
+
+/// `dealsync verify`: the same comparison, where any difference is a mismatch.
+pub async fn verify(client: &ZohoClient, sink: &mut dyn Sink, window: &Window) -> Result<Option<Reconciliation>, ReconcileError> {
+    compare(client, sink, window, None, true).await
+}
+
+async fn compare(
+    client: &ZohoClient,
+    sink: &mut dyn Sink,
+    window: &Window,
+    known: Option<&Completeness>,
+    strict: bool,
 ) -> Result<Option<Reconciliation>, ReconcileError> {
     let Some(warehouse) = sink.count_in_window(window).await? else { return Ok(None) };
-    let crm = match counted {
-        Some(n) => n,
+    let crm = match known {
+        Some(c) => c.crm,
         None => client.coql_count(&coql_count_closed_won(window)).await?,
     };
-    let mut r = Reconciliation { crm, warehouse, matches: crm == warehouse, missing: Vec::new(), extra: Vec::new() };
+    let mut r = Reconciliation {
+        crm,
+        warehouse,
+        matches: crm == warehouse,
+        missing: Vec::new(),
+        extra: Vec::new(),
+        missing_total: 0,
+        extra_total: 0,
+    };
     if !r.matches {
         let ours = sink.ids_in_window(window).await?;
-        let theirs = crm_ids(client, window).await?;
-        let (missing, extra) = diff(&theirs, &ours);
-        r.missing = missing;
-        r.extra = extra;
-        // Equal counts can hide a swap; unequal counts with equal sets cannot happen, but say what was seen.
-        r.matches = r.missing.is_empty() && r.extra.is_empty() && crm == warehouse;
+        let theirs = match known.and_then(|c| c.listed.clone()) {
+            Some(listed) => listed,
+            None => crm_ids(client, window).await?,
+        };
+        let moved_on = known.map(|c| &c.moved_on);
+        let (missing, extra) = diff(&theirs, &ours, |id| moved_on.is_some_and(|m| m.contains(id)));
+        (r.missing_total, r.extra_total) = (missing.0, extra.0);
+        (r.missing, r.extra) = (missing.1, extra.1);
+        r.matches = r.missing_total == 0 && (!strict || r.extra_total == 0);
     }
     Ok(Some(r))
 }
 
-/// Up to `NAMED` ids of each side's difference; both inputs sorted.
-fn diff(crm: &[String], warehouse: &[String]) -> (Vec<String>, Vec<String>) {
+/// Each side's difference (both inputs sorted): how many, and up to `NAMED` of them. A CRM id for which
+/// `elsewhere` holds (the run wrote it with a newer copy outside the window) is not missing.
+fn diff(crm: &[String], warehouse: &[String], elsewhere: impl Fn(&str) -> bool) -> ((u64, Vec<String>), (u64, Vec<String>)) {
     let (mut i, mut j) = (0, 0);
-    let (mut missing, mut extra) = (Vec::new(), Vec::new());
+    let (mut missing, mut extra) = ((0u64, Vec::new()), (0u64, Vec::new()));
     let key = |s: &String| (s.len(), s.clone());
+    let note = |side: &mut (u64, Vec<String>), id: &String| {
+        side.0 += 1;
+        if side.1.len() < NAMED {
+            side.1.push(id.clone());
+        }
+    };
     while i < crm.len() || j < warehouse.len() {
         match (crm.get(i), warehouse.get(j)) {
             (Some(a), Some(b)) if a == b => {
@@ -72,28 +113,20 @@ fn diff(crm: &[String], warehouse: &[String]) -> (Vec<String>, Vec<String>) {
                 j += 1;
             }
             (Some(a), Some(b)) if key(a) < key(b) => {
-                if missing.len() < NAMED {
-                    missing.push(a.clone());
+                if !elsewhere(a) {
+                    note(&mut missing, a);
                 }
                 i += 1;
             }
-            (Some(_), Some(b)) => {
-                if extra.len() < NAMED {
-                    extra.push(b.clone());
-                }
+            (Some(_), Some(b)) | (None, Some(b)) => {
+                note(&mut extra, b);
                 j += 1;
             }
             (Some(a), None) => {
-                if missing.len() < NAMED {
-                    missing.push(a.clone());
+                if !elsewhere(a) {
+                    note(&mut missing, a);
                 }
                 i += 1;
-            }
-            (None, Some(b)) => {
-                if extra.len() < NAMED {
-                    extra.push(b.clone());
-                }
-                j += 1;
             }
             (None, None) => break,
         }
@@ -132,15 +165,17 @@ mod tests {
 
     #[test]
     fn diff_names_both_sides() {
-        let (missing, extra) = diff(&v(&["1", "2", "10", "11"]), &v(&["2", "3", "11"]));
-        assert_eq!(missing, vec!["1", "10"]);
-        assert_eq!(extra, vec!["3"]);
+        let (missing, extra) = diff(&v(&["1", "2", "10", "11"]), &v(&["2", "3", "11"]), |_| false);
+        assert_eq!(missing, (2, vec!["1".to_string(), "10".to_string()]));
+        assert_eq!(extra, (1, vec!["3".to_string()]));
+        let (missing, _) = diff(&v(&["1", "2", "10", "11"]), &v(&["2", "3", "11"]), |id| id == "10");
+        assert_eq!(missing, (1, vec!["1".to_string()]), "a deal written with a newer copy outside the window is not missing");
     }
 
     #[test]
     fn diff_names_at_most_twenty_per_side() {
         let crm: Vec<String> = (100..200).map(|i| i.to_string()).collect();
-        let (missing, extra) = diff(&crm, &[]);
-        assert_eq!((missing.len(), extra.len()), (NAMED, 0));
+        let (missing, extra) = diff(&crm, &[], |_| false);
+        assert_eq!((missing.0, missing.1.len(), extra.0), (100, NAMED, 0));
     }
 }

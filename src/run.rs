@@ -17,6 +17,7 @@ use crate::sim;
 use crate::sink::bigquery::BigQuerySink;
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::sqlite::SqliteSink;
+use crate::sink::seen::{Offer, Seen};
 use crate::sink::{RunRecord, Sink, SinkError, SinkSpec, WriteStats};
 use crate::shutdown::Shutdown;
 use crate::summary::RunSummary;
@@ -42,7 +43,7 @@ pub enum RunError {
     Usage(String),
     #[error("stopped by {0} before the window was complete; nothing was committed for this run, and the next run covers the window again")]
     Interrupted(String),
-    #[error("the warehouse does not agree with Zoho for this window (see the reconciliation event)")]
+    #[error("the warehouse does not hold every closed-won deal Zoho has in this window (see the incomplete and reconciliation events)")]
     Mismatch,
 }
 
@@ -212,7 +213,7 @@ async fn sync_inner(
         while outcome.is_none() || found.is_none() {
             tokio::select! {
                 o = &mut fetch, if outcome.is_none() => {
-                    let failed = o.2.is_some();
+                    let failed = o.3.is_some();
                     outcome = Some(o);
                     if failed {
                         break;
@@ -223,12 +224,12 @@ async fn sync_inner(
         }
         (outcome.expect("the loop ends with the pipeline's outcome"), found.flatten())
     };
-    let (fetch_stats, written, error) = outcome;
+    let (fetch_stats, written, completeness, error) = outcome;
     summary.pages = fetch_stats.pages;
-    summary.windows_split = fetch_stats.windows_split;
+    summary.windows_split = fetch_stats.slices_split;
     summary.coql_counts = fetch_stats.counts;
-    summary.coql_pages = fetch_stats.coql_pages;
-    summary.search_probes = fetch_stats.probes;
+    summary.coql_pages = fetch_stats.listings;
+    summary.by_id_requests = fetch_stats.by_id;
     summary.deals_fetched = written.records;
     summary.not_closed_won = written.not_closed_won;
     summary.quarantined = written.quarantined + written.stats.rejected;
@@ -248,8 +249,19 @@ async fn sync_inner(
         }
     }
     let mut mismatch = false;
+    if let (None, Some(c)) = (&error, &completeness) {
+        summary.repaired = c.repaired;
+        summary.crm_closed_won = Some(c.crm);
+        if !c.missing.is_empty() {
+            mismatch = true;
+            let named: Vec<&str> = c.missing.iter().take(crate::reconcile::NAMED).map(String::as_str).collect();
+            tracing::warn!(event = "incomplete", run_id = %run_id, missing = c.missing.len(), ids = %named.join(","),
+                "{} closed-won deals Zoho lists in the window could not be fetched, even by id: [{}]",
+                c.missing.len(), named.join(","));
+        }
+    }
     if error.is_none() {
-        match crate::reconcile::reconcile(&client, sink.as_mut(), &window, fetch_stats.root_count).await {
+        match crate::reconcile::reconcile(&client, sink.as_mut(), &window, completeness.as_ref()).await {
             Ok(Some(r)) => {
                 summary.crm_closed_won = Some(r.crm);
                 summary.warehouse_closed_won = Some(r.warehouse);
@@ -272,7 +284,7 @@ async fn sync_inner(
         Some(e) => e.exit(),
     };
     if mismatch && summary.error.is_none() {
-        summary.error = Some("the warehouse does not agree with Zoho for this window (see the reconciliation event)".into());
+        summary.error = Some(RunError::Mismatch.to_string());
     }
     let record = RunRecord {
         run_id: run_id.to_string(),
@@ -339,13 +351,20 @@ async fn apply_changes(sink: &mut dyn Sink, found: Result<Changes, ZohoError>) -
 fn log_reconciliation(run_id: &str, r: &crate::reconcile::Reconciliation) {
     let missing = r.missing.join(",");
     let extra = r.extra.join(",");
-    if r.matches {
+    if r.matches && r.extra_total == 0 {
         tracing::info!(event = "reconciliation", run_id = %run_id, outcome = "match", crm = r.crm, warehouse = r.warehouse,
-            "the warehouse holds the {} closed-won deals Zoho counts in the window", r.crm);
+            "the warehouse holds the {} closed-won deals Zoho has in the window", r.crm);
+    } else if r.matches {
+        tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "extra", crm = r.crm, warehouse = r.warehouse,
+            extra = %extra, extra_total = r.extra_total,
+            "the warehouse holds every closed-won deal Zoho has in the window, and {} rows Zoho no longer lists there \
+             (edited, lost or deleted since they were written; the run covering their new modification time updates them): [{extra}]",
+            r.extra_total);
     } else {
         tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "mismatch", crm = r.crm, warehouse = r.warehouse,
-            missing = %missing, extra = %extra,
-            "Zoho counts {} closed-won deals in the window, the warehouse holds {}; missing: [{missing}], extra: [{extra}]", r.crm, r.warehouse);
+            missing = %missing, extra = %extra, missing_total = r.missing_total, extra_total = r.extra_total,
+            "Zoho has {} closed-won deals in the window, the warehouse holds {}; missing {}: [{missing}], extra {}: [{extra}]",
+            r.crm, r.warehouse, r.missing_total, r.extra_total);
     }
 }
 
@@ -358,7 +377,7 @@ pub async fn verify(plan: SyncPlan) -> Exit {
         let window = plan.spec.resolve(plan.field, started_at, None).map_err(RunError::Usage)?;
         let client = ZohoClient::new(settings.zoho.clone().expect("credentials were required"), plan.retry, plan.request_timeout)?;
         let mut sink = open_sink(&plan, &settings, &run_id, started_at).await?;
-        match crate::reconcile::reconcile(&client, sink.as_mut(), &window, None).await {
+        match crate::reconcile::verify(&client, sink.as_mut(), &window).await {
             Ok(Some(r)) => {
                 log_reconciliation(&run_id, &r);
                 println!("{}", serde_json::to_string(&r).expect("serializes"));
@@ -517,28 +536,98 @@ async fn open_sink(
     })
 }
 
-/// Fetches `window` and writes what it finds, overlapping both. Returns whatever was counted even on failure.
-/// A shutdown stops fetching at once and writing after the batch in progress; nothing is committed then.
+/// The deals a run has fetched: each once (a deal that comes back on another page is passed on only when that
+/// copy is newer), the ones quarantined, and the ones whose copy lies outside the window (read by id after an
+/// edit moved them on). What the completeness check compares with Zoho.
+#[derive(Default)]
+pub struct RunIds {
+    rows: Seen,
+    quarantined: std::collections::HashSet<String>,
+    moved_on: std::collections::HashSet<String>,
+}
+
+impl RunIds {
+    fn has(&self, id: &str) -> bool {
+        self.rows.contains(id) || self.quarantined.contains(id)
+    }
+
+    /// Distinct deals fetched: rows and quarantined records with an id.
+    fn len(&self) -> u64 {
+        (self.rows.len() + self.quarantined.iter().filter(|id| !self.rows.contains(id)).count()) as u64
+    }
+}
+
+/// Whether the run fetched every closed-won deal of its window, and what it took.
+#[derive(Debug, Clone, Default)]
+pub struct Completeness {
+    /// Zoho's closed-won deals in the window: the count taken before the first search, or the listing's size.
+    pub crm: u64,
+    /// Zoho's closed-won ids in the window (sorted), when they were listed (the count did not match).
+    pub listed: Option<Vec<String>>,
+    /// Deals search did not return, read by id.
+    pub repaired: u64,
+    /// Deals still missing after that (sorted).
+    pub missing: Vec<String>,
+    /// Deals whose copy lies outside the window (edited since they were listed).
+    pub moved_on: std::collections::HashSet<String>,
+}
+
+/// What the writer receives: a mapped page, or a request to say once everything sent before was handled.
+enum Msg {
+    Page(MappedPage),
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Waits until the writer has handled everything sent before; false if it has stopped.
+async fn barrier(tx: &mpsc::Sender<Msg>) -> bool {
+    let (ack, done) = tokio::sync::oneshot::channel();
+    tx.send(Msg::Barrier(ack)).await.is_ok() && done.await.is_ok()
+}
+
+/// What the fetching side of the pipeline ends with.
+struct Produced {
+    stats: FetchStats,
+    stopped: bool,
+    completeness: Option<Completeness>,
+}
+
+/// Fetches `window` and writes what it finds, overlapping both, then proves the run complete: the distinct deals
+/// fetched against Zoho's count taken before the first search (a `Modified_Time` window only loses deals as
+/// they are edited, so equal numbers mean the same deals), and otherwise against Zoho's id listing, reading
+/// what is missing by id. Returns whatever was counted even on failure. A shutdown stops fetching at once and
+/// writing after the batch in progress.
 async fn pipeline(
     client: &ZohoClient,
     sink: &mut dyn Sink,
     window: Window,
     stamp: &RunStamp,
     shutdown: &Shutdown,
-) -> (FetchStats, Written, Option<RunError>) {
-    let (tx, mut rx) = mpsc::channel::<MappedPage>(PIPELINE_DEPTH);
+) -> (FetchStats, Written, Option<Completeness>, Option<RunError>) {
+    let (tx, mut rx) = mpsc::channel::<Msg>(PIPELINE_DEPTH);
     let expected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut progress = crate::summary::Progress::new(expected.clone());
-    let map = move |page| map_page(page, stamp);
-    let producer = async move { Fetcher::new(client, tx, map, shutdown.clone()).expected(expected).promoted(stamp.promoted).fetch_window(window).await };
+    let ids = std::sync::Mutex::new(RunIds::default());
+    let map = move |page| Msg::Page(map_page(page, stamp));
+    // The producer owns the channel's sender: when it is done (and its fetcher dropped), the writer sees the end.
+    let (ids_ref, window_ref) = (&ids, &window);
+    let producer = async move {
+        let fetcher = Fetcher::new(client, tx.clone(), map, shutdown.clone()).expected(expected).promoted(stamp.promoted);
+        let fetched = fetcher.fetch_window(window_ref.clone()).await?;
+        if fetched.stopped_early || !barrier(&tx).await {
+            return Ok(Produced { stats: fetcher.stats(), stopped: true, completeness: None });
+        }
+        let completeness = complete(&fetcher, window_ref, fetched.stats.root_count.unwrap_or(0), ids_ref, &tx).await?;
+        let stopped = completeness.is_none();
+        Ok::<_, ZohoError>(Produced { stats: fetcher.stats(), stopped, completeness })
+    };
     let consumer = async {
         let mut written = Written::default();
         let mut stopped = false;
         loop {
-            let page = tokio::select! {
+            let msg = tokio::select! {
                 biased;
                 _ = shutdown.wait() => { stopped = true; break; }
-                page = rx.recv() => match page { Some(p) => p, None => break },
+                msg = rx.recv() => match msg { Some(m) => m, None => break },
                 () = tokio::time::sleep(IDLE_COMMIT) => {
                     if let Err(e) = sink.idle().await {
                         drop(rx);
@@ -547,8 +636,15 @@ async fn pipeline(
                     continue;
                 }
             };
+            let page = match msg {
+                Msg::Page(p) => p,
+                Msg::Barrier(ack) => {
+                    let _ = ack.send(());
+                    continue;
+                }
+            };
             let n = page.records;
-            if let Err(e) = write_page(sink, page, &mut written).await {
+            if let Err(e) = write_page(sink, page, &mut written, &ids, &window).await {
                 drop(rx);
                 return (written, Some(e), false);
             }
@@ -556,11 +652,11 @@ async fn pipeline(
         }
         (written, None, stopped)
     };
-    let (fetched, (mut written, write_err, consumer_stopped)) = tokio::join!(producer, consumer);
+    let (produced, (mut written, write_err, consumer_stopped)) = tokio::join!(producer, consumer);
     progress.finish();
-    let (fetch_stats, fetch_err, fetch_stopped) = match fetched {
-        Ok(f) => (f.stats, None, f.stopped_early),
-        Err(e) => (FetchStats::default(), Some(e), false),
+    let (fetch_stats, fetch_err, fetch_stopped, completeness) = match produced {
+        Ok(p) => (p.stats, None, p.stopped, p.completeness),
+        Err(e) => (FetchStats::default(), Some(e), false, None),
     };
     // The sink's error explains a closed channel; otherwise the fetch error stands.
     let mut error = write_err.map(RunError::from).or(fetch_err.map(RunError::from));
@@ -577,7 +673,52 @@ async fn pipeline(
         Some(RunError::Interrupted(_)) => sink.abandon().await,
         Some(_) => {}
     }
-    (fetch_stats, written, error)
+    let completeness = completeness.map(|mut c| {
+        c.moved_on = std::mem::take(&mut ids.lock().expect("not poisoned").moved_on);
+        c
+    });
+    (fetch_stats, written, completeness, error)
+}
+
+/// Checks that the run fetched every closed-won deal Zoho has in the window, and reads the missing ones by id.
+/// `None` when it was stopped on the way.
+async fn complete(
+    fetcher: &Fetcher<'_, Msg>,
+    window: &Window,
+    counted: u64,
+    ids: &std::sync::Mutex<RunIds>,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<Option<Completeness>, ZohoError> {
+    let fetched = ids.lock().expect("not poisoned").len();
+    // Only a Modified_Time window is proven by its count: an edit moves a deal out of it, never into it, so the
+    // deals fetched after the count are among the deals counted. An edit can move a closing date anywhere.
+    if fetched == counted && !window.field.is_date() {
+        return Ok(Some(Completeness { crm: counted, ..Completeness::default() }));
+    }
+    let mut listed = fetcher.list_ids(window).await?;
+    crate::reconcile::sort_ids(&mut listed);
+    let missing: Vec<String> = {
+        let ids = ids.lock().expect("not poisoned");
+        listed.iter().filter(|id| !ids.has(id)).cloned().collect()
+    };
+    tracing::info!(event = "completeness", counted, fetched, listed = listed.len(), missing = missing.len(),
+        "Zoho counted {counted} closed-won deals in the window and lists {}; the run fetched {fetched}; {} to read by id",
+        listed.len(), missing.len());
+    if !missing.is_empty() {
+        let f = fetcher.fetch_ids(missing.clone()).await?;
+        if f.stopped_early || !barrier(tx).await {
+            return Ok(None);
+        }
+    }
+    let still: Vec<String> = {
+        let ids = ids.lock().expect("not poisoned");
+        missing.iter().filter(|id| !ids.has(id)).cloned().collect()
+    };
+    let repaired = (missing.len() - still.len()) as u64;
+    if repaired > 0 {
+        tracing::info!(event = "repaired", repaired, "read {repaired} closed-won deals by id that search did not return");
+    }
+    Ok(Some(Completeness { crm: listed.len() as u64, listed: Some(listed), repaired, missing: still, ..Completeness::default() }))
 }
 
 /// One page's records, mapped by the task that fetched it (its text is freed then, not after the sink's turn).
@@ -590,8 +731,15 @@ struct MappedPage {
 
 fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
     let n = page.page.len();
-    let mut mapped = MappedPage { records: n as u64, rows: Vec::with_capacity(n), quarantined: Vec::new(), not_closed_won: 0 };
+    let mut mapped = MappedPage { records: 0, rows: Vec::with_capacity(n), quarantined: Vec::new(), not_closed_won: 0 };
     for rec in page.page.records() {
+        // An ordered page's last second is read again with the rest of its slice.
+        if let Some(before) = page.before {
+            if crate::zoho::fetch::modified_time(&rec).is_some_and(|t| t >= before) {
+                continue;
+            }
+        }
+        mapped.records += 1;
         match map_record(&rec, stamp) {
             Mapped::Row(row) => mapped.rows.push(*row),
             Mapped::NotClosedWon { deal_id, stage } => {
@@ -609,12 +757,38 @@ fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
     mapped
 }
 
-async fn write_page(sink: &mut dyn Sink, page: MappedPage, written: &mut Written) -> Result<(), SinkError> {
+async fn write_page(
+    sink: &mut dyn Sink,
+    page: MappedPage,
+    written: &mut Written,
+    ids: &std::sync::Mutex<RunIds>,
+    window: &Window,
+) -> Result<(), SinkError> {
     let MappedPage { records, rows, quarantined, not_closed_won } = page;
     written.records += records;
     written.not_closed_won += not_closed_won;
     written.quarantined += quarantined.len() as u64;
-    for row in &rows {
+    let mut fresh = Vec::with_capacity(rows.len());
+    {
+        let mut ids = ids.lock().expect("not poisoned");
+        for row in rows {
+            // A deal already written in this run is written again only as a newer copy.
+            if ids.rows.offer(&row.deal_id, row.modified_time.timestamp()) == Offer::Stale {
+                written.stats.unchanged += 1;
+                continue;
+            }
+            if !window.holds(row.modified_time, row.closing_date) {
+                ids.moved_on.insert(row.deal_id.to_string());
+            }
+            fresh.push(row);
+        }
+        for q in &quarantined {
+            if let Some(id) = &q.deal_id {
+                ids.quarantined.insert(id.clone());
+            }
+        }
+    }
+    for row in &fresh {
         if let Some(a) = row.amount {
             let currency = row.currency.as_deref().unwrap_or("(none)");
             match written.amounts.get_mut(currency) {
@@ -625,8 +799,8 @@ async fn write_page(sink: &mut dyn Sink, page: MappedPage, written: &mut Written
             }
         }
     }
-    if !rows.is_empty() {
-        let stats = sink.write_rows(rows).await?;
+    if !fresh.is_empty() {
+        let stats = sink.write_rows(fresh).await?;
         if stats.rejected > 0 {
             tracing::warn!(event = "quarantined", rows = stats.rejected, "the warehouse refused rows; they were quarantined");
         }

@@ -25,9 +25,12 @@ pub struct RunSummary {
     pub token_mints: u64,
     pub windows_split: u64,
     pub coql_counts: u64,
+    /// COQL requests listing ids (dense slices, the completeness check).
     pub coql_pages: u64,
-    /// Probes of the cap's last page that chained a `Modified_Time` window past 2000 deals.
-    pub search_probes: u64,
+    /// `GET /Deals?ids=` requests (dense slices, repairs).
+    pub by_id_requests: u64,
+    /// Closed-won deals search did not return that were read by id.
+    pub repaired: u64,
     pub deals_fetched: u64,
     pub not_closed_won: u64,
     pub rows_inserted: u64,
@@ -83,7 +86,8 @@ impl RunSummary {
                     windows_split = self.windows_split,
                     coql_counts = self.coql_counts,
                     coql_pages = self.coql_pages,
-                    search_probes = self.search_probes,
+                    by_id_requests = self.by_id_requests,
+                    repaired = self.repaired,
                     deals_fetched = self.deals_fetched,
                     not_closed_won = self.not_closed_won,
                     rows_inserted = self.rows_inserted,

@@ -121,6 +121,16 @@ impl Window {
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         t >= self.start && t < self.end
     }
+
+    /// Whether a deal with this modification time and closing date lies in the window (by its field).
+    pub fn holds(&self, modified: DateTime<Utc>, closing: Option<NaiveDate>) -> bool {
+        match self.field {
+            WindowField::ModifiedTime => self.contains(modified),
+            WindowField::ClosingDate => {
+                closing.is_some_and(|d| d >= self.start.with_timezone(&Utc).date_naive() && d < self.end.with_timezone(&Utc).date_naive())
+            }
+        }
+    }
 }
 
 impl fmt::Display for Window {

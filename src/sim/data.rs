@@ -104,6 +104,8 @@ pub struct SimDeal {
     pub deleted: bool,
     /// When it went to the recycle bin (unix seconds), for `/Deals/deleted`.
     pub deleted_at: Option<i64>,
+    /// Submitted for approval and not approved yet: search leaves it out unless asked for `approved=both`.
+    pub awaiting_approval: bool,
     /// The record as search renders it, kept once rendered so that the simulator's own time stays small beside
     /// the latency it simulates; whoever changes the deal resets it.
     pub rendered: std::sync::OnceLock<Box<str>>,
@@ -142,19 +144,25 @@ impl SimDeal {
         TYPES[(self.id % 2) as usize]
     }
 
-    /// Renders the deal as Zoho's JSON record, times in `tz`. `fields`: only these keys (plus `id`).
+    /// Renders the deal as search returns it, times in `tz`. `fields`: only these keys (plus `id`).
     pub fn render(&self, tz: FixedOffset, fields: Option<&[&str]>, out: &mut String) {
-        let mut w = ObjectWriter::new(out, fields);
+        self.render_view(tz, View { fields, ..View::default() }, out)
+    }
+
+    /// Renders the deal in the shape of one API's answer (see `View`).
+    pub fn render_view(&self, tz: FixedOffset, view: View<'_>, out: &mut String) {
+        let mut w = ObjectWriter::new(out, view);
         let ts = |secs: i64| {
             tz.timestamp_opt(secs, 0).single().expect("valid").to_rfc3339_opts(SecondsFormat::Secs, false)
         };
         let (owner_name, owner_email) = OWNERS[self.owner as usize % OWNERS.len()];
         let owner_id = 4_876_876_000_000_225_013u64 + self.owner as u64;
-        let owner = format!(
-            "{{\"name\":{},\"id\":\"{owner_id}\",\"email\":{}}}",
-            json_str(owner_name),
-            json_str(owner_email)
-        );
+        // COQL returns a user lookup with its name and id, without the e-mail address.
+        let owner = if view.coql {
+            format!("{{\"name\":{},\"id\":\"{owner_id}\"}}", json_str(owner_name))
+        } else {
+            format!("{{\"name\":{},\"id\":\"{owner_id}\",\"email\":{}}}", json_str(owner_name), json_str(owner_email))
+        };
         let (cur, sym, rate) = CURRENCIES[self.currency as usize];
         let amount_json = match (self.broken, self.amount) {
             (Some(Broken::AmountText), _) => "\"twelve thousand\"".to_string(),
@@ -203,9 +211,9 @@ impl SimDeal {
         if self.broken != Some(Broken::MissingId) {
             w.raw("id", &format!("\"{}\"", self.id));
         }
-        w.raw("$approved", "true");
+        w.raw("$approved", if self.awaiting_approval { "false" } else { "true" });
         w.raw("$approval", "{\"delegate\":false,\"approve\":false,\"reject\":false,\"resubmit\":false}");
-        w.raw("$approval_state", "\"approved\"");
+        w.raw("$approval_state", if self.awaiting_approval { "\"approval_process_pending\"" } else { "\"approved\"" });
         w.raw("$editable", "true");
         w.raw("$in_merge", "false");
         w.raw("$orchestration", "false");
@@ -266,22 +274,34 @@ impl SimDeal {
     }
 }
 
+/// How a record is rendered: which fields, and in which API's shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct View<'a> {
+    /// Only these fields (plus `id`); every field when `None`.
+    pub fields: Option<&'a [&'a str]>,
+    /// Zoho's `$` system keys come with a projection too (records by id), not with search's or COQL's.
+    pub system_keys: bool,
+    /// COQL's shape: user lookups without the e-mail address.
+    pub coql: bool,
+}
+
 /// Writes `{"k":v,…}`, skipping keys outside an optional projection (`id` is always kept).
 struct ObjectWriter<'a> {
     out: &'a mut String,
-    fields: Option<&'a [&'a str]>,
+    view: View<'a>,
     first: bool,
 }
 
 impl<'a> ObjectWriter<'a> {
-    fn new(out: &'a mut String, fields: Option<&'a [&'a str]>) -> Self {
+    fn new(out: &'a mut String, view: View<'a>) -> Self {
         out.push('{');
-        ObjectWriter { out, fields, first: true }
+        ObjectWriter { out, view, first: true }
     }
 
     fn raw(&mut self, key: &str, value: &str) {
-        if let Some(f) = self.fields {
-            if key != "id" && !f.contains(&key) {
+        if let Some(f) = self.view.fields {
+            let system = self.view.system_keys && key.starts_with('$');
+            if key != "id" && !system && !f.contains(&key) {
                 return;
             }
         }
@@ -316,6 +336,8 @@ pub struct GenSpec {
     pub broken: usize,
     /// Share of deals that are exactly "Closed Won"; a sixth of the rest are look-alike stages.
     pub won_share: f64,
+    /// Closed-won deals (spread over the span) that await approval.
+    pub awaiting_approval: usize,
 }
 
 /// Generates deals sorted by `modified`.
@@ -368,8 +390,14 @@ pub fn generate(spec: &GenSpec) -> Vec<SimDeal> {
             broken,
             deleted: false,
             deleted_at: None,
+            awaiting_approval: false,
             rendered: Default::default(),
         });
+    }
+    let won: Vec<usize> = (0..deals.len()).filter(|&i| deals[i].stage == CLOSED_WON && deals[i].broken.is_none()).collect();
+    if spec.awaiting_approval > 0 && !won.is_empty() {
+        let step = (won.len() / spec.awaiting_approval).max(1);
+        won.iter().step_by(step).take(spec.awaiting_approval).for_each(|&i| deals[i].awaiting_approval = true);
     }
     deals.sort_by_key(|d| (d.modified, d.id));
     deals
@@ -385,7 +413,7 @@ mod tests {
     use super::*;
 
     fn spec(n: usize) -> GenSpec {
-        GenSpec { deals: n, seed: 7, anchor: Utc.timestamp_opt(1_790_000_000, 0).unwrap(), span: Duration::days(30), broken: 0, won_share: 0.3 }
+        GenSpec { deals: n, seed: 7, anchor: Utc.timestamp_opt(1_790_000_000, 0).unwrap(), span: Duration::days(30), broken: 0, won_share: 0.3, awaiting_approval: 0 }
     }
 
     #[test]

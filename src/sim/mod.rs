@@ -63,6 +63,16 @@ pub struct SimConfig {
     /// `304 Not Modified` with an empty body, as HTTP allows (on by default: a real server may do it); off, it
     /// is answered 204.
     pub not_modified: bool,
+    /// Search returns deals sharing a sort key in another order on each request, as a database does for `ORDER
+    /// BY` on a column that is not unique, with offsets, and no tie-breaker.
+    pub shuffled_ties: bool,
+    /// Search does not see a deal until this long after its last modification (by the wall clock), as Zoho's
+    /// lagging search index; COQL and records by id see it at once.
+    pub search_lag: std::time::Duration,
+    /// Closed-won deals that await approval: search leaves them out unless asked for `approved=both`.
+    pub awaiting_approval: usize,
+    /// Deals re-modified (now) every second while the simulator runs, as users editing the CRM during a sync.
+    pub edits_per_second: u32,
 }
 
 impl SimConfig {
@@ -98,6 +108,10 @@ impl Default for SimConfig {
             won_share: 0.3,
             ignores_sort: false,
             not_modified: true,
+            shuffled_ties: false,
+            search_lag: std::time::Duration::ZERO,
+            awaiting_approval: 0,
+            edits_per_second: 0,
         }
     }
 }
@@ -173,6 +187,11 @@ impl SimHandle {
         self.state.closed_won_in(window)
     }
 
+    /// Deals the simulator re-modified by itself so far (`edits_per_second`), in order.
+    pub fn edited(&self) -> Vec<u64> {
+        self.state.edited.lock().expect("not poisoned").clone()
+    }
+
     /// Changes the stored deals (a deal won, reopened, edited or deleted in the CRM); order is restored after.
     pub fn mutate<F: FnOnce(&mut Vec<SimDeal>)>(&self, f: F) {
         let mut deals = self.state.deals.write().expect("not poisoned");
@@ -212,12 +231,20 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
         counted.counters.connections.fetch_add(1, Ordering::Relaxed);
     });
     let (tx, rx) = oneshot::channel::<()>();
+    let editor = state.clone();
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        if editor.config.edits_per_second == 0 {
+            let _ = serve.await;
+            return;
+        }
+        // Edits go on while the server runs, and stop with it.
+        tokio::select! {
+            _ = serve => {}
+            () = server::edit_every_second(editor) => {}
+        }
     });
     Ok(SimHandle { addr, state, shutdown: Some(tx), task: Some(task) })
 }

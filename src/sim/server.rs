@@ -34,6 +34,10 @@ pub struct SimState {
     mints: Mutex<VecDeque<Instant>>,
     pub counters: SimCounters,
     token_seq: std::sync::atomic::AtomicU64,
+    /// Deals re-modified by `edit_every_second`.
+    pub edited: Mutex<Vec<u64>>,
+    /// Numbers each search, to seed how it orders ties.
+    search_seq: std::sync::atomic::AtomicU64,
 }
 
 impl SimState {
@@ -45,6 +49,7 @@ impl SimState {
             span: config.span,
             broken: config.broken,
             won_share: config.won_share,
+            awaiting_approval: config.awaiting_approval,
         });
         SimState {
             config,
@@ -54,6 +59,8 @@ impl SimState {
             mints: Mutex::new(VecDeque::new()),
             counters: SimCounters::default(),
             token_seq: std::sync::atomic::AtomicU64::new(1),
+            edited: Mutex::new(Vec::new()),
+            search_seq: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -96,6 +103,7 @@ impl SimState {
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/crm/v8/Deals/search", get(search))
+        .route("/crm/v8/Deals", get(records))
         .route("/crm/v8/coql", post(coql_query))
         .route("/crm/v8/settings/fields", get(fields))
         .route("/crm/v8/Deals/deleted", get(deleted))
@@ -336,9 +344,13 @@ fn refusal(state: &SimState, headers: &HeaderMap, scope: &str) -> Option<Respons
 const CACHE_RENDERED_UP_TO: usize = 250_000;
 
 fn page_body(state: &SimState, records: &[&SimDeal], fields: Option<&[&str]>, info: serde_json::Value) -> String {
+    page_body_view(state, records, data::View { fields, ..data::View::default() }, info)
+}
+
+fn page_body_view(state: &SimState, records: &[&SimDeal], view: data::View<'_>, info: serde_json::Value) -> String {
     let mut out = String::with_capacity(records.len() * 2500 + 200);
     out.push_str("{\"data\":[");
-    let cache = fields.is_none() && state.config.deals <= CACHE_RENDERED_UP_TO;
+    let cache = view.fields.is_none() && !view.coql && state.config.deals <= CACHE_RENDERED_UP_TO;
     for (i, d) in records.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -350,7 +362,7 @@ fn page_body(state: &SimState, records: &[&SimDeal], fields: Option<&[&str]>, in
                 one.into_boxed_str()
             }));
         } else {
-            d.render(state.config.tz, fields, &mut out);
+            d.render_view(state.config.tz, view, &mut out);
         }
     }
     out.push_str("],\"info\":");
@@ -379,6 +391,9 @@ async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q)
         Some(Ok(p)) if (1..=200).contains(&p) => p,
         _ => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "per_page"})),
     };
+    let Some(approval) = approval(&q) else {
+        return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "approved"}));
+    };
     let filter = match criteria::parse(criteria).and_then(|e| criteria::compile(&e, false)) {
         Ok(f) => f,
         Err(e) => return query_error(e),
@@ -391,39 +406,188 @@ async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q)
         return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "sort_by"}));
     };
     let (sort_by, descending) = if state.config.ignores_sort { ("id", true) } else { (sort_by, descending) };
-    let start = (page - 1) * per_page;
+    // What the search index holds: deals modified at least `search_lag` ago.
+    let indexed_before = chrono::Utc::now().timestamp() - state.config.search_lag.as_secs() as i64;
+    let lagging = !state.config.search_lag.is_zero();
     let deals = state.deals.read().expect("not poisoned");
-    // The deals are kept in (Modified_Time, id) order: that order is read lazily, up to the page and one more;
-    // other orders collect and sort every match. Ties keep id order, so that paging through equal keys is stable.
-    let (slice, more_records): (Vec<&SimDeal>, bool) = if sort_by == "Modified_Time" {
-        let mut it: Box<dyn Iterator<Item = &SimDeal>> = if descending {
-            Box::new(SimState::matching_iter(&deals, &filter).rev())
-        } else {
-            Box::new(SimState::matching_iter(&deals, &filter))
-        };
-        let slice: Vec<&SimDeal> = it.by_ref().skip(start).take(per_page).collect();
-        let more = it.next().is_some();
-        (slice, more)
-    } else {
-        let mut matches: Vec<&SimDeal> = SimState::matching_iter(&deals, &filter).collect();
-        match sort_by {
-            "Created_Time" => matches.sort_by_key(|d| (d.created, d.id)),
-            _ => matches.sort_unstable_by_key(|d| d.id),
-        }
-        if descending {
-            matches.reverse();
-        }
-        let end = (start + per_page).min(matches.len());
-        let more = end < matches.len();
-        (matches.get(start..end).unwrap_or_default().to_vec(), more)
+    let mut matches: Vec<&SimDeal> = SimState::matching_iter(&deals, &filter)
+        .filter(|d| approval.admits(d) && (!lagging || d.modified < indexed_before))
+        .collect();
+    let key = |d: &SimDeal| match sort_by {
+        "Modified_Time" => d.modified,
+        "Created_Time" => d.created,
+        _ => d.id as i64,
     };
+    matches.sort_by_key(|d| (key(d), d.id));
+    if state.config.shuffled_ties {
+        // Equal keys in another order on each request: what paging with offsets and no tie-breaker gets.
+        let mut rng = data::Rng::new(state.search_seq.fetch_add(1, Ordering::Relaxed) ^ state.config.seed);
+        for run in matches.chunk_by_mut(|a, b| key(a) == key(b)) {
+            for i in (1..run.len()).rev() {
+                run.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+        }
+    }
+    if descending {
+        matches.reverse();
+    }
+    let start = (page - 1) * per_page;
+    let end = (start + per_page).min(matches.len());
+    let slice = matches.get(start..end).unwrap_or_default();
     if slice.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
     let fields: Option<Vec<&str>> = q.get("fields").map(|f| f.split(',').collect());
     let info = json!({"per_page": per_page, "count": slice.len(), "page": page, "sort_by": sort_by,
-                      "sort_order": if descending { "desc" } else { "asc" }, "more_records": more_records});
-    json_response(StatusCode::OK, page_body(&state, &slice, fields.as_deref(), info))
+                      "sort_order": if descending { "desc" } else { "asc" }, "more_records": end < matches.len()});
+    json_response(StatusCode::OK, page_body(&state, slice, fields.as_deref(), info))
+}
+
+/// Which deals an `approved` parameter admits (Zoho's default: approved ones only).
+#[derive(Clone, Copy)]
+enum Approval {
+    Approved,
+    Awaiting,
+    Both,
+}
+
+impl Approval {
+    fn admits(self, d: &SimDeal) -> bool {
+        match self {
+            Approval::Approved => !d.awaiting_approval,
+            Approval::Awaiting => d.awaiting_approval,
+            Approval::Both => true,
+        }
+    }
+}
+
+fn approval(q: &HashMap<String, String>) -> Option<Approval> {
+    match q.get("approved").map(String::as_str) {
+        None | Some("true") => Some(Approval::Approved),
+        Some("false") => Some(Approval::Awaiting),
+        Some("both") => Some(Approval::Both),
+        Some(_) => None,
+    }
+}
+
+/// `GET /crm/v8/Deals`: records by id (`ids`, at most 100), or the module's records page by page (`page` up to
+/// 2,000 records, then `page_token`), with the `fields` asked for (mandatory, at most 50) and Zoho's `$` keys.
+/// `If-Modified-Since` lists only records modified after it, and answers 304 when there are none.
+async fn records(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    pause(&state).await;
+    if let Some(r) = refusal(&state, &headers, DEALS_SCOPE) {
+        return r;
+    }
+    let Some(fields) = q.get("fields").filter(|f| !f.is_empty()) else {
+        return zoho_error(StatusCode::BAD_REQUEST, "REQUIRED_PARAM_MISSING", "required param is missing", json!({"param_name": "fields"}));
+    };
+    let fields: Vec<&str> = fields.split(',').collect();
+    if fields.len() > 50 {
+        return zoho_error(StatusCode::BAD_REQUEST, "LIMIT_EXCEEDED", "limit exceeded", json!({"limit": 50, "param_name": "fields"}));
+    }
+    let Some(approval) = approval(&q) else {
+        return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "approved"}));
+    };
+    let view = data::View { fields: Some(&fields), system_keys: true, coql: false };
+    let deals = state.deals.read().expect("not poisoned");
+    if let Some(ids) = q.get("ids") {
+        let ids: Vec<&str> = ids.split(',').collect();
+        if ids.len() > 100 {
+            return zoho_error(StatusCode::BAD_REQUEST, "LIMIT_EXCEEDED", "limit exceeded", json!({"limit": 100, "param_name": "ids"}));
+        }
+        let Ok(ids): Result<Vec<u64>, _> = ids.iter().map(|i| i.parse::<u64>()).collect() else {
+            return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "ids"}));
+        };
+        let mut found: Vec<&SimDeal> = deals.iter().filter(|d| !d.deleted && ids.contains(&d.id) && approval.admits(d)).collect();
+        found.sort_by_key(|d| d.id);
+        if found.is_empty() {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        let info = json!({"per_page": 200, "count": found.len(), "page": 1, "more_records": false});
+        return json_response(StatusCode::OK, page_body_view(&state, &found, view, info));
+    }
+    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).filter(|p| (1..=200).contains(p)).unwrap_or(200);
+    let Some((sort_by, descending)) = search_order(&q) else {
+        return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "sort_by"}));
+    };
+    let start = match (q.get("page_token"), q.get("page").map(|p| p.parse::<usize>())) {
+        (Some(t), _) => match t.strip_prefix("sim-").and_then(|o| o.parse::<usize>().ok()) {
+            Some(offset) => offset,
+            None => {
+                return zoho_error(StatusCode::BAD_REQUEST, "TOKEN_BOUND_DATA_MISMATCH",
+                    "The page_token given seems to be invalid or input param is added or altered or deleted", json!({"param_name": "page_token"}))
+            }
+        },
+        (None, None) => 0,
+        (None, Some(Ok(p))) if p >= 1 => (p - 1) * per_page,
+        (None, Some(_)) => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "page"})),
+    };
+    if q.get("page_token").is_none() && start + per_page > 2000 {
+        return zoho_error(StatusCode::BAD_REQUEST, "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+            "You can only get the first 2000 records without using page_token param", json!({"limit": 2000}));
+    }
+    if start + per_page > 100_000 {
+        return zoho_error(StatusCode::BAD_REQUEST, "PAGINATION_LIMIT_EXCEEDED",
+            "You can only get upto 100000 records using page_token param", json!({"param_name": "page_token"}));
+    }
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+        .map(|t| t.timestamp());
+    let mut all: Vec<&SimDeal> =
+        deals.iter().filter(|d| !d.deleted && approval.admits(d) && since.is_none_or(|s| d.modified > s)).collect();
+    if all.is_empty() && since.is_some() {
+        state.counters.not_modified.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    match sort_by {
+        "Modified_Time" => all.sort_by_key(|d| (d.modified, d.id)),
+        "Created_Time" => all.sort_by_key(|d| (d.created, d.id)),
+        _ => all.sort_by_key(|d| d.id),
+    }
+    if descending {
+        all.reverse();
+    }
+    let end = (start + per_page).min(all.len());
+    let Some(slice) = all.get(start..end).filter(|s| !s.is_empty()) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let more = end < all.len();
+    let expiry = (chrono::Utc::now() + chrono::Duration::days(1)).with_timezone(&state.config.tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let info = json!({"per_page": per_page, "count": slice.len(), "page": start / per_page + 1, "sort_by": sort_by,
+        "sort_order": if descending { "desc" } else { "asc" }, "more_records": more,
+        "next_page_token": if more { json!(format!("sim-{end}")) } else { json!(null) }, "page_token_expiry": expiry});
+    json_response(StatusCode::OK, page_body_view(&state, slice, view, info))
+}
+
+/// Re-modifies `edits_per_second` random deals every second, as users editing the CRM while a sync runs.
+pub async fn edit_every_second(state: Arc<SimState>) {
+    let mut rng = data::Rng::new(state.config.seed ^ 0xED17);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now().timestamp();
+        let mut deals = state.deals.write().expect("not poisoned");
+        if deals.is_empty() {
+            continue;
+        }
+        let mut edited = Vec::new();
+        for _ in 0..state.config.edits_per_second {
+            let i = rng.below(deals.len() as u64) as usize;
+            let d = &mut deals[i];
+            if d.deleted || d.modified >= now {
+                continue;
+            }
+            d.modified = now;
+            d.rendered = Default::default();
+            edited.push(d.id);
+        }
+        deals.sort_by_key(|d| (d.modified, d.id));
+        drop(deals);
+        state.edited.lock().expect("not poisoned").extend(edited);
+    }
 }
 
 /// The search order asked for: `sort_by` (`id`, `Created_Time` or `Modified_Time`; id by default) and whether
@@ -489,7 +653,8 @@ async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body
     let Select::Fields(fields) = &q.select else { unreachable!("COUNT handled above") };
     let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
     let info = json!({"count": end - q.offset, "more_records": end < matches.len()});
-    json_response(StatusCode::OK, page_body(&state, &matches[q.offset..end], Some(&fields), info))
+    let view = data::View { fields: Some(&fields), system_keys: false, coql: true };
+    json_response(StatusCode::OK, page_body_view(&state, &matches[q.offset..end], view, info))
 }
 
 /// `GET /crm/v8/Deals/deleted?type=all&page=N&per_page=M` with `If-Modified-Since`: deleted records, newest
@@ -542,24 +707,24 @@ async fn fields(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q)
     let Some(module) = q.get("module") else {
         return zoho_error(StatusCode::BAD_REQUEST, "REQUIRED_PARAM_MISSING", "required param is missing", json!({"param_name": "module"}));
     };
-    let list: &[(&str, &str, &str, bool)] = match module.as_str() {
+    let list: &[(&str, &str, &str, bool, u32)] = match module.as_str() {
         "Deals" => DEAL_FIELDS,
-        "Accounts" => &[("Account_Name", "Account Name", "text", false)],
-        "Contacts" => &[("Last_Name", "Last Name", "text", false), ("Email", "Email", "email", false)],
-        "Campaigns" => &[("Campaign_Name", "Campaign Name", "text", false)],
+        "Accounts" => &[("Account_Name", "Account Name", "text", false, 200)],
+        "Contacts" => &[("Last_Name", "Last Name", "text", false, 80), ("Email", "Email", "email", false, 100)],
+        "Campaigns" => &[("Campaign_Name", "Campaign Name", "text", false, 120)],
         _ => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_MODULE", "the module name given seems to be invalid", json!({"resource_path_index": 0})),
     };
     let fields: Vec<serde_json::Value> = list
         .iter()
         .enumerate()
-        .map(|(i, (api, label, ty, custom))| {
+        .map(|(i, (api, label, ty, custom, length))| {
             let mut f = json!({"api_name": api, "field_label": label, "display_label": label, "data_type": ty,
                 "id": format!("48768760000000{i:05}"), "custom_field": custom, "searchable": true,
                 "read_only": false, "system_mandatory": *api == "Deal_Name" || *api == "Stage"});
             // Some real metadata lacks json_type/length; leave them out for one custom field.
             if *api != "Partner_Tier" {
                 f["json_type"] = json!(json_type(ty));
-                f["length"] = json!(if *ty == "textarea" { 32000 } else { 255 });
+                f["length"] = json!(length);
             }
             f
         })
@@ -573,39 +738,56 @@ fn json_type(data_type: &str) -> &'static str {
         "currency" | "double" | "decimal" | "percent" => "double",
         "boolean" => "boolean",
         "lookup" | "ownerlookup" => "jsonobject",
-        "multiselectpicklist" | "tags" => "jsonarray",
+        "multiselectpicklist" | "multiselectlookup" | "tags" => "jsonarray",
         _ => "string",
     }
 }
 
-const DEAL_FIELDS: &[(&str, &str, &str, bool)] = &[
-    ("Owner", "Deal Owner", "ownerlookup", false),
-    ("Deal_Name", "Deal Name", "text", false),
-    ("Amount", "Amount", "currency", false),
-    ("Expected_Revenue", "Expected Revenue", "currency", false),
-    ("Exchange_Rate", "Exchange Rate", "double", false),
-    ("Currency", "Currency", "picklist", false),
-    ("Stage", "Stage", "picklist", false),
-    ("Probability", "Probability (%)", "integer", false),
-    ("Closing_Date", "Closing Date", "date", false),
-    ("Account_Name", "Account Name", "lookup", false),
-    ("Contact_Name", "Contact Name", "lookup", false),
-    ("Pipeline", "Pipeline", "picklist", false),
-    ("Type", "Type", "picklist", false),
-    ("Lead_Source", "Lead Source", "picklist", false),
-    ("Description", "Description", "textarea", false),
-    ("Tag", "Tag", "tags", false),
-    ("Created_Time", "Created Time", "datetime", false),
-    ("Modified_Time", "Modified Time", "datetime", false),
-    ("Contract_Value", "Contract Value", "currency", true),
-    ("Region", "Region", "picklist", true),
-    ("Seats", "Seats", "integer", true),
-    ("Partner_Tier", "Partner Tier", "picklist", true),
-    ("Signed_Contract", "Signed Contract", "boolean", true),
-    ("Discount_Percent", "Discount", "percent", true),
-    ("Renewal_Date", "Renewal Date", "date", true),
-    ("Competitor", "Competitor", "text", true),
-    ("Forecast_Category", "Forecast Category", "picklist", true),
-    ("Invoice_Number", "Invoice Number", "text", true),
-    ("Lead_Score", "Lead Score", "integer", true),
+/// Every field the simulator's deals carry (Zoho's `$` system keys aside), as Zoho's metadata describes them:
+/// API name, label, data type, custom, and length (the documented maximum for the type unless the field has its
+/// own).
+const DEAL_FIELDS: &[(&str, &str, &str, bool, u32)] = &[
+    ("Owner", "Deal Owner", "ownerlookup", false, 120),
+    ("Description", "Description", "textarea", false, 32000),
+    ("Campaign_Source", "Campaign Source", "lookup", false, 120),
+    ("Closing_Date", "Closing Date", "date", false, 20),
+    ("Last_Activity_Time", "Last Activity Time", "datetime", false, 120),
+    ("Modified_By", "Modified By", "ownerlookup", false, 120),
+    ("Lead_Conversion_Time", "Lead Conversion Time", "integer", false, 9),
+    ("Deal_Name", "Deal Name", "text", false, 120),
+    ("Exchange_Rate", "Exchange Rate", "double", false, 16),
+    ("Expected_Revenue", "Expected Revenue", "currency", false, 16),
+    ("Currency", "Currency", "picklist", false, 120),
+    ("Overall_Sales_Duration", "Overall Sales Duration", "integer", false, 9),
+    ("Stage", "Stage", "picklist", false, 120),
+    ("Account_Name", "Account Name", "lookup", false, 120),
+    ("Created_Time", "Created Time", "datetime", false, 120),
+    ("Modified_Time", "Modified Time", "datetime", false, 120),
+    ("Created_By", "Created By", "ownerlookup", false, 120),
+    ("Amount", "Amount", "currency", false, 16),
+    ("Probability", "Probability (%)", "integer", false, 3),
+    ("Next_Step", "Next Step", "text", false, 100),
+    ("Contact_Name", "Contact Name", "lookup", false, 120),
+    ("Sales_Cycle_Duration", "Sales Cycle Duration", "integer", false, 9),
+    ("Type", "Type", "picklist", false, 120),
+    ("Lead_Source", "Lead Source", "picklist", false, 120),
+    ("Pipeline", "Pipeline", "picklist", false, 120),
+    ("Reason_For_Loss__s", "Reason For Loss", "picklist", false, 120),
+    ("Record_Status__s", "Record Status", "picklist", false, 120),
+    ("Locked__s", "Locked", "boolean", false, 5),
+    ("Layout", "Layout", "lookup", false, 120),
+    ("Tag", "Tag", "multiselectlookup", false, 2000),
+    ("Territory", "Territory", "multiselectlookup", false, 2000),
+    ("Change_Log_Time__s", "Change Log Time", "datetime", false, 120),
+    ("Contract_Value", "Contract Value", "currency", true, 16),
+    ("Region", "Region", "picklist", true, 120),
+    ("Seats", "Seats", "integer", true, 9),
+    ("Partner_Tier", "Partner Tier", "picklist", true, 120),
+    ("Signed_Contract", "Signed Contract", "boolean", true, 5),
+    ("Discount_Percent", "Discount", "percent", true, 5),
+    ("Competitor", "Competitor", "text", true, 255),
+    ("Forecast_Category", "Forecast Category", "picklist", true, 120),
+    ("Invoice_Number", "Invoice Number", "text", true, 255),
+    ("Lead_Score", "Lead Score", "integer", true, 9),
+    ("Renewal_Date", "Renewal Date", "date", true, 20),
 ];

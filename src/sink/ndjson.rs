@@ -1,7 +1,7 @@
 //! Newline-delimited JSON: one row per line, to a file or to stdout. It is an export, not a warehouse: it keeps
 //! no run ledger (the default window is always the last 24 hours) and does not merge across runs. `--dry-run`
 //! uses it on stdout with quarantined records only logged. Within a run, a deal that comes back on another page
-//! is written again only if that copy is newer (the ids seen are kept in memory, about 5.5 bytes per deal).
+//! reaches it again only as a newer copy (the run keeps the ids it fetched), which is then a second line.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::seen::{Offer, Seen};
 use super::{RunRecord, Sink, SinkError, WriteStats};
 use crate::exit::Exit;
 use crate::mapping::{DealRow, Quarantined};
@@ -21,19 +20,17 @@ pub struct NdjsonSink {
     dry_run: bool,
     out: Option<Box<dyn Write + Send>>,
     quarantine: Option<BufWriter<File>>,
-    /// The deals already written in this run, with how new each copy was.
-    seen: Seen,
 }
 
 impl NdjsonSink {
     /// `None` writes to stdout.
     pub fn new(path: Option<PathBuf>) -> Self {
-        NdjsonSink { path, dry_run: false, out: None, quarantine: None, seen: Seen::default() }
+        NdjsonSink { path, dry_run: false, out: None, quarantine: None }
     }
 
     /// Rows to stdout, nothing persisted.
     pub fn dry_run() -> Self {
-        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None, seen: Seen::default() }
+        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None }
     }
 
     /// Where quarantined records go: beside the output file, or `./dealsync-quarantine.ndjson` for stdout.
@@ -101,15 +98,7 @@ impl Sink for NdjsonSink {
         // seldom grows (growing from a kilobyte a row copied it twice per batch).
         let mut buf = Vec::with_capacity(rows.iter().map(|r| r.raw.get().len() + 1024).sum());
         for row in &rows {
-            match self.seen.offer(&row.deal_id, row.modified_time.timestamp()) {
-                // Keep the newer copy already written.
-                Offer::Stale => {
-                    stats.unchanged += 1;
-                    continue;
-                }
-                Offer::Newer => stats.updated += 1,
-                Offer::New => stats.inserted += 1,
-            }
+            stats.inserted += 1;
             row.write_json_line(&mut buf);
         }
         let out = self.out.as_mut().expect("prepare() opens the output");

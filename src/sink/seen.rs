@@ -69,6 +69,14 @@ impl Seen {
         Offer::New
     }
 
+    /// Whether `id` was recorded.
+    pub fn contains(&self, id: &str) -> bool {
+        match numeric(id) {
+            Some(key) => self.find(key).is_some() || self.recent.contains_key(&key),
+            None => self.other.contains_key(id),
+        }
+    }
+
     /// Deals recorded so far.
     pub fn len(&self) -> usize {
         self.count + self.recent.len() + self.other.len()

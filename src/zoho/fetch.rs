@@ -1,60 +1,56 @@
-//! Pages through every closed-won deal of a window, concurrently and without ever holding the whole result.
+//! Fetches every closed-won deal of a window, concurrently and without ever holding the whole result, and
+//! without relying on anything Zoho does not document about the order of search results.
 //!
-//! The search API returns at most 2000 records per criteria and has no total count. A `Modified_Time` window
-//! is read in the order of that field (`sort_by=Modified_Time&sort_order=asc`), which lets it go past the cap
-//! without planning requests:
+//! Search returns at most 2000 records per criteria, in pages; nothing documents a tie-breaker for equal sort
+//! keys, so a server may return deals sharing a `Modified_Time` in another order on each request, and a deal
+//! edited while a run pages shifts every later offset. Both make page 2 of a criteria skip what page 1 did not
+//! show. So no criteria is ever read past its first page:
 //!
-//! * the first page of the window is fetched; if Zoho says there is no more, that was the whole window (the
-//!   nightly run's usual case: one request). Otherwise the window is counted; up to 2000 deals, the remaining
-//!   pages are fetched concurrently. A window longer than `PROBE_SPAN` (a backfill) starts as a chain (below)
-//!   at once, with its count beside it for the progress bar and reconciliation;
-//! * a bigger window is read as a chain of blocks of 2000: a *probe* asks for the cap's last page (page 10),
-//!   whose last record's modification time `t` is where the next block starts (`Modified_Time >= t`; deals
-//!   sharing that second come twice and the sinks keep one). Pages 1 to 9 of the block are fetched beside the
-//!   next probe, and probes jump the queue, so the chain runs ahead of the pages. A large window with a high
-//!   concurrency is cut into a few chains. Requests: one per page plus about two per chain;
-//! * the probe checks that the answer really is in that order (the order it reports, and the times it
-//!   carries); if not, chaining is switched off for the run and windows are planned as for `Closing_Date`:
-//! * a `Closing_Date` window over the cap (search cannot sort on it) is cut into equal parts of about 1800
-//!   deals, each counted with COQL and fetched the same way;
-//! * deals that cannot be separated (more than 2000 in one second, or one day for `Closing_Date`) are read
-//!   through COQL with keyset paging (`id > last`).
+//! * the window is counted first (COQL, exact stage), before any search, and cut into slices of about
+//!   `SLICE_TARGET` deals, each read with one request for one page of 200;
+//! * a slice whose page says there is more is read again in smaller parts. When the answer is in ascending
+//!   `Modified_Time` order (asked for, and checked on every record), the deals before its last second are all
+//!   there whatever the order of ties, so they are kept and only the rest of the slice, from that second on,
+//!   is read again; an answer in any other order is dropped and its slice halved;
+//! * a slice that cannot be cut (one second, or one day for `Closing_Date`) holding more than a page is
+//!   listed by id through COQL (keyset paging in id order, which neither ties nor edits can disturb) and its
+//!   deals are read by id, 100 a request, with the fields search returns.
 //!
-//! COQL counts the exact stage while search also returns stages that merely contain "Closed Won", so a count
-//! can fall short: the last planned page then says "more records", and the following pages are fetched too.
-//! Every task is one request (a COQL read is a sequence of them), at most the client's concurrency run at once,
-//! and planning tasks run before pages.
+//! What search still misses (a lagging index, an edit between the count and a slice) is found by the run's
+//! completeness check, which compares the deals fetched with the count and reads the missing ones by id
+//! (`fetch_ids`). Every task is one request (a listing is a sequence of them), at most the client's
+//! concurrency at once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
+use chrono::{DateTime, FixedOffset};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
-use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page, COQL_FIELDS};
+use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page};
 use super::{Page, Record, SearchOrder, ZohoClient, ZohoError};
 use crate::shutdown::Shutdown;
 use crate::window::Window;
 
 /// Records per search page (Zoho's maximum).
 pub const PER_PAGE: u32 = 200;
-/// Records the search API returns for one criteria at most.
-pub const SEARCH_CAP: u32 = 2000;
-/// Deals planned per part when a window is cut: 10 % below the cap, for stages COQL does not count.
-pub const PART_TARGET: u64 = 1800;
-/// Windows up to this long start with their first page; longer ones with a count.
-pub const PROBE_SPAN: chrono::TimeDelta = chrono::TimeDelta::days(2);
-/// The page a chain's probe asks for: the last one the cap allows.
-const PROBE_PAGE: u32 = SEARCH_CAP / PER_PAGE;
-/// Requests in flight one chain keeps busy: every round trip its probe releases nine pages (and asks the next
-/// probe), so one chain can feed about ten; a little less, for slack when answers vary in time.
-const REQUESTS_PER_CHAIN: usize = 8;
+/// Closed-won deals a slice is planned to hold: a page's worth, less room for look-alike stages (which search
+/// returns and COQL does not count) and an uneven spread.
+pub const SLICE_TARGET: u64 = 150;
+/// Ids per `GET /Deals?ids=` (Zoho's maximum).
+pub const IDS_PER_REQUEST: usize = 100;
+/// Fields per `GET /Deals?ids=` (Zoho's maximum).
+pub const FIELDS_PER_REQUEST: usize = 50;
+/// Ids per COQL listing request (Zoho's maximum rows per call).
+pub const IDS_PER_LISTING: u32 = 2000;
 
 /// Where a page came from, for logs.
 #[derive(Debug, Clone)]
 pub enum Origin {
-    Search { window: String, page: u32 },
-    Coql { window: String, after_id: Option<String> },
+    Search { window: String },
+    ById { ids: usize },
 }
 
 /// A page handed to the mapping stage.
@@ -62,19 +58,26 @@ pub enum Origin {
 pub struct FetchedPage {
     pub page: Page,
     pub origin: Origin,
+    /// Only records modified before this instant belong to the slice: the answer was in modification order,
+    /// and its last second is read again with the rest of the slice.
+    pub before: Option<DateTime<FixedOffset>>,
 }
 
 /// What fetching did, for the run summary.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct FetchStats {
+    /// Pages of records handed on (search pages and pages of records by id).
     pub pages: u64,
     pub records: u64,
+    /// COQL counts.
     pub counts: u64,
-    pub windows_split: u64,
-    pub coql_pages: u64,
-    pub probes: u64,
-    /// Zoho's count of exact "Closed Won" deals in the whole window, when planning asked for it (backfills, and
-    /// windows of more than one page); reconciliation uses it instead of asking again.
+    /// Slices read again in smaller parts because they held more than a page.
+    pub slices_split: u64,
+    /// COQL requests listing ids (dense slices, the completeness check).
+    pub listings: u64,
+    /// `GET /Deals?ids=` requests.
+    pub by_id: u64,
+    /// Zoho's count of exact "Closed Won" deals in the whole window, taken before the first search.
     pub root_count: Option<u64>,
 }
 
@@ -83,14 +86,14 @@ struct Counters {
     pages: AtomicU64,
     records: AtomicU64,
     counts: AtomicU64,
-    windows_split: AtomicU64,
-    coql_pages: AtomicU64,
-    probes: AtomicU64,
+    slices_split: AtomicU64,
+    listings: AtomicU64,
+    by_id: AtomicU64,
     root_count: std::sync::OnceLock<u64>,
 }
 
-/// The outcome of `fetch_window`: its statistics, and whether it stopped before the end (the receiver went
-/// away, or a shutdown was asked for).
+/// The outcome of a fetch: its statistics, and whether it stopped before the end (the receiver went away, or a
+/// shutdown was asked for).
 pub struct Fetched {
     pub stats: FetchStats,
     pub stopped_early: bool,
@@ -99,21 +102,12 @@ pub struct Fetched {
 /// One unit of fetching work.
 #[derive(Debug)]
 enum Task {
-    /// The first page of a window of unknown size.
-    First(Window),
-    /// Count a window, then fetch or cut it (`root`: the whole window, whose count the progress bar shows).
-    Count { window: Window, root: bool },
-    /// Count the whole window only to know its size (progress, reconciliation), beside chains that need no count.
-    Expect(Window),
-    /// Pages `from..=to` of a window known to fit the cap; queued as one `Page` task each. `open`: the last one
-    /// may say there is more (the plan came from a count), and then the following pages are fetched too.
-    Pages { window: Window, from: u32, to: u32, open: bool },
-    /// One search page; `last`: the last page of an open plan.
-    Page { window: Window, n: u32, last: bool },
-    /// The cap's last page of a `Modified_Time` window, in that order: where the next block of the chain starts.
-    Probe(Window),
-    /// Keyset paging through COQL for a window too dense to cut.
-    Coql(Window),
+    /// The first page of a slice of the window.
+    Slice(Window),
+    /// A slice too dense to cut: listed by id, then read by id.
+    Dense(Window),
+    /// Up to 100 deals by id.
+    ById(Vec<String>),
 }
 
 /// What a task found: more work, or a reason to stop.
@@ -131,13 +125,13 @@ pub struct Fetcher<'a, P = FetchedPage> {
     shutdown: Shutdown,
     concurrency: usize,
     counters: Counters,
-    /// Closed-won deals in the whole window, once a count tells (for the progress bar's ETA).
+    /// Closed-won deals in the whole window, once counted (for the progress bar).
     expected: std::sync::Arc<AtomicU64>,
-    /// What a COQL page selects: the standard fields and the promoted ones (search returns every field).
-    coql_columns: String,
-    /// Whether search answers in the order asked for, so that windows can be chained past the cap; cleared
-    /// for the rest of the run as soon as an answer shows otherwise.
-    chaining: std::sync::atomic::AtomicBool,
+    /// The fields to ask for by id: those search returned (its first record's keys), so that a deal read by id
+    /// has the shape of one found by search. Empty until a search page shows them.
+    fields: Mutex<Vec<String>>,
+    /// Fields a record must carry whatever search returned (the promoted ones).
+    required_fields: Vec<String>,
 }
 
 impl<'a, P> Fetcher<'a, P> {
@@ -149,7 +143,6 @@ impl<'a, P> Fetcher<'a, P> {
         shutdown: Shutdown,
     ) -> Self {
         let concurrency = client.settings().max_concurrency.max(1);
-        let coql_columns = COQL_FIELDS.join(", ");
         Fetcher {
             client,
             tx,
@@ -158,20 +151,14 @@ impl<'a, P> Fetcher<'a, P> {
             concurrency,
             counters: Counters::default(),
             expected: Default::default(),
-            coql_columns,
-            chaining: std::sync::atomic::AtomicBool::new(true),
+            fields: Mutex::new(Vec::new()),
+            required_fields: Vec::new(),
         }
     }
 
-    /// Adds the promoted fields to what COQL pages select.
+    /// Fields promoted to columns: asked for by id even if search's records did not carry them.
     pub fn promoted(mut self, promoted: &[crate::mapping::promoted::Promoted]) -> Self {
-        let mut fields: Vec<&str> = COQL_FIELDS.to_vec();
-        for p in promoted {
-            if !fields.contains(&p.field) {
-                fields.push(p.field);
-            }
-        }
-        self.coql_columns = fields.join(", ");
+        self.required_fields = promoted.iter().map(|p| p.field.to_string()).collect();
         self
     }
 
@@ -181,65 +168,72 @@ impl<'a, P> Fetcher<'a, P> {
         self
     }
 
-    /// Sends every closed-won candidate of `root` down the channel, page by page.
-    pub async fn fetch_window(self, root: Window) -> Result<Fetched, ZohoError> {
-        let start = if root.end - root.start <= PROBE_SPAN {
-            vec![Task::First(root)]
-        } else if self.chains(&root) {
-            // A backfill in modification order: chains start at once, the count runs beside them.
-            let mut tasks = self.chains_over(root.clone(), self.concurrency.div_ceil(REQUESTS_PER_CHAIN));
-            tasks.push(Task::Expect(root));
-            tasks
-        } else {
-            vec![Task::Count { window: root, root: true }]
+    /// Sends every closed-won candidate of `root` down the channel, page by page. The window is counted before
+    /// the first search, so that every deal a search then returns was in the window when it was counted.
+    pub async fn fetch_window(&self, root: Window) -> Result<Fetched, ZohoError> {
+        let Some(n) = self.count_of(&root).await? else { return Ok(self.fetched(true)) };
+        self.expected.store(n, Ordering::Relaxed);
+        let _ = self.counters.root_count.set(n);
+        // A window Zoho counts empty is still searched once: that checks the search API (its scope) every night.
+        let slices = match root.split_into(n.div_ceil(SLICE_TARGET) as usize) {
+            Some(parts) => parts,
+            None => vec![root],
         };
+        self.run(slices.into_iter().map(Task::Slice).collect()).await
+    }
+
+    /// Sends the deals with these ids down the channel, read by id (what the completeness check found missing).
+    pub async fn fetch_ids(&self, ids: Vec<String>) -> Result<Fetched, ZohoError> {
+        let tasks = ids.chunks(IDS_PER_REQUEST).map(|c| Task::ById(c.to_vec())).collect();
+        self.run(tasks).await
+    }
+
+    /// What this fetcher did so far.
+    pub fn stats(&self) -> FetchStats {
+        self.fetched(false).stats
+    }
+
+    fn fetched(&self, stopped_early: bool) -> Fetched {
+        let c = &self.counters;
+        let stats = FetchStats {
+            pages: c.pages.load(Ordering::Relaxed),
+            records: c.records.load(Ordering::Relaxed),
+            counts: c.counts.load(Ordering::Relaxed),
+            slices_split: c.slices_split.load(Ordering::Relaxed),
+            listings: c.listings.load(Ordering::Relaxed),
+            by_id: c.by_id.load(Ordering::Relaxed),
+            root_count: c.root_count.get().copied(),
+        };
+        Fetched { stats, stopped_early }
+    }
+
+    async fn run(&self, start: Vec<Task>) -> Result<Fetched, ZohoError> {
         let mut queue = VecDeque::from(start);
         let mut running = FuturesUnordered::new();
         let mut stopped = false;
         loop {
             while running.len() < self.concurrency {
                 let Some(task) = queue.pop_front() else { break };
-                running.push(self.run(task));
+                running.push(self.task(task));
             }
             match running.next().await {
                 None => break,
                 Some(Err(e)) => return Err(e),
-                Some(Ok(Step::More(tasks))) => enqueue(&mut queue, tasks),
+                Some(Ok(Step::More(tasks))) => queue.extend(tasks),
                 Some(Ok(Step::Stop)) => {
                     stopped = true;
                     break;
                 }
             }
         }
-        drop(running);
-        let c = &self.counters;
-        let stats = FetchStats {
-            pages: c.pages.load(Ordering::Relaxed),
-            records: c.records.load(Ordering::Relaxed),
-            counts: c.counts.load(Ordering::Relaxed),
-            windows_split: c.windows_split.load(Ordering::Relaxed),
-            coql_pages: c.coql_pages.load(Ordering::Relaxed),
-            probes: c.probes.load(Ordering::Relaxed),
-            root_count: c.root_count.get().copied(),
-        };
-        Ok(Fetched { stats, stopped_early: stopped })
+        Ok(self.fetched(stopped))
     }
 
-    async fn run(&self, task: Task) -> Result<Step, ZohoError> {
+    async fn task(&self, task: Task) -> Result<Step, ZohoError> {
         match task {
-            Task::First(w) => self.first(w).await,
-            Task::Count { window, root } => self.count(window, root).await,
-            Task::Expect(w) => match self.count_of(&w).await? {
-                Some(n) => {
-                    self.found_root_count(n);
-                    Ok(Step::More(vec![]))
-                }
-                None => Ok(Step::Stop),
-            },
-            Task::Pages { window, from, to, open } => Ok(Step::More(vec![Task::Pages { window, from, to, open }])),
-            Task::Page { window, n, last } => self.page(window, n, last).await,
-            Task::Probe(w) => self.probe(w).await,
-            Task::Coql(w) => self.coql_window(w).await,
+            Task::Slice(w) => self.slice(w).await,
+            Task::Dense(w) => self.dense(w).await,
+            Task::ById(ids) => self.by_id(ids).await,
         }
     }
 
@@ -252,227 +246,157 @@ impl<'a, P> Fetcher<'a, P> {
         }
     }
 
-    async fn first(&self, w: Window) -> Result<Step, ZohoError> {
-        let criteria = closed_won_in(&w).to_string();
-        let Some(first) = self.guarded(self.client.search_page("Deals", &criteria, order_for(&w), 1, PER_PAGE)).await? else {
-            return Ok(Step::Stop);
-        };
-        match first {
-            None => Ok(Step::More(vec![])),
-            Some(page) if !page.more_records => self.emit(page, Origin::Search { window: w.to_string(), page: 1 }).await,
-            // More than one page: whether the rest fits under the cap decides what happens to page 1.
-            Some(page) => {
-                let Some(n) = self.count_of(&w).await? else { return Ok(Step::Stop) };
-                self.found_root_count(n);
-                if n > u64::from(SEARCH_CAP) {
-                    return Ok(self.cut(w, n));
-                }
-                let to = pages_for(n).max(2);
-                if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: 1 }).await? {
-                    return Ok(Step::Stop);
-                }
-                Ok(Step::More(vec![Task::Pages { window: w, from: 2, to, open: true }]))
-            }
-        }
-    }
-
-    async fn count(&self, w: Window, root: bool) -> Result<Step, ZohoError> {
-        let Some(n) = self.count_of(&w).await? else { return Ok(Step::Stop) };
-        if root {
-            self.found_root_count(n);
-        }
-        if n == 0 {
-            // COQL sees no exact "Closed Won" here; search may still return look-alike stages, which the
-            // mapper would skip anyway.
-            return Ok(Step::More(vec![]));
-        }
-        if n > u64::from(SEARCH_CAP) {
-            return Ok(self.cut(w, n));
-        }
-        Ok(Step::More(vec![Task::Pages { window: w, from: 1, to: pages_for(n), open: true }]))
-    }
-
-    fn found_root_count(&self, n: u64) {
-        self.expected.store(n, Ordering::Relaxed);
-        let _ = self.counters.root_count.set(n);
-    }
-
     async fn count_of(&self, w: &Window) -> Result<Option<u64>, ZohoError> {
         self.counters.counts.fetch_add(1, Ordering::Relaxed);
         self.guarded(self.client.coql_count(&coql_count_closed_won(w))).await
     }
 
-    /// Plans a window of about `n` deals, more than the cap: chains of probes for a `Modified_Time` window
-    /// (a few when the concurrency is high enough to keep several busy), otherwise parts of about `PART_TARGET`
-    /// that are counted, or COQL when it cannot be cut.
-    fn cut(&self, w: Window, n: u64) -> Step {
-        if self.chains(&w) {
-            let chains = self.concurrency.div_ceil(REQUESTS_PER_CHAIN).min(n.div_ceil(u64::from(SEARCH_CAP)) as usize);
-            return Step::More(self.chains_over(w, chains));
-        }
-        let parts = n.div_ceil(PART_TARGET) as usize;
-        match w.split_into(parts) {
-            Some(pieces) => {
-                self.counters.windows_split.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(event = "window_split", window = %w, deals = n, parts = pieces.len(), "cutting a window over the search cap");
-                Step::More(pieces.into_iter().map(|window| Task::Count { window, root: false }).collect())
-            }
-            None => {
-                tracing::info!(event = "coql_fallback", window = %w, deals = n,
-                    "more than 2000 matches in a window that cannot be cut; reading it through COQL");
-                Step::More(vec![Task::Coql(w)])
-            }
-        }
-    }
-
-    /// Probes starting `chains` chains over equal parts of `w` (one when it cannot be cut).
-    fn chains_over(&self, w: Window, chains: usize) -> Vec<Task> {
-        match w.split_into(chains) {
-            Some(pieces) => {
-                self.counters.windows_split.fetch_add(1, Ordering::Relaxed);
-                pieces.into_iter().map(Task::Probe).collect()
-            }
-            None => vec![Task::Probe(w)],
-        }
-    }
-
-    fn chains(&self, w: &Window) -> bool {
-        order_for(w) == SearchOrder::ModifiedAsc && self.chaining.load(Ordering::Relaxed)
-    }
-
-    /// Fetches page `n`; when it is the last of an open plan and says there is more, plans what follows.
-    async fn page(&self, w: Window, n: u32, last: bool) -> Result<Step, ZohoError> {
+    /// Reads a slice's first page: the whole slice when Zoho says there is no more.
+    async fn slice(&self, w: Window) -> Result<Step, ZohoError> {
         let criteria = closed_won_in(&w).to_string();
-        let page = match self.guarded(self.client.search_page("Deals", &criteria, order_for(&w), n, PER_PAGE)).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return Ok(Step::Stop),
-            // More matches than the search can return (the CRM changed since the count, or many look-alike
-            // stages): read this window again in smaller parts. Rows already sent are upserted idempotently.
-            // Only the plan's last page acts on it, so that the window is re-planned once.
-            Err(ZohoError::LimitReached { .. }) if last => return Ok(self.cut(w, u64::from(SEARCH_CAP) * 2)),
-            Err(ZohoError::LimitReached { .. }) => return Ok(Step::More(vec![])),
-            Err(e) => return Err(e),
+        let order = if w.field.is_date() { SearchOrder::Default } else { SearchOrder::ModifiedAsc };
+        let Some(page) = self.guarded(self.client.search_page("Deals", &criteria, order, 1, PER_PAGE)).await? else {
+            return Ok(Step::Stop);
         };
         let Some(page) = page else { return Ok(Step::More(vec![])) };
-        let mut next = Vec::new();
-        if last && page.more_records {
-            if n < PROBE_PAGE {
-                next.push(Task::Pages { window: w.clone(), from: n + 1, to: (n + 2).min(PROBE_PAGE), open: true });
-            } else if self.chains(&w) {
-                // The cap's last page, in modification order: a probe's answer, without asking again.
-                match self.continue_after(&w, &page) {
-                    Some(Continue::From(rest)) => next.push(after_block(&w, rest)),
-                    None | Some(Continue::Dense(..)) => return Ok(self.cut(w, u64::from(SEARCH_CAP) * 2)),
+        self.learn_fields(&page);
+        if !page.more_records {
+            return self.emit(page, Origin::Search { window: w.to_string() }, None).await;
+        }
+        self.counters.slices_split.fetch_add(1, Ordering::Relaxed);
+        if order == SearchOrder::ModifiedAsc {
+            if let Some(last) = ascending_last_time(&page, &w) {
+                if last > w.start {
+                    // Every deal before the last second is on this page, in whatever order ties came.
+                    let kept = (page.len() as u64).max(1);
+                    let rest = Window { field: w.field, start: last, end: w.end };
+                    let rest_tasks = self.cut_rest(&w, rest, kept);
+                    if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string() }, Some(last)).await? {
+                        return Ok(Step::Stop);
+                    }
+                    return Ok(Step::More(rest_tasks));
                 }
-            } else {
-                return Ok(self.cut(w, u64::from(SEARCH_CAP) * 2));
+                // A whole page in the slice's first second: that second is dense.
+                return Ok(Step::More(self.dense_then_rest(&w)));
             }
         }
-        if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: n }).await? {
-            return Ok(Step::Stop);
+        // Not in modification order: the page says nothing about what it left out. Read the slice in halves.
+        match w.split() {
+            Some((a, b)) => Ok(Step::More(vec![Task::Slice(a), Task::Slice(b)])),
+            None => Ok(Step::More(vec![Task::Dense(w)])),
         }
-        Ok(Step::More(next))
     }
 
-    /// Asks for the cap's last page of a `Modified_Time` window: nothing there means at most 1800 deals, which a
-    /// count plans exactly; a last page means the window ends within this block; more than that continues the
-    /// chain from the last modification time on the page.
-    async fn probe(&self, w: Window) -> Result<Step, ZohoError> {
-        self.counters.probes.fetch_add(1, Ordering::Relaxed);
-        let criteria = closed_won_in(&w).to_string();
-        let page = match self.guarded(self.client.search_page("Deals", &criteria, SearchOrder::ModifiedAsc, PROBE_PAGE, PER_PAGE)).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return Ok(Step::Stop),
-            Err(ZohoError::LimitReached { .. }) => {
-                // This account's cap is below 2000: plan with counts.
-                self.stop_chaining(&w, "search refused the cap's last page");
-                return Ok(Step::More(vec![Task::Count { window: w, root: false }]));
-            }
-            Err(e) => return Err(e),
-        };
-        let Some(page) = page else { return Ok(Step::More(vec![Task::Count { window: w, root: false }])) };
-        let fill = Task::Pages { window: w.clone(), from: 1, to: PROBE_PAGE - 1, open: false };
-        let next = if !page.more_records {
-            vec![fill]
-        } else {
-            match self.continue_after(&w, &page) {
-                None => return Ok(Step::More(vec![Task::Count { window: w, root: false }])),
-                Some(Continue::Dense(second, rest)) => {
-                    tracing::info!(event = "coql_fallback", window = %second,
-                        "more than 2000 matches in one second; reading that second through COQL");
-                    return Ok(Step::More(rest.into_iter().map(Task::Probe).chain([Task::Coql(second)]).collect()));
-                }
-                Some(Continue::From(rest)) => vec![fill, after_block(&w, rest)],
-            }
-        };
-        if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string(), page: PROBE_PAGE }).await? {
-            return Ok(Step::Stop);
+    /// The rest of a slice after an ordered page of `kept` deals covered `[block.start, rest.start)`: cut into
+    /// parts of about `SLICE_TARGET` at that density, so that the rest is read in parallel.
+    fn cut_rest(&self, block: &Window, rest: Window, kept: u64) -> Vec<Task> {
+        let covered = (rest.start - block.start).num_seconds().max(1) as u64;
+        let remaining = (rest.end - rest.start).num_seconds().max(0) as u64;
+        let estimate = kept.saturating_mul(remaining) / covered;
+        match rest.split_into(estimate.div_ceil(SLICE_TARGET) as usize) {
+            Some(parts) => parts.into_iter().map(Task::Slice).collect(),
+            None => vec![Task::Slice(rest)],
         }
-        Ok(Step::More(next))
     }
 
-    /// Where a chain goes on after the cap's last page of `w`, which said there is more. `None` when the page is
-    /// not in modification order after all (chaining is then off for the run).
-    fn continue_after(&self, w: &Window, page: &Page) -> Option<Continue> {
-        let reported_ok = page.sort_by.as_deref().is_none_or(|b| b == "Modified_Time")
-            && page.sort_order.as_deref().is_none_or(|o| o.eq_ignore_ascii_case("asc"));
-        let last = match (reported_ok, ascending_last_time(page, w)) {
-            (true, Some(t)) => t,
-            _ => {
-                self.stop_chaining(w, "search did not answer in Modified_Time order");
-                return None;
-            }
-        };
-        if last > w.start {
-            let rest = Window { field: w.field, start: last, end: w.end };
-            return Some(Continue::From(rest));
-        }
-        // The first 2000 deals all carry the window's first second.
+    /// A slice whose first second alone fills a page: that second by id, the rest as a slice.
+    fn dense_then_rest(&self, w: &Window) -> Vec<Task> {
         let second = Window { field: w.field, start: w.start, end: (w.start + chrono::TimeDelta::seconds(1)).min(w.end) };
-        let rest = (second.end < w.end).then_some(Window { field: w.field, start: second.end, end: w.end });
-        Some(Continue::Dense(second, rest))
-    }
-
-    fn stop_chaining(&self, w: &Window, why: &str) {
-        if self.chaining.swap(false, Ordering::Relaxed) {
-            tracing::warn!(event = "chaining_off", window = %w, reason = why,
-                "planning the rest of the run with COQL counts (one more request per 1,800 deals)");
+        let mut tasks = Vec::new();
+        if second.end < w.end {
+            tasks.push(Task::Slice(Window { field: w.field, start: second.end, end: w.end }));
         }
+        tasks.push(Task::Dense(second));
+        tasks
     }
 
-    /// Reads a window through COQL, `id > last` at a time.
-    async fn coql_window(&self, window: Window) -> Result<Step, ZohoError> {
+    /// Lists a dense slice's closed-won deals by id (COQL keyset paging), then reads them by id.
+    async fn dense(&self, w: Window) -> Result<Step, ZohoError> {
+        tracing::info!(event = "dense_slice", window = %w, "more closed-won deals than a search page in a slice that cannot be cut; reading them by id");
+        let Some(ids) = self.guarded(self.list_ids(&w)).await? else { return Ok(Step::Stop) };
+        Ok(Step::More(ids.chunks(IDS_PER_REQUEST).map(|c| Task::ById(c.to_vec())).collect()))
+    }
+
+    /// Every closed-won deal id in `w`, from COQL, `id > last` at a time (one request per 2,000).
+    pub async fn list_ids(&self, w: &Window) -> Result<Vec<String>, ZohoError> {
+        let mut ids = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let query = coql_keyset_page(&self.coql_columns, "=", &window, after.as_deref(), PER_PAGE);
-            let Some(page) = self.guarded(self.client.coql(&query)).await? else { return Ok(Step::Stop) };
-            let Some(page) = page else { return Ok(Step::More(vec![])) };
-            self.counters.coql_pages.fetch_add(1, Ordering::Relaxed);
-            let more = page.more_records && page.len() as u32 >= PER_PAGE;
-            let last_id = page.last().and_then(|r| record_id(&r));
-            let origin = Origin::Coql { window: window.to_string(), after_id: after.clone() };
-            if let Step::Stop = self.emit(page, origin).await? {
-                return Ok(Step::Stop);
+            self.counters.listings.fetch_add(1, Ordering::Relaxed);
+            let Some(page) = self.client.coql(&coql_keyset_page("id", "=", w, after.as_deref(), IDS_PER_LISTING)).await? else {
+                break;
+            };
+            let before = ids.len();
+            ids.extend(page.records().filter_map(|r| record_id(&r)));
+            let full = page.more_records && page.len() as u32 >= IDS_PER_LISTING;
+            match ids.last() {
+                Some(last) if full && ids.len() > before => after = Some(last.clone()),
+                _ => break,
             }
-            match (more, last_id) {
-                (true, Some(id)) => after = Some(id),
-                (true, None) => {
-                    return Err(ZohoError::InvalidBody {
-                        what: format!("COQL read of {window}"),
-                        status: 200,
-                        reason: "the last record of a full page has no readable id, so paging cannot continue".into(),
-                    })
-                }
-                (false, _) => return Ok(Step::More(vec![])),
+        }
+        Ok(ids)
+    }
+
+    /// Reads up to 100 deals by id, with the fields search returns (50 a request; more are merged by id).
+    async fn by_id(&self, ids: Vec<String>) -> Result<Step, ZohoError> {
+        let fields = self.by_id_fields().await?;
+        let Some(fields) = fields else { return Ok(Step::Stop) };
+        let mut parts = Vec::new();
+        for chunk in fields.chunks(FIELDS_PER_REQUEST) {
+            self.counters.by_id.fetch_add(1, Ordering::Relaxed);
+            match self.guarded(self.client.records_by_id("Deals", &ids, chunk)).await? {
+                None => return Ok(Step::Stop),
+                Some(None) => {}
+                Some(Some(page)) => parts.push(page),
             }
+        }
+        let page = match parts.len() {
+            0 => return Ok(Step::More(vec![])),
+            1 => parts.pop().expect("one part"),
+            _ => merge_by_id(&parts).map_err(|reason| ZohoError::InvalidBody {
+                what: format!("GET /crm/v8/Deals?ids=… ({} ids)", ids.len()),
+                status: 200,
+                reason,
+            })?,
+        };
+        self.emit(page, Origin::ById { ids: ids.len() }, None).await
+    }
+
+    /// The fields to ask for by id: search's, once a search page showed them; otherwise Zoho's field list.
+    async fn by_id_fields(&self) -> Result<Option<Vec<String>>, ZohoError> {
+        let known = self.fields.lock().expect("not poisoned").clone();
+        let mut fields = if known.is_empty() {
+            let Some(meta) = self.guarded(self.client.fields("Deals")).await? else { return Ok(None) };
+            meta.into_iter().map(|f| f.api_name).collect()
+        } else {
+            known
+        };
+        for f in &self.required_fields {
+            if !fields.contains(f) {
+                fields.push(f.clone());
+            }
+        }
+        // `id` comes back anyway; asking for it would take one of the 50.
+        fields.retain(|f| f != "id");
+        Ok(Some(fields))
+    }
+
+    /// Notes the fields search returns (its first record's keys, Zoho's `$` system keys aside).
+    fn learn_fields(&self, page: &Page) {
+        let mut fields = self.fields.lock().expect("not poisoned");
+        if !fields.is_empty() {
+            return;
+        }
+        if let Some(r) = page.get(0) {
+            *fields = r.fields().map(|f| f.name().into_owned()).filter(|k| !k.starts_with('$')).collect();
         }
     }
 
-    async fn emit(&self, page: Page, origin: Origin) -> Result<Step, ZohoError> {
+    async fn emit(&self, page: Page, origin: Origin, before: Option<DateTime<FixedOffset>>) -> Result<Step, ZohoError> {
         self.counters.pages.fetch_add(1, Ordering::Relaxed);
         self.counters.records.fetch_add(page.len() as u64, Ordering::Relaxed);
         tracing::debug!(event = "page", records = page.len(), origin = ?origin);
-        match self.tx.send((self.stage)(FetchedPage { page, origin })).await {
+        match self.tx.send((self.stage)(FetchedPage { page, origin, before })).await {
             Ok(()) => Ok(Step::More(vec![])),
             // The receiving side stopped (it failed, or a shutdown was asked for).
             Err(_) => Ok(Step::Stop),
@@ -480,83 +404,62 @@ impl<'a, P> Fetcher<'a, P> {
     }
 }
 
-/// What follows a full block of a chain.
-enum Continue {
-    /// The rest of the window, from the block's last modification time.
-    From(Window),
-    /// More than the cap in the window's first second: that second (read through COQL) and the rest, if any.
-    Dense(Window, Option<Window>),
-}
-
-/// Deals the rest of a chain may be estimated to hold, at most, to be fetched without a probe: with the usual
-/// spread that is well under the 1800 an empty probe would show.
-const TAIL_ESTIMATE: u64 = 1200;
-
-/// What follows a full block (2000 deals from `block.start` to `rest.start`): the next probe, or, when the rest
-/// of the window looks small at the block's density, its pages at once (an open plan, with a quarter and half a
-/// page to spare), which saves the chain's end an empty probe and a count. An estimate that falls short is made
-/// good by the plan's last page, which asks for the following ones (or probes on from page 10).
-fn after_block(block: &Window, rest: Window) -> Task {
-    let block_secs = (rest.start - block.start).num_seconds().max(1) as u64;
-    let rest_secs = (rest.end - rest.start).num_seconds().max(0) as u64;
-    let estimate = u64::from(SEARCH_CAP).saturating_mul(rest_secs) / block_secs;
-    if estimate <= TAIL_ESTIMATE {
-        let to = pages_for(estimate + estimate / 4 + u64::from(PER_PAGE) / 2);
-        Task::Pages { window: rest, from: 1, to, open: true }
-    } else {
-        Task::Probe(rest)
-    }
-}
-
-/// Queues tasks: a page plan as one task per page at the back, planning (counts, probes, COQL) at the front,
-/// since it releases pages.
-fn enqueue(queue: &mut VecDeque<Task>, tasks: Vec<Task>) {
-    for task in tasks {
-        match task {
-            Task::Pages { window, from, to, open } => {
-                queue.extend((from..=to).map(|n| Task::Page { window: window.clone(), n, last: open && n == to }))
+/// One page from parts of the same records read with different fields: each record's members, the first part's
+/// first, then what the other parts add (by id).
+fn merge_by_id(parts: &[Page]) -> Result<Page, String> {
+    let mut merged: Vec<(String, String)> = Vec::new();
+    for part in parts {
+        for r in part.records() {
+            let Some(id) = record_id(&r) else { continue };
+            let text = r.text();
+            match merged.iter_mut().find(|(m, _)| *m == id) {
+                None => merged.push((id, text.to_string())),
+                Some((_, have)) => {
+                    let mut extra = String::new();
+                    crate::json::each_member(text, |f| {
+                        if !have_field(have, &f.name()) {
+                            extra.push_str(&format!(",{}:{}", serde_json::to_string(&f.name()).expect("strings serialize"), f.value()));
+                        }
+                    });
+                    if !extra.is_empty() {
+                        have.truncate(have.trim_end().len() - 1);
+                        have.push_str(&extra);
+                        have.push('}');
+                    }
+                }
             }
-            Task::Page { .. } => queue.push_back(task),
-            planning => queue.push_front(planning),
         }
     }
+    Page::of_records(merged.iter().map(|(_, t)| t.as_str()), false)
 }
 
-/// The order a window's search pages are asked in: `Modified_Time` windows in that order (so that they can be
-/// chained past the cap), others in Zoho's default.
-fn order_for(w: &Window) -> SearchOrder {
-    if w.field.is_date() {
-        SearchOrder::Default
-    } else {
-        SearchOrder::ModifiedAsc
-    }
+fn have_field(record: &str, name: &str) -> bool {
+    let mut found = false;
+    crate::json::each_member(record, |f| found |= f.is(name));
+    found
 }
 
-/// The modification time of a page's last record, provided the page is in ascending `Modified_Time` order
-/// within `w` (checked on every 16th record and the last, which any other order fails at once).
-fn ascending_last_time(page: &Page, w: &Window) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-    let time = |r: Record| chrono::DateTime::parse_from_rfc3339(&crate::json::string(r.get("Modified_Time")?)?).ok();
-    let n = page.len();
+/// The modification time of a page's last record, provided every record is within `w` in ascending
+/// `Modified_Time` order (ties in any order).
+fn ascending_last_time(page: &Page, w: &Window) -> Option<DateTime<FixedOffset>> {
     let mut prev = w.start;
-    let mut last = None;
-    for i in (0..n).step_by(16).chain((n > 0).then(|| n - 1)) {
-        let t = time(page.get(i)?)?;
+    for r in page.records() {
+        let t = modified_time(&r)?;
         if t < prev || t >= w.end {
             return None;
         }
         prev = t;
-        last = Some(t);
     }
-    last
+    (!page.is_empty()).then_some(prev)
 }
 
-/// Search pages needed for `n` records.
-fn pages_for(n: u64) -> u32 {
-    (n.div_ceil(u64::from(PER_PAGE)) as u32).clamp(1, SEARCH_CAP / PER_PAGE)
+/// A record's `Modified_Time`, when it has a readable one.
+pub fn modified_time(r: &Record) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(&crate::json::string(r.get("Modified_Time")?)?).ok()
 }
 
 pub(crate) fn record_id(r: &Record) -> Option<String> {
-    Some(r.get("id")?.trim_matches('"').to_string())
+    r.id()
 }
 
 #[cfg(test)]
@@ -568,65 +471,34 @@ mod tests {
         Window::new(WindowField::ModifiedTime, from.parse().unwrap(), to.parse().unwrap()).unwrap()
     }
 
-    fn page(times: &[&str], sort: Option<(&str, &str)>) -> Page {
+    fn page(times: &[&str]) -> Page {
         let records: Vec<String> =
             times.iter().enumerate().map(|(i, t)| format!(r#"{{"id":"{i}","Modified_Time":"{t}","Stage":"Closed Won"}}"#)).collect();
-        let mut page = Page::of_records(&records, true).unwrap();
-        (page.sort_by, page.sort_order) = (sort.map(|s| s.0.into()), sort.map(|s| s.1.into()));
-        page
+        Page::of_records(&records, true).unwrap()
     }
 
     #[test]
-    fn planning_goes_before_pages_and_only_an_open_plans_last_page_may_continue() {
+    fn a_page_in_ascending_modification_order_gives_its_last_time_whatever_the_order_of_ties() {
         let win = w("2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z");
-        let mut queue = VecDeque::new();
-        enqueue(&mut queue, vec![Task::Pages { window: win.clone(), from: 1, to: 3, open: false }]);
-        enqueue(&mut queue, vec![Task::Pages { window: win.clone(), from: 4, to: 5, open: true }, Task::Probe(win.clone())]);
-        let shape: Vec<String> = queue
-            .iter()
-            .map(|t| match t {
-                Task::Probe(_) => "probe".to_string(),
-                Task::Page { n, last, .. } => format!("{n}{}", if *last { "!" } else { "" }),
-                other => format!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(shape, ["probe", "1", "2", "3", "4", "5!"]);
-    }
-
-    #[test]
-    fn a_chain_ends_with_pages_when_the_rest_looks_small_at_the_last_blocks_density() {
-        // 2000 deals in 10 hours: 2 days more would hold about 9600, so probe on.
-        let block = w("2026-10-01T00:00:00Z", "2026-10-05T00:00:00Z");
-        let rest = w("2026-10-01T10:00:00Z", "2026-10-03T10:00:00Z");
-        assert!(matches!(after_block(&block, rest), Task::Probe(_)));
-        // 3 more hours: about 600 deals, fetched as 5 pages (600, a quarter more and half a page: 850), open-ended.
-        let rest = w("2026-10-01T10:00:00Z", "2026-10-01T13:00:00Z");
-        match after_block(&block, rest.clone()) {
-            Task::Pages { window, from: 1, to: 5, open: true } => assert_eq!(window, rest),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_page_in_ascending_modification_order_gives_its_last_time() {
-        let win = w("2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z");
-        let times: Vec<String> = (0..40).map(|i| format!("2026-10-01T{:02}:{:02}:00+05:30", 6 + i / 60, i % 60)).collect();
-        let refs: Vec<&str> = times.iter().map(String::as_str).collect();
-        let last = ascending_last_time(&page(&refs, Some(("Modified_Time", "asc"))), &win).unwrap();
-        assert_eq!(last, chrono::DateTime::parse_from_rfc3339("2026-10-01T06:39:00+05:30").unwrap());
-        // Equal times are in order too (deals sharing a second).
-        assert!(ascending_last_time(&page(&[refs[3], refs[3], refs[3]], None), &win).is_some());
+        let last = ascending_last_time(&page(&["2026-10-01T06:00:00+05:30", "2026-10-01T06:00:00+05:30", "2026-10-01T06:39:00+05:30"]), &win);
+        assert_eq!(last, Some(DateTime::parse_from_rfc3339("2026-10-01T06:39:00+05:30").unwrap()));
     }
 
     #[test]
     fn a_page_out_of_order_or_outside_the_window_gives_nothing() {
         let win = w("2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z");
-        let mut times: Vec<String> = (0..40).map(|i| format!("2026-10-01T10:{:02}:00Z", i)).collect();
-        times.reverse();
-        let desc: Vec<&str> = times.iter().map(String::as_str).collect();
-        assert_eq!(ascending_last_time(&page(&desc, None), &win), None, "newest first");
-        assert_eq!(ascending_last_time(&page(&["2026-09-30T23:59:59Z", "2026-10-01T10:00:00Z"], None), &win), None, "before the window");
-        assert_eq!(ascending_last_time(&page(&["2026-10-01T10:00:00Z", "2026-10-02T00:00:00Z"], None), &win), None, "at the (exclusive) end");
-        assert_eq!(ascending_last_time(&page(&["2026-10-01T10:00:00Z", "yesterday"], None), &win), None, "unreadable");
+        assert_eq!(ascending_last_time(&page(&["2026-10-01T10:01:00Z", "2026-10-01T10:00:00Z"]), &win), None, "newest first");
+        assert_eq!(ascending_last_time(&page(&["2026-09-30T23:59:59Z", "2026-10-01T10:00:00Z"]), &win), None, "before the window");
+        assert_eq!(ascending_last_time(&page(&["2026-10-01T10:00:00Z", "2026-10-02T00:00:00Z"]), &win), None, "at the (exclusive) end");
+        assert_eq!(ascending_last_time(&page(&["2026-10-01T10:00:00Z", "yesterday"]), &win), None, "unreadable");
+    }
+
+    #[test]
+    fn records_read_with_different_fields_are_merged_by_id() {
+        let a = Page::of_records([r#"{"id":"1","A":1,"$x":true}"#, r#"{"id":"2","A":2}"#], false).unwrap();
+        let b = Page::of_records([r#"{"id":"2","B":"two","$x":false}"#, r#"{"id":"1","B":"one"}"#], false).unwrap();
+        let m = merge_by_id(&[a, b]).unwrap();
+        let texts: Vec<&str> = m.records().map(|r| r.text()).collect();
+        assert_eq!(texts, [r#"{"id":"1","A":1,"$x":true,"B":"one"}"#, r#"{"id":"2","A":2,"B":"two","$x":false}"#]);
     }
 }

@@ -107,7 +107,9 @@ impl ZohoClient {
         let path = format!("crm/v8/{module}/search");
         let page_s = page.to_string();
         let per_page_s = per_page.to_string();
-        let query = [("criteria", criteria), ("page", page_s.as_str()), ("per_page", per_page_s.as_str())];
+        // Deals awaiting approval are closed won in the CRM too: search leaves them out unless asked (`approved`
+        // defaults to true), while COQL counts them and records by id return them. One rule for all three.
+        let query = [("criteria", criteria), ("page", page_s.as_str()), ("per_page", per_page_s.as_str()), ("approved", "both")];
         self.execute(
             |base| {
                 let mut url = join_path(base, &path);
@@ -127,6 +129,25 @@ impl ZohoClient {
             ZohoError::LimitReached { .. } => ZohoError::LimitReached { criteria: criteria.to_string() },
             other => other,
         })
+    }
+
+    /// `GET /crm/v8/{module}?ids=…&fields=…`: the records with these ids (at most 100) and these fields (at most
+    /// 50; `id` always comes back). `None` when Zoho has none of them (204).
+    pub async fn records_by_id(&self, module: &str, ids: &[String], fields: &[String]) -> Result<Option<Page>, ZohoError> {
+        let path = format!("crm/v8/{module}");
+        let (ids, fields) = (ids.join(","), fields.join(","));
+        self.execute(
+            |base| {
+                let mut url = join_path(base, &path);
+                url.query_pairs_mut().extend_pairs([("ids", ids.as_str()), ("fields", fields.as_str()), ("approved", "both")]);
+                (reqwest::Method::GET, url, None, None)
+            },
+            |what, status, body| match body {
+                None => Ok(None),
+                Some(body) => parse_page(what, status, body).map(Some),
+            },
+        )
+        .await
     }
 
     /// One page of `POST /crm/v8/coql`. `None` when nothing matches.

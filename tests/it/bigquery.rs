@@ -31,6 +31,12 @@ pub fn emulator() -> Option<String> {
     }
 }
 
+/// The emulator's address, for tests marked `#[ignore = "needs the BigQuery emulator"]`, which scripts/test runs
+/// with the emulator started.
+pub fn required_emulator() -> String {
+    std::env::var("BIGQUERY_EMULATOR_HOST").ok().filter(|h| !h.is_empty()).expect("BIGQUERY_EMULATOR_HOST is set (run scripts/test)")
+}
+
 #[derive(Clone)]
 struct NoAuth;
 
