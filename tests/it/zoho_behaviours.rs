@@ -183,3 +183,134 @@ async fn each_behaviour_alone_ends_with_exactly_the_closed_won_deals_of_the_wind
         syncs_the_truth_with(&[b], Into::BigQuery).await;
     }
 }
+
+/// A token from `sim`, for calling its API directly.
+async fn sim_auth(sim: &dealsync::sim::SimHandle) -> String {
+    let cfg = sim.config();
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/oauth/v2/token", sim.base_url()))
+        .form(&[("grant_type", "refresh_token"), ("client_id", &cfg.client_id), ("client_secret", &cfg.client_secret), ("refresh_token", &cfg.refresh_token)])
+        .send().await.unwrap().json().await.unwrap();
+    format!("Zoho-oauthtoken {}", token["access_token"].as_str().unwrap())
+}
+
+async fn sim_get(sim: &dealsync::sim::SimHandle, auth: &str, path: &str, query: &[(&str, &str)], since: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().get(format!("{}{path}", sim.base_url())).query(query).header("Authorization", auth);
+    if let Some(s) = since {
+        req = req.header("If-Modified-Since", s);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_serves_records_by_id_and_by_page_token_as_zoho_documents_them() {
+    let sim = simulator(SimConfig { awaiting_approval: 5, ..sim_config(3000) }).await;
+    let auth = sim_auth(&sim).await;
+    let won = sim.closed_won_in(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"));
+    let ids: Vec<String> = won.iter().take(3).map(|d| d.id.to_string()).collect();
+    let ids = ids.join(",");
+    let (status, body) = sim_get(&sim, &auth, "/crm/v8/Deals", &[("ids", &ids), ("fields", "Deal_Name,Stage")], None).await;
+    assert_eq!(status, 200);
+    let rec = &body["data"][0];
+    assert!(rec["Deal_Name"].is_string() && rec["id"].is_string() && rec["$approval_state"].is_string(), "fields asked for, id and $ keys: {rec}");
+    assert!(rec.get("Amount").is_none(), "only the fields asked for: {rec}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 3);
+
+    // What Zoho refuses: no fields, more than 50 fields, more than 100 ids, page 11 without a page_token.
+    let code = |b: &serde_json::Value| b["code"].as_str().unwrap_or("").to_string();
+    let (s, b) = sim_get(&sim, &auth, "/crm/v8/Deals", &[("ids", &ids)], None).await;
+    assert_eq!((s, code(&b)), (400, "REQUIRED_PARAM_MISSING".to_string()));
+    let fifty_one = vec!["Stage"; 51].join(",");
+    let (s, b) = sim_get(&sim, &auth, "/crm/v8/Deals", &[("ids", &ids), ("fields", &fifty_one)], None).await;
+    assert_eq!((s, code(&b), b["details"]["limit"].as_u64()), (400, "LIMIT_EXCEEDED".to_string(), Some(50)));
+    let many = (0..101).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let (s, b) = sim_get(&sim, &auth, "/crm/v8/Deals", &[("ids", &many), ("fields", "Stage")], None).await;
+    assert_eq!((s, code(&b)), (400, "LIMIT_EXCEEDED".to_string()));
+    let (s, b) = sim_get(&sim, &auth, "/crm/v8/Deals", &[("fields", "Stage"), ("page", "11")], None).await;
+    assert_eq!((s, code(&b)), (400, "DISCRETE_PAGINATION_LIMIT_EXCEEDED".to_string()));
+
+    // Past 2,000 records with page_token; every deal once.
+    let mut seen = std::collections::HashSet::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut q = vec![("fields", "Stage"), ("per_page", "200"), ("sort_by", "id"), ("sort_order", "asc"), ("approved", "both")];
+        if let Some(t) = &token {
+            q.push(("page_token", t));
+        }
+        let (s, b) = sim_get(&sim, &auth, "/crm/v8/Deals", &q, None).await;
+        assert_eq!(s, 200, "{b}");
+        b["data"].as_array().unwrap().iter().for_each(|d| assert!(seen.insert(d["id"].as_str().unwrap().to_string())));
+        match b["info"]["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3000);
+    // Deals awaiting approval only with approved=both (or false).
+    let (_, approved) = sim_get(&sim, &auth, "/crm/v8/Deals", &[("fields", "Stage"), ("approved", "false")], None).await;
+    assert_eq!(approved["data"].as_array().unwrap().len(), 5);
+
+    // Conditional: nothing modified since → 304, empty.
+    let (s, _) = sim_get(&sim, &auth, "/crm/v8/Deals", &[("fields", "Stage")], Some("2027-01-01T00:00:00+00:00")).await;
+    assert_eq!(s, 304);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulators_field_list_names_every_field_its_records_carry_and_coql_lookups_have_zohos_shape() {
+    let sim = simulator(sim_config(500)).await;
+    let auth = sim_auth(&sim).await;
+    let (_, meta) = sim_get(&sim, &auth, "/crm/v8/settings/fields", &[("module", "Deals")], None).await;
+    let listed: std::collections::HashSet<&str> = meta["fields"].as_array().unwrap().iter().map(|f| f["api_name"].as_str().unwrap()).collect();
+    let (_, page) = sim_get(&sim, &auth, "/crm/v8/Deals/search", &[("criteria", "(Stage:equals:Closed Won)")], None).await;
+    let keys: Vec<&String> = page["data"][0].as_object().unwrap().keys().filter(|k| !k.starts_with('$') && *k != "id").collect();
+    assert!(keys.len() > 40);
+    for k in keys {
+        assert!(listed.contains(k.as_str()), "{k} is in the records but not in settings/fields");
+    }
+    assert!(meta["fields"].as_array().unwrap().iter().filter(|f| f["api_name"] != "Partner_Tier").all(|f| f["length"].as_u64().is_some_and(|l| l > 0)));
+
+    let coql: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/crm/v8/coql", sim.base_url()))
+        .header("Authorization", &auth)
+        .json(&serde_json::json!({"select_query": "select id, Owner, Account_Name from Deals where Stage = 'Closed Won' limit 3"}))
+        .send().await.unwrap().json().await.unwrap();
+    let row = &coql["data"][0];
+    assert!(row["Owner"]["name"].is_string() && row["Owner"]["id"].is_string() && row["Owner"].get("email").is_none(), "a user lookup in COQL: {row}");
+    assert!(row["Account_Name"]["name"].is_string() && row["Account_Name"]["id"].is_string(), "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_record_nested_2000_levels_deep_is_quarantined_and_the_rest_of_its_page_is_written() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    let token = format!(r#"{{"access_token":"1000.a","expires_in":3600,"api_domain":"{}"}}"#, server.uri());
+    Mock::given(method("POST")).and(path("/oauth/v2/token")).respond_with(ResponseTemplate::new(200).set_body_raw(token, "application/json")).mount(&server).await;
+    let deal = |id: u32, extra: &str| format!(r#"{{"id":"{id}","Stage":"Closed Won","Amount":12.5,"Modified_Time":"2026-10-01T10:00:00Z"{extra}}}"#);
+    let deep = format!(r#","Custom":{}1{}"#, "[".repeat(2000), "]".repeat(2000));
+    let records: Vec<String> = (1..=5).map(|i| deal(i, if i == 3 { &deep } else { "" })).collect();
+    let page = format!(r#"{{"data":[{}],"info":{{"more_records":false}}}}"#, records.join(","));
+    Mock::given(method("GET")).and(path("/crm/v8/Deals/search")).respond_with(ResponseTemplate::new(200).set_body_raw(page, "application/json")).mount(&server).await;
+    Mock::given(method("POST")).and(path("/crm/v8/coql"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(r#"{"data":[{"COUNT(id)":5}],"info":{"count":1,"more_records":false}}"#, "application/json"))
+        .mount(&server).await;
+    Mock::given(method("GET")).and(path("/crm/v8/Deals/deleted")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    for sink in ["sqlite:deals.db", "ndjson:deals.ndjson"] {
+        let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-02", "--sink", sink])
+            .env("ZOHO_ACCOUNTS_URL", &server.uri()).env("ZOHO_CLIENT_ID", "1000.X").env("ZOHO_CLIENT_SECRET", "s").env("ZOHO_REFRESH_TOKEN", "1000.r")
+            .run()
+            .await;
+        out.assert_code(3);
+        assert_eq!((out.count("rows_inserted"), out.count("quarantined"), out.count("retries")), (4, 1, 0), "{sink}: {}", out.summary());
+        let q = out.event("quarantined");
+        assert_eq!(q["deal_id"], "3");
+        assert!(q["reason"].as_str().unwrap().contains("`Custom`: nested more than 200 levels deep"), "{q}");
+        if sink.starts_with("sqlite") {
+            let db = out.dir.path().join("deals.db");
+            assert_eq!(warehouse_ids(&db), vec!["1", "2", "4", "5"]);
+            assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_quarantine WHERE deal_id = '3' AND length(raw) > 4000"), 1);
+        }
+    }
+}
