@@ -6,12 +6,14 @@
 //! edited while a run pages shifts every later offset. Both make page 2 of a criteria skip what page 1 did not
 //! show. So no criteria is ever read past its first page:
 //!
-//! * the window is counted first (COQL, exact stage), before any search, and cut into slices of about
-//!   `SLICE_TARGET` deals, each read with one request for one page of 200;
-//! * a slice whose page says there is more is read again in smaller parts. When the answer is in ascending
-//!   `Modified_Time` order (asked for, and checked on every record), the deals before its last second are all
-//!   there whatever the order of ties, so they are kept and only the rest of the slice, from that second on,
-//!   is read again; an answer in any other order is dropped and its slice halved;
+//! * the window is counted first (COQL, exact stage), before any search, and cut into a few slices per request
+//!   in flight (`SLICES_PER_REQUEST`), or into slices of about `SLICE_TARGET` deals when that makes fewer;
+//! * each slice is read one page at a time, every page a new criteria from where the last one ended. When the
+//!   answer is in ascending `Modified_Time` order (asked for, and checked on every record), the deals before
+//!   its last second are all there whatever the order of ties, so they are kept and the slice goes on from
+//!   that second: nearly a full page per request, and no offset an edit could shift. An answer in any other
+//!   order says nothing about what it left out: it is dropped, and from then on slices are cut to about
+//!   `SLICE_TARGET` deals (at the window's density) before they are asked for, and cut again when one overflows;
 //! * a slice that cannot be cut (one second, or one day for `Closing_Date`) holding more than a page is
 //!   listed by id through COQL (keyset paging in id order, which neither ties nor edits can disturb) and its
 //!   deals are read by id, 100 a request, with the fields search returns.
@@ -36,9 +38,12 @@ use crate::window::Window;
 
 /// Records per search page (Zoho's maximum).
 pub const PER_PAGE: u32 = 200;
-/// Closed-won deals a slice is planned to hold: a page's worth, less room for look-alike stages (which search
-/// returns and COQL does not count) and an uneven spread.
+/// Closed-won deals a slice is cut to once search has shown it ignores the order asked for: a page's worth,
+/// less room for look-alike stages (which search returns and COQL does not count) and an uneven spread.
 pub const SLICE_TARGET: u64 = 150;
+/// Slices per request in flight: enough to keep every permit busy while the slices' reads end at different
+/// times, few enough that each slice's last, partly filled page costs little.
+pub const SLICES_PER_REQUEST: usize = 4;
 /// Ids per `GET /Deals?ids=` (Zoho's maximum).
 pub const IDS_PER_REQUEST: usize = 100;
 /// Fields per `GET /Deals?ids=` (Zoho's maximum).
@@ -102,8 +107,8 @@ pub struct Fetched {
 /// One unit of fetching work.
 #[derive(Debug)]
 enum Task {
-    /// The first page of a slice of the window.
-    Slice(Window),
+    /// The next page of a slice of the window, which is estimated to hold this many closed-won deals.
+    Slice(Window, u64),
     /// A slice too dense to cut: listed by id, then read by id.
     Dense(Window),
     /// Up to 100 deals by id.
@@ -132,6 +137,8 @@ pub struct Fetcher<'a, P = FetchedPage> {
     fields: Mutex<Vec<String>>,
     /// Fields a record must carry whatever search returned (the promoted ones).
     required_fields: Vec<String>,
+    /// Search answered a slice in another order than asked: slices are then cut small before they are read.
+    unordered: std::sync::atomic::AtomicBool,
 }
 
 impl<'a, P> Fetcher<'a, P> {
@@ -153,6 +160,7 @@ impl<'a, P> Fetcher<'a, P> {
             expected: Default::default(),
             fields: Mutex::new(Vec::new()),
             required_fields: Vec::new(),
+            unordered: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -175,11 +183,10 @@ impl<'a, P> Fetcher<'a, P> {
         self.expected.store(n, Ordering::Relaxed);
         let _ = self.counters.root_count.set(n);
         // A window Zoho counts empty is still searched once: that checks the search API (its scope) every night.
-        let slices = match root.split_into(n.div_ceil(SLICE_TARGET) as usize) {
-            Some(parts) => parts,
-            None => vec![root],
-        };
-        self.run(slices.into_iter().map(Task::Slice).collect()).await
+        // A Closing_Date window cannot be read in order (search does not sort on a date field): a page's worth each.
+        let small = n.div_ceil(SLICE_TARGET) as usize;
+        let wanted = if root.field.is_date() { small.max(1) } else { small.clamp(1, self.concurrency * SLICES_PER_REQUEST) };
+        self.run(slices(root, n, wanted)).await
     }
 
     /// Sends the deals with these ids down the channel, read by id (what the completeness check found missing).
@@ -231,7 +238,14 @@ impl<'a, P> Fetcher<'a, P> {
 
     async fn task(&self, task: Task) -> Result<Step, ZohoError> {
         match task {
-            Task::Slice(w) => self.slice(w).await,
+            Task::Slice(w, estimate)
+                if estimate > SLICE_TARGET && (w.field.is_date() || self.unordered.load(Ordering::Relaxed)) && w.split().is_some() =>
+            {
+                // A slice that cannot be read in order is read in parts of a page's worth.
+                self.counters.slices_split.fetch_add(1, Ordering::Relaxed);
+                Ok(Step::More(slices(w, estimate, estimate.div_ceil(SLICE_TARGET) as usize)))
+            }
+            Task::Slice(w, estimate) => self.slice(w, estimate).await,
             Task::Dense(w) => self.dense(w).await,
             Task::ById(ids) => self.by_id(ids).await,
         }
@@ -251,8 +265,9 @@ impl<'a, P> Fetcher<'a, P> {
         self.guarded(self.client.coql_count(&coql_count_closed_won(w))).await
     }
 
-    /// Reads a slice's first page: the whole slice when Zoho says there is no more.
-    async fn slice(&self, w: Window) -> Result<Step, ZohoError> {
+    /// Reads a slice's next page: the whole slice when Zoho says there is no more; otherwise what the page
+    /// proves, and the rest of the slice as another task.
+    async fn slice(&self, w: Window, estimate: u64) -> Result<Step, ZohoError> {
         let criteria = closed_won_in(&w).to_string();
         let order = if w.field.is_date() { SearchOrder::Default } else { SearchOrder::ModifiedAsc };
         let Some(page) = self.guarded(self.client.search_page("Deals", &criteria, order, 1, PER_PAGE)).await? else {
@@ -263,48 +278,40 @@ impl<'a, P> Fetcher<'a, P> {
         if !page.more_records {
             return self.emit(page, Origin::Search { window: w.to_string() }, None).await;
         }
-        self.counters.slices_split.fetch_add(1, Ordering::Relaxed);
         if order == SearchOrder::ModifiedAsc {
             if let Some(last) = ascending_last_time(&page, &w) {
                 if last > w.start {
                     // Every deal before the last second is on this page, in whatever order ties came.
-                    let kept = (page.len() as u64).max(1);
                     let rest = Window { field: w.field, start: last, end: w.end };
-                    let rest_tasks = self.cut_rest(&w, rest, kept);
+                    let left = estimate.saturating_sub(page.len() as u64).max(1);
                     if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string() }, Some(last)).await? {
                         return Ok(Step::Stop);
                     }
-                    return Ok(Step::More(rest_tasks));
+                    return Ok(Step::More(vec![Task::Slice(rest, left)]));
                 }
                 // A whole page in the slice's first second: that second is dense.
-                return Ok(Step::More(self.dense_then_rest(&w)));
+                return Ok(Step::More(self.dense_then_rest(&w, estimate)));
+            }
+            if !self.unordered.swap(true, Ordering::Relaxed) {
+                tracing::warn!(event = "search_unordered", window = %w,
+                    "search did not answer in the Modified_Time order asked for; reading the rest in slices of a page's worth");
             }
         }
-        // Not in modification order: the page says nothing about what it left out. Read the slice in halves.
+        // Not in modification order: the page says nothing about what it left out. Read the slice in parts.
+        self.counters.slices_split.fetch_add(1, Ordering::Relaxed);
+        let parts = estimate.div_ceil(SLICE_TARGET).max(2) as usize;
         match w.split() {
-            Some((a, b)) => Ok(Step::More(vec![Task::Slice(a), Task::Slice(b)])),
+            Some(_) => Ok(Step::More(slices(w, estimate.max(PER_PAGE as u64), parts))),
             None => Ok(Step::More(vec![Task::Dense(w)])),
         }
     }
 
-    /// The rest of a slice after an ordered page of `kept` deals covered `[block.start, rest.start)`: cut into
-    /// parts of about `SLICE_TARGET` at that density, so that the rest is read in parallel.
-    fn cut_rest(&self, block: &Window, rest: Window, kept: u64) -> Vec<Task> {
-        let covered = (rest.start - block.start).num_seconds().max(1) as u64;
-        let remaining = (rest.end - rest.start).num_seconds().max(0) as u64;
-        let estimate = kept.saturating_mul(remaining) / covered;
-        match rest.split_into(estimate.div_ceil(SLICE_TARGET) as usize) {
-            Some(parts) => parts.into_iter().map(Task::Slice).collect(),
-            None => vec![Task::Slice(rest)],
-        }
-    }
-
     /// A slice whose first second alone fills a page: that second by id, the rest as a slice.
-    fn dense_then_rest(&self, w: &Window) -> Vec<Task> {
+    fn dense_then_rest(&self, w: &Window, estimate: u64) -> Vec<Task> {
         let second = Window { field: w.field, start: w.start, end: (w.start + chrono::TimeDelta::seconds(1)).min(w.end) };
         let mut tasks = Vec::new();
         if second.end < w.end {
-            tasks.push(Task::Slice(Window { field: w.field, start: second.end, end: w.end }));
+            tasks.push(Task::Slice(Window { field: w.field, start: second.end, end: w.end }, estimate));
         }
         tasks.push(Task::Dense(second));
         tasks
@@ -401,6 +408,17 @@ impl<'a, P> Fetcher<'a, P> {
             // The receiving side stopped (it failed, or a shutdown was asked for).
             Err(_) => Ok(Step::Stop),
         }
+    }
+}
+
+/// `w` cut into `parts` slices of equal length, sharing the `estimate` of closed-won deals it holds.
+fn slices(w: Window, estimate: u64, parts: usize) -> Vec<Task> {
+    match w.split_into(parts) {
+        Some(pieces) => {
+            let each = estimate.div_ceil(pieces.len() as u64);
+            pieces.into_iter().map(|p| Task::Slice(p, each)).collect()
+        }
+        None => vec![Task::Slice(w, estimate)],
     }
 }
 
