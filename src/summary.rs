@@ -31,6 +31,8 @@ pub struct RunSummary {
     pub by_id_requests: u64,
     /// Closed-won deals search did not return that were read by id.
     pub repaired: u64,
+    /// Deals written again because they did not all reach BigQuery's staging table.
+    pub rows_restaged: u64,
     pub deals_fetched: u64,
     pub not_closed_won: u64,
     pub rows_inserted: u64,
@@ -88,6 +90,7 @@ impl RunSummary {
                     coql_pages = self.coql_pages,
                     by_id_requests = self.by_id_requests,
                     repaired = self.repaired,
+                    rows_restaged = self.rows_restaged,
                     deals_fetched = self.deals_fetched,
                     not_closed_won = self.not_closed_won,
                     rows_inserted = self.rows_inserted,

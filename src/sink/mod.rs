@@ -123,6 +123,13 @@ pub trait Sink: Send {
     /// Keeps records that could not be mapped, with their reasons.
     async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError>;
 
+    /// Before the commit makes the run's writes final: the ids of rows written that the warehouse does not hold
+    /// (a staged sink's rows that did not all reach the staging table), to be written again. Empty for a sink
+    /// that writes directly.
+    async fn shortfall(&mut self) -> Result<Vec<String>, SinkError> {
+        Ok(Vec::new())
+    }
+
     /// Makes the run's writes final (a MERGE for staged sinks). Returns what only the commit knows.
     async fn commit(&mut self) -> Result<WriteStats, SinkError>;
 

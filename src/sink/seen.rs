@@ -77,6 +77,11 @@ impl Seen {
         }
     }
 
+    /// Every id recorded, in no particular order.
+    pub fn all_ids(&self) -> impl Iterator<Item = String> + '_ {
+        self.ids().chain(self.recent.keys().copied()).map(|id| id.to_string()).chain(self.other.keys().cloned())
+    }
+
     /// Deals recorded so far.
     pub fn len(&self) -> usize {
         self.count + self.recent.len() + self.other.len()

@@ -170,6 +170,17 @@ impl<'a, P> Fetcher<'a, P> {
         self
     }
 
+    /// The fields to read records by id with, as another fetcher learned them from search.
+    pub fn with_fields(self, fields: Vec<String>) -> Self {
+        *self.fields.lock().expect("not poisoned") = fields;
+        self
+    }
+
+    /// The fields search returned, once a search page showed them.
+    pub fn fields(&self) -> Vec<String> {
+        self.fields.lock().expect("not poisoned").clone()
+    }
+
     /// Shares the expected number of deals with a progress display.
     pub fn expected(mut self, expected: std::sync::Arc<AtomicU64>) -> Self {
         self.expected = expected;

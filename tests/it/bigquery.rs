@@ -566,3 +566,71 @@ async fn a_promoted_field_becomes_a_typed_bigquery_column_without_touching_exist
     assert_eq!(rewrite.count("rows_updated") as usize, deals.len());
     assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {t} WHERE region IS NULL")).await, 0);
 }
+
+/// A proxy in front of the emulator that silently leaves out about one row in `one_in` of the first rows
+/// streamed into a staging table, answering as if BigQuery had them all: what BigQuery documents its streaming
+/// buffer may do to queries (rows there temporarily unavailable, while queries succeed). Returns its
+/// `host:port` and the deals it left out.
+async fn lossy_proxy(emulator: String, one_in: u64) -> (String, Arc<std::sync::Mutex<std::collections::HashSet<String>>>) {
+    use std::io::Read;
+    let dropped = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let (seen, http) = (dropped.clone(), reqwest::Client::new());
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (seen, http, emulator) = (seen.clone(), http.clone(), emulator.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let mut body = axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec();
+            let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            let mut headers = parts.headers.clone();
+            if parts.method == "POST" && path.contains("/tables/_dealsync_stg_") && path.ends_with("/insertAll") {
+                let mut text = String::new();
+                if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+                    flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text).unwrap();
+                    headers.remove("content-encoding");
+                } else {
+                    text = String::from_utf8(body).unwrap();
+                }
+                let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let mut gone = seen.lock().unwrap();
+                v["rows"].as_array_mut().unwrap().retain(|r| {
+                    let id = r["json"]["deal_id"].as_str().unwrap_or_default().to_string();
+                    let lose = id.parse::<u64>().is_ok_and(|n| n % one_in == 0) && !gone.contains(&id);
+                    if lose {
+                        gone.insert(id);
+                    }
+                    !lose
+                });
+                body = serde_json::to_vec(&v).unwrap();
+                headers.insert("content-type", "application/json".parse().unwrap());
+                headers.remove("content-length");
+            }
+            let r = http.request(parts.method.clone(), format!("http://{emulator}{path}")).headers(headers).body(body).send().await.unwrap();
+            let status = r.status();
+            let bytes = r.bytes().await.unwrap();
+            axum::response::Response::builder().status(status).header("content-type", "application/json").body(axum::body::Body::from(bytes)).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr.to_string(), dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
+async fn rows_missing_from_the_staging_table_are_written_again_before_the_merge_and_the_run_succeeds() {
+    let (proxy, dropped) = lossy_proxy(required_emulator(), 50).await;
+    let bq = TestBq::new(&proxy, "lossy").await;
+    let sim = simulator(sim_config(3000)).await;
+    let out = bq.dealsync(&OCTOBER).args(&["--max-attempts", "3"]).against(&sim).run().await;
+    out.assert_code(0);
+    let lost = dropped.lock().unwrap().len() as u64;
+    assert!(lost >= 5, "the proxy left out {lost} rows");
+    let short = out.event("staging_short");
+    assert_eq!(short["missing"].as_u64(), Some(lost), "{short}");
+    assert_eq!(out.count("rows_restaged"), lost);
+    assert!(out.event("staging_proven")["deals"].as_u64().unwrap() > 800);
+    let truth = expected_ids(&sim, &october());
+    assert_eq!(bq.deal_ids().await, truth, "every deal reached the target");
+    assert_eq!(out.count("rows_inserted"), truth.len() as u64);
+}

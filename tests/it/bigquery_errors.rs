@@ -11,7 +11,7 @@ use dealsync::retry::RetryPolicy;
 use dealsync::sink::bigquery::BigQuerySink;
 use dealsync::sink::Sink;
 use dealsync::window::WindowField;
-use wiremock::matchers::{method, path, path_regex};
+use wiremock::matchers::{body_string_contains, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const P: &str = "/bigquery/v2/projects/p";
@@ -164,10 +164,33 @@ async fn mount_inserts_succeed(server: &MockServer) {
     Mock::given(method("POST")).and(path_regex(format!("{P}/datasets/d/tables/.+/insertAll"))).respond_with(inserted()).mount(server).await;
 }
 
-/// The query counting what the MERGE will do: staged rows, distinct deals, inserted, updated.
-async fn mount_merge_preview(server: &MockServer, [staged, deals, inserted, updated]: [u64; 4]) {
+/// A query answer of one row of integers.
+fn one_row(names: &[&str], values: &[u64]) -> ResponseTemplate {
+    let fields: Vec<serde_json::Value> = names.iter().map(|n| serde_json::json!({"name": n, "type": "INTEGER"})).collect();
+    let cells: Vec<serde_json::Value> = values.iter().map(|v| serde_json::json!({"v": v.to_string()})).collect();
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "schema": {"fields": fields}, "jobReference": {"projectId": "p", "jobId": "job_3"},
+        "totalRows": "1", "rows": [{"f": cells}], "jobComplete": true
+    }))
+}
+
+/// The proof that the staging table is whole: its rows and distinct deals.
+async fn mount_staging_count(server: &MockServer, rows: u64, deals: u64) {
     Mock::given(method("POST"))
         .and(path(format!("{P}/queries")))
+        .and(body_string_contains("COUNT(DISTINCT deal_id) AS deals"))
+        .respond_with(one_row(&["n", "deals"], &[rows, deals]))
+        .mount(server)
+        .await;
+}
+
+/// The query counting what the MERGE will do: staged rows, distinct deals, inserted, updated. The staging
+/// table is whole (it holds `staged` rows of `deals` deals).
+async fn mount_merge_preview(server: &MockServer, [staged, deals, inserted, updated]: [u64; 4]) {
+    mount_staging_count(server, staged, deals).await;
+    Mock::given(method("POST"))
+        .and(path(format!("{P}/queries")))
+        .and(body_string_contains("AS inserted"))
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "schema": {"fields": [{"name": "staged", "type": "INTEGER"}, {"name": "deals", "type": "INTEGER"},
                                   {"name": "inserted", "type": "INTEGER"}, {"name": "updated", "type": "INTEGER"}]},
@@ -346,4 +369,102 @@ async fn a_merge_that_fails_for_a_lasting_reason_is_not_run_again() {
     let err = s.commit().await.unwrap_err();
     assert!(err.message.contains("Unrecognized name: region"), "{err}");
     assert_eq!(merge_job_ids(&server).await.len(), 1);
+}
+
+/// BigQuery's answer for a table its streaming system does not know.
+fn table_not_found(table: &str) -> ResponseTemplate {
+    ResponseTemplate::new(404).set_body_json(serde_json::json!({
+        "error": {"code": 404, "message": format!("Not found: Table p:d.{table}"),
+                  "errors": [{"message": format!("Not found: Table p:d.{table}"), "domain": "global", "reason": "notFound"}], "status": "NOT_FOUND"}
+    }))
+}
+
+#[tokio::test]
+async fn a_staging_table_this_run_just_created_that_bigquery_does_not_know_yet_costs_a_retry_not_a_failed_night() {
+    let server = MockServer::start().await;
+    // The staging table does not exist; creating it succeeds.
+    Mock::given(method("GET")).and(path_regex(format!("{P}/datasets/d/tables/.+"))).respond_with(table_not_found(STAGING)).mount(&server).await;
+    Mock::given(method("POST")).and(path(format!("{P}/datasets/d/tables"))).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "tableReference": {"projectId": "p", "datasetId": "d", "tableId": STAGING}, "schema": {"fields": []}
+    }))).mount(&server).await;
+    // Its first two inserts: notFound, as users report right after creating a table.
+    Mock::given(method("POST"))
+        .and(path(format!("{P}/datasets/d/tables/{STAGING}/insertAll")))
+        .respond_with(table_not_found(STAGING))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    mount_inserts_succeed(&server).await;
+    mount_merge_preview(&server, [3, 3, 3, 0]).await;
+    mount_merge_done(&server, 3).await;
+    let mut s = sink(&server).await;
+    s.write_rows(rows()).await.unwrap();
+    let stats = s.commit().await.unwrap();
+    assert_eq!(stats.inserted, 3);
+    let inserts = server.received_requests().await.unwrap().iter().filter(|r| r.url.path().ends_with(&format!("{STAGING}/insertAll"))).count();
+    assert_eq!(inserts, 3, "two notFound answers, then the rows went in");
+}
+
+#[tokio::test]
+async fn not_found_from_a_table_this_run_did_not_create_stays_a_configuration_error() {
+    let server = MockServer::start().await;
+    mount_tables_exist(&server).await;
+    // The ledger exists (it was not created by this run) and an insert says it does not: the dataset is wrong.
+    Mock::given(method("POST")).and(path_regex(format!("{P}/datasets/d/tables/.+/insertAll"))).respond_with(table_not_found("_dealsync_runs")).mount(&server).await;
+    let mut s = sink(&server).await;
+    let run = dealsync::sink::RunRecord {
+        run_id: "r".into(), kind: "scheduled", window_field: "Modified_Time".into(), window_start: "a".into(), window_end: "b".into(),
+        status: "success".into(), exit_code: 0, started_at: chrono::Utc::now(), finished_at: chrono::Utc::now(), pages: 0,
+        deals_fetched: 0, rows_inserted: 0, rows_updated: 0, rows_unchanged: 0, not_closed_won: 0, quarantined: 0, error: None,
+    };
+    let err = s.record_run(&run).await.unwrap_err();
+    assert_eq!(err.exit, Exit::Config, "{err}");
+    assert_eq!(server.received_requests().await.unwrap().iter().filter(|r| r.url.path().ends_with("/insertAll")).count(), 1, "not retried");
+}
+
+#[tokio::test]
+async fn a_staging_table_short_of_what_was_written_is_never_merged() {
+    let server = MockServer::start().await;
+    mount_tables_exist(&server).await;
+    mount_inserts_succeed(&server).await;
+    // BigQuery acknowledged three rows; queries see two of them, every time they look (a streaming buffer
+    // that stays unavailable).
+    mount_staging_count(&server, 2, 2).await;
+    Mock::given(method("POST"))
+        .and(path(format!("{P}/queries")))
+        .and(body_string_contains("SELECT DISTINCT deal_id"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schema": {"fields": [{"name": "deal_id", "type": "STRING"}]}, "jobReference": {"projectId": "p", "jobId": "job_4"},
+            "totalRows": "2", "rows": [{"f": [{"v": "1001"}]}, {"f": [{"v": "1003"}]}], "jobComplete": true
+        })))
+        .mount(&server)
+        .await;
+    mount_merge_preview(&server, [3, 3, 3, 0]).await;
+    mount_merge_done(&server, 3).await;
+    let mut s = sink(&server).await;
+    s.write_rows(rows()).await.unwrap();
+    assert_eq!(s.shortfall().await.unwrap(), vec!["1002".to_string()], "the deal the staging table lacks, to write again");
+    let counts = server.received_requests().await.unwrap().iter().filter(|r| String::from_utf8_lossy(&r.body).contains("COUNT(DISTINCT deal_id) AS deals")).count();
+    assert_eq!(counts, 4, "looked again within the retry policy before naming it");
+    let err = s.commit().await.unwrap_err();
+    assert_eq!(err.exit, Exit::Unavailable);
+    assert!(err.message.contains("still lacks 1 of the 3 deals") && err.message.contains("nothing was merged"), "{err}");
+    assert!(merge_job_ids(&server).await.is_empty(), "the MERGE never ran");
+}
+
+#[tokio::test]
+async fn a_project_without_billing_is_told_that_streaming_needs_it() {
+    let server = MockServer::start().await;
+    mount_tables_exist(&server).await;
+    Mock::given(method("POST"))
+        .and(path_regex(format!("{P}/datasets/d/tables/.+/insertAll")))
+        .respond_with(google_error(403, "accessDenied", "Access Denied: BigQuery BigQuery: Streaming insert is not allowed in the free tier"))
+        .mount(&server)
+        .await;
+    let mut s = sink(&server).await;
+    s.write_rows(rows()).await.unwrap();
+    let err = s.commit().await.unwrap_err();
+    assert_eq!(err.exit, Exit::Config);
+    assert!(err.message.contains("billing account") && err.message.contains("--sink sqlite"), "{err}");
+    assert!(!err.message.contains("BigQuery Job User"), "not an IAM problem: {err}");
 }

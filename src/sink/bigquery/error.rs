@@ -95,6 +95,16 @@ impl BqFailure {
         self.status == Some(404) || self.has_reason("notFound")
     }
 
+    /// BigQuery does not know a table (not the dataset: "Not found: Table p:d.t").
+    pub fn is_table_not_found(&self) -> bool {
+        self.is_not_found() && self.message.contains("Table")
+    }
+
+    /// The project has no billing account (BigQuery sandbox), where streaming inserts are refused.
+    pub fn is_free_tier(&self) -> bool {
+        self.message.to_ascii_lowercase().contains("free tier")
+    }
+
     /// A finished job that failed as a whole (so changed nothing) for a reason another run of it may not meet:
     /// a conflict with a concurrent writer ("Could not serialize access to table … due to concurrent update")
     /// or a transient backend error.
@@ -125,6 +135,11 @@ impl BqFailure {
         }
         if self.has_reason("quotaExceeded") {
             return " (a long-term BigQuery quota is exhausted; wait at least 10 minutes or raise the quota)";
+        }
+        if self.is_free_tier() {
+            return " (the project has no billing account, and BigQuery's free tier, the sandbox, refuses the streaming \
+                     inserts dealsync writes with: link a billing account to the project (streaming costs about $0.11 \
+                     per million deals), or try dealsync without BigQuery: --sink sqlite:deals.db)";
         }
         if self.has_reason("accessDenied") || self.status == Some(403) {
             return " (grant the job's service account BigQuery Data Editor on the dataset and BigQuery Job User on \

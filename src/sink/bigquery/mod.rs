@@ -97,8 +97,42 @@ pub struct BigQuerySink {
     /// The target's columns (standard, then promoted), derived from `spec` once.
     columns: Vec<Column>,
     streamer: Arc<Streamer>,
-    /// Streaming tasks in flight (at most `INSERT_CONCURRENCY`), each with its staged count and refused rows.
-    in_flight: tokio::task::JoinSet<Result<(u64, Vec<Quarantined>), SinkError>>,
+    /// Streaming tasks in flight (at most `INSERT_CONCURRENCY`), each with its staged rows and refused rows.
+    in_flight: tokio::task::JoinSet<Result<(Vec<crate::mapping::Text>, Vec<Quarantined>), SinkError>>,
+    /// The deals staged (BigQuery acknowledged their rows), which the staging table must hold before the MERGE.
+    staged_ids: crate::sink::seen::Seen,
+    /// The staging table was proven to hold every staged deal, and nothing was staged since.
+    proven: bool,
+    /// Rows BigQuery refused (quarantined) since the last commit's count.
+    rejected: u64,
+    /// Rows BigQuery acknowledged that the staging table was found to lack (their deals were written again).
+    lost: u64,
+}
+
+/// Why the staging table is not proven whole yet.
+enum Unproven {
+    Query(BqFailure),
+    /// It holds fewer deals than were staged (rows, distinct deals).
+    Short { rows: u64, deals: u64 },
+}
+
+impl std::fmt::Display for Unproven {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unproven::Query(e) => e.fmt(f),
+            Unproven::Short { rows, deals } => write!(f, "the staging table shows {deals} deals ({rows} rows) so far"),
+        }
+    }
+}
+
+impl Retry for Unproven {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Unproven::Query(e) => e.is_retryable(),
+            // Rows in BigQuery's streaming buffer may be late to show in queries: look again.
+            Unproven::Short { .. } => true,
+        }
+    }
 }
 
 impl BigQuerySink {
@@ -144,6 +178,7 @@ impl BigQuerySink {
             describe,
             run_id: run_id.to_string(),
             synced_at,
+            fresh_tables: Default::default(),
         });
         Ok(BigQuerySink {
             client,
@@ -159,6 +194,10 @@ impl BigQuerySink {
             columns: TableSpec::default().columns(),
             streamer,
             in_flight: tokio::task::JoinSet::new(),
+            staged_ids: Default::default(),
+            proven: false,
+            rejected: 0,
+            lost: 0,
         })
     }
 
@@ -268,6 +307,7 @@ impl BigQuerySink {
         match self.call(&what, || self.client.table().create(table.clone())).await {
             Ok(_) => {
                 tracing::info!(event = "table_created", table = %format!("{p}.{d}.{t}"), "created a BigQuery table");
+                self.streamer.fresh_tables.lock().expect("not poisoned").insert(t);
                 Ok(None)
             }
             Err(e) if e.is_duplicate() => Ok(None),
@@ -360,6 +400,7 @@ impl BigQuerySink {
             }
             let pending = std::mem::take(&mut self.batch);
             self.batch_bytes = 0;
+            self.proven = false;
             let (streamer, table) = (self.streamer.clone(), self.staging.clone());
             self.in_flight.spawn(async move { streamer.stream_batch(&table, pending).await });
         }
@@ -371,7 +412,10 @@ impl BigQuerySink {
         match self.in_flight.join_next().await {
             None => Ok(Vec::new()),
             Some(Ok(Ok((staged, refused)))) => {
-                self.staged += staged;
+                self.staged += staged.len() as u64;
+                for id in staged {
+                    self.staged_ids.offer(&id, 0);
+                }
                 Ok(refused)
             }
             Some(Ok(Err(e))) => Err(e),
@@ -625,12 +669,94 @@ impl Sink for BigQuerySink {
         Ok(())
     }
 
-    async fn commit(&mut self) -> Result<WriteStats, SinkError> {
+    /// Proves the staging table holds every deal staged (count and distinct deals), looking again within the
+    /// retry policy while it does not (BigQuery documents that rows in the streaming buffer may be unavailable to
+    /// queries for a while, and a MERGE is a query: it would skip them and succeed). Then names the deals still
+    /// missing from it, for the run to write again.
+    async fn shortfall(&mut self) -> Result<Vec<String>, SinkError> {
         let refused = self.drain().await?;
-        let rejected = refused.len() as u64;
+        self.rejected += refused.len() as u64;
         if !refused.is_empty() {
             self.write_quarantine(refused).await?;
         }
+        if self.staged == 0 || self.proven {
+            return Ok(Vec::new());
+        }
+        let staging = self.table(&self.staging);
+        let (want_rows, want_deals) = (self.staged - self.lost, self.staged_ids.len() as u64);
+        let count = format!("SELECT COUNT(*) AS n, COUNT(DISTINCT deal_id) AS deals FROM {staging}");
+        let checked = retry(
+            self.retry,
+            "checking that the staging table holds every staged deal",
+            || async {
+                let mut rs = self.query("counting the staging table", count.clone()).await.map_err(Unproven::Query)?;
+                let get = |rs: &ResultSet, name: &str| rs.get_i64_by_name(name).ok().flatten().unwrap_or(0).max(0) as u64;
+                let (rows, deals) = if rs.next_row() { (get(&rs, "n"), get(&rs, "deals")) } else { (0, 0) };
+                // More rows than staged is a resent request BigQuery kept twice: the MERGE keeps one per deal.
+                if deals >= want_deals && rows >= want_rows {
+                    Ok((rows, deals))
+                } else {
+                    Err(Unproven::Short { rows, deals })
+                }
+            },
+            || {},
+        )
+        .await;
+        match checked {
+            Ok((rows, deals)) => {
+                tracing::info!(event = "staging_proven", rows, deals, staged_rows = want_rows, staged_deals = want_deals,
+                    "the staging table holds every staged deal");
+                self.proven = true;
+                Ok(Vec::new())
+            }
+            Err(g) => match g.error {
+                Unproven::Query(e) => Err(self.fail(e)),
+                Unproven::Short { rows, deals } => {
+                    let listing = format!("SELECT DISTINCT deal_id FROM {staging}");
+                    let mut rs = self.query("listing the staging table's deals", listing).await.map_err(|e| self.fail(e))?;
+                    let mut there = std::collections::HashSet::new();
+                    while rs.next_row() {
+                        if let Ok(Some(id)) = rs.get_string(0) {
+                            there.insert(id);
+                        }
+                    }
+                    let missing: Vec<String> = self.staged_ids.all_ids().filter(|id| !there.contains(id)).collect();
+                    if missing.is_empty() {
+                        // Caught up between the count and the listing.
+                        tracing::info!(event = "staging_proven", rows, deals = there.len(), staged_rows = want_rows, staged_deals = want_deals,
+                            "the staging table holds every staged deal");
+                        self.proven = true;
+                        return Ok(missing);
+                    }
+                    self.lost += missing.len() as u64;
+                    tracing::warn!(event = "staging_short", rows, deals, staged_rows = want_rows, staged_deals = want_deals,
+                        missing = missing.len(), checks = g.attempts, waited_ms = g.elapsed.as_millis() as u64,
+                        "the staging table lacks {} of the {want_deals} deals BigQuery acknowledged; they are written again before the MERGE",
+                        missing.len());
+                    Ok(missing)
+                }
+            },
+        }
+    }
+
+    async fn commit(&mut self) -> Result<WriteStats, SinkError> {
+        // Never MERGE a staging table not proven whole: a MERGE that skips rows succeeds all the same.
+        let missing = self.shortfall().await?;
+        if !missing.is_empty() {
+            return Err(SinkError::new(
+                self.describe(),
+                format!(
+                    "the staging table {} still lacks {} of the {} deals BigQuery acknowledged (e.g. {}); nothing was \
+                     merged, and the next run writes the window again",
+                    self.staging,
+                    missing.len(),
+                    self.staged_ids.len(),
+                    missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                ),
+                Exit::Unavailable,
+            ));
+        }
+        let rejected = std::mem::take(&mut self.rejected);
         if self.staged == 0 {
             if self.staging_ready {
                 let _ = self.client.table().delete_if_exists(&self.s.project, &self.s.dataset, &self.staging).await;

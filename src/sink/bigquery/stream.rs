@@ -22,7 +22,39 @@ pub struct Pending {
 }
 
 /// One BigQuery call with retries for transient failures.
-pub async fn call_with_retries<T, F, Fut>(policy: RetryPolicy, what: &str, mut f: F) -> Result<T, BqFailure>
+pub async fn call_with_retries<T, F, Fut>(policy: RetryPolicy, what: &str, f: F) -> Result<T, BqFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BQError>>,
+{
+    call_with_retries_also(policy, what, f, |_| false).await
+}
+
+/// A failure and whether this call may try again: a transient one, or one `also` names.
+struct Classified {
+    inner: BqFailure,
+    again: bool,
+}
+
+impl std::fmt::Display for Classified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Retry for Classified {
+    fn is_retryable(&self) -> bool {
+        self.again
+    }
+}
+
+/// One BigQuery call with retries for transient failures and for the failures `also` names.
+pub async fn call_with_retries_also<T, F, Fut>(
+    policy: RetryPolicy,
+    what: &str,
+    mut f: F,
+    also: impl Fn(&BqFailure) -> bool,
+) -> Result<T, BqFailure>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, BQError>>,
@@ -32,17 +64,24 @@ where
         what,
         || {
             let fut = f();
-            async move { fut.await.map_err(|e| BqFailure::new(what, e)) }
+            let also = &also;
+            async move {
+                fut.await.map_err(|e| {
+                    let inner = BqFailure::new(what, e);
+                    let again = inner.is_retryable() || also(&inner);
+                    Classified { inner, again }
+                })
+            }
         },
         || {},
     )
     .await
     .map_err(|g| {
         let mut e = g.error;
-        if e.is_retryable() {
-            e.message = format!("{} (gave up after {} attempts)", e.message, g.attempts);
+        if e.again {
+            e.inner.message = format!("{} (gave up after {} attempts)", e.inner.message, g.attempts);
         }
-        e
+        e.inner
     })
 }
 
@@ -55,6 +94,10 @@ pub struct Streamer {
     pub describe: String,
     pub run_id: String,
     pub synced_at: DateTime<Utc>,
+    /// Tables this run created: Google's streaming system learns of a new table eventually, so `notFound`
+    /// from an insert into one of them is worth another attempt (within the retry policy), not a
+    /// configuration error.
+    pub fresh_tables: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Streamer {
@@ -66,11 +109,23 @@ impl Streamer {
     pub async fn insert_body(&self, table: &str, n: usize, body: Vec<u8>) -> Result<Vec<(usize, String, bool)>, BqFailure> {
         let (p, d) = (&self.project, &self.dataset);
         let what = format!("streaming {n} rows into {p}.{d}.{table}");
-        let resp = call_with_retries(self.retry, &what, || {
+        let fresh = self.fresh_tables.lock().expect("not poisoned").contains(table);
+        let resp = call_with_retries_also(
+            self.retry,
+            &what,
+            || {
                 let req = TableDataInsertAllRequestGzipped::new(body.clone());
                 self.client.tabledata().insert_all_gzipped(p, d, table, req)
-            })
-            .await?;
+            },
+            |e| {
+                let unknown = fresh && e.is_table_not_found();
+                if unknown {
+                    tracing::info!(event = "fresh_table_unknown", table, "BigQuery's streaming system does not know the table this run just created yet; sending again");
+                }
+                unknown
+            },
+        )
+        .await?;
         // (row index, reason text, stopped-only)
         Ok(resp
             .insert_errors
@@ -99,15 +154,15 @@ impl Streamer {
     }
 
     /// Streams one batch into `table`, resending rows BigQuery stopped and quarantining rows it refused.
-    /// Returns how many rows were staged and the refused ones.
-    pub async fn stream_batch(&self, table: &str, mut pending: Vec<Pending>) -> Result<(u64, Vec<Quarantined>), SinkError> {
-        let mut staged = 0u64;
+    /// Returns the deals of the rows staged and the refused rows.
+    pub async fn stream_batch(&self, table: &str, mut pending: Vec<Pending>) -> Result<(Vec<crate::mapping::Text>, Vec<Quarantined>), SinkError> {
+        let mut staged = Vec::new();
         let mut refused = Vec::new();
         for attempt in 0..=STOPPED_RESENDS {
             let body = rows::insert_all_body(pending.iter().map(|p| (p.row.insert_id.as_str(), &p.row.json)));
             let errors = self.insert_body(table, pending.len(), body).await.map_err(|e| self.fail(e))?;
             if errors.is_empty() {
-                staged += pending.len() as u64;
+                staged.extend(pending.into_iter().map(|p| p.deal_id));
                 return Ok((staged, refused));
             }
             let mut stopped_idx = Vec::new();
@@ -120,8 +175,6 @@ impl Streamer {
                 }
             }
             // Rows without an error were inserted (only possible with skipInvalidRows, which we never set).
-            let accepted = pending.len() - stopped_idx.len() - bad_idx.len();
-            staged += accepted as u64;
             let mut retry_rows = Vec::new();
             for (i, p) in pending.into_iter().enumerate() {
                 if let Some(reason) = bad_idx.remove(&i) {
@@ -134,6 +187,8 @@ impl Streamer {
                     });
                 } else if stopped_idx.contains(&i) {
                     retry_rows.push(p);
+                } else {
+                    staged.push(p.deal_id);
                 }
             }
             if retry_rows.is_empty() {
