@@ -138,7 +138,7 @@ impl BqFailure {
         }
         if self.is_free_tier() {
             return " (the project has no billing account, and BigQuery's free tier, the sandbox, refuses the streaming \
-                     inserts dealsync writes with: link a billing account to the project (streaming costs about $0.11 \
+                     inserts dealsync writes with: link a billing account to the project (streaming costs about $0.15 \
                      per million deals), or try dealsync without BigQuery: --sink sqlite:deals.db)";
         }
         if self.has_reason("accessDenied") || self.status == Some(403) {
