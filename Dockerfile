@@ -13,11 +13,12 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json
+RUN cargo chef cook --release --locked --no-default-features --recipe-path recipe.json
 COPY . .
 ARG DEALSYNC_GIT_REV=unknown
 ENV DEALSYNC_GIT_REV=${DEALSYNC_GIT_REV}
-RUN cargo build --release --locked --bin dealsync
+# The production binary: without the built-in simulator (the `sim` feature, for demos and tests).
+RUN cargo build --release --locked --no-default-features --bin dealsync
 
 # Runtime: glibc, CA certificates and a nonroot user (uid 65532), nothing else; no shell.
 FROM gcr.io/distroless/cc-debian12:nonroot

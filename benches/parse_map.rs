@@ -6,7 +6,7 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use dealsync::mapping::{map_record, Mapped, RunStamp};
-use dealsync::sim::data::{generate, GenSpec};
+use dealsync_sim::data::{generate, GenSpec};
 
 fn cpu_seconds() -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };

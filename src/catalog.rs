@@ -166,21 +166,14 @@ pub async fn fields(args: FieldsArgs) -> Exit {
     };
     let mut demo = None;
     let zoho = if args.demo {
-        let cfg = crate::sim::SimConfig::demo(100, 42);
-        let handle = match crate::sim::start(cfg.clone(), "127.0.0.1:0".parse().expect("valid address")).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(event = "simulator_failed", "could not listen on 127.0.0.1: {e}");
-                return Exit::Internal;
+        match crate::demo::Demo::start(100, 42).await {
+            Ok((d, s)) => {
+                demo = Some(d);
+                s
             }
-        };
-        let s = crate::run::demo_settings(&handle, &cfg);
-        demo = Some(handle);
-        match s {
-            Ok(s) => s,
             Err(e) => {
-                tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-                return Exit::Config;
+                tracing::error!(event = "demo_failed", "{e}");
+                return e.exit();
             }
         }
     } else {

@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod exit;
 pub mod json;
 pub mod mapping;
@@ -16,20 +17,17 @@ pub mod reconcile;
 pub mod retry;
 pub mod run;
 pub mod shutdown;
-pub mod sim;
 pub mod sink;
 pub mod summary;
 pub mod telemetry;
 pub mod window;
 pub mod zoho;
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use chrono::{Duration, Utc};
 
-use crate::cli::{Command, SchemaArgs, SchemaFormat, SimulateArgs};
+use crate::cli::{Command, SchemaArgs, SchemaFormat};
 use crate::exit::Exit;
 use crate::mapping::Column;
 
@@ -48,7 +46,7 @@ pub async fn run(command: Command) -> Exit {
             Ok(plan) => run::sync(plan).await.1,
             Err(exit) => exit,
         },
-        Command::Simulate(args) => simulate(args).await,
+        Command::Simulate(args) => demo::simulate(args).await,
         Command::Check(args) => run::check(args).await,
         Command::Verify(args) => match plan(&args) {
             Ok(plan) if plan.spec.is_backfill() => run::verify(plan).await,
@@ -120,84 +118,6 @@ pub fn schema(args: &SchemaArgs, columns: &[Column]) -> String {
     }
 }
 
-async fn simulate(args: SimulateArgs) -> Exit {
-    let mut cfg = sim::SimConfig::demo(args.deals, args.seed);
-    if let Some(anchor) = args.anchor {
-        cfg.anchor = anchor.with_timezone(&Utc);
-    }
-    cfg.span = Duration::days(args.span_days.max(1));
-    cfg.latency = std::time::Duration::from_millis(args.latency_ms);
-    cfg.broken = args.broken;
-    cfg.tz = args.tz_offset;
-    cfg.mint_limit = args.mint_limit;
-    cfg.token_ttl = std::time::Duration::from_secs(args.token_ttl_secs.max(1));
-    if !(0.0..=1.0).contains(&args.fault_rate) {
-        eprintln!("error: --fault-rate must be between 0 and 1");
-        return Exit::Usage;
-    }
-    let mut faults = args.faults.clone().unwrap_or_default();
-    faults.rate = args.fault_rate;
-    faults.seed = args.fault_seed;
-    faults.slow = std::time::Duration::from_millis(args.fault_slow_ms);
-    cfg.faults = faults;
-    cfg.won_share = args.won_share.clamp(0.0, 1.0);
-    cfg.not_modified = !args.no_304;
-    cfg.ignores_sort = args.ignore_sort;
-    cfg.shuffled_ties = args.shuffle_ties;
-    cfg.search_lag = std::time::Duration::from_secs(args.index_lag_secs);
-    cfg.awaiting_approval = args.awaiting_approval;
-    cfg.edits_per_second = args.edits_per_second;
-    let handle = match sim::start(cfg.clone(), SocketAddr::new(args.host, args.port)).await {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(event = "simulator_failed", "could not listen on {}:{}: {e}", args.host, args.port);
-            return Exit::Config;
-        }
-    };
-    let closed_won = handle.closed_won_in(
-        &window::Window::new(
-            window::WindowField::ModifiedTime,
-            (cfg.anchor - cfg.span).fixed_offset(),
-            cfg.anchor.fixed_offset(),
-        )
-        .expect("span is positive"),
-    );
-    // The announcements go to whoever reads stdout; a reader that stopped reading (a script that took the
-    // export line, `| head`) must not take the simulator down, so a failed write is ignored.
-    macro_rules! say {
-        ($($arg:tt)*) => {{
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stdout(), $($arg)*);
-        }};
-    }
-    say!(
-        "dealsync simulator on {} with {} deals ({} closed won, seed {}), modified between {} and {}",
-        handle.base_url(),
-        cfg.deals,
-        closed_won.len(),
-        cfg.seed,
-        (cfg.anchor - cfg.span).to_rfc3339(),
-        cfg.anchor.to_rfc3339()
-    );
-    say!("Point dealsync at it with:");
-    say!(
-        "  export ZOHO_ACCOUNTS_URL={} ZOHO_CLIENT_ID={} ZOHO_CLIENT_SECRET={} ZOHO_REFRESH_TOKEN={}",
-        handle.base_url(),
-        cfg.client_id,
-        cfg.client_secret,
-        cfg.refresh_token
-    );
-    if !cfg.faults.is_empty() {
-        say!("Injecting faults: {} planned, random rate {} (seed {}).", cfg.faults.at.len(), cfg.faults.rate, cfg.faults.seed);
-    }
-    say!("Stop with Ctrl-C.");
-    shutdown_signal().await;
-    let stats = handle.stats();
-    handle.stop().await;
-    say!("served {} API requests, {} token requests, {} faults injected {:?}", stats.api_requests, stats.token_requests, stats.faults_injected, stats.faults_by_kind);
-    Exit::Ok
-}
-
 async fn auth_exchange(grant_token: &str) -> Exit {
     let code = if grant_token == "-" {
         let mut line = String::new();
@@ -246,28 +166,5 @@ async fn auth_exchange(grant_token: &str) -> Exit {
             tracing::error!(event = "auth_exchange_failed", "{e}");
             e.exit()
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

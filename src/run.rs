@@ -13,7 +13,6 @@ use crate::cli::{default_sqlite_path, SyncPlan};
 use crate::config::{ConfigError, Needs, Settings, ZohoSettings};
 use crate::exit::Exit;
 use crate::mapping::{map_record, DealRow, Mapped, Quarantined, RunStamp};
-use crate::sim;
 use crate::sink::bigquery::BigQuerySink;
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::sqlite::SqliteSink;
@@ -41,6 +40,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Demo(crate::demo::DemoError),
     #[error("stopped by {0} before the window was complete; nothing was committed for this run, and the next run covers the window again")]
     Interrupted(String),
     #[error("the warehouse does not hold every closed-won deal Zoho has in this window (see the incomplete and reconciliation events)")]
@@ -54,17 +55,21 @@ impl RunError {
             RunError::Zoho(e) => e.exit(),
             RunError::Sink(e) => e.exit,
             RunError::Usage(_) => Exit::Usage,
+            RunError::Demo(e) => e.exit(),
             RunError::Interrupted(_) => Exit::Interrupted,
             RunError::Mismatch => Exit::Partial,
         }
     }
 }
 
-/// A new run id: UTC start time plus random bits, sortable and safe in table names.
+/// A new run id: UTC start time plus random bits (the standard library's per-process random hash keys, mixed
+/// with the time and process id), sortable and safe in table names.
 pub fn new_run_id(now: chrono::DateTime<Utc>) -> String {
-    let nanos = now.timestamp_subsec_nanos() as u64;
-    let mut rng = sim::data::Rng::new(nanos ^ (std::process::id() as u64) << 32 ^ now.timestamp() as u64);
-    format!("{}_{:08x}", now.format("%Y%m%dT%H%M%SZ"), rng.next_u64() as u32)
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
+    h.write_u32(std::process::id());
+    format!("{}_{:08x}", now.format("%Y%m%dT%H%M%SZ"), h.finish() as u32)
 }
 
 /// Counts gathered by the consumer.
@@ -95,7 +100,7 @@ pub async fn sync(plan: SyncPlan) -> (RunSummary, Exit) {
         tokio::spawn({
             let s = shutdown.clone();
             async move {
-                crate::shutdown_signal().await;
+                crate::shutdown::signal().await;
                 tracing::warn!(event = "signal", "termination signal received: stopping after the batch in progress");
                 s.trigger("a termination signal (SIGTERM/SIGINT)");
             }
@@ -138,18 +143,11 @@ async fn sync_inner(
     let settings = Settings::from_env(needs)?;
 
     // The demo simulator lives as long as this function.
-    let mut demo_sim = None;
+    let mut demo = None;
     let zoho_settings: ZohoSettings = match plan.demo {
         Some((deals, seed)) => {
-            let cfg = sim::SimConfig::demo(deals, seed);
-            let handle = sim::start(cfg.clone(), "127.0.0.1:0".parse().expect("valid address"))
-                .await
-                .map_err(|e| SinkError::new("demo simulator", format!("could not listen on 127.0.0.1: {e}"), Exit::Internal))?;
-            tracing::info!(event = "demo_simulator", url = %handle.base_url(), deals, seed,
-                anchor = %cfg.anchor.to_rfc3339(),
-                "demo: built-in Zoho simulator started on loopback");
-            let s = demo_settings(&handle, &cfg)?;
-            demo_sim = Some(handle);
+            let (d, s) = crate::demo::Demo::start(deals, seed).await.map_err(RunError::Demo)?;
+            demo = Some(d);
             s
         }
         None => settings.zoho.clone().expect("credentials were required"),
@@ -314,12 +312,12 @@ async fn sync_inner(
             return Err(e.into());
         }
     }
-    if let Some(sim) = demo_sim.take() {
-        let truth = sim.closed_won_in(&window).len();
+    if let Some(demo) = demo.take() {
+        let truth = demo.closed_won_in(&window);
         let closed_won = summary.deals_fetched - summary.not_closed_won;
         tracing::info!(event = "demo_check", simulator_closed_won = truth, fetched_closed_won = closed_won,
             "demo check: the simulator holds {truth} closed-won deals in the window; this run fetched {closed_won}");
-        sim.stop().await;
+        demo.stop().await;
     }
     match error {
         Some(e) => Err(e),
@@ -494,18 +492,6 @@ async fn check_promoted(client: &ZohoClient, promoted: &[crate::mapping::promote
         )
         .into())
     }
-}
-
-pub(crate) fn demo_settings(handle: &sim::SimHandle, cfg: &sim::SimConfig) -> Result<ZohoSettings, ConfigError> {
-    let vars = vec![
-        ("ZOHO_CLIENT_ID".to_string(), cfg.client_id.clone()),
-        ("ZOHO_CLIENT_SECRET".to_string(), cfg.client_secret.clone()),
-        ("ZOHO_REFRESH_TOKEN".to_string(), cfg.refresh_token.clone()),
-        ("ZOHO_ACCOUNTS_URL".to_string(), handle.base_url()),
-    ];
-    let mut s = Settings::from_vars(vars, Needs::ZohoCredentials)?.zoho.expect("credentials requested");
-    s.max_concurrency = crate::config::max_concurrency_from_env()?;
-    Ok(s)
 }
 
 async fn open_sink(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use dealsync::mapping::{map_json, Mapped, RunStamp};
-use dealsync::sim::SimConfig;
+use dealsync_sim::SimConfig;
 use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::model::field_type::FieldType;
 use gcp_bigquery_client::model::query_request::QueryRequest;
@@ -61,7 +61,7 @@ impl TestBq {
             .build_from_authenticator(Arc::new(NoAuth))
             .await
             .unwrap();
-        let suffix = dealsync::sim::data::Rng::new(std::process::id() as u64 ^ chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64).next_u64() % 1_000_000;
+        let suffix = dealsync_sim::data::Rng::new(std::process::id() as u64 ^ chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64).next_u64() % 1_000_000;
         TestBq { host: host.to_string(), dataset: format!("{name}_{suffix}"), client }
     }
 
@@ -201,7 +201,7 @@ async fn newer_copies_replace_rows_and_older_ones_never_do() {
     let sim = simulator(sim_config(2000)).await;
     bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
 
-    let edited: Vec<u64> = sim.closed_won_in(&window("2026-10-05T00:00:00Z", "2026-10-25T00:00:00Z")).iter().take(5).map(|d| d.id).collect();
+    let edited: Vec<u64> = sim.closed_won(&window("2026-10-05T00:00:00Z", "2026-10-25T00:00:00Z")).iter().take(5).map(|d| d.id).collect();
     sim.mutate(|deals| {
         for d in deals.iter_mut().filter(|d| edited.contains(&d.id)) {
             d.amount = Some(Decimal::new(77_777, 2));
@@ -253,7 +253,7 @@ async fn a_run_killed_between_staging_and_merge_is_repaired_by_the_next_run() {
     use dealsync::sink::Sink;
     killed.prepare().await.unwrap();
     let mut rows = Vec::new();
-    for d in sim.closed_won_in(&october()).iter().filter(|d| d.broken.is_none()).take(600) {
+    for d in sim.closed_won(&october()).iter().filter(|d| d.broken.is_none()).take(600) {
         let mut text = String::new();
         d.render(sim.config().tz, None, &mut text);
         if let Mapped::Row(r) = map_json(&text, &stamp) {
@@ -296,7 +296,7 @@ async fn numeric_amounts_round_trip_exactly() {
         .query(&format!("SELECT deal_id, CAST(amount AS STRING), CAST(exchange_rate AS STRING) FROM {}", bq.table_ref("closed_won_deals")))
         .await;
     let truth: std::collections::HashMap<String, Option<Decimal>> =
-        sim.closed_won_in(&october()).into_iter().map(|d| (d.id.to_string(), d.amount)).collect();
+        sim.closed_won(&october()).into_iter().map(|d| (d.id.to_string(), d.amount)).collect();
     let (mut n, mut huge, mut dime) = (0, 0, 0);
     while rs.next_row() {
         let id = rs.get_string(0).unwrap().unwrap();
@@ -408,7 +408,7 @@ async fn check_reports_each_failure_and_exits_with_the_first_ones_code() {
 async fn random_faults_and_a_sigkill_into_bigquery_end_with_exactly_the_truth() {
     let Some(host) = emulator() else { return };
     let bq = TestBq::new(&host, "faults").await;
-    let plan = dealsync::sim::faults::FaultPlan { rate: 0.2, seed: 99, slow: std::time::Duration::from_millis(1200), ..Default::default() };
+    let plan = dealsync_sim::faults::FaultPlan { rate: 0.2, seed: 99, slow: std::time::Duration::from_millis(1200), ..Default::default() };
     let sim = simulator(SimConfig { latency: std::time::Duration::from_millis(100), faults: plan, ..sim_config(6000) }).await;
     let args = ["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--request-timeout", "1s", "--retry-max-delay", "200ms", "--max-attempts", "12"];
     let running = bq.dealsync(&args).against(&sim).spawn();
@@ -479,7 +479,7 @@ async fn deleted_and_reopened_deals_are_marked_in_bigquery() {
     let bq = TestBq::new(&host, "changes").await;
     let sim = simulator(sim_config(2000)).await;
     bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
-    let won = sim.closed_won_in(&october());
+    let won = sim.closed_won(&october());
     let (gone, reopened) = (won[3].id, won[4].id);
     sim.mutate(|deals| {
         for d in deals.iter_mut() {
@@ -534,8 +534,8 @@ async fn a_promoted_field_becomes_a_typed_bigquery_column_without_touching_exist
         .await;
     assert_eq!(untouched, early, "rows of the first run keep their values and run id");
 
-    let deals: std::collections::HashMap<String, dealsync::sim::data::SimDeal> =
-        sim.closed_won_in(&october()).into_iter().map(|d| (d.id.to_string(), d)).collect();
+    let deals: std::collections::HashMap<String, dealsync_sim::data::SimDeal> =
+        sim.closed_won(&october()).into_iter().map(|d| (d.id.to_string(), d)).collect();
     let mut rs = bq
         .query(&format!(
             "SELECT deal_id, region, seats, CAST(contract_value AS STRING), partner_tier, CAST(renewal_date AS STRING), signed_contract, \

@@ -1,7 +1,7 @@
 //! Configuration and credential problems: exit 78, one clear line naming the culprit, no secret in sight,
 //! and (for bad variables) no network call at all.
 
-use dealsync::sim::SimConfig;
+use dealsync_sim::SimConfig;
 
 use crate::helpers::*;
 

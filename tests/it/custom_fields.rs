@@ -2,8 +2,8 @@
 //! here and in BigQuery in `bigquery.rs`.
 
 use chrono::Duration;
-use dealsync::sim::data::SimDeal;
-use dealsync::sim::SimConfig;
+use dealsync_sim::data::SimDeal;
+use dealsync_sim::SimConfig;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -74,7 +74,7 @@ async fn a_promoted_custom_field_appears_as_a_typed_column_on_the_next_run_witho
     assert!(second.events().iter().any(|e| e["event"] == "columns_added"), "{}", second.stderr);
 
     let deals: std::collections::HashMap<String, SimDeal> =
-        sim.closed_won_in(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).into_iter().map(|d| (d.id.to_string(), d)).collect();
+        sim.closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).into_iter().map(|d| (d.id.to_string(), d)).collect();
     let late = expected_ids(&sim, &window("2026-10-16T00:00:00Z", "2026-11-01T00:00:00Z"));
     let rows = promoted_rows(&second.db());
     assert_eq!(rows.len(), deals.len());
@@ -123,7 +123,7 @@ async fn a_value_that_does_not_fit_its_promoted_type_quarantines_the_deal_naming
     let out = d.reuse(dir).run().await;
     out.assert_code(3);
     let gold: Vec<String> = sim
-        .closed_won_in(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"))
+        .closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"))
         .into_iter()
         .filter(|d| d.id % 4 == 0 && d.broken.is_none())
         .map(|d| d.id.to_string())
@@ -153,7 +153,7 @@ async fn promoted_fields_are_read_through_coql_too() {
     let out = Dealsync::new(&["sync", "--from", "2026-10-15T12:00:00Z", "--to", "2026-10-15T12:00:01Z"]).against(&sim).reuse(dir).run().await;
     out.assert_code(0);
     assert!(out.count("coql_pages") > 0, "{}", out.summary());
-    let deals: std::collections::HashMap<String, SimDeal> = sim.closed_won_in(&w).into_iter().map(|d| (d.id.to_string(), d)).collect();
+    let deals: std::collections::HashMap<String, SimDeal> = sim.closed_won(&w).into_iter().map(|d| (d.id.to_string(), d)).collect();
     let rows = promoted_rows(&out.db());
     assert_eq!(rows.len(), deals.len());
     for (id, promoted, _) in rows {

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use dealsync::mapping::{map_json, Mapped, RunStamp};
-use dealsync::sim::data::Rng;
-use dealsync::sim::faults::FaultPlan;
-use dealsync::sim::SimConfig;
+use dealsync_sim::data::Rng;
+use dealsync_sim::faults::FaultPlan;
+use dealsync_sim::SimConfig;
 use proptest::prelude::*;
 use serde_json::Value;
 

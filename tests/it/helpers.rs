@@ -5,9 +5,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use dealsync::sim::{self, SimConfig, SimHandle};
+use dealsync_sim::{self as sim, SimConfig, SimDeal, SimHandle};
 use dealsync::window::{Window, WindowField};
 use serde_json::Value;
+
+/// The simulator's truth for one of dealsync's windows.
+pub trait Truth {
+    /// The deals whose stage is exactly "Closed Won" and whose window field lies in `w`.
+    fn closed_won(&self, w: &Window) -> Vec<SimDeal>;
+}
+
+impl Truth for SimHandle {
+    fn closed_won(&self, w: &Window) -> Vec<SimDeal> {
+        let field = match w.field {
+            WindowField::ModifiedTime => sim::DealField::ModifiedTime,
+            WindowField::ClosingDate => sim::DealField::ClosingDate,
+        };
+        self.closed_won_in(&sim::Range { field, start: w.start, end: w.end })
+    }
+}
 
 /// Starts a simulator on a free loopback port.
 pub async fn simulator(config: SimConfig) -> SimHandle {
@@ -190,7 +206,7 @@ pub fn query_i64(db: &Path, sql: &str) -> i64 {
 /// The ids a correct sync of `w` must write (the mappable closed-won deals), sorted.
 pub fn expected_ids(sim: &SimHandle, w: &Window) -> Vec<String> {
     let mut ids: Vec<String> =
-        sim.closed_won_in(w).into_iter().filter(|d| d.broken.is_none()).map(|d| d.id.to_string()).collect();
+        sim.closed_won(w).into_iter().filter(|d| d.broken.is_none()).map(|d| d.id.to_string()).collect();
     ids.sort();
     ids
 }

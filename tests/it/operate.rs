@@ -1,6 +1,6 @@
 //! Operator features: sharded backfills, first-time set-up, the configuration file.
 
-use dealsync::sim::SimConfig;
+use dealsync_sim::SimConfig;
 
 use crate::helpers::*;
 

@@ -1,8 +1,8 @@
 //! End-to-end syncs against the simulator.
 
 use chrono::{Duration, TimeZone};
-use dealsync::sim::data::{generate, GenSpec};
-use dealsync::sim::{SimConfig, SimHandle};
+use dealsync_sim::data::{generate, GenSpec};
+use dealsync_sim::{SimConfig, SimHandle};
 use dealsync::window::{Window, WindowField};
 
 use crate::helpers::*;
@@ -77,7 +77,7 @@ async fn backfill_windows_are_half_open_and_keep_their_offsets() {
     let sim = simulator(sim_config(2000)).await;
     // Two closed-won deals far enough apart; the window starts exactly at the first and ends exactly at the
     // second, written in +05:30 as Zoho would show them.
-    let won: Vec<_> = sim.closed_won_in(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"));
+    let won: Vec<_> = sim.closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"));
     let (a, b) = (&won[10], &won[200]);
     assert!(a.modified < b.modified);
     let ist = chrono::FixedOffset::east_opt(19_800).unwrap();
@@ -268,7 +268,7 @@ async fn stages_that_only_contain_closed_won_are_filtered_out() {
     let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).run().await;
     out.assert_code(0);
     let trap = sim
-        .closed_won_in(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"))
+        .closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"))
         .len();
     assert!(trap > 0);
     assert!(out.count("not_closed_won") > 0, "Zoho's contains-like equals returned trap stages");
@@ -411,7 +411,7 @@ async fn deleted_and_reopened_deals_are_marked_on_the_next_run() {
     let args = ["sync", "--from", "2026-10-01", "--to", "2026-11-01"];
     let first = Dealsync::new(&args).against(&sim).run().await;
     first.assert_code(0);
-    let won = sim.closed_won_in(&w);
+    let won = sim.closed_won(&w);
     let (gone, reopened, lost) = (won[10].id, won[20].id, won[30].id);
     let deleted_at = utc("2026-10-20T08:00:00Z").timestamp();
     sim.mutate(|deals| {

@@ -2,7 +2,7 @@
 //! HTTP allows (304 to a conditional request), search orders with ties in any order, a lagging search index,
 //! records awaiting approval, and edits while a run pages. Each behaviour alone, then all together.
 
-use dealsync::sim::SimConfig;
+use dealsync_sim::SimConfig;
 
 use crate::helpers::*;
 
@@ -53,7 +53,7 @@ const ALL: [Behaviour; 6] = [
 
 /// 20,000 deals over the 30 days before the current hour (about 6,000 closed won), 1,500 closed-won deals
 /// sharing one second ten days ago (a mass update), and the behaviours asked for.
-async fn matrix_sim(behaviours: &[Behaviour]) -> (dealsync::sim::SimHandle, dealsync::window::Window) {
+async fn matrix_sim(behaviours: &[Behaviour]) -> (dealsync_sim::SimHandle, dealsync::window::Window) {
     let mut cfg = SimConfig { deals: 20_000, not_modified: false, ..SimConfig::demo(20_000, 21) };
     for b in behaviours {
         match b {
@@ -185,7 +185,7 @@ async fn each_behaviour_alone_ends_with_exactly_the_closed_won_deals_of_the_wind
 }
 
 /// A token from `sim`, for calling its API directly.
-async fn sim_auth(sim: &dealsync::sim::SimHandle) -> String {
+async fn sim_auth(sim: &dealsync_sim::SimHandle) -> String {
     let cfg = sim.config();
     let token: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/oauth/v2/token", sim.base_url()))
@@ -194,7 +194,7 @@ async fn sim_auth(sim: &dealsync::sim::SimHandle) -> String {
     format!("Zoho-oauthtoken {}", token["access_token"].as_str().unwrap())
 }
 
-async fn sim_get(sim: &dealsync::sim::SimHandle, auth: &str, path: &str, query: &[(&str, &str)], since: Option<&str>) -> (u16, serde_json::Value) {
+async fn sim_get(sim: &dealsync_sim::SimHandle, auth: &str, path: &str, query: &[(&str, &str)], since: Option<&str>) -> (u16, serde_json::Value) {
     let mut req = reqwest::Client::new().get(format!("{}{path}", sim.base_url())).query(query).header("Authorization", auth);
     if let Some(s) = since {
         req = req.header("If-Modified-Since", s);
@@ -208,7 +208,7 @@ async fn sim_get(sim: &dealsync::sim::SimHandle, auth: &str, path: &str, query: 
 async fn the_simulator_serves_records_by_id_and_by_page_token_as_zoho_documents_them() {
     let sim = simulator(SimConfig { awaiting_approval: 5, ..sim_config(3000) }).await;
     let auth = sim_auth(&sim).await;
-    let won = sim.closed_won_in(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"));
+    let won = sim.closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"));
     let ids: Vec<String> = won.iter().take(3).map(|d| d.id.to_string()).collect();
     let ids = ids.join(",");
     let (status, body) = sim_get(&sim, &auth, "/crm/v8/Deals", &[("ids", &ids), ("fields", "Deal_Name,Stage")], None).await;

@@ -1,5 +1,5 @@
-//! The simulator's reading of search criteria and COQL conditions, written independently of the builder in
-//! `zoho::criteria` so that a property test can check one against the other. Conditions are compiled once per
+//! The simulator's reading of search criteria and COQL conditions, written independently of dealsync's
+//! criteria builder so that a property test can check one against the other. Conditions are compiled once per
 //! request (values typed, dates parsed) and then evaluated against each stored deal.
 //!
 //! As in Zoho, `equals` on a text field matches when the field *contains* the value (case-insensitively);
@@ -10,7 +10,73 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use super::data::{utc_date, SimDeal};
-use crate::zoho::criteria::{Condition, Expr, Op};
+
+/// A criteria operator, as Zoho names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Equals,
+    NotEqual,
+    StartsWith,
+    GreaterEqual,
+    GreaterThan,
+    LessEqual,
+    LessThan,
+    Between,
+    In,
+}
+
+impl Op {
+    pub const ALL: [Op; 9] =
+        [Op::Equals, Op::NotEqual, Op::StartsWith, Op::GreaterEqual, Op::GreaterThan, Op::LessEqual, Op::LessThan, Op::Between, Op::In];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Equals => "equals",
+            Op::NotEqual => "not_equal",
+            Op::StartsWith => "starts_with",
+            Op::GreaterEqual => "greater_equal",
+            Op::GreaterThan => "greater_than",
+            Op::LessEqual => "less_equal",
+            Op::LessThan => "less_than",
+            Op::Between => "between",
+            Op::In => "in",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// One `(field:operator:value[,value…])` term, its values unescaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub field: String,
+    pub op: Op,
+    pub values: Vec<String>,
+}
+
+/// A parsed criteria expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    Cond(Condition),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+}
+
+impl Expr {
+    pub fn cond(field: &str, op: Op, values: &[&str]) -> Expr {
+        Expr::Cond(Condition { field: field.to_string(), op, values: values.iter().map(|v| v.to_string()).collect() })
+    }
+
+    pub fn and(self, other: Expr) -> Expr {
+        Expr::And(Box::new(self), Box::new(other))
+    }
+
+    pub fn or(self, other: Expr) -> Expr {
+        Expr::Or(Box::new(self), Box::new(other))
+    }
+}
 
 /// Zoho's INVALID_QUERY and friends, ready to be sent as a 400.
 #[derive(Debug, Clone, PartialEq)]

@@ -19,7 +19,26 @@ use tokio::sync::oneshot;
 
 pub use data::{Broken, SimDeal};
 
-use crate::window::Window;
+/// The deal field a range of deals is selected by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DealField {
+    ModifiedTime,
+    ClosingDate,
+}
+
+/// A half-open range `[start, end)` over a deal field: what a correct sync of that window must end up with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    pub field: DealField,
+    pub start: DateTime<FixedOffset>,
+    pub end: DateTime<FixedOffset>,
+}
+
+impl Range {
+    pub fn modified(start: DateTime<FixedOffset>, end: DateTime<FixedOffset>) -> Range {
+        Range { field: DealField::ModifiedTime, start, end }
+    }
+}
 
 /// Everything that shapes a simulator.
 #[derive(Debug, Clone)]
@@ -183,7 +202,7 @@ impl SimHandle {
 
     /// The deals whose stage is exactly "Closed Won" and whose window field lies in the window: what a correct
     /// sync must end up with (rows for the mappable ones, quarantine for the broken ones).
-    pub fn closed_won_in(&self, window: &Window) -> Vec<SimDeal> {
+    pub fn closed_won_in(&self, window: &Range) -> Vec<SimDeal> {
         self.state.closed_won_in(window)
     }
 

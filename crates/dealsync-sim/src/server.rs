@@ -18,7 +18,7 @@ use super::criteria::{self, QueryError};
 use super::data::{self, GenSpec, SimDeal};
 use super::faults::Fault;
 use super::{SimConfig, SimCounters};
-use crate::window::Window;
+use super::{DealField, Range};
 
 pub const SEARCH_SCOPE: &str = "ZohoSearch.securesearch.READ";
 pub const DEALS_SCOPE: &str = "ZohoCRM.modules.deals.READ";
@@ -64,7 +64,7 @@ impl SimState {
         }
     }
 
-    pub fn closed_won_in(&self, w: &Window) -> Vec<SimDeal> {
+    pub fn closed_won_in(&self, w: &Range) -> Vec<SimDeal> {
         let (start, end) = (w.start.timestamp(), w.end.timestamp());
         self.deals
             .read()
@@ -72,7 +72,7 @@ impl SimState {
             .iter()
             .filter(|d| d.is_closed_won() && !d.deleted)
             .filter(|d| {
-                if w.field.is_date() {
+                if w.field == DealField::ClosingDate {
                     let (s, e) = (data::utc_date(w.start), data::utc_date(w.end));
                     d.closing >= s && d.closing < e
                 } else {

@@ -4,8 +4,7 @@
 
 use serde_json::json;
 
-use super::criteria::{compile_condition, Compiled, Field, QueryError};
-use crate::zoho::criteria::{Condition, Op};
+use super::criteria::{compile_condition, Compiled, Condition, Field, Op, QueryError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Select {
@@ -338,18 +337,14 @@ pub fn parse(s: &str) -> Result<Query, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::window::{Window, WindowField};
-    use chrono::DateTime;
 
     #[test]
-    fn reads_the_keyset_query_dealsync_sends() {
-        let w = Window::new(
-            WindowField::ModifiedTime,
-            DateTime::parse_from_rfc3339("2026-01-01T00:00:00+05:30").unwrap(),
-            DateTime::parse_from_rfc3339("2026-01-01T00:00:01+05:30").unwrap(),
+    fn reads_a_keyset_query() {
+        let q = parse(
+            "select id, Amount from Deals where ((Stage = 'Closed Won' and Modified_Time >= '2026-01-01T00:00:00+05:30') and \
+             (Modified_Time < '2026-01-01T00:00:01+05:30' and id > '17')) order by id asc limit 200",
         )
         .unwrap();
-        let q = parse(&crate::zoho::criteria::coql_closed_won_after(&w, Some("17"), 200)).unwrap();
         assert_eq!(q.limit, 200);
         assert_eq!(q.order_by, Some(("id".to_string(), true)));
         assert!(matches!(q.select, Select::Fields(ref f) if f.contains(&"Amount".to_string())));

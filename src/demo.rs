@@ -1,0 +1,201 @@
+//! The built-in Zoho simulator as a product feature: `sync --demo`, `fields --demo` and `dealsync simulate`.
+//! It is the one module that uses the simulator crate, and only in builds with the `sim` feature (the default);
+//! a production build (`--no-default-features`) has none of it, and these commands then say so.
+
+use crate::config::{ConfigError, ZohoSettings};
+use crate::exit::Exit;
+use crate::window::Window;
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("this dealsync was built without the simulator (the `sim` feature): --demo and `dealsync simulate` need the default build")]
+    NotBuilt,
+    #[error("the demo simulator could not listen on 127.0.0.1: {0}")]
+    Listen(std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl DemoError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            DemoError::NotBuilt => Exit::Usage,
+            DemoError::Listen(_) => Exit::Internal,
+            DemoError::Config(_) => Exit::Config,
+        }
+    }
+}
+
+#[cfg(feature = "sim")]
+pub use with_sim::{simulate, Demo};
+
+#[cfg(not(feature = "sim"))]
+pub use without_sim::{simulate, Demo};
+
+#[cfg(feature = "sim")]
+mod with_sim {
+    use std::net::SocketAddr;
+
+    use chrono::{Duration, Utc};
+    use dealsync_sim as sim;
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::window::WindowField;
+    use crate::cli::SimulateArgs;
+
+    /// A simulator running in this process for the length of a command.
+    pub struct Demo {
+        handle: sim::SimHandle,
+    }
+
+    impl Demo {
+        /// Starts the simulator on a free loopback port with `deals` deals of the last 30 days, and the Zoho
+        /// settings that point at it (its credentials; `ZOHO_MAX_CONCURRENCY` is still read).
+        pub async fn start(deals: usize, seed: u64) -> Result<(Demo, ZohoSettings), DemoError> {
+            let cfg = sim::SimConfig::demo(deals, seed);
+            let handle = sim::start(cfg.clone(), "127.0.0.1:0".parse().expect("valid address")).await.map_err(DemoError::Listen)?;
+            tracing::info!(event = "demo_simulator", url = %handle.base_url(), deals, seed, anchor = %cfg.anchor.to_rfc3339(),
+                "demo: built-in Zoho simulator started on loopback");
+            let vars = vec![
+                ("ZOHO_CLIENT_ID".to_string(), cfg.client_id.clone()),
+                ("ZOHO_CLIENT_SECRET".to_string(), cfg.client_secret.clone()),
+                ("ZOHO_REFRESH_TOKEN".to_string(), cfg.refresh_token.clone()),
+                ("ZOHO_ACCOUNTS_URL".to_string(), handle.base_url()),
+            ];
+            let mut zoho = Settings::from_vars(vars, crate::config::Needs::ZohoCredentials)?.zoho.expect("credentials requested");
+            zoho.max_concurrency = crate::config::max_concurrency_from_env()?;
+            Ok((Demo { handle }, zoho))
+        }
+
+        /// The closed-won deals the simulator holds in `window`.
+        pub fn closed_won_in(&self, window: &Window) -> usize {
+            self.handle.closed_won_in(&range(window)).len()
+        }
+
+        pub async fn stop(self) {
+            self.handle.stop().await;
+        }
+    }
+
+    fn range(w: &Window) -> sim::Range {
+        let field = match w.field {
+            WindowField::ModifiedTime => sim::DealField::ModifiedTime,
+            WindowField::ClosingDate => sim::DealField::ClosingDate,
+        };
+        sim::Range { field, start: w.start, end: w.end }
+    }
+
+    /// `dealsync simulate`: the simulator on its own, until Ctrl-C.
+    pub async fn simulate(args: SimulateArgs) -> Exit {
+        let mut cfg = sim::SimConfig::demo(args.deals, args.seed);
+        if let Some(anchor) = args.anchor {
+            cfg.anchor = anchor.with_timezone(&Utc);
+        }
+        cfg.span = Duration::days(args.span_days.max(1));
+        cfg.latency = std::time::Duration::from_millis(args.latency_ms);
+        cfg.broken = args.broken;
+        cfg.tz = args.tz_offset;
+        cfg.mint_limit = args.mint_limit;
+        cfg.token_ttl = std::time::Duration::from_secs(args.token_ttl_secs.max(1));
+        if !(0.0..=1.0).contains(&args.fault_rate) {
+            eprintln!("error: --fault-rate must be between 0 and 1");
+            return Exit::Usage;
+        }
+        let mut faults = match args.faults.as_deref().map(sim::faults::FaultPlan::parse).transpose() {
+            Ok(f) => f.unwrap_or_default(),
+            Err(e) => {
+                eprintln!("error: --faults: {e}");
+                return Exit::Usage;
+            }
+        };
+        faults.rate = args.fault_rate;
+        faults.seed = args.fault_seed;
+        faults.slow = std::time::Duration::from_millis(args.fault_slow_ms);
+        cfg.faults = faults;
+        cfg.won_share = args.won_share.clamp(0.0, 1.0);
+        cfg.not_modified = !args.no_304;
+        cfg.ignores_sort = args.ignore_sort;
+        cfg.shuffled_ties = args.shuffle_ties;
+        cfg.search_lag = std::time::Duration::from_secs(args.index_lag_secs);
+        cfg.awaiting_approval = args.awaiting_approval;
+        cfg.edits_per_second = args.edits_per_second;
+        let handle = match sim::start(cfg.clone(), SocketAddr::new(args.host, args.port)).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(event = "simulator_failed", "could not listen on {}:{}: {e}", args.host, args.port);
+                return Exit::Config;
+            }
+        };
+        let all = sim::Range::modified((cfg.anchor - cfg.span).fixed_offset(), cfg.anchor.fixed_offset());
+        let closed_won = handle.closed_won_in(&all);
+        // The announcements go to whoever reads stdout; a reader that stopped reading (a script that took the
+        // export line, `| head`) must not take the simulator down, so a failed write is ignored.
+        macro_rules! say {
+            ($($arg:tt)*) => {{
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stdout(), $($arg)*);
+            }};
+        }
+        say!(
+            "dealsync simulator on {} with {} deals ({} closed won, seed {}), modified between {} and {}",
+            handle.base_url(),
+            cfg.deals,
+            closed_won.len(),
+            cfg.seed,
+            (cfg.anchor - cfg.span).to_rfc3339(),
+            cfg.anchor.to_rfc3339()
+        );
+        say!("Point dealsync at it with:");
+        say!(
+            "  export ZOHO_ACCOUNTS_URL={} ZOHO_CLIENT_ID={} ZOHO_CLIENT_SECRET={} ZOHO_REFRESH_TOKEN={}",
+            handle.base_url(),
+            cfg.client_id,
+            cfg.client_secret,
+            cfg.refresh_token
+        );
+        if !cfg.faults.is_empty() {
+            say!("Injecting faults: {} planned, random rate {} (seed {}).", cfg.faults.at.len(), cfg.faults.rate, cfg.faults.seed);
+        }
+        say!("Stop with Ctrl-C.");
+        crate::shutdown::signal().await;
+        let stats = handle.stats();
+        handle.stop().await;
+        say!(
+            "served {} API requests, {} token requests, {} faults injected {:?}",
+            stats.api_requests,
+            stats.token_requests,
+            stats.faults_injected,
+            stats.faults_by_kind
+        );
+        Exit::Ok
+    }
+}
+
+#[cfg(not(feature = "sim"))]
+mod without_sim {
+    use super::*;
+    use crate::cli::SimulateArgs;
+
+    /// Never built: this dealsync has no simulator.
+    pub enum Demo {}
+
+    impl Demo {
+        pub async fn start(_deals: usize, _seed: u64) -> Result<(Demo, ZohoSettings), DemoError> {
+            Err(DemoError::NotBuilt)
+        }
+
+        pub fn closed_won_in(&self, _window: &Window) -> usize {
+            match *self {}
+        }
+
+        pub async fn stop(self) {}
+    }
+
+    pub async fn simulate(_args: SimulateArgs) -> Exit {
+        let e = DemoError::NotBuilt;
+        eprintln!("error: {e}");
+        e.exit()
+    }
+}
