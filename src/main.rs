@@ -3,12 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dealsync::cli::Cli;
+use dealsync::config::cli::Cli;
 use dealsync::config::{ConfigError, LogFormat};
 use dealsync::exit::Exit;
 
 fn main() -> ExitCode {
-    let _ = dealsync::PROCESS_START.set(std::time::Instant::now());
+    let _ = dealsync::telemetry::PROCESS_START.set(std::time::Instant::now());
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -37,5 +37,5 @@ fn main() -> ExitCode {
             return Exit::Internal.into();
         }
     };
-    runtime.block_on(dealsync::run(cli.command)).into()
+    runtime.block_on(dealsync::commands::run(cli.command)).into()
 }

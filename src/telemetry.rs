@@ -13,7 +13,33 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How log lines are written. Default: text on a terminal, JSON otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+    /// JSON with the special keys Cloud Logging lifts out of a line.
+    Gcp,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            "gcp" => Some(LogFormat::Gcp),
+            _ => None,
+        }
+    }
+}
+
+/// When the process started (set first thing in `main`), for the time-to-first-request figure.
+pub static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Microseconds since the process started (or since first asked, in tests).
+pub fn micros_since_start() -> u64 {
+    PROCESS_START.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
+}
 
 static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 

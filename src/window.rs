@@ -6,40 +6,7 @@ use std::fmt;
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Utc};
 
-/// The deal field that defines the window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WindowField {
-    ModifiedTime,
-    ClosingDate,
-}
-
-impl WindowField {
-    pub fn api_name(self) -> &'static str {
-        match self {
-            WindowField::ModifiedTime => "Modified_Time",
-            WindowField::ClosingDate => "Closing_Date",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<WindowField> {
-        match s {
-            "Modified_Time" | "modified_time" => Some(WindowField::ModifiedTime),
-            "Closing_Date" | "closing_date" => Some(WindowField::ClosingDate),
-            _ => None,
-        }
-    }
-
-    /// `Closing_Date` is a DATE field: its windows are whole days.
-    pub fn is_date(self) -> bool {
-        matches!(self, WindowField::ClosingDate)
-    }
-}
-
-impl fmt::Display for WindowField {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.api_name())
-    }
-}
+pub use crate::config::spec::{WindowField, WindowSpec};
 
 /// A half-open window `[start, end)` over one field. The offsets the user gave are kept, so that the criteria
 /// carry them as given (Zoho compares instants).
@@ -69,7 +36,7 @@ impl Window {
     /// The window's bound as Zoho criteria and COQL expect it: a date, or an ISO-8601 instant with its offset.
     pub fn format_bound(&self, t: &DateTime<FixedOffset>) -> String {
         if self.field.is_date() {
-            crate::mapping::date_text(t.date_naive()).as_str().to_string()
+            crate::schema::date_text(t.date_naive()).as_str().to_string()
         } else {
             t.to_rfc3339_opts(SecondsFormat::Secs, false)
         }
@@ -139,49 +106,33 @@ impl fmt::Display for Window {
     }
 }
 
-/// How the window of a run is chosen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WindowSpec {
-    /// The nightly default: from the last good scheduled run's end (or 24 h ago), minus `overlap`, up to
-    /// `now - index_lag`.
-    Default { overlap: Duration, index_lag: Duration },
-    /// An explicit backfill `[from, to)`; `to` defaults to `now - index_lag`.
-    Backfill { from: DateTime<FixedOffset>, to: Option<DateTime<FixedOffset>>, index_lag: Duration },
-}
-
-impl WindowSpec {
-    pub fn is_backfill(&self) -> bool {
-        matches!(self, WindowSpec::Backfill { .. })
-    }
-
-    /// Resolves the window at `now`. `last_good_end` is the end of the last successful scheduled run with the
-    /// same field, from the run ledger.
-    pub fn resolve(
-        &self,
-        field: WindowField,
-        now: DateTime<Utc>,
-        last_good_end: Option<DateTime<Utc>>,
-    ) -> Result<Window, String> {
-        let utc = FixedOffset::east_opt(0).expect("zero offset");
-        match *self {
-            WindowSpec::Default { overlap, index_lag } => {
+/// Resolves the window at `now`. `last_good_end` is the end of the last successful scheduled run with the
+/// same field, from the run ledger.
+pub fn resolve(
+    spec: &WindowSpec,
+    field: WindowField,
+    now: DateTime<Utc>,
+    last_good_end: Option<DateTime<Utc>>,
+) -> Result<Window, String> {
+    let utc = FixedOffset::east_opt(0).expect("zero offset");
+    match *spec {
+        WindowSpec::Default { overlap, index_lag } => {
+            let end = now - index_lag;
+            let mut from = last_good_end.unwrap_or(now - Duration::hours(24));
+            // A ledger entry at or after the end (clock skew) must not yield an empty window.
+            if from >= end {
+                from = now - Duration::hours(24);
+            }
+            let start = from - overlap;
+            let (start, end) = if field.is_date() { (floor_day(start), ceil_day(end)) } else { (start, end) };
+            Window::new(field, start.with_timezone(&utc), end.with_timezone(&utc))
+        }
+        WindowSpec::Backfill { from, to, index_lag } => {
+            let to = to.unwrap_or_else(|| {
                 let end = now - index_lag;
-                let mut from = last_good_end.unwrap_or(now - Duration::hours(24));
-                // A ledger entry at or after the end (clock skew) must not yield an empty window.
-                if from >= end {
-                    from = now - Duration::hours(24);
-                }
-                let start = from - overlap;
-                let (start, end) = if field.is_date() { (floor_day(start), ceil_day(end)) } else { (start, end) };
-                Window::new(field, start.with_timezone(&utc), end.with_timezone(&utc))
-            }
-            WindowSpec::Backfill { from, to, index_lag } => {
-                let to = to.unwrap_or_else(|| {
-                    let end = now - index_lag;
-                    if field.is_date() { ceil_day(end) } else { end }.with_timezone(&utc)
-                });
-                Window::new(field, from, to)
-            }
+                if field.is_date() { ceil_day(end) } else { end }.with_timezone(&utc)
+            });
+            Window::new(field, from, to)
         }
     }
 }
@@ -199,38 +150,6 @@ fn ceil_day(t: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-/// Parses a `--from`/`--to` bound: a date (`2026-01-01`, midnight UTC) or an RFC 3339 instant with an offset.
-pub fn parse_bound(s: &str) -> Result<DateTime<FixedOffset>, String> {
-    let s = s.trim();
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        let utc = FixedOffset::east_opt(0).expect("zero offset");
-        return Ok(utc.from_utc_datetime(&d.and_time(NaiveTime::MIN)));
-    }
-    DateTime::parse_from_rfc3339(s).map_err(|_| {
-        format!("`{s}` is neither a date (2026-01-31) nor an RFC 3339 instant (2026-01-31T00:00:00+05:30)")
-    })
-}
-
-/// Parses a duration such as `500ms`, `90s`, `15m`, `1h`, `2d` or `0`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::zero());
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: i64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d"))?;
-    let d = match unit {
-        "ms" => Duration::milliseconds(n),
-        "s" | "sec" => Duration::seconds(n),
-        "m" | "min" => Duration::minutes(n),
-        "h" => Duration::hours(n),
-        "d" => Duration::days(n),
-        _ => return Err(format!("`{s}` has an unknown unit; use ms, s, m, h or d")),
-    };
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,7 +162,7 @@ mod tests {
     fn default_window_is_last_24h_plus_overlap_minus_lag() {
         let now = t("2026-11-28T12:00:00Z").with_timezone(&Utc);
         let spec = WindowSpec::Default { overlap: Duration::hours(1), index_lag: Duration::minutes(5) };
-        let w = spec.resolve(WindowField::ModifiedTime, now, None).unwrap();
+        let w = resolve(&spec, WindowField::ModifiedTime, now, None).unwrap();
         assert_eq!(w.start_str(), "2026-11-27T11:00:00+00:00");
         assert_eq!(w.end_str(), "2026-11-28T11:55:00+00:00");
     }
@@ -253,7 +172,7 @@ mod tests {
         let now = t("2026-11-28T12:00:00Z").with_timezone(&Utc);
         let last = t("2026-11-25T02:00:00Z").with_timezone(&Utc);
         let spec = WindowSpec::Default { overlap: Duration::hours(1), index_lag: Duration::minutes(5) };
-        let w = spec.resolve(WindowField::ModifiedTime, now, Some(last)).unwrap();
+        let w = resolve(&spec, WindowField::ModifiedTime, now, Some(last)).unwrap();
         assert_eq!(w.start_str(), "2026-11-25T01:00:00+00:00");
     }
 
@@ -262,7 +181,7 @@ mod tests {
         let now = t("2026-11-28T12:00:00Z").with_timezone(&Utc);
         let last = t("2027-01-01T00:00:00Z").with_timezone(&Utc);
         let spec = WindowSpec::Default { overlap: Duration::hours(1), index_lag: Duration::minutes(5) };
-        let w = spec.resolve(WindowField::ModifiedTime, now, Some(last)).unwrap();
+        let w = resolve(&spec, WindowField::ModifiedTime, now, Some(last)).unwrap();
         assert!(w.start < w.end);
     }
 
@@ -303,22 +222,5 @@ mod tests {
         assert_eq!(tiny.split_into(10).unwrap().len(), 3);
         let one = Window::new(WindowField::ClosingDate, t("2026-01-01T00:00:00Z"), t("2026-01-02T00:00:00Z")).unwrap();
         assert!(one.split_into(4).is_none());
-    }
-
-    #[test]
-    fn bounds_accept_dates_and_offsets() {
-        assert_eq!(parse_bound("2026-01-01").unwrap(), t("2026-01-01T00:00:00Z"));
-        assert_eq!(parse_bound("2026-01-01T00:00:00+05:30").unwrap().offset().local_minus_utc(), 19800);
-        assert!(parse_bound("01/02/2026").is_err());
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::seconds(90));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::hours(1));
-        assert_eq!(parse_duration("0").unwrap(), Duration::zero());
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::milliseconds(250));
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("h").is_err());
     }
 }

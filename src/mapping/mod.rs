@@ -1,239 +1,22 @@
 //! Turns one Deal record, as Zoho sent it, into a typed warehouse row, or says exactly why it cannot.
 //!
-//! Every field is read from its raw JSON text, so that money is parsed as an exact decimal straight from the
-//! digits Zoho sent (never through a float), and a record with a bad field is quarantined with the field's name
-//! and the problem instead of failing the run or being dropped. The record itself is kept verbatim in `raw`.
+//! The columns of the run (`schema`) say which Zoho field each value comes from and how it is read. Every value
+//! is read from its field's JSON text, so that money is parsed as an exact decimal straight from the digits Zoho
+//! sent (never through a float), and a record with a bad field is quarantined with the field's name and the
+//! problem instead of failing the run or being dropped. The record itself is kept verbatim in `raw`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use serde::{Serialize, Serializer};
 
 use crate::json::{self, Field, Raw};
-use crate::zoho::criteria::CLOSED_WON;
+use crate::schema::{self, col, Column, DealRow, Promoted, Quarantined, Read, Source, Text, Value, CLOSED_WON, MAX_SCALE};
 use crate::zoho::{Page, Record};
-
-pub mod promoted;
-
-use promoted::{Extras, Promoted};
-
-/// BigQuery NUMERIC keeps 9 digits after the point; more would be silently rounded there, so they are refused.
-pub const MAX_SCALE: u32 = 9;
-
-/// A row's text: inline up to 24 bytes (a Zoho id, a stage, a currency, most names and e-mail addresses), so
-/// that mapping a deal does not allocate a dozen small strings that are freed again once the row is written.
-pub type Text = compact_str::CompactString;
-
-/// One closed-won deal, ready for any sink.
-#[derive(Debug, Clone, Serialize)]
-pub struct DealRow {
-    pub deal_id: Text,
-    pub deal_name: Option<Text>,
-    pub stage: Text,
-    #[serde(serialize_with = "opt_decimal")]
-    pub amount: Option<Decimal>,
-    #[serde(serialize_with = "opt_decimal")]
-    pub expected_revenue: Option<Decimal>,
-    #[serde(serialize_with = "opt_decimal")]
-    pub exchange_rate: Option<Decimal>,
-    pub currency: Option<Text>,
-    pub probability: Option<i64>,
-    pub closing_date: Option<NaiveDate>,
-    pub account_id: Option<Text>,
-    pub account_name: Option<Text>,
-    pub contact_id: Option<Text>,
-    pub contact_name: Option<Text>,
-    pub owner_id: Option<Text>,
-    pub owner_name: Option<Text>,
-    pub owner_email: Option<Text>,
-    pub pipeline: Option<Text>,
-    #[serde(rename = "type")]
-    pub deal_type: Option<Text>,
-    pub lead_source: Option<Text>,
-    pub tags: Vec<Text>,
-    #[serde(serialize_with = "opt_instant")]
-    pub created_time: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "instant")]
-    pub modified_time: DateTime<Utc>,
-    /// Not serialized with the row: serde cannot embed JSON text without checking it once more, so a sink that
-    /// writes rows as JSON appends it itself (`write_json_line`).
-    #[serde(skip)]
-    pub raw: Raw,
-    pub sync_run_id: Arc<str>,
-    #[serde(serialize_with = "instant")]
-    pub synced_at: DateTime<Utc>,
-    /// False once the deal left "Closed Won" in the CRM (reopened or lost).
-    pub is_closed_won: bool,
-    /// True once the deal was deleted in the CRM (a soft delete: the row stays).
-    pub is_deleted: bool,
-    #[serde(serialize_with = "opt_instant")]
-    pub deleted_time: Option<DateTime<Utc>>,
-    /// Promoted fields (config `[columns]`), after the standard columns.
-    #[serde(flatten)]
-    pub extras: Extras,
-}
-
-impl DealRow {
-    /// Appends the row as one line of JSON: every column, `raw` last and verbatim.
-    pub fn write_json_line(&self, buf: &mut Vec<u8>) {
-        serde_json::to_writer(&mut *buf, self).expect("rows serialize");
-        debug_assert_eq!(buf.last(), Some(&b'}'));
-        buf.pop();
-        buf.extend_from_slice(b",\"raw\":");
-        buf.extend_from_slice(self.raw.get().as_bytes());
-        buf.extend_from_slice(b"}\n");
-    }
-}
-
-/// Instants are written the same way everywhere: RFC 3339, UTC, whole seconds (Zoho's precision). The fixed
-/// width makes the text sort like the instant, so SQLite can index and range-scan it.
-pub fn format_instant(t: &DateTime<Utc>) -> String {
-    instant_text(t).as_str().to_string()
-}
-
-/// A short text (an instant, a date, a decimal) formatted on the stack: every row has half a dozen of them, and
-/// a `String` each, through chrono's format interpreter, was a few per cent of a sync's CPU.
-#[derive(Clone, Copy)]
-pub struct Short {
-    buf: [u8; Short::CAPACITY],
-    len: u8,
-}
-
-impl Short {
-    /// Enough for any `Decimal` (28 digits, a sign and a point) and any chrono instant or date.
-    const CAPACITY: usize = 48;
-
-    fn new() -> Short {
-        Short { buf: [0; Short::CAPACITY], len: 0 }
-    }
-
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len as usize]).expect("only text is written")
-    }
-
-    fn push(&mut self, bytes: &[u8]) -> fmt::Result {
-        let end = self.len as usize + bytes.len();
-        self.buf.get_mut(self.len as usize..end).ok_or(fmt::Error)?.copy_from_slice(bytes);
-        self.len = end as u8;
-        Ok(())
-    }
-
-    /// `n` as exactly `width` digits (`n` < 10^width).
-    fn digits(&mut self, n: u32, width: usize) {
-        let mut d = [0u8; 4];
-        let mut n = n;
-        for k in (0..width).rev() {
-            d[k] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        self.push(&d[..width]).expect("fits");
-    }
-
-    /// `YYYY-MM-DD`, the part every form here starts with; false (nothing written) for years chrono writes with
-    /// a sign or more digits.
-    fn ymd(&mut self, d: NaiveDate) -> bool {
-        use chrono::Datelike;
-        if !(0..=9999).contains(&d.year()) {
-            return false;
-        }
-        self.digits(d.year() as u32, 4);
-        self.push(b"-").expect("fits");
-        self.digits(d.month(), 2);
-        self.push(b"-").expect("fits");
-        self.digits(d.day(), 2);
-        true
-    }
-
-    fn display(v: impl fmt::Display) -> Short {
-        let mut s = Short::new();
-        fmt::write(&mut s, format_args!("{v}")).expect("short values fit");
-        s
-    }
-}
-
-impl fmt::Write for Short {
-    fn write_str(&mut self, t: &str) -> fmt::Result {
-        self.push(t.as_bytes())
-    }
-}
-
-impl fmt::Debug for Short {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl Serialize for Short {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-/// `format_instant`'s text, without the heap: the fixed-width form is written directly, anything chrono writes
-/// differently (a year outside 0–9999, a leap second) by chrono.
-pub fn instant_text(t: &DateTime<Utc>) -> Short {
-    use chrono::Timelike;
-    let mut s = Short::new();
-    if t.nanosecond() < 1_000_000_000 && s.ymd(t.date_naive()) {
-        s.push(b"T").expect("fits");
-        s.digits(t.hour(), 2);
-        s.push(b":").expect("fits");
-        s.digits(t.minute(), 2);
-        s.push(b":").expect("fits");
-        s.digits(t.second(), 2);
-        s.push(b"Z").expect("fits");
-        return s;
-    }
-    Short::display(t.to_rfc3339_opts(SecondsFormat::Secs, true))
-}
-
-/// A date as `YYYY-MM-DD` (chrono's `%Y-%m-%d`).
-pub fn date_text(d: NaiveDate) -> Short {
-    let mut s = Short::new();
-    if s.ymd(d) {
-        return s;
-    }
-    Short::display(d.format("%Y-%m-%d"))
-}
-
-/// A decimal in its shortest exact form (normalized: no trailing zeros after the point).
-pub fn decimal_text(d: &Decimal) -> Short {
-    Short::display(d.normalize())
-}
-
-fn instant<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    instant_text(t).serialize(s)
-}
-
-fn opt_instant<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => instant(t, s),
-        None => s.serialize_none(),
-    }
-}
-
-/// Decimals travel as strings so that no JSON reader turns them into floats.
-fn opt_decimal<S: Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => decimal_text(d).serialize(s),
-        None => s.serialize_none(),
-    }
-}
-
-/// A record that could not be turned into a row, with the reason, kept for an operator to look at.
-#[derive(Debug, Clone, Serialize)]
-pub struct Quarantined {
-    pub deal_id: Option<String>,
-    pub reason: String,
-    pub raw: Raw,
-    pub sync_run_id: String,
-    #[serde(serialize_with = "instant")]
-    pub quarantined_at: DateTime<Utc>,
-}
 
 /// What became of one record.
 #[derive(Debug)]
@@ -244,20 +27,81 @@ pub enum Mapped {
     Quarantined(Box<Quarantined>),
 }
 
-/// Run-wide values stamped on every row.
+/// How a run reads records: its columns, and for each the slot of the Zoho field it reads. Built once.
+#[derive(Debug)]
+pub struct Columns {
+    columns: Vec<Column>,
+    /// The slot of each column's Zoho field, or `None` for values the run sets.
+    slots: Vec<Option<usize>>,
+    /// Zoho field name (as bytes) → slot, one slot per distinct field.
+    lookup: HashMap<Box<[u8]>, usize, foldhash::fast::FixedState>,
+    fields: usize,
+    id: usize,
+    stage: usize,
+    modified: usize,
+}
+
+impl Columns {
+    pub fn new(promoted: &[Promoted]) -> Columns {
+        let columns = schema::columns(promoted);
+        let mut lookup: HashMap<Box<[u8]>, usize, _> = HashMap::default();
+        let slots = columns
+            .iter()
+            .map(|c| match &c.source {
+                Source::Zoho { field, .. } => {
+                    let n = lookup.len();
+                    Some(*lookup.entry(field.as_bytes().into()).or_insert(n))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        let slot = |i: usize| slots[i].expect("a standard column read from Zoho");
+        let (id, stage, modified) = (slot(col::DEAL_ID), slot(col::STAGE), slot(col::MODIFIED_TIME));
+        Columns { fields: lookup.len(), columns, slots, lookup, id, stage, modified }
+    }
+
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// Which field slot a key names; an escaped key is looked up by its name.
+    fn slot_of(&self, f: &Field<'_>) -> Option<usize> {
+        let key = f.key_bytes();
+        match self.lookup.get(key) {
+            Some(&s) => Some(s),
+            None if key.contains(&b'\\') => self.lookup.get(f.name().as_bytes()).copied(),
+            None => None,
+        }
+    }
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns::new(&[])
+    }
+}
+
+/// Run-wide values stamped on every row, and the columns they are written in.
 #[derive(Debug, Clone)]
 pub struct RunStamp {
     /// Shared by every row of the run (each row holds it without a copy).
     pub run_id: Arc<str>,
     pub synced_at: DateTime<Utc>,
-    /// Fields promoted to their own columns by the config file.
-    pub promoted: &'static [Promoted],
+    pub columns: Arc<Columns>,
+}
+
+impl FromStr for RunStamp {
+    type Err = std::convert::Infallible;
+    /// For tests: a stamp with this run id, synced now, with the standard columns.
+    fn from_str(run_id: &str) -> Result<Self, Self::Err> {
+        Ok(RunStamp { run_id: run_id.into(), synced_at: Utc::now(), columns: Arc::new(Columns::default()) })
+    }
 }
 
 /// Why one field could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
-    pub field: &'static str,
+    pub field: String,
     pub problem: String,
 }
 
@@ -265,107 +109,6 @@ impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.problem)
     }
-}
-
-/// Which standard field a key names: an index into `STANDARD_FIELDS`, found through a table built at compile
-/// time (a record has about 60 keys and only 18 are read, so a key that is not ours must cost almost nothing).
-fn standard_slot(key: &[u8]) -> Option<usize> {
-    const fn bucket(b: &[u8]) -> usize {
-        (b.len() * 5 + b[0] as usize + ((b[1] as usize) << 2)) & 63
-    }
-    const TABLE: [u8; 64] = {
-        let mut t = [u8::MAX; 64];
-        let mut i = 0;
-        while i < STANDARD_FIELDS.len() {
-            let k = bucket(STANDARD_FIELDS[i].0.as_bytes());
-            assert!(t[k] == u8::MAX, "two standard fields share a bucket: change `bucket`");
-            t[k] = i as u8;
-            i += 1;
-        }
-        t
-    };
-    if key.len() < 2 {
-        return None;
-    }
-    let i = TABLE[bucket(key)] as usize;
-    (i < STANDARD_FIELDS.len() && STANDARD_FIELDS[i].0.as_bytes() == key).then_some(i)
-}
-
-/// Slots of `STANDARD_FIELDS`, each found by its field's name when the crate is built (a name that is not a
-/// standard field fails the build), so the two lists cannot drift apart.
-mod slot {
-    use super::STANDARD_FIELDS;
-
-    const fn of(name: &str) -> usize {
-        let mut i = 0;
-        while i < STANDARD_FIELDS.len() {
-            let (a, b) = (STANDARD_FIELDS[i].0.as_bytes(), name.as_bytes());
-            if a.len() == b.len() {
-                let mut j = 0;
-                while j < a.len() && a[j] == b[j] {
-                    j += 1;
-                }
-                if j == a.len() {
-                    return i;
-                }
-            }
-            i += 1;
-        }
-        panic!("not a standard field")
-    }
-
-    pub const ID: usize = of("id");
-    pub const DEAL_NAME: usize = of("Deal_Name");
-    pub const STAGE: usize = of("Stage");
-    pub const AMOUNT: usize = of("Amount");
-    pub const EXPECTED_REVENUE: usize = of("Expected_Revenue");
-    pub const EXCHANGE_RATE: usize = of("Exchange_Rate");
-    pub const CURRENCY: usize = of("Currency");
-    pub const PROBABILITY: usize = of("Probability");
-    pub const CLOSING_DATE: usize = of("Closing_Date");
-    pub const ACCOUNT: usize = of("Account_Name");
-    pub const CONTACT: usize = of("Contact_Name");
-    pub const OWNER: usize = of("Owner");
-    pub const PIPELINE: usize = of("Pipeline");
-    pub const TYPE: usize = of("Type");
-    pub const LEAD_SOURCE: usize = of("Lead_Source");
-    pub const TAG: usize = of("Tag");
-    pub const CREATED_TIME: usize = of("Created_Time");
-    pub const MODIFIED_TIME: usize = of("Modified_Time");
-    pub const COUNT: usize = STANDARD_FIELDS.len();
-}
-
-/// The fields we type, as found in the page; everything else stays only in `raw`.
-struct DealWire<'a> {
-    standard: [Option<Field<'a>>; slot::COUNT],
-    /// One slot per promoted field, in the configuration's order.
-    extras: Vec<Option<&'a str>>,
-}
-
-/// Picks the standard and promoted fields out of a record's top-level fields. A repeated standard key is an
-/// error (which copy would be right?).
-fn wire<'a>(rec: &Record<'a>, promoted: &[Promoted]) -> Result<DealWire<'a>, String> {
-    let mut w = DealWire { standard: [None; slot::COUNT], extras: vec![None; promoted.len()] };
-    for f in rec.fields() {
-        // Standard names have no backslash: a key matches one as written, or is escaped and is looked up by name.
-        let key = f.key_bytes();
-        let slot = standard_slot(key).or_else(|| key.contains(&b'\\').then(|| standard_slot(f.name().as_bytes())).flatten());
-        if let Some(i) = slot {
-            if w.standard[i].replace(f).is_some() {
-                return Err(format!("record: duplicate field `{}`", STANDARD_FIELDS[i].0));
-            }
-        }
-        if promoted.is_empty() {
-            continue;
-        }
-        // A field may be promoted whether or not it is standard (e.g. a lookup's name), even twice.
-        for (i, p) in promoted.iter().enumerate() {
-            if f.is(p.field) {
-                w.extras[i] = Some(f.value());
-            }
-        }
-    }
-    Ok(w)
 }
 
 /// Maps one record of a page. Never panics, whatever the input.
@@ -385,12 +128,18 @@ pub fn map_record(rec: &Record<'_>, stamp: &RunStamp) -> Mapped {
     if !rec.is_object() {
         return quarantine(None, "record: not a JSON object".into());
     }
-    let wire = match wire(rec, stamp.promoted) {
-        Ok(w) => w,
-        Err(reason) => return quarantine(None, reason),
-    };
-    let id = id_of(wire.standard[slot::ID]);
-    let stage = match text("Stage", wire.standard[slot::STAGE]) {
+    let cols = &stamp.columns;
+    // The record's fields by slot. A repeated key is an error: which copy would be right?
+    let mut wire: Vec<Option<Field>> = vec![None; cols.fields];
+    for f in rec.fields() {
+        if let Some(slot) = cols.slot_of(&f) {
+            if wire[slot].replace(f).is_some() {
+                return quarantine(None, format!("record: duplicate field `{}`", f.name()));
+            }
+        }
+    }
+    let id = id_of("id", wire[cols.id]);
+    let stage = match text("Stage", wire[cols.stage]) {
         Ok(s) => s,
         Err(e) => return quarantine(id.ok().flatten(), e.to_string()),
     };
@@ -402,17 +151,32 @@ pub fn map_record(rec: &Record<'_>, stamp: &RunStamp) -> Mapped {
         Ok(None) => return quarantine(None, "id: missing".into()),
         Err(e) => return quarantine(None, e.to_string()),
     };
-    let fields = match typed_fields(&wire) {
-        Ok(f) => f,
-        Err(e) => return quarantine(Some(deal_id), e.to_string()),
-    };
-    let extras = match stamp.promoted.iter().zip(&wire.extras).map(|(p, r)| promoted::read(p, *r)).collect() {
-        Ok(values) => Extras { columns: stamp.promoted, values },
-        Err(e) => return quarantine(Some(deal_id), e.to_string()),
-    };
-    let mut row = fields.into_row(deal_id, stage.unwrap_or_default(), rec.to_raw(), stamp);
-    row.extras = extras;
-    Mapped::Row(Box::new(row))
+    if present(wire[cols.modified]).is_none() {
+        return quarantine(Some(deal_id), "Modified_Time: missing; it decides which copy is newer".into());
+    }
+    // A lookup is read once however many columns it fills.
+    let mut lookups: Vec<Option<Lookup>> = vec![None; cols.fields];
+    let mut values = Vec::with_capacity(cols.columns.len());
+    for (c, slot) in cols.columns.iter().zip(&cols.slots) {
+        let value = match (&c.source, slot) {
+            (Source::Zoho { field, read }, Some(slot)) => {
+                match read_value(field, *read, wire[*slot], &mut lookups[*slot]) {
+                    Ok(v) => v,
+                    Err(e) => return quarantine(Some(deal_id), e.to_string()),
+                }
+            }
+            (Source::Raw, _) => Value::Json(rec.to_raw()),
+            (Source::RunId, _) => Value::Shared(stamp.run_id.clone()),
+            (Source::SyncedAt, _) => Value::Timestamp(stamp.synced_at),
+            (Source::Flag(b), _) => Value::Boolean(*b),
+            (Source::Unset, _) | (Source::Zoho { .. }, None) => Value::Null,
+        };
+        if c.required && value == Value::Null {
+            return quarantine(Some(deal_id), format!("{}: missing", c.name));
+        }
+        values.push(value);
+    }
+    Mapped::Row(Box::new(DealRow { values }))
 }
 
 /// Maps one record given as JSON text, for tests and tools (a sync maps the records of a page with
@@ -424,89 +188,58 @@ pub fn map_json(text: &str, stamp: &RunStamp) -> Mapped {
     }
 }
 
-/// Every typed column of a row, read before the raw record is moved into it.
-struct Typed {
-    deal_name: Option<Text>,
-    amount: Option<Decimal>,
-    expected_revenue: Option<Decimal>,
-    exchange_rate: Option<Decimal>,
-    currency: Option<Text>,
-    probability: Option<i64>,
-    closing_date: Option<NaiveDate>,
-    account: (Option<Text>, Option<Text>),
-    contact: (Option<Text>, Option<Text>),
-    owner: Owner,
-    pipeline: Option<Text>,
-    deal_type: Option<Text>,
-    lead_source: Option<Text>,
-    tags: Vec<Text>,
-    created_time: Option<DateTime<Utc>>,
-    modified_time: DateTime<Utc>,
-}
-
-impl Typed {
-    fn into_row(self, deal_id: Text, stage: Text, raw: Raw, stamp: &RunStamp) -> DealRow {
-        DealRow {
-            deal_id,
-            deal_name: self.deal_name,
-            stage,
-            amount: self.amount,
-            expected_revenue: self.expected_revenue,
-            exchange_rate: self.exchange_rate,
-            currency: self.currency,
-            probability: self.probability,
-            closing_date: self.closing_date,
-            account_id: self.account.0,
-            account_name: self.account.1,
-            contact_id: self.contact.0,
-            contact_name: self.contact.1,
-            owner_id: self.owner.0,
-            owner_name: self.owner.1,
-            owner_email: self.owner.2,
-            pipeline: self.pipeline,
-            deal_type: self.deal_type,
-            lead_source: self.lead_source,
-            tags: self.tags,
-            created_time: self.created_time,
-            modified_time: self.modified_time,
-            raw,
-            sync_run_id: stamp.run_id.clone(),
-            synced_at: stamp.synced_at,
-            is_closed_won: true,
-            is_deleted: false,
-            deleted_time: None,
-            extras: Extras::default(),
+/// One value of a record's field, read as its column says.
+fn read_value<'a>(field: &str, read: Read, wire: Option<Field<'a>>, lookup: &mut Option<Lookup<'a>>) -> Result<Value, FieldError> {
+    let opt = |v: Option<Value>| v.unwrap_or(Value::Null);
+    Ok(match read {
+        Read::Text => match present(wire) {
+            None => Value::Null,
+            Some(w) => match w.value().as_bytes().first() {
+                Some(b'"') => opt(text(field, Some(w))?.map(Value::Text)),
+                Some(b'{' | b'[') => return Err(err(field, format!("expected text, got {}", shown(w.value())))),
+                // A number or boolean where text is expected: kept as its text.
+                _ => Value::Text(w.value().into()),
+            },
+        },
+        Read::Id => opt(id_of(field, wire)?.map(Value::Text)),
+        Read::Integer => opt(integer(field, wire)?.map(Value::Integer)),
+        Read::Decimal => opt(decimal(field, wire)?.map(Value::Decimal)),
+        Read::Boolean => match present(wire).map(|w| w.value()) {
+            None | Some("\"\"") => Value::Null,
+            Some("true" | "\"true\"") => Value::Boolean(true),
+            Some("false" | "\"false\"") => Value::Boolean(false),
+            Some(other) => return Err(err(field, format!("expected true or false, got {}", shown(other)))),
+        },
+        Read::Date => opt(date(field, wire)?.map(Value::Date)),
+        Read::Timestamp => opt(instant(field, wire)?.map(Value::Timestamp)),
+        Read::Names => match present(wire) {
+            None => Value::TextList(Vec::new()),
+            Some(w) if w.value().starts_with('"') => {
+                // A lone string counts as a one-item list.
+                Value::TextList(text(field, Some(w))?.into_iter().filter(|s| !s.is_empty()).collect())
+            }
+            Some(w) => Value::TextList(names(field, w.value())?),
+        },
+        Read::LookupId | Read::LookupName | Read::LookupEmail => {
+            if lookup.is_none() {
+                *lookup = Some(lookup_of(field, wire)?);
+            }
+            let l = lookup.as_ref().expect("just read");
+            match read {
+                Read::LookupId => opt(id_of(field, l.id).map_err(|e| err(field, format!("id {}", e.problem)))?.map(Value::Text)),
+                Read::LookupName => opt(text(field, l.name)?.map(Value::Text)),
+                _ => opt(text(field, l.email)?.map(Value::Text)),
+            }
         }
-    }
-}
-
-fn typed_fields(w: &DealWire) -> Result<Typed, FieldError> {
-    let v = |i: usize| w.standard[i];
-    let json = |i: usize| w.standard[i].map(|f| f.value());
-    let modified_time = instant_field("Modified_Time", v(slot::MODIFIED_TIME))?
-        .ok_or_else(|| FieldError { field: "Modified_Time", problem: "missing; it decides which copy is newer".into() })?;
-    Ok(Typed {
-        deal_name: text("Deal_Name", v(slot::DEAL_NAME))?,
-        amount: decimal("Amount", v(slot::AMOUNT))?,
-        expected_revenue: decimal("Expected_Revenue", v(slot::EXPECTED_REVENUE))?,
-        exchange_rate: decimal("Exchange_Rate", v(slot::EXCHANGE_RATE))?,
-        currency: text("Currency", v(slot::CURRENCY))?,
-        probability: integer("Probability", v(slot::PROBABILITY))?,
-        closing_date: date("Closing_Date", v(slot::CLOSING_DATE))?,
-        account: lookup("Account_Name", json(slot::ACCOUNT))?,
-        contact: lookup("Contact_Name", json(slot::CONTACT))?,
-        owner: owner(json(slot::OWNER))?,
-        pipeline: text("Pipeline", v(slot::PIPELINE))?,
-        deal_type: text("Type", v(slot::TYPE))?,
-        lead_source: text("Lead_Source", v(slot::LEAD_SOURCE))?,
-        tags: tags(json(slot::TAG))?,
-        created_time: instant_field("Created_Time", v(slot::CREATED_TIME))?,
-        modified_time,
+        Read::Json => match present(wire) {
+            None => Value::Null,
+            Some(w) => Value::Json(Raw::checked(w.value())),
+        },
     })
 }
 
-fn err(field: &'static str, problem: impl Into<String>) -> FieldError {
-    FieldError { field, problem: problem.into() }
+fn err(field: &str, problem: impl Into<String>) -> FieldError {
+    FieldError { field: field.to_string(), problem: problem.into() }
 }
 
 /// A short, safe excerpt of a value's JSON text for an error message.
@@ -519,64 +252,39 @@ fn shown(raw: &str) -> String {
 }
 
 /// The value, unless it is missing or `null`.
-pub(crate) fn present<'a, W: Wire<'a>>(raw: Option<W>) -> Option<W> {
-    raw.filter(|r| r.json() != "null")
-}
-
-/// A value to read: its JSON text, and the string itself when the page's scanner already found it to be a
-/// string without escapes (most of a record's), which then needs neither a check nor unescaping.
-pub(crate) trait Wire<'a>: Copy {
-    fn json(self) -> &'a str;
-    fn plain_string(self) -> Option<&'a str> {
-        None
-    }
-}
-
-impl<'a> Wire<'a> for &'a str {
-    fn json(self) -> &'a str {
-        self
-    }
-}
-
-impl<'a> Wire<'a> for Field<'a> {
-    fn json(self) -> &'a str {
-        self.value()
-    }
-    fn plain_string(self) -> Option<&'a str> {
-        Field::plain_string(&self)
-    }
+fn present(raw: Option<Field<'_>>) -> Option<Field<'_>> {
+    raw.filter(|r| r.value() != "null")
 }
 
 /// The text of a JSON string value, borrowed unless it has escapes.
-fn text_of<'a>(field: &'static str, raw: impl Wire<'a>) -> Result<Cow<'a, str>, FieldError> {
+fn text_of<'a>(field: &str, raw: Field<'a>) -> Result<Cow<'a, str>, FieldError> {
     if let Some(text) = raw.plain_string() {
         return Ok(Cow::Borrowed(text));
     }
-    let raw = raw.json();
-    json::string(raw).ok_or_else(|| err(field, format!("expected text, got {}", shown(raw))))
+    json::string(raw.value()).ok_or_else(|| err(field, format!("expected text, got {}", shown(raw.value()))))
 }
 
-fn text<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<Text>, FieldError> {
+fn text(field: &str, raw: Option<Field<'_>>) -> Result<Option<Text>, FieldError> {
     let Some(raw) = present(raw) else { return Ok(None) };
     text_of(field, raw).map(|t| Some(Text::from(t)))
 }
 
 /// A Zoho id: a string of digits (the usual form) or a JSON integer.
-fn id_of<'a>(wire: Option<impl Wire<'a>>) -> Result<Option<Text>, FieldError> {
+fn id_of(field: &str, wire: Option<Field<'_>>) -> Result<Option<Text>, FieldError> {
     let Some(wire) = present(wire) else { return Ok(None) };
-    let raw = wire.json();
-    let id = if raw.starts_with('"') { text_of("id", wire)? } else { Cow::Borrowed(raw) };
+    let raw = wire.value();
+    let id = if raw.starts_with('"') { text_of(field, wire)? } else { Cow::Borrowed(raw) };
     let id = id.trim();
     if id.is_empty() || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(err("id", format!("expected a numeric id, got {}", shown(raw))));
+        return Err(err(field, format!("expected a numeric id, got {}", shown(raw))));
     }
     Ok(Some(Text::from(id)))
 }
 
 /// An exact decimal from a JSON number or a numeric string. `""` counts as empty.
-pub(crate) fn decimal<'a>(field: &'static str, wire: Option<impl Wire<'a>>) -> Result<Option<Decimal>, FieldError> {
+fn decimal(field: &str, wire: Option<Field<'_>>) -> Result<Option<Decimal>, FieldError> {
     let Some(wire) = present(wire) else { return Ok(None) };
-    let raw = wire.json();
+    let raw = wire.value();
     let quoted;
     let digits = if raw.starts_with('"') {
         quoted = text_of(field, wire).map_err(|_| err(field, format!("unreadable {}", shown(raw))))?;
@@ -590,14 +298,8 @@ pub(crate) fn decimal<'a>(field: &'static str, wire: Option<impl Wire<'a>>) -> R
     } else {
         return Err(err(field, format!("expected a number, got {}", shown(raw))));
     };
-    let parsed = if digits.contains(['e', 'E']) {
-        Decimal::from_scientific(digits)
-    } else {
-        Decimal::from_str_exact(digits)
-    };
-    let d = parsed.map_err(|_| {
-        err(field, format!("{} is not a decimal number that fits 28 significant digits exactly", shown(raw)))
-    })?;
+    let parsed = if digits.contains(['e', 'E']) { Decimal::from_scientific(digits) } else { Decimal::from_str_exact(digits) };
+    let d = parsed.map_err(|_| err(field, format!("{} is not a decimal number that fits 28 significant digits exactly", shown(raw))))?;
     let d = d.normalize();
     if d.scale() > MAX_SCALE {
         return Err(err(field, format!("{} has more than {MAX_SCALE} digits after the point", shown(raw))));
@@ -605,7 +307,7 @@ pub(crate) fn decimal<'a>(field: &'static str, wire: Option<impl Wire<'a>>) -> R
     Ok(Some(d))
 }
 
-fn integer<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<i64>, FieldError> {
+fn integer(field: &str, raw: Option<Field<'_>>) -> Result<Option<i64>, FieldError> {
     let Some(d) = decimal(field, raw)? else { return Ok(None) };
     if !d.fract().is_zero() {
         return Err(err(field, format!("{d} is not a whole number")));
@@ -616,16 +318,14 @@ fn integer<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option
 /// `YYYY-MM-DD` read directly; anything else goes through chrono's parser, which says no more kindly.
 fn ymd(s: &str) -> Option<NaiveDate> {
     let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| {
-        b[r].iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
-    };
+    let num = |r: std::ops::Range<usize>| b[r].iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')));
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
     NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
 }
 
-fn date<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<NaiveDate>, FieldError> {
+fn date(field: &str, raw: Option<Field<'_>>) -> Result<Option<NaiveDate>, FieldError> {
     let Some(raw) = present(raw) else { return Ok(None) };
     let s = text_of(field, raw)?;
     if s.is_empty() {
@@ -638,7 +338,7 @@ fn date<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<Na
 }
 
 /// An instant with an offset, as Zoho writes them (`2026-11-27T10:00:00+05:30`), converted to UTC.
-fn instant_field<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<DateTime<Utc>>, FieldError> {
+fn instant(field: &str, raw: Option<Field<'_>>) -> Result<Option<DateTime<Utc>>, FieldError> {
     let Some(raw) = present(raw) else { return Ok(None) };
     let s = text_of(field, raw)?;
     if s.is_empty() {
@@ -649,19 +349,19 @@ fn instant_field<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<
         .map_err(|_| err(field, format!("\"{s}\" is not an ISO-8601 date-time with an offset")))
 }
 
-/// A lookup (`{"name", "id"}`, the owner also with `email`), as those members.
-#[derive(Default)]
-struct LookupWire<'a> {
+/// A lookup (`{"name", "id"}`, a user also with `email`), as those members; all empty when the field is.
+#[derive(Default, Clone, Copy)]
+struct Lookup<'a> {
     id: Option<Field<'a>>,
     name: Option<Field<'a>>,
     email: Option<Field<'a>>,
 }
 
-fn lookup_wire<'a>(field: &'static str, raw: Option<&'a str>) -> Result<Option<LookupWire<'a>>, FieldError> {
-    let Some(raw) = present(raw) else { return Ok(None) };
-    let mut l = LookupWire::default();
+fn lookup_of<'a>(field: &str, raw: Option<Field<'a>>) -> Result<Lookup<'a>, FieldError> {
+    let Some(raw) = present(raw) else { return Ok(Lookup::default()) };
+    let mut l = Lookup::default();
     let mut repeated = false;
-    let object = json::each_member(raw, |f| {
+    let object = json::each_member(raw.value(), |f| {
         let slot = if f.is("id") {
             &mut l.id
         } else if f.is("name") {
@@ -674,44 +374,18 @@ fn lookup_wire<'a>(field: &'static str, raw: Option<&'a str>) -> Result<Option<L
         repeated |= slot.replace(f).is_some();
     });
     if !object || repeated {
-        return Err(err(field, format!("expected an object with id and name, got {}", shown(raw))));
+        return Err(err(field, format!("expected an object with id and name, got {}", shown(raw.value()))));
     }
-    Ok(Some(l))
-}
-
-fn lookup_id<'a>(field: &'static str, raw: Option<impl Wire<'a>>) -> Result<Option<Text>, FieldError> {
-    id_of(raw).map_err(|e| err(field, format!("id {}", e.problem)))
-}
-
-fn lookup(field: &'static str, raw: Option<&str>) -> Result<(Option<Text>, Option<Text>), FieldError> {
-    match lookup_wire(field, raw)? {
-        None => Ok((None, None)),
-        Some(l) => Ok((lookup_id(field, l.id)?, text(field, l.name)?)),
-    }
-}
-
-type Owner = (Option<Text>, Option<Text>, Option<Text>);
-
-fn owner(raw: Option<&str>) -> Result<Owner, FieldError> {
-    match lookup_wire("Owner", raw)? {
-        None => Ok((None, None, None)),
-        Some(l) => Ok((lookup_id("Owner", l.id)?, text("Owner", l.name)?, text("Owner", l.email)?)),
-    }
-}
-
-/// Tags arrive as objects (`{"name","id"}`); plain strings are accepted too.
-fn tags(raw: Option<&str>) -> Result<Vec<Text>, FieldError> {
-    let Some(raw) = present(raw) else { return Ok(Vec::new()) };
-    names("Tag", raw, "tags")
+    Ok(l)
 }
 
 /// A JSON list of strings or of objects with a `name` (tags, multi-select lookups), as the names; objects
 /// whose name is missing or null are left out.
-pub(crate) fn names(field: &'static str, raw: &str, what: &str) -> Result<Vec<Text>, FieldError> {
+fn names(field: &str, raw: &str) -> Result<Vec<Text>, FieldError> {
     let mut out = Vec::new();
     let mut readable = true;
     let list = json::each_element(raw, |item| {
-        let name = if item.starts_with('{') {
+        if item.starts_with('{') {
             let (mut name, mut seen) = (None, 0);
             readable &= json::each_member(item, |f| {
                 if f.is("name") {
@@ -720,109 +394,29 @@ pub(crate) fn names(field: &'static str, raw: &str, what: &str) -> Result<Vec<Te
                 }
             });
             readable &= seen <= 1;
-            let Some(name) = present(name) else { return };
-            if let Some(n) = name.plain_string() {
-                out.push(Text::from(n));
-                return;
+            match present(name).map(|n| text_of(field, n)) {
+                Some(Ok(n)) => out.push(Text::from(n)),
+                Some(Err(_)) => readable = false,
+                None => {}
             }
-            name.value()
         } else {
-            item
-        };
-        match json::string(name) {
-            Some(n) => out.push(Text::from(n)),
-            None => readable = false,
+            match json::string(item) {
+                Some(n) => out.push(Text::from(n)),
+                None => readable = false,
+            }
         }
     });
     if !list || !readable {
-        return Err(err(field, format!("expected a list of {what}, got {}", shown(raw))));
+        return Err(err(field, format!("expected a list of strings or named objects, got {}", shown(raw))));
     }
     Ok(out)
-}
-
-/// One column of the target table, described once for every sink and for `dealsync schema`.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Column {
-    pub name: &'static str,
-    /// BigQuery type.
-    #[serde(rename = "type")]
-    pub bq_type: &'static str,
-    /// BigQuery mode: REQUIRED, NULLABLE or REPEATED.
-    pub mode: &'static str,
-    #[serde(skip)]
-    pub sqlite_type: &'static str,
-    pub description: &'static str,
-}
-
-const fn col(name: &'static str, bq_type: &'static str, mode: &'static str, sqlite_type: &'static str, description: &'static str) -> Column {
-    Column { name, bq_type, mode, sqlite_type, description }
-}
-
-/// The columns of `closed_won_deals`, in order.
-pub const COLUMNS: &[Column] = &[
-    col("deal_id", "STRING", "REQUIRED", "TEXT NOT NULL PRIMARY KEY", "Zoho record id of the deal"),
-    col("deal_name", "STRING", "NULLABLE", "TEXT", "Deal_Name"),
-    col("stage", "STRING", "REQUIRED", "TEXT NOT NULL", "Stage; always exactly 'Closed Won'"),
-    col("amount", "NUMERIC", "NULLABLE", "TEXT", "Amount in the deal's currency, exact decimal"),
-    col("expected_revenue", "NUMERIC", "NULLABLE", "TEXT", "Expected_Revenue in the deal's currency"),
-    col("exchange_rate", "NUMERIC", "NULLABLE", "TEXT", "Exchange_Rate of the deal's currency as delivered"),
-    col("currency", "STRING", "NULLABLE", "TEXT", "ISO currency code of amount and expected_revenue"),
-    col("probability", "INT64", "NULLABLE", "INTEGER", "Probability in percent"),
-    col("closing_date", "DATE", "NULLABLE", "TEXT", "Closing_Date (YYYY-MM-DD)"),
-    col("account_id", "STRING", "NULLABLE", "TEXT", "Account_Name.id"),
-    col("account_name", "STRING", "NULLABLE", "TEXT", "Account_Name.name"),
-    col("contact_id", "STRING", "NULLABLE", "TEXT", "Contact_Name.id"),
-    col("contact_name", "STRING", "NULLABLE", "TEXT", "Contact_Name.name"),
-    col("owner_id", "STRING", "NULLABLE", "TEXT", "Owner.id"),
-    col("owner_name", "STRING", "NULLABLE", "TEXT", "Owner.name"),
-    col("owner_email", "STRING", "NULLABLE", "TEXT", "Owner.email"),
-    col("pipeline", "STRING", "NULLABLE", "TEXT", "Pipeline"),
-    col("type", "STRING", "NULLABLE", "TEXT", "Type"),
-    col("lead_source", "STRING", "NULLABLE", "TEXT", "Lead_Source"),
-    col("tags", "STRING", "REPEATED", "TEXT NOT NULL DEFAULT '[]'", "Tag names (a JSON array in SQLite)"),
-    col("created_time", "TIMESTAMP", "NULLABLE", "TEXT", "Created_Time in UTC"),
-    col("modified_time", "TIMESTAMP", "REQUIRED", "TEXT NOT NULL", "Modified_Time in UTC; the newer copy wins"),
-    col("raw", "JSON", "NULLABLE", "TEXT NOT NULL", "The complete record as received, custom fields included"),
-    col("sync_run_id", "STRING", "REQUIRED", "TEXT NOT NULL", "Run that last wrote the row"),
-    col("synced_at", "TIMESTAMP", "REQUIRED", "TEXT NOT NULL", "When that run started"),
-    col("is_closed_won", "BOOL", "NULLABLE", "INTEGER NOT NULL DEFAULT 1", "False once the deal was reopened or lost"),
-    col("is_deleted", "BOOL", "NULLABLE", "INTEGER NOT NULL DEFAULT 0", "True once the deal was deleted in Zoho"),
-    col("deleted_time", "TIMESTAMP", "NULLABLE", "TEXT", "When it was deleted in Zoho"),
-];
-
-/// The Zoho fields the standard columns come from (for `dealsync fields`).
-pub const STANDARD_FIELDS: &[(&str, &[&str])] = &[
-    ("id", &["deal_id"]),
-    ("Deal_Name", &["deal_name"]),
-    ("Stage", &["stage", "is_closed_won"]),
-    ("Amount", &["amount"]),
-    ("Expected_Revenue", &["expected_revenue"]),
-    ("Exchange_Rate", &["exchange_rate"]),
-    ("Currency", &["currency"]),
-    ("Probability", &["probability"]),
-    ("Closing_Date", &["closing_date"]),
-    ("Account_Name", &["account_id", "account_name"]),
-    ("Contact_Name", &["contact_id", "contact_name"]),
-    ("Owner", &["owner_id", "owner_name", "owner_email"]),
-    ("Pipeline", &["pipeline"]),
-    ("Type", &["type"]),
-    ("Lead_Source", &["lead_source"]),
-    ("Tag", &["tags"]),
-    ("Created_Time", &["created_time"]),
-    ("Modified_Time", &["modified_time"]),
-];
-
-impl FromStr for RunStamp {
-    type Err = std::convert::Infallible;
-    /// For tests: a stamp with this run id, synced now.
-    fn from_str(run_id: &str) -> Result<Self, Self::Err> {
-        Ok(RunStamp { run_id: run_id.into(), synced_at: Utc::now(), promoted: &[] })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::{date_text, decimal_text, format_instant, instant_text, FieldType};
+    use chrono::SecondsFormat;
 
     fn stamp() -> RunStamp {
         "run-1".parse().unwrap()
@@ -836,6 +430,26 @@ mod tests {
         match map(json) {
             Mapped::Row(r) => *r,
             other => panic!("expected a row, got {other:?}"),
+        }
+    }
+
+    /// The text of a standard column of a row.
+    fn text(r: &DealRow, column: &str) -> Option<String> {
+        r.get(&schema::columns(&[]), column).and_then(|v| v.as_str()).map(String::from)
+    }
+
+    fn names(r: &DealRow) -> Vec<String> {
+        match r.get(&schema::columns(&[]), "tags") {
+            Some(Value::TextList(l)) => l.iter().map(|s| s.to_string()).collect(),
+            other => panic!("tags: {other:?}"),
+        }
+    }
+
+    fn decimal_of(r: &DealRow, column: &str) -> Option<String> {
+        match r.get(&schema::columns(&[]), column) {
+            Some(Value::Decimal(d)) => Some(d.to_string()),
+            Some(Value::Null) => None,
+            other => panic!("{column}: {other:?}"),
         }
     }
 
@@ -857,28 +471,28 @@ mod tests {
     #[test]
     fn a_complete_record_maps_every_field_exactly() {
         let r = row(GOOD);
-        assert_eq!(r.deal_id, "4876876000001034017");
-        assert_eq!(r.amount.unwrap().to_string(), "12345678901.25");
-        assert_eq!(r.expected_revenue.unwrap().to_string(), "0.1");
-        assert_eq!(r.exchange_rate.unwrap().to_string(), "0.92");
-        assert_eq!(r.closing_date.unwrap().to_string(), "2026-11-27");
-        assert_eq!(format_instant(&r.modified_time), "2026-11-27T04:30:00Z");
-        assert_eq!(r.owner_email.as_deref(), Some("p.boyle@zylker.com"));
-        assert_eq!(r.contact_id, None);
-        assert_eq!(r.tags, vec!["renewal", "eu"]);
-        assert!(r.raw.get().contains("Contract_Value"), "raw keeps custom fields");
-        assert_eq!(r.raw.get(), GOOD, "raw is the record exactly as received");
+        assert_eq!(r.deal_id(), "4876876000001034017");
+        assert_eq!(r.amount().unwrap().to_string(), "12345678901.25");
+        assert_eq!(decimal_of(&r, "expected_revenue").as_deref(), Some("0.1"));
+        assert_eq!(decimal_of(&r, "exchange_rate").as_deref(), Some("0.92"));
+        assert_eq!(r.closing_date().unwrap().to_string(), "2026-11-27");
+        assert_eq!(format_instant(&r.modified_time()), "2026-11-27T04:30:00Z");
+        assert_eq!(text(&r, "owner_email").as_deref(), Some("p.boyle@zylker.com"));
+        assert_eq!(text(&r, "contact_id"), None);
+        assert_eq!(names(&r), vec!["renewal", "eu"]);
+        assert!(r.raw().get().contains("Contract_Value"), "raw keeps custom fields");
+        assert_eq!(r.raw().get(), GOOD, "raw is the record exactly as received");
     }
 
     #[test]
     fn a_json_line_holds_every_column_and_the_record_verbatim() {
         let r = row(GOOD);
         let mut buf = Vec::new();
-        r.write_json_line(&mut buf);
+        r.write_json_line(&schema::columns(&[]), &mut buf);
         let line = std::str::from_utf8(&buf).unwrap();
         assert!(line.ends_with(&format!(",\"raw\":{GOOD}}}\n")), "raw last and verbatim: {line}");
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v.as_object().unwrap().len(), COLUMNS.len());
+        assert_eq!(v.as_object().unwrap().len(), schema::STANDARD.len());
         assert_eq!(v["raw"], serde_json::from_str::<serde_json::Value>(GOOD).unwrap());
         assert_eq!((v["deal_id"].as_str(), v["amount"].as_str()), (Some("4876876000001034017"), Some("12345678901.25")));
     }
@@ -915,9 +529,9 @@ mod tests {
         let q = reason(&GOOD.replace("12345678901.25", "0.30000000000000004"));
         assert!(q.starts_with("Amount:"), "{q}");
         let r = row(&GOOD.replace("12345678901.25", "\"1234.5\""));
-        assert_eq!(r.amount.unwrap().to_string(), "1234.5");
+        assert_eq!(r.amount().unwrap().to_string(), "1234.5");
         let r = row(&GOOD.replace("12345678901.25", "1.5e3"));
-        assert_eq!(r.amount.unwrap().to_string(), "1500");
+        assert_eq!(r.amount().unwrap().to_string(), "1500");
     }
 
     #[test]
@@ -946,8 +560,8 @@ mod tests {
     #[test]
     fn null_amounts_and_lookups_are_empty_not_errors() {
         let r = row(&GOOD.replace("12345678901.25", "null").replace("\"Owner\":{", "\"Ownr\":{"));
-        assert_eq!(r.amount, None);
-        assert_eq!(r.owner_id, None);
+        assert_eq!(r.amount(), None);
+        assert_eq!(text(&r, "owner_id"), None);
     }
 
     #[test]
@@ -958,7 +572,7 @@ mod tests {
         assert_eq!(q.deal_id.as_deref(), Some("4876876000001034017"));
         assert_eq!(q.raw.get(), bad, "raw is the record as received");
         let r = row(&GOOD.replace("Zylker GmbH – renewal ✓", r"pair \ud83d\ude80 \\udc00"));
-        assert_eq!(r.deal_name.as_deref(), Some("pair 🚀 \\udc00"), "a surrogate pair is one character");
+        assert_eq!(text(&r, "deal_name").as_deref(), Some("pair 🚀 \\udc00"), "a surrogate pair is one character");
     }
 
     #[test]
@@ -980,11 +594,11 @@ mod tests {
     fn odd_but_readable_shapes_map() {
         let huge = "x".repeat(100_000);
         let r = row(&GOOD.replace("\"Contract_Value\":52000.0", &format!("\"Description\":\"{huge}\",\"Unknown\":{{\"a\":[1,2]}}")));
-        assert!(r.raw.get().len() > 100_000);
+        assert!(r.raw().get().len() > 100_000);
         let r = row(&GOOD.replace("\"Closing_Date\":\"2026-11-27\",", ""));
-        assert_eq!(r.closing_date, None, "a missing closing date is empty, not an error");
+        assert_eq!(r.closing_date(), None, "a missing closing date is empty, not an error");
         let r = row(&GOOD.replace("12345678901.25", "\"9999999999999999999.123456789\""));
-        assert_eq!(r.amount.unwrap().to_string(), "9999999999999999999.123456789");
+        assert_eq!(r.amount().unwrap().to_string(), "9999999999999999999.123456789");
         assert!(reason(&GOOD.replace("12345678901.25", "123456789012345678901234567890.5")).starts_with("Amount:"));
         assert!(reason(&GOOD.replace("\"2026-11-27\"", "\"2026-11-27T00:00:00Z\"")).starts_with("Closing_Date:"));
         assert!(reason(&GOOD.replace("\"2026-11-27T10:00:00+05:30\"", "\"27 Nov 2026\"")).starts_with("Modified_Time:"));
@@ -992,17 +606,22 @@ mod tests {
 
     #[test]
     fn promoted_fields_are_read_in_the_same_pass_standard_ones_included() {
-        use promoted::{FieldType, Value};
-        static PROMOTED: [Promoted; 3] = [
-            Promoted { field: "Contract_Value", column: "contract_value", ty: FieldType::Decimal },
-            Promoted { field: "Account_Name", column: "account", ty: FieldType::LookupName },
-            Promoted { field: "Missing", column: "missing", ty: FieldType::Text },
+        let promoted = [
+            Promoted { field: "Contract_Value".into(), column: "contract_value".into(), ty: FieldType::Decimal },
+            Promoted { field: "Account_Name".into(), column: "account".into(), ty: FieldType::LookupName },
+            Promoted { field: "Missing".into(), column: "missing".into(), ty: FieldType::Text },
         ];
-        let stamp = RunStamp { promoted: &PROMOTED, ..stamp() };
+        let stamp = RunStamp { columns: Arc::new(Columns::new(&promoted)), ..stamp() };
+        let columns = stamp.columns.columns();
         let Mapped::Row(r) = map_json(GOOD, &stamp) else { panic!() };
-        assert_eq!(r.extras.values, vec![Value::Decimal("52000".parse().unwrap()), Value::Text("Zylker GmbH".into()), Value::Null]);
-        assert_eq!(r.account_name.as_deref(), Some("Zylker GmbH"), "the standard column is still filled");
-        let json = serde_json::to_value(&*r).unwrap();
+        assert_eq!(r.values.len(), schema::STANDARD.len() + 3);
+        assert_eq!(r.get(columns, "contract_value"), Some(&Value::Decimal("52000".parse().unwrap())));
+        assert_eq!(r.get(columns, "account"), Some(&Value::Text("Zylker GmbH".into())));
+        assert_eq!(r.get(columns, "missing"), Some(&Value::Null));
+        assert_eq!(r.get(columns, "account_name"), Some(&Value::Text("Zylker GmbH".into())), "the standard column is still filled");
+        let mut line = Vec::new();
+        r.write_json_line(columns, &mut line);
+        let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!((json["contract_value"].clone(), json["missing"].clone()), ("52000".into(), serde_json::Value::Null));
 
         let bad = GOOD.replace("\"Contract_Value\":52000.0", "\"Contract_Value\":\"n/a\"");
@@ -1017,7 +636,7 @@ mod tests {
         let twice = GOOD.replace("\"Stage\":\"Closed Won\"", "\"Stage\":\"Closed Won\",\"Stage\":\"Closed Lost\"");
         assert!(reason(&twice).contains("duplicate field `Stage`"), "{}", reason(&twice));
         let escaped = row(&GOOD.replace("\"Deal_Name\"", "\"Deal\\u005fName\""));
-        assert_eq!(escaped.deal_name.as_deref(), Some("Zylker GmbH – renewal ✓"));
+        assert_eq!(text(&escaped, "deal_name").as_deref(), Some("Zylker GmbH – renewal ✓"));
     }
 
     #[test]
@@ -1029,10 +648,10 @@ mod tests {
             .replace("\"2026-11-27T10:00:00+05:30\"", "\"2026-11-27T10:00:00\\u002b05:30\"")
             .replace("\"EUR\"", "\"\\u0045UR\"");
         let (e, p) = (row(&escaped), row(GOOD));
-        assert_eq!(e.deal_id, "4876876000001034017");
-        assert_eq!(e.deal_name.as_deref(), Some("Zylker \"GmbH\"\nrenewal"));
-        assert_eq!((e.closing_date, e.modified_time, e.currency.as_deref()), (p.closing_date, p.modified_time, Some("EUR")));
-        assert_ne!(e.raw.get(), p.raw.get(), "raw keeps the escapes as sent");
+        assert_eq!(e.deal_id(), "4876876000001034017");
+        assert_eq!(text(&e, "deal_name").as_deref(), Some("Zylker \"GmbH\"\nrenewal"));
+        assert_eq!((e.closing_date(), e.modified_time(), e.currency()), (p.closing_date(), p.modified_time(), Some("EUR")));
+        assert_ne!(e.raw().get(), p.raw().get(), "raw keeps the escapes as sent");
     }
 
     #[test]
@@ -1041,7 +660,7 @@ mod tests {
             "[{\"name\":\"renewal\",\"id\":\"1\"},{\"name\":\"eu\",\"id\":\"2\"}]",
             "[\"a\",\"b\"]",
         ));
-        assert_eq!(r.deal_id, "4876876000001034017");
-        assert_eq!(r.tags, vec!["a", "b"]);
+        assert_eq!(r.deal_id(), "4876876000001034017");
+        assert_eq!(names(&r), vec!["a", "b"]);
     }
 }

@@ -7,29 +7,29 @@ pub mod ndjson;
 pub mod seen;
 pub mod sqlite;
 
-use std::path::PathBuf;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::exit::Exit;
-use crate::mapping::{DealRow, Quarantined};
+pub use crate::config::spec::SinkSpec;
+pub use crate::schema::RunRecord;
+use crate::schema::{Column, DealRow, Quarantined};
 use crate::window::WindowField;
 
-/// What the target table holds beyond the standard columns, and when a stored row is replaced.
-#[derive(Debug, Clone, Copy, Default)]
+/// The target table's columns (the standard ones, then the promoted ones), and when a stored row is replaced.
+#[derive(Debug, Clone)]
 pub struct TableSpec {
-    /// Fields promoted to typed columns by the config file.
-    pub promoted: &'static [crate::mapping::promoted::Promoted],
+    pub columns: Vec<Column>,
     /// Replace rows whose stored copy is as new as the fetched one (not only older ones), so that a backfill
     /// fills columns promoted since those rows were written.
     pub rewrite: bool,
 }
 
-impl TableSpec {
-    pub fn columns(&self) -> Vec<crate::mapping::Column> {
-        crate::mapping::promoted::table_columns(self.promoted)
+impl Default for TableSpec {
+    fn default() -> Self {
+        TableSpec { columns: crate::schema::columns(&[]), rewrite: false }
     }
 }
 
@@ -68,38 +68,6 @@ impl WriteStats {
 
     pub fn written(&self) -> u64 {
         self.inserted + self.updated
-    }
-}
-
-/// One line of the run ledger (`_dealsync_runs`).
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    pub run_id: String,
-    /// `scheduled` (the default window) or `backfill`; only scheduled runs move the next default window.
-    pub kind: &'static str,
-    pub window_field: String,
-    /// The window's bounds as RFC 3339 instants (date windows too), so the ledger can order them.
-    pub window_start: String,
-    pub window_end: String,
-    /// The run's outcome word (`success`, `partial`, …).
-    pub status: String,
-    pub exit_code: u8,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub pages: u64,
-    pub deals_fetched: u64,
-    pub rows_inserted: u64,
-    pub rows_updated: u64,
-    pub rows_unchanged: u64,
-    pub not_closed_won: u64,
-    pub quarantined: u64,
-    pub error: Option<String>,
-}
-
-impl RunRecord {
-    /// Whether the next default window may start from this run's end.
-    pub fn is_good(status: &str) -> bool {
-        matches!(status, "success" | "partial")
     }
 }
 
@@ -169,52 +137,4 @@ pub trait Sink: Send {
 
     /// Appends the run to the ledger.
     async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError>;
-}
-
-/// A sink as named on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkSpec {
-    Sqlite(PathBuf),
-    Ndjson(Option<PathBuf>),
-    BigQuery,
-}
-
-impl SinkSpec {
-    pub fn parse(s: &str) -> Result<SinkSpec, String> {
-        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
-        match kind {
-            "sqlite" if !rest.is_empty() => Ok(SinkSpec::Sqlite(PathBuf::from(rest))),
-            "sqlite" => Ok(SinkSpec::Sqlite(PathBuf::from("./dealsync.db"))),
-            "ndjson" if rest == "-" => Ok(SinkSpec::Ndjson(None)),
-            "ndjson" if !rest.is_empty() => Ok(SinkSpec::Ndjson(Some(PathBuf::from(rest)))),
-            "ndjson" => Err("ndjson needs a path or `-` for stdout, e.g. ndjson:deals.ndjson".into()),
-            "bigquery" => Ok(SinkSpec::BigQuery),
-            _ => Err(format!("`{s}` is not a sink; use sqlite:PATH, ndjson:PATH, ndjson:- or bigquery")),
-        }
-    }
-}
-
-impl std::fmt::Display for SinkSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SinkSpec::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
-            SinkSpec::Ndjson(None) => f.write_str("ndjson:-"),
-            SinkSpec::Ndjson(Some(p)) => write!(f, "ndjson:{}", p.display()),
-            SinkSpec::BigQuery => f.write_str("bigquery"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sink_specs_parse() {
-        assert_eq!(SinkSpec::parse("sqlite:/tmp/x.db").unwrap(), SinkSpec::Sqlite("/tmp/x.db".into()));
-        assert_eq!(SinkSpec::parse("ndjson:-").unwrap(), SinkSpec::Ndjson(None));
-        assert_eq!(SinkSpec::parse("bigquery").unwrap(), SinkSpec::BigQuery);
-        assert!(SinkSpec::parse("ndjson").is_err());
-        assert!(SinkSpec::parse("postgres:x").is_err());
-    }
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::{RunRecord, Sink, SinkError, WriteStats};
 use crate::exit::Exit;
-use crate::mapping::{DealRow, Quarantined};
+use crate::schema::{Column, DealRow, Quarantined};
 use crate::window::WindowField;
 
 pub struct NdjsonSink {
@@ -20,17 +20,25 @@ pub struct NdjsonSink {
     dry_run: bool,
     out: Option<Box<dyn Write + Send>>,
     quarantine: Option<BufWriter<File>>,
+    /// The columns a line holds, in order.
+    columns: Vec<Column>,
 }
 
 impl NdjsonSink {
     /// `None` writes to stdout.
     pub fn new(path: Option<PathBuf>) -> Self {
-        NdjsonSink { path, dry_run: false, out: None, quarantine: None }
+        NdjsonSink { path, dry_run: false, out: None, quarantine: None, columns: crate::schema::columns(&[]) }
     }
 
     /// Rows to stdout, nothing persisted.
     pub fn dry_run() -> Self {
-        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None }
+        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None, columns: crate::schema::columns(&[]) }
+    }
+
+    /// The run's columns (the standard ones, then the promoted ones).
+    pub fn with_columns(mut self, columns: Vec<Column>) -> Self {
+        self.columns = columns;
+        self
     }
 
     /// Where quarantined records go: beside the output file, or `./dealsync-quarantine.ndjson` for stdout.
@@ -96,10 +104,10 @@ impl Sink for NdjsonSink {
         let mut stats = WriteStats::default();
         // A line is its `raw` record and (typically) under a kilobyte of typed columns: reserved once, the buffer
         // seldom grows (growing from a kilobyte a row copied it twice per batch).
-        let mut buf = Vec::with_capacity(rows.iter().map(|r| r.raw.get().len() + 1024).sum());
+        let mut buf = Vec::with_capacity(rows.iter().map(|r| r.raw().get().len() + 1024).sum());
         for row in &rows {
             stats.inserted += 1;
-            row.write_json_line(&mut buf);
+            row.write_json_line(&self.columns, &mut buf);
         }
         let out = self.out.as_mut().expect("prepare() opens the output");
         if let Err(e) = out.write_all(&buf) {

@@ -9,10 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{RunRecord, Sink, SinkError, WriteStats};
+use super::{Sink, SinkError, TableSpec, WriteStats};
 use crate::exit::Exit;
-use super::TableSpec;
-use crate::mapping::{date_text, decimal_text, format_instant, instant_text, Column, DealRow, Quarantined, Short};
+use crate::schema::{date_text, decimal_text, format_instant, instant_text, sort_ids, Column, DealRow, Quarantined, RunRecord, Value, LEDGER, QUARANTINE};
 use crate::window::WindowField;
 
 pub const TABLE: &str = "closed_won_deals";
@@ -63,7 +62,7 @@ impl SqliteSink {
 
     /// A sink whose table also has the promoted columns, replacing rows as `spec` says.
     pub fn with_spec(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
-        let columns: std::sync::Arc<[Column]> = spec.columns().into();
+        let columns: std::sync::Arc<[Column]> = spec.columns.into();
         let upsert_sql = std::sync::Arc::new((insert_sql(&columns), update_sql(&columns, spec.rewrite)));
         SqliteSink { path: path.into(), conn: None, uncommitted: 0, began: None, columns, upsert_sql }
     }
@@ -197,39 +196,27 @@ fn begin_if_needed(c: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The DDL of the target table, derived from the shared column list.
-pub fn create_table_sql(columns: &[Column]) -> String {
-    let cols: Vec<String> = columns.iter().map(|c| format!("    {} {}", c.name, c.sqlite_type)).collect();
-    format!("CREATE TABLE IF NOT EXISTS {TABLE} (\n{}\n)", cols.join(",\n"))
+/// The DDL of a table of `columns`.
+fn table_sql(table: &str, columns: &[Column]) -> String {
+    let cols: Vec<String> = columns.iter().map(|c| format!("    {} {}", c.name, c.sqlite_definition())).collect();
+    format!("CREATE TABLE IF NOT EXISTS {table} (\n{}\n)", cols.join(",\n"))
 }
 
-const LEDGER_SQL: &str = "
-CREATE TABLE IF NOT EXISTS _dealsync_runs (
-    run_id TEXT PRIMARY KEY NOT NULL,
-    kind TEXT NOT NULL,
-    window_field TEXT NOT NULL,
-    window_start TEXT NOT NULL,
-    window_end TEXT NOT NULL,
-    status TEXT NOT NULL,
-    exit_code INTEGER NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT NOT NULL,
-    pages INTEGER NOT NULL,
-    deals_fetched INTEGER NOT NULL,
-    rows_inserted INTEGER NOT NULL,
-    rows_updated INTEGER NOT NULL,
-    rows_unchanged INTEGER NOT NULL,
-    not_closed_won INTEGER NOT NULL,
-    quarantined INTEGER NOT NULL,
-    error TEXT
-);
-CREATE TABLE IF NOT EXISTS _dealsync_quarantine (
-    run_id TEXT NOT NULL,
-    deal_id TEXT,
-    reason TEXT NOT NULL,
-    raw TEXT NOT NULL,
-    quarantined_at TEXT NOT NULL
-);
+/// The DDL of the target table, derived from the column table.
+pub fn create_table_sql(columns: &[Column]) -> String {
+    table_sql(TABLE, columns)
+}
+
+/// The ledger and the quarantine (from their column tables), and the indexes.
+fn ledger_sql() -> String {
+    let ledger = table_sql(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen("run_id TEXT NOT NULL", "run_id TEXT NOT NULL PRIMARY KEY", 1);
+    format!(
+        "{ledger};\n{};\n{INDEXES}",
+        table_sql(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE))
+    )
+}
+
+const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS _dealsync_quarantine_deal ON _dealsync_quarantine (deal_id);
 -- Covering indexes for reconciliation's window counts (no table page is read).
 DROP INDEX IF EXISTS closed_won_deals_modified_time;
@@ -238,10 +225,15 @@ CREATE INDEX IF NOT EXISTS closed_won_deals_closing ON closed_won_deals (closing
 DROP INDEX IF EXISTS closed_won_deals_closing_date;
 ";
 
-fn insert_sql(columns: &[Column]) -> String {
-    let names = columns.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+/// `INSERT INTO table (columns) VALUES (?1, …)`.
+fn insert_into(table: &str, columns: &[Column]) -> String {
+    let names = columns.iter().map(|c| c.name.as_ref()).collect::<Vec<_>>().join(", ");
     let placeholders = (1..=columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-    format!("INSERT INTO {TABLE} ({names}) VALUES ({placeholders}) ON CONFLICT(deal_id) DO NOTHING")
+    format!("INSERT INTO {table} ({names}) VALUES ({placeholders})")
+}
+
+fn insert_sql(columns: &[Column]) -> String {
+    format!("{} ON CONFLICT(deal_id) DO NOTHING", insert_into(TABLE, columns))
 }
 
 /// Replaces a row only when the incoming copy is newer (or as new, when rewriting on purpose).
@@ -256,66 +248,34 @@ fn update_sql(columns: &[Column], rewrite: bool) -> String {
     )
 }
 
-const _: () = assert!(crate::mapping::COLUMNS.len() == 28, "write_row binds exactly the standard columns");
+/// Binds values in column order as SQLite stores them: decimals, dates and instants as exact text, lists as a
+/// JSON array (written into `scratch`, so that binding allocates nothing), booleans as 0 and 1.
+fn bind_values(stmt: &mut rusqlite::CachedStatement<'_>, values: &[Value], scratch: &mut Vec<u8>) -> rusqlite::Result<()> {
+    for (i, v) in values.iter().enumerate() {
+        let at = i + 1;
+        match v {
+            Value::Null => stmt.raw_bind_parameter(at, rusqlite::types::Null)?,
+            Value::Text(t) => stmt.raw_bind_parameter(at, t.as_str())?,
+            Value::Shared(t) => stmt.raw_bind_parameter(at, &**t)?,
+            Value::Integer(n) => stmt.raw_bind_parameter(at, n)?,
+            Value::Decimal(d) => stmt.raw_bind_parameter(at, decimal_text(d).as_str())?,
+            Value::Boolean(b) => stmt.raw_bind_parameter(at, b)?,
+            Value::Date(d) => stmt.raw_bind_parameter(at, date_text(*d).as_str())?,
+            Value::Timestamp(t) => stmt.raw_bind_parameter(at, instant_text(t).as_str())?,
+            Value::TextList(l) => {
+                scratch.clear();
+                serde_json::to_writer(&mut *scratch, l).expect("strings serialize");
+                stmt.raw_bind_parameter(at, std::str::from_utf8(scratch).expect("serde_json writes UTF-8"))?
+            }
+            Value::Json(j) => stmt.raw_bind_parameter(at, j.get())?,
+        }
+    }
+    Ok(())
+}
 
-/// Binds one row to the standard columns in `COLUMNS` order, then its promoted values, borrowing what it can.
-/// Short texts are formatted on the stack and the tag list into `scratch`, so binding a row allocates nothing.
+/// Writes one row with a prepared insert or update; the rows it changed.
 fn write_row(stmt: &mut rusqlite::CachedStatement<'_>, row: &DealRow, scratch: &mut Vec<u8>) -> rusqlite::Result<usize> {
-    let amount = row.amount.as_ref().map(decimal_text);
-    let expected = row.expected_revenue.as_ref().map(decimal_text);
-    let rate = row.exchange_rate.as_ref().map(decimal_text);
-    let closing = row.closing_date.map(date_text);
-    let created = row.created_time.as_ref().map(instant_text);
-    let modified = instant_text(&row.modified_time);
-    let synced = instant_text(&row.synced_at);
-    let deleted = row.deleted_time.as_ref().map(instant_text);
-    let [amount, expected, rate, closing, created, deleted] =
-        [&amount, &expected, &rate, &closing, &created, &deleted].map(|v| v.as_ref().map(Short::as_str));
-    let (modified, synced) = (modified.as_str(), synced.as_str());
-    scratch.clear();
-    serde_json::to_writer(&mut *scratch, &row.tags).expect("strings serialize");
-    let tags = std::str::from_utf8(scratch).expect("serde_json writes UTF-8");
-    let [deal_name, currency, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email] =
-        [&row.deal_name, &row.currency, &row.account_id, &row.account_name, &row.contact_id, &row.contact_name,
-            &row.owner_id, &row.owner_name, &row.owner_email].map(Option::as_deref);
-    let [pipeline, deal_type, lead_source] = [&row.pipeline, &row.deal_type, &row.lead_source].map(Option::as_deref);
-    let (deal_id, stage, run_id) = (row.deal_id.as_str(), row.stage.as_str(), &*row.sync_run_id);
-    let standard: [&dyn rusqlite::ToSql; 28] = [
-        &deal_id,
-        &deal_name,
-        &stage,
-        &amount,
-        &expected,
-        &rate,
-        &currency,
-        &row.probability,
-        &closing,
-        &account_id,
-        &account_name,
-        &contact_id,
-        &contact_name,
-        &owner_id,
-        &owner_name,
-        &owner_email,
-        &pipeline,
-        &deal_type,
-        &lead_source,
-        &tags,
-        &created,
-        &modified,
-        &row.raw.get(),
-        &run_id,
-        &synced,
-        &row.is_closed_won,
-        &row.is_deleted,
-        &deleted,
-    ];
-    for (i, v) in standard.iter().enumerate() {
-        stmt.raw_bind_parameter(i + 1, v)?;
-    }
-    for (i, v) in row.extras.values.iter().enumerate() {
-        stmt.raw_bind_parameter(standard.len() + i + 1, v.to_sql())?;
-    }
+    bind_values(stmt, &row.values, scratch)?;
     stmt.raw_execute()
 }
 
@@ -378,11 +338,11 @@ impl Sink for SqliteSink {
                 .prepare(&format!("PRAGMA table_info({TABLE})"))?
                 .query_map([], |r| r.get::<_, String>(1))?
                 .collect::<Result<_, _>>()?;
-            for col in columns.iter().filter(|col| !have.iter().any(|h| h.eq_ignore_ascii_case(col.name))) {
-                c.execute_batch(&format!("ALTER TABLE {TABLE} ADD COLUMN {} {}", col.name, col.sqlite_type))?;
-                tracing::info!(event = "columns_added", columns = col.name, "added a column to the SQLite table");
+            for col in columns.iter().filter(|col| !have.iter().any(|h| h.eq_ignore_ascii_case(&col.name))) {
+                c.execute_batch(&format!("ALTER TABLE {TABLE} ADD COLUMN {} {}", col.name, col.sqlite_definition()))?;
+                tracing::info!(event = "columns_added", columns = %col.name, "added a column to the SQLite table");
             }
-            c.execute_batch(LEDGER_SQL)?;
+            c.execute_batch(&ledger_sql())?;
             let page_size: u32 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             if page_size != PAGE_SIZE {
                 tracing::info!(
@@ -432,12 +392,11 @@ impl Sink for SqliteSink {
         self.with_conn("writing quarantined records", move |c| {
             begin_if_needed(c)?;
             {
-                let mut stmt = c.prepare_cached(
-                    "INSERT INTO _dealsync_quarantine (run_id, deal_id, reason, raw, quarantined_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?;
+                let mut stmt = c.prepare_cached(&insert_into(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE)))?;
+                let mut scratch = Vec::new();
                 for q in &items {
-                    stmt.execute(params![q.sync_run_id, q.deal_id, q.reason, q.raw.get(), format_instant(&q.quarantined_at)])?;
+                    bind_values(&mut stmt, &q.values(), &mut scratch)?;
+                    stmt.raw_execute()?;
                 }
             }
             Ok(())
@@ -496,7 +455,7 @@ impl Sink for SqliteSink {
                 ids
             })
             .await?;
-        crate::reconcile::sort_ids(&mut ids);
+        sort_ids(&mut ids);
         Ok(ids)
     }
 
@@ -521,31 +480,10 @@ impl Sink for SqliteSink {
             if !c.is_autocommit() && c.execute_batch("COMMIT").is_err() {
                 let _ = c.execute_batch("ROLLBACK");
             }
-            c.execute(
-                "INSERT OR REPLACE INTO _dealsync_runs (run_id, kind, window_field, window_start, window_end, status,
-                    exit_code, started_at, finished_at, pages, deals_fetched, rows_inserted, rows_updated,
-                    rows_unchanged, not_closed_won, quarantined, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-                params![
-                    r.run_id,
-                    r.kind,
-                    r.window_field,
-                    r.window_start,
-                    r.window_end,
-                    r.status,
-                    r.exit_code,
-                    format_instant(&r.started_at),
-                    format_instant(&r.finished_at),
-                    r.pages as i64,
-                    r.deals_fetched as i64,
-                    r.rows_inserted as i64,
-                    r.rows_updated as i64,
-                    r.rows_unchanged as i64,
-                    r.not_closed_won as i64,
-                    r.quarantined as i64,
-                    r.error,
-                ],
-            )
+            let sql = insert_into(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen("INSERT", "INSERT OR REPLACE", 1);
+            let mut stmt = c.prepare_cached(&sql)?;
+            bind_values(&mut stmt, &r.values(), &mut Vec::new())?;
+            stmt.raw_execute()
             .map(|_| ())
         })
         .await

@@ -135,7 +135,7 @@ pub struct Fetcher<'a, P = FetchedPage> {
     /// The fields to ask for by id: those search returned (its first record's keys), so that a deal read by id
     /// has the shape of one found by search. Empty until a search page shows them.
     fields: Mutex<Vec<String>>,
-    /// Fields a record must carry whatever search returned (the promoted ones).
+    /// Fields a record read by id must carry whatever search returned: every field the run's columns read.
     required_fields: Vec<String>,
     /// Search answered a slice in another order than asked: slices are then cut small before they are read.
     unordered: std::sync::atomic::AtomicBool,
@@ -164,9 +164,9 @@ impl<'a, P> Fetcher<'a, P> {
         }
     }
 
-    /// Fields promoted to columns: asked for by id even if search's records did not carry them.
-    pub fn promoted(mut self, promoted: &[crate::mapping::promoted::Promoted]) -> Self {
-        self.required_fields = promoted.iter().map(|p| p.field.to_string()).collect();
+    /// The Zoho fields the run's columns read: asked for by id even if search's records did not carry them.
+    pub fn reading(mut self, fields: Vec<String>) -> Self {
+        self.required_fields = fields;
         self
     }
 

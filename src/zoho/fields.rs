@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ZohoClient, ZohoError};
 use crate::config::join_path;
-use crate::mapping::promoted::FieldType;
+use crate::schema::FieldType;
 
 /// One field as the metadata describes it.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -243,7 +243,7 @@ impl ZohoClient {
             let attempt = self
                 .with_retries("minting an access token", || async {
                     if self.stats.token_mints.fetch_add(1, Ordering::Relaxed) == 0 {
-                        self.stats.first_request_us.store(crate::micros_since_start(), Ordering::Relaxed);
+                        self.stats.first_request_us.store(crate::telemetry::micros_since_start(), Ordering::Relaxed);
                     }
                     auth::mint(&self.http, &self.settings).await
                 })

@@ -331,7 +331,7 @@ async fn an_incompatible_table_stops_the_run_before_any_write() {
     let Some(host) = emulator() else { return };
     let bq = TestBq::new(&host, "incompatible").await;
     bq.create_dataset().await;
-    let mut fields = dealsync::sink::bigquery::sql::target_fields(dealsync::mapping::COLUMNS);
+    let mut fields = dealsync::sink::bigquery::sql::target_fields(&dealsync::schema::columns(&[]));
     fields[3] = TableFieldSchema::new("amount", FieldType::Float64);
     bq.create_table("closed_won_deals", fields).await;
     let sim = simulator(sim_config(500)).await;
@@ -348,7 +348,7 @@ async fn a_missing_column_is_added_to_an_existing_table() {
     let Some(host) = emulator() else { return };
     let bq = TestBq::new(&host, "evolve").await;
     bq.create_dataset().await;
-    let fields: Vec<_> = dealsync::sink::bigquery::sql::target_fields(dealsync::mapping::COLUMNS).into_iter().filter(|f| f.name != "lead_source").collect();
+    let fields: Vec<_> = dealsync::sink::bigquery::sql::target_fields(&dealsync::schema::columns(&[])).into_iter().filter(|f| f.name != "lead_source").collect();
     bq.create_table("closed_won_deals", fields).await;
     let sim = simulator(sim_config(800)).await;
     let out = bq.dealsync(&OCTOBER).against(&sim).run().await;

@@ -6,7 +6,8 @@ use std::io::Read;
 
 use dealsync::config::{BigQueryAuth, BigQuerySettings};
 use dealsync::exit::Exit;
-use dealsync::mapping::{map_json, DealRow, Mapped, RunStamp};
+use dealsync::mapping::{map_json, Mapped, RunStamp};
+use dealsync::schema::DealRow;
 use dealsync::retry::RetryPolicy;
 use dealsync::sink::bigquery::BigQuerySink;
 use dealsync::sink::Sink;

@@ -106,7 +106,7 @@ fn requests_after_writing(sim: &SimHandle, from: &str, to: &str) -> u64 {
 /// Syncs `--from`/`--to` as a user gives them (dates or instants) and checks that the warehouse then holds exactly
 /// the simulator's closed-won deals of that window, more than `more_than` of them. Returns the run and those ids.
 async fn syncs_exactly(sim: &SimHandle, from: &str, to: &str, more_than: usize) -> (Outcome, Vec<String>) {
-    let bound = |s: &str| dealsync::window::parse_bound(s).unwrap();
+    let bound = |s: &str| dealsync::config::spec::parse_bound(s).unwrap();
     let truth = expected_ids(sim, &Window::new(WindowField::ModifiedTime, bound(from), bound(to)).unwrap());
     assert!(truth.len() > more_than, "{} closed-won deals", truth.len());
     let out = Dealsync::new(&["sync", "--from", from, "--to", to]).against(sim).run().await;
@@ -458,10 +458,10 @@ async fn a_database_from_an_older_dealsync_gains_the_new_columns() {
     let sim = simulator(sim_config(1000)).await;
     let run = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim);
     // The table as the first release created it: no is_closed_won, is_deleted, deleted_time.
-    let old: Vec<String> = dealsync::mapping::COLUMNS
+    let old: Vec<String> = dealsync::schema::columns(&[])
         .iter()
-        .filter(|c| !matches!(c.name, "is_closed_won" | "is_deleted" | "deleted_time"))
-        .map(|c| format!("{} {}", c.name, c.sqlite_type))
+        .filter(|c| !matches!(&*c.name, "is_closed_won" | "is_deleted" | "deleted_time"))
+        .map(|c| format!("{} {}", c.name, c.sqlite_definition()))
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let conn = rusqlite::Connection::open(dir.path().join("dealsync.db")).unwrap();

@@ -522,7 +522,7 @@ async fn records(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q
         (None, Some(Ok(p))) if p >= 1 => (p - 1) * per_page,
         (None, Some(_)) => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "page"})),
     };
-    if q.get("page_token").is_none() && start + per_page > 2000 {
+    if !q.contains_key("page_token") && start + per_page > 2000 {
         return zoho_error(StatusCode::BAD_REQUEST, "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
             "You can only get the first 2000 records without using page_token param", json!({"limit": 2000}));
     }

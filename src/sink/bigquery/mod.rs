@@ -27,12 +27,10 @@ use gcp_bigquery_client::model::job_reference::JobReference;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::query_response::{QueryResponse, ResultSet};
 use gcp_bigquery_client::model::table::Table;
-use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 use gcp_bigquery_client::model::table_schema::TableSchema;
 use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
 use gcp_bigquery_client::Client;
-use serde_json::Value;
 
 pub use error::BqFailure;
 
@@ -40,7 +38,8 @@ use super::{RunRecord, Sink, SinkError, TableSpec, WriteStats};
 use stream::{call_with_retries, Pending, Streamer};
 use crate::config::{BigQueryAuth, BigQuerySettings};
 use crate::exit::Exit;
-use crate::mapping::{format_instant, Column, DealRow, Quarantined};
+use crate::json::Raw;
+use crate::schema::{columns_of, format_instant, sort_ids, write_object, Column, DealRow, Quarantined, Text, Value, LEDGER, QUARANTINE};
 use crate::retry::{retry, Retry, RetryPolicy};
 use crate::window::WindowField;
 
@@ -83,6 +82,9 @@ impl gcp_bigquery_client::auth::Authenticator for NoAuth {
     }
 }
 
+/// What one streaming task reports: the deals BigQuery acknowledged, and the rows it refused.
+type Streamed = (Vec<Text>, Vec<Quarantined>);
+
 pub struct BigQuerySink {
     client: Client,
     s: BigQuerySettings,
@@ -98,7 +100,7 @@ pub struct BigQuerySink {
     columns: Vec<Column>,
     streamer: Arc<Streamer>,
     /// Streaming tasks in flight (at most `INSERT_CONCURRENCY`), each with its staged rows and refused rows.
-    in_flight: tokio::task::JoinSet<Result<(Vec<crate::mapping::Text>, Vec<Quarantined>), SinkError>>,
+    in_flight: tokio::task::JoinSet<Result<Streamed, SinkError>>,
     /// The deals staged (BigQuery acknowledged their rows), which the staging table must hold before the MERGE.
     staged_ids: crate::sink::seen::Seen,
     /// The staging table was proven to hold every staged deal, and nothing was staged since.
@@ -191,7 +193,7 @@ impl BigQuerySink {
             batch_bytes: 0,
             retry,
             spec: TableSpec::default(),
-            columns: TableSpec::default().columns(),
+            columns: TableSpec::default().columns,
             streamer,
             in_flight: tokio::task::JoinSet::new(),
             staged_ids: Default::default(),
@@ -203,7 +205,7 @@ impl BigQuerySink {
 
     /// Promoted columns and the replacement rule of the target table.
     pub fn with_spec(mut self, spec: TableSpec) -> Self {
-        self.columns = spec.columns();
+        self.columns = spec.columns.clone();
         self.spec = spec;
         self
     }
@@ -362,10 +364,15 @@ impl BigQuerySink {
     }
 
     /// Streams generic rows (ledger, quarantine: a few per run) into `table`.
-    async fn insert_rows(&self, table: &str, rows: Vec<TableDataInsertAllRequestRows>) -> Result<Vec<(usize, String, bool)>, BqFailure> {
-        let json: Vec<(String, crate::json::Raw)> = rows
+    /// Streams rows of `columns` (insert id, values in column order) into `table`.
+    async fn insert_rows(&self, table: &str, columns: &[Column], rows: Vec<(String, Vec<Value>)>) -> Result<Vec<(usize, String, bool)>, BqFailure> {
+        let json: Vec<(String, Raw)> = rows
             .into_iter()
-            .map(|r| (r.insert_id.unwrap_or_default(), crate::json::Raw::checked(r.json.to_string())))
+            .map(|(id, values)| {
+                let mut buf = Vec::new();
+                write_object(columns, &values, &mut buf, true);
+                (id, Raw::checked(String::from_utf8(buf).expect("JSON is UTF-8")))
+            })
             .collect();
         let body = rows::insert_all_body(json.iter().map(|(id, j)| (id.as_str(), j)));
         self.insert_body(table, json.len(), body).await
@@ -547,17 +554,6 @@ pub fn compare_schema(have: &[TableFieldSchema], want: &[TableFieldSchema]) -> (
     (add, problems)
 }
 
-fn run_row(r: &RunRecord) -> Value {
-    serde_json::json!({
-        "run_id": r.run_id, "kind": r.kind, "window_field": r.window_field,
-        "window_start": r.window_start, "window_end": r.window_end, "status": r.status,
-        "exit_code": r.exit_code, "started_at": format_instant(&r.started_at),
-        "finished_at": format_instant(&r.finished_at), "pages": r.pages, "deals_fetched": r.deals_fetched,
-        "rows_inserted": r.rows_inserted, "rows_updated": r.rows_updated, "rows_unchanged": r.rows_unchanged,
-        "not_closed_won": r.not_closed_won, "quarantined": r.quarantined, "error": r.error,
-    })
-}
-
 #[async_trait]
 impl Sink for BigQuerySink {
     fn describe(&self) -> String {
@@ -613,8 +609,8 @@ impl Sink for BigQuerySink {
         if let Some(existing) = self.ensure_table(target).await.map_err(|e| self.fail(e))? {
             self.evolve(existing).await?;
         }
-        for (name, cols) in [(sql::RUNS_TABLE, sql::RUN_COLUMNS), (sql::QUARANTINE_TABLE, sql::QUARANTINE_COLUMNS)] {
-            let t = Table::new(&self.s.project, &self.s.dataset, name, TableSchema::new(sql::fields_of(cols)))
+        for (name, fields) in [(sql::RUNS_TABLE, sql::ledger_fields()), (sql::QUARANTINE_TABLE, sql::quarantine_fields())] {
+            let t = Table::new(&self.s.project, &self.s.dataset, name, TableSchema::new(fields))
                 .label("managed-by", "dealsync");
             self.ensure_table(t).await.map_err(|e| self.fail(e))?;
         }
@@ -634,12 +630,14 @@ impl Sink for BigQuerySink {
     async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
         let mut refused = Vec::new();
         for row in rows {
-            let staged = rows::StagedRow::new(&row);
+            let staged = rows::StagedRow::new(&row, &self.columns);
             let bytes = staged.size();
             if !self.batch.is_empty() && (self.batch.len() >= BATCH_ROWS || self.batch_bytes + bytes > BATCH_BYTES) {
                 refused.extend(self.flush().await?);
             }
-            self.batch.push(Pending { row: staged, deal_id: row.deal_id, raw: row.raw });
+            let deal_id = Text::from(row.deal_id());
+            let raw = row.raw().clone();
+            self.batch.push(Pending { row: staged, deal_id, raw });
             self.batch_bytes += bytes;
         }
         let rejected = refused.len() as u64;
@@ -650,18 +648,13 @@ impl Sink for BigQuerySink {
     }
 
     async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
+        let columns = columns_of(&QUARANTINE);
         for chunk in items.chunks(BATCH_ROWS) {
             let rows = chunk
                 .iter()
-                .map(|q| TableDataInsertAllRequestRows {
-                    insert_id: Some(format!("{}:{}:{}", q.sync_run_id, q.deal_id.as_deref().unwrap_or("-"), q.reason.len())),
-                    json: serde_json::json!({
-                        "run_id": q.sync_run_id, "deal_id": q.deal_id, "reason": q.reason,
-                        "raw": q.raw.get(), "quarantined_at": format_instant(&q.quarantined_at),
-                    }),
-                })
+                .map(|q| (format!("{}:{}:{}", q.sync_run_id, q.deal_id.as_deref().unwrap_or("-"), q.reason.len()), q.values()))
                 .collect();
-            let errors = self.insert_rows(sql::QUARANTINE_TABLE, rows).await.map_err(|e| self.fail(e))?;
+            let errors = self.insert_rows(sql::QUARANTINE_TABLE, &columns, rows).await.map_err(|e| self.fail(e))?;
             if !errors.is_empty() {
                 return Err(SinkError::new(self.describe(), format!("BigQuery refused quarantine rows: {errors:?}"), Exit::Internal));
             }
@@ -841,7 +834,7 @@ impl Sink for BigQuerySink {
                 ids.push(id);
             }
         }
-        crate::reconcile::sort_ids(&mut ids);
+        sort_ids(&mut ids);
         Ok(ids)
     }
 
@@ -856,8 +849,8 @@ impl Sink for BigQuerySink {
     }
 
     async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
-        let rows = vec![TableDataInsertAllRequestRows { insert_id: Some(run.run_id.clone()), json: run_row(run) }];
-        let errors = self.insert_rows(sql::RUNS_TABLE, rows).await.map_err(|e| self.fail(e))?;
+        let rows = vec![(run.run_id.clone(), run.values())];
+        let errors = self.insert_rows(sql::RUNS_TABLE, &columns_of(&LEDGER), rows).await.map_err(|e| self.fail(e))?;
         if !errors.is_empty() {
             return Err(SinkError::new(self.describe(), format!("BigQuery refused the ledger row: {errors:?}"), Exit::Internal));
         }
@@ -878,7 +871,7 @@ mod tests {
 
     #[test]
     fn a_missing_column_is_added_as_nullable_and_a_changed_type_is_refused() {
-        let want = sql::target_fields(crate::mapping::COLUMNS);
+        let want = sql::target_fields(&crate::schema::columns(&[]));
         let mut have: Vec<_> = want.iter().filter(|c| c.name != "pipeline" && c.name != "deal_id").cloned().collect();
         have.push(f("DEAL_ID", FieldType::String, "REQUIRED"));
         let (add, problems) = compare_schema(&have, &want);

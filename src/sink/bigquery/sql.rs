@@ -4,7 +4,7 @@
 use gcp_bigquery_client::model::field_type::FieldType;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 
-use crate::mapping::Column;
+use crate::schema::{columns_of, Column, LEDGER, QUARANTINE};
 
 pub const RUNS_TABLE: &str = "_dealsync_runs";
 pub const QUARANTINE_TABLE: &str = "_dealsync_quarantine";
@@ -45,8 +45,8 @@ pub fn canonical_type(t: &FieldType) -> &'static str {
 }
 
 fn field(c: &Column) -> TableFieldSchema {
-    let mut f = TableFieldSchema::new(c.name, field_type(c.bq_type));
-    f.mode = Some(c.mode.to_string());
+    let mut f = TableFieldSchema::new(&c.name, field_type(c.ty.bigquery()));
+    f.mode = Some(c.mode().to_string());
     f.description = Some(c.description.to_string());
     f
 }
@@ -55,43 +55,16 @@ pub fn target_fields(columns: &[Column]) -> Vec<TableFieldSchema> {
     columns.iter().map(field).collect()
 }
 
-const fn c(name: &'static str, bq_type: &'static str, mode: &'static str, description: &'static str) -> Column {
-    Column { name, bq_type, mode, sqlite_type: "", description }
+/// The ledger's fields (`_dealsync_runs`; the next default window starts from it).
+pub fn ledger_fields() -> Vec<TableFieldSchema> {
+    target_fields(&columns_of(&LEDGER))
 }
 
-/// `_dealsync_runs`: one row per run; the default window of the next run starts from it.
-pub const RUN_COLUMNS: &[Column] = &[
-    c("run_id", "STRING", "REQUIRED", "Run id"),
-    c("kind", "STRING", "REQUIRED", "scheduled or backfill"),
-    c("window_field", "STRING", "REQUIRED", "Modified_Time or Closing_Date"),
-    c("window_start", "TIMESTAMP", "REQUIRED", "Window start (inclusive)"),
-    c("window_end", "TIMESTAMP", "REQUIRED", "Window end (exclusive)"),
-    c("status", "STRING", "REQUIRED", "success, partial, unavailable, config_error, internal_error"),
-    c("exit_code", "INT64", "REQUIRED", "Process exit code"),
-    c("started_at", "TIMESTAMP", "REQUIRED", "Run start"),
-    c("finished_at", "TIMESTAMP", "REQUIRED", "Run end"),
-    c("pages", "INT64", "NULLABLE", "Search or COQL pages fetched"),
-    c("deals_fetched", "INT64", "NULLABLE", "Records received"),
-    c("rows_inserted", "INT64", "NULLABLE", "New deals"),
-    c("rows_updated", "INT64", "NULLABLE", "Deals replaced by a newer copy"),
-    c("rows_unchanged", "INT64", "NULLABLE", "Deals already up to date"),
-    c("not_closed_won", "INT64", "NULLABLE", "Records whose stage only contained Closed Won"),
-    c("quarantined", "INT64", "NULLABLE", "Records quarantined"),
-    c("error", "STRING", "NULLABLE", "Why the run failed"),
-];
-
-/// `_dealsync_quarantine`: records that could not be mapped or that BigQuery refused.
-pub const QUARANTINE_COLUMNS: &[Column] = &[
-    c("run_id", "STRING", "REQUIRED", "Run that met the record"),
-    c("deal_id", "STRING", "NULLABLE", "Deal id, when readable"),
-    c("reason", "STRING", "REQUIRED", "field: problem"),
-    c("raw", "STRING", "REQUIRED", "The record as received"),
-    c("quarantined_at", "TIMESTAMP", "REQUIRED", "When"),
-];
-
-pub fn fields_of(cols: &[Column]) -> Vec<TableFieldSchema> {
-    cols.iter().map(field).collect()
+/// The quarantine's fields (`_dealsync_quarantine`: records that could not be mapped or that BigQuery refused).
+pub fn quarantine_fields() -> Vec<TableFieldSchema> {
+    target_fields(&columns_of(&QUARANTINE))
 }
+
 
 /// Backquoted `project.dataset.table`.
 pub fn table_ref(project: &str, dataset: &str, table: &str) -> String {
@@ -101,7 +74,7 @@ pub fn table_ref(project: &str, dataset: &str, table: &str) -> String {
 /// The MERGE that makes a run's staged rows final: newest staged copy per deal, insert new deals, replace a
 /// deal only with a newer copy (or an as new one when rewriting), never touch a deal the run did not stage.
 pub fn merge_sql(target: &str, staging: &str, columns: &[Column], rewrite: bool) -> String {
-    let cols: Vec<&str> = columns.iter().map(|c| c.name).collect();
+    let cols: Vec<&str> = columns.iter().map(|c| c.name.as_ref()).collect();
     let op = if rewrite { ">=" } else { ">" };
     let set: Vec<String> = cols.iter().filter(|c| **c != "deal_id").map(|c| format!("{c} = S.{c}")).collect();
     let values: Vec<String> = cols.iter().map(|c| format!("S.{c}")).collect();
@@ -186,8 +159,8 @@ pub fn target_ddl(table: &str, columns: &[Column]) -> String {
     let cols: Vec<String> = columns
         .iter()
         .map(|c| {
-            let ty = if c.mode == "REPEATED" { format!("ARRAY<{}>", c.bq_type) } else { c.bq_type.to_string() };
-            let not_null = if c.mode == "REQUIRED" { " NOT NULL" } else { "" };
+            let ty = if c.mode() == "REPEATED" { format!("ARRAY<{}>", c.ty.bigquery()) } else { c.ty.bigquery().to_string() };
+            let not_null = if c.mode() == "REQUIRED" { " NOT NULL" } else { "" };
             format!("  {} {ty}{not_null} OPTIONS(description = {:?})", c.name, c.description)
         })
         .collect();
@@ -200,14 +173,14 @@ pub fn target_ddl(table: &str, columns: &[Column]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::COLUMNS;
 
     #[test]
     fn the_merge_updates_only_with_newer_rows_and_names_every_column() {
-        let sql = merge_sql("`p.d.t`", "`p.d._dealsync_stg_x`", COLUMNS, false);
+        let columns = crate::schema::columns(&[]);
+        let sql = merge_sql("`p.d.t`", "`p.d._dealsync_stg_x`", &columns, false);
         assert!(sql.contains("WHEN MATCHED AND S.modified_time > T.modified_time THEN"));
         assert!(sql.contains("PARTITION BY deal_id ORDER BY modified_time DESC"));
-        for c in COLUMNS {
+        for c in &columns {
             assert!(sql.contains(&format!("S.{}", c.name)), "{}", c.name);
         }
         assert!(!sql.contains("deal_id = S.deal_id,"), "the key is never updated");
@@ -215,8 +188,9 @@ mod tests {
 
     #[test]
     fn every_column_type_maps_to_a_bigquery_type() {
-        for c in COLUMNS.iter().chain(RUN_COLUMNS).chain(QUARANTINE_COLUMNS) {
-            assert_eq!(canonical_type(&field_type(c.bq_type)), c.bq_type, "{}", c.name);
+        let all = [crate::schema::columns(&[]), columns_of(&LEDGER), columns_of(&QUARANTINE)].concat();
+        for c in all {
+            assert_eq!(canonical_type(&field_type(c.ty.bigquery())), c.ty.bigquery(), "{}", c.name);
         }
     }
 }

@@ -10,14 +10,14 @@ use gcp_bigquery_client::Client;
 use super::error::BqFailure;
 use super::{rows, STOPPED_RESENDS};
 use crate::exit::Exit;
-use crate::mapping::Quarantined;
+use crate::schema::{Quarantined, Text};
 use crate::retry::{retry, Retry, RetryPolicy};
 use crate::sink::SinkError;
 
 /// A row waiting in a batch: its serialized form, and what quarantining it would need.
 pub struct Pending {
     pub row: rows::StagedRow,
-    pub deal_id: crate::mapping::Text,
+    pub deal_id: Text,
     pub raw: crate::json::Raw,
 }
 
@@ -155,7 +155,7 @@ impl Streamer {
 
     /// Streams one batch into `table`, resending rows BigQuery stopped and quarantining rows it refused.
     /// Returns the deals of the rows staged and the refused rows.
-    pub async fn stream_batch(&self, table: &str, mut pending: Vec<Pending>) -> Result<(Vec<crate::mapping::Text>, Vec<Quarantined>), SinkError> {
+    pub async fn stream_batch(&self, table: &str, mut pending: Vec<Pending>) -> Result<(Vec<Text>, Vec<Quarantined>), SinkError> {
         let mut staged = Vec::new();
         let mut refused = Vec::new();
         for attempt in 0..=STOPPED_RESENDS {

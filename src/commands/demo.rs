@@ -43,7 +43,7 @@ mod with_sim {
     use super::*;
     use crate::config::Settings;
     use crate::window::WindowField;
-    use crate::cli::SimulateArgs;
+    use crate::config::cli::SimulateArgs;
 
     /// A simulator running in this process for the length of a command.
     pub struct Demo {
@@ -176,7 +176,7 @@ mod with_sim {
 #[cfg(not(feature = "sim"))]
 mod without_sim {
     use super::*;
-    use crate::cli::SimulateArgs;
+    use crate::config::cli::SimulateArgs;
 
     /// Never built: this dealsync has no simulator.
     pub enum Demo {}

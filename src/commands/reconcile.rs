@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use crate::run::Completeness;
+use super::sync::Completeness;
 use crate::sink::{Sink, SinkError};
 use crate::window::Window;
 use crate::zoho::criteria::{coql_count_closed_won, coql_keyset_page};
@@ -134,10 +134,7 @@ fn diff(crm: &[String], warehouse: &[String], elsewhere: impl Fn(&str) -> bool) 
     (missing, extra)
 }
 
-/// Sorts numeric ids by value (shorter first), others as text, so both sides sort alike.
-pub fn sort_ids(ids: &mut [String]) {
-    ids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
-}
+pub use crate::schema::sort_ids;
 
 /// Every closed-won deal id in the window, from COQL, `id > last` at a time.
 async fn crm_ids(client: &ZohoClient, window: &Window) -> Result<Vec<String>, ZohoError> {

@@ -4,11 +4,10 @@
 
 use serde::Serialize;
 
-use crate::cli::{FieldsArgs, FieldsFormat};
+use crate::config::cli::{FieldsArgs, FieldsFormat};
 use crate::config::{Needs, Settings};
 use crate::exit::Exit;
-use crate::mapping::promoted::{FieldType, Promoted};
-use crate::mapping::{COLUMNS, STANDARD_FIELDS};
+use crate::schema::{standard_columns_of, FieldType, Promoted, STANDARD};
 use crate::zoho::fields::FieldMeta;
 use crate::zoho::ZohoClient;
 
@@ -36,19 +35,20 @@ pub fn describe(fields: &[FieldMeta], promoted: &[Promoted]) -> Vec<FieldRow> {
     fields
         .iter()
         .map(|f| {
-            let standard = STANDARD_FIELDS.iter().find(|(name, _)| *name == f.api_name).map(|(_, cols)| *cols);
+            let standard = Some(standard_columns_of(&f.api_name)).filter(|cols| !cols.is_empty());
             let mine: Vec<&Promoted> = promoted.iter().filter(|p| p.field == f.api_name).collect();
-            let (stored, columns) = match (standard, mine.is_empty()) {
+            let (stored, columns) = match (&standard, mine.is_empty()) {
                 (Some(cols), _) => ("standard", cols.iter().map(|c| c.to_string()).collect()),
                 (None, false) => ("promoted", mine.iter().map(|p| p.column.to_string()).collect()),
                 (None, true) => ("raw", Vec::new()),
             };
             let ty = mine.first().map(|p| p.ty).unwrap_or_else(|| f.suggested_type());
             // A standard field is described by its first column; any other by the type it has or would have.
-            let (bq, mode, sqlite) = match standard.and_then(|cols| COLUMNS.iter().find(|c| c.name == cols[0])) {
-                Some(c) => (c.bq_type, c.mode, sqlite_base(c.sqlite_type)),
-                None => (ty.bigquery().0, ty.bigquery().1, ty.sqlite()),
+            let column = match standard.as_ref().and_then(|cols| STANDARD.iter().find(|c| c.name == cols[0])) {
+                Some(c) => c.column(),
+                None => Promoted { field: f.api_name.clone(), column: String::new(), ty }.column(),
             };
+            let (bq, mode, sqlite) = (column.ty.bigquery(), column.mode(), column.ty.sqlite());
             FieldRow {
                 api_name: f.api_name.clone(),
                 label: f.label().map(String::from),
@@ -65,11 +65,6 @@ pub fn describe(fields: &[FieldMeta], promoted: &[Promoted]) -> Vec<FieldRow> {
         .collect()
 }
 
-/// `TEXT NOT NULL PRIMARY KEY` → `TEXT`.
-fn sqlite_base(t: &'static str) -> &'static str {
-    t.split_whitespace().next().unwrap_or(t)
-}
-
 /// A column name for a field: lowercase, `_` for anything else, never a standard column's name.
 pub fn column_name(api_name: &str) -> String {
     let mut out = String::new();
@@ -83,7 +78,7 @@ pub fn column_name(api_name: &str) -> String {
     if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
         out.insert_str(0, "f_");
     }
-    if COLUMNS.iter().any(|c| c.name == out) {
+    if STANDARD.iter().any(|c| c.name == out) {
         out.push_str("_field");
     }
     out
@@ -166,7 +161,7 @@ pub async fn fields(args: FieldsArgs) -> Exit {
     };
     let mut demo = None;
     let zoho = if args.demo {
-        match crate::demo::Demo::start(100, 42).await {
+        match crate::commands::demo::Demo::start(100, 42).await {
             Ok((d, s)) => {
                 demo = Some(d);
                 s
@@ -191,12 +186,12 @@ pub async fn fields(args: FieldsArgs) -> Exit {
     match result {
         Ok(fields) => {
             let fields: Vec<FieldMeta> = fields.into_iter().filter(|f| !args.custom || f.custom_field).collect();
-            let rows = describe(&fields, settings.promoted);
+            let rows = describe(&fields, &settings.promoted);
             print!("{}", render(&rows, args.format));
             // With --custom the list lacks the standard fields, which may be promoted too.
             if !args.custom {
                 for p in settings.promoted.iter().filter(|p| !fields.iter().any(|f| f.api_name == p.field)) {
-                    tracing::warn!(event = "promoted_field_unknown", field = p.field, column = p.column,
+                    tracing::warn!(event = "promoted_field_unknown", field = %p.field, column = %p.column,
                         "columns.{} promotes {}, which Zoho's Deals metadata does not list; the column will stay empty", p.column, p.field);
                 }
             }
@@ -228,7 +223,7 @@ mod tests {
     #[test]
     fn standard_promoted_and_raw_fields_are_told_apart() {
         let fields = [meta("Amount", Some("currency"), false), meta("Region", Some("picklist"), true), meta("Seats", Some("integer"), true)];
-        let promoted = [Promoted { field: "Region", column: "region", ty: FieldType::Text }];
+        let promoted = [Promoted { field: "Region".into(), column: "region".into(), ty: FieldType::Text }];
         let rows = describe(&fields, &promoted);
         assert_eq!((rows[0].stored, rows[0].columns.clone(), rows[0].bigquery_type.as_str()), ("standard", vec!["amount".to_string()], "NUMERIC"));
         assert_eq!((rows[1].stored, rows[1].columns.clone()), ("promoted", vec!["region".to_string()]));
@@ -241,8 +236,8 @@ mod tests {
             meta("Type__c", None, true), meta("_2nd_Owner", Some("lookup"), true), meta("Tags", Some("multiselectpicklist"), true)];
         let toml_text = render(&describe(&fields, &[]), FieldsFormat::Toml);
         let file: crate::config::FileConfig = toml::from_str(&toml_text).unwrap();
-        let promoted = crate::mapping::promoted::from_config(&file.columns).unwrap();
-        let got: Vec<(&str, &str, FieldType)> = promoted.iter().map(|p| (p.column, p.field, p.ty)).collect();
+        let promoted = crate::config::promoted_columns(&file.columns).unwrap();
+        let got: Vec<(&str, &str, FieldType)> = promoted.iter().map(|p| (p.column.as_str(), p.field.as_str(), p.ty)).collect();
         assert_eq!(got, vec![
             ("contract_value", "Contract_Value", FieldType::Decimal),
             ("f_2nd_owner", "_2nd_Owner", FieldType::LookupId),

@@ -9,17 +9,18 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
-use crate::cli::{default_sqlite_path, SyncPlan};
+use crate::config::cli::{default_sqlite_path, SyncPlan};
 use crate::config::{ConfigError, Needs, Settings, ZohoSettings};
 use crate::exit::Exit;
-use crate::mapping::{map_record, DealRow, Mapped, Quarantined, RunStamp};
+use crate::mapping::{map_record, Columns, Mapped, RunStamp};
+use crate::schema::{DealRow, Quarantined};
 use crate::sink::bigquery::BigQuerySink;
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::sqlite::SqliteSink;
 use crate::sink::seen::{Offer, Seen};
 use crate::sink::{RunRecord, Sink, SinkError, SinkSpec, WriteStats};
 use crate::shutdown::Shutdown;
-use crate::summary::RunSummary;
+use super::summary::RunSummary;
 use crate::window::Window;
 use crate::zoho::fetch::{FetchStats, FetchedPage, Fetcher};
 use crate::zoho::{ZohoClient, ZohoError};
@@ -41,7 +42,7 @@ pub enum RunError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Demo(crate::demo::DemoError),
+    Demo(crate::commands::demo::DemoError),
     #[error("stopped by {0} before the window was complete; nothing was committed for this run, and the next run covers the window again")]
     Interrupted(String),
     #[error("the warehouse does not hold every closed-won deal Zoho has in this window (see the incomplete and reconciliation events)")]
@@ -127,7 +128,7 @@ pub async fn sync(plan: SyncPlan) -> (RunSummary, Exit) {
     };
     summary.set_exit(exit);
     summary.duration_ms = started.elapsed().as_millis() as u64;
-    summary.peak_rss_kb = crate::summary::peak_rss_kb();
+    summary.peak_rss_kb = super::summary::peak_rss_kb();
     summary.emit();
     (summary, exit)
 }
@@ -146,7 +147,7 @@ async fn sync_inner(
     let mut demo = None;
     let zoho_settings: ZohoSettings = match plan.demo {
         Some((deals, seed)) => {
-            let (d, s) = crate::demo::Demo::start(deals, seed).await.map_err(RunError::Demo)?;
+            let (d, s) = crate::commands::demo::Demo::start(deals, seed).await.map_err(RunError::Demo)?;
             demo = Some(d);
             s
         }
@@ -161,7 +162,7 @@ async fn sync_inner(
         crate::window::WindowSpec::Default { .. } => sink.last_good_window_end(plan.field).await?,
         crate::window::WindowSpec::Backfill { .. } => None,
     };
-    let full = plan.spec.resolve(plan.field, started_at, last_good).map_err(RunError::Usage)?;
+    let full = crate::window::resolve(&plan.spec, plan.field, started_at, last_good).map_err(RunError::Usage)?;
     let window = match (settings.shard, plan.spec.is_backfill()) {
         (Some((index, count)), true) if count > 1 => {
             // Contiguous slices of the range, one per task; together they cover it exactly.
@@ -190,7 +191,8 @@ async fn sync_inner(
         end = %window.end_str(), from_ledger = last_good.is_some(), "syncing {window}");
 
     let client = ZohoClient::new(zoho_settings, plan.retry, plan.request_timeout)?;
-    let stamp = RunStamp { run_id: run_id.into(), synced_at: started_at, promoted: settings.promoted };
+    let columns = std::sync::Arc::new(Columns::new(&settings.promoted));
+    let stamp = RunStamp { run_id: run_id.into(), synced_at: started_at, columns };
 
     // Deletions and stage changes are asked for while the pages flow (two requests that would otherwise wait
     // for the last page) and applied once every row is written, since a later upsert would undo a mark.
@@ -255,14 +257,14 @@ async fn sync_inner(
         summary.crm_closed_won = Some(c.crm);
         if !c.missing.is_empty() {
             mismatch = true;
-            let named: Vec<&str> = c.missing.iter().take(crate::reconcile::NAMED).map(String::as_str).collect();
+            let named: Vec<&str> = c.missing.iter().take(super::reconcile::NAMED).map(String::as_str).collect();
             tracing::warn!(event = "incomplete", run_id = %run_id, missing = c.missing.len(), ids = %named.join(","),
                 "{} closed-won deals Zoho lists in the window could not be fetched, even by id: [{}]",
                 c.missing.len(), named.join(","));
         }
     }
     if error.is_none() {
-        match crate::reconcile::reconcile(&client, sink.as_mut(), &window, completeness.as_ref()).await {
+        match super::reconcile::reconcile(&client, sink.as_mut(), &window, completeness.as_ref()).await {
             Ok(Some(r)) => {
                 summary.crm_closed_won = Some(r.crm);
                 summary.warehouse_closed_won = Some(r.warehouse);
@@ -349,7 +351,7 @@ async fn apply_changes(sink: &mut dyn Sink, found: Result<Changes, ZohoError>) -
     Ok((n_deleted, n_reopened))
 }
 
-fn log_reconciliation(run_id: &str, r: &crate::reconcile::Reconciliation) {
+pub(crate) fn log_reconciliation(run_id: &str, r: &super::reconcile::Reconciliation) {
     let missing = r.missing.join(",");
     let extra = r.extra.join(",");
     if r.matches && r.extra_total == 0 {
@@ -369,132 +371,7 @@ fn log_reconciliation(run_id: &str, r: &crate::reconcile::Reconciliation) {
     }
 }
 
-/// `dealsync verify`: reconciliation alone. 0 when the warehouse agrees with Zoho, 3 when it does not.
-pub async fn verify(plan: SyncPlan) -> Exit {
-    let started_at = Utc::now();
-    let run_id = new_run_id(started_at);
-    let result: Result<bool, RunError> = async {
-        let settings = Settings::from_env(Needs::ZohoCredentials)?;
-        let window = plan.spec.resolve(plan.field, started_at, None).map_err(RunError::Usage)?;
-        let client = ZohoClient::new(settings.zoho.clone().expect("credentials were required"), plan.retry, plan.request_timeout)?;
-        let mut sink = open_sink(&plan, &settings, &run_id, started_at).await?;
-        match crate::reconcile::verify(&client, sink.as_mut(), &window).await {
-            Ok(Some(r)) => {
-                log_reconciliation(&run_id, &r);
-                println!("{}", serde_json::to_string(&r).expect("serializes"));
-                Ok(r.matches)
-            }
-            Ok(None) => Err(RunError::Usage(format!("{} keeps nothing to compare", sink.describe()))),
-            Err(crate::reconcile::ReconcileError::Zoho(e)) => Err(e.into()),
-            Err(crate::reconcile::ReconcileError::Sink(e)) => Err(e.into()),
-        }
-    }
-    .await;
-    match result {
-        Ok(true) => Exit::Ok,
-        Ok(false) => Exit::Partial,
-        Err(e) => {
-            tracing::error!(event = "verify_failed", "{e}");
-            e.exit()
-        }
-    }
-}
-
-/// `dealsync check`: credentials, one search request, and the sink, without writing anything. Prints one line
-/// per check; exits with the code of the first failure.
-pub async fn check(args: crate::cli::CheckArgs) -> Exit {
-    let started_at = Utc::now();
-    let run_id = new_run_id(started_at);
-    let mut failed: Option<Exit> = None;
-    let mut report = |ok: Result<String, RunError>| match ok {
-        Ok(line) => println!("ok    {line}"),
-        Err(e) => {
-            println!("FAIL  {e}");
-            tracing::error!(event = "check_failed", "{e}");
-            failed.get_or_insert(e.exit());
-        }
-    };
-    let settings = match Settings::from_env(Needs::ZohoCredentials) {
-        Ok(s) => s,
-        Err(e) => {
-            report(Err(e.into()));
-            return Exit::Config;
-        }
-    };
-    report(Ok("configuration variables are valid".into()));
-    let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
-    let policy = crate::retry::RetryPolicy { max_attempts: 2, ..Default::default() };
-    let zoho = settings.zoho.clone().expect("credentials were required");
-    match ZohoClient::new(zoho, policy, timeout) {
-        Err(e) => report(Err(e.into())),
-        Ok(client) => match client.authenticate().await {
-            Err(e) => report(Err(e.into())),
-            Ok(api) => {
-                report(Ok(format!("Zoho minted an access token; API domain {api}")));
-                let now = Utc::now().fixed_offset();
-                let w = Window::new(crate::window::WindowField::ModifiedTime, now - chrono::Duration::minutes(1), now)
-                    .expect("a one-minute window");
-                let criteria = crate::zoho::criteria::closed_won_in(&w).to_string();
-                report(
-                    client
-                        .search_page("Deals", &criteria, crate::zoho::SearchOrder::Default, 1, 1)
-                        .await
-                        .map(|_| "the Deals search API answers".to_string())
-                        .map_err(RunError::from),
-                );
-                if !settings.promoted.is_empty() {
-                    report(check_promoted(&client, settings.promoted).await);
-                }
-            }
-        },
-    }
-    let plan = SyncPlan {
-        demo: None,
-        spec: crate::window::WindowSpec::Default { overlap: chrono::Duration::zero(), index_lag: chrono::Duration::zero() },
-        field: crate::window::WindowField::ModifiedTime,
-        sink: args.sink.clone(),
-        dry_run: false,
-        retry: policy,
-        request_timeout: timeout,
-        deadline: std::time::Duration::from_secs(3600),
-        rewrite: false,
-    };
-    match open_sink(&plan, &settings, &run_id, started_at).await {
-        Err(e) => report(Err(e)),
-        Ok(mut sink) => match sink.check().await {
-            Ok(lines) => lines.into_iter().for_each(|l| report(Ok(format!("{}: {l}", sink.describe())))),
-            Err(e) => report(Err(e.into())),
-        },
-    }
-    match failed {
-        None => {
-            println!("all checks passed");
-            Exit::Ok
-        }
-        Some(exit) => exit,
-    }
-}
-
-/// Every promoted field must exist in Zoho's Deals metadata, or its column would stay empty.
-async fn check_promoted(client: &ZohoClient, promoted: &[crate::mapping::promoted::Promoted]) -> Result<String, RunError> {
-    let fields = client.fields("Deals").await?;
-    let unknown: Vec<String> = promoted
-        .iter()
-        .filter(|p| !fields.iter().any(|f| f.api_name == p.field))
-        .map(|p| format!("columns.{} promotes {}", p.column, p.field))
-        .collect();
-    if unknown.is_empty() {
-        Ok(format!("the {} promoted fields exist in Zoho's Deals metadata", promoted.len()))
-    } else {
-        Err(ConfigError::new(
-            "columns (config file)",
-            format!("{}, which Zoho's Deals metadata does not list (see `dealsync fields`)", unknown.join("; ")),
-        )
-        .into())
-    }
-}
-
-async fn open_sink(
+pub(crate) async fn open_sink(
     plan: &SyncPlan,
     settings: &Settings,
     run_id: &str,
@@ -512,7 +389,7 @@ async fn open_sink(
             SinkSpec::Sqlite(default_sqlite_path())
         }
     };
-    let table = crate::sink::TableSpec { promoted: settings.promoted, rewrite: plan.rewrite };
+    let table = crate::sink::TableSpec { columns: crate::schema::columns(&settings.promoted), rewrite: plan.rewrite };
     Ok(match spec {
         SinkSpec::Sqlite(p) => Box::new(SqliteSink::with_spec(p, table)),
         SinkSpec::Ndjson(p) => Box::new(NdjsonSink::new(p)),
@@ -601,13 +478,14 @@ async fn pipeline(
 ) -> (FetchStats, Written, Option<Completeness>, Option<RunError>) {
     let (tx, mut rx) = mpsc::channel::<Msg>(PIPELINE_DEPTH);
     let expected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut progress = crate::summary::Progress::new(expected.clone());
+    let mut progress = super::summary::Progress::new(expected.clone());
     let ids = std::sync::Mutex::new(RunIds::default());
     let map = move |page| Msg::Page(map_page(page, stamp));
     // The producer owns the channel's sender: when it is done (and its fetcher dropped), the writer sees the end.
     let (ids_ref, window_ref) = (&ids, &window);
     let producer = async move {
-        let fetcher = Fetcher::new(client, tx.clone(), map, shutdown.clone()).expected(expected).promoted(stamp.promoted);
+        let reading = crate::schema::zoho_fields(stamp.columns.columns());
+        let fetcher = Fetcher::new(client, tx.clone(), map, shutdown.clone()).expected(expected).reading(reading.clone());
         let fetched = fetcher.fetch_window(window_ref.clone()).await?;
         if fetched.stopped_early || !barrier(&tx).await {
             return Ok(Produced { stats: fetcher.stats(), stopped: true, completeness: None, restaged: 0 });
@@ -631,7 +509,7 @@ async fn pipeline(
             restaged += missing.len() as u64;
             let again = Fetcher::new(client, tx.clone(), move |p| Msg::Page(map_page(p, stamp).rewritten()), shutdown.clone())
                 .with_fields(fetcher.fields())
-                .promoted(stamp.promoted);
+                .reading(reading.clone());
             if again.fetch_ids(missing).await?.stopped_early || !barrier(&tx).await {
                 return Ok(Produced { stats: fetcher.stats(), stopped: true, completeness, restaged });
             }
@@ -721,7 +599,7 @@ async fn complete(
         return Ok(Some(Completeness { crm: counted, ..Completeness::default() }));
     }
     let mut listed = fetcher.list_ids(window).await?;
-    crate::reconcile::sort_ids(&mut listed);
+    super::reconcile::sort_ids(&mut listed);
     let missing: Vec<String> = {
         let ids = ids.lock().expect("not poisoned");
         listed.iter().filter(|id| !ids.has(id)).cloned().collect()
@@ -815,12 +693,12 @@ async fn write_page(
         let mut ids = ids.lock().expect("not poisoned");
         for row in rows {
             // A deal already written in this run is written again only as a newer copy.
-            if ids.rows.offer(&row.deal_id, row.modified_time.timestamp()) == Offer::Stale {
+            if ids.rows.offer(row.deal_id(), row.modified_time().timestamp()) == Offer::Stale {
                 written.stats.unchanged += 1;
                 continue;
             }
-            if !window.holds(row.modified_time, row.closing_date) {
-                ids.moved_on.insert(row.deal_id.to_string());
+            if !window.holds(row.modified_time(), row.closing_date()) {
+                ids.moved_on.insert(row.deal_id().to_string());
             }
             fresh.push(row);
         }
@@ -831,8 +709,8 @@ async fn write_page(
         }
     }
     for row in &fresh {
-        if let Some(a) = row.amount {
-            let currency = row.currency.as_deref().unwrap_or("(none)");
+        if let Some(a) = row.amount() {
+            let currency = row.currency().unwrap_or("(none)");
             match written.amounts.get_mut(currency) {
                 Some(total) => *total += a,
                 None => {

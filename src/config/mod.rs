@@ -3,11 +3,16 @@
 //! any network call is made. Secret values are wrapped in `SecretString` the moment they are read and never
 //! appear in a message.
 
+pub mod cli;
+pub mod spec;
+
 use std::net::IpAddr;
 
 use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
+
+use crate::schema::{FieldType, Promoted};
 
 /// A configuration problem, always tied to the variable (or setting) that caused it. Exit code 78.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,25 +108,7 @@ impl DataCentre {
     }
 }
 
-/// How log lines are written. Default: text on a terminal, JSON otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-    /// JSON with the special keys Cloud Logging lifts out of a line.
-    Gcp,
-}
-
-impl LogFormat {
-    pub fn parse(s: &str) -> Option<LogFormat> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            "gcp" => Some(LogFormat::Gcp),
-            _ => None,
-        }
-    }
-}
+pub use crate::telemetry::LogFormat;
 
 /// Everything needed to talk to Zoho.
 #[derive(Debug, Clone)]
@@ -179,7 +166,7 @@ pub struct Settings {
     /// This process's slice of a sharded backfill: (index, count), from Cloud Run or a Kubernetes Indexed Job.
     pub shard: Option<(usize, usize)>,
     /// Fields the config file promotes to typed columns (`[columns]`).
-    pub promoted: &'static [crate::mapping::promoted::Promoted],
+    pub promoted: Vec<Promoted>,
 }
 
 /// Which parts of the environment the command needs.
@@ -206,7 +193,44 @@ pub struct FileConfig {
     pub log: LogFile,
     /// Extra Zoho fields promoted to typed columns: `region = { field = "Region", type = "text" }`.
     #[serde(default)]
-    pub columns: std::collections::BTreeMap<String, crate::mapping::promoted::ColumnFile>,
+    pub columns: std::collections::BTreeMap<String, ColumnFile>,
+}
+
+/// `[columns]` in the config file: `region = { field = "Region", type = "text" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnFile {
+    pub field: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+/// Validates the `[columns]` table. Errors name the entry (`columns.region.type`).
+pub fn promoted_columns(columns: &std::collections::BTreeMap<String, ColumnFile>) -> Result<Vec<Promoted>, ConfigError> {
+    let mut out = Vec::with_capacity(columns.len());
+    for (column, c) in columns {
+        let at = |key: &str| format!("columns.{column}{key} (config file)");
+        let valid_name = column.len() <= 128
+            && column.starts_with(|ch: char| ch.is_ascii_lowercase())
+            && column.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid_name {
+            return Err(ConfigError::new(at(""), "a column name is lowercase letters, digits and _, starting with a letter"));
+        }
+        if crate::schema::STANDARD.iter().any(|s| s.name == column) {
+            return Err(ConfigError::new(at(""), format!("{column} is a standard column already; pick another name")));
+        }
+        let field = c.field.trim();
+        if field.is_empty() || !field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
+            return Err(ConfigError::new(
+                at(".field"),
+                format!("`{}` is not a Zoho API name (letters, digits, _ and $; see `dealsync fields`)", c.field),
+            ));
+        }
+        let ty = FieldType::parse(c.ty.trim())
+            .ok_or_else(|| ConfigError::new(at(".type"), format!("`{}` is not one of {}", c.ty, crate::schema::promoted::TYPE_NAMES)))?;
+        out.push(Promoted { field: field.to_string(), column: column.clone(), ty });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -305,7 +329,7 @@ impl Settings {
         let mut merged: std::collections::BTreeMap<String, String> = file.env_pairs().into_iter().collect();
         merged.extend(vars);
         let mut settings = Settings::from_vars(merged, needs)?;
-        settings.promoted = crate::mapping::promoted::from_config(&file.columns)?;
+        settings.promoted = promoted_columns(&file.columns)?;
         Ok(settings)
     }
 
@@ -355,7 +379,7 @@ impl Settings {
             )?),
         };
         let shard = shard(raw.cloud_run_task_index, raw.cloud_run_task_count, raw.job_completion_index, raw.dealsync_task_count)?;
-        Ok(Settings { zoho, bigquery, log_format, shard, promoted: &[] })
+        Ok(Settings { zoho, bigquery, log_format, shard, promoted: Vec::new() })
     }
 }
 
@@ -705,6 +729,23 @@ mod tests {
         std::fs::write(&p, "[sync]\nwindw_field = \"Closing_Date\"\n").unwrap();
         let e = FileConfig::load(&p, "test").unwrap_err();
         assert!(e.to_string().contains("windw_field"), "{e}");
+    }
+
+    #[test]
+    fn the_columns_table_is_validated_entry_by_entry() {
+        let parse = |toml_text: &str| {
+            let t: std::collections::BTreeMap<String, ColumnFile> = toml::from_str(toml_text).unwrap();
+            promoted_columns(&t)
+        };
+        let ok = parse("region = { field = \"Region\", type = \"text\" }\nseats = { field = \"Seats\", type = \"integer\" }").unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!((ok[0].column.as_str(), ok[0].field.as_str(), ok[0].ty), ("region", "Region", FieldType::Text));
+        assert_eq!(parse("Region = { field = \"Region\", type = \"text\" }").unwrap_err().variable, "columns.Region (config file)");
+        assert_eq!(parse("amount = { field = \"Amount\", type = \"decimal\" }").unwrap_err().variable, "columns.amount (config file)");
+        let e = parse("region = { field = \"Region\", type = \"string\" }").unwrap_err();
+        assert_eq!(e.variable, "columns.region.type (config file)");
+        assert!(e.problem.contains("text_list"), "{e}");
+        assert_eq!(parse("region = { field = \"Re gion\", type = \"text\" }").unwrap_err().variable, "columns.region.field (config file)");
     }
 
     #[test]

@@ -7,8 +7,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, FixedOffset};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::sink::SinkSpec;
-use crate::window::{parse_bound, parse_duration, WindowField, WindowSpec};
+use super::spec::{parse_bound, parse_duration, SinkSpec, WindowField, WindowSpec};
 
 #[derive(Debug, Parser)]
 #[command(

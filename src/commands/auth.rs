@@ -1,0 +1,64 @@
+//! `dealsync auth`: first-time set-up. `exchange` turns a Self Client grant code into the refresh token a nightly
+//! run needs (the only place a secret is ever printed); `scopes` prints the OAuth scopes to ask for.
+
+use crate::config;
+use crate::exit::Exit;
+use crate::zoho;
+
+/// `dealsync auth scopes`.
+pub fn scopes() -> Exit {
+    println!("{}", zoho::auth::SCOPES.join(","));
+    Exit::Ok
+}
+
+/// `dealsync auth exchange`.
+pub async fn exchange(grant_token: &str) -> Exit {
+    let code = if grant_token == "-" {
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() {
+            eprintln!("error: could not read the grant code from stdin");
+            return Exit::Usage;
+        }
+        line.trim().to_string()
+    } else {
+        grant_token.trim().to_string()
+    };
+    if code.is_empty() {
+        eprintln!("error: --grant-token is empty");
+        return Exit::Usage;
+    }
+    let settings = match config::Settings::from_env(config::Needs::ZohoClient) {
+        Ok(s) => s.zoho.expect("client settings requested"),
+        Err(e) => {
+            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+            return Exit::Config;
+        }
+    };
+    let http = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Internal;
+        }
+    };
+    match zoho::auth::exchange_grant(&http, &settings, &secrecy::SecretString::from(code)).await {
+        Ok(ex) => {
+            use secrecy::ExposeSecret;
+            // The only place a secret is ever printed: stdout, once, for the operator to store.
+            println!("ZOHO_REFRESH_TOKEN={}", ex.refresh_token.expose_secret());
+            let granted = ex.scope.unwrap_or_default();
+            let missing: Vec<&str> =
+                zoho::auth::SCOPES.iter().copied().filter(|s| !granted.split([' ', ',']).any(|g| g == *s)).collect();
+            eprintln!("Store it in your secret manager as ZOHO_REFRESH_TOKEN; it is not shown again.");
+            eprintln!("API domain: {}", ex.api_domain);
+            if !missing.is_empty() {
+                eprintln!("warning: the grant lacks scopes dealsync needs: {} (generate a new code with them)", missing.join(","));
+            }
+            Exit::Ok
+        }
+        Err(e) => {
+            tracing::error!(event = "auth_exchange_failed", "{e}");
+            e.exit()
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `dealsync schema`: the target table's columns as the config file shapes it (promoted columns included), for a
+//! person, as BigQuery's JSON schema and DDL, or as SQLite DDL. Every form comes from the one column table.
+
+use crate::config::cli::{SchemaArgs, SchemaFormat};
+use crate::exit::Exit;
+use crate::schema::Column;
+use crate::sink;
+
+/// `dealsync schema`.
+pub fn run(args: &SchemaArgs) -> Exit {
+    match crate::config::FileConfig::discover().and_then(|f| crate::config::promoted_columns(&f.columns)) {
+        Ok(promoted) => {
+            print!("{}", schema(args, &crate::schema::columns(&promoted)));
+            Exit::Ok
+        }
+        Err(e) => {
+            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+            Exit::Config
+        }
+    }
+}
+
+/// `dealsync schema`.
+pub fn schema(args: &SchemaArgs, columns: &[Column]) -> String {
+    match args.format {
+        SchemaFormat::Text => {
+            let mut out = format!("{:<18} {:<10} {:<9} {}\n", "column", "type", "mode", "description");
+            for c in columns {
+                out.push_str(&format!("{:<18} {:<10} {:<9} {}\n", c.name, c.ty.bigquery(), c.mode(), c.description));
+            }
+            out
+        }
+        SchemaFormat::Json => serde_json::to_string_pretty(columns).expect("columns serialize") + "\n",
+        SchemaFormat::Sqlite => sink::sqlite::create_table_sql(columns) + ";\n",
+        SchemaFormat::Bigquery => {
+            let fields = serde_json::to_string_pretty(&sink::bigquery::sql::target_fields(columns)).expect("fields serialize");
+            format!(
+                "-- JSON schema (bq mk --table --time_partitioning_field closing_date --clustering_fields deal_id DATASET.closed_won_deals schema.json)\n{fields}\n\n-- DDL\n{}",
+                sink::bigquery::sql::target_ddl("`PROJECT.DATASET.closed_won_deals`", columns)
+            )
+        }
+    }
+}
+

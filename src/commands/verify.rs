@@ -1,0 +1,42 @@
+//! `dealsync verify`: the reconciliation alone, for a window given with `--from`/`--to`. It writes nothing and
+//! prints the comparison as JSON; any difference between Zoho and the warehouse exits 3.
+
+use chrono::Utc;
+
+use super::sync::{log_reconciliation, new_run_id, open_sink, RunError};
+use crate::config::cli::SyncPlan;
+use crate::config::{Needs, Settings};
+use crate::exit::Exit;
+use crate::zoho::ZohoClient;
+
+/// `dealsync verify`: reconciliation alone. 0 when the warehouse agrees with Zoho, 3 when it does not.
+pub async fn verify(plan: SyncPlan) -> Exit {
+    let started_at = Utc::now();
+    let run_id = new_run_id(started_at);
+    let result: Result<bool, RunError> = async {
+        let settings = Settings::from_env(Needs::ZohoCredentials)?;
+        let window = crate::window::resolve(&plan.spec, plan.field, started_at, None).map_err(RunError::Usage)?;
+        let client = ZohoClient::new(settings.zoho.clone().expect("credentials were required"), plan.retry, plan.request_timeout)?;
+        let mut sink = open_sink(&plan, &settings, &run_id, started_at).await?;
+        match super::reconcile::verify(&client, sink.as_mut(), &window).await {
+            Ok(Some(r)) => {
+                log_reconciliation(&run_id, &r);
+                println!("{}", serde_json::to_string(&r).expect("serializes"));
+                Ok(r.matches)
+            }
+            Ok(None) => Err(RunError::Usage(format!("{} keeps nothing to compare", sink.describe()))),
+            Err(super::reconcile::ReconcileError::Zoho(e)) => Err(e.into()),
+            Err(super::reconcile::ReconcileError::Sink(e)) => Err(e.into()),
+        }
+    }
+    .await;
+    match result {
+        Ok(true) => Exit::Ok,
+        Ok(false) => Exit::Partial,
+        Err(e) => {
+            tracing::error!(event = "verify_failed", "{e}");
+            e.exit()
+        }
+    }
+}
+

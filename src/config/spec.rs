@@ -1,0 +1,150 @@
+//! What the user asked for, as values: which field selects deals, how the window is chosen (the nightly default
+//! or a backfill), where rows go. Parsed once from flags, the environment or the file; `window` resolves them.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone};
+
+/// The deal field that defines the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WindowField {
+    ModifiedTime,
+    ClosingDate,
+}
+
+impl WindowField {
+    pub fn api_name(self) -> &'static str {
+        match self {
+            WindowField::ModifiedTime => "Modified_Time",
+            WindowField::ClosingDate => "Closing_Date",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<WindowField> {
+        match s {
+            "Modified_Time" | "modified_time" => Some(WindowField::ModifiedTime),
+            "Closing_Date" | "closing_date" => Some(WindowField::ClosingDate),
+            _ => None,
+        }
+    }
+
+    /// `Closing_Date` is a DATE field: its windows are whole days.
+    pub fn is_date(self) -> bool {
+        matches!(self, WindowField::ClosingDate)
+    }
+}
+
+impl fmt::Display for WindowField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.api_name())
+    }
+}
+
+/// How the window of a run is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// The nightly default: from the last good scheduled run's end (or 24 h ago), minus `overlap`, up to
+    /// `now - index_lag`.
+    Default { overlap: Duration, index_lag: Duration },
+    /// An explicit backfill `[from, to)`; `to` defaults to `now - index_lag`.
+    Backfill { from: DateTime<FixedOffset>, to: Option<DateTime<FixedOffset>>, index_lag: Duration },
+}
+
+impl WindowSpec {
+    pub fn is_backfill(&self) -> bool {
+        matches!(self, WindowSpec::Backfill { .. })
+    }
+}
+
+/// Parses a `--from`/`--to` bound: a date (`2026-01-01`, midnight UTC) or an RFC 3339 instant with an offset.
+pub fn parse_bound(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    let s = s.trim();
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let utc = FixedOffset::east_opt(0).expect("zero offset");
+        return Ok(utc.from_utc_datetime(&d.and_time(NaiveTime::MIN)));
+    }
+    DateTime::parse_from_rfc3339(s).map_err(|_| {
+        format!("`{s}` is neither a date (2026-01-31) nor an RFC 3339 instant (2026-01-31T00:00:00+05:30)")
+    })
+}
+
+/// Parses a duration such as `500ms`, `90s`, `15m`, `1h`, `2d` or `0` (humantime's units).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::zero());
+    }
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d ({e})"))?;
+    Duration::from_std(d).map_err(|_| format!("`{s}` is too long"))
+}
+/// A sink as named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    Sqlite(PathBuf),
+    Ndjson(Option<PathBuf>),
+    BigQuery,
+}
+
+impl SinkSpec {
+    pub fn parse(s: &str) -> Result<SinkSpec, String> {
+        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+        match kind {
+            "sqlite" if !rest.is_empty() => Ok(SinkSpec::Sqlite(PathBuf::from(rest))),
+            "sqlite" => Ok(SinkSpec::Sqlite(PathBuf::from("./dealsync.db"))),
+            "ndjson" if rest == "-" => Ok(SinkSpec::Ndjson(None)),
+            "ndjson" if !rest.is_empty() => Ok(SinkSpec::Ndjson(Some(PathBuf::from(rest)))),
+            "ndjson" => Err("ndjson needs a path or `-` for stdout, e.g. ndjson:deals.ndjson".into()),
+            "bigquery" => Ok(SinkSpec::BigQuery),
+            _ => Err(format!("`{s}` is not a sink; use sqlite:PATH, ndjson:PATH, ndjson:- or bigquery")),
+        }
+    }
+}
+
+impl fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkSpec::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            SinkSpec::Ndjson(None) => f.write_str("ndjson:-"),
+            SinkSpec::Ndjson(Some(p)) => write!(f, "ndjson:{}", p.display()),
+            SinkSpec::BigQuery => f.write_str("bigquery"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn bounds_accept_dates_and_offsets() {
+        assert_eq!(parse_bound("2026-01-01").unwrap(), t("2026-01-01T00:00:00Z"));
+        assert_eq!(parse_bound("2026-01-01T00:00:00+05:30").unwrap().offset().local_minus_utc(), 19800);
+        assert!(parse_bound("01/02/2026").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::seconds(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::hours(1));
+        assert_eq!(parse_duration("0").unwrap(), Duration::zero());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::milliseconds(250));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::days(2));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::minutes(90));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("10").is_err(), "a number without a unit is ambiguous");
+    }
+
+    #[test]
+    fn sink_specs_parse() {
+        assert_eq!(SinkSpec::parse("sqlite:/tmp/x.db").unwrap(), SinkSpec::Sqlite("/tmp/x.db".into()));
+        assert_eq!(SinkSpec::parse("ndjson:-").unwrap(), SinkSpec::Ndjson(None));
+        assert_eq!(SinkSpec::parse("bigquery").unwrap(), SinkSpec::BigQuery);
+        assert!(SinkSpec::parse("ndjson").is_err());
+        assert!(SinkSpec::parse("postgres:x").is_err());
+    }
+}
