@@ -4,6 +4,8 @@
 //! generated is closed won and well formed, so a deal that does not become a row fails the benchmark.
 //! Run: cargo bench --bench parse_map [-- DEALS [ROUNDS]] (defaults: 200,000 deals, 5 rounds)
 
+#![allow(clippy::disallowed_methods)] // SPLIT=1 asks for the split profile
+
 use chrono::{Duration, TimeZone, Utc};
 use dealsync::mapping::{map_record, Mapped, RunStamp};
 use dealsync_sim::data::{generate, GenSpec};
@@ -63,7 +65,11 @@ fn main() {
             drop(page);
             (scan, map) = (scan + (t1 - t0), map + (t2 - t1));
         }
-        println!("scan {:.2} us/deal, map {:.2} us/deal (wall)", scan.as_secs_f64() * 1e6 / n as f64, map.as_secs_f64() * 1e6 / n as f64);
+        println!(
+            "scan {:.2} us/deal, map {:.2} us/deal (wall)",
+            scan.as_secs_f64() * 1e6 / n as f64,
+            map.as_secs_f64() * 1e6 / n as f64
+        );
     }
     let avg = bytes as f64 / (pages.len() * 200) as f64;
     // CPU-seconds per deal of each round.

@@ -149,7 +149,9 @@ pub fn validate(doc: &str) -> Result<(), String> {
 /// have seen some members by then.
 pub fn each_member<'a>(text: &'a str, mut f: impl FnMut(Field<'a>)) -> bool {
     let mut r = Reader::new(text);
-    matches!(r.jiter.peek(), Ok(Peek::Object)) && r.members(|m| f(Field::new(text, m))).is_ok() && r.jiter.finish().is_ok()
+    matches!(r.jiter.peek(), Ok(Peek::Object))
+        && r.members(|m| f(Field::new(text, m))).is_ok()
+        && r.jiter.finish().is_ok()
 }
 
 /// Calls `f(element text)` for each element of the array `text`. False if `text` is not an array (or not

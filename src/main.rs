@@ -1,10 +1,11 @@
-//! The `dealsync` binary: parse flags, set up logging, run, map the result to an exit code.
+//! The `dealsync` binary: parse flags, read the configuration once, set up logging, run, map the result to an
+//! exit code.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use dealsync::config::cli::Cli;
-use dealsync::config::{ConfigError, LogFormat};
+use dealsync::config::Config;
 use dealsync::exit::Exit;
 
 fn main() -> ExitCode {
@@ -16,20 +17,25 @@ fn main() -> ExitCode {
             return if e.use_stderr() { Exit::Usage.into() } else { Exit::Ok.into() };
         }
     };
-    // LOG_FORMAT, else the configuration file's log.format (its other errors are reported by the command).
-    let from_file = dealsync::config::FileConfig::discover().ok().and_then(|f| f.log.format);
-    let log_format = match std::env::var("LOG_FORMAT").ok().filter(|v| !v.trim().is_empty()).or(from_file) {
-        None => None,
-        Some(v) => match LogFormat::parse(&v) {
-            Some(f) => Some(f),
-            None => {
-                let e = ConfigError::new("LOG_FORMAT", format!("`{v}` is not a log format; expected text, json or gcp"));
-                eprintln!("error: {e}");
-                return Exit::Config.into();
-            }
-        },
+    // Logging is not set up yet: a configuration that cannot be read is reported on stderr as it is.
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Config.into();
+        }
     };
-    dealsync::telemetry::init(log_format);
+    let log_format = match config.log_format() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Config.into();
+        }
+    };
+    dealsync::telemetry::init(log_format, config.var("NO_COLOR").is_none());
+    if let Some(path) = config.file_path() {
+        tracing::info!(event = "config_file", config_file = %path.display(), "configuration file in use");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -37,5 +43,5 @@ fn main() -> ExitCode {
             return Exit::Internal.into();
         }
     };
-    runtime.block_on(dealsync::commands::run(cli.command)).into()
+    runtime.block_on(dealsync::commands::run(cli.command, &config)).into()
 }

@@ -48,15 +48,15 @@ pub fn human_output() -> bool {
     FORMAT.get() == Some(&LogFormat::Text) && std::io::stderr().is_terminal()
 }
 
-/// Installs the global subscriber. Safe to call once per process.
-pub fn init(format: Option<LogFormat>) {
+/// Installs the global subscriber. Safe to call once per process. `color` is false when `NO_COLOR` is set.
+pub fn init(format: Option<LogFormat>, color: bool) {
     let format = format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json });
     let _ = FORMAT.set(format);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(color && std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => builder.with_target(false).compact().try_init(),
         LogFormat::Json => builder.event_format(JsonLine { gcp: false }).try_init(),
@@ -111,7 +111,10 @@ where
         let mut fields = Fields(Map::new());
         event.record(&mut fields);
         let mut obj = Map::new();
-        obj.insert("time".into(), Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+        obj.insert(
+            "time".into(),
+            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        );
         obj.insert("severity".into(), Value::String(severity(meta.level()).into()));
         obj.insert("message".into(), fields.0.remove("message").unwrap_or(Value::String(String::new())));
         obj.insert("target".into(), Value::String(meta.target().into()));

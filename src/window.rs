@@ -93,9 +93,9 @@ impl Window {
     pub fn holds(&self, modified: DateTime<Utc>, closing: Option<NaiveDate>) -> bool {
         match self.field {
             WindowField::ModifiedTime => self.contains(modified),
-            WindowField::ClosingDate => {
-                closing.is_some_and(|d| d >= self.start.with_timezone(&Utc).date_naive() && d < self.end.with_timezone(&Utc).date_naive())
-            }
+            WindowField::ClosingDate => closing.is_some_and(|d| {
+                d >= self.start.with_timezone(&Utc).date_naive() && d < self.end.with_timezone(&Utc).date_naive()
+            }),
         }
     }
 }
@@ -218,7 +218,8 @@ mod tests {
         assert_eq!(parts[0].start, w.start);
         assert_eq!(parts[6].end, w.end);
         assert!(parts.windows(2).all(|p| p[0].end == p[1].start && p[0].start < p[0].end));
-        let tiny = Window::new(WindowField::ModifiedTime, t("2026-01-01T00:00:00Z"), t("2026-01-01T00:00:03Z")).unwrap();
+        let tiny =
+            Window::new(WindowField::ModifiedTime, t("2026-01-01T00:00:00Z"), t("2026-01-01T00:00:03Z")).unwrap();
         assert_eq!(tiny.split_into(10).unwrap().len(), 3);
         let one = Window::new(WindowField::ClosingDate, t("2026-01-01T00:00:00Z"), t("2026-01-02T00:00:00Z")).unwrap();
         assert!(one.split_into(4).is_none());

@@ -12,7 +12,7 @@ pub fn scopes() -> Exit {
 }
 
 /// `dealsync auth exchange`.
-pub async fn exchange(grant_token: &str) -> Exit {
+pub async fn exchange(grant_token: &str, config: &config::Config) -> Exit {
     let code = if grant_token == "-" {
         let mut line = String::new();
         if std::io::stdin().read_line(&mut line).is_err() {
@@ -27,7 +27,7 @@ pub async fn exchange(grant_token: &str) -> Exit {
         eprintln!("error: --grant-token is empty");
         return Exit::Usage;
     }
-    let settings = match config::Settings::from_env(config::Needs::ZohoClient) {
+    let settings = match config.settings(config::Needs::ZohoClient) {
         Ok(s) => s.zoho.expect("client settings requested"),
         Err(e) => {
             tracing::error!(event = "config_error", variable = %e.variable, "{e}");
@@ -52,7 +52,10 @@ pub async fn exchange(grant_token: &str) -> Exit {
             eprintln!("Store it in your secret manager as ZOHO_REFRESH_TOKEN; it is not shown again.");
             eprintln!("API domain: {}", ex.api_domain);
             if !missing.is_empty() {
-                eprintln!("warning: the grant lacks scopes dealsync needs: {} (generate a new code with them)", missing.join(","));
+                eprintln!(
+                    "warning: the grant lacks scopes dealsync needs: {} (generate a new code with them)",
+                    missing.join(",")
+                );
             }
             Exit::Ok
         }

@@ -5,7 +5,7 @@ use chrono::Utc;
 
 use super::sync::{new_run_id, open_sink, RunError};
 use crate::config::cli::{CheckArgs, SyncPlan};
-use crate::config::{ConfigError, Needs, Settings};
+use crate::config::{ConfigError, Needs};
 use crate::exit::Exit;
 use crate::schema::Promoted;
 use crate::window::Window;
@@ -13,7 +13,7 @@ use crate::zoho::ZohoClient;
 
 /// `dealsync check`: credentials, one search request, and the sink, without writing anything. Prints one line
 /// per check; exits with the code of the first failure.
-pub async fn check(args: CheckArgs) -> Exit {
+pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
     let started_at = Utc::now();
     let run_id = new_run_id(started_at);
     let mut failed: Option<Exit> = None;
@@ -25,7 +25,7 @@ pub async fn check(args: CheckArgs) -> Exit {
             failed.get_or_insert(e.exit());
         }
     };
-    let settings = match Settings::from_env(Needs::ZohoCredentials) {
+    let settings = match config.settings(Needs::ZohoCredentials) {
         Ok(s) => s,
         Err(e) => {
             report(Err(e.into()));
@@ -61,7 +61,10 @@ pub async fn check(args: CheckArgs) -> Exit {
     }
     let plan = SyncPlan {
         demo: None,
-        spec: crate::window::WindowSpec::Default { overlap: chrono::Duration::zero(), index_lag: chrono::Duration::zero() },
+        spec: crate::window::WindowSpec::Default {
+            overlap: chrono::Duration::zero(),
+            index_lag: chrono::Duration::zero(),
+        },
         field: crate::window::WindowField::ModifiedTime,
         sink: args.sink.clone(),
         dry_run: false,
@@ -104,4 +107,3 @@ async fn check_promoted(client: &ZohoClient, promoted: &[Promoted]) -> Result<St
         .into())
     }
 }
-

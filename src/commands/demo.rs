@@ -41,9 +41,9 @@ mod with_sim {
     use dealsync_sim as sim;
 
     use super::*;
+    use crate::config::cli::SimulateArgs;
     use crate::config::Settings;
     use crate::window::WindowField;
-    use crate::config::cli::SimulateArgs;
 
     /// A simulator running in this process for the length of a command.
     pub struct Demo {
@@ -53,9 +53,11 @@ mod with_sim {
     impl Demo {
         /// Starts the simulator on a free loopback port with `deals` deals of the last 30 days, and the Zoho
         /// settings that point at it (its credentials; `ZOHO_MAX_CONCURRENCY` is still read).
-        pub async fn start(deals: usize, seed: u64) -> Result<(Demo, ZohoSettings), DemoError> {
+        pub async fn start(deals: usize, seed: u64, max_concurrency: usize) -> Result<(Demo, ZohoSettings), DemoError> {
             let cfg = sim::SimConfig::demo(deals, seed);
-            let handle = sim::start(cfg.clone(), "127.0.0.1:0".parse().expect("valid address")).await.map_err(DemoError::Listen)?;
+            let handle = sim::start(cfg.clone(), "127.0.0.1:0".parse().expect("valid address"))
+                .await
+                .map_err(DemoError::Listen)?;
             tracing::info!(event = "demo_simulator", url = %handle.base_url(), deals, seed, anchor = %cfg.anchor.to_rfc3339(),
                 "demo: built-in Zoho simulator started on loopback");
             let vars = vec![
@@ -64,8 +66,9 @@ mod with_sim {
                 ("ZOHO_REFRESH_TOKEN".to_string(), cfg.refresh_token.clone()),
                 ("ZOHO_ACCOUNTS_URL".to_string(), handle.base_url()),
             ];
-            let mut zoho = Settings::from_vars(vars, crate::config::Needs::ZohoCredentials)?.zoho.expect("credentials requested");
-            zoho.max_concurrency = crate::config::max_concurrency_from_env()?;
+            let mut zoho =
+                Settings::from_vars(vars, crate::config::Needs::ZohoCredentials)?.zoho.expect("credentials requested");
+            zoho.max_concurrency = max_concurrency;
             Ok((Demo { handle }, zoho))
         }
 
@@ -156,7 +159,12 @@ mod with_sim {
             cfg.refresh_token
         );
         if !cfg.faults.is_empty() {
-            say!("Injecting faults: {} planned, random rate {} (seed {}).", cfg.faults.at.len(), cfg.faults.rate, cfg.faults.seed);
+            say!(
+                "Injecting faults: {} planned, random rate {} (seed {}).",
+                cfg.faults.at.len(),
+                cfg.faults.rate,
+                cfg.faults.seed
+            );
         }
         say!("Stop with Ctrl-C.");
         crate::shutdown::signal().await;
@@ -182,7 +190,11 @@ mod without_sim {
     pub enum Demo {}
 
     impl Demo {
-        pub async fn start(_deals: usize, _seed: u64) -> Result<(Demo, ZohoSettings), DemoError> {
+        pub async fn start(
+            _deals: usize,
+            _seed: u64,
+            _max_concurrency: usize,
+        ) -> Result<(Demo, ZohoSettings), DemoError> {
             Err(DemoError::NotBuilt)
         }
 

@@ -7,8 +7,8 @@ use crate::schema::Column;
 use crate::sink;
 
 /// `dealsync schema`.
-pub fn run(args: &SchemaArgs) -> Exit {
-    match crate::config::FileConfig::discover().and_then(|f| crate::config::promoted_columns(&f.columns)) {
+pub fn run(args: &SchemaArgs, config: &crate::config::Config) -> Exit {
+    match config.promoted() {
         Ok(promoted) => {
             print!("{}", schema(args, &crate::schema::columns(&promoted)));
             Exit::Ok
@@ -33,7 +33,8 @@ pub fn schema(args: &SchemaArgs, columns: &[Column]) -> String {
         SchemaFormat::Json => serde_json::to_string_pretty(columns).expect("columns serialize") + "\n",
         SchemaFormat::Sqlite => sink::sqlite::create_table_sql(columns) + ";\n",
         SchemaFormat::Bigquery => {
-            let fields = serde_json::to_string_pretty(&sink::bigquery::sql::target_fields(columns)).expect("fields serialize");
+            let fields =
+                serde_json::to_string_pretty(&sink::bigquery::sql::target_fields(columns)).expect("fields serialize");
             format!(
                 "-- JSON schema (bq mk --table --time_partitioning_field closing_date --clustering_fields deal_id DATASET.closed_won_deals schema.json)\n{fields}\n\n-- DDL\n{}",
                 sink::bigquery::sql::target_ddl("`PROJECT.DATASET.closed_won_deals`", columns)
@@ -41,4 +42,3 @@ pub fn schema(args: &SchemaArgs, columns: &[Column]) -> String {
         }
     }
 }
-

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::config::cli::{FieldsArgs, FieldsFormat};
-use crate::config::{Needs, Settings};
+use crate::config::Needs;
 use crate::exit::Exit;
 use crate::schema::{standard_columns_of, FieldType, Promoted, STANDARD};
 use crate::zoho::fields::FieldMeta;
@@ -150,9 +150,9 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
 }
 
 /// `dealsync fields`.
-pub async fn fields(args: FieldsArgs) -> Exit {
+pub async fn fields(args: FieldsArgs, config: &crate::config::Config) -> Exit {
     let needs = if args.demo { Needs::Nothing } else { Needs::ZohoCredentials };
-    let settings = match Settings::from_env(needs) {
+    let settings = match config.settings(needs) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(event = "config_error", variable = %e.variable, "{e}");
@@ -161,7 +161,7 @@ pub async fn fields(args: FieldsArgs) -> Exit {
     };
     let mut demo = None;
     let zoho = if args.demo {
-        match crate::commands::demo::Demo::start(100, 42).await {
+        match crate::commands::demo::Demo::start(100, 42, config.max_concurrency().unwrap_or(5)).await {
             Ok((d, s)) => {
                 demo = Some(d);
                 s
@@ -222,27 +222,46 @@ mod tests {
 
     #[test]
     fn standard_promoted_and_raw_fields_are_told_apart() {
-        let fields = [meta("Amount", Some("currency"), false), meta("Region", Some("picklist"), true), meta("Seats", Some("integer"), true)];
+        let fields = [
+            meta("Amount", Some("currency"), false),
+            meta("Region", Some("picklist"), true),
+            meta("Seats", Some("integer"), true),
+        ];
         let promoted = [Promoted { field: "Region".into(), column: "region".into(), ty: FieldType::Text }];
         let rows = describe(&fields, &promoted);
-        assert_eq!((rows[0].stored, rows[0].columns.clone(), rows[0].bigquery_type.as_str()), ("standard", vec!["amount".to_string()], "NUMERIC"));
+        assert_eq!(
+            (rows[0].stored, rows[0].columns.clone(), rows[0].bigquery_type.as_str()),
+            ("standard", vec!["amount".to_string()], "NUMERIC")
+        );
         assert_eq!((rows[1].stored, rows[1].columns.clone()), ("promoted", vec!["region".to_string()]));
-        assert_eq!((rows[2].stored, rows[2].ty, rows[2].bigquery_type.as_str(), rows[2].sqlite_type), ("raw", FieldType::Integer, "INT64", "INTEGER"));
+        assert_eq!(
+            (rows[2].stored, rows[2].ty, rows[2].bigquery_type.as_str(), rows[2].sqlite_type),
+            ("raw", FieldType::Integer, "INT64", "INTEGER")
+        );
     }
 
     #[test]
     fn the_toml_block_parses_back_into_valid_promotions() {
-        let fields = [meta("Amount", Some("currency"), false), meta("Contract_Value", Some("currency"), true),
-            meta("Type__c", None, true), meta("_2nd_Owner", Some("lookup"), true), meta("Tags", Some("multiselectpicklist"), true)];
+        let fields = [
+            meta("Amount", Some("currency"), false),
+            meta("Contract_Value", Some("currency"), true),
+            meta("Type__c", None, true),
+            meta("_2nd_Owner", Some("lookup"), true),
+            meta("Tags", Some("multiselectpicklist"), true),
+        ];
         let toml_text = render(&describe(&fields, &[]), FieldsFormat::Toml);
         let file: crate::config::FileConfig = toml::from_str(&toml_text).unwrap();
         let promoted = crate::config::promoted_columns(&file.columns).unwrap();
-        let got: Vec<(&str, &str, FieldType)> = promoted.iter().map(|p| (p.column.as_str(), p.field.as_str(), p.ty)).collect();
-        assert_eq!(got, vec![
-            ("contract_value", "Contract_Value", FieldType::Decimal),
-            ("f_2nd_owner", "_2nd_Owner", FieldType::LookupId),
-            ("tags_field", "Tags", FieldType::TextList),
-            ("type_c", "Type__c", FieldType::Json),
-        ]);
+        let got: Vec<(&str, &str, FieldType)> =
+            promoted.iter().map(|p| (p.column.as_str(), p.field.as_str(), p.ty)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("contract_value", "Contract_Value", FieldType::Decimal),
+                ("f_2nd_owner", "_2nd_Owner", FieldType::LookupId),
+                ("tags_field", "Tags", FieldType::TextList),
+                ("type_c", "Type__c", FieldType::Json),
+            ]
+        );
     }
 }

@@ -11,21 +11,21 @@ pub mod summary;
 pub mod sync;
 pub mod verify;
 
-use crate::config::cli::{AuthCommand, Command, SyncArgs, SyncPlan};
-use crate::config;
+use crate::config::cli::{AuthCommand, Command, PlanError, SyncArgs, SyncPlan};
+use crate::config::Config;
 use crate::exit::Exit;
 
 /// Runs a parsed command line and says how the process should exit.
-pub async fn run(command: Command) -> Exit {
+pub async fn run(command: Command, config: &Config) -> Exit {
     match command {
-        Command::Sync(args) => match plan(&args) {
-            Ok(plan) => sync::sync(plan).await.1,
+        Command::Sync(args) => match plan(&args, config) {
+            Ok(plan) => sync::sync(plan, config).await.1,
             Err(exit) => exit,
         },
         Command::Simulate(args) => demo::simulate(args).await,
-        Command::Check(args) => check::check(args).await,
-        Command::Verify(args) => match plan(&args) {
-            Ok(plan) if plan.spec.is_backfill() => verify::verify(plan).await,
+        Command::Check(args) => check::check(args, config).await,
+        Command::Verify(args) => match plan(&args, config) {
+            Ok(plan) if plan.spec.is_backfill() => verify::verify(plan, config).await,
             Ok(_) => {
                 eprintln!("error: verify needs --from (and usually --to)");
                 Exit::Usage
@@ -33,26 +33,22 @@ pub async fn run(command: Command) -> Exit {
             Err(exit) => exit,
         },
         Command::Auth(AuthCommand::Scopes) => auth::scopes(),
-        Command::Auth(AuthCommand::Exchange { grant_token }) => auth::exchange(&grant_token).await,
-        Command::Fields(args) => fields::fields(args).await,
-        Command::Schema(args) => describe::run(&args),
+        Command::Auth(AuthCommand::Exchange { grant_token }) => auth::exchange(&grant_token, config).await,
+        Command::Fields(args) => fields::fields(args, config).await,
+        Command::Schema(args) => describe::run(&args, config),
     }
 }
 
 /// Validates the flags against the configuration file. Errors are reported here; the exit says which kind.
-fn plan(args: &SyncArgs) -> Result<SyncPlan, Exit> {
-    let file = config::FileConfig::discover().map_err(|e| {
-        tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-        Exit::Config
-    })?;
-    args.plan(&file.sync).map_err(|e| {
-        if e.starts_with("config file") {
-            tracing::error!(event = "config_error", "{e}");
+fn plan(args: &SyncArgs, config: &Config) -> Result<SyncPlan, Exit> {
+    args.plan(&config.file().sync, chrono::Utc::now()).map_err(|e| match e {
+        PlanError::Config(e) => {
+            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
             Exit::Config
-        } else {
+        }
+        PlanError::Usage(e) => {
             eprintln!("error: {e}");
             Exit::Usage
         }
     })
 }
-

@@ -54,7 +54,11 @@ pub async fn reconcile(
 }
 
 /// `dealsync verify`: the same comparison, where any difference is a mismatch.
-pub async fn verify(client: &ZohoClient, sink: &mut dyn Sink, window: &Window) -> Result<Option<Reconciliation>, ReconcileError> {
+pub async fn verify(
+    client: &ZohoClient,
+    sink: &mut dyn Sink,
+    window: &Window,
+) -> Result<Option<Reconciliation>, ReconcileError> {
     compare(client, sink, window, None, true).await
 }
 
@@ -96,7 +100,11 @@ async fn compare(
 
 /// Each side's difference (both inputs sorted): how many, and up to `NAMED` of them. A CRM id for which
 /// `elsewhere` holds (the run wrote it with a newer copy outside the window) is not missing.
-fn diff(crm: &[String], warehouse: &[String], elsewhere: impl Fn(&str) -> bool) -> ((u64, Vec<String>), (u64, Vec<String>)) {
+fn diff(
+    crm: &[String],
+    warehouse: &[String],
+    elsewhere: impl Fn(&str) -> bool,
+) -> ((u64, Vec<String>), (u64, Vec<String>)) {
     let (mut i, mut j) = (0, 0);
     let (mut missing, mut extra) = ((0u64, Vec::new()), (0u64, Vec::new()));
     let key = |s: &String| (s.len(), s.clone());
@@ -166,7 +174,11 @@ mod tests {
         assert_eq!(missing, (2, vec!["1".to_string(), "10".to_string()]));
         assert_eq!(extra, (1, vec!["3".to_string()]));
         let (missing, _) = diff(&v(&["1", "2", "10", "11"]), &v(&["2", "3", "11"]), |id| id == "10");
-        assert_eq!(missing, (1, vec!["1".to_string()]), "a deal written with a newer copy outside the window is not missing");
+        assert_eq!(
+            missing,
+            (1, vec!["1".to_string()]),
+            "a deal written with a newer copy outside the window is not missing"
+        );
     }
 
     #[test]

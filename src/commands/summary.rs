@@ -2,7 +2,6 @@
 //! pages, deals, rows, quarantine, duration, outcome, exit code), plus one human line when a person watches.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -116,7 +115,7 @@ impl RunSummary {
             3 => summary_event!(warn),
             _ => summary_event!(error),
         }
-        if std::io::stderr().is_terminal() && !matches!(std::env::var("LOG_FORMAT").as_deref(), Ok("json" | "gcp")) {
+        if crate::telemetry::human_output() {
             eprintln!("{}", self.human_line());
         }
     }
@@ -201,7 +200,10 @@ impl Progress {
 pub fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().parse().ok())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        })
         .flatten()
         .unwrap_or(0)
 }

@@ -9,18 +9,18 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
+use super::summary::RunSummary;
 use crate::config::cli::{default_sqlite_path, SyncPlan};
-use crate::config::{ConfigError, Needs, Settings, ZohoSettings};
+use crate::config::{Config, ConfigError, Needs, Settings, ZohoSettings};
 use crate::exit::Exit;
 use crate::mapping::{map_record, Columns, Mapped, RunStamp};
 use crate::schema::{DealRow, Quarantined};
+use crate::shutdown::Shutdown;
 use crate::sink::bigquery::BigQuerySink;
 use crate::sink::ndjson::NdjsonSink;
-use crate::sink::sqlite::SqliteSink;
 use crate::sink::seen::{Offer, Seen};
+use crate::sink::sqlite::SqliteSink;
 use crate::sink::{RunRecord, Sink, SinkError, SinkSpec, WriteStats};
-use crate::shutdown::Shutdown;
-use super::summary::RunSummary;
 use crate::window::Window;
 use crate::zoho::fetch::{FetchStats, FetchedPage, Fetcher};
 use crate::zoho::{ZohoClient, ZohoError};
@@ -86,7 +86,7 @@ struct Written {
 }
 
 /// Runs `dealsync sync`. Always returns the summary it emitted and the exit it chose.
-pub async fn sync(plan: SyncPlan) -> (RunSummary, Exit) {
+pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
     let started = Instant::now();
     let started_at = Utc::now();
     let run_id = new_run_id(started_at);
@@ -115,7 +115,7 @@ pub async fn sync(plan: SyncPlan) -> (RunSummary, Exit) {
             }
         }),
     ];
-    let result = sync_inner(&plan, &run_id, started_at, &mut summary, &shutdown).await;
+    let result = sync_inner(&plan, config, &run_id, started_at, &mut summary, &shutdown).await;
     watchers.iter().for_each(|w| w.abort());
     let exit = match &result {
         Ok(()) if summary.quarantined > 0 => Exit::Partial,
@@ -135,19 +135,22 @@ pub async fn sync(plan: SyncPlan) -> (RunSummary, Exit) {
 
 async fn sync_inner(
     plan: &SyncPlan,
+    config: &Config,
     run_id: &str,
     started_at: chrono::DateTime<Utc>,
     summary: &mut RunSummary,
     shutdown: &Shutdown,
 ) -> Result<(), RunError> {
     let needs = if plan.demo.is_some() { Needs::Nothing } else { Needs::ZohoCredentials };
-    let settings = Settings::from_env(needs)?;
+    let settings = config.settings(needs)?;
 
     // The demo simulator lives as long as this function.
     let mut demo = None;
     let zoho_settings: ZohoSettings = match plan.demo {
         Some((deals, seed)) => {
-            let (d, s) = crate::commands::demo::Demo::start(deals, seed).await.map_err(RunError::Demo)?;
+            let (d, s) = crate::commands::demo::Demo::start(deals, seed, config.max_concurrency()?)
+                .await
+                .map_err(RunError::Demo)?;
             demo = Some(d);
             s
         }
@@ -173,13 +176,23 @@ async fn sync_inner(
                     w.clone()
                 }
                 None => {
-                    tracing::info!(event = "shard", index, count, "the range has fewer slices than tasks; this task has nothing to do");
+                    tracing::info!(
+                        event = "shard",
+                        index,
+                        count,
+                        "the range has fewer slices than tasks; this task has nothing to do"
+                    );
                     return Ok(());
                 }
             }
         }
         (Some((index, count)), false) if count > 1 && index > 0 => {
-            tracing::info!(event = "shard", index, count, "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do");
+            tracing::info!(
+                event = "shard",
+                index,
+                count,
+                "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do"
+            );
             return Ok(());
         }
         _ => full,
@@ -271,8 +284,12 @@ async fn sync_inner(
                 mismatch = !r.matches;
                 log_reconciliation(run_id, &r);
             }
-            Ok(None) => tracing::debug!(event = "reconciliation", outcome = "skipped", "this sink keeps nothing to compare"),
-            Err(e) => tracing::warn!(event = "reconciliation", outcome = "unavailable", "could not reconcile the window: {e}"),
+            Ok(None) => {
+                tracing::debug!(event = "reconciliation", outcome = "skipped", "this sink keeps nothing to compare")
+            }
+            Err(e) => {
+                tracing::warn!(event = "reconciliation", outcome = "unavailable", "could not reconcile the window: {e}")
+            }
         }
     }
     // Every request of the run, changes and reconciliation included.
@@ -317,8 +334,12 @@ async fn sync_inner(
     if let Some(demo) = demo.take() {
         let truth = demo.closed_won_in(&window);
         let closed_won = summary.deals_fetched - summary.not_closed_won;
-        tracing::info!(event = "demo_check", simulator_closed_won = truth, fetched_closed_won = closed_won,
-            "demo check: the simulator holds {truth} closed-won deals in the window; this run fetched {closed_won}");
+        tracing::info!(
+            event = "demo_check",
+            simulator_closed_won = truth,
+            fetched_closed_won = closed_won,
+            "demo check: the simulator holds {truth} closed-won deals in the window; this run fetched {closed_won}"
+        );
         demo.stop().await;
     }
     match error {
@@ -345,9 +366,14 @@ async fn apply_changes(sink: &mut dyn Sink, found: Result<Changes, ZohoError>) -
     let n_deleted = if deleted.is_empty() { 0 } else { sink.mark_deleted(deleted).await? };
     let seen_left = left.len();
     let n_reopened = if left.is_empty() { 0 } else { sink.mark_not_won(left).await? };
-    tracing::info!(event = "changes", deleted_in_zoho = seen_deleted, rows_deleted = n_deleted,
-        not_won_in_zoho = seen_left, rows_reopened = n_reopened,
-        "applied deletions and stage changes to deals the warehouse holds");
+    tracing::info!(
+        event = "changes",
+        deleted_in_zoho = seen_deleted,
+        rows_deleted = n_deleted,
+        not_won_in_zoho = seen_left,
+        rows_reopened = n_reopened,
+        "applied deletions and stage changes to deals the warehouse holds"
+    );
     Ok((n_deleted, n_reopened))
 }
 
@@ -397,7 +423,9 @@ pub(crate) async fn open_sink(
             let bq = settings.bigquery.clone().ok_or_else(|| {
                 ConfigError::new("BIGQUERY_PROJECT", "is not set; --sink bigquery needs the project to write to")
             })?;
-            Box::new(BigQuerySink::connect(bq, run_id, started_at, plan.retry, plan.request_timeout).await?.with_spec(table))
+            Box::new(
+                BigQuerySink::connect(bq, run_id, started_at, plan.retry, plan.request_timeout).await?.with_spec(table),
+            )
         }
     })
 }
@@ -485,7 +513,8 @@ async fn pipeline(
     let (ids_ref, window_ref) = (&ids, &window);
     let producer = async move {
         let reading = crate::schema::zoho_fields(stamp.columns.columns());
-        let fetcher = Fetcher::new(client, tx.clone(), map, shutdown.clone()).expected(expected).reading(reading.clone());
+        let fetcher =
+            Fetcher::new(client, tx.clone(), map, shutdown.clone()).expected(expected).reading(reading.clone());
         let fetched = fetcher.fetch_window(window_ref.clone()).await?;
         if fetched.stopped_early || !barrier(&tx).await {
             return Ok(Produced { stats: fetcher.stats(), stopped: true, completeness: None, restaged: 0 });
@@ -507,9 +536,10 @@ async fn pipeline(
                 break;
             }
             restaged += missing.len() as u64;
-            let again = Fetcher::new(client, tx.clone(), move |p| Msg::Page(map_page(p, stamp).rewritten()), shutdown.clone())
-                .with_fields(fetcher.fields())
-                .reading(reading.clone());
+            let again =
+                Fetcher::new(client, tx.clone(), move |p| Msg::Page(map_page(p, stamp).rewritten()), shutdown.clone())
+                    .with_fields(fetcher.fields())
+                    .reading(reading.clone());
             if again.fetch_ids(missing).await?.stopped_early || !barrier(&tx).await {
                 return Ok(Produced { stats: fetcher.stats(), stopped: true, completeness, restaged });
             }
@@ -619,9 +649,19 @@ async fn complete(
     };
     let repaired = (missing.len() - still.len()) as u64;
     if repaired > 0 {
-        tracing::info!(event = "repaired", repaired, "read {repaired} closed-won deals by id that search did not return");
+        tracing::info!(
+            event = "repaired",
+            repaired,
+            "read {repaired} closed-won deals by id that search did not return"
+        );
     }
-    Ok(Some(Completeness { crm: listed.len() as u64, listed: Some(listed), repaired, missing: still, ..Completeness::default() }))
+    Ok(Some(Completeness {
+        crm: listed.len() as u64,
+        listed: Some(listed),
+        repaired,
+        missing: still,
+        ..Completeness::default()
+    }))
 }
 
 /// One page's records, mapped by the task that fetched it (its text is freed then, not after the sink's turn).
@@ -643,8 +683,13 @@ impl MappedPage {
 
 fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
     let n = page.page.len();
-    let mut mapped =
-        MappedPage { records: 0, rows: Vec::with_capacity(n), quarantined: Vec::new(), not_closed_won: 0, rewritten: false };
+    let mut mapped = MappedPage {
+        records: 0,
+        rows: Vec::with_capacity(n),
+        quarantined: Vec::new(),
+        not_closed_won: 0,
+        rewritten: false,
+    };
     for rec in page.page.records() {
         // An ordered page's last second is read again with the rest of its slice.
         if let Some(before) = page.before {
@@ -657,8 +702,12 @@ fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
             Mapped::Row(row) => mapped.rows.push(*row),
             Mapped::NotClosedWon { deal_id, stage } => {
                 mapped.not_closed_won += 1;
-                tracing::debug!(event = "not_closed_won", deal_id = deal_id.as_deref().unwrap_or(""),
-                    stage = stage.as_deref().unwrap_or(""), "skipped a deal whose stage only contains \"Closed Won\"");
+                tracing::debug!(
+                    event = "not_closed_won",
+                    deal_id = deal_id.as_deref().unwrap_or(""),
+                    stage = stage.as_deref().unwrap_or(""),
+                    "skipped a deal whose stage only contains \"Closed Won\""
+                );
             }
             Mapped::Quarantined(q) => {
                 tracing::warn!(event = "quarantined", deal_id = q.deal_id.as_deref().unwrap_or(""),
@@ -722,7 +771,11 @@ async fn write_page(
     if !fresh.is_empty() {
         let stats = sink.write_rows(fresh).await?;
         if stats.rejected > 0 {
-            tracing::warn!(event = "quarantined", rows = stats.rejected, "the warehouse refused rows; they were quarantined");
+            tracing::warn!(
+                event = "quarantined",
+                rows = stats.rejected,
+                "the warehouse refused rows; they were quarantined"
+            );
         }
         written.stats.add(stats);
     }

@@ -5,18 +5,22 @@ use chrono::Utc;
 
 use super::sync::{log_reconciliation, new_run_id, open_sink, RunError};
 use crate::config::cli::SyncPlan;
-use crate::config::{Needs, Settings};
+use crate::config::{Config, Needs};
 use crate::exit::Exit;
 use crate::zoho::ZohoClient;
 
 /// `dealsync verify`: reconciliation alone. 0 when the warehouse agrees with Zoho, 3 when it does not.
-pub async fn verify(plan: SyncPlan) -> Exit {
+pub async fn verify(plan: SyncPlan, config: &Config) -> Exit {
     let started_at = Utc::now();
     let run_id = new_run_id(started_at);
     let result: Result<bool, RunError> = async {
-        let settings = Settings::from_env(Needs::ZohoCredentials)?;
+        let settings = config.settings(Needs::ZohoCredentials)?;
         let window = crate::window::resolve(&plan.spec, plan.field, started_at, None).map_err(RunError::Usage)?;
-        let client = ZohoClient::new(settings.zoho.clone().expect("credentials were required"), plan.retry, plan.request_timeout)?;
+        let client = ZohoClient::new(
+            settings.zoho.clone().expect("credentials were required"),
+            plan.retry,
+            plan.request_timeout,
+        )?;
         let mut sink = open_sink(&plan, &settings, &run_id, started_at).await?;
         match super::reconcile::verify(&client, sink.as_mut(), &window).await {
             Ok(Some(r)) => {
@@ -39,4 +43,3 @@ pub async fn verify(plan: SyncPlan) -> Exit {
         }
     }
 }
-

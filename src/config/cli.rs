@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, FixedOffset};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::spec::{parse_bound, parse_duration, SinkSpec, WindowField, WindowSpec};
+use super::ConfigError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,10 +31,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Fetch closed-won deals in a window and write them to the warehouse.
-    #[command(after_help = "Examples:\n  dealsync sync --demo\n  dealsync sync --sink sqlite:/var/lib/dealsync/deals.db\n  \
+    #[command(
+        after_help = "Examples:\n  dealsync sync --demo\n  dealsync sync --sink sqlite:/var/lib/dealsync/deals.db\n  \
         dealsync sync --from 2026-01-01 --to 2026-02-01\n  dealsync sync --from 2026-01-01T00:00:00+05:30 --window-field Modified_Time\n  \
         dealsync sync --window-field Closing_Date --from 2026-01-01 --to 2026-04-01 --sink ndjson:q1.ndjson\n  \
-        dealsync sync --dry-run | head")]
+        dealsync sync --dry-run | head"
+    )]
     Sync(SyncArgs),
     /// Run the Zoho-compatible simulator on loopback (for trials, demos and tests).
     #[command(after_help = "Example:\n  dealsync simulate --port 8080 --deals 10000 --seed 7 --latency-ms 50\n  \
@@ -52,13 +55,17 @@ pub enum Command {
     #[command(subcommand)]
     Auth(AuthCommand),
     /// List Zoho's Deals fields (custom ones included) and the column type each would get.
-    #[command(after_help = "Examples:\n  dealsync fields                         # every Deals field, and how it is stored\n  \
+    #[command(
+        after_help = "Examples:\n  dealsync fields                         # every Deals field, and how it is stored\n  \
         dealsync fields --custom --format toml  # a [columns] block for config/dealsync.toml\n  \
         dealsync fields --demo                  # against the built-in simulator\n\n\
-        Promote a field by adding it to [columns] in the config file; the next run adds the column.")]
+        Promote a field by adding it to [columns] in the config file; the next run adds the column."
+    )]
     Fields(FieldsArgs),
     /// Print the schema of the target table (promoted columns from the config file included).
-    #[command(after_help = "Examples:\n  dealsync schema\n  dealsync schema --format bigquery\n  dealsync schema --format sqlite")]
+    #[command(
+        after_help = "Examples:\n  dealsync schema\n  dealsync schema --format bigquery\n  dealsync schema --format sqlite"
+    )]
     Schema(SchemaArgs),
 }
 
@@ -291,50 +298,70 @@ pub struct SyncPlan {
     pub field: WindowField,
     pub sink: Option<SinkSpec>,
     pub dry_run: bool,
-    pub retry: crate::zoho::RetryPolicy,
+    pub retry: crate::retry::RetryPolicy,
     pub request_timeout: StdDuration,
     pub deadline: StdDuration,
     pub rewrite: bool,
 }
 
+/// Why a command line cannot become a plan: a bad flag (exit 2) or a bad value in the configuration file (78).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
 impl SyncArgs {
     /// Validates the flags, filling in what they leave out from the configuration file, then the defaults.
-    pub fn plan(&self, file: &crate::config::SyncFile) -> Result<SyncPlan, String> {
-        let from_file = |key: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
-            v.as_deref().map(|s| parse_duration_arg(s).map_err(|e| format!("config file, sync.{key}: {e}"))).transpose()
+    /// `now` decides whether a window lies wholly in the future (a usage error, found before anything is opened).
+    pub fn plan(&self, file: &crate::config::SyncFile, now: DateTime<chrono::Utc>) -> Result<SyncPlan, PlanError> {
+        let in_file =
+            |key: &str, e: String| PlanError::Config(ConfigError::new(format!("sync.{key} (config file)"), e));
+        let from_file = |key: &str, v: &Option<String>| -> Result<Option<Duration>, PlanError> {
+            v.as_deref().map(|s| parse_duration_arg(s).map_err(|e| in_file(key, e))).transpose()
         };
-        let dur = |flag: Option<Duration>, key: &str, v: &Option<String>, default: Duration| -> Result<Duration, String> {
-            Ok(match flag {
-                Some(d) => d,
-                None => from_file(key, v)?.unwrap_or(default),
-            })
-        };
+        let dur =
+            |flag: Option<Duration>, key: &str, v: &Option<String>, default: Duration| -> Result<Duration, PlanError> {
+                Ok(match flag {
+                    Some(d) => d,
+                    None => from_file(key, v)?.unwrap_or(default),
+                })
+            };
         let overlap = dur(self.overlap, "overlap", &file.overlap, Duration::hours(1))?;
         let index_lag = dur(self.index_lag, "index_lag", &file.index_lag, Duration::minutes(5))?;
         let retry_deadline = dur(self.retry_deadline, "retry_deadline", &file.retry_deadline, Duration::minutes(5))?;
-        let retry_max_delay = dur(self.retry_max_delay, "retry_max_delay", &file.retry_max_delay, Duration::seconds(30))?;
-        let request_timeout = dur(self.request_timeout, "request_timeout", &file.request_timeout, Duration::seconds(60))?;
+        let retry_max_delay =
+            dur(self.retry_max_delay, "retry_max_delay", &file.retry_max_delay, Duration::seconds(30))?;
+        let request_timeout =
+            dur(self.request_timeout, "request_timeout", &file.request_timeout, Duration::seconds(60))?;
         let deadline = dur(self.deadline, "deadline", &file.deadline, Duration::hours(2))?;
         let field = match (self.window_field, &file.window_field) {
             (Some(f), _) => f,
-            (None, Some(s)) => parse_window_field(s).map_err(|e| format!("config file, sync.window_field: {e}"))?,
+            (None, Some(s)) => parse_window_field(s).map_err(|e| in_file("window_field", e))?,
             (None, None) => WindowField::ModifiedTime,
         };
         let sink = match (&self.sink, &file.sink) {
             (Some(s), _) => Some(s.clone()),
-            (None, Some(s)) if !self.dry_run => Some(SinkSpec::parse(s).map_err(|e| format!("config file, sync.sink: {e}"))?),
+            (None, Some(s)) if !self.dry_run => Some(SinkSpec::parse(s).map_err(|e| in_file("sink", e))?),
             _ => None,
         };
         let max_attempts = self.max_attempts.or(file.max_attempts).unwrap_or(6);
         if !(1..=20).contains(&max_attempts) {
-            return Err(format!("config file, sync.max_attempts: {max_attempts} is not from 1 to 20"));
+            return Err(in_file("max_attempts", format!("{max_attempts} is not from 1 to 20")));
         }
         let spec = match self.from {
             Some(from) => {
                 if let Some(to) = self.to {
                     if to <= from {
-                        return Err(format!("--to ({to}) must be after --from ({from})"));
+                        return Err(PlanError::Usage(format!("--to ({to}) must be after --from ({from})")));
                     }
+                }
+                if from > now {
+                    return Err(PlanError::Usage(format!(
+                        "--from ({from}) is in the future: the window would hold no deal yet"
+                    )));
                 }
                 WindowSpec::Backfill { from, to: self.to, index_lag }
             }
@@ -342,7 +369,9 @@ impl SyncArgs {
         };
         let std = |d: Duration| d.to_std().unwrap_or(StdDuration::ZERO);
         if request_timeout.is_zero() || deadline.is_zero() || retry_max_delay.is_zero() {
-            return Err("--request-timeout, --deadline and --retry-max-delay must be more than 0".into());
+            return Err(PlanError::Usage(
+                "--request-timeout, --deadline and --retry-max-delay must be more than 0".into(),
+            ));
         }
         Ok(SyncPlan {
             demo: self.demo.then_some((self.demo_deals, self.demo_seed)),
@@ -350,11 +379,11 @@ impl SyncArgs {
             field,
             sink,
             dry_run: self.dry_run,
-            retry: crate::zoho::RetryPolicy {
+            retry: crate::retry::RetryPolicy {
                 max_attempts: max_attempts as usize,
                 deadline: std(retry_deadline),
                 max_delay: std(retry_max_delay),
-                min_delay: std(retry_max_delay).min(crate::zoho::RetryPolicy::default().min_delay),
+                min_delay: std(retry_max_delay).min(crate::retry::RetryPolicy::default().min_delay),
             },
             request_timeout: std(request_timeout),
             deadline: std(deadline),

@@ -6,7 +6,9 @@
 pub mod cli;
 pub mod spec;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -206,7 +208,9 @@ pub struct ColumnFile {
 }
 
 /// Validates the `[columns]` table. Errors name the entry (`columns.region.type`).
-pub fn promoted_columns(columns: &std::collections::BTreeMap<String, ColumnFile>) -> Result<Vec<Promoted>, ConfigError> {
+pub fn promoted_columns(
+    columns: &std::collections::BTreeMap<String, ColumnFile>,
+) -> Result<Vec<Promoted>, ConfigError> {
     let mut out = Vec::with_capacity(columns.len());
     for (column, c) in columns {
         let at = |key: &str| format!("columns.{column}{key} (config file)");
@@ -214,7 +218,10 @@ pub fn promoted_columns(columns: &std::collections::BTreeMap<String, ColumnFile>
             && column.starts_with(|ch: char| ch.is_ascii_lowercase())
             && column.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !valid_name {
-            return Err(ConfigError::new(at(""), "a column name is lowercase letters, digits and _, starting with a letter"));
+            return Err(ConfigError::new(
+                at(""),
+                "a column name is lowercase letters, digits and _, starting with a letter",
+            ));
         }
         if crate::schema::STANDARD.iter().any(|s| s.name == column) {
             return Err(ConfigError::new(at(""), format!("{column} is a standard column already; pick another name")));
@@ -226,8 +233,9 @@ pub fn promoted_columns(columns: &std::collections::BTreeMap<String, ColumnFile>
                 format!("`{}` is not a Zoho API name (letters, digits, _ and $; see `dealsync fields`)", c.field),
             ));
         }
-        let ty = FieldType::parse(c.ty.trim())
-            .ok_or_else(|| ConfigError::new(at(".type"), format!("`{}` is not one of {}", c.ty, crate::schema::promoted::TYPE_NAMES)))?;
+        let ty = FieldType::parse(c.ty.trim()).ok_or_else(|| {
+            ConfigError::new(at(".type"), format!("`{}` is not one of {}", c.ty, crate::schema::promoted::TYPE_NAMES))
+        })?;
         out.push(Promoted { field: field.to_string(), column: column.clone(), ty });
     }
     Ok(out)
@@ -274,18 +282,7 @@ pub struct LogFile {
 pub const DEFAULT_CONFIG_FILE: &str = "config/dealsync.toml";
 
 impl FileConfig {
-    /// Loads `DEALSYNC_CONFIG`, or `config/dealsync.toml` when it exists; no file is an empty configuration.
-    pub fn discover() -> Result<FileConfig, ConfigError> {
-        match std::env::var("DEALSYNC_CONFIG").ok().filter(|p| !p.trim().is_empty()) {
-            Some(path) => FileConfig::load(std::path::Path::new(path.trim()), "DEALSYNC_CONFIG"),
-            None if std::path::Path::new(DEFAULT_CONFIG_FILE).exists() => {
-                FileConfig::load(std::path::Path::new(DEFAULT_CONFIG_FILE), DEFAULT_CONFIG_FILE)
-            }
-            None => Ok(FileConfig::default()),
-        }
-    }
-
-    pub fn load(path: &std::path::Path, source: &str) -> Result<FileConfig, ConfigError> {
+    pub fn load(path: &Path, source: &str) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(source, format!("{} cannot be read: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| {
@@ -294,46 +291,140 @@ impl FileConfig {
         })
     }
 
-    /// The file's settings as the environment variables they stand for.
-    fn env_pairs(&self) -> Vec<(String, String)> {
+    /// The file's settings as (environment variable, file key, value): the environment overrides each.
+    fn layered(&self) -> Vec<(&'static str, &'static str, String)> {
         let mut v = Vec::new();
-        let mut put = |k: &str, val: &Option<String>| {
+        let mut put = |var: &'static str, key: &'static str, val: Option<String>| {
             if let Some(val) = val {
-                v.push((k.to_string(), val.clone()));
+                v.push((var, key, val));
             }
         };
-        put("ZOHO_DC", &self.zoho.dc);
-        put("ZOHO_ACCOUNTS_URL", &self.zoho.accounts_url);
-        put("ZOHO_API_DOMAIN", &self.zoho.api_domain);
-        put("ZOHO_MAX_CONCURRENCY", &self.zoho.max_concurrency.map(|n| n.to_string()));
-        put("BIGQUERY_PROJECT", &self.bigquery.project);
-        put("BIGQUERY_DATASET", &self.bigquery.dataset);
-        put("BIGQUERY_TABLE", &self.bigquery.table);
-        put("BIGQUERY_LOCATION", &self.bigquery.location);
-        put("LOG_FORMAT", &self.log.format);
+        put("ZOHO_DC", "zoho.dc", self.zoho.dc.clone());
+        put("ZOHO_ACCOUNTS_URL", "zoho.accounts_url", self.zoho.accounts_url.clone());
+        put("ZOHO_API_DOMAIN", "zoho.api_domain", self.zoho.api_domain.clone());
+        put("ZOHO_MAX_CONCURRENCY", "zoho.max_concurrency", self.zoho.max_concurrency.map(|n| n.to_string()));
+        put("BIGQUERY_PROJECT", "bigquery.project", self.bigquery.project.clone());
+        put("BIGQUERY_DATASET", "bigquery.dataset", self.bigquery.dataset.clone());
+        put("BIGQUERY_TABLE", "bigquery.table", self.bigquery.table.clone());
+        put("BIGQUERY_LOCATION", "bigquery.location", self.bigquery.location.clone());
+        put("LOG_FORMAT", "log.format", self.log.format.clone());
         v
     }
 }
 
-impl Settings {
-    /// The environment, over the configuration file's values.
-    pub fn from_env(needs: Needs) -> Result<Settings, ConfigError> {
-        Settings::from_file_and_vars(&FileConfig::discover()?, std::env::vars(), needs)
+/// Everything dealsync reads besides its flags, read once at start: the environment and the configuration file
+/// (`DEALSYNC_CONFIG`, else `config/dealsync.toml` when it exists). Precedence: flags over environment over file.
+/// Commands ask it for what they need; nothing else reads the environment (clippy.toml enforces it).
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    file_path: Option<PathBuf>,
+    file: FileConfig,
+    vars: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads the process environment and the configuration file it points at.
+    #[allow(clippy::disallowed_methods)] // the one place that reads the process environment
+    pub fn load() -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars())
     }
 
-    /// Environment variables override the file's values.
-    pub fn from_file_and_vars<I>(file: &FileConfig, vars: I, needs: Needs) -> Result<Settings, ConfigError>
+    /// The same from any list of variables (the tests pass their own); the file is found as `load` finds it.
+    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let mut merged: std::collections::BTreeMap<String, String> = file.env_pairs().into_iter().collect();
-        merged.extend(vars);
-        let mut settings = Settings::from_vars(merged, needs)?;
-        settings.promoted = promoted_columns(&file.columns)?;
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        let named = vars.get("DEALSYNC_CONFIG").map(|p| p.trim()).filter(|p| !p.is_empty());
+        let (file_path, file) = match named {
+            Some(p) => (Some(PathBuf::from(p)), FileConfig::load(Path::new(p), "DEALSYNC_CONFIG")?),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => (
+                Some(PathBuf::from(DEFAULT_CONFIG_FILE)),
+                FileConfig::load(Path::new(DEFAULT_CONFIG_FILE), DEFAULT_CONFIG_FILE)?,
+            ),
+            None => (None, FileConfig::default()),
+        };
+        Ok(Config { file_path, file, vars })
+    }
+
+    /// A configuration from a file already parsed and a list of variables (tests).
+    pub fn with_file<I>(file: FileConfig, vars: I) -> Config
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        Config { file_path: Some(PathBuf::from("(given)")), file, vars: vars.into_iter().collect() }
+    }
+
+    /// The configuration file in use, if any (logged at start).
+    pub fn file_path(&self) -> Option<&Path> {
+        self.file_path.as_deref()
+    }
+
+    pub fn file(&self) -> &FileConfig {
+        &self.file
+    }
+
+    /// A variable as set (trimmed; empty counts as unset). For the few variables with no typed setting.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// The validated settings: each environment variable over the file's value for it. An invalid value that came
+    /// from the file is named by its key and the file (`zoho.dc (config/dealsync.toml)`).
+    pub fn settings(&self, needs: Needs) -> Result<Settings, ConfigError> {
+        let from_file = self.file.layered();
+        let mut merged: BTreeMap<String, String> =
+            from_file.iter().map(|(var, _, val)| (var.to_string(), val.clone())).collect();
+        merged.extend(self.vars.iter().filter(|(_, v)| !v.trim().is_empty()).map(|(k, v)| (k.clone(), v.clone())));
+        let file_name = self.file_name();
+        let mut settings = Settings::from_vars(merged, needs).map_err(|mut e| {
+            let overridden = self.var(&e.variable).is_some();
+            if let Some((_, key, _)) = from_file.iter().find(|(var, _, _)| *var == e.variable && !overridden) {
+                e.variable = format!("{key} ({file_name})");
+            }
+            e
+        })?;
+        settings.promoted = self.promoted()?;
         Ok(settings)
     }
 
-    /// Reads settings from any list of variables (the tests pass their own).
+    /// `LOG_FORMAT`, else the file's `log.format`.
+    pub fn log_format(&self) -> Result<Option<LogFormat>, ConfigError> {
+        let (name, v) = match self.var("LOG_FORMAT") {
+            Some(v) => ("LOG_FORMAT".to_string(), v.to_string()),
+            None => match self.file.log.format.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                Some(v) => (format!("log.format ({})", self.file_name()), v.to_string()),
+                None => return Ok(None),
+            },
+        };
+        LogFormat::parse(&v)
+            .map(Some)
+            .ok_or_else(|| ConfigError::new(name, format!("`{v}` is not a log format; expected text, json or gcp")))
+    }
+
+    /// `ZOHO_MAX_CONCURRENCY` (or `zoho.max_concurrency`), for commands that need no credentials.
+    pub fn max_concurrency(&self) -> Result<usize, ConfigError> {
+        match self.var("ZOHO_MAX_CONCURRENCY") {
+            Some(v) => parse_concurrency(Some(v.to_string())),
+            None => parse_concurrency(self.file.zoho.max_concurrency.map(|n| n.to_string())).map_err(|mut e| {
+                e.variable = format!("zoho.max_concurrency ({})", self.file_name());
+                e
+            }),
+        }
+    }
+
+    fn file_name(&self) -> String {
+        self.file_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    }
+
+    /// The `[columns]` the file promotes to typed columns.
+    pub fn promoted(&self) -> Result<Vec<Promoted>, ConfigError> {
+        promoted_columns(&self.file.columns)
+    }
+}
+
+impl Settings {
+    /// Reads settings from any list of variables, with no configuration file.
     pub fn from_vars<I>(vars: I, needs: Needs) -> Result<Settings, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
@@ -343,7 +434,10 @@ impl Settings {
             k.starts_with("ZOHO_")
                 || k.starts_with("BIGQUERY_")
                 || k.starts_with("CLOUD_RUN_TASK_")
-                || matches!(k.as_str(), "LOG_FORMAT" | "GOOGLE_APPLICATION_CREDENTIALS" | "JOB_COMPLETION_INDEX" | "DEALSYNC_TASK_COUNT")
+                || matches!(
+                    k.as_str(),
+                    "LOG_FORMAT" | "GOOGLE_APPLICATION_CREDENTIALS" | "JOB_COMPLETION_INDEX" | "DEALSYNC_TASK_COUNT"
+                )
         });
         let raw: RawEnv = envy::from_iter(ours).map_err(|e| ConfigError::new("environment", e.to_string()))?;
 
@@ -378,7 +472,12 @@ impl Settings {
                 raw.zoho_max_concurrency,
             )?),
         };
-        let shard = shard(raw.cloud_run_task_index, raw.cloud_run_task_count, raw.job_completion_index, raw.dealsync_task_count)?;
+        let shard = shard(
+            raw.cloud_run_task_index,
+            raw.cloud_run_task_count,
+            raw.job_completion_index,
+            raw.dealsync_task_count,
+        )?;
         Ok(Settings { zoho, bigquery, log_format, shard, promoted: Vec::new() })
     }
 }
@@ -395,17 +494,32 @@ fn shard(
         v.parse::<usize>().map_err(|_| ConfigError::new(var, format!("`{v}` is not a whole number")))
     };
     let (index, count, index_var, count_var) = match (non_empty(cr_index), non_empty(cr_count), non_empty(k8s_index)) {
-        (Some(i), Some(c), _) => {
-            (num("CLOUD_RUN_TASK_INDEX", i)?, num("CLOUD_RUN_TASK_COUNT", c)?, "CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT")
-        }
+        (Some(i), Some(c), _) => (
+            num("CLOUD_RUN_TASK_INDEX", i)?,
+            num("CLOUD_RUN_TASK_COUNT", c)?,
+            "CLOUD_RUN_TASK_INDEX",
+            "CLOUD_RUN_TASK_COUNT",
+        ),
         (None, None, Some(i)) => {
             let c = non_empty(task_count).ok_or_else(|| {
-                ConfigError::new("DEALSYNC_TASK_COUNT", "is not set; an Indexed Job needs it set to the Job's completions")
+                ConfigError::new(
+                    "DEALSYNC_TASK_COUNT",
+                    "is not set; an Indexed Job needs it set to the Job's completions",
+                )
             })?;
-            (num("JOB_COMPLETION_INDEX", i)?, num("DEALSYNC_TASK_COUNT", c)?, "JOB_COMPLETION_INDEX", "DEALSYNC_TASK_COUNT")
+            (
+                num("JOB_COMPLETION_INDEX", i)?,
+                num("DEALSYNC_TASK_COUNT", c)?,
+                "JOB_COMPLETION_INDEX",
+                "DEALSYNC_TASK_COUNT",
+            )
         }
-        (Some(_), None, _) => return Err(ConfigError::new("CLOUD_RUN_TASK_COUNT", "is not set but CLOUD_RUN_TASK_INDEX is")),
-        (None, Some(_), _) => return Err(ConfigError::new("CLOUD_RUN_TASK_INDEX", "is not set but CLOUD_RUN_TASK_COUNT is")),
+        (Some(_), None, _) => {
+            return Err(ConfigError::new("CLOUD_RUN_TASK_COUNT", "is not set but CLOUD_RUN_TASK_INDEX is"))
+        }
+        (None, Some(_), _) => {
+            return Err(ConfigError::new("CLOUD_RUN_TASK_INDEX", "is not set but CLOUD_RUN_TASK_COUNT is"))
+        }
         (None, None, None) => return Ok(None),
     };
     if count == 0 {
@@ -431,7 +545,10 @@ fn bigquery_settings(
     let ident = |var: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
         let v = non_empty(v).unwrap_or_else(|| default.to_string());
         if v.len() > 1024 || v.starts_with("_dealsync") || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(ConfigError::new(var, format!("`{v}` is not a valid name (letters, digits and underscores; not starting with _dealsync)")));
+            return Err(ConfigError::new(
+                var,
+                format!("`{v}` is not a valid name (letters, digits and underscores; not starting with _dealsync)"),
+            ));
         }
         Ok(v)
     };
@@ -439,9 +556,8 @@ fn bigquery_settings(
     let table = ident("BIGQUERY_TABLE", table, "closed_won_deals")?;
     let location = non_empty(location);
     let auth = if let Some(host) = non_empty(emulator_host) {
-        let url = Url::parse(&format!("http://{host}/bigquery/v2")).map_err(|_| {
-            ConfigError::new("BIGQUERY_EMULATOR_HOST", format!("`{host}` is not host:port"))
-        })?;
+        let url = Url::parse(&format!("http://{host}/bigquery/v2"))
+            .map_err(|_| ConfigError::new("BIGQUERY_EMULATOR_HOST", format!("`{host}` is not host:port")))?;
         if !is_loopback(&url) || url.port().is_none() {
             return Err(ConfigError::new(
                 "BIGQUERY_EMULATOR_HOST",
@@ -451,8 +567,8 @@ fn bigquery_settings(
         BigQueryAuth::Emulator { base_url: url }
     } else if let Some(path) = non_empty(credentials) {
         let var = "GOOGLE_APPLICATION_CREDENTIALS";
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError::new(var, format!("{path} cannot be read: {e}")))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| ConfigError::new(var, format!("{path} cannot be read: {e}")))?;
         #[derive(Deserialize)]
         struct KeyType {
             #[serde(rename = "type")]
@@ -481,11 +597,6 @@ fn bigquery_settings(
     Ok(BigQuerySettings { project, dataset, table, location, auth })
 }
 
-/// Parses `ZOHO_MAX_CONCURRENCY` and friends on their own, for commands that need no credentials.
-pub fn max_concurrency_from_env() -> Result<usize, ConfigError> {
-    parse_concurrency(non_empty(std::env::var("ZOHO_MAX_CONCURRENCY").ok()))
-}
-
 #[allow(clippy::too_many_arguments)]
 fn zoho_settings(
     client_only: bool,
@@ -497,11 +608,21 @@ fn zoho_settings(
     api_domain: Option<String>,
     max_concurrency: Option<String>,
 ) -> Result<ZohoSettings, ConfigError> {
-    let client_id = required(
-        "ZOHO_CLIENT_ID",
-        client_id,
-        "the Client ID of your Self Client in the Zoho API console",
-    )?;
+    // Name every missing credential at once, so a first setup is one round trip, not three.
+    let mut missing = vec![("ZOHO_CLIENT_ID", &client_id), ("ZOHO_CLIENT_SECRET", &client_secret)];
+    if !client_only {
+        missing.push(("ZOHO_REFRESH_TOKEN", &refresh_token));
+    }
+    missing.retain(|(_, v)| v.as_deref().is_none_or(|v| v.trim().is_empty()));
+    if missing.len() > 1 {
+        let names: Vec<&str> = missing.iter().map(|(n, _)| *n).collect();
+        return Err(ConfigError::new(
+            names.join(", "),
+            "are not set; they hold your Self Client's Client ID and Client Secret from the Zoho API console and a \
+             refresh token minted for it (see `dealsync auth exchange` in the README)",
+        ));
+    }
+    let client_id = required("ZOHO_CLIENT_ID", client_id, "the Client ID of your Self Client in the Zoho API console")?;
     let client_secret = SecretString::from(required(
         "ZOHO_CLIENT_SECRET",
         client_secret,
@@ -670,7 +791,10 @@ mod tests {
         let mut v = vars(&[("BIGQUERY_PROJECT", "acme-prod"), ("BIGQUERY_EMULATOR_HOST", "127.0.0.1:9050")]);
         let bq = Settings::from_vars(v.clone(), Needs::Nothing).unwrap().bigquery.unwrap();
         assert_eq!((bq.dataset.as_str(), bq.table.as_str()), ("crm", "closed_won_deals"));
-        assert_eq!(bq.auth, BigQueryAuth::Emulator { base_url: Url::parse("http://127.0.0.1:9050/bigquery/v2").unwrap() });
+        assert_eq!(
+            bq.auth,
+            BigQueryAuth::Emulator { base_url: Url::parse("http://127.0.0.1:9050/bigquery/v2").unwrap() }
+        );
         v[1].1 = "bigquery.example.org:443".into();
         assert_eq!(Settings::from_vars(v, Needs::Nothing).unwrap_err().variable, "BIGQUERY_EMULATOR_HOST");
         let bad = vars(&[("BIGQUERY_PROJECT", "p"), ("BIGQUERY_TABLE", "deals; drop")]);
@@ -703,8 +827,14 @@ mod tests {
         assert_eq!(s(&[("JOB_COMPLETION_INDEX", "0"), ("DEALSYNC_TASK_COUNT", "3")]).unwrap(), Some((0, 3)));
         assert_eq!(s(&[]).unwrap(), None);
         assert_eq!(s(&[("JOB_COMPLETION_INDEX", "1")]).unwrap_err().variable, "DEALSYNC_TASK_COUNT");
-        assert_eq!(s(&[("CLOUD_RUN_TASK_INDEX", "4"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err().variable, "CLOUD_RUN_TASK_INDEX");
-        assert_eq!(s(&[("CLOUD_RUN_TASK_INDEX", "x"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err().variable, "CLOUD_RUN_TASK_INDEX");
+        assert_eq!(
+            s(&[("CLOUD_RUN_TASK_INDEX", "4"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err().variable,
+            "CLOUD_RUN_TASK_INDEX"
+        );
+        assert_eq!(
+            s(&[("CLOUD_RUN_TASK_INDEX", "x"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err().variable,
+            "CLOUD_RUN_TASK_INDEX"
+        );
     }
 
     #[test]
@@ -715,11 +845,37 @@ mod tests {
         .unwrap();
         let mut v = vars(&BASE);
         v.push(("BIGQUERY_DATASET".into(), "override".into()));
-        let s = Settings::from_file_and_vars(&file, v, Needs::ZohoCredentials).unwrap();
+        let s = Config::with_file(file, v).settings(Needs::ZohoCredentials).unwrap();
         let z = s.zoho.unwrap();
         assert_eq!((z.data_centre, z.max_concurrency), (DataCentre::Eu, 10));
         let bq = s.bigquery.unwrap();
         assert_eq!((bq.project.as_str(), bq.dataset.as_str()), ("acme", "override"));
+    }
+
+    #[test]
+    fn a_bad_value_from_the_file_is_named_by_its_key_and_one_from_the_environment_by_its_variable() {
+        let file: FileConfig = toml::from_str("[zoho]\ndc = \"mars\"\n[log]\nformat = \"xml\"\n").unwrap();
+        let from_file = Config::with_file(file.clone(), vars(&BASE));
+        assert_eq!(from_file.log_format().unwrap_err().variable, "log.format ((given))");
+        let dc_only: FileConfig = toml::from_str("[zoho]\ndc = \"mars\"\n").unwrap();
+        let e = Config::with_file(dc_only, vars(&BASE)).settings(Needs::ZohoCredentials).unwrap_err();
+        assert_eq!(e.variable, "zoho.dc ((given))");
+        let mut v = vars(&BASE);
+        v.push(("ZOHO_DC".into(), "venus".into()));
+        v.push(("LOG_FORMAT".into(), "json".into()));
+        let from_env = Config::with_file(file, v);
+        assert_eq!(from_env.settings(Needs::ZohoCredentials).unwrap_err().variable, "ZOHO_DC");
+        assert_eq!(from_env.log_format().unwrap(), Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn every_missing_credential_is_named_in_one_error() {
+        let e = Config::with_file(FileConfig::default(), vars(&[("ZOHO_CLIENT_ID", "id")]))
+            .settings(Needs::ZohoCredentials)
+            .unwrap_err();
+        assert_eq!(e.variable, "ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN");
+        let e = Config::with_file(FileConfig::default(), vars(&[])).settings(Needs::ZohoClient).unwrap_err();
+        assert_eq!(e.variable, "ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET");
     }
 
     #[test]
@@ -737,15 +893,27 @@ mod tests {
             let t: std::collections::BTreeMap<String, ColumnFile> = toml::from_str(toml_text).unwrap();
             promoted_columns(&t)
         };
-        let ok = parse("region = { field = \"Region\", type = \"text\" }\nseats = { field = \"Seats\", type = \"integer\" }").unwrap();
+        let ok = parse(
+            "region = { field = \"Region\", type = \"text\" }\nseats = { field = \"Seats\", type = \"integer\" }",
+        )
+        .unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!((ok[0].column.as_str(), ok[0].field.as_str(), ok[0].ty), ("region", "Region", FieldType::Text));
-        assert_eq!(parse("Region = { field = \"Region\", type = \"text\" }").unwrap_err().variable, "columns.Region (config file)");
-        assert_eq!(parse("amount = { field = \"Amount\", type = \"decimal\" }").unwrap_err().variable, "columns.amount (config file)");
+        assert_eq!(
+            parse("Region = { field = \"Region\", type = \"text\" }").unwrap_err().variable,
+            "columns.Region (config file)"
+        );
+        assert_eq!(
+            parse("amount = { field = \"Amount\", type = \"decimal\" }").unwrap_err().variable,
+            "columns.amount (config file)"
+        );
         let e = parse("region = { field = \"Region\", type = \"string\" }").unwrap_err();
         assert_eq!(e.variable, "columns.region.type (config file)");
         assert!(e.problem.contains("text_list"), "{e}");
-        assert_eq!(parse("region = { field = \"Re gion\", type = \"text\" }").unwrap_err().variable, "columns.region.field (config file)");
+        assert_eq!(
+            parse("region = { field = \"Re gion\", type = \"text\" }").unwrap_err().variable,
+            "columns.region.field (config file)"
+        );
     }
 
     #[test]

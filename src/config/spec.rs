@@ -75,7 +75,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s == "0" {
         return Ok(Duration::zero());
     }
-    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d ({e})"))?;
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d ({e})"))?;
     Duration::from_std(d).map_err(|_| format!("`{s}` is too long"))
 }
 /// A sink as named on the command line.

@@ -15,7 +15,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 use crate::json::{self, Field, Raw};
-use crate::schema::{self, col, Column, DealRow, Promoted, Quarantined, Read, Source, Text, Value, CLOSED_WON, MAX_SCALE};
+use crate::schema::{
+    self, col, Column, DealRow, Promoted, Quarantined, Read, Source, Text, Value, CLOSED_WON, MAX_SCALE,
+};
 use crate::zoho::{Page, Record};
 
 /// What became of one record.
@@ -23,7 +25,10 @@ use crate::zoho::{Page, Record};
 pub enum Mapped {
     Row(Box<DealRow>),
     /// Zoho's `equals` matched a stage that merely contains "Closed Won"; not ours.
-    NotClosedWon { deal_id: Option<Text>, stage: Option<Text> },
+    NotClosedWon {
+        deal_id: Option<Text>,
+        stage: Option<Text>,
+    },
     Quarantined(Box<Quarantined>),
 }
 
@@ -189,7 +194,12 @@ pub fn map_json(text: &str, stamp: &RunStamp) -> Mapped {
 }
 
 /// One value of a record's field, read as its column says.
-fn read_value<'a>(field: &str, read: Read, wire: Option<Field<'a>>, lookup: &mut Option<Lookup<'a>>) -> Result<Value, FieldError> {
+fn read_value<'a>(
+    field: &str,
+    read: Read,
+    wire: Option<Field<'a>>,
+    lookup: &mut Option<Lookup<'a>>,
+) -> Result<Value, FieldError> {
     let opt = |v: Option<Value>| v.unwrap_or(Value::Null);
     Ok(match read {
         Read::Text => match present(wire) {
@@ -226,7 +236,9 @@ fn read_value<'a>(field: &str, read: Read, wire: Option<Field<'a>>, lookup: &mut
             }
             let l = lookup.as_ref().expect("just read");
             match read {
-                Read::LookupId => opt(id_of(field, l.id).map_err(|e| err(field, format!("id {}", e.problem)))?.map(Value::Text)),
+                Read::LookupId => {
+                    opt(id_of(field, l.id).map_err(|e| err(field, format!("id {}", e.problem)))?.map(Value::Text))
+                }
                 Read::LookupName => opt(text(field, l.name)?.map(Value::Text)),
                 _ => opt(text(field, l.email)?.map(Value::Text)),
             }
@@ -298,8 +310,11 @@ fn decimal(field: &str, wire: Option<Field<'_>>) -> Result<Option<Decimal>, Fiel
     } else {
         return Err(err(field, format!("expected a number, got {}", shown(raw))));
     };
-    let parsed = if digits.contains(['e', 'E']) { Decimal::from_scientific(digits) } else { Decimal::from_str_exact(digits) };
-    let d = parsed.map_err(|_| err(field, format!("{} is not a decimal number that fits 28 significant digits exactly", shown(raw))))?;
+    let parsed =
+        if digits.contains(['e', 'E']) { Decimal::from_scientific(digits) } else { Decimal::from_str_exact(digits) };
+    let d = parsed.map_err(|_| {
+        err(field, format!("{} is not a decimal number that fits 28 significant digits exactly", shown(raw)))
+    })?;
     let d = d.normalize();
     if d.scale() > MAX_SCALE {
         return Err(err(field, format!("{} has more than {MAX_SCALE} digits after the point", shown(raw))));
@@ -318,7 +333,9 @@ fn integer(field: &str, raw: Option<Field<'_>>) -> Result<Option<i64>, FieldErro
 /// `YYYY-MM-DD` read directly; anything else goes through chrono's parser, which says no more kindly.
 fn ymd(s: &str) -> Option<NaiveDate> {
     let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| b[r].iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')));
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+    };
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
@@ -494,7 +511,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v.as_object().unwrap().len(), schema::STANDARD.len());
         assert_eq!(v["raw"], serde_json::from_str::<serde_json::Value>(GOOD).unwrap());
-        assert_eq!((v["deal_id"].as_str(), v["amount"].as_str()), (Some("4876876000001034017"), Some("12345678901.25")));
+        assert_eq!(
+            (v["deal_id"].as_str(), v["amount"].as_str()),
+            (Some("4876876000001034017"), Some("12345678901.25"))
+        );
     }
 
     proptest::proptest! {
@@ -550,7 +570,9 @@ mod tests {
         assert_eq!(reason(&GOOD.replace("\"id\":\"4876876000001034017\",", "")), "id: missing");
         assert!(reason(&GOOD.replace("\"2026-11-27\"", "\"27/11/2026\"")).starts_with("Closing_Date: \"27/11/2026\""));
         assert!(reason(&GOOD.replace("12345678901.25", "\"abc\"")).starts_with("Amount:"));
-        assert!(reason(&GOOD.replace("\"Modified_Time\":\"2026-11-27T10:00:00+05:30\",", "")).starts_with("Modified_Time"));
+        assert!(
+            reason(&GOOD.replace("\"Modified_Time\":\"2026-11-27T10:00:00+05:30\",", "")).starts_with("Modified_Time")
+        );
         assert!(reason(&GOOD.replace("\"Probability\":100", "\"Probability\":99.5")).starts_with("Probability"));
         assert!(reason(&GOOD.replace("{\"name\":\"Zylker GmbH\",\"id\":\"4876876000000624001\"}", "\"Zylker\""))
             .starts_with("Account_Name"));
@@ -577,7 +599,8 @@ mod tests {
 
     #[test]
     fn a_record_nested_deeper_than_the_parser_reads_is_quarantined_and_its_page_neighbours_map() {
-        let deep = GOOD.replace("\"Contract_Value\":52000.0", &format!("\"Custom\":{}1{}", "[".repeat(2000), "]".repeat(2000)));
+        let deep = GOOD
+            .replace("\"Contract_Value\":52000.0", &format!("\"Custom\":{}1{}", "[".repeat(2000), "]".repeat(2000)));
         let page = Page::of_records([GOOD, deep.as_str(), GOOD], false).unwrap();
         let mapped: Vec<Mapped> = page.records().map(|r| map_record(&r, &stamp())).collect();
         assert!(matches!(mapped[0], Mapped::Row(_)) && matches!(mapped[2], Mapped::Row(_)), "{mapped:?}");
@@ -586,14 +609,16 @@ mod tests {
         assert_eq!(q.deal_id.as_deref(), Some("4876876000001034017"), "the id is read at any depth");
         assert_eq!(q.raw.get(), deep);
         // 200 levels are still read.
-        let fine = GOOD.replace("\"Contract_Value\":52000.0", &format!("\"Custom\":{}1{}", "[".repeat(190), "]".repeat(190)));
+        let fine =
+            GOOD.replace("\"Contract_Value\":52000.0", &format!("\"Custom\":{}1{}", "[".repeat(190), "]".repeat(190)));
         assert!(matches!(map(&fine), Mapped::Row(_)));
     }
 
     #[test]
     fn odd_but_readable_shapes_map() {
         let huge = "x".repeat(100_000);
-        let r = row(&GOOD.replace("\"Contract_Value\":52000.0", &format!("\"Description\":\"{huge}\",\"Unknown\":{{\"a\":[1,2]}}")));
+        let r = row(&GOOD
+            .replace("\"Contract_Value\":52000.0", &format!("\"Description\":\"{huge}\",\"Unknown\":{{\"a\":[1,2]}}")));
         assert!(r.raw().get().len() > 100_000);
         let r = row(&GOOD.replace("\"Closing_Date\":\"2026-11-27\",", ""));
         assert_eq!(r.closing_date(), None, "a missing closing date is empty, not an error");
@@ -618,11 +643,18 @@ mod tests {
         assert_eq!(r.get(columns, "contract_value"), Some(&Value::Decimal("52000".parse().unwrap())));
         assert_eq!(r.get(columns, "account"), Some(&Value::Text("Zylker GmbH".into())));
         assert_eq!(r.get(columns, "missing"), Some(&Value::Null));
-        assert_eq!(r.get(columns, "account_name"), Some(&Value::Text("Zylker GmbH".into())), "the standard column is still filled");
+        assert_eq!(
+            r.get(columns, "account_name"),
+            Some(&Value::Text("Zylker GmbH".into())),
+            "the standard column is still filled"
+        );
         let mut line = Vec::new();
         r.write_json_line(columns, &mut line);
         let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
-        assert_eq!((json["contract_value"].clone(), json["missing"].clone()), ("52000".into(), serde_json::Value::Null));
+        assert_eq!(
+            (json["contract_value"].clone(), json["missing"].clone()),
+            ("52000".into(), serde_json::Value::Null)
+        );
 
         let bad = GOOD.replace("\"Contract_Value\":52000.0", "\"Contract_Value\":\"n/a\"");
         match map_json(&bad, &stamp) {
@@ -650,16 +682,18 @@ mod tests {
         let (e, p) = (row(&escaped), row(GOOD));
         assert_eq!(e.deal_id(), "4876876000001034017");
         assert_eq!(text(&e, "deal_name").as_deref(), Some("Zylker \"GmbH\"\nrenewal"));
-        assert_eq!((e.closing_date(), e.modified_time(), e.currency()), (p.closing_date(), p.modified_time(), Some("EUR")));
+        assert_eq!(
+            (e.closing_date(), e.modified_time(), e.currency()),
+            (p.closing_date(), p.modified_time(), Some("EUR"))
+        );
         assert_ne!(e.raw().get(), p.raw().get(), "raw keeps the escapes as sent");
     }
 
     #[test]
     fn numeric_ids_and_string_tags_are_accepted() {
-        let r = row(&GOOD.replace("\"4876876000001034017\"", "4876876000001034017").replace(
-            "[{\"name\":\"renewal\",\"id\":\"1\"},{\"name\":\"eu\",\"id\":\"2\"}]",
-            "[\"a\",\"b\"]",
-        ));
+        let r = row(&GOOD
+            .replace("\"4876876000001034017\"", "4876876000001034017")
+            .replace("[{\"name\":\"renewal\",\"id\":\"1\"},{\"name\":\"eu\",\"id\":\"2\"}]", "[\"a\",\"b\"]"));
         assert_eq!(r.deal_id(), "4876876000001034017");
         assert_eq!(names(&r), vec!["a", "b"]);
     }

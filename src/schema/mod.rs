@@ -108,7 +108,10 @@ impl Read {
 #[derive(Debug, Clone, PartialEq, Eq, Copy)]
 pub enum Source<F = Cow<'static, str>> {
     /// A field of the Zoho record.
-    Zoho { field: F, read: Read },
+    Zoho {
+        field: F,
+        read: Read,
+    },
     /// The record itself, exactly as received.
     Raw,
     /// The run that wrote the row, and when it started.
@@ -210,7 +213,14 @@ impl Entry {
             Source::Flag(b) => Source::Flag(b),
             Source::Unset => Source::Unset,
         };
-        Column { name: Cow::Borrowed(self.name), ty: self.ty, source, required, default, description: Cow::Borrowed(self.description) }
+        Column {
+            name: Cow::Borrowed(self.name),
+            ty: self.ty,
+            source,
+            required,
+            default,
+            description: Cow::Borrowed(self.description),
+        }
     }
 }
 
@@ -219,7 +229,13 @@ pub fn columns_of(entries: &[Entry]) -> Vec<Column> {
     entries.iter().map(Entry::column).collect()
 }
 
-const fn column(name: &'static str, ty: ColumnType, source: Source<&'static str>, kept: Kept, description: &'static str) -> Entry {
+const fn column(
+    name: &'static str,
+    ty: ColumnType,
+    source: Source<&'static str>,
+    kept: Kept,
+    description: &'static str,
+) -> Entry {
     Entry { name, ty, source, kept, description }
 }
 
@@ -247,10 +263,28 @@ pub const STANDARD: [Entry; 28] = {
     [
         zoho("deal_id", "id", Read::Id, Required, "Zoho record id of the deal"),
         zoho("deal_name", "Deal_Name", Read::Text, Optional, "Deal_Name"),
-        zoho("stage", "Stage", Read::Text, Required, "Stage: Closed Won when the deal was synced; its new stage once reopened or lost (see is_closed_won)"),
+        zoho(
+            "stage",
+            "Stage",
+            Read::Text,
+            Required,
+            "Stage: Closed Won when the deal was synced; its new stage once reopened or lost (see is_closed_won)",
+        ),
         zoho("amount", "Amount", Read::Decimal, Optional, "Amount in the deal's currency, exact decimal"),
-        zoho("expected_revenue", "Expected_Revenue", Read::Decimal, Optional, "Expected_Revenue in the deal's currency"),
-        zoho("exchange_rate", "Exchange_Rate", Read::Decimal, Optional, "Exchange_Rate of the deal's currency as delivered"),
+        zoho(
+            "expected_revenue",
+            "Expected_Revenue",
+            Read::Decimal,
+            Optional,
+            "Expected_Revenue in the deal's currency",
+        ),
+        zoho(
+            "exchange_rate",
+            "Exchange_Rate",
+            Read::Decimal,
+            Optional,
+            "Exchange_Rate of the deal's currency as delivered",
+        ),
         zoho("currency", "Currency", Read::Text, Optional, "ISO currency code of amount and expected_revenue"),
         zoho("probability", "Probability", Read::Integer, Optional, "Probability in percent"),
         zoho("closing_date", "Closing_Date", Read::Date, Optional, "Closing_Date (YYYY-MM-DD)"),
@@ -270,7 +304,13 @@ pub const STANDARD: [Entry; 28] = {
         column("raw", T::Json, Source::Raw, Required, "The complete record as received, custom fields included"),
         column("sync_run_id", T::Text, Source::RunId, Required, "Run that last wrote the row"),
         column("synced_at", T::Timestamp, Source::SyncedAt, Required, "When that run started"),
-        column("is_closed_won", T::Boolean, Source::Flag(true), Default("1"), "False once the deal was reopened or lost"),
+        column(
+            "is_closed_won",
+            T::Boolean,
+            Source::Flag(true),
+            Default("1"),
+            "False once the deal was reopened or lost",
+        ),
         column("is_deleted", T::Boolean, Source::Flag(false), Default("0"), "True once the deal was deleted in Zoho"),
         column("deleted_time", T::Timestamp, Source::Unset, Optional, "When it was deleted in Zoho"),
     ]
@@ -327,7 +367,11 @@ pub fn zoho_fields(columns: &[Column]) -> Vec<String> {
 
 /// The standard columns a Zoho field fills (for `dealsync fields`).
 pub fn standard_columns_of(field: &str) -> Vec<&'static str> {
-    STANDARD.iter().filter(|c| matches!(c.source, Source::Zoho { field: f, .. } if f == field)).map(|c| c.name).collect()
+    STANDARD
+        .iter()
+        .filter(|c| matches!(c.source, Source::Zoho { field: f, .. } if f == field))
+        .map(|c| c.name)
+        .collect()
 }
 
 /// One value of a row.
@@ -398,8 +442,7 @@ impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut out = Vec::new();
         self.write_json(&mut out, false);
-        let raw: &serde_json::value::RawValue =
-            serde_json::from_slice(&out).map_err(serde::ser::Error::custom)?;
+        let raw: &serde_json::value::RawValue = serde_json::from_slice(&out).map_err(serde::ser::Error::custom)?;
         raw.serialize(s)
     }
 }
@@ -637,7 +680,10 @@ mod tests {
     fn each_sink_type_follows_from_the_table() {
         let standard = columns(&[]);
         let tags = standard.iter().find(|c| c.name == "tags").unwrap();
-        assert_eq!((tags.ty.bigquery(), tags.mode(), tags.sqlite_definition().as_str()), ("STRING", "REPEATED", "TEXT NOT NULL DEFAULT '[]'"));
+        assert_eq!(
+            (tags.ty.bigquery(), tags.mode(), tags.sqlite_definition().as_str()),
+            ("STRING", "REPEATED", "TEXT NOT NULL DEFAULT '[]'")
+        );
         let key = &standard[col::DEAL_ID];
         assert_eq!((key.mode(), key.sqlite_definition().as_str()), ("REQUIRED", "TEXT NOT NULL PRIMARY KEY"));
         let won = standard.iter().find(|c| c.name == "is_closed_won").unwrap();
@@ -649,10 +695,23 @@ mod tests {
     #[test]
     fn the_ledger_record_fills_every_ledger_column() {
         let r = RunRecord {
-            run_id: "r".into(), kind: "scheduled", window_field: "Modified_Time".into(), window_start: "a".into(),
-            window_end: "b".into(), status: "success".into(), exit_code: 0, started_at: Utc::now(), finished_at: Utc::now(),
-            pages: 1, deals_fetched: 2, rows_inserted: 3, rows_updated: 4, rows_unchanged: 5, not_closed_won: 6,
-            quarantined: 7, error: None,
+            run_id: "r".into(),
+            kind: "scheduled",
+            window_field: "Modified_Time".into(),
+            window_start: "a".into(),
+            window_end: "b".into(),
+            status: "success".into(),
+            exit_code: 0,
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            pages: 1,
+            deals_fetched: 2,
+            rows_inserted: 3,
+            rows_updated: 4,
+            rows_unchanged: 5,
+            not_closed_won: 6,
+            quarantined: 7,
+            error: None,
         };
         assert_eq!(r.values().len(), LEDGER.len());
         let serialized = serde_json::to_value(&r).unwrap();

@@ -35,7 +35,8 @@ pub enum FieldType {
     Json,
 }
 
-pub const TYPE_NAMES: &str = "text, integer, decimal, boolean, date, timestamp, text_list, lookup_id, lookup_name, json";
+pub const TYPE_NAMES: &str =
+    "text, integer, decimal, boolean, date, timestamp, text_list, lookup_id, lookup_name, json";
 
 impl FieldType {
     pub fn parse(s: &str) -> Option<FieldType> {

@@ -7,13 +7,12 @@ pub mod ndjson;
 pub mod seen;
 pub mod sqlite;
 
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::exit::Exit;
 pub use crate::config::spec::SinkSpec;
+use crate::exit::Exit;
 pub use crate::schema::RunRecord;
 use crate::schema::{Column, DealRow, Quarantined};
 use crate::window::WindowField;

@@ -74,7 +74,11 @@ impl Sink for NdjsonSink {
             Some(p) => {
                 let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
                 if !dir.is_dir() {
-                    return Err(SinkError::new(self.describe(), format!("the directory {} does not exist", dir.display()), Exit::Config));
+                    return Err(SinkError::new(
+                        self.describe(),
+                        format!("the directory {} does not exist", dir.display()),
+                        Exit::Config,
+                    ));
                 }
                 Ok(vec![format!("{} can be written", p.display())])
             }
@@ -170,7 +174,9 @@ mod tests {
         let mut sink = NdjsonSink::new(Some(path.clone()));
         sink.prepare().await.unwrap();
         let stamp: RunStamp = "run-1".parse().unwrap();
-        let Mapped::Row(row) = map_json(r#"{"id":"5001","Stage":"Closed Won","Modified_Time":"2026-10-01T10:00:00+05:30"}"#, &stamp) else {
+        let Mapped::Row(row) =
+            map_json(r#"{"id":"5001","Stage":"Closed Won","Modified_Time":"2026-10-01T10:00:00+05:30"}"#, &stamp)
+        else {
             panic!("maps")
         };
         sink.write_rows(vec![*row]).await.unwrap();

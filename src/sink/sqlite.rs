@@ -11,7 +11,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Sink, SinkError, TableSpec, WriteStats};
 use crate::exit::Exit;
-use crate::schema::{date_text, decimal_text, format_instant, instant_text, sort_ids, Column, DealRow, Quarantined, RunRecord, Value, LEDGER, QUARANTINE};
+use crate::schema::{
+    date_text, decimal_text, format_instant, instant_text, sort_ids, Column, DealRow, Quarantined, RunRecord, Value,
+    LEDGER, QUARANTINE,
+};
 use crate::window::WindowField;
 
 pub const TABLE: &str = "closed_won_deals";
@@ -96,7 +99,11 @@ impl SqliteSink {
 /// The SQL condition selecting a window's rows, with its two bound values.
 fn window_condition(w: &crate::window::Window) -> (&'static str, String, String) {
     if w.field.is_date() {
-        ("closing_date >= ?1 AND closing_date < ?2 AND is_closed_won = 1 AND is_deleted = 0", w.start_str(), w.end_str())
+        (
+            "closing_date >= ?1 AND closing_date < ?2 AND is_closed_won = 1 AND is_deleted = 0",
+            w.start_str(),
+            w.end_str(),
+        )
     } else {
         // Stored instants are fixed-width UTC text, so the bounds in the same form compare correctly and use the index.
         let f = |t: &chrono::DateTime<chrono::FixedOffset>| format_instant(&t.with_timezone(&chrono::Utc));
@@ -111,7 +118,11 @@ impl SqliteSink {
             return Ok(());
         }
         if !self.path.exists() {
-            return Err(SinkError::new(self.describe(), format!("{} does not exist", self.path.display()), Exit::Config));
+            return Err(SinkError::new(
+                self.describe(),
+                format!("{} does not exist", self.path.display()),
+                Exit::Config,
+            ));
         }
         let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| self.err("opening the database", e))?;
@@ -209,11 +220,12 @@ pub fn create_table_sql(columns: &[Column]) -> String {
 
 /// The ledger and the quarantine (from their column tables), and the indexes.
 fn ledger_sql() -> String {
-    let ledger = table_sql(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen("run_id TEXT NOT NULL", "run_id TEXT NOT NULL PRIMARY KEY", 1);
-    format!(
-        "{ledger};\n{};\n{INDEXES}",
-        table_sql(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE))
-    )
+    let ledger = table_sql(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen(
+        "run_id TEXT NOT NULL",
+        "run_id TEXT NOT NULL PRIMARY KEY",
+        1,
+    );
+    format!("{ledger};\n{};\n{INDEXES}", table_sql(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE)))
 }
 
 const INDEXES: &str = "
@@ -250,7 +262,11 @@ fn update_sql(columns: &[Column], rewrite: bool) -> String {
 
 /// Binds values in column order as SQLite stores them: decimals, dates and instants as exact text, lists as a
 /// JSON array (written into `scratch`, so that binding allocates nothing), booleans as 0 and 1.
-fn bind_values(stmt: &mut rusqlite::CachedStatement<'_>, values: &[Value], scratch: &mut Vec<u8>) -> rusqlite::Result<()> {
+fn bind_values(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    values: &[Value],
+    scratch: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
     for (i, v) in values.iter().enumerate() {
         let at = i + 1;
         match v {
@@ -274,7 +290,11 @@ fn bind_values(stmt: &mut rusqlite::CachedStatement<'_>, values: &[Value], scrat
 }
 
 /// Writes one row with a prepared insert or update; the rows it changed.
-fn write_row(stmt: &mut rusqlite::CachedStatement<'_>, row: &DealRow, scratch: &mut Vec<u8>) -> rusqlite::Result<usize> {
+fn write_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    row: &DealRow,
+    scratch: &mut Vec<u8>,
+) -> rusqlite::Result<usize> {
     bind_values(stmt, &row.values, scratch)?;
     stmt.raw_execute()
 }
@@ -294,16 +314,18 @@ impl Sink for SqliteSink {
             SinkError::new(self.describe(), format!("the directory {} is not usable: {e}", dir.display()), Exit::Config)
         })?;
         if meta.permissions().readonly() {
-            return Err(SinkError::new(self.describe(), format!("the directory {} is read-only", dir.display()), Exit::Config));
+            return Err(SinkError::new(
+                self.describe(),
+                format!("the directory {} is read-only", dir.display()),
+                Exit::Config,
+            ));
         }
         if !self.path.exists() {
             return Ok(vec![format!("{} will be created on the first run", self.path.display())]);
         }
         let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| self.err("opening the database read-only", e))?;
-        let rows: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0))
-            .unwrap_or(0);
+        let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0)).unwrap_or(0);
         Ok(vec![format!("{} is readable ({rows} rows in {TABLE})", self.path.display())])
     }
 
@@ -392,7 +414,8 @@ impl Sink for SqliteSink {
         self.with_conn("writing quarantined records", move |c| {
             begin_if_needed(c)?;
             {
-                let mut stmt = c.prepare_cached(&insert_into(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE)))?;
+                let mut stmt =
+                    c.prepare_cached(&insert_into(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE)))?;
                 let mut scratch = Vec::new();
                 for q in &items {
                     bind_values(&mut stmt, &q.values(), &mut scratch)?;
@@ -416,7 +439,8 @@ impl Sink for SqliteSink {
     async fn mark_deleted(&mut self, deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
         self.commit_open().await?;
         self.with_conn("marking deleted deals", move |c| {
-            let sql = format!("UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0");
+            let sql =
+                format!("UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0");
             update_each(c, &sql, &deleted, |stmt, d| stmt.execute(params![d.deal_id, format_instant(&d.deleted_time)]))
         })
         .await
@@ -440,7 +464,9 @@ impl Sink for SqliteSink {
         self.open_existing()?;
         let (cond, a, b) = window_condition(w);
         let sql = format!("SELECT count(*) FROM {TABLE} WHERE {cond}");
-        let n: i64 = self.with_conn("counting the window's rows", move |c| c.query_row(&sql, params![a, b], |r| r.get(0))).await?;
+        let n: i64 = self
+            .with_conn("counting the window's rows", move |c| c.query_row(&sql, params![a, b], |r| r.get(0)))
+            .await?;
         Ok(Some(n as u64))
     }
 
@@ -480,11 +506,11 @@ impl Sink for SqliteSink {
             if !c.is_autocommit() && c.execute_batch("COMMIT").is_err() {
                 let _ = c.execute_batch("ROLLBACK");
             }
-            let sql = insert_into(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen("INSERT", "INSERT OR REPLACE", 1);
+            let sql =
+                insert_into(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen("INSERT", "INSERT OR REPLACE", 1);
             let mut stmt = c.prepare_cached(&sql)?;
             bind_values(&mut stmt, &r.values(), &mut Vec::new())?;
-            stmt.raw_execute()
-            .map(|_| ())
+            stmt.raw_execute().map(|_| ())
         })
         .await
     }
@@ -498,7 +524,8 @@ mod tests {
     fn rows(ids: std::ops::Range<u64>) -> Vec<DealRow> {
         let stamp: RunStamp = "run-1".parse().unwrap();
         ids.map(|i| {
-            let json = format!(r#"{{"id":"{}","Stage":"Closed Won","Modified_Time":"2026-10-01T10:00:00+05:30"}}"#, 5000 + i);
+            let json =
+                format!(r#"{{"id":"{}","Stage":"Closed Won","Modified_Time":"2026-10-01T10:00:00+05:30"}}"#, 5000 + i);
             match map_json(&json, &stamp) {
                 Mapped::Row(r) => *r,
                 other => panic!("{other:?}"),

@@ -53,10 +53,12 @@ async fn post_grant(
     let url = settings.token_url();
     let accounts = settings.accounts_url.as_str().trim_end_matches('/').to_string();
     let what = format!("the token request to {accounts}");
-    let resp = http.post(url).form(form).send().await.map_err(|e| ZohoError::Transport {
-        what: what.clone(),
-        reason: super::describe_reqwest(&e),
-    })?;
+    let resp = http
+        .post(url)
+        .form(form)
+        .send()
+        .await
+        .map_err(|e| ZohoError::Transport { what: what.clone(), reason: super::describe_reqwest(&e) })?;
     let status = resp.status().as_u16();
     let body = resp
         .text()
@@ -88,11 +90,9 @@ async fn post_grant(
             "invalid_code" => AuthError::InvalidCode { accounts },
             "invalid_client" => AuthError::InvalidClient { accounts },
             "invalid_client_secret" => AuthError::InvalidClientSecret { accounts },
-            other => AuthError::Other {
-                accounts,
-                error: other.to_string(),
-                description: parsed.error_description.clone(),
-            },
+            other => {
+                AuthError::Other { accounts, error: other.to_string(), description: parsed.error_description.clone() }
+            }
         }));
     }
     if parsed.access_token.is_none() {
@@ -106,7 +106,11 @@ async fn post_grant(
                 retry_after: None,
             });
         }
-        return Err(ZohoError::InvalidBody { what, status, reason: "no access_token and no error in the answer".into() });
+        return Err(ZohoError::InvalidBody {
+            what,
+            status,
+            reason: "no access_token and no error in the answer".into(),
+        });
     }
     Ok(parsed)
 }
@@ -141,7 +145,12 @@ fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<A
     // `expires_in` is in seconds (3600). A missing or absurd value falls back to a conservative 55 minutes.
     let lifetime = Duration::from_secs(parsed.expires_in.filter(|s| (1..=86_400).contains(s)).unwrap_or(3300));
     let now = Instant::now();
-    Ok(AccessToken { token, api_domain, expires_at: now + lifetime, refresh_at: now + lifetime - refresh_margin(lifetime) })
+    Ok(AccessToken {
+        token,
+        api_domain,
+        expires_at: now + lifetime,
+        refresh_at: now + lifetime - refresh_margin(lifetime),
+    })
 }
 
 /// Mints an access token with the refresh-token grant.
@@ -183,7 +192,8 @@ pub async fn exchange_grant(
         ("client_secret", settings.client_secret.expose_secret()),
         ("grant_type", "authorization_code"),
     ];
-    let mut parsed = post_grant(http, settings, &form).await.map_err(|e| match e {
+    let mut parsed = post_grant(http, settings, &form).await.map_err(|e| {
+        match e {
         ZohoError::Auth(AuthError::InvalidCode { accounts }) => ZohoError::Auth(AuthError::Other {
             accounts,
             error: "invalid_code".into(),
@@ -194,6 +204,7 @@ pub async fn exchange_grant(
             ),
         }),
         other => other,
+    }
     })?;
     let refresh_token = parsed.refresh_token.take().ok_or_else(|| ZohoError::InvalidBody {
         what: "the grant-code exchange".into(),

@@ -44,7 +44,9 @@ pub async fn deleted_since(client: &ZohoClient, since: DateTime<Utc>) -> Result<
         let Some(p) = client.deleted_page(&since, page).await? else { break };
         for r in p.records() {
             let Ok(w) = serde_json::from_str::<Wire>(r.text()) else { continue };
-            let Some(t) = w.deleted_time.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else { continue };
+            let Some(t) = w.deleted_time.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else {
+                continue;
+            };
             out.push(Deleted { deal_id: id_text(w.id), deleted_time: t.with_timezone(&Utc) });
         }
         if !p.more_records {
@@ -76,7 +78,9 @@ pub async fn left_closed_won(client: &ZohoClient, window: &Window) -> Result<Vec
             |after| coql_keyset_page("id, Stage, Modified_Time", "!=", window, after, COQL_PAGE),
             |r| {
                 let Ok(w) = serde_json::from_str::<Wire>(r.text()) else { return };
-                let (Some(stage), Some(m)) = (w.stage, w.modified.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok())) else {
+                let (Some(stage), Some(m)) =
+                    (w.stage, w.modified.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok()))
+                else {
                     return;
                 };
                 out.push(StageChange { deal_id: id_text(w.id), stage, modified_time: m.with_timezone(&Utc) });

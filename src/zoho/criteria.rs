@@ -138,8 +138,11 @@ pub fn closed_won_in(window: &Window) -> Expr {
     let field = window.field.api_name();
     let start = window.start_str();
     let end = window.end_str();
-    Expr::cond("Stage", Op::Equals, &[CLOSED_WON])
-        .and(Expr::cond(field, Op::GreaterEqual, &[&start]).and(Expr::cond(field, Op::LessThan, &[&end])))
+    Expr::cond("Stage", Op::Equals, &[CLOSED_WON]).and(Expr::cond(field, Op::GreaterEqual, &[&start]).and(Expr::cond(
+        field,
+        Op::LessThan,
+        &[&end],
+    )))
 }
 
 /// Columns fetched through COQL (which, unlike search, has to name them; at most 50).

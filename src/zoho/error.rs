@@ -51,7 +51,14 @@ pub enum ZohoError {
     Auth(#[from] AuthError),
 
     #[error("Zoho answered HTTP {status} {code} to {what}: {message}{}", hint(code, details))]
-    Api { what: String, status: u16, code: String, message: String, details: serde_json::Value, retry_after: Option<Duration> },
+    Api {
+        what: String,
+        status: u16,
+        code: String,
+        message: String,
+        details: serde_json::Value,
+        retry_after: Option<Duration>,
+    },
 
     #[error("the search for {criteria} reached Zoho's 2000-record cap (LIMIT_REACHED)")]
     LimitReached { criteria: String },
@@ -100,11 +107,20 @@ impl ZohoError {
     pub fn exit(&self) -> Exit {
         match self {
             ZohoError::Auth(_) => Exit::Config,
-            ZohoError::Exhausted { .. } | ZohoError::Transport { .. } | ZohoError::InvalidBody { .. } => Exit::Unavailable,
+            ZohoError::Exhausted { .. } | ZohoError::Transport { .. } | ZohoError::InvalidBody { .. } => {
+                Exit::Unavailable
+            }
             ZohoError::Api { status, code, .. } => match code.as_str() {
-                "OAUTH_SCOPE_MISMATCH" | "NO_PERMISSION" | "INVALID_TOKEN" | "INVALID_OAUTHTOKEN"
-                | "AUTHENTICATION_FAILURE" | "INVALID_QUERY" | "INVALID_MODULE" | "INVALID_URL_PATTERN"
-                | "NOT_SUPPORTED" | "NO_FIELDS_METADATA" => Exit::Config,
+                "OAUTH_SCOPE_MISMATCH"
+                | "NO_PERMISSION"
+                | "INVALID_TOKEN"
+                | "INVALID_OAUTHTOKEN"
+                | "AUTHENTICATION_FAILURE"
+                | "INVALID_QUERY"
+                | "INVALID_MODULE"
+                | "INVALID_URL_PATTERN"
+                | "NOT_SUPPORTED"
+                | "NO_FIELDS_METADATA" => Exit::Config,
                 _ if self.is_retryable() => Exit::Unavailable,
                 _ if *status == 401 || *status == 403 => Exit::Config,
                 _ => Exit::Internal,

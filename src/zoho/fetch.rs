@@ -196,7 +196,8 @@ impl<'a, P> Fetcher<'a, P> {
         // A window Zoho counts empty is still searched once: that checks the search API (its scope) every night.
         // A Closing_Date window cannot be read in order (search does not sort on a date field): a page's worth each.
         let small = n.div_ceil(SLICE_TARGET) as usize;
-        let wanted = if root.field.is_date() { small.max(1) } else { small.clamp(1, self.concurrency * SLICES_PER_REQUEST) };
+        let wanted =
+            if root.field.is_date() { small.max(1) } else { small.clamp(1, self.concurrency * SLICES_PER_REQUEST) };
         self.run(slices(root, n, wanted)).await
     }
 
@@ -250,7 +251,9 @@ impl<'a, P> Fetcher<'a, P> {
     async fn task(&self, task: Task) -> Result<Step, ZohoError> {
         match task {
             Task::Slice(w, estimate)
-                if estimate > SLICE_TARGET && (w.field.is_date() || self.unordered.load(Ordering::Relaxed)) && w.split().is_some() =>
+                if estimate > SLICE_TARGET
+                    && (w.field.is_date() || self.unordered.load(Ordering::Relaxed))
+                    && w.split().is_some() =>
             {
                 // A slice that cannot be read in order is read in parts of a page's worth.
                 self.counters.slices_split.fetch_add(1, Ordering::Relaxed);
@@ -263,7 +266,10 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     /// Runs a request unless a shutdown comes first; `None` means stop.
-    async fn guarded<T>(&self, fut: impl std::future::Future<Output = Result<T, ZohoError>>) -> Result<Option<T>, ZohoError> {
+    async fn guarded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, ZohoError>>,
+    ) -> Result<Option<T>, ZohoError> {
         tokio::select! {
             biased;
             _ = self.shutdown.wait() => Ok(None),
@@ -319,7 +325,8 @@ impl<'a, P> Fetcher<'a, P> {
 
     /// A slice whose first second alone fills a page: that second by id, the rest as a slice.
     fn dense_then_rest(&self, w: &Window, estimate: u64) -> Vec<Task> {
-        let second = Window { field: w.field, start: w.start, end: (w.start + chrono::TimeDelta::seconds(1)).min(w.end) };
+        let second =
+            Window { field: w.field, start: w.start, end: (w.start + chrono::TimeDelta::seconds(1)).min(w.end) };
         let mut tasks = Vec::new();
         if second.end < w.end {
             tasks.push(Task::Slice(Window { field: w.field, start: second.end, end: w.end }, estimate));
@@ -341,7 +348,9 @@ impl<'a, P> Fetcher<'a, P> {
         let mut after: Option<String> = None;
         loop {
             self.counters.listings.fetch_add(1, Ordering::Relaxed);
-            let Some(page) = self.client.coql(&coql_keyset_page("id", "=", w, after.as_deref(), IDS_PER_LISTING)).await? else {
+            let Some(page) =
+                self.client.coql(&coql_keyset_page("id", "=", w, after.as_deref(), IDS_PER_LISTING)).await?
+            else {
                 break;
             };
             let before = ids.len();
@@ -447,7 +456,11 @@ fn merge_by_id(parts: &[Page]) -> Result<Page, String> {
                     let mut extra = String::new();
                     crate::json::each_member(text, |f| {
                         if !have_field(have, &f.name()) {
-                            extra.push_str(&format!(",{}:{}", serde_json::to_string(&f.name()).expect("strings serialize"), f.value()));
+                            extra.push_str(&format!(
+                                ",{}:{}",
+                                serde_json::to_string(&f.name()).expect("strings serialize"),
+                                f.value()
+                            ));
                         }
                     });
                     if !extra.is_empty() {
@@ -501,24 +514,42 @@ mod tests {
     }
 
     fn page(times: &[&str]) -> Page {
-        let records: Vec<String> =
-            times.iter().enumerate().map(|(i, t)| format!(r#"{{"id":"{i}","Modified_Time":"{t}","Stage":"Closed Won"}}"#)).collect();
+        let records: Vec<String> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!(r#"{{"id":"{i}","Modified_Time":"{t}","Stage":"Closed Won"}}"#))
+            .collect();
         Page::of_records(&records, true).unwrap()
     }
 
     #[test]
     fn a_page_in_ascending_modification_order_gives_its_last_time_whatever_the_order_of_ties() {
         let win = w("2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z");
-        let last = ascending_last_time(&page(&["2026-10-01T06:00:00+05:30", "2026-10-01T06:00:00+05:30", "2026-10-01T06:39:00+05:30"]), &win);
+        let last = ascending_last_time(
+            &page(&["2026-10-01T06:00:00+05:30", "2026-10-01T06:00:00+05:30", "2026-10-01T06:39:00+05:30"]),
+            &win,
+        );
         assert_eq!(last, Some(DateTime::parse_from_rfc3339("2026-10-01T06:39:00+05:30").unwrap()));
     }
 
     #[test]
     fn a_page_out_of_order_or_outside_the_window_gives_nothing() {
         let win = w("2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z");
-        assert_eq!(ascending_last_time(&page(&["2026-10-01T10:01:00Z", "2026-10-01T10:00:00Z"]), &win), None, "newest first");
-        assert_eq!(ascending_last_time(&page(&["2026-09-30T23:59:59Z", "2026-10-01T10:00:00Z"]), &win), None, "before the window");
-        assert_eq!(ascending_last_time(&page(&["2026-10-01T10:00:00Z", "2026-10-02T00:00:00Z"]), &win), None, "at the (exclusive) end");
+        assert_eq!(
+            ascending_last_time(&page(&["2026-10-01T10:01:00Z", "2026-10-01T10:00:00Z"]), &win),
+            None,
+            "newest first"
+        );
+        assert_eq!(
+            ascending_last_time(&page(&["2026-09-30T23:59:59Z", "2026-10-01T10:00:00Z"]), &win),
+            None,
+            "before the window"
+        );
+        assert_eq!(
+            ascending_last_time(&page(&["2026-10-01T10:00:00Z", "2026-10-02T00:00:00Z"]), &win),
+            None,
+            "at the (exclusive) end"
+        );
         assert_eq!(ascending_last_time(&page(&["2026-10-01T10:00:00Z", "yesterday"]), &win), None, "unreadable");
     }
 

@@ -91,7 +91,11 @@ impl ZohoClient {
             )
             .await?;
         if skipped > 0 {
-            tracing::warn!(event = "fields_skipped", skipped, "{skipped} field entries without an api_name were skipped");
+            tracing::warn!(
+                event = "fields_skipped",
+                skipped,
+                "{skipped} field entries without an api_name were skipped"
+            );
         }
         Ok(fields)
     }

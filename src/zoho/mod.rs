@@ -4,9 +4,9 @@
 //! the simulator.
 
 pub mod auth;
+pub mod changes;
 pub mod criteria;
 pub mod error;
-pub mod changes;
 pub mod fetch;
 pub mod fields;
 pub mod page;
@@ -20,10 +20,10 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
 use url::Url;
 
-pub use auth::AccessToken;
-pub use page::{Page, Record};
-pub use error::{ApiErrorBody, AuthError, ZohoError};
 pub use crate::retry::RetryPolicy;
+pub use auth::AccessToken;
+pub use error::{ApiErrorBody, AuthError, ZohoError};
+pub use page::{Page, Record};
 
 use crate::config::{join_path, ZohoSettings};
 
@@ -73,7 +73,10 @@ impl ZohoClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| ZohoError::Transport { what: "building the HTTP client".into(), reason: describe_reqwest(&e) })?;
+            .map_err(|e| ZohoError::Transport {
+                what: "building the HTTP client".into(),
+                reason: describe_reqwest(&e),
+            })?;
         let permits = Semaphore::new(settings.max_concurrency);
         Ok(ZohoClient {
             http,
@@ -109,7 +112,12 @@ impl ZohoClient {
         let per_page_s = per_page.to_string();
         // Deals awaiting approval are closed won in the CRM too: search leaves them out unless asked (`approved`
         // defaults to true), while COQL counts them and records by id return them. One rule for all three.
-        let query = [("criteria", criteria), ("page", page_s.as_str()), ("per_page", per_page_s.as_str()), ("approved", "both")];
+        let query = [
+            ("criteria", criteria),
+            ("page", page_s.as_str()),
+            ("per_page", per_page_s.as_str()),
+            ("approved", "both"),
+        ];
         self.execute(
             |base| {
                 let mut url = join_path(base, &path);
@@ -133,13 +141,22 @@ impl ZohoClient {
 
     /// `GET /crm/v8/{module}?ids=…&fields=…`: the records with these ids (at most 100) and these fields (at most
     /// 50; `id` always comes back). `None` when Zoho has none of them (204).
-    pub async fn records_by_id(&self, module: &str, ids: &[String], fields: &[String]) -> Result<Option<Page>, ZohoError> {
+    pub async fn records_by_id(
+        &self,
+        module: &str,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Option<Page>, ZohoError> {
         let path = format!("crm/v8/{module}");
         let (ids, fields) = (ids.join(","), fields.join(","));
         self.execute(
             |base| {
                 let mut url = join_path(base, &path);
-                url.query_pairs_mut().extend_pairs([("ids", ids.as_str()), ("fields", fields.as_str()), ("approved", "both")]);
+                url.query_pairs_mut().extend_pairs([
+                    ("ids", ids.as_str()),
+                    ("fields", fields.as_str()),
+                    ("approved", "both"),
+                ]);
                 (reqwest::Method::GET, url, None, None)
             },
             |what, status, body| match body {
@@ -237,37 +254,41 @@ impl ZohoClient {
         // A first mint that is throttled ends the run (say so, exit 78). A re-mint in the middle of a run waits
         // out the throttle instead of hammering the endpoint, within the retry deadline.
         let remint = self.stats.token_mints.load(Ordering::Relaxed) > 0;
-        let mut wait = self.retry.max_delay;
-        let mut waited = Duration::ZERO;
-        let minted = loop {
-            let attempt = self
-                .with_retries("minting an access token", || async {
-                    if self.stats.token_mints.fetch_add(1, Ordering::Relaxed) == 0 {
-                        self.stats.first_request_us.store(crate::telemetry::micros_since_start(), Ordering::Relaxed);
+        let throttle = crate::retry::Schedule {
+            first: self.retry.max_delay,
+            cap: Duration::from_secs(300),
+            total: Some(self.retry.deadline),
+            times: usize::MAX,
+            jitter: false,
+        };
+        let mint = || {
+            self.with_retries("minting an access token", || async {
+                if self.stats.token_mints.fetch_add(1, Ordering::Relaxed) == 0 {
+                    self.stats.first_request_us.store(crate::telemetry::micros_since_start(), Ordering::Relaxed);
+                }
+                auth::mint(&self.http, &self.settings).await
+            })
+        };
+        let throttled = |e: &ZohoError| remint && matches!(e, ZohoError::Auth(AuthError::Throttled { .. }));
+        let told = |_: &ZohoError, wait: Duration| {
+            tracing::warn!(
+                event = "token_throttled",
+                wait_ms = wait.as_millis() as u64,
+                "Zoho is throttling access-token mints for this refresh token; waiting before asking again"
+            );
+        };
+        let minted = match crate::retry::again(throttle, mint, throttled, told).await {
+            Ok(t) => t,
+            Err(e) => {
+                // Only the first mint's outcome is told; a failed re-mint later leaves it as it was.
+                self.first_mint.send_if_modified(|m| {
+                    let first = m.is_none();
+                    if first {
+                        *m = Some(false);
                     }
-                    auth::mint(&self.http, &self.settings).await
-                })
-                .await;
-            match attempt {
-                Err(ZohoError::Auth(AuthError::Throttled { .. })) if remint && waited + wait <= self.retry.deadline => {
-                    tracing::warn!(event = "token_throttled", wait_ms = wait.as_millis() as u64,
-                        "Zoho is throttling access-token mints for this refresh token; waiting before asking again");
-                    tokio::time::sleep(wait).await;
-                    waited += wait;
-                    wait = (wait * 2).min(Duration::from_secs(300));
-                }
-                Ok(t) => break t,
-                Err(e) => {
-                    // Only the first mint's outcome is told; a failed re-mint later leaves it as it was.
-                    self.first_mint.send_if_modified(|m| {
-                        let first = m.is_none();
-                        if first {
-                            *m = Some(false);
-                        }
-                        first
-                    });
-                    return Err(e);
-                }
+                    first
+                });
+                return Err(e);
             }
         };
         self.first_mint.send_replace(Some(true));
@@ -301,80 +322,90 @@ impl ZohoClient {
     {
         // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
         // few times at most: a token that is refused every time (wrong data centre) fails after three.
-        let mut remints = 0;
-        loop {
-            // The permit covers the round trip only: parsing the body happens after it is handed on.
-            let permit = self.permits.acquire().await.expect("the semaphore is never closed");
-            let token = self.token().await?;
-            let (method, url, body, if_modified_since) = build(&token.api_domain);
-            let conditional = if_modified_since.is_some();
-            let what = format!("{method} {url}");
-            let mut auth = HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret()))
-                .map_err(|_| ZohoError::InvalidBody {
+        let remint =
+            crate::retry::Schedule { first: Duration::ZERO, cap: Duration::ZERO, total: None, times: 3, jitter: false };
+        crate::retry::again(remint, || self.attempt(build, parse), |r: &Refusal| r.token_refused, |_, _| {})
+            .await
+            .map_err(|r| r.error)
+    }
+
+    /// One request with the current token. A refused token is forgotten before the error is returned.
+    async fn attempt<T, B, P>(&self, build: &B, parse: &P) -> Result<T, Refusal>
+    where
+        B: Fn(&Url) -> Request,
+        P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
+    {
+        let permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let token = self.token().await.map_err(Refusal::other)?;
+        let (method, url, body, if_modified_since) = build(&token.api_domain);
+        let conditional = if_modified_since.is_some();
+        let what = format!("{method} {url}");
+        let mut auth =
+            HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret())).map_err(|_| {
+                Refusal::other(ZohoError::InvalidBody {
                     what: "the token response".into(),
                     status: 200,
                     reason: "the access token contains characters that cannot travel in a header".into(),
-                })?;
-            auth.set_sensitive(true);
-            let mut req = self.http.request(method, url).header(AUTHORIZATION, auth);
-            if let Some(body) = body {
-                req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-            }
-            if let Some(since) = if_modified_since {
-                req = req.header(reqwest::header::IF_MODIFIED_SINCE, since);
-            }
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(event = "zoho_request", request = %what);
-            let mut resp = req
-                .send()
-                .await
-                .map_err(|e| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) })?;
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            // Chunks go straight into the one buffer the page keeps (sized from Content-Length, capped in case it
-            // lies): `bytes()` joined them into a buffer of its own, which then had to be copied again.
-            let mut bytes = Vec::with_capacity(resp.content_length().map_or(0, |n| n.min(BODY_CAPACITY_LIMIT) as usize));
-            while let Some(chunk) = resp
-                .chunk()
-                .await
-                .map_err(|e| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) })?
-            {
-                bytes.extend_from_slice(&chunk);
-            }
-            drop(permit);
-            // Valid UTF-8 (always, in practice) is taken as is; anything else is repaired with U+FFFD, so one bad
-            // byte in a deal name cannot fail a page.
-            let text = match String::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            };
-            // Empty answers mean "no records": 204 to anything, and 304 Not Modified to a conditional request
-            // (`If-Modified-Since`), which HTTP allows whenever nothing changed since then.
-            if status == 204 || (status == 304 && conditional) {
-                return parse(&what, status, None);
-            }
-            if (200..300).contains(&status) {
-                let body = if text.trim().is_empty() { None } else { Some(text) };
-                return parse(&what, status, body);
-            }
-            let err = api_error(&what, status, &text, retry_after);
-            if let ZohoError::Api { code, .. } = &err {
-                // Any 401 but a scope error means the token was refused, even when the body is unreadable (a
-                // proxy cut it short): mint a new token once and repeat the request.
-                if status == 401 && code != "OAUTH_SCOPE_MISMATCH" && remints < 3 {
-                    tracing::info!(event = "token_refused", code = %code, "Zoho refused the access token; minting a new one");
-                    self.invalidate(&token).await;
-                    remints += 1;
-                    continue;
-                }
-            }
-            return Err(err);
+                })
+            })?;
+        auth.set_sensitive(true);
+        let mut req = self.http.request(method, url).header(AUTHORIZATION, auth);
+        if let Some(body) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
         }
+        if let Some(since) = if_modified_since {
+            req = req.header(reqwest::header::IF_MODIFIED_SINCE, since);
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(event = "zoho_request", request = %what);
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| Refusal::other(ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) }))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // Chunks go straight into the one buffer the page keeps (sized from Content-Length, capped in case it
+        // lies): `bytes()` joined them into a buffer of its own, which then had to be copied again.
+        let mut bytes = Vec::with_capacity(resp.content_length().map_or(0, |n| n.min(BODY_CAPACITY_LIMIT) as usize));
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Refusal::other(ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) }))?
+        {
+            bytes.extend_from_slice(&chunk);
+        }
+        drop(permit);
+        // Valid UTF-8 (always, in practice) is taken as is; anything else is repaired with U+FFFD, so one bad
+        // byte in a deal name cannot fail a page.
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        // Empty answers mean "no records": 204 to anything, and 304 Not Modified to a conditional request
+        // (`If-Modified-Since`), which HTTP allows whenever nothing changed since then.
+        if status == 204 || (status == 304 && conditional) {
+            return parse(&what, status, None).map_err(Refusal::other);
+        }
+        if (200..300).contains(&status) {
+            let body = if text.trim().is_empty() { None } else { Some(text) };
+            return parse(&what, status, body).map_err(Refusal::other);
+        }
+        let err = api_error(&what, status, &text, retry_after);
+        // Any 401 but a scope error means the token was refused, even when the body is unreadable (a proxy cut it
+        // short): mint a new token and repeat the request.
+        if let ZohoError::Api { code, .. } = &err {
+            if status == 401 && code != "OAUTH_SCOPE_MISMATCH" {
+                tracing::info!(event = "token_refused", code = %code, "Zoho refused the access token; minting a new one");
+                self.invalidate(&token).await;
+                return Err(Refusal { error: err, token_refused: true });
+            }
+        }
+        Err(Refusal::other(err))
     }
 
     /// Runs `op` with the client's retry policy; a retryable error that outlives it becomes `Exhausted`.
@@ -409,7 +440,11 @@ fn api_error(what: &str, status: u16, body: &str, retry_after: Option<Duration>)
     }
     let message = if parsed.message.is_empty() {
         let snippet: String = body.chars().take(120).collect();
-        if snippet.is_empty() { "(empty body)".to_string() } else { snippet }
+        if snippet.is_empty() {
+            "(empty body)".to_string()
+        } else {
+            snippet
+        }
     } else {
         parsed.message
     };
@@ -435,4 +470,16 @@ pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
         source = s.source();
     }
     msg
+}
+
+/// A failed attempt, and whether it failed because Zoho refused the access token (worth a fresh mint).
+struct Refusal {
+    error: ZohoError,
+    token_refused: bool,
+}
+
+impl Refusal {
+    fn other(error: ZohoError) -> Refusal {
+        Refusal { error, token_refused: false }
+    }
 }

@@ -186,7 +186,12 @@ impl Page {
                                 r.jiter.known_skip(peek)?;
                             }
                             let count = (self.members.len() - first) as u32;
-                            self.records.push(Spans { text: Span::new(start, r.index()), first: first as u32, count, object });
+                            self.records.push(Spans {
+                                text: Span::new(start, r.index()),
+                                first: first as u32,
+                                count,
+                                object,
+                            });
                             step = r.jiter.array_step()?;
                         }
                     }
@@ -296,7 +301,9 @@ fn key_name(key: &[u8]) -> std::borrow::Cow<'static, str> {
     if !key.contains(&b'\\') {
         return std::borrow::Cow::Owned(text.into_owned());
     }
-    std::borrow::Cow::Owned(json::string(&format!("\"{text}\"")).map(|s| s.into_owned()).unwrap_or_else(|| text.into_owned()))
+    std::borrow::Cow::Owned(
+        json::string(&format!("\"{text}\"")).map(|s| s.into_owned()).unwrap_or_else(|| text.into_owned()),
+    )
 }
 
 #[cfg(test)]
@@ -323,9 +330,14 @@ mod tests {
 
     #[test]
     fn a_field_gives_its_string_directly_only_when_it_has_no_escapes() {
-        let page = Page::of_records([r#"{"a":"plain","b":"tab\tbed","c":7,"d":null,"e":"","f\u0067":"x","h":["y"]}"#], false).unwrap();
+        let page =
+            Page::of_records([r#"{"a":"plain","b":"tab\tbed","c":7,"d":null,"e":"","f\u0067":"x","h":["y"]}"#], false)
+                .unwrap();
         let rec = page.get(0).unwrap();
-        let seen: Vec<_> = rec.fields().map(|f| (f.name().into_owned(), f.plain_key().is_some(), f.plain_string(), f.value())).collect();
+        let seen: Vec<_> = rec
+            .fields()
+            .map(|f| (f.name().into_owned(), f.plain_key().is_some(), f.plain_string(), f.value()))
+            .collect();
         assert_eq!(
             seen,
             [
@@ -355,7 +367,10 @@ mod tests {
         assert!(refused(r#"{"data":[],"info":{"more_records":"yes"}}"#).starts_with("`info` is not readable"));
         assert!(refused("").starts_with("not valid JSON"));
         assert!(refused(r#"{"data":[]} x"#).contains("trailing characters"), "{}", refused(r#"{"data":[]} x"#));
-        assert!(refused(r#"{"data":[{"id":"1","Deal_Name":"cut sh"#).starts_with("not valid JSON (EOF while parsing"), "a page cut short fails whole");
+        assert!(
+            refused(r#"{"data":[{"id":"1","Deal_Name":"cut sh"#).starts_with("not valid JSON (EOF while parsing"),
+            "a page cut short fails whole"
+        );
     }
 
     #[test]

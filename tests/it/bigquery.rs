@@ -19,22 +19,13 @@ use crate::helpers::*;
 
 pub const PROJECT: &str = "dealsync-test";
 
-/// The emulator's address, or `None` (test skipped) when it is not running and not required.
-pub fn emulator() -> Option<String> {
-    match std::env::var("BIGQUERY_EMULATOR_HOST") {
-        Ok(h) if !h.is_empty() => Some(h),
-        _ if std::env::var("DEALSYNC_REQUIRE_EMULATOR").is_ok() => panic!("BIGQUERY_EMULATOR_HOST is not set"),
-        _ => {
-            eprintln!("skipped: no BigQuery emulator (run scripts/test)");
-            None
-        }
-    }
-}
-
 /// The emulator's address, for tests marked `#[ignore = "needs the BigQuery emulator"]`, which scripts/test runs
 /// with the emulator started.
 pub fn required_emulator() -> String {
-    std::env::var("BIGQUERY_EMULATOR_HOST").ok().filter(|h| !h.is_empty()).expect("BIGQUERY_EMULATOR_HOST is set (run scripts/test)")
+    std::env::var("BIGQUERY_EMULATOR_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .expect("BIGQUERY_EMULATOR_HOST is set (run scripts/test)")
 }
 
 #[derive(Clone)]
@@ -61,7 +52,11 @@ impl TestBq {
             .build_from_authenticator(Arc::new(NoAuth))
             .await
             .unwrap();
-        let suffix = dealsync_sim::data::Rng::new(std::process::id() as u64 ^ chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64).next_u64() % 1_000_000;
+        let suffix = dealsync_sim::data::Rng::new(
+            std::process::id() as u64 ^ chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64,
+        )
+        .next_u64()
+            % 1_000_000;
         TestBq { host: host.to_string(), dataset: format!("{name}_{suffix}"), client }
     }
 
@@ -71,7 +66,9 @@ impl TestBq {
 
     pub async fn query(&self, sql: &str) -> ResultSet {
         let mut req = QueryRequest::new(sql);
-        req.format_options = Some(gcp_bigquery_client::model::data_format_options::DataFormatOptions { use_int64_timestamp: Some(true) });
+        req.format_options = Some(gcp_bigquery_client::model::data_format_options::DataFormatOptions {
+            use_int64_timestamp: Some(true),
+        });
         // The emulator may close a kept-alive connection just as the next query goes out on it (hyper's
         // IncompleteMessage). The tests' queries read, or delete a named row, so sending one again on a fresh
         // connection gives the same result even if the first copy got through.
@@ -118,7 +115,11 @@ impl TestBq {
     }
 
     pub async fn create_dataset(&self) {
-        self.client.dataset().create(gcp_bigquery_client::model::dataset::Dataset::new(PROJECT, &self.dataset)).await.unwrap();
+        self.client
+            .dataset()
+            .create(gcp_bigquery_client::model::dataset::Dataset::new(PROJECT, &self.dataset))
+            .await
+            .unwrap();
     }
 
     pub async fn create_table(&self, name: &str, fields: Vec<TableFieldSchema>) {
@@ -139,7 +140,9 @@ impl TestBq {
             dataset: self.dataset.clone(),
             table: "closed_won_deals".into(),
             location: None,
-            auth: dealsync::config::BigQueryAuth::Emulator { base_url: format!("http://{}/bigquery/v2", self.host).parse().unwrap() },
+            auth: dealsync::config::BigQueryAuth::Emulator {
+                base_url: format!("http://{}/bigquery/v2", self.host).parse().unwrap(),
+            },
         }
     }
 }
@@ -151,8 +154,9 @@ fn october() -> dealsync::window::Window {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn the_first_run_creates_dataset_and_tables_and_writes_exactly_the_closed_won_deals() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "first_run").await;
     let sim = simulator(sim_config(3000)).await;
     let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
@@ -171,12 +175,16 @@ async fn the_first_run_creates_dataset_and_tables_and_writes_exactly_the_closed_
     let names = bq.table_names().await;
     assert!(names.contains(&"_dealsync_runs".to_string()) && names.contains(&"_dealsync_quarantine".to_string()));
     assert!(!names.iter().any(|n| n.starts_with("_dealsync_stg_")), "the staging table was dropped: {names:?}");
-    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {} WHERE status = 'success'", bq.table_ref("_dealsync_runs"))).await, 1);
+    assert_eq!(
+        bq.count(&format!("SELECT COUNT(*) FROM {} WHERE status = 'success'", bq.table_ref("_dealsync_runs"))).await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn the_same_window_again_changes_nothing() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "rerun").await;
     let sim = simulator(sim_config(2000)).await;
     bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
@@ -195,13 +203,15 @@ async fn the_same_window_again_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn newer_copies_replace_rows_and_older_ones_never_do() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "newer").await;
     let sim = simulator(sim_config(2000)).await;
     bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
 
-    let edited: Vec<u64> = sim.closed_won(&window("2026-10-05T00:00:00Z", "2026-10-25T00:00:00Z")).iter().take(5).map(|d| d.id).collect();
+    let edited: Vec<u64> =
+        sim.closed_won(&window("2026-10-05T00:00:00Z", "2026-10-25T00:00:00Z")).iter().take(5).map(|d| d.id).collect();
     sim.mutate(|deals| {
         for d in deals.iter_mut().filter(|d| edited.contains(&d.id)) {
             d.amount = Some(Decimal::new(77_777, 2));
@@ -234,8 +244,9 @@ async fn newer_copies_replace_rows_and_older_ones_never_do() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn a_run_killed_between_staging_and_merge_is_repaired_by_the_next_run() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "killed").await;
     let sim = simulator(sim_config(6000)).await;
 
@@ -287,13 +298,17 @@ async fn a_run_killed_between_staging_and_merge_is_repaired_by_the_next_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn numeric_amounts_round_trip_exactly() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "numeric").await;
     let sim = simulator(sim_config(4000)).await;
     bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
     let mut rs = bq
-        .query(&format!("SELECT deal_id, CAST(amount AS STRING), CAST(exchange_rate AS STRING) FROM {}", bq.table_ref("closed_won_deals")))
+        .query(&format!(
+            "SELECT deal_id, CAST(amount AS STRING), CAST(exchange_rate AS STRING) FROM {}",
+            bq.table_ref("closed_won_deals")
+        ))
         .await;
     let truth: std::collections::HashMap<String, Option<Decimal>> =
         sim.closed_won(&october()).into_iter().map(|d| (d.id.to_string(), d.amount)).collect();
@@ -310,8 +325,9 @@ async fn numeric_amounts_round_trip_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn the_run_ledger_in_bigquery_drives_the_next_window() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "ledger").await;
     let sim = simulator(SimConfig::demo(3000, 9)).await;
     let first = bq.dealsync(&["sync"]).against(&sim).run().await;
@@ -327,8 +343,9 @@ async fn the_run_ledger_in_bigquery_drives_the_next_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn an_incompatible_table_stops_the_run_before_any_write() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "incompatible").await;
     bq.create_dataset().await;
     let mut fields = dealsync::sink::bigquery::sql::target_fields(&dealsync::schema::columns(&[]));
@@ -344,11 +361,15 @@ async fn an_incompatible_table_stops_the_run_before_any_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn a_missing_column_is_added_to_an_existing_table() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "evolve").await;
     bq.create_dataset().await;
-    let fields: Vec<_> = dealsync::sink::bigquery::sql::target_fields(&dealsync::schema::columns(&[])).into_iter().filter(|f| f.name != "lead_source").collect();
+    let fields: Vec<_> = dealsync::sink::bigquery::sql::target_fields(&dealsync::schema::columns(&[]))
+        .into_iter()
+        .filter(|f| f.name != "lead_source")
+        .collect();
     bq.create_table("closed_won_deals", fields).await;
     let sim = simulator(sim_config(800)).await;
     let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
@@ -359,22 +380,28 @@ async fn a_missing_column_is_added_to_an_existing_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn quarantined_records_land_in_the_bigquery_quarantine_table() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "quarantine").await;
     let sim = simulator(SimConfig { broken: 4, ..sim_config(1500) }).await;
     let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
     out.assert_code(3);
     assert_eq!(bq.deal_ids().await, expected_ids(&sim, &october()));
-    let reasons = bq.strings(&format!("SELECT reason FROM {} ORDER BY reason", bq.table_ref("_dealsync_quarantine"))).await;
+    let reasons =
+        bq.strings(&format!("SELECT reason FROM {} ORDER BY reason", bq.table_ref("_dealsync_quarantine"))).await;
     assert_eq!(reasons.len(), 4);
     assert!(reasons.iter().any(|r| r.starts_with("Closing_Date:")), "{reasons:?}");
-    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {} WHERE status = 'partial'", bq.table_ref("_dealsync_runs"))).await, 1);
+    assert_eq!(
+        bq.count(&format!("SELECT COUNT(*) FROM {} WHERE status = 'partial'", bq.table_ref("_dealsync_runs"))).await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn check_verifies_zoho_and_bigquery_without_writing_anything() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "check").await;
     let sim = simulator(sim_config(100)).await;
     let out = bq.dealsync(&["check"]).against(&sim).run().await;
@@ -394,8 +421,9 @@ async fn check_verifies_zoho_and_bigquery_without_writing_anything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn check_reports_each_failure_and_exits_with_the_first_ones_code() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "check_fail").await;
     let sim = simulator(sim_config(100)).await;
     let out = bq.dealsync(&["check"]).against(&sim).env("ZOHO_REFRESH_TOKEN", "1000.revoked").run().await;
@@ -405,12 +433,31 @@ async fn check_reports_each_failure_and_exits_with_the_first_ones_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn random_faults_and_a_sigkill_into_bigquery_end_with_exactly_the_truth() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "faults").await;
-    let plan = dealsync_sim::faults::FaultPlan { rate: 0.2, seed: 99, slow: std::time::Duration::from_millis(1200), ..Default::default() };
-    let sim = simulator(SimConfig { latency: std::time::Duration::from_millis(100), faults: plan, ..sim_config(6000) }).await;
-    let args = ["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--request-timeout", "1s", "--retry-max-delay", "200ms", "--max-attempts", "12"];
+    let plan = dealsync_sim::faults::FaultPlan {
+        rate: 0.2,
+        seed: 99,
+        slow: std::time::Duration::from_millis(1200),
+        ..Default::default()
+    };
+    let sim =
+        simulator(SimConfig { latency: std::time::Duration::from_millis(100), faults: plan, ..sim_config(6000) }).await;
+    let args = [
+        "sync",
+        "--from",
+        "2026-10-01",
+        "--to",
+        "2026-11-01",
+        "--request-timeout",
+        "1s",
+        "--retry-max-delay",
+        "200ms",
+        "--max-attempts",
+        "12",
+    ];
     let running = bq.dealsync(&args).against(&sim).spawn();
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     running.signal("KILL");
@@ -421,8 +468,13 @@ async fn random_faults_and_a_sigkill_into_bigquery_end_with_exactly_the_truth() 
     let t = term.wait().await;
     assert!(t.code == 75 || t.code == 0, "{}", t.stderr);
     if t.code == 75 {
-        assert!(!bq.table_names().await.iter().any(|n| n.contains(&t.summary()["run_id"].as_str().unwrap().to_ascii_lowercase())),
-            "an interrupted run drops its staging table");
+        assert!(
+            !bq.table_names()
+                .await
+                .iter()
+                .any(|n| n.contains(&t.summary()["run_id"].as_str().unwrap().to_ascii_lowercase())),
+            "an interrupted run drops its staging table"
+        );
     }
     let out = bq.dealsync(&args).against(&sim).run().await;
     out.assert_code(0);
@@ -435,8 +487,9 @@ async fn random_faults_and_a_sigkill_into_bigquery_end_with_exactly_the_truth() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn reconciliation_in_bigquery_names_a_row_deleted_behind_dealsyncs_back() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "reconcile").await;
     let sim = simulator(sim_config(2000)).await;
     let out = bq.dealsync(&OCTOBER).against(&sim).run().await;
@@ -450,8 +503,9 @@ async fn reconciliation_in_bigquery_names_a_row_deleted_behind_dealsyncs_back() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn four_sharded_tasks_merge_exactly_the_range_into_bigquery() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "sharded").await;
     let sim = simulator(sim_config(4000)).await;
     // The first task creates the dataset and tables; the others find them.
@@ -469,13 +523,20 @@ async fn four_sharded_tasks_merge_exactly_the_range_into_bigquery() {
         run.wait().await.assert_code(0);
     }
     assert_eq!(bq.deal_ids().await, expected_ids(&sim, &october()));
-    assert!(!bq.table_names().await.iter().any(|n| n.starts_with("_dealsync_stg_")), "every task dropped its staging table");
-    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {} WHERE kind = 'backfill'", bq.table_ref("_dealsync_runs"))).await, 4);
+    assert!(
+        !bq.table_names().await.iter().any(|n| n.starts_with("_dealsync_stg_")),
+        "every task dropped its staging table"
+    );
+    assert_eq!(
+        bq.count(&format!("SELECT COUNT(*) FROM {} WHERE kind = 'backfill'", bq.table_ref("_dealsync_runs"))).await,
+        4
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn deleted_and_reopened_deals_are_marked_in_bigquery() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "changes").await;
     let sim = simulator(sim_config(2000)).await;
     bq.dealsync(&OCTOBER).against(&sim).run().await.assert_code(0);
@@ -496,14 +557,21 @@ async fn deleted_and_reopened_deals_are_marked_in_bigquery() {
     out.assert_code(0);
     assert_eq!((out.count("rows_deleted"), out.count("rows_reopened")), (1, 1));
     let t = bq.table_ref("closed_won_deals");
-    assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {t} WHERE deal_id = '{gone}' AND is_deleted AND deleted_time IS NOT NULL")).await, 1);
+    assert_eq!(
+        bq.count(&format!(
+            "SELECT COUNT(*) FROM {t} WHERE deal_id = '{gone}' AND is_deleted AND deleted_time IS NOT NULL"
+        ))
+        .await,
+        1
+    );
     assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {t} WHERE deal_id = '{reopened}' AND NOT is_closed_won AND stage = 'Negotiation/Review'")).await, 1);
     assert_eq!(out.event("reconciliation")["outcome"], "match");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn a_promoted_field_becomes_a_typed_bigquery_column_without_touching_existing_rows() {
-    let Some(host) = emulator() else { return };
+    let host = required_emulator();
     let bq = TestBq::new(&host, "promoted").await;
     let sim = simulator(sim_config(1200)).await;
     let first = bq.dealsync(&["sync", "--from", "2026-10-01", "--to", "2026-10-16"]).against(&sim).run().await;
@@ -512,9 +580,11 @@ async fn a_promoted_field_becomes_a_typed_bigquery_column_without_touching_exist
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
-    let config = format!("{}account_json = {{ field = \"Account_Name\", type = \"json\" }}\n", crate::custom_fields::PROMOTED);
+    let config =
+        format!("{}account_json = {{ field = \"Account_Name\", type = \"json\" }}\n", crate::custom_fields::PROMOTED);
     std::fs::write(dir.path().join("config/dealsync.toml"), config).unwrap();
-    let second = bq.dealsync(&["sync", "--from", "2026-10-16", "--to", "2026-11-01"]).against(&sim).reuse(dir).run().await;
+    let second =
+        bq.dealsync(&["sync", "--from", "2026-10-16", "--to", "2026-11-01"]).against(&sim).reuse(dir).run().await;
     second.assert_code(0);
 
     let t = bq.table_ref("closed_won_deals");
@@ -561,7 +631,12 @@ async fn a_promoted_field_becomes_a_typed_bigquery_column_without_touching_exist
 
     // A backfill with --rewrite fills the older rows too.
     let dir = second.dir;
-    let rewrite = bq.dealsync(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--rewrite"]).against(&sim).reuse(dir).run().await;
+    let rewrite = bq
+        .dealsync(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--rewrite"])
+        .against(&sim)
+        .reuse(dir)
+        .run()
+        .await;
     rewrite.assert_code(0);
     assert_eq!(rewrite.count("rows_updated") as usize, deals.len());
     assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {t} WHERE region IS NULL")).await, 0);
@@ -571,7 +646,10 @@ async fn a_promoted_field_becomes_a_typed_bigquery_column_without_touching_exist
 /// streamed into a staging table, answering as if BigQuery had them all: what BigQuery documents its streaming
 /// buffer may do to queries (rows there temporarily unavailable, while queries succeed). Returns its
 /// `host:port` and the deals it left out.
-async fn lossy_proxy(emulator: String, one_in: u64) -> (String, Arc<std::sync::Mutex<std::collections::HashSet<String>>>) {
+async fn lossy_proxy(
+    emulator: String,
+    one_in: u64,
+) -> (String, Arc<std::sync::Mutex<std::collections::HashSet<String>>>) {
     use std::io::Read;
     let dropped = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let (seen, http) = (dropped.clone(), reqwest::Client::new());
@@ -604,10 +682,20 @@ async fn lossy_proxy(emulator: String, one_in: u64) -> (String, Arc<std::sync::M
                 headers.insert("content-type", "application/json".parse().unwrap());
                 headers.remove("content-length");
             }
-            let r = http.request(parts.method.clone(), format!("http://{emulator}{path}")).headers(headers).body(body).send().await.unwrap();
+            let r = http
+                .request(parts.method.clone(), format!("http://{emulator}{path}"))
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let status = r.status();
             let bytes = r.bytes().await.unwrap();
-            axum::response::Response::builder().status(status).header("content-type", "application/json").body(axum::body::Body::from(bytes)).unwrap()
+            axum::response::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(bytes))
+                .unwrap()
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -25,7 +25,16 @@ fn a_malformed_flag_is_a_usage_error_with_exit_2() {
 #[test]
 fn a_closing_date_window_needs_whole_dates() {
     dealsync()
-        .args(["sync", "--demo", "--window-field", "Closing_Date", "--from", "2026-01-01T10:00:00Z", "--to", "2026-01-02"])
+        .args([
+            "sync",
+            "--demo",
+            "--window-field",
+            "Closing_Date",
+            "--from",
+            "2026-01-01T10:00:00Z",
+            "--to",
+            "2026-01-02",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("whole dates"));

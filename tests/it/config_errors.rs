@@ -37,9 +37,11 @@ async fn each_bad_variable_exits_78_naming_it_before_any_network_call() {
         };
         let out = run.run().await;
         out.assert_code(78);
-        let first_error = out.stderr.lines().find(|l| l.contains(var)).unwrap_or_else(|| {
-            panic!("{var}={value:?}: no line names the variable:\n{}", out.stderr)
-        });
+        let first_error = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(var))
+            .unwrap_or_else(|| panic!("{var}={value:?}: no line names the variable:\n{}", out.stderr));
         assert!(!first_error.contains(SECRET) && !first_error.contains(REFRESH));
         assert!(!out.stderr.contains(SECRET) && !out.stderr.contains(REFRESH), "{var}: a secret leaked");
     }
@@ -88,11 +90,9 @@ async fn a_throttled_token_endpoint_says_to_wait_whatever_status_it_uses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_search_scope_names_the_scope_to_grant() {
-    let sim = simulator(SimConfig {
-        missing_scopes: vec!["ZohoSearch.securesearch.READ".into()],
-        ..sim_with_secrets()
-    })
-    .await;
+    let sim =
+        simulator(SimConfig { missing_scopes: vec!["ZohoSearch.securesearch.READ".into()], ..sim_with_secrets() })
+            .await;
     let out = Dealsync::new(&["sync"]).against(&sim).run().await;
     out.assert_code(78);
     let err = out.summary()["error"].as_str().unwrap().to_string();
@@ -103,7 +103,12 @@ async fn a_missing_search_scope_names_the_scope_to_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_runs_keep_secrets_out_of_the_ledger_and_help() {
     let sim = simulator(sim_with_secrets()).await;
-    let out = Dealsync::new(&["sync"]).against(&sim).env("ZOHO_CLIENT_SECRET", "wrong-secret-XYZ").env("RUST_LOG", "trace").run().await;
+    let out = Dealsync::new(&["sync"])
+        .against(&sim)
+        .env("ZOHO_CLIENT_SECRET", "wrong-secret-XYZ")
+        .env("RUST_LOG", "trace")
+        .run()
+        .await;
     out.assert_code(78);
     assert!(!out.stderr.contains("wrong-secret-XYZ") && !out.stderr.contains(REFRESH));
     let help = Dealsync::new(&["sync", "--help"]).against(&sim).run().await;

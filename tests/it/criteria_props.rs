@@ -5,7 +5,8 @@ use dealsync_sim::criteria::{self as sim, parse};
 use proptest::prelude::*;
 
 fn encode_decode(criteria: &str) -> String {
-    let encoded: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("criteria", criteria).finish();
+    let encoded: String =
+        url::form_urlencoded::Serializer::new(String::new()).append_pair("criteria", criteria).finish();
     url::form_urlencoded::parse(encoded.as_bytes()).next().unwrap().1.into_owned()
 }
 

@@ -69,12 +69,19 @@ async fn a_promoted_custom_field_appears_as_a_typed_column_on_the_next_run_witho
     assert!(before, "no promoted columns before the config names them");
 
     write_config(first.dir.path(), PROMOTED);
-    let second = Dealsync::new(&["sync", "--from", "2026-10-16", "--to", "2026-11-01"]).against(&sim).reuse(first.dir).run().await;
+    let second = Dealsync::new(&["sync", "--from", "2026-10-16", "--to", "2026-11-01"])
+        .against(&sim)
+        .reuse(first.dir)
+        .run()
+        .await;
     second.assert_code(0);
     assert!(second.events().iter().any(|e| e["event"] == "columns_added"), "{}", second.stderr);
 
-    let deals: std::collections::HashMap<String, SimDeal> =
-        sim.closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).into_iter().map(|d| (d.id.to_string(), d)).collect();
+    let deals: std::collections::HashMap<String, SimDeal> = sim
+        .closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"))
+        .into_iter()
+        .map(|d| (d.id.to_string(), d))
+        .collect();
     let late = expected_ids(&sim, &window("2026-10-16T00:00:00Z", "2026-11-01T00:00:00Z"));
     let rows = promoted_rows(&second.db());
     assert_eq!(rows.len(), deals.len());
@@ -96,21 +103,38 @@ async fn a_promoted_custom_field_appears_as_a_typed_column_on_the_next_run_witho
     );
 
     // A backfill with --rewrite fills the older rows from Zoho's copies, changing nothing else.
-    let rewrite = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--rewrite"]).against(&sim).reuse(second.dir).run().await;
+    let rewrite = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--rewrite"])
+        .against(&sim)
+        .reuse(second.dir)
+        .run()
+        .await;
     rewrite.assert_code(0);
     assert_eq!(rewrite.count("rows_updated") as usize, deals.len());
     for (id, promoted, _) in promoted_rows(&rewrite.db()) {
         assert_eq!(promoted, Some(expected_promoted(&deals[&id])), "deal {id}");
     }
-    let again = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).reuse(rewrite.dir).run().await;
-    assert_eq!((again.count("rows_updated"), again.count("rows_inserted")), (0, 0), "without --rewrite equal copies stay");
+    let again = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"])
+        .against(&sim)
+        .reuse(rewrite.dir)
+        .run()
+        .await;
+    assert_eq!(
+        (again.count("rows_updated"), again.count("rows_inserted")),
+        (0, 0),
+        "without --rewrite equal copies stay"
+    );
 }
 
 /// True when the table exists without any promoted column.
 fn promoted_rows_or_columns_missing(db: &std::path::Path) -> bool {
     let c = rusqlite::Connection::open(db).unwrap();
-    let cols: Vec<String> =
-        c.prepare("PRAGMA table_info(closed_won_deals)").unwrap().query_map([], |r| r.get(1)).unwrap().map(Result::unwrap).collect();
+    let cols: Vec<String> = c
+        .prepare("PRAGMA table_info(closed_won_deals)")
+        .unwrap()
+        .query_map([], |r| r.get(1))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     !cols.is_empty() && !cols.iter().any(|c| c == "region" || c == "seats")
 }
 
@@ -146,14 +170,25 @@ async fn a_value_that_does_not_fit_its_promoted_type_quarantines_the_deal_naming
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promoted_fields_are_read_through_coql_too() {
-    let sim = simulator(SimConfig { deals: 6000, span: Duration::seconds(1), anchor: utc("2026-10-15T12:00:01Z"), ..sim_config(0) }).await;
+    let sim = simulator(SimConfig {
+        deals: 6000,
+        span: Duration::seconds(1),
+        anchor: utc("2026-10-15T12:00:01Z"),
+        ..sim_config(0)
+    })
+    .await;
     let w = window("2026-10-15T12:00:00Z", "2026-10-15T12:00:01Z");
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), PROMOTED);
-    let out = Dealsync::new(&["sync", "--from", "2026-10-15T12:00:00Z", "--to", "2026-10-15T12:00:01Z"]).against(&sim).reuse(dir).run().await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-15T12:00:00Z", "--to", "2026-10-15T12:00:01Z"])
+        .against(&sim)
+        .reuse(dir)
+        .run()
+        .await;
     out.assert_code(0);
     assert!(out.count("coql_pages") > 0, "{}", out.summary());
-    let deals: std::collections::HashMap<String, SimDeal> = sim.closed_won(&w).into_iter().map(|d| (d.id.to_string(), d)).collect();
+    let deals: std::collections::HashMap<String, SimDeal> =
+        sim.closed_won(&w).into_iter().map(|d| (d.id.to_string(), d)).collect();
     let rows = promoted_rows(&out.db());
     assert_eq!(rows.len(), deals.len());
     for (id, promoted, _) in rows {
@@ -165,19 +200,44 @@ async fn promoted_fields_are_read_through_coql_too() {
 async fn dealsync_fields_lists_every_field_with_the_column_type_it_would_get() {
     let text = Dealsync::new(&["fields", "--demo"]).run().await;
     text.assert_code(0);
-    let line = |name: &str| text.stdout.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}:\n{}", text.stdout)).to_string();
+    let line = |name: &str| {
+        text.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name}:\n{}", text.stdout))
+            .to_string()
+    };
     let words = |l: String| l.split_whitespace().map(String::from).collect::<Vec<_>>();
     assert!(text.stdout.starts_with("api name"), "{}", text.stdout);
-    assert!(line("Amount").contains("currency") && line("Amount").contains("amount") && line("Amount").contains("NUMERIC"));
-    assert!(words(line("Seats")).ends_with(&["yes".into(), "raw".into(), "only".into(), "integer".into(), "INT64".into(), "INTEGER".into()]), "{}", line("Seats"));
+    assert!(
+        line("Amount").contains("currency") && line("Amount").contains("amount") && line("Amount").contains("NUMERIC")
+    );
+    assert!(
+        words(line("Seats")).ends_with(&[
+            "yes".into(),
+            "raw".into(),
+            "only".into(),
+            "integer".into(),
+            "INT64".into(),
+            "INTEGER".into()
+        ]),
+        "{}",
+        line("Seats")
+    );
 
     // Partner_Tier's metadata has no json_type and no length: still listed, typed from data_type.
     let json = Dealsync::new(&["fields", "--demo", "--format", "json"]).run().await;
     json.assert_code(0);
     let rows: Vec<Value> = serde_json::from_str(&json.stdout).unwrap();
     let tier = rows.iter().find(|r| r["api_name"] == "Partner_Tier").unwrap();
-    assert_eq!((tier["json_type"].clone(), tier["type"].clone(), tier["custom"].clone()), (Value::Null, "text".into(), true.into()));
-    assert_eq!(rows.iter().find(|r| r["api_name"] == "Owner").unwrap()["columns"], serde_json::json!(["owner_id", "owner_name", "owner_email"]));
+    assert_eq!(
+        (tier["json_type"].clone(), tier["type"].clone(), tier["custom"].clone()),
+        (Value::Null, "text".into(), true.into())
+    );
+    assert_eq!(
+        rows.iter().find(|r| r["api_name"] == "Owner").unwrap()["columns"],
+        serde_json::json!(["owner_id", "owner_name", "owner_email"])
+    );
 
     // The toml block is a valid [columns] table of the custom fields, with a config it reports them promoted.
     let toml_out = Dealsync::new(&["fields", "--demo", "--custom", "--format", "toml"]).run().await;
@@ -197,7 +257,8 @@ async fn dealsync_fields_lists_every_field_with_the_column_type_it_would_get() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fields_without_the_metadata_scope_names_the_scope_and_is_not_retried() {
-    let sim = simulator(SimConfig { missing_scopes: vec!["ZohoCRM.settings.fields.READ".into()], ..sim_config(10) }).await;
+    let sim =
+        simulator(SimConfig { missing_scopes: vec!["ZohoCRM.settings.fields.READ".into()], ..sim_config(10) }).await;
     let out = Dealsync::new(&["fields"]).against(&sim).run().await;
     out.assert_code(78);
     assert!(out.stderr.contains("ZohoCRM.settings.fields.READ"), "{}", out.stderr);
@@ -233,6 +294,12 @@ async fn check_confirms_promoted_fields_exist_in_zoho_and_names_the_ones_that_do
     write_config(dir.path(), "[columns]\nregion = { field = \"Region\", type = \"text\" }\nregoin = { field = \"Regoin\", type = \"text\" }\n");
     let bad = Dealsync::new(&["check", "--sink", "sqlite:deals.db"]).against(&sim).reuse(dir).run().await;
     bad.assert_code(78);
-    assert!(bad.stdout.contains("FAIL  columns (config file): columns.regoin promotes Regoin, which Zoho's Deals metadata does not list"), "{}", bad.stdout);
+    assert!(
+        bad.stdout.contains(
+            "FAIL  columns (config file): columns.regoin promotes Regoin, which Zoho's Deals metadata does not list"
+        ),
+        "{}",
+        bad.stdout
+    );
     assert!(bad.stdout.contains("ok    sqlite:deals.db"), "the sink is still checked: {}", bad.stdout);
 }

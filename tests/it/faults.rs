@@ -14,7 +14,8 @@ use crate::helpers::*;
 
 const OCTOBER: [&str; 5] = ["sync", "--from", "2026-10-01", "--to", "2026-11-01"];
 /// Short timeouts and waits, so that a test with faults takes seconds.
-const FAST: [&str; 8] = ["--request-timeout", "1s", "--retry-max-delay", "200ms", "--max-attempts", "12", "--retry-deadline", "30s"];
+const FAST: [&str; 8] =
+    ["--request-timeout", "1s", "--retry-max-delay", "200ms", "--max-attempts", "12", "--retry-deadline", "30s"];
 
 fn args(extra: &[&'static str]) -> Vec<&'static str> {
     OCTOBER.iter().chain(FAST.iter()).chain(extra.iter()).copied().collect()
@@ -33,7 +34,16 @@ fn assert_no_duplicates(db: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_fault_alone_is_survived_with_exactly_the_truth() {
-    for spec in ["429@2", "500@2", "reset@2", "slow@2:3000", "expire@2", "badjson@2", "trunc@2", "429@1,500@2,reset@3,trunc@4,badjson@5"] {
+    for spec in [
+        "429@2",
+        "500@2",
+        "reset@2",
+        "slow@2:3000",
+        "expire@2",
+        "badjson@2",
+        "trunc@2",
+        "429@1,500@2,reset@3,trunc@4,badjson@5",
+    ] {
         let sim = simulator(SimConfig { faults: FaultPlan::parse(spec).unwrap(), ..sim_config(3000) }).await;
         let out = Dealsync::new(&args(&[])).against(&sim).run().await;
         out.assert_code(0);
@@ -45,7 +55,8 @@ async fn each_fault_alone_is_survived_with_exactly_the_truth() {
             assert_eq!(out.count("retries"), 0);
         } else {
             assert_eq!(out.count("retries"), injected, "{spec}: one retry per fault");
-            let warns = out.events().into_iter().filter(|e| e["event"] == "retry" && e["severity"] == "WARNING").count();
+            let warns =
+                out.events().into_iter().filter(|e| e["event"] == "retry" && e["severity"] == "WARNING").count();
             assert_eq!(warns as u64, injected, "{spec}: one warn event per retry");
         }
     }
@@ -56,7 +67,14 @@ async fn seeded_random_faults_at_20_percent_over_10000_deals_lose_and_duplicate_
     let mut injected = 0;
     for seed in [1, 2, 3] {
         let plan = FaultPlan { rate: 0.2, seed, slow: Duration::from_millis(1200), ..FaultPlan::default() };
-        let sim = simulator(SimConfig { deals: 10_000, span: chrono::Duration::days(10), anchor: utc("2026-10-20T00:00:00Z"), faults: plan, ..sim_config(0) }).await;
+        let sim = simulator(SimConfig {
+            deals: 10_000,
+            span: chrono::Duration::days(10),
+            anchor: utc("2026-10-20T00:00:00Z"),
+            faults: plan,
+            ..sim_config(0)
+        })
+        .await;
         let out = Dealsync::new(&args(&[])).against(&sim).run().await;
         out.assert_code(0);
         let truth = expected_ids(&sim, &october());
@@ -66,7 +84,12 @@ async fn seeded_random_faults_at_20_percent_over_10000_deals_lose_and_duplicate_
         let stats = sim.stats();
         assert!(stats.faults_injected >= 3, "seed {seed}: {stats:?}");
         injected += stats.faults_injected;
-        eprintln!("seed {seed}: {} requests, faults {:?}, {} rows", stats.api_requests, stats.faults_by_kind, truth.len());
+        eprintln!(
+            "seed {seed}: {} requests, faults {:?}, {} rows",
+            stats.api_requests,
+            stats.faults_by_kind,
+            truth.len()
+        );
     }
     assert!(injected >= 15, "{injected} faults in all");
 }
@@ -165,18 +188,42 @@ async fn the_same_deal_twice_in_a_run_keeps_one_row_in_every_sink() {
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let server = MockServer::start().await;
     let token = format!(r#"{{"access_token":"1000.a","expires_in":3600,"api_domain":"{}"}}"#, server.uri());
-    Mock::given(method("POST")).and(path("/oauth/v2/token")).respond_with(ResponseTemplate::new(200).set_body_raw(token, "application/json")).mount(&server).await;
-    let deal = |id: &str, t: &str| format!(r#"{{"id":"{id}","Stage":"Closed Won","Amount":"1.5","Modified_Time":"{t}"}}"#);
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(token, "application/json"))
+        .mount(&server)
+        .await;
+    let deal =
+        |id: &str, t: &str| format!(r#"{{"id":"{id}","Stage":"Closed Won","Amount":"1.5","Modified_Time":"{t}"}}"#);
     // A server that repeats deals: 2 twice as it was, 1 again as a newer copy.
-    let deals = [deal("1", "2026-10-01T10:00:00Z"), deal("2", "2026-10-01T10:00:00Z"), deal("2", "2026-10-01T10:00:00Z"), deal("3", "2026-10-01T11:00:00Z"), deal("1", "2026-10-01T12:00:00Z")];
+    let deals = [
+        deal("1", "2026-10-01T10:00:00Z"),
+        deal("2", "2026-10-01T10:00:00Z"),
+        deal("2", "2026-10-01T10:00:00Z"),
+        deal("3", "2026-10-01T11:00:00Z"),
+        deal("1", "2026-10-01T12:00:00Z"),
+    ];
     let page = format!(r#"{{"data":[{}],"info":{{"page":1,"more_records":false}}}}"#, deals.join(","));
-    Mock::given(method("GET")).and(path("/crm/v8/Deals/search"))
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(page, "application/json"))
-        .mount(&server).await;
-    Mock::given(method("POST")).and(path("/crm/v8/coql"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(r#"{"data":[{"COUNT(id)":3}],"info":{"count":1,"more_records":false}}"#, "application/json"))
-        .mount(&server).await;
-    Mock::given(method("GET")).and(path("/crm/v8/Deals/deleted")).respond_with(ResponseTemplate::new(304)).mount(&server).await;
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v8/coql"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(
+                r#"{"data":[{"COUNT(id)":3}],"info":{"count":1,"more_records":false}}"#,
+                "application/json",
+            ),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/deleted"))
+        .respond_with(ResponseTemplate::new(304))
+        .mount(&server)
+        .await;
     for sink in ["sqlite:deals.db", "ndjson:deals.ndjson"] {
         let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-02", "--sink", sink])
             .env("ZOHO_ACCOUNTS_URL", &server.uri())
@@ -214,16 +261,37 @@ fn arb_json() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 24, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map(prop_oneof![Just("id".to_string()), Just("name".to_string()), "[a-z]{1,6}"], inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(
+                prop_oneof![Just("id".to_string()), Just("name".to_string()), "[a-z]{1,6}"],
+                inner,
+                0..4
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
 const KEYS: &[&str] = &[
-    "id", "Deal_Name", "Stage", "Amount", "Expected_Revenue", "Exchange_Rate", "Currency", "Probability", "Closing_Date",
-    "Account_Name", "Contact_Name", "Owner", "Pipeline", "Type", "Lead_Source", "Tag", "Created_Time", "Modified_Time",
-    "Description", "Custom__c",
+    "id",
+    "Deal_Name",
+    "Stage",
+    "Amount",
+    "Expected_Revenue",
+    "Exchange_Rate",
+    "Currency",
+    "Probability",
+    "Closing_Date",
+    "Account_Name",
+    "Contact_Name",
+    "Owner",
+    "Pipeline",
+    "Type",
+    "Lead_Source",
+    "Tag",
+    "Created_Time",
+    "Modified_Time",
+    "Description",
+    "Custom__c",
 ];
 
 proptest! {
@@ -263,11 +331,16 @@ async fn rows_written_before_a_stalled_answer_are_committed_while_the_run_waits(
         // them out) while the run waits.
         let faults = FaultPlan::parse("slow@10:8000").unwrap();
         let sim = simulator(SimConfig { faults, won_share: 1.0, ..sim_config(3000) }).await;
-        let mut run = Dealsync::new(&OCTOBER).args(&["--sink", sink]).against(&sim).env("ZOHO_MAX_CONCURRENCY", "1").spawn();
+        let mut run =
+            Dealsync::new(&OCTOBER).args(&["--sink", sink]).against(&sim).env("ZOHO_MAX_CONCURRENCY", "1").spawn();
         let dir = run.dir().to_path_buf();
         let visible = || -> Option<i64> {
             if sink.starts_with("sqlite") {
-                let c = rusqlite::Connection::open_with_flags(dir.join("dealsync.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+                let c = rusqlite::Connection::open_with_flags(
+                    dir.join("dealsync.db"),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .ok()?;
                 c.query_row("SELECT count(*) FROM closed_won_deals", [], |r| r.get::<_, i64>(0)).ok()
             } else {
                 Some(std::fs::read(dir.join("out.ndjson")).ok()?.iter().filter(|&&b| b == b'\n').count() as i64)

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use dealsync_sim::{self as sim, SimConfig, SimDeal, SimHandle};
 use dealsync::window::{Window, WindowField};
+use dealsync_sim::{self as sim, SimConfig, SimDeal, SimHandle};
 use serde_json::Value;
 
 /// The simulator's truth for one of dealsync's windows.

@@ -24,7 +24,10 @@ async fn four_sharded_tasks_write_exactly_the_whole_range_into_one_warehouse() {
         let out = run.wait().await;
         out.assert_code(0);
         assert_eq!(out.event("shard")["count"], 4);
-        starts.push((out.summary()["window_start"].as_str().unwrap().to_string(), out.summary()["window_end"].as_str().unwrap().to_string()));
+        starts.push((
+            out.summary()["window_start"].as_str().unwrap().to_string(),
+            out.summary()["window_end"].as_str().unwrap().to_string(),
+        ));
     }
     starts.sort();
     assert_eq!(starts[0].0, "2026-10-01T00:00:00+00:00");
@@ -37,7 +40,8 @@ async fn four_sharded_tasks_write_exactly_the_whole_range_into_one_warehouse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_indexed_job_without_its_task_count_is_a_configuration_error() {
     let sim = simulator(sim_config(100)).await;
-    let out = Dealsync::new(&["sync", "--from", "2026-10-01"]).against(&sim).env("JOB_COMPLETION_INDEX", "1").run().await;
+    let out =
+        Dealsync::new(&["sync", "--from", "2026-10-01"]).against(&sim).env("JOB_COMPLETION_INDEX", "1").run().await;
     out.assert_code(78);
     assert!(out.stderr.contains("DEALSYNC_TASK_COUNT"));
 }
@@ -55,13 +59,20 @@ async fn auth_exchange_prints_the_refresh_token_once_to_stdout_only() {
     assert!(!out.stderr.contains("fresh-refresh-XYZ"));
     assert!(out.stderr.contains("not shown again"));
 
-    let bad = Dealsync::new(&["auth", "exchange", "--grant-token", "1000.expired"]).against(&sim).env_remove("ZOHO_REFRESH_TOKEN").run().await;
+    let bad = Dealsync::new(&["auth", "exchange", "--grant-token", "1000.expired"])
+        .against(&sim)
+        .env_remove("ZOHO_REFRESH_TOKEN")
+        .run()
+        .await;
     bad.assert_code(78);
     assert!(bad.stderr.contains("grant code is wrong, already used or expired"), "{}", bad.stderr);
     assert!(bad.stdout.is_empty());
 
     let scopes = Dealsync::new(&["auth", "scopes"]).run().await;
-    assert_eq!(scopes.stdout.trim(), "ZohoCRM.modules.deals.READ,ZohoSearch.securesearch.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ");
+    assert_eq!(
+        scopes.stdout.trim(),
+        "ZohoCRM.modules.deals.READ,ZohoSearch.securesearch.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +80,11 @@ async fn the_config_file_sets_defaults_that_environment_and_flags_override() {
     let sim = simulator(sim_config(3000)).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("dealsync.toml");
-    std::fs::write(&cfg, "[sync]\nwindow_field = \"Closing_Date\"\nsink = \"ndjson:from-file.ndjson\"\n[zoho]\nmax_concurrency = 2\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[sync]\nwindow_field = \"Closing_Date\"\nsink = \"ndjson:from-file.ndjson\"\n[zoho]\nmax_concurrency = 2\n",
+    )
+    .unwrap();
     let out = Dealsync::new(&["sync", "--from", "2026-10-05", "--to", "2026-10-12"])
         .against(&sim)
         .env("DEALSYNC_CONFIG", cfg.to_str().unwrap())
@@ -81,11 +96,21 @@ async fn the_config_file_sets_defaults_that_environment_and_flags_override() {
     assert!(sim.stats().max_in_flight <= 2);
 
     // A flag beats the file.
-    let out = Dealsync::new(&["sync", "--from", "2026-10-05", "--to", "2026-10-12", "--window-field", "Modified_Time", "--sink", "sqlite:x.db"])
-        .against(&sim)
-        .env("DEALSYNC_CONFIG", cfg.to_str().unwrap())
-        .run()
-        .await;
+    let out = Dealsync::new(&[
+        "sync",
+        "--from",
+        "2026-10-05",
+        "--to",
+        "2026-10-12",
+        "--window-field",
+        "Modified_Time",
+        "--sink",
+        "sqlite:x.db",
+    ])
+    .against(&sim)
+    .env("DEALSYNC_CONFIG", cfg.to_str().unwrap())
+    .run()
+    .await;
     out.assert_code(0);
     assert_eq!(out.summary()["window_field"], "Modified_Time");
 
@@ -98,7 +123,11 @@ async fn the_config_file_sets_defaults_that_environment_and_flags_override() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcp_log_lines_carry_what_cloud_logging_reads() {
     let sim = simulator(sim_config(500)).await;
-    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-05"]).against(&sim).env("LOG_FORMAT", "gcp").run().await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-05"])
+        .against(&sim)
+        .env("LOG_FORMAT", "gcp")
+        .run()
+        .await;
     out.assert_code(0);
     let events = out.events();
     assert_eq!(events.len(), out.stderr.lines().count(), "every line is one JSON object");
@@ -137,7 +166,11 @@ impl SimulateProcess {
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let export = lines.by_ref().map(Result::unwrap).find(|l| l.trim_start().starts_with("export ")).expect("the simulator prints the variables");
+        let export = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find(|l| l.trim_start().starts_with("export "))
+            .expect("the simulator prints the variables");
         let vars: Vec<(String, String)> = export
             .trim_start()
             .trim_start_matches("export ")
@@ -170,12 +203,25 @@ async fn the_readme_walkthrough_against_dealsync_simulate_shows_deletions_reopen
     let held = warehouse_ids(&db);
     assert!(held.len() >= 5, "{}", first.summary());
     // The newest deals: inside the next scheduled run's default window (the last 24 hours).
-    let newest = |i: usize| rusqlite::Connection::open(&db).unwrap()
-        .query_row("SELECT deal_id FROM closed_won_deals ORDER BY modified_time DESC LIMIT 1 OFFSET ?1", [i], |r| r.get::<_, String>(0)).unwrap();
+    let newest = |i: usize| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT deal_id FROM closed_won_deals ORDER BY modified_time DESC LIMIT 1 OFFSET ?1", [i], |r| {
+                r.get::<_, String>(0)
+            })
+            .unwrap()
+    };
     let (gone, lost, removed) = (newest(0), newest(1), newest(2));
 
     let http = reqwest::Client::new();
-    let listed: serde_json::Value = http.get(format!("{}/_sim/deals?stage=Closed%20Won&limit=3", sim.url)).send().await.unwrap().json().await.unwrap();
+    let listed: serde_json::Value = http
+        .get(format!("{}/_sim/deals?stage=Closed%20Won&limit=3", sim.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 3);
     assert!(listed.as_array().unwrap().iter().all(|d| d["stage"] == "Closed Won"));
     let r = http.post(format!("{}/_sim/deals/{gone}/delete", sim.url)).send().await.unwrap();
@@ -195,7 +241,10 @@ async fn the_readme_walkthrough_against_dealsync_simulate_shows_deletions_reopen
     assert_eq!(query_i64(&db, &format!("SELECT count(*) FROM closed_won_deals WHERE deal_id = '{lost}' AND is_closed_won = 0 AND stage = 'Closed Lost'")), 1);
 
     // A row removed behind dealsync's back: verify names it and exits 3.
-    rusqlite::Connection::open(&db).unwrap().execute("DELETE FROM closed_won_deals WHERE deal_id = ?1", [&removed]).unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("DELETE FROM closed_won_deals WHERE deal_id = ?1", [&removed])
+        .unwrap();
     let verify = sim.dealsync(&["verify", "--from", &from, "--sink", "sqlite:try.db"]).reuse(second.dir).run().await;
     verify.assert_code(3);
     assert_eq!(verify.event("reconciliation")["missing"], removed.as_str());
@@ -206,7 +255,8 @@ async fn the_readme_walkthrough_against_dealsync_simulate_shows_deletions_reopen
     fields.assert_code(0);
     std::fs::create_dir_all(verify.dir.path().join("config")).unwrap();
     std::fs::write(verify.dir.path().join("config/dealsync.toml"), &fields.stdout).unwrap();
-    let promoted = sim.dealsync(&["sync", "--sink", "sqlite:try.db", "--from", &from, "--rewrite"]).reuse(verify.dir).run().await;
+    let promoted =
+        sim.dealsync(&["sync", "--sink", "sqlite:try.db", "--from", &from, "--rewrite"]).reuse(verify.dir).run().await;
     promoted.assert_code(0);
     let db = promoted.dir.path().join("try.db");
     assert_eq!(query_i64(&db, "SELECT count(*) FROM closed_won_deals WHERE is_closed_won = 1 AND is_deleted = 0 AND (region IS NULL OR renewal_date IS NULL OR seats IS NULL)"), 0);

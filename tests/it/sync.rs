@@ -1,9 +1,9 @@
 //! End-to-end syncs against the simulator.
 
 use chrono::{Duration, TimeZone};
+use dealsync::window::{Window, WindowField};
 use dealsync_sim::data::{generate, GenSpec};
 use dealsync_sim::{SimConfig, SimHandle};
-use dealsync::window::{Window, WindowField};
 
 use crate::helpers::*;
 
@@ -31,11 +31,8 @@ async fn the_demo_writes_exactly_the_simulators_closed_won_deals_and_a_rerun_add
         at(s["window_end"].as_str().unwrap()),
     )
     .unwrap();
-    let mut truth: Vec<String> = deals
-        .iter()
-        .filter(|d| d.is_closed_won() && w.contains(d.modified_at()))
-        .map(|d| d.id.to_string())
-        .collect();
+    let mut truth: Vec<String> =
+        deals.iter().filter(|d| d.is_closed_won() && w.contains(d.modified_at())).map(|d| d.id.to_string()).collect();
     truth.sort();
     assert!(!truth.is_empty(), "the demo window holds closed-won deals");
     assert_eq!(warehouse_ids(&first.db()), truth);
@@ -44,7 +41,8 @@ async fn the_demo_writes_exactly_the_simulators_closed_won_deals_and_a_rerun_add
 
     // Same working directory, so the same ./dealsync.db and its ledger.
     let db = first.db();
-    let second = Dealsync::new(&["sync", "--demo", "--demo-deals", "5000", "--demo-seed", "3"]).reuse(first.dir).run().await;
+    let second =
+        Dealsync::new(&["sync", "--demo", "--demo-deals", "5000", "--demo-seed", "3"]).reuse(first.dir).run().await;
     second.assert_code(0);
     assert_eq!(second.count("rows_inserted"), 0);
     assert_eq!(second.count("rows_updated"), 0);
@@ -99,7 +97,9 @@ async fn backfill_windows_are_half_open_and_keep_their_offsets() {
 fn requests_after_writing(sim: &SimHandle, from: &str, to: &str) -> u64 {
     let mut not_won = 0u64;
     let (lo, hi) = (utc(from).timestamp(), utc(to).timestamp());
-    sim.mutate(|deals| not_won = deals.iter().filter(|d| d.modified >= lo && d.modified < hi && !d.is_closed_won()).count() as u64);
+    sim.mutate(|deals| {
+        not_won = deals.iter().filter(|d| d.modified >= lo && d.modified < hi && !d.is_closed_won()).count() as u64
+    });
     1 + not_won.div_ceil(2000).max(1) + 1
 }
 
@@ -128,23 +128,52 @@ fn searches(out: &Outcome) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_month_long_backfill_is_counted_first_and_read_in_slices_of_one_page_each() {
     let sim = simulator(sim_config(20_000)).await;
-    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).env("RUST_LOG", "dealsync=debug").against(&sim).run().await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"])
+        .env("RUST_LOG", "dealsync=debug")
+        .against(&sim)
+        .run()
+        .await;
     out.assert_code(0);
-    let requests: Vec<String> =
-        out.events().iter().filter(|e| e["event"] == "zoho_request").map(|e| e["request"].as_str().unwrap().to_string()).collect();
+    let requests: Vec<String> = out
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "zoho_request")
+        .map(|e| e["request"].as_str().unwrap().to_string())
+        .collect();
     // The count goes before any search, so that every deal a search returns was in the window when counted.
     let first_search = requests.iter().position(|r| r.contains("/Deals/search?")).unwrap();
-    assert!(requests[..first_search].iter().any(|r| r.ends_with("/crm/v8/coql")), "counted first: {:?}", &requests[..first_search]);
+    assert!(
+        requests[..first_search].iter().any(|r| r.ends_with("/crm/v8/coql")),
+        "counted first: {:?}",
+        &requests[..first_search]
+    );
     // No criteria is read past its first page: no offset for ties or edits to disturb.
-    assert!(searches(&out).iter().all(|r| r.contains("page=1&") && r.contains("approved=both")), "{:?}", searches(&out));
-    assert_eq!(out.count("coql_counts"), 1, "one count, which also proves the run complete and serves the reconciliation");
-    assert_eq!((out.count("coql_pages"), out.count("by_id_requests"), out.count("repaired")), (0, 0, 0), "nothing to list or repair: {}", out.summary());
+    assert!(
+        searches(&out).iter().all(|r| r.contains("page=1&") && r.contains("approved=both")),
+        "{:?}",
+        searches(&out)
+    );
+    assert_eq!(
+        out.count("coql_counts"),
+        1,
+        "one count, which also proves the run complete and serves the reconciliation"
+    );
+    assert_eq!(
+        (out.count("coql_pages"), out.count("by_id_requests"), out.count("repaired")),
+        (0, 0, 0),
+        "nothing to list or repair: {}",
+        out.summary()
+    );
     assert_eq!(out.summary()["crm_closed_won"], out.summary()["warehouse_closed_won"]);
     assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")));
     // Slices are planned at 150 closed-won deals for pages of 200: search also returns look-alike stages.
     let won = out.count("deals_fetched") - out.count("not_closed_won");
     let pages = out.count("pages");
-    assert!(pages <= won.div_ceil(150) + 2 * out.count("windows_split"), "{pages} pages for {won} deals: {}", out.summary());
+    assert!(
+        pages <= won.div_ceil(150) + 2 * out.count("windows_split"),
+        "{pages} pages for {won} deals: {}",
+        out.summary()
+    );
     let rss_kb = out.count("peak_rss_kb");
     assert!((1024..200 * 1024).contains(&rss_kb), "the summary reports the process's peak memory: {rss_kb} KiB");
     // Beyond the pages: the count and the requests after writing.
@@ -165,29 +194,51 @@ async fn deals_sharing_a_second_are_all_synced_once_whatever_order_ties_come_bac
     .await;
     let (out, truth) = syncs_exactly(&sim, "2026-10-15T12:00:00Z", "2026-10-15T12:00:20Z", 4000).await;
     assert_eq!(out.count("rows_inserted"), truth.len() as u64);
-    assert!(out.count("by_id_requests") >= truth.len() as u64 / 100, "seconds holding more than a page are read by id: {}", out.summary());
+    assert!(
+        out.count("by_id_requests") >= truth.len() as u64 / 100,
+        "seconds holding more than a page are read by id: {}",
+        out.summary()
+    );
     assert_eq!(out.count("repaired"), 0, "nothing was missed on the way: {}", out.summary());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_2000_deals_in_one_second_are_listed_by_id_and_the_rest_of_the_window_searched() {
     // 9000 deals in one second, then a third of them moved 3 seconds later.
-    let sim = simulator(SimConfig { deals: 9000, span: Duration::seconds(1), anchor: utc("2026-10-15T12:00:01Z"), ..sim_config(0) }).await;
+    let sim = simulator(SimConfig {
+        deals: 9000,
+        span: Duration::seconds(1),
+        anchor: utc("2026-10-15T12:00:01Z"),
+        ..sim_config(0)
+    })
+    .await;
     sim.mutate(|deals| deals.iter_mut().filter(|d| d.id.is_multiple_of(3)).for_each(|d| d.modified += 3));
     let (out, truth) = syncs_exactly(&sim, "2026-10-15T12:00:00Z", "2026-10-15T12:00:10Z", 2600).await;
     assert!(out.count("coql_pages") >= 2, "the crowded seconds listed by id through COQL: {}", out.summary());
     assert!(out.count("by_id_requests") >= truth.len() as u64 / 100, "{}", out.summary());
     // Deals read by id have the columns of deals found by search: the owner's e-mail, which COQL leaves out.
-    assert_eq!(query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals WHERE owner_email IS NULL OR account_name IS NULL"), 0);
-    assert_eq!(query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals WHERE raw NOT LIKE '%\"$approval_state\"%'"), 0);
+    assert_eq!(
+        query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals WHERE owner_email IS NULL OR account_name IS NULL"),
+        0
+    );
+    assert_eq!(
+        query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals WHERE raw NOT LIKE '%\"$approval_state\"%'"),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_that_ignores_the_order_asked_for_is_read_in_halved_slices() {
-    let sim = simulator(SimConfig { deals: 20_000, span: Duration::days(2), ignores_sort: true, ..sim_config(0) }).await;
+    let sim =
+        simulator(SimConfig { deals: 20_000, span: Duration::days(2), ignores_sort: true, ..sim_config(0) }).await;
     // Slices planned at 150 deals rarely overflow; a tenth of the deals in one hour makes some.
     let end = utc("2026-11-01T00:00:00Z").timestamp();
-    sim.mutate(|deals| deals.iter_mut().filter(|d| d.id.is_multiple_of(10)).for_each(|d| d.modified = end - 3600 + (d.id % 3600) as i64));
+    sim.mutate(|deals| {
+        deals
+            .iter_mut()
+            .filter(|d| d.id.is_multiple_of(10))
+            .for_each(|d| d.modified = end - 3600 + (d.id % 3600) as i64)
+    });
     let (out, _) = syncs_exactly(&sim, "2026-10-30", "2026-11-01", 5000).await;
     assert!(out.count("windows_split") >= 1, "slices read again in halves: {}", out.summary());
     assert_eq!(out.count("repaired"), 0, "{}", out.summary());
@@ -201,8 +252,15 @@ async fn more_than_2000_matches_in_one_window_are_all_synced() {
 
     // Reconciliation lists ids with keyset paging when they differ: delete the last id (on the third page).
     let victim = truth.last().unwrap().clone();
-    rusqlite::Connection::open(out.db()).unwrap().execute("DELETE FROM closed_won_deals WHERE deal_id = ?1", [&victim]).unwrap();
-    let verify = Dealsync::new(&["verify", "--from", "2026-10-30", "--to", "2026-11-01"]).against(&sim).reuse(out.dir).run().await;
+    rusqlite::Connection::open(out.db())
+        .unwrap()
+        .execute("DELETE FROM closed_won_deals WHERE deal_id = ?1", [&victim])
+        .unwrap();
+    let verify = Dealsync::new(&["verify", "--from", "2026-10-30", "--to", "2026-11-01"])
+        .against(&sim)
+        .reuse(out.dir)
+        .run()
+        .await;
     verify.assert_code(3);
     assert_eq!(verify.event("reconciliation")["missing"], victim.as_str());
 }
@@ -258,8 +316,10 @@ async fn a_run_keeps_its_connections_alive_instead_of_opening_one_per_request() 
     let requests = stats.api_requests + stats.token_requests;
     assert!(requests >= 40, "{requests} requests: too few to tell");
     // One connection per request in flight, and the token's, which the first search may not have found idle;
-    // requests that overlap need more than one (HTTP/1.1 sends one at a time on a connection).
-    assert!((2..=5).contains(&stats.connections), "{} connections for {requests} requests", stats.connections);
+    // requests that overlap need more than one (HTTP/1.1 sends one at a time on a connection). A connection goes
+    // back to the pool a moment after its body is read, so on a loaded machine a request may start just before
+    // it does and open one more: a few over the bound of 4 + 1, never one per request.
+    assert!((2..=8).contains(&stats.connections), "{} connections for {requests} requests", stats.connections);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,9 +327,7 @@ async fn stages_that_only_contain_closed_won_are_filtered_out() {
     let sim = simulator(sim_config(4000)).await;
     let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).run().await;
     out.assert_code(0);
-    let trap = sim
-        .closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"))
-        .len();
+    let trap = sim.closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).len();
     assert!(trap > 0);
     assert!(out.count("not_closed_won") > 0, "Zoho's contains-like equals returned trap stages");
 
@@ -294,7 +352,10 @@ async fn unmappable_records_are_quarantined_with_their_reason_and_the_run_exits_
         assert_eq!(query_i64(&db, &sql), n, "{needle}");
     }
     assert_eq!(
-        query_i64(&db, "SELECT count(*) FROM _dealsync_quarantine WHERE deal_id IS NOT NULL AND raw LIKE '%' || deal_id || '%'"),
+        query_i64(
+            &db,
+            "SELECT count(*) FROM _dealsync_quarantine WHERE deal_id IS NOT NULL AND raw LIKE '%' || deal_id || '%'"
+        ),
         6,
         "quarantined records keep their id and raw text"
     );
@@ -309,8 +370,11 @@ async fn the_ledger_starts_the_next_default_window_and_backfills_do_not_move_it(
     first.assert_code(0);
     let end1 = first.summary()["window_end"].as_str().unwrap().to_string();
 
-    let backfill =
-        Dealsync::new(&["sync", "--from", "2026-01-01", "--to", "2026-01-02"]).against(&sim).reuse(first.dir).run().await;
+    let backfill = Dealsync::new(&["sync", "--from", "2026-01-01", "--to", "2026-01-02"])
+        .against(&sim)
+        .reuse(first.dir)
+        .run()
+        .await;
     backfill.assert_code(0);
 
     let next = Dealsync::new(&["sync", "--overlap", "30m"]).against(&sim).reuse(backfill.dir).run().await;
@@ -323,7 +387,8 @@ async fn the_ledger_starts_the_next_default_window_and_backfills_do_not_move_it(
 async fn dry_run_prints_rows_and_writes_nothing() {
     let sim = simulator(sim_config(1500)).await;
     let w = window("2026-10-01T00:00:00Z", "2026-10-08T00:00:00Z");
-    let out = Dealsync::new(&["sync", "--dry-run", "--from", "2026-10-01", "--to", "2026-10-08"]).against(&sim).run().await;
+    let out =
+        Dealsync::new(&["sync", "--dry-run", "--from", "2026-10-01", "--to", "2026-10-08"]).against(&sim).run().await;
     out.assert_code(0);
     let mut ids: Vec<String> = out
         .stdout
@@ -367,7 +432,13 @@ async fn closing_date_windows_select_by_date() {
     out.assert_code(0);
     let w = Window::new(WindowField::ClosingDate, at("2026-10-05T00:00:00Z"), at("2026-10-12T00:00:00Z")).unwrap();
     assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &w));
-    assert_eq!(query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals WHERE closing_date < '2026-10-05' OR closing_date >= '2026-10-12'"), 0);
+    assert_eq!(
+        query_i64(
+            &out.db(),
+            "SELECT count(*) FROM closed_won_deals WHERE closing_date < '2026-10-05' OR closing_date >= '2026-10-12'"
+        ),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +458,11 @@ async fn reconciliation_passes_on_a_clean_run_and_names_a_row_removed_behind_dea
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("DELETE FROM closed_won_deals WHERE deal_id IN (?1, ?2)", [&truth[3], &truth[7]]).unwrap();
     drop(conn);
-    let verify = Dealsync::new(&["verify", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).reuse(out.dir).run().await;
+    let verify = Dealsync::new(&["verify", "--from", "2026-10-01", "--to", "2026-11-01"])
+        .against(&sim)
+        .reuse(out.dir)
+        .run()
+        .await;
     verify.assert_code(3);
     let rec = verify.event("reconciliation");
     assert_eq!(rec["outcome"], "mismatch");
@@ -395,7 +470,11 @@ async fn reconciliation_passes_on_a_clean_run_and_names_a_row_removed_behind_dea
     assert_eq!(rec["extra"], "");
     let report: serde_json::Value = serde_json::from_str(verify.stdout.trim()).unwrap();
     assert_eq!(report["crm"].as_u64().unwrap() - report["warehouse"].as_u64().unwrap(), 2);
-    assert_eq!(query_i64(&db, "SELECT count(*) FROM closed_won_deals"), truth.len() as i64 - 2, "verify writes nothing");
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM closed_won_deals"),
+        truth.len() as i64 - 2,
+        "verify writes nothing"
+    );
 
     // The next sync of the window puts them back, and agrees again.
     let again = Dealsync::new(&args).against(&sim).reuse(verify.dir).run().await;
@@ -432,13 +511,21 @@ async fn deleted_and_reopened_deals_are_marked_on_the_next_run() {
     let row = |id: u64, col: &str| -> String {
         rusqlite::Connection::open(&db)
             .unwrap()
-            .query_row(&format!("SELECT CAST({col} AS TEXT) FROM closed_won_deals WHERE deal_id = ?1"), [id.to_string()], |r| r.get(0))
+            .query_row(
+                &format!("SELECT CAST({col} AS TEXT) FROM closed_won_deals WHERE deal_id = ?1"),
+                [id.to_string()],
+                |r| r.get(0),
+            )
             .unwrap()
     };
     assert_eq!((row(gone, "is_deleted"), row(gone, "deleted_time")), ("1".into(), "2026-10-20T08:00:00Z".into()));
     assert_eq!((row(reopened, "is_closed_won"), row(reopened, "stage")), ("0".into(), "Negotiation/Review".into()));
     assert_eq!((row(lost, "stage"), row(lost, "modified_time")), ("Closed Lost".into(), "2026-10-31T12:00:00Z".into()));
-    assert_eq!(query_i64(&db, "SELECT count(*) FROM closed_won_deals"), won.len() as i64, "soft deletes: no row is removed");
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM closed_won_deals"),
+        won.len() as i64,
+        "soft deletes: no row is removed"
+    );
     assert_eq!(second.event("reconciliation")["outcome"], "match", "reconciliation counts only live, won rows");
 
     // Won again later: the newer closed-won copy makes the row won again.
@@ -470,8 +557,15 @@ async fn a_database_from_an_older_dealsync_gains_the_new_columns() {
     drop(conn);
     let out = run.reuse(dir).run().await;
     out.assert_code(0);
-    assert_eq!(query_i64(&out.db(), "SELECT is_closed_won + is_deleted * 10 FROM closed_won_deals WHERE deal_id = '1'"), 1, "old rows count as won, not deleted");
-    assert_eq!(warehouse_ids(&out.db()).len(), expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).len() + 1);
+    assert_eq!(
+        query_i64(&out.db(), "SELECT is_closed_won + is_deleted * 10 FROM closed_won_deals WHERE deal_id = '1'"),
+        1,
+        "old rows count as won, not deleted"
+    );
+    assert_eq!(
+        warehouse_ids(&out.db()).len(),
+        expected_ids(&sim, &window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")).len() + 1
+    );
     assert_eq!(query_i64(&out.db(), "PRAGMA page_size"), 4096, "an existing file keeps its page size");
     let hint = out.event("sqlite_page_size");
     assert_eq!(hint["page_size"], 4096);
@@ -492,8 +586,18 @@ async fn the_simulators_search_honours_sort_by_and_sort_order_and_refuses_unknow
     let cfg = SimConfig::default();
     let token: serde_json::Value = http
         .post(format!("{}/oauth/v2/token", sim.base_url()))
-        .form(&[("grant_type", "refresh_token"), ("client_id", &cfg.client_id), ("client_secret", &cfg.client_secret), ("refresh_token", &cfg.refresh_token)])
-        .send().await.unwrap().json().await.unwrap();
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &cfg.client_id),
+            ("client_secret", &cfg.client_secret),
+            ("refresh_token", &cfg.refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let auth = format!("Zoho-oauthtoken {}", token["access_token"].as_str().unwrap());
     let search = |extra: &'static [(&'static str, &'static str)]| {
         let (http, auth, url) = (http.clone(), auth.clone(), format!("{}/crm/v8/Deals/search", sim.base_url()));
@@ -505,19 +609,32 @@ async fn the_simulators_search_honours_sort_by_and_sort_order_and_refuses_unknow
         }
     };
     let times = |body: &serde_json::Value| -> Vec<chrono::DateTime<chrono::FixedOffset>> {
-        body["data"].as_array().unwrap().iter().map(|d| chrono::DateTime::parse_from_rfc3339(d["Modified_Time"].as_str().unwrap()).unwrap()).collect()
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| chrono::DateTime::parse_from_rfc3339(d["Modified_Time"].as_str().unwrap()).unwrap())
+            .collect()
     };
-    let ids = |body: &serde_json::Value| -> Vec<u64> { body["data"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().parse().unwrap()).collect() };
+    let ids = |body: &serde_json::Value| -> Vec<u64> {
+        body["data"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().parse().unwrap()).collect()
+    };
 
     let (status, asc) = search(&[("sort_by", "Modified_Time"), ("sort_order", "asc")]).await;
     assert_eq!(status, 200);
-    assert_eq!((asc["info"]["sort_by"].as_str(), asc["info"]["sort_order"].as_str()), (Some("Modified_Time"), Some("asc")));
+    assert_eq!(
+        (asc["info"]["sort_by"].as_str(), asc["info"]["sort_order"].as_str()),
+        (Some("Modified_Time"), Some("asc"))
+    );
     let t = times(&asc);
     assert_eq!(t.len(), 200);
     assert!(t.windows(2).all(|w| w[0] <= w[1]), "ascending modification times");
 
     let (_, default) = search(&[]).await;
-    assert_eq!((default["info"]["sort_by"].as_str(), default["info"]["sort_order"].as_str()), (Some("id"), Some("desc")));
+    assert_eq!(
+        (default["info"]["sort_by"].as_str(), default["info"]["sort_order"].as_str()),
+        (Some("id"), Some("desc"))
+    );
     assert!(ids(&default).windows(2).all(|w| w[0] > w[1]), "Zoho's default: id, newest first");
 
     let (status, bad) = search(&[("sort_by", "Amount")]).await;
@@ -530,7 +647,9 @@ async fn a_window_far_denser_at_its_end_than_its_count_foretold_is_still_read_in
     // density hold far more than a page there.
     let sim = simulator(SimConfig { deals: 20_000, span: Duration::days(2), ..sim_config(0) }).await;
     let end = utc("2026-11-01T00:00:00Z").timestamp();
-    sim.mutate(|deals| deals.iter_mut().filter(|d| d.id % 4 == 0).for_each(|d| d.modified = end - 1800 + (d.id % 1800) as i64));
+    sim.mutate(|deals| {
+        deals.iter_mut().filter(|d| d.id % 4 == 0).for_each(|d| d.modified = end - 1800 + (d.id % 1800) as i64)
+    });
     let (out, truth) = syncs_exactly(&sim, "2026-10-30", "2026-11-01", 5000).await;
     assert_eq!(out.count("rows_inserted"), truth.len() as u64);
 }

@@ -16,11 +16,20 @@ async fn zoho_mock() -> MockServer {
         .mount(&server)
         .await;
     // After the pages: deletions and stage changes (none), and the reconciliation count (one deal).
-    Mock::given(method("GET")).and(path("/crm/v8/Deals/deleted")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/deleted"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
     Mock::given(method("POST"))
         .and(path("/crm/v8/coql"))
         .and(wiremock::matchers::body_string_contains("COUNT(id)"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(r#"{"data":[{"COUNT(id)":1}],"info":{"count":1,"more_records":false}}"#, "application/json"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(
+                r#"{"data":[{"COUNT(id)":1}],"info":{"count":1,"more_records":false}}"#,
+                "application/json",
+            ),
+        )
         .mount(&server)
         .await;
     Mock::given(method("POST")).and(path("/crm/v8/coql")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
@@ -39,7 +48,12 @@ const ONE_DEAL: &str = r#"{"data":[{"id":"1001","Stage":"Closed Won","Amount":10
 
 /// The search answers `first` once, then a page with one deal.
 async fn search_answers_once_then_one_deal(server: &MockServer, first: ResponseTemplate) {
-    Mock::given(method("GET")).and(path("/crm/v8/Deals/search")).respond_with(first).up_to_n_times(1).mount(server).await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .mount(server)
+        .await;
     Mock::given(method("GET"))
         .and(path("/crm/v8/Deals/search"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(ONE_DEAL, "application/json"))
@@ -50,7 +64,11 @@ async fn search_answers_once_then_one_deal(server: &MockServer, first: ResponseT
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_is_retried_with_one_warning_and_the_run_succeeds() {
     let server = zoho_mock().await;
-    search_answers_once_then_one_deal(&server, ResponseTemplate::new(503).set_body_string("<html>Service Unavailable</html>")).await;
+    search_answers_once_then_one_deal(
+        &server,
+        ResponseTemplate::new(503).set_body_string("<html>Service Unavailable</html>"),
+    )
+    .await;
     let out = run_against(&server).run().await;
     out.assert_code(0);
     assert_eq!(out.count("retries"), 1);
@@ -82,7 +100,8 @@ async fn a_page_that_is_never_json_fails_with_75_naming_the_url_without_the_toke
 async fn an_expired_token_is_reminted_once_and_the_request_retried() {
     let server = zoho_mock().await;
     let expired = r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#;
-    search_answers_once_then_one_deal(&server, ResponseTemplate::new(401).set_body_raw(expired, "application/json")).await;
+    search_answers_once_then_one_deal(&server, ResponseTemplate::new(401).set_body_raw(expired, "application/json"))
+        .await;
     let out = run_against(&server).run().await;
     out.assert_code(0);
     assert_eq!(out.count("token_mints"), 2);

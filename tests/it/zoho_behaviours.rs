@@ -20,9 +20,16 @@ async fn two_nightly_runs_in_a_row_succeed_when_zoho_answers_304_and_the_second_
     second.assert_code(0);
     assert!(sim.stats().not_modified >= 2, "{:?}", sim.stats());
     let second_start = at(second.summary()["window_start"].as_str().unwrap());
-    assert_eq!(second_start, first_end - chrono::Duration::hours(1), "the second window starts at the first's end minus the overlap");
+    assert_eq!(
+        second_start,
+        first_end - chrono::Duration::hours(1),
+        "the second window starts at the first's end minus the overlap"
+    );
     let db = second.db();
-    assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_runs WHERE status = 'success' AND kind = 'scheduled'"), 2);
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM _dealsync_runs WHERE status = 'success' AND kind = 'scheduled'"),
+        2
+    );
 }
 
 /// A behaviour a Zoho server may have that the simulator switches on.
@@ -74,7 +81,12 @@ async fn matrix_sim(behaviours: &[Behaviour]) -> (dealsync_sim::SimHandle, deals
             deals[i].modified = tie;
         }
     });
-    let w = dealsync::window::Window::new(dealsync::window::WindowField::ModifiedTime, (anchor - span).fixed_offset(), anchor.fixed_offset()).unwrap();
+    let w = dealsync::window::Window::new(
+        dealsync::window::WindowField::ModifiedTime,
+        (anchor - span).fixed_offset(),
+        anchor.fixed_offset(),
+    )
+    .unwrap();
     (sim, w)
 }
 
@@ -96,7 +108,9 @@ async fn held(into: Into, out: &Outcome, bq: Option<&crate::bigquery::TestBq>) -
                 Into::Ndjson => std::fs::read_to_string(out.dir.path().join("deals.ndjson")).unwrap(),
                 _ => out.stdout.clone(),
             };
-            text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["deal_id"].as_str().unwrap().to_string()).collect()
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["deal_id"].as_str().unwrap().to_string())
+                .collect()
         }
         Into::BigQuery => bq.expect("a dataset").deal_ids().await,
     };
@@ -119,7 +133,9 @@ async fn syncs_the_truth_with(behaviours: &[Behaviour], into: Into) -> Outcome {
         Into::BigQuery => &[][..],
     });
     let bq = match into {
-        Into::BigQuery => Some(crate::bigquery::TestBq::new(&crate::bigquery::required_emulator(), "zoho_matrix").await),
+        Into::BigQuery => {
+            Some(crate::bigquery::TestBq::new(&crate::bigquery::required_emulator(), "zoho_matrix").await)
+        }
         _ => None,
     };
     let run = match &bq {
@@ -128,14 +144,35 @@ async fn syncs_the_truth_with(behaviours: &[Behaviour], into: Into) -> Outcome {
     };
     let out = run.against(&sim).run().await;
     let s = out.summary();
-    assert_eq!(out.code, 0, "{behaviours:?} into {into:?}: {s}\n{}", out.stderr.lines().filter(|l| l.contains("\"WARNING\"") || l.contains("\"ERROR\"")).collect::<Vec<_>>().join("\n"));
+    assert_eq!(
+        out.code,
+        0,
+        "{behaviours:?} into {into:?}: {s}\n{}",
+        out.stderr
+            .lines()
+            .filter(|l| l.contains("\"WARNING\"") || l.contains("\"ERROR\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let truth = expected_ids(&sim, &w);
     let held = held(into, &out, bq.as_ref()).await;
     let edited: std::collections::HashSet<String> = sim.edited().iter().map(|id| id.to_string()).collect();
     let missing: Vec<&String> = truth.iter().filter(|id| held.binary_search(id).is_err()).collect();
-    assert!(missing.is_empty(), "{behaviours:?} into {into:?}: {} of {} closed-won deals missing, e.g. {:?}: {s}", missing.len(), truth.len(), &missing[..missing.len().min(5)]);
-    let extra: Vec<&String> = held.iter().filter(|id| truth.binary_search(id).is_err() && !edited.contains(*id)).collect();
-    assert!(extra.is_empty(), "{behaviours:?} into {into:?}: {} deals held that are not closed won in the window: {:?}", extra.len(), &extra[..extra.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{behaviours:?} into {into:?}: {} of {} closed-won deals missing, e.g. {:?}: {s}",
+        missing.len(),
+        truth.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let extra: Vec<&String> =
+        held.iter().filter(|id| truth.binary_search(id).is_err() && !edited.contains(*id)).collect();
+    assert!(
+        extra.is_empty(),
+        "{behaviours:?} into {into:?}: {} deals held that are not closed won in the window: {:?}",
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
     assert!(truth.len() > 5000, "{} closed-won deals", truth.len());
     if behaviours.contains(&Behaviour::IndexLag) {
         assert!(out.count("repaired") > 100, "deals the search index did not show yet were read by id: {s}");
@@ -189,13 +226,30 @@ async fn sim_auth(sim: &dealsync_sim::SimHandle) -> String {
     let cfg = sim.config();
     let token: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/oauth/v2/token", sim.base_url()))
-        .form(&[("grant_type", "refresh_token"), ("client_id", &cfg.client_id), ("client_secret", &cfg.client_secret), ("refresh_token", &cfg.refresh_token)])
-        .send().await.unwrap().json().await.unwrap();
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &cfg.client_id),
+            ("client_secret", &cfg.client_secret),
+            ("refresh_token", &cfg.refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     format!("Zoho-oauthtoken {}", token["access_token"].as_str().unwrap())
 }
 
-async fn sim_get(sim: &dealsync_sim::SimHandle, auth: &str, path: &str, query: &[(&str, &str)], since: Option<&str>) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new().get(format!("{}{path}", sim.base_url())).query(query).header("Authorization", auth);
+async fn sim_get(
+    sim: &dealsync_sim::SimHandle,
+    auth: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    since: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req =
+        reqwest::Client::new().get(format!("{}{path}", sim.base_url())).query(query).header("Authorization", auth);
     if let Some(s) = since {
         req = req.header("If-Modified-Since", s);
     }
@@ -211,10 +265,14 @@ async fn the_simulator_serves_records_by_id_and_by_page_token_as_zoho_documents_
     let won = sim.closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"));
     let ids: Vec<String> = won.iter().take(3).map(|d| d.id.to_string()).collect();
     let ids = ids.join(",");
-    let (status, body) = sim_get(&sim, &auth, "/crm/v8/Deals", &[("ids", &ids), ("fields", "Deal_Name,Stage")], None).await;
+    let (status, body) =
+        sim_get(&sim, &auth, "/crm/v8/Deals", &[("ids", &ids), ("fields", "Deal_Name,Stage")], None).await;
     assert_eq!(status, 200);
     let rec = &body["data"][0];
-    assert!(rec["Deal_Name"].is_string() && rec["id"].is_string() && rec["$approval_state"].is_string(), "fields asked for, id and $ keys: {rec}");
+    assert!(
+        rec["Deal_Name"].is_string() && rec["id"].is_string() && rec["$approval_state"].is_string(),
+        "fields asked for, id and $ keys: {rec}"
+    );
     assert!(rec.get("Amount").is_none(), "only the fields asked for: {rec}");
     assert_eq!(body["data"].as_array().unwrap().len(), 3);
 
@@ -235,7 +293,13 @@ async fn the_simulator_serves_records_by_id_and_by_page_token_as_zoho_documents_
     let mut seen = std::collections::HashSet::new();
     let mut token: Option<String> = None;
     loop {
-        let mut q = vec![("fields", "Stage"), ("per_page", "200"), ("sort_by", "id"), ("sort_order", "asc"), ("approved", "both")];
+        let mut q = vec![
+            ("fields", "Stage"),
+            ("per_page", "200"),
+            ("sort_by", "id"),
+            ("sort_order", "asc"),
+            ("approved", "both"),
+        ];
         if let Some(t) = &token {
             q.push(("page_token", t));
         }
@@ -249,7 +313,8 @@ async fn the_simulator_serves_records_by_id_and_by_page_token_as_zoho_documents_
     }
     assert_eq!(seen.len(), 3000);
     // Deals awaiting approval only with approved=both (or false).
-    let (_, approved) = sim_get(&sim, &auth, "/crm/v8/Deals", &[("fields", "Stage"), ("approved", "false")], None).await;
+    let (_, approved) =
+        sim_get(&sim, &auth, "/crm/v8/Deals", &[("fields", "Stage"), ("approved", "false")], None).await;
     assert_eq!(approved["data"].as_array().unwrap().len(), 5);
 
     // Conditional: nothing modified since → 304, empty.
@@ -262,14 +327,22 @@ async fn the_simulators_field_list_names_every_field_its_records_carry_and_coql_
     let sim = simulator(sim_config(500)).await;
     let auth = sim_auth(&sim).await;
     let (_, meta) = sim_get(&sim, &auth, "/crm/v8/settings/fields", &[("module", "Deals")], None).await;
-    let listed: std::collections::HashSet<&str> = meta["fields"].as_array().unwrap().iter().map(|f| f["api_name"].as_str().unwrap()).collect();
-    let (_, page) = sim_get(&sim, &auth, "/crm/v8/Deals/search", &[("criteria", "(Stage:equals:Closed Won)")], None).await;
-    let keys: Vec<&String> = page["data"][0].as_object().unwrap().keys().filter(|k| !k.starts_with('$') && *k != "id").collect();
+    let listed: std::collections::HashSet<&str> =
+        meta["fields"].as_array().unwrap().iter().map(|f| f["api_name"].as_str().unwrap()).collect();
+    let (_, page) =
+        sim_get(&sim, &auth, "/crm/v8/Deals/search", &[("criteria", "(Stage:equals:Closed Won)")], None).await;
+    let keys: Vec<&String> =
+        page["data"][0].as_object().unwrap().keys().filter(|k| !k.starts_with('$') && *k != "id").collect();
     assert!(keys.len() > 40);
     for k in keys {
         assert!(listed.contains(k.as_str()), "{k} is in the records but not in settings/fields");
     }
-    assert!(meta["fields"].as_array().unwrap().iter().filter(|f| f["api_name"] != "Partner_Tier").all(|f| f["length"].as_u64().is_some_and(|l| l > 0)));
+    assert!(meta["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["api_name"] != "Partner_Tier")
+        .all(|f| f["length"].as_u64().is_some_and(|l| l > 0)));
 
     let coql: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/crm/v8/coql", sim.base_url()))
@@ -277,7 +350,10 @@ async fn the_simulators_field_list_names_every_field_its_records_carry_and_coql_
         .json(&serde_json::json!({"select_query": "select id, Owner, Account_Name from Deals where Stage = 'Closed Won' limit 3"}))
         .send().await.unwrap().json().await.unwrap();
     let row = &coql["data"][0];
-    assert!(row["Owner"]["name"].is_string() && row["Owner"]["id"].is_string() && row["Owner"].get("email").is_none(), "a user lookup in COQL: {row}");
+    assert!(
+        row["Owner"]["name"].is_string() && row["Owner"]["id"].is_string() && row["Owner"].get("email").is_none(),
+        "a user lookup in COQL: {row}"
+    );
     assert!(row["Account_Name"]["name"].is_string() && row["Account_Name"]["id"].is_string(), "{row}");
 }
 
@@ -287,30 +363,62 @@ async fn one_record_nested_2000_levels_deep_is_quarantined_and_the_rest_of_its_p
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let server = MockServer::start().await;
     let token = format!(r#"{{"access_token":"1000.a","expires_in":3600,"api_domain":"{}"}}"#, server.uri());
-    Mock::given(method("POST")).and(path("/oauth/v2/token")).respond_with(ResponseTemplate::new(200).set_body_raw(token, "application/json")).mount(&server).await;
-    let deal = |id: u32, extra: &str| format!(r#"{{"id":"{id}","Stage":"Closed Won","Amount":12.5,"Modified_Time":"2026-10-01T10:00:00Z"{extra}}}"#);
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(token, "application/json"))
+        .mount(&server)
+        .await;
+    let deal = |id: u32, extra: &str| {
+        format!(r#"{{"id":"{id}","Stage":"Closed Won","Amount":12.5,"Modified_Time":"2026-10-01T10:00:00Z"{extra}}}"#)
+    };
     let deep = format!(r#","Custom":{}1{}"#, "[".repeat(2000), "]".repeat(2000));
     let records: Vec<String> = (1..=5).map(|i| deal(i, if i == 3 { &deep } else { "" })).collect();
     let page = format!(r#"{{"data":[{}],"info":{{"more_records":false}}}}"#, records.join(","));
-    Mock::given(method("GET")).and(path("/crm/v8/Deals/search")).respond_with(ResponseTemplate::new(200).set_body_raw(page, "application/json")).mount(&server).await;
-    Mock::given(method("POST")).and(path("/crm/v8/coql"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(r#"{"data":[{"COUNT(id)":5}],"info":{"count":1,"more_records":false}}"#, "application/json"))
-        .mount(&server).await;
-    Mock::given(method("GET")).and(path("/crm/v8/Deals/deleted")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(page, "application/json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v8/coql"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(
+                r#"{"data":[{"COUNT(id)":5}],"info":{"count":1,"more_records":false}}"#,
+                "application/json",
+            ),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/deleted"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
     for sink in ["sqlite:deals.db", "ndjson:deals.ndjson"] {
         let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-02", "--sink", sink])
-            .env("ZOHO_ACCOUNTS_URL", &server.uri()).env("ZOHO_CLIENT_ID", "1000.X").env("ZOHO_CLIENT_SECRET", "s").env("ZOHO_REFRESH_TOKEN", "1000.r")
+            .env("ZOHO_ACCOUNTS_URL", &server.uri())
+            .env("ZOHO_CLIENT_ID", "1000.X")
+            .env("ZOHO_CLIENT_SECRET", "s")
+            .env("ZOHO_REFRESH_TOKEN", "1000.r")
             .run()
             .await;
         out.assert_code(3);
-        assert_eq!((out.count("rows_inserted"), out.count("quarantined"), out.count("retries")), (4, 1, 0), "{sink}: {}", out.summary());
+        assert_eq!(
+            (out.count("rows_inserted"), out.count("quarantined"), out.count("retries")),
+            (4, 1, 0),
+            "{sink}: {}",
+            out.summary()
+        );
         let q = out.event("quarantined");
         assert_eq!(q["deal_id"], "3");
         assert!(q["reason"].as_str().unwrap().contains("`Custom`: nested more than 200 levels deep"), "{q}");
         if sink.starts_with("sqlite") {
             let db = out.dir.path().join("deals.db");
             assert_eq!(warehouse_ids(&db), vec!["1", "2", "4", "5"]);
-            assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_quarantine WHERE deal_id = '3' AND length(raw) > 4000"), 1);
+            assert_eq!(
+                query_i64(&db, "SELECT count(*) FROM _dealsync_quarantine WHERE deal_id = '3' AND length(raw) > 4000"),
+                1
+            );
         }
     }
 }

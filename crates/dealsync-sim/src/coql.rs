@@ -35,7 +35,11 @@ enum Tok {
 }
 
 fn syntax(near: &str) -> QueryError {
-    QueryError { code: "SYNTAX_ERROR", message: "error occured while parsing the query".into(), details: json!({"near": near}) }
+    QueryError {
+        code: "SYNTAX_ERROR",
+        message: "error occured while parsing the query".into(),
+        details: json!({"near": near}),
+    }
 }
 
 fn tokenize(s: &str) -> Result<Vec<Tok>, QueryError> {
@@ -132,12 +136,14 @@ impl P {
     }
 
     fn sym(&mut self, s: &str) -> bool {
-        if self.peek() == Some(&Tok::Sym(match s {
-            "(" => "(",
-            ")" => ")",
-            "," => ",",
-            _ => return false,
-        })) {
+        if self.peek()
+            == Some(&Tok::Sym(match s {
+                "(" => "(",
+                ")" => ")",
+                "," => ",",
+                _ => return false,
+            }))
+        {
             self.pos += 1;
             return true;
         }
@@ -176,9 +182,7 @@ impl P {
         match self.peek().cloned() {
             Some(Tok::Num(v)) => {
                 self.pos += 1;
-                v.parse().map_err(|_| {
-                    QueryError::invalid("limit given seems to be invalid", json!({"limit": v}))
-                })
+                v.parse().map_err(|_| QueryError::invalid("limit given seems to be invalid", json!({"limit": v})))
             }
             _ => Err(syntax(&self.near())),
         }
@@ -275,7 +279,11 @@ pub fn parse(s: &str) -> Result<Query, QueryError> {
             fields.push(p.word()?);
         }
         if fields.len() > 50 {
-            return Err(QueryError { code: "LIMIT_EXCEEDED", message: "maximum limit of 50 fields".into(), details: json!({"limit": 50}) });
+            return Err(QueryError {
+                code: "LIMIT_EXCEEDED",
+                message: "maximum limit of 50 fields".into(),
+                details: json!({"limit": 50}),
+            });
         }
         Select::Fields(fields)
     };
@@ -284,7 +292,11 @@ pub fn parse(s: &str) -> Result<Query, QueryError> {
     }
     let module = p.word()?;
     if module != "Deals" {
-        return Err(QueryError { code: "INVALID_MODULE", message: "the module name given seems to be invalid".into(), details: json!({}) });
+        return Err(QueryError {
+            code: "INVALID_MODULE",
+            message: "the module name given seems to be invalid".into(),
+            details: json!({}),
+        });
     }
     // COQL requires a WHERE clause.
     if !p.keyword("where") {
@@ -322,7 +334,11 @@ pub fn parse(s: &str) -> Result<Query, QueryError> {
         return Err(syntax(&p.near()));
     }
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(QueryError { code: "LIMIT_EXCEEDED", message: format!("maximum limit of {MAX_LIMIT} records"), details: json!({"limit": MAX_LIMIT}) });
+        return Err(QueryError {
+            code: "LIMIT_EXCEEDED",
+            message: format!("maximum limit of {MAX_LIMIT} records"),
+            details: json!({"limit": MAX_LIMIT}),
+        });
     }
     if offset + limit > MAX_OFFSET_PLUS_LIMIT {
         return Err(QueryError {

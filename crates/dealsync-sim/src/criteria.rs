@@ -26,8 +26,17 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 9] =
-        [Op::Equals, Op::NotEqual, Op::StartsWith, Op::GreaterEqual, Op::GreaterThan, Op::LessEqual, Op::LessThan, Op::Between, Op::In];
+    pub const ALL: [Op; 9] = [
+        Op::Equals,
+        Op::NotEqual,
+        Op::StartsWith,
+        Op::GreaterEqual,
+        Op::GreaterThan,
+        Op::LessEqual,
+        Op::LessThan,
+        Op::Between,
+        Op::In,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -195,7 +204,10 @@ impl Parser {
         }
         let op_name = self.until_colon()?;
         let op = Op::parse(&op_name).ok_or_else(|| {
-            QueryError::invalid("invalid query formed", json!({"reason": "invalid operator", "operator": op_name, "api_name": field}))
+            QueryError::invalid(
+                "invalid query formed",
+                json!({"reason": "invalid operator", "operator": op_name, "api_name": field}),
+            )
         })?;
         let mut values = vec![String::new()];
         loop {
@@ -228,7 +240,8 @@ impl Parser {
             _ => values.len() == 1,
         };
         if !arity_ok {
-            let message = if op == Op::In { "Only 100 values are allowed in \"IN\" criteria" } else { "invalid query formed" };
+            let message =
+                if op == Op::In { "Only 100 values are allowed in \"IN\" criteria" } else { "invalid query formed" };
             return Err(QueryError::invalid(message, json!({"reason": "wrong number of values", "api_name": field})));
         }
         Ok(Expr::Cond(Condition { field, op, values }))
@@ -303,12 +316,33 @@ pub enum Compiled {
     And(Box<Compiled>, Box<Compiled>),
     Or(Box<Compiled>, Box<Compiled>),
     /// `exact`: COQL `=`; otherwise Zoho search's contains-like `equals`.
-    Text { field: Field, op: Op, values: Vec<String>, exact: bool },
-    Time { field: Field, op: Op, values: Vec<i64> },
-    Date { op: Op, values: Vec<NaiveDate> },
-    Number { op: Op, values: Vec<Decimal> },
-    Id { op: Op, values: Vec<u64> },
-    IsNull { field: Field, negated: bool },
+    Text {
+        field: Field,
+        op: Op,
+        values: Vec<String>,
+        exact: bool,
+    },
+    Time {
+        field: Field,
+        op: Op,
+        values: Vec<i64>,
+    },
+    Date {
+        op: Op,
+        values: Vec<NaiveDate>,
+    },
+    Number {
+        op: Op,
+        values: Vec<Decimal>,
+    },
+    Id {
+        op: Op,
+        values: Vec<u64>,
+    },
+    IsNull {
+        field: Field,
+        negated: bool,
+    },
 }
 
 fn type_error(field: &str, expected: &str) -> QueryError {
@@ -328,7 +362,10 @@ fn op_error(field: &str, op: Op) -> QueryError {
 /// Types one condition.
 pub fn compile_condition(c: &Condition, exact_text: bool) -> Result<Compiled, QueryError> {
     let field = Field::parse(&c.field).ok_or_else(|| {
-        QueryError::invalid("invalid query formed", json!({"reason": "the field is not in the module", "api_name": c.field}))
+        QueryError::invalid(
+            "invalid query formed",
+            json!({"reason": "the field is not in the module", "api_name": c.field}),
+        )
     })?;
     let op = c.op;
     Ok(match field {
@@ -345,7 +382,9 @@ pub fn compile_condition(c: &Condition, exact_text: bool) -> Result<Compiled, Qu
             let values = c
                 .values
                 .iter()
-                .map(|v| DateTime::parse_from_rfc3339(v).map(|t| t.timestamp()).map_err(|_| type_error(&c.field, "datetime")))
+                .map(|v| {
+                    DateTime::parse_from_rfc3339(v).map(|t| t.timestamp()).map_err(|_| type_error(&c.field, "datetime"))
+                })
                 .collect::<Result<_, _>>()?;
             Compiled::Time { field, op, values }
         }

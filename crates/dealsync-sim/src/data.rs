@@ -81,7 +81,8 @@ pub enum Broken {
     ProbabilityFraction,
 }
 
-const BROKEN: [Broken; 4] = [Broken::ClosingDateFormat, Broken::MissingId, Broken::AmountText, Broken::ProbabilityFraction];
+const BROKEN: [Broken; 4] =
+    [Broken::ClosingDateFormat, Broken::MissingId, Broken::AmountText, Broken::ProbabilityFraction];
 
 /// One deal as the simulator stores it.
 #[derive(Debug, Clone)]
@@ -152,9 +153,8 @@ impl SimDeal {
     /// Renders the deal in the shape of one API's answer (see `View`).
     pub fn render_view(&self, tz: FixedOffset, view: View<'_>, out: &mut String) {
         let mut w = ObjectWriter::new(out, view);
-        let ts = |secs: i64| {
-            tz.timestamp_opt(secs, 0).single().expect("valid").to_rfc3339_opts(SecondsFormat::Secs, false)
-        };
+        let ts =
+            |secs: i64| tz.timestamp_opt(secs, 0).single().expect("valid").to_rfc3339_opts(SecondsFormat::Secs, false);
         let (owner_name, owner_email) = OWNERS[self.owner as usize % OWNERS.len()];
         let owner_id = 4_876_876_000_000_225_013u64 + self.owner as u64;
         // COQL returns a user lookup with its name and id, without the e-mail address.
@@ -185,7 +185,9 @@ impl SimDeal {
         w.raw("$review_process", "{\"approve\":false,\"reject\":false,\"resubmit\":false}");
         w.raw("$followers", "null");
         match self.broken {
-            Some(Broken::ClosingDateFormat) => w.raw("Closing_Date", &json_str(&self.closing.format("%d/%m/%Y").to_string())),
+            Some(Broken::ClosingDateFormat) => {
+                w.raw("Closing_Date", &json_str(&self.closing.format("%d/%m/%Y").to_string()))
+            }
             _ => w.raw("Closing_Date", &json_str(&self.closing.format("%Y-%m-%d").to_string())),
         }
         w.raw("Last_Activity_Time", &json_str(&ts(self.modified)));
@@ -259,7 +261,10 @@ impl SimDeal {
         w.raw("$zia_owner_assignment", "\"owner_recommendation_unavailable\"");
         w.raw("$wizard_connection_path", "null");
         // Custom fields, as an org would have them.
-        w.raw("Contract_Value", &self.amount.map(|a| (a * Decimal::new(11, 1)).round_dp(2).to_string()).unwrap_or("null".into()));
+        w.raw(
+            "Contract_Value",
+            &self.amount.map(|a| (a * Decimal::new(11, 1)).round_dp(2).to_string()).unwrap_or("null".into()),
+        );
         w.raw("Region", &json_str(["EMEA", "APAC", "AMER"][(self.id % 3) as usize]));
         w.raw("Seats", &((self.id % 500) + 1).to_string());
         w.raw("Partner_Tier", if self.id.is_multiple_of(4) { "\"Gold\"" } else { "null" });
@@ -394,7 +399,8 @@ pub fn generate(spec: &GenSpec) -> Vec<SimDeal> {
             rendered: Default::default(),
         });
     }
-    let won: Vec<usize> = (0..deals.len()).filter(|&i| deals[i].stage == CLOSED_WON && deals[i].broken.is_none()).collect();
+    let won: Vec<usize> =
+        (0..deals.len()).filter(|&i| deals[i].stage == CLOSED_WON && deals[i].broken.is_none()).collect();
     if spec.awaiting_approval > 0 && !won.is_empty() {
         let step = (won.len() / spec.awaiting_approval).max(1);
         won.iter().step_by(step).take(spec.awaiting_approval).for_each(|&i| deals[i].awaiting_approval = true);
@@ -413,7 +419,15 @@ mod tests {
     use super::*;
 
     fn spec(n: usize) -> GenSpec {
-        GenSpec { deals: n, seed: 7, anchor: Utc.timestamp_opt(1_790_000_000, 0).unwrap(), span: Duration::days(30), broken: 0, won_share: 0.3, awaiting_approval: 0 }
+        GenSpec {
+            deals: n,
+            seed: 7,
+            anchor: Utc.timestamp_opt(1_790_000_000, 0).unwrap(),
+            span: Duration::days(30),
+            broken: 0,
+            won_share: 0.3,
+            awaiting_approval: 0,
+        }
     }
 
     #[test]

@@ -66,12 +66,16 @@ impl FaultPlan {
                 ("429", None) => Fault::TooManyRequests,
                 ("500", None) => Fault::Internal,
                 ("reset", None) => Fault::Reset,
-                ("slow", Some(ms)) => Fault::Slow(Duration::from_millis(ms.parse().map_err(|_| format!("`{item}`: {ms} is not milliseconds"))?)),
+                ("slow", Some(ms)) => Fault::Slow(Duration::from_millis(
+                    ms.parse().map_err(|_| format!("`{item}`: {ms} is not milliseconds"))?,
+                )),
                 ("slow", None) => Fault::Slow(Duration::from_millis(3000)),
                 ("expire", None) => Fault::Expire,
                 ("badjson", None) => Fault::BadJson,
                 ("trunc", None) => Fault::Truncated,
-                _ => return Err(format!("`{item}`: unknown fault (429, 500, reset, slow[:ms], expire, badjson, trunc)")),
+                _ => {
+                    return Err(format!("`{item}`: unknown fault (429, 500, reset, slow[:ms], expire, badjson, trunc)"))
+                }
             };
             plan.at.insert(n, fault);
         }

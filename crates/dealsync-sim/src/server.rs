@@ -17,8 +17,8 @@ use super::coql::{self, Select};
 use super::criteria::{self, QueryError};
 use super::data::{self, GenSpec, SimDeal};
 use super::faults::Fault;
-use super::{SimConfig, SimCounters};
 use super::{DealField, Range};
+use super::{SimConfig, SimCounters};
 
 pub const SEARCH_SCOPE: &str = "ZohoSearch.securesearch.READ";
 pub const DEALS_SCOPE: &str = "ZohoCRM.modules.deals.READ";
@@ -118,7 +118,11 @@ pub fn router(state: Arc<SimState>) -> Router {
 }
 
 /// Counts every API request and applies the fault planned for it, if any.
-async fn inject(State(state): State<Arc<SimState>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn inject(
+    State(state): State<Arc<SimState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let n = state.counters.api_requests.fetch_add(1, Ordering::Relaxed) + 1;
     let now = state.counters.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
     state.counters.max_in_flight.fetch_max(now, Ordering::Relaxed);
@@ -135,12 +139,18 @@ async fn serve(state: &Arc<SimState>, n: u64, req: axum::extract::Request, next:
     *state.counters.faults_by_kind.lock().expect("not poisoned").entry(fault.name()).or_default() += 1;
     match fault {
         Fault::TooManyRequests => {
-            let mut r = zoho_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS",
-                "Rate limit exceeded. Please retry after the specified time.", json!({"retry_after": 1}));
+            let mut r = zoho_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS",
+                "Rate limit exceeded. Please retry after the specified time.",
+                json!({"retry_after": 1}),
+            );
             r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             r
         }
-        Fault::Internal => zoho_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal Server Error", json!({})),
+        Fault::Internal => {
+            zoho_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal Server Error", json!({}))
+        }
         Fault::Reset => {
             let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
                 Ok(Bytes::from_static(b"{\"data\":[{\"id\":")),
@@ -167,8 +177,12 @@ async fn serve(state: &Arc<SimState>, n: u64, req: axum::extract::Request, next:
             }
             next.run(req).await
         }
-        Fault::BadJson => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")],
-            "<html><body><h1>502 Bad Gateway</h1></body></html>").into_response(),
+        Fault::BadJson => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
         Fault::Truncated => {
             let (mut parts, body) = next.run(req).await.into_parts();
             let mut bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
@@ -232,7 +246,10 @@ fn admin_change(state: &SimState, id: &str, change: impl FnOnce(&mut SimDeal)) -
 }
 
 /// `POST /_sim/deals/{id}/delete`: moves the deal to the recycle bin now (it then shows in `/Deals/deleted`).
-async fn admin_delete(State(state): State<Arc<SimState>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+async fn admin_delete(
+    State(state): State<Arc<SimState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
     let now = chrono::Utc::now().timestamp();
     admin_change(&state, &id, |d| {
         d.deleted = true;
@@ -249,7 +266,12 @@ async fn admin_stage(
     let to = q.get("to").map(String::as_str).unwrap_or("");
     let stages: Vec<&'static str> = data::STAGES.iter().copied().chain([data::CLOSED_WON]).collect();
     let Some(stage) = stages.iter().find(|s| **s == to).copied() else {
-        return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "unknown stage", json!({"to": to, "stages": stages}));
+        return zoho_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_DATA",
+            "unknown stage",
+            json!({"to": to, "stages": stages}),
+        );
     };
     let now = chrono::Utc::now().timestamp();
     admin_change(&state, &id, |d| {
@@ -259,7 +281,12 @@ async fn admin_stage(
 }
 
 async fn not_found() -> Response {
-    zoho_error(StatusCode::NOT_FOUND, "INVALID_URL_PATTERN", "Please check if the URL trying to access is a correct one", json!({}))
+    zoho_error(
+        StatusCode::NOT_FOUND,
+        "INVALID_URL_PATTERN",
+        "Please check if the URL trying to access is a correct one",
+        json!({}),
+    )
 }
 
 async fn pause(state: &SimState) {
@@ -269,7 +296,11 @@ async fn pause(state: &SimState) {
 }
 
 /// `POST /oauth/v2/token`: fields from the form body or the query string, as Zoho accepts both.
-async fn token(State(state): State<Arc<SimState>>, Query(query): Query<HashMap<String, String>>, body: Bytes) -> Response {
+async fn token(
+    State(state): State<Arc<SimState>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
     state.counters.token_requests.fetch_add(1, Ordering::Relaxed);
     pause(&state).await;
     let mut form: HashMap<String, String> = query;
@@ -328,14 +359,24 @@ fn refusal(state: &SimState, headers: &HeaderMap, scope: &str) -> Option<Respons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Zoho-oauthtoken "));
     let Some(token) = token else {
-        return Some(zoho_error(StatusCode::UNAUTHORIZED, "AUTHENTICATION_FAILURE", "Authentication failed", json!({})));
+        return Some(zoho_error(
+            StatusCode::UNAUTHORIZED,
+            "AUTHENTICATION_FAILURE",
+            "Authentication failed",
+            json!({}),
+        ));
     };
     let valid = state.tokens.lock().expect("not poisoned").get(token).is_some_and(|exp| *exp > Instant::now());
     if !valid {
         return Some(zoho_error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "invalid oauth token", json!({})));
     }
     if state.config.missing_scopes.iter().any(|m| m == scope) {
-        return Some(zoho_error(StatusCode::UNAUTHORIZED, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL", json!({})));
+        return Some(zoho_error(
+            StatusCode::UNAUTHORIZED,
+            "OAUTH_SCOPE_MISMATCH",
+            "invalid oauth scope to access this URL",
+            json!({}),
+        ));
     }
     None
 }
@@ -371,15 +412,23 @@ fn page_body_view(state: &SimState, records: &[&SimDeal], view: data::View<'_>, 
     out
 }
 
-async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn search(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     state.counters.search_requests.fetch_add(1, Ordering::Relaxed);
     pause(&state).await;
     if let Some(r) = refusal(&state, &headers, SEARCH_SCOPE) {
         return r;
     }
     let Some(criteria) = q.get("criteria") else {
-        return zoho_error(StatusCode::BAD_REQUEST, "EXPECTED_PARAM_MISSING", "One of the expected parameter is missing",
-            json!({"param_names": ["criteria", "email", "phone", "word"]}));
+        return zoho_error(
+            StatusCode::BAD_REQUEST,
+            "EXPECTED_PARAM_MISSING",
+            "One of the expected parameter is missing",
+            json!({"param_names": ["criteria", "email", "phone", "word"]}),
+        );
     };
     let page: usize = match q.get("page").map(|p| p.parse()) {
         None => 1,
@@ -389,7 +438,14 @@ async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q)
     let per_page: usize = match q.get("per_page").map(|p| p.parse()) {
         None => 200,
         Some(Ok(p)) if (1..=200).contains(&p) => p,
-        _ => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "per_page"})),
+        _ => {
+            return zoho_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_DATA",
+                "invalid data",
+                json!({"param_name": "per_page"}),
+            )
+        }
     };
     let Some(approval) = approval(&q) else {
         return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "approved"}));
@@ -399,8 +455,12 @@ async fn search(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q)
         Err(e) => return query_error(e),
     };
     if page * per_page > state.config.search_cap {
-        return zoho_error(StatusCode::BAD_REQUEST, "LIMIT_REACHED", "maximum response iteration limit reached",
-            json!({"limit": state.config.search_cap.to_string()}));
+        return zoho_error(
+            StatusCode::BAD_REQUEST,
+            "LIMIT_REACHED",
+            "maximum response iteration limit reached",
+            json!({"limit": state.config.search_cap.to_string()}),
+        );
     }
     let Some((sort_by, descending)) = search_order(&q) else {
         return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "sort_by"}));
@@ -473,17 +533,31 @@ fn approval(q: &HashMap<String, String>) -> Option<Approval> {
 /// `GET /crm/v8/Deals`: records by id (`ids`, at most 100), or the module's records page by page (`page` up to
 /// 2,000 records, then `page_token`), with the `fields` asked for (mandatory, at most 50) and Zoho's `$` keys.
 /// `If-Modified-Since` lists only records modified after it, and answers 304 when there are none.
-async fn records(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn records(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     pause(&state).await;
     if let Some(r) = refusal(&state, &headers, DEALS_SCOPE) {
         return r;
     }
     let Some(fields) = q.get("fields").filter(|f| !f.is_empty()) else {
-        return zoho_error(StatusCode::BAD_REQUEST, "REQUIRED_PARAM_MISSING", "required param is missing", json!({"param_name": "fields"}));
+        return zoho_error(
+            StatusCode::BAD_REQUEST,
+            "REQUIRED_PARAM_MISSING",
+            "required param is missing",
+            json!({"param_name": "fields"}),
+        );
     };
     let fields: Vec<&str> = fields.split(',').collect();
     if fields.len() > 50 {
-        return zoho_error(StatusCode::BAD_REQUEST, "LIMIT_EXCEEDED", "limit exceeded", json!({"limit": 50, "param_name": "fields"}));
+        return zoho_error(
+            StatusCode::BAD_REQUEST,
+            "LIMIT_EXCEEDED",
+            "limit exceeded",
+            json!({"limit": 50, "param_name": "fields"}),
+        );
     }
     let Some(approval) = approval(&q) else {
         return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "approved"}));
@@ -493,12 +567,18 @@ async fn records(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q
     if let Some(ids) = q.get("ids") {
         let ids: Vec<&str> = ids.split(',').collect();
         if ids.len() > 100 {
-            return zoho_error(StatusCode::BAD_REQUEST, "LIMIT_EXCEEDED", "limit exceeded", json!({"limit": 100, "param_name": "ids"}));
+            return zoho_error(
+                StatusCode::BAD_REQUEST,
+                "LIMIT_EXCEEDED",
+                "limit exceeded",
+                json!({"limit": 100, "param_name": "ids"}),
+            );
         }
         let Ok(ids): Result<Vec<u64>, _> = ids.iter().map(|i| i.parse::<u64>()).collect() else {
             return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "ids"}));
         };
-        let mut found: Vec<&SimDeal> = deals.iter().filter(|d| !d.deleted && ids.contains(&d.id) && approval.admits(d)).collect();
+        let mut found: Vec<&SimDeal> =
+            deals.iter().filter(|d| !d.deleted && ids.contains(&d.id) && approval.admits(d)).collect();
         found.sort_by_key(|d| d.id);
         if found.is_empty() {
             return StatusCode::NO_CONTENT.into_response();
@@ -506,7 +586,8 @@ async fn records(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q
         let info = json!({"per_page": 200, "count": found.len(), "page": 1, "more_records": false});
         return json_response(StatusCode::OK, page_body_view(&state, &found, view, info));
     }
-    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).filter(|p| (1..=200).contains(p)).unwrap_or(200);
+    let per_page: usize =
+        q.get("per_page").and_then(|p| p.parse().ok()).filter(|p| (1..=200).contains(p)).unwrap_or(200);
     let Some((sort_by, descending)) = search_order(&q) else {
         return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "sort_by"}));
     };
@@ -514,21 +595,35 @@ async fn records(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q
         (Some(t), _) => match t.strip_prefix("sim-").and_then(|o| o.parse::<usize>().ok()) {
             Some(offset) => offset,
             None => {
-                return zoho_error(StatusCode::BAD_REQUEST, "TOKEN_BOUND_DATA_MISMATCH",
-                    "The page_token given seems to be invalid or input param is added or altered or deleted", json!({"param_name": "page_token"}))
+                return zoho_error(
+                    StatusCode::BAD_REQUEST,
+                    "TOKEN_BOUND_DATA_MISMATCH",
+                    "The page_token given seems to be invalid or input param is added or altered or deleted",
+                    json!({"param_name": "page_token"}),
+                )
             }
         },
         (None, None) => 0,
         (None, Some(Ok(p))) if p >= 1 => (p - 1) * per_page,
-        (None, Some(_)) => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "page"})),
+        (None, Some(_)) => {
+            return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "page"}))
+        }
     };
     if !q.contains_key("page_token") && start + per_page > 2000 {
-        return zoho_error(StatusCode::BAD_REQUEST, "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
-            "You can only get the first 2000 records without using page_token param", json!({"limit": 2000}));
+        return zoho_error(
+            StatusCode::BAD_REQUEST,
+            "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+            "You can only get the first 2000 records without using page_token param",
+            json!({"limit": 2000}),
+        );
     }
     if start + per_page > 100_000 {
-        return zoho_error(StatusCode::BAD_REQUEST, "PAGINATION_LIMIT_EXCEEDED",
-            "You can only get upto 100000 records using page_token param", json!({"param_name": "page_token"}));
+        return zoho_error(
+            StatusCode::BAD_REQUEST,
+            "PAGINATION_LIMIT_EXCEEDED",
+            "You can only get upto 100000 records using page_token param",
+            json!({"param_name": "page_token"}),
+        );
     }
     let since = headers
         .get(header::IF_MODIFIED_SINCE)
@@ -554,7 +649,9 @@ async fn records(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q
         return StatusCode::NO_CONTENT.into_response();
     };
     let more = end < all.len();
-    let expiry = (chrono::Utc::now() + chrono::Duration::days(1)).with_timezone(&state.config.tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let expiry = (chrono::Utc::now() + chrono::Duration::days(1))
+        .with_timezone(&state.config.tz)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
     let info = json!({"per_page": per_page, "count": slice.len(), "page": start / per_page + 1, "sort_by": sort_by,
         "sort_order": if descending { "desc" } else { "asc" }, "more_records": more,
         "next_page_token": if more { json!(format!("sim-{end}")) } else { json!(null) }, "page_token_expiry": expiry});
@@ -619,7 +716,14 @@ async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body
     }
     let req: Req = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(_) => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"api_name": "select_query"})),
+        Err(_) => {
+            return zoho_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_DATA",
+                "invalid data",
+                json!({"api_name": "select_query"}),
+            )
+        }
     };
     let q = match coql::parse(&req.select_query) {
         Ok(q) => q,
@@ -659,7 +763,11 @@ async fn coql_query(State(state): State<Arc<SimState>>, headers: HeaderMap, body
 
 /// `GET /crm/v8/Deals/deleted?type=all&page=N&per_page=M` with `If-Modified-Since`: deleted records, newest
 /// first, as Zoho lists its recycle bin.
-async fn deleted(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn deleted(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     pause(&state).await;
     if let Some(r) = refusal(&state, &headers, DEALS_SCOPE) {
         return r;
@@ -671,7 +779,8 @@ async fn deleted(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q
         .map(|t| t.timestamp());
     let since = conditional.unwrap_or(i64::MIN);
     let page: usize = q.get("page").and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
-    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).filter(|p| (1..=200).contains(p)).unwrap_or(200);
+    let per_page: usize =
+        q.get("per_page").and_then(|p| p.parse().ok()).filter(|p| (1..=200).contains(p)).unwrap_or(200);
     let deals = state.deals.read().expect("not poisoned");
     let mut gone: Vec<&SimDeal> = deals.iter().filter(|d| d.deleted_at.is_some_and(|t| t >= since)).collect();
     gone.sort_by_key(|d| std::cmp::Reverse((d.deleted_at, d.id)));
@@ -699,20 +808,36 @@ async fn deleted(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q
 }
 
 /// `GET /crm/v8/settings/fields?module=…`: enough metadata for the official SDK and for `dealsync fields`.
-async fn fields(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn fields(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     pause(&state).await;
     if let Some(r) = refusal(&state, &headers, FIELDS_SCOPE) {
         return r;
     }
     let Some(module) = q.get("module") else {
-        return zoho_error(StatusCode::BAD_REQUEST, "REQUIRED_PARAM_MISSING", "required param is missing", json!({"param_name": "module"}));
+        return zoho_error(
+            StatusCode::BAD_REQUEST,
+            "REQUIRED_PARAM_MISSING",
+            "required param is missing",
+            json!({"param_name": "module"}),
+        );
     };
     let list: &[(&str, &str, &str, bool, u32)] = match module.as_str() {
         "Deals" => DEAL_FIELDS,
         "Accounts" => &[("Account_Name", "Account Name", "text", false, 200)],
         "Contacts" => &[("Last_Name", "Last Name", "text", false, 80), ("Email", "Email", "email", false, 100)],
         "Campaigns" => &[("Campaign_Name", "Campaign Name", "text", false, 120)],
-        _ => return zoho_error(StatusCode::BAD_REQUEST, "INVALID_MODULE", "the module name given seems to be invalid", json!({"resource_path_index": 0})),
+        _ => {
+            return zoho_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_MODULE",
+                "the module name given seems to be invalid",
+                json!({"resource_path_index": 0}),
+            )
+        }
     };
     let fields: Vec<serde_json::Value> = list
         .iter()

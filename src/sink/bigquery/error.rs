@@ -36,9 +36,12 @@ impl BqFailure {
         match e {
             BQError::ResponseError { error } => {
                 let nested = error.error;
-                let reasons: Vec<String> = nested.errors.iter().filter_map(|m: &HashMap<String, String>| m.get("reason").cloned()).collect();
+                let reasons: Vec<String> =
+                    nested.errors.iter().filter_map(|m: &HashMap<String, String>| m.get("reason").cloned()).collect();
                 let transient = matches!(nested.code, 429 | 500 | 502 | 503 | 504)
-                    || reasons.iter().any(|r| matches!(r.as_str(), "rateLimitExceeded" | "backendError" | "internalError"));
+                    || reasons
+                        .iter()
+                        .any(|r| matches!(r.as_str(), "rateLimitExceeded" | "backendError" | "internalError"));
                 let kind = if transient {
                     Kind::Transient
                 } else if nested.code == 401 {
@@ -70,14 +73,17 @@ impl BqFailure {
                 message: e.to_string(),
                 kind: Kind::Credentials,
             },
-            other => BqFailure { what, status: None, reasons: Vec::new(), message: other.to_string(), kind: Kind::Local },
+            other => {
+                BqFailure { what, status: None, reasons: Vec::new(), message: other.to_string(), kind: Kind::Local }
+            }
         }
     }
 
     /// A failure reported inside a 200 answer (a job's `errorResult`, a query's `errors`).
     pub fn reported(what: impl Into<String>, reason: Option<String>, message: Option<String>) -> BqFailure {
         let reasons: Vec<String> = reason.into_iter().collect();
-        let transient = reasons.iter().any(|r| matches!(r.as_str(), "rateLimitExceeded" | "backendError" | "internalError"));
+        let transient =
+            reasons.iter().any(|r| matches!(r.as_str(), "rateLimitExceeded" | "backendError" | "internalError"));
         BqFailure {
             what: what.into(),
             status: None,
@@ -123,7 +129,9 @@ impl BqFailure {
             Kind::Credentials => Exit::Config,
             Kind::Local => Exit::Internal,
             Kind::Refused if self.has_reason("quotaExceeded") => Exit::Unavailable,
-            Kind::Refused if self.status == Some(403) || self.has_reason("accessDenied") || self.is_not_found() => Exit::Config,
+            Kind::Refused if self.status == Some(403) || self.has_reason("accessDenied") || self.is_not_found() => {
+                Exit::Config
+            }
             Kind::Refused => Exit::Internal,
         }
     }

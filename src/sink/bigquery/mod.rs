@@ -6,8 +6,8 @@
 
 mod error;
 pub mod rows;
-mod stream;
 pub mod sql;
+mod stream;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -35,19 +35,24 @@ use gcp_bigquery_client::Client;
 pub use error::BqFailure;
 
 use super::{RunRecord, Sink, SinkError, TableSpec, WriteStats};
-use stream::{call_with_retries, Pending, Streamer};
 use crate::config::{BigQueryAuth, BigQuerySettings};
 use crate::exit::Exit;
 use crate::json::Raw;
-use crate::schema::{columns_of, format_instant, sort_ids, write_object, Column, DealRow, Quarantined, Text, Value, LEDGER, QUARANTINE};
-use crate::retry::{retry, Retry, RetryPolicy};
+use crate::retry::{retry, Poll, PollError, Retry, RetryPolicy};
+use crate::schema::{
+    columns_of, format_instant, sort_ids, write_object, Column, DealRow, Quarantined, Text, Value, LEDGER, QUARANTINE,
+};
 use crate::window::WindowField;
+use sql::Statement;
+use stream::{call_with_retries, Pending, Streamer};
 
 /// insertAll batches stay under both bounds (Google recommends 500 rows and about 5 MB per request).
 pub const BATCH_ROWS: usize = 500;
 pub const BATCH_BYTES: usize = 5_000_000;
 /// MERGE jobs per run at most (the first and its re-runs after whole-job failures).
 const MERGE_ATTEMPTS: usize = 4;
+/// How long a query or MERGE job may run before the run gives up on it.
+const JOB_LIMIT: Duration = Duration::from_secs(1800);
 
 /// A finished MERGE job's failure, classified for re-running the whole job (not for resending a request).
 struct MergeJobFailure(BqFailure);
@@ -115,7 +120,10 @@ pub struct BigQuerySink {
 enum Unproven {
     Query(BqFailure),
     /// It holds fewer deals than were staged (rows, distinct deals).
-    Short { rows: u64, deals: u64 },
+    Short {
+        rows: u64,
+        deals: u64,
+    },
 }
 
 impl std::fmt::Display for Unproven {
@@ -232,11 +240,22 @@ impl BigQuerySink {
     }
 
     /// A DML statement on the target (never streamed into, so no streaming-buffer restriction); rows affected.
-    async fn dml(&self, what: &str, sql: String) -> Result<u64, SinkError> {
-        let mut req = QueryRequest::new(sql);
+    fn request(&self, statement: impl Into<Statement>) -> QueryRequest {
+        let statement = statement.into();
+        let mut req = QueryRequest::new(statement.sql);
         req.location = self.s.location.clone();
+        if !statement.params.is_empty() {
+            req.parameter_mode = Some("NAMED".into());
+            req.query_parameters = Some(statement.params);
+        }
+        req
+    }
+
+    async fn dml(&self, what: &str, statement: impl Into<Statement>) -> Result<u64, SinkError> {
+        let req = self.request(statement);
         let project = self.s.project.clone();
-        let resp = self.call(what, || self.client.job().query(&project, req.clone())).await.map_err(|e| self.fail(e))?;
+        let resp =
+            self.call(what, || self.client.job().query(&project, req.clone())).await.map_err(|e| self.fail(e))?;
         if let Some(e) = resp.errors.as_ref().and_then(|e| e.first()) {
             return Err(self.fail(BqFailure::reported(what, e.reason.clone(), e.message.clone())));
         }
@@ -244,9 +263,8 @@ impl BigQuerySink {
     }
 
     /// A query, its in-band errors (the emulator answers 200 with `errors`) and completion polling.
-    async fn query(&self, what: &str, sql: String) -> Result<ResultSet, BqFailure> {
-        let mut req = QueryRequest::new(sql);
-        req.location = self.s.location.clone();
+    async fn query(&self, what: &str, statement: impl Into<Statement>) -> Result<ResultSet, BqFailure> {
+        let mut req = self.request(statement);
         req.format_options = Some(DataFormatOptions { use_int64_timestamp: Some(true) });
         req.timeout_ms = Some(60_000);
         let project = self.s.project.clone();
@@ -254,21 +272,33 @@ impl BigQuerySink {
         if let Some(e) = resp.errors.as_ref().and_then(|e| e.first()) {
             return Err(BqFailure::reported(what, e.reason.clone(), e.message.clone()));
         }
-        let mut waited = Duration::ZERO;
-        while resp.job_complete == Some(false) {
+        if resp.job_complete == Some(false) {
+            // getQueryResults long-polls on the server (`timeoutMs`), so the looks need no wait between them.
             let job_id = resp.job_reference.as_ref().and_then(|r| r.job_id.clone()).unwrap_or_default();
-            if waited > Duration::from_secs(1800) {
-                return Err(BqFailure::reported(what, Some("timeout".into()), Some(format!("job {job_id} did not finish in 30 minutes"))));
-            }
             let params = GetQueryResultsParameters {
                 location: self.s.location.clone(),
                 timeout_ms: Some(10_000),
                 format_options: Some(DataFormatOptions { use_int64_timestamp: Some(true) }),
                 ..Default::default()
             };
-            let r = self.call(what, || self.client.job().get_query_results(&project, &job_id, params.clone())).await?;
-            resp = QueryResponse::from(r);
-            waited += Duration::from_secs(10);
+            let look = || async {
+                match self.call(what, || self.client.job().get_query_results(&project, &job_id, params.clone())).await {
+                    Ok(r) if r.job_complete == Some(false) => Poll::Pending,
+                    Ok(r) => Poll::Done(QueryResponse::from(r)),
+                    Err(e) => Poll::Failed(e),
+                }
+            };
+            resp = match crate::retry::poll(Duration::ZERO, Duration::ZERO, JOB_LIMIT, look).await {
+                Ok(r) => r,
+                Err(PollError::Failed(e)) => return Err(e),
+                Err(PollError::TimedOut) => {
+                    return Err(BqFailure::reported(
+                        what,
+                        Some("timeout".into()),
+                        Some(format!("job {job_id} did not finish in 30 minutes")),
+                    ))
+                }
+            };
         }
         Ok(ResultSet::new_from_query_response(resp))
     }
@@ -365,7 +395,12 @@ impl BigQuerySink {
 
     /// Streams generic rows (ledger, quarantine: a few per run) into `table`.
     /// Streams rows of `columns` (insert id, values in column order) into `table`.
-    async fn insert_rows(&self, table: &str, columns: &[Column], rows: Vec<(String, Vec<Value>)>) -> Result<Vec<(usize, String, bool)>, BqFailure> {
+    async fn insert_rows(
+        &self,
+        table: &str,
+        columns: &[Column],
+        rows: Vec<(String, Vec<Value>)>,
+    ) -> Result<Vec<(usize, String, bool)>, BqFailure> {
         let json: Vec<(String, Raw)> = rows
             .into_iter()
             .map(|(id, values)| {
@@ -426,7 +461,9 @@ impl BigQuerySink {
                 Ok(refused)
             }
             Some(Ok(Err(e))) => Err(e),
-            Some(Err(e)) => Err(SinkError::new(self.describe(), format!("a streaming task failed: {e}"), Exit::Internal)),
+            Some(Err(e)) => {
+                Err(SinkError::new(self.describe(), format!("a streaming task failed: {e}"), Exit::Internal))
+            }
         }
     }
 
@@ -474,7 +511,12 @@ impl BigQuerySink {
             }),
             configuration: Some(JobConfiguration {
                 query: Some(JobConfigurationQuery {
-                    query: sql::merge_sql(&self.table(&self.s.table), &self.table(&self.staging), &self.columns, self.spec.rewrite),
+                    query: sql::merge_sql(
+                        &self.table(&self.s.table),
+                        &self.table(&self.staging),
+                        &self.columns,
+                        self.spec.rewrite,
+                    ),
                     use_legacy_sql: Some(false),
                     ..Default::default()
                 }),
@@ -491,28 +533,37 @@ impl BigQuerySink {
             Err(e) => return Err(e),
         }
         let what = format!("waiting for MERGE job {job_id}");
-        let mut delay = Duration::from_millis(200);
-        let started = std::time::Instant::now();
-        loop {
-            let j = self.call(&what, || self.client.job().get_job(&project, &job_id, self.s.location.as_deref())).await?;
+        let look = || async {
+            let j = match self
+                .call(&what, || self.client.job().get_job(&project, &job_id, self.s.location.as_deref()))
+                .await
+            {
+                Ok(j) => j,
+                Err(e) => return Poll::Failed(e),
+            };
             let status = j.status.unwrap_or_default();
-            if status.state.as_deref() == Some("DONE") {
-                if let Some(e) = status.error_result {
-                    return Err(BqFailure::reported(format!("MERGE job {job_id}"), e.reason, e.message));
-                }
-                let affected = j
-                    .statistics
-                    .and_then(|s| s.query)
-                    .and_then(|q| q.num_dml_affected_rows)
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                return Ok(affected);
+            if status.state.as_deref() != Some("DONE") {
+                return Poll::Pending;
             }
-            if started.elapsed() > Duration::from_secs(1800) {
-                return Err(BqFailure::reported(what, Some("timeout".into()), Some("the job did not finish in 30 minutes".into())));
+            if let Some(e) = status.error_result {
+                return Poll::Failed(BqFailure::reported(format!("MERGE job {job_id}"), e.reason, e.message));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            let affected = j
+                .statistics
+                .and_then(|s| s.query)
+                .and_then(|q| q.num_dml_affected_rows)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            Poll::Done(affected)
+        };
+        match crate::retry::poll(Duration::from_millis(200), Duration::from_secs(5), JOB_LIMIT, look).await {
+            Ok(affected) => Ok(affected),
+            Err(PollError::Failed(e)) => Err(e),
+            Err(PollError::TimedOut) => Err(BqFailure::reported(
+                what,
+                Some("timeout".into()),
+                Some("the job did not finish in 30 minutes".into()),
+            )),
         }
     }
 }
@@ -566,17 +617,22 @@ impl Sink for BigQuerySink {
         let what = format!("reading dataset {p}.{d}");
         match self.call(&what, || self.client.dataset().get(&p, &d)).await {
             Ok(_) => seen.push(format!("dataset {p}.{d} is reachable")),
-            Err(e) if e.is_not_found() => {
-                seen.push(format!("dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"))
-            }
+            Err(e) if e.is_not_found() => seen.push(format!(
+                "dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"
+            )),
             Err(e) => return Err(self.fail(e)),
         }
         let what = format!("reading table {p}.{d}.{t}");
         let probe = match self.call(&what, || self.client.table().get(&p, &d, &t, None)).await {
             Ok(existing) => {
-                let (add, problems) = compare_schema(&existing.schema.fields().clone().unwrap_or_default(), &self.target_fields());
+                let (add, problems) =
+                    compare_schema(&existing.schema.fields().clone().unwrap_or_default(), &self.target_fields());
                 if !problems.is_empty() {
-                    return Err(SinkError::new(self.describe(), format!("the existing table is not compatible: {}", problems.join("; ")), Exit::Config));
+                    return Err(SinkError::new(
+                        self.describe(),
+                        format!("the existing table is not compatible: {}", problems.join("; ")),
+                        Exit::Config,
+                    ));
                 }
                 seen.push(if add.is_empty() {
                     format!("table {p}.{d}.{t} has a compatible schema")
@@ -602,14 +658,17 @@ impl Sink for BigQuerySink {
 
     async fn prepare(&mut self) -> Result<(), SinkError> {
         self.ensure_dataset().await.map_err(|e| self.fail(e))?;
-        let target = Table::new(&self.s.project, &self.s.dataset, &self.s.table, TableSchema::new(self.target_fields()))
-            .time_partitioning(TimePartitioning::per_day().field("closing_date"))
-            .clustering(Clustering { fields: Some(vec!["deal_id".into()]) })
-            .label("managed-by", "dealsync");
+        let target =
+            Table::new(&self.s.project, &self.s.dataset, &self.s.table, TableSchema::new(self.target_fields()))
+                .time_partitioning(TimePartitioning::per_day().field("closing_date"))
+                .clustering(Clustering { fields: Some(vec!["deal_id".into()]) })
+                .label("managed-by", "dealsync");
         if let Some(existing) = self.ensure_table(target).await.map_err(|e| self.fail(e))? {
             self.evolve(existing).await?;
         }
-        for (name, fields) in [(sql::RUNS_TABLE, sql::ledger_fields()), (sql::QUARANTINE_TABLE, sql::quarantine_fields())] {
+        for (name, fields) in
+            [(sql::RUNS_TABLE, sql::ledger_fields()), (sql::QUARANTINE_TABLE, sql::quarantine_fields())]
+        {
             let t = Table::new(&self.s.project, &self.s.dataset, name, TableSchema::new(fields))
                 .label("managed-by", "dealsync");
             self.ensure_table(t).await.map_err(|e| self.fail(e))?;
@@ -652,11 +711,20 @@ impl Sink for BigQuerySink {
         for chunk in items.chunks(BATCH_ROWS) {
             let rows = chunk
                 .iter()
-                .map(|q| (format!("{}:{}:{}", q.sync_run_id, q.deal_id.as_deref().unwrap_or("-"), q.reason.len()), q.values()))
+                .map(|q| {
+                    (
+                        format!("{}:{}:{}", q.sync_run_id, q.deal_id.as_deref().unwrap_or("-"), q.reason.len()),
+                        q.values(),
+                    )
+                })
                 .collect();
             let errors = self.insert_rows(sql::QUARANTINE_TABLE, &columns, rows).await.map_err(|e| self.fail(e))?;
             if !errors.is_empty() {
-                return Err(SinkError::new(self.describe(), format!("BigQuery refused quarantine rows: {errors:?}"), Exit::Internal));
+                return Err(SinkError::new(
+                    self.describe(),
+                    format!("BigQuery refused quarantine rows: {errors:?}"),
+                    Exit::Internal,
+                ));
             }
         }
         Ok(())
@@ -683,7 +751,8 @@ impl Sink for BigQuerySink {
             "checking that the staging table holds every staged deal",
             || async {
                 let mut rs = self.query("counting the staging table", count.clone()).await.map_err(Unproven::Query)?;
-                let get = |rs: &ResultSet, name: &str| rs.get_i64_by_name(name).ok().flatten().unwrap_or(0).max(0) as u64;
+                let get =
+                    |rs: &ResultSet, name: &str| rs.get_i64_by_name(name).ok().flatten().unwrap_or(0).max(0) as u64;
                 let (rows, deals) = if rs.next_row() { (get(&rs, "n"), get(&rs, "deals")) } else { (0, 0) };
                 // More rows than staged is a resent request BigQuery kept twice: the MERGE keeps one per deal.
                 if deals >= want_deals && rows >= want_rows {
@@ -697,8 +766,14 @@ impl Sink for BigQuerySink {
         .await;
         match checked {
             Ok((rows, deals)) => {
-                tracing::info!(event = "staging_proven", rows, deals, staged_rows = want_rows, staged_deals = want_deals,
-                    "the staging table holds every staged deal");
+                tracing::info!(
+                    event = "staging_proven",
+                    rows,
+                    deals,
+                    staged_rows = want_rows,
+                    staged_deals = want_deals,
+                    "the staging table holds every staged deal"
+                );
                 self.proven = true;
                 Ok(Vec::new())
             }
@@ -706,7 +781,8 @@ impl Sink for BigQuerySink {
                 Unproven::Query(e) => Err(self.fail(e)),
                 Unproven::Short { rows, deals } => {
                     let listing = format!("SELECT DISTINCT deal_id FROM {staging}");
-                    let mut rs = self.query("listing the staging table's deals", listing).await.map_err(|e| self.fail(e))?;
+                    let mut rs =
+                        self.query("listing the staging table's deals", listing).await.map_err(|e| self.fail(e))?;
                     let mut there = std::collections::HashSet::new();
                     while rs.next_row() {
                         if let Ok(Some(id)) = rs.get_string(0) {
@@ -716,8 +792,14 @@ impl Sink for BigQuerySink {
                     let missing: Vec<String> = self.staged_ids.all_ids().filter(|id| !there.contains(id)).collect();
                     if missing.is_empty() {
                         // Caught up between the count and the listing.
-                        tracing::info!(event = "staging_proven", rows, deals = there.len(), staged_rows = want_rows, staged_deals = want_deals,
-                            "the staging table holds every staged deal");
+                        tracing::info!(
+                            event = "staging_proven",
+                            rows,
+                            deals = there.len(),
+                            staged_rows = want_rows,
+                            staged_deals = want_deals,
+                            "the staging table holds every staged deal"
+                        );
                         self.proven = true;
                         return Ok(missing);
                     }
@@ -757,7 +839,10 @@ impl Sink for BigQuerySink {
             return Ok(WriteStats { rejected, ..WriteStats::default() });
         }
         let (target, staging) = (self.table(&self.s.table), self.table(&self.staging));
-        let mut rs = self.query("counting what the MERGE will change", sql::merge_preview_sql(&target, &staging, self.spec.rewrite)).await.map_err(|e| self.fail(e))?;
+        let mut rs = self
+            .query("counting what the MERGE will change", sql::merge_preview_sql(&target, &staging, self.spec.rewrite))
+            .await
+            .map_err(|e| self.fail(e))?;
         let (mut staged, mut deals, mut inserted, mut updated) = (0, 0, 0, 0);
         if rs.next_row() {
             let get = |rs: &ResultSet, name: &str| rs.get_i64_by_name(name).ok().flatten().unwrap_or(0).max(0) as u64;
@@ -767,13 +852,27 @@ impl Sink for BigQuerySink {
             updated = get(&rs, "updated");
         }
         let affected = self.run_merge().await.map_err(|e| self.fail(e))?;
-        tracing::info!(event = "merge", staged, deals, inserted, updated, affected, "merged the run's rows into the target");
+        tracing::info!(
+            event = "merge",
+            staged,
+            deals,
+            inserted,
+            updated,
+            affected,
+            "merged the run's rows into the target"
+        );
         if affected != inserted + updated {
-            tracing::warn!(event = "merge_count_mismatch", affected, expected = inserted + updated,
-                "the MERGE changed a different number of rows than counted just before (a concurrent writer?)");
+            tracing::warn!(
+                event = "merge_count_mismatch",
+                affected,
+                expected = inserted + updated,
+                "the MERGE changed a different number of rows than counted just before (a concurrent writer?)"
+            );
         }
         let what = format!("dropping staging table {}", self.staging);
-        if let Err(e) = self.call(&what, || self.client.table().delete(&self.s.project, &self.s.dataset, &self.staging)).await {
+        if let Err(e) =
+            self.call(&what, || self.client.table().delete(&self.s.project, &self.s.dataset, &self.staging)).await
+        {
             tracing::warn!(event = "staging_left", table = %self.staging, "could not drop the staging table (it expires by itself): {e}");
         }
         Ok(WriteStats { inserted, updated, unchanged: staged - inserted - updated, rejected })
@@ -787,7 +886,8 @@ impl Sink for BigQuerySink {
         let target = self.table(&self.s.table);
         let mut n = 0;
         for chunk in deleted.chunks(200) {
-            let rows: Vec<(String, String)> = chunk.iter().map(|d| (d.deal_id.clone(), format_instant(&d.deleted_time))).collect();
+            let rows: Vec<(String, String)> =
+                chunk.iter().map(|d| (d.deal_id.clone(), format_instant(&d.deleted_time))).collect();
             n += self.dml("marking deleted deals", sql::mark_deleted_sql(&target, &rows)).await?;
         }
         Ok(n)
@@ -799,8 +899,8 @@ impl Sink for BigQuerySink {
         // before building the UPDATE.
         let mut held = std::collections::HashSet::new();
         for chunk in changes.chunks(500) {
-            let ids: Vec<String> = chunk.iter().map(|c| sql::literal(&c.deal_id)).collect();
-            let q = format!("SELECT deal_id FROM {target} WHERE deal_id IN ({})", ids.join(", "));
+            let ids: Vec<&str> = chunk.iter().map(|c| c.deal_id.as_str()).collect();
+            let q = sql::held_ids_sql(&target, &ids);
             let mut rs = self.query("looking up reopened deals", q).await.map_err(|e| self.fail(e))?;
             while rs.next_row() {
                 if let Ok(Some(id)) = rs.get_string(0) {
@@ -819,14 +919,14 @@ impl Sink for BigQuerySink {
     }
 
     async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
-        let sql = format!("SELECT COUNT(*) FROM {} WHERE {}", self.table(&self.s.table), sql::window_condition(w));
+        let sql = sql::in_window_sql("COUNT(*)", &self.table(&self.s.table), w);
         let mut rs = self.query("counting the window's rows", sql).await.map_err(|e| self.fail(e))?;
         let n = if rs.next_row() { rs.get_i64(0).ok().flatten().unwrap_or(0) } else { 0 };
         Ok(Some(n.max(0) as u64))
     }
 
     async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
-        let sql = format!("SELECT deal_id FROM {} WHERE {}", self.table(&self.s.table), sql::window_condition(w));
+        let sql = sql::in_window_sql("deal_id", &self.table(&self.s.table), w);
         let mut rs = self.query("listing the window's rows", sql).await.map_err(|e| self.fail(e))?;
         let mut ids = Vec::new();
         while rs.next_row() {
@@ -852,7 +952,11 @@ impl Sink for BigQuerySink {
         let rows = vec![(run.run_id.clone(), run.values())];
         let errors = self.insert_rows(sql::RUNS_TABLE, &columns_of(&LEDGER), rows).await.map_err(|e| self.fail(e))?;
         if !errors.is_empty() {
-            return Err(SinkError::new(self.describe(), format!("BigQuery refused the ledger row: {errors:?}"), Exit::Internal));
+            return Err(SinkError::new(
+                self.describe(),
+                format!("BigQuery refused the ledger row: {errors:?}"),
+                Exit::Internal,
+            ));
         }
         Ok(())
     }
@@ -882,7 +986,13 @@ mod tests {
         have[3] = f("amount", FieldType::Float64, "NULLABLE");
         have[19] = f("tags", FieldType::String, "NULLABLE");
         let (_, problems) = compare_schema(&have, &want);
-        assert_eq!(problems, vec!["column amount is FLOAT64, dealsync writes NUMERIC", "column tags is NULLABLE, dealsync writes REPEATED"]);
+        assert_eq!(
+            problems,
+            vec![
+                "column amount is FLOAT64, dealsync writes NUMERIC",
+                "column tags is NULLABLE, dealsync writes REPEATED"
+            ]
+        );
     }
 
     #[test]

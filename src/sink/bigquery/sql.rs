@@ -2,6 +2,9 @@
 //! SQLite table, the BigQuery table, the staging table and the MERGE can never disagree.
 
 use gcp_bigquery_client::model::field_type::FieldType;
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
+use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
+use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 
 use crate::schema::{columns_of, Column, LEDGER, QUARANTINE};
@@ -65,7 +68,6 @@ pub fn quarantine_fields() -> Vec<TableFieldSchema> {
     target_fields(&columns_of(&QUARANTINE))
 }
 
-
 /// Backquoted `project.dataset.table`.
 pub fn table_ref(project: &str, dataset: &str, table: &str) -> String {
     format!("`{project}.{dataset}.{table}`")
@@ -103,55 +105,108 @@ pub fn merge_preview_sql(target: &str, staging: &str, rewrite: bool) -> String {
     )
 }
 
+/// A statement and the values it names (`@p0`, `@p1`, …). Every value that comes from Zoho or the user travels
+/// as a query parameter, never spliced into the text; only table names (validated identifiers) are.
+#[derive(Debug, Clone, Default)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<QueryParameter>,
+}
+
+impl From<String> for Statement {
+    fn from(sql: String) -> Statement {
+        Statement { sql, params: Vec::new() }
+    }
+}
+
+/// The parameters of a statement being written: `bind` returns the name to put in the text.
+#[derive(Debug, Default)]
+pub struct Params(Vec<QueryParameter>);
+
+impl Params {
+    /// A scalar parameter of BigQuery type `ty` (`STRING`, `DATE`, `TIMESTAMP`).
+    pub fn bind(&mut self, ty: &str, value: impl Into<String>) -> String {
+        let name = format!("p{}", self.0.len());
+        self.0.push(QueryParameter {
+            name: Some(name.clone()),
+            parameter_type: Some(QueryParameterType { r#type: ty.to_string(), ..Default::default() }),
+            parameter_value: Some(QueryParameterValue { value: Some(value.into()), ..Default::default() }),
+        });
+        format!("@{name}")
+    }
+
+    pub fn statement(self, sql: String) -> Statement {
+        Statement { sql, params: self.0 }
+    }
+}
+
 /// The end of the last good scheduled run over a field, in microseconds since the epoch.
-pub fn last_good_sql(runs: &str, field: &str) -> String {
-    format!(
+pub fn last_good_sql(runs: &str, field: &str) -> Statement {
+    let mut p = Params::default();
+    let field = p.bind("STRING", field);
+    p.statement(format!(
         "SELECT UNIX_MICROS(MAX(window_end)) AS last_end FROM {runs}\n\
-         WHERE kind = 'scheduled' AND window_field = '{field}' AND status IN ('success', 'partial')"
-    )
+         WHERE kind = 'scheduled' AND window_field = {field} AND status IN ('success', 'partial')"
+    ))
 }
 
 /// Rows that still count as won (rows from before these columns existed count as won and not deleted).
 const LIVE: &str = "IFNULL(is_closed_won, TRUE) AND NOT IFNULL(is_deleted, FALSE)";
 
-/// A string literal for BigQuery SQL (ids and stages are ours or Zoho's; quotes and backslashes are escaped).
-pub fn literal(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
 /// Soft-deletes deals: `(deal_id, deleted_time RFC 3339)`.
-pub fn mark_deleted_sql(target: &str, rows: &[(String, String)]) -> String {
-    let cases: Vec<String> = rows.iter().map(|(id, t)| format!("WHEN {} THEN TIMESTAMP {}", literal(id), literal(t))).collect();
-    let ids: Vec<String> = rows.iter().map(|(id, _)| literal(id)).collect();
-    format!(
+pub fn mark_deleted_sql(target: &str, rows: &[(String, String)]) -> Statement {
+    let mut p = Params::default();
+    let bound: Vec<(String, String)> =
+        rows.iter().map(|(id, t)| (p.bind("STRING", id.as_str()), p.bind("TIMESTAMP", t.as_str()))).collect();
+    let cases: Vec<String> = bound.iter().map(|(id, t)| format!("WHEN {id} THEN {t}")).collect();
+    let ids: Vec<&str> = bound.iter().map(|(id, _)| id.as_str()).collect();
+    p.statement(format!(
         "UPDATE {target} SET is_deleted = TRUE, deleted_time = CASE deal_id {} END WHERE deal_id IN ({}) AND NOT IFNULL(is_deleted, FALSE)",
         cases.join(" "),
         ids.join(", ")
-    )
+    ))
 }
 
 /// Records deals that left "Closed Won": `(deal_id, stage, modified_time RFC 3339)`, only over older rows.
-pub fn mark_not_won_sql(target: &str, rows: &[(String, String, String)]) -> String {
-    let stage: Vec<String> = rows.iter().map(|(id, st, _)| format!("WHEN {} THEN {}", literal(id), literal(st))).collect();
-    let time: Vec<String> = rows.iter().map(|(id, _, t)| format!("WHEN {} THEN TIMESTAMP {}", literal(id), literal(t))).collect();
-    let ids: Vec<String> = rows.iter().map(|(id, _, _)| literal(id)).collect();
+pub fn mark_not_won_sql(target: &str, rows: &[(String, String, String)]) -> Statement {
+    let mut p = Params::default();
+    let bound: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|(id, st, t)| {
+            (p.bind("STRING", id.as_str()), p.bind("STRING", st.as_str()), p.bind("TIMESTAMP", t.as_str()))
+        })
+        .collect();
+    let stage: Vec<String> = bound.iter().map(|(id, st, _)| format!("WHEN {id} THEN {st}")).collect();
+    let time: Vec<String> = bound.iter().map(|(id, _, t)| format!("WHEN {id} THEN {t}")).collect();
+    let ids: Vec<&str> = bound.iter().map(|(id, _, _)| id.as_str()).collect();
     let time_case = format!("CASE deal_id {} END", time.join(" "));
-    format!(
+    p.statement(format!(
         "UPDATE {target} SET stage = CASE deal_id {} END, is_closed_won = FALSE, modified_time = {time_case} \
          WHERE deal_id IN ({}) AND modified_time < {time_case}",
         stage.join(" "),
         ids.join(", ")
-    )
+    ))
 }
 
-/// The condition selecting a window's rows (bounds are ours: dates and RFC 3339 instants, no quoting issue).
-pub fn window_condition(w: &crate::window::Window) -> String {
-    if w.field.is_date() {
-        format!("closing_date >= DATE '{}' AND closing_date < DATE '{}' AND {LIVE}", w.start_str(), w.end_str())
+/// Which of `ids` the target holds.
+pub fn held_ids_sql(target: &str, ids: &[&str]) -> Statement {
+    let mut p = Params::default();
+    let names: Vec<String> = ids.iter().map(|id| p.bind("STRING", *id)).collect();
+    p.statement(format!("SELECT deal_id FROM {target} WHERE deal_id IN ({})", names.join(", ")))
+}
+
+/// `select` (e.g. `COUNT(*)`) over the live rows of a window.
+pub fn in_window_sql(select: &str, target: &str, w: &crate::window::Window) -> Statement {
+    let mut p = Params::default();
+    let condition = if w.field.is_date() {
+        let (a, b) = (p.bind("DATE", w.start_str()), p.bind("DATE", w.end_str()));
+        format!("closing_date >= {a} AND closing_date < {b}")
     } else {
         let f = |t: &chrono::DateTime<chrono::FixedOffset>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
-        format!("modified_time >= TIMESTAMP '{}' AND modified_time < TIMESTAMP '{}' AND {LIVE}", f(&w.start), f(&w.end))
-    }
+        let (a, b) = (p.bind("TIMESTAMP", f(&w.start)), p.bind("TIMESTAMP", f(&w.end)));
+        format!("modified_time >= {a} AND modified_time < {b}")
+    };
+    p.statement(format!("SELECT {select} FROM {target} WHERE {condition} AND {LIVE}"))
 }
 
 /// `CREATE TABLE` DDL of the target, equivalent to what dealsync creates through the API.
@@ -159,7 +214,11 @@ pub fn target_ddl(table: &str, columns: &[Column]) -> String {
     let cols: Vec<String> = columns
         .iter()
         .map(|c| {
-            let ty = if c.mode() == "REPEATED" { format!("ARRAY<{}>", c.ty.bigquery()) } else { c.ty.bigquery().to_string() };
+            let ty = if c.mode() == "REPEATED" {
+                format!("ARRAY<{}>", c.ty.bigquery())
+            } else {
+                c.ty.bigquery().to_string()
+            };
             let not_null = if c.mode() == "REQUIRED" { " NOT NULL" } else { "" };
             format!("  {} {ty}{not_null} OPTIONS(description = {:?})", c.name, c.description)
         })
@@ -173,6 +232,27 @@ pub fn target_ddl(table: &str, columns: &[Column]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_from_zoho_travel_as_parameters_and_never_in_the_text() {
+        let hostile = "1' OR TRUE; DROP TABLE x; --";
+        let rows = [(hostile.to_string(), "Closed Lost".to_string(), "2026-01-01T00:00:00+00:00".to_string())];
+        for st in [
+            mark_not_won_sql("`p.d.t`", &rows),
+            mark_deleted_sql("`p.d.t`", &[(hostile.into(), "2026-01-01T00:00:00+00:00".into())]),
+            held_ids_sql("`p.d.t`", &[hostile]),
+            last_good_sql("`p.d.r`", hostile),
+        ] {
+            assert!(!st.sql.contains(hostile) && !st.sql.contains("OR TRUE"), "{}", st.sql);
+            assert!(st
+                .params
+                .iter()
+                .any(|p| p.parameter_value.as_ref().and_then(|v| v.value.as_deref()) == Some(hostile)));
+            for p in &st.params {
+                assert!(st.sql.contains(&format!("@{}", p.name.as_deref().unwrap())), "every parameter is used");
+            }
+        }
+    }
 
     #[test]
     fn the_merge_updates_only_with_newer_rows_and_names_every_column() {

@@ -10,8 +10,8 @@ use gcp_bigquery_client::Client;
 use super::error::BqFailure;
 use super::{rows, STOPPED_RESENDS};
 use crate::exit::Exit;
-use crate::schema::{Quarantined, Text};
 use crate::retry::{retry, Retry, RetryPolicy};
+use crate::schema::{Quarantined, Text};
 use crate::sink::SinkError;
 
 /// A row waiting in a batch: its serialized form, and what quarantining it would need.
@@ -106,7 +106,12 @@ impl Streamer {
     }
 
     /// Sends one gzipped `insertAll` body of `n` rows; returns the rows BigQuery reported.
-    pub async fn insert_body(&self, table: &str, n: usize, body: Vec<u8>) -> Result<Vec<(usize, String, bool)>, BqFailure> {
+    pub async fn insert_body(
+        &self,
+        table: &str,
+        n: usize,
+        body: Vec<u8>,
+    ) -> Result<Vec<(usize, String, bool)>, BqFailure> {
         let (p, d) = (&self.project, &self.dataset);
         let what = format!("streaming {n} rows into {p}.{d}.{table}");
         let fresh = self.fresh_tables.lock().expect("not poisoned").contains(table);
@@ -120,7 +125,11 @@ impl Streamer {
             |e| {
                 let unknown = fresh && e.is_table_not_found();
                 if unknown {
-                    tracing::info!(event = "fresh_table_unknown", table, "BigQuery's streaming system does not know the table this run just created yet; sending again");
+                    tracing::info!(
+                        event = "fresh_table_unknown",
+                        table,
+                        "BigQuery's streaming system does not know the table this run just created yet; sending again"
+                    );
                 }
                 unknown
             },
@@ -155,7 +164,11 @@ impl Streamer {
 
     /// Streams one batch into `table`, resending rows BigQuery stopped and quarantining rows it refused.
     /// Returns the deals of the rows staged and the refused rows.
-    pub async fn stream_batch(&self, table: &str, mut pending: Vec<Pending>) -> Result<(Vec<Text>, Vec<Quarantined>), SinkError> {
+    pub async fn stream_batch(
+        &self,
+        table: &str,
+        mut pending: Vec<Pending>,
+    ) -> Result<(Vec<Text>, Vec<Quarantined>), SinkError> {
         let mut staged = Vec::new();
         let mut refused = Vec::new();
         for attempt in 0..=STOPPED_RESENDS {
@@ -194,7 +207,12 @@ impl Streamer {
             if retry_rows.is_empty() {
                 return Ok((staged, refused));
             }
-            tracing::info!(event = "insert_resend", rows = retry_rows.len(), attempt, "resending rows BigQuery stopped");
+            tracing::info!(
+                event = "insert_resend",
+                rows = retry_rows.len(),
+                attempt,
+                "resending rows BigQuery stopped"
+            );
             pending = retry_rows;
         }
         Err(SinkError::new(
