@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             return Exit::Config.into();
         }
     };
-    dealsync::telemetry::init(log_format, config.var("NO_COLOR").is_none());
+    dealsync::telemetry::init(log_format, config.var("NO_COLOR").is_none(), cli.quiet);
     if let Some(path) = config.file_path() {
         tracing::info!(event = "config_file", config_file = %path.display(), "configuration file in use");
     }

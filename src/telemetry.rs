@@ -45,14 +45,21 @@ static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 /// Whether a person is watching: text logs on a terminal. Progress bars and the human summary line show only then.
 pub fn human_output() -> bool {
-    FORMAT.get() == Some(&LogFormat::Text) && std::io::stderr().is_terminal()
+    FORMAT.get() == Some(&LogFormat::Text)
+        && std::io::stderr().is_terminal()
+        && !QUIET.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Installs the global subscriber. Safe to call once per process. `color` is false when `NO_COLOR` is set.
-pub fn init(format: Option<LogFormat>, color: bool) {
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Installs the global subscriber. Safe to call once per process. `color` is false when `NO_COLOR` is set;
+/// `quiet` (`--quiet`) logs warnings and errors only, unless `RUST_LOG` says otherwise.
+pub fn init(format: Option<LogFormat>, color: bool, quiet: bool) {
     let format = format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json });
     let _ = FORMAT.set(format);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -80,9 +87,23 @@ fn severity(level: &Level) -> &'static str {
 
 struct Fields(Map<String, Value>);
 
+/// Fields whose value is a JSON document: a JSON log line carries them as objects, not as strings, so that
+/// log-based metrics can read into them (`jsonPayload.won_amount_by_currency.EUR`).
+pub const JSON_FIELDS: [&str; 1] = ["won_amount_by_currency"];
+
+impl Fields {
+    fn text(&mut self, field: &Field, value: String) {
+        let v = match JSON_FIELDS.contains(&field.name()) {
+            true => serde_json::from_str(&value).unwrap_or(Value::String(value)),
+            false => Value::String(value),
+        };
+        self.0.insert(field.name().to_string(), v);
+    }
+}
+
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_string(), Value::String(value.to_string()));
+        self.text(field, value.to_string());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.0.insert(field.name().to_string(), Value::from(value));
@@ -97,7 +118,7 @@ impl Visit for Fields {
         self.0.insert(field.name().to_string(), Value::from(value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().to_string(), Value::String(format!("{value:?}")));
+        self.text(field, format!("{value:?}"));
     }
 }
 

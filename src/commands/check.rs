@@ -72,6 +72,7 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
         request_timeout: timeout,
         deadline: std::time::Duration::from_secs(3600),
         rewrite: false,
+        metrics_file: None,
     };
     match open_sink(&plan, &settings, &run_id, started_at).await {
         Err(e) => report(Err(e)),

@@ -6,7 +6,9 @@ pub mod check;
 pub mod demo;
 pub mod describe;
 pub mod fields;
+pub mod metrics;
 pub mod reconcile;
+pub mod runs;
 pub mod summary;
 pub mod sync;
 pub mod verify;
@@ -19,12 +21,25 @@ use crate::exit::Exit;
 pub async fn run(command: Command, config: &Config) -> Exit {
     match command {
         Command::Sync(args) => match plan(&args, config) {
-            Ok(plan) => sync::sync(plan, config).await.1,
+            Ok(plan) => {
+                let targets = match metrics::Targets::from_config(config, plan.metrics_file.clone()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+                        return Exit::Config;
+                    }
+                };
+                let (summary, exit) = sync::sync(plan, config).await;
+                if !targets.is_empty() {
+                    metrics::publish(&targets, &summary).await;
+                }
+                exit
+            }
             Err(exit) => exit,
         },
         Command::Simulate(args) => demo::simulate(args).await,
         Command::Check(args) => check::check(args, config).await,
-        Command::Verify(args) => match plan(&args, config) {
+        Command::Verify(args) => match plan(&args.as_sync(), config) {
             Ok(plan) if plan.spec.is_backfill() => verify::verify(plan, config).await,
             Ok(_) => {
                 eprintln!("error: verify needs --from (and usually --to)");
@@ -36,6 +51,12 @@ pub async fn run(command: Command, config: &Config) -> Exit {
         Command::Auth(AuthCommand::Exchange { grant_token }) => auth::exchange(&grant_token, config).await,
         Command::Fields(args) => fields::fields(args, config).await,
         Command::Schema(args) => describe::run(&args, config),
+        Command::Runs(args) => runs::runs(args, config).await,
+        Command::Completions { shell } => {
+            let mut cli = <crate::config::cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "dealsync", &mut std::io::stdout());
+            Exit::Ok
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
 use super::summary::RunSummary;
-use crate::config::cli::{default_sqlite_path, SyncPlan};
+use crate::config::cli::{default_sqlite_path, demo_sqlite_path, SyncPlan};
 use crate::config::{Config, ConfigError, Needs, Settings, ZohoSettings};
 use crate::exit::Exit;
 use crate::mapping::{map_record, Columns, Mapped, RunStamp};
@@ -408,6 +408,8 @@ pub(crate) async fn open_sink(
     }
     let spec = match (&plan.sink, &settings.bigquery) {
         (Some(s), _) => s.clone(),
+        // The demo writes a warehouse of its own, never the real one or its run ledger.
+        (None, _) if plan.demo.is_some() => SinkSpec::Sqlite(demo_sqlite_path()),
         (None, Some(_)) => SinkSpec::BigQuery,
         (None, None) => {
             tracing::warn!(event = "default_sink", path = %default_sqlite_path().display(),

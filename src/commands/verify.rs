@@ -14,15 +14,24 @@ pub async fn verify(plan: SyncPlan, config: &Config) -> Exit {
     let started_at = Utc::now();
     let run_id = new_run_id(started_at);
     let result: Result<bool, RunError> = async {
-        let settings = config.settings(Needs::ZohoCredentials)?;
+        let needs = if plan.demo.is_some() { Needs::Nothing } else { Needs::ZohoCredentials };
+        let settings = config.settings(needs)?;
         let window = crate::window::resolve(&plan.spec, plan.field, started_at, None).map_err(RunError::Usage)?;
-        let client = ZohoClient::new(
-            settings.zoho.clone().expect("credentials were required"),
-            plan.retry,
-            plan.request_timeout,
-        )?;
+        // The demo simulator lives as long as this block.
+        let mut demo = None;
+        let zoho = match plan.demo {
+            Some((deals, seed)) => {
+                let (d, s) = crate::commands::demo::Demo::start(deals, seed, config.max_concurrency()?)
+                    .await
+                    .map_err(RunError::Demo)?;
+                demo = Some(d);
+                s
+            }
+            None => settings.zoho.clone().expect("credentials were required"),
+        };
+        let client = ZohoClient::new(zoho, plan.retry, plan.request_timeout)?;
         let mut sink = open_sink(&plan, &settings, &run_id, started_at).await?;
-        match super::reconcile::verify(&client, sink.as_mut(), &window).await {
+        let outcome = match super::reconcile::verify(&client, sink.as_mut(), &window).await {
             Ok(Some(r)) => {
                 log_reconciliation(&run_id, &r);
                 println!("{}", serde_json::to_string(&r).expect("serializes"));
@@ -31,7 +40,11 @@ pub async fn verify(plan: SyncPlan, config: &Config) -> Exit {
             Ok(None) => Err(RunError::Usage(format!("{} keeps nothing to compare", sink.describe()))),
             Err(super::reconcile::ReconcileError::Zoho(e)) => Err(e.into()),
             Err(super::reconcile::ReconcileError::Sink(e)) => Err(e.into()),
+        };
+        if let Some(d) = demo {
+            d.stop().await;
         }
+        outcome
     }
     .await;
     match result {

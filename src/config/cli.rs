@@ -18,12 +18,15 @@ use super::ConfigError;
     long_about = "Sync Zoho CRM closed-won deals into BigQuery, SQLite or NDJSON, exactly once.\n\n\
         Credentials come from the environment (ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN, ZOHO_DC);\n\
         see the README for every variable and exit code.",
-    after_help = "Examples:\n  dealsync sync --demo                    # built-in simulator -> ./dealsync.db\n  \
+    after_help = "Examples:\n  dealsync sync --demo                    # built-in simulator -> ./dealsync-demo.db\n  \
         dealsync sync                           # nightly: since the last good run\n  \
         dealsync sync --from 2026-01-01 --to 2026-02-01   # backfill January\n  \
         dealsync simulate --port 8080 --deals 10000"
 )]
 pub struct Cli {
+    /// Log only warnings and errors; no progress bar and no human summary line.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -46,7 +49,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  dealsync verify --from 2026-10-01 --to 2026-11-01\n  \
         dealsync verify --window-field Closing_Date --from 2026-01-01 --to 2026-04-01 --sink sqlite:deals.db\n\n\
         Exit codes: 0 the warehouse agrees, 3 it does not (the ids are named), 75/78 as for sync.")]
-    Verify(SyncArgs),
+    Verify(VerifyArgs),
     /// Verify credentials, the Zoho search API and the warehouse without writing anything.
     #[command(after_help = "Examples:\n  dealsync check                       # the smoke test after a deploy\n  \
         BIGQUERY_PROJECT=acme dealsync check\n  dealsync check --sink sqlite:/data/deals.db")]
@@ -67,11 +70,46 @@ pub enum Command {
         after_help = "Examples:\n  dealsync schema\n  dealsync schema --format bigquery\n  dealsync schema --format sqlite"
     )]
     Schema(SchemaArgs),
+    /// Show the run ledger: the last runs, newest first, and when the last good one ended.
+    #[command(
+        after_help = "Examples:\n  dealsync runs\n  dealsync runs --limit 5 --sink sqlite:/var/lib/dealsync/deals.db\n  \
+        BIGQUERY_PROJECT=acme dealsync runs --format json"
+    )]
+    Runs(RunsArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    #[command(after_help = "Examples:\n  dealsync completions bash > /etc/bash_completion.d/dealsync\n  \
+        dealsync completions zsh > \"${fpath[1]}/_dealsync\"")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
-pub struct SyncArgs {
-    /// Start the built-in simulator on 127.0.0.1 and sync from it (no credentials needed).
+pub struct RunsArgs {
+    /// The warehouse whose ledger to read: sqlite:PATH or bigquery. Default: as `sync` would choose.
+    #[arg(long, value_parser = SinkSpec::parse)]
+    pub sink: Option<SinkSpec>,
+    /// How many runs to show.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: RunsFormat,
+    /// Timeout of one HTTP request (BigQuery).
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunsFormat {
+    Table,
+    Json,
+}
+
+/// What `sync` and `verify` share: the window, the source (Zoho or the demo simulator), the sink, and retries.
+#[derive(Debug, Clone, Args)]
+pub struct WindowArgs {
+    /// Start the built-in simulator on 127.0.0.1 and use it instead of Zoho (no credentials needed).
     #[arg(long)]
     pub demo: bool,
     /// Deals in the demo simulator.
@@ -89,18 +127,13 @@ pub struct SyncArgs {
     /// The deal field that defines the window: Modified_Time (default) or Closing_Date.
     #[arg(long, value_parser = parse_window_field)]
     pub window_field: Option<WindowField>,
-    /// How far the default window reaches back before the last good run's end [default: 1h].
-    #[arg(long, value_parser = parse_duration_arg)]
-    pub overlap: Option<Duration>,
     /// How far before now the window ends, so that Zoho's search index has caught up [default: 5m].
     #[arg(long, value_parser = parse_duration_arg)]
     pub index_lag: Option<Duration>,
-    /// Where to write: sqlite:PATH, ndjson:PATH, ndjson:- (stdout). Default: sqlite:./dealsync.db.
+    /// The warehouse: sqlite:PATH, ndjson:PATH, ndjson:- (stdout) or bigquery. Default: bigquery when
+    /// BIGQUERY_PROJECT is set, else sqlite:./dealsync.db (with --demo: sqlite:./dealsync-demo.db).
     #[arg(long, value_parser = SinkSpec::parse)]
     pub sink: Option<SinkSpec>,
-    /// Fetch and map, write nothing; print rows to stdout as NDJSON.
-    #[arg(long, conflicts_with = "sink")]
-    pub dry_run: bool,
     /// Attempts per request before giving up, the first included [default: 6].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub max_attempts: Option<u32>,
@@ -113,13 +146,50 @@ pub struct SyncArgs {
     /// Timeout of one HTTP request [default: 60s].
     #[arg(long, value_parser = parse_duration_arg)]
     pub request_timeout: Option<Duration>,
-    /// Stop (exit 75, nothing committed) if the run takes longer than this [default: 2h].
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub common: WindowArgs,
+    /// How far the default window reaches back before the last good run's end [default: 1h].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub overlap: Option<Duration>,
+    /// Fetch and map, write nothing; print rows to stdout as NDJSON.
+    #[arg(long, conflicts_with = "sink")]
+    pub dry_run: bool,
+    /// Stop when the run takes longer than this (exit 75): SQLite keeps the pages committed so far, BigQuery
+    /// merges nothing [default: 2h].
     #[arg(long, value_parser = parse_duration_arg)]
     pub deadline: Option<Duration>,
     /// Backfill only: also rewrite rows whose stored copy is as new as Zoho's, e.g. to fill a column promoted
     /// in the config file since those rows were written.
     #[arg(long, requires = "from")]
     pub rewrite: bool,
+    /// Also write the run's metrics to this file in the Prometheus text format (node_exporter's textfile
+    /// collector), replacing it atomically.
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub common: WindowArgs,
+}
+
+impl VerifyArgs {
+    /// The same window and sink as a sync would read.
+    pub fn as_sync(&self) -> SyncArgs {
+        SyncArgs {
+            common: self.common.clone(),
+            overlap: None,
+            dry_run: false,
+            deadline: None,
+            rewrite: false,
+            metrics_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +372,7 @@ pub struct SyncPlan {
     pub request_timeout: StdDuration,
     pub deadline: StdDuration,
     pub rewrite: bool,
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Why a command line cannot become a plan: a bad flag (exit 2) or a bad value in the configuration file (78).
@@ -330,30 +401,31 @@ impl SyncArgs {
                 })
             };
         let overlap = dur(self.overlap, "overlap", &file.overlap, Duration::hours(1))?;
-        let index_lag = dur(self.index_lag, "index_lag", &file.index_lag, Duration::minutes(5))?;
-        let retry_deadline = dur(self.retry_deadline, "retry_deadline", &file.retry_deadline, Duration::minutes(5))?;
+        let index_lag = dur(self.common.index_lag, "index_lag", &file.index_lag, Duration::minutes(5))?;
+        let retry_deadline =
+            dur(self.common.retry_deadline, "retry_deadline", &file.retry_deadline, Duration::minutes(5))?;
         let retry_max_delay =
-            dur(self.retry_max_delay, "retry_max_delay", &file.retry_max_delay, Duration::seconds(30))?;
+            dur(self.common.retry_max_delay, "retry_max_delay", &file.retry_max_delay, Duration::seconds(30))?;
         let request_timeout =
-            dur(self.request_timeout, "request_timeout", &file.request_timeout, Duration::seconds(60))?;
+            dur(self.common.request_timeout, "request_timeout", &file.request_timeout, Duration::seconds(60))?;
         let deadline = dur(self.deadline, "deadline", &file.deadline, Duration::hours(2))?;
-        let field = match (self.window_field, &file.window_field) {
+        let field = match (self.common.window_field, &file.window_field) {
             (Some(f), _) => f,
             (None, Some(s)) => parse_window_field(s).map_err(|e| in_file("window_field", e))?,
             (None, None) => WindowField::ModifiedTime,
         };
-        let sink = match (&self.sink, &file.sink) {
+        let sink = match (&self.common.sink, &file.sink) {
             (Some(s), _) => Some(s.clone()),
             (None, Some(s)) if !self.dry_run => Some(SinkSpec::parse(s).map_err(|e| in_file("sink", e))?),
             _ => None,
         };
-        let max_attempts = self.max_attempts.or(file.max_attempts).unwrap_or(6);
+        let max_attempts = self.common.max_attempts.or(file.max_attempts).unwrap_or(6);
         if !(1..=20).contains(&max_attempts) {
             return Err(in_file("max_attempts", format!("{max_attempts} is not from 1 to 20")));
         }
-        let spec = match self.from {
+        let spec = match self.common.from {
             Some(from) => {
-                if let Some(to) = self.to {
+                if let Some(to) = self.common.to {
                     if to <= from {
                         return Err(PlanError::Usage(format!("--to ({to}) must be after --from ({from})")));
                     }
@@ -363,7 +435,7 @@ impl SyncArgs {
                         "--from ({from}) is in the future: the window would hold no deal yet"
                     )));
                 }
-                WindowSpec::Backfill { from, to: self.to, index_lag }
+                WindowSpec::Backfill { from, to: self.common.to, index_lag }
             }
             None => WindowSpec::Default { overlap, index_lag },
         };
@@ -374,7 +446,7 @@ impl SyncArgs {
             ));
         }
         Ok(SyncPlan {
-            demo: self.demo.then_some((self.demo_deals, self.demo_seed)),
+            demo: self.common.demo.then_some((self.common.demo_deals, self.common.demo_seed)),
             spec,
             field,
             sink,
@@ -388,6 +460,7 @@ impl SyncArgs {
             request_timeout: std(request_timeout),
             deadline: std(deadline),
             rewrite: self.rewrite,
+            metrics_file: self.metrics_file.clone(),
         })
     }
 }
@@ -395,4 +468,9 @@ impl SyncArgs {
 /// The default local warehouse file.
 pub fn default_sqlite_path() -> PathBuf {
     PathBuf::from("./dealsync.db")
+}
+
+/// The demo's own warehouse file, so that a demo never touches the real one (or its run ledger).
+pub fn demo_sqlite_path() -> PathBuf {
+    PathBuf::from("./dealsync-demo.db")
 }

@@ -603,6 +603,34 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// A run as the ledger tells it afterwards (`dealsync runs`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PastRun {
+    pub run_id: String,
+    pub kind: String,
+    pub window_field: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub status: String,
+    pub exit_code: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Deals written (inserted or replaced by a newer copy).
+    pub rows_written: i64,
+    pub quarantined: i64,
+    pub error: Option<String>,
+}
+
+impl PastRun {
+    pub fn duration_seconds(&self) -> f64 {
+        (self.finished_at - self.started_at).num_milliseconds() as f64 / 1000.0
+    }
+
+    pub fn is_good(&self) -> bool {
+        RunRecord::is_good(&self.status)
+    }
+}
+
 /// The columns of `_dealsync_runs`, in `RunRecord::values` order.
 pub const LEDGER: [Entry; 17] = {
     use ColumnType as T;

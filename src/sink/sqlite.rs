@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{Sink, SinkError, TableSpec, WriteStats};
 use crate::exit::Exit;
 use crate::schema::{
-    date_text, decimal_text, format_instant, instant_text, sort_ids, Column, DealRow, Quarantined, RunRecord, Value,
-    LEDGER, QUARANTINE,
+    date_text, decimal_text, format_instant, instant_text, sort_ids, Column, DealRow, PastRun, Quarantined, RunRecord,
+    Value, LEDGER, QUARANTINE,
 };
 use crate::window::WindowField;
 
@@ -514,6 +514,61 @@ impl Sink for SqliteSink {
         })
         .await
     }
+}
+
+/// The run ledger of the warehouse at `path`, newest first (`limit` runs), and its last good run. Read-only: a
+/// missing file or ledger is said, never created.
+pub fn past_runs(path: &std::path::Path, limit: u32) -> Result<(Vec<PastRun>, Option<PastRun>), SinkError> {
+    let describe = format!("sqlite:{}", path.display());
+    let fail = |e: String, exit: Exit| SinkError::new(describe.clone(), e, exit);
+    if !path.exists() {
+        return Err(fail(format!("{} does not exist: no run has written there", path.display()), Exit::Config));
+    }
+    let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| fail(format!("opening: {e}"), Exit::Internal))?;
+    let has_ledger: bool = c
+        .query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [RUNS_TABLE], |r| {
+            r.get(0)
+        })
+        .map_err(|e| fail(format!("reading the schema: {e}"), Exit::Internal))?;
+    if !has_ledger {
+        return Err(fail(format!("{} holds no run ledger ({RUNS_TABLE})", path.display()), Exit::Config));
+    }
+    let select = |filter: &str, limit: u32| -> rusqlite::Result<Vec<PastRun>> {
+        let sql = format!(
+            "SELECT run_id, kind, window_field, window_start, window_end, status, exit_code, started_at, finished_at,
+                    IFNULL(rows_inserted, 0) + IFNULL(rows_updated, 0), IFNULL(quarantined, 0), error
+             FROM {RUNS_TABLE} {filter} ORDER BY julianday(started_at) DESC, julianday(finished_at) DESC, rowid DESC LIMIT ?1"
+        );
+        let mut stmt = c.prepare(&sql)?;
+        let rows = stmt.query_map([limit], |r| {
+            let at = |i: usize| -> rusqlite::Result<DateTime<Utc>> {
+                let s: String = r.get(i)?;
+                DateTime::parse_from_rfc3339(&s)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+            };
+            Ok(PastRun {
+                run_id: r.get(0)?,
+                kind: r.get(1)?,
+                window_field: r.get(2)?,
+                window_start: at(3)?,
+                window_end: at(4)?,
+                status: r.get(5)?,
+                exit_code: r.get(6)?,
+                started_at: at(7)?,
+                finished_at: at(8)?,
+                rows_written: r.get(9)?,
+                quarantined: r.get(10)?,
+                error: r.get(11)?,
+            })
+        })?;
+        rows.collect()
+    };
+    let read = || -> rusqlite::Result<(Vec<PastRun>, Option<PastRun>)> {
+        Ok((select("", limit)?, select("WHERE status IN ('success', 'partial')", 1)?.pop()))
+    };
+    read().map_err(|e| fail(format!("reading the run ledger: {e}"), Exit::Internal))
 }
 
 #[cfg(test)]

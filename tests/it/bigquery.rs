@@ -340,6 +340,17 @@ async fn the_run_ledger_in_bigquery_drives_the_next_window() {
     assert_eq!(second.event("window")["from_ledger"], true);
     assert_eq!(utc(second.summary()["window_start"].as_str().unwrap()), end1 - Duration::hours(1));
     assert_eq!(bq.count(&format!("SELECT COUNT(*) FROM {}", bq.table_ref("_dealsync_runs"))).await, 2);
+
+    // `dealsync runs` reads the same ledger back as history.
+    let runs = bq.dealsync(&["runs", "--format", "json", "--limit", "5"]).run().await;
+    runs.assert_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    let listed: Vec<&str> = doc["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    let (id1, id2) = (first.summary()["run_id"].clone(), second.summary()["run_id"].clone());
+    assert_eq!(listed, [id2.as_str().unwrap(), id1.as_str().unwrap()], "newest first");
+    assert_eq!(doc["runs"][0]["rows_written"].as_u64().unwrap(), second.count("rows_written"));
+    assert_eq!(utc(doc["runs"][1]["window_end"].as_str().unwrap()), end1);
+    assert_eq!(doc["last_good"]["run_id"], id2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 use assert_cmd::Command;
 use predicates::prelude::*;
 
+use crate::helpers::Dealsync;
+
 fn dealsync() -> Command {
     let mut c = Command::cargo_bin("dealsync").unwrap();
     c.env_remove("RUST_LOG").env("LOG_FORMAT", "json");
@@ -67,4 +69,77 @@ fn the_bigquery_schema_has_the_json_schema_and_the_ddl() {
     assert!(text.contains("PARTITION BY closing_date\nCLUSTER BY deal_id;"), "{text}");
     assert!(text.contains("amount NUMERIC"));
     assert!(text.contains("deal_id STRING NOT NULL"));
+}
+
+#[test]
+fn verify_shows_and_accepts_only_its_own_flags() {
+    let help = dealsync().args(["verify", "--help"]).output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for sync_only in ["--dry-run", "--rewrite", "--deadline", "--overlap", "--metrics-file"] {
+        assert!(!help.contains(sync_only), "verify --help lists {sync_only}");
+    }
+    assert!(help.contains("--demo") && help.contains("--from"));
+    dealsync().args(["verify", "--from", "2026-10-01", "--dry-run"]).assert().code(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_runs_against_the_demo_simulator_without_credentials() {
+    let synced = Dealsync::new(&["sync", "--demo", "--demo-deals", "800", "--from", "2026-09-01"]).run().await;
+    synced.assert_code(0);
+    let out = Dealsync::new(&[
+        "verify",
+        "--demo",
+        "--demo-deals",
+        "800",
+        "--from",
+        "2026-09-01",
+        "--to",
+        &synced.summary()["window_end"].as_str().unwrap()[..10],
+    ])
+    .args(&["--sink", "sqlite:dealsync-demo.db"])
+    .reuse(synced.dir)
+    .run()
+    .await;
+    // The demo's data moves with its clock: what matters is that verify reached both sides and compared them.
+    assert!(out.code == 0 || out.code == 3, "exit {}: {}", out.code, out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert!(doc["crm"].as_u64().unwrap() > 0, "{}", out.stdout);
+    assert!(!out.stderr.contains("ZOHO_CLIENT_ID"), "{}", out.stderr);
+}
+
+#[test]
+fn a_window_wholly_in_the_future_is_a_usage_error_that_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let next_year = (chrono::Utc::now() + chrono::Duration::days(400)).format("%Y-%m-%d").to_string();
+    dealsync()
+        .current_dir(dir.path())
+        .env("ZOHO_CLIENT_ID", "id")
+        .env("ZOHO_CLIENT_SECRET", "secret")
+        .env("ZOHO_REFRESH_TOKEN", "token")
+        .args(["sync", "--from", &next_year])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("in the future"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file was created");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = dealsync().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("dealsync") && text.contains("verify") && text.contains("runs"), "{shell}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_logs_only_warnings_and_errors() {
+    let out = Dealsync::new(&["sync", "--demo", "--demo-deals", "300", "--quiet"]).run().await;
+    out.assert_code(0);
+    let severities: Vec<String> =
+        out.events().iter().map(|e| e["severity"].as_str().unwrap_or_default().to_string()).collect();
+    assert!(severities.iter().all(|s| s == "WARNING" || s == "ERROR"), "{}", out.stderr);
+    let loud = Dealsync::new(&["sync", "--demo", "--demo-deals", "300"]).run().await;
+    assert!(loud.events().iter().any(|e| e["event"] == "run_summary"), "without --quiet the summary is logged");
 }

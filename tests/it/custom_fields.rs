@@ -277,7 +277,7 @@ async fn a_bad_promoted_column_exits_78_naming_the_entry() {
         let out = Dealsync::new(&["sync", "--demo", "--demo-deals", "50"]).reuse(dir).run().await;
         out.assert_code(78);
         assert!(out.stderr.contains(culprit), "{culprit}: {}", out.stderr);
-        assert!(!out.db().exists(), "nothing written");
+        assert!(!out.db().exists() && !out.demo_db().exists(), "nothing written");
     }
 }
 

@@ -56,7 +56,12 @@ impl Dealsync {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dealsync"));
         cmd.args(args).current_dir(dir.path());
         for (k, _) in std::env::vars() {
-            if k.starts_with("ZOHO_") || k.starts_with("BIGQUERY_") || k == "LOG_FORMAT" || k == "RUST_LOG" {
+            if k.starts_with("ZOHO_")
+                || k.starts_with("BIGQUERY_")
+                || k.starts_with("DEALSYNC_")
+                || k == "LOG_FORMAT"
+                || k == "RUST_LOG"
+            {
                 cmd.env_remove(k);
             }
         }
@@ -182,6 +187,11 @@ impl Outcome {
 
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("dealsync.db")
+    }
+
+    /// The demo's own warehouse (`sync --demo` never writes ./dealsync.db).
+    pub fn demo_db(&self) -> PathBuf {
+        self.dir.path().join("dealsync-demo.db")
     }
 
     #[track_caller]

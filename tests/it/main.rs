@@ -15,6 +15,7 @@ mod custom_fields;
 mod deploy;
 mod faults;
 mod helpers;
+mod history;
 mod operate;
 mod sync;
 mod upstream_errors;

@@ -35,12 +35,13 @@ async fn the_demo_writes_exactly_the_simulators_closed_won_deals_and_a_rerun_add
         deals.iter().filter(|d| d.is_closed_won() && w.contains(d.modified_at())).map(|d| d.id.to_string()).collect();
     truth.sort();
     assert!(!truth.is_empty(), "the demo window holds closed-won deals");
-    assert_eq!(warehouse_ids(&first.db()), truth);
+    assert_eq!(warehouse_ids(&first.demo_db()), truth);
+    assert!(!first.db().exists(), "the demo never touches the real warehouse ./dealsync.db");
     assert_eq!(first.count("rows_inserted"), truth.len() as u64);
     assert!(first.count("not_closed_won") > 0, "the demo data includes the contains-trap stages");
 
-    // Same working directory, so the same ./dealsync.db and its ledger.
-    let db = first.db();
+    // Same working directory, so the same ./dealsync-demo.db and its ledger.
+    let db = first.demo_db();
     let second =
         Dealsync::new(&["sync", "--demo", "--demo-deals", "5000", "--demo-seed", "3"]).reuse(first.dir).run().await;
     second.assert_code(0);

@@ -40,7 +40,8 @@ use crate::exit::Exit;
 use crate::json::Raw;
 use crate::retry::{retry, Poll, PollError, Retry, RetryPolicy};
 use crate::schema::{
-    columns_of, format_instant, sort_ids, write_object, Column, DealRow, Quarantined, Text, Value, LEDGER, QUARANTINE,
+    columns_of, format_instant, sort_ids, write_object, Column, DealRow, PastRun, Quarantined, Text, Value, LEDGER,
+    QUARANTINE,
 };
 use crate::window::WindowField;
 use sql::Statement;
@@ -228,6 +229,40 @@ impl BigQuerySink {
 
     fn table(&self, t: &str) -> String {
         sql::table_ref(&self.s.project, &self.s.dataset, t)
+    }
+
+    /// The run ledger, newest first (`limit` runs), and its last good run (`dealsync runs`).
+    pub async fn past_runs(&self, limit: u32) -> Result<(Vec<PastRun>, Option<PastRun>), SinkError> {
+        let what = "reading the run ledger";
+        let runs = self.table(sql::RUNS_TABLE);
+        let mut all = Vec::new();
+        for good_only in [false, true] {
+            let n = if good_only { 1 } else { limit };
+            let mut rs = self.query(what, sql::past_runs_sql(&runs, n, good_only)).await.map_err(|e| self.fail(e))?;
+            let mut found = Vec::new();
+            while rs.next_row() {
+                let text = |i: usize| rs.get_string(i).ok().flatten().unwrap_or_default();
+                let int = |i: usize| rs.get_i64(i).ok().flatten().unwrap_or(0);
+                let at = |i: usize| DateTime::<Utc>::from_timestamp_micros(int(i)).unwrap_or_default();
+                found.push(PastRun {
+                    run_id: text(0),
+                    kind: text(1),
+                    window_field: text(2),
+                    window_start: at(3),
+                    window_end: at(4),
+                    status: text(5),
+                    exit_code: int(6),
+                    started_at: at(7),
+                    finished_at: at(8),
+                    rows_written: int(9),
+                    quarantined: int(10),
+                    error: rs.get_string(11).ok().flatten(),
+                });
+            }
+            all.push(found);
+        }
+        let good = all.pop().and_then(|mut g| g.pop());
+        Ok((all.pop().unwrap_or_default(), good))
     }
 
     /// One BigQuery call with retries for transient failures.

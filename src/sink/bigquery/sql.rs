@@ -150,6 +150,18 @@ pub fn last_good_sql(runs: &str, field: &str) -> Statement {
     ))
 }
 
+/// The ledger's runs, newest first; with `good_only`, the last good one.
+pub fn past_runs_sql(runs: &str, limit: u32, good_only: bool) -> Statement {
+    let mut p = Params::default();
+    let limit = p.bind("INT64", limit.to_string());
+    let filter = if good_only { "WHERE status IN ('success', 'partial')" } else { "" };
+    p.statement(format!(
+        "SELECT run_id, kind, window_field, UNIX_MICROS(window_start), UNIX_MICROS(window_end), status, exit_code,\n\
+         UNIX_MICROS(started_at), UNIX_MICROS(finished_at), IFNULL(rows_inserted, 0) + IFNULL(rows_updated, 0),\n\
+         IFNULL(quarantined, 0), error FROM {runs} {filter} ORDER BY started_at DESC, finished_at DESC LIMIT {limit}"
+    ))
+}
+
 /// Rows that still count as won (rows from before these columns existed count as won and not deleted).
 const LIVE: &str = "IFNULL(is_closed_won, TRUE) AND NOT IFNULL(is_deleted, FALSE)";
 

@@ -1,0 +1,198 @@
+//! Run metrics for schedulers and monitoring: the Prometheus text format, pushed to a Pushgateway
+//! (`DEALSYNC_PUSHGATEWAY_URL`, grouped by job and instance) and/or written to a node_exporter textfile
+//! (`sync --metrics-file`). Both keep the last success time when a run fails, so that "no success for 26 hours"
+//! can be alerted on.
+
+use std::path::Path;
+
+use url::Url;
+
+use super::summary::RunSummary;
+use crate::config::{Config, ConfigError};
+
+/// Where the metrics go, validated before the run starts.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub pushgateway: Option<(Url, String)>,
+    pub file: Option<std::path::PathBuf>,
+}
+
+impl Targets {
+    /// `DEALSYNC_PUSHGATEWAY_URL` (http or https: a Pushgateway is an internal service and holds nothing secret)
+    /// and `DEALSYNC_INSTANCE` (default: the host name).
+    pub fn from_config(config: &Config, file: Option<std::path::PathBuf>) -> Result<Targets, ConfigError> {
+        let pushgateway = match config.var("DEALSYNC_PUSHGATEWAY_URL") {
+            None => None,
+            Some(v) => {
+                let var = "DEALSYNC_PUSHGATEWAY_URL";
+                let url = Url::parse(v).map_err(|e| ConfigError::new(var, format!("`{v}` is not a URL ({e})")))?;
+                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                    return Err(ConfigError::new(
+                        var,
+                        format!("`{v}` is not an http(s) URL such as http://pushgateway:9091"),
+                    ));
+                }
+                if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+                    return Err(ConfigError::new(
+                        var,
+                        format!("`{v}` must be a base URL without credentials, query or fragment"),
+                    ));
+                }
+                let instance = config.var("DEALSYNC_INSTANCE").map(str::to_string).unwrap_or_else(|| host_name(config));
+                Some((url, instance))
+            }
+        };
+        Ok(Targets { pushgateway, file })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pushgateway.is_none() && self.file.is_none()
+    }
+}
+
+fn host_name(config: &Config) -> String {
+    config
+        .var("HOSTNAME")
+        .map(str::to_string)
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The metric names, with their help text.
+pub const METRICS: [(&str, &str); 8] = [
+    ("dealsync_last_run_timestamp_seconds", "When the last run finished (Unix time)."),
+    ("dealsync_last_success_timestamp_seconds", "When the last run that exited 0 or 3 finished (Unix time)."),
+    ("dealsync_last_exit_code", "Exit code of the last run (0 ok, 3 needs a look, 75 transient, 78 configuration)."),
+    ("dealsync_rows_written", "Deals the last run wrote (new or replaced by a newer copy)."),
+    ("dealsync_rows_quarantined", "Records the last run quarantined."),
+    ("dealsync_rows_repaired", "Closed-won deals search missed that the last run read by id."),
+    ("dealsync_run_duration_seconds", "How long the last run took."),
+    (
+        "dealsync_reconciliation_missing",
+        "Closed-won deals Zoho has in the window that the warehouse lacks after the run.",
+    ),
+];
+
+/// The metrics of one run in the Prometheus text format. `last_success` is left out when the run failed and no
+/// earlier success is known (`None`): a Pushgateway then keeps the value it has.
+pub fn render(s: &RunSummary, finished_unix: f64, last_success: Option<f64>) -> String {
+    let sink = s.sink.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ");
+    let missing = match (s.crm_closed_won, s.warehouse_closed_won) {
+        (Some(crm), Some(wh)) => crm.saturating_sub(wh),
+        _ => 0,
+    };
+    let values: [Option<f64>; 8] = [
+        Some(finished_unix),
+        last_success,
+        Some(f64::from(s.exit_code)),
+        Some(s.rows_written() as f64),
+        Some(s.quarantined as f64),
+        Some(s.repaired as f64),
+        Some(s.duration_ms as f64 / 1000.0),
+        Some(missing as f64),
+    ];
+    let mut out = String::new();
+    for ((name, help), value) in METRICS.iter().zip(values) {
+        if let Some(v) = value {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{sink=\"{sink}\"}} {v}\n"));
+        }
+    }
+    out
+}
+
+fn succeeded(s: &RunSummary) -> bool {
+    matches!(s.exit_code, 0 | 3)
+}
+
+/// The last success time a textfile already holds (the previous run's), to carry over a failed run.
+fn previous_success(text: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with("dealsync_last_success_timestamp_seconds"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Publishes the run's metrics where asked. A failure is logged as a warning and never changes the exit code:
+/// the warehouse is as the run left it, and a stale metric is what the alerts watch for.
+pub async fn publish(targets: &Targets, s: &RunSummary) {
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    if let Some(path) = &targets.file {
+        let before = std::fs::read_to_string(path).ok();
+        let last_success = if succeeded(s) { Some(now) } else { before.as_deref().and_then(previous_success) };
+        match write_atomically(path, &render(s, now, last_success)) {
+            Ok(()) => tracing::info!(event = "metrics_written", path = %path.display(), "run metrics written"),
+            Err(e) => {
+                tracing::warn!(event = "metrics_failed", path = %path.display(), "could not write the metrics file: {e}")
+            }
+        }
+    }
+    if let Some((base, instance)) = &targets.pushgateway {
+        let body = render(s, now, succeeded(s).then_some(now));
+        match push(base, instance, body).await {
+            Ok(()) => {
+                tracing::info!(event = "metrics_pushed", instance = %instance, "run metrics pushed to the Pushgateway")
+            }
+            Err(e) => tracing::warn!(event = "metrics_failed", instance = %instance, "could not push the metrics: {e}"),
+        }
+    }
+}
+
+/// node_exporter may read the file at any moment: write a sibling, then rename it over the file.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("prom.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// POST replaces only the metrics of the same names in the group `job="dealsync", instance=…`: a failed run, which
+/// sends no last success time, leaves the previous one in place.
+async fn push(base: &Url, instance: &str, body: String) -> Result<(), String> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| "the URL cannot take a path".to_string())?
+        .pop_if_empty()
+        .extend(["metrics", "job", "dealsync", "instance", instance]);
+    let http =
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+    let resp = http
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(format!("POST {url}: HTTP {status}: {}", text.trim()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_run_keeps_the_last_success_of_the_file_it_replaces() {
+        let ok = RunSummary {
+            exit_code: 0,
+            sink: "sqlite:a\"b.db".into(),
+            rows_inserted: 5,
+            rows_updated: 2,
+            ..Default::default()
+        };
+        let text = render(&ok, 1000.5, Some(1000.5));
+        assert!(text.contains("dealsync_rows_written{sink=\"sqlite:a\\\"b.db\"} 7\n"), "{text}");
+        assert_eq!(previous_success(&text), Some(1000.5));
+        let failed = RunSummary { exit_code: 75, ..Default::default() };
+        let text = render(&failed, 2000.0, previous_success(&text));
+        assert!(text.contains("dealsync_last_exit_code{sink=\"\"} 75\n"));
+        assert_eq!(previous_success(&text), Some(1000.5));
+        assert!(!render(&failed, 2000.0, None).contains("dealsync_last_success_timestamp_seconds"));
+    }
+}

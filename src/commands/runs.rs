@@ -1,0 +1,143 @@
+//! `dealsync runs`: the run ledger as history, so a person sees at a glance whether last night worked and when
+//! the last good run was, for SQLite and BigQuery alike.
+
+use chrono::Utc;
+
+use super::sync::new_run_id;
+use crate::config::cli::{default_sqlite_path, RunsArgs, RunsFormat};
+use crate::config::spec::SinkSpec;
+use crate::config::{Config, Needs};
+use crate::exit::Exit;
+use crate::schema::PastRun;
+use crate::sink::SinkError;
+
+/// `dealsync runs`.
+pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
+    let settings = match config.settings(Needs::Nothing) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+            return Exit::Config;
+        }
+    };
+    let spec = match (&args.sink, &settings.bigquery) {
+        (Some(s), _) => s.clone(),
+        (None, Some(_)) => SinkSpec::BigQuery,
+        (None, None) => SinkSpec::Sqlite(default_sqlite_path()),
+    };
+    let read: Result<(Vec<PastRun>, Option<PastRun>), SinkError> = match &spec {
+        SinkSpec::Sqlite(path) => crate::sink::sqlite::past_runs(path, args.limit),
+        SinkSpec::Ndjson(_) => {
+            eprintln!("error: an NDJSON sink keeps no run ledger; use --sink sqlite:PATH or bigquery");
+            return Exit::Usage;
+        }
+        SinkSpec::BigQuery => {
+            let Some(bq) = settings.bigquery.clone() else {
+                tracing::error!(event = "config_error", variable = "BIGQUERY_PROJECT", "BIGQUERY_PROJECT: is not set");
+                return Exit::Config;
+            };
+            let retry = crate::retry::RetryPolicy::default();
+            let timeout = args.request_timeout.to_std().unwrap_or_default();
+            match crate::sink::bigquery::BigQuerySink::connect(bq, &new_run_id(Utc::now()), Utc::now(), retry, timeout)
+                .await
+            {
+                Ok(sink) => sink.past_runs(args.limit).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let (runs, last_good) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(event = "runs_failed", "{e}");
+            return e.exit;
+        }
+    };
+    match args.format {
+        RunsFormat::Json => {
+            let doc = serde_json::json!({ "sink": spec.to_string(), "last_good": last_good, "runs": runs });
+            println!("{doc}");
+        }
+        RunsFormat::Table => print!("{}", table(&runs, last_good.as_ref(), Utc::now())),
+    }
+    Exit::Ok
+}
+
+/// The history for a person: the last good run first, then one line per run.
+pub fn table(runs: &[PastRun], last_good: Option<&PastRun>, now: chrono::DateTime<Utc>) -> String {
+    let mut out = String::new();
+    match last_good {
+        Some(g) => {
+            let ago = now - g.finished_at;
+            out.push_str(&format!(
+                "last good run: {} ({}), finished {} ({}h{:02}m ago), window up to {}\n",
+                g.run_id,
+                g.status,
+                g.finished_at.format("%Y-%m-%d %H:%M:%SZ"),
+                ago.num_hours(),
+                ago.num_minutes() % 60,
+                g.window_end.format("%Y-%m-%d %H:%M:%SZ")
+            ));
+        }
+        None => out.push_str("last good run: none recorded\n"),
+    }
+    if runs.is_empty() {
+        out.push_str("no runs recorded\n");
+        return out;
+    }
+    let header = ["STARTED", "RUN ID", "KIND", "WINDOW", "STATUS", "EXIT", "ROWS", "QUARANTINED", "DURATION", "ERROR"];
+    let lines: Vec<[String; 10]> = runs
+        .iter()
+        .map(|r| {
+            [
+                r.started_at.format("%Y-%m-%d %H:%M").to_string(),
+                r.run_id.clone(),
+                r.kind.clone(),
+                format!(
+                    "{} {} .. {}",
+                    r.window_field,
+                    r.window_start.format("%Y-%m-%d %H:%M"),
+                    r.window_end.format("%Y-%m-%d %H:%M")
+                ),
+                r.status.clone(),
+                r.exit_code.to_string(),
+                r.rows_written.to_string(),
+                r.quarantined.to_string(),
+                format!("{:.1}s", r.duration_seconds()),
+                r.error.as_deref().map(one_line).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for l in &lines {
+        for (w, cell) in widths.iter_mut().zip(l) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let row = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    out.push_str(&row(header.to_vec()));
+    for l in &lines {
+        out.push_str(&row(l.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// An error on one line, cut to 80 characters: the full text is in the JSON form.
+fn one_line(e: &str) -> String {
+    let flat = e.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 80 {
+        flat.chars().take(79).collect::<String>() + "…"
+    } else {
+        flat
+    }
+}

@@ -1,0 +1,131 @@
+//! What a run leaves for the people and systems watching: `dealsync runs` (the ledger as history) and the run's
+//! metrics (a node_exporter textfile and a real Prometheus Pushgateway).
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const OCTOBER: [&str; 5] = ["sync", "--from", "2026-10-01", "--to", "2026-10-15"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_lists_each_run_newest_first_with_the_last_good_one() {
+    let sim = simulator(sim_config(1500)).await;
+    let good = Dealsync::new(&OCTOBER).against(&sim).run().await;
+    good.assert_code(0);
+    let (good_summary, good_rows) = (good.summary(), good.count("rows_written"));
+    // A second run that fails (a revoked refresh token) is recorded too, and is not the last good one.
+    let failed =
+        Dealsync::new(&OCTOBER).against(&sim).env("ZOHO_REFRESH_TOKEN", "1000.revoked").reuse(good.dir).run().await;
+    failed.assert_code(78);
+    let failed_summary = failed.summary();
+
+    let json = Dealsync::new(&["runs", "--format", "json"]).reuse(failed.dir).run().await;
+    json.assert_code(0);
+    let doc: Value = serde_json::from_str(&json.stdout).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{}", json.stdout);
+    assert_eq!(runs[0]["run_id"], failed_summary["run_id"], "newest first");
+    assert_eq!(runs[0]["exit_code"], 78);
+    assert!(runs[0]["error"].as_str().unwrap().contains("ZOHO_REFRESH_TOKEN"), "{}", runs[0]);
+    assert_eq!(runs[1]["run_id"], good_summary["run_id"]);
+    assert_eq!(runs[1]["rows_written"].as_u64().unwrap(), good_rows);
+    assert_eq!(runs[1]["kind"], "backfill");
+    assert_eq!(runs[1]["window_start"], "2026-10-01T00:00:00Z");
+    assert_eq!(doc["last_good"]["run_id"], good_summary["run_id"]);
+
+    let table = Dealsync::new(&["runs", "--limit", "1"]).reuse(json.dir).run().await;
+    table.assert_code(0);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    let good_id = good_summary["run_id"].as_str().unwrap().to_string();
+    assert!(lines[0].starts_with("last good run: ") && lines[0].contains(&good_id), "{}", table.stdout);
+    assert!(lines[1].starts_with("STARTED") && lines[1].contains("QUARANTINED"), "{}", table.stdout);
+    assert_eq!(lines.len(), 3, "--limit 1 shows one run: {}", table.stdout);
+    assert!(lines[2].contains("config_error") && lines[2].contains(" 78 "), "{}", table.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_on_a_warehouse_that_does_not_exist_says_so_and_creates_nothing() {
+    let out = Dealsync::new(&["runs", "--sink", "sqlite:nowhere.db"]).run().await;
+    out.assert_code(78);
+    assert!(out.stderr.contains("nowhere.db does not exist"), "{}", out.stderr);
+    assert!(!out.dir.path().join("nowhere.db").exists());
+    let ndjson = Dealsync::new(&["runs", "--sink", "ndjson:x.ndjson"]).run().await;
+    ndjson.assert_code(2);
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(&format!("{name}{{"))).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_file_tells_the_last_run_and_keeps_the_last_success_through_a_failure() {
+    let sim = simulator(sim_config(1500)).await;
+    let mut args = OCTOBER.to_vec();
+    args.extend(["--metrics-file", "dealsync.prom"]);
+    let good = Dealsync::new(&args).against(&sim).run().await;
+    good.assert_code(0);
+    let path = good.dir.path().join("dealsync.prom");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(metric(&text, "dealsync_last_exit_code"), Some(0.0));
+    assert_eq!(metric(&text, "dealsync_rows_written"), Some(good.count("rows_written") as f64));
+    assert_eq!(metric(&text, "dealsync_reconciliation_missing"), Some(0.0));
+    assert!(text.contains("dealsync_rows_written{sink=\"sqlite:./dealsync.db\"}"), "{text}");
+    let success = metric(&text, "dealsync_last_success_timestamp_seconds").unwrap();
+    assert!((success - chrono::Utc::now().timestamp() as f64).abs() < 120.0);
+
+    let failed =
+        Dealsync::new(&args).against(&sim).env("ZOHO_REFRESH_TOKEN", "1000.revoked").reuse(good.dir).run().await;
+    failed.assert_code(78);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(metric(&text, "dealsync_last_exit_code"), Some(78.0));
+    assert_eq!(metric(&text, "dealsync_last_success_timestamp_seconds"), Some(success), "carried over: {text}");
+    assert!(metric(&text, "dealsync_last_run_timestamp_seconds").unwrap() >= success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushgateway_url_that_is_not_http_is_a_configuration_error_before_any_request() {
+    let sim = simulator(sim_config(10)).await;
+    let out = Dealsync::new(&OCTOBER).against(&sim).env("DEALSYNC_PUSHGATEWAY_URL", "ftp://gw:9091").run().await;
+    out.assert_code(78);
+    assert!(out.stderr.contains("DEALSYNC_PUSHGATEWAY_URL"), "{}", out.stderr);
+    assert_eq!(sim.stats().token_requests, 0, "nothing was asked of Zoho");
+}
+
+/// The Pushgateway's current value of `name` in the group `job="dealsync", instance=…`.
+async fn pushed(gateway: &str, instance: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{gateway}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| l.contains(&format!("instance=\"{instance}\"")) && l.contains("job=\"dealsync\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Prometheus Pushgateway (scripts/test starts one)"]
+async fn a_run_pushes_its_metrics_to_a_real_pushgateway_and_a_failure_keeps_the_last_success() {
+    let gateway =
+        std::env::var("DEALSYNC_TEST_PUSHGATEWAY").expect("DEALSYNC_TEST_PUSHGATEWAY is set (run scripts/test)");
+    let instance = format!("it-{}", std::process::id());
+    let sim = simulator(sim_config(1500)).await;
+    let run = |token: Option<&str>| {
+        let mut d = Dealsync::new(&OCTOBER)
+            .against(&sim)
+            .env("DEALSYNC_PUSHGATEWAY_URL", &format!("http://{gateway}"))
+            .env("DEALSYNC_INSTANCE", &instance);
+        if let Some(t) = token {
+            d = d.env("ZOHO_REFRESH_TOKEN", t);
+        }
+        d.run()
+    };
+    let good = run(None).await;
+    good.assert_code(0);
+    assert_eq!(good.event("metrics_pushed")["instance"], instance.as_str());
+    assert_eq!(pushed(&gateway, &instance, "dealsync_last_exit_code").await, Some(0.0));
+    assert_eq!(pushed(&gateway, &instance, "dealsync_rows_written").await, Some(good.count("rows_written") as f64));
+    let success = pushed(&gateway, &instance, "dealsync_last_success_timestamp_seconds").await.unwrap();
+
+    let failed = run(Some("1000.revoked")).await;
+    failed.assert_code(78);
+    assert_eq!(pushed(&gateway, &instance, "dealsync_last_exit_code").await, Some(78.0));
+    assert_eq!(pushed(&gateway, &instance, "dealsync_last_success_timestamp_seconds").await, Some(success));
+}
