@@ -207,6 +207,65 @@ fn begin_if_needed(c: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The tables dealsync writes, with their columns and key.
+fn tables(columns: &[Column]) -> [(&'static str, Vec<Column>, &'static str); 3] {
+    [
+        (TABLE, columns.to_vec(), crate::schema::KEY),
+        (RUNS_TABLE, crate::schema::columns_of(&LEDGER), "run_id"),
+        (QUARANTINE_TABLE, crate::schema::columns_of(&QUARANTINE), ""),
+    ]
+}
+
+/// Whether dealsync can write the tables this database already has: the columns each lacks (to add), or the first
+/// reason it cannot (naming the table and the column). Reads only, so `check` says exactly what `sync` would.
+fn compatibility(c: &Connection, columns: &[Column]) -> rusqlite::Result<Result<Vec<(String, Column)>, String>> {
+    let mut to_add = Vec::new();
+    for (table, want, key) in tables(columns) {
+        // (name, declared type, NOT NULL, default, position in the primary key)
+        let have: Vec<(String, String, bool, Option<String>, i64)> = c
+            .prepare(&format!("PRAGMA table_info({table})"))?
+            .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+            .collect::<Result<_, _>>()?;
+        if have.is_empty() {
+            continue; // created by the run
+        }
+        for (name, ty, not_null, default, pk) in &have {
+            match want.iter().find(|w| w.name.eq_ignore_ascii_case(name)) {
+                Some(w) if !ty.eq_ignore_ascii_case(w.ty.sqlite()) => {
+                    let ty = if ty.is_empty() { "untyped" } else { ty.as_str() };
+                    return Ok(Err(format!("{table}.{name} is {ty}; dealsync writes {}", w.ty.sqlite())));
+                }
+                Some(_) => {}
+                None if *not_null && default.is_none() && *pk == 0 => {
+                    return Ok(Err(format!(
+                        "{table}.{name} is NOT NULL without a default, and dealsync does not write it"
+                    )));
+                }
+                None => {}
+            }
+        }
+        if !key.is_empty() {
+            let keys: Vec<&str> = have.iter().filter(|h| h.4 > 0).map(|h| h.0.as_str()).collect();
+            if keys.len() != 1 || !keys[0].eq_ignore_ascii_case(key) {
+                return Ok(Err(format!(
+                    "{table}.{key} must be the table's PRIMARY KEY (found: {})",
+                    if keys.is_empty() { "none".to_string() } else { keys.join(", ") }
+                )));
+            }
+        }
+        for w in want.iter().filter(|w| !have.iter().any(|h| h.0.eq_ignore_ascii_case(&w.name))) {
+            if w.required && w.default.is_none() {
+                return Ok(Err(format!(
+                    "{table} lacks the column {}, which dealsync needs on every row (NOT NULL) and cannot add",
+                    w.name
+                )));
+            }
+            to_add.push((table.to_string(), w.clone()));
+        }
+    }
+    Ok(Ok(to_add))
+}
+
 /// The DDL of a table of `columns`.
 fn table_sql(table: &str, columns: &[Column]) -> String {
     let cols: Vec<String> = columns.iter().map(|c| format!("    {} {}", c.name, c.sqlite_definition())).collect();
@@ -316,17 +375,52 @@ impl Sink for SqliteSink {
         if meta.permissions().readonly() {
             return Err(SinkError::new(
                 self.describe(),
-                format!("the directory {} is read-only", dir.display()),
+                format!(
+                    "{} cannot be written (the directory {} is read-only, and SQLite keeps its journal beside the \
+                     file); give the run write access or choose another --sink",
+                    self.path.display(),
+                    dir.display()
+                ),
                 Exit::Config,
             ));
         }
         if !self.path.exists() {
             return Ok(vec![format!("{} will be created on the first run", self.path.display())]);
         }
+        if let Err(e) = std::fs::OpenOptions::new().append(true).open(&self.path) {
+            return Err(SinkError::new(
+                self.describe(),
+                format!(
+                    "{} cannot be written ({e}); give the run write access or choose another --sink",
+                    self.path.display()
+                ),
+                Exit::Config,
+            ));
+        }
         let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| self.err("opening the database read-only", e))?;
-        let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0)).unwrap_or(0);
-        Ok(vec![format!("{} is readable ({rows} rows in {TABLE})", self.path.display())])
+        let fits = compatibility(&conn, &self.columns).map_err(|e| self.err("reading the tables", e))?;
+        let to_add = fits.map_err(|problem| {
+            SinkError::new(self.describe(), format!("{problem}: a sync would stop before fetching"), Exit::Config)
+        })?;
+        let exists: bool = conn
+            .query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [TABLE], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err("reading the schema", e))?;
+        let mut lines = vec![if exists {
+            let rows: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0))
+                .map_err(|e| self.err("counting rows", e))?;
+            format!("{} is writable ({rows} rows in {TABLE})", self.path.display())
+        } else {
+            format!("{} is writable; {TABLE} will be created on the first run", self.path.display())
+        }];
+        if !to_add.is_empty() {
+            let names: Vec<String> = to_add.iter().map(|(t, c)| format!("{t}.{}", c.name)).collect();
+            lines.push(format!("the next run adds the columns {}", names.join(", ")));
+        }
+        Ok(lines)
     }
 
     async fn prepare(&mut self) -> Result<(), SinkError> {
@@ -340,31 +434,56 @@ impl Sink for SqliteSink {
             }
         }
         let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
+        let settings = conn
+            .busy_timeout(std::time::Duration::from_secs(30))
+            // The page size takes effect only while the file is empty (a new warehouse): before the probe below.
+            .and_then(|()| conn.pragma_update(None, "page_size", PAGE_SIZE));
+        settings.map_err(|e| self.err("opening the database", e))?;
+        // Before any Zoho request: the file must take writes, and every table it has must fit dealsync's rows.
+        // Nothing is altered until both hold, so an incompatible table is left exactly as it was.
+        let probe = conn.execute_batch(
+            "SAVEPOINT dealsync_probe; CREATE TABLE _dealsync_probe (x INTEGER); ROLLBACK TO dealsync_probe; \
+             RELEASE dealsync_probe;",
+        );
+        if let Err(e) = probe {
+            return Err(SinkError::new(
+                self.describe(),
+                format!(
+                    "{} cannot be written ({e}); give the run write access or choose another --sink",
+                    self.path.display()
+                ),
+                Exit::Config,
+            ));
+        }
+        let fits = compatibility(&conn, &self.columns).map_err(|e| self.err("reading the tables", e))?;
+        let to_add = fits.map_err(|problem| {
+            SinkError::new(
+                self.describe(),
+                format!("{problem}: nothing was changed; move the table aside or choose another --sink"),
+                Exit::Config,
+            )
+        })?;
         self.conn = Some(conn);
         let ddl = create_table_sql(&self.columns);
-        let columns = self.columns.clone();
         // Quoted for a POSIX shell, so that the command in the page-size hint can be pasted as it is.
         let path = format!("'{}'", self.path.display().to_string().replace('\'', r"'\''"));
         self.with_conn("creating tables", move |c| {
-            c.busy_timeout(std::time::Duration::from_secs(30))?;
             // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
             // checkpoint); measured 25 % less CPU per deal. Readers wait (busy timeout) while a page commits.
-            // The page size takes effect only while the file is empty (a new warehouse).
-            c.pragma_update(None, "page_size", PAGE_SIZE)?;
             c.pragma_update(None, "journal_mode", "TRUNCATE")?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
             c.pragma_update(None, "cache_size", -CACHE_KIB)?;
-            c.execute_batch(&ddl)?;
+            // One transaction: the tables are created and completed together, or not at all.
+            let tx = c.transaction()?;
+            tx.execute_batch(&ddl)?;
             // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
-            let have: Vec<String> = c
-                .prepare(&format!("PRAGMA table_info({TABLE})"))?
-                .query_map([], |r| r.get::<_, String>(1))?
-                .collect::<Result<_, _>>()?;
-            for col in columns.iter().filter(|col| !have.iter().any(|h| h.eq_ignore_ascii_case(&col.name))) {
-                c.execute_batch(&format!("ALTER TABLE {TABLE} ADD COLUMN {} {}", col.name, col.sqlite_definition()))?;
-                tracing::info!(event = "columns_added", columns = %col.name, "added a column to the SQLite table");
+            for (table, col) in &to_add {
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {} {}", col.name, col.sqlite_definition()))?;
+                tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
             }
-            c.execute_batch(&ledger_sql())?;
+            // After the columns: its indexes cover some of them.
+            tx.execute_batch(&ledger_sql())?;
+            tx.commit()?;
             let page_size: u32 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             if page_size != PAGE_SIZE {
                 tracing::info!(

@@ -142,4 +142,7 @@ async fn quiet_logs_only_warnings_and_errors() {
     assert!(severities.iter().all(|s| s == "WARNING" || s == "ERROR"), "{}", out.stderr);
     let loud = Dealsync::new(&["sync", "--demo", "--demo-deals", "300"]).run().await;
     assert!(loud.events().iter().any(|e| e["event"] == "run_summary"), "without --quiet the summary is logged");
+    // Structured values are JSON objects in a JSON log line, so log-based metrics can read into them.
+    let amounts = &loud.summary()["won_amount_by_currency"];
+    assert!(amounts.as_object().is_some_and(|m| !m.is_empty() && m.values().all(|v| v.is_string())), "{amounts}");
 }

@@ -17,6 +17,7 @@ mod faults;
 mod helpers;
 mod history;
 mod operate;
+mod preflight;
 mod sync;
 mod upstream_errors;
 mod zoho_behaviours;
