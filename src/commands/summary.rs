@@ -21,7 +21,9 @@ pub struct RunSummary {
     pub pages: u64,
     pub requests: u64,
     pub retries: u64,
+    /// Access tokens minted; failed mint requests are `token_mint_failures`.
     pub token_mints: u64,
+    pub token_mint_failures: u64,
     pub windows_split: u64,
     pub coql_counts: u64,
     /// COQL requests listing ids (dense slices, the completeness check).
@@ -84,6 +86,7 @@ impl RunSummary {
                     requests = self.requests,
                     retries = self.retries,
                     token_mints = self.token_mints,
+                    token_mint_failures = self.token_mint_failures,
                     windows_split = self.windows_split,
                     coql_counts = self.coql_counts,
                     coql_pages = self.coql_pages,

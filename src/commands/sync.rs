@@ -43,7 +43,7 @@ pub enum RunError {
     Usage(String),
     #[error(transparent)]
     Demo(crate::commands::demo::DemoError),
-    #[error("stopped by {0} before the window was complete; nothing was committed for this run, and the next run covers the window again")]
+    #[error("stopped by {0}")]
     Interrupted(String),
     #[error("the warehouse does not hold every closed-won deal Zoho has in this window (see the incomplete and reconciliation events)")]
     Mismatch,
@@ -120,6 +120,10 @@ pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
     let exit = match &result {
         Ok(()) if summary.quarantined > 0 => Exit::Partial,
         Ok(()) => Exit::Ok,
+        Err(RunError::Sink(e)) if e.exit == Exit::Ok => {
+            tracing::info!(event = "output_closed", run_id = %run_id, "stdout was closed by its reader: stopping quietly");
+            Exit::Ok
+        }
         Err(e) => {
             tracing::error!(event = "run_failed", run_id = %run_id, "{e}");
             summary.error = Some(e.to_string());
@@ -297,6 +301,7 @@ async fn sync_inner(
     summary.requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
     summary.retries = counters.retries.load(std::sync::atomic::Ordering::Relaxed);
     summary.token_mints = counters.token_mints.load(std::sync::atomic::Ordering::Relaxed);
+    summary.token_mint_failures = counters.token_mint_failures.load(std::sync::atomic::Ordering::Relaxed);
     summary.time_to_first_request_us = counters.first_request_us.load(std::sync::atomic::Ordering::Relaxed);
     let exit = match &error {
         None if summary.quarantined > 0 || mismatch => Exit::Partial,
@@ -605,7 +610,12 @@ async fn pipeline(
             Ok(extra) => written.stats.add(extra),
             Err(e) => error = Some(e.into()),
         },
-        Some(RunError::Interrupted(_)) => sink.abandon().await,
+        Some(RunError::Interrupted(reason)) => {
+            let kept = sink.abandon().await;
+            error = Some(RunError::Interrupted(format!(
+                "{reason} before the window was complete; {kept}; the next run covers the window again"
+            )));
+        }
         Some(_) => {}
     }
     let completeness = completeness.map(|mut c| {

@@ -125,8 +125,10 @@ pub trait Sink: Send {
         Ok(Vec::new())
     }
 
-    /// Gives up the run's uncommitted writes (after an interruption). Best effort.
-    async fn abandon(&mut self) {}
+    /// Stops after an interruption (best effort) and says what the run leaves committed.
+    async fn abandon(&mut self) -> String {
+        "nothing was committed".into()
+    }
 
     /// No page has arrived for a while (a slow or retrying source): a sink that holds a transaction open may
     /// commit it now, so that readers and other writers do not wait on it. Not the run's commit.

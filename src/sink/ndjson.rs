@@ -24,6 +24,9 @@ pub struct NdjsonSink {
     columns: Vec<Column>,
 }
 
+/// The message of the stop that is not a failure: stdout's reader went away.
+pub const OUTPUT_CLOSED: &str = "stdout was closed by its reader";
+
 impl NdjsonSink {
     /// `None` writes to stdout.
     pub fn new(path: Option<PathBuf>) -> Self {
@@ -54,6 +57,10 @@ impl NdjsonSink {
     }
 
     fn io_err(&self, what: &str, e: std::io::Error) -> SinkError {
+        if self.path.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe {
+            // `dealsync sync --dry-run | head`: the reader has what it wanted. Like any Unix filter, stop quietly.
+            return SinkError::new(self.describe(), OUTPUT_CLOSED, Exit::Ok);
+        }
         SinkError::new(self.describe(), format!("{what}: {e}"), Exit::Internal)
     }
 }
@@ -155,6 +162,13 @@ impl Sink for NdjsonSink {
     /// Flushes what is buffered, so that a reader following the file sees the rows written before a stall.
     async fn idle(&mut self) -> Result<(), SinkError> {
         self.commit().await.map(drop)
+    }
+
+    async fn abandon(&mut self) -> String {
+        match self.commit().await {
+            Ok(_) => format!("the lines written so far are in {}", self.describe()),
+            Err(e) => format!("the lines written before this error are in {}: {e}", self.describe()),
+        }
     }
 
     async fn record_run(&mut self, _run: &RunRecord) -> Result<(), SinkError> {

@@ -608,10 +608,14 @@ impl Sink for SqliteSink {
         self.commit_open().await
     }
 
-    async fn abandon(&mut self) {
+    async fn abandon(&mut self) -> String {
         // Complete rows are worth keeping: the upsert makes them as final as any other.
-        if let Err(e) = self.commit_open().await {
-            tracing::warn!(event = "flush_failed", "could not write the last rows before stopping: {e}");
+        match self.commit_open().await {
+            Ok(()) => "the rows written so far are committed (each is a complete, newest-wins upsert)".into(),
+            Err(e) => {
+                tracing::warn!(event = "flush_failed", "could not write the last rows before stopping: {e}");
+                "the pages committed before the last one are kept; the last one could not be written".into()
+            }
         }
     }
 

@@ -38,7 +38,12 @@ type Request = (reqwest::Method, Url, Option<String>, Option<String>);
 pub struct ClientStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
+    /// Access tokens minted.
     pub token_mints: AtomicU64,
+    /// Mint requests that did not give a token (refused, throttled, failed in transit), counted apart.
+    pub token_mint_failures: AtomicU64,
+    /// Mint requests sent, whatever their outcome.
+    token_attempts: AtomicU64,
     /// Microseconds from process start to the first request (the token mint); 0 until then.
     pub first_request_us: AtomicU64,
 }
@@ -263,10 +268,13 @@ impl ZohoClient {
         };
         let mint = || {
             self.with_retries("minting an access token", || async {
-                if self.stats.token_mints.fetch_add(1, Ordering::Relaxed) == 0 {
+                if self.stats.token_attempts.fetch_add(1, Ordering::Relaxed) == 0 {
                     self.stats.first_request_us.store(crate::telemetry::micros_since_start(), Ordering::Relaxed);
                 }
-                auth::mint(&self.http, &self.settings).await
+                let minted = auth::mint(&self.http, &self.settings).await;
+                let counter = if minted.is_ok() { &self.stats.token_mints } else { &self.stats.token_mint_failures };
+                counter.fetch_add(1, Ordering::Relaxed);
+                minted
             })
         };
         let throttled = |e: &ZohoError| remint && matches!(e, ZohoError::Auth(AuthError::Throttled { .. }));

@@ -146,3 +146,26 @@ async fn quiet_logs_only_warnings_and_errors() {
     let amounts = &loud.summary()["won_amount_by_currency"];
     assert!(amounts.as_object().is_some_and(|m| !m.is_empty() && m.values().all(|v| v.is_string())), "{amounts}");
 }
+
+#[test]
+fn a_reader_that_closes_stdout_early_ends_the_run_quietly_with_exit_0() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dealsync"))
+        .args(["sync", "--demo", "--demo-deals", "20000", "--dry-run"])
+        .current_dir(dir.path())
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -1`: read one row, then go away.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("\"event\":\"output_closed\""), "{stderr}");
+    assert!(!stderr.contains("Broken pipe") && !stderr.contains("\"severity\":\"ERROR\""), "{stderr}");
+}

@@ -126,6 +126,10 @@ async fn a_throttled_remint_waits_instead_of_hammering() {
     let waits = out.events().into_iter().filter(|e| e["event"] == "token_throttled").count();
     assert!(waits >= 1, "it said it was waiting");
     assert!(sim.stats().token_requests <= 2 + waits as u64, "one mint attempt per wait, no hammering");
+    // Minted tokens and refused attempts are counted apart, and together they are every mint request sent.
+    assert_eq!(out.count("token_mints"), 2, "the first token and the one after the expiry");
+    assert_eq!(out.count("token_mint_failures"), waits as u64);
+    assert_eq!(out.count("token_mints") + out.count("token_mint_failures"), sim.stats().token_requests);
 }
 
 /// A run into SQLite interrupted after `delay_ms`, then a clean re-run: the table must hold exactly the truth.
@@ -145,6 +149,10 @@ async fn interrupt_then_rerun(signal: &str, delay_ms: u64) -> bool {
             first.assert_code(75);
             assert_eq!(first.summary()["outcome"], "interrupted");
             assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_runs WHERE status = 'interrupted'"), 1);
+            // What it says it kept is what the warehouse holds.
+            let err = first.summary()["error"].as_str().unwrap().to_string();
+            assert!(err.contains("the rows written so far are committed"), "{err}");
+            assert_eq!(first.count("rows_inserted") as i64, query_i64(&db, "SELECT count(*) FROM closed_won_deals"));
         }
     }
     let second = Dealsync::new(&args(&[])).against(&sim).reuse(first.dir).run().await;
@@ -175,11 +183,14 @@ async fn sigkill_at_random_points_then_a_rerun_ends_with_the_truth() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_run_deadline_stops_the_run_with_75_and_commits_nothing_more() {
+async fn the_run_deadline_stops_the_run_with_75_and_says_truly_what_it_kept() {
     let sim = simulator(SimConfig { latency: Duration::from_millis(200), ..sim_config(6000) }).await;
     let out = Dealsync::new(&args(&["--deadline", "1s"])).against(&sim).run().await;
     out.assert_code(75);
-    assert!(out.summary()["error"].as_str().unwrap().contains("run deadline"));
+    let err = out.summary()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("run deadline") && err.contains("the rows written so far are committed"), "{err}");
+    let held = query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals");
+    assert_eq!(out.count("rows_inserted") as i64, held, "the summary counts the rows the warehouse holds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
