@@ -136,8 +136,9 @@ impl RunSummary {
             _ => "FAILED",
         };
         let mut line = format!(
-            "dealsync {mark}: {} closed-won deals{window} from {} pages in {secs:.1}s -> {}: {} new, {} updated, {} unchanged, {} quarantined",
-            self.deals_fetched.saturating_sub(self.not_closed_won),
+            "dealsync {mark}: {} closed-won deals{window} from {} pages in {secs:.1}s -> {}: {} new, {} updated, {} unchanged or read twice, {} quarantined",
+            // Zoho's own count of the window when the run got that far; what was fetched (copies included) else.
+            self.crm_closed_won.unwrap_or(self.deals_fetched.saturating_sub(self.not_closed_won)),
             self.pages,
             self.sink,
             self.rows_inserted,
@@ -166,8 +167,9 @@ impl Progress {
         let bar = crate::telemetry::human_output().then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {pos} deals fetched ({per_sec}, {elapsed})")
-                    .expect("valid template"),
+                indicatif::ProgressStyle::with_template("{spinner} {pos} closed-won deals written ({rate}, {elapsed})")
+                    .expect("valid template")
+                    .with_key("rate", rate),
             );
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
@@ -175,20 +177,28 @@ impl Progress {
         Progress { bar, expected, has_length: false }
     }
 
-    pub fn advance(&mut self, deals: u64) {
+    /// `done`: distinct closed-won deals written (or quarantined) so far, against the window's closed-won count.
+    pub fn set(&mut self, done: u64) {
         let Some(bar) = &self.bar else { return };
         if !self.has_length {
             let n = self.expected.load(std::sync::atomic::Ordering::Relaxed);
             if n > 0 {
                 bar.set_length(n);
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} deals ({per_sec}, ETA {eta})")
-                        .expect("valid template"),
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:30} {pos}/{len} closed-won deals ({rate}, ETA {eta})",
+                    )
+                    .expect("valid template")
+                    .with_key("rate", rate),
                 );
                 self.has_length = true;
             }
         }
-        bar.inc(deals);
+        // Deals won while the run pages (and read by the completeness check) may pass Zoho's first count.
+        if self.has_length && bar.length().is_some_and(|len| done > len) {
+            bar.set_length(done);
+        }
+        bar.set_position(done);
     }
 
     pub fn finish(&self) {
@@ -196,6 +206,11 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Deals per second, whole: "17522/s", not "17,521.9932/s".
+fn rate(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = write!(w, "{:.0}/s", state.per_sec());
 }
 
 /// The process's peak resident set in KiB (`VmHWM` in `/proc/self/status`), or 0 where there is none: what the

@@ -580,12 +580,11 @@ async fn pipeline(
                     continue;
                 }
             };
-            let n = page.records;
             if let Err(e) = write_page(sink, page, &mut written, &ids, &window).await {
                 drop(rx);
                 return (written, Some(e), false);
             }
-            progress.advance(n);
+            progress.set(ids.lock().expect("not poisoned").len());
         }
         (written, None, stopped)
     };
