@@ -37,7 +37,8 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  dealsync sync --demo\n  dealsync sync --sink sqlite:/var/lib/dealsync/deals.db\n  \
         dealsync sync --from 2026-01-01 --to 2026-02-01\n  dealsync sync --from 2026-01-01T00:00:00+05:30 --window-field Modified_Time\n  \
-        dealsync sync --window-field Closing_Date --from 2026-01-01 --to 2026-04-01 --sink ndjson:q1.ndjson\n  \
+        dealsync sync --window-field Closing_Date --from 2026-01-01 --to 2026-04-01\n  \
+        dealsync sync --from 2026-01-01 --sink ndjson:january.ndjson\n  \
         dealsync sync --dry-run | head"
     )]
     Sync(SyncArgs),
@@ -47,7 +48,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Compare the warehouse with Zoho for a window: counts, and up to 20 missing or extra deal ids.
     #[command(after_help = "Examples:\n  dealsync verify --from 2026-10-01 --to 2026-11-01\n  \
-        dealsync verify --window-field Closing_Date --from 2026-01-01 --to 2026-04-01 --sink sqlite:deals.db\n\n\
+        dealsync verify --window-field Closing_Date --from 2026-01-01 --to 2026-04-01\n  \
+        dealsync verify --demo --from 2026-11-01\n\n\
         Exit codes: 0 the warehouse agrees, 3 it does not (the ids are named), 75/78 as for sync.")]
     Verify(VerifyArgs),
     /// Verify credentials, the Zoho search API and the warehouse without writing anything.
@@ -270,7 +272,8 @@ pub enum AuthCommand {
     #[command(after_help = "Scopes to request when generating the code:\n  \
         ZohoCRM.modules.deals.READ,ZohoSearch.securesearch.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ\n\n\
         Examples:\n  dealsync auth exchange --grant-token 1000.abc...\n  \
-        read -rs CODE && echo \"$CODE\" | dealsync auth exchange --grant-token -   # keeps it out of shell history")]
+        # read the code without leaving it in the shell history:\n  \
+        read -rs CODE && echo \"$CODE\" | dealsync auth exchange --grant-token -")]
     Exchange {
         /// The grant code, or `-` to read it from stdin.
         #[arg(long)]

@@ -169,3 +169,69 @@ fn a_reader_that_closes_stdout_early_ends_the_run_quietly_with_exit_0() {
     assert!(stderr.contains("\"event\":\"output_closed\""), "{stderr}");
     assert!(!stderr.contains("Broken pipe") && !stderr.contains("\"severity\":\"ERROR\""), "{stderr}");
 }
+
+#[test]
+fn help_examples_are_whole_commands_a_person_can_copy_at_100_columns() {
+    let commands: [&[&str]; 11] = [
+        &[],
+        &["sync"],
+        &["verify"],
+        &["check"],
+        &["fields"],
+        &["schema"],
+        &["runs"],
+        &["simulate"],
+        &["completions"],
+        &["auth", "exchange"],
+        &["auth", "scopes"],
+    ];
+    for args in commands {
+        let help = |columns: &str| {
+            let out = dealsync().args(args).arg("--help").env("COLUMNS", columns).output().unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            text.split_once("Examples:").map(|(_, ex)| ex.to_string()).unwrap_or_default()
+        };
+        // Narrow or wide, the examples are the same lines: none is wrapped into two.
+        assert_eq!(help("100"), help("400"), "dealsync {} --help wraps an example at 100 columns", args.join(" "));
+    }
+}
+
+#[test]
+fn no_color_keeps_terminal_logs_plain() {
+    // `script` gives the run a terminal, where logs are coloured unless NO_COLOR is set.
+    let bin = env!("CARGO_BIN_EXE_dealsync");
+    let run = |no_color: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &format!("{bin} schema --format text >/dev/null; {bin} runs"), "/dev/null"])
+            .current_dir(dir.path())
+            .env_remove("LOG_FORMAT")
+            .env_remove("NO_COLOR");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+    };
+    let coloured = run(false);
+    assert!(coloured.contains("dealsync.db does not exist") && coloured.contains('\u{1b}'), "{coloured}");
+    let plain = run(true);
+    assert!(plain.contains("dealsync.db does not exist") && !plain.contains('\u{1b}'), "{plain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configuration_file_in_use_is_logged_and_environment_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mine.toml"), "[log]\nformat = \"text\"\n[zoho]\ndc = \"mars\"\n").unwrap();
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01"])
+        .env("DEALSYNC_CONFIG", "mine.toml")
+        .env("ZOHO_CLIENT_ID", "id")
+        .env("ZOHO_CLIENT_SECRET", "secret")
+        .env("ZOHO_REFRESH_TOKEN", "token")
+        .reuse(dir)
+        .run()
+        .await;
+    // LOG_FORMAT=json (set by the harness) wins over the file's text; the file's bad data centre is named by its key.
+    out.assert_code(78);
+    assert_eq!(out.event("config_file")["config_file"], "mine.toml");
+    assert!(out.stderr.contains("zoho.dc (mine.toml)"), "{}", out.stderr);
+}
