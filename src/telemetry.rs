@@ -89,7 +89,7 @@ struct Fields(Map<String, Value>);
 
 /// Fields whose value is a JSON document: a JSON log line carries them as objects, not as strings, so that
 /// log-based metrics can read into them (`jsonPayload.won_amount_by_currency.EUR`).
-pub const JSON_FIELDS: [&str; 1] = ["won_amount_by_currency"];
+pub const JSON_FIELDS: [&str; 4] = ["won_amount_by_currency", "missing", "extra", "ids"];
 
 impl Fields {
     fn text(&mut self, field: &Field, value: String) {

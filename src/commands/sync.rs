@@ -275,7 +275,7 @@ async fn sync_inner(
         if !c.missing.is_empty() {
             mismatch = true;
             let named: Vec<&str> = c.missing.iter().take(super::reconcile::NAMED).map(String::as_str).collect();
-            tracing::warn!(event = "incomplete", run_id = %run_id, missing = c.missing.len(), ids = %named.join(","),
+            tracing::warn!(event = "incomplete", run_id = %run_id, missing = c.missing.len(), ids = %serde_json::to_string(&named).expect("strings serialize"),
                 "{} closed-won deals Zoho lists in the window could not be fetched, even by id: [{}]",
                 c.missing.len(), named.join(","));
         }
@@ -383,8 +383,9 @@ async fn apply_changes(sink: &mut dyn Sink, found: Result<Changes, ZohoError>) -
 }
 
 pub(crate) fn log_reconciliation(run_id: &str, r: &super::reconcile::Reconciliation) {
-    let missing = r.missing.join(",");
-    let extra = r.extra.join(",");
+    // JSON arrays: a JSON log line carries them as arrays (telemetry::JSON_FIELDS), a person reads them as such.
+    let missing = serde_json::to_string(&r.missing).expect("strings serialize");
+    let extra = serde_json::to_string(&r.extra).expect("strings serialize");
     if r.matches && r.extra_total == 0 {
         tracing::info!(event = "reconciliation", run_id = %run_id, outcome = "match", crm = r.crm, warehouse = r.warehouse,
             "the warehouse holds the {} closed-won deals Zoho has in the window", r.crm);
@@ -392,12 +393,12 @@ pub(crate) fn log_reconciliation(run_id: &str, r: &super::reconcile::Reconciliat
         tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "extra", crm = r.crm, warehouse = r.warehouse,
             extra = %extra, extra_total = r.extra_total,
             "the warehouse holds every closed-won deal Zoho has in the window, and {} rows Zoho no longer lists there \
-             (edited, lost or deleted since they were written; the run covering their new modification time updates them): [{extra}]",
+             (edited, lost or deleted since they were written; the run covering their new modification time updates them): {extra}",
             r.extra_total);
     } else {
         tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "mismatch", crm = r.crm, warehouse = r.warehouse,
             missing = %missing, extra = %extra, missing_total = r.missing_total, extra_total = r.extra_total,
-            "Zoho has {} closed-won deals in the window, the warehouse holds {}; missing {}: [{missing}], extra {}: [{extra}]",
+            "Zoho has {} closed-won deals in the window, the warehouse holds {}; missing {}: {missing}, extra {}: {extra}",
             r.crm, r.warehouse, r.missing_total, r.extra_total);
     }
 }
@@ -562,9 +563,12 @@ async fn pipeline(
                 _ = shutdown.wait() => { stopped = true; break; }
                 msg = rx.recv() => match msg { Some(m) => m, None => break },
                 () = tokio::time::sleep(IDLE_COMMIT) => {
-                    if let Err(e) = sink.idle().await {
-                        drop(rx);
-                        return (written, Some(e), false);
+                    match sink.idle().await {
+                        Ok(committed) => written.stats.add(committed),
+                        Err(e) => {
+                            drop(rx);
+                            return (written, Some(e), false);
+                        }
                     }
                     continue;
                 }
@@ -610,12 +614,13 @@ async fn pipeline(
             Err(e) => error = Some(e.into()),
         },
         Some(RunError::Interrupted(reason)) => {
-            let kept = sink.abandon().await;
+            let (kept, committed) = sink.abandon().await;
+            written.stats.add(committed);
             error = Some(RunError::Interrupted(format!(
                 "{reason} before the window was complete; {kept}; the next run covers the window again"
             )));
         }
-        Some(_) => {}
+        Some(_) => written.stats.add(sink.settle().await),
     }
     let completeness = completeness.map(|mut c| {
         c.moved_on = std::mem::take(&mut ids.lock().expect("not poisoned").moved_on);

@@ -125,15 +125,22 @@ pub trait Sink: Send {
         Ok(Vec::new())
     }
 
-    /// Stops after an interruption (best effort) and says what the run leaves committed.
-    async fn abandon(&mut self) -> String {
-        "nothing was committed".into()
+    /// Stops after an interruption (best effort) and says what the run leaves committed, with the rows that
+    /// became durable just now (a sink that reports rows only once committed).
+    async fn abandon(&mut self) -> (String, WriteStats) {
+        ("nothing was committed".into(), WriteStats::default())
+    }
+
+    /// After a failure elsewhere (Zoho, a write): makes durable what can be, and reports those rows. The run is
+    /// not committed; only rows that are final on their own (upserts) may be kept.
+    async fn settle(&mut self) -> WriteStats {
+        WriteStats::default()
     }
 
     /// No page has arrived for a while (a slow or retrying source): a sink that holds a transaction open may
     /// commit it now, so that readers and other writers do not wait on it. Not the run's commit.
-    async fn idle(&mut self) -> Result<(), SinkError> {
-        Ok(())
+    async fn idle(&mut self) -> Result<WriteStats, SinkError> {
+        Ok(WriteStats::default())
     }
 
     /// Appends the run to the ledger.

@@ -160,15 +160,16 @@ impl Sink for NdjsonSink {
     }
 
     /// Flushes what is buffered, so that a reader following the file sees the rows written before a stall.
-    async fn idle(&mut self) -> Result<(), SinkError> {
-        self.commit().await.map(drop)
+    async fn idle(&mut self) -> Result<WriteStats, SinkError> {
+        self.commit().await
     }
 
-    async fn abandon(&mut self) -> String {
-        match self.commit().await {
+    async fn abandon(&mut self) -> (String, WriteStats) {
+        let said = match self.commit().await {
             Ok(_) => format!("the lines written so far are in {}", self.describe()),
             Err(e) => format!("the lines written before this error are in {}: {e}", self.describe()),
-        }
+        };
+        (said, WriteStats::default())
     }
 
     async fn record_run(&mut self, _run: &RunRecord) -> Result<(), SinkError> {

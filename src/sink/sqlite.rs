@@ -53,6 +53,9 @@ pub struct SqliteSink {
     uncommitted: usize,
     /// When the open transaction began.
     began: Option<std::time::Instant>,
+    /// The rows of the open transaction: reported once its COMMIT succeeds, never before (a transaction that
+    /// fails, e.g. on a full disk, leaves nothing, and the run's counters must say so).
+    pending: WriteStats,
     columns: std::sync::Arc<[Column]>,
     /// The upsert's INSERT and UPDATE statements, built once from the columns and the spec.
     upsert_sql: std::sync::Arc<(String, String)>,
@@ -67,7 +70,15 @@ impl SqliteSink {
     pub fn with_spec(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
         let columns: std::sync::Arc<[Column]> = spec.columns.into();
         let upsert_sql = std::sync::Arc::new((insert_sql(&columns), update_sql(&columns, spec.rewrite)));
-        SqliteSink { path: path.into(), conn: None, uncommitted: 0, began: None, columns, upsert_sql }
+        SqliteSink {
+            path: path.into(),
+            conn: None,
+            uncommitted: 0,
+            began: None,
+            pending: WriteStats::default(),
+            columns,
+            upsert_sql,
+        }
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> SinkError {
@@ -137,7 +148,7 @@ impl SqliteSink {
         let commit = self.uncommitted + rows.len() >= TRANSACTION_ROWS || began.elapsed() >= TRANSACTION_AGE;
         let sql = self.upsert_sql.clone();
         let n = rows.len();
-        let stats = self
+        let written = self
             .with_conn("writing rows", move |c| {
                 begin_if_needed(c)?;
                 let mut stats = WriteStats::default();
@@ -160,22 +171,40 @@ impl SqliteSink {
                 }
                 Ok(stats)
             })
-            .await?;
+            .await;
+        let stats = match written {
+            Ok(stats) => stats,
+            Err(e) => {
+                // The transaction's rows are lost with it: roll back what SQLite may still hold open, so that the
+                // file and the counters agree (nothing of this transaction).
+                if let Some(c) = self.conn.as_ref().filter(|c| !c.is_autocommit()) {
+                    let _ = c.execute_batch("ROLLBACK");
+                }
+                self.pending = WriteStats::default();
+                self.uncommitted = 0;
+                self.began = None;
+                return Err(e);
+            }
+        };
         self.uncommitted = if commit { 0 } else { self.uncommitted + n };
+        self.pending.add(stats);
         if commit {
             self.began = None;
+            return Ok(std::mem::take(&mut self.pending));
         }
-        Ok(stats)
+        Ok(WriteStats::default())
     }
 
-    /// Commits the open transaction, if any.
-    async fn commit_open(&mut self) -> Result<(), SinkError> {
+    /// Commits the open transaction, if any, and returns its rows.
+    async fn commit_open(&mut self) -> Result<WriteStats, SinkError> {
         if self.conn.as_ref().is_none_or(|c| c.is_autocommit()) {
-            return Ok(());
+            return Ok(std::mem::take(&mut self.pending));
         }
         self.uncommitted = 0;
         self.began = None;
-        self.with_conn("committing rows", |c| c.execute_batch("COMMIT")).await
+        let pending = std::mem::take(&mut self.pending);
+        self.with_conn("committing rows", |c| c.execute_batch("COMMIT")).await?;
+        Ok(pending)
     }
 }
 
@@ -547,8 +576,7 @@ impl Sink for SqliteSink {
     }
 
     async fn commit(&mut self) -> Result<WriteStats, SinkError> {
-        self.commit_open().await?;
-        Ok(WriteStats::default())
+        self.commit_open().await
     }
 
     fn tracks_changes(&self) -> bool {
@@ -604,17 +632,36 @@ impl Sink for SqliteSink {
         Ok(ids)
     }
 
-    async fn idle(&mut self) -> Result<(), SinkError> {
+    async fn idle(&mut self) -> Result<WriteStats, SinkError> {
         self.commit_open().await
     }
 
-    async fn abandon(&mut self) -> String {
+    async fn abandon(&mut self) -> (String, WriteStats) {
         // Complete rows are worth keeping: the upsert makes them as final as any other.
         match self.commit_open().await {
-            Ok(()) => "the rows written so far are committed (each is a complete, newest-wins upsert)".into(),
+            Ok(stats) => {
+                ("the rows written so far are committed (each is a complete, newest-wins upsert)".into(), stats)
+            }
             Err(e) => {
                 tracing::warn!(event = "flush_failed", "could not write the last rows before stopping: {e}");
-                "the pages committed before the last one are kept; the last one could not be written".into()
+                (
+                    "the pages committed before the last one are kept; the last one could not be written".into(),
+                    WriteStats::default(),
+                )
+            }
+        }
+    }
+
+    async fn settle(&mut self) -> WriteStats {
+        match self.commit_open().await {
+            Ok(stats) => stats,
+            Err(e) => {
+                // Rolled back: its rows are not in the file, and the counters leave them out.
+                tracing::warn!(event = "flush_failed", "the last rows could not be committed: {e}");
+                if let Some(c) = self.conn.as_ref().filter(|c| !c.is_autocommit()) {
+                    let _ = c.execute_batch("ROLLBACK");
+                }
+                WriteStats::default()
             }
         }
     }

@@ -510,7 +510,7 @@ async fn reconciliation_in_bigquery_names_a_row_deleted_behind_dealsyncs_back() 
     bq.query(&format!("DELETE FROM {} WHERE deal_id = '{victim}'", bq.table_ref("closed_won_deals"))).await;
     let verify = bq.dealsync(&["verify", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).run().await;
     verify.assert_code(3);
-    assert_eq!(verify.event("reconciliation")["missing"], victim.as_str());
+    assert_eq!(verify.event("reconciliation")["missing"], serde_json::json!([victim]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,8 +247,8 @@ async fn the_readme_walkthrough_against_dealsync_simulate_shows_deletions_reopen
         .unwrap();
     let verify = sim.dealsync(&["verify", "--from", &from, "--sink", "sqlite:try.db"]).reuse(second.dir).run().await;
     verify.assert_code(3);
-    assert_eq!(verify.event("reconciliation")["missing"], removed.as_str());
-    assert_eq!(verify.event("reconciliation")["extra"], "");
+    assert_eq!(verify.event("reconciliation")["missing"], serde_json::json!([removed]));
+    assert_eq!(verify.event("reconciliation")["extra"], serde_json::json!([]));
 
     // Promote the custom fields with the block `dealsync fields` prints, then rewrite the range.
     let fields = sim.dealsync(&["fields", "--custom", "--format", "toml"]).run().await;

@@ -125,3 +125,44 @@ async fn a_read_only_warehouse_stops_the_run_before_any_request_and_check_says_s
     assert!(stdout.contains("FAIL") && stdout.contains("cannot be written"), "{stdout}");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warehouse_that_runs_out_of_space_counts_only_the_rows_it_holds() {
+    use std::os::unix::process::CommandExt;
+    let sim = simulator(sim_config(6000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = sim.config();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dealsync"));
+    cmd.args(["sync", "--from", "2026-10-01", "--to", "2026-11-01"])
+        .current_dir(dir.path())
+        .env("LOG_FORMAT", "json")
+        .env("ZOHO_ACCOUNTS_URL", sim.base_url())
+        .env("ZOHO_CLIENT_ID", &c.client_id)
+        .env("ZOHO_CLIENT_SECRET", &c.client_secret)
+        .env("ZOHO_REFRESH_TOKEN", &c.refresh_token)
+        .env_remove("BIGQUERY_PROJECT")
+        .env_remove("BIGQUERY_EMULATOR_HOST");
+    // A disk that fills up: no file of the process may grow past 1 MiB (writes past it fail with EFBIG, as they
+    // fail with ENOSPC on a full disk; the signal that would kill the process is ignored, as a full disk sends none).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "the window does not fit in 1 MiB: {stderr}");
+    let summary: serde_json::Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "run_summary")
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    let held = query_i64(&dir.path().join("dealsync.db"), "SELECT count(*) FROM closed_won_deals");
+    assert_eq!(summary["rows_inserted"].as_i64().unwrap(), held, "the summary counts the rows the file holds");
+    assert!(summary["error"].as_str().unwrap().contains("dealsync.db"), "{summary}");
+}

@@ -263,7 +263,7 @@ async fn more_than_2000_matches_in_one_window_are_all_synced() {
         .run()
         .await;
     verify.assert_code(3);
-    assert_eq!(verify.event("reconciliation")["missing"], victim.as_str());
+    assert_eq!(verify.event("reconciliation")["missing"], serde_json::json!([victim]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,8 +467,8 @@ async fn reconciliation_passes_on_a_clean_run_and_names_a_row_removed_behind_dea
     verify.assert_code(3);
     let rec = verify.event("reconciliation");
     assert_eq!(rec["outcome"], "mismatch");
-    assert_eq!(rec["missing"], format!("{},{}", truth[3], truth[7]));
-    assert_eq!(rec["extra"], "");
+    assert_eq!(rec["missing"], serde_json::json!([truth[3], truth[7]]));
+    assert_eq!(rec["extra"], serde_json::json!([]));
     let report: serde_json::Value = serde_json::from_str(verify.stdout.trim()).unwrap();
     assert_eq!(report["crm"].as_u64().unwrap() - report["warehouse"].as_u64().unwrap(), 2);
     assert_eq!(

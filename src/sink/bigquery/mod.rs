@@ -973,7 +973,7 @@ impl Sink for BigQuerySink {
         Ok(ids)
     }
 
-    async fn abandon(&mut self) -> String {
+    async fn abandon(&mut self) -> (String, WriteStats) {
         self.batch.clear();
         self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
@@ -981,7 +981,7 @@ impl Sink for BigQuerySink {
             let dropped = self.client.table().delete_if_exists(&self.s.project, &self.s.dataset, &self.staging).await;
             tracing::info!(event = "staging_abandoned", table = %self.staging, dropped, "the run was interrupted: its staging table is not merged");
         }
-        format!("nothing was merged into {}", self.s.table)
+        (format!("nothing was merged into {}", self.s.table), WriteStats::default())
     }
 
     async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
