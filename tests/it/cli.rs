@@ -235,3 +235,49 @@ async fn the_configuration_file_in_use_is_logged_and_environment_overrides_it() 
     assert_eq!(out.event("config_file")["config_file"], "mine.toml");
     assert!(out.stderr.contains("zoho.dc (mine.toml)"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_on_a_terminal_never_passes_the_windows_closed_won_count_and_shows_whole_rates() {
+    use crate::helpers::{sim_config, simulator};
+    // Slow enough answers that the bar is drawn several times; ties reordered so that deals are read twice.
+    let sim = simulator(dealsync_sim::SimConfig { latency: std::time::Duration::from_millis(40), ..sim_config(6000) })
+        .await;
+    let c = sim.config();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_dealsync");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &format!("{bin} sync --from 2026-10-01 --to 2026-11-01"), "/dev/null"])
+        .current_dir(dir.path())
+        .env("ZOHO_ACCOUNTS_URL", sim.base_url())
+        .env("ZOHO_CLIENT_ID", &c.client_id)
+        .env("ZOHO_CLIENT_SECRET", &c.client_secret)
+        .env("ZOHO_REFRESH_TOKEN", &c.refresh_token)
+        .env("ZOHO_MAX_CONCURRENCY", "2")
+        .env("NO_COLOR", "1")
+        .env_remove("LOG_FORMAT")
+        .env_remove("BIGQUERY_PROJECT")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    let bars: Vec<(u64, u64, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let (counts, rest) = l.split_once(" closed-won deals (")?;
+            let (done, total) = counts.rsplit(' ').next()?.split_once('/')?;
+            Some((done.parse().ok()?, total.parse().ok()?, rest.split(',').next()?.to_string()))
+        })
+        .collect();
+    assert!(!bars.is_empty(), "the bar was drawn: {text}");
+    let truth = query_count(&dir.path().join("dealsync.db"));
+    for (done, total, rate) in &bars {
+        assert!(done <= total, "{done}/{total}: {text}");
+        assert_eq!(*total, truth, "the total is the window's closed-won count");
+        assert!(rate.ends_with("/s") && !rate.contains('.'), "a whole rate: {rate}");
+    }
+    let human = text.lines().find(|l| l.starts_with("dealsync ok: ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(human.starts_with(&format!("dealsync ok: {truth} closed-won deals")), "{human}");
+}
+
+fn query_count(db: &std::path::Path) -> u64 {
+    crate::helpers::query_i64(db, "SELECT count(*) FROM closed_won_deals") as u64
+}
