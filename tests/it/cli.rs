@@ -240,8 +240,8 @@ async fn the_configuration_file_in_use_is_logged_and_environment_overrides_it() 
 async fn progress_on_a_terminal_never_passes_the_windows_closed_won_count_and_shows_whole_rates() {
     use crate::helpers::{sim_config, simulator};
     // Slow enough answers that the bar is drawn several times; ties reordered so that deals are read twice.
-    let sim = simulator(dealsync_sim::SimConfig { latency: std::time::Duration::from_millis(40), ..sim_config(6000) })
-        .await;
+    let sim =
+        simulator(dealsync_sim::SimConfig { latency: std::time::Duration::from_millis(40), ..sim_config(6000) }).await;
     let c = sim.config();
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_dealsync");
