@@ -4,7 +4,7 @@
 use chrono::Utc;
 
 use super::sync::new_run_id;
-use crate::config::cli::{default_sqlite_path, RunsArgs, RunsFormat};
+use crate::config::cli::{RunsArgs, RunsFormat};
 use crate::config::spec::SinkSpec;
 use crate::config::{Config, Needs};
 use crate::exit::Exit;
@@ -20,11 +20,7 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
             return Exit::Config;
         }
     };
-    let spec = match (&args.sink, &settings.bigquery) {
-        (Some(s), _) => s.clone(),
-        (None, Some(_)) => SinkSpec::BigQuery,
-        (None, None) => SinkSpec::Sqlite(default_sqlite_path()),
-    };
+    let spec = super::sync::chosen_sink(args.sink.as_ref(), &settings, false);
     let read: Result<(Vec<PastRun>, Option<PastRun>), SinkError> = match &spec {
         SinkSpec::Sqlite(path) => crate::sink::sqlite::past_runs(path, args.limit),
         SinkSpec::Ndjson(_) => {

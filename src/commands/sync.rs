@@ -403,6 +403,18 @@ pub(crate) fn log_reconciliation(run_id: &str, r: &super::reconcile::Reconciliat
     }
 }
 
+/// The sink a command uses: `--sink`, else the demo's own warehouse, else BigQuery when `BIGQUERY_PROJECT` is
+/// set, else the local SQLite warehouse.
+pub(crate) fn chosen_sink(flag: Option<&SinkSpec>, settings: &Settings, demo: bool) -> SinkSpec {
+    match (flag, &settings.bigquery) {
+        (Some(s), _) => s.clone(),
+        // The demo writes a warehouse of its own, never the real one or its run ledger.
+        (None, _) if demo => SinkSpec::Sqlite(demo_sqlite_path()),
+        (None, Some(_)) => SinkSpec::BigQuery,
+        (None, None) => SinkSpec::Sqlite(default_sqlite_path()),
+    }
+}
+
 pub(crate) async fn open_sink(
     plan: &SyncPlan,
     settings: &Settings,
@@ -412,17 +424,11 @@ pub(crate) async fn open_sink(
     if plan.dry_run {
         return Ok(Box::new(NdjsonSink::dry_run()));
     }
-    let spec = match (&plan.sink, &settings.bigquery) {
-        (Some(s), _) => s.clone(),
-        // The demo writes a warehouse of its own, never the real one or its run ledger.
-        (None, _) if plan.demo.is_some() => SinkSpec::Sqlite(demo_sqlite_path()),
-        (None, Some(_)) => SinkSpec::BigQuery,
-        (None, None) => {
-            tracing::warn!(event = "default_sink", path = %default_sqlite_path().display(),
-                "BIGQUERY_PROJECT is not set: writing to the embedded SQLite warehouse ./dealsync.db");
-            SinkSpec::Sqlite(default_sqlite_path())
-        }
-    };
+    let spec = chosen_sink(plan.sink.as_ref(), settings, plan.demo.is_some());
+    if plan.sink.is_none() && plan.demo.is_none() && settings.bigquery.is_none() {
+        tracing::warn!(event = "default_sink", path = %default_sqlite_path().display(),
+            "BIGQUERY_PROJECT is not set: writing to the embedded SQLite warehouse ./dealsync.db");
+    }
     let table = crate::sink::TableSpec { columns: crate::schema::columns(&settings.promoted), rewrite: plan.rewrite };
     Ok(match spec {
         SinkSpec::Sqlite(p) => Box::new(SqliteSink::with_spec(p, table)),

@@ -46,7 +46,6 @@ struct RawEnv {
     bigquery_location: Option<String>,
     bigquery_emulator_host: Option<String>,
     google_application_credentials: Option<String>,
-    log_format: Option<String>,
     cloud_run_task_index: Option<String>,
     cloud_run_task_count: Option<String>,
     job_completion_index: Option<String>,
@@ -164,7 +163,6 @@ pub struct Settings {
     pub zoho: Option<ZohoSettings>,
     /// `Some` when `BIGQUERY_PROJECT` is set.
     pub bigquery: Option<BigQuerySettings>,
-    pub log_format: Option<LogFormat>,
     /// This process's slice of a sharded backfill: (index, count), from Cloud Run or a Kubernetes Indexed Job.
     pub shard: Option<(usize, usize)>,
     /// Fields the config file promotes to typed columns (`[columns]`).
@@ -307,7 +305,6 @@ impl FileConfig {
         put("BIGQUERY_DATASET", "bigquery.dataset", self.bigquery.dataset.clone());
         put("BIGQUERY_TABLE", "bigquery.table", self.bigquery.table.clone());
         put("BIGQUERY_LOCATION", "bigquery.location", self.bigquery.location.clone());
-        put("LOG_FORMAT", "log.format", self.log.format.clone());
         v
     }
 }
@@ -436,17 +433,11 @@ impl Settings {
                 || k.starts_with("CLOUD_RUN_TASK_")
                 || matches!(
                     k.as_str(),
-                    "LOG_FORMAT" | "GOOGLE_APPLICATION_CREDENTIALS" | "JOB_COMPLETION_INDEX" | "DEALSYNC_TASK_COUNT"
+                    "GOOGLE_APPLICATION_CREDENTIALS" | "JOB_COMPLETION_INDEX" | "DEALSYNC_TASK_COUNT"
                 )
         });
         let raw: RawEnv = envy::from_iter(ours).map_err(|e| ConfigError::new("environment", e.to_string()))?;
 
-        let log_format = match non_empty(raw.log_format) {
-            None => None,
-            Some(v) => Some(LogFormat::parse(&v).ok_or_else(|| {
-                ConfigError::new("LOG_FORMAT", format!("`{v}` is not a log format; expected text, json or gcp"))
-            })?),
-        };
         let bigquery = match non_empty(raw.bigquery_project) {
             None => None,
             Some(project) => Some(bigquery_settings(
@@ -478,7 +469,7 @@ impl Settings {
             raw.job_completion_index,
             raw.dealsync_task_count,
         )?;
-        Ok(Settings { zoho, bigquery, log_format, shard, promoted: Vec::new() })
+        Ok(Settings { zoho, bigquery, shard, promoted: Vec::new() })
     }
 }
 

@@ -90,7 +90,7 @@ pub enum Read {
 
 impl Read {
     /// The column type a value read this way has.
-    pub fn column_type(self) -> ColumnType {
+    pub const fn column_type(self) -> ColumnType {
         match self {
             Read::Text | Read::Id | Read::LookupId | Read::LookupName | Read::LookupEmail => ColumnType::Text,
             Read::Integer => ColumnType::Integer,
@@ -240,17 +240,7 @@ const fn column(
 }
 
 const fn zoho(name: &'static str, field: &'static str, read: Read, kept: Kept, description: &'static str) -> Entry {
-    let ty = match read {
-        Read::Text | Read::Id | Read::LookupId | Read::LookupName | Read::LookupEmail => ColumnType::Text,
-        Read::Integer => ColumnType::Integer,
-        Read::Decimal => ColumnType::Decimal,
-        Read::Boolean => ColumnType::Boolean,
-        Read::Date => ColumnType::Date,
-        Read::Timestamp => ColumnType::Timestamp,
-        Read::Names => ColumnType::TextList,
-        Read::Json => ColumnType::Json,
-    };
-    column(name, ty, Source::Zoho { field, read }, kept, description)
+    column(name, read.column_type(), Source::Zoho { field, read }, kept, description)
 }
 
 /// The column rows are keyed by.

@@ -85,6 +85,18 @@ impl SqliteSink {
         SinkError::new(self.describe(), format!("{what}: {e}"), Exit::Internal)
     }
 
+    /// The file cannot take this run's writes (said the same by `check` and by `sync`'s preflight).
+    fn not_writable(&self, why: impl std::fmt::Display) -> SinkError {
+        SinkError::new(
+            self.describe(),
+            format!(
+                "{} cannot be written ({why}); give the run write access or choose another --sink",
+                self.path.display()
+            ),
+            Exit::Config,
+        )
+    }
+
     /// Runs `f` with the connection on the blocking pool.
     async fn with_conn<T, F>(&mut self, what: &'static str, f: F) -> Result<T, SinkError>
     where
@@ -234,6 +246,11 @@ fn begin_if_needed(c: &Connection) -> rusqlite::Result<()> {
         c.execute_batch("BEGIN IMMEDIATE")?;
     }
     Ok(())
+}
+
+/// Whether the database has a table called `name`.
+fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
+    c.query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |r| r.get(0))
 }
 
 /// The tables dealsync writes, with their columns and key.
@@ -402,29 +419,16 @@ impl Sink for SqliteSink {
             SinkError::new(self.describe(), format!("the directory {} is not usable: {e}", dir.display()), Exit::Config)
         })?;
         if meta.permissions().readonly() {
-            return Err(SinkError::new(
-                self.describe(),
-                format!(
-                    "{} cannot be written (the directory {} is read-only, and SQLite keeps its journal beside the \
-                     file); give the run write access or choose another --sink",
-                    self.path.display(),
-                    dir.display()
-                ),
-                Exit::Config,
-            ));
+            return Err(self.not_writable(format_args!(
+                "the directory {} is read-only, and SQLite keeps its journal beside the file",
+                dir.display()
+            )));
         }
         if !self.path.exists() {
             return Ok(vec![format!("{} will be created on the first run", self.path.display())]);
         }
         if let Err(e) = std::fs::OpenOptions::new().append(true).open(&self.path) {
-            return Err(SinkError::new(
-                self.describe(),
-                format!(
-                    "{} cannot be written ({e}); give the run write access or choose another --sink",
-                    self.path.display()
-                ),
-                Exit::Config,
-            ));
+            return Err(self.not_writable(e));
         }
         let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| self.err("opening the database read-only", e))?;
@@ -432,11 +436,7 @@ impl Sink for SqliteSink {
         let to_add = fits.map_err(|problem| {
             SinkError::new(self.describe(), format!("{problem}: a sync would stop before fetching"), Exit::Config)
         })?;
-        let exists: bool = conn
-            .query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [TABLE], |r| {
-                r.get(0)
-            })
-            .map_err(|e| self.err("reading the schema", e))?;
+        let exists = has_table(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
         let mut lines = vec![if exists {
             let rows: i64 = conn
                 .query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0))
@@ -475,14 +475,7 @@ impl Sink for SqliteSink {
              RELEASE dealsync_probe;",
         );
         if let Err(e) = probe {
-            return Err(SinkError::new(
-                self.describe(),
-                format!(
-                    "{} cannot be written ({e}); give the run write access or choose another --sink",
-                    self.path.display()
-                ),
-                Exit::Config,
-            ));
+            return Err(self.not_writable(e));
         }
         let fits = compatibility(&conn, &self.columns).map_err(|e| self.err("reading the tables", e))?;
         let to_add = fits.map_err(|problem| {
@@ -696,11 +689,7 @@ pub fn past_runs(path: &std::path::Path, limit: u32) -> Result<(Vec<PastRun>, Op
     }
     let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| fail(format!("opening: {e}"), Exit::Internal))?;
-    let has_ledger: bool = c
-        .query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [RUNS_TABLE], |r| {
-            r.get(0)
-        })
-        .map_err(|e| fail(format!("reading the schema: {e}"), Exit::Internal))?;
+    let has_ledger = has_table(&c, RUNS_TABLE).map_err(|e| fail(format!("reading the schema: {e}"), Exit::Internal))?;
     if !has_ledger {
         return Err(fail(format!("{} holds no run ledger ({RUNS_TABLE})", path.display()), Exit::Config));
     }

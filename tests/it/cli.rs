@@ -242,16 +242,11 @@ async fn progress_on_a_terminal_never_passes_the_windows_closed_won_count_and_sh
     // Slow enough answers that the bar is drawn several times; ties reordered so that deals are read twice.
     let sim =
         simulator(dealsync_sim::SimConfig { latency: std::time::Duration::from_millis(40), ..sim_config(6000) }).await;
-    let c = sim.config();
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_dealsync");
-    let out = std::process::Command::new("script")
+    let out = crate::helpers::with_sim(&mut std::process::Command::new("script"), &sim)
         .args(["-qec", &format!("{bin} sync --from 2026-10-01 --to 2026-11-01"), "/dev/null"])
         .current_dir(dir.path())
-        .env("ZOHO_ACCOUNTS_URL", sim.base_url())
-        .env("ZOHO_CLIENT_ID", &c.client_id)
-        .env("ZOHO_CLIENT_SECRET", &c.client_secret)
-        .env("ZOHO_REFRESH_TOKEN", &c.refresh_token)
         .env("ZOHO_MAX_CONCURRENCY", "2")
         .env("NO_COLOR", "1")
         .env_remove("LOG_FORMAT")

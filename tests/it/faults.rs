@@ -195,15 +195,6 @@ async fn the_run_deadline_stops_the_run_with_75_and_says_truly_what_it_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_deal_twice_in_a_run_keeps_one_row_in_every_sink() {
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let server = MockServer::start().await;
-    let token = format!(r#"{{"access_token":"1000.a","expires_in":3600,"api_domain":"{}"}}"#, server.uri());
-    Mock::given(method("POST"))
-        .and(path("/oauth/v2/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(token, "application/json"))
-        .mount(&server)
-        .await;
     let deal =
         |id: &str, t: &str| format!(r#"{{"id":"{id}","Stage":"Closed Won","Amount":"1.5","Modified_Time":"{t}"}}"#);
     // A server that repeats deals: 2 twice as it was, 1 again as a newer copy.
@@ -214,35 +205,9 @@ async fn the_same_deal_twice_in_a_run_keeps_one_row_in_every_sink() {
         deal("3", "2026-10-01T11:00:00Z"),
         deal("1", "2026-10-01T12:00:00Z"),
     ];
-    let page = format!(r#"{{"data":[{}],"info":{{"page":1,"more_records":false}}}}"#, deals.join(","));
-    Mock::given(method("GET"))
-        .and(path("/crm/v8/Deals/search"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(page, "application/json"))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/crm/v8/coql"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_raw(
-                r#"{"data":[{"COUNT(id)":3}],"info":{"count":1,"more_records":false}}"#,
-                "application/json",
-            ),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/crm/v8/Deals/deleted"))
-        .respond_with(ResponseTemplate::new(304))
-        .mount(&server)
-        .await;
+    let server = one_page_zoho(&deals, 3, 304).await;
     for sink in ["sqlite:deals.db", "ndjson:deals.ndjson"] {
-        let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-02", "--sink", sink])
-            .env("ZOHO_ACCOUNTS_URL", &server.uri())
-            .env("ZOHO_CLIENT_ID", "1000.X")
-            .env("ZOHO_CLIENT_SECRET", "s")
-            .env("ZOHO_REFRESH_TOKEN", "1000.r")
-            .run()
-            .await;
+        let out = sync_one_day(&server, sink).run().await;
         out.assert_code(0);
         assert_eq!(out.count("rows_unchanged"), 1, "the copy of 2 as it was: {sink}");
         if sink.starts_with("sqlite") {

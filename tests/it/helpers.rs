@@ -71,12 +71,7 @@ impl Dealsync {
 
     /// Credentials and accounts URL of `sim`.
     pub fn against(mut self, sim: &SimHandle) -> Dealsync {
-        let c = sim.config();
-        self.cmd
-            .env("ZOHO_ACCOUNTS_URL", sim.base_url())
-            .env("ZOHO_CLIENT_ID", &c.client_id)
-            .env("ZOHO_CLIENT_SECRET", &c.client_secret)
-            .env("ZOHO_REFRESH_TOKEN", &c.refresh_token);
+        with_sim(&mut self.cmd, sim);
         self
     }
 
@@ -223,4 +218,75 @@ pub fn expected_ids(sim: &SimHandle, w: &Window) -> Vec<String> {
 
 pub fn utc(s: &str) -> DateTime<Utc> {
     at(s).with_timezone(&Utc)
+}
+
+/// Points a command of one's own (run through `script`, as another user, with limits) at `sim`: its accounts
+/// URL and credentials.
+pub fn with_sim<'c>(cmd: &'c mut Command, sim: &SimHandle) -> &'c mut Command {
+    let c = sim.config();
+    cmd.env("ZOHO_ACCOUNTS_URL", sim.base_url())
+        .env("ZOHO_CLIENT_ID", &c.client_id)
+        .env("ZOHO_CLIENT_SECRET", &c.client_secret)
+        .env("ZOHO_REFRESH_TOKEN", &c.refresh_token)
+}
+
+/// An `Authorization` header for calling `sim` directly.
+pub async fn sim_auth(sim: &SimHandle) -> String {
+    let cfg = sim.config();
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/oauth/v2/token", sim.base_url()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &cfg.client_id),
+            ("client_secret", &cfg.client_secret),
+            ("refresh_token", &cfg.refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    format!("Zoho-oauthtoken {}", token["access_token"].as_str().unwrap())
+}
+
+/// A wiremock Zoho for a one-day window: a token, one search page of `records` (no more), Zoho's COQL count of
+/// `count` closed-won deals, and `deleted` (204 or 304) to the deletions listing.
+pub async fn one_page_zoho(records: &[String], count: usize, deleted: u16) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    let token = format!(r#"{{"access_token":"1000.a","expires_in":3600,"api_domain":"{}"}}"#, server.uri());
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(token, "application/json"))
+        .mount(&server)
+        .await;
+    let page = format!(r#"{{"data":[{}],"info":{{"page":1,"more_records":false}}}}"#, records.join(","));
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(page, "application/json"))
+        .mount(&server)
+        .await;
+    let counted = format!(r#"{{"data":[{{"COUNT(id)":{count}}}],"info":{{"count":1,"more_records":false}}}}"#);
+    Mock::given(method("POST"))
+        .and(path("/crm/v8/coql"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(counted, "application/json"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/deleted"))
+        .respond_with(ResponseTemplate::new(deleted))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A sync of 2026-10-01 against `one_page_zoho` into `sink`.
+pub fn sync_one_day(server: &wiremock::MockServer, sink: &str) -> Dealsync {
+    Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-02", "--sink", sink])
+        .env("ZOHO_ACCOUNTS_URL", &server.uri())
+        .env("ZOHO_CLIENT_ID", "1000.X")
+        .env("ZOHO_CLIENT_SECRET", "s")
+        .env("ZOHO_REFRESH_TOKEN", "1000.r")
 }

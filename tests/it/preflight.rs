@@ -100,14 +100,10 @@ async fn a_read_only_warehouse_stops_the_run_before_any_request_and_check_says_s
         } else {
             Command::new(bin)
         };
-        let c = sim.config();
-        cmd.args(args)
+        with_sim(&mut cmd, &sim)
+            .args(args)
             .current_dir(&dir)
             .env("LOG_FORMAT", "json")
-            .env("ZOHO_ACCOUNTS_URL", sim.base_url())
-            .env("ZOHO_CLIENT_ID", &c.client_id)
-            .env("ZOHO_CLIENT_SECRET", &c.client_secret)
-            .env("ZOHO_REFRESH_TOKEN", &c.refresh_token)
             .env_remove("BIGQUERY_PROJECT")
             .env_remove("BIGQUERY_EMULATOR_HOST")
             .output()
@@ -131,15 +127,11 @@ async fn a_warehouse_that_runs_out_of_space_counts_only_the_rows_it_holds() {
     use std::os::unix::process::CommandExt;
     let sim = simulator(sim_config(6000)).await;
     let dir = tempfile::tempdir().unwrap();
-    let c = sim.config();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dealsync"));
-    cmd.args(["sync", "--from", "2026-10-01", "--to", "2026-11-01"])
+    with_sim(&mut cmd, &sim)
+        .args(["sync", "--from", "2026-10-01", "--to", "2026-11-01"])
         .current_dir(dir.path())
         .env("LOG_FORMAT", "json")
-        .env("ZOHO_ACCOUNTS_URL", sim.base_url())
-        .env("ZOHO_CLIENT_ID", &c.client_id)
-        .env("ZOHO_CLIENT_SECRET", &c.client_secret)
-        .env("ZOHO_REFRESH_TOKEN", &c.refresh_token)
         .env_remove("BIGQUERY_PROJECT")
         .env_remove("BIGQUERY_EMULATOR_HOST");
     // A disk that fills up: no file of the process may grow past 1 MiB (writes past it fail with EFBIG, as they

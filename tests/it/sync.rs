@@ -584,22 +584,7 @@ async fn a_database_from_an_older_dealsync_gains_the_new_columns() {
 async fn the_simulators_search_honours_sort_by_and_sort_order_and_refuses_unknown_ones() {
     let sim = simulator(sim_config(3000)).await;
     let http = reqwest::Client::new();
-    let cfg = SimConfig::default();
-    let token: serde_json::Value = http
-        .post(format!("{}/oauth/v2/token", sim.base_url()))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", &cfg.client_id),
-            ("client_secret", &cfg.client_secret),
-            ("refresh_token", &cfg.refresh_token),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let auth = format!("Zoho-oauthtoken {}", token["access_token"].as_str().unwrap());
+    let auth = sim_auth(&sim).await;
     let search = |extra: &'static [(&'static str, &'static str)]| {
         let (http, auth, url) = (http.clone(), auth.clone(), format!("{}/crm/v8/Deals/search", sim.base_url()));
         async move {

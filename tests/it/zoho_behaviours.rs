@@ -221,26 +221,6 @@ async fn each_behaviour_alone_ends_with_exactly_the_closed_won_deals_of_the_wind
     }
 }
 
-/// A token from `sim`, for calling its API directly.
-async fn sim_auth(sim: &dealsync_sim::SimHandle) -> String {
-    let cfg = sim.config();
-    let token: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/oauth/v2/token", sim.base_url()))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", &cfg.client_id),
-            ("client_secret", &cfg.client_secret),
-            ("refresh_token", &cfg.refresh_token),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    format!("Zoho-oauthtoken {}", token["access_token"].as_str().unwrap())
-}
-
 async fn sim_get(
     sim: &dealsync_sim::SimHandle,
     auth: &str,
@@ -359,49 +339,14 @@ async fn the_simulators_field_list_names_every_field_its_records_carry_and_coql_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_record_nested_2000_levels_deep_is_quarantined_and_the_rest_of_its_page_is_written() {
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let server = MockServer::start().await;
-    let token = format!(r#"{{"access_token":"1000.a","expires_in":3600,"api_domain":"{}"}}"#, server.uri());
-    Mock::given(method("POST"))
-        .and(path("/oauth/v2/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(token, "application/json"))
-        .mount(&server)
-        .await;
     let deal = |id: u32, extra: &str| {
         format!(r#"{{"id":"{id}","Stage":"Closed Won","Amount":12.5,"Modified_Time":"2026-10-01T10:00:00Z"{extra}}}"#)
     };
     let deep = format!(r#","Custom":{}1{}"#, "[".repeat(2000), "]".repeat(2000));
     let records: Vec<String> = (1..=5).map(|i| deal(i, if i == 3 { &deep } else { "" })).collect();
-    let page = format!(r#"{{"data":[{}],"info":{{"more_records":false}}}}"#, records.join(","));
-    Mock::given(method("GET"))
-        .and(path("/crm/v8/Deals/search"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(page, "application/json"))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/crm/v8/coql"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_raw(
-                r#"{"data":[{"COUNT(id)":5}],"info":{"count":1,"more_records":false}}"#,
-                "application/json",
-            ),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/crm/v8/Deals/deleted"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&server)
-        .await;
+    let server = one_page_zoho(&records, 5, 204).await;
     for sink in ["sqlite:deals.db", "ndjson:deals.ndjson"] {
-        let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-02", "--sink", sink])
-            .env("ZOHO_ACCOUNTS_URL", &server.uri())
-            .env("ZOHO_CLIENT_ID", "1000.X")
-            .env("ZOHO_CLIENT_SECRET", "s")
-            .env("ZOHO_REFRESH_TOKEN", "1000.r")
-            .run()
-            .await;
+        let out = sync_one_day(&server, sink).run().await;
         out.assert_code(3);
         assert_eq!(
             (out.count("rows_inserted"), out.count("quarantined"), out.count("retries")),

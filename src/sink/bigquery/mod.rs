@@ -233,36 +233,35 @@ impl BigQuerySink {
 
     /// The run ledger, newest first (`limit` runs), and its last good run (`dealsync runs`).
     pub async fn past_runs(&self, limit: u32) -> Result<(Vec<PastRun>, Option<PastRun>), SinkError> {
-        let what = "reading the run ledger";
         let runs = self.table(sql::RUNS_TABLE);
-        let mut all = Vec::new();
-        for good_only in [false, true] {
-            let n = if good_only { 1 } else { limit };
-            let mut rs = self.query(what, sql::past_runs_sql(&runs, n, good_only)).await.map_err(|e| self.fail(e))?;
-            let mut found = Vec::new();
-            while rs.next_row() {
-                let text = |i: usize| rs.get_string(i).ok().flatten().unwrap_or_default();
-                let int = |i: usize| rs.get_i64(i).ok().flatten().unwrap_or(0);
-                let at = |i: usize| DateTime::<Utc>::from_timestamp_micros(int(i)).unwrap_or_default();
-                found.push(PastRun {
-                    run_id: text(0),
-                    kind: text(1),
-                    window_field: text(2),
-                    window_start: at(3),
-                    window_end: at(4),
-                    status: text(5),
-                    exit_code: int(6),
-                    started_at: at(7),
-                    finished_at: at(8),
-                    rows_written: int(9),
-                    quarantined: int(10),
-                    error: rs.get_string(11).ok().flatten(),
-                });
-            }
-            all.push(found);
+        let last = self.read_runs(sql::past_runs_sql(&runs, limit, false)).await?;
+        let good = self.read_runs(sql::past_runs_sql(&runs, 1, true)).await?.pop();
+        Ok((last, good))
+    }
+
+    async fn read_runs(&self, statement: Statement) -> Result<Vec<PastRun>, SinkError> {
+        let mut rs = self.query("reading the run ledger", statement).await.map_err(|e| self.fail(e))?;
+        let mut found = Vec::new();
+        while rs.next_row() {
+            let text = |i: usize| rs.get_string(i).ok().flatten().unwrap_or_default();
+            let int = |i: usize| rs.get_i64(i).ok().flatten().unwrap_or(0);
+            let at = |i: usize| DateTime::<Utc>::from_timestamp_micros(int(i)).unwrap_or_default();
+            found.push(PastRun {
+                run_id: text(0),
+                kind: text(1),
+                window_field: text(2),
+                window_start: at(3),
+                window_end: at(4),
+                status: text(5),
+                exit_code: int(6),
+                started_at: at(7),
+                finished_at: at(8),
+                rows_written: int(9),
+                quarantined: int(10),
+                error: rs.get_string(11).ok().flatten(),
+            });
         }
-        let good = all.pop().and_then(|mut g| g.pop());
-        Ok((all.pop().unwrap_or_default(), good))
+        Ok(found)
     }
 
     /// One BigQuery call with retries for transient failures.
