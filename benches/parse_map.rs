@@ -7,7 +7,7 @@
 #![allow(clippy::disallowed_methods)] // SPLIT=1 asks for the split profile
 
 use chrono::{Duration, TimeZone, Utc};
-use dealsync::mapping::{map_record, Mapped, RunStamp};
+use dealsync::mapping::{Mapped, Mapper, RunStamp};
 use dealsync_sim::data::{generate, GenSpec};
 
 fn cpu_seconds() -> f64 {
@@ -58,8 +58,9 @@ fn main() {
             let t0 = std::time::Instant::now();
             let page = dealsync::zoho::parse_page("bench", 200, body).unwrap();
             let t1 = std::time::Instant::now();
+            let mut mapper = Mapper::new(&stamp);
             for rec in page.records() {
-                std::hint::black_box(map_record(&rec, &stamp));
+                std::hint::black_box(mapper.map(&rec));
             }
             let t2 = std::time::Instant::now();
             drop(page);
@@ -99,8 +100,9 @@ fn round(pages: &[String], deals: usize, stamp: &RunStamp) -> f64 {
         let cpu0 = cpu_seconds();
         for body in batch {
             let page = dealsync::zoho::parse_page("bench", 200, body).unwrap();
+            let mut mapper = Mapper::new(stamp);
             for rec in page.records() {
-                if let Mapped::Row(r) = map_record(&rec, stamp) {
+                if let Mapped::Row(r) = mapper.map(&rec) {
                     rows += 1;
                     std::hint::black_box(&r);
                 }

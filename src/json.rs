@@ -64,11 +64,12 @@ impl<'a> Field<'a> {
     #[inline]
     pub fn is(&self, name: &str) -> bool {
         let key = self.key_bytes();
-        if key.contains(&b'\\') {
-            self.name() == name
-        } else {
-            key == name.as_bytes()
+        // Equal bytes are the name unless they hold an escape; an escape is longer than what it stands for, so
+        // otherwise only a longer key with a backslash can still be `name`. Most keys fail on their length.
+        if key == name.as_bytes() {
+            return !key.contains(&b'\\');
         }
+        key.len() > name.len() && key.contains(&b'\\') && self.name() == name
     }
 
     /// The field's name (the key unescaped).

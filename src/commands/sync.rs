@@ -13,7 +13,7 @@ use super::summary::RunSummary;
 use crate::config::cli::{default_sqlite_path, demo_sqlite_path, SyncPlan};
 use crate::config::{Config, ConfigError, Needs, Settings, ZohoSettings};
 use crate::exit::Exit;
-use crate::mapping::{map_record, Columns, Mapped, RunStamp};
+use crate::mapping::{Columns, Mapped, Mapper, RunStamp};
 use crate::schema::{DealRow, Quarantined};
 use crate::shutdown::Shutdown;
 use crate::sink::bigquery::BigQuerySink;
@@ -712,6 +712,7 @@ fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
         not_closed_won: 0,
         rewritten: false,
     };
+    let mut mapper = Mapper::new(stamp);
     for rec in page.page.records() {
         // An ordered page's last second is read again with the rest of its slice.
         if let Some(before) = page.before {
@@ -720,7 +721,7 @@ fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
             }
         }
         mapped.records += 1;
-        match map_record(&rec, stamp) {
+        match mapper.map(&rec) {
             Mapped::Row(row) => mapped.rows.push(*row),
             Mapped::NotClosedWon { deal_id, stage } => {
                 mapped.not_closed_won += 1;
