@@ -5,11 +5,9 @@ use chrono::Utc;
 
 use super::sync::new_run_id;
 use crate::config::cli::{RunsArgs, RunsFormat};
-use crate::config::spec::SinkSpec;
 use crate::config::{Config, Needs};
 use crate::exit::Exit;
 use crate::schema::PastRun;
-use crate::sink::SinkError;
 
 /// `dealsync runs`.
 pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
@@ -20,27 +18,35 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
             return Exit::Config;
         }
     };
-    let spec = super::sync::chosen_sink(args.sink.as_ref(), &settings, false);
-    let read: Result<(Vec<PastRun>, Option<PastRun>), SinkError> = match &spec {
-        SinkSpec::Sqlite(path) => crate::sink::sqlite::past_runs(path, args.limit),
-        SinkSpec::Ndjson(_) => {
-            eprintln!("error: an NDJSON sink keeps no run ledger; use --sink sqlite:PATH or bigquery");
+    let (kind, spec) = match super::sync::chosen_sink(args.sink.as_ref(), &settings, false) {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            eprintln!("error: {e}");
             return Exit::Usage;
         }
-        SinkSpec::BigQuery => {
-            let Some(bq) = settings.bigquery.clone() else {
-                tracing::error!(event = "config_error", variable = "BIGQUERY_PROJECT", "BIGQUERY_PROJECT: is not set");
-                return Exit::Config;
-            };
-            let retry = crate::retry::RetryPolicy::default();
-            let timeout = args.request_timeout.to_std().unwrap_or_default();
-            match crate::sink::bigquery::BigQuerySink::connect(bq, &new_run_id(Utc::now()), Utc::now(), retry, timeout)
-                .await
-            {
-                Ok(sink) => sink.past_runs(args.limit).await,
-                Err(e) => Err(e),
-            }
+    };
+    let Some(past_runs) = kind.past_runs else {
+        let ledgers: Vec<&str> =
+            crate::sink::SINKS.iter().filter(|k| k.past_runs.is_some()).flat_map(|k| k.forms.iter().copied()).collect();
+        eprintln!("error: `{spec}` keeps no run ledger; use --sink {}", ledgers.join(" or --sink "));
+        return Exit::Usage;
+    };
+    let opening = crate::sink::Opening {
+        target: spec.target.as_deref(),
+        table: crate::sink::TableSpec::default(),
+        settings: &settings,
+        run_id: &new_run_id(Utc::now()),
+        started_at: Utc::now(),
+        retry: crate::retry::RetryPolicy::default(),
+        request_timeout: args.request_timeout.to_std().unwrap_or_default(),
+    };
+    let read = match past_runs(opening, args.limit).await {
+        Ok(r) => Ok(r),
+        Err(crate::sink::OpenError::Config(e)) => {
+            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+            return Exit::Config;
         }
+        Err(crate::sink::OpenError::Sink(e)) => Err(e),
     };
     let (runs, last_good) = match read {
         Ok(r) => r,

@@ -10,17 +10,15 @@ use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
 use super::summary::RunSummary;
-use crate::config::cli::{default_sqlite_path, demo_sqlite_path, SyncPlan};
+use crate::config::cli::{default_sqlite_path, SyncPlan};
 use crate::config::{Config, ConfigError, Needs, Settings, ZohoSettings};
 use crate::exit::Exit;
 use crate::mapping::{Columns, Mapped, Mapper, RunStamp};
 use crate::schema::{DealRow, Quarantined};
 use crate::shutdown::Shutdown;
-use crate::sink::bigquery::BigQuerySink;
 use crate::sink::ndjson::NdjsonSink;
 use crate::sink::seen::{Offer, Seen};
-use crate::sink::sqlite::SqliteSink;
-use crate::sink::{RunRecord, Sink, SinkError, SinkSpec, WriteStats};
+use crate::sink::{OpenError, Opening, RunRecord, Sink, SinkError, SinkKind, SinkSpec, WriteStats};
 use crate::window::Window;
 use crate::zoho::fetch::{FetchStats, FetchedPage, Fetcher};
 use crate::zoho::{ZohoClient, ZohoError};
@@ -47,6 +45,15 @@ pub enum RunError {
     Interrupted(String),
     #[error("the warehouse does not hold every closed-won deal Zoho has in this window (see the incomplete and reconciliation events)")]
     Mismatch,
+}
+
+impl From<OpenError> for RunError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Config(e) => RunError::Config(e),
+            OpenError::Sink(e) => RunError::Sink(e),
+        }
+    }
 }
 
 impl RunError {
@@ -145,6 +152,10 @@ async fn sync_inner(
     summary: &mut RunSummary,
     shutdown: &Shutdown,
 ) -> Result<(), RunError> {
+    if let Some(sink) = plan.sink.as_ref().filter(|_| !plan.dry_run) {
+        // A sink that does not exist is a usage error, before anything else is looked at.
+        crate::sink::resolve(sink).map_err(RunError::Usage)?;
+    }
     let needs = if plan.demo.is_some() { Needs::Nothing } else { Needs::ZohoCredentials };
     let settings = config.settings(needs)?;
 
@@ -403,16 +414,21 @@ pub(crate) fn log_reconciliation(run_id: &str, r: &super::reconcile::Reconciliat
     }
 }
 
-/// The sink a command uses: `--sink`, else the demo's own warehouse, else BigQuery when `BIGQUERY_PROJECT` is
-/// set, else the local SQLite warehouse.
-pub(crate) fn chosen_sink(flag: Option<&SinkSpec>, settings: &Settings, demo: bool) -> SinkSpec {
-    match (flag, &settings.bigquery) {
+/// The sink a command uses, checked: `--sink`, else the demo's own warehouse, else BigQuery when
+/// `BIGQUERY_PROJECT` is set, else the local SQLite warehouse. The error is a usage error's message.
+pub(crate) fn chosen_sink(
+    flag: Option<&SinkSpec>,
+    settings: &Settings,
+    demo: bool,
+) -> Result<(&'static SinkKind, SinkSpec), String> {
+    let spec = match (flag, &settings.bigquery) {
         (Some(s), _) => s.clone(),
         // The demo writes a warehouse of its own, never the real one or its run ledger.
-        (None, _) if demo => SinkSpec::Sqlite(demo_sqlite_path()),
-        (None, Some(_)) => SinkSpec::BigQuery,
-        (None, None) => SinkSpec::Sqlite(default_sqlite_path()),
-    }
+        (None, _) if demo => SinkSpec::new("sqlite", Some(crate::config::cli::DEMO_SQLITE)),
+        (None, Some(_)) => SinkSpec::new("bigquery", None),
+        (None, None) => SinkSpec::new("sqlite", Some(crate::config::cli::DEFAULT_SQLITE)),
+    };
+    crate::sink::resolve(&spec)
 }
 
 pub(crate) async fn open_sink(
@@ -424,24 +440,22 @@ pub(crate) async fn open_sink(
     if plan.dry_run {
         return Ok(Box::new(NdjsonSink::dry_run()));
     }
-    let spec = chosen_sink(plan.sink.as_ref(), settings, plan.demo.is_some());
+    let (kind, spec) = chosen_sink(plan.sink.as_ref(), settings, plan.demo.is_some()).map_err(RunError::Usage)?;
     if plan.sink.is_none() && plan.demo.is_none() && settings.bigquery.is_none() {
         tracing::warn!(event = "default_sink", path = %default_sqlite_path().display(),
             "BIGQUERY_PROJECT is not set: writing to the embedded SQLite warehouse ./dealsync.db");
     }
     let table = crate::sink::TableSpec { columns: crate::schema::columns(&settings.promoted), rewrite: plan.rewrite };
-    Ok(match spec {
-        SinkSpec::Sqlite(p) => Box::new(SqliteSink::with_spec(p, table)),
-        SinkSpec::Ndjson(p) => Box::new(NdjsonSink::new(p)),
-        SinkSpec::BigQuery => {
-            let bq = settings.bigquery.clone().ok_or_else(|| {
-                ConfigError::new("BIGQUERY_PROJECT", "is not set; --sink bigquery needs the project to write to")
-            })?;
-            Box::new(
-                BigQuerySink::connect(bq, run_id, started_at, plan.retry, plan.request_timeout).await?.with_spec(table),
-            )
-        }
-    })
+    let opening = Opening {
+        target: spec.target.as_deref(),
+        table,
+        settings,
+        run_id,
+        started_at,
+        retry: plan.retry,
+        request_timeout: plan.request_timeout,
+    };
+    Ok((kind.open)(opening).await?)
 }
 
 /// The deals a run has fetched: each once (a deal that comes back on another page is passed on only when that

@@ -285,7 +285,7 @@ pub enum AuthCommand {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The sink to check: sqlite:PATH, ndjson:PATH, bigquery. Default: as `sync` would choose.
+    /// The sink to check: sqlite:PATH, ndjson:PATH, ndjson:- or bigquery. Default: as `sync` would choose.
     #[arg(long, value_parser = SinkSpec::parse)]
     pub sink: Option<SinkSpec>,
     /// Timeout of one HTTP request (e.g. 60s).
@@ -468,12 +468,12 @@ impl SyncArgs {
     }
 }
 
-/// The default local warehouse file.
+/// The local warehouse when no sink is named and BigQuery is not configured.
+pub const DEFAULT_SQLITE: &str = "./dealsync.db";
+
 pub fn default_sqlite_path() -> PathBuf {
-    PathBuf::from("./dealsync.db")
+    PathBuf::from(DEFAULT_SQLITE)
 }
 
 /// The demo's own warehouse file, so that a demo never touches the real one (or its run ledger).
-pub fn demo_sqlite_path() -> PathBuf {
-    PathBuf::from("./dealsync-demo.db")
-}
+pub const DEMO_SQLITE: &str = "./dealsync-demo.db";

@@ -2,7 +2,6 @@
 //! or a backfill), where rows go. Parsed once from flags, the environment or the file; `window` resolves them.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone};
 
@@ -79,36 +78,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d ({e})"))?;
     Duration::from_std(d).map_err(|_| format!("`{s}` is too long"))
 }
-/// A sink as named on the command line.
+/// A sink as named on the command line or in the file: `NAME` or `NAME:TARGET` (`sqlite:./deals.db`,
+/// `ndjson:-`, `bigquery`). Only the form is checked here: which names exist and what their target means belong
+/// to the sinks themselves (`sink::SINKS`), so that a new sink is added in one place.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkSpec {
-    Sqlite(PathBuf),
-    Ndjson(Option<PathBuf>),
-    BigQuery,
+pub struct SinkSpec {
+    pub name: String,
+    /// The text after the first `:`, if any.
+    pub target: Option<String>,
 }
 
 impl SinkSpec {
+    pub fn new(name: &str, target: Option<&str>) -> SinkSpec {
+        SinkSpec { name: name.into(), target: target.map(String::from) }
+    }
+
     pub fn parse(s: &str) -> Result<SinkSpec, String> {
-        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
-        match kind {
-            "sqlite" if !rest.is_empty() => Ok(SinkSpec::Sqlite(PathBuf::from(rest))),
-            "sqlite" => Ok(SinkSpec::Sqlite(PathBuf::from("./dealsync.db"))),
-            "ndjson" if rest == "-" => Ok(SinkSpec::Ndjson(None)),
-            "ndjson" if !rest.is_empty() => Ok(SinkSpec::Ndjson(Some(PathBuf::from(rest)))),
-            "ndjson" => Err("ndjson needs a path or `-` for stdout, e.g. ndjson:deals.ndjson".into()),
-            "bigquery" => Ok(SinkSpec::BigQuery),
-            _ => Err(format!("`{s}` is not a sink; use sqlite:PATH, ndjson:PATH, ndjson:- or bigquery")),
+        let (name, target) = match s.split_once(':') {
+            Some((name, target)) => (name, Some(target)),
+            None => (s, None),
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(format!("`{s}` is not a sink: expected NAME or NAME:TARGET, such as sqlite:PATH or bigquery"));
         }
+        Ok(SinkSpec::new(name, target))
     }
 }
 
 impl fmt::Display for SinkSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SinkSpec::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
-            SinkSpec::Ndjson(None) => f.write_str("ndjson:-"),
-            SinkSpec::Ndjson(Some(p)) => write!(f, "ndjson:{}", p.display()),
-            SinkSpec::BigQuery => f.write_str("bigquery"),
+        match &self.target {
+            Some(t) => write!(f, "{}:{t}", self.name),
+            None => f.write_str(&self.name),
         }
     }
 }
@@ -141,11 +142,12 @@ mod tests {
     }
 
     #[test]
-    fn sink_specs_parse() {
-        assert_eq!(SinkSpec::parse("sqlite:/tmp/x.db").unwrap(), SinkSpec::Sqlite("/tmp/x.db".into()));
-        assert_eq!(SinkSpec::parse("ndjson:-").unwrap(), SinkSpec::Ndjson(None));
-        assert_eq!(SinkSpec::parse("bigquery").unwrap(), SinkSpec::BigQuery);
-        assert!(SinkSpec::parse("ndjson").is_err());
-        assert!(SinkSpec::parse("postgres:x").is_err());
+    fn sink_specs_are_a_name_and_the_text_after_the_first_colon() {
+        assert_eq!(SinkSpec::parse("sqlite:/tmp/a:b.db").unwrap(), SinkSpec::new("sqlite", Some("/tmp/a:b.db")));
+        assert_eq!(SinkSpec::parse("ndjson:-").unwrap().to_string(), "ndjson:-");
+        assert_eq!(SinkSpec::parse("bigquery").unwrap(), SinkSpec::new("bigquery", None));
+        for bad in ["", ":x", "Post gres:x", "../x.db"] {
+            assert!(SinkSpec::parse(bad).unwrap_err().contains("is not a sink"), "{bad}");
+        }
     }
 }

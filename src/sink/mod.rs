@@ -1,6 +1,8 @@
 //! Where rows go. Every warehouse implements `Sink`; the run only ever talks to the trait, so that the
 //! BigQuery sink, the local SQLite warehouse and the NDJSON export behave the same from the run's side:
-//! prepare, read the ledger, write batches, quarantine, commit, record the run.
+//! prepare, read the ledger, write batches, quarantine, commit, record the run. `SINKS` lists them: how
+//! `--sink` names each, how it opens and how its run ledger is read, so that a new sink is its module and one
+//! entry there.
 
 pub mod bigquery;
 pub mod ndjson;
@@ -9,13 +11,80 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 pub use crate::config::spec::SinkSpec;
+use crate::config::{ConfigError, Settings};
 use crate::exit::Exit;
+use crate::retry::RetryPolicy;
 pub use crate::schema::RunRecord;
-use crate::schema::{Column, DealRow, Quarantined};
+use crate::schema::{Column, DealRow, PastRun, Quarantined};
 use crate::window::WindowField;
+
+/// Every sink `--sink` can name. A new sink is a module implementing `Sink` and its entry here.
+pub const SINKS: &[&SinkKind] = &[&sqlite::KIND, &ndjson::KIND, &bigquery::KIND];
+
+/// One kind of sink: how `--sink` names it and how it is opened.
+pub struct SinkKind {
+    /// `NAME` in `--sink NAME[:TARGET]`.
+    pub name: &'static str,
+    /// How it is written on the command line, for help and errors (`sqlite:PATH`).
+    pub forms: &'static [&'static str],
+    /// The target when `--sink` gives none.
+    pub default_target: Option<&'static str>,
+    /// Checks the target before anything runs; the error says what is wrong with it.
+    pub check_target: fn(Option<&str>) -> Result<(), String>,
+    pub open: OpenFn,
+    /// Reads the run ledger as history (`dealsync runs`); `None` for a sink that keeps no ledger.
+    pub past_runs: Option<PastRunsFn>,
+}
+
+pub type OpenFn = for<'a> fn(Opening<'a>) -> BoxFuture<'a, Result<Box<dyn Sink>, OpenError>>;
+pub type PastRunsFn = for<'a> fn(Opening<'a>, u32) -> BoxFuture<'a, Result<PastRuns, OpenError>>;
+
+/// The newest runs of a ledger, newest first, and the last good run.
+pub type PastRuns = (Vec<PastRun>, Option<PastRun>);
+
+/// What opening a sink takes besides its kind.
+pub struct Opening<'a> {
+    /// The checked target (`SinkKind::check_target`), the default filled in.
+    pub target: Option<&'a str>,
+    pub table: TableSpec,
+    pub settings: &'a Settings,
+    pub run_id: &'a str,
+    pub started_at: DateTime<Utc>,
+    pub retry: RetryPolicy,
+    pub request_timeout: std::time::Duration,
+}
+
+/// Why a sink could not be opened: a setting it needs is missing or wrong, or the warehouse said no.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// The sink `spec` names, with the spec as it is used (its default target filled in), or what is wrong with it.
+pub fn resolve(spec: &SinkSpec) -> Result<(&'static SinkKind, SinkSpec), String> {
+    let kind =
+        SINKS.iter().find(|k| k.name == spec.name).ok_or_else(|| format!("`{spec}` is not a sink; use {}", forms()))?;
+    let target = spec.target.as_deref().filter(|t| !t.is_empty()).or(kind.default_target);
+    (kind.check_target)(target).map_err(|e| format!("`{spec}`: {e}"))?;
+    Ok((kind, SinkSpec::new(kind.name, target)))
+}
+
+/// Every form `--sink` takes, for help and errors: "sqlite:PATH, …, or bigquery".
+pub fn forms() -> String {
+    let all: Vec<&str> = SINKS.iter().flat_map(|k| k.forms.iter().copied()).collect();
+    match all.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
 
 /// The target table's columns (the standard ones, then the promoted ones), and when a stored row is replaced.
 #[derive(Debug, Clone)]
@@ -145,4 +214,31 @@ pub trait Sink: Send {
 
     /// Appends the run to the ledger.
     async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sink_has_its_own_name_and_is_named_in_its_forms() {
+        for (i, kind) in SINKS.iter().enumerate() {
+            assert!(SINKS[..i].iter().all(|k| k.name != kind.name), "{} is listed twice", kind.name);
+            assert!(kind.forms.iter().all(|f| f.split(':').next() == Some(kind.name)), "{}", kind.name);
+        }
+    }
+
+    #[test]
+    fn a_spec_resolves_to_its_sink_with_the_default_target_filled_in() {
+        let spec = |s: &str| resolve(&SinkSpec::parse(s).unwrap()).map(|(k, spec)| (k.name, spec.to_string()));
+        assert_eq!(spec("sqlite").unwrap(), ("sqlite", "sqlite:./dealsync.db".to_string()));
+        assert_eq!(spec("sqlite:").unwrap(), ("sqlite", "sqlite:./dealsync.db".to_string()));
+        assert_eq!(spec("sqlite:/data/d.db").unwrap(), ("sqlite", "sqlite:/data/d.db".to_string()));
+        assert_eq!(spec("ndjson:-").unwrap(), ("ndjson", "ndjson:-".to_string()));
+        assert_eq!(spec("bigquery").unwrap(), ("bigquery", "bigquery".to_string()));
+        assert!(spec("ndjson").unwrap_err().contains("needs a path"));
+        assert!(spec("bigquery:acme").unwrap_err().contains("BIGQUERY_PROJECT"));
+        let unknown = spec("postgres:x").unwrap_err();
+        assert_eq!(unknown, "`postgres:x` is not a sink; use sqlite:PATH, ndjson:PATH, ndjson:- or bigquery");
+    }
 }

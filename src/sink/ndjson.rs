@@ -9,11 +9,30 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 
-use super::{RunRecord, Sink, SinkError, WriteStats};
+use super::{OpenError, Opening, RunRecord, Sink, SinkError, SinkKind, WriteStats};
 use crate::exit::Exit;
 use crate::schema::{Column, DealRow, Quarantined};
 use crate::window::WindowField;
+
+/// `--sink ndjson:PATH` or `ndjson:-` (stdout): an export, no run ledger.
+pub const KIND: SinkKind = SinkKind {
+    name: "ndjson",
+    forms: &["ndjson:PATH", "ndjson:-"],
+    default_target: None,
+    check_target: |target| match target {
+        Some(_) => Ok(()),
+        None => Err("an NDJSON export needs a path, or `-` for stdout, e.g. ndjson:deals.ndjson".into()),
+    },
+    open: open_kind,
+    past_runs: None,
+};
+
+fn open_kind(o: Opening<'_>) -> BoxFuture<'_, Result<Box<dyn Sink>, OpenError>> {
+    let path = o.target.filter(|t| *t != "-").map(PathBuf::from);
+    Box::pin(async move { Ok(Box::new(NdjsonSink::new(path).with_columns(o.table.columns)) as Box<dyn Sink>) })
+}
 
 pub struct NdjsonSink {
     path: Option<PathBuf>,

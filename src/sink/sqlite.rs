@@ -7,9 +7,10 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Sink, SinkError, TableSpec, WriteStats};
+use super::{OpenError, Opening, PastRuns, Sink, SinkError, SinkKind, TableSpec, WriteStats};
 use crate::exit::Exit;
 use crate::schema::{
     date_text, decimal_text, format_instant, instant_text, sort_ids, Column, DealRow, PastRun, Quarantined, RunRecord,
@@ -45,6 +46,26 @@ const PAGE_SIZE: u32 = 16384;
 /// 32.2–32.9; at 1M deals (L = 0), 8 MB took 3.75–3.94 CPU-s per 100k, 6 MB 3.63–4.36 and 4 MB 4.15–4.19 (64 KB
 /// pages). With 16 KB pages, SQLite alone at 1M: 8 MB 1.82, 6 MB 1.81.
 const CACHE_KIB: i64 = 6144;
+
+/// `--sink sqlite[:PATH]`: the local warehouse, a file.
+pub const KIND: SinkKind = SinkKind {
+    name: "sqlite",
+    forms: &["sqlite:PATH"],
+    default_target: Some(crate::config::cli::DEFAULT_SQLITE),
+    check_target: |_| Ok(()),
+    open: open_kind,
+    past_runs: Some(past_runs_kind),
+};
+
+fn open_kind(o: Opening<'_>) -> BoxFuture<'_, Result<Box<dyn Sink>, OpenError>> {
+    let path = PathBuf::from(o.target.unwrap_or(crate::config::cli::DEFAULT_SQLITE));
+    Box::pin(async move { Ok(Box::new(SqliteSink::with_spec(path, o.table)) as Box<dyn Sink>) })
+}
+
+fn past_runs_kind(o: Opening<'_>, limit: u32) -> BoxFuture<'_, Result<PastRuns, OpenError>> {
+    let path = PathBuf::from(o.target.unwrap_or(crate::config::cli::DEFAULT_SQLITE));
+    Box::pin(async move { Ok(past_runs(&path, limit)?) })
+}
 
 pub struct SqliteSink {
     path: PathBuf,

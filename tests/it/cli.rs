@@ -25,6 +25,32 @@ fn a_malformed_flag_is_a_usage_error_with_exit_2() {
 }
 
 #[test]
+fn every_sink_is_named_in_the_help_and_the_readme_and_an_unknown_one_lists_them() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let row = readme.lines().find(|l| l.starts_with("| `--sink`")).expect("the README's --sink row");
+    let help = |cmd: &str| {
+        let out = dealsync().args([cmd, "--help"]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (sync, check, runs) = (help("sync"), help("check"), help("runs"));
+    for kind in dealsync::sink::SINKS {
+        for form in kind.forms {
+            assert!(row.contains(&format!("`{form}`")), "the README's --sink row names {form}");
+            assert!(sync.contains(form) && check.contains(form), "sync and check --help name {form}");
+            assert_eq!(runs.contains(form), kind.past_runs.is_some(), "runs --help names {form} iff it has a ledger");
+        }
+    }
+    dealsync()
+        .args(["sync", "--sink", "postgres://x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(format!("use {}", dealsync::sink::forms())));
+    dealsync().args(["runs", "--sink", "ndjson:x.ndjson"]).assert().code(2).stderr(predicate::str::contains(
+        "`ndjson:x.ndjson` keeps no run ledger; use --sink sqlite:PATH or --sink bigquery",
+    ));
+}
+
+#[test]
 fn a_closing_date_window_needs_whole_dates() {
     dealsync()
         .args([

@@ -125,6 +125,37 @@ async fn a_promoted_custom_field_appears_as_a_typed_column_on_the_next_run_witho
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ndjson_export_carries_the_promoted_columns_too() {
+    let sim = simulator(sim_config(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), PROMOTED);
+    let run = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--sink", "ndjson:out.ndjson"])
+        .against(&sim)
+        .reuse(dir)
+        .run()
+        .await;
+    run.assert_code(0);
+    let deals: std::collections::HashMap<String, SimDeal> = sim
+        .closed_won(&window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"))
+        .into_iter()
+        .map(|d| (d.id.to_string(), d))
+        .collect();
+    let text = std::fs::read_to_string(run.dir.path().join("out.ndjson")).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), deals.len());
+    for line in &lines {
+        let d = &deals[line["deal_id"].as_str().unwrap()];
+        let (region, seats, _, tier, renewal, signed) = expected_promoted(d);
+        assert_eq!(line["region"], region.as_str(), "{line}");
+        assert_eq!(line["seats"], seats, "{line}");
+        assert_eq!(line["partner_tier"].as_str(), tier.as_deref(), "{line}");
+        assert_eq!(line["renewal_date"], renewal.as_str(), "{line}");
+        assert_eq!(line["signed_contract"], signed, "{line}");
+        assert_eq!(line["account_name_again"], line["account_name"], "{line}");
+    }
+}
+
 /// True when the table exists without any promoted column.
 fn promoted_rows_or_columns_missing(db: &std::path::Path) -> bool {
     let c = rusqlite::Connection::open(db).unwrap();

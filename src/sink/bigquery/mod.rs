@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::clustering::Clustering;
@@ -34,8 +35,8 @@ use gcp_bigquery_client::Client;
 
 pub use error::BqFailure;
 
-use super::{RunRecord, Sink, SinkError, TableSpec, WriteStats};
-use crate::config::{BigQueryAuth, BigQuerySettings};
+use super::{OpenError, Opening, PastRuns, RunRecord, Sink, SinkError, SinkKind, TableSpec, WriteStats};
+use crate::config::{BigQueryAuth, BigQuerySettings, ConfigError};
 use crate::exit::Exit;
 use crate::json::Raw;
 use crate::retry::{retry, Poll, PollError, Retry, RetryPolicy};
@@ -90,6 +91,39 @@ impl gcp_bigquery_client::auth::Authenticator for NoAuth {
 
 /// What one streaming task reports: the deals BigQuery acknowledged, and the rows it refused.
 type Streamed = (Vec<Text>, Vec<Quarantined>);
+
+/// `--sink bigquery`: the project and dataset come from `BIGQUERY_PROJECT` and `BIGQUERY_DATASET`.
+pub const KIND: SinkKind = SinkKind {
+    name: "bigquery",
+    forms: &["bigquery"],
+    default_target: None,
+    check_target: |target| match target {
+        None => Ok(()),
+        Some(t) => Err(format!(
+            "BigQuery takes no target (`{t}`): the project and dataset come from BIGQUERY_PROJECT and BIGQUERY_DATASET"
+        )),
+    },
+    open: open_kind,
+    past_runs: Some(past_runs_kind),
+};
+
+async fn connect_kind(o: &Opening<'_>) -> Result<BigQuerySink, OpenError> {
+    let bq = o.settings.bigquery.clone().ok_or_else(|| {
+        ConfigError::new("BIGQUERY_PROJECT", "is not set; --sink bigquery needs the project to write to")
+    })?;
+    Ok(BigQuerySink::connect(bq, o.run_id, o.started_at, o.retry, o.request_timeout).await?)
+}
+
+fn open_kind(o: Opening<'_>) -> BoxFuture<'_, Result<Box<dyn Sink>, OpenError>> {
+    Box::pin(async move {
+        let sink = connect_kind(&o).await?;
+        Ok(Box::new(sink.with_spec(o.table)) as Box<dyn Sink>)
+    })
+}
+
+fn past_runs_kind(o: Opening<'_>, limit: u32) -> BoxFuture<'_, Result<PastRuns, OpenError>> {
+    Box::pin(async move { Ok(connect_kind(&o).await?.past_runs(limit).await?) })
+}
 
 pub struct BigQuerySink {
     client: Client,
