@@ -64,12 +64,15 @@ impl<'a> Field<'a> {
     #[inline]
     pub fn is(&self, name: &str) -> bool {
         let key = self.key_bytes();
-        // Equal bytes are the name unless they hold an escape; an escape is longer than what it stands for, so
-        // otherwise only a longer key with a backslash can still be `name`. Most keys fail on their length.
-        if key == name.as_bytes() {
-            return !key.contains(&b'\\');
+        // Up to its first escape a key is its name, byte for byte: most keys differ from `name` before that (in
+        // their first bytes), and only a key that reaches an escape is unescaped to compare.
+        let name_bytes = name.as_bytes();
+        let same = key.iter().zip(name_bytes).take_while(|(k, n)| k == n && **k != b'\\').count();
+        match key.get(same) {
+            None => same == name_bytes.len(),
+            Some(b'\\') => self.name() == name,
+            Some(_) => false,
         }
-        key.len() > name.len() && key.contains(&b'\\') && self.name() == name
     }
 
     /// The field's name (the key unescaped).

@@ -727,13 +727,8 @@ fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
         rewritten: false,
     };
     let mut mapper = Mapper::new(stamp);
-    for rec in page.page.records() {
-        // An ordered page's last second is read again with the rest of its slice.
-        if let Some(before) = page.before {
-            if crate::zoho::fetch::modified_time(&rec).is_some_and(|t| t >= before) {
-                continue;
-            }
-        }
+    // An ordered page's last second is read again with the rest of its slice.
+    for rec in page.page.records().take(page.keep.unwrap_or(usize::MAX)) {
         mapped.records += 1;
         match mapper.map(&rec) {
             Mapped::Row(row) => mapped.rows.push(*row),

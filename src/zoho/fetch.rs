@@ -63,9 +63,9 @@ pub enum Origin {
 pub struct FetchedPage {
     pub page: Page,
     pub origin: Origin,
-    /// Only records modified before this instant belong to the slice: the answer was in modification order,
-    /// and its last second is read again with the rest of the slice.
-    pub before: Option<DateTime<FixedOffset>>,
+    /// Only the first `keep` records belong to the slice: the answer was in modification order, and the records
+    /// of its last second are read again with the rest of the slice.
+    pub keep: Option<usize>,
 }
 
 /// What fetching did, for the run summary.
@@ -296,12 +296,12 @@ impl<'a, P> Fetcher<'a, P> {
             return self.emit(page, Origin::Search { window: w.to_string() }, None).await;
         }
         if order == SearchOrder::ModifiedAsc {
-            if let Some(last) = ascending_last_time(&page, &w) {
+            if let Some((last, keep)) = ascending_last_time(&page, &w) {
                 if last > w.start {
                     // Every deal before the last second is on this page, in whatever order ties came.
                     let rest = Window { field: w.field, start: last, end: w.end };
                     let left = estimate.saturating_sub(page.len() as u64).max(1);
-                    if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string() }, Some(last)).await? {
+                    if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string() }, Some(keep)).await? {
                         return Ok(Step::Stop);
                     }
                     return Ok(Step::More(vec![Task::Slice(rest, left)]));
@@ -419,11 +419,11 @@ impl<'a, P> Fetcher<'a, P> {
         }
     }
 
-    async fn emit(&self, page: Page, origin: Origin, before: Option<DateTime<FixedOffset>>) -> Result<Step, ZohoError> {
+    async fn emit(&self, page: Page, origin: Origin, keep: Option<usize>) -> Result<Step, ZohoError> {
         self.counters.pages.fetch_add(1, Ordering::Relaxed);
         self.counters.records.fetch_add(page.len() as u64, Ordering::Relaxed);
         tracing::debug!(event = "page", records = page.len(), origin = ?origin);
-        match self.tx.send((self.stage)(FetchedPage { page, origin, before })).await {
+        match self.tx.send((self.stage)(FetchedPage { page, origin, keep })).await {
             Ok(()) => Ok(Step::More(vec![])),
             // The receiving side stopped (it failed, or a shutdown was asked for).
             Err(_) => Ok(Step::Stop),
@@ -481,18 +481,21 @@ fn have_field(record: &str, name: &str) -> bool {
     found
 }
 
-/// The modification time of a page's last record, provided every record is within `w` in ascending
-/// `Modified_Time` order (ties in any order).
-fn ascending_last_time(page: &Page, w: &Window) -> Option<DateTime<FixedOffset>> {
-    let mut prev = w.start;
-    for r in page.records() {
+/// The modification time of a page's last record and how many records come before that second, provided
+/// every record is within `w` in ascending `Modified_Time` order (ties in any order).
+fn ascending_last_time(page: &Page, w: &Window) -> Option<(DateTime<FixedOffset>, usize)> {
+    let (mut prev, mut before) = (w.start, 0);
+    for (i, r) in page.records().enumerate() {
         let t = modified_time(&r)?;
         if t < prev || t >= w.end {
             return None;
         }
+        if t > prev {
+            before = i;
+        }
         prev = t;
     }
-    (!page.is_empty()).then_some(prev)
+    (!page.is_empty()).then_some((prev, before))
 }
 
 /// A record's `Modified_Time`, when it has a readable one.
@@ -529,7 +532,12 @@ mod tests {
             &page(&["2026-10-01T06:00:00+05:30", "2026-10-01T06:00:00+05:30", "2026-10-01T06:39:00+05:30"]),
             &win,
         );
-        assert_eq!(last, Some(DateTime::parse_from_rfc3339("2026-10-01T06:39:00+05:30").unwrap()));
+        assert_eq!(last, Some((DateTime::parse_from_rfc3339("2026-10-01T06:39:00+05:30").unwrap(), 2)));
+        let ties = ascending_last_time(
+            &page(&["2026-10-01T06:00:00+05:30", "2026-10-01T00:39:00Z", "2026-10-01T06:09:00+05:30"]),
+            &win,
+        );
+        assert_eq!(ties, Some((DateTime::parse_from_rfc3339("2026-10-01T00:39:00Z").unwrap(), 1)), "one record before");
     }
 
     #[test]
