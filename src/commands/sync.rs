@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
 use super::summary::RunSummary;
-use crate::config::cli::{default_sqlite_path, SyncPlan};
+use crate::config::cli::{SyncPlan, DEFAULT_SQLITE};
 use crate::config::{Config, ConfigError, Needs, Settings, ZohoSettings};
 use crate::exit::Exit;
 use crate::mapping::{Columns, Mapped, Mapper, RunStamp};
@@ -442,8 +442,11 @@ pub(crate) async fn open_sink(
     }
     let (kind, spec) = chosen_sink(plan.sink.as_ref(), settings, plan.demo.is_some()).map_err(RunError::Usage)?;
     if plan.sink.is_none() && plan.demo.is_none() && settings.bigquery.is_none() {
-        tracing::warn!(event = "default_sink", path = %default_sqlite_path().display(),
-            "BIGQUERY_PROJECT is not set: writing to the embedded SQLite warehouse ./dealsync.db");
+        tracing::warn!(
+            event = "default_sink",
+            path = DEFAULT_SQLITE,
+            "BIGQUERY_PROJECT is not set: writing to the embedded SQLite warehouse {DEFAULT_SQLITE}"
+        );
     }
     let table = crate::sink::TableSpec { columns: crate::schema::columns(&settings.promoted), rewrite: plan.rewrite };
     let opening = Opening {

@@ -471,9 +471,5 @@ impl SyncArgs {
 /// The local warehouse when no sink is named and BigQuery is not configured.
 pub const DEFAULT_SQLITE: &str = "./dealsync.db";
 
-pub fn default_sqlite_path() -> PathBuf {
-    PathBuf::from(DEFAULT_SQLITE)
-}
-
 /// The demo's own warehouse file, so that a demo never touches the real one (or its run ledger).
 pub const DEMO_SQLITE: &str = "./dealsync-demo.db";

@@ -57,13 +57,18 @@ pub const KIND: SinkKind = SinkKind {
     past_runs: Some(past_runs_kind),
 };
 
+/// The file an opening names (`resolve` has filled in the default already).
+fn path_of(o: &Opening<'_>) -> PathBuf {
+    PathBuf::from(o.target.unwrap_or(crate::config::cli::DEFAULT_SQLITE))
+}
+
 fn open_kind(o: Opening<'_>) -> BoxFuture<'_, Result<Box<dyn Sink>, OpenError>> {
-    let path = PathBuf::from(o.target.unwrap_or(crate::config::cli::DEFAULT_SQLITE));
+    let path = path_of(&o);
     Box::pin(async move { Ok(Box::new(SqliteSink::with_spec(path, o.table)) as Box<dyn Sink>) })
 }
 
 fn past_runs_kind(o: Opening<'_>, limit: u32) -> BoxFuture<'_, Result<PastRuns, OpenError>> {
-    let path = PathBuf::from(o.target.unwrap_or(crate::config::cli::DEFAULT_SQLITE));
+    let path = path_of(&o);
     Box::pin(async move { Ok(past_runs(&path, limit)?) })
 }
 

@@ -499,7 +499,7 @@ fn ascending_last_time(page: &Page, w: &Window) -> Option<(DateTime<FixedOffset>
 }
 
 /// A record's `Modified_Time`, when it has a readable one.
-pub fn modified_time(r: &Record) -> Option<DateTime<FixedOffset>> {
+fn modified_time(r: &Record) -> Option<DateTime<FixedOffset>> {
     DateTime::parse_from_rfc3339(&crate::json::string(r.get("Modified_Time")?)?).ok()
 }
 
