@@ -25,11 +25,30 @@ impl Span {
     }
 }
 
-/// One member of an object: its key between the quotes, and its value's text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One member of an object (or one element of an array, with an empty key): its key between the quotes, its
+/// value's text, and where the value's own members or elements lie in the level below, when it was read that deep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Member {
     pub key: Span,
     pub value: Span,
+    pub inner: Inner,
+}
+
+/// `count` entries from `first` in the level below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Inner {
+    first: u32,
+    count: u32,
+}
+
+impl Inner {
+    fn of(level: &[Member], first: usize) -> Inner {
+        Inner { first: first as u32, count: (level.len() - first) as u32 }
+    }
+
+    fn range(&self) -> std::ops::Range<usize> {
+        self.first as usize..(self.first + self.count) as usize
+    }
 }
 
 /// One member of an object, read on demand: a record has about 60 fields and a sync types 18, so a field that
@@ -38,12 +57,32 @@ pub struct Member {
 pub struct Field<'a> {
     body: &'a str,
     member: Member,
+    /// The levels below the one the member is in (see `Reader::members_into`).
+    below: &'a [Vec<Member>],
 }
 
 impl<'a> Field<'a> {
-    /// `member` of the document `body` it was found in.
-    pub fn new(body: &'a str, member: Member) -> Field<'a> {
-        Field { body, member }
+    /// `member` of the document `body` it was found in; `below`, the levels under the member's.
+    pub fn new(body: &'a str, member: Member, below: &'a [Vec<Member>]) -> Field<'a> {
+        Field { body, member, below }
+    }
+
+    /// The members of the object this field holds, when it holds one and it was read that deep; an array's
+    /// elements likewise (with empty keys). `None` for anything else.
+    pub fn members(&self) -> Option<impl Iterator<Item = Field<'a>> + 'a> {
+        self.inner(b'{')
+    }
+
+    pub fn elements(&self) -> Option<impl Iterator<Item = Field<'a>> + 'a> {
+        self.inner(b'[')
+    }
+
+    fn inner(&self, open: u8) -> Option<impl Iterator<Item = Field<'a>> + 'a> {
+        let (level, below) = self.below.split_first()?;
+        (self.value().as_bytes().first() == Some(&open)).then(|| {
+            let body = self.body;
+            level[self.member.inner.range()].iter().map(move |&member| Field { body, member, below })
+        })
     }
 
     /// The key between its quotes, when it has no escapes (then it is the field's name).
@@ -121,25 +160,54 @@ impl<'a> Reader<'a> {
         self.jiter.current_index()
     }
 
-    /// Reads the members of the object that starts here (the `{` was peeked), handing each to `each`. On an
-    /// error, the key of the member being read, if it got that far.
-    pub fn members(&mut self, mut each: impl FnMut(Member)) -> Result<(), (JiterError, Option<Span>)> {
+    /// Reads the members of the object that starts here (the `{` was peeked) into `levels[0]`, and where a
+    /// member holds an object or an array, its members or elements into `levels[1]`, and so on while there
+    /// are levels (deeper values are passed whole). So a page is read once, lookups and tag lists included.
+    /// On an error, the key of the member being read, if it got that far.
+    pub fn members_into(&mut self, levels: &mut [Vec<Member>]) -> Result<(), (JiterError, Option<Span>)> {
         // A key is a slice of the text (its escapes kept), so its offset is where it lies in the text.
         let base = self.base;
         let key_of = |k: &[u8]| Span::new(k.as_ptr() as usize - base, k.as_ptr() as usize - base + k.len());
         let mut key = self.jiter.next_object_bytes().map_err(|e| (e, None))?.map(key_of);
         while let Some(key_span) = key {
             let peek = self.jiter.peek().map_err(|e| (e, Some(key_span)))?;
-            let start = self.index();
-            self.jiter.known_skip(peek).map_err(|e| (e, Some(key_span)))?;
-            each(Member { key: key_span, value: Span::new(start, self.index()) });
+            let (value, inner) = self.value(peek, &mut levels[1..]).map_err(|(e, _)| (e, Some(key_span)))?;
+            levels[0].push(Member { key: key_span, value, inner });
             key = self.jiter.next_key_bytes().map_err(|e| (e, None))?.map(key_of);
         }
         Ok(())
     }
 
-    pub fn members_into(&mut self, out: &mut Vec<Member>) -> Result<(), (JiterError, Option<Span>)> {
-        self.members(|m| out.push(m))
+    /// The elements of the array that starts here (the `[` was peeked), as `members_into` reads members.
+    fn elements_into(&mut self, levels: &mut [Vec<Member>]) -> Result<(), (JiterError, Option<Span>)> {
+        let mut step = self.jiter.known_array().map_err(|e| (e, None))?;
+        while let Some(peek) = step {
+            let (value, inner) = self.value(peek, &mut levels[1..])?;
+            levels[0].push(Member { key: Span::new(value.start as usize, value.start as usize), value, inner });
+            step = self.jiter.array_step().map_err(|e| (e, None))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the value that starts here (`peek` is its kind), into `levels` if it has members or elements and
+    /// there is a level for them.
+    fn value(&mut self, peek: Peek, levels: &mut [Vec<Member>]) -> Result<(Span, Inner), (JiterError, Option<Span>)> {
+        let start = self.index();
+        let inner = match (peek, levels.first().map(Vec::len)) {
+            (Peek::Object, Some(first)) => {
+                self.members_into(levels)?;
+                Inner::of(&levels[0], first)
+            }
+            (Peek::Array, Some(first)) => {
+                self.elements_into(levels)?;
+                Inner::of(&levels[0], first)
+            }
+            _ => {
+                self.jiter.known_skip(peek).map_err(|e| (e, None))?;
+                Inner::default()
+            }
+        };
+        Ok((Span::new(start, self.index()), inner))
     }
 }
 
@@ -149,35 +217,18 @@ pub fn validate(doc: &str) -> Result<(), String> {
     j.next_skip().and_then(|()| j.finish()).map_err(|e| describe(doc, &e))
 }
 
-/// Calls `f` with each member of the object `text`. False if `text` is not an object (or not JSON); `f` may
-/// have seen some members by then.
-pub fn each_member<'a>(text: &'a str, mut f: impl FnMut(Field<'a>)) -> bool {
+/// Calls `f` with each member of the object `text` (not read deeper). False if `text` is not an object (or not
+/// JSON); `f` may have seen none of its members by then.
+pub fn each_member<'a>(text: &'a str, f: impl FnMut(Field<'a>)) -> bool {
     let mut r = Reader::new(text);
-    matches!(r.jiter.peek(), Ok(Peek::Object))
-        && r.members(|m| f(Field::new(text, m))).is_ok()
-        && r.jiter.finish().is_ok()
-}
-
-/// Calls `f(element text)` for each element of the array `text`. False if `text` is not an array (or not
-/// JSON); `f` may have seen some elements by then.
-pub fn each_element<'a>(text: &'a str, mut f: impl FnMut(&'a str)) -> bool {
-    let mut j = Jiter::new(text.as_bytes());
-    let mut step = match j.next_array() {
-        Ok(s) => s,
-        Err(_) => return false,
-    };
-    while let Some(peek) = step {
-        let start = j.current_index();
-        if j.known_skip(peek).is_err() {
-            return false;
-        }
-        f(&text[start..j.current_index()]);
-        step = match j.array_step() {
-            Ok(s) => s,
-            Err(_) => return false,
-        };
+    let mut level = [Vec::new()];
+    let read =
+        matches!(r.jiter.peek(), Ok(Peek::Object)) && r.members_into(&mut level).is_ok() && r.jiter.finish().is_ok();
+    let [members] = level;
+    read && {
+        members.into_iter().map(|m| Field::new(text, m, &[])).for_each(f);
+        true
     }
-    j.finish().is_ok()
 }
 
 /// The text of a JSON string literal, borrowed when it has no escapes. `None` if `literal` is not a string
@@ -254,12 +305,33 @@ mod tests {
     }
 
     #[test]
-    fn elements_are_found_with_their_exact_text() {
-        let mut seen = Vec::new();
-        assert!(each_element(r#"[ 1 , "two", {"three":[3]} ]"#, |e| seen.push(e)));
-        assert_eq!(seen, ["1", "\"two\"", "{\"three\":[3]}"]);
-        assert!(!each_element("{}", |_| {}));
-        assert!(!each_element("[1,]", |_| {}));
+    fn members_and_elements_below_are_read_in_the_same_pass_as_deep_as_there_are_levels() {
+        let text = r#"{"a":{"id":"1","name":"x"},"t":[{"name":"p"} , "q",[1]],"d":{"e":{"f":1}},"n":2,"o":{}}"#;
+        let mut levels = [Vec::new(), Vec::new(), Vec::new()];
+        let mut r = Reader::new(text);
+        r.members_into(&mut levels).unwrap();
+        let top: Vec<Field> = levels[0].iter().map(|&m| Field::new(text, m, &levels[1..])).collect();
+        let shown = |f: Option<Box<dyn Iterator<Item = Field> + '_>>| {
+            f.map(|i| i.map(|f| format!("{}={}", f.name(), f.value())).collect::<Vec<_>>())
+        };
+        let members = |f: &Field<'_>| shown(f.members().map(|i| Box::new(i) as Box<dyn Iterator<Item = Field>>));
+        let elements = |f: &Field<'_>| shown(f.elements().map(|i| Box::new(i) as Box<dyn Iterator<Item = Field>>));
+        assert_eq!(members(&top[0]).unwrap(), ["id=\"1\"", "name=\"x\""]);
+        assert_eq!(elements(&top[0]), None, "an object has no elements");
+        assert_eq!(elements(&top[1]).unwrap(), ["={\"name\":\"p\"}", "=\"q\"", "=[1]"]);
+        let tag = top[1].elements().unwrap().next().unwrap();
+        assert_eq!(members(&tag).unwrap(), ["name=\"p\""], "an element's members are the third level");
+        let e = top[2].members().unwrap().next().unwrap();
+        assert_eq!(e.value(), "{\"f\":1}");
+        assert_eq!(members(&e).unwrap(), ["f=1"]);
+        let f = e.members().unwrap().next().unwrap();
+        assert_eq!(members(&f), None, "below the last level nothing is read");
+        assert_eq!((members(&top[3]), members(&top[4])), (None, Some(vec![])));
+        // The whole text was still checked: an error deep down is an error of the top-level member it is in.
+        let bad = r#"{"ok":1,"d":{"e":[{"f":[1,]}]}}"#;
+        let mut levels = [Vec::new(), Vec::new()];
+        let (_, key) = Reader::new(bad).members_into(&mut levels).unwrap_err();
+        assert_eq!(key.map(|k| k.of(bad)), Some("d"));
     }
 
     #[test]

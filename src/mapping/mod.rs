@@ -128,11 +128,13 @@ pub struct Mapper<'s, 'p> {
     stamp: &'s RunStamp,
     /// The key at each position of the last record, and its slot.
     keys: Vec<(&'p [u8], Option<usize>)>,
+    /// The fields of the record being mapped, by slot (kept to be reused).
+    wire: Vec<Option<Field<'p>>>,
 }
 
 impl<'s, 'p> Mapper<'s, 'p> {
     pub fn new(stamp: &'s RunStamp) -> Self {
-        Mapper { stamp, keys: Vec::new() }
+        Mapper { stamp, keys: Vec::new(), wire: Vec::new() }
     }
 
     /// Maps one record of a page. Never panics, whatever the input.
@@ -155,7 +157,9 @@ impl<'s, 'p> Mapper<'s, 'p> {
         }
         let cols = &stamp.columns;
         // The record's fields by slot. A repeated key is an error: which copy would be right?
-        let mut wire: Vec<Option<Field>> = vec![None; cols.fields];
+        let wire = &mut self.wire;
+        wire.clear();
+        wire.resize(cols.fields, None);
         for (i, f) in rec.fields().enumerate() {
             let key = f.key_bytes();
             let slot = match self.keys.get_mut(i) {
@@ -262,7 +266,7 @@ fn read_value<'a>(
                 // A lone string counts as a one-item list.
                 Value::TextList(text(field, Some(w))?.into_iter().filter(|s| !s.is_empty()).collect())
             }
-            Some(w) => Value::TextList(names(field, w.value())?),
+            Some(w) => Value::TextList(names(field, w)?),
         },
         Read::LookupId | Read::LookupName | Read::LookupEmail => {
             let l = match lookups.iter().position(|(s, _)| *s == slot) {
@@ -416,19 +420,22 @@ fn lookup_of<'a>(field: &str, raw: Option<Field<'a>>) -> Result<Lookup<'a>, Fiel
     let Some(raw) = present(raw) else { return Ok(Lookup::default()) };
     let mut l = Lookup::default();
     let mut repeated = false;
-    let object = json::each_member(raw.value(), |f| {
-        let slot = if f.is("id") {
-            &mut l.id
-        } else if f.is("name") {
-            &mut l.name
-        } else if f.is("email") {
-            &mut l.email
-        } else {
-            return;
-        };
-        repeated |= slot.replace(f).is_some();
+    // Its members were noted when the page was read.
+    let object = raw.members().map(|members| {
+        for f in members {
+            let slot = if f.is("id") {
+                &mut l.id
+            } else if f.is("name") {
+                &mut l.name
+            } else if f.is("email") {
+                &mut l.email
+            } else {
+                continue;
+            };
+            repeated |= slot.replace(f).is_some();
+        }
     });
-    if !object || repeated {
+    if object.is_none() || repeated {
         return Err(err(field, format!("expected an object with id and name, got {}", shown(raw.value()))));
     }
     Ok(l)
@@ -436,33 +443,34 @@ fn lookup_of<'a>(field: &str, raw: Option<Field<'a>>) -> Result<Lookup<'a>, Fiel
 
 /// A JSON list of strings or of objects with a `name` (tags, multi-select lookups), as the names; objects
 /// whose name is missing or null are left out.
-fn names(field: &str, raw: &str) -> Result<Vec<Text>, FieldError> {
+fn names(field: &str, raw: Field<'_>) -> Result<Vec<Text>, FieldError> {
     let mut out = Vec::new();
     let mut readable = true;
-    let list = json::each_element(raw, |item| {
-        if item.starts_with('{') {
-            let (mut name, mut seen) = (None, 0);
-            readable &= json::each_member(item, |f| {
-                if f.is("name") {
+    // Its elements, and each element's members, were noted when the page was read.
+    let list = raw.elements().map(|items| {
+        for item in items {
+            if let Some(members) = item.members() {
+                let (mut name, mut seen) = (None, 0);
+                for f in members.filter(|f| f.is("name")) {
                     name = Some(f);
                     seen += 1;
                 }
-            });
-            readable &= seen <= 1;
-            match present(name).map(|n| text_of(field, n)) {
-                Some(Ok(n)) => out.push(Text::from(n)),
-                Some(Err(_)) => readable = false,
-                None => {}
-            }
-        } else {
-            match json::string(item) {
-                Some(n) => out.push(Text::from(n)),
-                None => readable = false,
+                readable &= seen <= 1;
+                match present(name).map(|n| text_of(field, n)) {
+                    Some(Ok(n)) => out.push(Text::from(n)),
+                    Some(Err(_)) => readable = false,
+                    None => {}
+                }
+            } else {
+                match json::string(item.value()) {
+                    Some(n) => out.push(Text::from(n)),
+                    None => readable = false,
+                }
             }
         }
     });
-    if !list || !readable {
-        return Err(err(field, format!("expected a list of strings or named objects, got {}", shown(raw))));
+    if list.is_none() || !readable {
+        return Err(err(field, format!("expected a list of strings or named objects, got {}", shown(raw.value()))));
     }
     Ok(out)
 }

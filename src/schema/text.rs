@@ -126,12 +126,70 @@ pub fn date_text(d: NaiveDate) -> Short {
     Short::display(d.format("%Y-%m-%d"))
 }
 
-/// A decimal in its shortest exact form (normalized: no trailing zeros after the point).
+/// A decimal in its shortest exact form (normalized: no trailing zeros after the point), as rust_decimal's
+/// `Display` writes it. Written from the digits of its mantissa and its scale: through `Display` (a formatter,
+/// padding, a second buffer) a decimal took about 740 instructions, and every row has three.
 pub fn decimal_text(d: &Decimal) -> Short {
-    Short::display(d.normalize())
+    let d = d.normalize();
+    let mut s = Short::new();
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(d.mantissa().unsigned_abs()).as_bytes();
+    let scale = d.scale() as usize;
+    if d.is_sign_negative() && !d.is_zero() {
+        s.push(b"-").expect("fits");
+    }
+    if digits.len() > scale {
+        let (whole, fraction) = digits.split_at(digits.len() - scale);
+        s.push(whole).expect("fits");
+        if scale > 0 {
+            s.push(b".").expect("fits");
+            s.push(fraction).expect("fits");
+        }
+    } else {
+        s.push(b"0.").expect("fits");
+        for _ in digits.len()..scale {
+            s.push(b"0").expect("fits");
+        }
+        s.push(digits).expect("fits");
+    }
+    s
 }
 
 /// Sorts numeric ids by value (shorter first), others as text, so that a warehouse's and Zoho's lists sort alike.
 pub fn sort_ids(ids: &mut [String]) {
     ids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn a_decimal_is_written_as_rust_decimal_displays_it(
+            lo: u32, mid: u32, hi: u32, negative: bool, scale in 0u32..=28
+        ) {
+            let d = Decimal::from_parts(lo, mid, hi, negative, scale);
+            let ours = decimal_text(&d);
+            proptest::prop_assert_eq!(ours.as_str(), d.normalize().to_string());
+        }
+    }
+
+    #[test]
+    fn decimals_of_every_shape_are_written_shortest_and_exact() {
+        for (text, want) in [
+            ("0", "0"),
+            ("-0.000", "0"),
+            ("12345678901.25", "12345678901.25"),
+            ("52000.00", "52000"),
+            ("-0.0025", "-0.0025"),
+            ("0.1", "0.1"),
+            ("-7", "-7"),
+            ("79228162514264337593543950335", "79228162514264337593543950335"),
+            ("-0.0000000000000000000000000001", "-0.0000000000000000000000000001"),
+        ] {
+            let d: Decimal = text.parse().unwrap();
+            assert_eq!(decimal_text(&d).as_str(), want, "{text}");
+        }
+    }
 }

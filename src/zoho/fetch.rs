@@ -484,9 +484,9 @@ fn have_field(record: &str, name: &str) -> bool {
 /// The modification time of a page's last record and how many records come before that second, provided
 /// every record is within `w` in ascending `Modified_Time` order (ties in any order).
 fn ascending_last_time(page: &Page, w: &Window) -> Option<(DateTime<FixedOffset>, usize)> {
-    let (mut prev, mut before) = (w.start, 0);
+    let (mut prev, mut before, mut at) = (w.start, 0, 0);
     for (i, r) in page.records().enumerate() {
-        let t = modified_time(&r)?;
+        let t = modified_time(&r, &mut at)?;
         if t < prev || t >= w.end {
             return None;
         }
@@ -498,9 +498,9 @@ fn ascending_last_time(page: &Page, w: &Window) -> Option<(DateTime<FixedOffset>
     (!page.is_empty()).then_some((prev, before))
 }
 
-/// A record's `Modified_Time`, when it has a readable one.
-fn modified_time(r: &Record) -> Option<DateTime<FixedOffset>> {
-    DateTime::parse_from_rfc3339(&crate::json::string(r.get("Modified_Time")?)?).ok()
+/// A record's `Modified_Time`, when it has a readable one (looked for first at position `at`).
+fn modified_time(r: &Record, at: &mut usize) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(&crate::json::string(r.get_at("Modified_Time", at)?)?).ok()
 }
 
 pub(crate) fn record_id(r: &Record) -> Option<String> {

@@ -11,6 +11,10 @@ use serde::Deserialize;
 
 use crate::json::{self, Field, Member, Reader, Span};
 
+/// Levels of a record's members the page's one reading notes: its fields, what they hold (a lookup's members, a
+/// tag list's elements), and what those hold (each tag's members).
+const LEVELS: usize = 3;
+
 /// Levels of nesting the parser follows (jiter's limit); a record nested deeper is quarantined.
 pub const MAX_DEPTH: usize = 200;
 
@@ -19,7 +23,8 @@ pub const MAX_DEPTH: usize = 200;
 pub struct Page {
     body: String,
     records: Vec<Spans>,
-    members: Vec<Member>,
+    /// The records' members by level (`LEVELS`); `levels[0]` holds each record's fields.
+    levels: [Vec<Member>; LEVELS],
     /// Records that could not be read, by index, with the reason.
     unreadable: Vec<(usize, String)>,
     pub more_records: bool,
@@ -31,7 +36,7 @@ pub struct Page {
 #[derive(Debug, Clone, Copy)]
 struct Spans {
     text: Span,
-    /// Its top-level members, `members[first..first + count]`; none unless it is an object.
+    /// Its top-level members, `levels[0][first..first + count]`; none unless it is an object.
     first: u32,
     count: u32,
     object: bool,
@@ -43,6 +48,7 @@ pub struct Record<'a> {
     body: &'a str,
     spans: Spans,
     members: &'a [Member],
+    below: &'a [Vec<Member>],
     unreadable: Option<&'a str>,
 }
 
@@ -63,13 +69,35 @@ impl<'a> Record<'a> {
 
     /// The record's top-level fields in the order received (repeated keys included).
     pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + 'a {
-        let body = self.body;
-        self.members.iter().map(move |&member| Field::new(body, member))
+        let (body, below) = (self.body, self.below);
+        self.members.iter().map(move |&member| Field::new(body, member, below))
     }
 
     /// The JSON text of the first field called `name`.
     pub fn get(&self, name: &str) -> Option<&'a str> {
         self.fields().find(|f| f.is(name)).map(|f| f.value())
+    }
+
+    /// The JSON text of the first field called `name`, looked for first at position `*at`, where the record
+    /// before had it (Zoho writes an answer's records with the same keys in the same order); `*at` is updated.
+    pub fn get_at(&self, name: &str, at: &mut usize) -> Option<&'a str> {
+        if let Some(m) = self.members.get(*at) {
+            let f = Field::new(self.body, *m, self.below);
+            // The first field of that name, unless an earlier one has it too (a repeated key). A key of that name
+            // is as long as the name (or longer, with escapes) and starts as it does (or with an escape), so most
+            // keys are passed on their first byte.
+            let same = |m: &Member| {
+                let key = Field::new(self.body, *m, self.below);
+                let first = key.key_bytes().first().copied();
+                (first == name.as_bytes().first().copied() || first == Some(b'\\')) && key.is(name)
+            };
+            if f.is(name) && !self.members[..*at].iter().any(same) {
+                return Some(f.value());
+            }
+        }
+        let i = self.fields().position(|f| f.is(name))?;
+        *at = i;
+        Some(Field::new(self.body, self.members[i], self.below).value())
     }
 
     /// The record's id, also when its fields could not be read (serde_json finds it at any depth).
@@ -134,7 +162,11 @@ impl Page {
         // Sized for Zoho's records (about 35 bytes a field, 2 KB a deal) so that neither grows while reading.
         let mut page = Page {
             records: Vec::with_capacity(body.len() / 1024 + 1),
-            members: Vec::with_capacity(body.len() / 32 + 1),
+            levels: [
+                Vec::with_capacity(body.len() / 32 + 1),
+                Vec::with_capacity(body.len() / 128 + 1),
+                Vec::with_capacity(body.len() / 256 + 1),
+            ],
             unreadable: Vec::new(),
             more_records: false,
             sort_by: None,
@@ -178,14 +210,14 @@ impl Page {
                         let mut step = r.jiter.known_array()?;
                         while let Some(peek) = step {
                             let start = r.index();
-                            let first = self.members.len();
+                            let first = self.levels[0].len();
                             let object = peek == Peek::Object;
                             if object {
-                                r.members_into(&mut self.members).map_err(|(e, _)| e)?;
+                                r.members_into(&mut self.levels).map_err(|(e, _)| e)?;
                             } else {
                                 r.jiter.known_skip(peek)?;
                             }
-                            let count = (self.members.len() - first) as u32;
+                            let count = (self.levels[0].len() - first) as u32;
                             self.records.push(Spans {
                                 text: Span::new(start, r.index()),
                                 first: first as u32,
@@ -225,19 +257,20 @@ impl Page {
             info: Option<&'a RawValue>,
         }
         self.records.clear();
-        self.members.clear();
+        self.levels.iter_mut().for_each(Vec::clear);
         let split: Split = serde_json::from_str(body).map_err(|e| format!("not valid JSON ({e})"))?;
         let offset = |text: &str| text.as_ptr() as usize - body.as_ptr() as usize;
         let Some(data) = split.data else { return Ok(None) };
         for (i, raw) in data.into_iter().enumerate() {
             let text = raw.get();
             let start = offset(text);
-            let first = self.members.len();
+            let lens = self.levels.each_ref().map(Vec::len);
+            let first = lens[0];
             let mut r = Reader::new(text);
             let object = text.starts_with('{');
             if object {
-                if let Err((e, key)) = r.members_into(&mut self.members) {
-                    self.members.truncate(first);
+                if let Err((e, key)) = r.members_into(&mut self.levels) {
+                    self.levels.iter_mut().zip(lens).for_each(|(l, len)| l.truncate(len));
                     let at = jiter::LinePosition::find(text.as_bytes(), e.index);
                     let field = key.map(|k| format!("`{}`: ", k.of(text))).unwrap_or_default();
                     let why = if e.error_type == JiterErrorType::JsonError(JsonErrorType::RecursionLimitExceeded) {
@@ -247,12 +280,15 @@ impl Page {
                     };
                     self.unreadable.push((i, why));
                 }
-                for m in &mut self.members[first..] {
-                    m.key = Span::new(m.key.start as usize + start, m.key.end as usize + start);
-                    m.value = Span::new(m.value.start as usize + start, m.value.end as usize + start);
+                // Positions in the record's text, made positions in the page's.
+                for (level, len) in self.levels.iter_mut().zip(lens) {
+                    for m in &mut level[len..] {
+                        m.key = Span::new(m.key.start as usize + start, m.key.end as usize + start);
+                        m.value = Span::new(m.value.start as usize + start, m.value.end as usize + start);
+                    }
                 }
             }
-            let count = (self.members.len() - first) as u32;
+            let count = (self.levels[0].len() - first) as u32;
             self.records.push(Spans { text: Span::new(start, start + text.len()), first: first as u32, count, object });
         }
         Ok(Some(split.info.map(|i| Span::new(offset(i.get()), offset(i.get()) + i.get().len()))))
@@ -281,9 +317,9 @@ impl Page {
 
     pub fn get(&self, i: usize) -> Option<Record<'_>> {
         let spans = *self.records.get(i)?;
-        let members = &self.members[spans.first as usize..(spans.first + spans.count) as usize];
+        let members = &self.levels[0][spans.first as usize..(spans.first + spans.count) as usize];
         let unreadable = self.unreadable.iter().find(|(k, _)| *k == i).map(|(_, why)| why.as_str());
-        Some(Record { body: &self.body, spans, members, unreadable })
+        Some(Record { body: &self.body, spans, members, below: &self.levels[1..], unreadable })
     }
 
     pub fn last(&self) -> Option<Record<'_>> {
@@ -371,6 +407,35 @@ mod tests {
             refused(r#"{"data":[{"id":"1","Deal_Name":"cut sh"#).starts_with("not valid JSON (EOF while parsing"),
             "a page cut short fails whole"
         );
+    }
+
+    #[test]
+    fn a_field_looked_for_where_the_last_record_had_it_is_still_the_first_of_its_name() {
+        let page = Page::of_records(
+            [
+                r#"{"id":"1","T":"a"}"#,
+                r#"{"id":"2","T":"b"}"#,
+                r#"{"T":"c","id":"3"}"#,
+                r#"{"id":"4","T":"d","T":"e"}"#,
+                r#"{"id":"5","\u0054":"f","T":"g"}"#,
+                r#"{"id":"6","TT":"h","T":"i"}"#,
+                r#"{"id":"7"}"#,
+            ],
+            false,
+        )
+        .unwrap();
+        let mut at = 0;
+        let seen: Vec<_> = page.records().map(|r| r.get_at("T", &mut at)).collect();
+        assert_eq!(
+            seen,
+            [Some("\"a\""), Some("\"b\""), Some("\"c\""), Some("\"d\""), Some("\"f\""), Some("\"i\""), None]
+        );
+        for r in page.records() {
+            for start in 0..4 {
+                let mut at = start;
+                assert_eq!(r.get_at("T", &mut at), r.get("T"), "{}", r.text());
+            }
+        }
     }
 
     #[test]
