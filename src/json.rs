@@ -89,7 +89,7 @@ impl<'a> Field<'a> {
     #[inline]
     pub fn plain_key(&self) -> Option<&'a [u8]> {
         let key = self.member.key.of(self.body).as_bytes();
-        (!key.contains(&b'\\')).then_some(key)
+        (!has_escape(key)).then_some(key)
     }
 
     /// The key between its quotes, as written (escapes kept). A name without backslashes (every standard
@@ -136,8 +136,16 @@ impl<'a> Field<'a> {
     #[inline]
     pub fn plain_string(&self) -> Option<&'a str> {
         let inner = self.value().strip_prefix('"')?.strip_suffix('"')?;
-        (!inner.as_bytes().contains(&b'\\')).then_some(inner)
+        (!has_escape(inner.as_bytes())).then_some(inner)
     }
+}
+
+/// The text (a string's or a key's, between the quotes) holds an escape. Most are short: the whole text is
+/// looked at without a short cut, which the compiler turns into a few wide compares, instead of a call to `memchr`
+/// per string.
+#[inline]
+pub fn has_escape(text: &[u8]) -> bool {
+    text.iter().fold(false, |seen, &b| seen | (b == b'\\'))
 }
 
 /// Why a text is not JSON, and where: jiter's words and position.
@@ -235,7 +243,7 @@ pub fn each_member<'a>(text: &'a str, f: impl FnMut(Field<'a>)) -> bool {
 /// or holds an escape Rust cannot represent (a lone surrogate).
 pub fn string(literal: &str) -> Option<Cow<'_, str>> {
     let inner = literal.strip_prefix('"')?.strip_suffix('"')?;
-    if !inner.as_bytes().contains(&b'\\') {
+    if !has_escape(inner.as_bytes()) {
         return Some(Cow::Borrowed(inner));
     }
     serde_json::from_str::<String>(literal).ok().map(Cow::Owned)
