@@ -1,9 +1,9 @@
 //! One page of records (search, COQL, deleted records, records by id), checked once and kept as received.
 //!
 //! The answer's text is kept whole. Reading it (jiter, through `crate::json`) checks it is JSON and notes
-//! where each record lies and where each record's top-level fields lie, so a record is copied into `raw`
-//! straight from the text and its fields are read from their spans: nothing is parsed twice and no record is
-//! copied before mapping. A record nested deeper than the parser follows does not fail its page: the page is
+//! where each record lies, where each record's top-level fields lie, and two levels below them (a lookup's
+//! members, a tag list's elements and their members), so a record is copied into `raw` straight from the text
+//! and its fields are read from their spans: nothing is parsed twice and no record is copied before mapping. A record nested deeper than the parser follows does not fail its page: the page is
 //! split by serde_json (which passes any depth) and that record alone is marked unreadable, to be quarantined.
 
 use jiter::{JiterError, JiterErrorType, JsonErrorType, Peek};
