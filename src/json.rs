@@ -225,8 +225,8 @@ pub fn validate(doc: &str) -> Result<(), String> {
     j.next_skip().and_then(|()| j.finish()).map_err(|e| describe(doc, &e))
 }
 
-/// Calls `f` with each member of the object `text` (not read deeper). False if `text` is not an object (or not
-/// JSON); `f` may have seen none of its members by then.
+/// Calls `f` with each member of the object `text` (not read deeper), once the whole text is read. False, and
+/// `f` not called, if `text` is not an object (or not JSON).
 pub fn each_member<'a>(text: &'a str, f: impl FnMut(Field<'a>)) -> bool {
     let mut r = Reader::new(text);
     let mut level = [Vec::new()];

@@ -674,8 +674,12 @@ mod tests {
         let deep = GOOD
             .replace("\"Contract_Value\":52000.0", &format!("\"Custom\":{}1{}", "[".repeat(2000), "]".repeat(2000)));
         let page = Page::of_records([GOOD, deep.as_str(), GOOD], false).unwrap();
-        let mapped: Vec<Mapped> = page.records().map(|r| map_record(&r, &stamp())).collect();
+        let st = stamp();
+        let mapped: Vec<Mapped> = page.records().map(|r| map_record(&r, &st)).collect();
         assert!(matches!(mapped[0], Mapped::Row(_)) && matches!(mapped[2], Mapped::Row(_)), "{mapped:?}");
+        // Such a page is read record by record; the neighbours' lookups and tags are still found where they lie.
+        let alone = format!("{:?}", map_json(GOOD, &st));
+        assert_eq!((format!("{:?}", mapped[0]), format!("{:?}", mapped[2])), (alone.clone(), alone));
         let Mapped::Quarantined(q) = &mapped[1] else { panic!("{:?}", mapped[1]) };
         assert!(q.reason.starts_with("record: `Custom`: nested more than 200 levels deep"), "{}", q.reason);
         assert_eq!(q.deal_id.as_deref(), Some("4876876000001034017"), "the id is read at any depth");
