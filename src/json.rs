@@ -289,6 +289,69 @@ impl serde::Serialize for Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// `field` holds `want`, and what lies below it was noted as deep as `levels` go, no deeper.
+    fn check(field: Field<'_>, want: &Value, levels: usize) -> Result<(), TestCaseError> {
+        prop_assert_eq!(&serde_json::from_str::<Value>(field.value()).unwrap(), want);
+        let (members, elements) =
+            (field.members().map(Iterator::collect::<Vec<_>>), field.elements().map(Iterator::collect::<Vec<_>>));
+        match want {
+            Value::Object(m) if levels > 0 => {
+                let members = members.expect("an object's members are noted");
+                prop_assert_eq!(members.len(), m.len());
+                for (f, (k, v)) in members.into_iter().zip(m) {
+                    prop_assert_eq!(&*f.name(), k.as_str());
+                    check(f, v, levels - 1)?;
+                }
+            }
+            Value::Array(a) if levels > 0 => {
+                let elements = elements.expect("an array's elements are noted");
+                prop_assert_eq!(elements.len(), a.len());
+                for (f, v) in elements.into_iter().zip(a) {
+                    check(f, v, levels - 1)?;
+                }
+            }
+            _ => prop_assert!(members.is_none() && elements.is_none(), "nothing noted for {want}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn what_a_reading_notes_below_each_member_is_what_serde_json_reads_there(
+            m in prop::collection::btree_map(".{0,6}", arb_json(), 0..6),
+            pretty: bool,
+        ) {
+            let want = Value::Object(m.into_iter().collect());
+            let text = if pretty { serde_json::to_string_pretty(&want) } else { serde_json::to_string(&want) }.unwrap();
+            let mut levels = [Vec::new(), Vec::new(), Vec::new()];
+            Reader::new(&text).members_into(&mut levels).unwrap();
+            let top: Vec<Field> = levels[0].iter().map(|&m| Field::new(&text, m, &levels[1..])).collect();
+            let Value::Object(m) = &want else { unreachable!() };
+            prop_assert_eq!(top.len(), m.len());
+            for (f, (k, v)) in top.into_iter().zip(m) {
+                prop_assert_eq!(&*f.name(), k.as_str());
+                check(f, v, 2)?;
+            }
+        }
+    }
 
     fn members(text: &str) -> Option<Vec<(String, &str, Option<&str>)>> {
         let mut out = Vec::new();
