@@ -3,8 +3,9 @@
 //! The answer's text is kept whole. Reading it (jiter, through `crate::json`) checks it is JSON and notes
 //! where each record lies, where each record's top-level fields lie, and two levels below them (a lookup's
 //! members, a tag list's elements and their members), so a record is copied into `raw` straight from the text
-//! and its fields are read from their spans: nothing is parsed twice and no record is copied before mapping. A record nested deeper than the parser follows does not fail its page: the page is
-//! split by serde_json (which passes any depth) and that record alone is marked unreadable, to be quarantined.
+//! and its fields are read from their spans: nothing is parsed twice and no record is copied before mapping.
+//! A record nested deeper than the parser follows does not fail its page: the page is split by serde_json
+//! (which passes any depth) and that record alone is marked unreadable, to be quarantined.
 
 use jiter::{JiterError, JiterErrorType, JsonErrorType, Peek};
 use serde::Deserialize;
@@ -159,12 +160,14 @@ impl Page {
     pub fn parse(mut body: String) -> Result<Page, String> {
         // Kept until the page is mapped: without the slack the answer was read into.
         body.shrink_to_fit();
-        // Sized for Zoho's records (about 35 bytes a field, 2 KB a deal) so that neither grows while reading.
+        // Sized for Zoho's records so that none grows while reading: a deal is about 2 KB with 60 fields (35 bytes
+        // a field), about 25 members and elements one level below (eight small objects and the tag list: 90 bytes
+        // each) and a few tags' members two levels below.
         let mut page = Page {
             records: Vec::with_capacity(body.len() / 1024 + 1),
             levels: [
                 Vec::with_capacity(body.len() / 32 + 1),
-                Vec::with_capacity(body.len() / 128 + 1),
+                Vec::with_capacity(body.len() / 64 + 1),
                 Vec::with_capacity(body.len() / 256 + 1),
             ],
             unreadable: Vec::new(),
