@@ -198,7 +198,9 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads the value that starts here (`peek` is its kind), into `levels` if it has members or elements and
-    /// there is a level for them.
+    /// there is a level for them. Inlined into the loops over members and elements: most values are strings,
+    /// numbers and the like, which then cost no call returning this larger result.
+    #[inline(always)]
     fn value(&mut self, peek: Peek, levels: &mut [Vec<Member>]) -> Result<(Span, Inner), (JiterError, Option<Span>)> {
         let start = self.index();
         let inner = match (peek, levels.first().map(Vec::len)) {
