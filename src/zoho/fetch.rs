@@ -238,7 +238,13 @@ impl<'a, P> Fetcher<'a, P> {
             match running.next().await {
                 None => break,
                 Some(Err(e)) => return Err(e),
-                Some(Ok(Step::More(tasks))) => queue.extend(tasks),
+                // A task's follow-ups go first: slices already begun are read on before new ones start, so
+                // that rows arrive near the order of the window (a sink's indexes then touch few pages at once).
+                Some(Ok(Step::More(tasks))) => {
+                    for task in tasks.into_iter().rev() {
+                        queue.push_front(task);
+                    }
+                }
                 Some(Ok(Step::Stop)) => {
                     stopped = true;
                     break;

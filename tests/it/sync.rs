@@ -52,6 +52,30 @@ async fn the_demo_writes_exactly_the_simulators_closed_won_deals_and_a_rerun_add
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_at_a_time_writes_the_window_in_modification_order_reading_each_slice_to_its_end_first() {
+    // The window is cut into several slices of several pages each. Reading a begun slice on before starting the
+    // next keeps rows near the window's order, which is what keeps SQLite's index pages in its cache; at one
+    // request in flight the order is exact.
+    let sim = simulator(sim_config(20_000)).await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-10", "--to", "2026-10-20", "--sink", "sqlite:deals.db"])
+        .against(&sim)
+        .env("ZOHO_MAX_CONCURRENCY", "1")
+        .run()
+        .await;
+    out.assert_code(0);
+    let db = out.dir.path().join("deals.db");
+    let rows = query_i64(&db, "SELECT count(*) FROM closed_won_deals");
+    assert!(rows > 1500, "4 slices of more than two pages each (found {rows} rows)");
+    assert!(out.count("pages") >= 8, "several pages a slice (found {})", out.count("pages"));
+    let backwards = query_i64(
+        &db,
+        "SELECT count(*) FROM (SELECT julianday(modified_time) - lag(julianday(modified_time)) OVER (ORDER BY rowid) AS d
+         FROM closed_won_deals) WHERE d < 0",
+    );
+    assert_eq!(backwards, 0, "rows written after a later one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerunning_a_backfill_never_duplicates_or_changes_rows() {
     let sim = simulator(sim_config(3000)).await;
     let args = ["sync", "--from", "2026-10-10", "--to", "2026-10-20", "--sink", "sqlite:deals.db"];
