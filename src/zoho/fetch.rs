@@ -21,7 +21,8 @@
 //! What search still misses (a lagging index, an edit between the count and a slice) is found by the run's
 //! completeness check, which compares the deals fetched with the count and reads the missing ones by id
 //! (`fetch_ids`). Every task is one request (a listing is a sequence of them), at most the client's
-//! concurrency at once.
+//! concurrency at once; a begun slice's next page goes before a new slice's first, so that rows reach the sink
+//! near the window's order.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
