@@ -65,7 +65,7 @@ async fn one_request_at_a_time_writes_the_window_in_modification_order_reading_e
     out.assert_code(0);
     let db = out.dir.path().join("deals.db");
     let rows = query_i64(&db, "SELECT count(*) FROM closed_won_deals");
-    assert!(rows > 1500, "4 slices of more than two pages each (found {rows} rows)");
+    assert!(rows > 1500, "4 slices of two pages or more each (found {rows} rows)");
     assert!(out.count("pages") >= 8, "several pages a slice (found {})", out.count("pages"));
     let backwards = query_i64(
         &db,
