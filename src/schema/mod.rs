@@ -152,13 +152,19 @@ impl Column {
         }
     }
 
-    /// The column's SQLite definition after its name.
+    /// The column's SQLite definition after its name, in the target table (where `deal_id` is the key).
     pub fn sqlite_definition(&self) -> String {
+        self.sqlite_definition_in(self.name == KEY)
+    }
+
+    /// The column's SQLite definition after its name, as the primary key of its table or not (the quarantine
+    /// has a `deal_id` column too, and keeps one row per deal and run).
+    pub fn sqlite_definition_in(&self, primary_key: bool) -> String {
         let mut d = self.ty.sqlite().to_string();
         if self.required || self.default.is_some() {
             d.push_str(" NOT NULL");
         }
-        if self.name == KEY {
+        if primary_key {
             d.push_str(" PRIMARY KEY");
         }
         if let Some(v) = self.default {

@@ -338,29 +338,42 @@ fn compatibility(c: &Connection, columns: &[Column]) -> rusqlite::Result<Result<
     Ok(Ok(to_add))
 }
 
-/// The DDL of a table of `columns`.
-fn table_sql(table: &str, columns: &[Column]) -> String {
-    let cols: Vec<String> = columns.iter().map(|c| format!("    {} {}", c.name, c.sqlite_definition())).collect();
+/// The DDL of a table of `columns` whose primary key is the column `key` (none for the quarantine).
+fn table_sql(table: &str, columns: &[Column], key: Option<&str>) -> String {
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|c| format!("    {} {}", c.name, c.sqlite_definition_in(Some(c.name.as_ref()) == key)))
+        .collect();
     format!("CREATE TABLE IF NOT EXISTS {table} (\n{}\n)", cols.join(",\n"))
 }
 
 /// The DDL of the target table, derived from the column table.
 pub fn create_table_sql(columns: &[Column]) -> String {
-    table_sql(TABLE, columns)
+    table_sql(TABLE, columns, Some(crate::schema::KEY))
 }
 
 /// The ledger and the quarantine (from their column tables), and the indexes.
 fn ledger_sql() -> String {
-    let ledger = table_sql(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen(
-        "run_id TEXT NOT NULL",
-        "run_id TEXT NOT NULL PRIMARY KEY",
-        1,
-    );
-    format!("{ledger};\n{};\n{INDEXES}", table_sql(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE)))
+    let ledger = table_sql(RUNS_TABLE, &crate::schema::columns_of(&LEDGER), Some("run_id"));
+    let quarantine = table_sql(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE), None);
+    format!("{ledger};\n{quarantine};\n{INDEXES}")
 }
 
+/// Until 0.1 the quarantine's `deal_id` was its primary key (a copy of the target's), so a deal quarantined by one
+/// run could never be quarantined again and every later run over it failed. The table is rebuilt without it.
+const QUARANTINE_REKEY: &str = "
+ALTER TABLE _dealsync_quarantine RENAME TO _dealsync_quarantine_old;
+DROP INDEX IF EXISTS _dealsync_quarantine_deal;
+";
+
+/// One row per deal and run: a record quarantined again in the same run replaces its row, and every run that
+/// meets it adds its own (records without an id are all kept: SQLite's unique indexes let NULLs repeat).
+const QUARANTINE_UPSERT: &str = " ON CONFLICT(deal_id, run_id) DO UPDATE SET reason = excluded.reason, \
+     raw = excluded.raw, quarantined_at = excluded.quarantined_at";
+
 const INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS _dealsync_quarantine_deal ON _dealsync_quarantine (deal_id);
+DROP INDEX IF EXISTS _dealsync_quarantine_deal;
+CREATE UNIQUE INDEX IF NOT EXISTS _dealsync_quarantine_deal_run ON _dealsync_quarantine (deal_id, run_id);
 -- Covering indexes for reconciliation's window counts (no table page is read).
 DROP INDEX IF EXISTS closed_won_deals_modified_time;
 CREATE INDEX IF NOT EXISTS closed_won_deals_window ON closed_won_deals (modified_time, is_closed_won, is_deleted);
@@ -529,8 +542,26 @@ impl Sink for SqliteSink {
                 tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {} {}", col.name, col.sqlite_definition()))?;
                 tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
             }
+            let rekey: bool = tx.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'deal_id' AND pk > 0",
+                [QUARANTINE_TABLE],
+                |r| r.get(0),
+            )?;
+            if rekey {
+                tx.execute_batch(QUARANTINE_REKEY)?;
+            }
             // After the columns: its indexes cover some of them.
             tx.execute_batch(&ledger_sql())?;
+            if rekey {
+                let names: Vec<String> =
+                    crate::schema::columns_of(&QUARANTINE).iter().map(|c| c.name.to_string()).collect();
+                let names = names.join(", ");
+                tx.execute_batch(&format!(
+                    "INSERT INTO {QUARANTINE_TABLE} ({names}) SELECT {names} FROM _dealsync_quarantine_old; \
+                     DROP TABLE _dealsync_quarantine_old;"
+                ))?;
+                tracing::info!(event = "quarantine_rekeyed", "the quarantine now keeps one row per deal and run");
+            }
             tx.commit()?;
             let page_size: u32 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             if page_size != PAGE_SIZE {
@@ -581,8 +612,8 @@ impl Sink for SqliteSink {
         self.with_conn("writing quarantined records", move |c| {
             begin_if_needed(c)?;
             {
-                let mut stmt =
-                    c.prepare_cached(&insert_into(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE)))?;
+                let sql = insert_into(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE)) + QUARANTINE_UPSERT;
+                let mut stmt = c.prepare_cached(&sql)?;
                 let mut scratch = Vec::new();
                 for q in &items {
                     bind_values(&mut stmt, &q.values(), &mut scratch)?;

@@ -389,6 +389,61 @@ async fn unmappable_records_are_quarantined_with_their_reason_and_the_run_exits_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_record_read_again_by_later_runs_is_quarantined_again_and_blocks_nothing() {
+    let sim = simulator(SimConfig { broken: 3, ..sim_config(3000) }).await;
+    let w = window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z");
+    let args = ["sync", "--from", "2026-10-01", "--to", "2026-11-01"];
+    let first = Dealsync::new(&args).against(&sim).run().await;
+    first.assert_code(3);
+    let second = Dealsync::new(&args).against(&sim).reuse(first.dir).run().await;
+    second.assert_code(3);
+    let third = Dealsync::new(&args).against(&sim).reuse(second.dir).run().await;
+    third.assert_code(3);
+    let db = third.db();
+    assert_eq!(warehouse_ids(&db), expected_ids(&sim, &w), "every good deal is written by every run");
+    assert_eq!(third.count("quarantined"), 3);
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM _dealsync_quarantine"),
+        9,
+        "one row per quarantined record and run"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM (SELECT deal_id, run_id FROM _dealsync_quarantine GROUP BY 1, 2)"),
+        9
+    );
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_runs WHERE exit_code = 3"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_keyed_by_deal_from_an_older_dealsync_is_rebuilt_and_keeps_its_rows() {
+    let sim = simulator(SimConfig { broken: 3, ..sim_config(3000) }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("dealsync.db")).unwrap();
+    // The quarantine as dealsync created it before: deal_id its primary key.
+    conn.execute_batch(
+        "CREATE TABLE _dealsync_quarantine (run_id TEXT NOT NULL, deal_id TEXT PRIMARY KEY, reason TEXT NOT NULL, \
+         raw TEXT NOT NULL, quarantined_at TEXT NOT NULL);
+         CREATE INDEX _dealsync_quarantine_deal ON _dealsync_quarantine (deal_id);
+         INSERT INTO _dealsync_quarantine VALUES ('old', '1', 'Amount: not a number', '{}', '2026-09-01T00:00:00Z');",
+    )
+    .unwrap();
+    drop(conn);
+    let args = ["sync", "--from", "2026-10-01", "--to", "2026-11-01"];
+    let first = Dealsync::new(&args).against(&sim).reuse(dir).run().await;
+    first.assert_code(3);
+    let second = Dealsync::new(&args).against(&sim).reuse(first.dir).run().await;
+    second.assert_code(3);
+    let db = second.db();
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_quarantine WHERE run_id = 'old'"), 1);
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_quarantine"), 7);
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM pragma_table_info('_dealsync_quarantine') WHERE pk > 0"),
+        0,
+        "the quarantine has no primary key any more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_starts_the_next_default_window_and_backfills_do_not_move_it() {
     let sim = simulator(SimConfig::demo(2000, 5)).await;
     let first = Dealsync::new(&["sync"]).against(&sim).run().await;
