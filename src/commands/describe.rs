@@ -33,8 +33,7 @@ pub fn schema(args: &SchemaArgs, columns: &[Column]) -> String {
         SchemaFormat::Json => serde_json::to_string_pretty(columns).expect("columns serialize") + "\n",
         SchemaFormat::Sqlite => sink::sqlite::create_table_sql(columns) + ";\n",
         SchemaFormat::Bigquery => {
-            let fields =
-                serde_json::to_string_pretty(&sink::bigquery::sql::target_fields(columns)).expect("fields serialize");
+            let fields = serde_json::to_string_pretty(&columns).expect("fields serialize");
             format!(
                 "-- JSON schema (bq mk --table --time_partitioning_field closing_date --clustering_fields deal_id DATASET.closed_won_deals schema.json)\n{fields}\n\n-- DDL\n{}",
                 sink::bigquery::sql::target_ddl("`PROJECT.DATASET.closed_won_deals`", columns)

@@ -39,6 +39,7 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
         started_at: Utc::now(),
         retry: crate::retry::RetryPolicy::default(),
         request_timeout: args.request_timeout.to_std().unwrap_or_default(),
+        deadline: std::time::Duration::from_secs(3600),
     };
     let read = match past_runs(opening, args.limit).await {
         Ok(r) => Ok(r),

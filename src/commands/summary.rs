@@ -32,8 +32,6 @@ pub struct RunSummary {
     pub by_id_requests: u64,
     /// Closed-won deals search did not return that were read by id.
     pub repaired: u64,
-    /// Deals written again because they did not all reach BigQuery's staging table.
-    pub rows_restaged: u64,
     pub deals_fetched: u64,
     pub not_closed_won: u64,
     pub rows_inserted: u64,
@@ -54,6 +52,8 @@ pub struct RunSummary {
     pub time_to_first_request_us: u64,
     /// The process's peak resident memory so far (KiB; Linux's VmHWM, 0 where the system does not say).
     pub peak_rss_kb: u64,
+    /// Bytes BigQuery billed for the run's jobs (BigQuery runs only).
+    pub bytes_billed: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -92,7 +92,6 @@ impl RunSummary {
                     coql_pages = self.coql_pages,
                     by_id_requests = self.by_id_requests,
                     repaired = self.repaired,
-                    rows_restaged = self.rows_restaged,
                     deals_fetched = self.deals_fetched,
                     not_closed_won = self.not_closed_won,
                     rows_inserted = self.rows_inserted,
@@ -106,6 +105,7 @@ impl RunSummary {
                     duration_ms = self.duration_ms,
                     time_to_first_request_us = self.time_to_first_request_us,
                     peak_rss_kb = self.peak_rss_kb,
+                    bytes_billed = self.bytes_billed,
                     crm_closed_won = self.crm_closed_won,
                     warehouse_closed_won = self.warehouse_closed_won,
                     error = self.error.as_deref().unwrap_or(""),

@@ -88,8 +88,6 @@ struct Written {
     not_closed_won: u64,
     quarantined: u64,
     amounts: BTreeMap<String, Decimal>,
-    /// Deals written again because they did not reach a staged sink.
-    restaged: u64,
 }
 
 /// Runs `dealsync sync`. Always returns the summary it emitted and the exit it chose.
@@ -267,7 +265,7 @@ async fn sync_inner(
     summary.rows_updated = written.stats.updated;
     summary.rows_unchanged = written.stats.unchanged;
     summary.won_amount_by_currency = written.amounts;
-    summary.rows_restaged = written.restaged;
+    summary.bytes_billed = sink.bytes_billed();
 
     let mut error = error;
     if let (None, Some(found)) = (&error, changes) {
@@ -457,6 +455,7 @@ pub(crate) async fn open_sink(
         started_at,
         retry: plan.retry,
         request_timeout: plan.request_timeout,
+        deadline: plan.deadline,
     };
     Ok((kind.open)(opening).await?)
 }
@@ -497,16 +496,11 @@ pub struct Completeness {
     pub moved_on: std::collections::HashSet<String>,
 }
 
-/// What the writer receives: a mapped page, a request to say once everything sent before was handled, or a
-/// request for the sink's shortfall (rows written that did not reach it, by deal id).
+/// What the writer receives: a mapped page, or a request to say once everything sent before was handled.
 enum Msg {
     Page(MappedPage),
     Barrier(tokio::sync::oneshot::Sender<()>),
-    Shortfall(tokio::sync::oneshot::Sender<Result<Vec<String>, SinkError>>),
 }
-
-/// Times a staged sink's shortfall is read again from Zoho and written again before the run gives up.
-const STAGING_REWRITES: usize = 2;
 
 /// Waits until the writer has handled everything sent before; false if it has stopped.
 async fn barrier(tx: &mpsc::Sender<Msg>) -> bool {
@@ -519,8 +513,6 @@ struct Produced {
     stats: FetchStats,
     stopped: bool,
     completeness: Option<Completeness>,
-    /// Deals written again because they did not reach a staged sink.
-    restaged: u64,
 }
 
 /// Fetches `window` and writes what it finds, overlapping both, then proves the run complete: the distinct deals
@@ -544,38 +536,14 @@ async fn pipeline(
     let (ids_ref, window_ref) = (&ids, &window);
     let producer = async move {
         let reading = crate::schema::zoho_fields(stamp.columns.columns());
-        let fetcher =
-            Fetcher::new(client, tx.clone(), map, shutdown.clone()).expected(expected).reading(reading.clone());
+        let fetcher = Fetcher::new(client, tx.clone(), map, shutdown.clone()).expected(expected).reading(reading);
         let fetched = fetcher.fetch_window(window_ref.clone()).await?;
         if fetched.stopped_early || !barrier(&tx).await {
-            return Ok(Produced { stats: fetcher.stats(), stopped: true, completeness: None, restaged: 0 });
+            return Ok(Produced { stats: fetcher.stats(), stopped: true, completeness: None });
         }
         let completeness = complete(&fetcher, window_ref, fetched.stats.root_count.unwrap_or(0), ids_ref, &tx).await?;
-        if completeness.is_none() {
-            return Ok(Produced { stats: fetcher.stats(), stopped: true, completeness, restaged: 0 });
-        }
-        // A staged sink proves every row reached it before its commit; what did not is read again and rewritten.
-        let mut restaged = 0;
-        for _ in 0..STAGING_REWRITES {
-            let (ack, answer) = tokio::sync::oneshot::channel();
-            if tx.send(Msg::Shortfall(ack)).await.is_err() {
-                break;
-            }
-            let Ok(missing) = answer.await else { break };
-            let missing = missing?;
-            if missing.is_empty() {
-                break;
-            }
-            restaged += missing.len() as u64;
-            let again =
-                Fetcher::new(client, tx.clone(), move |p| Msg::Page(map_page(p, stamp).rewritten()), shutdown.clone())
-                    .with_fields(fetcher.fields())
-                    .reading(reading.clone());
-            if again.fetch_ids(missing).await?.stopped_early || !barrier(&tx).await {
-                return Ok(Produced { stats: fetcher.stats(), stopped: true, completeness, restaged });
-            }
-        }
-        Ok::<_, RunError>(Produced { stats: fetcher.stats(), stopped: false, completeness, restaged })
+        let stopped = completeness.is_none();
+        Ok::<_, RunError>(Produced { stats: fetcher.stats(), stopped, completeness })
     };
     let consumer = async {
         let mut written = Written::default();
@@ -602,10 +570,6 @@ async fn pipeline(
                     let _ = ack.send(());
                     continue;
                 }
-                Msg::Shortfall(ack) => {
-                    let _ = ack.send(sink.shortfall().await);
-                    continue;
-                }
             };
             if let Err(e) = write_page(sink, page, &mut written, &ids, &window).await {
                 drop(rx);
@@ -618,10 +582,7 @@ async fn pipeline(
     let (produced, (mut written, write_err, consumer_stopped)) = tokio::join!(producer, consumer);
     progress.finish();
     let (fetch_stats, fetch_err, fetch_stopped, completeness) = match produced {
-        Ok(p) => {
-            written.restaged = p.restaged;
-            (p.stats, None, p.stopped, p.completeness)
-        }
+        Ok(p) => (p.stats, None, p.stopped, p.completeness),
         Err(e) => (FetchStats::default(), Some(e), false, None),
     };
     // The sink's error explains a closed channel; otherwise the fetch error stands.
@@ -709,26 +670,11 @@ struct MappedPage {
     rows: Vec<DealRow>,
     quarantined: Vec<Quarantined>,
     not_closed_won: u64,
-    /// Deals read again to write again (a staged sink's shortfall): not new to the run.
-    rewritten: bool,
-}
-
-impl MappedPage {
-    fn rewritten(mut self) -> MappedPage {
-        self.rewritten = true;
-        self
-    }
 }
 
 fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
     let n = page.page.len();
-    let mut mapped = MappedPage {
-        records: 0,
-        rows: Vec::with_capacity(n),
-        quarantined: Vec::new(),
-        not_closed_won: 0,
-        rewritten: false,
-    };
+    let mut mapped = MappedPage { records: 0, rows: Vec::with_capacity(n), quarantined: Vec::new(), not_closed_won: 0 };
     let mut mapper = Mapper::new(stamp);
     // An ordered page's last second is read again with the rest of its slice.
     for rec in page.page.records().take(page.keep.unwrap_or(usize::MAX)) {
@@ -761,14 +707,7 @@ async fn write_page(
     ids: &std::sync::Mutex<RunIds>,
     window: &Window,
 ) -> Result<(), SinkError> {
-    let MappedPage { records, rows, quarantined, not_closed_won, rewritten } = page;
-    if rewritten {
-        // Rows the sink lost, written again as they are now; counted once already.
-        if !rows.is_empty() {
-            sink.write_rows(rows).await?;
-        }
-        return Ok(());
-    }
+    let MappedPage { records, rows, quarantined, not_closed_won } = page;
     written.records += records;
     written.not_closed_won += not_closed_won;
     written.quarantined += quarantined.len() as u64;

@@ -46,6 +46,8 @@ struct RawEnv {
     bigquery_location: Option<String>,
     bigquery_emulator_host: Option<String>,
     google_application_credentials: Option<String>,
+    cloudsdk_config: Option<String>,
+    home: Option<String>,
     cloud_run_task_index: Option<String>,
     cloud_run_task_count: Option<String>,
     job_completion_index: Option<String>,
@@ -64,10 +66,12 @@ pub enum DataCentre {
     Ca,
     Sa,
     Cn,
+    Uk,
+    Ae,
 }
 
 impl DataCentre {
-    pub const ALL: [DataCentre; 8] = [
+    pub const ALL: [DataCentre; 10] = [
         DataCentre::Us,
         DataCentre::Eu,
         DataCentre::In,
@@ -76,6 +80,8 @@ impl DataCentre {
         DataCentre::Ca,
         DataCentre::Sa,
         DataCentre::Cn,
+        DataCentre::Uk,
+        DataCentre::Ae,
     ];
 
     pub fn code(self) -> &'static str {
@@ -88,6 +94,8 @@ impl DataCentre {
             DataCentre::Ca => "ca",
             DataCentre::Sa => "sa",
             DataCentre::Cn => "cn",
+            DataCentre::Uk => "uk",
+            DataCentre::Ae => "ae",
         }
     }
 
@@ -101,6 +109,8 @@ impl DataCentre {
             DataCentre::Ca => "https://accounts.zohocloud.ca",
             DataCentre::Sa => "https://accounts.zoho.sa",
             DataCentre::Cn => "https://accounts.zoho.com.cn",
+            DataCentre::Uk => "https://accounts.zoho.uk",
+            DataCentre::Ae => "https://accounts.zoho.ae",
         }
     }
 
@@ -132,17 +142,16 @@ impl ZohoSettings {
     }
 }
 
-/// How the BigQuery sink authenticates.
+/// How the BigQuery sink authenticates, found as Application Default Credentials are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BigQueryAuth {
     /// `BIGQUERY_EMULATOR_HOST`: plain HTTP to a local emulator, no credentials.
     Emulator { base_url: Url },
-    /// `GOOGLE_APPLICATION_CREDENTIALS` naming a service-account key.
-    ServiceAccountKey { path: std::path::PathBuf },
-    /// `GOOGLE_APPLICATION_CREDENTIALS` naming an authorized-user file (`gcloud auth application-default login`).
-    AuthorizedUser { path: std::path::PathBuf },
-    /// Application Default Credentials: gcloud's well-known file, else the metadata server (Cloud Run, GKE).
-    ApplicationDefault,
+    /// A credentials file: `GOOGLE_APPLICATION_CREDENTIALS`, else gcloud's (`gcloud auth application-default
+    /// login`). `kind` is its `type`: `service_account`, `authorized_user` or `external_account`.
+    File { path: std::path::PathBuf, kind: String },
+    /// The metadata server of Cloud Run, GKE (workload identity) or GCE.
+    MetadataServer,
 }
 
 /// Where and how to write to BigQuery.
@@ -433,7 +442,11 @@ impl Settings {
                 || k.starts_with("CLOUD_RUN_TASK_")
                 || matches!(
                     k.as_str(),
-                    "GOOGLE_APPLICATION_CREDENTIALS" | "JOB_COMPLETION_INDEX" | "DEALSYNC_TASK_COUNT"
+                    "GOOGLE_APPLICATION_CREDENTIALS"
+                        | "CLOUDSDK_CONFIG"
+                        | "HOME"
+                        | "JOB_COMPLETION_INDEX"
+                        | "DEALSYNC_TASK_COUNT"
                 )
         });
         let raw: RawEnv = envy::from_iter(ours).map_err(|e| ConfigError::new("environment", e.to_string()))?;
@@ -447,6 +460,7 @@ impl Settings {
                 raw.bigquery_location,
                 raw.bigquery_emulator_host,
                 raw.google_application_credentials,
+                gcloud_file(raw.cloudsdk_config, raw.home),
             )?),
         };
 
@@ -529,6 +543,7 @@ fn bigquery_settings(
     location: Option<String>,
     emulator_host: Option<String>,
     credentials: Option<String>,
+    gcloud: Option<std::path::PathBuf>,
 ) -> Result<BigQuerySettings, ConfigError> {
     if !project.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
         return Err(ConfigError::new("BIGQUERY_PROJECT", format!("`{project}` is not a Google Cloud project id")));
@@ -557,35 +572,50 @@ fn bigquery_settings(
         }
         BigQueryAuth::Emulator { base_url: url }
     } else if let Some(path) = non_empty(credentials) {
-        let var = "GOOGLE_APPLICATION_CREDENTIALS";
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| ConfigError::new(var, format!("{path} cannot be read: {e}")))?;
-        #[derive(Deserialize)]
-        struct KeyType {
-            #[serde(rename = "type")]
-            kind: Option<String>,
-        }
-        let kind: KeyType = serde_json::from_str(&text)
-            .map_err(|_| ConfigError::new(var, format!("{path} is not a JSON credentials file")))?;
         let path = std::path::PathBuf::from(path);
-        match kind.kind.as_deref() {
-            Some("service_account") => BigQueryAuth::ServiceAccountKey { path },
-            Some("authorized_user") => BigQueryAuth::AuthorizedUser { path },
-            other => {
-                return Err(ConfigError::new(
-                    var,
-                    format!(
-                        "{} has type {:?}; expected a service_account key or an authorized_user file",
-                        path.display(),
-                        other.unwrap_or("(none)")
-                    ),
-                ))
-            }
-        }
+        BigQueryAuth::File { kind: credentials_type("GOOGLE_APPLICATION_CREDENTIALS", &path)?, path }
+    } else if let Some(path) = gcloud.filter(|p| p.is_file()) {
+        let kind = credentials_type(&format!("gcloud's credentials file {}", path.display()), &path)?;
+        BigQueryAuth::File { path, kind }
     } else {
-        BigQueryAuth::ApplicationDefault
+        BigQueryAuth::MetadataServer
     };
     Ok(BigQuerySettings { project, dataset, table, location, auth })
+}
+
+/// gcloud's Application Default Credentials file: `$CLOUDSDK_CONFIG`, else `~/.config/gcloud`.
+fn gcloud_file(cloudsdk_config: Option<String>, home: Option<String>) -> Option<std::path::PathBuf> {
+    let dir = match (non_empty(cloudsdk_config), non_empty(home)) {
+        (Some(dir), _) => std::path::PathBuf::from(dir),
+        (None, Some(home)) => std::path::Path::new(&home).join(".config/gcloud"),
+        (None, None) => return None,
+    };
+    Some(dir.join("application_default_credentials.json"))
+}
+
+/// The `type` of a Google credentials file, one dealsync can use; errors name `source`, never the content.
+fn credentials_type(source: &str, path: &std::path::Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(source, format!("{} cannot be read: {e}", path.display())))?;
+    #[derive(Deserialize)]
+    struct KeyType {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    }
+    let kind: KeyType = serde_json::from_str(&text)
+        .map_err(|_| ConfigError::new(source, format!("{} is not a JSON credentials file", path.display())))?;
+    match kind.kind.as_deref() {
+        Some(k @ ("service_account" | "authorized_user" | "external_account")) => Ok(k.to_string()),
+        other => Err(ConfigError::new(
+            source,
+            format!(
+                "{} has type {:?}; expected a service_account key, an authorized_user file or an external_account \
+                 (Workload Identity Federation) file",
+                path.display(),
+                other.unwrap_or("(none)")
+            ),
+        )),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -741,10 +771,31 @@ mod tests {
     #[test]
     fn an_unknown_data_centre_names_the_variable() {
         let mut v = vars(&BASE);
-        v.push(("ZOHO_DC".into(), "uk".into()));
+        v.push(("ZOHO_DC".into(), "mars".into()));
         let e = Settings::from_vars(v, Needs::ZohoCredentials).unwrap_err();
         assert_eq!(e.variable, "ZOHO_DC");
-        assert!(e.problem.contains("us, eu, in, au, jp, ca, sa, cn"), "{e}");
+        assert!(e.problem.contains("us, eu, in, au, jp, ca, sa, cn, uk, ae"), "{e}");
+    }
+
+    #[test]
+    fn every_data_centre_zoho_accounts_lists_has_its_accounts_host() {
+        for (dc, host) in [
+            ("us", "accounts.zoho.com"),
+            ("eu", "accounts.zoho.eu"),
+            ("in", "accounts.zoho.in"),
+            ("au", "accounts.zoho.com.au"),
+            ("jp", "accounts.zoho.jp"),
+            ("ca", "accounts.zohocloud.ca"),
+            ("sa", "accounts.zoho.sa"),
+            ("cn", "accounts.zoho.com.cn"),
+            ("uk", "accounts.zoho.uk"),
+            ("ae", "accounts.zoho.ae"),
+        ] {
+            let mut v = vars(&BASE);
+            v.push(("ZOHO_DC".into(), dc.into()));
+            let z = Settings::from_vars(v, Needs::ZohoCredentials).unwrap().zoho.unwrap();
+            assert_eq!(z.token_url().as_str(), format!("https://{host}/oauth/v2/token"), "{dc}");
+        }
     }
 
     #[test]
@@ -798,12 +849,26 @@ mod tests {
         let sa = dir.path().join("sa.json");
         std::fs::write(&sa, r#"{"type":"service_account","private_key":"-----SECRETKEY-----"}"#).unwrap();
         let odd = dir.path().join("odd.json");
-        std::fs::write(&odd, r#"{"type":"external_account","secret":"-----SECRETKEY-----"}"#).unwrap();
+        std::fs::write(&odd, r#"{"type":"impersonated_service_account","secret":"-----SECRETKEY-----"}"#).unwrap();
+        let wif = dir.path().join("wif.json");
+        std::fs::write(&wif, r#"{"type":"external_account","audience":"//iam.googleapis.com/x"}"#).unwrap();
         let with = |p: &std::path::Path| {
             vars(&[("BIGQUERY_PROJECT", "p"), ("GOOGLE_APPLICATION_CREDENTIALS", p.to_str().unwrap())])
         };
         let bq = Settings::from_vars(with(&sa), Needs::Nothing).unwrap().bigquery.unwrap();
-        assert_eq!(bq.auth, BigQueryAuth::ServiceAccountKey { path: sa.clone() });
+        assert_eq!(bq.auth, BigQueryAuth::File { path: sa.clone(), kind: "service_account".into() });
+        let bq = Settings::from_vars(with(&wif), Needs::Nothing).unwrap().bigquery.unwrap();
+        assert_eq!(bq.auth, BigQueryAuth::File { path: wif.clone(), kind: "external_account".into() });
+        let home = vars(&[("BIGQUERY_PROJECT", "p"), ("HOME", dir.path().to_str().unwrap())]);
+        assert_eq!(
+            Settings::from_vars(home.clone(), Needs::Nothing).unwrap().bigquery.unwrap().auth,
+            BigQueryAuth::MetadataServer
+        );
+        std::fs::create_dir_all(dir.path().join(".config/gcloud")).unwrap();
+        let adc = dir.path().join(".config/gcloud/application_default_credentials.json");
+        std::fs::write(&adc, r#"{"type":"authorized_user","refresh_token":"-----SECRETKEY-----"}"#).unwrap();
+        let bq = Settings::from_vars(home, Needs::Nothing).unwrap().bigquery.unwrap();
+        assert_eq!(bq.auth, BigQueryAuth::File { path: adc, kind: "authorized_user".into() });
         let e = Settings::from_vars(with(&odd), Needs::Nothing).unwrap_err();
         assert_eq!(e.variable, "GOOGLE_APPLICATION_CREDENTIALS");
         assert!(!e.to_string().contains("SECRETKEY"));

@@ -56,6 +56,8 @@ pub struct Opening<'a> {
     pub started_at: DateTime<Utc>,
     pub retry: RetryPolicy,
     pub request_timeout: std::time::Duration,
+    /// The run's `--deadline`: what a sink's leftovers (a staging table) must outlive.
+    pub deadline: std::time::Duration,
 }
 
 /// Why a sink could not be opened: a setting it needs is missing or wrong, or the warehouse said no.
@@ -159,13 +161,6 @@ pub trait Sink: Send {
     /// Keeps records that could not be mapped, with their reasons.
     async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError>;
 
-    /// Before the commit makes the run's writes final: the ids of rows written that the warehouse does not hold
-    /// (a staged sink's rows that did not all reach the staging table), to be written again. Empty for a sink
-    /// that writes directly.
-    async fn shortfall(&mut self) -> Result<Vec<String>, SinkError> {
-        Ok(Vec::new())
-    }
-
     /// Makes the run's writes final (a MERGE for staged sinks). Returns what only the commit knows.
     async fn commit(&mut self) -> Result<WriteStats, SinkError>;
 
@@ -214,6 +209,11 @@ pub trait Sink: Send {
 
     /// Appends the run to the ledger.
     async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError>;
+
+    /// Bytes the warehouse billed for the run's jobs so far, where it bills by the byte.
+    fn bytes_billed(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[cfg(test)]

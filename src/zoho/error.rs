@@ -17,7 +17,7 @@ pub enum AuthError {
     InvalidCode { accounts: String },
     #[error(
         "ZOHO_CLIENT_ID is not known to {accounts} (invalid_client): this is usually the wrong data centre; set \
-         ZOHO_DC (us, eu, in, au, jp, ca, sa, cn) to where the Zoho account lives, or check the client id"
+         ZOHO_DC (us, eu, in, au, jp, ca, sa, cn, uk, ae) to where the Zoho account lives, or check the client id"
     )]
     InvalidClient { accounts: String },
     #[error("ZOHO_CLIENT_SECRET was rejected by {accounts} (invalid_client_secret): copy the client secret again")]

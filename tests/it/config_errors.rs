@@ -20,7 +20,7 @@ async fn each_bad_variable_exits_78_naming_it_before_any_network_call() {
         ("ZOHO_CLIENT_SECRET", None),
         ("ZOHO_REFRESH_TOKEN", None),
         ("ZOHO_CLIENT_ID", Some("   ")),
-        ("ZOHO_DC", Some("uk")),
+        ("ZOHO_DC", Some("mars")),
         ("ZOHO_ACCOUNTS_URL", Some("http://accounts.example.org")),
         ("ZOHO_ACCOUNTS_URL", Some("not a url")),
         ("ZOHO_API_DOMAIN", Some("ftp://127.0.0.1/")),

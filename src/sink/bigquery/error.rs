@@ -1,21 +1,22 @@
 //! BigQuery failures, classified: which ones a retry can cure (`rateLimitExceeded`, `backendError`, 5xx,
-//! resets and timeouts), and for the others, what the operator has to fix and which exit code that means.
+//! resets and timeouts), which ones a job can be run again for (a concurrent update, `jobInternalError`), and
+//! for the others, what the operator has to fix and which exit code that means.
 
-use std::collections::HashMap;
-
-use gcp_bigquery_client::error::BQError;
+use serde::Deserialize;
 
 use crate::exit::Exit;
 
-/// One failed BigQuery call, with enough context to act on.
+/// One failed BigQuery call or job, with enough context to act on.
 #[derive(Debug)]
 pub struct BqFailure {
     /// What dealsync was doing, e.g. "creating table p.crm.closed_won_deals".
     pub what: String,
-    pub status: Option<i64>,
+    pub status: Option<u16>,
     pub reasons: Vec<String>,
     pub message: String,
     kind: Kind,
+    /// Reported by a job that ran and failed (its `errorResult`), not by a request.
+    pub job_failed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,66 +31,100 @@ enum Kind {
     Local,
 }
 
+/// Google's error body: `{"error": {"code", "message", "errors": [{"reason", "message"}]}}`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    errors: Vec<ErrorProto>,
+}
+
+/// One error as BigQuery reports it, in an error body or in a job's `status.errorResult`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ErrorProto {
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Reasons Google documents as worth retrying the same request or job.
+fn transient_reason(r: &str) -> bool {
+    matches!(r, "rateLimitExceeded" | "backendError" | "internalError" | "jobInternalError" | "jobBackendError")
+}
+
 impl BqFailure {
-    pub fn new(what: impl Into<String>, e: BQError) -> BqFailure {
-        let what = what.into();
-        match e {
-            BQError::ResponseError { error } => {
-                let nested = error.error;
-                let reasons: Vec<String> =
-                    nested.errors.iter().filter_map(|m: &HashMap<String, String>| m.get("reason").cloned()).collect();
-                let transient = matches!(nested.code, 429 | 500 | 502 | 503 | 504)
-                    || reasons
-                        .iter()
-                        .any(|r| matches!(r.as_str(), "rateLimitExceeded" | "backendError" | "internalError"));
-                let kind = if transient {
-                    Kind::Transient
-                } else if nested.code == 401 {
-                    Kind::Credentials
-                } else {
-                    Kind::Refused
-                };
-                BqFailure { what, status: Some(nested.code), reasons, message: nested.message, kind }
-            }
-            // Connection resets, timeouts, and error bodies that were not JSON (an HTML 502 from a proxy).
-            BQError::RequestError(e) => BqFailure {
-                what,
-                status: e.status().map(|s| s.as_u16() as i64),
-                reasons: Vec::new(),
-                message: crate::zoho::describe_reqwest(&e),
-                kind: Kind::Transient,
-            },
-            BQError::InvalidServiceAccountKey(_)
-            | BQError::InvalidServiceAccountAuthenticator(_)
-            | BQError::InvalidApplicationDefaultCredentialsAuthenticator(_)
-            | BQError::InvalidAuthorizedUserAuthenticator(_)
-            | BQError::AuthError(_)
-            | BQError::YupAuthError(_)
-            | BQError::NoToken => BqFailure {
-                what,
-                status: None,
-                reasons: Vec::new(),
-                // The auth errors' texts describe the failure, never the key material.
-                message: e.to_string(),
-                kind: Kind::Credentials,
-            },
-            other => {
-                BqFailure { what, status: None, reasons: Vec::new(), message: other.to_string(), kind: Kind::Local }
-            }
+    /// An HTTP answer that was not a success. A body that is not Google's JSON (an HTML 502 from a proxy)
+    /// keeps its status.
+    pub fn http(what: impl Into<String>, status: u16, body: &[u8]) -> BqFailure {
+        let (message, reasons) = match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(b) => (b.error.message, b.error.errors.into_iter().filter_map(|e| e.reason).collect()),
+            Err(_) => (format!("HTTP {status} without a BigQuery error body"), Vec::new()),
+        };
+        let transient = matches!(status, 429 | 500 | 502 | 503 | 504) || reasons.iter().any(|r| transient_reason(r));
+        let kind = if transient {
+            Kind::Transient
+        } else if status == 401 {
+            Kind::Credentials
+        } else {
+            Kind::Refused
+        };
+        BqFailure { what: what.into(), status: Some(status), reasons, message, kind, job_failed: false }
+    }
+
+    /// The request did not get an answer: a reset, a timeout, a refused connection. Worth another attempt.
+    pub fn network(what: impl Into<String>, e: &reqwest::Error) -> BqFailure {
+        BqFailure {
+            what: what.into(),
+            status: None,
+            reasons: Vec::new(),
+            message: crate::zoho::describe_reqwest(e),
+            kind: Kind::Transient,
+            job_failed: false,
+        }
+    }
+
+    /// No access token could be had. The text says what failed, never the key material.
+    pub fn credentials(what: impl Into<String>, message: impl Into<String>) -> BqFailure {
+        BqFailure {
+            what: what.into(),
+            status: None,
+            reasons: Vec::new(),
+            message: message.into(),
+            kind: Kind::Credentials,
+            job_failed: false,
+        }
+    }
+
+    /// Something dealsync did not expect (an answer it cannot read).
+    pub fn local(what: impl Into<String>, message: impl Into<String>) -> BqFailure {
+        BqFailure {
+            what: what.into(),
+            status: None,
+            reasons: Vec::new(),
+            message: message.into(),
+            kind: Kind::Local,
+            job_failed: false,
         }
     }
 
     /// A failure reported inside a 200 answer (a job's `errorResult`, a query's `errors`).
-    pub fn reported(what: impl Into<String>, reason: Option<String>, message: Option<String>) -> BqFailure {
-        let reasons: Vec<String> = reason.into_iter().collect();
-        let transient =
-            reasons.iter().any(|r| matches!(r.as_str(), "rateLimitExceeded" | "backendError" | "internalError"));
+    pub fn reported(what: impl Into<String>, e: &ErrorProto) -> BqFailure {
+        let reasons: Vec<String> = e.reason.clone().into_iter().collect();
+        let transient = reasons.iter().any(|r| transient_reason(r));
         BqFailure {
             what: what.into(),
             status: None,
             reasons,
-            message: message.unwrap_or_default(),
+            message: e.message.clone().unwrap_or_default(),
             kind: if transient { Kind::Transient } else { Kind::Refused },
+            job_failed: true,
         }
     }
 
@@ -101,26 +136,20 @@ impl BqFailure {
         self.status == Some(404) || self.has_reason("notFound")
     }
 
-    /// BigQuery does not know a table (not the dataset: "Not found: Table p:d.t").
-    pub fn is_table_not_found(&self) -> bool {
-        self.is_not_found() && self.message.contains("Table")
+    pub fn is_duplicate(&self) -> bool {
+        self.status == Some(409) || self.has_reason("duplicate")
     }
 
-    /// The project has no billing account (BigQuery sandbox), where streaming inserts are refused.
+    /// The project has no billing account (BigQuery sandbox).
     pub fn is_free_tier(&self) -> bool {
         self.message.to_ascii_lowercase().contains("free tier")
     }
 
-    /// A finished job that failed as a whole (so changed nothing) for a reason another run of it may not meet:
-    /// a conflict with a concurrent writer ("Could not serialize access to table … due to concurrent update")
-    /// or a transient backend error.
+    /// A job that failed as a whole (so changed nothing) for a reason another run of it may not meet: a
+    /// conflict with a concurrent writer ("Could not serialize access to table … due to concurrent update"),
+    /// `jobInternalError` or another transient backend error. It runs again under the next job id.
     pub fn is_rerunnable_job_failure(&self) -> bool {
-        self.status.is_none()
-            && (self.kind == Kind::Transient || self.message.to_ascii_lowercase().contains("concurrent update"))
-    }
-
-    pub fn is_duplicate(&self) -> bool {
-        self.status == Some(409) || self.has_reason("duplicate")
+        self.kind == Kind::Transient || self.message.to_ascii_lowercase().contains("concurrent update")
     }
 
     pub fn exit(&self) -> Exit {
@@ -129,6 +158,7 @@ impl BqFailure {
             Kind::Credentials => Exit::Config,
             Kind::Local => Exit::Internal,
             Kind::Refused if self.has_reason("quotaExceeded") => Exit::Unavailable,
+            Kind::Refused if self.message.to_ascii_lowercase().contains("concurrent update") => Exit::Unavailable,
             Kind::Refused if self.status == Some(403) || self.has_reason("accessDenied") || self.is_not_found() => {
                 Exit::Config
             }
@@ -139,15 +169,16 @@ impl BqFailure {
     /// What to do about it.
     fn hint(&self) -> &'static str {
         if self.kind == Kind::Credentials {
-            return " (check GOOGLE_APPLICATION_CREDENTIALS, or the service account attached to the job)";
+            return " (set GOOGLE_APPLICATION_CREDENTIALS to a key or credentials file, run `gcloud auth \
+                     application-default login`, or give the job a service account)";
         }
         if self.has_reason("quotaExceeded") {
             return " (a long-term BigQuery quota is exhausted; wait at least 10 minutes or raise the quota)";
         }
         if self.is_free_tier() {
-            return " (the project has no billing account, and BigQuery's free tier, the sandbox, refuses the streaming \
-                     inserts dealsync writes with: link a billing account to the project (streaming costs about $0.15 \
-                     per million deals), or try dealsync without BigQuery: --sink sqlite:deals.db)";
+            return " (the project has no billing account, and BigQuery's free tier, the sandbox, refuses DML such as \
+                     the MERGE dealsync runs: link a billing account to the project, or try dealsync without \
+                     BigQuery: --sink sqlite:deals.db)";
         }
         if self.has_reason("accessDenied") || self.status == Some(403) {
             return " (grant the job's service account BigQuery Data Editor on the dataset and BigQuery Job User on \
@@ -176,5 +207,37 @@ impl std::fmt::Display for BqFailure {
             write!(f, "{} ", self.reasons.join(","))?;
         }
         write!(f, "{}{}", self.message, self.hint())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_by_status_and_reason() {
+        let body = |reason: &str, message: &str| {
+            serde_json::to_vec(&serde_json::json!({"error": {"code": 400, "message": message,
+                "errors": [{"reason": reason, "message": message}]}}))
+            .unwrap()
+        };
+        let f = BqFailure::http("x", 503, b"<html>Service Unavailable</html>");
+        assert!(crate::retry::Retry::is_retryable(&f) && f.exit() == Exit::Unavailable, "{f}");
+        let f = BqFailure::http("x", 403, &body("accessDenied", "Access Denied"));
+        assert_eq!(f.exit(), Exit::Config);
+        assert!(!crate::retry::Retry::is_retryable(&f));
+        let concurrent = BqFailure::reported(
+            "UPDATE",
+            &ErrorProto {
+                reason: Some("invalidQuery".into()),
+                message: Some("Could not serialize access to table p:d.t due to concurrent update".into()),
+            },
+        );
+        assert!(concurrent.is_rerunnable_job_failure() && !crate::retry::Retry::is_retryable(&concurrent));
+        let internal =
+            BqFailure::reported("MERGE", &ErrorProto { reason: Some("jobInternalError".into()), message: None });
+        assert!(internal.is_rerunnable_job_failure());
+        let invalid = BqFailure::reported("MERGE", &ErrorProto { reason: Some("invalid".into()), message: None });
+        assert!(!invalid.is_rerunnable_job_failure() && invalid.exit() == Exit::Internal);
     }
 }

@@ -1,11 +1,7 @@
 //! Table schemas and the SQL dealsync runs in BigQuery, generated from the shared column list so that the
 //! SQLite table, the BigQuery table, the staging table and the MERGE can never disagree.
 
-use gcp_bigquery_client::model::field_type::FieldType;
-use gcp_bigquery_client::model::query_parameter::QueryParameter;
-use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
-use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
-use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+use serde_json::{json, Value};
 
 use crate::schema::{columns_of, Column, LEDGER, QUARANTINE};
 
@@ -13,59 +9,30 @@ pub const RUNS_TABLE: &str = "_dealsync_runs";
 pub const QUARANTINE_TABLE: &str = "_dealsync_quarantine";
 pub const STAGING_PREFIX: &str = "_dealsync_stg_";
 
-fn field_type(bq_type: &str) -> FieldType {
-    match bq_type {
-        "STRING" => FieldType::String,
-        "NUMERIC" => FieldType::Numeric,
-        "INT64" => FieldType::Int64,
-        "DATE" => FieldType::Date,
-        "TIMESTAMP" => FieldType::Timestamp,
-        "JSON" => FieldType::Json,
-        "BOOL" => FieldType::Bool,
-        other => unreachable!("column type {other} is not mapped"),
-    }
-}
-
 /// The canonical name of a type as BigQuery reports it back (INT64 and INTEGER are one type).
-pub fn canonical_type(t: &FieldType) -> &'static str {
+pub fn canonical_type(t: &str) -> &str {
     match t {
-        FieldType::String => "STRING",
-        FieldType::Bytes => "BYTES",
-        FieldType::Integer | FieldType::Int64 => "INT64",
-        FieldType::Float | FieldType::Float64 => "FLOAT64",
-        FieldType::Numeric => "NUMERIC",
-        FieldType::Bignumeric => "BIGNUMERIC",
-        FieldType::Boolean | FieldType::Bool => "BOOL",
-        FieldType::Timestamp => "TIMESTAMP",
-        FieldType::Date => "DATE",
-        FieldType::Time => "TIME",
-        FieldType::Datetime => "DATETIME",
-        FieldType::Record | FieldType::Struct => "STRUCT",
-        FieldType::Geography => "GEOGRAPHY",
-        FieldType::Json => "JSON",
-        FieldType::Interval => "INTERVAL",
+        "INTEGER" => "INT64",
+        "FLOAT" => "FLOAT64",
+        "BOOLEAN" => "BOOL",
+        "RECORD" => "STRUCT",
+        other => other,
     }
 }
 
-fn field(c: &Column) -> TableFieldSchema {
-    let mut f = TableFieldSchema::new(&c.name, field_type(c.ty.bigquery()));
-    f.mode = Some(c.mode().to_string());
-    f.description = Some(c.description.to_string());
-    f
+/// A table's schema as the API takes it (`{"fields": [{"name", "type", "mode", "description"}]}`).
+pub fn schema(columns: &[Column]) -> Value {
+    json!({ "fields": columns })
 }
 
-pub fn target_fields(columns: &[Column]) -> Vec<TableFieldSchema> {
-    columns.iter().map(field).collect()
+/// The ledger's columns (`_dealsync_runs`; the next default window starts from it).
+pub fn ledger_columns() -> Vec<Column> {
+    columns_of(&LEDGER)
 }
 
-/// The ledger's fields (`_dealsync_runs`; the next default window starts from it).
-pub fn ledger_fields() -> Vec<TableFieldSchema> {
-    target_fields(&columns_of(&LEDGER))
-}
-
-/// The quarantine's fields (`_dealsync_quarantine`: records that could not be mapped or that BigQuery refused).
-pub fn quarantine_fields() -> Vec<TableFieldSchema> {
-    target_fields(&columns_of(&QUARANTINE))
+/// The quarantine's columns (`_dealsync_quarantine`: records that could not be mapped).
+pub fn quarantine_columns() -> Vec<Column> {
+    columns_of(&QUARANTINE)
 }
 
 /// Backquoted `project.dataset.table`.
@@ -92,15 +59,14 @@ pub fn merge_sql(target: &str, staging: &str, columns: &[Column], rewrite: bool)
     )
 }
 
-/// What the MERGE will do, counted before it runs (BigQuery's DML statistics are not in the client's model):
-/// staged rows, distinct deals, new deals, deals that a newer copy will replace.
+/// What the MERGE will do, counted before it runs: staged rows, distinct deals, new deals, deals that a newer
+/// copy will replace (the MERGE's source is each deal's newest staged copy: its latest `modified_time`).
 pub fn merge_preview_sql(target: &str, staging: &str, rewrite: bool) -> String {
     let op = if rewrite { ">=" } else { ">" };
     format!(
         "SELECT\n  (SELECT COUNT(*) FROM {staging}) AS staged,\n  COUNT(*) AS deals,\n  \
          COUNTIF(T.deal_id IS NULL) AS inserted,\n  COUNTIF(T.deal_id IS NOT NULL AND S.modified_time {op} T.modified_time) AS updated\n\
-         FROM (\n  SELECT deal_id, modified_time FROM {staging}\n  WHERE TRUE\n  \
-         QUALIFY ROW_NUMBER() OVER (PARTITION BY deal_id ORDER BY modified_time DESC) = 1\n) S\n\
+         FROM (SELECT deal_id, MAX(modified_time) AS modified_time FROM {staging} GROUP BY deal_id) S\n\
          LEFT JOIN {target} T ON T.deal_id = S.deal_id"
     )
 }
@@ -110,7 +76,7 @@ pub fn merge_preview_sql(target: &str, staging: &str, rewrite: bool) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Statement {
     pub sql: String,
-    pub params: Vec<QueryParameter>,
+    pub params: Vec<Value>,
 }
 
 impl From<String> for Statement {
@@ -119,20 +85,49 @@ impl From<String> for Statement {
     }
 }
 
+impl Statement {
+    /// The `configuration.query` of a job running it.
+    pub fn configuration(&self) -> Value {
+        let mut q = json!({"query": self.sql, "useLegacySql": false});
+        if !self.params.is_empty() {
+            q["parameterMode"] = json!("NAMED");
+            q["queryParameters"] = json!(self.params);
+        }
+        q
+    }
+}
+
 /// The parameters of a statement being written: `bind` returns the name to put in the text.
 #[derive(Debug, Default)]
-pub struct Params(Vec<QueryParameter>);
+pub struct Params(Vec<Value>);
 
 impl Params {
-    /// A scalar parameter of BigQuery type `ty` (`STRING`, `DATE`, `TIMESTAMP`).
-    pub fn bind(&mut self, ty: &str, value: impl Into<String>) -> String {
+    fn push(&mut self, ty: Value, value: Value) -> String {
         let name = format!("p{}", self.0.len());
-        self.0.push(QueryParameter {
-            name: Some(name.clone()),
-            parameter_type: Some(QueryParameterType { r#type: ty.to_string(), ..Default::default() }),
-            parameter_value: Some(QueryParameterValue { value: Some(value.into()), ..Default::default() }),
-        });
+        self.0.push(json!({"name": name, "parameterType": ty, "parameterValue": value}));
         format!("@{name}")
+    }
+
+    /// A scalar parameter of BigQuery type `ty` (`STRING`, `DATE`, `TIMESTAMP`, `INT64`).
+    pub fn bind(&mut self, ty: &str, value: impl Into<String>) -> String {
+        self.push(json!({"type": ty}), json!({"value": value.into()}))
+    }
+
+    /// An `ARRAY<STRUCT<…>>` parameter: `fields` are (name, type), each row's values in that order.
+    pub fn bind_rows(&mut self, fields: &[(&str, &str)], rows: &[Vec<&str>]) -> String {
+        let types: Vec<Value> = fields.iter().map(|(n, t)| json!({"name": n, "type": {"type": t}})).collect();
+        let values: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let members: serde_json::Map<String, Value> =
+                    fields.iter().zip(r).map(|((n, _), v)| (n.to_string(), json!({"value": v}))).collect();
+                json!({"structValues": members})
+            })
+            .collect();
+        self.push(
+            json!({"type": "ARRAY", "arrayType": {"type": "STRUCT", "structTypes": types}}),
+            json!({"arrayValues": values}),
+        )
     }
 
     pub fn statement(self, sql: String) -> Statement {
@@ -165,46 +160,30 @@ pub fn past_runs_sql(runs: &str, limit: u32, good_only: bool) -> Statement {
 /// Rows that still count as won (rows from before these columns existed count as won and not deleted).
 const LIVE: &str = "IFNULL(is_closed_won, TRUE) AND NOT IFNULL(is_deleted, FALSE)";
 
-/// Soft-deletes deals: `(deal_id, deleted_time RFC 3339)`.
+/// Soft-deletes deals: `(deal_id, deleted_time RFC 3339)`, one row a deal (a MERGE matches a target row once).
+/// One statement a batch, its rows as one array parameter; only rows not yet marked change, so the count is the
+/// deals this run marked.
 pub fn mark_deleted_sql(target: &str, rows: &[(String, String)]) -> Statement {
     let mut p = Params::default();
-    let bound: Vec<(String, String)> =
-        rows.iter().map(|(id, t)| (p.bind("STRING", id.as_str()), p.bind("TIMESTAMP", t.as_str()))).collect();
-    let cases: Vec<String> = bound.iter().map(|(id, t)| format!("WHEN {id} THEN {t}")).collect();
-    let ids: Vec<&str> = bound.iter().map(|(id, _)| id.as_str()).collect();
+    let rows: Vec<Vec<&str>> = rows.iter().map(|(id, t)| vec![id.as_str(), t.as_str()]).collect();
+    let deleted = p.bind_rows(&[("deal_id", "STRING"), ("deleted_time", "TIMESTAMP")], &rows);
     p.statement(format!(
-        "UPDATE {target} SET is_deleted = TRUE, deleted_time = CASE deal_id {} END WHERE deal_id IN ({}) AND NOT IFNULL(is_deleted, FALSE)",
-        cases.join(" "),
-        ids.join(", ")
+        "MERGE {target} T\nUSING UNNEST({deleted}) S\nON T.deal_id = S.deal_id\n\
+         WHEN MATCHED AND NOT IFNULL(T.is_deleted, FALSE) THEN\n  UPDATE SET is_deleted = TRUE, deleted_time = S.deleted_time"
     ))
 }
 
-/// Records deals that left "Closed Won": `(deal_id, stage, modified_time RFC 3339)`, only over older rows.
+/// Records deals that left "Closed Won": `(deal_id, stage, modified_time RFC 3339)`, one row a deal, only over
+/// older rows.
 pub fn mark_not_won_sql(target: &str, rows: &[(String, String, String)]) -> Statement {
     let mut p = Params::default();
-    let bound: Vec<(String, String, String)> = rows
-        .iter()
-        .map(|(id, st, t)| {
-            (p.bind("STRING", id.as_str()), p.bind("STRING", st.as_str()), p.bind("TIMESTAMP", t.as_str()))
-        })
-        .collect();
-    let stage: Vec<String> = bound.iter().map(|(id, st, _)| format!("WHEN {id} THEN {st}")).collect();
-    let time: Vec<String> = bound.iter().map(|(id, _, t)| format!("WHEN {id} THEN {t}")).collect();
-    let ids: Vec<&str> = bound.iter().map(|(id, _, _)| id.as_str()).collect();
-    let time_case = format!("CASE deal_id {} END", time.join(" "));
+    let rows: Vec<Vec<&str>> = rows.iter().map(|(id, st, t)| vec![id.as_str(), st.as_str(), t.as_str()]).collect();
+    let changes = p.bind_rows(&[("deal_id", "STRING"), ("stage", "STRING"), ("modified_time", "TIMESTAMP")], &rows);
     p.statement(format!(
-        "UPDATE {target} SET stage = CASE deal_id {} END, is_closed_won = FALSE, modified_time = {time_case} \
-         WHERE deal_id IN ({}) AND modified_time < {time_case}",
-        stage.join(" "),
-        ids.join(", ")
+        "MERGE {target} T\nUSING UNNEST({changes}) S\nON T.deal_id = S.deal_id\n\
+         WHEN MATCHED AND T.modified_time < S.modified_time THEN\n  \
+         UPDATE SET stage = S.stage, is_closed_won = FALSE, modified_time = S.modified_time"
     ))
-}
-
-/// Which of `ids` the target holds.
-pub fn held_ids_sql(target: &str, ids: &[&str]) -> Statement {
-    let mut p = Params::default();
-    let names: Vec<String> = ids.iter().map(|id| p.bind("STRING", *id)).collect();
-    p.statement(format!("SELECT deal_id FROM {target} WHERE deal_id IN ({})", names.join(", ")))
 }
 
 /// `select` (e.g. `COUNT(*)`) over the live rows of a window.
@@ -252,16 +231,13 @@ mod tests {
         for st in [
             mark_not_won_sql("`p.d.t`", &rows),
             mark_deleted_sql("`p.d.t`", &[(hostile.into(), "2026-01-01T00:00:00+00:00".into())]),
-            held_ids_sql("`p.d.t`", &[hostile]),
             last_good_sql("`p.d.r`", hostile),
         ] {
             assert!(!st.sql.contains(hostile) && !st.sql.contains("OR TRUE"), "{}", st.sql);
-            assert!(st
-                .params
-                .iter()
-                .any(|p| p.parameter_value.as_ref().and_then(|v| v.value.as_deref()) == Some(hostile)));
+            let params = serde_json::to_string(&st.params).unwrap();
+            assert!(params.contains(&serde_json::to_string(hostile).unwrap()), "{params}");
             for p in &st.params {
-                assert!(st.sql.contains(&format!("@{}", p.name.as_deref().unwrap())), "every parameter is used");
+                assert!(st.sql.contains(&format!("@{}", p["name"].as_str().unwrap())), "every parameter is used");
             }
         }
     }
@@ -276,13 +252,5 @@ mod tests {
             assert!(sql.contains(&format!("S.{}", c.name)), "{}", c.name);
         }
         assert!(!sql.contains("deal_id = S.deal_id,"), "the key is never updated");
-    }
-
-    #[test]
-    fn every_column_type_maps_to_a_bigquery_type() {
-        let all = [crate::schema::columns(&[]), columns_of(&LEDGER), columns_of(&QUARANTINE)].concat();
-        for c in all {
-            assert_eq!(canonical_type(&field_type(c.ty.bigquery())), c.ty.bigquery(), "{}", c.name);
-        }
     }
 }

@@ -1,0 +1,219 @@
+//! The BigQuery REST API as dealsync uses it: one HTTP client holding the base URLs, the project and the
+//! credentials; every call retried on the failures Google documents as transient (error.rs says which).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::auth::Credentials;
+use super::error::BqFailure;
+use crate::config::{BigQueryAuth, BigQuerySettings};
+use crate::retry::{retry, RetryPolicy};
+
+/// What Google serves when no emulator is configured.
+const GOOGLE: &str = "https://bigquery.googleapis.com";
+
+pub struct Api {
+    http: reqwest::Client,
+    /// `…/bigquery/v2/projects/{project}`.
+    base: String,
+    /// `…/upload/bigquery/v2/projects/{project}`.
+    upload: String,
+    project: String,
+    pub credentials: Credentials,
+    pub retry: RetryPolicy,
+}
+
+/// A successful HTTP answer.
+struct Answer {
+    status: u16,
+    /// A resumable upload's `Range: bytes=0-N`.
+    range: Option<String>,
+    /// A resumable upload's session URI.
+    location: Option<String>,
+    body: Vec<u8>,
+}
+
+/// An answer to one chunk of a resumable upload.
+pub enum Put<T> {
+    /// BigQuery holds this many bytes of the upload so far.
+    Incomplete(u64),
+    Done(T),
+}
+
+impl Api {
+    pub async fn new(s: &BigQuerySettings, retry: RetryPolicy, request_timeout: Duration) -> Result<Api, BqFailure> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("dealsync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(request_timeout.max(Duration::from_secs(90)))
+            // A redirect would carry the access token elsewhere: BigQuery never sends one.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| BqFailure::local("building the HTTP client", e.to_string()))?;
+        let root = match &s.auth {
+            BigQueryAuth::Emulator { base_url } => {
+                base_url.as_str().trim_end_matches('/').trim_end_matches("/bigquery/v2").to_string()
+            }
+            _ => GOOGLE.to_string(),
+        };
+        Ok(Api {
+            http,
+            base: format!("{root}/bigquery/v2/projects/{}", s.project),
+            upload: format!("{root}/upload/bigquery/v2/projects/{}", s.project),
+            project: s.project.clone(),
+            credentials: Credentials::new(&s.auth).await?,
+            retry,
+        })
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// Sends what `build` makes (with the access token), once. A 308 (a resumable upload's "send more") is an
+    /// answer, not a failure.
+    async fn send_once(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Answer, BqFailure> {
+        let req = match self.credentials.token().await? {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|e| BqFailure::network(what, &e))?;
+        let status = resp.status().as_u16();
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (range, location) = (header("range"), header("location"));
+        let body = resp.bytes().await.map_err(|e| BqFailure::network(what, &e))?.to_vec();
+        match status {
+            200..=299 | 308 => Ok(Answer { status, range, location, body }),
+            _ => Err(BqFailure::http(what, status, &body)),
+        }
+    }
+
+    /// `send_once`, retrying transient failures.
+    async fn send(
+        &self,
+        what: &str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Answer, BqFailure> {
+        retry(self.retry, what, || self.send_once(what, build(&self.http)), || {}).await.map_err(gave_up)
+    }
+
+    fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, BqFailure> {
+        serde_json::from_slice(body).map_err(|e| BqFailure::local(what, format!("an answer dealsync cannot read: {e}")))
+    }
+
+    /// GET `path` (below the project) with `query`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, BqFailure> {
+        let url = format!("{}/{path}", self.base);
+        Self::parse(what, &self.send(what, |c| c.get(&url).query(query)).await?.body)
+    }
+
+    /// POST a JSON body to `path` (below the project).
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, BqFailure> {
+        let url = format!("{}/{path}", self.base);
+        Self::parse(what, &self.send(what, |c| c.post(&url).json(body)).await?.body)
+    }
+
+    /// DELETE `path` (below the project).
+    pub async fn delete(&self, what: &str, path: &str) -> Result<(), BqFailure> {
+        let url = format!("{}/{path}", self.base);
+        self.send(what, |c| c.delete(&url)).await.map(|_| ())
+    }
+
+    /// Starts a resumable upload for the job `job` describes; returns the session URI to send the bytes to.
+    pub async fn start_upload(&self, what: &str, job: &impl Serialize) -> Result<String, BqFailure> {
+        let url = format!("{}/jobs", self.upload);
+        let answer = self.send(what, |c| c.post(&url).query(&[("uploadType", "resumable")]).json(job)).await?;
+        answer
+            .location
+            .ok_or_else(|| BqFailure::local(what, "the upload was started but BigQuery named no session URI"))
+    }
+
+    /// Sends `bytes` as the upload's bytes from `offset`; `total` once they are the last. After a failure,
+    /// BigQuery is asked how much it holds (`bytes */*`) and the rest is sent from there, as the resumable upload
+    /// protocol prescribes.
+    pub async fn put_chunk<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        session: &str,
+        offset: u64,
+        bytes: &[u8],
+        total: Option<u64>,
+    ) -> Result<Put<T>, BqFailure> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+        let end = offset + bytes.len() as u64;
+        let total = total.map_or("*".to_string(), |t| t.to_string());
+        let (from, lost) = (AtomicU64::new(offset), AtomicBool::new(false));
+        let attempt = || async {
+            if lost.load(Relaxed) {
+                let probe = self.send_once(what, self.http.put(session).header("content-range", "bytes */*")).await?;
+                if probe.status != 308 {
+                    // The last bytes arrived and the job exists; only the answer was lost.
+                    return Ok(Put::Done(Self::parse(what, &probe.body)?));
+                }
+                let held = held_bytes(probe.range.as_deref());
+                if held < offset || held > end {
+                    return Err(BqFailure::local(
+                        what,
+                        format!("the upload holds {held} bytes; dealsync sent {offset}"),
+                    ));
+                }
+                from.store(held, Relaxed);
+                lost.store(false, Relaxed);
+            }
+            let f = from.load(Relaxed);
+            let rest = &bytes[(f - offset) as usize..];
+            let range =
+                if rest.is_empty() { format!("bytes */{total}") } else { format!("bytes {f}-{}/{total}", end - 1) };
+            let answer = self
+                .send_once(what, self.http.put(session).header("content-range", range).body(rest.to_vec()))
+                .await
+                .inspect_err(|_| lost.store(true, Relaxed))?;
+            if answer.status != 308 {
+                return Ok(Put::Done(Self::parse(what, &answer.body)?));
+            }
+            let held = held_bytes(answer.range.as_deref());
+            if held < end {
+                // BigQuery kept part of the chunk: ask, then send the rest.
+                lost.store(true, Relaxed);
+                return Err(BqFailure::http(what, 503, b"part of the chunk was kept"));
+            }
+            Ok(Put::Incomplete(held))
+        };
+        retry(self.retry, what, attempt, || {}).await.map_err(gave_up)
+    }
+}
+
+/// The last error of a call that was retried, saying so.
+fn gave_up(g: crate::retry::GaveUp<BqFailure>) -> BqFailure {
+    let mut e = g.error;
+    if crate::retry::Retry::is_retryable(&e) && g.attempts > 1 {
+        e.message = format!("{} (gave up after {} attempts)", e.message, g.attempts);
+    }
+    e
+}
+
+/// Bytes an upload holds, from a 308's `Range: bytes=0-N` (none: nothing yet).
+fn held_bytes(range: Option<&str>) -> u64 {
+    range.and_then(|r| r.rsplit('-').next()).and_then(|n| n.trim().parse::<u64>().ok()).map_or(0, |last| last + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_range_header_says_how_many_bytes_arrived() {
+        assert_eq!(super::held_bytes(None), 0);
+        assert_eq!(super::held_bytes(Some("bytes=0-262143")), 262_144);
+    }
+}

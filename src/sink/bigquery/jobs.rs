@@ -1,0 +1,283 @@
+//! BigQuery jobs, run the way the service documents them: inserted under an id derived from the run (a retried
+//! insert finds the same job: 409), polled until `DONE` in the location BigQuery gives in its `jobReference`,
+//! their rows read page by page (`pageToken`), their counts taken from the finished job's statistics. A job
+//! that fails as a whole for a reason another run of it may not meet (a concurrent update, `jobInternalError`)
+//! runs again under the next id.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::client::Api;
+use super::error::{BqFailure, ErrorProto};
+use super::sql::Statement;
+use crate::retry::{poll, retry, Poll, PollError, RetryPolicy};
+
+/// How long a job may run before the run gives up on it.
+const JOB_LIMIT: Duration = Duration::from_secs(1800);
+/// Runs of one statement at most (the first and its re-runs after whole-job failures).
+const JOB_RUNS: usize = 4;
+
+/// A job as `jobs.insert` and `jobs.get` return it: only what dealsync reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResource {
+    #[serde(default)]
+    pub job_reference: JobReference,
+    #[serde(default)]
+    pub status: JobStatus,
+    #[serde(default)]
+    pub statistics: Statistics,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobReference {
+    #[serde(default)]
+    pub job_id: String,
+    #[serde(default)]
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub error_result: Option<ErrorProto>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Statistics {
+    #[serde(default)]
+    pub query: Option<QueryStatistics>,
+    #[serde(default)]
+    pub load: Option<LoadStatistics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryStatistics {
+    #[serde(default)]
+    pub num_dml_affected_rows: Option<String>,
+    #[serde(default)]
+    pub total_bytes_billed: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadStatistics {
+    #[serde(default)]
+    pub output_rows: Option<String>,
+}
+
+/// A page of `jobs.getQueryResults`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultsPage {
+    #[serde(default)]
+    job_complete: Option<bool>,
+    #[serde(default)]
+    rows: Vec<ResultRow>,
+    #[serde(default)]
+    page_token: Option<String>,
+    #[serde(default)]
+    errors: Vec<ErrorProto>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ResultRow {
+    #[serde(default)]
+    f: Vec<Cell>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Cell {
+    #[serde(default)]
+    v: Value,
+}
+
+/// A row of a query's result: each cell as BigQuery's JSON gives it (text; instants as microseconds).
+pub type Row = Vec<Option<String>>;
+
+/// What a finished job did.
+#[derive(Debug, Clone, Default)]
+pub struct Done {
+    pub job: JobReference,
+    /// `numDmlAffectedRows` of a DML statement.
+    pub affected: u64,
+    /// `outputRows` of a load.
+    pub loaded: u64,
+    pub bytes_billed: u64,
+}
+
+impl Done {
+    fn of(job: JobReference, r: &JobResource) -> Done {
+        let n = |s: Option<&String>| s.and_then(|s| s.parse().ok()).unwrap_or(0);
+        let query = r.statistics.query.as_ref();
+        Done {
+            job,
+            affected: n(query.and_then(|q| q.num_dml_affected_rows.as_ref())),
+            bytes_billed: n(query.and_then(|q| q.total_bytes_billed.as_ref())),
+            loaded: n(r.statistics.load.as_ref().and_then(|l| l.output_rows.as_ref())),
+        }
+    }
+}
+
+/// Runs jobs in one project; `location` is where the dataset lives (read from it), sent with each new job so
+/// that a job whose insert answer was lost can still be found.
+pub struct Jobs<'a> {
+    pub api: &'a Api,
+    pub location: Option<String>,
+    pub labels: &'a [(&'a str, &'a str)],
+}
+
+impl Jobs<'_> {
+    /// The job resource for `configuration` under `job_id`.
+    pub fn job(&self, job_id: &str, configuration: Value) -> Value {
+        let mut configuration = configuration;
+        let labels: serde_json::Map<String, Value> =
+            self.labels.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
+        configuration["labels"] = Value::Object(labels);
+        json!({
+            "jobReference": {"jobId": job_id, "location": self.location},
+            "configuration": configuration,
+        })
+    }
+
+    /// Inserts a job; a job that already exists under the id (a retried insert) is the one to wait for.
+    async fn insert(&self, what: &str, job_id: &str, configuration: Value) -> Result<JobReference, BqFailure> {
+        match self.api.post::<JobResource>(what, "jobs", &self.job(job_id, configuration)).await {
+            Ok(j) => Ok(self.reference(job_id, j.job_reference)),
+            Err(e) if e.is_duplicate() => {
+                Ok(JobReference { job_id: job_id.to_string(), location: self.location.clone() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The reference BigQuery answered, completed with what dealsync sent where it left something out.
+    pub fn reference(&self, job_id: &str, r: JobReference) -> JobReference {
+        JobReference {
+            job_id: if r.job_id.is_empty() { job_id.to_string() } else { r.job_id },
+            location: r.location.or_else(|| self.location.clone()),
+        }
+    }
+
+    fn location_query(job: &JobReference) -> Vec<(&'static str, String)> {
+        job.location.iter().map(|l| ("location", l.clone())).collect()
+    }
+
+    /// Polls a job until it is done; its failure if it failed.
+    pub async fn wait(&self, what: &str, job: JobReference) -> Result<Done, BqFailure> {
+        let path = format!("jobs/{}", job.job_id);
+        let query = Self::location_query(&job);
+        let look = || async {
+            match self.api.get::<JobResource>(what, &path, &query).await {
+                Err(e) => Poll::Failed(e),
+                Ok(r) if r.status.state != "DONE" => Poll::Pending,
+                Ok(r) => match &r.status.error_result {
+                    Some(e) => Poll::Failed(BqFailure::reported(what, e)),
+                    None => Poll::Done(Done::of(job.clone(), &r)),
+                },
+            }
+        };
+        match poll(Duration::from_millis(200), Duration::from_secs(5), JOB_LIMIT, look).await {
+            Ok(done) => Ok(done),
+            Err(PollError::Failed(e)) => Err(e),
+            Err(PollError::TimedOut) => Err(BqFailure::reported(
+                what,
+                &ErrorProto {
+                    reason: Some("timeout".into()),
+                    message: Some(format!("job {} did not finish in 30 minutes", job.job_id)),
+                },
+            )),
+        }
+    }
+
+    /// Every row of a finished query job, page by page.
+    pub async fn rows(&self, what: &str, job: &JobReference) -> Result<Vec<Row>, BqFailure> {
+        let path = format!("queries/{}", job.job_id);
+        let mut rows = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = Self::location_query(job);
+            query.push(("formatOptions.useInt64Timestamp", "true".into()));
+            query.push(("timeoutMs", "10000".into()));
+            if let Some(t) = &token {
+                query.push(("pageToken", t.clone()));
+            }
+            let page: ResultsPage = self.api.get(what, &path, &query).await?;
+            if let Some(e) = page.errors.first() {
+                return Err(BqFailure::reported(what, e));
+            }
+            if page.job_complete == Some(false) {
+                continue; // the server waited `timeoutMs`; ask again
+            }
+            rows.extend(page.rows.into_iter().map(|r| {
+                r.f.into_iter()
+                    .map(|c| match c.v {
+                        Value::Null => None,
+                        Value::String(s) => Some(s),
+                        other => Some(other.to_string()),
+                    })
+                    .collect()
+            }));
+            match page.page_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(rows),
+            }
+        }
+    }
+
+    /// Runs a statement as a job under `job_id` (then `job_id_2`, … when a whole-job failure is worth another
+    /// run) and waits for it.
+    pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done, BqFailure> {
+        let configuration = json!({"query": statement.configuration()});
+        self.run_config(what, job_id, configuration).await
+    }
+
+    /// `run`, then every row of its result.
+    pub async fn select(&self, what: &str, job_id: &str, statement: &Statement) -> Result<(Done, Vec<Row>), BqFailure> {
+        let done = self.run(what, job_id, statement).await?;
+        let rows = self.rows(what, &done.job).await?;
+        Ok((done, rows))
+    }
+
+    /// Inserts and waits for a job of any configuration, running it again under the next id after a
+    /// whole-job failure that another run may not meet.
+    pub async fn run_config(&self, what: &str, job_id: &str, configuration: Value) -> Result<Done, BqFailure> {
+        let attempt = std::sync::atomic::AtomicUsize::new(0);
+        let policy = RetryPolicy { max_attempts: JOB_RUNS, min_delay: Duration::from_secs(1), ..self.api.retry };
+        let once = || {
+            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let id = if n == 1 { job_id.to_string() } else { format!("{job_id}_{n}") };
+            let configuration = configuration.clone();
+            async move {
+                let job = self.insert(what, &id, configuration).await.map_err(Rerun)?;
+                self.wait(what, job).await.map_err(Rerun)
+            }
+        };
+        retry(policy, &format!("{what} as a new job"), once, || {}).await.map_err(|g| g.error.0)
+    }
+}
+
+/// A job's failure, classified for running the whole job again (not for resending a request).
+struct Rerun(BqFailure);
+
+impl std::fmt::Display for Rerun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl crate::retry::Retry for Rerun {
+    fn is_retryable(&self) -> bool {
+        // A request that failed was retried already by the client; only a job that ran and failed runs again
+        // (a statement whose insert went unanswered may be running: never start it twice).
+        self.0.job_failed && self.0.is_rerunnable_job_failure()
+    }
+}

@@ -1,0 +1,338 @@
+//! The dataset and the tables dealsync writes: created when missing, checked against the schema when present
+//! (missing columns added, incompatible ones refused), and kept from expiring. A dataset may set a default
+//! table or partition expiration that BigQuery applies to every new table, and an expired `closing_date`
+//! partition, ledger or quarantine is deleted silently: dealsync's tables get an explicit "never", or the run
+//! stops naming the dataset setting.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::client::Api;
+use super::error::BqFailure;
+use super::jobs::Jobs;
+use super::sql;
+use crate::exit::Exit;
+use crate::schema::Column;
+use crate::sink::SinkError;
+
+/// The dataset as `datasets.get` returns it: only what dealsync reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetResource {
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub default_table_expiration_ms: Option<String>,
+    #[serde(default)]
+    pub default_partition_expiration_ms: Option<String>,
+}
+
+impl DatasetResource {
+    /// The dataset's expiration defaults, described, or `None`.
+    pub fn expiring_defaults(&self) -> Option<String> {
+        let set = |v: &Option<String>| v.as_deref().filter(|v| !v.is_empty() && *v != "0").map(str::to_string);
+        let mut found = Vec::new();
+        if let Some(ms) = set(&self.default_table_expiration_ms) {
+            found.push(format!("defaultTableExpirationMs = {ms}"));
+        }
+        if let Some(ms) = set(&self.default_partition_expiration_ms) {
+            found.push(format!("defaultPartitionExpirationMs = {ms}"));
+        }
+        (!found.is_empty()).then(|| found.join(", "))
+    }
+}
+
+/// A table as `tables.get` returns it: only what dealsync reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableResource {
+    #[serde(default)]
+    pub schema: Schema,
+    #[serde(default)]
+    pub expiration_time: Option<String>,
+    #[serde(default)]
+    pub time_partitioning: Option<Partitioning>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Schema {
+    #[serde(default)]
+    pub fields: Vec<Field>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Partitioning {
+    #[serde(default)]
+    pub expiration_ms: Option<String>,
+}
+
+/// A column as BigQuery reports it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+impl TableResource {
+    /// The table's expirations, described, or `None` when it never expires.
+    pub fn expires(&self) -> Option<String> {
+        let mut found = Vec::new();
+        if let Some(t) = self.expiration_time.as_deref().filter(|t| !t.is_empty() && *t != "0") {
+            found.push(format!("the table expires at {t} (ms since the epoch)"));
+        }
+        if let Some(ms) = self.time_partitioning.as_ref().and_then(|p| p.expiration_ms.as_deref()) {
+            if !ms.is_empty() && ms != "0" {
+                found.push(format!("its partitions expire after {ms} ms"));
+            }
+        }
+        (!found.is_empty()).then(|| found.join("; "))
+    }
+}
+
+/// One of the sink's tables: its id, its columns, and how it is laid out.
+pub struct TableDef {
+    pub id: String,
+    pub columns: Vec<Column>,
+    /// The target: partitioned by `closing_date`, clustered by `deal_id`.
+    pub target: bool,
+    /// An expiration (ms since the epoch) for a staging table; the others never expire.
+    pub expires_at: Option<i64>,
+}
+
+impl TableDef {
+    fn resource(&self, project: &str, dataset: &str) -> Value {
+        let mut t = json!({
+            "tableReference": {"projectId": project, "datasetId": dataset, "tableId": self.id},
+            "schema": sql::schema(&self.columns),
+            "labels": {"managed-by": "dealsync"},
+        });
+        if self.target {
+            t["timePartitioning"] = json!({"type": "DAY", "field": "closing_date"});
+            t["clustering"] = json!({"fields": ["deal_id"]});
+        }
+        if let Some(at) = self.expires_at {
+            t["expirationTime"] = json!(at.to_string());
+        }
+        t
+    }
+}
+
+/// The dataset, read (and created when missing, in `BIGQUERY_LOCATION`).
+pub async fn ensure_dataset(api: &Api, dataset: &str, location: Option<&str>) -> Result<DatasetResource, BqFailure> {
+    let what = format!("reading dataset {dataset}");
+    match api.get::<DatasetResource>(&what, &format!("datasets/{dataset}"), &[]).await {
+        Ok(d) => return Ok(d),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    let mut body = json!({"datasetReference": {"datasetId": dataset}, "labels": {"managed-by": "dealsync"}});
+    if let Some(loc) = location {
+        body["location"] = json!(loc);
+    }
+    let what = format!("creating dataset {dataset}");
+    match api.post::<DatasetResource>(&what, "datasets", &body).await {
+        Ok(d) => {
+            tracing::info!(event = "dataset_created", dataset, "created the BigQuery dataset");
+            Ok(d)
+        }
+        Err(e) if e.is_duplicate() => api.get(&what, &format!("datasets/{dataset}"), &[]).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// The table, or `None` when it does not exist.
+pub async fn get_table(api: &Api, dataset: &str, table: &str) -> Result<Option<TableResource>, BqFailure> {
+    let what = format!("reading table {dataset}.{table}");
+    match api.get::<TableResource>(&what, &format!("datasets/{dataset}/tables/{table}"), &[]).await {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the table if missing; returns the existing one otherwise.
+pub async fn ensure_table(api: &Api, dataset: &str, def: &TableDef) -> Result<Option<TableResource>, BqFailure> {
+    if let Some(t) = get_table(api, dataset, &def.id).await? {
+        return Ok(Some(t));
+    }
+    let what = format!("creating table {dataset}.{}", def.id);
+    let project = api.project();
+    match api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &def.resource(project, dataset)).await {
+        Ok(_) => {
+            tracing::info!(event = "table_created", table = %format!("{dataset}.{}", def.id), "created a BigQuery table");
+            Ok(None)
+        }
+        Err(e) if e.is_duplicate() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes sure a table that must keep its rows never expires: an expiration the dataset's defaults gave it is
+/// removed (`SET OPTIONS … = NULL`), then the table is read again; if it still expires, the run stops.
+pub async fn never_expire(
+    jobs: &Jobs<'_>,
+    dataset: &DatasetResource,
+    dataset_id: &str,
+    def: &TableDef,
+    job_id: &str,
+    describe: &str,
+) -> Result<(), SinkError> {
+    let fail = |e: BqFailure| SinkError::new(describe, e.to_string(), e.exit());
+    let Some(table) = get_table(jobs.api, dataset_id, &def.id).await.map_err(fail)? else { return Ok(()) };
+    let Some(expires) = table.expires() else { return Ok(()) };
+    let mut options = vec!["expiration_timestamp = NULL"];
+    if def.target {
+        options.push("partition_expiration_days = NULL");
+    }
+    let statement = format!(
+        "ALTER TABLE {} SET OPTIONS ({})",
+        sql::table_ref(jobs.api.project(), dataset_id, &def.id),
+        options.join(", ")
+    );
+    let what = format!("removing the expiration of {dataset_id}.{}", def.id);
+    jobs.run(&what, job_id, &statement.into()).await.map_err(fail)?;
+    let after = get_table(jobs.api, dataset_id, &def.id).await.map_err(fail)?;
+    if let Some(still) = after.as_ref().and_then(TableResource::expires) {
+        let setting = dataset.expiring_defaults().unwrap_or_else(|| "an expiration".into());
+        return Err(SinkError::new(
+            describe,
+            format!(
+                "{dataset_id}.{} would delete rows: {still} (the dataset sets {setting}); dealsync could not remove it. \
+                 Remove the dataset's default expiration (bq update --default_table_expiration 0 \
+                 --default_partition_expiration 0 {dataset_id}) or the table's, then run again",
+                def.id
+            ),
+            Exit::Config,
+        ));
+    }
+    tracing::info!(event = "expiration_removed", table = %def.id, was = %expires, "the table no longer expires");
+    Ok(())
+}
+
+/// Columns to add, and the incompatibilities that forbid writing.
+pub fn compare_schema(have: &[Field], want: &[Column]) -> (Vec<Column>, Vec<String>) {
+    let mode = |m: Option<&str>| m.unwrap_or("NULLABLE").to_ascii_uppercase();
+    let mut add = Vec::new();
+    let mut problems = Vec::new();
+    for w in want {
+        match have.iter().find(|h| h.name.eq_ignore_ascii_case(&w.name)) {
+            None => add.push(w.clone()),
+            Some(h) => {
+                let (ht, wt) = (sql::canonical_type(&h.ty), w.ty.bigquery());
+                if ht != wt {
+                    problems.push(format!("column {} is {ht}, dealsync writes {wt}", w.name));
+                    continue;
+                }
+                let (hm, wm) = (mode(h.mode.as_deref()), w.mode().to_string());
+                let repeated_mismatch = (hm == "REPEATED") != (wm == "REPEATED");
+                let required_but_nullable = hm == "REQUIRED" && wm != "REQUIRED";
+                if repeated_mismatch || required_but_nullable {
+                    problems.push(format!("column {} is {hm}, dealsync writes {wm}", w.name));
+                }
+            }
+        }
+    }
+    (add, problems)
+}
+
+/// Checks an existing target against the schema: missing columns are added (nullable: BigQuery adds no other),
+/// incompatible ones stop the run.
+pub async fn evolve(
+    jobs: &Jobs<'_>,
+    existing: &TableResource,
+    table_ref: &str,
+    columns: &[Column],
+    job_id: &str,
+    describe: &str,
+) -> Result<(), SinkError> {
+    let (to_add, problems) = compare_schema(&existing.schema.fields, columns);
+    if !problems.is_empty() {
+        return Err(SinkError::new(
+            describe,
+            format!(
+                "the existing table is not compatible and nothing was written: {}; migrate or rename the table, or \
+                 point BIGQUERY_TABLE elsewhere",
+                problems.join("; ")
+            ),
+            Exit::Config,
+        ));
+    }
+    if to_add.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = to_add.iter().map(|c| c.name.as_ref()).collect();
+    // One ALTER a column: the emulator takes one command a statement, and a job id each keeps reruns apart.
+    for (i, c) in to_add.iter().enumerate() {
+        let ty =
+            if c.mode() == "REPEATED" { format!("ARRAY<{}>", c.ty.bigquery()) } else { c.ty.bigquery().to_string() };
+        let statement = format!("ALTER TABLE {table_ref} ADD COLUMN IF NOT EXISTS {} {ty}", c.name);
+        let what = format!("adding column {} to {describe}", c.name);
+        jobs.run(&what, &format!("{job_id}_{i}"), &statement.into())
+            .await
+            .map_err(|e| SinkError::new(describe, e.to_string(), e.exit()))?;
+    }
+    tracing::info!(event = "columns_added", columns = %names.join(","), "added columns to the target table");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str, ty: &str, mode: &str) -> Field {
+        Field { name: name.into(), ty: ty.into(), mode: Some(mode.into()) }
+    }
+
+    fn fields(columns: &[Column]) -> Vec<Field> {
+        columns.iter().map(|c| f(&c.name, c.ty.bigquery(), c.mode())).collect()
+    }
+
+    #[test]
+    fn a_missing_column_is_added_as_nullable_and_a_changed_type_is_refused() {
+        let want = crate::schema::columns(&[]);
+        let mut have: Vec<_> =
+            fields(&want).into_iter().filter(|c| c.name != "pipeline" && c.name != "deal_id").collect();
+        have.push(f("DEAL_ID", "STRING", "REQUIRED"));
+        let (add, problems) = compare_schema(&have, &want);
+        assert_eq!(add.iter().map(|c| c.name.as_ref()).collect::<Vec<_>>(), vec!["pipeline"]);
+        assert!(problems.is_empty(), "{problems:?}");
+
+        let mut have = fields(&want);
+        have[3] = f("amount", "FLOAT64", "NULLABLE");
+        have[19] = f("tags", "STRING", "NULLABLE");
+        let (_, problems) = compare_schema(&have, &want);
+        assert_eq!(
+            problems,
+            vec![
+                "column amount is FLOAT64, dealsync writes NUMERIC",
+                "column tags is NULLABLE, dealsync writes REPEATED"
+            ]
+        );
+    }
+
+    #[test]
+    fn integer_and_int64_are_the_same_type() {
+        let want = crate::schema::columns(&[]);
+        let mut have = fields(&want);
+        let at = want.iter().position(|c| c.ty.bigquery() == "INT64").expect("an integer column");
+        have[at].ty = "INTEGER".into();
+        let (add, problems) = compare_schema(&have, &want);
+        assert!(add.is_empty() && problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn a_table_expires_by_its_own_time_or_its_partitions() {
+        let t: TableResource = serde_json::from_str(r#"{"expirationTime": "1797230553654"}"#).unwrap();
+        assert!(t.expires().unwrap().contains("1797230553654"));
+        let t: TableResource =
+            serde_json::from_str(r#"{"timePartitioning": {"type": "DAY", "expirationMs": "86400000"}}"#).unwrap();
+        assert!(t.expires().unwrap().contains("86400000"));
+        assert!(TableResource::default().expires().is_none());
+        let d: DatasetResource = serde_json::from_str(r#"{"defaultTableExpirationMs": "3600000"}"#).unwrap();
+        assert_eq!(d.expiring_defaults().unwrap(), "defaultTableExpirationMs = 3600000");
+    }
+}
