@@ -59,7 +59,12 @@ pub fn init(format: Option<LogFormat>, color: bool, quiet: bool) {
     let _ = FORMAT.set(format);
     QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
     let default = if quiet { "warn" } else { "info" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // The HTTP and auth libraries log requests and answers at debug level, Google's token exchanges included
+    // (client secrets, refresh tokens, access tokens): capped whatever RUST_LOG says.
+    for capped in ["yup_oauth2=warn", "hyper=warn", "hyper_util=warn", "reqwest=warn", "h2=warn", "rustls=warn"] {
+        filter = filter.add_directive(capped.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -76,7 +76,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     let d =
         humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d ({e})"))?;
-    Duration::from_std(d).map_err(|_| format!("`{s}` is too long"))
+    // Window arithmetic on instants must not overflow: no setting needs more than a century.
+    match Duration::from_std(d) {
+        Ok(d) if d <= Duration::days(36_525) => Ok(d),
+        _ => Err(format!("`{s}` is too long (at most 100 years)")),
+    }
 }
 /// A sink as named on the command line or in the file: `NAME` or `NAME:TARGET` (`sqlite:./deals.db`,
 /// `ndjson:-`, `bigquery`). Only the form is checked here: which names exist and what their target means belong

@@ -302,3 +302,13 @@ async fn progress_on_a_terminal_never_passes_the_windows_closed_won_count_and_sh
 fn query_count(db: &std::path::Path) -> u64 {
     crate::helpers::query_i64(db, "SELECT count(*) FROM closed_won_deals") as u64
 }
+
+#[test]
+fn a_duration_too_long_for_the_calendar_is_a_usage_error_not_a_panic() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dealsync"))
+        .args(["sync", "--demo", "--index-lag", "500000y"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too long"));
+}

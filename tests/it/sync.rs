@@ -481,6 +481,20 @@ async fn dry_run_prints_rows_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ndjson_export_writes_or_removes_its_quarantine_file_so_the_pair_belongs_to_one_run() {
+    let args = ["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--sink", "ndjson:rows.ndjson"];
+    let broken = simulator(SimConfig { broken: 3, ..sim_config(1500) }).await;
+    let first = Dealsync::new(&args).against(&broken).run().await;
+    first.assert_code(3);
+    let quarantine = first.dir.path().join("rows.ndjson.quarantine.ndjson");
+    assert_eq!(std::fs::read_to_string(&quarantine).unwrap().lines().count(), 3);
+    let clean = simulator(sim_config(1500)).await;
+    let second = Dealsync::new(&args).against(&clean).reuse(first.dir).run().await;
+    second.assert_code(0);
+    assert!(!quarantine.exists(), "a clean export leaves no stale quarantine beside it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndjson_rows_carry_exact_decimals_and_the_raw_record() {
     let sim = simulator(sim_config(1500)).await;
     let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--sink", "ndjson:rows.ndjson"])
