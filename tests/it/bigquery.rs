@@ -255,7 +255,6 @@ async fn a_run_killed_before_its_load_finished_is_repaired_by_the_next_run() {
     let mut killed = dealsync::sink::bigquery::BigQuerySink::connect(
         bq.settings(),
         &stamp.run_id,
-        stamp.synced_at,
         Default::default(),
         std::time::Duration::from_secs(30),
     )

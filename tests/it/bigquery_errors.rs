@@ -32,7 +32,7 @@ async fn sink(server: &MockServer) -> BigQuerySink {
         location: None,
         auth: BigQueryAuth::Emulator { base_url: format!("{}/bigquery/v2", server.uri()).parse().unwrap() },
     };
-    BigQuerySink::connect(settings, RUN, chrono::Utc::now(), fast(), std::time::Duration::from_secs(10)).await.unwrap()
+    BigQuerySink::connect(settings, RUN, fast(), std::time::Duration::from_secs(10)).await.unwrap()
 }
 
 fn google_error(code: u16, reason: &str, message: &str) -> ResponseTemplate {

@@ -62,7 +62,7 @@ async fn connect_kind(o: &Opening<'_>) -> Result<BigQuerySink, OpenError> {
     let bq = o.settings.bigquery.clone().ok_or_else(|| {
         ConfigError::new("BIGQUERY_PROJECT", "is not set; --sink bigquery needs the project to write to")
     })?;
-    Ok(BigQuerySink::connect(bq, o.run_id, o.started_at, o.retry, o.request_timeout).await?)
+    Ok(BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?)
 }
 
 fn open_kind(o: Opening<'_>) -> BoxFuture<'_, Result<Box<dyn Sink>, OpenError>> {
@@ -105,7 +105,6 @@ impl BigQuerySink {
     pub async fn connect(
         s: BigQuerySettings,
         run_id: &str,
-        _synced_at: DateTime<Utc>,
         retry: RetryPolicy,
         request_timeout: Duration,
     ) -> Result<BigQuerySink, SinkError> {
@@ -161,17 +160,19 @@ impl BigQuerySink {
         self.job_id(&format!("q{}", self.jobs_run.fetch_add(1, Ordering::Relaxed)))
     }
 
-    /// Jobs run in the dataset's location (read once; a dataset that does not exist is an error here).
-    async fn jobs(&mut self) -> Result<Jobs<'_>, SinkError> {
+    /// Reads the dataset once, for its location, where every job runs (a dataset that does not exist is an
+    /// error here; `prepare` creates it).
+    async fn know_location(&mut self) -> Result<(), SinkError> {
         if self.dataset.is_none() {
             let what = format!("reading dataset {}.{}", self.s.project, self.s.dataset);
             let d =
                 self.api.get(&what, &format!("datasets/{}", self.s.dataset), &[]).await.map_err(|e| self.fail(e))?;
             self.dataset = Some(d);
         }
-        Ok(self.jobs_in())
+        Ok(())
     }
 
+    /// Jobs in the dataset's location (`know_location` first).
     fn jobs_in(&self) -> Jobs<'_> {
         let location = self.dataset.as_ref().and_then(|d| d.location.clone());
         Jobs { api: &self.api, location, labels: LABELS }
@@ -184,7 +185,7 @@ impl BigQuerySink {
     /// Every row a query returns, all pages.
     async fn select(&mut self, what: &str, statement: impl Into<Statement>) -> Result<Vec<Row>, SinkError> {
         let (statement, id) = (statement.into(), self.read_id());
-        self.jobs().await?;
+        self.know_location().await?;
         let (done, rows) = self.jobs_in().select(what, &id, &statement).await.map_err(|e| self.fail(e))?;
         self.billed(&done);
         Ok(rows)
@@ -193,7 +194,7 @@ impl BigQuerySink {
     /// A statement run to completion under `job_id`.
     async fn execute(&mut self, what: &str, job_id: &str, statement: impl Into<Statement>) -> Result<Done, SinkError> {
         let statement = statement.into();
-        self.jobs().await?;
+        self.know_location().await?;
         let done = self.jobs_in().run(what, job_id, &statement).await.map_err(|e| self.fail(e))?;
         self.billed(&done);
         Ok(done)
@@ -254,7 +255,7 @@ impl BigQuerySink {
     async fn load_quarantine(&mut self) -> Result<(), SinkError> {
         let Some(upload) = self.quarantine.take() else { return Ok(()) };
         let n = upload.rows;
-        self.jobs().await?;
+        self.know_location().await?;
         let done = upload.finish(&self.jobs_in(), "loading the quarantine").await.map_err(|e| self.fail(e))?;
         tracing::info!(event = "quarantine_loaded", rows = n, job = %done.job.job_id, "loaded the quarantined records");
         Ok(())
@@ -405,7 +406,7 @@ impl Sink for BigQuerySink {
         if rows.is_empty() {
             return Ok(WriteStats::default());
         }
-        self.jobs().await?;
+        self.know_location().await?;
         self.staging_upload().await?;
         let mut upload = self.upload.take().expect("created above");
         let mut written = Ok(WriteStats::default());
@@ -437,7 +438,7 @@ impl Sink for BigQuerySink {
             }
             let mut upload = self.quarantine.take().expect("created above");
             write_object(&columns, &q.values(), upload.line(), false);
-            self.jobs().await?;
+            self.know_location().await?;
             let pushed = upload.push_row(&self.jobs_in(), "loading the quarantine").await;
             self.quarantine = Some(upload);
             pushed.map_err(|e| self.fail(e))?;
@@ -449,7 +450,7 @@ impl Sink for BigQuerySink {
         self.load_quarantine().await?;
         let Some(upload) = self.upload.take() else { return Ok(WriteStats::default()) };
         let sent = upload.rows;
-        self.jobs().await?;
+        self.know_location().await?;
         let loaded = upload.finish(&self.jobs_in(), "loading the staging table").await.map_err(|e| self.fail(e))?;
         tracing::info!(event = "staging_loaded", rows = sent, output_rows = loaded.loaded, job = %loaded.job.job_id,
             "loaded the run's rows into the staging table");
@@ -537,7 +538,7 @@ impl Sink for BigQuerySink {
         let (p, d) = (&self.s.project, &self.s.dataset);
         let mut upload = Upload::new(self.job_id("ledger"), p, d, sql::RUNS_TABLE, sql::schema(&columns));
         write_object(&columns, &run.values(), upload.line(), false);
-        self.jobs().await?;
+        self.know_location().await?;
         let jobs = self.jobs_in();
         let pushed = upload.push_row(&jobs, "recording the run").await;
         let done = match pushed {
