@@ -38,11 +38,12 @@ impl gcp_bigquery_client::auth::Authenticator for NoAuth {
     }
 }
 
-/// A test's own dataset on the emulator, and a client to look into it.
+/// A test's own dataset on the emulator, a client to look into it, and the harness dealsync talks to: the
+/// emulator behind a proxy that answers as the real service may (`bq_harness`).
 pub struct TestBq {
-    pub host: String,
     pub dataset: String,
     client: Client,
+    pub harness: crate::bq_harness::Harness,
 }
 
 impl TestBq {
@@ -57,7 +58,8 @@ impl TestBq {
         )
         .next_u64()
             % 1_000_000;
-        TestBq { host: host.to_string(), dataset: format!("{name}_{suffix}"), client }
+        let harness = crate::bq_harness::start(host).await;
+        TestBq { dataset: format!("{name}_{suffix}"), client, harness }
     }
 
     pub fn table_ref(&self, table: &str) -> String {
@@ -129,7 +131,7 @@ impl TestBq {
     /// A dealsync run pointed at this dataset.
     pub fn dealsync(&self, args: &[&str]) -> Dealsync {
         Dealsync::new(args)
-            .env("BIGQUERY_EMULATOR_HOST", &self.host)
+            .env("BIGQUERY_EMULATOR_HOST", &self.harness.host)
             .env("BIGQUERY_PROJECT", PROJECT)
             .env("BIGQUERY_DATASET", &self.dataset)
     }
@@ -141,7 +143,7 @@ impl TestBq {
             table: "closed_won_deals".into(),
             location: None,
             auth: dealsync::config::BigQueryAuth::Emulator {
-                base_url: format!("http://{}/bigquery/v2", self.host).parse().unwrap(),
+                base_url: format!("http://{}/bigquery/v2", self.harness.host).parse().unwrap(),
             },
         }
     }
@@ -179,6 +181,51 @@ async fn the_first_run_creates_dataset_and_tables_and_writes_exactly_the_closed_
         bq.count(&format!("SELECT COUNT(*) FROM {} WHERE status = 'success'", bq.table_ref("_dealsync_runs"))).await,
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
+async fn with_every_documented_answer_at_once_a_backfill_deletions_and_verify_end_with_the_truth() {
+    let host = required_emulator();
+    let bq = TestBq::new(&host, "documented").await;
+    let sim = simulator(sim_config(5000)).await;
+    let days = ["sync", "--from", "2026-10-04", "--to", "2026-10-30"];
+    let w = window("2026-10-04T00:00:00Z", "2026-10-30T00:00:00Z");
+    let first = bq.dealsync(&days).against(&sim).run().await;
+    first.assert_code(0);
+    let truth = expected_ids(&sim, &w);
+    assert!(truth.len() > 1000, "a few thousand deals: {}", truth.len());
+    assert_eq!(bq.deal_ids().await, truth);
+
+    let gone: Vec<u64> =
+        sim.closed_won(&w).iter().filter(|d| d.broken.is_none()).step_by(97).take(6).map(|d| d.id).collect();
+    sim.mutate(|deals| {
+        for d in deals.iter_mut().filter(|d| gone.contains(&d.id)) {
+            d.deleted = true;
+            d.deleted_at = Some(utc("2026-10-20T00:00:00Z").timestamp());
+        }
+    });
+    let second = bq.dealsync(&days).against(&sim).run().await;
+    second.assert_code(0);
+    assert_eq!(second.count("rows_deleted"), 6, "exactly the deleted closed-won deals");
+    let ids: Vec<String> = gone.iter().map(|id| format!("'{id}'")).collect();
+    let marked = format!(
+        "SELECT COUNT(*) FROM {} WHERE is_deleted AND deal_id IN ({})",
+        bq.table_ref("closed_won_deals"),
+        ids.join(", ")
+    );
+    assert_eq!(bq.count(&marked).await, 6);
+    bq.dealsync(&["verify", "--from", "2026-10-04", "--to", "2026-10-30"]).against(&sim).run().await.assert_code(0);
+
+    let served = bq.harness.served();
+    assert_eq!(served.insert_all, 0, "no row passes through insertAll");
+    assert_eq!(served.concurrent_updates, 2, "the MERGE and the soft delete each lost once, and ran again");
+    assert!(served.running > 0 && served.incomplete_results > 0, "{served:?}");
+    assert!(served.expirations_cleared >= 3, "the dataset's default expirations were removed: {served:?}");
+    assert_eq!(served.not_found_without_location, 0, "every job was polled in its location");
+    // The harness refuses a poll without the location, as the service does.
+    let job = format!("http://{}/bigquery/v2/projects/{PROJECT}/jobs/anything", bq.harness.host);
+    assert_eq!(reqwest::get(&job).await.unwrap().status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,7 +543,9 @@ async fn reconciliation_in_bigquery_names_a_row_deleted_behind_dealsyncs_back() 
     bq.query(&format!("DELETE FROM {} WHERE deal_id = '{victim}'", bq.table_ref("closed_won_deals"))).await;
     let verify = bq.dealsync(&["verify", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).run().await;
     verify.assert_code(3);
-    assert_eq!(verify.event("reconciliation")["missing"], serde_json::json!([victim]));
+    assert_eq!(verify.event("reconciliation")["missing"], serde_json::json!([victim]), "every page of ids was read");
+    let served = bq.harness.served();
+    assert!(served.next_pages >= 5, "the ids came 100 a page: {served:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 mod architecture;
 mod bigquery;
 mod bigquery_errors;
+mod bq_harness;
 mod cli;
 mod config_errors;
 mod criteria_props;

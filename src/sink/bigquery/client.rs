@@ -21,6 +21,8 @@ pub struct Api {
     /// `…/upload/bigquery/v2/projects/{project}`.
     upload: String,
     project: String,
+    /// Uploads are gzipped, except towards the emulator, which cannot read them.
+    gzip: bool,
     pub credentials: Credentials,
     pub retry: RetryPolicy,
 }
@@ -63,6 +65,7 @@ impl Api {
             base: format!("{root}/bigquery/v2/projects/{}", s.project),
             upload: format!("{root}/upload/bigquery/v2/projects/{}", s.project),
             project: s.project.clone(),
+            gzip: !matches!(s.auth, BigQueryAuth::Emulator { .. }),
             credentials: Credentials::new(&s.auth).await?,
             retry,
         })
@@ -70,6 +73,10 @@ impl Api {
 
     pub fn project(&self) -> &str {
         &self.project
+    }
+
+    pub fn gzip(&self) -> bool {
+        self.gzip
     }
 
     /// Sends what `build` makes (with the access token), once. A 308 (a resumable upload's "send more") is an

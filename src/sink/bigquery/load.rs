@@ -1,8 +1,11 @@
-//! Load jobs fed by a resumable upload: rows go into the upload as they are mapped, in chunks of
-//! `CHUNK` bytes, and only the last chunk creates the job, which loads every row or none. Nothing is held
+//! Load jobs fed by a resumable upload: rows go into the upload as they are mapped, gzipped NDJSON in chunks
+//! of `CHUNK` bytes, and only the last chunk creates the job, which loads every row or none. Nothing is held
 //! whole in memory and nothing is written to disk (Cloud Run's disk is memory); loading is free, where
-//! streaming inserts are billed.
+//! streaming inserts are billed. (bqemulator cannot read gzip uploads: towards it the NDJSON goes plain.)
 
+use std::io::Write;
+
+use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 
 use super::client::Put;
@@ -18,7 +21,10 @@ pub struct Upload {
     /// The load job's `configuration`.
     configuration: Value,
     session: Option<String>,
-    buffer: Vec<u8>,
+    /// The row being written.
+    row: Vec<u8>,
+    /// What is not sent yet: gzipped, or plain towards the emulator.
+    out: Out,
     /// Bytes BigQuery holds.
     sent: u64,
     pub rows: u64,
@@ -27,7 +33,7 @@ pub struct Upload {
 impl Upload {
     /// A load of NDJSON rows appended to `table` (in the sink's dataset) of `schema`, under `job_id`: a retried
     /// upload or insert is the same job, so the rows land once.
-    pub fn new(job_id: String, project: &str, dataset: &str, table: &str, schema: Value) -> Upload {
+    pub fn new(job_id: String, project: &str, dataset: &str, table: &str, schema: Value, gzip: bool) -> Upload {
         let configuration = json!({"load": {
             "destinationTable": {"projectId": project, "datasetId": dataset, "tableId": table},
             "sourceFormat": "NEWLINE_DELIMITED_JSON",
@@ -36,23 +42,46 @@ impl Upload {
             "writeDisposition": "WRITE_APPEND",
             "ignoreUnknownValues": false,
         }});
-        Upload { job_id, configuration, session: None, buffer: Vec::with_capacity(CHUNK), sent: 0, rows: 0 }
+        let out = if gzip {
+            Out::Gzip(GzEncoder::new(Vec::with_capacity(CHUNK), flate2::Compression::fast()))
+        } else {
+            Out::Plain(Vec::with_capacity(CHUNK))
+        };
+        Upload { job_id, configuration, session: None, row: Vec::new(), out, sent: 0, rows: 0 }
     }
 
     /// Where the next row is written (one JSON object, then `push_row`).
     pub fn line(&mut self) -> &mut Vec<u8> {
-        &mut self.buffer
+        &mut self.row
     }
 
     /// Ends the row just written; sends a chunk once the buffer holds one.
     pub async fn push_row(&mut self, jobs: &Jobs<'_>, what: &str) -> Result<(), BqFailure> {
-        self.buffer.push(b'\n');
-        self.rows += 1;
+        self.append();
         // Strictly more: the last chunk always keeps a byte, so that it can carry the total.
-        if self.buffer.len() > CHUNK {
+        if self.out.bytes().len() > CHUNK {
             self.send_chunk(jobs, what).await?;
         }
         Ok(())
+    }
+
+    /// Moves the row just written into what is to be sent.
+    fn append(&mut self) {
+        self.row.push(b'\n');
+        self.rows += 1;
+        match &mut self.out {
+            Out::Gzip(gz) => gz.write_all(&self.row).expect("compressing into memory"),
+            Out::Plain(buf) => buf.extend_from_slice(&self.row),
+        }
+        self.row.clear();
+    }
+
+    /// Everything not sent yet, the gzip trailer included: the last chunk.
+    fn rest(&mut self) -> Vec<u8> {
+        match std::mem::replace(&mut self.out, Out::Plain(Vec::new())) {
+            Out::Gzip(gz) => gz.finish().expect("compressing into memory"),
+            Out::Plain(buf) => buf,
+        }
     }
 
     async fn session(&mut self, jobs: &Jobs<'_>, what: &str) -> Result<String, BqFailure> {
@@ -67,7 +96,7 @@ impl Upload {
 
     async fn send_chunk(&mut self, jobs: &Jobs<'_>, what: &str) -> Result<(), BqFailure> {
         let session = self.session(jobs, what).await?;
-        let chunk: Vec<u8> = self.buffer.drain(..CHUNK).collect();
+        let chunk: Vec<u8> = self.out.bytes().drain(..CHUNK).collect();
         match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, &chunk, None).await? {
             Put::Incomplete(held) => self.sent = held,
             Put::Done(_) => return Err(BqFailure::local(what, "BigQuery ended the upload before its last chunk")),
@@ -78,7 +107,7 @@ impl Upload {
     /// Sends the rest, which creates the load job, and waits for it: every row is in the table, or none.
     pub async fn finish(mut self, jobs: &Jobs<'_>, what: &str) -> Result<Done, BqFailure> {
         let session = self.session(jobs, what).await?;
-        let rest = std::mem::take(&mut self.buffer);
+        let rest = self.rest();
         let total = self.sent + rest.len() as u64;
         let job = match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, &rest, Some(total)).await? {
             Put::Done(job) => jobs.reference(&self.job_id, job.job_reference),
@@ -88,10 +117,57 @@ impl Upload {
     }
 }
 
+/// The bytes an upload has not sent yet.
+enum Out {
+    Gzip(GzEncoder<Vec<u8>>),
+    Plain(Vec<u8>),
+}
+
+impl Out {
+    fn bytes(&mut self) -> &mut Vec<u8> {
+        match self {
+            Out::Gzip(gz) => gz.get_mut(),
+            Out::Plain(buf) => buf,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_chunk_is_a_multiple_of_256_kib() {
-        assert_eq!(super::CHUNK % (256 * 1024), 0);
+        assert_eq!(CHUNK % (256 * 1024), 0);
+    }
+
+    #[test]
+    fn the_chunks_and_the_rest_are_the_rows_as_gzipped_ndjson() {
+        for gzip in [true, false] {
+            let mut u = Upload::new("j".into(), "p", "d", "t", json!({"fields": []}), gzip);
+            let mut want = String::new();
+            let mut sent = Vec::new();
+            for i in 0..200_000 {
+                let line = format!(r#"{{"deal_id":"{i}","note":"{}"}}"#, "x".repeat(i % 97));
+                want.push_str(&line);
+                want.push('\n');
+                u.line().extend_from_slice(line.as_bytes());
+                u.append();
+                if u.out.bytes().len() > CHUNK {
+                    sent.extend(u.out.bytes().drain(..CHUNK));
+                }
+            }
+            assert!(gzip || sent.len() >= CHUNK, "plain rows fill more than a chunk");
+            sent.extend(u.rest());
+            let got = if gzip {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&sent[..]), &mut text).unwrap();
+                text
+            } else {
+                String::from_utf8(sent).unwrap()
+            };
+            assert_eq!(got, want, "gzip: {gzip}");
+            assert_eq!(u.rows, 200_000);
+        }
     }
 }

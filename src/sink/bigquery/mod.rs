@@ -246,7 +246,8 @@ impl BigQuerySink {
             tables::ensure_table(&self.api, &self.s.dataset, &def).await.map_err(|e| self.fail(e))?;
             let (p, d) = (&self.s.project, &self.s.dataset);
             let schema = sql::schema(&self.columns);
-            self.upload = Some(Upload::new(self.job_id("stage"), p, d, &self.staging, schema));
+            let gzip = self.api.gzip();
+            self.upload = Some(Upload::new(self.job_id("stage"), p, d, &self.staging, schema, gzip));
         }
         Ok(self.upload.as_mut().expect("created above"))
     }
@@ -434,7 +435,7 @@ impl Sink for BigQuerySink {
                 let (p, d) = (&self.s.project, &self.s.dataset);
                 let schema = sql::schema(&columns);
                 let job = self.job_id("quarantine");
-                self.quarantine = Some(Upload::new(job, p, d, sql::QUARANTINE_TABLE, schema));
+                self.quarantine = Some(Upload::new(job, p, d, sql::QUARANTINE_TABLE, schema, self.api.gzip()));
             }
             let mut upload = self.quarantine.take().expect("created above");
             write_object(&columns, &q.values(), upload.line(), false);
@@ -536,7 +537,8 @@ impl Sink for BigQuerySink {
     async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
         let columns = sql::ledger_columns();
         let (p, d) = (&self.s.project, &self.s.dataset);
-        let mut upload = Upload::new(self.job_id("ledger"), p, d, sql::RUNS_TABLE, sql::schema(&columns));
+        let (id, schema) = (self.job_id("ledger"), sql::schema(&columns));
+        let mut upload = Upload::new(id, p, d, sql::RUNS_TABLE, schema, self.api.gzip());
         write_object(&columns, &run.values(), upload.line(), false);
         self.know_location().await?;
         let jobs = self.jobs_in();
