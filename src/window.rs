@@ -85,6 +85,21 @@ impl Window {
         Some(out)
     }
 
+    /// The part of a `Modified_Time` window that is settled at `now`: up to `now - index_lag`, since Zoho's index
+    /// lags fresh edits and edits move deals in and out of a window that is still open. `None` when none of it is.
+    /// A `Closing_Date` window is returned whole (a deal may close in the future; such windows are always proven
+    /// by comparing ids).
+    pub fn settled(&self, now: DateTime<Utc>, index_lag: Duration) -> Option<Window> {
+        if self.field.is_date() {
+            return Some(self.clone());
+        }
+        let limit = (now - index_lag).with_timezone(self.end.offset());
+        if self.end <= limit {
+            return Some(self.clone());
+        }
+        Window::new(self.field, self.start, limit).ok()
+    }
+
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         t >= self.start && t < self.end
     }
@@ -153,6 +168,24 @@ fn ceil_day(t: DateTime<Utc>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_modified_time_window_is_settled_up_to_now_minus_the_index_lag() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap();
+        let now = at("2026-12-07T12:00:00Z").with_timezone(&Utc);
+        let lag = Duration::minutes(5);
+        let w = Window::new(WindowField::ModifiedTime, at("2026-12-01T00:00:00Z"), at("2027-01-01T00:00:00Z")).unwrap();
+        assert_eq!(w.settled(now, lag).unwrap().end, at("2026-12-07T11:55:00Z"));
+        let past =
+            Window::new(WindowField::ModifiedTime, at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z")).unwrap();
+        assert_eq!(past.settled(now, lag).unwrap().end, past.end);
+        let future =
+            Window::new(WindowField::ModifiedTime, at("2026-12-08T00:00:00Z"), at("2027-01-01T00:00:00Z")).unwrap();
+        assert!(future.settled(now, lag).is_none());
+        let dates =
+            Window::new(WindowField::ClosingDate, at("2026-12-01T00:00:00Z"), at("2027-01-01T00:00:00Z")).unwrap();
+        assert_eq!(dates.settled(now, lag).unwrap().end, dates.end);
+    }
 
     fn t(s: &str) -> DateTime<FixedOffset> {
         DateTime::parse_from_rfc3339(s).unwrap()

@@ -170,6 +170,14 @@ async fn sync_inner(
         None => settings.zoho.clone().expect("credentials were required"),
     };
 
+    if let (Some((_, count)), crate::window::WindowSpec::Backfill { to: None, .. }) = (settings.shard, &plan.spec) {
+        if count > 1 {
+            // Each task would resolve "now" when it starts, and staggered starts would leave gaps between slices.
+            return Err(RunError::Usage(format!(
+                "a backfill sharded over {count} tasks needs --to, so that every task cuts the same range into slices"
+            )));
+        }
+    }
     let mut sink = open_sink(plan, &settings, run_id, started_at).await?;
     summary.sink = sink.describe();
     sink.prepare().await?;
@@ -209,6 +217,24 @@ async fn sync_inner(
             return Ok(());
         }
         _ => full,
+    };
+    // A backfill (or its slice) proves only what is settled: the part of the window before now minus the index
+    // lag. Past that, edits still move deals in and out while it is read.
+    let window = match plan.spec {
+        crate::window::WindowSpec::Backfill { index_lag, .. } => match window.settled(started_at, index_lag) {
+            Some(w) if w.end != window.end => {
+                tracing::info!(event = "window_clamped", requested_end = %window.end_str(), end = %w.end_str(),
+                    "the window ends after now minus the index lag; it is synced up to there, the rest by later runs");
+                w
+            }
+            Some(w) => w,
+            None => {
+                tracing::info!(event = "window_clamped", start = %window.start_str(),
+                    "this window starts after now minus the index lag: nothing to sync yet");
+                return Ok(());
+            }
+        },
+        crate::window::WindowSpec::Default { .. } => window,
     };
     summary.window_field = Some(window.field.api_name().to_string());
     summary.window_start = Some(window.start_str());

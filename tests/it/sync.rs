@@ -444,6 +444,33 @@ async fn a_quarantine_keyed_by_deal_from_an_older_dealsync_is_rebuilt_and_keeps_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_whose_end_lies_in_the_future_syncs_only_the_settled_part_and_says_so() {
+    let sim = simulator(sim_config(1500)).await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2099-01-01"]).against(&sim).run().await;
+    out.assert_code(0);
+    let end = utc(out.summary()["window_end"].as_str().unwrap());
+    let settled = chrono::Utc::now() - Duration::minutes(5);
+    assert!(end <= settled && end > settled - Duration::minutes(5), "clamped to now minus the index lag: {end}");
+    assert_eq!(out.event("window_clamped")["requested_end"], "2099-01-01T00:00:00+00:00");
+    let w = window("2026-10-01T00:00:00Z", &end.to_rfc3339());
+    assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &w));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_backfill_without_to_is_refused_naming_to() {
+    let sim = simulator(sim_config(500)).await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01"])
+        .against(&sim)
+        .env("CLOUD_RUN_TASK_INDEX", "1")
+        .env("CLOUD_RUN_TASK_COUNT", "4")
+        .run()
+        .await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("--to"), "{}", out.stderr);
+    assert_eq!(sim.stats().search_requests, 0, "refused before any request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_starts_the_next_default_window_and_backfills_do_not_move_it() {
     let sim = simulator(SimConfig::demo(2000, 5)).await;
     let first = Dealsync::new(&["sync"]).against(&sim).run().await;
