@@ -648,32 +648,50 @@ async fn complete(
     ids: &std::sync::Mutex<RunIds>,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<Option<Completeness>, ZohoError> {
-    let fetched = ids.lock().expect("not poisoned").len();
-    // Only a Modified_Time window is proven by its count: an edit moves a deal out of it, never into it, so the
-    // deals fetched after the count are among the deals counted. An edit can move a closing date anywhere.
-    if fetched == counted && !window.field.is_date() {
+    let (fetched, quarantined) = {
+        let ids = ids.lock().expect("not poisoned");
+        (ids.len(), ids.quarantined.len())
+    };
+    // Only a Modified_Time window is proven by its count: an edit moves a deal out of it, never into it (its end
+    // is settled), so the deals fetched after the count are among the deals counted. An edit can move a closing
+    // date anywhere, and a quarantined record's stage is unknown, so it may not be one of the deals counted.
+    if fetched == counted && quarantined == 0 && !window.field.is_date() {
         return Ok(Some(Completeness { crm: counted, ..Completeness::default() }));
     }
-    let mut listed = fetcher.list_ids(window).await?;
-    super::reconcile::sort_ids(&mut listed);
-    let missing: Vec<String> = {
+    let held = |listed: &[String]| -> Vec<String> {
         let ids = ids.lock().expect("not poisoned");
         listed.iter().filter(|id| !ids.has(id)).cloned().collect()
     };
+    let mut listed = fetcher.list_ids(window).await?;
+    super::reconcile::sort_ids(&mut listed);
+    let mut missing = held(&listed);
     tracing::info!(event = "completeness", counted, fetched, listed = listed.len(), missing = missing.len(),
         "Zoho counted {counted} closed-won deals in the window and lists {}; the run fetched {fetched}; {} to read by id",
         listed.len(), missing.len());
-    if !missing.is_empty() {
+    let mut repaired = 0;
+    for round in 1..=REPAIR_ROUNDS {
+        if missing.is_empty() {
+            break;
+        }
         let f = fetcher.fetch_ids(missing.clone()).await?;
         if f.stopped_early || !barrier(tx).await {
             return Ok(None);
         }
+        let still = held(&missing);
+        repaired += (missing.len() - still.len()) as u64;
+        if still.is_empty() || round == REPAIR_ROUNDS {
+            missing = still;
+            break;
+        }
+        // Read by id, they were lost, deleted or moved out of the window since the listing (or Zoho could not
+        // give them yet): what counts is what Zoho lists now.
+        listed = fetcher.list_ids(window).await?;
+        super::reconcile::sort_ids(&mut listed);
+        missing = held(&listed);
+        tracing::info!(event = "completeness", round, listed = listed.len(), missing = missing.len(),
+            "{} deals could not be read by id; Zoho lists {} closed-won deals in the window now, {} of them not fetched",
+            still.len(), listed.len(), missing.len());
     }
-    let still: Vec<String> = {
-        let ids = ids.lock().expect("not poisoned");
-        missing.iter().filter(|id| !ids.has(id)).cloned().collect()
-    };
-    let repaired = (missing.len() - still.len()) as u64;
     if repaired > 0 {
         tracing::info!(
             event = "repaired",
@@ -685,10 +703,13 @@ async fn complete(
         crm: listed.len() as u64,
         listed: Some(listed),
         repaired,
-        missing: still,
+        missing,
         ..Completeness::default()
     }))
 }
+
+/// Times the deals missing from a run are read by id, each after a fresh listing (deals change while a run reads).
+const REPAIR_ROUNDS: usize = 3;
 
 /// One page's records, mapped by the task that fetched it (its text is freed then, not after the sink's turn).
 struct MappedPage {

@@ -367,3 +367,37 @@ async fn one_record_nested_2000_levels_deep_is_quarantined_and_the_rest_of_its_p
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_record_never_stands_in_for_a_closed_won_deal_search_did_not_return() {
+    use wiremock::matchers::{body_string_contains, method, path, query_param};
+    use wiremock::{Mock, ResponseTemplate};
+    let deal = |id: u32, stage: &str, extra: &str| {
+        format!(r#"{{"id":"{id}","Stage":"{stage}","Amount":12.5,"Modified_Time":"2026-10-01T10:00:00Z"{extra}}}"#)
+    };
+    // Search returns two closed-won deals and an unreadable record whose stage is not "Closed Won" (Zoho's
+    // equals matched it); it misses deal 4 (its index lags). Zoho counts three closed-won deals: 1, 2 and 4.
+    let deep = format!(r#","Custom":{}1{}"#, "[".repeat(2000), "]".repeat(2000));
+    let records =
+        [deal(1, "Closed Won", ""), deal(2, "Closed Won", ""), deal(3, "Closed Won - Pending Finance", &deep)];
+    let server = one_page_zoho(&records, 3, 204).await;
+    let listing = r#"{"data":[{"id":"1"},{"id":"2"},{"id":"4"}],"info":{"count":3,"more_records":false}}"#;
+    Mock::given(method("POST"))
+        .and(path("/crm/v8/coql"))
+        .and(body_string_contains("order by id"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(listing, "application/json"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let by_id = format!(r#"{{"data":[{}],"info":{{"more_records":false}}}}"#, deal(4, "Closed Won", ""));
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals"))
+        .and(query_param("ids", "4"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(by_id, "application/json"))
+        .mount(&server)
+        .await;
+    let out = sync_one_day(&server, "sqlite:deals.db").run().await;
+    out.assert_code(3);
+    assert_eq!(out.count("quarantined"), 1);
+    assert_eq!(warehouse_ids(&out.dir.path().join("deals.db")), vec!["1", "2", "4"], "deal 4 was read by id");
+}

@@ -92,6 +92,10 @@ pub struct SimConfig {
     pub awaiting_approval: usize,
     /// Deals re-modified (now) every second while the simulator runs, as users editing the CRM during a sync.
     pub edits_per_second: u32,
+    /// The first this many closed-won deals asked for by id change just before the answer, alternately lost
+    /// (`Closed Lost`, modified now) and deleted, as users editing the CRM between a sync's id listing and its
+    /// by-id read.
+    pub changed_before_by_id: usize,
 }
 
 impl SimConfig {
@@ -131,6 +135,7 @@ impl Default for SimConfig {
             search_lag: std::time::Duration::ZERO,
             awaiting_approval: 0,
             edits_per_second: 0,
+            changed_before_by_id: 0,
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct SimState {
     pub edited: Mutex<Vec<u64>>,
     /// Numbers each search, to seed how it orders ties.
     search_seq: std::sync::atomic::AtomicU64,
+    /// Deals changed just before a by-id read so far (`changed_before_by_id`).
+    changed_by_id: std::sync::atomic::AtomicUsize,
 }
 
 impl SimState {
@@ -61,6 +63,7 @@ impl SimState {
             token_seq: std::sync::atomic::AtomicU64::new(1),
             edited: Mutex::new(Vec::new()),
             search_seq: std::sync::atomic::AtomicU64::new(1),
+            changed_by_id: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -563,6 +566,9 @@ async fn records(
         return zoho_error(StatusCode::BAD_REQUEST, "INVALID_DATA", "invalid data", json!({"param_name": "approved"}));
     };
     let view = data::View { fields: Some(&fields), system_keys: true, coql: false };
+    if let Some(ids) = q.get("ids") {
+        change_before_by_id(&state, ids);
+    }
     let deals = state.deals.read().expect("not poisoned");
     if let Some(ids) = q.get("ids") {
         let ids: Vec<&str> = ids.split(',').collect();
@@ -656,6 +662,34 @@ async fn records(
         "sort_order": if descending { "desc" } else { "asc" }, "more_records": more,
         "next_page_token": if more { json!(format!("sim-{end}")) } else { json!(null) }, "page_token_expiry": expiry});
     json_response(StatusCode::OK, page_body_view(&state, slice, view, info))
+}
+
+/// Changes the closed-won deals of a by-id request, until `changed_before_by_id` have been: alternately lost
+/// and deleted (see `SimConfig::changed_before_by_id`).
+fn change_before_by_id(state: &SimState, ids: &str) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let limit = state.config.changed_before_by_id;
+    if state.changed_by_id.load(Relaxed) >= limit {
+        return;
+    }
+    let now = chrono::Utc::now().timestamp();
+    let mut deals = state.deals.write().expect("not poisoned");
+    for id in ids.split(',').filter_map(|i| i.parse::<u64>().ok()) {
+        let Some(d) = deals.iter_mut().find(|d| d.id == id && d.is_closed_won() && !d.deleted) else { continue };
+        let n = state.changed_by_id.fetch_add(1, Relaxed);
+        if n >= limit {
+            break;
+        }
+        if n.is_multiple_of(2) {
+            d.stage = "Closed Lost";
+            d.modified = now;
+        } else {
+            d.deleted = true;
+            d.deleted_at = Some(now);
+        }
+        d.rendered = Default::default();
+    }
+    deals.sort_by_key(|d| (d.modified, d.id));
 }
 
 /// Re-modifies `edits_per_second` random deals every second, as users editing the CRM while a sync runs.
