@@ -1,5 +1,6 @@
-//! `dealsync check`: the smoke test after a deploy. Credentials, one search request, the promoted fields against
-//! Zoho's metadata, and the sink, without writing anything; one `ok`/`FAIL` line per check.
+//! `dealsync check`: the smoke test after a deploy. Credentials, then every kind of Zoho call a sync makes (search,
+//! COQL, the fields metadata, the deleted records, records by id), each naming the OAuth scope it needs, the
+//! promoted fields against Zoho's metadata, and the sink, without writing anything; one `ok`/`FAIL` line a check.
 
 use chrono::Utc;
 
@@ -17,18 +18,18 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
     let started_at = Utc::now();
     let run_id = new_run_id(started_at);
     let mut failed: Option<Exit> = None;
-    let mut report = |ok: Result<String, RunError>| match ok {
+    let mut report = |ok: Line| match ok {
         Ok(line) => println!("ok    {line}"),
-        Err(e) => {
+        Err((e, exit)) => {
             println!("FAIL  {e}");
             tracing::error!(event = "check_failed", "{e}");
-            failed.get_or_insert(e.exit());
+            failed.get_or_insert(exit);
         }
     };
     let settings = match config.settings(Needs::ZohoCredentials) {
         Ok(s) => s,
         Err(e) => {
-            report(Err(e.into()));
+            report(Err(failure(e)));
             return Exit::Config;
         }
     };
@@ -37,25 +38,12 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
     let policy = crate::retry::RetryPolicy { max_attempts: 2, ..Default::default() };
     let zoho = settings.zoho.clone().expect("credentials were required");
     match ZohoClient::new(zoho, policy, timeout) {
-        Err(e) => report(Err(e.into())),
+        Err(e) => report(Err(failure(e))),
         Ok(client) => match client.authenticate().await {
-            Err(e) => report(Err(e.into())),
+            Err(e) => report(Err(failure(e))),
             Ok(api) => {
                 report(Ok(format!("Zoho minted an access token; API domain {api}")));
-                let now = Utc::now().fixed_offset();
-                let w = Window::new(crate::window::WindowField::ModifiedTime, now - chrono::Duration::minutes(1), now)
-                    .expect("a one-minute window");
-                let criteria = crate::zoho::criteria::closed_won_in(&w).to_string();
-                report(
-                    client
-                        .search_page("Deals", &criteria, crate::zoho::SearchOrder::Default, 1, 1)
-                        .await
-                        .map(|_| "the Deals search API answers".to_string())
-                        .map_err(RunError::from),
-                );
-                if !settings.promoted.is_empty() {
-                    report(check_promoted(&client, &settings.promoted).await);
-                }
+                zoho_calls(&client, &settings.promoted, &mut report).await;
             }
         },
     }
@@ -75,10 +63,10 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
         metrics_file: None,
     };
     match open_sink(&plan, &settings, &run_id, started_at).await {
-        Err(e) => report(Err(e)),
+        Err(e) => report(Err(failure(e))),
         Ok(mut sink) => match sink.check().await {
             Ok(lines) => lines.into_iter().for_each(|l| report(Ok(format!("{}: {l}", sink.describe())))),
-            Err(e) => report(Err(e.into())),
+            Err(e) => report(Err(failure(e))),
         },
     }
     match failed {
@@ -87,6 +75,47 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
             Exit::Ok
         }
         Some(exit) => exit,
+    }
+}
+
+/// One check's line, or what failed and the exit it means.
+type Line = Result<String, (String, Exit)>;
+
+fn failure(e: impl Into<RunError>) -> (String, Exit) {
+    let e = e.into();
+    (e.to_string(), e.exit())
+}
+
+/// One request of each kind a sync makes, reported with the scope the token needs for it.
+async fn zoho_calls(client: &ZohoClient, promoted: &[Promoted], report: &mut impl FnMut(Line)) {
+    let now = Utc::now().fixed_offset();
+    let w = Window::new(crate::window::WindowField::ModifiedTime, now - chrono::Duration::minutes(1), now)
+        .expect("a one-minute window");
+    let scoped = |call: &str, scope: &str, r: Result<(), crate::zoho::ZohoError>| {
+        r.map(|()| format!("{call} answers (scope {scope})"))
+            .map_err(|e| (format!("{call} (needs the scope {scope}): {e}"), e.exit()))
+    };
+    let criteria = crate::zoho::criteria::closed_won_in(&w).to_string();
+    let search = client.search_page("Deals", &criteria, crate::zoho::SearchOrder::Default, 1, 1).await;
+    report(scoped("the Deals search API", "ZohoSearch.securesearch.READ", search.map(|_| ())));
+    let count = client.coql_count(&crate::zoho::criteria::coql_count_closed_won(&w)).await;
+    report(scoped("COQL", "ZohoCRM.coql.READ", count.map(|_| ())));
+    let fields = client.fields("Deals").await;
+    report(scoped("the Deals fields metadata", "ZohoCRM.settings.fields.READ", fields.map(|_| ())));
+    let since = (Utc::now() - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let deleted = client.deleted_page(&since, 1).await;
+    report(scoped("the deleted Deals", "ZohoCRM.modules.deals.READ", deleted.map(|_| ())));
+    let some = client.coql("select id from Deals where id is not null limit 1").await;
+    let id = some.ok().flatten().and_then(|p| p.records().next().and_then(|r| crate::zoho::fetch::record_id(&r)));
+    match id {
+        Some(id) => {
+            let read = client.records_by_id("Deals", &[id], &["Stage".to_string()]).await;
+            report(scoped("reading Deals by id", "ZohoCRM.modules.deals.READ", read.map(|_| ())));
+        }
+        None => report(Ok("no deal to read by id (the org holds none, or COQL failed above)".into())),
+    }
+    if !promoted.is_empty() {
+        report(check_promoted(client, promoted).await.map_err(failure));
     }
 }
 

@@ -131,3 +131,23 @@ async fn a_run_with_trace_logging_never_prints_a_secret() {
         assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} is in the warehouse file");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_exercises_every_call_a_sync_makes_and_names_a_missing_scope() {
+    let sim = simulator(sim_with_secrets()).await;
+    let ok = Dealsync::new(&["check", "--sink", "sqlite:deals.db"]).against(&sim).run().await;
+    ok.assert_code(0);
+    for call in
+        ["the Deals search API", "COQL", "the Deals fields metadata", "the deleted Deals", "reading Deals by id"]
+    {
+        assert!(ok.stdout.contains(&format!("ok    {call} answers")), "{call}:\n{}", ok.stdout);
+    }
+    for scope in ["ZohoCRM.coql.READ", "ZohoCRM.settings.fields.READ"] {
+        let sim = simulator(SimConfig { missing_scopes: vec![scope.into()], ..sim_with_secrets() }).await;
+        let out = Dealsync::new(&["check", "--sink", "sqlite:deals.db"]).against(&sim).run().await;
+        out.assert_code(78);
+        let fail = out.stdout.lines().find(|l| l.starts_with("FAIL")).unwrap_or_else(|| panic!("{}", out.stdout));
+        assert!(fail.contains(&format!("needs the scope {scope}")), "{fail}");
+        assert!(!out.stdout.contains("all checks passed"));
+    }
+}
