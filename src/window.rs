@@ -133,12 +133,9 @@ pub fn resolve(
     match *spec {
         WindowSpec::Default { overlap, index_lag } => {
             let end = now - index_lag;
-            let mut from = last_good_end.unwrap_or(now - Duration::hours(24));
-            // A ledger entry at or after the end (clock skew) must not yield an empty window.
-            if from >= end {
-                from = now - Duration::hours(24);
-            }
-            let start = from - overlap;
+            // A ledger end after this end (a run with a shorter --index-lag) leaves only the overlap to read again.
+            let from = last_good_end.unwrap_or(now - Duration::hours(24)).min(end);
+            let start = if overlap > Duration::zero() { from - overlap } else { from.min(end - Duration::minutes(1)) };
             let (start, end) = if field.is_date() { (floor_day(start), ceil_day(end)) } else { (start, end) };
             Window::new(field, start.with_timezone(&utc), end.with_timezone(&utc))
         }
@@ -210,12 +207,19 @@ mod tests {
     }
 
     #[test]
-    fn a_ledger_end_in_the_future_still_gives_a_full_day() {
+    fn a_ledger_end_after_the_window_end_leaves_only_the_overlap() {
+        // The last run had --index-lag 0s and ended a minute ago; this one ends five minutes ago.
         let now = t("2026-11-28T12:00:00Z").with_timezone(&Utc);
-        let last = t("2027-01-01T00:00:00Z").with_timezone(&Utc);
+        let last = t("2026-11-28T11:59:00Z").with_timezone(&Utc);
         let spec = WindowSpec::Default { overlap: Duration::hours(1), index_lag: Duration::minutes(5) };
         let w = resolve(&spec, WindowField::ModifiedTime, now, Some(last)).unwrap();
-        assert!(w.start < w.end);
+        assert_eq!(
+            (w.start_str().as_str(), w.end_str().as_str()),
+            ("2026-11-28T10:55:00+00:00", "2026-11-28T11:55:00+00:00")
+        );
+        let spec = WindowSpec::Default { overlap: Duration::zero(), index_lag: Duration::minutes(5) };
+        let w = resolve(&spec, WindowField::ModifiedTime, now, Some(last)).unwrap();
+        assert!(w.start < w.end, "never an empty window");
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn table(runs: &[PastRun], last_good: Option<&PastRun>, now: chrono::DateTim
         Some(g) => {
             let ago = now - g.finished_at;
             out.push_str(&format!(
-                "last good run: {} ({}), finished {} ({}h{:02}m ago), window up to {}\n",
+                "last good scheduled run (the next nightly window starts from its end): {} ({}), finished {} ({}h{:02}m ago), window up to {}\n",
                 g.run_id,
                 g.status,
                 g.finished_at.format("%Y-%m-%d %H:%M:%SZ"),
@@ -82,7 +82,7 @@ pub fn table(runs: &[PastRun], last_good: Option<&PastRun>, now: chrono::DateTim
                 g.window_end.format("%Y-%m-%d %H:%M:%SZ")
             ));
         }
-        None => out.push_str("last good run: none recorded\n"),
+        None => out.push_str("last good scheduled run: none recorded (the next nightly window is the last 24 hours)\n"),
     }
     if runs.is_empty() {
         out.push_str("no runs recorded\n");

@@ -186,6 +186,15 @@ async fn sync_inner(
         crate::window::WindowSpec::Default { .. } => sink.last_good_window_end(plan.field).await?,
         crate::window::WindowSpec::Backfill { .. } => None,
     };
+    // A ledger end after now is a clock that was wrong: the window falls back to the last 24 hours.
+    let last_good = match last_good {
+        Some(end) if end > started_at => {
+            tracing::warn!(event = "ledger_in_future", ledger_end = %end,
+                "the last good run's window ends after now (a clock was wrong): syncing the last 24 hours");
+            None
+        }
+        other => other,
+    };
     let full = crate::window::resolve(&plan.spec, plan.field, started_at, last_good).map_err(RunError::Usage)?;
     let window = match (settings.shard, plan.spec.is_backfill()) {
         (Some((index, count)), true) if count > 1 => {
@@ -239,6 +248,10 @@ async fn sync_inner(
     summary.window_field = Some(window.field.api_name().to_string());
     summary.window_start = Some(window.start_str());
     summary.window_end = Some(window.end_str());
+    // The run is in the ledger from its start: one killed on the way stays listed, `running` (and exit 75, what an
+    // interruption means). Its row is replaced when it ends.
+    let running = ledger_row(run_id, summary, &window, started_at, "running", Exit::Interrupted.code());
+    sink.record_run(&running).await?;
     tracing::info!(event = "window", run_id = %run_id, field = %window.field, start = %window.start_str(),
         end = %window.end_str(), from_ledger = last_good.is_some(), "syncing {window}");
 
@@ -347,23 +360,8 @@ async fn sync_inner(
         summary.error = Some(RunError::Mismatch.to_string());
     }
     let record = RunRecord {
-        run_id: run_id.to_string(),
-        kind: summary.kind,
-        window_field: window.field.api_name().to_string(),
-        window_start: window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        window_end: window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        status: exit.outcome().to_string(),
-        exit_code: exit.code(),
-        started_at,
-        finished_at: Utc::now(),
-        pages: summary.pages,
-        deals_fetched: summary.deals_fetched,
-        rows_inserted: summary.rows_inserted,
-        rows_updated: summary.rows_updated,
-        rows_unchanged: summary.rows_unchanged,
-        not_closed_won: summary.not_closed_won,
-        quarantined: summary.quarantined,
         error: error.as_ref().map(|e| e.to_string()),
+        ..ledger_row(run_id, summary, &window, started_at, exit.outcome(), exit.code())
     };
     if let Err(e) = sink.record_run(&record).await {
         tracing::error!(event = "ledger_failed", run_id = %run_id, "could not record the run in the ledger: {e}");
@@ -386,6 +384,36 @@ async fn sync_inner(
         Some(e) => Err(e),
         None if mismatch => Err(RunError::Mismatch),
         None => Ok(()),
+    }
+}
+
+/// The run's row in the ledger, as it stands.
+fn ledger_row(
+    run_id: &str,
+    summary: &RunSummary,
+    window: &Window,
+    started_at: chrono::DateTime<Utc>,
+    status: &str,
+    exit_code: u8,
+) -> RunRecord {
+    RunRecord {
+        run_id: run_id.to_string(),
+        kind: summary.kind,
+        window_field: window.field.api_name().to_string(),
+        window_start: window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        window_end: window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        status: status.to_string(),
+        exit_code,
+        started_at,
+        finished_at: Utc::now(),
+        pages: summary.pages,
+        deals_fetched: summary.deals_fetched,
+        rows_inserted: summary.rows_inserted,
+        rows_updated: summary.rows_updated,
+        rows_unchanged: summary.rows_unchanged,
+        not_closed_won: summary.not_closed_won,
+        quarantined: summary.quarantined,
+        error: None,
     }
 }
 
@@ -534,13 +562,6 @@ async fn barrier(tx: &mpsc::Sender<Msg>) -> bool {
     tx.send(Msg::Barrier(ack)).await.is_ok() && done.await.is_ok()
 }
 
-/// What the fetching side of the pipeline ends with.
-struct Produced {
-    stats: FetchStats,
-    stopped: bool,
-    completeness: Option<Completeness>,
-}
-
 /// Fetches `window` and writes what it finds, overlapping both, then proves the run complete: the distinct deals
 /// fetched against Zoho's count taken before the first search (a `Modified_Time` window only loses deals as
 /// they are edited, so equal numbers mean the same deals), and otherwise against Zoho's id listing, reading
@@ -563,13 +584,18 @@ async fn pipeline(
     let producer = async move {
         let reading = crate::schema::zoho_fields(stamp.columns.columns());
         let fetcher = Fetcher::new(client, tx.clone(), map, shutdown.clone()).expected(expected).reading(reading);
-        let fetched = fetcher.fetch_window(window_ref.clone()).await?;
-        if fetched.stopped_early || !barrier(&tx).await {
-            return Ok(Produced { stats: fetcher.stats(), stopped: true, completeness: None });
+        // Whether it stopped early, and the proof; the counters are the fetcher's whatever happened.
+        let produced = async {
+            let fetched = fetcher.fetch_window(window_ref.clone()).await?;
+            if fetched.stopped_early || !barrier(&tx).await {
+                return Ok((true, None));
+            }
+            let completeness =
+                complete(&fetcher, window_ref, fetched.stats.root_count.unwrap_or(0), ids_ref, &tx).await?;
+            Ok::<_, RunError>((completeness.is_none(), completeness))
         }
-        let completeness = complete(&fetcher, window_ref, fetched.stats.root_count.unwrap_or(0), ids_ref, &tx).await?;
-        let stopped = completeness.is_none();
-        Ok::<_, RunError>(Produced { stats: fetcher.stats(), stopped, completeness })
+        .await;
+        (fetcher.stats(), produced)
     };
     let consumer = async {
         let mut written = Written::default();
@@ -607,9 +633,10 @@ async fn pipeline(
     };
     let (produced, (mut written, write_err, consumer_stopped)) = tokio::join!(producer, consumer);
     progress.finish();
-    let (fetch_stats, fetch_err, fetch_stopped, completeness) = match produced {
-        Ok(p) => (p.stats, None, p.stopped, p.completeness),
-        Err(e) => (FetchStats::default(), Some(e), false, None),
+    let (fetch_stats, produced) = produced;
+    let (fetch_err, fetch_stopped, completeness) = match produced {
+        Ok((stopped, completeness)) => (None, stopped, completeness),
+        Err(e) => (Some(e), false, None),
     };
     // The sink's error explains a closed channel; otherwise the fetch error stands.
     let mut error = write_err.map(RunError::from).or(fetch_err);

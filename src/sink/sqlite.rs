@@ -782,7 +782,7 @@ pub fn past_runs(path: &std::path::Path, limit: u32) -> Result<(Vec<PastRun>, Op
         rows.collect()
     };
     let read = || -> rusqlite::Result<(Vec<PastRun>, Option<PastRun>)> {
-        Ok((select("", limit)?, select("WHERE status IN ('success', 'partial')", 1)?.pop()))
+        Ok((select("", limit)?, select("WHERE kind = 'scheduled' AND status IN ('success', 'partial')", 1)?.pop()))
     };
     read().map_err(|e| fail(format!("reading the run ledger: {e}"), Exit::Internal))
 }

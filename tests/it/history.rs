@@ -31,16 +31,50 @@ async fn runs_lists_each_run_newest_first_with_the_last_good_one() {
     assert_eq!(runs[1]["rows_written"].as_u64().unwrap(), good_rows);
     assert_eq!(runs[1]["kind"], "backfill");
     assert_eq!(runs[1]["window_start"], "2026-10-01T00:00:00Z");
-    assert_eq!(doc["last_good"]["run_id"], good_summary["run_id"]);
+    assert!(doc["last_good"].is_null(), "a backfill is not where the nightly window starts: {}", json.stdout);
 
-    let table = Dealsync::new(&["runs", "--limit", "1"]).reuse(json.dir).run().await;
+    // A nightly run: the next nightly window starts from its end.
+    let nightly = Dealsync::new(&["sync"]).against(&sim).reuse(json.dir).run().await;
+    nightly.assert_code(0);
+    let nightly_id = nightly.summary()["run_id"].as_str().unwrap().to_string();
+    let table = Dealsync::new(&["runs", "--limit", "2"]).reuse(nightly.dir).run().await;
     table.assert_code(0);
     let lines: Vec<&str> = table.stdout.lines().collect();
-    let good_id = good_summary["run_id"].as_str().unwrap().to_string();
-    assert!(lines[0].starts_with("last good run: ") && lines[0].contains(&good_id), "{}", table.stdout);
+    assert!(
+        lines[0].starts_with("last good scheduled run (the next nightly window starts from its end): ")
+            && lines[0].contains(&nightly_id),
+        "{}",
+        table.stdout
+    );
     assert!(lines[1].starts_with("STARTED") && lines[1].contains("QUARANTINED"), "{}", table.stdout);
-    assert_eq!(lines.len(), 3, "--limit 1 shows one run: {}", table.stdout);
-    assert!(lines[2].contains("config_error") && lines[2].contains(" 78 "), "{}", table.stdout);
+    assert_eq!(lines.len(), 4, "--limit 2 shows two runs: {}", table.stdout);
+    assert!(lines[3].contains("config_error") && lines[3].contains(" 78 "), "{}", table.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_on_the_way_is_listed_as_running() {
+    let sim =
+        simulator(dealsync_sim::SimConfig { latency: std::time::Duration::from_millis(150), ..sim_config(6000) }).await;
+    let mut running = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"])
+        .against(&sim)
+        .env("ZOHO_MAX_CONCURRENCY", "1")
+        .spawn();
+    let db = running.dir().join("dealsync.db");
+    for _ in 0..100 {
+        let listed = db.exists() && query_i64(&db, "SELECT count(*) FROM _dealsync_runs WHERE status = 'running'") == 1;
+        if listed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(running.running(), "still running when killed");
+    running.signal("KILL");
+    let killed = running.wait().await;
+    let runs = Dealsync::new(&["runs", "--format", "json"]).reuse(killed.dir).run().await;
+    runs.assert_code(0);
+    let doc: Value = serde_json::from_str(&runs.stdout).unwrap();
+    assert_eq!(doc["runs"][0]["status"], "running", "{}", runs.stdout);
+    assert_eq!(doc["runs"][0]["exit_code"], 75);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

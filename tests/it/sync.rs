@@ -477,6 +477,35 @@ async fn deals_lost_or_deleted_between_the_listing_and_their_read_by_id_are_no_f
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_run_with_no_index_lag_the_next_nightly_reads_only_its_overlap_not_a_day() {
+    let sim = simulator(SimConfig::demo(2000, 5)).await;
+    let first = Dealsync::new(&["sync", "--index-lag", "0s"]).against(&sim).run().await;
+    first.assert_code(0);
+    let next = Dealsync::new(&["sync"]).against(&sim).reuse(first.dir).run().await;
+    next.assert_code(0);
+    let (start, end) =
+        (utc(next.summary()["window_start"].as_str().unwrap()), utc(next.summary()["window_end"].as_str().unwrap()));
+    assert_eq!(end - start, Duration::hours(1), "the overlap before the end, as the ledger says");
+    assert_eq!(next.event("window")["from_ledger"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_part_way_reports_the_pages_it_read_in_its_summary_and_ledger() {
+    let spec: Vec<String> = (8..60).map(|n| format!("500@{n}")).collect();
+    let faults = dealsync_sim::faults::FaultPlan::parse(&spec.join(",")).unwrap();
+    let sim = simulator(SimConfig { faults, ..sim_config(6000) }).await;
+    let out = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--max-attempts", "2"])
+        .against(&sim)
+        .env("ZOHO_MAX_CONCURRENCY", "1")
+        .run()
+        .await;
+    out.assert_code(75);
+    let pages = out.count("pages");
+    assert!(pages > 0, "the pages read before the failure are counted: {}", out.summary());
+    assert_eq!(query_i64(&out.db(), "SELECT pages FROM _dealsync_runs"), pages as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_backfill_without_to_is_refused_naming_to() {
     let sim = simulator(sim_config(500)).await;
     let out = Dealsync::new(&["sync", "--from", "2026-10-01"])

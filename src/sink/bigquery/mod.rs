@@ -537,7 +537,8 @@ impl Sink for BigQuerySink {
     async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
         let columns = sql::ledger_columns();
         let (p, d) = (&self.s.project, &self.s.dataset);
-        let (id, schema) = (self.job_id("ledger"), sql::schema(&columns));
+        // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
+        let (id, schema) = (self.job_id(&format!("ledger_{}", run.status)), sql::schema(&columns));
         let mut upload = Upload::new(id, p, d, sql::RUNS_TABLE, schema, self.api.gzip());
         write_object(&columns, &run.values(), upload.line(), false);
         self.know_location().await?;

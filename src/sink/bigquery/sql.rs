@@ -145,15 +145,18 @@ pub fn last_good_sql(runs: &str, field: &str) -> Statement {
     ))
 }
 
-/// The ledger's runs, newest first; with `good_only`, the last good one.
+/// The ledger's runs, newest first; with `good_only`, the last good scheduled run (the next nightly window starts
+/// from its end). A run's `running` row counts only while the run has no final row (the ledger is appended to).
 pub fn past_runs_sql(runs: &str, limit: u32, good_only: bool) -> Statement {
     let mut p = Params::default();
     let limit = p.bind("INT64", limit.to_string());
-    let filter = if good_only { "WHERE status IN ('success', 'partial')" } else { "" };
+    let good = if good_only { "AND kind = 'scheduled' AND status IN ('success', 'partial')" } else { "" };
     p.statement(format!(
         "SELECT run_id, kind, window_field, UNIX_MICROS(window_start), UNIX_MICROS(window_end), status, exit_code,\n\
          UNIX_MICROS(started_at), UNIX_MICROS(finished_at), IFNULL(rows_inserted, 0) + IFNULL(rows_updated, 0),\n\
-         IFNULL(quarantined, 0), error FROM {runs} {filter} ORDER BY started_at DESC, finished_at DESC LIMIT {limit}"
+         IFNULL(quarantined, 0), error FROM {runs}\n\
+         WHERE (status != 'running' OR run_id NOT IN (SELECT run_id FROM {runs} WHERE status != 'running')) {good}\n\
+         ORDER BY started_at DESC, finished_at DESC LIMIT {limit}"
     ))
 }
 
