@@ -58,6 +58,7 @@ EXIT_CODES = {0, 1, 2, 3, 75, 78}
 METRICS = {
     "dealsync_last_run_timestamp_seconds",
     "dealsync_last_success_timestamp_seconds",
+    "dealsync_last_partial_timestamp_seconds",
     "dealsync_last_exit_code",
     "dealsync_rows_written",
     "dealsync_rows_quarantined",

@@ -14,7 +14,19 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { Exit::Usage.into() } else { Exit::Ok.into() };
+            if !e.use_stderr() {
+                return Exit::Ok.into();
+            }
+            let args: Vec<String> = std::env::args().collect();
+            if args.get(1).map(String::as_str) == Some("sync") {
+                if let (Ok(config), Ok(rt)) =
+                    (Config::load(), tokio::runtime::Builder::new_current_thread().enable_all().build())
+                {
+                    let backfill = args.iter().any(|a| a == "--from" || a.starts_with("--from="));
+                    rt.block_on(dealsync::commands::refused_sync(&config, backfill, e.kind().to_string()));
+                }
+            }
+            return Exit::Usage.into();
         }
     };
     // Logging is not set up yet: a configuration that cannot be read is reported on stderr as it is.

@@ -1,7 +1,9 @@
 //! Run metrics for schedulers and monitoring: the Prometheus text format, pushed to a Pushgateway
-//! (`DEALSYNC_PUSHGATEWAY_URL`, grouped by job and instance) and/or written to a node_exporter textfile
-//! (`sync --metrics-file`). Both keep the last success time when a run fails, so that "no success for 26 hours"
-//! can be alerted on.
+//! (`DEALSYNC_PUSHGATEWAY_URL`, one group per job, kind and shard: `job="dealsync"`, `instance`, `kind`, and
+//! `shard` for a sharded backfill, so that backfills never touch the nightly run's gauges) and/or written to a
+//! node_exporter textfile (`sync --metrics-file`). Every exit publishes them, a usage error included. Both keep
+//! the last success time (exit 0) when a run fails, so that "no success for 26 hours" can be alerted on; a gauge
+//! that a run did not measure is left out, not written as 0.
 
 use std::path::Path;
 
@@ -19,7 +21,7 @@ pub struct Targets {
 
 impl Targets {
     /// `DEALSYNC_PUSHGATEWAY_URL` (http or https: a Pushgateway is an internal service and holds nothing secret)
-    /// and `DEALSYNC_INSTANCE` (default: the host name).
+    /// and `DEALSYNC_INSTANCE` (default `default`: one group for the deployment, however many pods ran it).
     pub fn from_config(config: &Config, file: Option<std::path::PathBuf>) -> Result<Targets, ConfigError> {
         let pushgateway = match config.var("DEALSYNC_PUSHGATEWAY_URL") {
             None => None,
@@ -38,7 +40,7 @@ impl Targets {
                         format!("`{v}` must be a base URL without credentials, query or fragment"),
                     ));
                 }
-                let instance = config.var("DEALSYNC_INSTANCE").map(str::to_string).unwrap_or_else(|| host_name(config));
+                let instance = config.var("DEALSYNC_INSTANCE").unwrap_or(DEFAULT_INSTANCE).to_string();
                 Some((url, instance))
             }
         };
@@ -50,19 +52,17 @@ impl Targets {
     }
 }
 
-fn host_name(config: &Config) -> String {
-    config
-        .var("HOSTNAME")
-        .map(str::to_string)
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
+/// The Pushgateway group's `instance` when `DEALSYNC_INSTANCE` is unset.
+pub const DEFAULT_INSTANCE: &str = "default";
 
 /// The metric names, with their help text.
-pub const METRICS: [(&str, &str); 8] = [
+pub const METRICS: [(&str, &str); 9] = [
     ("dealsync_last_run_timestamp_seconds", "When the last run finished (Unix time)."),
-    ("dealsync_last_success_timestamp_seconds", "When the last run that exited 0 or 3 finished (Unix time)."),
+    ("dealsync_last_success_timestamp_seconds", "When the last run that exited 0 finished (Unix time)."),
+    (
+        "dealsync_last_partial_timestamp_seconds",
+        "When the last run that exited 3 (done, but quarantined or missing deals) finished (Unix time).",
+    ),
     ("dealsync_last_exit_code", "Exit code of the last run (0 ok, 3 needs a look, 75 transient, 78 configuration)."),
     ("dealsync_rows_written", "Deals the last run wrote (new or replaced by a newer copy)."),
     ("dealsync_rows_quarantined", "Records the last run quarantined."),
@@ -70,39 +70,45 @@ pub const METRICS: [(&str, &str); 8] = [
     ("dealsync_run_duration_seconds", "How long the last run took."),
     (
         "dealsync_reconciliation_missing",
-        "Closed-won deals Zoho has in the window that the warehouse lacks after the run.",
+        "Closed-won deals Zoho has in the window that the warehouse lacks after the run (absent when not reconciled).",
     ),
 ];
 
-/// The metrics of one run in the Prometheus text format. `last_success` is left out when the run failed and no
-/// earlier success is known (`None`): a Pushgateway then keeps the value it has.
-pub fn render(s: &RunSummary, finished_unix: f64, last_success: Option<f64>) -> String {
-    let sink = s.sink.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ");
+/// The metrics of one run in the Prometheus text format, each labelled with `labels` (`sink="…"`, …). A
+/// timestamp given as `None` is left out (a Pushgateway then keeps the value it has), and so is a reconciliation
+/// that did not happen.
+pub fn render(s: &RunSummary, labels: &str, finished_unix: f64, last_success: Option<f64>) -> String {
     let missing = match (s.crm_closed_won, s.warehouse_closed_won) {
-        (Some(crm), Some(wh)) => crm.saturating_sub(wh),
-        _ => 0,
+        (Some(crm), Some(wh)) => Some(crm.saturating_sub(wh) as f64),
+        _ => None,
     };
-    let values: [Option<f64>; 8] = [
+    let values: [Option<f64>; 9] = [
         Some(finished_unix),
         last_success,
+        (s.exit_code == 3).then_some(finished_unix),
         Some(f64::from(s.exit_code)),
         Some(s.rows_written() as f64),
         Some(s.quarantined as f64),
         Some(s.repaired as f64),
         Some(s.duration_ms as f64 / 1000.0),
-        Some(missing as f64),
+        missing,
     ];
     let mut out = String::new();
     for ((name, help), value) in METRICS.iter().zip(values) {
         if let Some(v) = value {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{sink=\"{sink}\"}} {v}\n"));
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {v}\n"));
         }
     }
     out
 }
 
+/// A label value in the text format.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ")
+}
+
 fn succeeded(s: &RunSummary) -> bool {
-    matches!(s.exit_code, 0 | 3)
+    s.exit_code == 0
 }
 
 /// The last success time a textfile already holds (the previous run's), to carry over a failed run.
@@ -120,7 +126,8 @@ pub async fn publish(targets: &Targets, s: &RunSummary) {
     if let Some(path) = &targets.file {
         let before = std::fs::read_to_string(path).ok();
         let last_success = if succeeded(s) { Some(now) } else { before.as_deref().and_then(previous_success) };
-        match write_atomically(path, &render(s, now, last_success)) {
+        let labels = format!("sink=\"{}\",kind=\"{}\"", label(&s.sink), s.kind);
+        match write_atomically(path, &render(s, &labels, now, last_success)) {
             Ok(()) => tracing::info!(event = "metrics_written", path = %path.display(), "run metrics written"),
             Err(e) => {
                 tracing::warn!(event = "metrics_failed", path = %path.display(), "could not write the metrics file: {e}")
@@ -128,8 +135,9 @@ pub async fn publish(targets: &Targets, s: &RunSummary) {
         }
     }
     if let Some((base, instance)) = &targets.pushgateway {
-        let body = render(s, now, succeeded(s).then_some(now));
-        match push(base, instance, body).await {
+        // `kind` and `shard` are grouping labels: the Pushgateway adds them to every metric of the group.
+        let body = render(s, &format!("sink=\"{}\"", label(&s.sink)), now, succeeded(s).then_some(now));
+        match push(base, instance, s, body).await {
             Ok(()) => {
                 tracing::info!(event = "metrics_pushed", instance = %instance, "run metrics pushed to the Pushgateway")
             }
@@ -147,14 +155,17 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     })
 }
 
-/// POST replaces only the metrics of the same names in the group `job="dealsync", instance=…`: a failed run, which
-/// sends no last success time, leaves the previous one in place.
-async fn push(base: &Url, instance: &str, body: String) -> Result<(), String> {
+/// POST replaces only the metrics of the same names in the group `job="dealsync", instance=…, kind=…[, shard=…]`:
+/// a failed run, which sends no last success time, leaves the previous one in place.
+async fn push(base: &Url, instance: &str, s: &RunSummary, body: String) -> Result<(), String> {
     let mut url = base.clone();
-    url.path_segments_mut()
-        .map_err(|()| "the URL cannot take a path".to_string())?
-        .pop_if_empty()
-        .extend(["metrics", "job", "dealsync", "instance", instance]);
+    {
+        let mut path = url.path_segments_mut().map_err(|()| "the URL cannot take a path".to_string())?;
+        path.pop_if_empty().extend(["metrics", "job", "dealsync", "instance", instance, "kind", s.kind]);
+        if let Some(shard) = &s.shard {
+            path.extend(["shard", shard]);
+        }
+    }
     let http =
         reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
     let resp = http
@@ -186,13 +197,21 @@ mod tests {
             rows_updated: 2,
             ..Default::default()
         };
-        let text = render(&ok, 1000.5, Some(1000.5));
+        let labels = format!("sink=\"{}\"", label(&ok.sink));
+        let text = render(&ok, &labels, 1000.5, Some(1000.5));
         assert!(text.contains("dealsync_rows_written{sink=\"sqlite:a\\\"b.db\"} 7\n"), "{text}");
         assert_eq!(previous_success(&text), Some(1000.5));
+        assert!(!text.contains("dealsync_reconciliation_missing"), "not reconciled: absent, not 0");
         let failed = RunSummary { exit_code: 75, ..Default::default() };
-        let text = render(&failed, 2000.0, previous_success(&text));
+        let text = render(&failed, "sink=\"\"", 2000.0, previous_success(&text));
         assert!(text.contains("dealsync_last_exit_code{sink=\"\"} 75\n"));
         assert_eq!(previous_success(&text), Some(1000.5));
-        assert!(!render(&failed, 2000.0, None).contains("dealsync_last_success_timestamp_seconds"));
+        assert!(!render(&failed, "", 2000.0, None).contains("dealsync_last_success_timestamp_seconds"));
+        let partial =
+            RunSummary { exit_code: 3, crm_closed_won: Some(10), warehouse_closed_won: Some(8), ..Default::default() };
+        assert!(!succeeded(&partial), "success is exit 0");
+        let text = render(&partial, "", 3000.0, None);
+        assert!(text.contains("dealsync_last_partial_timestamp_seconds{} 3000\n"), "{text}");
+        assert!(text.contains("dealsync_reconciliation_missing{} 2\n"), "{text}");
     }
 }

@@ -20,23 +20,24 @@ use crate::exit::Exit;
 /// Runs a parsed command line and says how the process should exit.
 pub async fn run(command: Command, config: &Config) -> Exit {
     match command {
-        Command::Sync(args) => match plan(&args, config) {
-            Ok(plan) => {
-                let targets = match metrics::Targets::from_config(config, plan.metrics_file.clone()) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-                        return Exit::Config;
-                    }
-                };
-                let (summary, exit) = sync::sync(plan, config).await;
-                if !targets.is_empty() {
-                    metrics::publish(&targets, &summary).await;
+        Command::Sync(args) => {
+            let targets = match metrics::Targets::from_config(config, args.metrics_file.clone()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(event = "config_error", variable = %e.variable, "{e}");
+                    return Exit::Config;
                 }
-                exit
+            };
+            let (summary, exit) = match plan(&args, config) {
+                Ok(plan) => sync::sync(plan, config).await,
+                // A run refused before it started still tells the monitoring that it failed, and how.
+                Err((exit, error)) => (summary::RunSummary::refused(args.common.from.is_some(), exit, error), exit),
+            };
+            if !targets.is_empty() {
+                metrics::publish(&targets, &summary).await;
             }
-            Err(exit) => exit,
-        },
+            exit
+        }
         Command::Simulate(args) => demo::simulate(args).await,
         Command::Check(args) => check::check(args, config).await,
         Command::Verify(args) => match plan(&args.as_sync(), config) {
@@ -45,7 +46,7 @@ pub async fn run(command: Command, config: &Config) -> Exit {
                 eprintln!("error: verify needs --from (and usually --to)");
                 Exit::Usage
             }
-            Err(exit) => exit,
+            Err((exit, _)) => exit,
         },
         Command::Auth(AuthCommand::Scopes) => auth::scopes(),
         Command::Auth(AuthCommand::Exchange { grant_token }) => auth::exchange(&grant_token, config).await,
@@ -60,16 +61,26 @@ pub async fn run(command: Command, config: &Config) -> Exit {
     }
 }
 
+/// A `sync` whose command line could not be parsed still tells the Pushgateway it failed (exit 2), when one is
+/// configured: a deployment with a bad flag must not look like one that never ran.
+pub async fn refused_sync(config: &Config, backfill: bool, error: String) {
+    if let Ok(targets) = metrics::Targets::from_config(config, None) {
+        if !targets.is_empty() {
+            metrics::publish(&targets, &summary::RunSummary::refused(backfill, Exit::Usage, error)).await;
+        }
+    }
+}
+
 /// Validates the flags against the configuration file. Errors are reported here; the exit says which kind.
-fn plan(args: &SyncArgs, config: &Config) -> Result<SyncPlan, Exit> {
+fn plan(args: &SyncArgs, config: &Config) -> Result<SyncPlan, (Exit, String)> {
     args.plan(&config.file().sync, chrono::Utc::now()).map_err(|e| match e {
         PlanError::Config(e) => {
             tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            Exit::Config
+            (Exit::Config, e.to_string())
         }
         PlanError::Usage(e) => {
             eprintln!("error: {e}");
-            Exit::Usage
+            (Exit::Usage, e)
         }
     })
 }

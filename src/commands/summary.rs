@@ -12,6 +12,8 @@ use crate::exit::Exit;
 pub struct RunSummary {
     pub run_id: String,
     pub kind: &'static str,
+    /// `i-of-n` for a task of a sharded backfill.
+    pub shard: Option<String>,
     pub outcome: &'static str,
     pub exit_code: u8,
     pub sink: String,
@@ -58,6 +60,17 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// A run refused before it started (a usage or configuration error), as monitoring should see it.
+    pub fn refused(backfill: bool, exit: Exit, error: String) -> RunSummary {
+        let mut s = RunSummary {
+            kind: if backfill { "backfill" } else { "scheduled" },
+            error: Some(error),
+            ..Default::default()
+        };
+        s.set_exit(exit);
+        s
+    }
+
     pub fn set_exit(&mut self, exit: Exit) {
         self.outcome = exit.outcome();
         self.exit_code = exit.code();

@@ -203,6 +203,7 @@ async fn sync_inner(
             match slices.get(index) {
                 Some(w) => {
                     tracing::info!(event = "shard", index, count, "task {index} of {count} syncs its slice of {full}");
+                    summary.shard = Some(format!("{index}-of-{count}"));
                     w.clone()
                 }
                 None => {

@@ -103,7 +103,7 @@ async fn a_metrics_file_tells_the_last_run_and_keeps_the_last_success_through_a_
     assert_eq!(metric(&text, "dealsync_last_exit_code"), Some(0.0));
     assert_eq!(metric(&text, "dealsync_rows_written"), Some(good.count("rows_written") as f64));
     assert_eq!(metric(&text, "dealsync_reconciliation_missing"), Some(0.0));
-    assert!(text.contains("dealsync_rows_written{sink=\"sqlite:./dealsync.db\"}"), "{text}");
+    assert!(text.contains("dealsync_rows_written{sink=\"sqlite:./dealsync.db\",kind=\"backfill\"}"), "{text}");
     let success = metric(&text, "dealsync_last_success_timestamp_seconds").unwrap();
     assert!((success - chrono::Utc::now().timestamp() as f64).abs() < 120.0);
 
@@ -162,4 +162,30 @@ async fn a_run_pushes_its_metrics_to_a_real_pushgateway_and_a_failure_keeps_the_
     failed.assert_code(78);
     assert_eq!(pushed(&gateway, &instance, "dealsync_last_exit_code").await, Some(78.0));
     assert_eq!(pushed(&gateway, &instance, "dealsync_last_success_timestamp_seconds").await, Some(success));
+    let text = reqwest::get(format!("http://{gateway}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("dealsync_last_exit_code{")
+            && l.contains(&format!("instance=\"{instance}\""))
+            && l.contains("kind=\"backfill\"")),
+        "a backfill has its own group: {text}"
+    );
+
+    // A command line that cannot be parsed still says so: exit 2 in its group, default instance included.
+    let bad = Dealsync::new(&["sync", "--no-such-flag"])
+        .env("DEALSYNC_PUSHGATEWAY_URL", &format!("http://{gateway}"))
+        .run()
+        .await;
+    bad.assert_code(2);
+    assert_eq!(pushed(&gateway, "default", "dealsync_last_exit_code").await, Some(2.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_refused_before_it_starts_still_writes_its_metrics() {
+    let out =
+        Dealsync::new(&["sync", "--from", "2026-10-05", "--to", "2026-10-01", "--metrics-file", "m.prom"]).run().await;
+    out.assert_code(2);
+    let text = std::fs::read_to_string(out.dir.path().join("m.prom")).unwrap();
+    assert!(text.contains("dealsync_last_exit_code{sink=\"\",kind=\"backfill\"} 2\n"), "{text}");
+    assert!(!text.contains("dealsync_last_success_timestamp_seconds"), "{text}");
+    assert!(!text.contains("dealsync_reconciliation_missing"), "nothing was reconciled: {text}");
 }

@@ -158,3 +158,15 @@ async fn a_warehouse_that_runs_out_of_space_counts_only_the_rows_it_holds() {
     assert_eq!(summary["rows_inserted"].as_i64().unwrap(), held, "the summary counts the rows the file holds");
     assert!(summary["error"].as_str().unwrap().contains("dealsync.db"), "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_local_database_exits_78_as_the_readme_says() {
+    let sim = simulator(sim_config(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("dealsync.db"), vec![0x5a; 40_000]).unwrap();
+    let out = Dealsync::new(&OCTOBER).against(&sim).reuse(dir).run().await;
+    out.assert_code(78);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let row = readme.lines().find(|l| l.starts_with("| 78 |")).unwrap();
+    assert!(row.contains("corrupt"), "{row}");
+}

@@ -155,9 +155,10 @@ impl Api {
         what: &str,
         session: &str,
         offset: u64,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         total: Option<u64>,
     ) -> Result<Put<T>, BqFailure> {
+        let bytes = bytes::Bytes::from(bytes);
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
         let end = offset + bytes.len() as u64;
         let total = total.map_or("*".to_string(), |t| t.to_string());
@@ -180,11 +181,11 @@ impl Api {
                 lost.store(false, Relaxed);
             }
             let f = from.load(Relaxed);
-            let rest = &bytes[(f - offset) as usize..];
+            let rest = bytes.slice((f - offset) as usize..);
             let range =
                 if rest.is_empty() { format!("bytes */{total}") } else { format!("bytes {f}-{}/{total}", end - 1) };
             let answer = self
-                .send_once(what, self.http.put(session).header("content-range", range).body(rest.to_vec()))
+                .send_once(what, self.http.put(session).header("content-range", range).body(rest))
                 .await
                 .inspect_err(|_| lost.store(true, Relaxed))?;
             if answer.status != 308 {

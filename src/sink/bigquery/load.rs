@@ -96,8 +96,11 @@ impl Upload {
 
     async fn send_chunk(&mut self, jobs: &Jobs<'_>, what: &str) -> Result<(), BqFailure> {
         let session = self.session(jobs, what).await?;
-        let chunk: Vec<u8> = self.out.bytes().drain(..CHUNK).collect();
-        match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, &chunk, None).await? {
+        // The chunk leaves the buffer without a copy; the few bytes past it start the next one.
+        let buffer = self.out.bytes();
+        let next = buffer.split_off(CHUNK);
+        let chunk = std::mem::replace(buffer, next);
+        match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await? {
             Put::Incomplete(held) => self.sent = held,
             Put::Done(_) => return Err(BqFailure::local(what, "BigQuery ended the upload before its last chunk")),
         }
@@ -109,7 +112,7 @@ impl Upload {
         let session = self.session(jobs, what).await?;
         let rest = self.rest();
         let total = self.sent + rest.len() as u64;
-        let job = match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, &rest, Some(total)).await? {
+        let job = match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, rest, Some(total)).await? {
             Put::Done(job) => jobs.reference(&self.job_id, job.job_reference),
             Put::Incomplete(_) => return Err(BqFailure::local(what, "BigQuery did not take the upload's last bytes")),
         };
@@ -154,7 +157,8 @@ mod tests {
                 u.line().extend_from_slice(line.as_bytes());
                 u.append();
                 if u.out.bytes().len() > CHUNK {
-                    sent.extend(u.out.bytes().drain(..CHUNK));
+                    let next = u.out.bytes().split_off(CHUNK);
+                    sent.extend(std::mem::replace(u.out.bytes(), next));
                 }
             }
             assert!(gzip || sent.len() >= CHUNK, "plain rows fill more than a chunk");
