@@ -335,6 +335,43 @@ async fn a_run_killed_before_its_load_finished_is_repaired_by_the_next_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the BigQuery emulator"]
+async fn a_run_too_large_for_one_load_is_staged_in_parts_and_merged_once() {
+    let host = required_emulator();
+    let bq = TestBq::new(&host, "parts").await;
+    let sim = simulator(sim_config(3000)).await;
+    let stamp: RunStamp = "20261001T000000Z_0000part".parse().unwrap();
+    let mut sink = dealsync::sink::bigquery::BigQuerySink::connect(
+        bq.settings(),
+        &stamp.run_id,
+        Default::default(),
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap()
+    .with_part_bytes(200_000);
+    use dealsync::sink::Sink;
+    sink.prepare().await.unwrap();
+    let mut rows = Vec::new();
+    for d in sim.closed_won(&october()).iter().filter(|d| d.broken.is_none()) {
+        let mut text = String::new();
+        d.render(sim.config().tz, None, &mut text);
+        if let Mapped::Row(r) = map_json(&text, &stamp) {
+            rows.push(*r);
+        }
+    }
+    let n = rows.len();
+    for chunk in rows.chunks(100) {
+        sink.write_rows(chunk.to_vec()).await.unwrap();
+    }
+    let stats = sink.commit().await.unwrap();
+    assert!(bq.harness.served().loads >= 5, "staged in parts: {:?}", bq.harness.served());
+    assert_eq!(stats.inserted as usize, n);
+    assert_eq!(bq.deal_ids().await.len(), n);
+    assert!(!bq.table_names().await.iter().any(|t| t.starts_with("_dealsync_stg_")), "the staging table was dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the BigQuery emulator"]
 async fn numeric_amounts_round_trip_exactly() {
     let host = required_emulator();
     let bq = TestBq::new(&host, "numeric").await;

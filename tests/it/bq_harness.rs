@@ -58,6 +58,8 @@ pub struct Served {
     pub gzip_uploads: u64,
     /// `tabledata.insertAll` requests seen (passed on).
     pub insert_all: u64,
+    /// Uploads finished (load jobs created).
+    pub loads: u64,
 }
 
 pub struct Harness {
@@ -396,6 +398,7 @@ async fn upload_chunk(
             _ => return held(buf.len()),
         }
     };
+    state.lock().unwrap().served.loads += 1;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
         state.lock().unwrap().served.gzip_uploads += 1;
         let mut plain = Vec::new();

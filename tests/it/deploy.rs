@@ -220,6 +220,7 @@ fn the_crontab_line_exits_with_dealsyncs_own_code_and_logs_a_failure() {
         let logged = std::fs::read_to_string(log).unwrap_or_default();
         assert_eq!(out.status.code(), Some(code), "the line keeps dealsync's exit code; log: {logged}");
         assert!(logged.contains("stand-in sync eu"), "the output, with the env file loaded, goes to logger: {logged}");
+        assert!(logged.contains("logger -t dealsync --size 65536"), "a long run_summary stays one record: {logged}");
         if code != 0 {
             assert!(logged.contains(&format!("exited {code}")), "a failure line names the code: {logged}");
         }
@@ -314,4 +315,22 @@ fn the_example_configuration_covers_every_variable_the_readme_documents() {
         toml::from_str(&std::fs::read_to_string(root().join("config/dealsync.example.toml")).unwrap())
             .expect("the example parses");
     assert!(file.sync.overlap.is_some() && file.bigquery.dataset.is_some());
+}
+
+#[test]
+fn shell_blocks_marked_sh_use_nothing_bash_only_and_the_guide_runs_the_image_it_built() {
+    for file in ["README.md", "docs/deploy.md"] {
+        let doc = text(file);
+        for block in doc.split("```sh\n").skip(1).map(|b| b.split("```").next().unwrap()) {
+            assert!(!block.contains("read -rs") && !block.contains("read -s"), "{file}: `read -s` is bash's:\n{block}");
+        }
+    }
+    let guide = text("docs/deploy.md");
+    for line in guide.lines().filter(|l| l.trim_start().starts_with("docker run")) {
+        let line = line.trim_end_matches('\\').trim();
+        let image_follows =
+            guide.contains(&format!("{line} \\\n  \"$REGION-docker.pkg.dev/$PROJECT/dealsync/dealsync:$TAG\""));
+        assert!(line.contains("dealsync/dealsync:$TAG") || image_follows, "runs an image it did not build: {line}");
+    }
+    assert!(guide.contains("python3 -m venv .venv-bqemu"), "the venv the checks use is created first");
 }

@@ -65,6 +65,11 @@ impl Upload {
         Ok(())
     }
 
+    /// Bytes of the upload so far, sent or not (compressed, when it is).
+    pub fn size(&mut self) -> u64 {
+        self.sent + self.out.bytes().len() as u64
+    }
+
     /// Moves the row just written into what is to be sent.
     fn append(&mut self) {
         self.row.push(b'\n');

@@ -40,6 +40,10 @@ use tables::{DatasetResource, TableDef};
 
 /// Deals a soft-delete or reopened-deal statement carries at most (one array parameter).
 const CHANGES_BATCH: usize = 1000;
+/// Bytes one staging load carries at most: a part is loaded once it holds this much, well under what BigQuery
+/// takes in one gzipped file (4 GB) and what bqemulator takes in one upload (1 GiB). The parts land in the
+/// staging table one by one; nothing reaches the target before the MERGE.
+const PART_BYTES: u64 = 512 * 1024 * 1024;
 /// A staging table outlives the run's deadline by this much before it expires by itself.
 const STAGING_MARGIN: Duration = Duration::from_secs(6 * 3600);
 
@@ -87,8 +91,14 @@ pub struct BigQuerySink {
     columns: Vec<Column>,
     /// The dataset as read (its location runs every job), once read.
     dataset: Option<DatasetResource>,
-    /// The staging load, once the run has a row.
+    /// The staging load in progress, once the run has a row.
     upload: Option<Upload>,
+    /// Staging loads finished (a run's rows go in parts of at most `PART_BYTES`).
+    staged_parts: usize,
+    /// The staging table exists.
+    staging_created: bool,
+    /// `PART_BYTES`, or less in tests.
+    part_bytes: u64,
     /// The quarantine's load, once the run quarantines a record.
     quarantine: Option<Upload>,
     /// Deals quarantined by this run: one row each.
@@ -121,6 +131,9 @@ impl BigQuerySink {
             columns: TableSpec::default().columns,
             dataset: None,
             upload: None,
+            staged_parts: 0,
+            staging_created: false,
+            part_bytes: PART_BYTES,
             quarantine: None,
             quarantined: HashSet::new(),
             jobs_run: AtomicU64::new(0),
@@ -133,6 +146,12 @@ impl BigQuerySink {
     pub fn with_spec(mut self, spec: TableSpec) -> Self {
         self.columns = spec.columns.clone();
         self.spec = spec;
+        self
+    }
+
+    /// Loads the staging table in parts of at most `bytes` (`PART_BYTES` unless a test asks for less).
+    pub fn with_part_bytes(mut self, bytes: u64) -> Self {
+        self.part_bytes = bytes;
         self
     }
 
@@ -234,9 +253,9 @@ impl BigQuerySink {
             .collect())
     }
 
-    /// The staging load, created with its table on the first row.
+    /// The staging load in progress, created (and the staging table with the first) when a row needs one.
     async fn staging_upload(&mut self) -> Result<&mut Upload, SinkError> {
-        if self.upload.is_none() {
+        if !self.staging_created {
             let def = TableDef {
                 id: self.staging.clone(),
                 columns: self.columns.clone(),
@@ -244,12 +263,26 @@ impl BigQuerySink {
                 expires_at: Some(self.staging_expires.timestamp_millis()),
             };
             tables::ensure_table(&self.api, &self.s.dataset, &def).await.map_err(|e| self.fail(e))?;
+            self.staging_created = true;
+        }
+        if self.upload.is_none() {
             let (p, d) = (&self.s.project, &self.s.dataset);
-            let schema = sql::schema(&self.columns);
-            let gzip = self.api.gzip();
-            self.upload = Some(Upload::new(self.job_id("stage"), p, d, &self.staging, schema, gzip));
+            let (id, schema) = (self.job_id(&format!("stage_{}", self.staged_parts)), sql::schema(&self.columns));
+            self.upload = Some(Upload::new(id, p, d, &self.staging, schema, self.api.gzip()));
         }
         Ok(self.upload.as_mut().expect("created above"))
+    }
+
+    /// Loads the staging part in progress: every row of it lands, or none.
+    async fn load_part(&mut self) -> Result<(), SinkError> {
+        let Some(upload) = self.upload.take() else { return Ok(()) };
+        let rows = upload.rows;
+        self.know_location().await?;
+        let loaded = upload.finish(&self.jobs_in(), "loading the staging table").await.map_err(|e| self.fail(e))?;
+        tracing::info!(event = "staging_loaded", part = self.staged_parts, rows, output_rows = loaded.loaded,
+            job = %loaded.job.job_id, "loaded rows of the run into the staging table");
+        self.staged_parts += 1;
+        Ok(())
     }
 
     /// Loads what the run quarantined (also when the run failed: the records and reasons hold all the same).
@@ -276,7 +309,8 @@ impl BigQuerySink {
 
     /// Stops without merging: the staging upload is left to expire, its table dropped, the quarantine kept.
     async fn stop(&mut self) {
-        if self.upload.take().is_some() {
+        self.upload = None;
+        if std::mem::take(&mut self.staging_created) {
             self.drop_staging().await;
             tracing::info!(event = "staging_abandoned", table = %self.staging, "the run stopped: its rows are not merged");
         }
@@ -418,7 +452,11 @@ impl Sink for BigQuerySink {
                 break;
             }
         }
+        let full = upload.size() >= self.part_bytes;
         self.upload = Some(upload);
+        if written.is_ok() && full {
+            self.load_part().await?;
+        }
         written
     }
 
@@ -449,12 +487,13 @@ impl Sink for BigQuerySink {
 
     async fn commit(&mut self) -> Result<WriteStats, SinkError> {
         self.load_quarantine().await?;
-        let Some(upload) = self.upload.take() else { return Ok(WriteStats::default()) };
-        let sent = upload.rows;
-        self.know_location().await?;
-        let loaded = upload.finish(&self.jobs_in(), "loading the staging table").await.map_err(|e| self.fail(e))?;
-        tracing::info!(event = "staging_loaded", rows = sent, output_rows = loaded.loaded, job = %loaded.job.job_id,
-            "loaded the run's rows into the staging table");
+        self.load_part().await?;
+        if self.staged_parts == 0 {
+            if self.staging_created {
+                self.drop_staging().await;
+            }
+            return Ok(WriteStats::default());
+        }
         let (target, staging) = (self.table(&self.s.table), self.table(&self.staging));
         let preview = sql::merge_preview_sql(&target, &staging, self.spec.rewrite);
         let rows = self.select("counting what the MERGE will change", preview).await?;
