@@ -155,3 +155,51 @@ where
         writeln!(writer, "{}", Value::Object(obj))
     }
 }
+
+/// Text from a server as it may be logged or stored: each secret value given (and its form-encoded spelling)
+/// becomes `[redacted]` and the user-info of URLs is dropped, so an echoed secret stays out of logs and the
+/// ledger. JSON stays JSON (it is redacted before it is parsed); `one_line` then escapes what was parsed.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(secret, "[redacted]");
+        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        out = out.replace(&encoded, "[redacted]");
+    }
+    let mut clean = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        clean.push_str(head);
+        let authority_end = tail.find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"');
+        let authority = &tail[..authority_end.unwrap_or(tail.len())];
+        let skip = authority.rfind('@').map_or(0, |i| i + 1);
+        rest = &tail[skip..];
+    }
+    clean.push_str(rest);
+    clean
+}
+
+/// Text for one log line: control characters (a line break that would forge a line, terminal escapes) escaped.
+pub fn one_line(text: &str) -> String {
+    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn secrets_user_info_and_line_breaks_never_pass() {
+        let got = super::redact(
+            "bad client_secret=s3cr%2Bet or s3cr+et at https://u:pw@accounts.example/x\n{\"event\":\"forged\"}",
+            &["s3cr+et"],
+        );
+        assert_eq!(
+            got,
+            "bad client_secret=[redacted] or [redacted] at https://accounts.example/x\n{\"event\":\"forged\"}"
+        );
+        assert_eq!(
+            super::one_line(&got),
+            "bad client_secret=[redacted] or [redacted] at https://accounts.example/x\\n{\"event\":\"forged\"}"
+        );
+    }
+}

@@ -34,7 +34,12 @@ pub async fn exchange(grant_token: &str, config: &config::Config) -> Exit {
             return Exit::Config;
         }
     };
-    let http = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build() {
+    // A redirect would carry the grant code and the client secret to wherever it points: never followed.
+    let http = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: {e}");

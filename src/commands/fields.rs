@@ -99,9 +99,9 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
                     };
                     let stored = if r.columns.is_empty() { "raw only".to_string() } else { r.columns.join(", ") };
                     [
-                        r.api_name.clone(),
-                        r.label.clone().unwrap_or_default(),
-                        zoho,
+                        printable(&r.api_name),
+                        printable(r.label.as_deref().unwrap_or_default()),
+                        printable(&zoho),
                         if r.custom { "yes" } else { "" }.into(),
                         stored,
                         r.ty.to_string(),
@@ -130,23 +130,36 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
         }
         FieldsFormat::Toml => {
             let mut out = String::from(
-                "# Fields stored only in `raw` today. Keep the ones you want as typed columns, paste under [columns]\n\
-                 # in config/dealsync.toml; the next run adds them (existing rows keep NULL until a backfill with --rewrite).\n\
-                 [columns]\n",
+                "# Fields stored only in `raw` today. Keep the ones you want as typed columns and paste them into\n\
+                 # config/dealsync.toml; the next run adds them (existing rows keep NULL until a backfill with --rewrite).\n",
             );
             for r in rows.iter().filter(|r| r.stored == "raw") {
-                let label = r.label.as_deref().unwrap_or("");
-                let zoho = r.data_type.as_deref().unwrap_or("?");
-                out.push_str(&format!(
-                    "{} = {{ field = \"{}\", type = \"{}\" }}   # {label} ({zoho})\n",
-                    column_name(&r.api_name),
-                    r.api_name,
-                    r.ty
-                ));
+                // Zoho's names and labels are data: the toml serializer quotes them, and a comment holds no line
+                // break, so nothing a label says can add a key or a table to the file.
+                let label = one_line(r.label.as_deref().unwrap_or(""));
+                let zoho = one_line(r.data_type.as_deref().unwrap_or("?"));
+                let entry = toml::value::Table::from_iter([
+                    ("field".to_string(), toml::Value::String(r.api_name.clone())),
+                    ("type".to_string(), toml::Value::String(r.ty.to_string())),
+                ]);
+                let columns = toml::value::Table::from_iter([(column_name(&r.api_name), toml::Value::Table(entry))]);
+                let doc = toml::value::Table::from_iter([("columns".to_string(), toml::Value::Table(columns))]);
+                out.push_str(&format!("\n# {label} ({zoho})\n"));
+                out.push_str(&toml::to_string(&doc).expect("a table of strings serializes"));
             }
             out
         }
     }
+}
+
+/// Text for a terminal: control characters (escape sequences, line breaks) written as escapes.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// Text for a comment: one line, no control character.
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 /// `dealsync fields`.
@@ -238,6 +251,20 @@ mod tests {
             (rows[2].stored, rows[2].ty, rows[2].bigquery_type.as_str(), rows[2].sqlite_type),
             ("raw", FieldType::Integer, "INT64", "INTEGER")
         );
+    }
+
+    #[test]
+    fn a_hostile_field_label_cannot_add_a_table_to_the_toml_or_reach_the_terminal() {
+        let mut evil = meta("Region", Some("text"), true);
+        evil.display_label = Some("x\n[zoho]\naccounts_url = \"http://evil.example\"\n\u{1b}[31mred".into());
+        let mut odd = meta("Odd", Some("text"), true);
+        odd.api_name = "Odd\"\n[zoho]".into();
+        let rows = describe(&[evil, odd], &[]);
+        let toml_text = render(&rows, FieldsFormat::Toml);
+        let parsed: toml::Table = toml::from_str(&toml_text).unwrap();
+        assert_eq!(parsed.keys().collect::<Vec<_>>(), ["columns"], "{toml_text}");
+        let text = render(&rows, FieldsFormat::Text);
+        assert!(!text.contains('\u{1b}') && !text.contains("\n[zoho]"), "{text}");
     }
 
     #[test]

@@ -166,8 +166,11 @@ async fn push(base: &Url, instance: &str, s: &RunSummary, body: String) -> Resul
             path.extend(["shard", shard]);
         }
     }
-    let http =
-        reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
     let resp = http
         .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")

@@ -114,6 +114,22 @@ impl DataCentre {
         }
     }
 
+    /// The domain of this data centre's API hosts (`www.zohoapis.eu`, `sandbox.zohoapis.eu`, …).
+    pub fn api_domain(self) -> &'static str {
+        match self {
+            DataCentre::Us => "zohoapis.com",
+            DataCentre::Eu => "zohoapis.eu",
+            DataCentre::In => "zohoapis.in",
+            DataCentre::Au => "zohoapis.com.au",
+            DataCentre::Jp => "zohoapis.jp",
+            DataCentre::Ca => "zohoapis.ca",
+            DataCentre::Sa => "zohoapis.sa",
+            DataCentre::Cn => "zohoapis.com.cn",
+            DataCentre::Uk => "zohoapis.uk",
+            DataCentre::Ae => "zohoapis.ae",
+        }
+    }
+
     fn parse(s: &str) -> Option<DataCentre> {
         DataCentre::ALL.into_iter().find(|dc| dc.code().eq_ignore_ascii_case(s))
     }

@@ -83,6 +83,8 @@ async fn post_grant(
     };
     if let Some(error) = parsed.error.as_deref() {
         let accounts = accounts.clone();
+        // The server's words may echo the form (the client secret, the refresh token or grant code).
+        let secrets: Vec<&str> = form.iter().map(|(_, v)| *v).collect();
         let throttled = error.eq_ignore_ascii_case("Access Denied")
             || parsed.error_description.as_deref().is_some_and(|d| d.contains("too many requests"));
         return Err(ZohoError::Auth(match error {
@@ -90,9 +92,14 @@ async fn post_grant(
             "invalid_code" => AuthError::InvalidCode { accounts },
             "invalid_client" => AuthError::InvalidClient { accounts },
             "invalid_client_secret" => AuthError::InvalidClientSecret { accounts },
-            other => {
-                AuthError::Other { accounts, error: other.to_string(), description: parsed.error_description.clone() }
-            }
+            other => AuthError::Other {
+                accounts,
+                error: crate::telemetry::one_line(&crate::telemetry::redact(other, &secrets)),
+                description: parsed
+                    .error_description
+                    .as_deref()
+                    .map(|d| crate::telemetry::one_line(&crate::telemetry::redact(d, &secrets))),
+            },
         }));
     }
     if parsed.access_token.is_none() {
@@ -126,7 +133,7 @@ fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<A
                 api_domain: d.to_string(),
                 problem: e.to_string(),
             })?;
-            check_scheme(&url).map_err(|problem| AuthError::BadApiDomain {
+            trusted_api_domain(settings, &url).map_err(|problem| AuthError::BadApiDomain {
                 accounts: accounts.clone(),
                 api_domain: d.to_string(),
                 problem,
@@ -151,6 +158,28 @@ fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<A
         expires_at: now + lifetime,
         refresh_at: now + lifetime - refresh_margin(lifetime),
     })
+}
+
+/// The access token goes to the host the token answer names: it must be an API host of the configured data
+/// centre (`*.zohoapis.eu` for `ZOHO_DC=eu`), or a loopback host when the accounts server is one (a simulator),
+/// with nothing but a scheme and a host.
+fn trusted_api_domain(settings: &ZohoSettings, url: &Url) -> Result<(), String> {
+    check_scheme(url)?;
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+        return Err("an API domain is a scheme and a host, without user-info, query or fragment".into());
+    }
+    if !matches!(url.path(), "" | "/") {
+        return Err("an API domain has no path".into());
+    }
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let zoho = settings.data_centre.api_domain();
+    if host == zoho || host.ends_with(&format!(".{zoho}")) {
+        return Ok(());
+    }
+    if crate::config::is_loopback(url) && crate::config::is_loopback(&settings.accounts_url) {
+        return Ok(());
+    }
+    Err(format!("it is not a Zoho API host of data centre {} (*.{zoho})", settings.data_centre.code()))
 }
 
 /// Mints an access token with the refresh-token grant.
@@ -219,6 +248,38 @@ pub async fn exchange_grant(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_api_host_of_the_data_centre_may_receive_the_token() {
+        let settings = |dc: &str, accounts: &str| {
+            let vars = [
+                ("ZOHO_CLIENT_ID", "1000.A"),
+                ("ZOHO_CLIENT_SECRET", "s"),
+                ("ZOHO_REFRESH_TOKEN", "r"),
+                ("ZOHO_DC", dc),
+                ("ZOHO_ACCOUNTS_URL", accounts),
+            ];
+            let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            crate::config::Settings::from_vars(vars, crate::config::Needs::ZohoCredentials).unwrap().zoho.unwrap()
+        };
+        let eu = settings("eu", "https://accounts.zoho.eu");
+        let ok = |s: &ZohoSettings, u: &str| trusted_api_domain(s, &Url::parse(u).unwrap());
+        assert!(ok(&eu, "https://www.zohoapis.eu").is_ok());
+        assert!(ok(&eu, "https://sandbox.zohoapis.eu/").is_ok());
+        for bad in [
+            "https://www.zohoapis.com",
+            "https://evil.example",
+            "https://www.zohoapis.eu.evil.example",
+            "https://user:pw@www.zohoapis.eu",
+            "https://www.zohoapis.eu/?x=1",
+            "https://www.zohoapis.eu/crm",
+            "http://127.0.0.1:9",
+        ] {
+            assert!(ok(&eu, bad).is_err(), "{bad}");
+        }
+        let sim = settings("us", "http://127.0.0.1:8080");
+        assert!(ok(&sim, "http://127.0.0.1:8080").is_ok(), "a simulator on loopback");
+    }
 
     #[test]
     fn tokens_are_refreshed_before_expiry_but_not_per_request() {

@@ -403,7 +403,13 @@ impl ZohoClient {
             let body = if text.trim().is_empty() { None } else { Some(text) };
             return parse(&what, status, body).map_err(Refusal::other);
         }
-        let err = api_error(&what, status, &text, retry_after);
+        // An error body may echo what the request carried: the token, or the client's own secrets.
+        let secrets = [
+            token.token.expose_secret(),
+            self.settings.client_secret.expose_secret(),
+            self.settings.refresh_token.expose_secret(),
+        ];
+        let err = api_error(&what, status, &crate::telemetry::redact(&text, &secrets), retry_after);
         // Any 401 but a scope error means the token was refused, even when the body is unreadable (a proxy cut it
         // short): mint a new token and repeat the request.
         if let ZohoError::Api { code, .. } = &err {
@@ -456,7 +462,8 @@ fn api_error(what: &str, status: u16, body: &str, retry_after: Option<Duration>)
     } else {
         parsed.message
     };
-    ZohoError::Api { what: what.to_string(), status, code: parsed.code, message, details: parsed.details, retry_after }
+    let (code, message) = (crate::telemetry::one_line(&parsed.code), crate::telemetry::one_line(&message));
+    ZohoError::Api { what: what.to_string(), status, code, message, details: parsed.details, retry_after }
 }
 
 /// A reqwest error in words, without its URL (the caller names the request) and with its causes.

@@ -140,3 +140,46 @@ async fn a_token_refused_every_time_fails_with_78_after_three_fresh_mints() {
     assert_eq!(out.count("token_mints"), 4);
     assert!(out.summary()["error"].as_str().unwrap().contains("check ZOHO_DC"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_text_that_echoes_a_secret_or_forges_a_log_line_is_redacted_before_it_is_logged_or_stored() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    // The API echoes the Authorization header, with a line break and a forged event after it.
+    let server = one_page_zoho(&[], 0, 204).await;
+    let echo = r#"{"code":"INVALID_DATA","message":"bad header Zoho-oauthtoken 1000.a\n{\"event\":\"forged\"}","status":"error"}"#;
+    Mock::given(method("GET"))
+        .and(path("/crm/v8/Deals/search"))
+        .respond_with(ResponseTemplate::new(400).set_body_raw(echo, "application/json"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let out = sync_one_day(&server, "sqlite:deals.db").run().await;
+    assert_ne!(out.code, 0);
+    assert!(!out.stderr.contains("Zoho-oauthtoken 1000.a"), "{}", out.stderr);
+    assert!(out.stderr.contains("Zoho-oauthtoken [redacted]"), "{}", out.stderr);
+    assert!(!out.events().iter().any(|e| e["event"] == "forged"), "a line break forged a log line:\n{}", out.stderr);
+    let db = out.dir.path().join("deals.db");
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM _dealsync_runs WHERE error LIKE '%1000.a%'"), 0);
+
+    // The token endpoint echoes the form: the client secret and the refresh token.
+    let accounts = wiremock::MockServer::start().await;
+    let secret = "client-secret-never-shown";
+    let refresh = "1000.refresh-token-never-shown";
+    let body =
+        format!(r#"{{"error":"unexpected","error_description":"got client_secret={secret}&refresh_token={refresh}"}}"#);
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&accounts)
+        .await;
+    let out = sync_one_day(&accounts, "sqlite:deals.db")
+        .env("ZOHO_CLIENT_SECRET", secret)
+        .env("ZOHO_REFRESH_TOKEN", refresh)
+        .run()
+        .await;
+    out.assert_code(78);
+    assert!(!out.stderr.contains(secret) && !out.stderr.contains(refresh), "{}", out.stderr);
+    let ledger = std::fs::read(out.dir.path().join("deals.db")).unwrap_or_default();
+    assert!(!ledger.windows(secret.len()).any(|w| w == secret.as_bytes()), "the secret is in the ledger");
+}

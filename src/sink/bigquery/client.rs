@@ -82,7 +82,8 @@ impl Api {
     /// Sends what `build` makes (with the access token), once. A 308 (a resumable upload's "send more") is an
     /// answer, not a failure.
     async fn send_once(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Answer, BqFailure> {
-        let req = match self.credentials.token().await? {
+        let token = self.credentials.token().await?;
+        let req = match &token {
             Some(token) => req.bearer_auth(token),
             None => req,
         };
@@ -93,7 +94,11 @@ impl Api {
         let body = resp.bytes().await.map_err(|e| BqFailure::network(what, &e))?.to_vec();
         match status {
             200..=299 | 308 => Ok(Answer { status, range, location, body }),
-            _ => Err(BqFailure::http(what, status, &body)),
+            _ => {
+                // An error body may echo the access token it was sent.
+                let text = crate::telemetry::redact(&String::from_utf8_lossy(&body), &[token.as_deref().unwrap_or("")]);
+                Err(BqFailure::http(what, status, text.as_bytes()))
+            }
         }
     }
 

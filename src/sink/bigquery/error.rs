@@ -64,7 +64,10 @@ impl BqFailure {
     /// keeps its status.
     pub fn http(what: impl Into<String>, status: u16, body: &[u8]) -> BqFailure {
         let (message, reasons) = match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(b) => (b.error.message, b.error.errors.into_iter().filter_map(|e| e.reason).collect()),
+            Ok(b) => (
+                crate::telemetry::one_line(&b.error.message),
+                b.error.errors.into_iter().filter_map(|e| e.reason).map(|r| crate::telemetry::one_line(&r)).collect(),
+            ),
             Err(_) => (format!("HTTP {status} without a BigQuery error body"), Vec::new()),
         };
         let transient = matches!(status, 429 | 500 | 502 | 503 | 504) || reasons.iter().any(|r| transient_reason(r));

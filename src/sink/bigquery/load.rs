@@ -12,8 +12,9 @@ use super::client::Put;
 use super::error::BqFailure;
 use super::jobs::{Done, JobResource, Jobs};
 
-/// Bytes a chunk carries: Google asks for multiples of 256 KiB and recommends at least 8 MiB.
-pub const CHUNK: usize = 8 * 1024 * 1024;
+/// Bytes a chunk carries: Google asks for multiples of 256 KiB. 4 MiB keeps a 1M-deal backfill under the memory
+/// budget (BENCHMARKS.md) at a request a few thousand rows.
+pub const CHUNK: usize = 4 * 1024 * 1024;
 
 /// One load job in the making: its upload session, once the first chunk is due.
 pub struct Upload {
@@ -43,9 +44,9 @@ impl Upload {
             "ignoreUnknownValues": false,
         }});
         let out = if gzip {
-            Out::Gzip(GzEncoder::new(Vec::with_capacity(CHUNK), flate2::Compression::fast()))
+            Out::Gzip(GzEncoder::new(Vec::with_capacity(CHUNK + 64 * 1024), flate2::Compression::fast()))
         } else {
-            Out::Plain(Vec::with_capacity(CHUNK))
+            Out::Plain(Vec::with_capacity(CHUNK + 64 * 1024))
         };
         Upload { job_id, configuration, session: None, row: Vec::new(), out, sent: 0, rows: 0 }
     }
@@ -103,7 +104,9 @@ impl Upload {
         let session = self.session(jobs, what).await?;
         // The chunk leaves the buffer without a copy; the few bytes past it start the next one.
         let buffer = self.out.bytes();
-        let next = buffer.split_off(CHUNK);
+        let mut next = buffer.split_off(CHUNK);
+        // Room for a whole chunk at once: a buffer that doubled as it grew would copy itself, twice the memory.
+        next.reserve(CHUNK + 64 * 1024);
         let chunk = std::mem::replace(buffer, next);
         match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await? {
             Put::Incomplete(held) => self.sent = held,
