@@ -269,8 +269,11 @@ def api_rules(doc: dict) -> list[str]:
     for i, c in enumerate(containers):
         for e in c.get("env") or []:
             n = str(e.get("name", ""))
-            if "value" in e and ("SECRET" in n or "TOKEN" in n):
+            if "value" in e and ("SECRET" in n or "TOKEN" in n) and not n.endswith("_FILE"):
                 errors.append(f"{pb}.containers.{i}.env.{n}: a secret as a literal value; use valueFrom.secretKeyRef")
+            if n.endswith("_FILE") and not any(str(e.get("value", "")).startswith(str(m.get("mountPath", "")) + "/")
+                                               for m in c.get("volumeMounts") or []):
+                errors.append(f"{pb}.containers.{i}.env.{n}: the file is not on a mounted volume")
     return errors
 
 

@@ -35,7 +35,9 @@ impl ConfigError {
 struct RawEnv {
     zoho_client_id: Option<String>,
     zoho_client_secret: Option<String>,
+    zoho_client_secret_file: Option<String>,
     zoho_refresh_token: Option<String>,
+    zoho_refresh_token_file: Option<String>,
     zoho_dc: Option<String>,
     zoho_accounts_url: Option<String>,
     zoho_api_domain: Option<String>,
@@ -336,8 +338,9 @@ impl FileConfig {
 
 /// Everything dealsync reads besides its flags, read once at start: the environment and the configuration file
 /// (`DEALSYNC_CONFIG`, else `config/dealsync.toml` when it exists). Precedence: flags over environment over file.
-/// Commands ask it for what they need; nothing else reads the environment (clippy.toml enforces it).
-#[derive(Debug, Clone, Default)]
+/// Commands ask it for what they need; nothing else reads the environment (clippy.toml enforces it). It keeps
+/// only the variables dealsync reads, and its `Debug` shows their names, never their values.
+#[derive(Clone, Default)]
 pub struct Config {
     file_path: Option<PathBuf>,
     file: FileConfig,
@@ -356,7 +359,7 @@ impl Config {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        let vars: BTreeMap<String, String> = vars.into_iter().filter(|(k, _)| ours(k)).collect();
         let named = vars.get("DEALSYNC_CONFIG").map(|p| p.trim()).filter(|p| !p.is_empty());
         let (file_path, file) = match named {
             Some(p) => (Some(PathBuf::from(p)), FileConfig::load(Path::new(p), "DEALSYNC_CONFIG")?),
@@ -445,6 +448,30 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("file_path", &self.file_path)
+            .field("variables", &self.vars.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The variables dealsync reads; the rest of the environment is not kept.
+fn ours(name: &str) -> bool {
+    ["ZOHO_", "BIGQUERY_", "DEALSYNC_", "CLOUD_RUN_TASK_"].iter().any(|p| name.starts_with(p))
+        || matches!(
+            name,
+            "GOOGLE_APPLICATION_CREDENTIALS"
+                | "CLOUDSDK_CONFIG"
+                | "HOME"
+                | "JOB_COMPLETION_INDEX"
+                | "LOG_FORMAT"
+                | "NO_COLOR"
+                | "RUST_LOG"
+        )
+}
+
 impl Settings {
     /// Reads settings from any list of variables, with no configuration file.
     pub fn from_vars<I>(vars: I, needs: Needs) -> Result<Settings, ConfigError>
@@ -452,19 +479,7 @@ impl Settings {
         I: IntoIterator<Item = (String, String)>,
     {
         // Only our own variables go through envy, so an unrelated variable with odd content cannot break parsing.
-        let ours = vars.into_iter().filter(|(k, _)| {
-            k.starts_with("ZOHO_")
-                || k.starts_with("BIGQUERY_")
-                || k.starts_with("CLOUD_RUN_TASK_")
-                || matches!(
-                    k.as_str(),
-                    "GOOGLE_APPLICATION_CREDENTIALS"
-                        | "CLOUDSDK_CONFIG"
-                        | "HOME"
-                        | "JOB_COMPLETION_INDEX"
-                        | "DEALSYNC_TASK_COUNT"
-                )
-        });
+        let ours = vars.into_iter().filter(|(k, _)| ours(k));
         let raw: RawEnv = envy::from_iter(ours).map_err(|e| ConfigError::new("environment", e.to_string()))?;
 
         let bigquery = match non_empty(raw.bigquery_project) {
@@ -485,8 +500,8 @@ impl Settings {
             Needs::ZohoCredentials | Needs::ZohoClient => Some(zoho_settings(
                 needs == Needs::ZohoClient,
                 raw.zoho_client_id,
-                raw.zoho_client_secret,
-                raw.zoho_refresh_token,
+                secret_or_file("ZOHO_CLIENT_SECRET", raw.zoho_client_secret, raw.zoho_client_secret_file)?,
+                secret_or_file("ZOHO_REFRESH_TOKEN", raw.zoho_refresh_token, raw.zoho_refresh_token_file)?,
                 raw.zoho_dc,
                 raw.zoho_accounts_url,
                 raw.zoho_api_domain,
@@ -597,6 +612,19 @@ fn bigquery_settings(
         BigQueryAuth::MetadataServer
     };
     Ok(BigQuerySettings { project, dataset, table, location, auth })
+}
+
+/// A secret from its variable, or from the file `<VAR>_FILE` names (Docker and Kubernetes secrets mounted as
+/// files, which no `docker inspect` or `/proc/<pid>/environ` shows). Both set is ambiguous, and refused.
+fn secret_or_file(var: &str, value: Option<String>, file: Option<String>) -> Result<Option<String>, ConfigError> {
+    match (non_empty(value), non_empty(file)) {
+        (Some(_), Some(_)) => Err(ConfigError::new(format!("{var}, {var}_FILE"), "are both set; keep one")),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(Some)
+            .map_err(|e| ConfigError::new(format!("{var}_FILE"), format!("{path} cannot be read: {e}"))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// gcloud's Application Default Credentials file: `$CLOUDSDK_CONFIG`, else `~/.config/gcloud`.
@@ -833,6 +861,32 @@ mod tests {
                 assert_eq!(e.variable, "ZOHO_ACCOUNTS_URL");
             }
         }
+    }
+
+    #[test]
+    fn secrets_can_come_from_files_named_by_their_file_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, token) = (dir.path().join("secret"), dir.path().join("token"));
+        std::fs::write(&secret, "from-a-file\n").unwrap();
+        std::fs::write(&token, "1000.file-token").unwrap();
+        let mut v = vars(&BASE[..1]);
+        v.push(("ZOHO_CLIENT_SECRET_FILE".into(), secret.display().to_string()));
+        v.push(("ZOHO_REFRESH_TOKEN_FILE".into(), token.display().to_string()));
+        let z = Settings::from_vars(v.clone(), Needs::ZohoCredentials).unwrap().zoho.unwrap();
+        assert_eq!(
+            (z.client_secret.expose_secret(), z.refresh_token.expose_secret()),
+            ("from-a-file", "1000.file-token")
+        );
+        v.push(("ZOHO_CLIENT_SECRET".into(), "also".into()));
+        assert_eq!(
+            Settings::from_vars(v, Needs::ZohoCredentials).unwrap_err().variable,
+            "ZOHO_CLIENT_SECRET, ZOHO_CLIENT_SECRET_FILE"
+        );
+        let mut v = vars(&BASE);
+        v.push(("ZOHO_REFRESH_TOKEN_FILE".into(), "/nonexistent/token".into()));
+        v.retain(|(k, _)| k != "ZOHO_REFRESH_TOKEN");
+        let e = Settings::from_vars(v, Needs::ZohoCredentials).unwrap_err();
+        assert_eq!(e.variable, "ZOHO_REFRESH_TOKEN_FILE");
     }
 
     #[test]

@@ -27,6 +27,22 @@ fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
     })
 }
 
+/// The client secret and the refresh token come as files from the Secret, readable by the pod's group only,
+/// and the pod mounts no Kubernetes API token.
+fn assert_secrets_are_files(pod: &Value) {
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let c = &pod["containers"][0];
+    let env = c["env"].as_sequence().unwrap();
+    let value = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].as_str().unwrap().to_string());
+    assert_eq!(value("ZOHO_CLIENT_SECRET_FILE").as_deref(), Some("/var/run/secrets/dealsync/client-secret"));
+    assert_eq!(value("ZOHO_REFRESH_TOKEN_FILE").as_deref(), Some("/var/run/secrets/dealsync/refresh-token"));
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/var/run/secrets/dealsync");
+    let volume = &pod["volumes"][0]["secret"];
+    assert_eq!(volume["secretName"], "dealsync-zoho");
+    assert_eq!(volume["defaultMode"].as_u64(), Some(0o440));
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+}
+
 fn secret_env_names(container: &Value) -> Vec<String> {
     container["env"]
         .as_sequence()
@@ -77,9 +93,8 @@ fn the_kubernetes_cronjob_is_safe_to_leave_alone() {
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert!(c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string());
-    let mut secrets = secret_env_names(c);
-    secrets.sort();
-    assert_eq!(secrets, ["ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"]);
+    assert_eq!(secret_env_names(c), ["ZOHO_CLIENT_ID"]);
+    assert_secrets_are_files(pod);
     let plain: Vec<&str> = c["env"]
         .as_sequence()
         .unwrap()
@@ -87,7 +102,8 @@ fn the_kubernetes_cronjob_is_safe_to_leave_alone() {
         .filter(|e| e["value"].is_string())
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert!(!plain.iter().any(|n| n.contains("SECRET") || n.contains("TOKEN")), "no secret as a literal value");
+    let literal_secret = |n: &&str| (n.contains("SECRET") || n.contains("TOKEN")) && !n.ends_with("_FILE");
+    assert!(!plain.iter().any(literal_secret), "no secret as a literal value (a _FILE variable names a mounted file)");
 }
 
 #[test]
@@ -116,6 +132,7 @@ fn the_indexed_backfill_job_passes_the_task_count() {
     assert_eq!(count["value"].as_str().unwrap().parse::<u64>().unwrap(), completions);
     let args: Vec<&str> = c["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(args.contains(&"--from") && args.contains(&"--to"), "sharding applies to backfills");
+    assert_secrets_are_files(at(&job, "spec.template.spec"));
 }
 
 #[test]
