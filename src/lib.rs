@@ -10,6 +10,7 @@
 pub mod commands;
 pub mod config;
 pub mod exit;
+pub mod files;
 pub mod json;
 pub mod mapping;
 pub mod retry;

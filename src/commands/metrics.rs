@@ -5,8 +5,6 @@
 //! the last success time (exit 0) when a run fails, so that "no success for 26 hours" can be alerted on; a gauge
 //! that a run did not measure is left out, not written as 0.
 
-use std::path::Path;
-
 use url::Url;
 
 use super::summary::RunSummary;
@@ -127,7 +125,8 @@ pub async fn publish(targets: &Targets, s: &RunSummary) {
         let before = std::fs::read_to_string(path).ok();
         let last_success = if succeeded(s) { Some(now) } else { before.as_deref().and_then(previous_success) };
         let labels = format!("sink=\"{}\",kind=\"{}\"", label(&s.sink), s.kind);
-        match write_atomically(path, &render(s, &labels, now, last_success)) {
+        // Readable by node_exporter's group, never by everyone, whatever the umask.
+        match crate::files::replace(path, &render(s, &labels, now, last_success), 0o640) {
             Ok(()) => tracing::info!(event = "metrics_written", path = %path.display(), "run metrics written"),
             Err(e) => {
                 tracing::warn!(event = "metrics_failed", path = %path.display(), "could not write the metrics file: {e}")
@@ -144,15 +143,6 @@ pub async fn publish(targets: &Targets, s: &RunSummary) {
             Err(e) => tracing::warn!(event = "metrics_failed", instance = %instance, "could not push the metrics: {e}"),
         }
     }
-}
-
-/// node_exporter may read the file at any moment: write a sibling, then rename it over the file.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("prom.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 /// POST replaces only the metrics of the same names in the group `job="dealsync", instance=…, kind=…[, shard=…]`:

@@ -115,7 +115,7 @@ impl Sink for NdjsonSink {
         let out: Box<dyn Write + Send> = match &self.path {
             None => Box::new(BufWriter::new(std::io::stdout())),
             Some(p) => {
-                let f = File::create(p).map_err(|e| {
+                let f = crate::files::create(p, 0o600).map_err(|e| {
                     let exit = if e.kind() == std::io::ErrorKind::NotFound { Exit::Config } else { Exit::Internal };
                     SinkError::new(self.describe(), format!("creating {}: {e}", p.display()), exit)
                 })?;
@@ -163,7 +163,8 @@ impl Sink for NdjsonSink {
         }
         if self.quarantine.is_none() {
             let path = self.quarantine_path();
-            let f = File::create(&path).map_err(|e| self.io_err(&format!("creating {}", path.display()), e))?;
+            let f = crate::files::create(&path, 0o600)
+                .map_err(|e| self.io_err(&format!("creating {}", path.display()), e))?;
             self.quarantine = Some(BufWriter::new(f));
         }
         let q = self.quarantine.as_mut().expect("just opened");

@@ -342,7 +342,7 @@ fn compatibility(c: &Connection, columns: &[Column]) -> rusqlite::Result<Result<
 fn table_sql(table: &str, columns: &[Column], key: Option<&str>) -> String {
     let cols: Vec<String> = columns
         .iter()
-        .map(|c| format!("    {} {}", c.name, c.sqlite_definition_in(Some(c.name.as_ref()) == key)))
+        .map(|c| format!("    \"{}\" {}", c.name, c.sqlite_definition_in(Some(c.name.as_ref()) == key)))
         .collect();
     format!("CREATE TABLE IF NOT EXISTS {table} (\n{}\n)", cols.join(",\n"))
 }
@@ -383,7 +383,8 @@ DROP INDEX IF EXISTS closed_won_deals_closing_date;
 
 /// `INSERT INTO table (columns) VALUES (?1, …)`.
 fn insert_into(table: &str, columns: &[Column]) -> String {
-    let names = columns.iter().map(|c| c.name.as_ref()).collect::<Vec<_>>().join(", ");
+    // Quoted: a promoted column may be named like a keyword (`order`).
+    let names = columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
     let placeholders = (1..=columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
     format!("INSERT INTO {table} ({names}) VALUES ({placeholders})")
 }
@@ -395,7 +396,7 @@ fn insert_sql(columns: &[Column]) -> String {
 /// Replaces a row only when the incoming copy is newer (or as new, when rewriting on purpose).
 fn update_sql(columns: &[Column], rewrite: bool) -> String {
     let sets: Vec<String> =
-        columns.iter().enumerate().skip(1).map(|(i, c)| format!("{} = ?{}", c.name, i + 1)).collect();
+        columns.iter().enumerate().skip(1).map(|(i, c)| format!("\"{}\" = ?{}", c.name, i + 1)).collect();
     let mt = columns.iter().position(|c| c.name == "modified_time").expect("modified_time column") + 1;
     let op = if rewrite { "<=" } else { "<" };
     format!(
@@ -501,6 +502,10 @@ impl Sink for SqliteSink {
                 ));
             }
         }
+        if std::fs::symlink_metadata(&self.path).is_err() {
+            // A new warehouse is private whatever the umask (SQLite gives its journal the file's mode).
+            crate::files::create(&self.path, 0o600).map_err(|e| self.not_writable(e))?;
+        }
         let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
         let settings = conn
             .busy_timeout(std::time::Duration::from_secs(30))
@@ -539,7 +544,7 @@ impl Sink for SqliteSink {
             tx.execute_batch(&ddl)?;
             // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
             for (table, col) in &to_add {
-                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {} {}", col.name, col.sqlite_definition()))?;
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
                 tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
             }
             let rekey: bool = tx.query_row(

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 /// The top-level modules of `src/`, in the order of the data (foundations first, the commands last).
 const LAYERS: &[&str] = &[
     "exit",
+    "files",
     "retry",
     "shutdown",
     "json",

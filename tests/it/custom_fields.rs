@@ -334,3 +334,20 @@ async fn check_confirms_promoted_fields_exist_in_zoho_and_names_the_ones_that_do
     );
     assert!(bad.stdout.contains("ok    sqlite:deals.db"), "the sink is still checked: {}", bad.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_column_named_like_a_keyword_is_quoted_and_written() {
+    let sim = simulator(sim_config(600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "[columns]\norder = { field = \"Region\", type = \"text\" }\n");
+    let out =
+        Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01"]).against(&sim).reuse(dir).run().await;
+    out.assert_code(0);
+    assert!(query_i64(&out.db(), "SELECT count(*) FROM closed_won_deals WHERE \"order\" IS NOT NULL") > 0);
+    let again = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--rewrite"])
+        .against(&sim)
+        .reuse(out.dir)
+        .run()
+        .await;
+    again.assert_code(0);
+}

@@ -1,5 +1,7 @@
 //! Operator features: sharded backfills, first-time set-up, the configuration file.
 
+use std::os::unix::fs::PermissionsExt;
+
 use dealsync_sim::SimConfig;
 
 use crate::helpers::*;
@@ -261,4 +263,32 @@ async fn the_readme_walkthrough_against_dealsync_simulate_shows_deletions_reopen
     let db = promoted.dir.path().join("try.db");
     assert_eq!(query_i64(&db, "SELECT count(*) FROM closed_won_deals WHERE is_closed_won = 1 AND is_deleted = 0 AND (region IS NULL OR renewal_date IS NULL OR seats IS NULL)"), 0);
     assert_eq!(promoted.count("rows_inserted"), 1, "the removed row is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_umask_000_nothing_is_created_world_writable_and_an_export_never_writes_through_a_link() {
+    let sim = simulator(sim_config(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_dealsync");
+    let run = |args: &str| {
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", &format!("umask 000; exec {bin} {args}")]).current_dir(dir.path());
+        with_sim(&mut cmd, &sim);
+        cmd.env("LOG_FORMAT", "json").output().unwrap()
+    };
+    let window = "--from 2026-10-01 --to 2026-11-01";
+    assert!(run(&format!("sync {window} --sink sqlite:w.db --metrics-file m.prom")).status.success());
+    assert!(run(&format!("sync {window} --sink ndjson:rows.ndjson")).status.success());
+    let mode = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("w.db"), 0o600);
+    assert_eq!(mode("rows.ndjson"), 0o600);
+    assert_eq!(mode("m.prom"), 0o640);
+
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("link.ndjson")).unwrap();
+    let out = run(&format!("sync {window} --sink ndjson:link.ndjson"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
 }

@@ -43,9 +43,10 @@ pub fn table_ref(project: &str, dataset: &str, table: &str) -> String {
 /// The MERGE that makes a run's staged rows final: newest staged copy per deal, insert new deals, replace a
 /// deal only with a newer copy (or an as new one when rewriting), never touch a deal the run did not stage.
 pub fn merge_sql(target: &str, staging: &str, columns: &[Column], rewrite: bool) -> String {
-    let cols: Vec<&str> = columns.iter().map(|c| c.name.as_ref()).collect();
+    // Quoted: a promoted column may be named like a keyword (`order`).
+    let cols: Vec<String> = columns.iter().map(|c| format!("`{}`", c.name)).collect();
     let op = if rewrite { ">=" } else { ">" };
-    let set: Vec<String> = cols.iter().filter(|c| **c != "deal_id").map(|c| format!("{c} = S.{c}")).collect();
+    let set: Vec<String> = cols.iter().filter(|c| *c != "`deal_id`").map(|c| format!("{c} = S.{c}")).collect();
     let values: Vec<String> = cols.iter().map(|c| format!("S.{c}")).collect();
     format!(
         "MERGE {target} T\n\
@@ -214,7 +215,7 @@ pub fn target_ddl(table: &str, columns: &[Column]) -> String {
                 c.ty.bigquery().to_string()
             };
             let not_null = if c.mode() == "REQUIRED" { " NOT NULL" } else { "" };
-            format!("  {} {ty}{not_null} OPTIONS(description = {:?})", c.name, c.description)
+            format!("  `{}` {ty}{not_null} OPTIONS(description = {:?})", c.name, c.description)
         })
         .collect();
     format!(
@@ -252,8 +253,8 @@ mod tests {
         assert!(sql.contains("WHEN MATCHED AND S.modified_time > T.modified_time THEN"));
         assert!(sql.contains("PARTITION BY deal_id ORDER BY modified_time DESC"));
         for c in &columns {
-            assert!(sql.contains(&format!("S.{}", c.name)), "{}", c.name);
+            assert!(sql.contains(&format!("S.`{}`", c.name)), "{}", c.name);
         }
-        assert!(!sql.contains("deal_id = S.deal_id,"), "the key is never updated");
+        assert!(!sql.contains("`deal_id` = S.`deal_id`,"), "the key is never updated");
     }
 }

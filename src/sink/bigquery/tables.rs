@@ -269,7 +269,7 @@ pub async fn evolve(
     for (i, c) in to_add.iter().enumerate() {
         let ty =
             if c.mode() == "REPEATED" { format!("ARRAY<{}>", c.ty.bigquery()) } else { c.ty.bigquery().to_string() };
-        let statement = format!("ALTER TABLE {table_ref} ADD COLUMN IF NOT EXISTS {} {ty}", c.name);
+        let statement = format!("ALTER TABLE {table_ref} ADD COLUMN IF NOT EXISTS `{}` {ty}", c.name);
         let what = format!("adding column {} to {describe}", c.name);
         jobs.run(&what, &format!("{job_id}_{i}"), &statement.into())
             .await
