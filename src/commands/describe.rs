@@ -30,14 +30,12 @@ pub fn schema(args: &SchemaArgs, columns: &[Column]) -> String {
             }
             out
         }
-        SchemaFormat::Json => serde_json::to_string_pretty(columns).expect("columns serialize") + "\n",
-        SchemaFormat::Sqlite => sink::sqlite::create_table_sql(columns) + ";\n",
-        SchemaFormat::Bigquery => {
-            let fields = serde_json::to_string_pretty(&columns).expect("fields serialize");
-            format!(
-                "-- JSON schema (bq mk --table --time_partitioning_field closing_date --clustering_fields deal_id DATASET.closed_won_deals schema.json)\n{fields}\n\n-- DDL\n{}",
-                sink::bigquery::sql::target_ddl("`PROJECT.DATASET.closed_won_deals`", columns)
-            )
+        // A file `bq mk --table --schema schema.json --time_partitioning_field closing_date
+        // --clustering_fields deal_id DATASET.closed_won_deals` takes as it is.
+        SchemaFormat::Json | SchemaFormat::Bigquery => {
+            serde_json::to_string_pretty(columns).expect("columns serialize") + "\n"
         }
+        SchemaFormat::Sqlite => sink::sqlite::create_table_sql(columns) + ";\n",
+        SchemaFormat::BigqueryDdl => sink::bigquery::sql::target_ddl("`PROJECT.DATASET.closed_won_deals`", columns),
     }
 }

@@ -21,7 +21,11 @@ use super::ConfigError;
     after_help = "Examples:\n  dealsync sync --demo                    # built-in simulator -> ./dealsync-demo.db\n  \
         dealsync sync                           # nightly: since the last good run\n  \
         dealsync sync --from 2026-01-01 --to 2026-02-01   # backfill January\n  \
-        dealsync simulate --port 8080 --deals 10000"
+        dealsync simulate --port 8080 --deals 10000\n\nExit codes:\n  0   every closed-won deal of the window is in the warehouse, proven\n  \
+        1   internal error (a bug, a full disk)\n  2   usage error (a bad flag)\n  \
+        3   done, but records were quarantined or deals are missing (named): look, do not retry\n  \
+        75  Zoho or BigQuery unavailable, a quota, or interrupted (SIGTERM, --deadline): retry later\n  \
+        78  configuration or credentials (variable, token, scope, corrupt database): fix first"
 )]
 pub struct Cli {
     /// Log only warnings and errors; no progress bar and no human summary line.
@@ -39,7 +43,11 @@ pub enum Command {
         dealsync sync --from 2026-01-01 --to 2026-02-01\n  dealsync sync --from 2026-01-01T00:00:00+05:30 --window-field Modified_Time\n  \
         dealsync sync --window-field Closing_Date --from 2026-01-01 --to 2026-04-01\n  \
         dealsync sync --from 2026-01-01 --sink ndjson:january.ndjson\n  \
-        dealsync sync --dry-run | head"
+        dealsync sync --dry-run | head\n\nExit codes:\n  0   every closed-won deal of the window is in the warehouse, proven\n  \
+        1   internal error (a bug, a full disk)\n  2   usage error (a bad flag)\n  \
+        3   done, but records were quarantined or deals are missing (named): look, do not retry\n  \
+        75  Zoho or BigQuery unavailable, a quota, or interrupted (SIGTERM, --deadline): retry later\n  \
+        78  configuration or credentials (variable, token, scope, corrupt database): fix first"
     )]
     Sync(SyncArgs),
     /// Run the Zoho-compatible simulator on loopback (for trials, demos and tests).
@@ -301,8 +309,10 @@ pub enum SchemaFormat {
     Json,
     /// SQLite DDL.
     Sqlite,
-    /// BigQuery's JSON schema followed by the equivalent DDL.
+    /// BigQuery's JSON schema, a file for `bq mk --table --schema` (the same as json).
     Bigquery,
+    /// BigQuery's `CREATE TABLE` DDL, partitioned and clustered as dealsync creates the table.
+    BigqueryDdl,
 }
 
 #[derive(Debug, Args)]

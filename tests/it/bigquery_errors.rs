@@ -314,3 +314,73 @@ async fn a_dml_job_that_fails_for_a_lasting_reason_is_not_run_again() {
     assert_eq!(err.exit, Exit::Internal);
     assert_eq!(job_ids(&server.received_requests().await.unwrap()), [base]);
 }
+
+/// A run at trace level with Google credentials of `kind` whose token comes from `token_server`: what it printed.
+async fn traced_check(credentials: &std::path::Path, sim: &dealsync_sim::SimHandle) -> crate::helpers::Outcome {
+    crate::helpers::Dealsync::new(&["check", "--sink", "bigquery"])
+        .against(sim)
+        .env("BIGQUERY_PROJECT", "p")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", credentials.to_str().unwrap())
+        .env("RUST_LOG", "trace")
+        .run()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_credentials_stay_out_of_the_output_at_trace_level() {
+    let sim = crate::helpers::simulator(crate::helpers::sim_config(10)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = MockServer::start().await;
+    let access = "ya29.google-access-token-never-shown";
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": access, "expires_in": 3600, "token_type": "Bearer"
+        })))
+        .mount(&tokens)
+        .await;
+
+    // A service account key (a fresh RSA key) whose token endpoint is the mock.
+    let pem = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .output()
+        .unwrap()
+        .stdout;
+    let pem = String::from_utf8(pem).unwrap();
+    let key_line = pem.lines().nth(1).unwrap().to_string();
+    let sa = dir.path().join("sa.json");
+    std::fs::write(
+        &sa,
+        json!({"type": "service_account", "project_id": "p", "private_key_id": "k1", "private_key": pem,
+               "client_email": "dealsync@p.iam.gserviceaccount.com", "client_id": "1",
+               "token_uri": format!("{}/token", tokens.uri())})
+        .to_string(),
+    )
+    .unwrap();
+    // An external account (Workload Identity Federation) whose subject token is a file, exchanged at the mock.
+    let subject = dir.path().join("subject-token");
+    let subject_token = "oidc-subject-token-never-shown";
+    std::fs::write(&subject, subject_token).unwrap();
+    let wif = dir.path().join("wif.json");
+    std::fs::write(
+        &wif,
+        json!({"type": "external_account", "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/gh",
+               "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "token_url": format!("{}/token", tokens.uri()),
+               "credential_source": {"file": subject.to_str().unwrap()}})
+        .to_string(),
+    )
+    .unwrap();
+
+    for (credentials, secrets) in
+        [(&sa, vec![access, key_line.as_str(), "eyJhbGciOi"]), (&wif, vec![access, subject_token])]
+    {
+        let before = tokens.received_requests().await.unwrap().len();
+        let out = traced_check(credentials, &sim).await;
+        assert!(tokens.received_requests().await.unwrap().len() > before, "a token was asked for: {}", out.stdout);
+        assert!(out.stderr.contains(r#""severity":"DEBUG""#), "debug logging is on: {}", out.stderr);
+        for secret in secrets {
+            assert!(!out.stderr.contains(secret) && !out.stdout.contains(secret), "{secret} leaked:\n{}", out.stderr);
+        }
+        assert!(out.stdout.contains("Google credentials:"), "check names the source: {}", out.stdout);
+    }
+}

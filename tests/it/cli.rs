@@ -71,6 +71,13 @@ fn a_closing_date_window_needs_whole_dates() {
 #[test]
 fn help_and_version_exit_0_with_examples() {
     dealsync().arg("--help").assert().code(0).stdout(predicate::str::contains("Examples"));
+    for help in [&["--help"][..], &["sync", "--help"][..]] {
+        dealsync()
+            .args(help)
+            .assert()
+            .code(0)
+            .stdout(predicate::str::contains("Exit codes:").and(predicate::str::contains("78  configuration")));
+    }
     dealsync().args(["sync", "--help"]).assert().code(0).stdout(predicate::str::contains("--from 2026-01-01"));
     dealsync().arg("--version").assert().code(0).stdout(predicate::str::starts_with("dealsync 0."));
 }
@@ -84,17 +91,22 @@ fn the_schema_lists_every_column_with_its_warehouse_type() {
         .args(["schema", "--format", "sqlite"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("deal_id TEXT NOT NULL PRIMARY KEY"));
+        .stdout(predicate::str::contains("\"deal_id\" TEXT NOT NULL PRIMARY KEY"));
 }
 
 #[test]
 fn the_bigquery_schema_has_the_json_schema_and_the_ddl() {
     let out = dealsync().args(["schema", "--format", "bigquery"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("\"mode\": \"REPEATED\""), "{text}");
+    // A valid JSON schema file for `bq mk --schema`: an array of fields, nothing else.
+    let fields: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert!(fields.iter().any(|f| f["name"] == "tags" && f["mode"] == "REPEATED"), "{text}");
+    assert!(fields.iter().all(|f| f["name"].is_string() && f["type"].is_string()));
+    let out = dealsync().args(["schema", "--format", "bigquery-ddl"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("PARTITION BY closing_date\nCLUSTER BY deal_id;"), "{text}");
-    assert!(text.contains("amount NUMERIC"));
-    assert!(text.contains("deal_id STRING NOT NULL"));
+    assert!(text.contains("`amount` NUMERIC"), "{text}");
+    assert!(text.contains("`deal_id` STRING NOT NULL"), "{text}");
 }
 
 #[test]

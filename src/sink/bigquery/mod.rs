@@ -285,6 +285,62 @@ impl BigQuerySink {
         Ok(())
     }
 
+    /// `check`: the dataset, the table against the schema, and a dry-run query.
+    async fn check_all(&mut self) -> Result<Vec<String>, SinkError> {
+        let (p, d, t) = (self.s.project.clone(), self.s.dataset.clone(), self.s.table.clone());
+        let mut seen = vec![format!("Google credentials: {}", self.api.credentials.source)];
+        let what = format!("reading dataset {p}.{d}");
+        match self.api.get::<DatasetResource>(&what, &format!("datasets/{d}"), &[]).await {
+            Ok(ds) => {
+                seen.push(format!(
+                    "dataset {p}.{d} is reachable (location {})",
+                    ds.location.as_deref().unwrap_or("unknown")
+                ));
+                if let Some(defaults) = ds.expiring_defaults() {
+                    seen.push(format!(
+                        "dataset {p}.{d} sets {defaults}: dealsync removes the expiration of the tables it creates"
+                    ));
+                }
+                self.dataset = Some(ds);
+            }
+            Err(e) if e.is_not_found() => seen.push(format!(
+                "dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"
+            )),
+            Err(e) => return Err(self.fail(e)),
+        }
+        let probe = match tables::get_table(&self.api, &d, &t).await.map_err(|e| self.fail(e))? {
+            Some(existing) => {
+                let (add, problems) = tables::compare_schema(&existing.schema.fields, &self.columns);
+                if !problems.is_empty() {
+                    return Err(SinkError::new(
+                        self.describe(),
+                        format!("the existing table is not compatible: {}", problems.join("; ")),
+                        Exit::Config,
+                    ));
+                }
+                seen.push(if add.is_empty() {
+                    format!("table {p}.{d}.{t} has a compatible schema")
+                } else {
+                    format!("table {p}.{d}.{t} is compatible; the next run adds {} column(s)", add.len())
+                });
+                if let Some(expires) = existing.expires() {
+                    seen.push(format!("table {p}.{d}.{t}: {expires}; the next run removes it"));
+                }
+                format!("SELECT deal_id, modified_time FROM {} LIMIT 1", self.table(&t))
+            }
+            None => {
+                seen.push(format!("table {p}.{d}.{t} does not exist yet; the first run creates it"));
+                "SELECT 1".to_string()
+            }
+        };
+        // A dry run needs bigquery.jobs.create, as the MERGE will; it reads and bills nothing.
+        let location = self.dataset.as_ref().and_then(|d| d.location.clone());
+        let body = serde_json::json!({"query": probe, "useLegacySql": false, "dryRun": true, "location": location});
+        self.api.post::<serde_json::Value>("a dry-run query", "queries", &body).await.map_err(|e| self.fail(e))?;
+        seen.push(format!("queries can run in project {p} (dry run)"));
+        Ok(seen)
+    }
+
     /// Loads what the run quarantined (also when the run failed: the records and reasons hold all the same).
     async fn load_quarantine(&mut self) -> Result<(), SinkError> {
         let Some(upload) = self.quarantine.take() else { return Ok(()) };
@@ -348,58 +404,12 @@ impl Sink for BigQuerySink {
     }
 
     async fn check(&mut self) -> Result<Vec<String>, SinkError> {
-        let (p, d, t) = (self.s.project.clone(), self.s.dataset.clone(), self.s.table.clone());
-        let mut seen = vec![format!("Google credentials: {}", self.api.credentials.source)];
-        let what = format!("reading dataset {p}.{d}");
-        match self.api.get::<DatasetResource>(&what, &format!("datasets/{d}"), &[]).await {
-            Ok(ds) => {
-                seen.push(format!(
-                    "dataset {p}.{d} is reachable (location {})",
-                    ds.location.as_deref().unwrap_or("unknown")
-                ));
-                if let Some(defaults) = ds.expiring_defaults() {
-                    seen.push(format!(
-                        "dataset {p}.{d} sets {defaults}: dealsync removes the expiration of the tables it creates"
-                    ));
-                }
-                self.dataset = Some(ds);
-            }
-            Err(e) if e.is_not_found() => seen.push(format!(
-                "dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"
-            )),
-            Err(e) => return Err(self.fail(e)),
-        }
-        let probe = match tables::get_table(&self.api, &d, &t).await.map_err(|e| self.fail(e))? {
-            Some(existing) => {
-                let (add, problems) = tables::compare_schema(&existing.schema.fields, &self.columns);
-                if !problems.is_empty() {
-                    return Err(SinkError::new(
-                        self.describe(),
-                        format!("the existing table is not compatible: {}", problems.join("; ")),
-                        Exit::Config,
-                    ));
-                }
-                seen.push(if add.is_empty() {
-                    format!("table {p}.{d}.{t} has a compatible schema")
-                } else {
-                    format!("table {p}.{d}.{t} is compatible; the next run adds {} column(s)", add.len())
-                });
-                if let Some(expires) = existing.expires() {
-                    seen.push(format!("table {p}.{d}.{t}: {expires}; the next run removes it"));
-                }
-                format!("SELECT deal_id, modified_time FROM {} LIMIT 1", self.table(&t))
-            }
-            None => {
-                seen.push(format!("table {p}.{d}.{t} does not exist yet; the first run creates it"));
-                "SELECT 1".to_string()
-            }
-        };
-        // A dry run needs bigquery.jobs.create, as the MERGE will; it reads and bills nothing.
-        let location = self.dataset.as_ref().and_then(|d| d.location.clone());
-        let body = serde_json::json!({"query": probe, "useLegacySql": false, "dryRun": true, "location": location});
-        self.api.post::<serde_json::Value>("a dry-run query", "queries", &body).await.map_err(|e| self.fail(e))?;
-        seen.push(format!("queries can run in project {p} (dry run)"));
-        Ok(seen)
+        // Which credentials were used, said also when a check fails.
+        let source = self.api.credentials.source.clone();
+        self.check_all().await.map_err(|mut e| {
+            e.message = format!("{} (Google credentials: {source})", e.message);
+            e
+        })
     }
 
     async fn prepare(&mut self) -> Result<(), SinkError> {
