@@ -318,8 +318,10 @@ async fn sync_inner(
         }
     }
     let mut mismatch = false;
-    if let (None, Some(c)) = (&error, &completeness) {
+    if let Some(c) = &completeness {
         summary.repaired = c.repaired;
+    }
+    if let (None, Some(c)) = (&error, &completeness) {
         summary.crm_closed_won = Some(c.crm);
         if !c.missing.is_empty() {
             mismatch = true;
@@ -549,6 +551,8 @@ pub struct Completeness {
     pub missing: Vec<String>,
     /// Deals whose copy lies outside the window (edited since they were listed).
     pub moved_on: std::collections::HashSet<String>,
+    /// The run stopped before the proof was made.
+    pub stopped: bool,
 }
 
 /// What the writer receives: a mapped page, or a request to say once everything sent before was handled.
@@ -593,7 +597,7 @@ async fn pipeline(
             }
             let completeness =
                 complete(&fetcher, window_ref, fetched.stats.root_count.unwrap_or(0), ids_ref, &tx).await?;
-            Ok::<_, RunError>((completeness.is_none(), completeness))
+            Ok::<_, RunError>((completeness.stopped, Some(completeness)))
         }
         .await;
         (fetcher.stats(), produced)
@@ -668,14 +672,14 @@ async fn pipeline(
 }
 
 /// Checks that the run fetched every closed-won deal Zoho has in the window, and reads the missing ones by id.
-/// `None` when it was stopped on the way.
+/// `stopped` when it was stopped on the way (what it repaired until then is counted, nothing is proven).
 async fn complete(
     fetcher: &Fetcher<'_, Msg>,
     window: &Window,
     counted: u64,
     ids: &std::sync::Mutex<RunIds>,
     tx: &mpsc::Sender<Msg>,
-) -> Result<Option<Completeness>, ZohoError> {
+) -> Result<Completeness, ZohoError> {
     let (fetched, quarantined) = {
         let ids = ids.lock().expect("not poisoned");
         (ids.len(), ids.quarantined.len())
@@ -684,7 +688,7 @@ async fn complete(
     // is settled), so the deals fetched after the count are among the deals counted. An edit can move a closing
     // date anywhere, and a quarantined record's stage is unknown, so it may not be one of the deals counted.
     if fetched == counted && quarantined == 0 && !window.field.is_date() {
-        return Ok(Some(Completeness { crm: counted, ..Completeness::default() }));
+        return Ok(Completeness { crm: counted, ..Completeness::default() });
     }
     let held = |listed: &[String]| -> Vec<String> {
         let ids = ids.lock().expect("not poisoned");
@@ -702,11 +706,13 @@ async fn complete(
             break;
         }
         let f = fetcher.fetch_ids(missing.clone()).await?;
-        if f.stopped_early || !barrier(tx).await {
-            return Ok(None);
-        }
+        let stopped = f.stopped_early || !barrier(tx).await;
         let still = held(&missing);
         repaired += (missing.len() - still.len()) as u64;
+        if stopped {
+            // What the repair wrote so far is counted; the proof is not made.
+            return Ok(Completeness { repaired, stopped, ..Completeness::default() });
+        }
         if still.is_empty() || round == REPAIR_ROUNDS {
             missing = still;
             break;
@@ -727,13 +733,7 @@ async fn complete(
             "read {repaired} closed-won deals by id that search did not return"
         );
     }
-    Ok(Some(Completeness {
-        crm: listed.len() as u64,
-        listed: Some(listed),
-        repaired,
-        missing,
-        ..Completeness::default()
-    }))
+    Ok(Completeness { crm: listed.len() as u64, listed: Some(listed), repaired, missing, ..Completeness::default() })
 }
 
 /// Times the deals missing from a run are read by id, each after a fresh listing (deals change while a run reads).
