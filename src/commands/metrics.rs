@@ -23,9 +23,11 @@ impl Targets {
     pub fn from_config(config: &Config, file: Option<std::path::PathBuf>) -> Result<Targets, ConfigError> {
         let pushgateway = match config.var("DEALSYNC_PUSHGATEWAY_URL") {
             None => None,
-            Some(v) => {
+            Some(raw) => {
                 let var = "DEALSYNC_PUSHGATEWAY_URL";
-                let url = Url::parse(v).map_err(|e| ConfigError::new(var, format!("`{v}` is not a URL ({e})")))?;
+                // Echoed without user-info: a password in the URL must not reach the error.
+                let v = crate::telemetry::redact(raw, &[]);
+                let url = Url::parse(raw).map_err(|e| ConfigError::new(var, format!("`{v}` is not a URL ({e})")))?;
                 if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
                     return Err(ConfigError::new(
                         var,

@@ -747,10 +747,15 @@ fn required(variable: &str, v: Option<String>, what: &str) -> Result<String, Con
 
 /// Parses a base URL given in a variable: `https://…`, or `http://…` only towards this machine.
 pub fn parse_base_url(variable: &str, v: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(v).map_err(|e| ConfigError::new(variable, format!("`{v}` is not a URL ({e})")))?;
-    check_scheme(&url).map_err(|p| ConfigError::new(variable, format!("`{v}`: {p}")))?;
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::new(variable, format!("`{v}` must be a base URL without query or fragment")));
+    // Echoed without user-info: a password in the URL must not reach the error.
+    let shown = crate::telemetry::redact(v, &[]);
+    let url = Url::parse(v).map_err(|e| ConfigError::new(variable, format!("`{shown}` is not a URL ({e})")))?;
+    check_scheme(&url).map_err(|p| ConfigError::new(variable, format!("`{shown}`: {p}")))?;
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(
+            variable,
+            format!("`{shown}` must be a base URL without credentials, query or fragment"),
+        ));
     }
     Ok(url)
 }
@@ -1040,6 +1045,17 @@ mod tests {
             parse("region = { field = \"Re gion\", type = \"text\" }").unwrap_err().variable,
             "columns.region.field (config file)"
         );
+    }
+
+    #[test]
+    fn a_url_with_credentials_is_refused_without_echoing_the_password() {
+        for var in ["ZOHO_ACCOUNTS_URL", "ZOHO_API_DOMAIN"] {
+            let mut v = vars(&BASE);
+            v.push((var.into(), "https://user:hunter2-password@accounts.example.org".into()));
+            let e = Settings::from_vars(v, Needs::ZohoCredentials).unwrap_err();
+            assert_eq!(e.variable, var);
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
     }
 
     #[test]

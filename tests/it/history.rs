@@ -122,6 +122,13 @@ async fn a_pushgateway_url_that_is_not_http_is_a_configuration_error_before_any_
     let out = Dealsync::new(&OCTOBER).against(&sim).env("DEALSYNC_PUSHGATEWAY_URL", "ftp://gw:9091").run().await;
     out.assert_code(78);
     assert!(out.stderr.contains("DEALSYNC_PUSHGATEWAY_URL"), "{}", out.stderr);
+    let out = Dealsync::new(&OCTOBER)
+        .against(&sim)
+        .env("DEALSYNC_PUSHGATEWAY_URL", "http://u:hunter2-pw@gw:9091")
+        .run()
+        .await;
+    out.assert_code(78);
+    assert!(out.stderr.contains("without credentials") && !out.stderr.contains("hunter2"), "{}", out.stderr);
     assert_eq!(sim.stats().token_requests, 0, "nothing was asked of Zoho");
 }
 
