@@ -26,18 +26,6 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 9] = [
-        Op::Equals,
-        Op::NotEqual,
-        Op::StartsWith,
-        Op::GreaterEqual,
-        Op::GreaterThan,
-        Op::LessEqual,
-        Op::LessThan,
-        Op::Between,
-        Op::In,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Equals => "equals",
@@ -50,10 +38,6 @@ impl Op {
             Op::Between => "between",
             Op::In => "in",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Op> {
-        Op::ALL.into_iter().find(|o| o.as_str() == s)
     }
 }
 
@@ -145,37 +129,6 @@ pub fn closed_won_in(window: &Window) -> Expr {
     )))
 }
 
-/// Columns fetched through COQL (which, unlike search, has to name them; at most 50).
-pub const COQL_FIELDS: &[&str] = &[
-    "id",
-    "Deal_Name",
-    "Stage",
-    "Amount",
-    "Expected_Revenue",
-    "Exchange_Rate",
-    "Currency",
-    "Probability",
-    "Closing_Date",
-    "Account_Name",
-    "Contact_Name",
-    "Owner",
-    "Pipeline",
-    "Type",
-    "Lead_Source",
-    "Created_Time",
-    "Modified_Time",
-    "Description",
-    "Next_Step",
-    "Campaign_Source",
-    "Reason_For_Loss__s",
-];
-
-/// A COQL page of closed-won deals in a window with `id` greater than `after_id` (keyset paging), in id order.
-/// Conditions are grouped in pairs, as COQL requires for more than two.
-pub fn coql_closed_won_after(window: &Window, after_id: Option<&str>, limit: u32) -> String {
-    coql_keyset_page(&COQL_FIELDS.join(", "), "=", window, after_id, limit)
-}
-
 /// One keyset page of a COQL query over a window: `columns` of the deals whose Stage compares with `stage_op`
 /// (`=` or `!=`) to "Closed Won", with `id > after_id`, in id order.
 pub fn coql_keyset_page(columns: &str, stage_op: &str, window: &Window, after_id: Option<&str>, limit: u32) -> String {
@@ -248,7 +201,7 @@ mod tests {
             DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z").unwrap(),
         )
         .unwrap();
-        let q = coql_closed_won_after(&w, Some("42"), 200);
+        let q = coql_keyset_page("id", "=", &w, Some("42"), 200);
         assert!(q.ends_with(
             "where ((Stage = 'Closed Won' and Closing_Date >= '2026-01-01') and (Closing_Date < '2026-01-02' and id > '42')) order by id asc limit 200"
         ), "{q}");
