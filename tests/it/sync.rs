@@ -506,6 +506,40 @@ async fn a_run_that_fails_part_way_reports_the_pages_it_read_in_its_summary_and_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_record_never_stands_in_for_a_closed_won_deal_the_index_hides() {
+    // Search does not see the last two hours, where exactly one closed-won deal is. It does return an unreadable
+    // record (nested too deep) whose stage is not "Closed Won" (Zoho's equals matched it): the run fetched as
+    // many deals as Zoho counts closed-won, one of them quarantined, so the count alone would look complete.
+    let cfg = SimConfig { search_lag: std::time::Duration::from_secs(2 * 3600), ..SimConfig::demo(3000, 17) };
+    let sim = simulator(cfg).await;
+    let now = chrono::Utc::now().timestamp();
+    let mut hidden = 0;
+    sim.mutate(|deals| {
+        for d in deals.iter_mut().filter(|d| d.modified > now - 3 * 3600) {
+            d.modified = now - 4 * 3600;
+            d.rendered = Default::default();
+        }
+        let won = deals.iter_mut().find(|d| d.is_closed_won() && d.broken.is_none()).unwrap();
+        won.modified = now - 3600;
+        won.rendered = Default::default();
+        hidden = won.id;
+        let trap =
+            deals.iter_mut().find(|d| d.stage == dealsync_sim::data::TRAP_STAGES[0] && d.broken.is_none()).unwrap();
+        trap.broken = Some(dealsync_sim::data::Broken::NestedTooDeep);
+        trap.modified = now - 5 * 3600;
+        trap.rendered = Default::default();
+        deals.sort_by_key(|d| (d.modified, d.id));
+    });
+    let from = (chrono::Utc::now() - Duration::days(2)).format("%Y-%m-%d").to_string();
+    let out = Dealsync::new(&["sync", "--from", &from]).against(&sim).run().await;
+    out.assert_code(3);
+    assert_eq!(out.count("quarantined"), 1);
+    assert!(warehouse_ids(&out.db()).contains(&hidden.to_string()), "the deal the index hid was read by id");
+    let end = out.summary()["window_end"].as_str().unwrap().to_string();
+    assert_eq!(warehouse_ids(&out.db()), expected_ids(&sim, &window(&format!("{from}T00:00:00Z"), &end)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_backfill_without_to_is_refused_naming_to() {
     let sim = simulator(sim_config(500)).await;
     let out = Dealsync::new(&["sync", "--from", "2026-10-01"])

@@ -79,6 +79,9 @@ pub enum Broken {
     MissingId,
     AmountText,
     ProbabilityFraction,
+    /// A custom field nested 2,000 levels deep: the record cannot be read at all, its stage included. Never in
+    /// the generated mix; tests set it.
+    NestedTooDeep,
 }
 
 const BROKEN: [Broken; 4] =
@@ -231,6 +234,9 @@ impl SimDeal {
         };
         w.raw("Probability", &probability);
         w.raw("Next_Step", "null");
+        if self.broken == Some(Broken::NestedTooDeep) {
+            w.raw("Custom_Nested", &format!("{}1{}", "[".repeat(2000), "]".repeat(2000)));
+        }
         match self.contact {
             Some(c) => w.raw(
                 "Contact_Name",
