@@ -384,3 +384,25 @@ async fn google_credentials_stay_out_of_the_output_at_trace_level() {
         assert!(out.stdout.contains("Google credentials:"), "check names the source: {}", out.stdout);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_any_google_credential_the_run_exits_78_saying_how_to_make_one() {
+    let sim = crate::helpers::simulator(crate::helpers::sim_config(10)).await;
+    let home = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = crate::helpers::Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-10-02"])
+        .against(&sim)
+        .env("BIGQUERY_PROJECT", "p")
+        .env("HOME", home.path().to_str().unwrap())
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("CLOUDSDK_CONFIG")
+        .run()
+        .await;
+    out.assert_code(78);
+    let error = out.summary()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("metadata server") && error.contains("gcloud auth application-default login"), "{error}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "no long wait for a metadata server that is not there"
+    );
+}
