@@ -292,3 +292,27 @@ async fn at_umask_000_nothing_is_created_world_writable_and_an_export_never_writ
     assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_exchange_never_follows_a_redirect_with_the_grant_code_and_the_client_secret() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200).set_body_string("{}")).mount(&elsewhere).await;
+    let accounts = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token"))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header("location", format!("{}/oauth/v2/token", elsewhere.uri())),
+        )
+        .mount(&accounts)
+        .await;
+    let out = Dealsync::new(&["auth", "exchange", "--grant-token", "1000.grant-code-secret"])
+        .env("ZOHO_ACCOUNTS_URL", &accounts.uri())
+        .env("ZOHO_CLIENT_ID", "1000.ID")
+        .env("ZOHO_CLIENT_SECRET", "client-secret-kept")
+        .run()
+        .await;
+    assert_ne!(out.code, 0);
+    assert!(elsewhere.received_requests().await.unwrap().is_empty(), "the redirect was followed with the secrets");
+}
