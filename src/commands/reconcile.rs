@@ -10,11 +10,27 @@
 
 use serde::Serialize;
 
-use super::sync::Completeness;
 use crate::sink::{Sink, SinkError};
 use crate::window::Window;
 use crate::zoho::criteria::{coql_count_closed_won, coql_keyset_page};
 use crate::zoho::{ZohoClient, ZohoError};
+
+/// Whether the run fetched every closed-won deal of its window, and what it took.
+#[derive(Debug, Clone, Default)]
+pub struct Completeness {
+    /// Zoho's closed-won deals in the window: the count taken before the first search, or the listing's size.
+    pub crm: u64,
+    /// Zoho's closed-won ids in the window (sorted), when they were listed (the count did not match).
+    pub listed: Option<Vec<String>>,
+    /// Deals search did not return, read by id.
+    pub repaired: u64,
+    /// Deals still missing after that (sorted).
+    pub missing: Vec<String>,
+    /// Deals whose copy lies outside the window (edited since they were listed).
+    pub moved_on: std::collections::HashSet<String>,
+    /// The run stopped before the proof was made.
+    pub stopped: bool,
+}
 
 /// Ids named per side at most.
 pub const NAMED: usize = 20;

@@ -9,6 +9,7 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
+use super::reconcile::Completeness;
 use super::summary::RunSummary;
 use crate::config::cli::{SyncPlan, DEFAULT_SQLITE};
 use crate::config::{Config, ConfigError, Needs, Settings, ZohoSettings};
@@ -536,23 +537,6 @@ impl RunIds {
     fn len(&self) -> u64 {
         (self.rows.len() + self.quarantined.iter().filter(|id| !self.rows.contains(id)).count()) as u64
     }
-}
-
-/// Whether the run fetched every closed-won deal of its window, and what it took.
-#[derive(Debug, Clone, Default)]
-pub struct Completeness {
-    /// Zoho's closed-won deals in the window: the count taken before the first search, or the listing's size.
-    pub crm: u64,
-    /// Zoho's closed-won ids in the window (sorted), when they were listed (the count did not match).
-    pub listed: Option<Vec<String>>,
-    /// Deals search did not return, read by id.
-    pub repaired: u64,
-    /// Deals still missing after that (sorted).
-    pub missing: Vec<String>,
-    /// Deals whose copy lies outside the window (edited since they were listed).
-    pub moved_on: std::collections::HashSet<String>,
-    /// The run stopped before the proof was made.
-    pub stopped: bool,
 }
 
 /// What the writer receives: a mapped page, or a request to say once everything sent before was handled.

@@ -120,3 +120,116 @@ fn the_import_reader_sees_groups_and_paths() {
     let got: Vec<String> = uses(text).into_iter().collect();
     assert_eq!(got, ["config", "exit", "sink", "zoho"]);
 }
+
+/// A file's module path (`src/commands/sync.rs` → `commands::sync`, `src/sink/bigquery/mod.rs` →
+/// `sink::bigquery`).
+fn module_path(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The files a file's production code (up to its first `#[cfg(test)]`) names through `crate::…`, `super::…`
+/// and `self::…` paths, resolved to the longest module path that is a file.
+fn file_uses(text: &str, me: &[String], modules: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
+    let code = text.split("#[cfg(test)]").next().unwrap();
+    let mut found = BTreeSet::new();
+    let is_mod_rs = modules.iter().any(|m| m.len() > me.len() && m.starts_with(me));
+    for (prefix, base) in [
+        ("crate::", Vec::new()),
+        ("super::", if is_mod_rs { me[..me.len().saturating_sub(1)].to_vec() } else { me[..me.len() - 1].to_vec() }),
+        ("self::", if is_mod_rs { me.to_vec() } else { me[..me.len() - 1].to_vec() }),
+    ] {
+        let mut rest = code;
+        while let Some(i) = rest.find(prefix) {
+            // `super::` inside `crate::x::super::` cannot happen; skip words that only end in the prefix.
+            let before = rest[..i].chars().last();
+            rest = &rest[i + prefix.len()..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            // `a::b::c`, or `a::{b, c::d}` (one level of braces, as the code writes them).
+            let head: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+            let tails: Vec<String> = match rest[head.len()..].strip_prefix('{') {
+                Some(group) => group[..group.find('}').unwrap_or(group.len())]
+                    .split(',')
+                    .map(|item| format!("{head}{}", item.trim()))
+                    .collect(),
+                None => vec![head],
+            };
+            for tail in tails {
+                let mut path = base.clone();
+                path.extend(tail.trim().split("::").filter(|s| !s.is_empty()).map(str::to_string));
+                while !path.is_empty() && !modules.contains(&path) {
+                    path.pop();
+                }
+                if !path.is_empty() && path != me {
+                    found.insert(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_two_files_import_each_other_directly_or_around_a_circle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    files.retain(|f| module_of(&src, f).is_some());
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_path(&src, f)).collect();
+    let edges: Vec<(Vec<String>, BTreeSet<Vec<String>>)> = files
+        .iter()
+        .map(|f| {
+            let me = module_path(&src, f);
+            let uses = file_uses(&std::fs::read_to_string(f).unwrap(), &me, &modules);
+            (me, uses)
+        })
+        .collect();
+    let arrows: usize = edges.iter().map(|(_, u)| u.len()).sum();
+    assert!(arrows > 50, "the test read the imports ({arrows} found)");
+    // A file that can reach itself through the arrows is on a circle.
+    let graph: std::collections::BTreeMap<&Vec<String>, &BTreeSet<Vec<String>>> =
+        edges.iter().map(|(m, u)| (m, u)).collect();
+    let mut circles = Vec::new();
+    for (start, _) in &edges {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<(Vec<String>, Vec<String>)> = vec![(start.clone(), vec![start.join("::")])];
+        while let Some((at, trail)) = stack.pop() {
+            for next in graph.get(&at).into_iter().flat_map(|u| u.iter()) {
+                if next == start {
+                    circles.push(format!("{} -> {}", trail.join(" -> "), start.join("::")));
+                } else if seen.insert(next.clone()) {
+                    let mut t = trail.clone();
+                    t.push(next.join("::"));
+                    stack.push((next.clone(), t));
+                }
+            }
+        }
+    }
+    assert!(circles.is_empty(), "files that import each other:\n{}", circles.join("\n"));
+}
+
+#[test]
+fn the_circle_reader_sees_super_and_self_paths() {
+    let modules: BTreeSet<Vec<String>> = [
+        vec!["commands".to_string()],
+        vec!["commands".into(), "sync".into()],
+        vec!["commands".into(), "reconcile".into()],
+        vec!["sink".into()],
+        vec!["sink".into(), "bigquery".into()],
+        vec!["sink".into(), "bigquery".into(), "jobs".into()],
+    ]
+    .into();
+    let me = vec!["commands".to_string(), "sync".to_string()];
+    let got = file_uses("use super::reconcile::Completeness;\nuse crate::sink::{Sink, bigquery};\n", &me, &modules);
+    let names: Vec<String> = got.iter().map(|p| p.join("::")).collect();
+    assert_eq!(names, ["commands::reconcile", "sink", "sink::bigquery"]);
+    let me = vec!["sink".to_string(), "bigquery".to_string()];
+    let got = file_uses("use self::jobs::Jobs;\n#[cfg(test)]\nuse super::super::commands;", &me, &modules);
+    assert_eq!(got.iter().map(|p| p.join("::")).collect::<Vec<_>>(), ["sink::bigquery::jobs"]);
+}
