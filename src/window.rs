@@ -1,6 +1,6 @@
 //! What to fetch: the half-open interval of a deal field (`Modified_Time` by default) that one run covers,
-//! how the default nightly window follows the run ledger, and how a window is halved when Zoho's search cap
-//! says it holds too many deals.
+//! how the default nightly window follows the run ledger, what part of a window is settled, and how a window
+//! is cut into adjacent parts (the fetcher's slices, a sharded backfill's tasks).
 
 use std::fmt;
 

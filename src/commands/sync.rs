@@ -1,6 +1,7 @@
-//! One sync, start to finish: settings → window → fetch (producer) → map + write (consumer) → commit →
-//! ledger → summary. Fetching and writing overlap through a bounded channel, so memory stays flat however
-//! many deals a window holds.
+//! One sync, start to finish: settings → window → fetch and map (the fetcher's tasks, each mapping the page it
+//! read) → write (the consumer) → completeness and repair → commit → changes → reconciliation → ledger →
+//! summary. Fetching and writing overlap through a bounded channel, so memory stays flat however many deals a
+//! window holds.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
