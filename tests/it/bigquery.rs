@@ -136,6 +136,18 @@ impl TestBq {
             .env("BIGQUERY_DATASET", &self.dataset)
     }
 
+    /// The real sink, pointed at this dataset through the harness, for a run of `stamp`.
+    pub async fn sink(&self, stamp: &RunStamp) -> dealsync::sink::bigquery::BigQuerySink {
+        dealsync::sink::bigquery::BigQuerySink::connect(
+            self.settings(),
+            &stamp.run_id,
+            Default::default(),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap()
+    }
+
     pub fn settings(&self) -> dealsync::config::BigQuerySettings {
         dealsync::config::BigQuerySettings {
             project: PROJECT.into(),
@@ -150,6 +162,19 @@ impl TestBq {
 }
 
 const OCTOBER: [&str; 5] = ["sync", "--from", "2026-10-01", "--to", "2026-11-01"];
+
+/// Up to `n` of the simulator's readable closed-won deals of October, mapped as a run of `stamp` maps them.
+fn october_rows(sim: &dealsync_sim::SimHandle, stamp: &RunStamp, n: usize) -> Vec<dealsync::schema::DealRow> {
+    let mut rows = Vec::new();
+    for d in sim.closed_won(&october()).iter().filter(|d| d.broken.is_none()).take(n) {
+        let mut text = String::new();
+        d.render(sim.config().tz, None, &mut text);
+        if let Mapped::Row(r) = map_json(&text, stamp) {
+            rows.push(*r);
+        }
+    }
+    rows
+}
 
 fn october() -> dealsync::window::Window {
     window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")
@@ -299,25 +324,10 @@ async fn a_run_killed_before_its_load_finished_is_repaired_by_the_next_run() {
 
     // A run that staged a batch of rows and died before its MERGE: the real sink, never committed.
     let stamp: RunStamp = "20261001T000000Z_deadbeef".parse().unwrap();
-    let mut killed = dealsync::sink::bigquery::BigQuerySink::connect(
-        bq.settings(),
-        &stamp.run_id,
-        Default::default(),
-        std::time::Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let mut killed = bq.sink(&stamp).await;
     use dealsync::sink::Sink;
     killed.prepare().await.unwrap();
-    let mut rows = Vec::new();
-    for d in sim.closed_won(&october()).iter().filter(|d| d.broken.is_none()).take(600) {
-        let mut text = String::new();
-        d.render(sim.config().tz, None, &mut text);
-        if let Mapped::Row(r) = map_json(&text, &stamp) {
-            rows.push(*r);
-        }
-    }
-    killed.write_rows(rows).await.unwrap();
+    killed.write_rows(october_rows(&sim, &stamp, 600)).await.unwrap();
     // The process dies with its rows in an unfinished upload: a load lands every row or none.
     let stg = format!("_dealsync_stg_{}", stamp.run_id.to_ascii_lowercase());
     drop(killed);
@@ -340,25 +350,10 @@ async fn a_run_too_large_for_one_load_is_staged_in_parts_and_merged_once() {
     let bq = TestBq::new(&host, "parts").await;
     let sim = simulator(sim_config(3000)).await;
     let stamp: RunStamp = "20261001T000000Z_0000part".parse().unwrap();
-    let mut sink = dealsync::sink::bigquery::BigQuerySink::connect(
-        bq.settings(),
-        &stamp.run_id,
-        Default::default(),
-        std::time::Duration::from_secs(30),
-    )
-    .await
-    .unwrap()
-    .with_part_bytes(200_000);
+    let mut sink = bq.sink(&stamp).await.with_part_bytes(200_000);
     use dealsync::sink::Sink;
     sink.prepare().await.unwrap();
-    let mut rows = Vec::new();
-    for d in sim.closed_won(&october()).iter().filter(|d| d.broken.is_none()) {
-        let mut text = String::new();
-        d.render(sim.config().tz, None, &mut text);
-        if let Mapped::Row(r) = map_json(&text, &stamp) {
-            rows.push(*r);
-        }
-    }
+    let rows = october_rows(&sim, &stamp, usize::MAX);
     let n = rows.len();
     for chunk in rows.chunks(100) {
         sink.write_rows(chunk.to_vec()).await.unwrap();
