@@ -17,15 +17,7 @@ fn main() -> ExitCode {
             if !e.use_stderr() {
                 return Exit::Ok.into();
             }
-            let args: Vec<String> = std::env::args().collect();
-            if args.get(1).map(String::as_str) == Some("sync") {
-                if let (Ok(config), Ok(rt)) =
-                    (Config::load(), tokio::runtime::Builder::new_current_thread().enable_all().build())
-                {
-                    let backfill = args.iter().any(|a| a == "--from" || a.starts_with("--from="));
-                    rt.block_on(dealsync::commands::refused_sync(&config, backfill, e.kind().to_string()));
-                }
-            }
+            refused_sync(Exit::Usage, e.kind().to_string());
             return Exit::Usage.into();
         }
     };
@@ -34,6 +26,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
+            refused_sync(Exit::Config, e.to_string());
             return Exit::Config.into();
         }
     };
@@ -56,4 +49,18 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(dealsync::commands::run(cli.command, &config)).into()
+}
+
+/// A `sync` refused before its run starts still publishes its metrics (where the environment names a
+/// Pushgateway), so that a deployment that cannot start is seen failing.
+fn refused_sync(exit: Exit, error: String) {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some("sync") {
+        return;
+    }
+    let config = Config::load().unwrap_or_else(|_| Config::environment_only());
+    let backfill = args.iter().any(|a| a == "--from" || a.starts_with("--from="));
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        rt.block_on(dealsync::commands::refused_sync(&config, backfill, exit, error));
+    }
 }

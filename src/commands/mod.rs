@@ -61,12 +61,13 @@ pub async fn run(command: Command, config: &Config) -> Exit {
     }
 }
 
-/// A `sync` whose command line could not be parsed still tells the Pushgateway it failed (exit 2), when one is
-/// configured: a deployment with a bad flag must not look like one that never ran.
-pub async fn refused_sync(config: &Config, backfill: bool, error: String) {
+/// A `sync` refused before it could be planned (a command line that cannot be parsed, a configuration file that
+/// cannot be read) still tells the Pushgateway it failed, when one is configured: a deployment that never gets
+/// to run must not look like one that never ran.
+pub async fn refused_sync(config: &Config, backfill: bool, exit: Exit, error: String) {
     if let Ok(targets) = metrics::Targets::from_config(config, None) {
         if !targets.is_empty() {
-            metrics::publish(&targets, &summary::RunSummary::refused(backfill, Exit::Usage, error)).await;
+            metrics::publish(&targets, &summary::RunSummary::refused(backfill, exit, error)).await;
         }
     }
 }

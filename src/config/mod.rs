@@ -354,6 +354,13 @@ impl Config {
         Config::from_vars(std::env::vars())
     }
 
+    /// The process environment alone, the configuration file left out: what is left to report a configuration
+    /// file that cannot be read (its run's metrics still go to the Pushgateway the environment names).
+    #[allow(clippy::disallowed_methods)] // the environment again, when `load` failed on the file
+    pub fn environment_only() -> Config {
+        Config { vars: std::env::vars().filter(|(k, _)| ours(k)).collect(), ..Config::default() }
+    }
+
     /// The same from any list of variables (the tests pass their own); the file is found as `load` finds it.
     pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
     where

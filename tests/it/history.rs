@@ -184,6 +184,16 @@ async fn a_run_pushes_its_metrics_to_a_real_pushgateway_and_a_failure_keeps_the_
         .await;
     bad.assert_code(2);
     assert_eq!(pushed(&gateway, "default", "dealsync_last_exit_code").await, Some(2.0));
+
+    // A configuration file that cannot be read: exit 78, and the Pushgateway hears it.
+    let unreadable = Dealsync::new(&["sync"])
+        .env("DEALSYNC_PUSHGATEWAY_URL", &format!("http://{gateway}"))
+        .env("DEALSYNC_INSTANCE", &format!("{instance}-config"))
+        .env("DEALSYNC_CONFIG", "/nonexistent/dealsync.toml")
+        .run()
+        .await;
+    unreadable.assert_code(78);
+    assert_eq!(pushed(&gateway, &format!("{instance}-config"), "dealsync_last_exit_code").await, Some(78.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
