@@ -50,6 +50,7 @@ struct RawEnv {
     google_application_credentials: Option<String>,
     cloudsdk_config: Option<String>,
     home: Option<String>,
+    gce_metadata_host: Option<String>,
     cloud_run_task_index: Option<String>,
     cloud_run_task_count: Option<String>,
     job_completion_index: Option<String>,
@@ -168,8 +169,9 @@ pub enum BigQueryAuth {
     /// A credentials file: `GOOGLE_APPLICATION_CREDENTIALS`, else gcloud's (`gcloud auth application-default
     /// login`). `kind` is its `type`: `service_account`, `authorized_user` or `external_account`.
     File { path: std::path::PathBuf, kind: String },
-    /// The metadata server of Cloud Run, GKE (workload identity) or GCE.
-    MetadataServer,
+    /// The metadata server of Cloud Run, GKE (workload identity) or GCE; `host` from `GCE_METADATA_HOST`, as
+    /// Google's client libraries read it (`metadata.google.internal` otherwise).
+    MetadataServer { host: Option<String> },
 }
 
 /// Where and how to write to BigQuery.
@@ -472,6 +474,7 @@ fn ours(name: &str) -> bool {
             "GOOGLE_APPLICATION_CREDENTIALS"
                 | "CLOUDSDK_CONFIG"
                 | "HOME"
+                | "GCE_METADATA_HOST"
                 | "JOB_COMPLETION_INDEX"
                 | "LOG_FORMAT"
                 | "NO_COLOR"
@@ -491,15 +494,15 @@ impl Settings {
 
         let bigquery = match non_empty(raw.bigquery_project) {
             None => None,
-            Some(project) => Some(bigquery_settings(
-                project,
-                raw.bigquery_dataset,
-                raw.bigquery_table,
-                raw.bigquery_location,
-                raw.bigquery_emulator_host,
-                raw.google_application_credentials,
-                gcloud_file(raw.cloudsdk_config, raw.home),
-            )?),
+            Some(project) => {
+                let auth = google_auth(
+                    raw.bigquery_emulator_host,
+                    raw.google_application_credentials,
+                    gcloud_file(raw.cloudsdk_config, raw.home),
+                    raw.gce_metadata_host,
+                )?;
+                Some(bigquery_settings(project, raw.bigquery_dataset, raw.bigquery_table, raw.bigquery_location, auth)?)
+            }
         };
 
         let zoho = match needs {
@@ -579,9 +582,7 @@ fn bigquery_settings(
     dataset: Option<String>,
     table: Option<String>,
     location: Option<String>,
-    emulator_host: Option<String>,
-    credentials: Option<String>,
-    gcloud: Option<std::path::PathBuf>,
+    auth: BigQueryAuth,
 ) -> Result<BigQuerySettings, ConfigError> {
     if !project.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
         return Err(ConfigError::new("BIGQUERY_PROJECT", format!("`{project}` is not a Google Cloud project id")));
@@ -599,7 +600,17 @@ fn bigquery_settings(
     let dataset = ident("BIGQUERY_DATASET", dataset, "crm")?;
     let table = ident("BIGQUERY_TABLE", table, "closed_won_deals")?;
     let location = non_empty(location);
-    let auth = if let Some(host) = non_empty(emulator_host) {
+    Ok(BigQuerySettings { project, dataset, table, location, auth })
+}
+
+/// Where the BigQuery sink's credentials come from, in Application Default Credentials' order.
+fn google_auth(
+    emulator_host: Option<String>,
+    credentials: Option<String>,
+    gcloud: Option<std::path::PathBuf>,
+    metadata_host: Option<String>,
+) -> Result<BigQueryAuth, ConfigError> {
+    Ok(if let Some(host) = non_empty(emulator_host) {
         let url = Url::parse(&format!("http://{host}/bigquery/v2"))
             .map_err(|_| ConfigError::new("BIGQUERY_EMULATOR_HOST", format!("`{host}` is not host:port")))?;
         if !is_loopback(&url) || url.port().is_none() {
@@ -616,9 +627,8 @@ fn bigquery_settings(
         let kind = credentials_type(&format!("gcloud's credentials file {}", path.display()), &path)?;
         BigQueryAuth::File { path, kind }
     } else {
-        BigQueryAuth::MetadataServer
-    };
-    Ok(BigQuerySettings { project, dataset, table, location, auth })
+        BigQueryAuth::MetadataServer { host: non_empty(metadata_host) }
+    })
 }
 
 /// A secret from its variable, or from the file `<VAR>_FILE` names (Docker and Kubernetes secrets mounted as
@@ -944,7 +954,7 @@ mod tests {
         let home = vars(&[("BIGQUERY_PROJECT", "p"), ("HOME", dir.path().to_str().unwrap())]);
         assert_eq!(
             Settings::from_vars(home.clone(), Needs::Nothing).unwrap().bigquery.unwrap().auth,
-            BigQueryAuth::MetadataServer
+            BigQueryAuth::MetadataServer { host: None }
         );
         std::fs::create_dir_all(dir.path().join(".config/gcloud")).unwrap();
         let adc = dir.path().join(".config/gcloud/application_default_credentials.json");

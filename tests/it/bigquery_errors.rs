@@ -406,3 +406,30 @@ async fn without_any_google_credential_the_run_exits_78_saying_how_to_make_one()
         "no long wait for a metadata server that is not there"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_the_metadata_server_stays_out_of_the_output_at_trace_level() {
+    let sim = crate::helpers::simulator(crate::helpers::sim_config(10)).await;
+    let metadata = MockServer::start().await;
+    let access = "ya29.metadata-access-token-never-shown";
+    Mock::given(method("GET"))
+        .and(path("/computeMetadata/v1/instance/service-accounts/default/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": access, "expires_in": 3600, "token_type": "Bearer"
+        })))
+        .mount(&metadata)
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let out = crate::helpers::Dealsync::new(&["check", "--sink", "bigquery"])
+        .against(&sim)
+        .env("BIGQUERY_PROJECT", "p")
+        .env("HOME", home.path().to_str().unwrap())
+        .env("GCE_METADATA_HOST", metadata.address().to_string().as_str())
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env("RUST_LOG", "trace")
+        .run()
+        .await;
+    assert!(!metadata.received_requests().await.unwrap().is_empty(), "the metadata server was asked: {}", out.stdout);
+    assert!(out.stdout.contains("the metadata server"), "check names the source: {}", out.stdout);
+    assert!(!out.stderr.contains(access) && !out.stdout.contains(access), "the token leaked:\n{}", out.stderr);
+}

@@ -45,8 +45,12 @@ impl Credentials {
                 };
                 (Some(built.map_err(|e| fail(path, e))?), format!("{kind} credentials from {}", path.display()))
             }
-            BigQueryAuth::MetadataServer => {
-                let opts = yup_oauth2::ApplicationDefaultCredentialsFlowOpts::default();
+            BigQueryAuth::MetadataServer { host } => {
+                let opts = yup_oauth2::ApplicationDefaultCredentialsFlowOpts {
+                    metadata_url: host
+                        .as_ref()
+                        .map(|h| format!("http://{h}/computeMetadata/v1/instance/service-accounts/default/token")),
+                };
                 let built = match yup_oauth2::ApplicationDefaultCredentialsAuthenticator::builder(opts).await {
                     yup_oauth2::authenticator::ApplicationDefaultCredentialsTypes::InstanceMetadata(b) => {
                         b.build().await
