@@ -433,3 +433,39 @@ async fn a_token_from_the_metadata_server_stays_out_of_the_output_at_trace_level
     assert!(out.stdout.contains("the metadata server"), "check names the source: {}", out.stdout);
     assert!(!out.stderr.contains(access) && !out.stdout.contains(access), "the token leaked:\n{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorized_user_file_stays_out_of_the_output_at_trace_level_from_either_place() {
+    // The token endpoint of an `authorized_user` file is Google's own (the auth crate has no way to point it
+    // elsewhere), which this machine cannot reach: the request is built and logged, then fails. What matters is
+    // that the file's client secret and refresh token appear nowhere, whichever place the file was found in.
+    let sim = crate::helpers::simulator(crate::helpers::sim_config(10)).await;
+    let (secret, refresh) = ("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wn", "1//0g-user-refresh-token-never-shown");
+    let file = json!({"type": "authorized_user", "client_id": "1.apps.googleusercontent.com",
+                      "client_secret": secret, "refresh_token": refresh})
+    .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let explicit = dir.path().join("adc.json");
+    std::fs::write(&explicit, &file).unwrap();
+    let gcloud = dir.path().join("gcloud");
+    std::fs::create_dir(&gcloud).unwrap();
+    std::fs::write(gcloud.join("application_default_credentials.json"), &file).unwrap();
+
+    let from_variable = traced_check(&explicit, &sim).await;
+    let from_gcloud = crate::helpers::Dealsync::new(&["check", "--sink", "bigquery"])
+        .against(&sim)
+        .env("BIGQUERY_PROJECT", "p")
+        .env("CLOUDSDK_CONFIG", gcloud.to_str().unwrap())
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env("RUST_LOG", "trace")
+        .run()
+        .await;
+    for (out, source) in [(&from_variable, "GOOGLE_APPLICATION_CREDENTIALS"), (&from_gcloud, "gcloud")] {
+        assert!(out.stderr.contains(r#""severity":"DEBUG""#), "debug logging is on: {}", out.stderr);
+        assert!(out.stdout.contains(source), "check names the source ({source}): {}", out.stdout);
+        assert_ne!(out.code, 0, "Google cannot be reached from here, so the check fails: {}", out.stdout);
+        for leak in [secret, refresh] {
+            assert!(!out.stderr.contains(leak) && !out.stdout.contains(leak), "{leak} leaked:\n{}", out.stderr);
+        }
+    }
+}
