@@ -55,8 +55,12 @@ pub async fn complete(p: &mut Pipeline<'_>, window: &Window) -> Result<Completen
         }
     };
     if p.repaired > 0 {
-        tracing::info!(event = "repaired", repaired = p.repaired,
-            "read {} closed-won deals by id that search did not return", p.repaired);
+        tracing::info!(
+            event = "repaired",
+            repaired = p.repaired,
+            "read {} closed-won deals by id that search did not return",
+            p.repaired
+        );
     }
     Ok(Completeness { crm: listed.len() as u64, listed: Some(listed), missing, ..Completeness::default() })
 }

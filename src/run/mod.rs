@@ -116,8 +116,12 @@ async fn phases(
     let result = finish::finish(&client, &mut sink, run, &window, collected, summary).await;
     if let Some(demo) = &source.demo {
         let (truth, closed_won) = (demo.closed_won_in(&window), summary.deals_fetched - summary.not_closed_won);
-        tracing::info!(event = "demo_check", simulator_closed_won = truth, fetched_closed_won = closed_won,
-            "demo check: the simulator holds {truth} closed-won deals in the window; this run fetched {closed_won}");
+        tracing::info!(
+            event = "demo_check",
+            simulator_closed_won = truth,
+            fetched_closed_won = closed_won,
+            "demo check: the simulator holds {truth} closed-won deals in the window; this run fetched {closed_won}"
+        );
     }
     source.stop().await;
     result

@@ -267,7 +267,11 @@ async fn write_page(
     if !fresh.is_empty() {
         let stats = sink.write_rows(fresh).await?;
         if stats.rejected > 0 {
-            tracing::warn!(event = "quarantined", rows = stats.rejected, "the warehouse refused rows; they were quarantined");
+            tracing::warn!(
+                event = "quarantined",
+                rows = stats.rejected,
+                "the warehouse refused rows; they were quarantined"
+            );
         }
         written.stats.add(stats);
     }

@@ -179,7 +179,6 @@ fn diff(
     (missing, extra)
 }
 
-
 /// Every closed-won deal id in the window, from COQL, `id > last` at a time.
 async fn crm_ids(client: &ZohoClient, window: &Window) -> Result<Vec<String>, ZohoError> {
     let mut ids = Vec::new();

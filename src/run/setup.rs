@@ -136,8 +136,12 @@ fn task_window(
         if index == 0 {
             return Some(full);
         }
-        tracing::info!(event = "shard", index, count,
-            "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do");
+        tracing::info!(
+            event = "shard",
+            index,
+            count,
+            "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do"
+        );
         return None;
     }
     // Contiguous slices of the range, one per task; together they cover it exactly.
@@ -149,8 +153,12 @@ fn task_window(
             Some(w.clone())
         }
         None => {
-            tracing::info!(event = "shard", index, count,
-                "the range has fewer slices than tasks; this task has nothing to do");
+            tracing::info!(
+                event = "shard",
+                index,
+                count,
+                "the range has fewer slices than tasks; this task has nothing to do"
+            );
             None
         }
     }

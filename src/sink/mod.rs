@@ -301,7 +301,11 @@ impl Sink {
 
     /// Marks deals deleted in Zoho (a soft delete) and records deals that left "Closed Won" where the copy is
     /// newer than the row. Returns how many rows each changed.
-    pub async fn apply_changes(&mut self, deleted: Vec<Deleted>, left: Vec<StageChange>) -> Result<(u64, u64), SinkError> {
+    pub async fn apply_changes(
+        &mut self,
+        deleted: Vec<Deleted>,
+        left: Vec<StageChange>,
+    ) -> Result<(u64, u64), SinkError> {
         match self {
             Sink::Sqlite(s) => Ok((s.mark_deleted(deleted).await?, s.mark_not_won(left).await?)),
             Sink::Ndjson(_) => Ok((0, 0)),

@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-
 use super::{Ending, Finished, SinkError, WriteStats};
 use crate::exit::Exit;
 use crate::schema::{Column, DealRow, Quarantined};

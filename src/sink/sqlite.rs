@@ -506,54 +506,7 @@ impl SqliteSink {
         let ddl = create_table_sql(&self.columns);
         // Quoted for a POSIX shell, so that the command in the page-size hint can be pasted as it is.
         let path = format!("'{}'", self.path.display().to_string().replace('\'', r"'\''"));
-        self.with_conn("creating tables", move |c| {
-            // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
-            // checkpoint); measured 25 % less CPU per deal. Readers wait (busy timeout) while a page commits.
-            c.pragma_update(None, "journal_mode", "TRUNCATE")?;
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            c.pragma_update(None, "cache_size", -CACHE_KIB)?;
-            // One transaction: the tables are created and completed together, or not at all.
-            let tx = c.transaction()?;
-            tx.execute_batch(&ddl)?;
-            // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
-            for (table, col) in &to_add {
-                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
-                tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
-            }
-            let rekey: bool = tx.query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'deal_id' AND pk > 0",
-                [QUARANTINE_TABLE],
-                |r| r.get(0),
-            )?;
-            if rekey {
-                tx.execute_batch(QUARANTINE_REKEY)?;
-            }
-            // After the columns: its indexes cover some of them.
-            tx.execute_batch(&ledger_sql())?;
-            if rekey {
-                let names: Vec<String> =
-                    crate::schema::columns_of(&QUARANTINE).iter().map(|c| c.name.to_string()).collect();
-                let names = names.join(", ");
-                tx.execute_batch(&format!(
-                    "INSERT INTO {QUARANTINE_TABLE} ({names}) SELECT {names} FROM _dealsync_quarantine_old; \
-                     DROP TABLE _dealsync_quarantine_old;"
-                ))?;
-                tracing::info!(event = "quarantine_rekeyed", "the quarantine now keeps one row per deal and run");
-            }
-            tx.commit()?;
-            let page_size: u32 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-            if page_size != PAGE_SIZE {
-                tracing::info!(
-                    event = "sqlite_page_size",
-                    page_size,
-                    "this warehouse keeps its {page_size}-byte pages; new ones use {PAGE_SIZE}, with which a write \
-                     costs 35-55 % less CPU once the table holds a million rows; to convert it while no sync runs \
-                     (VACUUM needs free space the size of the file): sqlite3 {path} 'PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
-                );
-            }
-            Ok(())
-        })
-        .await
+        self.with_conn("creating tables", move |c| create_tables(c, &ddl, &to_add, &path)).await
     }
 
     pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
@@ -689,6 +642,55 @@ impl SqliteSink {
         })
         .await
     }
+}
+
+/// Sets the connection up and creates or completes the tables, in one transaction: all of them, or none.
+/// `path` is the file, quoted for a shell, for the page-size hint.
+fn create_tables(c: &mut Connection, ddl: &str, to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
+    // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
+    // checkpoint); measured 25 % less CPU per deal. Readers wait (busy timeout) while a page commits.
+    c.pragma_update(None, "journal_mode", "TRUNCATE")?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    // One transaction: the tables are created and completed together, or not at all.
+    let tx = c.transaction()?;
+    tx.execute_batch(ddl)?;
+    // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
+    for (table, col) in to_add {
+        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
+        tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
+    }
+    let rekey: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'deal_id' AND pk > 0",
+        [QUARANTINE_TABLE],
+        |r| r.get(0),
+    )?;
+    if rekey {
+        tx.execute_batch(QUARANTINE_REKEY)?;
+    }
+    // After the columns: its indexes cover some of them.
+    tx.execute_batch(&ledger_sql())?;
+    if rekey {
+        let names: Vec<String> = crate::schema::columns_of(&QUARANTINE).iter().map(|c| c.name.to_string()).collect();
+        let names = names.join(", ");
+        tx.execute_batch(&format!(
+            "INSERT INTO {QUARANTINE_TABLE} ({names}) SELECT {names} FROM _dealsync_quarantine_old; \
+                 DROP TABLE _dealsync_quarantine_old;"
+        ))?;
+        tracing::info!(event = "quarantine_rekeyed", "the quarantine now keeps one row per deal and run");
+    }
+    tx.commit()?;
+    let page_size: u32 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    if page_size != PAGE_SIZE {
+        tracing::info!(
+                event = "sqlite_page_size",
+                page_size,
+                "this warehouse keeps its {page_size}-byte pages; new ones use {PAGE_SIZE}, with which a write \
+                 costs 35-55 % less CPU once the table holds a million rows; to convert it while no sync runs \
+                 (VACUUM needs free space the size of the file): sqlite3 {path} 'PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
+            );
+    }
+    Ok(())
 }
 
 /// The run ledger of the warehouse at `path`, newest first (`limit` runs), and its last good run. Read-only: a

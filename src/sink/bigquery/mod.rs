@@ -472,7 +472,10 @@ impl BigQuerySink {
     pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
         if ending == Ending::Stopped {
             self.stop().await;
-            return Ok(Finished { stats: WriteStats::default(), kept: format!("nothing was merged into {}", self.s.table) });
+            return Ok(Finished {
+                stats: WriteStats::default(),
+                kept: format!("nothing was merged into {}", self.s.table),
+            });
         }
         Ok(Finished { stats: self.commit().await?, kept: String::new() })
     }
