@@ -16,7 +16,7 @@ const REPAIR_ROUNDS: usize = 3;
 /// Checks that the run fetched every closed-won deal Zoho has in the window, and reads the missing ones by id
 /// (`Pipeline::repaired` counts them, also when the run is stopped on the way).
 pub async fn complete(p: &mut Pipeline<'_>, window: &Window) -> Result<Completeness, RunError> {
-    let (counted, fetched) = (p.fetched.root_count.unwrap_or(0), p.ids.len());
+    let (counted, fetched) = (p.fetched.root_count.unwrap_or(0), p.ids.distinct());
     // Only a Modified_Time window is proven by its count: an edit moves a deal out of it, never into it (its end
     // is settled), so the deals fetched after the count are among the deals counted. An edit can move a closing
     // date anywhere, and a quarantined record's stage is unknown, so it may not be one of the deals counted.
@@ -46,10 +46,12 @@ pub async fn complete(p: &mut Pipeline<'_>, window: &Window) -> Result<Completen
             break listed;
         }
         round += 1;
-        p.pass(fetcher, rx, Job::Ids(missing.clone())).await?;
+        // What a pass wrote counts as repaired even when it was stopped on the way.
+        let passed = p.pass(fetcher, rx, Job::Ids(missing.clone())).await;
         let asked = missing.len();
         missing.retain(|id| !p.ids.has(id));
         p.repaired += (asked - missing.len()) as u64;
+        passed?;
         if missing.is_empty() || round == REPAIR_ROUNDS {
             break listed;
         }

@@ -53,7 +53,7 @@ impl RunIds {
     }
 
     /// Distinct deals fetched: rows and quarantined records with an id.
-    pub fn len(&self) -> u64 {
+    pub fn distinct(&self) -> u64 {
         (self.rows.len() + self.quarantined.iter().filter(|id| !self.rows.contains(id)).count()) as u64
     }
 
@@ -170,7 +170,7 @@ impl<'a> Pipeline<'a> {
                 }
             };
             write_page(self.sink, page, &mut self.written, &mut self.ids, self.window).await?;
-            self.progress.set(self.ids.len());
+            self.progress.set(self.ids.distinct());
         }
     }
 

@@ -48,25 +48,25 @@ pub struct Reconciliation {
 }
 
 impl Reconciliation {
+    /// The `reconciliation` event: a match, extra rows only, or a mismatch naming both sides.
     pub fn log(&self, run_id: &str) {
-        let r = self;
         // JSON arrays: a JSON log line carries them as arrays (telemetry::JSON_FIELDS), a person reads them as such.
-        let missing = serde_json::to_string(&r.missing).expect("strings serialize");
-        let extra = serde_json::to_string(&r.extra).expect("strings serialize");
-        if r.matches && r.extra_total == 0 {
-            tracing::info!(event = "reconciliation", run_id = %run_id, outcome = "match", crm = r.crm, warehouse = r.warehouse,
-                "the warehouse holds the {} closed-won deals Zoho has in the window", r.crm);
-        } else if r.matches {
-            tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "extra", crm = r.crm, warehouse = r.warehouse,
-                extra = %extra, extra_total = r.extra_total,
+        let missing = serde_json::to_string(&self.missing).expect("strings serialize");
+        let extra = serde_json::to_string(&self.extra).expect("strings serialize");
+        if self.matches && self.extra_total == 0 {
+            tracing::info!(event = "reconciliation", run_id = %run_id, outcome = "match", crm = self.crm, warehouse = self.warehouse,
+                "the warehouse holds the {} closed-won deals Zoho has in the window", self.crm);
+        } else if self.matches {
+            tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "extra", crm = self.crm, warehouse = self.warehouse,
+                extra = %extra, extra_total = self.extra_total,
                 "the warehouse holds every closed-won deal Zoho has in the window, and {} rows Zoho no longer lists there \
                  (edited, lost or deleted since they were written; the run covering their new modification time updates them): {extra}",
-                r.extra_total);
+                self.extra_total);
         } else {
-            tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "mismatch", crm = r.crm, warehouse = r.warehouse,
-                missing = %missing, extra = %extra, missing_total = r.missing_total, extra_total = r.extra_total,
+            tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "mismatch", crm = self.crm, warehouse = self.warehouse,
+                missing = %missing, extra = %extra, missing_total = self.missing_total, extra_total = self.extra_total,
                 "Zoho has {} closed-won deals in the window, the warehouse holds {}; missing {}: {missing}, extra {}: {extra}",
-                r.crm, r.warehouse, r.missing_total, r.extra_total);
+                self.crm, self.warehouse, self.missing_total, self.extra_total);
         }
     }
 }
