@@ -32,8 +32,8 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
     let read = match target.past_runs(opening, args.limit).await {
         Ok(Some(r)) => Ok(r),
         Ok(None) => {
-            let ledgers = crate::sink::forms(|ledger| ledger).replace(" or ", " or --sink ");
-            eprintln!("error: `{target}` keeps no run ledger; use --sink {ledgers}");
+            let ledgers: Vec<&str> = crate::sink::FORMS.iter().filter(|(_, ledger)| *ledger).map(|(f, _)| *f).collect();
+            eprintln!("error: `{target}` keeps no run ledger; use --sink {}", ledgers.join(" or --sink "));
             return Exit::Usage;
         }
         Err(crate::sink::OpenError::Config(e)) => {

@@ -57,7 +57,7 @@ impl Target {
             ("bigquery", Some(t)) => Err(bad(&format!(
                 "BigQuery takes no target (`{t}`): the project and dataset come from BIGQUERY_PROJECT and BIGQUERY_DATASET"
             ))),
-            _ => Err(format!("`{spec}` is not a sink; use {}", forms(|_| true))),
+            _ => Err(format!("`{spec}` is not a sink; use {}", forms())),
         }
     }
 
@@ -102,9 +102,9 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// The forms `keep` selects, for help and errors: "sqlite:PATH, ndjson:PATH, ndjson:- or bigquery".
-pub fn forms(keep: impl Fn(bool) -> bool) -> String {
-    let all: Vec<&str> = FORMS.iter().filter(|(_, ledger)| keep(*ledger)).map(|(f, _)| *f).collect();
+/// Every form `--sink` takes, for help and errors: "sqlite:PATH, ndjson:PATH, ndjson:- or bigquery".
+pub fn forms() -> String {
+    let all: Vec<&str> = FORMS.iter().map(|(f, _)| *f).collect();
     match all.split_last() {
         Some((last, [])) => last.to_string(),
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),

@@ -122,7 +122,7 @@ fn the_import_reader_sees_groups_and_paths() {
     assert_eq!(got, ["config", "exit", "sink", "zoho"]);
 }
 
-/// A file's module path (`src/commands/sync.rs` → `commands::sync`, `src/sink/bigquery/mod.rs` →
+/// A file's module path (`src/run/setup.rs` → `run::setup`, `src/sink/bigquery/mod.rs` →
 /// `sink::bigquery`).
 fn module_path(src: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src).unwrap().with_extension("");

@@ -42,7 +42,7 @@ fn every_sink_is_named_in_the_help_and_the_readme_and_an_unknown_one_lists_them(
         .args(["sync", "--sink", "postgres://x"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains(format!("use {}", dealsync::sink::forms(|_| true))));
+        .stderr(predicate::str::contains(format!("use {}", dealsync::sink::forms())));
     dealsync().args(["runs", "--sink", "ndjson:x.ndjson"]).assert().code(2).stderr(predicate::str::contains(
         "`ndjson:x.ndjson` keeps no run ledger; use --sink sqlite:PATH or --sink bigquery",
     ));
