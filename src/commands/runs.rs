@@ -29,21 +29,13 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
         request_timeout: args.request_timeout.to_std().unwrap_or_default(),
         ..crate::sink::Opening::new(&settings, &run_id)
     };
-    let read = match target.past_runs(opening, args.limit).await {
-        Ok(Some(r)) => Ok(r),
+    let (runs, last_good) = match target.past_runs(opening, args.limit).await {
+        Ok(Some(read)) => read,
         Ok(None) => {
             let ledgers: Vec<&str> = crate::sink::FORMS.iter().filter(|(_, ledger)| *ledger).map(|(f, _)| *f).collect();
             eprintln!("error: `{target}` keeps no run ledger; use --sink {}", ledgers.join(" or --sink "));
             return Exit::Usage;
         }
-        Err(crate::sink::OpenError::Config(e)) => {
-            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            return Exit::Config;
-        }
-        Err(crate::sink::OpenError::Sink(e)) => Err(e),
-    };
-    let (runs, last_good) = match read {
-        Ok(r) => r,
         Err(e) => {
             tracing::error!(event = "runs_failed", "{e}");
             return e.exit;

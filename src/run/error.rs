@@ -3,7 +3,7 @@
 
 use crate::config::ConfigError;
 use crate::exit::Exit;
-use crate::sink::{OpenError, SinkError};
+use crate::sink::SinkError;
 use crate::zoho::ZohoError;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,15 +22,6 @@ pub enum RunError {
     Interrupted(String),
     #[error("the warehouse does not hold every closed-won deal Zoho has in this window (see the incomplete and reconciliation events)")]
     Mismatch,
-}
-
-impl From<OpenError> for RunError {
-    fn from(e: OpenError) -> Self {
-        match e {
-            OpenError::Config(e) => RunError::Config(e),
-            OpenError::Sink(e) => RunError::Sink(e),
-        }
-    }
 }
 
 impl RunError {

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use crate::config::spec::SinkSpec;
-use crate::config::{ConfigError, Settings};
+use crate::config::Settings;
 use crate::exit::Exit;
 use crate::retry::RetryPolicy;
 pub use crate::schema::RunRecord;
@@ -73,7 +73,7 @@ impl Target {
         }
     }
 
-    pub async fn open(self, o: Opening<'_>) -> Result<Sink, OpenError> {
+    pub async fn open(self, o: Opening<'_>) -> Result<Sink, SinkError> {
         Ok(match self {
             Target::Sqlite(path) => Sink::Sqlite(SqliteSink::with_spec(path, o.table)),
             Target::Ndjson(path) => Sink::Ndjson(NdjsonSink::new(path).with_columns(o.table.columns)),
@@ -82,7 +82,7 @@ impl Target {
     }
 
     /// Reads the run ledger as history (`dealsync runs`); `None` for a sink that keeps none.
-    pub async fn past_runs(&self, o: Opening<'_>, limit: u32) -> Result<Option<PastRuns>, OpenError> {
+    pub async fn past_runs(&self, o: Opening<'_>, limit: u32) -> Result<Option<PastRuns>, SinkError> {
         match self {
             Target::Sqlite(path) => Ok(Some(sqlite::past_runs(path, limit)?)),
             Target::Ndjson(_) => Ok(None),
@@ -135,15 +135,6 @@ impl<'a> Opening<'a> {
             deadline: std::time::Duration::from_secs(3600),
         }
     }
-}
-
-/// Why a sink could not be opened: a setting it needs is missing or wrong, or the warehouse said no.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
 }
 
 /// The target table's columns (the standard ones, then the promoted ones), and when a stored row is replaced.
@@ -234,6 +225,17 @@ macro_rules! each {
     };
 }
 
+/// The same call on a warehouse; `$export` is what the NDJSON export, which keeps nothing, answers.
+macro_rules! warehouse {
+    ($sink:expr, $s:ident => $call:expr, export => $export:expr) => {
+        match $sink {
+            Sink::Sqlite($s) => $call,
+            Sink::BigQuery($s) => $call,
+            Sink::Ndjson(_) => $export,
+        }
+    };
+}
+
 impl Sink {
     /// A short name for logs, such as `sqlite:./dealsync.db`.
     pub fn describe(&self) -> String {
@@ -278,11 +280,7 @@ impl Sink {
 
     /// Appends the run to the ledger (nothing for an export).
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.record_run(run).await,
-            Sink::Ndjson(_) => Ok(()),
-            Sink::BigQuery(s) => s.record_run(run).await,
-        }
+        warehouse!(self, s => s.record_run(run).await, export => Ok(()))
     }
 
     /// Whether rows stay across runs: a run ledger, CRM changes and the reconciliation apply.
@@ -292,11 +290,7 @@ impl Sink {
 
     /// The end of the last good scheduled run over `field`, which starts the next default window.
     pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.last_good_window_end(field).await,
-            Sink::Ndjson(_) => Ok(None),
-            Sink::BigQuery(s) => s.last_good_window_end(field).await,
-        }
+        warehouse!(self, s => s.last_good_window_end(field).await, export => Ok(None))
     }
 
     /// Marks deals deleted in Zoho (a soft delete) and records deals that left "Closed Won" where the copy is
@@ -306,29 +300,17 @@ impl Sink {
         deleted: Vec<Deleted>,
         left: Vec<StageChange>,
     ) -> Result<(u64, u64), SinkError> {
-        match self {
-            Sink::Sqlite(s) => Ok((s.mark_deleted(deleted).await?, s.mark_not_won(left).await?)),
-            Sink::Ndjson(_) => Ok((0, 0)),
-            Sink::BigQuery(s) => Ok((s.mark_deleted(deleted).await?, s.mark_not_won(left).await?)),
-        }
+        warehouse!(self, s => Ok((s.mark_deleted(deleted).await?, s.mark_not_won(left).await?)), export => Ok((0, 0)))
     }
 
     /// How many deals the warehouse holds in the window, for reconciliation; `None` for an export.
     pub async fn count_in_window(&mut self, window: &Window) -> Result<Option<u64>, SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.count_in_window(window).await,
-            Sink::Ndjson(_) => Ok(None),
-            Sink::BigQuery(s) => s.count_in_window(window).await,
-        }
+        warehouse!(self, s => s.count_in_window(window).await, export => Ok(None))
     }
 
     /// The deal ids the warehouse holds in the window, sorted by `schema::sort_ids`.
     pub async fn ids_in_window(&mut self, window: &Window) -> Result<Vec<String>, SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.ids_in_window(window).await,
-            Sink::Ndjson(_) => Ok(Vec::new()),
-            Sink::BigQuery(s) => s.ids_in_window(window).await,
-        }
+        warehouse!(self, s => s.ids_in_window(window).await, export => Ok(Vec::new()))
     }
 
     /// Bytes the warehouse billed for the run's jobs so far, where it bills by the byte.

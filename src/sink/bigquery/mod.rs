@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 
 pub use error::BqFailure;
 
-use super::{Ending, Finished, OpenError, Opening, PastRuns, RunRecord, SinkError, TableSpec, WriteStats};
-use crate::config::{BigQuerySettings, ConfigError};
+use super::{Ending, Finished, Opening, PastRuns, RunRecord, SinkError, TableSpec, WriteStats};
+use crate::config::BigQuerySettings;
 use crate::exit::Exit;
 use crate::retry::RetryPolicy;
 use crate::schema::{format_instant, sort_ids, write_object, Column, DealRow, PastRun, Quarantined};
@@ -46,9 +46,10 @@ const PART_BYTES: u64 = 512 * 1024 * 1024;
 const STAGING_MARGIN: Duration = Duration::from_secs(6 * 3600);
 
 /// The sink `--sink bigquery` opens: the project and dataset come from `BIGQUERY_PROJECT` and `BIGQUERY_DATASET`.
-pub(super) async fn connect(o: &Opening<'_>) -> Result<BigQuerySink, OpenError> {
+pub(super) async fn connect(o: &Opening<'_>) -> Result<BigQuerySink, SinkError> {
     let bq = o.settings.bigquery.clone().ok_or_else(|| {
-        ConfigError::new("BIGQUERY_PROJECT", "is not set; --sink bigquery needs the project to write to")
+        let problem = "BIGQUERY_PROJECT is not set; --sink bigquery needs the project to write to";
+        SinkError::new("bigquery", problem, Exit::Config)
     })?;
     Ok(BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?.with_deadline(o.deadline))
 }
