@@ -48,15 +48,15 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
         },
     }
     let opening = Opening { retry: policy, request_timeout: timeout, ..Opening::new(&settings, &run_id) };
-    let target = Target::chosen(args.sink.as_ref(), &settings, false).map_err(RunError::Usage);
-    match target.map(|t| t.open(opening)) {
+    let opened = match Target::chosen(args.sink.as_ref(), &settings, false) {
+        Ok(target) => target.open(opening).await.map_err(RunError::from),
+        Err(e) => Err(RunError::Usage(e)),
+    };
+    match opened {
         Err(e) => report(Err(failure(e))),
-        Ok(opening) => match opening.await {
+        Ok(mut sink) => match sink.check().await {
+            Ok(lines) => lines.into_iter().for_each(|l| report(Ok(format!("{}: {l}", sink.describe())))),
             Err(e) => report(Err(failure(e))),
-            Ok(mut sink) => match sink.check().await {
-                Ok(lines) => lines.into_iter().for_each(|l| report(Ok(format!("{}: {l}", sink.describe())))),
-                Err(e) => report(Err(failure(e))),
-            },
         },
     }
     match failed {
