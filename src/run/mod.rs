@@ -1,7 +1,8 @@
 //! One sync, in three phases: set-up (`setup`: settings, source, sink, window; nothing is fetched before the
 //! sink is ready), fetch and write (`pipeline`, then `complete`, which proves the window complete and repairs
 //! it), and finish (`finish`: commit, changes, reconciliation, ledger). The run ends with its summary
-//! (`summary`) and metrics (`metrics`). `check` and `verify` use the same set-up and reconciliation.
+//! (`summary`) and metrics (`metrics`). `verify` and `fields` share its set-up (`setup::source`), `verify` its
+//! reconciliation.
 
 pub mod complete;
 pub mod demo;
