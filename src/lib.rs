@@ -4,8 +4,9 @@
 //! the foundations (`exit`, `files`, `retry`, `shutdown`, `json`, `telemetry`) → `schema` (the one table of columns and
 //! where their values come from) → `config` (flags, environment, file) → `window` (what to fetch) → `zoho`
 //! (auth, search pages, retries, completeness) → `mapping` (deal → row, or quarantine) → `sink` (BigQuery |
-//! SQLite | NDJSON) → `commands` (sync, verify, check, fields, schema, auth; the run summary) → `main`. The
-//! Zoho simulator is a crate of its own (`crates/dealsync-sim`), used only by `commands::demo`.
+//! SQLite | NDJSON) → `run` (a sync in three phases: set-up, fetch and write, finish; the summary and metrics)
+//! → `commands` (sync, verify, check, fields, schema, auth, runs) → `main`. The Zoho simulator is a crate of
+//! its own (`crates/dealsync-sim`), used only by `run::demo`.
 
 pub mod commands;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod files;
 pub mod json;
 pub mod mapping;
 pub mod retry;
+pub mod run;
 pub mod schema;
 pub mod shutdown;
 pub mod sink;

@@ -48,7 +48,17 @@ fn main() -> ExitCode {
             return Exit::Internal.into();
         }
     };
-    runtime.block_on(dealsync::commands::run(cli.command, &config)).into()
+    let exit = runtime.block_on(async {
+        tokio::select! {
+            exit = dealsync::commands::run(cli.command, &config) => exit,
+            // `dealsync sync --dry-run | head`: the reader has what it wanted. Like any Unix filter, stop quietly.
+            () = dealsync::sink::ndjson::stdout_closed() => {
+                tracing::info!(event = "output_closed", "stdout was closed by its reader: stopping quietly");
+                Exit::Ok
+            }
+        }
+    });
+    exit.into()
 }
 
 /// A `sync` refused before its run starts still publishes its metrics (where the environment names a

@@ -4,19 +4,19 @@
 
 use chrono::Utc;
 
-use super::sync::{new_run_id, open_sink, RunError};
-use crate::config::cli::{CheckArgs, SyncPlan};
+use crate::config::cli::CheckArgs;
 use crate::config::{ConfigError, Needs};
 use crate::exit::Exit;
+use crate::run::error::RunError;
 use crate::schema::Promoted;
+use crate::sink::{Opening, Target};
 use crate::window::Window;
 use crate::zoho::ZohoClient;
 
 /// `dealsync check`: credentials, one search request, and the sink, without writing anything. Prints one line
 /// per check; exits with the code of the first failure.
 pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
-    let started_at = Utc::now();
-    let run_id = new_run_id(started_at);
+    let run_id = crate::run::new_run_id(Utc::now());
     let mut failed: Option<Exit> = None;
     let mut report = |ok: Line| match ok {
         Ok(line) => println!("ok    {line}"),
@@ -47,22 +47,12 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
             }
         },
     }
-    let plan = SyncPlan {
-        demo: None,
-        spec: crate::window::WindowSpec::Default {
-            overlap: chrono::Duration::zero(),
-            index_lag: chrono::Duration::zero(),
-        },
-        field: crate::window::WindowField::ModifiedTime,
-        sink: args.sink.clone(),
-        dry_run: false,
-        retry: policy,
-        request_timeout: timeout,
-        deadline: std::time::Duration::from_secs(3600),
-        rewrite: false,
-        metrics_file: None,
+    let opening = Opening { retry: policy, request_timeout: timeout, ..Opening::new(&settings, &run_id) };
+    let opened = match Target::chosen(args.sink.as_ref(), &settings, false) {
+        Ok(target) => target.open(opening).await.map_err(RunError::from),
+        Err(e) => Err(RunError::Usage(e)),
     };
-    match open_sink(&plan, &settings, &run_id, started_at).await {
+    match opened {
         Err(e) => report(Err(failure(e))),
         Ok(mut sink) => match sink.check().await {
             Ok(lines) => lines.into_iter().for_each(|l| report(Ok(format!("{}: {l}", sink.describe())))),

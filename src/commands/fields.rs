@@ -5,7 +5,6 @@
 use serde::Serialize;
 
 use crate::config::cli::{FieldsArgs, FieldsFormat};
-use crate::config::Needs;
 use crate::exit::Exit;
 use crate::schema::{standard_columns_of, FieldType, Promoted, STANDARD};
 use crate::zoho::fields::FieldMeta;
@@ -164,38 +163,20 @@ fn one_line(s: &str) -> String {
 
 /// `dealsync fields`.
 pub async fn fields(args: FieldsArgs, config: &crate::config::Config) -> Exit {
-    let needs = if args.demo { Needs::Nothing } else { Needs::ZohoCredentials };
-    let settings = match config.settings(needs) {
+    let (settings, source) = match crate::run::setup::source(config, args.demo.then_some((100, 42))).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            return Exit::Config;
+            tracing::error!(event = "fields_failed", "{e}");
+            return e.exit();
         }
-    };
-    let mut demo = None;
-    let zoho = if args.demo {
-        match crate::commands::demo::Demo::start(100, 42, config.max_concurrency().unwrap_or(5)).await {
-            Ok((d, s)) => {
-                demo = Some(d);
-                s
-            }
-            Err(e) => {
-                tracing::error!(event = "demo_failed", "{e}");
-                return e.exit();
-            }
-        }
-    } else {
-        settings.zoho.clone().expect("credentials were required")
     };
     let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
     let policy = crate::retry::RetryPolicy { max_attempts: 3, ..Default::default() };
-    let result = match ZohoClient::new(zoho, policy, timeout) {
+    let result = match ZohoClient::new(source.zoho.clone(), policy, timeout) {
         Ok(client) => client.fields("Deals").await,
         Err(e) => Err(e),
     };
-    if let Some(h) = demo {
-        h.stop().await;
-    }
+    source.stop().await;
     match result {
         Ok(fields) => {
             let fields: Vec<FieldMeta> = fields.into_iter().filter(|f| !args.custom || f.custom_field).collect();

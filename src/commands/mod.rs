@@ -1,21 +1,17 @@
-//! The commands, each a module: what a person or a scheduler runs. They sit on top of everything else and call
-//! down the data flow (configuration, window, Zoho, mapping, sinks); nothing below imports them.
+//! The commands, each a module: what a person or a scheduler runs. They parse, call the run or a sink, and
+//! print; what several of them share lives below (`run`, `sink`), and nothing below imports them.
 
 pub mod auth;
 pub mod check;
-pub mod demo;
 pub mod describe;
 pub mod fields;
-pub mod metrics;
-pub mod reconcile;
 pub mod runs;
-pub mod summary;
-pub mod sync;
 pub mod verify;
 
 use crate::config::cli::{AuthCommand, Command, PlanError, SyncArgs, SyncPlan};
 use crate::config::Config;
 use crate::exit::Exit;
+use crate::run::{demo, metrics, summary};
 
 /// Runs a parsed command line and says how the process should exit.
 pub async fn run(command: Command, config: &Config) -> Exit {
@@ -29,7 +25,7 @@ pub async fn run(command: Command, config: &Config) -> Exit {
                 }
             };
             let (summary, exit) = match plan(&args, config) {
-                Ok(plan) => sync::sync(plan, config).await,
+                Ok(plan) => crate::run::sync(plan, config).await,
                 // A run refused before it started still tells the monitoring that it failed, and how.
                 Err((exit, error)) => (summary::RunSummary::refused(args.common.from.is_some(), exit, error), exit),
             };

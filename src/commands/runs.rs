@@ -3,7 +3,6 @@
 
 use chrono::Utc;
 
-use super::sync::new_run_id;
 use crate::config::cli::{RunsArgs, RunsFormat};
 use crate::config::{Config, Needs};
 use crate::exit::Exit;
@@ -18,39 +17,25 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
             return Exit::Config;
         }
     };
-    let (kind, spec) = match super::sync::chosen_sink(args.sink.as_ref(), &settings, false) {
-        Ok(chosen) => chosen,
+    let target = match crate::sink::Target::chosen(args.sink.as_ref(), &settings, false) {
+        Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Usage;
         }
     };
-    let Some(past_runs) = kind.past_runs else {
-        let ledgers: Vec<&str> =
-            crate::sink::SINKS.iter().filter(|k| k.past_runs.is_some()).flat_map(|k| k.forms.iter().copied()).collect();
-        eprintln!("error: `{spec}` keeps no run ledger; use --sink {}", ledgers.join(" or --sink "));
-        return Exit::Usage;
-    };
+    let run_id = crate::run::new_run_id(Utc::now());
     let opening = crate::sink::Opening {
-        target: spec.target.as_deref(),
-        table: crate::sink::TableSpec::default(),
-        settings: &settings,
-        run_id: &new_run_id(Utc::now()),
-        started_at: Utc::now(),
-        retry: crate::retry::RetryPolicy::default(),
         request_timeout: args.request_timeout.to_std().unwrap_or_default(),
-        deadline: std::time::Duration::from_secs(3600),
+        ..crate::sink::Opening::new(&settings, &run_id)
     };
-    let read = match past_runs(opening, args.limit).await {
-        Ok(r) => Ok(r),
-        Err(crate::sink::OpenError::Config(e)) => {
-            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            return Exit::Config;
+    let (runs, last_good) = match target.past_runs(opening, args.limit).await {
+        Ok(Some(read)) => read,
+        Ok(None) => {
+            let ledgers: Vec<&str> = crate::sink::FORMS.iter().filter(|(_, ledger)| *ledger).map(|(f, _)| *f).collect();
+            eprintln!("error: `{target}` keeps no run ledger; use --sink {}", ledgers.join(" or --sink "));
+            return Exit::Usage;
         }
-        Err(crate::sink::OpenError::Sink(e)) => Err(e),
-    };
-    let (runs, last_good) = match read {
-        Ok(r) => r,
         Err(e) => {
             tracing::error!(event = "runs_failed", "{e}");
             return e.exit;
@@ -58,7 +43,7 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
     };
     match args.format {
         RunsFormat::Json => {
-            let doc = serde_json::json!({ "sink": spec.to_string(), "last_good": last_good, "runs": runs });
+            let doc = serde_json::json!({ "sink": target.to_string(), "last_good": last_good, "runs": runs });
             println!("{doc}");
         }
         RunsFormat::Table => print!("{}", table(&runs, last_good.as_ref(), Utc::now())),

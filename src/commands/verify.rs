@@ -3,47 +3,33 @@
 
 use chrono::Utc;
 
-use super::sync::{log_reconciliation, new_run_id, open_sink, RunError};
 use crate::config::cli::SyncPlan;
-use crate::config::{Config, Needs};
+use crate::config::Config;
 use crate::exit::Exit;
+use crate::run::error::RunError;
+use crate::run::reconcile::ReconcileError;
 use crate::zoho::ZohoClient;
 
 /// `dealsync verify`: reconciliation alone. 0 when the warehouse agrees with Zoho, 3 when it does not.
 pub async fn verify(plan: SyncPlan, config: &Config) -> Exit {
     let started_at = Utc::now();
-    let run_id = new_run_id(started_at);
+    let run_id = crate::run::new_run_id(started_at);
     let result: Result<bool, RunError> = async {
-        let needs = if plan.demo.is_some() { Needs::Nothing } else { Needs::ZohoCredentials };
-        let settings = config.settings(needs)?;
+        let (settings, source) = crate::run::setup::source(config, plan.demo).await?;
         let window = crate::window::resolve(&plan.spec, plan.field, started_at, None).map_err(RunError::Usage)?;
-        // The demo simulator lives as long as this block.
-        let mut demo = None;
-        let zoho = match plan.demo {
-            Some((deals, seed)) => {
-                let (d, s) = crate::commands::demo::Demo::start(deals, seed, config.max_concurrency()?)
-                    .await
-                    .map_err(RunError::Demo)?;
-                demo = Some(d);
-                s
-            }
-            None => settings.zoho.clone().expect("credentials were required"),
-        };
-        let client = ZohoClient::new(zoho, plan.retry, plan.request_timeout)?;
-        let mut sink = open_sink(&plan, &settings, &run_id, started_at).await?;
-        let outcome = match super::reconcile::verify(&client, sink.as_mut(), &window).await {
+        let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
+        let mut sink = crate::run::setup::open_sink(&plan, &settings, &run_id).await?;
+        let outcome = match crate::run::reconcile::verify(&client, &mut sink, &window).await {
             Ok(Some(r)) => {
-                log_reconciliation(&run_id, &r);
+                r.log(&run_id);
                 println!("{}", serde_json::to_string(&r).expect("serializes"));
                 Ok(r.matches)
             }
             Ok(None) => Err(RunError::Usage(format!("{} keeps nothing to compare", sink.describe()))),
-            Err(super::reconcile::ReconcileError::Zoho(e)) => Err(e.into()),
-            Err(super::reconcile::ReconcileError::Sink(e)) => Err(e.into()),
+            Err(ReconcileError::Zoho(e)) => Err(e.into()),
+            Err(ReconcileError::Sink(e)) => Err(e.into()),
         };
-        if let Some(d) = demo {
-            d.stop().await;
-        }
+        source.stop().await;
         outcome
     }
     .await;

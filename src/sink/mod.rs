@@ -1,90 +1,139 @@
-//! Where rows go. Every warehouse implements `Sink`; the run only ever talks to the trait, so that the
-//! BigQuery sink, the local SQLite warehouse and the NDJSON export behave the same from the run's side:
-//! prepare, read the ledger, write batches, quarantine, commit, record the run. `SINKS` lists them: how
-//! `--sink` names each, how it opens and how its run ledger is read, so that a new sink is its module and one
-//! entry there.
+//! Where rows go: the BigQuery warehouse, the local SQLite warehouse or an NDJSON export. `Target` is what
+//! `--sink NAME[:TARGET]` names, `Sink` an opened one; both are enums matched here, so that the run sees one
+//! set of calls: prepare, read the ledger, write batches, quarantine, finish, record the run. A warehouse
+//! (SQLite, BigQuery) also keeps a run ledger, applies CRM changes and answers the reconciliation; the NDJSON
+//! export keeps nothing across runs.
 
 pub mod bigquery;
 pub mod ndjson;
 pub mod seen;
 pub mod sqlite;
 
-use async_trait::async_trait;
+use std::path::PathBuf;
+
 use chrono::{DateTime, Utc};
-use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 pub use crate::config::spec::SinkSpec;
-use crate::config::{ConfigError, Settings};
+use crate::config::Settings;
 use crate::exit::Exit;
 use crate::retry::RetryPolicy;
 pub use crate::schema::RunRecord;
 use crate::schema::{Column, DealRow, PastRun, Quarantined};
-use crate::window::WindowField;
+use crate::window::{Window, WindowField};
+use crate::zoho::changes::{Deleted, StageChange};
+use bigquery::BigQuerySink;
+use ndjson::NdjsonSink;
+use sqlite::SqliteSink;
 
-/// Every sink `--sink` can name. A new sink is a module implementing `Sink` and its entry here.
-pub const SINKS: &[&SinkKind] = &[&sqlite::KIND, &ndjson::KIND, &bigquery::KIND];
+/// Every form `--sink` takes, for help and errors, and whether that sink keeps a run ledger (`dealsync runs`).
+pub const FORMS: [(&str, bool); 4] =
+    [("sqlite:PATH", true), ("ndjson:PATH", false), ("ndjson:-", false), ("bigquery", true)];
 
-/// One kind of sink: how `--sink` names it and how it is opened.
-pub struct SinkKind {
-    /// `NAME` in `--sink NAME[:TARGET]`.
-    pub name: &'static str,
-    /// How it is written on the command line, for help and errors (`sqlite:PATH`).
-    pub forms: &'static [&'static str],
-    /// The target when `--sink` gives none.
-    pub default_target: Option<&'static str>,
-    /// Checks the target before anything runs; the error says what is wrong with it.
-    pub check_target: fn(Option<&str>) -> Result<(), String>,
-    pub open: OpenFn,
-    /// Reads the run ledger as history (`dealsync runs`); `None` for a sink that keeps no ledger.
-    pub past_runs: Option<PastRunsFn>,
+/// A sink as `--sink` or the config file names it, checked, its default filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Sqlite(PathBuf),
+    /// `None`: stdout.
+    Ndjson(Option<PathBuf>),
+    /// The project and dataset come from `BIGQUERY_PROJECT` and `BIGQUERY_DATASET`.
+    BigQuery,
 }
-
-pub type OpenFn = for<'a> fn(Opening<'a>) -> BoxFuture<'a, Result<Box<dyn Sink>, OpenError>>;
-pub type PastRunsFn = for<'a> fn(Opening<'a>, u32) -> BoxFuture<'a, Result<PastRuns, OpenError>>;
 
 /// The newest runs of a ledger, newest first, and the last good run.
 pub type PastRuns = (Vec<PastRun>, Option<PastRun>);
 
-/// What opening a sink takes besides its kind.
+impl Target {
+    /// The sink `spec` names, or what is wrong with it (a usage error's message).
+    pub fn resolve(spec: &SinkSpec) -> Result<Target, String> {
+        let target = spec.target.as_deref().filter(|t| !t.is_empty());
+        let bad = |e: &str| format!("`{spec}`: {e}");
+        match (spec.name.as_str(), target) {
+            ("sqlite", t) => Ok(Target::Sqlite(PathBuf::from(t.unwrap_or(crate::config::cli::DEFAULT_SQLITE)))),
+            ("ndjson", Some("-")) => Ok(Target::Ndjson(None)),
+            ("ndjson", Some(t)) => Ok(Target::Ndjson(Some(PathBuf::from(t)))),
+            ("ndjson", None) => Err(bad("an NDJSON export needs a path, or `-` for stdout, e.g. ndjson:deals.ndjson")),
+            ("bigquery", None) => Ok(Target::BigQuery),
+            ("bigquery", Some(t)) => Err(bad(&format!(
+                "BigQuery takes no target (`{t}`): the project and dataset come from BIGQUERY_PROJECT and BIGQUERY_DATASET"
+            ))),
+            _ => Err(format!("`{spec}` is not a sink; use {}", forms())),
+        }
+    }
+
+    /// The sink a command uses: `--sink`, else the demo's own warehouse, else BigQuery when `BIGQUERY_PROJECT`
+    /// is set, else the local SQLite warehouse.
+    pub fn chosen(flag: Option<&SinkSpec>, settings: &Settings, demo: bool) -> Result<Target, String> {
+        match (flag, &settings.bigquery) {
+            (Some(s), _) => Target::resolve(s),
+            // The demo writes a warehouse of its own, never the real one or its run ledger.
+            (None, _) if demo => Ok(Target::Sqlite(crate::config::cli::DEMO_SQLITE.into())),
+            (None, Some(_)) => Ok(Target::BigQuery),
+            (None, None) => Ok(Target::Sqlite(crate::config::cli::DEFAULT_SQLITE.into())),
+        }
+    }
+
+    pub async fn open(self, o: Opening<'_>) -> Result<Sink, SinkError> {
+        Ok(match self {
+            Target::Sqlite(path) => Sink::Sqlite(SqliteSink::with_spec(path, o.table)),
+            Target::Ndjson(path) => Sink::Ndjson(NdjsonSink::new(path).with_columns(o.table.columns)),
+            Target::BigQuery => Sink::BigQuery(Box::new(bigquery::connect(&o).await?.with_spec(o.table))),
+        })
+    }
+
+    /// Reads the run ledger as history (`dealsync runs`); `None` for a sink that keeps none.
+    pub async fn past_runs(&self, o: Opening<'_>, limit: u32) -> Result<Option<PastRuns>, SinkError> {
+        match self {
+            Target::Sqlite(path) => Ok(Some(sqlite::past_runs(path, limit)?)),
+            Target::Ndjson(_) => Ok(None),
+            Target::BigQuery => Ok(Some(bigquery::connect(&o).await?.past_runs(limit).await?)),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            Target::Ndjson(None) => f.write_str("ndjson:-"),
+            Target::Ndjson(Some(p)) => write!(f, "ndjson:{}", p.display()),
+            Target::BigQuery => f.write_str("bigquery"),
+        }
+    }
+}
+
+/// Every form `--sink` takes, for help and errors: "sqlite:PATH, ndjson:PATH, ndjson:- or bigquery".
+pub fn forms() -> String {
+    let all: Vec<&str> = FORMS.iter().map(|(f, _)| *f).collect();
+    match all.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// What opening a sink takes besides its target.
 pub struct Opening<'a> {
-    /// The checked target (`SinkKind::check_target`), the default filled in.
-    pub target: Option<&'a str>,
     pub table: TableSpec,
     pub settings: &'a Settings,
     pub run_id: &'a str,
-    pub started_at: DateTime<Utc>,
     pub retry: RetryPolicy,
     pub request_timeout: std::time::Duration,
     /// The run's `--deadline`: what a sink's leftovers (a staging table) must outlive.
     pub deadline: std::time::Duration,
 }
 
-/// Why a sink could not be opened: a setting it needs is missing or wrong, or the warehouse said no.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-}
-
-/// The sink `spec` names, with the spec as it is used (its default target filled in), or what is wrong with it.
-pub fn resolve(spec: &SinkSpec) -> Result<(&'static SinkKind, SinkSpec), String> {
-    let kind =
-        SINKS.iter().find(|k| k.name == spec.name).ok_or_else(|| format!("`{spec}` is not a sink; use {}", forms()))?;
-    let target = spec.target.as_deref().filter(|t| !t.is_empty()).or(kind.default_target);
-    (kind.check_target)(target).map_err(|e| format!("`{spec}`: {e}"))?;
-    Ok((kind, SinkSpec::new(kind.name, target)))
-}
-
-/// Every form `--sink` takes, for help and errors: "sqlite:PATH, …, or bigquery".
-pub fn forms() -> String {
-    let all: Vec<&str> = SINKS.iter().flat_map(|k| k.forms.iter().copied()).collect();
-    match all.split_last() {
-        Some((last, [])) => last.to_string(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => String::new(),
+impl<'a> Opening<'a> {
+    /// The standard table, the default retries, a 30-second request timeout and an hour's deadline.
+    pub fn new(settings: &'a Settings, run_id: &'a str) -> Opening<'a> {
+        Opening {
+            table: TableSpec::default(),
+            settings,
+            run_id,
+            retry: RetryPolicy::default(),
+            request_timeout: std::time::Duration::from_secs(30),
+            deadline: std::time::Duration::from_secs(3600),
+        }
     }
 }
 
@@ -141,78 +190,135 @@ impl WriteStats {
     }
 }
 
-#[async_trait]
-pub trait Sink: Send {
+/// How a run's writes end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Everything was fetched: make the writes final (BigQuery's MERGE).
+    Complete,
+    /// Interrupted, or failed elsewhere: keep only what is final on its own (SQLite's upserts, NDJSON's
+    /// lines), best effort.
+    Stopped,
+}
+
+/// What finishing made durable, and what a stopped run leaves, for its message.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub stats: WriteStats,
+    pub kept: String,
+}
+
+/// An opened sink.
+pub enum Sink {
+    Sqlite(SqliteSink),
+    Ndjson(NdjsonSink),
+    BigQuery(Box<BigQuerySink>),
+}
+
+/// The same call on whichever sink this is.
+macro_rules! each {
+    ($sink:expr, $s:ident => $call:expr) => {
+        match $sink {
+            Sink::Sqlite($s) => $call,
+            Sink::Ndjson($s) => $call,
+            Sink::BigQuery($s) => $call,
+        }
+    };
+}
+
+/// The same call on a warehouse; `$export` is what the NDJSON export, which keeps nothing, answers.
+macro_rules! warehouse {
+    ($sink:expr, $s:ident => $call:expr, export => $export:expr) => {
+        match $sink {
+            Sink::Sqlite($s) => $call,
+            Sink::BigQuery($s) => $call,
+            Sink::Ndjson(_) => $export,
+        }
+    };
+}
+
+impl Sink {
     /// A short name for logs, such as `sqlite:./dealsync.db`.
-    fn describe(&self) -> String;
+    pub fn describe(&self) -> String {
+        each!(self, s => s.describe())
+    }
 
     /// Verifies, without writing anything, that the sink is reachable and usable. Returns what it verified.
-    async fn check(&mut self) -> Result<Vec<String>, SinkError>;
+    pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
+        each!(self, s => s.check().await)
+    }
 
     /// Creates or checks tables. Called once before anything else.
-    async fn prepare(&mut self) -> Result<(), SinkError>;
-
-    /// The end of the last good scheduled run over `field`, which starts the next default window.
-    async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError>;
+    pub async fn prepare(&mut self) -> Result<(), SinkError> {
+        each!(self, s => s.prepare().await)
+    }
 
     /// Writes a batch of rows (upsert by `deal_id`, newer `modified_time` wins).
-    async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError>;
+    pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
+        each!(self, s => s.write_rows(rows).await)
+    }
 
     /// Keeps records that could not be mapped, with their reasons.
-    async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError>;
-
-    /// Makes the run's writes final (a MERGE for staged sinks). Returns what only the commit knows.
-    async fn commit(&mut self) -> Result<WriteStats, SinkError>;
-
-    /// Whether the sink keeps rows that later CRM changes (deletions, reopened deals) should update.
-    fn tracks_changes(&self) -> bool {
-        false
+    pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
+        each!(self, s => s.write_quarantine(items).await)
     }
 
-    /// Marks deals deleted in Zoho (a soft delete). Returns how many rows changed.
-    async fn mark_deleted(&mut self, _deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
-        Ok(0)
+    /// No page has arrived for a while (a slow or retrying source): makes what is held visible to readers
+    /// (SQLite commits its open transaction, NDJSON flushes), so that they and other writers do not wait on it.
+    /// Not the run's commit. Returns the rows that became durable.
+    pub async fn flush(&mut self) -> Result<WriteStats, SinkError> {
+        match self {
+            Sink::Sqlite(s) => s.commit_open().await,
+            Sink::Ndjson(s) => s.flush().await.map(|()| WriteStats::default()),
+            Sink::BigQuery(_) => Ok(WriteStats::default()),
+        }
     }
 
-    /// Records deals that left "Closed Won", where the copy is newer than the row. Returns how many changed.
-    async fn mark_not_won(&mut self, _changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
-        Ok(0)
+    /// Ends the run's writes (see `Ending`).
+    pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
+        each!(self, s => s.finish(ending).await)
     }
 
-    /// How many deals the warehouse holds in the window, for reconciliation; `None` for sinks that keep nothing.
-    async fn count_in_window(&mut self, _window: &crate::window::Window) -> Result<Option<u64>, SinkError> {
-        Ok(None)
+    /// Appends the run to the ledger (nothing for an export).
+    pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
+        warehouse!(self, s => s.record_run(run).await, export => Ok(()))
     }
 
-    /// The deal ids the warehouse holds in the window, sorted by `reconcile::sort_ids`.
-    async fn ids_in_window(&mut self, _window: &crate::window::Window) -> Result<Vec<String>, SinkError> {
-        Ok(Vec::new())
+    /// Whether rows stay across runs: a run ledger, CRM changes and the reconciliation apply.
+    pub fn is_warehouse(&self) -> bool {
+        !matches!(self, Sink::Ndjson(_))
     }
 
-    /// Stops after an interruption (best effort) and says what the run leaves committed, with the rows that
-    /// became durable just now (a sink that reports rows only once committed).
-    async fn abandon(&mut self) -> (String, WriteStats) {
-        ("nothing was committed".into(), WriteStats::default())
+    /// The end of the last good scheduled run over `field`, which starts the next default window.
+    pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
+        warehouse!(self, s => s.last_good_window_end(field).await, export => Ok(None))
     }
 
-    /// After a failure elsewhere (Zoho, a write): makes durable what can be, and reports those rows. The run is
-    /// not committed; only rows that are final on their own (upserts) may be kept.
-    async fn settle(&mut self) -> WriteStats {
-        WriteStats::default()
+    /// Marks deals deleted in Zoho (a soft delete) and records deals that left "Closed Won" where the copy is
+    /// newer than the row. Returns how many rows each changed.
+    pub async fn apply_changes(
+        &mut self,
+        deleted: Vec<Deleted>,
+        left: Vec<StageChange>,
+    ) -> Result<(u64, u64), SinkError> {
+        warehouse!(self, s => Ok((s.mark_deleted(deleted).await?, s.mark_not_won(left).await?)), export => Ok((0, 0)))
     }
 
-    /// No page has arrived for a while (a slow or retrying source): a sink that holds a transaction open may
-    /// commit it now, so that readers and other writers do not wait on it. Not the run's commit.
-    async fn idle(&mut self) -> Result<WriteStats, SinkError> {
-        Ok(WriteStats::default())
+    /// How many deals the warehouse holds in the window, for reconciliation; `None` for an export.
+    pub async fn count_in_window(&mut self, window: &Window) -> Result<Option<u64>, SinkError> {
+        warehouse!(self, s => s.count_in_window(window).await, export => Ok(None))
     }
 
-    /// Appends the run to the ledger.
-    async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError>;
+    /// The deal ids the warehouse holds in the window, sorted by `schema::sort_ids`.
+    pub async fn ids_in_window(&mut self, window: &Window) -> Result<Vec<String>, SinkError> {
+        warehouse!(self, s => s.ids_in_window(window).await, export => Ok(Vec::new()))
+    }
 
     /// Bytes the warehouse billed for the run's jobs so far, where it bills by the byte.
-    fn bytes_billed(&self) -> Option<u64> {
-        None
+    pub fn bytes_billed(&self) -> Option<u64> {
+        match self {
+            Sink::BigQuery(s) => s.bytes_billed(),
+            _ => None,
+        }
     }
 }
 
@@ -221,21 +327,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_sink_has_its_own_name_and_is_named_in_its_forms() {
-        for (i, kind) in SINKS.iter().enumerate() {
-            assert!(SINKS[..i].iter().all(|k| k.name != kind.name), "{} is listed twice", kind.name);
-            assert!(kind.forms.iter().all(|f| f.split(':').next() == Some(kind.name)), "{}", kind.name);
+    fn every_form_resolves_to_a_sink_that_keeps_a_ledger_as_said() {
+        for (form, ledger) in FORMS {
+            let target = Target::resolve(&SinkSpec::parse(&form.replace("PATH", "x")).unwrap()).unwrap();
+            assert_eq!(!matches!(target, Target::Ndjson(_)), ledger, "{form}");
+            assert_eq!(target.to_string().split(':').next(), form.split(':').next(), "{form}");
         }
     }
 
     #[test]
     fn a_spec_resolves_to_its_sink_with_the_default_target_filled_in() {
-        let spec = |s: &str| resolve(&SinkSpec::parse(s).unwrap()).map(|(k, spec)| (k.name, spec.to_string()));
-        assert_eq!(spec("sqlite").unwrap(), ("sqlite", "sqlite:./dealsync.db".to_string()));
-        assert_eq!(spec("sqlite:").unwrap(), ("sqlite", "sqlite:./dealsync.db".to_string()));
-        assert_eq!(spec("sqlite:/data/d.db").unwrap(), ("sqlite", "sqlite:/data/d.db".to_string()));
-        assert_eq!(spec("ndjson:-").unwrap(), ("ndjson", "ndjson:-".to_string()));
-        assert_eq!(spec("bigquery").unwrap(), ("bigquery", "bigquery".to_string()));
+        let spec = |s: &str| Target::resolve(&SinkSpec::parse(s).unwrap()).map(|t| t.to_string());
+        assert_eq!(spec("sqlite").unwrap(), "sqlite:./dealsync.db");
+        assert_eq!(spec("sqlite:").unwrap(), "sqlite:./dealsync.db");
+        assert_eq!(spec("sqlite:/data/d.db").unwrap(), "sqlite:/data/d.db");
+        assert_eq!(spec("ndjson:-").unwrap(), "ndjson:-");
+        assert_eq!(spec("bigquery").unwrap(), "bigquery");
         assert!(spec("ndjson").unwrap_err().contains("needs a path"));
         assert!(spec("bigquery:acme").unwrap_err().contains("BIGQUERY_PROJECT"));
         let unknown = spec("postgres:x").unwrap_err();

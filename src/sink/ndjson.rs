@@ -7,32 +7,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use futures_util::future::BoxFuture;
-
-use super::{OpenError, Opening, RunRecord, Sink, SinkError, SinkKind, WriteStats};
+use super::{Ending, Finished, SinkError, WriteStats};
 use crate::exit::Exit;
 use crate::schema::{Column, DealRow, Quarantined};
-use crate::window::WindowField;
-
-/// `--sink ndjson:PATH` or `ndjson:-` (stdout): an export, no run ledger.
-pub const KIND: SinkKind = SinkKind {
-    name: "ndjson",
-    forms: &["ndjson:PATH", "ndjson:-"],
-    default_target: None,
-    check_target: |target| match target {
-        Some(_) => Ok(()),
-        None => Err("an NDJSON export needs a path, or `-` for stdout, e.g. ndjson:deals.ndjson".into()),
-    },
-    open: open_kind,
-    past_runs: None,
-};
-
-fn open_kind(o: Opening<'_>) -> BoxFuture<'_, Result<Box<dyn Sink>, OpenError>> {
-    let path = o.target.filter(|t| *t != "-").map(PathBuf::from);
-    Box::pin(async move { Ok(Box::new(NdjsonSink::new(path).with_columns(o.table.columns)) as Box<dyn Sink>) })
-}
 
 pub struct NdjsonSink {
     path: Option<PathBuf>,
@@ -43,8 +20,13 @@ pub struct NdjsonSink {
     columns: Vec<Column>,
 }
 
-/// The message of the stop that is not a failure: stdout's reader went away.
-pub const OUTPUT_CLOSED: &str = "stdout was closed by its reader";
+/// Told once stdout's reader went away (`main` ends the process quietly then, like any Unix filter).
+static STDOUT_CLOSED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Resolves once a write to stdout found its reader gone (`dealsync sync --dry-run | head`).
+pub async fn stdout_closed() {
+    STDOUT_CLOSED.notified().await;
+}
 
 impl NdjsonSink {
     /// `None` writes to stdout.
@@ -76,17 +58,23 @@ impl NdjsonSink {
     }
 
     fn io_err(&self, what: &str, e: std::io::Error) -> SinkError {
-        if self.path.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe {
-            // `dealsync sync --dry-run | head`: the reader has what it wanted. Like any Unix filter, stop quietly.
-            return SinkError::new(self.describe(), OUTPUT_CLOSED, Exit::Ok);
-        }
         SinkError::new(self.describe(), format!("{what}: {e}"), Exit::Internal)
+    }
+
+    /// A failed write of rows. When stdout's reader went away, `main` is told and ends the process; the run
+    /// waits here to be dropped, since that is no failure of the run.
+    async fn out_err(&self, what: &str, e: std::io::Error) -> SinkError {
+        if self.path.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.io_err(what, e)
     }
 }
 
-#[async_trait]
-impl Sink for NdjsonSink {
-    fn describe(&self) -> String {
+/// What the run calls (through `sink::Sink`).
+impl NdjsonSink {
+    pub fn describe(&self) -> String {
         match (&self.path, self.dry_run) {
             (_, true) => "dry-run (stdout)".into(),
             (None, _) => "ndjson:-".into(),
@@ -94,7 +82,7 @@ impl Sink for NdjsonSink {
         }
     }
 
-    async fn check(&mut self) -> Result<Vec<String>, SinkError> {
+    pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
         match &self.path {
             None => Ok(vec!["rows go to stdout".into()]),
             Some(p) => {
@@ -111,7 +99,7 @@ impl Sink for NdjsonSink {
         }
     }
 
-    async fn prepare(&mut self) -> Result<(), SinkError> {
+    pub async fn prepare(&mut self) -> Result<(), SinkError> {
         let out: Box<dyn Write + Send> = match &self.path {
             None => Box::new(BufWriter::new(std::io::stdout())),
             Some(p) => {
@@ -137,11 +125,7 @@ impl Sink for NdjsonSink {
         Ok(())
     }
 
-    async fn last_good_window_end(&mut self, _field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
-        Ok(None)
-    }
-
-    async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
+    pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
         let mut stats = WriteStats::default();
         // A line is its `raw` record and (typically) under a kilobyte of typed columns: reserved once, the buffer
         // seldom grows (growing from a kilobyte a row copied it twice per batch).
@@ -152,12 +136,12 @@ impl Sink for NdjsonSink {
         }
         let out = self.out.as_mut().expect("prepare() opens the output");
         if let Err(e) = out.write_all(&buf) {
-            return Err(self.io_err("writing rows", e));
+            return Err(self.out_err("writing rows", e).await);
         }
         Ok(stats)
     }
 
-    async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
+    pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
         if self.dry_run {
             return Ok(());
         }
@@ -176,35 +160,25 @@ impl Sink for NdjsonSink {
         q.write_all(&buf).map_err(|e| self.io_err("writing quarantined records", e))
     }
 
-    async fn commit(&mut self) -> Result<WriteStats, SinkError> {
-        if let Some(out) = self.out.as_mut() {
-            if let Err(e) = out.flush() {
-                return Err(self.io_err("flushing rows", e));
-            }
+    /// Flushes what is buffered, so that a reader following the file sees the rows written so far.
+    pub async fn flush(&mut self) -> Result<(), SinkError> {
+        if let Some(Err(e)) = self.out.as_mut().map(|out| out.flush()) {
+            return Err(self.out_err("flushing rows", e).await);
         }
-        if let Some(q) = self.quarantine.as_mut() {
-            if let Err(e) = q.flush() {
-                return Err(self.io_err("flushing quarantined records", e));
-            }
+        if let Some(Err(e)) = self.quarantine.as_mut().map(|q| q.flush()) {
+            return Err(self.io_err("flushing quarantined records", e));
         }
-        Ok(WriteStats::default())
-    }
-
-    /// Flushes what is buffered, so that a reader following the file sees the rows written before a stall.
-    async fn idle(&mut self) -> Result<WriteStats, SinkError> {
-        self.commit().await
-    }
-
-    async fn abandon(&mut self) -> (String, WriteStats) {
-        let said = match self.commit().await {
-            Ok(_) => format!("the lines written so far are in {}", self.describe()),
-            Err(e) => format!("the lines written before this error are in {}: {e}", self.describe()),
-        };
-        (said, WriteStats::default())
-    }
-
-    async fn record_run(&mut self, _run: &RunRecord) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Flushes; the lines written stay whether the run completed or stopped.
+    pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
+        let kept = match (self.flush().await, ending) {
+            (Err(e), Ending::Complete) => return Err(e),
+            (Ok(()), _) => format!("the lines written so far are in {}", self.describe()),
+            (Err(e), Ending::Stopped) => format!("the lines written before this error are in {}: {e}", self.describe()),
+        };
+        Ok(Finished { stats: WriteStats::default(), kept })
     }
 }
 
@@ -227,7 +201,7 @@ mod tests {
         };
         sink.write_rows(vec![*row]).await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap().len(), 0, "one short row waits in the buffer");
-        sink.idle().await.unwrap();
+        sink.flush().await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1);
         assert!(text.contains("\"deal_id\":\"5001\""), "{text}");

@@ -5,12 +5,10 @@
 
 use std::path::PathBuf;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{OpenError, Opening, PastRuns, Sink, SinkError, SinkKind, TableSpec, WriteStats};
+use super::{Ending, Finished, PastRuns, SinkError, TableSpec, WriteStats};
 use crate::exit::Exit;
 use crate::schema::{
     date_text, decimal_text, format_instant, instant_text, sort_ids, Column, DealRow, PastRun, Quarantined, RunRecord,
@@ -46,31 +44,6 @@ const PAGE_SIZE: u32 = 16384;
 /// 32.2–32.9; at 1M deals (L = 0), 8 MB took 3.75–3.94 CPU-s per 100k, 6 MB 3.63–4.36 and 4 MB 4.15–4.19 (64 KB
 /// pages). With 16 KB pages, SQLite alone at 1M: 8 MB 1.82, 6 MB 1.81.
 const CACHE_KIB: i64 = 6144;
-
-/// `--sink sqlite[:PATH]`: the local warehouse, a file.
-pub const KIND: SinkKind = SinkKind {
-    name: "sqlite",
-    forms: &["sqlite:PATH"],
-    default_target: Some(crate::config::cli::DEFAULT_SQLITE),
-    check_target: |_| Ok(()),
-    open: open_kind,
-    past_runs: Some(past_runs_kind),
-};
-
-/// The file an opening names (`resolve` has filled in the default already).
-fn path_of(o: &Opening<'_>) -> PathBuf {
-    PathBuf::from(o.target.unwrap_or(crate::config::cli::DEFAULT_SQLITE))
-}
-
-fn open_kind(o: Opening<'_>) -> BoxFuture<'_, Result<Box<dyn Sink>, OpenError>> {
-    let path = path_of(&o);
-    Box::pin(async move { Ok(Box::new(SqliteSink::with_spec(path, o.table)) as Box<dyn Sink>) })
-}
-
-fn past_runs_kind(o: Opening<'_>, limit: u32) -> BoxFuture<'_, Result<PastRuns, OpenError>> {
-    let path = path_of(&o);
-    Box::pin(async move { Ok(past_runs(&path, limit)?) })
-}
 
 pub struct SqliteSink {
     path: PathBuf,
@@ -234,7 +207,7 @@ impl SqliteSink {
     }
 
     /// Commits the open transaction, if any, and returns its rows.
-    async fn commit_open(&mut self) -> Result<WriteStats, SinkError> {
+    pub(super) async fn commit_open(&mut self) -> Result<WriteStats, SinkError> {
         if self.conn.as_ref().is_none_or(|c| c.is_autocommit()) {
             return Ok(std::mem::take(&mut self.pending));
         }
@@ -444,13 +417,13 @@ fn write_row(
     stmt.raw_execute()
 }
 
-#[async_trait]
-impl Sink for SqliteSink {
-    fn describe(&self) -> String {
+/// What the run calls (through `sink::Sink`).
+impl SqliteSink {
+    pub fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
     }
 
-    async fn check(&mut self) -> Result<Vec<String>, SinkError> {
+    pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
         let dir = match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(d) => d.to_path_buf(),
             None => PathBuf::from("."),
@@ -492,7 +465,7 @@ impl Sink for SqliteSink {
         Ok(lines)
     }
 
-    async fn prepare(&mut self) -> Result<(), SinkError> {
+    pub async fn prepare(&mut self) -> Result<(), SinkError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
                 return Err(SinkError::new(
@@ -533,57 +506,10 @@ impl Sink for SqliteSink {
         let ddl = create_table_sql(&self.columns);
         // Quoted for a POSIX shell, so that the command in the page-size hint can be pasted as it is.
         let path = format!("'{}'", self.path.display().to_string().replace('\'', r"'\''"));
-        self.with_conn("creating tables", move |c| {
-            // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
-            // checkpoint); measured 25 % less CPU per deal. Readers wait (busy timeout) while a page commits.
-            c.pragma_update(None, "journal_mode", "TRUNCATE")?;
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            c.pragma_update(None, "cache_size", -CACHE_KIB)?;
-            // One transaction: the tables are created and completed together, or not at all.
-            let tx = c.transaction()?;
-            tx.execute_batch(&ddl)?;
-            // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
-            for (table, col) in &to_add {
-                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
-                tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
-            }
-            let rekey: bool = tx.query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'deal_id' AND pk > 0",
-                [QUARANTINE_TABLE],
-                |r| r.get(0),
-            )?;
-            if rekey {
-                tx.execute_batch(QUARANTINE_REKEY)?;
-            }
-            // After the columns: its indexes cover some of them.
-            tx.execute_batch(&ledger_sql())?;
-            if rekey {
-                let names: Vec<String> =
-                    crate::schema::columns_of(&QUARANTINE).iter().map(|c| c.name.to_string()).collect();
-                let names = names.join(", ");
-                tx.execute_batch(&format!(
-                    "INSERT INTO {QUARANTINE_TABLE} ({names}) SELECT {names} FROM _dealsync_quarantine_old; \
-                     DROP TABLE _dealsync_quarantine_old;"
-                ))?;
-                tracing::info!(event = "quarantine_rekeyed", "the quarantine now keeps one row per deal and run");
-            }
-            tx.commit()?;
-            let page_size: u32 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-            if page_size != PAGE_SIZE {
-                tracing::info!(
-                    event = "sqlite_page_size",
-                    page_size,
-                    "this warehouse keeps its {page_size}-byte pages; new ones use {PAGE_SIZE}, with which a write \
-                     costs 35-55 % less CPU once the table holds a million rows; to convert it while no sync runs \
-                     (VACUUM needs free space the size of the file): sqlite3 {path} 'PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
-                );
-            }
-            Ok(())
-        })
-        .await
+        self.with_conn("creating tables", move |c| create_tables(c, &ddl, &to_add, &path)).await
     }
 
-    async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
+    pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
         let field = field.api_name();
         let end: Option<String> = self
             .with_conn("reading the run ledger", move |c| {
@@ -605,14 +531,14 @@ impl Sink for SqliteSink {
         .transpose()
     }
 
-    async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
+    pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
         if rows.is_empty() {
             return Ok(WriteStats::default());
         }
         self.upsert(rows).await
     }
 
-    async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
+    pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
         // Part of the open transaction: a quarantined record is committed with the rows of its page.
         self.with_conn("writing quarantined records", move |c| {
             begin_if_needed(c)?;
@@ -630,15 +556,7 @@ impl Sink for SqliteSink {
         .await
     }
 
-    async fn commit(&mut self) -> Result<WriteStats, SinkError> {
-        self.commit_open().await
-    }
-
-    fn tracks_changes(&self) -> bool {
-        true
-    }
-
-    async fn mark_deleted(&mut self, deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
+    pub async fn mark_deleted(&mut self, deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
         self.commit_open().await?;
         self.with_conn("marking deleted deals", move |c| {
             let sql =
@@ -648,7 +566,7 @@ impl Sink for SqliteSink {
         .await
     }
 
-    async fn mark_not_won(&mut self, changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
+    pub async fn mark_not_won(&mut self, changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
         self.commit_open().await?;
         self.with_conn("recording reopened deals", move |c| {
             let sql = format!(
@@ -662,7 +580,7 @@ impl Sink for SqliteSink {
         .await
     }
 
-    async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
+    pub async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
         self.open_existing()?;
         let (cond, a, b) = window_condition(w);
         let sql = format!("SELECT count(*) FROM {TABLE} WHERE {cond}");
@@ -672,7 +590,7 @@ impl Sink for SqliteSink {
         Ok(Some(n as u64))
     }
 
-    async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
+    pub async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
         self.open_existing()?;
         let (cond, a, b) = window_condition(w);
         let sql = format!("SELECT deal_id FROM {TABLE} WHERE {cond}");
@@ -687,41 +605,26 @@ impl Sink for SqliteSink {
         Ok(ids)
     }
 
-    async fn idle(&mut self) -> Result<WriteStats, SinkError> {
-        self.commit_open().await
-    }
-
-    async fn abandon(&mut self) -> (String, WriteStats) {
-        // Complete rows are worth keeping: the upsert makes them as final as any other.
+    /// Commits the open transaction, also when the run stopped: complete rows are worth keeping, the upsert
+    /// makes them as final as any other.
+    pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
+        let kept = "the rows written so far are committed (each is a complete, newest-wins upsert)".to_string();
         match self.commit_open().await {
-            Ok(stats) => {
-                ("the rows written so far are committed (each is a complete, newest-wins upsert)".into(), stats)
-            }
-            Err(e) => {
-                tracing::warn!(event = "flush_failed", "could not write the last rows before stopping: {e}");
-                (
-                    "the pages committed before the last one are kept; the last one could not be written".into(),
-                    WriteStats::default(),
-                )
-            }
-        }
-    }
-
-    async fn settle(&mut self) -> WriteStats {
-        match self.commit_open().await {
-            Ok(stats) => stats,
+            Ok(stats) => Ok(Finished { stats, kept }),
+            Err(e) if ending == Ending::Complete => Err(e),
             Err(e) => {
                 // Rolled back: its rows are not in the file, and the counters leave them out.
-                tracing::warn!(event = "flush_failed", "the last rows could not be committed: {e}");
+                tracing::warn!(event = "flush_failed", "could not write the last rows before stopping: {e}");
                 if let Some(c) = self.conn.as_ref().filter(|c| !c.is_autocommit()) {
                     let _ = c.execute_batch("ROLLBACK");
                 }
-                WriteStats::default()
+                let kept = "the pages committed before the last one are kept; the last one could not be written";
+                Ok(Finished { stats: WriteStats::default(), kept: kept.into() })
             }
         }
     }
 
-    async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
+    pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
         let r = run.clone();
         self.uncommitted = 0;
         self.began = None;
@@ -741,9 +644,58 @@ impl Sink for SqliteSink {
     }
 }
 
+/// Sets the connection up and creates or completes the tables, in one transaction: all of them, or none.
+/// `path` is the file, quoted for a shell, for the page-size hint.
+fn create_tables(c: &mut Connection, ddl: &str, to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
+    // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
+    // checkpoint); measured 25 % less CPU per deal. Readers wait (busy timeout) while a page commits.
+    c.pragma_update(None, "journal_mode", "TRUNCATE")?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    // One transaction: the tables are created and completed together, or not at all.
+    let tx = c.transaction()?;
+    tx.execute_batch(ddl)?;
+    // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
+    for (table, col) in to_add {
+        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
+        tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
+    }
+    let rekey: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'deal_id' AND pk > 0",
+        [QUARANTINE_TABLE],
+        |r| r.get(0),
+    )?;
+    if rekey {
+        tx.execute_batch(QUARANTINE_REKEY)?;
+    }
+    // After the columns: its indexes cover some of them.
+    tx.execute_batch(&ledger_sql())?;
+    if rekey {
+        let names: Vec<String> = crate::schema::columns_of(&QUARANTINE).iter().map(|c| c.name.to_string()).collect();
+        let names = names.join(", ");
+        tx.execute_batch(&format!(
+            "INSERT INTO {QUARANTINE_TABLE} ({names}) SELECT {names} FROM _dealsync_quarantine_old; \
+                 DROP TABLE _dealsync_quarantine_old;"
+        ))?;
+        tracing::info!(event = "quarantine_rekeyed", "the quarantine now keeps one row per deal and run");
+    }
+    tx.commit()?;
+    let page_size: u32 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    if page_size != PAGE_SIZE {
+        tracing::info!(
+                event = "sqlite_page_size",
+                page_size,
+                "this warehouse keeps its {page_size}-byte pages; new ones use {PAGE_SIZE}, with which a write \
+                 costs 35-55 % less CPU once the table holds a million rows; to convert it while no sync runs \
+                 (VACUUM needs free space the size of the file): sqlite3 {path} 'PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
+            );
+    }
+    Ok(())
+}
+
 /// The run ledger of the warehouse at `path`, newest first (`limit` runs), and its last good run. Read-only: a
 /// missing file or ledger is said, never created.
-pub fn past_runs(path: &std::path::Path, limit: u32) -> Result<(Vec<PastRun>, Option<PastRun>), SinkError> {
+pub fn past_runs(path: &std::path::Path, limit: u32) -> Result<PastRuns, SinkError> {
     let describe = format!("sqlite:{}", path.display());
     let fail = |e: String, exit: Exit| SinkError::new(describe.clone(), e, exit);
     if !path.exists() {
@@ -836,7 +788,7 @@ mod tests {
         assert_eq!(committed(&path), full as i64 + 400, "an old transaction is committed with the next page");
 
         sink.write_rows(rows(full + 400..full + 600)).await.unwrap();
-        sink.commit().await.unwrap();
+        sink.finish(Ending::Complete).await.unwrap();
         assert_eq!(committed(&path), full as i64 + 600);
         let page_size: i64 = Connection::open(&path).unwrap().query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
         assert_eq!(page_size, i64::from(PAGE_SIZE), "a new warehouse gets pages that hold several rows");

@@ -18,6 +18,7 @@ const LAYERS: &[&str] = &[
     "zoho",
     "mapping",
     "sink",
+    "run",
     "commands",
 ];
 
@@ -111,7 +112,7 @@ fn only_the_demo_command_uses_the_simulator() {
         .filter(|f| std::fs::read_to_string(f).unwrap().contains("dealsync_sim"))
         .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
         .collect();
-    assert_eq!(users, ["commands/demo.rs"], "production code never imports the simulator");
+    assert_eq!(users, ["run/demo.rs"], "production code never imports the simulator");
 }
 
 #[test]
@@ -121,7 +122,7 @@ fn the_import_reader_sees_groups_and_paths() {
     assert_eq!(got, ["config", "exit", "sink", "zoho"]);
 }
 
-/// A file's module path (`src/commands/sync.rs` → `commands::sync`, `src/sink/bigquery/mod.rs` →
+/// A file's module path (`src/run/setup.rs` → `run::setup`, `src/sink/bigquery/mod.rs` →
 /// `sink::bigquery`).
 fn module_path(src: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src).unwrap().with_extension("");

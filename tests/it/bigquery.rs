@@ -325,7 +325,6 @@ async fn a_run_killed_before_its_load_finished_is_repaired_by_the_next_run() {
     // A run that staged a batch of rows and died before its MERGE: the real sink, never committed.
     let stamp: RunStamp = "20261001T000000Z_deadbeef".parse().unwrap();
     let mut killed = bq.sink(&stamp).await;
-    use dealsync::sink::Sink;
     killed.prepare().await.unwrap();
     killed.write_rows(october_rows(&sim, &stamp, 600)).await.unwrap();
     // The process dies with its rows in an unfinished upload: a load lands every row or none.
@@ -351,14 +350,13 @@ async fn a_run_too_large_for_one_load_is_staged_in_parts_and_merged_once() {
     let sim = simulator(sim_config(3000)).await;
     let stamp: RunStamp = "20261001T000000Z_0000part".parse().unwrap();
     let mut sink = bq.sink(&stamp).await.with_part_bytes(200_000);
-    use dealsync::sink::Sink;
     sink.prepare().await.unwrap();
     let rows = october_rows(&sim, &stamp, usize::MAX);
     let n = rows.len();
     for chunk in rows.chunks(100) {
         sink.write_rows(chunk.to_vec()).await.unwrap();
     }
-    let stats = sink.commit().await.unwrap();
+    let stats = sink.finish(dealsync::sink::Ending::Complete).await.unwrap().stats;
     assert!(bq.harness.served().loads >= 5, "staged in parts: {:?}", bq.harness.served());
     assert_eq!(stats.inserted as usize, n);
     assert_eq!(bq.deal_ids().await.len(), n);

@@ -6,7 +6,6 @@ use dealsync::config::{BigQueryAuth, BigQuerySettings};
 use dealsync::exit::Exit;
 use dealsync::retry::RetryPolicy;
 use dealsync::sink::bigquery::BigQuerySink;
-use dealsync::sink::Sink;
 use dealsync::window::WindowField;
 use serde_json::json;
 use wiremock::matchers::{method, path, path_regex, query_param};

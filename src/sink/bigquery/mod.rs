@@ -20,14 +20,12 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::future::BoxFuture;
 
 pub use error::BqFailure;
 
-use super::{OpenError, Opening, PastRuns, RunRecord, Sink, SinkError, SinkKind, TableSpec, WriteStats};
-use crate::config::{BigQuerySettings, ConfigError};
+use super::{Ending, Finished, Opening, PastRuns, RunRecord, SinkError, TableSpec, WriteStats};
+use crate::config::BigQuerySettings;
 use crate::exit::Exit;
 use crate::retry::RetryPolicy;
 use crate::schema::{format_instant, sort_ids, write_object, Column, DealRow, PastRun, Quarantined};
@@ -47,37 +45,13 @@ const PART_BYTES: u64 = 512 * 1024 * 1024;
 /// A staging table outlives the run's deadline by this much before it expires by itself.
 const STAGING_MARGIN: Duration = Duration::from_secs(6 * 3600);
 
-/// `--sink bigquery`: the project and dataset come from `BIGQUERY_PROJECT` and `BIGQUERY_DATASET`.
-pub const KIND: SinkKind = SinkKind {
-    name: "bigquery",
-    forms: &["bigquery"],
-    default_target: None,
-    check_target: |target| match target {
-        None => Ok(()),
-        Some(t) => Err(format!(
-            "BigQuery takes no target (`{t}`): the project and dataset come from BIGQUERY_PROJECT and BIGQUERY_DATASET"
-        )),
-    },
-    open: open_kind,
-    past_runs: Some(past_runs_kind),
-};
-
-async fn connect_kind(o: &Opening<'_>) -> Result<BigQuerySink, OpenError> {
+/// The sink `--sink bigquery` opens: the project and dataset come from `BIGQUERY_PROJECT` and `BIGQUERY_DATASET`.
+pub(super) async fn connect(o: &Opening<'_>) -> Result<BigQuerySink, SinkError> {
     let bq = o.settings.bigquery.clone().ok_or_else(|| {
-        ConfigError::new("BIGQUERY_PROJECT", "is not set; --sink bigquery needs the project to write to")
+        let problem = "BIGQUERY_PROJECT is not set; --sink bigquery needs the project to write to";
+        SinkError::new("bigquery", problem, Exit::Config)
     })?;
-    Ok(BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?)
-}
-
-fn open_kind(o: Opening<'_>) -> BoxFuture<'_, Result<Box<dyn Sink>, OpenError>> {
-    Box::pin(async move {
-        let sink = connect_kind(&o).await?;
-        Ok(Box::new(sink.with_spec(o.table).with_deadline(o.deadline)) as Box<dyn Sink>)
-    })
-}
-
-fn past_runs_kind(o: Opening<'_>, limit: u32) -> BoxFuture<'_, Result<PastRuns, OpenError>> {
-    Box::pin(async move { Ok(connect_kind(&o).await?.past_runs(limit).await?) })
+    Ok(BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?.with_deadline(o.deadline))
 }
 
 pub struct BigQuerySink {
@@ -220,7 +194,7 @@ impl BigQuerySink {
     }
 
     /// The run ledger, newest first (`limit` runs), and its last good run (`dealsync runs`).
-    pub async fn past_runs(&mut self, limit: u32) -> Result<(Vec<PastRun>, Option<PastRun>), SinkError> {
+    pub async fn past_runs(&mut self, limit: u32) -> Result<PastRuns, SinkError> {
         let runs = self.table(sql::RUNS_TABLE);
         let last = self.read_runs(sql::past_runs_sql(&runs, limit, false)).await?;
         let good = self.read_runs(sql::past_runs_sql(&runs, 1, true)).await?.pop();
@@ -397,13 +371,13 @@ fn latest<T>(items: Vec<T>, id: impl Fn(&T) -> &str, newer: impl Fn(&T, &T) -> b
     by_id.into_values().collect()
 }
 
-#[async_trait]
-impl Sink for BigQuerySink {
-    fn describe(&self) -> String {
+/// What the run calls (through `sink::Sink`).
+impl BigQuerySink {
+    pub fn describe(&self) -> String {
         describe(&self.s)
     }
 
-    async fn check(&mut self) -> Result<Vec<String>, SinkError> {
+    pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
         // Which credentials were used, said also when a check fails.
         let source = self.api.credentials.source.clone();
         self.check_all().await.map_err(|mut e| {
@@ -412,7 +386,7 @@ impl Sink for BigQuerySink {
         })
     }
 
-    async fn prepare(&mut self) -> Result<(), SinkError> {
+    pub async fn prepare(&mut self) -> Result<(), SinkError> {
         let ds = tables::ensure_dataset(&self.api, &self.s.dataset, self.s.location.as_deref())
             .await
             .map_err(|e| self.fail(e))?;
@@ -440,14 +414,14 @@ impl Sink for BigQuerySink {
         Ok(())
     }
 
-    async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
+    pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
         let sql = sql::last_good_sql(&self.table(sql::RUNS_TABLE), field.api_name());
         let rows = self.select("reading the run ledger", sql).await?;
         let micros = rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|m| m.parse::<i64>().ok());
         Ok(micros.and_then(DateTime::<Utc>::from_timestamp_micros))
     }
 
-    async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
+    pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
         if rows.is_empty() {
             return Ok(WriteStats::default());
         }
@@ -470,7 +444,7 @@ impl Sink for BigQuerySink {
         written
     }
 
-    async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
+    pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
         let columns = sql::quarantine_columns();
         for q in items {
             // One row per deal and run: a record read again in the same run (a repair) is quarantined once.
@@ -493,6 +467,18 @@ impl Sink for BigQuerySink {
             pushed.map_err(|e| self.fail(e))?;
         }
         Ok(())
+    }
+
+    /// Complete: loads the quarantine and the last staging part, then merges them. Stopped: nothing is merged.
+    pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
+        if ending == Ending::Stopped {
+            self.stop().await;
+            return Ok(Finished {
+                stats: WriteStats::default(),
+                kept: format!("nothing was merged into {}", self.s.table),
+            });
+        }
+        Ok(Finished { stats: self.commit().await?, kept: String::new() })
     }
 
     async fn commit(&mut self) -> Result<WriteStats, SinkError> {
@@ -528,11 +514,7 @@ impl Sink for BigQuerySink {
         Ok(WriteStats { inserted, updated, unchanged: staged.saturating_sub(inserted + updated), rejected: 0 })
     }
 
-    fn tracks_changes(&self) -> bool {
-        true
-    }
-
-    async fn mark_deleted(&mut self, deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
+    pub async fn mark_deleted(&mut self, deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
         let deleted = latest(deleted, |d| &d.deal_id, |a, b| a.deleted_time > b.deleted_time);
         let target = self.table(&self.s.table);
         let mut n = 0;
@@ -545,7 +527,7 @@ impl Sink for BigQuerySink {
         Ok(n)
     }
 
-    async fn mark_not_won(&mut self, changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
+    pub async fn mark_not_won(&mut self, changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
         let changes = latest(changes, |c| &c.deal_id, |a, b| a.modified_time > b.modified_time);
         let target = self.table(&self.s.table);
         let mut n = 0;
@@ -558,14 +540,14 @@ impl Sink for BigQuerySink {
         Ok(n)
     }
 
-    async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
+    pub async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
         let sql = sql::in_window_sql("COUNT(*)", &self.table(&self.s.table), w);
         let rows = self.select("counting the window's rows", sql).await?;
         let n = rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(Some(n))
     }
 
-    async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
+    pub async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
         let sql = sql::in_window_sql("deal_id", &self.table(&self.s.table), w);
         let rows = self.select("listing the window's rows", sql).await?;
         let mut ids: Vec<String> = rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
@@ -573,17 +555,7 @@ impl Sink for BigQuerySink {
         Ok(ids)
     }
 
-    async fn abandon(&mut self) -> (String, WriteStats) {
-        self.stop().await;
-        (format!("nothing was merged into {}", self.s.table), WriteStats::default())
-    }
-
-    async fn settle(&mut self) -> WriteStats {
-        self.stop().await;
-        WriteStats::default()
-    }
-
-    async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
+    pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
         let columns = sql::ledger_columns();
         let (p, d) = (&self.s.project, &self.s.dataset);
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
@@ -600,7 +572,7 @@ impl Sink for BigQuerySink {
         done.map(|_| ()).map_err(|e| self.fail(e))
     }
 
-    fn bytes_billed(&self) -> Option<u64> {
+    pub fn bytes_billed(&self) -> Option<u64> {
         Some(self.bytes_billed.load(Ordering::Relaxed))
     }
 }

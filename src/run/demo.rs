@@ -92,38 +92,13 @@ mod with_sim {
 
     /// `dealsync simulate`: the simulator on its own, until Ctrl-C.
     pub async fn simulate(args: SimulateArgs) -> Exit {
-        let mut cfg = sim::SimConfig::demo(args.deals, args.seed);
-        if let Some(anchor) = args.anchor {
-            cfg.anchor = anchor.with_timezone(&Utc);
-        }
-        cfg.span = Duration::days(args.span_days.max(1));
-        cfg.latency = std::time::Duration::from_millis(args.latency_ms);
-        cfg.broken = args.broken;
-        cfg.tz = args.tz_offset;
-        cfg.mint_limit = args.mint_limit;
-        cfg.token_ttl = std::time::Duration::from_secs(args.token_ttl_secs.max(1));
-        if !(0.0..=1.0).contains(&args.fault_rate) {
-            eprintln!("error: --fault-rate must be between 0 and 1");
-            return Exit::Usage;
-        }
-        let mut faults = match args.faults.as_deref().map(sim::faults::FaultPlan::parse).transpose() {
-            Ok(f) => f.unwrap_or_default(),
+        let cfg = match config_of(&args) {
+            Ok(cfg) => cfg,
             Err(e) => {
-                eprintln!("error: --faults: {e}");
+                eprintln!("error: {e}");
                 return Exit::Usage;
             }
         };
-        faults.rate = args.fault_rate;
-        faults.seed = args.fault_seed;
-        faults.slow = std::time::Duration::from_millis(args.fault_slow_ms);
-        cfg.faults = faults;
-        cfg.won_share = args.won_share.clamp(0.0, 1.0);
-        cfg.not_modified = !args.no_304;
-        cfg.ignores_sort = args.ignore_sort;
-        cfg.shuffled_ties = args.shuffle_ties;
-        cfg.search_lag = std::time::Duration::from_secs(args.index_lag_secs);
-        cfg.awaiting_approval = args.awaiting_approval;
-        cfg.edits_per_second = args.edits_per_second;
         let handle = match sim::start(cfg.clone(), SocketAddr::new(args.host, args.port)).await {
             Ok(h) => h,
             Err(e) => {
@@ -178,6 +153,37 @@ mod with_sim {
             stats.faults_by_kind
         );
         Exit::Ok
+    }
+
+    /// The simulator `simulate`'s flags describe, or what is wrong with them.
+    fn config_of(args: &SimulateArgs) -> Result<sim::SimConfig, String> {
+        let mut cfg = sim::SimConfig::demo(args.deals, args.seed);
+        if let Some(anchor) = args.anchor {
+            cfg.anchor = anchor.with_timezone(&Utc);
+        }
+        cfg.span = Duration::days(args.span_days.max(1));
+        cfg.latency = std::time::Duration::from_millis(args.latency_ms);
+        cfg.broken = args.broken;
+        cfg.tz = args.tz_offset;
+        cfg.mint_limit = args.mint_limit;
+        cfg.token_ttl = std::time::Duration::from_secs(args.token_ttl_secs.max(1));
+        if !(0.0..=1.0).contains(&args.fault_rate) {
+            return Err("--fault-rate must be between 0 and 1".into());
+        }
+        let faults = args.faults.as_deref().map(sim::faults::FaultPlan::parse).transpose();
+        let mut faults = faults.map_err(|e| format!("--faults: {e}"))?.unwrap_or_default();
+        faults.rate = args.fault_rate;
+        faults.seed = args.fault_seed;
+        faults.slow = std::time::Duration::from_millis(args.fault_slow_ms);
+        cfg.faults = faults;
+        cfg.won_share = args.won_share.clamp(0.0, 1.0);
+        cfg.not_modified = !args.no_304;
+        cfg.ignores_sort = args.ignore_sort;
+        cfg.shuffled_ties = args.shuffle_ties;
+        cfg.search_lag = std::time::Duration::from_secs(args.index_lag_secs);
+        cfg.awaiting_approval = args.awaiting_approval;
+        cfg.edits_per_second = args.edits_per_second;
+        Ok(cfg)
     }
 }
 

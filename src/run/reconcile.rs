@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+use crate::schema::sort_ids;
 use crate::sink::{Sink, SinkError};
 use crate::window::Window;
 use crate::zoho::criteria::{coql_count_closed_won, coql_keyset_page};
@@ -22,14 +23,10 @@ pub struct Completeness {
     pub crm: u64,
     /// Zoho's closed-won ids in the window (sorted), when they were listed (the count did not match).
     pub listed: Option<Vec<String>>,
-    /// Deals search did not return, read by id.
-    pub repaired: u64,
     /// Deals still missing after that (sorted).
     pub missing: Vec<String>,
     /// Deals whose copy lies outside the window (edited since they were listed).
     pub moved_on: std::collections::HashSet<String>,
-    /// The run stopped before the proof was made.
-    pub stopped: bool,
 }
 
 /// Ids named per side at most.
@@ -50,6 +47,30 @@ pub struct Reconciliation {
     pub extra_total: u64,
 }
 
+impl Reconciliation {
+    /// The `reconciliation` event: a match, extra rows only, or a mismatch naming both sides.
+    pub fn log(&self, run_id: &str) {
+        // JSON arrays: a JSON log line carries them as arrays (telemetry::JSON_FIELDS), a person reads them as such.
+        let missing = serde_json::to_string(&self.missing).expect("strings serialize");
+        let extra = serde_json::to_string(&self.extra).expect("strings serialize");
+        if self.matches && self.extra_total == 0 {
+            tracing::info!(event = "reconciliation", run_id = %run_id, outcome = "match", crm = self.crm, warehouse = self.warehouse,
+                "the warehouse holds the {} closed-won deals Zoho has in the window", self.crm);
+        } else if self.matches {
+            tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "extra", crm = self.crm, warehouse = self.warehouse,
+                extra = %extra, extra_total = self.extra_total,
+                "the warehouse holds every closed-won deal Zoho has in the window, and {} rows Zoho no longer lists there \
+                 (edited, lost or deleted since they were written; the run covering their new modification time updates them): {extra}",
+                self.extra_total);
+        } else {
+            tracing::warn!(event = "reconciliation", run_id = %run_id, outcome = "mismatch", crm = self.crm, warehouse = self.warehouse,
+                missing = %missing, extra = %extra, missing_total = self.missing_total, extra_total = self.extra_total,
+                "Zoho has {} closed-won deals in the window, the warehouse holds {}; missing {}: {missing}, extra {}: {extra}",
+                self.crm, self.warehouse, self.missing_total, self.extra_total);
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error(transparent)]
@@ -62,7 +83,7 @@ pub enum ReconcileError {
 /// what the run's completeness check learned from Zoho, which saves asking again. Extra rows alone match.
 pub async fn reconcile(
     client: &ZohoClient,
-    sink: &mut dyn Sink,
+    sink: &mut Sink,
     window: &Window,
     known: Option<&Completeness>,
 ) -> Result<Option<Reconciliation>, ReconcileError> {
@@ -72,7 +93,7 @@ pub async fn reconcile(
 /// `dealsync verify`: the same comparison, where any difference is a mismatch.
 pub async fn verify(
     client: &ZohoClient,
-    sink: &mut dyn Sink,
+    sink: &mut Sink,
     window: &Window,
 ) -> Result<Option<Reconciliation>, ReconcileError> {
     compare(client, sink, window, None, true).await
@@ -80,7 +101,7 @@ pub async fn verify(
 
 async fn compare(
     client: &ZohoClient,
-    sink: &mut dyn Sink,
+    sink: &mut Sink,
     window: &Window,
     known: Option<&Completeness>,
     strict: bool,
@@ -157,8 +178,6 @@ fn diff(
     }
     (missing, extra)
 }
-
-pub use crate::schema::sort_ids;
 
 /// Every closed-won deal id in the window, from COQL, `id > last` at a time.
 async fn crm_ids(client: &ZohoClient, window: &Window) -> Result<Vec<String>, ZohoError> {

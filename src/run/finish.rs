@@ -1,0 +1,214 @@
+//! The third phase of a run, once fetching and writing are over: the sink's writes end (committed, or kept as
+//! far as they are final), deletions and stage changes are applied (after every row, since a later upsert would
+//! undo a mark), the completeness proof is reported, the warehouse is reconciled with Zoho, the counters reach
+//! the summary and the run's row reaches the ledger.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+
+use super::error::RunError;
+use super::pipeline::Written;
+use super::reconcile::Completeness;
+use super::setup::Run;
+use super::summary::RunSummary;
+use crate::exit::Exit;
+use crate::sink::{Ending, RunRecord, Sink};
+use crate::window::Window;
+use crate::zoho::changes::{Deleted, StageChange};
+use crate::zoho::fetch::FetchStats;
+use crate::zoho::{ZohoClient, ZohoError};
+
+/// Deletions since the window's start and deals that left "Closed Won" in it.
+pub type Changes = (Vec<Deleted>, Vec<StageChange>);
+
+pub async fn fetch_changes(client: &ZohoClient, window: &Window) -> Result<Changes, ZohoError> {
+    tokio::try_join!(
+        crate::zoho::changes::deleted_since(client, window.start.with_timezone(&Utc)),
+        crate::zoho::changes::left_closed_won(client, window),
+    )
+}
+
+/// What the second phase gathered, whether it ended well or not.
+pub struct Collected {
+    pub result: Result<Completeness, RunError>,
+    pub written: Written,
+    pub fetched: FetchStats,
+    pub moved_on: HashSet<String>,
+    pub repaired: u64,
+    /// `None` when the sink keeps no rows, the run never got a token, or it stopped first.
+    pub changes: Option<Result<Changes, ZohoError>>,
+}
+
+/// Ends the run: the writes, the changes, the proof, the reconciliation, the summary's counts and the ledger.
+pub async fn finish(
+    client: &ZohoClient,
+    sink: &mut Sink,
+    run: &Run,
+    window: &Window,
+    collected: Collected,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
+    let Collected { result, mut written, fetched, moved_on, repaired, changes } = collected;
+    let (completeness, error) = match result {
+        Ok(c) => (Some(Completeness { moved_on, ..c }), None),
+        Err(e) => (None, Some(e)),
+    };
+    let mut error = end_writes(sink, error, &mut written).await;
+    count(summary, &fetched, written, repaired);
+    summary.bytes_billed = sink.bytes_billed();
+    if let (None, Some(found)) = (&error, changes) {
+        match apply_changes(sink, found).await {
+            Ok((deleted, reopened)) => (summary.rows_deleted, summary.rows_reopened) = (deleted, reopened),
+            Err(e) => error = Some(e),
+        }
+    }
+    let mismatch = match (&error, &completeness) {
+        (None, Some(c)) => compare(client, sink, run, window, c, summary).await,
+        _ => false,
+    };
+    let stats = &client.stats;
+    summary.requests = stats.requests.load(Ordering::Relaxed);
+    summary.retries = stats.retries.load(Ordering::Relaxed);
+    summary.token_mints = stats.token_mints.load(Ordering::Relaxed);
+    summary.token_mint_failures = stats.token_mint_failures.load(Ordering::Relaxed);
+    summary.time_to_first_request_us = stats.first_request_us.load(Ordering::Relaxed);
+    let exit = match &error {
+        None if summary.quarantined > 0 || mismatch => Exit::Partial,
+        None => Exit::Ok,
+        Some(e) => e.exit(),
+    };
+    if mismatch && summary.error.is_none() {
+        summary.error = Some(RunError::Mismatch.to_string());
+    }
+    let record = RunRecord {
+        error: error.as_ref().map(|e| e.to_string()),
+        ..ledger_row(run, summary, window, exit.outcome(), exit.code())
+    };
+    if let Err(e) = sink.record_run(&record).await {
+        tracing::error!(event = "ledger_failed", run_id = %run.id, "could not record the run in the ledger: {e}");
+        error = error.or(Some(e.into()));
+    }
+    match error {
+        Some(e) => Err(e),
+        None if mismatch => Err(RunError::Mismatch),
+        None => Ok(()),
+    }
+}
+
+/// Commits the sink's writes when the run fetched everything; otherwise keeps what is final on its own. An
+/// interruption says what it leaves.
+async fn end_writes(sink: &mut Sink, error: Option<RunError>, written: &mut Written) -> Option<RunError> {
+    let ending = if error.is_none() { Ending::Complete } else { Ending::Stopped };
+    match (sink.finish(ending).await, error) {
+        (Ok(done), Some(RunError::Interrupted(reason))) => {
+            written.stats.add(done.stats);
+            Some(RunError::Interrupted(format!(
+                "{reason} before the window was complete; {}; the next run covers the window again",
+                done.kept
+            )))
+        }
+        (Ok(done), error) => {
+            written.stats.add(done.stats);
+            error
+        }
+        (Err(e), None) => Some(e.into()),
+        (Err(e), Some(error)) => {
+            tracing::warn!(event = "flush_failed", "could not keep the last rows: {e}");
+            Some(error)
+        }
+    }
+}
+
+/// The fetcher's and the writer's counts, in the summary.
+fn count(summary: &mut RunSummary, fetched: &FetchStats, written: Written, repaired: u64) {
+    summary.pages = fetched.pages;
+    summary.windows_split = fetched.slices_split;
+    summary.coql_counts = fetched.counts;
+    summary.coql_pages = fetched.listings;
+    summary.by_id_requests = fetched.by_id;
+    summary.repaired = repaired;
+    summary.deals_fetched = written.records;
+    summary.not_closed_won = written.not_closed_won;
+    summary.quarantined = written.quarantined + written.stats.rejected;
+    summary.rows_inserted = written.stats.inserted;
+    summary.rows_updated = written.stats.updated;
+    summary.rows_unchanged = written.stats.unchanged;
+    summary.won_amount_by_currency = written.amounts;
+}
+
+/// Applies the changes to rows the sink holds.
+async fn apply_changes(sink: &mut Sink, found: Result<Changes, ZohoError>) -> Result<(u64, u64), RunError> {
+    let (deleted, left) = found?;
+    let (seen_deleted, seen_left) = (deleted.len(), left.len());
+    let (n_deleted, n_reopened) = sink.apply_changes(deleted, left).await?;
+    tracing::info!(
+        event = "changes",
+        deleted_in_zoho = seen_deleted,
+        rows_deleted = n_deleted,
+        not_won_in_zoho = seen_left,
+        rows_reopened = n_reopened,
+        "applied deletions and stage changes to deals the warehouse holds"
+    );
+    Ok((n_deleted, n_reopened))
+}
+
+/// Reports the completeness proof and reconciles the window; true when the warehouse lacks deals Zoho has. The
+/// reconciliation, when the sink can answer it, has the last word: deals the run could not fetch may be held
+/// from an earlier run.
+async fn compare(
+    client: &ZohoClient,
+    sink: &mut Sink,
+    run: &Run,
+    window: &Window,
+    c: &Completeness,
+    summary: &mut RunSummary,
+) -> bool {
+    summary.crm_closed_won = Some(c.crm);
+    if !c.missing.is_empty() {
+        let named: Vec<&str> = c.missing.iter().take(super::reconcile::NAMED).map(String::as_str).collect();
+        tracing::warn!(event = "incomplete", run_id = %run.id, missing = c.missing.len(), ids = %serde_json::to_string(&named).expect("strings serialize"),
+            "{} closed-won deals Zoho lists in the window could not be fetched, even by id: [{}]",
+            c.missing.len(), named.join(","));
+    }
+    match super::reconcile::reconcile(client, sink, window, Some(c)).await {
+        Ok(Some(r)) => {
+            summary.crm_closed_won = Some(r.crm);
+            summary.warehouse_closed_won = Some(r.warehouse);
+            r.log(&run.id);
+            !r.matches
+        }
+        Ok(None) => {
+            tracing::debug!(event = "reconciliation", outcome = "skipped", "this sink keeps nothing to compare");
+            !c.missing.is_empty()
+        }
+        Err(e) => {
+            tracing::warn!(event = "reconciliation", outcome = "unavailable", "could not reconcile the window: {e}");
+            !c.missing.is_empty()
+        }
+    }
+}
+
+/// The run's row in the ledger, as it stands.
+pub fn ledger_row(run: &Run, summary: &RunSummary, window: &Window, status: &str, exit_code: u8) -> RunRecord {
+    RunRecord {
+        run_id: run.id.clone(),
+        kind: summary.kind,
+        window_field: window.field.api_name().to_string(),
+        window_start: window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        window_end: window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        status: status.to_string(),
+        exit_code,
+        started_at: run.started_at,
+        finished_at: Utc::now(),
+        pages: summary.pages,
+        deals_fetched: summary.deals_fetched,
+        rows_inserted: summary.rows_inserted,
+        rows_updated: summary.rows_updated,
+        rows_unchanged: summary.rows_unchanged,
+        not_closed_won: summary.not_closed_won,
+        quarantined: summary.quarantined,
+        error: None,
+    }
+}

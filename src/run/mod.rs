@@ -1,0 +1,189 @@
+//! One sync, in three phases: set-up (`setup`: settings, source, sink, window; nothing is fetched before the
+//! sink is ready), fetch and write (`pipeline`, then `complete`, which proves the window complete and repairs
+//! it), and finish (`finish`: commit, changes, reconciliation, ledger). The run ends with its summary
+//! (`summary`) and metrics (`metrics`). `verify` and `fields` share its set-up (`setup::source`), `verify` its
+//! reconciliation.
+
+pub mod complete;
+pub mod demo;
+pub mod error;
+pub mod finish;
+pub mod metrics;
+pub mod pipeline;
+pub mod reconcile;
+pub mod setup;
+pub mod summary;
+
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::config::cli::SyncPlan;
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::mapping::{Columns, RunStamp};
+use crate::shutdown::Shutdown;
+use crate::sink::Sink;
+use crate::window::Window;
+use crate::zoho::ZohoClient;
+use error::RunError;
+use finish::Collected;
+use pipeline::{Job, Pipeline};
+use setup::{Prepared, Run};
+use summary::RunSummary;
+
+/// A new run id: UTC start time plus random bits (the standard library's per-process random hash keys, mixed
+/// with the time and process id), sortable and safe in table names.
+pub fn new_run_id(now: chrono::DateTime<Utc>) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
+    h.write_u32(std::process::id());
+    format!("{}_{:08x}", now.format("%Y%m%dT%H%M%SZ"), h.finish() as u32)
+}
+
+/// Runs `dealsync sync`. Always returns the summary it emitted and the exit it chose.
+pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let run = Run { id: new_run_id(started_at), started_at };
+    let mut summary = RunSummary {
+        run_id: run.id.clone(),
+        kind: if plan.spec.is_backfill() { "backfill" } else { "scheduled" },
+        ..RunSummary::default()
+    };
+    // Listen for SIGTERM/SIGINT from the start, so that a stop during set-up is as clean as one mid-fetch.
+    let shutdown = Shutdown::new();
+    let watchers = watch(&shutdown, plan.deadline);
+    let result = phases(&plan, config, &run, &mut summary, &shutdown).await;
+    watchers.iter().for_each(|w| w.abort());
+    let exit = match &result {
+        Ok(()) if summary.quarantined > 0 => Exit::Partial,
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            tracing::error!(event = "run_failed", run_id = %run.id, "{e}");
+            summary.error = Some(e.to_string());
+            e.exit()
+        }
+    };
+    summary.set_exit(exit);
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.peak_rss_kb = summary::peak_rss_kb();
+    summary.emit();
+    (summary, exit)
+}
+
+/// Stops the run on SIGTERM/SIGINT or at its deadline.
+fn watch(shutdown: &Shutdown, deadline: std::time::Duration) -> [tokio::task::JoinHandle<()>; 2] {
+    let s = shutdown.clone();
+    let signal = tokio::spawn(async move {
+        crate::shutdown::signal().await;
+        tracing::warn!(event = "signal", "termination signal received: stopping after the batch in progress");
+        s.trigger("a termination signal (SIGTERM/SIGINT)");
+    });
+    let s = shutdown.clone();
+    let timer = tokio::spawn(async move {
+        tokio::time::sleep(deadline).await;
+        tracing::warn!(event = "deadline", seconds = deadline.as_secs(), "the run deadline passed: stopping");
+        s.trigger(format!("the run deadline ({}s, --deadline)", deadline.as_secs()));
+    });
+    [signal, timer]
+}
+
+/// The three phases, each to the end or to its first error.
+async fn phases(
+    plan: &SyncPlan,
+    config: &Config,
+    run: &Run,
+    summary: &mut RunSummary,
+    shutdown: &Shutdown,
+) -> Result<(), RunError> {
+    let Prepared { settings, source, mut sink, window, from_ledger } =
+        setup::prepare(plan, config, run, summary).await?;
+    let Some(window) = window else { return Ok(()) };
+    summary.window_field = Some(window.field.api_name().to_string());
+    summary.window_start = Some(window.start_str());
+    summary.window_end = Some(window.end_str());
+    // The run is in the ledger from its start: one killed on the way stays listed, `running` (and exit 75, what an
+    // interruption means). Its row is replaced when it ends.
+    sink.record_run(&finish::ledger_row(run, summary, &window, "running", Exit::Interrupted.code())).await?;
+    tracing::info!(event = "window", run_id = %run.id, field = %window.field, start = %window.start_str(),
+        end = %window.end_str(), from_ledger, "syncing {window}");
+
+    let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
+    let columns = std::sync::Arc::new(Columns::new(&settings.promoted));
+    let stamp = RunStamp { run_id: run.id.as_str().into(), synced_at: run.started_at, columns };
+    let collected = collect(&client, &mut sink, &window, &stamp, shutdown).await;
+    let result = finish::finish(&client, &mut sink, run, &window, collected, summary).await;
+    if let Some(demo) = &source.demo {
+        let (truth, closed_won) = (demo.closed_won_in(&window), summary.deals_fetched - summary.not_closed_won);
+        tracing::info!(
+            event = "demo_check",
+            simulator_closed_won = truth,
+            fetched_closed_won = closed_won,
+            "demo check: the simulator holds {truth} closed-won deals in the window; this run fetched {closed_won}"
+        );
+    }
+    source.stop().await;
+    result
+}
+
+/// The second phase: the window's pass, then the completeness proof and its repairs. Beside them, Zoho's
+/// deletions and stage changes are asked for (two requests that would otherwise wait for the last page), once
+/// the run holds a token (a refused mint is asked once); they are dropped if the pass fails.
+async fn collect(
+    client: &ZohoClient,
+    sink: &mut Sink,
+    window: &Window,
+    stamp: &RunStamp,
+    shutdown: &Shutdown,
+) -> Collected {
+    let keeps_rows = sink.is_warehouse();
+    let changes = async {
+        if !keeps_rows || !client.first_token().await {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => None,
+            found = finish::fetch_changes(client, window) => Some(found),
+        }
+    };
+    let mut p = Pipeline::new(client, sink, window, stamp, shutdown);
+    let fetch = async {
+        let (fetcher, rx) = p.fetcher();
+        p.pass(fetcher, rx, Job::Window(window.clone())).await?;
+        complete::complete(&mut p, window).await
+    };
+    let (result, changes) = beside(fetch, changes).await;
+    p.done();
+    Collected {
+        result,
+        written: p.written,
+        fetched: p.fetched,
+        moved_on: p.ids.moved_on,
+        repaired: p.repaired,
+        changes,
+    }
+}
+
+/// Runs `side` beside `main` to the end of both, or until `main` fails (what `side` found is then of no use).
+async fn beside<T, S>(
+    main: impl std::future::Future<Output = Result<T, RunError>>,
+    side: impl std::future::Future<Output = Option<S>>,
+) -> (Result<T, RunError>, Option<S>) {
+    tokio::pin!(main, side);
+    let (mut done, mut found) = (None, None);
+    while done.is_none() || found.is_none() {
+        tokio::select! {
+            r = &mut main, if done.is_none() => {
+                if r.is_err() {
+                    return (r, None);
+                }
+                done = Some(r);
+            }
+            s = &mut side, if found.is_none() => found = Some(s),
+        }
+    }
+    (done.expect("the loop ends with main's result"), found.flatten())
+}

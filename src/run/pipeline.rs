@@ -1,0 +1,282 @@
+//! The second phase of a run: fetch → map → write. The fetcher's tasks read pages and map each where it was read
+//! (its text is freed then, not after the sink's turn); one writer hands the mapped pages to the sink. A bounded
+//! channel joins them, so memory stays flat however many deals a window holds, and a slow sink slows the
+//! fetching (back-pressure). A pass reads the window or a list of ids; the completeness check runs its passes
+//! after the window's writer has joined.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use tokio::sync::mpsc;
+
+use super::error::RunError;
+use super::summary::Progress;
+use crate::mapping::{Mapped, Mapper, RunStamp};
+use crate::schema::{DealRow, Quarantined};
+use crate::shutdown::Shutdown;
+use crate::sink::seen::{Offer, Seen};
+use crate::sink::{Sink, SinkError, WriteStats};
+use crate::window::Window;
+use crate::zoho::fetch::{FetchStats, FetchedPage, Fetcher};
+use crate::zoho::ZohoClient;
+
+/// Pages buffered between fetching and writing.
+const PIPELINE_DEPTH: usize = 4;
+/// How long the writer waits for a page before letting the sink make what it holds visible (`Sink::flush`).
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Counts gathered by the writer.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub stats: WriteStats,
+    pub records: u64,
+    pub not_closed_won: u64,
+    pub quarantined: u64,
+    pub amounts: BTreeMap<String, Decimal>,
+}
+
+/// The deals a run has fetched: each once (a deal that comes back on another page is passed on only when that
+/// copy is newer), the ones quarantined, and the ones whose copy lies outside the window (read by id after an
+/// edit moved them on). What the completeness check compares with Zoho.
+#[derive(Default)]
+pub struct RunIds {
+    rows: Seen,
+    quarantined: HashSet<String>,
+    pub moved_on: HashSet<String>,
+}
+
+impl RunIds {
+    pub fn has(&self, id: &str) -> bool {
+        self.rows.contains(id) || self.quarantined.contains(id)
+    }
+
+    /// Distinct deals fetched: rows and quarantined records with an id.
+    pub fn distinct(&self) -> u64 {
+        (self.rows.len() + self.quarantined.iter().filter(|id| !self.rows.contains(id)).count()) as u64
+    }
+
+    pub fn quarantined(&self) -> usize {
+        self.quarantined.len()
+    }
+}
+
+/// What a pass reads.
+pub enum Job {
+    Window(Window),
+    Ids(Vec<String>),
+}
+
+/// The run's fetching and writing, pass after pass, and what they counted.
+pub struct Pipeline<'a> {
+    client: &'a ZohoClient,
+    sink: &'a mut Sink,
+    window: &'a Window,
+    stamp: &'a RunStamp,
+    shutdown: &'a Shutdown,
+    pub ids: RunIds,
+    pub written: Written,
+    pub fetched: FetchStats,
+    /// Closed-won deals search did not return, read by id (the completeness check's passes).
+    pub repaired: u64,
+    /// The fields search returned, for the next pass's reads by id.
+    fields: Vec<String>,
+    expected: Arc<AtomicU64>,
+    progress: Progress,
+}
+
+impl<'a> Pipeline<'a> {
+    pub fn new(
+        client: &'a ZohoClient,
+        sink: &'a mut Sink,
+        window: &'a Window,
+        stamp: &'a RunStamp,
+        shutdown: &'a Shutdown,
+    ) -> Pipeline<'a> {
+        let expected = Arc::new(AtomicU64::new(0));
+        Pipeline {
+            client,
+            sink,
+            window,
+            stamp,
+            shutdown,
+            ids: RunIds::default(),
+            written: Written::default(),
+            fetched: FetchStats::default(),
+            repaired: 0,
+            fields: Vec::new(),
+            progress: Progress::new(expected.clone()),
+            expected,
+        }
+    }
+
+    /// A fetcher for the next pass, and the writer's end of its channel.
+    pub fn fetcher(&self) -> (Fetcher<'a, MappedPage>, mpsc::Receiver<MappedPage>) {
+        let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
+        let stamp = self.stamp;
+        let fetcher = Fetcher::new(self.client, tx, move |page| map_page(page, stamp), self.shutdown.clone())
+            .expected(self.expected.clone())
+            .reading(crate::schema::zoho_fields(stamp.columns.columns()))
+            .with_fields(self.fields.clone());
+        (fetcher, rx)
+    }
+
+    /// Runs `job` on `fetcher` and writes what it sends, both at once, until the fetcher is done (its sender
+    /// dropped) and the writer has joined. A shutdown stops fetching at once and writing after the page in
+    /// progress.
+    pub async fn pass(
+        &mut self,
+        fetcher: Fetcher<'a, MappedPage>,
+        rx: mpsc::Receiver<MappedPage>,
+        job: Job,
+    ) -> Result<(), RunError> {
+        let producer = async move {
+            let fetched = match job {
+                Job::Window(w) => fetcher.fetch_window(w).await,
+                Job::Ids(ids) => fetcher.fetch_ids(ids).await,
+            };
+            (fetched.map(|f| f.stopped_early), fetcher.stats(), fetcher.fields())
+        };
+        let (produced, writer) = tokio::join!(producer, self.write(rx));
+        let (fetched, stats, fields) = produced;
+        add(&mut self.fetched, stats);
+        if !fields.is_empty() {
+            self.fields = fields;
+        }
+        // The sink's error explains a closed channel; otherwise the fetch error stands.
+        let writer_stopped = writer?;
+        if fetched? || writer_stopped {
+            let reason = self.shutdown.reason().unwrap_or_else(|| "the writer".into());
+            return Err(RunError::Interrupted(reason));
+        }
+        Ok(())
+    }
+
+    /// Writes pages until the channel closes; `true` when a shutdown stopped it first.
+    async fn write(&mut self, mut rx: mpsc::Receiver<MappedPage>) -> Result<bool, SinkError> {
+        loop {
+            let page = tokio::select! {
+                biased;
+                _ = self.shutdown.wait() => return Ok(true),
+                page = rx.recv() => match page {
+                    Some(p) => p,
+                    None => return Ok(false),
+                },
+                () = tokio::time::sleep(IDLE_FLUSH) => {
+                    let flushed = self.sink.flush().await?;
+                    self.written.stats.add(flushed);
+                    continue;
+                }
+            };
+            write_page(self.sink, page, &mut self.written, &mut self.ids, self.window).await?;
+            self.progress.set(self.ids.distinct());
+        }
+    }
+
+    /// Keeps the counts of a fetcher that ran no pass (a listing).
+    pub fn keep_counts(&mut self, fetcher: &Fetcher<'a, MappedPage>) {
+        add(&mut self.fetched, fetcher.stats());
+    }
+
+    /// Ends the progress display.
+    pub fn done(&self) {
+        self.progress.finish();
+    }
+}
+
+/// Adds one fetcher's counts to the run's.
+fn add(total: &mut FetchStats, s: FetchStats) {
+    total.pages += s.pages;
+    total.records += s.records;
+    total.counts += s.counts;
+    total.slices_split += s.slices_split;
+    total.listings += s.listings;
+    total.by_id += s.by_id;
+    total.root_count = total.root_count.or(s.root_count);
+}
+
+/// One page's records, mapped by the task that fetched it.
+pub struct MappedPage {
+    records: u64,
+    rows: Vec<DealRow>,
+    quarantined: Vec<Quarantined>,
+    not_closed_won: u64,
+}
+
+fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
+    let n = page.page.len();
+    let mut mapped = MappedPage { records: 0, rows: Vec::with_capacity(n), quarantined: Vec::new(), not_closed_won: 0 };
+    let mut mapper = Mapper::new(stamp);
+    // An ordered page's last second is read again with the rest of its slice.
+    for rec in page.page.records().take(page.keep.unwrap_or(usize::MAX)) {
+        mapped.records += 1;
+        match mapper.map(&rec) {
+            Mapped::Row(row) => mapped.rows.push(*row),
+            Mapped::NotClosedWon { deal_id, stage } => {
+                mapped.not_closed_won += 1;
+                tracing::debug!(
+                    event = "not_closed_won",
+                    deal_id = deal_id.as_deref().unwrap_or(""),
+                    stage = stage.as_deref().unwrap_or(""),
+                    "skipped a deal whose stage only contains \"Closed Won\""
+                );
+            }
+            Mapped::Quarantined(q) => {
+                tracing::warn!(event = "quarantined", deal_id = q.deal_id.as_deref().unwrap_or(""),
+                    reason = %q.reason, "a record could not be mapped; it was quarantined");
+                mapped.quarantined.push(*q);
+            }
+        }
+    }
+    mapped
+}
+
+async fn write_page(
+    sink: &mut Sink,
+    page: MappedPage,
+    written: &mut Written,
+    ids: &mut RunIds,
+    window: &Window,
+) -> Result<(), SinkError> {
+    let MappedPage { records, rows, quarantined, not_closed_won } = page;
+    written.records += records;
+    written.not_closed_won += not_closed_won;
+    written.quarantined += quarantined.len() as u64;
+    let mut fresh = Vec::with_capacity(rows.len());
+    for row in rows {
+        // A deal already written in this run is written again only as a newer copy.
+        if ids.rows.offer(row.deal_id(), row.modified_time().timestamp()) == Offer::Stale {
+            written.stats.unchanged += 1;
+            continue;
+        }
+        if !window.holds(row.modified_time(), row.closing_date()) {
+            ids.moved_on.insert(row.deal_id().to_string());
+        }
+        if let Some(a) = row.amount() {
+            // Looked up before inserting: a currency's name is allocated once a run, not once a row.
+            let currency = row.currency().unwrap_or("(none)");
+            match written.amounts.get_mut(currency) {
+                Some(total) => *total += a,
+                None => drop(written.amounts.insert(currency.to_string(), a)),
+            }
+        }
+        fresh.push(row);
+    }
+    ids.quarantined.extend(quarantined.iter().filter_map(|q| q.deal_id.clone()));
+    if !fresh.is_empty() {
+        let stats = sink.write_rows(fresh).await?;
+        if stats.rejected > 0 {
+            tracing::warn!(
+                event = "quarantined",
+                rows = stats.rejected,
+                "the warehouse refused rows; they were quarantined"
+            );
+        }
+        written.stats.add(stats);
+    }
+    if !quarantined.is_empty() {
+        sink.write_quarantine(quarantined).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The first phase of a run: everything settled before the first Zoho request for deals. The settings and the
+//! source (Zoho, or the simulator for `--demo`), the sink (opened and prepared, so that a warehouse that cannot
+//! take the rows stops the run before anything is fetched), and the window (from the ledger, cut to this
+//! task's shard, clamped to what Zoho's index has settled).
+
+use chrono::{DateTime, Utc};
+
+use super::demo::Demo;
+use super::error::RunError;
+use super::summary::RunSummary;
+use crate::config::cli::{SyncPlan, DEFAULT_SQLITE};
+use crate::config::{Config, Needs, Settings, ZohoSettings};
+use crate::sink::{Opening, Sink, TableSpec, Target};
+use crate::window::{Window, WindowSpec};
+
+/// One run's identity: its id and when it started.
+pub struct Run {
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Where deals come from: Zoho, or the built-in simulator for `--demo`, which lives as long as this value.
+pub struct Source {
+    pub zoho: ZohoSettings,
+    pub demo: Option<Demo>,
+}
+
+impl Source {
+    pub async fn stop(self) {
+        if let Some(d) = self.demo {
+            d.stop().await;
+        }
+    }
+}
+
+/// The settings a command needs and its source of deals: `demo` (deals, seed) starts the simulator, which
+/// needs no credentials; otherwise Zoho's credentials are required.
+pub async fn source(config: &Config, demo: Option<(usize, u64)>) -> Result<(Settings, Source), RunError> {
+    let needs = if demo.is_some() { Needs::Nothing } else { Needs::ZohoCredentials };
+    let settings = config.settings(needs)?;
+    let source = match demo {
+        Some((deals, seed)) => {
+            let (d, zoho) = Demo::start(deals, seed, config.max_concurrency()?).await.map_err(RunError::Demo)?;
+            Source { zoho, demo: Some(d) }
+        }
+        None => Source { zoho: settings.zoho.clone().expect("credentials were required"), demo: None },
+    };
+    Ok((settings, source))
+}
+
+/// The sink a sync (or `verify`) uses: stdout for `--dry-run`, otherwise the one `Target::chosen` picks.
+pub async fn open_sink(plan: &SyncPlan, settings: &Settings, run_id: &str) -> Result<Sink, RunError> {
+    if plan.dry_run {
+        return Ok(Sink::Ndjson(crate::sink::ndjson::NdjsonSink::dry_run()));
+    }
+    let target = Target::chosen(plan.sink.as_ref(), settings, plan.demo.is_some()).map_err(RunError::Usage)?;
+    if plan.sink.is_none() && plan.demo.is_none() && settings.bigquery.is_none() {
+        tracing::warn!(
+            event = "default_sink",
+            path = DEFAULT_SQLITE,
+            "BIGQUERY_PROJECT is not set: writing to the embedded SQLite warehouse {DEFAULT_SQLITE}"
+        );
+    }
+    let opening = Opening {
+        table: TableSpec { columns: crate::schema::columns(&settings.promoted), rewrite: plan.rewrite },
+        retry: plan.retry,
+        request_timeout: plan.request_timeout,
+        deadline: plan.deadline,
+        ..Opening::new(settings, run_id)
+    };
+    Ok(target.open(opening).await?)
+}
+
+/// What the first phase hands on.
+pub struct Prepared {
+    pub settings: Settings,
+    pub source: Source,
+    pub sink: Sink,
+    /// `None`: this task has nothing to do (see `task_window`).
+    pub window: Option<Window>,
+    /// The window starts where the ledger's last good run ended.
+    pub from_ledger: bool,
+}
+
+/// Settings, source and sink, the sink prepared, and the window this task syncs.
+pub async fn prepare(
+    plan: &SyncPlan,
+    config: &Config,
+    run: &Run,
+    summary: &mut RunSummary,
+) -> Result<Prepared, RunError> {
+    if let Some(sink) = plan.sink.as_ref().filter(|_| !plan.dry_run) {
+        // A sink that does not exist is a usage error, before anything else is looked at.
+        Target::resolve(sink).map_err(RunError::Usage)?;
+    }
+    let (settings, source) = source(config, plan.demo).await?;
+    if let (Some((_, count)), WindowSpec::Backfill { to: None, .. }) = (settings.shard, &plan.spec) {
+        if count > 1 {
+            // Each task would resolve "now" when it starts, and staggered starts would leave gaps between slices.
+            return Err(RunError::Usage(format!(
+                "a backfill sharded over {count} tasks needs --to, so that every task cuts the same range into slices"
+            )));
+        }
+    }
+    let mut sink = open_sink(plan, &settings, &run.id).await?;
+    summary.sink = sink.describe();
+    sink.prepare().await?;
+    let last_good = match plan.spec {
+        WindowSpec::Default { .. } => sink.last_good_window_end(plan.field).await?,
+        WindowSpec::Backfill { .. } => None,
+    };
+    // A ledger end after now is a clock that was wrong: the window falls back to the last 24 hours.
+    let last_good = match last_good {
+        Some(end) if end > run.started_at => {
+            tracing::warn!(event = "ledger_in_future", ledger_end = %end,
+                "the last good run's window ends after now (a clock was wrong): syncing the last 24 hours");
+            None
+        }
+        other => other,
+    };
+    let full = crate::window::resolve(&plan.spec, plan.field, run.started_at, last_good).map_err(RunError::Usage)?;
+    let window = task_window(full, plan, settings.shard, summary).and_then(|w| settled(w, plan, run.started_at));
+    Ok(Prepared { settings, source, sink, window, from_ledger: last_good.is_some() })
+}
+
+/// This task's part of the window: its slice of a sharded backfill; a scheduled run is not sharded (task 0
+/// syncs it). `None` when there is nothing for this task to do.
+fn task_window(
+    full: Window,
+    plan: &SyncPlan,
+    shard: Option<(usize, usize)>,
+    summary: &mut RunSummary,
+) -> Option<Window> {
+    let Some((index, count)) = shard.filter(|(_, count)| *count > 1) else { return Some(full) };
+    if !plan.spec.is_backfill() {
+        if index == 0 {
+            return Some(full);
+        }
+        tracing::info!(
+            event = "shard",
+            index,
+            count,
+            "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do"
+        );
+        return None;
+    }
+    // Contiguous slices of the range, one per task; together they cover it exactly.
+    let slices = full.split_into(count).unwrap_or_else(|| vec![full.clone()]);
+    match slices.get(index) {
+        Some(w) => {
+            tracing::info!(event = "shard", index, count, "task {index} of {count} syncs its slice of {full}");
+            summary.shard = Some(format!("{index}-of-{count}"));
+            Some(w.clone())
+        }
+        None => {
+            tracing::info!(
+                event = "shard",
+                index,
+                count,
+                "the range has fewer slices than tasks; this task has nothing to do"
+            );
+            None
+        }
+    }
+}
+
+/// A backfill (or its slice) proves only what is settled: the part of the window before now minus the index
+/// lag. Past that, edits still move deals in and out while it is read.
+fn settled(window: Window, plan: &SyncPlan, now: DateTime<Utc>) -> Option<Window> {
+    let WindowSpec::Backfill { index_lag, .. } = plan.spec else { return Some(window) };
+    match window.settled(now, index_lag) {
+        Some(w) if w.end != window.end => {
+            tracing::info!(event = "window_clamped", requested_end = %window.end_str(), end = %w.end_str(),
+                "the window ends after now minus the index lag; it is synced up to there, the rest by later runs");
+            Some(w)
+        }
+        Some(w) => Some(w),
+        None => {
+            tracing::info!(event = "window_clamped", start = %window.start_str(),
+                "this window starts after now minus the index lag: nothing to sync yet");
+            None
+        }
+    }
+}
