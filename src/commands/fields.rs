@@ -167,10 +167,7 @@ pub async fn fields(args: FieldsArgs, config: &crate::config::Config) -> Exit {
     let needs = if args.demo { Needs::Nothing } else { Needs::ZohoCredentials };
     let settings = match config.settings(needs) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            return Exit::Config;
-        }
+        Err(e) => return e.report(),
     };
     let mut demo = None;
     let zoho = if args.demo {

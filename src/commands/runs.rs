@@ -13,10 +13,7 @@ use crate::schema::PastRun;
 pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
     let settings = match config.settings(Needs::Nothing) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            return Exit::Config;
-        }
+        Err(e) => return e.report(),
     };
     let (kind, spec) = match super::sync::chosen_sink(args.sink.as_ref(), &settings, false) {
         Ok(chosen) => chosen,
@@ -43,10 +40,7 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
     };
     let read = match past_runs(opening, args.limit).await {
         Ok(r) => Ok(r),
-        Err(crate::sink::OpenError::Config(e)) => {
-            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            return Exit::Config;
-        }
+        Err(crate::sink::OpenError::Config(e)) => return e.report(),
         Err(crate::sink::OpenError::Sink(e)) => Err(e),
     };
     let (runs, last_good) = match read {
