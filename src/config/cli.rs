@@ -109,7 +109,7 @@ pub struct RunsArgs {
     #[arg(long, value_enum, default_value = "table")]
     pub format: RunsFormat,
     /// Timeout of one HTTP request (BigQuery).
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 }
 
@@ -138,10 +138,10 @@ pub struct WindowArgs {
     #[arg(long, value_parser = parse_bound, requires = "from")]
     pub to: Option<DateTime<FixedOffset>>,
     /// The deal field that defines the window: Modified_Time (default) or Closing_Date.
-    #[arg(long, value_parser = parse_window_field)]
+    #[arg(long, value_parser = WindowField::parse)]
     pub window_field: Option<WindowField>,
     /// How far before now the window ends, so that Zoho's search index has caught up [default: 5m].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub index_lag: Option<Duration>,
     /// The warehouse: sqlite:PATH, ndjson:PATH, ndjson:- (stdout) or bigquery. Default: bigquery when
     /// BIGQUERY_PROJECT is set, else sqlite:./dealsync.db (with --demo: sqlite:./dealsync-demo.db).
@@ -151,13 +151,13 @@ pub struct WindowArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub max_attempts: Option<u32>,
     /// Longest total wait between retries of one request [default: 5m].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub retry_deadline: Option<Duration>,
     /// Longest wait between two retries of one request [default: 30s].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub retry_max_delay: Option<Duration>,
     /// Timeout of one HTTP request [default: 60s].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
 }
 
@@ -166,14 +166,14 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub common: WindowArgs,
     /// How far the default window reaches back before the last good run's end [default: 1h].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub overlap: Option<Duration>,
     /// Fetch and map, write nothing; print rows to stdout as NDJSON.
     #[arg(long, conflicts_with = "sink")]
     pub dry_run: bool,
     /// Stop when the run takes longer than this (exit 75): SQLite keeps the pages committed so far, BigQuery
     /// merges nothing [default: 2h].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub deadline: Option<Duration>,
     /// Backfill only: also rewrite rows whose stored copy is as new as Zoho's, e.g. to fill a column promoted
     /// in the config file since those rows were written.
@@ -293,7 +293,7 @@ pub struct CheckArgs {
     #[arg(long, value_parser = SinkSpec::parse)]
     pub sink: Option<SinkSpec>,
     /// Timeout of one HTTP request (e.g. 60s).
-    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 }
 
@@ -322,7 +322,7 @@ pub struct FieldsArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: FieldsFormat,
     /// Timeout of one HTTP request (e.g. 60s).
-    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 }
 
@@ -340,18 +340,6 @@ pub enum FieldsFormat {
 pub struct SchemaArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: SchemaFormat,
-}
-
-fn parse_window_field(s: &str) -> Result<WindowField, String> {
-    WindowField::parse(s).ok_or_else(|| format!("`{s}` is not a window field; use Modified_Time or Closing_Date"))
-}
-
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::zero() {
-        return Err("durations cannot be negative".into());
-    }
-    Ok(d)
 }
 
 fn parse_loopback(s: &str) -> Result<std::net::IpAddr, String> {
@@ -398,16 +386,15 @@ impl SyncArgs {
     /// `now` decides whether a window lies wholly in the future (a usage error, found before anything is opened).
     pub fn plan(&self, file: &crate::config::SyncFile, now: DateTime<chrono::Utc>) -> Result<SyncPlan, PlanError> {
         let c = &self.common;
-        let dur = |flag, key, v: &Option<String>, default| {
-            layer(flag, key, v, parse_duration_arg).map(|d| d.unwrap_or(default))
-        };
+        let dur =
+            |flag, key, v: &Option<String>, default| layer(flag, key, v, parse_duration).map(|d| d.unwrap_or(default));
         let overlap = dur(self.overlap, "overlap", &file.overlap, Duration::hours(1))?;
         let index_lag = dur(c.index_lag, "index_lag", &file.index_lag, Duration::minutes(5))?;
         let retry_deadline = dur(c.retry_deadline, "retry_deadline", &file.retry_deadline, Duration::minutes(5))?;
         let retry_max_delay = dur(c.retry_max_delay, "retry_max_delay", &file.retry_max_delay, Duration::seconds(30))?;
         let request_timeout = dur(c.request_timeout, "request_timeout", &file.request_timeout, Duration::seconds(60))?;
         let deadline = dur(self.deadline, "deadline", &file.deadline, Duration::hours(2))?;
-        let field = layer(c.window_field, "window_field", &file.window_field, parse_window_field)?;
+        let field = layer(c.window_field, "window_field", &file.window_field, WindowField::parse)?;
         // A dry run writes nowhere: the file's sink does not apply (the flag conflicts with it).
         let sink = layer(c.sink.clone(), "sink", if self.dry_run { &None } else { &file.sink }, SinkSpec::parse)?;
         let max_attempts = c.max_attempts.or(file.max_attempts).unwrap_or(6);

@@ -550,26 +550,17 @@ fn no_space<'a>(var: &str, v: &'a str) -> Result<&'a str, ConfigError> {
 
 /// The `type` of a Google credentials file, one dealsync can use; errors name `source`, never the content.
 fn credentials_type(source: &str, path: &Path) -> Result<String, ConfigError> {
-    #[derive(Deserialize)]
-    struct KeyType {
-        #[serde(rename = "type")]
-        kind: Option<String>,
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(source, format!("{} cannot be read: {e}", path.display())))?;
-    let key: KeyType = serde_json::from_str(&text)
-        .map_err(|_| ConfigError::new(source, format!("{} is not a JSON credentials file", path.display())))?;
-    match key.kind.as_deref() {
+    let fail = |problem: String| ConfigError::new(source, format!("{} {problem}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| fail("is not a JSON credentials file".into()))?;
+    match json.get("type").and_then(|t| t.as_str()) {
         Some(k @ ("service_account" | "authorized_user" | "external_account")) => Ok(k.to_string()),
-        other => Err(ConfigError::new(
-            source,
-            format!(
-                "{} has type {:?}; expected a service_account key, an authorized_user file or an external_account \
-                 (Workload Identity Federation) file",
-                path.display(),
-                other.unwrap_or("(none)")
-            ),
-        )),
+        other => Err(fail(format!(
+            "has type {:?}; expected a service_account key, an authorized_user file or an external_account \
+             (Workload Identity Federation) file",
+            other.unwrap_or("(none)")
+        ))),
     }
 }
 
