@@ -487,11 +487,11 @@ impl Config {
         } else {
             return Ok(None);
         };
-        let number = |var: &'static str, other: &str| {
-            let unset = || ConfigError::new(var, format!("is not set but {other} is; set it to the number of tasks"));
-            self.parsed(var, |v| v.parse::<usize>().ok(), "a whole number")?.ok_or_else(unset)
+        let number = |var: &'static str, unset: String| {
+            self.parsed(var, |v| v.parse::<usize>().ok(), "a whole number")?.ok_or(ConfigError::new(var, unset))
         };
-        let (index, count) = (number(index_var, count_var)?, number(count_var, index_var)?);
+        let index = number(index_var, format!("is not set but {count_var} is"))?;
+        let count = number(count_var, format!("is not set but {index_var} is; set it to the number of tasks"))?;
         if count == 0 {
             return Err(ConfigError::new(count_var, "must be at least 1"));
         }
@@ -717,6 +717,15 @@ mod tests {
     }
 
     #[test]
+    fn the_debug_of_a_configuration_names_its_variables_but_shows_no_value() {
+        let shown = format!("{:?}", Config::from_vars(vars(&BASE)));
+        assert!(shown.contains("ZOHO_CLIENT_SECRET") && shown.contains("ZOHO_CLIENT_ID"), "{shown}");
+        assert!(!shown.contains("s3cr3t") && !shown.contains("1000.rt") && !shown.contains("1000.ABC"), "{shown}");
+        let z = Settings::from_vars(vars(&BASE), Needs::ZohoCredentials).unwrap().zoho.unwrap();
+        assert!(!format!("{z:?}").contains("s3cr3t") && !format!("{z:?}").contains("1000.rt"));
+    }
+
+    #[test]
     fn a_secret_with_inner_white_space_is_refused_without_echoing_it() {
         let mut v = vars(&BASE[..2]);
         v.push(("ZOHO_REFRESH_TOKEN".into(), "1000.abc def-very-secret".into()));
@@ -780,6 +789,10 @@ mod tests {
         assert_eq!(s(&[("JOB_COMPLETION_INDEX", "0"), ("DEALSYNC_TASK_COUNT", "3")]).unwrap(), Some((0, 3)));
         assert_eq!(s(&[]).unwrap(), None);
         assert_eq!(s(&[("JOB_COMPLETION_INDEX", "1")]).unwrap_err().variable, "DEALSYNC_TASK_COUNT");
+        let e = s(&[("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err();
+        assert_eq!(e.to_string(), "CLOUD_RUN_TASK_INDEX: is not set but CLOUD_RUN_TASK_COUNT is");
+        let e = s(&[("JOB_COMPLETION_INDEX", "0"), ("DEALSYNC_TASK_COUNT", "0")]).unwrap_err();
+        assert_eq!(e.to_string(), "DEALSYNC_TASK_COUNT: must be at least 1");
         assert_eq!(
             s(&[("CLOUD_RUN_TASK_INDEX", "4"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err().variable,
             "CLOUD_RUN_TASK_INDEX"
