@@ -29,10 +29,7 @@ pub async fn exchange(grant_token: &str, config: &config::Config) -> Exit {
     }
     let settings = match config.settings(config::Needs::ZohoClient) {
         Ok(s) => s.zoho.expect("client settings requested"),
-        Err(e) => {
-            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            return Exit::Config;
-        }
+        Err(e) => return e.report(),
     };
     // A redirect would carry the grant code and the client secret to wherever it points: never followed.
     let http = match reqwest::Client::builder()

@@ -13,10 +13,7 @@ pub fn run(args: &SchemaArgs, config: &crate::config::Config) -> Exit {
             print!("{}", schema(args, &crate::schema::columns(&promoted)));
             Exit::Ok
         }
-        Err(e) => {
-            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            Exit::Config
-        }
+        Err(e) => e.report(),
     }
 }
 

@@ -19,10 +19,7 @@ pub async fn run(command: Command, config: &Config) -> Exit {
         Command::Sync(args) => {
             let targets = match metrics::Targets::from_config(config, args.metrics_file.clone()) {
                 Ok(t) => t,
-                Err(e) => {
-                    tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-                    return Exit::Config;
-                }
+                Err(e) => return e.report(),
             };
             let (summary, exit) = match plan(&args, config) {
                 Ok(plan) => crate::run::sync(plan, config).await,
@@ -71,10 +68,7 @@ pub async fn refused_sync(config: &Config, backfill: bool, exit: Exit, error: St
 /// Validates the flags against the configuration file. Errors are reported here; the exit says which kind.
 fn plan(args: &SyncArgs, config: &Config) -> Result<SyncPlan, (Exit, String)> {
     args.plan(&config.file().sync, chrono::Utc::now()).map_err(|e| match e {
-        PlanError::Config(e) => {
-            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            (Exit::Config, e.to_string())
-        }
+        PlanError::Config(e) => (e.report(), e.to_string()),
         PlanError::Usage(e) => {
             eprintln!("error: {e}");
             (Exit::Usage, e)

@@ -12,10 +12,7 @@ use crate::schema::PastRun;
 pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
     let settings = match config.settings(Needs::Nothing) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!(event = "config_error", variable = %e.variable, "{e}");
-            return Exit::Config;
-        }
+        Err(e) => return e.report(),
     };
     let target = match crate::sink::Target::chosen(args.sink.as_ref(), &settings, false) {
         Ok(t) => t,

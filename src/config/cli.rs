@@ -10,6 +10,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use super::spec::{parse_bound, parse_duration, SinkSpec, WindowField, WindowSpec};
 use super::ConfigError;
 
+/// The exit codes, for the help of `dealsync` and `dealsync sync`.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:\n  0   every closed-won deal of the window is in the warehouse, proven\n  \
+        1   internal error (a bug, a full disk)\n  2   usage error (a bad flag)\n  \
+        3   done, but records were quarantined or deals are missing (named): look, do not retry\n  \
+        75  Zoho or BigQuery unavailable, a quota, or interrupted (SIGTERM, --deadline): retry later\n  \
+        78  configuration or credentials (variable, token, scope, corrupt database): fix first"
+    };
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dealsync",
@@ -18,14 +29,10 @@ use super::ConfigError;
     long_about = "Sync Zoho CRM closed-won deals into BigQuery, SQLite or NDJSON, exactly once.\n\n\
         Credentials come from the environment (ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN, ZOHO_DC);\n\
         see the README for every variable and exit code.",
-    after_help = "Examples:\n  dealsync sync --demo                    # built-in simulator -> ./dealsync-demo.db\n  \
+    after_help = concat!("Examples:\n  dealsync sync --demo                    # built-in simulator -> ./dealsync-demo.db\n  \
         dealsync sync                           # nightly: since the last good run\n  \
         dealsync sync --from 2026-01-01 --to 2026-02-01   # backfill January\n  \
-        dealsync simulate --port 8080 --deals 10000\n\nExit codes:\n  0   every closed-won deal of the window is in the warehouse, proven\n  \
-        1   internal error (a bug, a full disk)\n  2   usage error (a bad flag)\n  \
-        3   done, but records were quarantined or deals are missing (named): look, do not retry\n  \
-        75  Zoho or BigQuery unavailable, a quota, or interrupted (SIGTERM, --deadline): retry later\n  \
-        78  configuration or credentials (variable, token, scope, corrupt database): fix first"
+        dealsync simulate --port 8080 --deals 10000\n\n", exit_codes!())
 )]
 pub struct Cli {
     /// Log only warnings and errors; no progress bar and no human summary line.
@@ -39,15 +46,11 @@ pub struct Cli {
 pub enum Command {
     /// Fetch closed-won deals in a window and write them to the warehouse.
     #[command(
-        after_help = "Examples:\n  dealsync sync --demo\n  dealsync sync --sink sqlite:/var/lib/dealsync/deals.db\n  \
+        after_help = concat!("Examples:\n  dealsync sync --demo\n  dealsync sync --sink sqlite:/var/lib/dealsync/deals.db\n  \
         dealsync sync --from 2026-01-01 --to 2026-02-01\n  dealsync sync --from 2026-01-01T00:00:00+05:30 --window-field Modified_Time\n  \
         dealsync sync --window-field Closing_Date --from 2026-01-01 --to 2026-04-01\n  \
         dealsync sync --from 2026-01-01 --sink ndjson:january.ndjson\n  \
-        dealsync sync --dry-run | head\n\nExit codes:\n  0   every closed-won deal of the window is in the warehouse, proven\n  \
-        1   internal error (a bug, a full disk)\n  2   usage error (a bad flag)\n  \
-        3   done, but records were quarantined or deals are missing (named): look, do not retry\n  \
-        75  Zoho or BigQuery unavailable, a quota, or interrupted (SIGTERM, --deadline): retry later\n  \
-        78  configuration or credentials (variable, token, scope, corrupt database): fix first"
+        dealsync sync --dry-run | head\n\n", exit_codes!())
     )]
     Sync(SyncArgs),
     /// Run the Zoho-compatible simulator on loopback (for trials, demos and tests).
@@ -106,7 +109,7 @@ pub struct RunsArgs {
     #[arg(long, value_enum, default_value = "table")]
     pub format: RunsFormat,
     /// Timeout of one HTTP request (BigQuery).
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 }
 
@@ -117,7 +120,7 @@ pub enum RunsFormat {
 }
 
 /// What `sync` and `verify` share: the window, the source (Zoho or the demo simulator), the sink, and retries.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct WindowArgs {
     /// Start the built-in simulator on 127.0.0.1 and use it instead of Zoho (no credentials needed).
     #[arg(long)]
@@ -135,10 +138,10 @@ pub struct WindowArgs {
     #[arg(long, value_parser = parse_bound, requires = "from")]
     pub to: Option<DateTime<FixedOffset>>,
     /// The deal field that defines the window: Modified_Time (default) or Closing_Date.
-    #[arg(long, value_parser = parse_window_field)]
+    #[arg(long, value_parser = WindowField::parse)]
     pub window_field: Option<WindowField>,
     /// How far before now the window ends, so that Zoho's search index has caught up [default: 5m].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub index_lag: Option<Duration>,
     /// The warehouse: sqlite:PATH, ndjson:PATH, ndjson:- (stdout) or bigquery. Default: bigquery when
     /// BIGQUERY_PROJECT is set, else sqlite:./dealsync.db (with --demo: sqlite:./dealsync-demo.db).
@@ -148,29 +151,29 @@ pub struct WindowArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub max_attempts: Option<u32>,
     /// Longest total wait between retries of one request [default: 5m].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub retry_deadline: Option<Duration>,
     /// Longest wait between two retries of one request [default: 30s].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub retry_max_delay: Option<Duration>,
     /// Timeout of one HTTP request [default: 60s].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct SyncArgs {
     #[command(flatten)]
     pub common: WindowArgs,
     /// How far the default window reaches back before the last good run's end [default: 1h].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub overlap: Option<Duration>,
     /// Fetch and map, write nothing; print rows to stdout as NDJSON.
     #[arg(long, conflicts_with = "sink")]
     pub dry_run: bool,
     /// Stop when the run takes longer than this (exit 75): SQLite keeps the pages committed so far, BigQuery
     /// merges nothing [default: 2h].
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_duration)]
     pub deadline: Option<Duration>,
     /// Backfill only: also rewrite rows whose stored copy is as new as Zoho's, e.g. to fill a column promoted
     /// in the config file since those rows were written.
@@ -191,14 +194,7 @@ pub struct VerifyArgs {
 impl VerifyArgs {
     /// The same window and sink as a sync would read.
     pub fn as_sync(&self) -> SyncArgs {
-        SyncArgs {
-            common: self.common.clone(),
-            overlap: None,
-            dry_run: false,
-            deadline: None,
-            rewrite: false,
-            metrics_file: None,
-        }
+        SyncArgs { common: self.common.clone(), ..SyncArgs::default() }
     }
 }
 
@@ -297,7 +293,7 @@ pub struct CheckArgs {
     #[arg(long, value_parser = SinkSpec::parse)]
     pub sink: Option<SinkSpec>,
     /// Timeout of one HTTP request (e.g. 60s).
-    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 }
 
@@ -326,7 +322,7 @@ pub struct FieldsArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: FieldsFormat,
     /// Timeout of one HTTP request (e.g. 60s).
-    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 }
 
@@ -344,18 +340,6 @@ pub enum FieldsFormat {
 pub struct SchemaArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: SchemaFormat,
-}
-
-fn parse_window_field(s: &str) -> Result<WindowField, String> {
-    WindowField::parse(s).ok_or_else(|| format!("`{s}` is not a window field; use Modified_Time or Closing_Date"))
-}
-
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::zero() {
-        return Err("durations cannot be negative".into());
-    }
-    Ok(d)
 }
 
 fn parse_loopback(s: &str) -> Result<std::net::IpAddr, String> {
@@ -401,67 +385,43 @@ impl SyncArgs {
     /// Validates the flags, filling in what they leave out from the configuration file, then the defaults.
     /// `now` decides whether a window lies wholly in the future (a usage error, found before anything is opened).
     pub fn plan(&self, file: &crate::config::SyncFile, now: DateTime<chrono::Utc>) -> Result<SyncPlan, PlanError> {
-        let in_file =
-            |key: &str, e: String| PlanError::Config(ConfigError::new(format!("sync.{key} (config file)"), e));
-        let from_file = |key: &str, v: &Option<String>| -> Result<Option<Duration>, PlanError> {
-            v.as_deref().map(|s| parse_duration_arg(s).map_err(|e| in_file(key, e))).transpose()
-        };
+        let c = &self.common;
         let dur =
-            |flag: Option<Duration>, key: &str, v: &Option<String>, default: Duration| -> Result<Duration, PlanError> {
-                Ok(match flag {
-                    Some(d) => d,
-                    None => from_file(key, v)?.unwrap_or(default),
-                })
-            };
+            |flag, key, v: &Option<String>, default| layer(flag, key, v, parse_duration).map(|d| d.unwrap_or(default));
         let overlap = dur(self.overlap, "overlap", &file.overlap, Duration::hours(1))?;
-        let index_lag = dur(self.common.index_lag, "index_lag", &file.index_lag, Duration::minutes(5))?;
-        let retry_deadline =
-            dur(self.common.retry_deadline, "retry_deadline", &file.retry_deadline, Duration::minutes(5))?;
-        let retry_max_delay =
-            dur(self.common.retry_max_delay, "retry_max_delay", &file.retry_max_delay, Duration::seconds(30))?;
-        let request_timeout =
-            dur(self.common.request_timeout, "request_timeout", &file.request_timeout, Duration::seconds(60))?;
+        let index_lag = dur(c.index_lag, "index_lag", &file.index_lag, Duration::minutes(5))?;
+        let retry_deadline = dur(c.retry_deadline, "retry_deadline", &file.retry_deadline, Duration::minutes(5))?;
+        let retry_max_delay = dur(c.retry_max_delay, "retry_max_delay", &file.retry_max_delay, Duration::seconds(30))?;
+        let request_timeout = dur(c.request_timeout, "request_timeout", &file.request_timeout, Duration::seconds(60))?;
         let deadline = dur(self.deadline, "deadline", &file.deadline, Duration::hours(2))?;
-        let field = match (self.common.window_field, &file.window_field) {
-            (Some(f), _) => f,
-            (None, Some(s)) => parse_window_field(s).map_err(|e| in_file("window_field", e))?,
-            (None, None) => WindowField::ModifiedTime,
-        };
-        let sink = match (&self.common.sink, &file.sink) {
-            (Some(s), _) => Some(s.clone()),
-            (None, Some(s)) if !self.dry_run => Some(SinkSpec::parse(s).map_err(|e| in_file("sink", e))?),
-            _ => None,
-        };
-        let max_attempts = self.common.max_attempts.or(file.max_attempts).unwrap_or(6);
+        let field = layer(c.window_field, "window_field", &file.window_field, WindowField::parse)?;
+        // A dry run writes nowhere: the file's sink does not apply (the flag conflicts with it).
+        let sink = layer(c.sink.clone(), "sink", if self.dry_run { &None } else { &file.sink }, SinkSpec::parse)?;
+        let max_attempts = c.max_attempts.or(file.max_attempts).unwrap_or(6);
         if !(1..=20).contains(&max_attempts) {
-            return Err(in_file("max_attempts", format!("{max_attempts} is not from 1 to 20")));
+            let problem = format!("{max_attempts} is not from 1 to 20");
+            return Err(PlanError::Config(ConfigError::new("sync.max_attempts (config file)", problem)));
         }
-        let spec = match self.common.from {
-            Some(from) => {
-                if let Some(to) = self.common.to {
-                    if to <= from {
-                        return Err(PlanError::Usage(format!("--to ({to}) must be after --from ({from})")));
-                    }
-                }
-                if from > now {
-                    return Err(PlanError::Usage(format!(
-                        "--from ({from}) is in the future: the window would hold no deal yet"
-                    )));
-                }
-                WindowSpec::Backfill { from, to: self.common.to, index_lag }
+        let spec = match (c.from, c.to) {
+            (Some(from), Some(to)) if to <= from => {
+                return Err(PlanError::Usage(format!("--to ({to}) must be after --from ({from})")));
             }
-            None => WindowSpec::Default { overlap, index_lag },
+            (Some(from), _) if from > now => {
+                let problem = format!("--from ({from}) is in the future: the window would hold no deal yet");
+                return Err(PlanError::Usage(problem));
+            }
+            (Some(from), to) => WindowSpec::Backfill { from, to, index_lag },
+            (None, _) => WindowSpec::Default { overlap, index_lag },
         };
-        let std = |d: Duration| d.to_std().unwrap_or(StdDuration::ZERO);
         if request_timeout.is_zero() || deadline.is_zero() || retry_max_delay.is_zero() {
-            return Err(PlanError::Usage(
-                "--request-timeout, --deadline and --retry-max-delay must be more than 0".into(),
-            ));
+            let problem = "--request-timeout, --deadline and --retry-max-delay must be more than 0";
+            return Err(PlanError::Usage(problem.into()));
         }
+        let std = |d: Duration| d.to_std().unwrap_or(StdDuration::ZERO);
         Ok(SyncPlan {
-            demo: self.common.demo.then_some((self.common.demo_deals, self.common.demo_seed)),
+            demo: c.demo.then_some((c.demo_deals, c.demo_seed)),
             spec,
-            field,
+            field: field.unwrap_or(WindowField::ModifiedTime),
             sink,
             dry_run: self.dry_run,
             retry: crate::retry::RetryPolicy {
@@ -475,6 +435,22 @@ impl SyncArgs {
             rewrite: self.rewrite,
             metrics_file: self.metrics_file.clone(),
         })
+    }
+}
+
+/// A flag's value, else the file's `sync.KEY` parsed (an error names the key), else `None`.
+fn layer<T>(
+    flag: Option<T>,
+    key: &str,
+    file: &Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, PlanError> {
+    match (flag, file) {
+        (Some(v), _) => Ok(Some(v)),
+        (None, Some(s)) => {
+            parse(s).map(Some).map_err(|e| ConfigError::new(format!("sync.{key} (config file)"), e).into())
+        }
+        (None, None) => Ok(None),
     }
 }
 

@@ -1,7 +1,7 @@
-//! Settings read from the environment. Every variable is read as text (envy, one flat struct) and then
-//! validated by hand, so that an error names the full variable and says what a valid value looks like, before
-//! any network call is made. Secret values are wrapped in `SecretString` the moment they are read and never
-//! appear in a message.
+//! Everything dealsync reads besides its flags: the environment and the optional configuration file, read once
+//! at start (`Config::load`) and validated before any network call. A setting is looked up by its variable,
+//! then by its key in the file, so that an error names whichever gave the bad value. Secrets are `SecretString`
+//! from the moment they are read and never appear in a message.
 
 pub mod cli;
 pub mod spec;
@@ -10,11 +10,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use crate::exit::Exit;
 use crate::schema::{FieldType, Promoted};
+pub use crate::telemetry::LogFormat;
 
 /// A configuration problem, always tied to the variable (or setting) that caused it. Exit code 78.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,117 +30,45 @@ impl ConfigError {
     pub fn new(variable: impl Into<String>, problem: impl Into<String>) -> Self {
         ConfigError { variable: variable.into(), problem: problem.into() }
     }
+
+    /// Logs the error (event `config_error`, naming the variable) and gives the exit code a command returns.
+    pub fn report(&self) -> Exit {
+        tracing::error!(event = "config_error", variable = %self.variable, "{self}");
+        Exit::Config
+    }
 }
 
-/// The environment exactly as given; nothing here is trusted yet.
-#[derive(Debug, Default, Deserialize)]
-struct RawEnv {
-    zoho_client_id: Option<String>,
-    zoho_client_secret: Option<String>,
-    zoho_client_secret_file: Option<String>,
-    zoho_refresh_token: Option<String>,
-    zoho_refresh_token_file: Option<String>,
-    zoho_dc: Option<String>,
-    zoho_accounts_url: Option<String>,
-    zoho_api_domain: Option<String>,
-    zoho_max_concurrency: Option<String>,
-    bigquery_project: Option<String>,
-    bigquery_dataset: Option<String>,
-    bigquery_table: Option<String>,
-    bigquery_location: Option<String>,
-    bigquery_emulator_host: Option<String>,
-    google_application_credentials: Option<String>,
-    cloudsdk_config: Option<String>,
-    home: Option<String>,
-    gce_metadata_host: Option<String>,
-    cloud_run_task_index: Option<String>,
-    cloud_run_task_count: Option<String>,
-    job_completion_index: Option<String>,
-    dealsync_task_count: Option<String>,
-}
-
-/// Zoho data centres, each with its own accounts server. The API host is not listed here on purpose: it comes
-/// from the `api_domain` of the token response (or `ZOHO_API_DOMAIN`).
+/// A Zoho data centre: its code, its accounts server and the domain of its API hosts (`www.zohoapis.eu`,
+/// `sandbox.zohoapis.eu`, …). The API host itself comes from the token response (or `ZOHO_API_DOMAIN`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataCentre {
-    Us,
-    Eu,
-    In,
-    Au,
-    Jp,
-    Ca,
-    Sa,
-    Cn,
-    Uk,
-    Ae,
-}
+pub struct DataCentre(&'static str, &'static str, &'static str);
 
 impl DataCentre {
     pub const ALL: [DataCentre; 10] = [
-        DataCentre::Us,
-        DataCentre::Eu,
-        DataCentre::In,
-        DataCentre::Au,
-        DataCentre::Jp,
-        DataCentre::Ca,
-        DataCentre::Sa,
-        DataCentre::Cn,
-        DataCentre::Uk,
-        DataCentre::Ae,
+        DataCentre("us", "https://accounts.zoho.com", "zohoapis.com"),
+        DataCentre("eu", "https://accounts.zoho.eu", "zohoapis.eu"),
+        DataCentre("in", "https://accounts.zoho.in", "zohoapis.in"),
+        DataCentre("au", "https://accounts.zoho.com.au", "zohoapis.com.au"),
+        DataCentre("jp", "https://accounts.zoho.jp", "zohoapis.jp"),
+        DataCentre("ca", "https://accounts.zohocloud.ca", "zohoapis.ca"),
+        DataCentre("sa", "https://accounts.zoho.sa", "zohoapis.sa"),
+        DataCentre("cn", "https://accounts.zoho.com.cn", "zohoapis.com.cn"),
+        DataCentre("uk", "https://accounts.zoho.uk", "zohoapis.uk"),
+        DataCentre("ae", "https://accounts.zoho.ae", "zohoapis.ae"),
     ];
 
     pub fn code(self) -> &'static str {
-        match self {
-            DataCentre::Us => "us",
-            DataCentre::Eu => "eu",
-            DataCentre::In => "in",
-            DataCentre::Au => "au",
-            DataCentre::Jp => "jp",
-            DataCentre::Ca => "ca",
-            DataCentre::Sa => "sa",
-            DataCentre::Cn => "cn",
-            DataCentre::Uk => "uk",
-            DataCentre::Ae => "ae",
-        }
+        self.0
     }
 
     pub fn accounts_url(self) -> &'static str {
-        match self {
-            DataCentre::Us => "https://accounts.zoho.com",
-            DataCentre::Eu => "https://accounts.zoho.eu",
-            DataCentre::In => "https://accounts.zoho.in",
-            DataCentre::Au => "https://accounts.zoho.com.au",
-            DataCentre::Jp => "https://accounts.zoho.jp",
-            DataCentre::Ca => "https://accounts.zohocloud.ca",
-            DataCentre::Sa => "https://accounts.zoho.sa",
-            DataCentre::Cn => "https://accounts.zoho.com.cn",
-            DataCentre::Uk => "https://accounts.zoho.uk",
-            DataCentre::Ae => "https://accounts.zoho.ae",
-        }
+        self.1
     }
 
-    /// The domain of this data centre's API hosts (`www.zohoapis.eu`, `sandbox.zohoapis.eu`, …).
     pub fn api_domain(self) -> &'static str {
-        match self {
-            DataCentre::Us => "zohoapis.com",
-            DataCentre::Eu => "zohoapis.eu",
-            DataCentre::In => "zohoapis.in",
-            DataCentre::Au => "zohoapis.com.au",
-            DataCentre::Jp => "zohoapis.jp",
-            DataCentre::Ca => "zohoapis.ca",
-            DataCentre::Sa => "zohoapis.sa",
-            DataCentre::Cn => "zohoapis.com.cn",
-            DataCentre::Uk => "zohoapis.uk",
-            DataCentre::Ae => "zohoapis.ae",
-        }
-    }
-
-    fn parse(s: &str) -> Option<DataCentre> {
-        DataCentre::ALL.into_iter().find(|dc| dc.code().eq_ignore_ascii_case(s))
+        self.2
     }
 }
-
-pub use crate::telemetry::LogFormat;
 
 /// Everything needed to talk to Zoho.
 #[derive(Debug, Clone)]
@@ -168,7 +98,7 @@ pub enum BigQueryAuth {
     Emulator { base_url: Url },
     /// A credentials file: `GOOGLE_APPLICATION_CREDENTIALS`, else gcloud's (`gcloud auth application-default
     /// login`). `kind` is its `type`: `service_account`, `authorized_user` or `external_account`.
-    File { path: std::path::PathBuf, kind: String },
+    File { path: PathBuf, kind: String },
     /// The metadata server of Cloud Run, GKE (workload identity) or GCE; `host` from `GCE_METADATA_HOST`, as
     /// Google's client libraries read it (`metadata.google.internal` otherwise).
     MetadataServer { host: Option<String> },
@@ -185,12 +115,12 @@ pub struct BigQuerySettings {
     pub auth: BigQueryAuth,
 }
 
-/// The validated environment.
+/// The validated settings a command asked for.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `None` only when the caller asked for no Zoho credentials (`--demo`, `simulate`, `schema`).
     pub zoho: Option<ZohoSettings>,
-    /// `Some` when `BIGQUERY_PROJECT` is set.
+    /// `Some` when `BIGQUERY_PROJECT` (or `bigquery.project`) is set.
     pub bigquery: Option<BigQuerySettings>,
     /// This process's slice of a sharded backfill: (index, count), from Cloud Run or a Kubernetes Indexed Job.
     pub shard: Option<(usize, usize)>,
@@ -198,7 +128,14 @@ pub struct Settings {
     pub promoted: Vec<Promoted>,
 }
 
-/// Which parts of the environment the command needs.
+impl Settings {
+    /// Settings from a list of variables alone, no configuration file (the demo's simulator, tests).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>, needs: Needs) -> Result<Settings, ConfigError> {
+        Config::from_vars(vars).settings(needs)
+    }
+}
+
+/// Which Zoho credentials the command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
     ZohoCredentials,
@@ -210,66 +147,19 @@ pub enum Needs {
 /// The optional configuration file (`config/dealsync.toml`, or `DEALSYNC_CONFIG`): non-secret settings only.
 /// Environment variables override it, and flags override both.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
-    #[serde(default)]
     pub sync: SyncFile,
-    #[serde(default)]
     pub zoho: ZohoFile,
-    #[serde(default)]
     pub bigquery: BigQueryFile,
-    #[serde(default)]
     pub log: LogFile,
     /// Extra Zoho fields promoted to typed columns: `region = { field = "Region", type = "text" }`.
-    #[serde(default)]
-    pub columns: std::collections::BTreeMap<String, ColumnFile>,
+    pub columns: BTreeMap<String, ColumnFile>,
 }
 
-/// `[columns]` in the config file: `region = { field = "Region", type = "text" }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ColumnFile {
-    pub field: String,
-    #[serde(rename = "type")]
-    pub ty: String,
-}
-
-/// Validates the `[columns]` table. Errors name the entry (`columns.region.type`).
-pub fn promoted_columns(
-    columns: &std::collections::BTreeMap<String, ColumnFile>,
-) -> Result<Vec<Promoted>, ConfigError> {
-    let mut out = Vec::with_capacity(columns.len());
-    for (column, c) in columns {
-        let at = |key: &str| format!("columns.{column}{key} (config file)");
-        let valid_name = column.len() <= 128
-            && column.starts_with(|ch: char| ch.is_ascii_lowercase())
-            && column.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !valid_name {
-            return Err(ConfigError::new(
-                at(""),
-                "a column name is lowercase letters, digits and _, starting with a letter",
-            ));
-        }
-        if crate::schema::STANDARD.iter().any(|s| s.name == column) {
-            return Err(ConfigError::new(at(""), format!("{column} is a standard column already; pick another name")));
-        }
-        let field = c.field.trim();
-        if field.is_empty() || !field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
-            return Err(ConfigError::new(
-                at(".field"),
-                format!("`{}` is not a Zoho API name (letters, digits, _ and $; see `dealsync fields`)", c.field),
-            ));
-        }
-        let ty = FieldType::parse(c.ty.trim()).ok_or_else(|| {
-            ConfigError::new(at(".type"), format!("`{}` is not one of {}", c.ty, crate::schema::promoted::TYPE_NAMES))
-        })?;
-        out.push(Promoted { field: field.to_string(), column: column.clone(), ty });
-    }
-    Ok(out)
-}
-
+/// `[sync]`: the defaults of the `sync` flags, validated with them (`cli::SyncArgs::plan`).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SyncFile {
     pub window_field: Option<String>,
     pub overlap: Option<String>,
@@ -283,7 +173,7 @@ pub struct SyncFile {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ZohoFile {
     pub dc: Option<String>,
     pub accounts_url: Option<String>,
@@ -292,7 +182,7 @@ pub struct ZohoFile {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BigQueryFile {
     pub project: Option<String>,
     pub dataset: Option<String>,
@@ -301,92 +191,132 @@ pub struct BigQueryFile {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogFile {
     pub format: Option<String>,
+}
+
+/// `[columns]`: `region = { field = "Region", type = "text" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnFile {
+    pub field: String,
+    #[serde(rename = "type")]
+    pub ty: String,
 }
 
 pub const DEFAULT_CONFIG_FILE: &str = "config/dealsync.toml";
 
 impl FileConfig {
+    /// Reads and parses the file; `source` (the variable or default that named it) is blamed if it is missing.
     pub fn load(path: &Path, source: &str) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(source, format!("{} cannot be read: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| {
-            let msg = e.message().to_string();
-            ConfigError::new(format!("{} (config file)", path.display()), msg)
-        })
+        toml::from_str(&text).map_err(|e| ConfigError::new(format!("{} (config file)", path.display()), e.message()))
     }
 
-    /// The file's settings as (environment variable, file key, value): the environment overrides each.
-    fn layered(&self) -> Vec<(&'static str, &'static str, String)> {
-        let mut v = Vec::new();
-        let mut put = |var: &'static str, key: &'static str, val: Option<String>| {
-            if let Some(val) = val {
-                v.push((var, key, val));
-            }
+    /// The file's key and value for a setting whose variable overrides it.
+    fn value(&self, var: &str) -> Option<(&'static str, String)> {
+        let (z, b) = (&self.zoho, &self.bigquery);
+        let (key, value) = match var {
+            "ZOHO_DC" => ("zoho.dc", z.dc.clone()),
+            "ZOHO_ACCOUNTS_URL" => ("zoho.accounts_url", z.accounts_url.clone()),
+            "ZOHO_API_DOMAIN" => ("zoho.api_domain", z.api_domain.clone()),
+            "ZOHO_MAX_CONCURRENCY" => ("zoho.max_concurrency", z.max_concurrency.map(|n| n.to_string())),
+            "BIGQUERY_PROJECT" => ("bigquery.project", b.project.clone()),
+            "BIGQUERY_DATASET" => ("bigquery.dataset", b.dataset.clone()),
+            "BIGQUERY_TABLE" => ("bigquery.table", b.table.clone()),
+            "BIGQUERY_LOCATION" => ("bigquery.location", b.location.clone()),
+            "LOG_FORMAT" => ("log.format", self.log.format.clone()),
+            _ => return None,
         };
-        put("ZOHO_DC", "zoho.dc", self.zoho.dc.clone());
-        put("ZOHO_ACCOUNTS_URL", "zoho.accounts_url", self.zoho.accounts_url.clone());
-        put("ZOHO_API_DOMAIN", "zoho.api_domain", self.zoho.api_domain.clone());
-        put("ZOHO_MAX_CONCURRENCY", "zoho.max_concurrency", self.zoho.max_concurrency.map(|n| n.to_string()));
-        put("BIGQUERY_PROJECT", "bigquery.project", self.bigquery.project.clone());
-        put("BIGQUERY_DATASET", "bigquery.dataset", self.bigquery.dataset.clone());
-        put("BIGQUERY_TABLE", "bigquery.table", self.bigquery.table.clone());
-        put("BIGQUERY_LOCATION", "bigquery.location", self.bigquery.location.clone());
-        v
+        Some((key, value?))
     }
 }
 
-/// Everything dealsync reads besides its flags, read once at start: the environment and the configuration file
-/// (`DEALSYNC_CONFIG`, else `config/dealsync.toml` when it exists). Precedence: flags over environment over file.
-/// Commands ask it for what they need; nothing else reads the environment (clippy.toml enforces it). It keeps
-/// only the variables dealsync reads, and its `Debug` shows their names, never their values.
+/// Validates the `[columns]` table. Errors name the entry (`columns.region.type`).
+pub fn promoted_columns(columns: &BTreeMap<String, ColumnFile>) -> Result<Vec<Promoted>, ConfigError> {
+    let mut out = Vec::with_capacity(columns.len());
+    for (column, c) in columns {
+        let at = |key: &str| format!("columns.{column}{key} (config file)");
+        let valid_name = column.len() <= 128
+            && column.starts_with(|ch: char| ch.is_ascii_lowercase())
+            && column.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid_name {
+            let problem = "a column name is lowercase letters, digits and _, starting with a letter";
+            return Err(ConfigError::new(at(""), problem));
+        }
+        if crate::schema::STANDARD.iter().any(|s| s.name == column) {
+            return Err(ConfigError::new(at(""), format!("{column} is a standard column already; pick another name")));
+        }
+        let field = c.field.trim();
+        if field.is_empty() || !field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
+            let problem =
+                format!("`{}` is not a Zoho API name (letters, digits, _ and $; see `dealsync fields`)", c.field);
+            return Err(ConfigError::new(at(".field"), problem));
+        }
+        let ty = FieldType::parse(c.ty.trim()).ok_or_else(|| {
+            ConfigError::new(at(".type"), format!("`{}` is not one of {}", c.ty, crate::schema::promoted::TYPE_NAMES))
+        })?;
+        out.push(Promoted { field: field.to_string(), column: column.clone(), ty });
+    }
+    Ok(out)
+}
+
+/// The secrets among the variables, kept apart as `SecretString`.
+const SECRETS: [&str; 2] = ["ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"];
+
+/// The Zoho credentials, with what each holds (for the error when one is missing).
+const CREDENTIALS: [(&str, &str); 3] = [
+    ("ZOHO_CLIENT_ID", "the Client ID of your Self Client in the Zoho API console"),
+    ("ZOHO_CLIENT_SECRET", "the Client Secret of your Self Client in the Zoho API console"),
+    ("ZOHO_REFRESH_TOKEN", "a refresh token minted for this client (see `dealsync auth exchange` in the README)"),
+];
+
+/// The environment (only the variables dealsync reads) and the configuration file, read once at start.
+/// Precedence: flags over environment over file. Commands ask it for what they need; nothing else reads the
+/// environment (clippy.toml enforces it). Its `Debug` shows the variables' names, never their values.
 #[derive(Clone, Default)]
 pub struct Config {
     file_path: Option<PathBuf>,
     file: FileConfig,
     vars: BTreeMap<String, String>,
+    secrets: BTreeMap<String, SecretString>,
 }
 
 impl Config {
-    /// Reads the process environment and the configuration file it points at.
-    #[allow(clippy::disallowed_methods)] // the one place that reads the process environment
+    /// Reads the process environment and the configuration file it points at (`DEALSYNC_CONFIG`, else
+    /// `config/dealsync.toml` when it exists).
     pub fn load() -> Result<Config, ConfigError> {
-        Config::from_vars(std::env::vars())
+        let config = Config::environment_only();
+        let (path, source) = match config.var("DEALSYNC_CONFIG") {
+            Some(p) => (PathBuf::from(p), "DEALSYNC_CONFIG"),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                (PathBuf::from(DEFAULT_CONFIG_FILE), DEFAULT_CONFIG_FILE)
+            }
+            None => return Ok(config),
+        };
+        Ok(Config { file: FileConfig::load(&path, source)?, file_path: Some(path), ..config })
     }
 
     /// The process environment alone, the configuration file left out: what is left to report a configuration
     /// file that cannot be read (its run's metrics still go to the Pushgateway the environment names).
-    #[allow(clippy::disallowed_methods)] // the environment again, when `load` failed on the file
+    #[allow(clippy::disallowed_methods)] // the one place that reads the process environment
     pub fn environment_only() -> Config {
-        Config { vars: std::env::vars().filter(|(k, _)| ours(k)).collect(), ..Config::default() }
+        Config::from_vars(std::env::vars())
     }
 
-    /// The same from any list of variables (the tests pass their own); the file is found as `load` finds it.
-    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        let vars: BTreeMap<String, String> = vars.into_iter().filter(|(k, _)| ours(k)).collect();
-        let named = vars.get("DEALSYNC_CONFIG").map(|p| p.trim()).filter(|p| !p.is_empty());
-        let (file_path, file) = match named {
-            Some(p) => (Some(PathBuf::from(p)), FileConfig::load(Path::new(p), "DEALSYNC_CONFIG")?),
-            None if Path::new(DEFAULT_CONFIG_FILE).exists() => (
-                Some(PathBuf::from(DEFAULT_CONFIG_FILE)),
-                FileConfig::load(Path::new(DEFAULT_CONFIG_FILE), DEFAULT_CONFIG_FILE)?,
-            ),
-            None => (None, FileConfig::default()),
-        };
-        Ok(Config { file_path, file, vars })
-    }
-
-    /// A configuration from a file already parsed and a list of variables (tests).
-    pub fn with_file<I>(file: FileConfig, vars: I) -> Config
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        Config { file_path: Some(PathBuf::from("(given)")), file, vars: vars.into_iter().collect() }
+    /// Keeps dealsync's own variables; a secret becomes a `SecretString` at once.
+    fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Config {
+        let mut config = Config::default();
+        for (name, value) in vars.into_iter().filter(|(name, _)| ours(name)) {
+            if !SECRETS.contains(&name.as_str()) {
+                config.vars.insert(name, value);
+            } else if !value.trim().is_empty() {
+                config.secrets.insert(name, SecretString::from(value.trim()));
+            }
+        }
+        config
     }
 
     /// The configuration file in use, if any (logged at start).
@@ -398,62 +328,177 @@ impl Config {
         &self.file
     }
 
-    /// A variable as set (trimmed; empty counts as unset). For the few variables with no typed setting.
+    /// A variable as set (trimmed; empty counts as unset), secrets excepted.
     pub fn var(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    /// The validated settings: each environment variable over the file's value for it. An invalid value that came
-    /// from the file is named by its key and the file (`zoho.dc (config/dealsync.toml)`).
+    /// A setting: its variable, else the file's key for it; with the name an error gives, the variable or the
+    /// key and the file (`zoho.dc (config/dealsync.toml)`).
+    fn get(&self, var: &'static str) -> Option<(String, String)> {
+        if let Some(v) = self.var(var) {
+            return Some((var.to_string(), v.to_string()));
+        }
+        let (key, v) = self.file.value(var)?;
+        let file = self.file_path.as_deref().unwrap_or(Path::new("")).display();
+        Some((format!("{key} ({file})"), v.trim().to_string())).filter(|(_, v)| !v.is_empty())
+    }
+
+    /// A setting read by `parse`; a value it refuses "is not `what`".
+    fn parsed<T>(
+        &self,
+        var: &'static str,
+        parse: impl Fn(&str) -> Option<T>,
+        what: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some((from, v)) = self.get(var) else { return Ok(None) };
+        parse(&v).map(Some).ok_or_else(|| ConfigError::new(from, format!("`{v}` is not {what}")))
+    }
+
+    /// The validated settings, Zoho's credentials as far as `needs` asks for them.
     pub fn settings(&self, needs: Needs) -> Result<Settings, ConfigError> {
-        let from_file = self.file.layered();
-        let mut merged: BTreeMap<String, String> =
-            from_file.iter().map(|(var, _, val)| (var.to_string(), val.clone())).collect();
-        merged.extend(self.vars.iter().filter(|(_, v)| !v.trim().is_empty()).map(|(k, v)| (k.clone(), v.clone())));
-        let file_name = self.file_name();
-        let mut settings = Settings::from_vars(merged, needs).map_err(|mut e| {
-            let overridden = self.var(&e.variable).is_some();
-            if let Some((_, key, _)) = from_file.iter().find(|(var, _, _)| *var == e.variable && !overridden) {
-                e.variable = format!("{key} ({file_name})");
-            }
-            e
-        })?;
-        settings.promoted = self.promoted()?;
-        Ok(settings)
+        let bigquery = self.bigquery()?;
+        let zoho = match needs {
+            Needs::Nothing => None,
+            Needs::ZohoCredentials | Needs::ZohoClient => Some(self.zoho(needs == Needs::ZohoClient)?),
+        };
+        Ok(Settings { zoho, bigquery, shard: self.shard()?, promoted: self.promoted()? })
     }
 
     /// `LOG_FORMAT`, else the file's `log.format`.
     pub fn log_format(&self) -> Result<Option<LogFormat>, ConfigError> {
-        let (name, v) = match self.var("LOG_FORMAT") {
-            Some(v) => ("LOG_FORMAT".to_string(), v.to_string()),
-            None => match self.file.log.format.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-                Some(v) => (format!("log.format ({})", self.file_name()), v.to_string()),
-                None => return Ok(None),
-            },
-        };
-        LogFormat::parse(&v)
-            .map(Some)
-            .ok_or_else(|| ConfigError::new(name, format!("`{v}` is not a log format; expected text, json or gcp")))
+        self.parsed("LOG_FORMAT", LogFormat::parse, "a log format; expected text, json or gcp")
     }
 
-    /// `ZOHO_MAX_CONCURRENCY` (or `zoho.max_concurrency`), for commands that need no credentials.
+    /// `ZOHO_MAX_CONCURRENCY` (or `zoho.max_concurrency`), for commands that need no credentials too.
     pub fn max_concurrency(&self) -> Result<usize, ConfigError> {
-        match self.var("ZOHO_MAX_CONCURRENCY") {
-            Some(v) => parse_concurrency(Some(v.to_string())),
-            None => parse_concurrency(self.file.zoho.max_concurrency.map(|n| n.to_string())).map_err(|mut e| {
-                e.variable = format!("zoho.max_concurrency ({})", self.file_name());
-                e
-            }),
-        }
-    }
-
-    fn file_name(&self) -> String {
-        self.file_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        let in_range = |v: &str| v.parse::<usize>().ok().filter(|n| (1..=25).contains(n));
+        let what = "a whole number from 1 to 25 (Zoho allows 5 to 25 concurrent calls by edition)";
+        Ok(self.parsed("ZOHO_MAX_CONCURRENCY", in_range, what)?.unwrap_or(5))
     }
 
     /// The `[columns]` the file promotes to typed columns.
     pub fn promoted(&self) -> Result<Vec<Promoted>, ConfigError> {
         promoted_columns(&self.file.columns)
+    }
+
+    fn zoho(&self, client_only: bool) -> Result<ZohoSettings, ConfigError> {
+        let secret = self.secret("ZOHO_CLIENT_SECRET")?;
+        let token = if client_only { Some(SecretString::from("")) } else { self.secret("ZOHO_REFRESH_TOKEN")? };
+        let client_id = self.var("ZOHO_CLIENT_ID");
+        let set = [client_id.is_some(), secret.is_some(), token.is_some()];
+        let (Some(client_id), Some(client_secret), Some(refresh_token)) = (client_id, secret, token) else {
+            return Err(missing_credentials(set));
+        };
+        let client_id = no_space("ZOHO_CLIENT_ID", client_id)?.to_string();
+        let codes = DataCentre::ALL.map(DataCentre::code).join(", ");
+        let dc = |v: &str| DataCentre::ALL.into_iter().find(|dc| dc.code().eq_ignore_ascii_case(v));
+        let what = format!("a Zoho data centre; expected one of {codes}");
+        let data_centre = self.parsed("ZOHO_DC", dc, &what)?.unwrap_or(DataCentre::ALL[0]);
+        let accounts_url = match self.get("ZOHO_ACCOUNTS_URL") {
+            Some((from, v)) => parse_base_url(&from, &v)?,
+            None => Url::parse(data_centre.accounts_url()).expect("built-in URL is valid"),
+        };
+        let api_domain = self.get("ZOHO_API_DOMAIN").map(|(from, v)| parse_base_url(&from, &v)).transpose()?;
+        let max_concurrency = self.max_concurrency()?;
+        Ok(ZohoSettings {
+            client_id,
+            client_secret,
+            refresh_token,
+            data_centre,
+            accounts_url,
+            api_domain,
+            max_concurrency,
+        })
+    }
+
+    /// A secret from its variable, or from the file `<VAR>_FILE` names (Docker and Kubernetes secrets mounted as
+    /// files, which no `docker inspect` or `/proc/<pid>/environ` shows). Both set is ambiguous, and refused.
+    fn secret(&self, var: &str) -> Result<Option<SecretString>, ConfigError> {
+        let file_var = format!("{var}_FILE");
+        let secret = match (self.secrets.get(var), self.var(&file_var)) {
+            (Some(_), Some(_)) => return Err(ConfigError::new(format!("{var}, {file_var}"), "are both set; keep one")),
+            (Some(secret), None) => secret.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(SecretString::from)
+                .map_err(|e| ConfigError::new(&file_var, format!("{path} cannot be read: {e}")))?,
+            (None, None) => return Ok(None),
+        };
+        // Trailing newlines from `echo … > secret` are the most common copy-paste error: trimmed.
+        let trimmed = no_space(var, secret.expose_secret().trim())?;
+        Ok((!trimmed.is_empty()).then(|| SecretString::from(trimmed)))
+    }
+
+    fn bigquery(&self) -> Result<Option<BigQuerySettings>, ConfigError> {
+        let project_id =
+            |v: &str| v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)).then(|| v.to_string());
+        let Some(project) = self.parsed("BIGQUERY_PROJECT", project_id, "a Google Cloud project id")? else {
+            return Ok(None);
+        };
+        let auth = self.google_auth()?;
+        let name = |v: &str| {
+            let valid = v.len() <= 1024 && !v.starts_with("_dealsync");
+            (valid && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then(|| v.to_string())
+        };
+        let what = "a valid name (letters, digits and underscores; not starting with _dealsync)";
+        let dataset = self.parsed("BIGQUERY_DATASET", name, what)?.unwrap_or_else(|| "crm".into());
+        let table = self.parsed("BIGQUERY_TABLE", name, what)?.unwrap_or_else(|| "closed_won_deals".into());
+        let location = self.get("BIGQUERY_LOCATION").map(|(_, v)| v);
+        Ok(Some(BigQuerySettings { project, dataset, table, location, auth }))
+    }
+
+    /// Where the BigQuery sink's credentials come from, in Application Default Credentials' order.
+    fn google_auth(&self) -> Result<BigQueryAuth, ConfigError> {
+        if let Some(host) = self.var("BIGQUERY_EMULATOR_HOST") {
+            let url =
+                Url::parse(&format!("http://{host}/bigquery/v2")).ok().filter(|u| is_loopback(u) && u.port().is_some());
+            let problem = format!(
+                "`{host}` must be a loopback host:port such as 127.0.0.1:9050 (the emulator runs without authentication)"
+            );
+            let url = url.ok_or_else(|| ConfigError::new("BIGQUERY_EMULATOR_HOST", problem))?;
+            return Ok(BigQueryAuth::Emulator { base_url: url });
+        }
+        if let Some(path) = self.var("GOOGLE_APPLICATION_CREDENTIALS") {
+            let path = PathBuf::from(path);
+            return Ok(BigQueryAuth::File { kind: credentials_type("GOOGLE_APPLICATION_CREDENTIALS", &path)?, path });
+        }
+        // gcloud's Application Default Credentials: `$CLOUDSDK_CONFIG`, else `~/.config/gcloud`.
+        let gcloud = match (self.var("CLOUDSDK_CONFIG"), self.var("HOME")) {
+            (Some(dir), _) => Some(PathBuf::from(dir)),
+            (None, home) => home.map(|home| Path::new(home).join(".config/gcloud")),
+        };
+        match gcloud.map(|dir| dir.join("application_default_credentials.json")).filter(|p| p.is_file()) {
+            Some(path) => {
+                let kind = credentials_type(&format!("gcloud's credentials file {}", path.display()), &path)?;
+                Ok(BigQueryAuth::File { path, kind })
+            }
+            None => Ok(BigQueryAuth::MetadataServer { host: self.var("GCE_METADATA_HOST").map(String::from) }),
+        }
+    }
+
+    /// Cloud Run Jobs set `CLOUD_RUN_TASK_INDEX`/`CLOUD_RUN_TASK_COUNT`; a Kubernetes Indexed Job sets
+    /// `JOB_COMPLETION_INDEX`, and the manifest passes the task count as `DEALSYNC_TASK_COUNT`.
+    fn shard(&self) -> Result<Option<(usize, usize)>, ConfigError> {
+        let cloud_run = ["CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT"];
+        let (index_var, count_var) = if cloud_run.iter().any(|v| self.var(v).is_some()) {
+            (cloud_run[0], cloud_run[1])
+        } else if self.var("JOB_COMPLETION_INDEX").is_some() {
+            ("JOB_COMPLETION_INDEX", "DEALSYNC_TASK_COUNT")
+        } else {
+            return Ok(None);
+        };
+        let number = |var: &'static str, unset: String| {
+            self.parsed(var, |v| v.parse::<usize>().ok(), "a whole number")?.ok_or(ConfigError::new(var, unset))
+        };
+        let index = number(index_var, format!("is not set but {count_var} is"))?;
+        let count = number(count_var, format!("is not set but {index_var} is; set it to the number of tasks"))?;
+        if count == 0 {
+            return Err(ConfigError::new(count_var, "must be at least 1"));
+        }
+        if index >= count {
+            return Err(ConfigError::new(index_var, format!("{index} is not below the task count {count}")));
+        }
+        Ok(Some((index, count)))
     }
 }
 
@@ -461,7 +506,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("file_path", &self.file_path)
-            .field("variables", &self.vars.keys().collect::<Vec<_>>())
+            .field("variables", &self.vars.keys().chain(self.secrets.keys()).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -482,297 +527,52 @@ fn ours(name: &str) -> bool {
         )
 }
 
-impl Settings {
-    /// Reads settings from any list of variables, with no configuration file.
-    pub fn from_vars<I>(vars: I, needs: Needs) -> Result<Settings, ConfigError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        // Only our own variables go through envy, so an unrelated variable with odd content cannot break parsing.
-        let ours = vars.into_iter().filter(|(k, _)| ours(k));
-        let raw: RawEnv = envy::from_iter(ours).map_err(|e| ConfigError::new("environment", e.to_string()))?;
-
-        let bigquery = match non_empty(raw.bigquery_project) {
-            None => None,
-            Some(project) => {
-                let auth = google_auth(
-                    raw.bigquery_emulator_host,
-                    raw.google_application_credentials,
-                    gcloud_file(raw.cloudsdk_config, raw.home),
-                    raw.gce_metadata_host,
-                )?;
-                Some(bigquery_settings(project, raw.bigquery_dataset, raw.bigquery_table, raw.bigquery_location, auth)?)
-            }
-        };
-
-        let zoho = match needs {
-            Needs::Nothing => None,
-            Needs::ZohoCredentials | Needs::ZohoClient => Some(zoho_settings(
-                needs == Needs::ZohoClient,
-                raw.zoho_client_id,
-                secret_or_file("ZOHO_CLIENT_SECRET", raw.zoho_client_secret, raw.zoho_client_secret_file)?,
-                secret_or_file("ZOHO_REFRESH_TOKEN", raw.zoho_refresh_token, raw.zoho_refresh_token_file)?,
-                raw.zoho_dc,
-                raw.zoho_accounts_url,
-                raw.zoho_api_domain,
-                raw.zoho_max_concurrency,
-            )?),
-        };
-        let shard = shard(
-            raw.cloud_run_task_index,
-            raw.cloud_run_task_count,
-            raw.job_completion_index,
-            raw.dealsync_task_count,
-        )?;
-        Ok(Settings { zoho, bigquery, shard, promoted: Vec::new() })
-    }
-}
-
-/// Cloud Run Jobs set `CLOUD_RUN_TASK_INDEX`/`CLOUD_RUN_TASK_COUNT`; a Kubernetes Indexed Job sets
-/// `JOB_COMPLETION_INDEX`, and the manifest passes the task count as `DEALSYNC_TASK_COUNT`.
-fn shard(
-    cr_index: Option<String>,
-    cr_count: Option<String>,
-    k8s_index: Option<String>,
-    task_count: Option<String>,
-) -> Result<Option<(usize, usize)>, ConfigError> {
-    let num = |var: &str, v: String| {
-        v.parse::<usize>().map_err(|_| ConfigError::new(var, format!("`{v}` is not a whole number")))
-    };
-    let (index, count, index_var, count_var) = match (non_empty(cr_index), non_empty(cr_count), non_empty(k8s_index)) {
-        (Some(i), Some(c), _) => (
-            num("CLOUD_RUN_TASK_INDEX", i)?,
-            num("CLOUD_RUN_TASK_COUNT", c)?,
-            "CLOUD_RUN_TASK_INDEX",
-            "CLOUD_RUN_TASK_COUNT",
-        ),
-        (None, None, Some(i)) => {
-            let c = non_empty(task_count).ok_or_else(|| {
-                ConfigError::new(
-                    "DEALSYNC_TASK_COUNT",
-                    "is not set; an Indexed Job needs it set to the Job's completions",
-                )
-            })?;
-            (
-                num("JOB_COMPLETION_INDEX", i)?,
-                num("DEALSYNC_TASK_COUNT", c)?,
-                "JOB_COMPLETION_INDEX",
-                "DEALSYNC_TASK_COUNT",
-            )
-        }
-        (Some(_), None, _) => {
-            return Err(ConfigError::new("CLOUD_RUN_TASK_COUNT", "is not set but CLOUD_RUN_TASK_INDEX is"))
-        }
-        (None, Some(_), _) => {
-            return Err(ConfigError::new("CLOUD_RUN_TASK_INDEX", "is not set but CLOUD_RUN_TASK_COUNT is"))
-        }
-        (None, None, None) => return Ok(None),
-    };
-    if count == 0 {
-        return Err(ConfigError::new(count_var, "must be at least 1"));
-    }
-    if index >= count {
-        return Err(ConfigError::new(index_var, format!("{index} is not below the task count {count}")));
-    }
-    Ok(Some((index, count)))
-}
-
-fn bigquery_settings(
-    project: String,
-    dataset: Option<String>,
-    table: Option<String>,
-    location: Option<String>,
-    auth: BigQueryAuth,
-) -> Result<BigQuerySettings, ConfigError> {
-    if !project.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
-        return Err(ConfigError::new("BIGQUERY_PROJECT", format!("`{project}` is not a Google Cloud project id")));
-    }
-    let ident = |var: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
-        let v = non_empty(v).unwrap_or_else(|| default.to_string());
-        if v.len() > 1024 || v.starts_with("_dealsync") || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(ConfigError::new(
-                var,
-                format!("`{v}` is not a valid name (letters, digits and underscores; not starting with _dealsync)"),
-            ));
-        }
-        Ok(v)
-    };
-    let dataset = ident("BIGQUERY_DATASET", dataset, "crm")?;
-    let table = ident("BIGQUERY_TABLE", table, "closed_won_deals")?;
-    let location = non_empty(location);
-    Ok(BigQuerySettings { project, dataset, table, location, auth })
-}
-
-/// Where the BigQuery sink's credentials come from, in Application Default Credentials' order.
-fn google_auth(
-    emulator_host: Option<String>,
-    credentials: Option<String>,
-    gcloud: Option<std::path::PathBuf>,
-    metadata_host: Option<String>,
-) -> Result<BigQueryAuth, ConfigError> {
-    Ok(if let Some(host) = non_empty(emulator_host) {
-        let url = Url::parse(&format!("http://{host}/bigquery/v2"))
-            .map_err(|_| ConfigError::new("BIGQUERY_EMULATOR_HOST", format!("`{host}` is not host:port")))?;
-        if !is_loopback(&url) || url.port().is_none() {
-            return Err(ConfigError::new(
-                "BIGQUERY_EMULATOR_HOST",
-                format!("`{host}` must be a loopback host:port such as 127.0.0.1:9050 (the emulator runs without authentication)"),
-            ));
-        }
-        BigQueryAuth::Emulator { base_url: url }
-    } else if let Some(path) = non_empty(credentials) {
-        let path = std::path::PathBuf::from(path);
-        BigQueryAuth::File { kind: credentials_type("GOOGLE_APPLICATION_CREDENTIALS", &path)?, path }
-    } else if let Some(path) = gcloud.filter(|p| p.is_file()) {
-        let kind = credentials_type(&format!("gcloud's credentials file {}", path.display()), &path)?;
-        BigQueryAuth::File { path, kind }
-    } else {
-        BigQueryAuth::MetadataServer { host: non_empty(metadata_host) }
-    })
-}
-
-/// A secret from its variable, or from the file `<VAR>_FILE` names (Docker and Kubernetes secrets mounted as
-/// files, which no `docker inspect` or `/proc/<pid>/environ` shows). Both set is ambiguous, and refused.
-fn secret_or_file(var: &str, value: Option<String>, file: Option<String>) -> Result<Option<String>, ConfigError> {
-    match (non_empty(value), non_empty(file)) {
-        (Some(_), Some(_)) => Err(ConfigError::new(format!("{var}, {var}_FILE"), "are both set; keep one")),
-        (Some(v), None) => Ok(Some(v)),
-        (None, Some(path)) => std::fs::read_to_string(&path)
-            .map(Some)
-            .map_err(|e| ConfigError::new(format!("{var}_FILE"), format!("{path} cannot be read: {e}"))),
-        (None, None) => Ok(None),
-    }
-}
-
-/// gcloud's Application Default Credentials file: `$CLOUDSDK_CONFIG`, else `~/.config/gcloud`.
-fn gcloud_file(cloudsdk_config: Option<String>, home: Option<String>) -> Option<std::path::PathBuf> {
-    let dir = match (non_empty(cloudsdk_config), non_empty(home)) {
-        (Some(dir), _) => std::path::PathBuf::from(dir),
-        (None, Some(home)) => std::path::Path::new(&home).join(".config/gcloud"),
-        (None, None) => return None,
-    };
-    Some(dir.join("application_default_credentials.json"))
-}
-
-/// The `type` of a Google credentials file, one dealsync can use; errors name `source`, never the content.
-fn credentials_type(source: &str, path: &std::path::Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(source, format!("{} cannot be read: {e}", path.display())))?;
-    #[derive(Deserialize)]
-    struct KeyType {
-        #[serde(rename = "type")]
-        kind: Option<String>,
-    }
-    let kind: KeyType = serde_json::from_str(&text)
-        .map_err(|_| ConfigError::new(source, format!("{} is not a JSON credentials file", path.display())))?;
-    match kind.kind.as_deref() {
-        Some(k @ ("service_account" | "authorized_user" | "external_account")) => Ok(k.to_string()),
-        other => Err(ConfigError::new(
-            source,
-            format!(
-                "{} has type {:?}; expected a service_account key, an authorized_user file or an external_account \
-                 (Workload Identity Federation) file",
-                path.display(),
-                other.unwrap_or("(none)")
-            ),
-        )),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn zoho_settings(
-    client_only: bool,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    refresh_token: Option<String>,
-    dc: Option<String>,
-    accounts_url: Option<String>,
-    api_domain: Option<String>,
-    max_concurrency: Option<String>,
-) -> Result<ZohoSettings, ConfigError> {
-    // Name every missing credential at once, so a first setup is one round trip, not three.
-    let mut missing = vec![("ZOHO_CLIENT_ID", &client_id), ("ZOHO_CLIENT_SECRET", &client_secret)];
-    if !client_only {
-        missing.push(("ZOHO_REFRESH_TOKEN", &refresh_token));
-    }
-    missing.retain(|(_, v)| v.as_deref().is_none_or(|v| v.trim().is_empty()));
-    if missing.len() > 1 {
-        let names: Vec<&str> = missing.iter().map(|(n, _)| *n).collect();
-        return Err(ConfigError::new(
-            names.join(", "),
+/// Names every missing credential at once (`set` in `CREDENTIALS` order), so a first setup is one round trip.
+fn missing_credentials(set: [bool; 3]) -> ConfigError {
+    let missing: Vec<_> = CREDENTIALS.iter().zip(set).filter(|(_, set)| !set).map(|(c, _)| c).collect();
+    match missing[..] {
+        [(var, what)] => ConfigError::new(*var, format!("is not set; it must hold {what}")),
+        _ => ConfigError::new(
+            missing.iter().map(|(var, _)| *var).collect::<Vec<_>>().join(", "),
             "are not set; they hold your Self Client's Client ID and Client Secret from the Zoho API console and a \
              refresh token minted for it (see `dealsync auth exchange` in the README)",
-        ));
-    }
-    let client_id = required("ZOHO_CLIENT_ID", client_id, "the Client ID of your Self Client in the Zoho API console")?;
-    let client_secret = SecretString::from(required(
-        "ZOHO_CLIENT_SECRET",
-        client_secret,
-        "the Client Secret of your Self Client in the Zoho API console",
-    )?);
-    let refresh_token = if client_only {
-        SecretString::from(String::new())
-    } else {
-        SecretString::from(required(
-            "ZOHO_REFRESH_TOKEN",
-            refresh_token,
-            "a refresh token minted for this client (see `dealsync auth exchange` in the README)",
-        )?)
-    };
-    let data_centre = match non_empty(dc) {
-        None => DataCentre::Us,
-        Some(v) => DataCentre::parse(&v).ok_or_else(|| {
-            let all: Vec<&str> = DataCentre::ALL.iter().map(|d| d.code()).collect();
-            ConfigError::new("ZOHO_DC", format!("`{v}` is not a Zoho data centre; expected one of {}", all.join(", ")))
-        })?,
-    };
-    let accounts_url = match non_empty(accounts_url) {
-        Some(v) => parse_base_url("ZOHO_ACCOUNTS_URL", &v)?,
-        None => Url::parse(data_centre.accounts_url()).expect("built-in URL is valid"),
-    };
-    let api_domain = non_empty(api_domain).map(|v| parse_base_url("ZOHO_API_DOMAIN", &v)).transpose()?;
-    let max_concurrency = parse_concurrency(non_empty(max_concurrency))?;
-    Ok(ZohoSettings { client_id, client_secret, refresh_token, data_centre, accounts_url, api_domain, max_concurrency })
-}
-
-fn parse_concurrency(v: Option<String>) -> Result<usize, ConfigError> {
-    match v {
-        None => Ok(5),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=25).contains(&n) => Ok(n),
-            _ => Err(ConfigError::new(
-                "ZOHO_MAX_CONCURRENCY",
-                format!("`{v}` is not a whole number from 1 to 25 (Zoho allows 5 to 25 concurrent calls by edition)"),
-            )),
-        },
+        ),
     }
 }
 
-fn non_empty(v: Option<String>) -> Option<String> {
-    // Trailing newlines from `echo … > secret` are the most common copy-paste error: strip surrounding space.
-    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
-}
-
-fn required(variable: &str, v: Option<String>, what: &str) -> Result<String, ConfigError> {
-    let v = non_empty(v).ok_or_else(|| ConfigError::new(variable, format!("is not set; it must hold {what}")))?;
-    if v.chars().any(char::is_whitespace) {
-        // Say where, never what: the value may be a secret.
-        return Err(ConfigError::new(variable, "contains white space inside the value; copy it again without breaks"));
+/// Refuses a value with white space inside, saying where, never what: it may be a secret.
+fn no_space<'a>(var: &str, v: &'a str) -> Result<&'a str, ConfigError> {
+    if v.contains(char::is_whitespace) {
+        return Err(ConfigError::new(var, "contains white space inside the value; copy it again without breaks"));
     }
     Ok(v)
 }
 
+/// The `type` of a Google credentials file, one dealsync can use; errors name `source`, never the content.
+fn credentials_type(source: &str, path: &Path) -> Result<String, ConfigError> {
+    let fail = |problem: String| ConfigError::new(source, format!("{} {problem}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| fail("is not a JSON credentials file".into()))?;
+    match json.get("type").and_then(|t| t.as_str()) {
+        Some(k @ ("service_account" | "authorized_user" | "external_account")) => Ok(k.to_string()),
+        other => Err(fail(format!(
+            "has type {:?}; expected a service_account key, an authorized_user file or an external_account \
+             (Workload Identity Federation) file",
+            other.unwrap_or("(none)")
+        ))),
+    }
+}
+
 /// Parses a base URL given in a variable: `https://…`, or `http://…` only towards this machine.
-pub fn parse_base_url(variable: &str, v: &str) -> Result<Url, ConfigError> {
+fn parse_base_url(variable: &str, v: &str) -> Result<Url, ConfigError> {
     // Echoed without user-info: a password in the URL must not reach the error.
     let shown = crate::telemetry::redact(v, &[]);
     let url = Url::parse(v).map_err(|e| ConfigError::new(variable, format!("`{shown}` is not a URL ({e})")))?;
     check_scheme(&url).map_err(|p| ConfigError::new(variable, format!("`{shown}`: {p}")))?;
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::new(
-            variable,
-            format!("`{shown}` must be a base URL without credentials, query or fragment"),
-        ));
+        let problem = format!("`{shown}` must be a base URL without credentials, query or fragment");
+        return Err(ConfigError::new(variable, problem));
     }
     Ok(url)
 }
@@ -813,6 +613,11 @@ mod tests {
         list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// A configuration from a file already parsed and a list of variables, the file named `(given)`.
+    fn with_file(file: FileConfig, vars: Vec<(String, String)>) -> Config {
+        Config { file_path: Some(PathBuf::from("(given)")), file, ..Config::from_vars(vars) }
+    }
+
     const BASE: [(&str, &str); 3] =
         [("ZOHO_CLIENT_ID", "1000.ABC"), ("ZOHO_CLIENT_SECRET", "s3cr3t"), ("ZOHO_REFRESH_TOKEN", "1000.rt\n")];
 
@@ -820,7 +625,7 @@ mod tests {
     fn defaults_to_the_us_data_centre_and_trims_values() {
         let s = Settings::from_vars(vars(&BASE), Needs::ZohoCredentials).unwrap();
         let z = s.zoho.unwrap();
-        assert_eq!(z.data_centre, DataCentre::Us);
+        assert_eq!(z.data_centre.code(), "us");
         assert_eq!(z.token_url().as_str(), "https://accounts.zoho.com/oauth/v2/token");
         assert_eq!(z.refresh_token.expose_secret(), "1000.rt");
         assert_eq!(z.max_concurrency, 5);
@@ -912,6 +717,15 @@ mod tests {
     }
 
     #[test]
+    fn the_debug_of_a_configuration_names_its_variables_but_shows_no_value() {
+        let shown = format!("{:?}", Config::from_vars(vars(&BASE)));
+        assert!(shown.contains("ZOHO_CLIENT_SECRET") && shown.contains("ZOHO_CLIENT_ID"), "{shown}");
+        assert!(!shown.contains("s3cr3t") && !shown.contains("1000.rt") && !shown.contains("1000.ABC"), "{shown}");
+        let z = Settings::from_vars(vars(&BASE), Needs::ZohoCredentials).unwrap().zoho.unwrap();
+        assert!(!format!("{z:?}").contains("s3cr3t") && !format!("{z:?}").contains("1000.rt"));
+    }
+
+    #[test]
     fn a_secret_with_inner_white_space_is_refused_without_echoing_it() {
         let mut v = vars(&BASE[..2]);
         v.push(("ZOHO_REFRESH_TOKEN".into(), "1000.abc def-very-secret".into()));
@@ -975,6 +789,10 @@ mod tests {
         assert_eq!(s(&[("JOB_COMPLETION_INDEX", "0"), ("DEALSYNC_TASK_COUNT", "3")]).unwrap(), Some((0, 3)));
         assert_eq!(s(&[]).unwrap(), None);
         assert_eq!(s(&[("JOB_COMPLETION_INDEX", "1")]).unwrap_err().variable, "DEALSYNC_TASK_COUNT");
+        let e = s(&[("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err();
+        assert_eq!(e.to_string(), "CLOUD_RUN_TASK_INDEX: is not set but CLOUD_RUN_TASK_COUNT is");
+        let e = s(&[("JOB_COMPLETION_INDEX", "0"), ("DEALSYNC_TASK_COUNT", "0")]).unwrap_err();
+        assert_eq!(e.to_string(), "DEALSYNC_TASK_COUNT: must be at least 1");
         assert_eq!(
             s(&[("CLOUD_RUN_TASK_INDEX", "4"), ("CLOUD_RUN_TASK_COUNT", "4")]).unwrap_err().variable,
             "CLOUD_RUN_TASK_INDEX"
@@ -993,9 +811,9 @@ mod tests {
         .unwrap();
         let mut v = vars(&BASE);
         v.push(("BIGQUERY_DATASET".into(), "override".into()));
-        let s = Config::with_file(file, v).settings(Needs::ZohoCredentials).unwrap();
+        let s = with_file(file, v).settings(Needs::ZohoCredentials).unwrap();
         let z = s.zoho.unwrap();
-        assert_eq!((z.data_centre, z.max_concurrency), (DataCentre::Eu, 10));
+        assert_eq!((z.data_centre.code(), z.max_concurrency), ("eu", 10));
         let bq = s.bigquery.unwrap();
         assert_eq!((bq.project.as_str(), bq.dataset.as_str()), ("acme", "override"));
     }
@@ -1003,26 +821,26 @@ mod tests {
     #[test]
     fn a_bad_value_from_the_file_is_named_by_its_key_and_one_from_the_environment_by_its_variable() {
         let file: FileConfig = toml::from_str("[zoho]\ndc = \"mars\"\n[log]\nformat = \"xml\"\n").unwrap();
-        let from_file = Config::with_file(file.clone(), vars(&BASE));
+        let from_file = with_file(file.clone(), vars(&BASE));
         assert_eq!(from_file.log_format().unwrap_err().variable, "log.format ((given))");
         let dc_only: FileConfig = toml::from_str("[zoho]\ndc = \"mars\"\n").unwrap();
-        let e = Config::with_file(dc_only, vars(&BASE)).settings(Needs::ZohoCredentials).unwrap_err();
+        let e = with_file(dc_only, vars(&BASE)).settings(Needs::ZohoCredentials).unwrap_err();
         assert_eq!(e.variable, "zoho.dc ((given))");
         let mut v = vars(&BASE);
         v.push(("ZOHO_DC".into(), "venus".into()));
         v.push(("LOG_FORMAT".into(), "json".into()));
-        let from_env = Config::with_file(file, v);
+        let from_env = with_file(file, v);
         assert_eq!(from_env.settings(Needs::ZohoCredentials).unwrap_err().variable, "ZOHO_DC");
         assert_eq!(from_env.log_format().unwrap(), Some(LogFormat::Json));
     }
 
     #[test]
     fn every_missing_credential_is_named_in_one_error() {
-        let e = Config::with_file(FileConfig::default(), vars(&[("ZOHO_CLIENT_ID", "id")]))
+        let e = with_file(FileConfig::default(), vars(&[("ZOHO_CLIENT_ID", "id")]))
             .settings(Needs::ZohoCredentials)
             .unwrap_err();
         assert_eq!(e.variable, "ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN");
-        let e = Config::with_file(FileConfig::default(), vars(&[])).settings(Needs::ZohoClient).unwrap_err();
+        let e = with_file(FileConfig::default(), vec![]).settings(Needs::ZohoClient).unwrap_err();
         assert_eq!(e.variable, "ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET");
     }
 

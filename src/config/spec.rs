@@ -20,11 +20,11 @@ impl WindowField {
         }
     }
 
-    pub fn parse(s: &str) -> Option<WindowField> {
+    pub fn parse(s: &str) -> Result<WindowField, String> {
         match s {
-            "Modified_Time" | "modified_time" => Some(WindowField::ModifiedTime),
-            "Closing_Date" | "closing_date" => Some(WindowField::ClosingDate),
-            _ => None,
+            "Modified_Time" | "modified_time" => Ok(WindowField::ModifiedTime),
+            "Closing_Date" | "closing_date" => Ok(WindowField::ClosingDate),
+            _ => Err(format!("`{s}` is not a window field; use Modified_Time or Closing_Date")),
         }
     }
 
