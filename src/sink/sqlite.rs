@@ -20,29 +20,17 @@ pub const TABLE: &str = "closed_won_deals";
 pub const RUNS_TABLE: &str = "_dealsync_runs";
 pub const QUARANTINE_TABLE: &str = "_dealsync_quarantine";
 
-/// Rows per transaction. Every commit rewrites (and first journals) each index page it touched, and deal ids
-/// arrive in random order, so a commit rewrites most of the id index whatever its size: fewer, larger commits
-/// cost less per row. Measured (same hour, 1M deals at L = 0): 2,000-row commits 4.8–5.0 CPU-s per 100k deals,
-/// 10,000 3.6–4.1, 20,000 3.5 (64 KB pages); with 16 KB pages, SQLite alone at 1M: 5,000 2.2, 10,000 2.0, 20,000 1.8,
-/// 50,000 2.5 (more pages spill before the commit). Rows are written as pages arrive (nothing is held back in memory) inside an open
-/// transaction; a crash loses at most the uncommitted rows, which the next run fetches again.
+/// Rows per transaction: every commit rewrites most of the id index (ids arrive in random order), so fewer,
+/// larger commits cost less per row. A crash loses at most the uncommitted rows, which the next run fetches again.
+/// The three sizes here were measured; BENCHMARKS.md says how.
 const TRANSACTION_ROWS: usize = 20_000;
 /// A transaction is also committed once it has been open this long, so that on a slow source (or with sharded
 /// backfills waiting for the write lock) the lock is held briefly and committed rows become visible steadily.
 const TRANSACTION_AGE: std::time::Duration = std::time::Duration::from_secs(2);
-/// Database page size (bytes) for new files. A row is about 3 KB with `raw`, so 4 KB pages split on every insert
-/// (100k deals 4.0–4.7 CPU-s). Past that, the size decides what a page-cache miss costs: index entries arrive in
-/// random order (deal ids, closing dates), and once the indexes outgrow the cache (about 9 MB of them per 100k
-/// rows) nearly every insert or update reads, journals and rewrites whole pages through the kernel. Measured with
-/// the same rows inserted by the sqlite3 library (2026-12-01): 1M into an empty file 3.2 CPU-s per 100k with 64 KB
-/// pages, 2.1 with 32 KB, 1.8–1.9 with 16 KB, 2.1 with 8 KB; 10k inserts and 10k updates into 990k rows 3.6–4.5 CPU-s
-/// with 64 KB against 1.7–1.9 with 16 KB; 100k into an empty file 0.7–0.9 for 64 and 16 KB alike.
+/// Page size for new files: a row is about 3 KB with `raw`, so smaller pages split on every insert, and larger
+/// ones make each cache miss of the randomly ordered indexes cost more.
 const PAGE_SIZE: u32 = 16384;
-/// Page cache (KiB): 384 pages of 16 KB. A larger transaction than the cache holds spills pages to the file
-/// before it commits. The cache is most of what the 40 MB memory target leaves: measured in one hour, 8 MB
-/// peaked at 37.0–39.3 MB with 10 requests in flight (100k deals, L = 50 ms), 6 MB at 35.9 and 4 MB at
-/// 32.2–32.9; at 1M deals (L = 0), 8 MB took 3.75–3.94 CPU-s per 100k, 6 MB 3.63–4.36 and 4 MB 4.15–4.19 (64 KB
-/// pages). With 16 KB pages, SQLite alone at 1M: 8 MB 1.82, 6 MB 1.81.
+/// Page cache (KiB): most of what the 40 MB memory budget leaves.
 const CACHE_KIB: i64 = 6144;
 
 pub struct SqliteSink {
