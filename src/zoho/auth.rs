@@ -101,30 +101,20 @@ fn refusal(accounts: String, error: &str, description: Option<&str>, form: &[(&s
 
 fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<AccessToken, ZohoError> {
     let accounts = settings.accounts_url.as_str().trim_end_matches('/').to_string();
+    let bad = |api_domain: &str, problem: String| ZohoError::BadApiDomain {
+        accounts: accounts.clone(),
+        api_domain: api_domain.to_string(),
+        problem,
+    };
     let token = parsed.access_token.take().expect("checked by post_grant");
     let api_domain = match (&settings.api_domain, parsed.api_domain.as_deref()) {
         (Some(forced), _) => forced.clone(),
         (None, Some(d)) => {
-            let url = Url::parse(d).map_err(|e| ZohoError::BadApiDomain {
-                accounts: accounts.clone(),
-                api_domain: d.to_string(),
-                problem: e.to_string(),
-            })?;
-            trusted_api_domain(settings, &url).map_err(|problem| ZohoError::BadApiDomain {
-                accounts: accounts.clone(),
-                api_domain: d.to_string(),
-                problem,
-            })?;
+            let url = Url::parse(d).map_err(|e| bad(d, e.to_string()))?;
+            trusted_api_domain(settings, &url).map_err(|problem| bad(d, problem))?;
             url
         }
-        (None, None) => {
-            return Err(ZohoError::BadApiDomain {
-                accounts,
-                api_domain: String::new(),
-                problem: "the answer has no api_domain".into(),
-            }
-            .into())
-        }
+        (None, None) => return Err(bad("", "the answer has no api_domain".into())),
     };
     // `expires_in` is in seconds (3600). A missing or absurd value falls back to a conservative 55 minutes.
     let lifetime = Duration::from_secs(parsed.expires_in.filter(|s| (1..=86_400).contains(s)).unwrap_or(3300));

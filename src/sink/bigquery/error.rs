@@ -35,9 +35,7 @@ enum Kind {
 /// One error as BigQuery reports it, in an error body or in a job's `status.errorResult`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ErrorProto {
-    #[serde(default)]
     pub reason: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
 }
 

@@ -21,70 +21,54 @@ const JOB_RUNS: usize = 4;
 
 /// A job as `jobs.insert` and `jobs.get` return it: only what dealsync reads.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobResource {
-    #[serde(default)]
     pub job_reference: JobReference,
-    #[serde(default)]
     pub status: JobStatus,
-    #[serde(default)]
     pub statistics: Statistics,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobReference {
-    #[serde(default)]
     pub job_id: String,
-    #[serde(default)]
     pub location: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobStatus {
-    #[serde(default)]
     pub state: String,
-    #[serde(default)]
     pub error_result: Option<ErrorProto>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Statistics {
-    #[serde(default)]
     pub query: Option<QueryStatistics>,
-    #[serde(default)]
     pub load: Option<LoadStatistics>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryStatistics {
-    #[serde(default)]
     pub num_dml_affected_rows: Option<String>,
-    #[serde(default)]
     pub total_bytes_billed: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadStatistics {
-    #[serde(default)]
     pub output_rows: Option<String>,
 }
 
 /// A page of `jobs.getQueryResults`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 struct ResultsPage {
-    #[serde(default)]
     job_complete: Option<bool>,
-    #[serde(default)]
     rows: Vec<ResultRow>,
-    #[serde(default)]
     page_token: Option<String>,
-    #[serde(default)]
     errors: Vec<ErrorProto>,
 }
 

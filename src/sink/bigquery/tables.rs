@@ -19,11 +19,8 @@ use crate::sink::SinkError;
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetResource {
-    #[serde(default)]
     pub location: Option<String>,
-    #[serde(default)]
     pub default_table_expiration_ms: Option<String>,
-    #[serde(default)]
     pub default_partition_expiration_ms: Option<String>,
 }
 
@@ -44,13 +41,10 @@ impl DatasetResource {
 
 /// A table as `tables.get` returns it: only what dealsync reads.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct TableResource {
-    #[serde(default)]
     pub schema: Schema,
-    #[serde(default)]
     pub expiration_time: Option<String>,
-    #[serde(default)]
     pub time_partitioning: Option<Partitioning>,
 }
 
@@ -63,7 +57,6 @@ pub struct Schema {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Partitioning {
-    #[serde(default)]
     pub expiration_ms: Option<String>,
 }
 
@@ -73,7 +66,6 @@ pub struct Field {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: String,
-    #[serde(default)]
     pub mode: Option<String>,
 }
 
