@@ -79,8 +79,8 @@ impl Api {
         self.gzip
     }
 
-    /// Sends what `build` makes (with the access token), once. A 308 (a resumable upload's "send more") is an
-    /// answer, not a failure.
+    /// Sends `req` with the access token, once. A 308 (a resumable upload's "send more") is an answer, not a
+    /// failure.
     async fn send_once(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Answer, BqFailure> {
         let token = self.credentials.token().await?;
         let req = match &token {

@@ -259,9 +259,8 @@ pub async fn evolve(
     let names: Vec<&str> = to_add.iter().map(|c| c.name.as_ref()).collect();
     // One ALTER a column: the emulator takes one command a statement, and a job id each keeps reruns apart.
     for (i, c) in to_add.iter().enumerate() {
-        let ty =
-            if c.mode() == "REPEATED" { format!("ARRAY<{}>", c.ty.bigquery()) } else { c.ty.bigquery().to_string() };
-        let statement = format!("ALTER TABLE {table_ref} ADD COLUMN IF NOT EXISTS `{}` {ty}", c.name);
+        let statement =
+            format!("ALTER TABLE {table_ref} ADD COLUMN IF NOT EXISTS `{}` {}", c.name, sql::column_type(c));
         let what = format!("adding column {} to {describe}", c.name);
         jobs.run(&what, &format!("{job_id}_{i}"), &statement.into())
             .await
