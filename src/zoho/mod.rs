@@ -214,8 +214,8 @@ impl ZohoClient {
     /// Work that starts beside the first request waits for it, so that a refused mint is asked once.
     pub async fn first_token(&self) -> bool {
         let mut rx = self.first_mint.subscribe();
-        let minted = rx.wait_for(Option::is_some).await.map(|m| *m == Some(true));
-        minted.unwrap_or(false)
+        let minted = rx.wait_for(Option::is_some).await.map(|m| *m == Some(true)).unwrap_or(false);
+        minted
     }
 
     /// Runs a `select COUNT(id) …` COQL query and returns the count (0 when Zoho answers 204).
@@ -308,19 +308,15 @@ impl ZohoClient {
         B: Fn(&Url) -> Request,
         P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
     {
-        self.with_retries("a Zoho API request", || self.execute_once(&build, &parse)).await
-    }
-
-    async fn execute_once<T, B, P>(&self, build: &B, parse: &P) -> Result<T, ZohoError>
-    where
-        B: Fn(&Url) -> Request,
-        P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
-    {
         // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
         // few times at most: a token that is refused every time (wrong data centre) fails after three.
         let remint =
             crate::retry::Schedule { first: Duration::ZERO, cap: Duration::ZERO, total: None, times: 3, jitter: false };
-        crate::retry::again(remint, || self.attempt(build, parse), ZohoError::is_token_refused, |_, _| {}).await
+        let once = || {
+            let attempt = || self.attempt(&build, &parse);
+            crate::retry::again(remint, attempt, ZohoError::is_token_refused, |_, _| {})
+        };
+        self.with_retries("a Zoho API request", once).await
     }
 
     /// One request with the current token. A refused token is forgotten before the error is returned.
