@@ -1,7 +1,7 @@
 //! Every wait-and-try-again in dealsync goes through here: retries of failed requests (jittered exponential
 //! delays, bounded attempts and total wait, an optional server-requested delay, one `warn` event per retry),
 //! waiting out a throttle, and polling a job until it is done. *Which* errors are worth a retry is decided by
-//! each client, which knows its protocol; this module only owns the timing.
+//! each client, which knows its protocol, and passed in as a predicate; this module only owns the timing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,15 +27,6 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             deadline: Duration::from_secs(300),
         }
-    }
-}
-
-/// How an error behaves under retry.
-pub trait Retry: std::fmt::Display {
-    fn is_retryable(&self) -> bool;
-    /// A delay the server asked for, if any.
-    fn retry_after(&self) -> Option<Duration> {
-        None
     }
 }
 
@@ -72,7 +63,7 @@ impl Schedule {
 }
 
 /// Runs `op` again, after the schedule's next wait, while `when` says its error is worth it; `notify` hears of
-/// each wait. The building block of [`retry`] and [`poll`], and of waits with their own rules (a throttle).
+/// each wait. For waits with their own rules (a throttle, a refused token); [`retry`] is the usual one.
 pub async fn again<T, E, F, Fut>(
     schedule: Schedule,
     op: F,
@@ -86,56 +77,46 @@ where
     op.retry(schedule.backoff()).sleep(tokio::time::sleep).when(when).notify(notify).await
 }
 
-/// What one look at a job found: done, not yet, or failed.
-pub enum Poll<T, E> {
-    Done(T),
-    Pending,
-    Failed(E),
-}
-
-/// Why polling stopped without a result.
-#[derive(Debug)]
-pub enum PollError<E> {
-    Failed(E),
-    /// Still pending after `limit`.
-    TimedOut,
-}
-
-/// Looks at something (a BigQuery job) until it is done or failed, waiting from `first` up to `cap` between
-/// looks, for `limit` at most in all (a look that long-polls on the server may use no wait at all).
-pub async fn poll<T, E, F, Fut>(first: Duration, cap: Duration, limit: Duration, mut look: F) -> Result<T, PollError<E>>
+/// Looks at something (a BigQuery job) until it is done (`Some`) or failed, waiting from `first` up to `cap`
+/// between looks, for `limit` at most in all, then fails with `timed_out()`. A look that long-polls on the
+/// server may use no wait at all.
+pub async fn poll<T, E, F, Fut>(
+    first: Duration,
+    cap: Duration,
+    limit: Duration,
+    mut look: F,
+    timed_out: impl FnOnce() -> E,
+) -> Result<T, E>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Poll<T, E>>,
+    Fut: std::future::Future<Output = Result<Option<T>, E>>,
 {
-    let schedule = Schedule { first, cap, total: None, times: usize::MAX, jitter: false };
-    let op = || {
-        let f = look();
-        async move {
-            match f.await {
-                Poll::Done(t) => Ok(t),
-                Poll::Pending => Err(PollError::TimedOut),
-                Poll::Failed(e) => Err(PollError::Failed(e)),
+    let looking = async {
+        let mut wait = first;
+        loop {
+            if let Some(done) = look().await? {
+                return Ok(done);
             }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(cap);
         }
     };
-    let polling = again(schedule, op, |e| matches!(e, PollError::TimedOut), |_, _| {});
-    match tokio::time::timeout(limit, polling).await {
-        Ok(r) => r,
-        Err(_) => Err(PollError::TimedOut),
-    }
+    tokio::time::timeout(limit, looking).await.unwrap_or_else(|_| Err(timed_out()))
 }
 
-/// Runs `op` until it succeeds, fails with an error that is not retryable, or the policy is spent.
-/// `on_retry` is called once per retry (for counters); each retry also logs one `warn` event.
+/// Runs `op` until it succeeds, fails with an error `when` does not call worth a retry, or the policy is
+/// spent. `asked` is the delay the server asked for in an error, if any; `on_retry` is called once per retry
+/// (for counters), and each retry also logs one `warn` event.
 pub async fn retry<T, E, F, Fut>(
     policy: RetryPolicy,
     what: &str,
     mut op: F,
+    when: impl Fn(&E) -> bool,
+    asked: impl Fn(&E) -> Option<Duration>,
     on_retry: impl Fn(),
 ) -> Result<T, GaveUp<E>>
 where
-    E: Retry,
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
@@ -154,8 +135,8 @@ where
     })
     .retry(schedule.backoff())
     .sleep(tokio::time::sleep)
-    .when(E::is_retryable)
-    .adjust(|e, d| d.map(|d| e.retry_after().map_or(d, |ra| ra.clamp(d, policy.deadline.max(d)))))
+    .when(when)
+    .adjust(|e, d| d.map(|d| asked(e).map_or(d, |ra| ra.clamp(d, policy.deadline.max(d)))))
     .notify(|e, delay| {
         on_retry();
         tracing::warn!(
@@ -177,35 +158,73 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_poll_returns_what_the_job_gives_once_done() {
         let mut looks = 0;
-        let r: Result<u32, PollError<String>> =
-            poll(Duration::from_millis(200), Duration::from_secs(5), Duration::from_secs(60), || {
+        let r: Result<u32, &str> = poll(
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            || {
                 looks += 1;
                 let n = looks;
-                async move {
-                    if n < 4 {
-                        Poll::Pending
-                    } else {
-                        Poll::Done(n)
-                    }
-                }
-            })
-            .await;
-        assert_eq!(r.unwrap(), 4);
+                async move { Ok((n >= 4).then_some(n)) }
+            },
+            || "timed out",
+        )
+        .await;
+        assert_eq!(r, Ok(4));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_poll_gives_up_after_its_limit_and_stops_at_a_failure() {
         let started = tokio::time::Instant::now();
-        let r: Result<(), PollError<String>> =
-            poll(Duration::from_millis(200), Duration::from_secs(5), Duration::from_secs(60), || async {
-                Poll::Pending
-            })
-            .await;
-        assert!(matches!(r, Err(PollError::TimedOut)));
+        let mut looks = 0;
+        let r: Result<(), &str> = poll(
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            || {
+                looks += 1;
+                async { Ok(None) }
+            },
+            || "timed out",
+        )
+        .await;
+        assert_eq!(r, Err("timed out"));
         assert!(started.elapsed() >= Duration::from_secs(60) && started.elapsed() < Duration::from_secs(66));
-        let r: Result<(), PollError<&str>> =
-            poll(Duration::ZERO, Duration::ZERO, Duration::from_secs(60), || async { Poll::Failed("boom") }).await;
-        assert!(matches!(r, Err(PollError::Failed("boom"))));
+        assert!((12..=20).contains(&looks), "waits grow from 200 ms to 5 s: {looks} looks");
+        let mut looks = 0;
+        let r: Result<(), &str> = poll(
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            || {
+                looks += 1;
+                async { Err("boom") }
+            },
+            || "timed out",
+        )
+        .await;
+        assert_eq!((r, looks), (Err("boom"), 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_stops_where_the_predicate_says_and_waits_as_long_as_the_server_asks() {
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            deadline: Duration::from_secs(60),
+        };
+        let r: Result<(), GaveUp<&str>> =
+            retry(policy, "t", || async { Err("fatal") }, |e| *e != "fatal", |_| None, || {}).await;
+        assert!(matches!(r, Err(GaveUp { error: "fatal", attempts: 1, .. })));
+
+        let (started, retries) = (tokio::time::Instant::now(), std::cell::Cell::new(0));
+        let asked = |_: &&str| Some(Duration::from_secs(10));
+        let r: Result<(), GaveUp<&str>> =
+            retry(policy, "t", || async { Err("busy") }, |_| true, asked, || retries.set(retries.get() + 1)).await;
+        assert!(matches!(r, Err(GaveUp { error: "busy", attempts: 4, .. })));
+        assert_eq!(retries.get(), 3);
+        assert!(started.elapsed() >= Duration::from_secs(30), "three waits of the 10 s asked for");
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::error::{AuthError, ZohoError};
+use super::error::ZohoError;
 use crate::config::{check_scheme, ZohoSettings};
 
 /// A minted access token and where to use it.
@@ -50,104 +50,71 @@ async fn post_grant(
     settings: &ZohoSettings,
     form: &[(&str, &str)],
 ) -> Result<TokenResponse, ZohoError> {
-    let url = settings.token_url();
     let accounts = settings.accounts_url.as_str().trim_end_matches('/').to_string();
     let what = format!("the token request to {accounts}");
-    let resp = http
-        .post(url)
-        .form(form)
-        .send()
-        .await
-        .map_err(|e| ZohoError::Transport { what: what.clone(), reason: super::describe_reqwest(&e) })?;
+    let transport =
+        |e: reqwest::Error| ZohoError::Transport { what: what.clone(), reason: super::describe_reqwest(&e) };
+    let resp = http.post(settings.token_url()).form(form).send().await.map_err(transport)?;
     let status = resp.status().as_u16();
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| ZohoError::Transport { what: what.clone(), reason: super::describe_reqwest(&e) })?;
-    let parsed: Result<TokenResponse, _> = serde_json::from_str(&body);
-    let parsed = match parsed {
+    let body = resp.text().await.map_err(transport)?;
+    let unavailable = |what: String| ZohoError::Api {
+        what,
+        status,
+        code: String::new(),
+        message: "the accounts server is unavailable".into(),
+        details: serde_json::Value::Null,
+        retry_after: None,
+    };
+    let parsed = match serde_json::from_str::<TokenResponse>(&body) {
         Ok(p) => p,
-        Err(_) if status >= 500 || status == 429 => {
-            return Err(ZohoError::Api {
-                what,
-                status,
-                code: String::new(),
-                message: "the accounts server is unavailable".into(),
-                details: serde_json::Value::Null,
-                retry_after: None,
-            })
-        }
-        Err(e) => {
-            return Err(ZohoError::InvalidBody { what, status, reason: format!("not a token response ({e})") });
-        }
+        Err(_) if status >= 500 || status == 429 => return Err(unavailable(what)),
+        Err(e) => return Err(ZohoError::InvalidBody { what, status, reason: format!("not a token response ({e})") }),
     };
     if let Some(error) = parsed.error.as_deref() {
-        let accounts = accounts.clone();
-        // The server's words may echo the form (the client secret, the refresh token or grant code).
-        let secrets: Vec<&str> = form.iter().map(|(_, v)| *v).collect();
-        let throttled = error.eq_ignore_ascii_case("Access Denied")
-            || parsed.error_description.as_deref().is_some_and(|d| d.contains("too many requests"));
-        return Err(ZohoError::Auth(match error {
-            _ if throttled => AuthError::Throttled { accounts },
-            "invalid_code" => AuthError::InvalidCode { accounts },
-            "invalid_client" => AuthError::InvalidClient { accounts },
-            "invalid_client_secret" => AuthError::InvalidClientSecret { accounts },
-            other => AuthError::Other {
-                accounts,
-                error: crate::telemetry::one_line(&crate::telemetry::redact(other, &secrets)),
-                description: parsed
-                    .error_description
-                    .as_deref()
-                    .map(|d| crate::telemetry::one_line(&crate::telemetry::redact(d, &secrets))),
-            },
-        }));
+        return Err(refusal(accounts, error, parsed.error_description.as_deref(), form));
     }
     if parsed.access_token.is_none() {
         if status >= 500 {
-            return Err(ZohoError::Api {
-                what,
-                status,
-                code: String::new(),
-                message: "the accounts server is unavailable".into(),
-                details: serde_json::Value::Null,
-                retry_after: None,
-            });
+            return Err(unavailable(what));
         }
-        return Err(ZohoError::InvalidBody {
-            what,
-            status,
-            reason: "no access_token and no error in the answer".into(),
-        });
+        let reason = "no access_token and no error in the answer".into();
+        return Err(ZohoError::InvalidBody { what, status, reason });
     }
     Ok(parsed)
 }
 
+/// The token endpoint's `error` (and `error_description`) as the error to tell the operator.
+fn refusal(accounts: String, error: &str, description: Option<&str>, form: &[(&str, &str)]) -> ZohoError {
+    let throttled =
+        error.eq_ignore_ascii_case("Access Denied") || description.is_some_and(|d| d.contains("too many requests"));
+    // The server's words may echo the form (the client secret, the refresh token or grant code).
+    let secrets: Vec<&str> = form.iter().map(|(_, v)| *v).collect();
+    let clean = |text: &str| crate::telemetry::one_line(&crate::telemetry::redact(text, &secrets));
+    match error {
+        _ if throttled => ZohoError::MintThrottled { accounts },
+        "invalid_code" => ZohoError::InvalidCode { accounts },
+        "invalid_client" => ZohoError::InvalidClient { accounts },
+        "invalid_client_secret" => ZohoError::InvalidClientSecret { accounts },
+        other => ZohoError::TokenEndpoint { accounts, error: clean(other), description: description.map(clean) },
+    }
+}
+
 fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<AccessToken, ZohoError> {
     let accounts = settings.accounts_url.as_str().trim_end_matches('/').to_string();
+    let bad = |api_domain: &str, problem: String| ZohoError::BadApiDomain {
+        accounts: accounts.clone(),
+        api_domain: api_domain.to_string(),
+        problem,
+    };
     let token = parsed.access_token.take().expect("checked by post_grant");
     let api_domain = match (&settings.api_domain, parsed.api_domain.as_deref()) {
         (Some(forced), _) => forced.clone(),
         (None, Some(d)) => {
-            let url = Url::parse(d).map_err(|e| AuthError::BadApiDomain {
-                accounts: accounts.clone(),
-                api_domain: d.to_string(),
-                problem: e.to_string(),
-            })?;
-            trusted_api_domain(settings, &url).map_err(|problem| AuthError::BadApiDomain {
-                accounts: accounts.clone(),
-                api_domain: d.to_string(),
-                problem,
-            })?;
+            let url = Url::parse(d).map_err(|e| bad(d, e.to_string()))?;
+            trusted_api_domain(settings, &url).map_err(|problem| bad(d, problem))?;
             url
         }
-        (None, None) => {
-            return Err(AuthError::BadApiDomain {
-                accounts,
-                api_domain: String::new(),
-                problem: "the answer has no api_domain".into(),
-            }
-            .into())
-        }
+        (None, None) => return Err(bad("", "the answer has no api_domain".into())),
     };
     // `expires_in` is in seconds (3600). A missing or absurd value falls back to a conservative 55 minutes.
     let lifetime = Duration::from_secs(parsed.expires_in.filter(|s| (1..=86_400).contains(s)).unwrap_or(3300));
@@ -221,19 +188,17 @@ pub async fn exchange_grant(
         ("client_secret", settings.client_secret.expose_secret()),
         ("grant_type", "authorization_code"),
     ];
-    let mut parsed = post_grant(http, settings, &form).await.map_err(|e| {
-        match e {
-        ZohoError::Auth(AuthError::InvalidCode { accounts }) => ZohoError::Auth(AuthError::Other {
+    let mut parsed = post_grant(http, settings, &form).await.map_err(|e| match e {
+        ZohoError::InvalidCode { accounts } => ZohoError::TokenEndpoint {
             accounts,
             error: "invalid_code".into(),
             description: Some(
-                "the grant code is wrong, already used or expired (they live a few minutes): generate a new one in the \
-                 API console and exchange it at once; check ZOHO_DC too"
+                "the grant code is wrong, already used or expired (they live a few minutes): generate a new one in \
+                 the API console and exchange it at once; check ZOHO_DC too"
                     .into(),
             ),
-        }),
+        },
         other => other,
-    }
     })?;
     let refresh_token = parsed.refresh_token.take().ok_or_else(|| ZohoError::InvalidBody {
         what: "the grant-code exchange".into(),

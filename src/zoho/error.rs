@@ -1,15 +1,13 @@
 //! Everything that can go wrong talking to Zoho, and the one place that decides which failures are worth a
-//! retry (`is_retryable`) and which exit code each one ends a run with. The backoff mechanism lives elsewhere.
+//! retry (`is_retryable`, `is_token_refused`) and which exit code each one ends a run with.
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::exit::Exit;
 
-/// Failures of the OAuth token endpoint. Zoho reports most of them as HTTP 200 with an `error` key.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AuthError {
+#[derive(Debug, thiserror::Error)]
+pub enum ZohoError {
+    // The OAuth token endpoint's refusals; Zoho reports most of them as HTTP 200 with an `error` key.
     #[error(
         "ZOHO_REFRESH_TOKEN was rejected by {accounts} (invalid_code): the refresh token is wrong, revoked, or was \
          minted in another data centre; check ZOHO_DC, or mint a new one with `dealsync auth exchange`"
@@ -27,28 +25,11 @@ pub enum AuthError {
          Zoho allows 10 mints per 10 minutes; wait 15-30 minutes without running dealsync, and do not restart it \
          in a loop"
     )]
-    Throttled { accounts: String },
+    MintThrottled { accounts: String },
     #[error("the token endpoint {accounts} answered `{error}`{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    Other { accounts: String, error: String, description: Option<String> },
+    TokenEndpoint { accounts: String, error: String, description: Option<String> },
     #[error("the token response from {accounts} names api_domain `{api_domain}`, which is not usable: {problem}; set ZOHO_API_DOMAIN")]
     BadApiDomain { accounts: String, api_domain: String, problem: String },
-}
-
-/// Zoho's error body: `{"code","details","message","status":"error"}`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ApiErrorBody {
-    #[serde(default)]
-    pub code: String,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default)]
-    pub details: serde_json::Value,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ZohoError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
 
     #[error("Zoho answered HTTP {status} {code} to {what}: {message}{}", hint(code, details))]
     Api {
@@ -73,15 +54,6 @@ pub enum ZohoError {
     Exhausted { attempts: usize, elapsed: Duration, last: Box<ZohoError> },
 }
 
-impl crate::retry::Retry for ZohoError {
-    fn is_retryable(&self) -> bool {
-        ZohoError::is_retryable(self)
-    }
-    fn retry_after(&self) -> Option<Duration> {
-        ZohoError::retry_after(self)
-    }
-}
-
 impl ZohoError {
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
@@ -91,8 +63,14 @@ impl ZohoError {
                     || matches!(code.as_str(), "TOO_MANY_REQUESTS" | "INTERNAL_ERROR")
             }
             ZohoError::Transport { .. } | ZohoError::InvalidBody { .. } => true,
-            ZohoError::Auth(_) | ZohoError::LimitReached { .. } | ZohoError::Exhausted { .. } => false,
+            _ => false,
         }
+    }
+
+    /// Zoho refused the access token: any 401 but a scope error, even with a body a proxy cut short. The same
+    /// request may succeed with a freshly minted token.
+    pub fn is_token_refused(&self) -> bool {
+        matches!(self, ZohoError::Api { status: 401, code, .. } if code != "OAUTH_SCOPE_MISMATCH")
     }
 
     /// The server's requested wait, when it named one.
@@ -106,7 +84,6 @@ impl ZohoError {
     /// How a run that ends with this error should exit.
     pub fn exit(&self) -> Exit {
         match self {
-            ZohoError::Auth(_) => Exit::Config,
             ZohoError::Exhausted { .. } | ZohoError::Transport { .. } | ZohoError::InvalidBody { .. } => {
                 Exit::Unavailable
             }
@@ -126,6 +103,8 @@ impl ZohoError {
                 _ => Exit::Internal,
             },
             ZohoError::LimitReached { .. } => Exit::Internal,
+            // The token endpoint's refusals: credentials or data centre to fix.
+            _ => Exit::Config,
         }
     }
 }
@@ -179,6 +158,8 @@ mod tests {
         assert_eq!(api(401, "OAUTH_SCOPE_MISMATCH").exit(), Exit::Config);
         assert_eq!(api(403, "NO_PERMISSION").exit(), Exit::Config);
         assert_eq!(api(400, "EXPECTED_PARAM_MISSING").exit(), Exit::Internal);
+        assert!(api(401, "INVALID_TOKEN").is_token_refused() && api(401, "").is_token_refused());
+        assert!(!api(401, "OAUTH_SCOPE_MISMATCH").is_token_refused() && !api(403, "NO_PERMISSION").is_token_refused());
     }
 
     #[test]

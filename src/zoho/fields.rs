@@ -12,17 +12,12 @@ use crate::schema::FieldType;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct FieldMeta {
     pub api_name: String,
-    #[serde(default)]
     pub display_label: Option<String>,
-    #[serde(default)]
     pub field_label: Option<String>,
-    #[serde(default)]
     pub data_type: Option<String>,
-    #[serde(default)]
     pub json_type: Option<String>,
     #[serde(default)]
     pub custom_field: bool,
-    #[serde(default)]
     pub length: Option<u64>,
 }
 

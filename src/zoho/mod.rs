@@ -22,7 +22,7 @@ use url::Url;
 
 pub use crate::retry::RetryPolicy;
 pub use auth::AccessToken;
-pub use error::{ApiErrorBody, AuthError, ZohoError};
+pub use error::ZohoError;
 pub use page::{Page, Record};
 
 use crate::config::{join_path, ZohoSettings};
@@ -132,10 +132,7 @@ impl ZohoClient {
                 }
                 (reqwest::Method::GET, url, None, None)
             },
-            |what, status, body| match body {
-                None => Ok(None),
-                Some(body) => parse_page(what, status, body).map(Some),
-            },
+            page_or_none,
         )
         .await
         .map_err(|e| match e {
@@ -164,10 +161,7 @@ impl ZohoClient {
                 ]);
                 (reqwest::Method::GET, url, None, None)
             },
-            |what, status, body| match body {
-                None => Ok(None),
-                Some(body) => parse_page(what, status, body).map(Some),
-            },
+            page_or_none,
         )
         .await
     }
@@ -177,10 +171,7 @@ impl ZohoClient {
         let body = serde_json::json!({ "select_query": select_query }).to_string();
         self.execute(
             |base| (reqwest::Method::POST, join_path(base, "crm/v8/coql"), Some(body.clone()), None),
-            |what, status, body| match body {
-                None => Ok(None),
-                Some(body) => parse_page(what, status, body).map(Some),
-            },
+            page_or_none,
         )
         .await
     }
@@ -194,10 +185,7 @@ impl ZohoClient {
                 url.query_pairs_mut().extend_pairs([("type", "all"), ("page", page_s.as_str()), ("per_page", "200")]);
                 (reqwest::Method::GET, url, None, Some(since.to_string()))
             },
-            |what, status, body| match body {
-                None => Ok(None),
-                Some(body) => parse_page(what, status, body).map(Some),
-            },
+            page_or_none,
         )
         .await
     }
@@ -277,7 +265,7 @@ impl ZohoClient {
                 minted
             })
         };
-        let throttled = |e: &ZohoError| remint && matches!(e, ZohoError::Auth(AuthError::Throttled { .. }));
+        let throttled = |e: &ZohoError| remint && matches!(e, ZohoError::MintThrottled { .. });
         let told = |_: &ZohoError, wait: Duration| {
             tracing::warn!(
                 event = "token_throttled",
@@ -320,41 +308,35 @@ impl ZohoClient {
         B: Fn(&Url) -> Request,
         P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
     {
-        self.with_retries("a Zoho API request", || self.execute_once(&build, &parse)).await
-    }
-
-    async fn execute_once<T, B, P>(&self, build: &B, parse: &P) -> Result<T, ZohoError>
-    where
-        B: Fn(&Url) -> Request,
-        P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
-    {
         // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
         // few times at most: a token that is refused every time (wrong data centre) fails after three.
         let remint =
             crate::retry::Schedule { first: Duration::ZERO, cap: Duration::ZERO, total: None, times: 3, jitter: false };
-        crate::retry::again(remint, || self.attempt(build, parse), |r: &Refusal| r.token_refused, |_, _| {})
-            .await
-            .map_err(|r| r.error)
+        let once = || {
+            let attempt = || self.attempt(&build, &parse);
+            crate::retry::again(remint, attempt, ZohoError::is_token_refused, |_, _| {})
+        };
+        self.with_retries("a Zoho API request", once).await
     }
 
     /// One request with the current token. A refused token is forgotten before the error is returned.
-    async fn attempt<T, B, P>(&self, build: &B, parse: &P) -> Result<T, Refusal>
+    async fn attempt<T, B, P>(&self, build: &B, parse: &P) -> Result<T, ZohoError>
     where
         B: Fn(&Url) -> Request,
         P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
     {
         let permit = self.permits.acquire().await.expect("the semaphore is never closed");
-        let token = self.token().await.map_err(Refusal::other)?;
+        let token = self.token().await?;
         let (method, url, body, if_modified_since) = build(&token.api_domain);
         let conditional = if_modified_since.is_some();
         let what = format!("{method} {url}");
         let mut auth =
             HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret())).map_err(|_| {
-                Refusal::other(ZohoError::InvalidBody {
+                ZohoError::InvalidBody {
                     what: "the token response".into(),
                     status: 200,
                     reason: "the access token contains characters that cannot travel in a header".into(),
-                })
+                }
             })?;
         auth.set_sensitive(true);
         let mut req = self.http.request(method, url).header(AUTHORIZATION, auth);
@@ -366,10 +348,8 @@ impl ZohoClient {
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(event = "zoho_request", request = %what);
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| Refusal::other(ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) }))?;
+        let transport = |e: reqwest::Error| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) };
+        let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -377,14 +357,9 @@ impl ZohoClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        // Chunks go straight into the one buffer the page keeps (sized from Content-Length, capped in case it
-        // lies): `bytes()` joined them into a buffer of its own, which then had to be copied again.
+        // Chunks go straight into the one buffer the page keeps, sized from Content-Length (capped: it may lie).
         let mut bytes = Vec::with_capacity(resp.content_length().map_or(0, |n| n.min(BODY_CAPACITY_LIMIT) as usize));
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| Refusal::other(ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) }))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
             bytes.extend_from_slice(&chunk);
         }
         drop(permit);
@@ -397,11 +372,11 @@ impl ZohoClient {
         // Empty answers mean "no records": 204 to anything, and 304 Not Modified to a conditional request
         // (`If-Modified-Since`), which HTTP allows whenever nothing changed since then.
         if status == 204 || (status == 304 && conditional) {
-            return parse(&what, status, None).map_err(Refusal::other);
+            return parse(&what, status, None);
         }
         if (200..300).contains(&status) {
             let body = if text.trim().is_empty() { None } else { Some(text) };
-            return parse(&what, status, body).map_err(Refusal::other);
+            return parse(&what, status, body);
         }
         // An error body may echo what the request carried: the token, or the client's own secrets.
         let secrets = [
@@ -410,16 +385,13 @@ impl ZohoClient {
             self.settings.refresh_token.expose_secret(),
         ];
         let err = api_error(&what, status, &crate::telemetry::redact(&text, &secrets), retry_after);
-        // Any 401 but a scope error means the token was refused, even when the body is unreadable (a proxy cut it
-        // short): mint a new token and repeat the request.
         if let ZohoError::Api { code, .. } = &err {
-            if status == 401 && code != "OAUTH_SCOPE_MISMATCH" {
+            if err.is_token_refused() {
                 tracing::info!(event = "token_refused", code = %code, "Zoho refused the access token; minting a new one");
                 self.invalidate(&token).await;
-                return Err(Refusal { error: err, token_refused: true });
             }
         }
-        Err(Refusal::other(err))
+        Err(err)
     }
 
     /// Runs `op` with the client's retry policy; a retryable error that outlives it becomes `Exhausted`.
@@ -428,11 +400,11 @@ impl ZohoClient {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ZohoError>>,
     {
-        crate::retry::retry(self.retry, what, op, || {
+        let counted = || {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
-        })
-        .await
-        .map_err(|g| {
+        };
+        let tried = crate::retry::retry(self.retry, what, op, ZohoError::is_retryable, ZohoError::retry_after, counted);
+        tried.await.map_err(|g| {
             if g.error.is_retryable() {
                 ZohoError::Exhausted { attempts: g.attempts, elapsed: g.elapsed, last: Box::new(g.error) }
             } else {
@@ -447,23 +419,26 @@ pub fn parse_page(what: &str, status: u16, body: String) -> Result<Page, ZohoErr
     Page::parse(body).map_err(|reason| ZohoError::InvalidBody { what: what.to_string(), status, reason })
 }
 
+/// A page of records, or `None` for an empty answer (nothing matches).
+fn page_or_none(what: &str, status: u16, body: Option<String>) -> Result<Option<Page>, ZohoError> {
+    body.map(|body| parse_page(what, status, body)).transpose()
+}
+
+/// An error answer; Zoho's body is `{"code","details","message","status":"error"}` when it is readable.
 fn api_error(what: &str, status: u16, body: &str, retry_after: Option<Duration>) -> ZohoError {
-    let parsed: ApiErrorBody = serde_json::from_str(body).unwrap_or_default();
-    if parsed.code == "LIMIT_REACHED" {
+    let parsed: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let text = |key: &str| parsed.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+    if text("code") == "LIMIT_REACHED" {
         return ZohoError::LimitReached { criteria: what.to_string() };
     }
-    let message = if parsed.message.is_empty() {
-        let snippet: String = body.chars().take(120).collect();
-        if snippet.is_empty() {
-            "(empty body)".to_string()
-        } else {
-            snippet
-        }
-    } else {
-        parsed.message
+    let message = match text("message") {
+        "" if body.is_empty() => "(empty body)".to_string(),
+        "" => body.chars().take(120).collect(),
+        m => m.to_string(),
     };
-    let (code, message) = (crate::telemetry::one_line(&parsed.code), crate::telemetry::one_line(&message));
-    ZohoError::Api { what: what.to_string(), status, code, message, details: parsed.details, retry_after }
+    let (code, message) = (crate::telemetry::one_line(text("code")), crate::telemetry::one_line(&message));
+    let details = parsed.get("details").cloned().unwrap_or_default();
+    ZohoError::Api { what: what.to_string(), status, code, message, details, retry_after }
 }
 
 /// A reqwest error in words, without its URL (the caller names the request) and with its causes.
@@ -485,16 +460,4 @@ pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
         source = s.source();
     }
     msg
-}
-
-/// A failed attempt, and whether it failed because Zoho refused the access token (worth a fresh mint).
-struct Refusal {
-    error: ZohoError,
-    token_refused: bool,
-}
-
-impl Refusal {
-    fn other(error: ZohoError) -> Refusal {
-        Refusal { error, token_refused: false }
-    }
 }

@@ -79,8 +79,8 @@ impl Api {
         self.gzip
     }
 
-    /// Sends what `build` makes (with the access token), once. A 308 (a resumable upload's "send more") is an
-    /// answer, not a failure.
+    /// Sends `req` with the access token, once. A 308 (a resumable upload's "send more") is an answer, not a
+    /// failure.
     async fn send_once(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Answer, BqFailure> {
         let token = self.credentials.token().await?;
         let req = match &token {
@@ -108,7 +108,8 @@ impl Api {
         what: &str,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Answer, BqFailure> {
-        retry(self.retry, what, || self.send_once(what, build(&self.http)), || {}).await.map_err(gave_up)
+        let once = || self.send_once(what, build(&self.http));
+        retry(self.retry, what, once, BqFailure::is_retryable, |_| None, || {}).await.map_err(gave_up)
     }
 
     fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, BqFailure> {
@@ -204,14 +205,14 @@ impl Api {
             }
             Ok(Put::Incomplete(held))
         };
-        retry(self.retry, what, attempt, || {}).await.map_err(gave_up)
+        retry(self.retry, what, attempt, BqFailure::is_retryable, |_| None, || {}).await.map_err(gave_up)
     }
 }
 
 /// The last error of a call that was retried, saying so.
 fn gave_up(g: crate::retry::GaveUp<BqFailure>) -> BqFailure {
     let mut e = g.error;
-    if crate::retry::Retry::is_retryable(&e) && g.attempts > 1 {
+    if e.is_retryable() && g.attempts > 1 {
         e.message = format!("{} (gave up after {} attempts)", e.message, g.attempts);
     }
     e

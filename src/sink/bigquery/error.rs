@@ -3,6 +3,7 @@
 //! for the others, what the operator has to fix and which exit code that means.
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::exit::Exit;
 
@@ -16,7 +17,7 @@ pub struct BqFailure {
     pub message: String,
     kind: Kind,
     /// Reported by a job that ran and failed (its `errorResult`), not by a request.
-    pub job_failed: bool,
+    job_failed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,26 +32,10 @@ enum Kind {
     Local,
 }
 
-/// Google's error body: `{"error": {"code", "message", "errors": [{"reason", "message"}]}}`.
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    errors: Vec<ErrorProto>,
-}
-
 /// One error as BigQuery reports it, in an error body or in a job's `status.errorResult`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ErrorProto {
-    #[serde(default)]
     pub reason: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
 }
 
@@ -60,15 +45,22 @@ fn transient_reason(r: &str) -> bool {
 }
 
 impl BqFailure {
-    /// An HTTP answer that was not a success. A body that is not Google's JSON (an HTML 502 from a proxy)
-    /// keeps its status.
+    /// An HTTP answer that was not a success, with Google's error body (`{"error": {"code", "message",
+    /// "errors": [{"reason", "message"}]}}`). A body that is not one (an HTML 502 from a proxy) keeps its status.
     pub fn http(what: impl Into<String>, status: u16, body: &[u8]) -> BqFailure {
-        let (message, reasons) = match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(b) => (
-                crate::telemetry::one_line(&b.error.message),
-                b.error.errors.into_iter().filter_map(|e| e.reason).map(|r| crate::telemetry::one_line(&r)).collect(),
+        let parsed: Value = serde_json::from_slice(body).unwrap_or_default();
+        let (message, reasons) = match parsed.get("error").filter(|e| e.is_object()) {
+            Some(e) => (
+                crate::telemetry::one_line(e.get("message").and_then(Value::as_str).unwrap_or_default()),
+                e.get("errors")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.get("reason").and_then(Value::as_str))
+                    .map(crate::telemetry::one_line)
+                    .collect(),
             ),
-            Err(_) => (format!("HTTP {status} without a BigQuery error body"), Vec::new()),
+            None => (format!("HTTP {status} without a BigQuery error body"), Vec::new()),
         };
         let transient = matches!(status, 429 | 500 | 502 | 503 | 504) || reasons.iter().any(|r| transient_reason(r));
         let kind = if transient {
@@ -78,57 +70,35 @@ impl BqFailure {
         } else {
             Kind::Refused
         };
-        BqFailure { what: what.into(), status: Some(status), reasons, message, kind, job_failed: false }
+        BqFailure { status: Some(status), reasons, ..BqFailure::new(what, message, kind) }
+    }
+
+    fn new(what: impl Into<String>, message: impl Into<String>, kind: Kind) -> BqFailure {
+        let (what, message) = (what.into(), message.into());
+        BqFailure { what, status: None, reasons: Vec::new(), message, kind, job_failed: false }
     }
 
     /// The request did not get an answer: a reset, a timeout, a refused connection. Worth another attempt.
     pub fn network(what: impl Into<String>, e: &reqwest::Error) -> BqFailure {
-        BqFailure {
-            what: what.into(),
-            status: None,
-            reasons: Vec::new(),
-            message: crate::zoho::describe_reqwest(e),
-            kind: Kind::Transient,
-            job_failed: false,
-        }
+        BqFailure::new(what, crate::zoho::describe_reqwest(e), Kind::Transient)
     }
 
     /// No access token could be had. The text says what failed, never the key material.
     pub fn credentials(what: impl Into<String>, message: impl Into<String>) -> BqFailure {
-        BqFailure {
-            what: what.into(),
-            status: None,
-            reasons: Vec::new(),
-            message: message.into(),
-            kind: Kind::Credentials,
-            job_failed: false,
-        }
+        BqFailure::new(what, message, Kind::Credentials)
     }
 
     /// Something dealsync did not expect (an answer it cannot read).
     pub fn local(what: impl Into<String>, message: impl Into<String>) -> BqFailure {
-        BqFailure {
-            what: what.into(),
-            status: None,
-            reasons: Vec::new(),
-            message: message.into(),
-            kind: Kind::Local,
-            job_failed: false,
-        }
+        BqFailure::new(what, message, Kind::Local)
     }
 
     /// A failure reported inside a 200 answer (a job's `errorResult`, a query's `errors`).
     pub fn reported(what: impl Into<String>, e: &ErrorProto) -> BqFailure {
         let reasons: Vec<String> = e.reason.clone().into_iter().collect();
-        let transient = reasons.iter().any(|r| transient_reason(r));
-        BqFailure {
-            what: what.into(),
-            status: None,
-            reasons,
-            message: e.message.clone().unwrap_or_default(),
-            kind: if transient { Kind::Transient } else { Kind::Refused },
-            job_failed: true,
-        }
+        let kind = if reasons.iter().any(|r| transient_reason(r)) { Kind::Transient } else { Kind::Refused };
+        let message = e.message.clone().unwrap_or_default();
+        BqFailure { reasons, job_failed: true, ..BqFailure::new(what, message, kind) }
     }
 
     pub fn has_reason(&self, reason: &str) -> bool {
@@ -148,11 +118,18 @@ impl BqFailure {
         self.message.to_ascii_lowercase().contains("free tier")
     }
 
-    /// A job that failed as a whole (so changed nothing) for a reason another run of it may not meet: a
-    /// conflict with a concurrent writer ("Could not serialize access to table … due to concurrent update"),
-    /// `jobInternalError` or another transient backend error. It runs again under the next job id.
+    /// Whether the same request may succeed if sent again.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == Kind::Transient
+    }
+
+    /// A job that ran and failed as a whole (so changed nothing) for a reason another run of it may not meet:
+    /// a conflict with a concurrent writer ("Could not serialize access to table … due to concurrent update"),
+    /// `jobInternalError` or another transient backend error. It runs again under the next job id. A request
+    /// that failed is not one: the client retried it already, and a statement whose insert went unanswered may
+    /// be running, never to be started twice.
     pub fn is_rerunnable_job_failure(&self) -> bool {
-        self.kind == Kind::Transient || self.message.to_ascii_lowercase().contains("concurrent update")
+        self.job_failed && (self.is_retryable() || self.message.to_ascii_lowercase().contains("concurrent update"))
     }
 
     pub fn exit(&self) -> Exit {
@@ -194,12 +171,6 @@ impl BqFailure {
     }
 }
 
-impl crate::retry::Retry for BqFailure {
-    fn is_retryable(&self) -> bool {
-        self.kind == Kind::Transient
-    }
-}
-
 impl std::fmt::Display for BqFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: ", self.what)?;
@@ -225,10 +196,11 @@ mod tests {
             .unwrap()
         };
         let f = BqFailure::http("x", 503, b"<html>Service Unavailable</html>");
-        assert!(crate::retry::Retry::is_retryable(&f) && f.exit() == Exit::Unavailable, "{f}");
+        assert!(f.is_retryable() && f.exit() == Exit::Unavailable, "{f}");
+        assert!(!f.is_rerunnable_job_failure(), "a failed request is retried by the client, not run again as a job");
         let f = BqFailure::http("x", 403, &body("accessDenied", "Access Denied"));
         assert_eq!(f.exit(), Exit::Config);
-        assert!(!crate::retry::Retry::is_retryable(&f));
+        assert!(!f.is_retryable());
         let concurrent = BqFailure::reported(
             "UPDATE",
             &ErrorProto {
@@ -236,7 +208,7 @@ mod tests {
                 message: Some("Could not serialize access to table p:d.t due to concurrent update".into()),
             },
         );
-        assert!(concurrent.is_rerunnable_job_failure() && !crate::retry::Retry::is_retryable(&concurrent));
+        assert!(concurrent.is_rerunnable_job_failure() && !concurrent.is_retryable());
         let internal =
             BqFailure::reported("MERGE", &ErrorProto { reason: Some("jobInternalError".into()), message: None });
         assert!(internal.is_rerunnable_job_failure());

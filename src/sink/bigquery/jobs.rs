@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::client::Api;
 use super::error::{BqFailure, ErrorProto};
 use super::sql::Statement;
-use crate::retry::{poll, retry, Poll, PollError, RetryPolicy};
+use crate::retry::{poll, retry, RetryPolicy};
 
 /// How long a job may run before the run gives up on it.
 const JOB_LIMIT: Duration = Duration::from_secs(1800);
@@ -21,70 +21,54 @@ const JOB_RUNS: usize = 4;
 
 /// A job as `jobs.insert` and `jobs.get` return it: only what dealsync reads.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobResource {
-    #[serde(default)]
     pub job_reference: JobReference,
-    #[serde(default)]
     pub status: JobStatus,
-    #[serde(default)]
     pub statistics: Statistics,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobReference {
-    #[serde(default)]
     pub job_id: String,
-    #[serde(default)]
     pub location: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobStatus {
-    #[serde(default)]
     pub state: String,
-    #[serde(default)]
     pub error_result: Option<ErrorProto>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Statistics {
-    #[serde(default)]
     pub query: Option<QueryStatistics>,
-    #[serde(default)]
     pub load: Option<LoadStatistics>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryStatistics {
-    #[serde(default)]
     pub num_dml_affected_rows: Option<String>,
-    #[serde(default)]
     pub total_bytes_billed: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadStatistics {
-    #[serde(default)]
     pub output_rows: Option<String>,
 }
 
 /// A page of `jobs.getQueryResults`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 struct ResultsPage {
-    #[serde(default)]
     job_complete: Option<bool>,
-    #[serde(default)]
     rows: Vec<ResultRow>,
-    #[serde(default)]
     page_token: Option<String>,
-    #[serde(default)]
     errors: Vec<ErrorProto>,
 }
 
@@ -176,26 +160,20 @@ impl Jobs<'_> {
         let path = format!("jobs/{}", job.job_id);
         let query = Self::location_query(&job);
         let look = || async {
-            match self.api.get::<JobResource>(what, &path, &query).await {
-                Err(e) => Poll::Failed(e),
-                Ok(r) if r.status.state != "DONE" => Poll::Pending,
-                Ok(r) => match &r.status.error_result {
-                    Some(e) => Poll::Failed(BqFailure::reported(what, e)),
-                    None => Poll::Done(Done::of(job.clone(), &r)),
-                },
+            let r = self.api.get::<JobResource>(what, &path, &query).await?;
+            if r.status.state != "DONE" {
+                return Ok(None);
+            }
+            match &r.status.error_result {
+                Some(e) => Err(BqFailure::reported(what, e)),
+                None => Ok(Some(Done::of(job.clone(), &r))),
             }
         };
-        match poll(Duration::from_millis(200), Duration::from_secs(5), JOB_LIMIT, look).await {
-            Ok(done) => Ok(done),
-            Err(PollError::Failed(e)) => Err(e),
-            Err(PollError::TimedOut) => Err(BqFailure::reported(
-                what,
-                &ErrorProto {
-                    reason: Some("timeout".into()),
-                    message: Some(format!("job {} did not finish in 30 minutes", job.job_id)),
-                },
-            )),
-        }
+        let timed_out = || {
+            let message = format!("job {} did not finish in 30 minutes", job.job_id);
+            BqFailure::reported(what, &ErrorProto { reason: Some("timeout".into()), message: Some(message) })
+        };
+        poll(Duration::from_millis(200), Duration::from_secs(5), JOB_LIMIT, look, timed_out).await
     }
 
     /// Every row of a finished query job, page by page.
@@ -257,27 +235,11 @@ impl Jobs<'_> {
             let id = if n == 1 { job_id.to_string() } else { format!("{job_id}_{n}") };
             let configuration = configuration.clone();
             async move {
-                let job = self.insert(what, &id, configuration).await.map_err(Rerun)?;
-                self.wait(what, job).await.map_err(Rerun)
+                let job = self.insert(what, &id, configuration).await?;
+                self.wait(what, job).await
             }
         };
-        retry(policy, &format!("{what} as a new job"), once, || {}).await.map_err(|g| g.error.0)
-    }
-}
-
-/// A job's failure, classified for running the whole job again (not for resending a request).
-struct Rerun(BqFailure);
-
-impl std::fmt::Display for Rerun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl crate::retry::Retry for Rerun {
-    fn is_retryable(&self) -> bool {
-        // A request that failed was retried already by the client; only a job that ran and failed runs again
-        // (a statement whose insert went unanswered may be running: never start it twice).
-        self.0.job_failed && self.0.is_rerunnable_job_failure()
+        let rerunnable = BqFailure::is_rerunnable_job_failure;
+        retry(policy, &format!("{what} as a new job"), once, rerunnable, |_| None, || {}).await.map_err(|g| g.error)
     }
 }

@@ -204,16 +204,20 @@ pub fn in_window_sql(select: &str, target: &str, w: &crate::window::Window) -> S
     p.statement(format!("SELECT {select} FROM {target} WHERE {condition} AND {LIVE}"))
 }
 
+/// A column's type in DDL: `ARRAY<…>` when it is repeated.
+pub fn column_type(c: &Column) -> String {
+    match c.mode() {
+        "REPEATED" => format!("ARRAY<{}>", c.ty.bigquery()),
+        _ => c.ty.bigquery().to_string(),
+    }
+}
+
 /// `CREATE TABLE` DDL of the target, equivalent to what dealsync creates through the API.
 pub fn target_ddl(table: &str, columns: &[Column]) -> String {
     let cols: Vec<String> = columns
         .iter()
         .map(|c| {
-            let ty = if c.mode() == "REPEATED" {
-                format!("ARRAY<{}>", c.ty.bigquery())
-            } else {
-                c.ty.bigquery().to_string()
-            };
+            let ty = column_type(c);
             let not_null = if c.mode() == "REQUIRED" { " NOT NULL" } else { "" };
             format!("  `{}` {ty}{not_null} OPTIONS(description = {:?})", c.name, c.description)
         })

@@ -19,11 +19,8 @@ use crate::sink::SinkError;
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetResource {
-    #[serde(default)]
     pub location: Option<String>,
-    #[serde(default)]
     pub default_table_expiration_ms: Option<String>,
-    #[serde(default)]
     pub default_partition_expiration_ms: Option<String>,
 }
 
@@ -44,13 +41,10 @@ impl DatasetResource {
 
 /// A table as `tables.get` returns it: only what dealsync reads.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct TableResource {
-    #[serde(default)]
     pub schema: Schema,
-    #[serde(default)]
     pub expiration_time: Option<String>,
-    #[serde(default)]
     pub time_partitioning: Option<Partitioning>,
 }
 
@@ -63,7 +57,6 @@ pub struct Schema {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Partitioning {
-    #[serde(default)]
     pub expiration_ms: Option<String>,
 }
 
@@ -73,7 +66,6 @@ pub struct Field {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: String,
-    #[serde(default)]
     pub mode: Option<String>,
 }
 
@@ -267,9 +259,8 @@ pub async fn evolve(
     let names: Vec<&str> = to_add.iter().map(|c| c.name.as_ref()).collect();
     // One ALTER a column: the emulator takes one command a statement, and a job id each keeps reruns apart.
     for (i, c) in to_add.iter().enumerate() {
-        let ty =
-            if c.mode() == "REPEATED" { format!("ARRAY<{}>", c.ty.bigquery()) } else { c.ty.bigquery().to_string() };
-        let statement = format!("ALTER TABLE {table_ref} ADD COLUMN IF NOT EXISTS `{}` {ty}", c.name);
+        let statement =
+            format!("ALTER TABLE {table_ref} ADD COLUMN IF NOT EXISTS `{}` {}", c.name, sql::column_type(c));
         let what = format!("adding column {} to {describe}", c.name);
         jobs.run(&what, &format!("{job_id}_{i}"), &statement.into())
             .await
