@@ -77,7 +77,7 @@ impl Target {
         Ok(match self {
             Target::Sqlite(path) => Sink::Sqlite(SqliteSink::with_spec(path, o.table)),
             Target::Ndjson(path) => Sink::Ndjson(NdjsonSink::new(path).with_columns(o.table.columns)),
-            Target::BigQuery => Sink::BigQuery(Box::new(bigquery::connect(&o).await?.with_spec(o.table))),
+            Target::BigQuery => Sink::BigQuery(Box::new(bigquery::connect(&o).await?)),
         })
     }
 
