@@ -13,24 +13,13 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-/// How log lines are written. Default: text on a terminal, JSON otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How log lines are written (`LOG_FORMAT`, any case). Default: text on a terminal, JSON otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
     /// JSON with the special keys Cloud Logging lifts out of a line.
     Gcp,
-}
-
-impl LogFormat {
-    pub fn parse(s: &str) -> Option<LogFormat> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            "gcp" => Some(LogFormat::Gcp),
-            _ => None,
-        }
-    }
 }
 
 /// When the process started (set first thing in `main`), for the time-to-first-request figure.
