@@ -223,7 +223,8 @@ impl BigQuerySink {
     async fn staging_upload(&mut self) -> Result<&mut Upload, SinkError> {
         if !self.staging_created {
             let expires_at = Some(self.staging_expires.timestamp_millis());
-            let def = TableDef { id: self.staging.clone(), columns: self.spec.columns.clone(), target: false, expires_at };
+            let def =
+                TableDef { id: self.staging.clone(), columns: self.spec.columns.clone(), target: false, expires_at };
             tables::ensure_table(&self.api, &self.s.dataset, &def).await.map_err(|e| self.fail(e))?;
             self.staging_created = true;
         }
