@@ -253,14 +253,11 @@ impl BigQuerySink {
         let what = format!("reading dataset {p}.{d}");
         match self.api.get::<DatasetResource>(&what, &format!("datasets/{d}"), &[]).await {
             Ok(ds) => {
-                seen.push(format!(
-                    "dataset {p}.{d} is reachable (location {})",
-                    ds.location.as_deref().unwrap_or("unknown")
-                ));
+                let location = ds.location.as_deref().unwrap_or("unknown");
+                seen.push(format!("dataset {p}.{d} is reachable (location {location})"));
                 if let Some(defaults) = ds.expiring_defaults() {
-                    seen.push(format!(
-                        "dataset {p}.{d} sets {defaults}: dealsync removes the expiration of the tables it creates"
-                    ));
+                    let removed = "dealsync removes the expiration of the tables it creates";
+                    seen.push(format!("dataset {p}.{d} sets {defaults}: {removed}"));
                 }
                 self.dataset = Some(ds);
             }
@@ -273,11 +270,8 @@ impl BigQuerySink {
             Some(existing) => {
                 let (add, problems) = tables::compare_schema(&existing.schema.fields, &self.spec.columns);
                 if !problems.is_empty() {
-                    return Err(SinkError::new(
-                        self.describe(),
-                        format!("the existing table is not compatible: {}", problems.join("; ")),
-                        Exit::Config,
-                    ));
+                    let problem = format!("the existing table is not compatible: {}", problems.join("; "));
+                    return Err(SinkError::new(self.describe(), problem, Exit::Config));
                 }
                 seen.push(if add.is_empty() {
                     format!("table {p}.{d}.{t} has a compatible schema")
@@ -457,10 +451,8 @@ impl BigQuerySink {
     pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
         if ending == Ending::Stopped {
             self.stop().await;
-            return Ok(Finished {
-                stats: WriteStats::default(),
-                kept: format!("nothing was merged into {}", self.s.table),
-            });
+            let kept = format!("nothing was merged into {}", self.s.table);
+            return Ok(Finished { stats: WriteStats::default(), kept });
         }
         Ok(Finished { stats: self.commit().await?, kept: String::new() })
     }
