@@ -53,9 +53,8 @@ impl Window {
     /// Halves the window at its midpoint (whole seconds, or whole days for a date field). `None` when it is
     /// already as small as the field's resolution allows.
     pub fn split(&self) -> Option<(Window, Window)> {
-        let mut halves = self.split_into(2)?;
-        let second = halves.pop()?;
-        Some((halves.pop()?, second))
+        let [first, second]: [Window; 2] = self.split_into(2)?.try_into().ok()?;
+        Some((first, second))
     }
 
     /// Cuts the window into `parts` adjacent pieces of (nearly) equal length, whole seconds or days. Fewer
@@ -145,6 +144,7 @@ fn floor_day(t: DateTime<Utc>) -> DateTime<Utc> {
     Utc.from_utc_datetime(&t.date_naive().and_time(NaiveTime::MIN))
 }
 
+/// The next midnight, or `t` itself when it is one.
 fn ceil_day(t: DateTime<Utc>) -> DateTime<Utc> {
     floor_day(t - Duration::nanoseconds(1)) + Duration::days(1)
 }
