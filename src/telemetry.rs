@@ -13,24 +13,13 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-/// How log lines are written. Default: text on a terminal, JSON otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How log lines are written (`LOG_FORMAT`, any case). Default: text on a terminal, JSON otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
     /// JSON with the special keys Cloud Logging lifts out of a line.
     Gcp,
-}
-
-impl LogFormat {
-    pub fn parse(s: &str) -> Option<LogFormat> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            "gcp" => Some(LogFormat::Gcp),
-            _ => None,
-        }
-    }
 }
 
 /// When the process started (set first thing in `main`), for the time-to-first-request figure.
@@ -136,18 +125,16 @@ where
         let meta = event.metadata();
         let mut fields = Fields(Map::new());
         event.record(&mut fields);
-        let mut obj = Map::new();
-        obj.insert(
-            "time".into(),
-            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        );
-        obj.insert("severity".into(), Value::String(severity(meta.level()).into()));
-        obj.insert("message".into(), fields.0.remove("message").unwrap_or(Value::String(String::new())));
-        obj.insert("target".into(), Value::String(meta.target().into()));
-        if self.gcp {
-            if let Some(run_id) = fields.0.get("run_id") {
-                obj.insert("logging.googleapis.com/labels".into(), serde_json::json!({ "run_id": run_id }));
-            }
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let message = fields.0.remove("message").unwrap_or_else(|| Value::from(""));
+        let mut obj = Map::from_iter([
+            ("time".to_string(), Value::from(time)),
+            ("severity".to_string(), Value::from(severity(meta.level()))),
+            ("message".to_string(), message),
+            ("target".to_string(), Value::from(meta.target())),
+        ]);
+        if let (true, Some(run_id)) = (self.gcp, fields.0.get("run_id")) {
+            obj.insert("logging.googleapis.com/labels".into(), serde_json::json!({ "run_id": run_id }));
         }
         for (k, v) in fields.0 {
             obj.entry(k).or_insert(v);

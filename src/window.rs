@@ -53,17 +53,8 @@ impl Window {
     /// Halves the window at its midpoint (whole seconds, or whole days for a date field). `None` when it is
     /// already as small as the field's resolution allows.
     pub fn split(&self) -> Option<(Window, Window)> {
-        let span = self.end.signed_duration_since(self.start);
-        let unit = if self.field.is_date() { Duration::days(1) } else { Duration::seconds(1) };
-        if span < unit * 2 {
-            return None;
-        }
-        let units = span.num_seconds() / unit.num_seconds();
-        let mid = self.start + unit * (units / 2) as i32;
-        Some((
-            Window { field: self.field, start: self.start, end: mid },
-            Window { field: self.field, start: mid, end: self.end },
-        ))
+        let [first, second]: [Window; 2] = self.split_into(2)?.try_into().ok()?;
+        Some((first, second))
     }
 
     /// Cuts the window into `parts` adjacent pieces of (nearly) equal length, whole seconds or days. Fewer
@@ -153,13 +144,9 @@ fn floor_day(t: DateTime<Utc>) -> DateTime<Utc> {
     Utc.from_utc_datetime(&t.date_naive().and_time(NaiveTime::MIN))
 }
 
+/// The next midnight, or `t` itself when it is one.
 fn ceil_day(t: DateTime<Utc>) -> DateTime<Utc> {
-    let f = floor_day(t);
-    if f == t {
-        f
-    } else {
-        f + Duration::days(1)
-    }
+    floor_day(t - Duration::nanoseconds(1)) + Duration::days(1)
 }
 
 #[cfg(test)]

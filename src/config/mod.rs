@@ -367,7 +367,8 @@ impl Config {
 
     /// `LOG_FORMAT`, else the file's `log.format`.
     pub fn log_format(&self) -> Result<Option<LogFormat>, ConfigError> {
-        self.parsed("LOG_FORMAT", LogFormat::parse, "a log format; expected text, json or gcp")
+        let format = |v: &str| <LogFormat as clap::ValueEnum>::from_str(v, true).ok();
+        self.parsed("LOG_FORMAT", format, "a log format; expected text, json or gcp")
     }
 
     /// `ZOHO_MAX_CONCURRENCY` (or `zoho.max_concurrency`), for commands that need no credentials too.

@@ -82,9 +82,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => Err(format!("`{s}` is too long (at most 100 years)")),
     }
 }
+
 /// A sink as named on the command line or in the file: `NAME` or `NAME:TARGET` (`sqlite:./deals.db`,
 /// `ndjson:-`, `bigquery`). Only the form is checked here: which names exist and what their target means belong
-/// to the sinks themselves (`sink::SINKS`), so that a new sink is added in one place.
+/// to `sink::Target::resolve`, so that a new sink is added in one place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkSpec {
     pub name: String,
@@ -93,10 +94,6 @@ pub struct SinkSpec {
 }
 
 impl SinkSpec {
-    pub fn new(name: &str, target: Option<&str>) -> SinkSpec {
-        SinkSpec { name: name.into(), target: target.map(String::from) }
-    }
-
     pub fn parse(s: &str) -> Result<SinkSpec, String> {
         let (name, target) = match s.split_once(':') {
             Some((name, target)) => (name, Some(target)),
@@ -105,7 +102,7 @@ impl SinkSpec {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
             return Err(format!("`{s}` is not a sink: expected NAME or NAME:TARGET, such as sqlite:PATH or bigquery"));
         }
-        Ok(SinkSpec::new(name, target))
+        Ok(SinkSpec { name: name.into(), target: target.map(String::from) })
     }
 }
 
@@ -147,9 +144,10 @@ mod tests {
 
     #[test]
     fn sink_specs_are_a_name_and_the_text_after_the_first_colon() {
-        assert_eq!(SinkSpec::parse("sqlite:/tmp/a:b.db").unwrap(), SinkSpec::new("sqlite", Some("/tmp/a:b.db")));
+        let spec = |name: &str, target: Option<&str>| SinkSpec { name: name.into(), target: target.map(String::from) };
+        assert_eq!(SinkSpec::parse("sqlite:/tmp/a:b.db").unwrap(), spec("sqlite", Some("/tmp/a:b.db")));
         assert_eq!(SinkSpec::parse("ndjson:-").unwrap().to_string(), "ndjson:-");
-        assert_eq!(SinkSpec::parse("bigquery").unwrap(), SinkSpec::new("bigquery", None));
+        assert_eq!(SinkSpec::parse("bigquery").unwrap(), spec("bigquery", None));
         for bad in ["", ":x", "Post gres:x", "../x.db"] {
             assert!(SinkSpec::parse(bad).unwrap_err().contains("is not a sink"), "{bad}");
         }

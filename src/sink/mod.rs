@@ -76,8 +76,8 @@ impl Target {
     pub async fn open(self, o: Opening<'_>) -> Result<Sink, SinkError> {
         Ok(match self {
             Target::Sqlite(path) => Sink::Sqlite(SqliteSink::with_spec(path, o.table)),
-            Target::Ndjson(path) => Sink::Ndjson(NdjsonSink::new(path).with_columns(o.table.columns)),
-            Target::BigQuery => Sink::BigQuery(Box::new(bigquery::connect(&o).await?.with_spec(o.table))),
+            Target::Ndjson(path) => Sink::Ndjson(NdjsonSink::new(path, o.table.columns)),
+            Target::BigQuery => Sink::BigQuery(Box::new(bigquery::connect(&o).await?)),
         })
     }
 
@@ -104,12 +104,9 @@ impl std::fmt::Display for Target {
 
 /// Every form `--sink` takes, for help and errors: "sqlite:PATH, ndjson:PATH, ndjson:- or bigquery".
 pub fn forms() -> String {
-    let all: Vec<&str> = FORMS.iter().map(|(f, _)| *f).collect();
-    match all.split_last() {
-        Some((last, [])) => last.to_string(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => String::new(),
-    }
+    let (last, rest) = FORMS.split_last().expect("FORMS is not empty");
+    let rest: Vec<&str> = rest.iter().map(|(f, _)| *f).collect();
+    format!("{} or {}", rest.join(", "), last.0)
 }
 
 /// What opening a sink takes besides its target.

@@ -29,20 +29,14 @@ pub async fn stdout_closed() {
 }
 
 impl NdjsonSink {
-    /// `None` writes to stdout.
-    pub fn new(path: Option<PathBuf>) -> Self {
-        NdjsonSink { path, dry_run: false, out: None, quarantine: None, columns: crate::schema::columns(&[]) }
+    /// Lines of `columns` (the standard ones, then the promoted ones) to `path`; `None` writes to stdout.
+    pub fn new(path: Option<PathBuf>, columns: Vec<Column>) -> Self {
+        NdjsonSink { path, dry_run: false, out: None, quarantine: None, columns }
     }
 
     /// Rows to stdout, nothing persisted.
     pub fn dry_run() -> Self {
-        NdjsonSink { path: None, dry_run: true, out: None, quarantine: None, columns: crate::schema::columns(&[]) }
-    }
-
-    /// The run's columns (the standard ones, then the promoted ones).
-    pub fn with_columns(mut self, columns: Vec<Column>) -> Self {
-        self.columns = columns;
-        self
+        NdjsonSink { dry_run: true, ..NdjsonSink::new(None, crate::schema::columns(&[])) }
     }
 
     /// Where quarantined records go: beside the output file, or `./dealsync-quarantine.ndjson` for stdout.
@@ -88,11 +82,8 @@ impl NdjsonSink {
             Some(p) => {
                 let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
                 if !dir.is_dir() {
-                    return Err(SinkError::new(
-                        self.describe(),
-                        format!("the directory {} does not exist", dir.display()),
-                        Exit::Config,
-                    ));
+                    let problem = format!("the directory {} does not exist", dir.display());
+                    return Err(SinkError::new(self.describe(), problem, Exit::Config));
                 }
                 Ok(vec![format!("{} can be written", p.display())])
             }
@@ -126,19 +117,17 @@ impl NdjsonSink {
     }
 
     pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
-        let mut stats = WriteStats::default();
         // A line is its `raw` record and (typically) under a kilobyte of typed columns: reserved once, the buffer
-        // seldom grows (growing from a kilobyte a row copied it twice per batch).
+        // seldom grows.
         let mut buf = Vec::with_capacity(rows.iter().map(|r| r.raw().get().len() + 1024).sum());
         for row in &rows {
-            stats.inserted += 1;
             row.write_json_line(&self.columns, &mut buf);
         }
         let out = self.out.as_mut().expect("prepare() opens the output");
         if let Err(e) = out.write_all(&buf) {
             return Err(self.out_err("writing rows", e).await);
         }
-        Ok(stats)
+        Ok(WriteStats { inserted: rows.len() as u64, ..WriteStats::default() })
     }
 
     pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
@@ -191,7 +180,7 @@ mod tests {
     async fn a_pause_flushes_rows_still_in_the_buffer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.ndjson");
-        let mut sink = NdjsonSink::new(Some(path.clone()));
+        let mut sink = NdjsonSink::new(Some(path.clone()), crate::schema::columns(&[]));
         sink.prepare().await.unwrap();
         let stamp: RunStamp = "run-1".parse().unwrap();
         let Mapped::Row(row) =

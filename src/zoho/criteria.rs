@@ -5,23 +5,20 @@
 //! Inside a value, `(`, `)`, `,` and `\` are escaped with a backslash; the whole string is then URL-encoded by
 //! the HTTP client (so `+` in an offset travels as `%2B`, never as a space).
 
-use std::fmt::{self, Write};
+use std::fmt;
 
 use crate::window::Window;
 
 /// The stage this tool syncs. Zoho's `equals` on text matches like *contains*, so rows are re-checked exactly.
 pub const CLOSED_WON: &str = "Closed Won";
 
+/// The operators dealsync sends (and the property tests check against the simulator's parser).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Equals,
-    NotEqual,
     StartsWith,
     GreaterEqual,
-    GreaterThan,
-    LessEqual,
     LessThan,
-    Between,
     In,
 }
 
@@ -29,13 +26,9 @@ impl Op {
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Equals => "equals",
-            Op::NotEqual => "not_equal",
             Op::StartsWith => "starts_with",
             Op::GreaterEqual => "greater_equal",
-            Op::GreaterThan => "greater_than",
-            Op::LessEqual => "less_equal",
             Op::LessThan => "less_than",
-            Op::Between => "between",
             Op::In => "in",
         }
     }
@@ -69,64 +62,42 @@ impl Expr {
     pub fn or(self, other: Expr) -> Expr {
         Expr::Or(Box::new(self), Box::new(other))
     }
-
-    fn render(&self, out: &mut String) {
-        match self {
-            Expr::Cond(c) => {
-                let _ = write!(out, "({}:{}:", c.field, c.op.as_str());
-                for (i, v) in c.values.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    escape_value_into(v, out);
-                }
-                out.push(')');
-            }
-            Expr::And(a, b) | Expr::Or(a, b) => {
-                out.push('(');
-                a.render(out);
-                out.push_str(if matches!(self, Expr::And(..)) { "and" } else { "or" });
-                b.render(out);
-                out.push(')');
-            }
-        }
-    }
 }
 
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = String::new();
-        self.render(&mut s);
-        f.write_str(&s)
+        match self {
+            Expr::Cond(c) => {
+                let values: Vec<String> = c.values.iter().map(|v| escape_value(v)).collect();
+                write!(f, "({}:{}:{})", c.field, c.op.as_str(), values.join(","))
+            }
+            Expr::And(a, b) => write!(f, "({a}and{b})"),
+            Expr::Or(a, b) => write!(f, "({a}or{b})"),
+        }
     }
 }
 
 /// Escapes one criteria value: a backslash before `(`, `)`, `,` and `\`.
 pub fn escape_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
-    escape_value_into(v, &mut out);
-    out
-}
-
-fn escape_value_into(v: &str, out: &mut String) {
     for c in v.chars() {
         if matches!(c, '(' | ')' | ',' | '\\') {
             out.push('\\');
         }
         out.push(c);
     }
+    out
 }
 
 /// The search criteria for closed-won deals in a window: stage, then the half-open range on the window field.
 pub fn closed_won_in(window: &Window) -> Expr {
     let field = window.field.api_name();
-    let start = window.start_str();
-    let end = window.end_str();
-    Expr::cond("Stage", Op::Equals, &[CLOSED_WON]).and(Expr::cond(field, Op::GreaterEqual, &[&start]).and(Expr::cond(
+    let range = Expr::cond(field, Op::GreaterEqual, &[&window.start_str()]).and(Expr::cond(
         field,
         Op::LessThan,
-        &[&end],
-    )))
+        &[&window.end_str()],
+    ));
+    Expr::cond("Stage", Op::Equals, &[CLOSED_WON]).and(range)
 }
 
 /// One keyset page of a COQL query over a window: `columns` of the deals whose Stage compares with `stage_op`

@@ -16,8 +16,7 @@ mod load;
 pub mod sql;
 mod tables;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -46,12 +45,16 @@ const PART_BYTES: u64 = 512 * 1024 * 1024;
 const STAGING_MARGIN: Duration = Duration::from_secs(6 * 3600);
 
 /// The sink `--sink bigquery` opens: the project and dataset come from `BIGQUERY_PROJECT` and `BIGQUERY_DATASET`.
+/// Its staging table expires no sooner than the run's deadline plus a margin.
 pub(super) async fn connect(o: &Opening<'_>) -> Result<BigQuerySink, SinkError> {
     let bq = o.settings.bigquery.clone().ok_or_else(|| {
         let problem = "BIGQUERY_PROJECT is not set; --sink bigquery needs the project to write to";
         SinkError::new("bigquery", problem, Exit::Config)
     })?;
-    Ok(BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?.with_deadline(o.deadline))
+    let mut sink = BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?;
+    sink.spec = o.table.clone();
+    sink.staging_expires = Utc::now() + o.deadline + STAGING_MARGIN;
+    Ok(sink)
 }
 
 pub struct BigQuerySink {
@@ -60,9 +63,8 @@ pub struct BigQuerySink {
     /// The run id, lowercased: job and table ids derive from it.
     run: String,
     staging: String,
+    /// The target's columns (standard, then promoted) and its replacement rule.
     spec: TableSpec,
-    /// The target's columns (standard, then promoted), derived from `spec` once.
-    columns: Vec<Column>,
     /// The dataset as read (its location runs every job), once read.
     dataset: Option<DatasetResource>,
     /// The staging load in progress, once the run has a row.
@@ -77,9 +79,9 @@ pub struct BigQuerySink {
     quarantine: Option<Upload>,
     /// Deals quarantined by this run: one row each.
     quarantined: HashSet<String>,
-    /// Jobs run so far, for the ids of reads.
-    jobs_run: AtomicU64,
-    bytes_billed: AtomicU64,
+    /// Reads run so far, for their job ids.
+    reads: u64,
+    bytes_billed: u64,
     /// When the staging table expires by itself.
     staging_expires: DateTime<Utc>,
 }
@@ -102,7 +104,6 @@ impl BigQuerySink {
             run,
             s,
             spec: TableSpec::default(),
-            columns: TableSpec::default().columns,
             dataset: None,
             upload: None,
             staged_parts: 0,
@@ -110,28 +111,15 @@ impl BigQuerySink {
             part_bytes: PART_BYTES,
             quarantine: None,
             quarantined: HashSet::new(),
-            jobs_run: AtomicU64::new(0),
-            bytes_billed: AtomicU64::new(0),
+            reads: 0,
+            bytes_billed: 0,
             staging_expires: Utc::now() + STAGING_MARGIN + Duration::from_secs(2 * 3600),
         })
-    }
-
-    /// Promoted columns and the replacement rule of the target table.
-    pub fn with_spec(mut self, spec: TableSpec) -> Self {
-        self.columns = spec.columns.clone();
-        self.spec = spec;
-        self
     }
 
     /// Loads the staging table in parts of at most `bytes` (`PART_BYTES` unless a test asks for less).
     pub fn with_part_bytes(mut self, bytes: u64) -> Self {
         self.part_bytes = bytes;
-        self
-    }
-
-    /// The staging table expires no sooner than the run's deadline plus a margin.
-    pub fn with_deadline(mut self, deadline: Duration) -> Self {
-        self.staging_expires = Utc::now() + deadline + STAGING_MARGIN;
         self
     }
 
@@ -148,9 +136,16 @@ impl BigQuerySink {
         format!("dealsync_{}_{what}", self.run)
     }
 
-    /// A new job id for a read.
-    fn read_id(&self) -> String {
-        self.job_id(&format!("q{}", self.jobs_run.fetch_add(1, Ordering::Relaxed)))
+    /// A load of one row after another into `table`, under job id `dealsync_<run>_<what>`.
+    fn new_upload(&self, what: &str, table: &str, columns: &[Column]) -> Upload {
+        let (p, d) = (&self.s.project, &self.s.dataset);
+        Upload::new(self.job_id(what), p, d, table, sql::schema(columns), self.api.gzip())
+    }
+
+    /// Finishes a load: every row of it lands, or none.
+    async fn load(&mut self, upload: Upload, what: &str) -> Result<Done, SinkError> {
+        self.know_location().await?;
+        upload.finish(&self.jobs_in(), what).await.map_err(|e| self.fail(e))
     }
 
     /// Reads the dataset once, for its location, where every job runs (a dataset that does not exist is an
@@ -171,16 +166,13 @@ impl BigQuerySink {
         Jobs { api: &self.api, location, labels: LABELS }
     }
 
-    fn billed(&self, d: &Done) {
-        self.bytes_billed.fetch_add(d.bytes_billed, Ordering::Relaxed);
-    }
-
     /// Every row a query returns, all pages.
     async fn select(&mut self, what: &str, statement: impl Into<Statement>) -> Result<Vec<Row>, SinkError> {
-        let (statement, id) = (statement.into(), self.read_id());
+        let (statement, id) = (statement.into(), self.job_id(&format!("q{}", self.reads)));
+        self.reads += 1;
         self.know_location().await?;
         let (done, rows) = self.jobs_in().select(what, &id, &statement).await.map_err(|e| self.fail(e))?;
-        self.billed(&done);
+        self.bytes_billed += done.bytes_billed;
         Ok(rows)
     }
 
@@ -189,7 +181,7 @@ impl BigQuerySink {
         let statement = statement.into();
         self.know_location().await?;
         let done = self.jobs_in().run(what, job_id, &statement).await.map_err(|e| self.fail(e))?;
-        self.billed(&done);
+        self.bytes_billed += done.bytes_billed;
         Ok(done)
     }
 
@@ -230,29 +222,24 @@ impl BigQuerySink {
     /// The staging load in progress, created (and the staging table with the first) when a row needs one.
     async fn staging_upload(&mut self) -> Result<&mut Upload, SinkError> {
         if !self.staging_created {
-            let def = TableDef {
-                id: self.staging.clone(),
-                columns: self.columns.clone(),
-                target: false,
-                expires_at: Some(self.staging_expires.timestamp_millis()),
-            };
+            let expires_at = Some(self.staging_expires.timestamp_millis());
+            let def =
+                TableDef { id: self.staging.clone(), columns: self.spec.columns.clone(), target: false, expires_at };
             tables::ensure_table(&self.api, &self.s.dataset, &def).await.map_err(|e| self.fail(e))?;
             self.staging_created = true;
         }
         if self.upload.is_none() {
-            let (p, d) = (&self.s.project, &self.s.dataset);
-            let (id, schema) = (self.job_id(&format!("stage_{}", self.staged_parts)), sql::schema(&self.columns));
-            self.upload = Some(Upload::new(id, p, d, &self.staging, schema, self.api.gzip()));
+            let what = format!("stage_{}", self.staged_parts);
+            self.upload = Some(self.new_upload(&what, &self.staging, &self.spec.columns));
         }
         Ok(self.upload.as_mut().expect("created above"))
     }
 
-    /// Loads the staging part in progress: every row of it lands, or none.
+    /// Loads the staging part in progress.
     async fn load_part(&mut self) -> Result<(), SinkError> {
         let Some(upload) = self.upload.take() else { return Ok(()) };
         let rows = upload.rows;
-        self.know_location().await?;
-        let loaded = upload.finish(&self.jobs_in(), "loading the staging table").await.map_err(|e| self.fail(e))?;
+        let loaded = self.load(upload, "loading the staging table").await?;
         tracing::info!(event = "staging_loaded", part = self.staged_parts, rows, output_rows = loaded.loaded,
             job = %loaded.job.job_id, "loaded rows of the run into the staging table");
         self.staged_parts += 1;
@@ -266,14 +253,11 @@ impl BigQuerySink {
         let what = format!("reading dataset {p}.{d}");
         match self.api.get::<DatasetResource>(&what, &format!("datasets/{d}"), &[]).await {
             Ok(ds) => {
-                seen.push(format!(
-                    "dataset {p}.{d} is reachable (location {})",
-                    ds.location.as_deref().unwrap_or("unknown")
-                ));
+                let location = ds.location.as_deref().unwrap_or("unknown");
+                seen.push(format!("dataset {p}.{d} is reachable (location {location})"));
                 if let Some(defaults) = ds.expiring_defaults() {
-                    seen.push(format!(
-                        "dataset {p}.{d} sets {defaults}: dealsync removes the expiration of the tables it creates"
-                    ));
+                    let removed = "dealsync removes the expiration of the tables it creates";
+                    seen.push(format!("dataset {p}.{d} sets {defaults}: {removed}"));
                 }
                 self.dataset = Some(ds);
             }
@@ -284,13 +268,10 @@ impl BigQuerySink {
         }
         let probe = match tables::get_table(&self.api, &d, &t).await.map_err(|e| self.fail(e))? {
             Some(existing) => {
-                let (add, problems) = tables::compare_schema(&existing.schema.fields, &self.columns);
+                let (add, problems) = tables::compare_schema(&existing.schema.fields, &self.spec.columns);
                 if !problems.is_empty() {
-                    return Err(SinkError::new(
-                        self.describe(),
-                        format!("the existing table is not compatible: {}", problems.join("; ")),
-                        Exit::Config,
-                    ));
+                    let problem = format!("the existing table is not compatible: {}", problems.join("; "));
+                    return Err(SinkError::new(self.describe(), problem, Exit::Config));
                 }
                 seen.push(if add.is_empty() {
                     format!("table {p}.{d}.{t} has a compatible schema")
@@ -319,8 +300,7 @@ impl BigQuerySink {
     async fn load_quarantine(&mut self) -> Result<(), SinkError> {
         let Some(upload) = self.quarantine.take() else { return Ok(()) };
         let n = upload.rows;
-        self.know_location().await?;
-        let done = upload.finish(&self.jobs_in(), "loading the quarantine").await.map_err(|e| self.fail(e))?;
+        let done = self.load(upload, "loading the quarantine").await?;
         tracing::info!(event = "quarantine_loaded", rows = n, job = %done.job.job_id, "loaded the quarantined records");
         Ok(())
     }
@@ -357,9 +337,14 @@ fn describe(s: &BigQuerySettings) -> String {
     format!("bigquery:{}.{}.{}", s.project, s.dataset, s.table)
 }
 
+/// A cell of a query's first row.
+fn first_row_cell(rows: &[Row], i: usize) -> Option<&str> {
+    rows.first()?.get(i)?.as_deref()
+}
+
 /// Keeps, per deal, the item `newer` prefers (the batch becomes one source row per target row, as MERGE needs).
 fn latest<T>(items: Vec<T>, id: impl Fn(&T) -> &str, newer: impl Fn(&T, &T) -> bool) -> Vec<T> {
-    let mut by_id: std::collections::HashMap<String, T> = std::collections::HashMap::new();
+    let mut by_id: HashMap<String, T> = HashMap::new();
     for item in items {
         match by_id.get(id(&item)) {
             Some(kept) if !newer(&item, kept) => {}
@@ -391,21 +376,17 @@ impl BigQuerySink {
             .await
             .map_err(|e| self.fail(e))?;
         self.dataset = Some(ds);
+        let def = |id: &str, columns, target| TableDef { id: id.into(), columns, target, expires_at: None };
         let defs = [
-            TableDef { id: self.s.table.clone(), columns: self.columns.clone(), target: true, expires_at: None },
-            TableDef { id: sql::RUNS_TABLE.into(), columns: sql::ledger_columns(), target: false, expires_at: None },
-            TableDef {
-                id: sql::QUARANTINE_TABLE.into(),
-                columns: sql::quarantine_columns(),
-                target: false,
-                expires_at: None,
-            },
+            def(&self.s.table, self.spec.columns.clone(), true),
+            def(sql::RUNS_TABLE, sql::ledger_columns(), false),
+            def(sql::QUARANTINE_TABLE, sql::quarantine_columns(), false),
         ];
         for (i, def) in defs.iter().enumerate() {
             let existing = tables::ensure_table(&self.api, &self.s.dataset, def).await.map_err(|e| self.fail(e))?;
             if let (0, Some(t)) = (i, &existing) {
                 let (table_ref, id) = (self.table(&def.id), self.job_id("add_columns"));
-                tables::evolve(&self.jobs_in(), t, &table_ref, &self.columns, &id, &self.describe()).await?;
+                tables::evolve(&self.jobs_in(), t, &table_ref, &self.spec.columns, &id, &self.describe()).await?;
             }
             let dataset = self.dataset.as_ref().expect("read above");
             let id = self.job_id(&format!("never_expire_{i}"));
@@ -417,7 +398,7 @@ impl BigQuerySink {
     pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
         let sql = sql::last_good_sql(&self.table(sql::RUNS_TABLE), field.api_name());
         let rows = self.select("reading the run ledger", sql).await?;
-        let micros = rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|m| m.parse::<i64>().ok());
+        let micros = first_row_cell(&rows, 0).and_then(|m| m.parse::<i64>().ok());
         Ok(micros.and_then(DateTime::<Utc>::from_timestamp_micros))
     }
 
@@ -430,7 +411,7 @@ impl BigQuerySink {
         let mut upload = self.upload.take().expect("created above");
         let mut written = Ok(WriteStats::default());
         for row in &rows {
-            row.write_json(&self.columns, upload.line(), false);
+            row.write_json(&self.spec.columns, upload.line(), false);
             if let Err(e) = upload.push_row(&self.jobs_in(), "loading the staging table").await {
                 written = Err(self.fail(e));
                 break;
@@ -453,13 +434,10 @@ impl BigQuerySink {
                     continue;
                 }
             }
-            if self.quarantine.is_none() {
-                let (p, d) = (&self.s.project, &self.s.dataset);
-                let schema = sql::schema(&columns);
-                let job = self.job_id("quarantine");
-                self.quarantine = Some(Upload::new(job, p, d, sql::QUARANTINE_TABLE, schema, self.api.gzip()));
-            }
-            let mut upload = self.quarantine.take().expect("created above");
+            let mut upload = match self.quarantine.take() {
+                Some(upload) => upload,
+                None => self.new_upload("quarantine", sql::QUARANTINE_TABLE, &columns),
+            };
             write_object(&columns, &q.values(), upload.line(), false);
             self.know_location().await?;
             let pushed = upload.push_row(&self.jobs_in(), "loading the quarantine").await;
@@ -473,10 +451,8 @@ impl BigQuerySink {
     pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
         if ending == Ending::Stopped {
             self.stop().await;
-            return Ok(Finished {
-                stats: WriteStats::default(),
-                kept: format!("nothing was merged into {}", self.s.table),
-            });
+            let kept = format!("nothing was merged into {}", self.s.table);
+            return Ok(Finished { stats: WriteStats::default(), kept });
         }
         Ok(Finished { stats: self.commit().await?, kept: String::new() })
     }
@@ -493,11 +469,9 @@ impl BigQuerySink {
         let (target, staging) = (self.table(&self.s.table), self.table(&self.staging));
         let preview = sql::merge_preview_sql(&target, &staging, self.spec.rewrite);
         let rows = self.select("counting what the MERGE will change", preview).await?;
-        let get = |i: usize| -> u64 {
-            rows.first().and_then(|r| r.get(i).cloned().flatten()).and_then(|v| v.parse().ok()).unwrap_or(0)
-        };
+        let get = |i: usize| -> u64 { first_row_cell(&rows, i).and_then(|v| v.parse().ok()).unwrap_or(0) };
         let (staged, deals, inserted, updated) = (get(0), get(1), get(2), get(3));
-        let merge = sql::merge_sql(&target, &staging, &self.columns, self.spec.rewrite);
+        let merge = sql::merge_sql(&target, &staging, &self.spec.columns, self.spec.rewrite);
         let merged = self.execute("the MERGE", &self.job_id("merge"), merge).await?;
         let affected = merged.affected;
         tracing::info!(event = "merge", staged, deals, inserted, updated, affected, job = %merged.job.job_id,
@@ -516,26 +490,30 @@ impl BigQuerySink {
 
     pub async fn mark_deleted(&mut self, deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
         let deleted = latest(deleted, |d| &d.deal_id, |a, b| a.deleted_time > b.deleted_time);
-        let target = self.table(&self.s.table);
-        let mut n = 0;
-        for (i, chunk) in deleted.chunks(CHANGES_BATCH).enumerate() {
-            let rows: Vec<(String, String)> =
-                chunk.iter().map(|d| (d.deal_id.clone(), format_instant(&d.deleted_time))).collect();
-            let id = self.job_id(&format!("deleted_{i}"));
-            n += self.execute("marking deleted deals", &id, sql::mark_deleted_sql(&target, &rows)).await?.affected;
-        }
-        Ok(n)
+        let rows: Vec<_> = deleted.iter().map(|d| (d.deal_id.clone(), format_instant(&d.deleted_time))).collect();
+        self.in_batches("marking deleted deals", "deleted", &rows, sql::mark_deleted_sql).await
     }
 
     pub async fn mark_not_won(&mut self, changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
         let changes = latest(changes, |c| &c.deal_id, |a, b| a.modified_time > b.modified_time);
+        let rows: Vec<_> =
+            changes.iter().map(|c| (c.deal_id.clone(), c.stage.clone(), format_instant(&c.modified_time))).collect();
+        self.in_batches("recording reopened deals", "reopened", &rows, sql::mark_not_won_sql).await
+    }
+
+    /// Runs `statement` over `rows` in batches of `CHANGES_BATCH` (job ids `<prefix>_<i>`); the rows it changed.
+    async fn in_batches<T>(
+        &mut self,
+        what: &str,
+        prefix: &str,
+        rows: &[T],
+        statement: fn(&str, &[T]) -> Statement,
+    ) -> Result<u64, SinkError> {
         let target = self.table(&self.s.table);
         let mut n = 0;
-        for (i, chunk) in changes.chunks(CHANGES_BATCH).enumerate() {
-            let rows: Vec<(String, String, String)> =
-                chunk.iter().map(|c| (c.deal_id.clone(), c.stage.clone(), format_instant(&c.modified_time))).collect();
-            let id = self.job_id(&format!("reopened_{i}"));
-            n += self.execute("recording reopened deals", &id, sql::mark_not_won_sql(&target, &rows)).await?.affected;
+        for (i, chunk) in rows.chunks(CHANGES_BATCH).enumerate() {
+            let id = self.job_id(&format!("{prefix}_{i}"));
+            n += self.execute(what, &id, statement(&target, chunk)).await?.affected;
         }
         Ok(n)
     }
@@ -543,8 +521,7 @@ impl BigQuerySink {
     pub async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
         let sql = sql::in_window_sql("COUNT(*)", &self.table(&self.s.table), w);
         let rows = self.select("counting the window's rows", sql).await?;
-        let n = rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(Some(n))
+        Ok(Some(first_row_cell(&rows, 0).and_then(|v| v.parse().ok()).unwrap_or(0)))
     }
 
     pub async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
@@ -557,22 +534,15 @@ impl BigQuerySink {
 
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
         let columns = sql::ledger_columns();
-        let (p, d) = (&self.s.project, &self.s.dataset);
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
-        let (id, schema) = (self.job_id(&format!("ledger_{}", run.status)), sql::schema(&columns));
-        let mut upload = Upload::new(id, p, d, sql::RUNS_TABLE, schema, self.api.gzip());
+        let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);
         write_object(&columns, &run.values(), upload.line(), false);
         self.know_location().await?;
-        let jobs = self.jobs_in();
-        let pushed = upload.push_row(&jobs, "recording the run").await;
-        let done = match pushed {
-            Ok(()) => upload.finish(&jobs, "recording the run").await,
-            Err(e) => Err(e),
-        };
-        done.map(|_| ()).map_err(|e| self.fail(e))
+        upload.push_row(&self.jobs_in(), "recording the run").await.map_err(|e| self.fail(e))?;
+        self.load(upload, "recording the run").await.map(|_| ())
     }
 
     pub fn bytes_billed(&self) -> Option<u64> {
-        Some(self.bytes_billed.load(Ordering::Relaxed))
+        Some(self.bytes_billed)
     }
 }
