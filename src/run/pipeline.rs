@@ -280,3 +280,66 @@ async fn write_page(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Needs, Settings};
+    use crate::mapping::{map_json, Columns};
+    use crate::window::WindowField;
+
+    fn page(ids: std::ops::Range<u64>) -> MappedPage {
+        let stamp: RunStamp = "run-1".parse().unwrap();
+        let rows: Vec<DealRow> = ids
+            .map(|i| {
+                let json =
+                    format!(r#"{{"id":"{}","Stage":"Closed Won","Modified_Time":"2026-10-01T10:00:00Z"}}"#, 5000 + i);
+                match map_json(&json, &stamp) {
+                    Mapped::Row(r) => *r,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        MappedPage { records: rows.len() as u64, rows, quarantined: Vec::new(), not_closed_won: 0 }
+    }
+
+    /// Rows another connection sees: only committed ones.
+    fn committed(path: &std::path::Path) -> i64 {
+        let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        c.query_row("SELECT count(*) FROM closed_won_deals", [], |r| r.get(0)).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_writer_flushes_the_sink_while_no_page_comes_and_keeps_writing_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let mut sink = Sink::Sqlite(crate::sink::sqlite::SqliteSink::new(&path));
+        sink.prepare().await.unwrap();
+        let vars = [("ZOHO_CLIENT_ID", "id"), ("ZOHO_CLIENT_SECRET", "secret"), ("ZOHO_REFRESH_TOKEN", "token")];
+        let vars = vars.map(|(k, v)| (k.to_string(), v.to_string()));
+        let zoho = Settings::from_vars(vars, Needs::ZohoCredentials).unwrap().zoho.unwrap();
+        let client = ZohoClient::new(zoho, Default::default(), std::time::Duration::from_secs(30)).unwrap();
+        let start = "2026-10-01T00:00:00Z".parse().unwrap();
+        let window = Window::new(WindowField::ModifiedTime, start, start + chrono::Duration::days(1)).unwrap();
+        let columns = Arc::new(Columns::new(&[]));
+        let stamp = RunStamp { run_id: "run-1".into(), synced_at: chrono::Utc::now(), columns };
+        let shutdown = Shutdown::new();
+        let mut p = Pipeline::new(&client, &mut sink, &window, &stamp, &shutdown);
+
+        let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
+        let feed = async {
+            tx.send(page(0..200)).await.unwrap();
+            tokio::time::sleep(IDLE_FLUSH / 2).await;
+            assert_eq!(committed(&path), 0, "a page's rows wait in the open transaction");
+            tokio::time::sleep(IDLE_FLUSH).await;
+            assert_eq!(committed(&path), 200, "no page for IDLE_FLUSH: what the sink holds is committed");
+            tx.send(page(200..400)).await.unwrap();
+            tokio::time::sleep(IDLE_FLUSH * 2).await;
+            assert_eq!(committed(&path), 400, "the writer keeps writing, and flushing, after a flush");
+            drop(tx);
+        };
+        let (stopped, ()) = tokio::join!(p.write(rx), feed);
+        assert!(!stopped.unwrap(), "the writer ends when the channel closes");
+        assert_eq!((p.written.records, p.written.stats.inserted), (400, 400));
+    }
+}
