@@ -172,7 +172,7 @@ async fn compare(
             "{} closed-won deals Zoho lists in the window could not be fetched, even by id: [{}]",
             c.missing.len(), named.join(","));
     }
-    match super::reconcile::reconcile(client, sink, window, Some(c)).await {
+    match super::reconcile::reconcile(client, sink, window, Some(c), false).await {
         Ok(Some(r)) => {
             summary.crm_closed_won = Some(r.crm);
             summary.warehouse_closed_won = Some(r.warehouse);

@@ -155,7 +155,11 @@ async fn collect(
         p.pass(fetcher, rx, Job::Window(window.clone())).await?;
         complete::complete(&mut p, window).await
     };
-    let (result, changes) = beside(fetch, changes).await;
+    // The changes are of no use when the pass fails: `try_join!` drops them then.
+    let (result, changes) = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
+        Ok((completeness, changes)) => (Ok(completeness), changes),
+        Err(e) => (Err(e), None),
+    };
     p.done();
     Collected {
         result,
@@ -165,25 +169,4 @@ async fn collect(
         repaired: p.repaired,
         changes,
     }
-}
-
-/// Runs `side` beside `main` to the end of both, or until `main` fails (what `side` found is then of no use).
-async fn beside<T, S>(
-    main: impl std::future::Future<Output = Result<T, RunError>>,
-    side: impl std::future::Future<Output = Option<S>>,
-) -> (Result<T, RunError>, Option<S>) {
-    tokio::pin!(main, side);
-    let (mut done, mut found) = (None, None);
-    while done.is_none() || found.is_none() {
-        tokio::select! {
-            r = &mut main, if done.is_none() => {
-                if r.is_err() {
-                    return (r, None);
-                }
-                done = Some(r);
-            }
-            s = &mut side, if found.is_none() => found = Some(s),
-        }
-    }
-    (done.expect("the loop ends with main's result"), found.flatten())
 }
