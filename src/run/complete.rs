@@ -21,7 +21,7 @@ pub async fn complete(p: &mut Pipeline<'_>, window: &Window) -> Result<Completen
     // is settled), so the deals fetched after the count are among the deals counted. An edit can move a closing
     // date anywhere, and a quarantined record's stage is unknown, so it may not be one of the deals counted.
     if fetched == counted && p.ids.quarantined() == 0 && !window.field.is_date() {
-        return Ok(Completeness { crm: counted, ..Completeness::default() });
+        return Ok(Completeness { crm: counted, moved_on: std::mem::take(&mut p.ids.moved_on), ..Default::default() });
     }
     let (mut missing, mut round) = (Vec::new(), 0);
     let listed = loop {
@@ -64,5 +64,6 @@ pub async fn complete(p: &mut Pipeline<'_>, window: &Window) -> Result<Completen
             p.repaired
         );
     }
-    Ok(Completeness { crm: listed.len() as u64, listed: Some(listed), missing, ..Completeness::default() })
+    let moved_on = std::mem::take(&mut p.ids.moved_on);
+    Ok(Completeness { crm: listed.len() as u64, listed: Some(listed), missing, moved_on })
 }

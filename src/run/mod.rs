@@ -165,7 +165,6 @@ async fn collect(
         result,
         written: p.written,
         fetched: p.fetched,
-        moved_on: p.ids.moved_on,
         repaired: p.repaired,
         changes,
     }
