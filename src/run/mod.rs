@@ -161,11 +161,5 @@ async fn collect(
         Err(e) => (Err(e), None),
     };
     p.done();
-    Collected {
-        result,
-        written: p.written,
-        fetched: p.fetched,
-        repaired: p.repaired,
-        changes,
-    }
+    Collected { result, written: p.written, fetched: p.fetched, repaired: p.repaired, changes }
 }

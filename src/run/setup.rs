@@ -129,15 +129,24 @@ fn task_window(
     let Some((index, count)) = shard.filter(|(_, count)| *count > 1) else { return Some(full) };
     if !plan.spec.is_backfill() {
         if index > 0 {
-            tracing::info!(event = "shard", index, count,
-                "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do");
+            tracing::info!(
+                event = "shard",
+                index,
+                count,
+                "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do"
+            );
         }
         return (index == 0).then_some(full);
     }
     // Contiguous slices of the range, one per task; together they cover it exactly.
     let slices = full.split_into(count).unwrap_or_else(|| vec![full.clone()]);
     let Some(slice) = slices.get(index) else {
-        tracing::info!(event = "shard", index, count, "the range has fewer slices than tasks; this task has nothing to do");
+        tracing::info!(
+            event = "shard",
+            index,
+            count,
+            "the range has fewer slices than tasks; this task has nothing to do"
+        );
         return None;
     };
     tracing::info!(event = "shard", index, count, "task {index} of {count} syncs its slice of {full}");

@@ -180,7 +180,8 @@ pub struct Progress {
 impl Progress {
     pub fn new(expected: Arc<AtomicU64>) -> Progress {
         let bar = crate::telemetry::human_output().then(|| {
-            let bar = indicatif::ProgressBar::new_spinner().with_style(style("{spinner} {pos} closed-won deals written ({rate}, {elapsed})"));
+            let bar = indicatif::ProgressBar::new_spinner()
+                .with_style(style("{spinner} {pos} closed-won deals written ({rate}, {elapsed})"));
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
