@@ -1,10 +1,9 @@
 //! One sync, in three phases: set-up (`setup`: settings, source, sink, window; nothing is fetched before the
-//! sink is ready), fetch and write (`pipeline`, then `complete`, which proves the window complete and repairs
+//! sink is ready), fetch and write (`pipeline`, which then proves the window complete and repairs
 //! it), and finish (`finish`: commit, changes, reconciliation, ledger). The run ends with its summary
 //! (`summary`) and metrics (`metrics`). `verify` and `fields` share its set-up (`setup::source`), `verify` its
 //! reconciliation.
 
-pub mod complete;
 pub mod demo;
 pub mod error;
 pub mod finish;
@@ -153,7 +152,7 @@ async fn collect(
     let fetch = async {
         let (fetcher, rx) = p.fetcher();
         p.pass(fetcher, rx, Job::Window(window.clone())).await?;
-        complete::complete(&mut p, window).await
+        p.complete(window).await
     };
     // The changes are of no use when the pass fails: `try_join!` drops them then.
     let (result, changes) = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
