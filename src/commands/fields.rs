@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::config::cli::{FieldsArgs, FieldsFormat};
 use crate::exit::Exit;
+use crate::run::error::RunError;
 use crate::schema::{standard_columns_of, FieldType, Promoted, STANDARD};
 use crate::zoho::fields::FieldMeta;
 use crate::zoho::ZohoClient;
@@ -109,23 +110,7 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
                     ]
                 })
                 .collect();
-            let mut width = head.map(str::len);
-            for l in &lines {
-                for (w, cell) in width.iter_mut().zip(l) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            let mut out = String::new();
-            let mut push = |cells: &[String]| {
-                let line: Vec<String> = cells.iter().zip(width).map(|(c, w)| format!("{c:<w$}")).collect();
-                out.push_str(line.join("  ").trim_end());
-                out.push('\n');
-            };
-            push(&head.map(String::from));
-            for l in &lines {
-                push(l);
-            }
-            out
+            super::runs::aligned(&head.map(String::from), &lines)
         }
         FieldsFormat::Toml => {
             let mut out = String::from(
@@ -163,39 +148,31 @@ fn one_line(s: &str) -> String {
 
 /// `dealsync fields`.
 pub async fn fields(args: FieldsArgs, config: &crate::config::Config) -> Exit {
-    let (settings, source) = match crate::run::setup::source(config, args.demo.then_some((100, 42))).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(event = "fields_failed", "{e}");
-            return e.exit();
-        }
-    };
-    let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
-    let policy = crate::retry::RetryPolicy { max_attempts: 3, ..Default::default() };
-    let result = match ZohoClient::new(source.zoho.clone(), policy, timeout) {
-        Ok(client) => client.fields("Deals").await,
-        Err(e) => Err(e),
-    };
-    source.stop().await;
-    match result {
-        Ok(fields) => {
-            let fields: Vec<FieldMeta> = fields.into_iter().filter(|f| !args.custom || f.custom_field).collect();
-            let rows = describe(&fields, &settings.promoted);
-            print!("{}", render(&rows, args.format));
-            // With --custom the list lacks the standard fields, which may be promoted too.
-            if !args.custom {
-                for p in settings.promoted.iter().filter(|p| !fields.iter().any(|f| f.api_name == p.field)) {
-                    tracing::warn!(event = "promoted_field_unknown", field = %p.field, column = %p.column,
-                        "columns.{} promotes {}, which Zoho's Deals metadata does not list; the column will stay empty", p.column, p.field);
-                }
-            }
-            Exit::Ok
-        }
+    match list(&args, config).await {
+        Ok(()) => Exit::Ok,
         Err(e) => {
             tracing::error!(event = "fields_failed", "{e}");
             e.exit()
         }
     }
+}
+
+async fn list(args: &FieldsArgs, config: &crate::config::Config) -> Result<(), RunError> {
+    let (settings, source) = crate::run::setup::source(config, args.demo.then_some((100, 42))).await?;
+    let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
+    let policy = crate::retry::RetryPolicy { max_attempts: 3, ..Default::default() };
+    let result = async { ZohoClient::new(source.zoho.clone(), policy, timeout)?.fields("Deals").await }.await;
+    source.stop().await;
+    let fields: Vec<FieldMeta> = result?.into_iter().filter(|f| !args.custom || f.custom_field).collect();
+    print!("{}", render(&describe(&fields, &settings.promoted), args.format));
+    // With --custom the list lacks the standard fields, which may be promoted too.
+    if !args.custom {
+        for p in settings.promoted.iter().filter(|p| !fields.iter().any(|f| f.api_name == p.field)) {
+            tracing::warn!(event = "promoted_field_unknown", field = %p.field, column = %p.column,
+                "columns.{} promotes {}, which Zoho's Deals metadata does not list; the column will stay empty", p.column, p.field);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

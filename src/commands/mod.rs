@@ -26,9 +26,7 @@ pub async fn run(command: Command, config: &Config) -> Exit {
                 // A run refused before it started still tells the monitoring that it failed, and how.
                 Err((exit, error)) => (summary::RunSummary::refused(args.common.from.is_some(), exit, error), exit),
             };
-            if !targets.is_empty() {
-                metrics::publish(&targets, &summary).await;
-            }
+            metrics::publish(&targets, &summary).await;
             exit
         }
         Command::Simulate(args) => demo::simulate(args).await,
@@ -59,9 +57,7 @@ pub async fn run(command: Command, config: &Config) -> Exit {
 /// to run must not look like one that never ran.
 pub async fn refused_sync(config: &Config, backfill: bool, exit: Exit, error: String) {
     if let Ok(targets) = metrics::Targets::from_config(config, None) {
-        if !targets.is_empty() {
-            metrics::publish(&targets, &summary::RunSummary::refused(backfill, exit, error)).await;
-        }
+        metrics::publish(&targets, &summary::RunSummary::refused(backfill, exit, error)).await;
     }
 }
 

@@ -93,26 +93,23 @@ pub fn table(runs: &[PastRun], last_good: Option<&PastRun>, now: chrono::DateTim
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for l in &lines {
+    out.push_str(&aligned(&header.map(String::from), &lines));
+    out
+}
+
+/// A header and its lines in columns two spaces apart, each as wide as its widest cell.
+pub fn aligned<const N: usize>(header: &[String; N], lines: &[[String; N]]) -> String {
+    let mut widths = header.each_ref().map(|h| h.chars().count());
+    for l in lines {
         for (w, cell) in widths.iter_mut().zip(l) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let row = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    out.push_str(&row(header.to_vec()));
-    for l in &lines {
-        out.push_str(&row(l.iter().map(String::as_str).collect()));
+    let mut out = String::new();
+    for cells in std::iter::once(header).chain(lines) {
+        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
     }
     out
 }

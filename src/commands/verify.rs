@@ -7,7 +7,6 @@ use crate::config::cli::SyncPlan;
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::run::error::RunError;
-use crate::run::reconcile::ReconcileError;
 use crate::zoho::ZohoClient;
 
 /// `dealsync verify`: reconciliation alone. 0 when the warehouse agrees with Zoho, 3 when it does not.
@@ -19,15 +18,14 @@ pub async fn verify(plan: SyncPlan, config: &Config) -> Exit {
         let window = crate::window::resolve(&plan.spec, plan.field, started_at, None).map_err(RunError::Usage)?;
         let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
         let mut sink = crate::run::setup::open_sink(&plan, &settings, &run_id).await?;
-        let outcome = match crate::run::reconcile::verify(&client, &mut sink, &window).await {
+        let outcome = match crate::run::reconcile::reconcile(&client, &mut sink, &window, None, true).await {
             Ok(Some(r)) => {
                 r.log(&run_id);
                 println!("{}", serde_json::to_string(&r).expect("serializes"));
                 Ok(r.matches)
             }
             Ok(None) => Err(RunError::Usage(format!("{} keeps nothing to compare", sink.describe()))),
-            Err(ReconcileError::Zoho(e)) => Err(e.into()),
-            Err(ReconcileError::Sink(e)) => Err(e.into()),
+            Err(e) => Err(e),
         };
         source.stop().await;
         outcome

@@ -3,7 +3,6 @@
 //! undo a mark), the completeness proof is reported, the warehouse is reconciled with Zoho, the counters reach
 //! the summary and the run's row reaches the ledger.
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
@@ -35,7 +34,6 @@ pub struct Collected {
     pub result: Result<Completeness, RunError>,
     pub written: Written,
     pub fetched: FetchStats,
-    pub moved_on: HashSet<String>,
     pub repaired: u64,
     /// `None` when the sink keeps no rows, the run never got a token, or it stopped first.
     pub changes: Option<Result<Changes, ZohoError>>,
@@ -50,9 +48,9 @@ pub async fn finish(
     collected: Collected,
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
-    let Collected { result, mut written, fetched, moved_on, repaired, changes } = collected;
+    let Collected { result, mut written, fetched, repaired, changes } = collected;
     let (completeness, error) = match result {
-        Ok(c) => (Some(Completeness { moved_on, ..c }), None),
+        Ok(c) => (Some(c), None),
         Err(e) => (None, Some(e)),
     };
     let mut error = end_writes(sink, error, &mut written).await;
@@ -79,9 +77,6 @@ pub async fn finish(
         None => Exit::Ok,
         Some(e) => e.exit(),
     };
-    if mismatch && summary.error.is_none() {
-        summary.error = Some(RunError::Mismatch.to_string());
-    }
     let record = RunRecord {
         error: error.as_ref().map(|e| e.to_string()),
         ..ledger_row(run, summary, window, exit.outcome(), exit.code())
@@ -172,7 +167,7 @@ async fn compare(
             "{} closed-won deals Zoho lists in the window could not be fetched, even by id: [{}]",
             c.missing.len(), named.join(","));
     }
-    match super::reconcile::reconcile(client, sink, window, Some(c)).await {
+    match super::reconcile::reconcile(client, sink, window, Some(c), false).await {
         Ok(Some(r)) => {
             summary.crm_closed_won = Some(r.crm);
             summary.warehouse_closed_won = Some(r.warehouse);

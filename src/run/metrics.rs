@@ -21,34 +21,20 @@ impl Targets {
     /// `DEALSYNC_PUSHGATEWAY_URL` (http or https: a Pushgateway is an internal service and holds nothing secret)
     /// and `DEALSYNC_INSTANCE` (default `default`: one group for the deployment, however many pods ran it).
     pub fn from_config(config: &Config, file: Option<std::path::PathBuf>) -> Result<Targets, ConfigError> {
-        let pushgateway = match config.var("DEALSYNC_PUSHGATEWAY_URL") {
-            None => None,
-            Some(raw) => {
-                let var = "DEALSYNC_PUSHGATEWAY_URL";
-                // Echoed without user-info: a password in the URL must not reach the error.
-                let v = crate::telemetry::redact(raw, &[]);
-                let url = Url::parse(raw).map_err(|e| ConfigError::new(var, format!("`{v}` is not a URL ({e})")))?;
-                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-                    return Err(ConfigError::new(
-                        var,
-                        format!("`{v}` is not an http(s) URL such as http://pushgateway:9091"),
-                    ));
-                }
-                if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-                    return Err(ConfigError::new(
-                        var,
-                        format!("`{v}` must be a base URL without credentials, query or fragment"),
-                    ));
-                }
-                let instance = config.var("DEALSYNC_INSTANCE").unwrap_or(DEFAULT_INSTANCE).to_string();
-                Some((url, instance))
-            }
-        };
-        Ok(Targets { pushgateway, file })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pushgateway.is_none() && self.file.is_none()
+        let var = "DEALSYNC_PUSHGATEWAY_URL";
+        let Some(raw) = config.var(var) else { return Ok(Targets { pushgateway: None, file }) };
+        // Echoed without user-info: a password in the URL must not reach the error.
+        let v = crate::telemetry::redact(raw, &[]);
+        let bad = |problem: String| ConfigError::new(var, format!("`{v}` {problem}"));
+        let url = Url::parse(raw).map_err(|e| bad(format!("is not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(bad("is not an http(s) URL such as http://pushgateway:9091".into()));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(bad("must be a base URL without credentials, query or fragment".into()));
+        }
+        let instance = config.var("DEALSYNC_INSTANCE").unwrap_or(DEFAULT_INSTANCE).to_string();
+        Ok(Targets { pushgateway: Some((url, instance)), file })
     }
 }
 
@@ -119,7 +105,7 @@ fn previous_success(text: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Publishes the run's metrics where asked. A failure is logged as a warning and never changes the exit code:
+/// Publishes the run's metrics where asked (nowhere when `targets` is empty). A failure is logged as a warning and never changes the exit code:
 /// the warehouse is as the run left it, and a stale metric is what the alerts watch for.
 pub async fn publish(targets: &Targets, s: &RunSummary) {
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;

@@ -1,10 +1,9 @@
 //! One sync, in three phases: set-up (`setup`: settings, source, sink, window; nothing is fetched before the
-//! sink is ready), fetch and write (`pipeline`, then `complete`, which proves the window complete and repairs
+//! sink is ready), fetch and write (`pipeline`, which then proves the window complete and repairs
 //! it), and finish (`finish`: commit, changes, reconciliation, ledger). The run ends with its summary
 //! (`summary`) and metrics (`metrics`). `verify` and `fields` share its set-up (`setup::source`), `verify` its
 //! reconciliation.
 
-pub mod complete;
 pub mod demo;
 pub mod error;
 pub mod finish;
@@ -153,37 +152,13 @@ async fn collect(
     let fetch = async {
         let (fetcher, rx) = p.fetcher();
         p.pass(fetcher, rx, Job::Window(window.clone())).await?;
-        complete::complete(&mut p, window).await
+        p.complete(window).await
     };
-    let (result, changes) = beside(fetch, changes).await;
+    // The changes are of no use when the pass fails: `try_join!` drops them then.
+    let (result, changes) = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
+        Ok((completeness, changes)) => (Ok(completeness), changes),
+        Err(e) => (Err(e), None),
+    };
     p.done();
-    Collected {
-        result,
-        written: p.written,
-        fetched: p.fetched,
-        moved_on: p.ids.moved_on,
-        repaired: p.repaired,
-        changes,
-    }
-}
-
-/// Runs `side` beside `main` to the end of both, or until `main` fails (what `side` found is then of no use).
-async fn beside<T, S>(
-    main: impl std::future::Future<Output = Result<T, RunError>>,
-    side: impl std::future::Future<Output = Option<S>>,
-) -> (Result<T, RunError>, Option<S>) {
-    tokio::pin!(main, side);
-    let (mut done, mut found) = (None, None);
-    while done.is_none() || found.is_none() {
-        tokio::select! {
-            r = &mut main, if done.is_none() => {
-                if r.is_err() {
-                    return (r, None);
-                }
-                done = Some(r);
-            }
-            s = &mut side, if found.is_none() => found = Some(s),
-        }
-    }
-    (done.expect("the loop ends with main's result"), found.flatten())
+    Collected { result, written: p.written, fetched: p.fetched, repaired: p.repaired, changes }
 }

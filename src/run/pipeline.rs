@@ -1,8 +1,10 @@
 //! The second phase of a run: fetch → map → write. The fetcher's tasks read pages and map each where it was read
 //! (its text is freed then, not after the sink's turn); one writer hands the mapped pages to the sink. A bounded
 //! channel joins them, so memory stays flat however many deals a window holds, and a slow sink slows the
-//! fetching (back-pressure). A pass reads the window or a list of ids; the completeness check runs its passes
-//! after the window's writer has joined.
+//! fetching (back-pressure). A pass reads the window or a list of ids. Once the window's pass is written, the
+//! completeness proof compares the distinct deals fetched with Zoho's count taken before the first search (a
+//! `Modified_Time` window only loses deals as they are edited, so equal numbers mean the same deals), otherwise
+//! with Zoho's id listing, and reads what is missing by id in further passes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -12,9 +14,10 @@ use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
 use super::error::RunError;
+use super::reconcile::Completeness;
 use super::summary::Progress;
 use crate::mapping::{Mapped, Mapper, RunStamp};
-use crate::schema::{DealRow, Quarantined};
+use crate::schema::{sort_ids, DealRow, Quarantined};
 use crate::shutdown::Shutdown;
 use crate::sink::seen::{Offer, Seen};
 use crate::sink::{Sink, SinkError, WriteStats};
@@ -26,6 +29,8 @@ use crate::zoho::ZohoClient;
 const PIPELINE_DEPTH: usize = 4;
 /// How long the writer waits for a page before letting the sink make what it holds visible (`Sink::flush`).
 const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Times the deals missing from a run are read by id, each after a fresh listing (deals change while a run reads).
+const REPAIR_ROUNDS: usize = 3;
 
 /// Counts gathered by the writer.
 #[derive(Debug, Default)]
@@ -174,9 +179,63 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// Keeps the counts of a fetcher that ran no pass (a listing).
-    pub fn keep_counts(&mut self, fetcher: &Fetcher<'a, MappedPage>) {
-        add(&mut self.fetched, fetcher.stats());
+    /// Checks that the run fetched every closed-won deal Zoho has in the window, and reads the missing ones by id
+    /// (`Pipeline::repaired` counts them, also when the run is stopped on the way).
+    pub async fn complete(&mut self, window: &Window) -> Result<Completeness, RunError> {
+        let (counted, fetched) = (self.fetched.root_count.unwrap_or(0), self.ids.distinct());
+        // Only a Modified_Time window is proven by its count: an edit moves a deal out of it, never into it (its end
+        // is settled), so the deals fetched after the count are among the deals counted. An edit can move a closing
+        // date anywhere, and a quarantined record's stage is unknown, so it may not be one of the deals counted.
+        if fetched == counted && self.ids.quarantined() == 0 && !window.field.is_date() {
+            return Ok(Completeness {
+                crm: counted,
+                moved_on: std::mem::take(&mut self.ids.moved_on),
+                ..Default::default()
+            });
+        }
+        let (mut missing, mut round) = (Vec::new(), 0);
+        let listed = loop {
+            // Read by id, deals were lost, deleted or moved out of the window since the listing (or Zoho could not
+            // give them yet): what counts is what Zoho lists now.
+            let (fetcher, rx) = self.fetcher();
+            let still = missing.len();
+            let mut listed = fetcher.list_ids(window).await?;
+            sort_ids(&mut listed);
+            missing = listed.iter().filter(|id| !self.ids.has(id)).cloned().collect();
+            if round == 0 {
+                tracing::info!(event = "completeness", counted, fetched, listed = listed.len(), missing = missing.len(),
+                    "Zoho counted {counted} closed-won deals in the window and lists {}; the run fetched {fetched}; {} to read by id",
+                    listed.len(), missing.len());
+            } else {
+                tracing::info!(event = "completeness", round, listed = listed.len(), missing = missing.len(),
+                    "{still} deals could not be read by id; Zoho lists {} closed-won deals in the window now, {} of them not fetched",
+                    listed.len(), missing.len());
+            }
+            if missing.is_empty() {
+                add(&mut self.fetched, fetcher.stats());
+                break listed;
+            }
+            round += 1;
+            // What a pass wrote counts as repaired even when it was stopped on the way.
+            let passed = self.pass(fetcher, rx, Job::Ids(missing.clone())).await;
+            let asked = missing.len();
+            missing.retain(|id| !self.ids.has(id));
+            self.repaired += (asked - missing.len()) as u64;
+            passed?;
+            if missing.is_empty() || round == REPAIR_ROUNDS {
+                break listed;
+            }
+        };
+        if self.repaired > 0 {
+            tracing::info!(
+                event = "repaired",
+                repaired = self.repaired,
+                "read {} closed-won deals by id that search did not return",
+                self.repaired
+            );
+        }
+        let moved_on = std::mem::take(&mut self.ids.moved_on);
+        Ok(Completeness { crm: listed.len() as u64, listed: Some(listed), missing, moved_on })
     }
 
     /// Ends the progress display.
@@ -279,4 +338,67 @@ async fn write_page(
         sink.write_quarantine(quarantined).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Needs, Settings};
+    use crate::mapping::{map_json, Columns};
+    use crate::window::WindowField;
+
+    fn page(ids: std::ops::Range<u64>) -> MappedPage {
+        let stamp: RunStamp = "run-1".parse().unwrap();
+        let rows: Vec<DealRow> = ids
+            .map(|i| {
+                let json =
+                    format!(r#"{{"id":"{}","Stage":"Closed Won","Modified_Time":"2026-10-01T10:00:00Z"}}"#, 5000 + i);
+                match map_json(&json, &stamp) {
+                    Mapped::Row(r) => *r,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        MappedPage { records: rows.len() as u64, rows, quarantined: Vec::new(), not_closed_won: 0 }
+    }
+
+    /// Rows another connection sees: only committed ones.
+    fn committed(path: &std::path::Path) -> i64 {
+        let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        c.query_row("SELECT count(*) FROM closed_won_deals", [], |r| r.get(0)).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_writer_flushes_the_sink_while_no_page_comes_and_keeps_writing_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let mut sink = Sink::Sqlite(crate::sink::sqlite::SqliteSink::new(&path));
+        sink.prepare().await.unwrap();
+        let vars = [("ZOHO_CLIENT_ID", "id"), ("ZOHO_CLIENT_SECRET", "secret"), ("ZOHO_REFRESH_TOKEN", "token")];
+        let vars = vars.map(|(k, v)| (k.to_string(), v.to_string()));
+        let zoho = Settings::from_vars(vars, Needs::ZohoCredentials).unwrap().zoho.unwrap();
+        let client = ZohoClient::new(zoho, Default::default(), std::time::Duration::from_secs(30)).unwrap();
+        let start = "2026-10-01T00:00:00Z".parse().unwrap();
+        let window = Window::new(WindowField::ModifiedTime, start, start + chrono::Duration::days(1)).unwrap();
+        let columns = Arc::new(Columns::new(&[]));
+        let stamp = RunStamp { run_id: "run-1".into(), synced_at: chrono::Utc::now(), columns };
+        let shutdown = Shutdown::new();
+        let mut p = Pipeline::new(&client, &mut sink, &window, &stamp, &shutdown);
+
+        let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
+        let feed = async {
+            tx.send(page(0..200)).await.unwrap();
+            tokio::time::sleep(IDLE_FLUSH / 2).await;
+            assert_eq!(committed(&path), 0, "a page's rows wait in the open transaction");
+            tokio::time::sleep(IDLE_FLUSH).await;
+            assert_eq!(committed(&path), 200, "no page for IDLE_FLUSH: what the sink holds is committed");
+            tx.send(page(200..400)).await.unwrap();
+            tokio::time::sleep(IDLE_FLUSH * 2).await;
+            assert_eq!(committed(&path), 400, "the writer keeps writing, and flushing, after a flush");
+            drop(tx);
+        };
+        let (stopped, ()) = tokio::join!(p.write(rx), feed);
+        assert!(!stopped.unwrap(), "the writer ends when the channel closes");
+        assert_eq!((p.written.records, p.written.stats.inserted), (400, 400));
+    }
 }

@@ -1,17 +1,15 @@
-//! After writing, the warehouse is checked against the CRM for the same window: Zoho's closed-won deals (the
-//! count or listing the run's completeness check took, otherwise asked for now) against the live rows the
-//! warehouse holds. When the numbers differ, both id lists are compared and up to 20 missing or extra deal
-//! ids are named. Users' most common complaint about sync tools is revenue figures that disagree with the
-//! CRM; this says so on the night it happens.
-//!
-//! A sync fails the check only for deals it is missing: rows the warehouse holds that Zoho no longer lists in
-//! the window were edited, lost or deleted since they were written, and the run that covers their new
-//! modification time updates them. `dealsync verify` is stricter and names both sides.
+//! The warehouse checked against Zoho for the same window, so that revenue figures that disagree with the CRM
+//! are reported the night it happens, naming up to 20 missing or extra deal ids. A sync fails it only for
+//! missing deals (an extra row was edited, lost or deleted since, and a later run updates it); `dealsync
+//! verify` fails on either side.
+
+use std::collections::HashSet;
 
 use serde::Serialize;
 
+use super::error::RunError;
 use crate::schema::sort_ids;
-use crate::sink::{Sink, SinkError};
+use crate::sink::Sink;
 use crate::window::Window;
 use crate::zoho::criteria::{coql_count_closed_won, coql_keyset_page};
 use crate::zoho::{ZohoClient, ZohoError};
@@ -26,7 +24,7 @@ pub struct Completeness {
     /// Deals still missing after that (sorted).
     pub missing: Vec<String>,
     /// Deals whose copy lies outside the window (edited since they were listed).
-    pub moved_on: std::collections::HashSet<String>,
+    pub moved_on: HashSet<String>,
 }
 
 /// Ids named per side at most.
@@ -71,112 +69,65 @@ impl Reconciliation {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error(transparent)]
-    Zoho(#[from] ZohoError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-}
-
-/// Compares the window after a sync; `None` when the sink keeps nothing to compare (NDJSON, dry run). `known`:
-/// what the run's completeness check learned from Zoho, which saves asking again. Extra rows alone match.
+/// Compares the window's closed-won deals in Zoho with the warehouse's live rows; `None` when the sink keeps
+/// nothing to compare (NDJSON, dry run). `known`: what a sync's completeness check learned from Zoho, which saves
+/// asking again. Extra rows alone match, unless `strict` (`dealsync verify`).
 pub async fn reconcile(
     client: &ZohoClient,
     sink: &mut Sink,
     window: &Window,
     known: Option<&Completeness>,
-) -> Result<Option<Reconciliation>, ReconcileError> {
-    compare(client, sink, window, known, false).await
-}
-
-/// `dealsync verify`: the same comparison, where any difference is a mismatch.
-pub async fn verify(
-    client: &ZohoClient,
-    sink: &mut Sink,
-    window: &Window,
-) -> Result<Option<Reconciliation>, ReconcileError> {
-    compare(client, sink, window, None, true).await
-}
-
-async fn compare(
-    client: &ZohoClient,
-    sink: &mut Sink,
-    window: &Window,
-    known: Option<&Completeness>,
     strict: bool,
-) -> Result<Option<Reconciliation>, ReconcileError> {
+) -> Result<Option<Reconciliation>, RunError> {
     let Some(warehouse) = sink.count_in_window(window).await? else { return Ok(None) };
     let crm = match known {
         Some(c) => c.crm,
         None => client.coql_count(&coql_count_closed_won(window)).await?,
     };
-    let mut r = Reconciliation {
-        crm,
-        warehouse,
-        matches: crm == warehouse,
-        missing: Vec::new(),
-        extra: Vec::new(),
-        missing_total: 0,
-        extra_total: 0,
-    };
-    if !r.matches {
+    let (mut missing, mut extra) = ((0, Vec::new()), (0, Vec::new()));
+    if crm != warehouse {
         let ours = sink.ids_in_window(window).await?;
         let theirs = match known.and_then(|c| c.listed.clone()) {
             Some(listed) => listed,
             None => crm_ids(client, window).await?,
         };
         let moved_on = known.map(|c| &c.moved_on);
-        let (missing, extra) = diff(&theirs, &ours, |id| moved_on.is_some_and(|m| m.contains(id)));
-        (r.missing_total, r.extra_total) = (missing.0, extra.0);
-        (r.missing, r.extra) = (missing.1, extra.1);
-        r.matches = r.missing_total == 0 && (!strict || r.extra_total == 0);
+        (missing, extra) = diff(&theirs, &ours, |id| moved_on.is_some_and(|m| m.contains(id)));
     }
-    Ok(Some(r))
+    Ok(Some(Reconciliation {
+        crm,
+        warehouse,
+        matches: missing.0 == 0 && (!strict || extra.0 == 0),
+        missing: missing.1,
+        extra: extra.1,
+        missing_total: missing.0,
+        extra_total: extra.0,
+    }))
 }
 
-/// Each side's difference (both inputs sorted): how many, and up to `NAMED` of them. A CRM id for which
+/// Each side's difference: how many, and up to `NAMED` of them in the order given. A CRM id for which
 /// `elsewhere` holds (the run wrote it with a newer copy outside the window) is not missing.
 fn diff(
     crm: &[String],
     warehouse: &[String],
     elsewhere: impl Fn(&str) -> bool,
 ) -> ((u64, Vec<String>), (u64, Vec<String>)) {
-    let (mut i, mut j) = (0, 0);
-    let (mut missing, mut extra) = ((0u64, Vec::new()), (0u64, Vec::new()));
-    let key = |s: &String| (s.len(), s.clone());
-    let note = |side: &mut (u64, Vec<String>), id: &String| {
+    let in_crm: HashSet<&str> = crm.iter().map(String::as_str).collect();
+    let in_warehouse: HashSet<&str> = warehouse.iter().map(String::as_str).collect();
+    let missing = crm.iter().filter(|id| !in_warehouse.contains(id.as_str()) && !elsewhere(id));
+    let extra = warehouse.iter().filter(|id| !in_crm.contains(id.as_str()));
+    (named(missing), named(extra))
+}
+
+fn named<'a>(ids: impl Iterator<Item = &'a String>) -> (u64, Vec<String>) {
+    let mut side = (0, Vec::new());
+    for id in ids {
         side.0 += 1;
         if side.1.len() < NAMED {
             side.1.push(id.clone());
         }
-    };
-    while i < crm.len() || j < warehouse.len() {
-        match (crm.get(i), warehouse.get(j)) {
-            (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if key(a) < key(b) => {
-                if !elsewhere(a) {
-                    note(&mut missing, a);
-                }
-                i += 1;
-            }
-            (Some(_), Some(b)) | (None, Some(b)) => {
-                note(&mut extra, b);
-                j += 1;
-            }
-            (Some(a), None) => {
-                if !elsewhere(a) {
-                    note(&mut missing, a);
-                }
-                i += 1;
-            }
-            (None, None) => break,
-        }
     }
-    (missing, extra)
+    side
 }
 
 /// Every closed-won deal id in the window, from COQL, `id > last` at a time.

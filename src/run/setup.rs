@@ -94,30 +94,25 @@ pub async fn prepare(
         Target::resolve(sink).map_err(RunError::Usage)?;
     }
     let (settings, source) = source(config, plan.demo).await?;
-    if let (Some((_, count)), WindowSpec::Backfill { to: None, .. }) = (settings.shard, &plan.spec) {
-        if count > 1 {
-            // Each task would resolve "now" when it starts, and staggered starts would leave gaps between slices.
-            return Err(RunError::Usage(format!(
-                "a backfill sharded over {count} tasks needs --to, so that every task cuts the same range into slices"
-            )));
-        }
+    if let (Some((_, count @ 2..)), WindowSpec::Backfill { to: None, .. }) = (settings.shard, &plan.spec) {
+        // Each task would resolve "now" when it starts, and staggered starts would leave gaps between slices.
+        return Err(RunError::Usage(format!(
+            "a backfill sharded over {count} tasks needs --to, so that every task cuts the same range into slices"
+        )));
     }
     let mut sink = open_sink(plan, &settings, &run.id).await?;
     summary.sink = sink.describe();
     sink.prepare().await?;
-    let last_good = match plan.spec {
+    let mut last_good = match plan.spec {
         WindowSpec::Default { .. } => sink.last_good_window_end(plan.field).await?,
         WindowSpec::Backfill { .. } => None,
     };
     // A ledger end after now is a clock that was wrong: the window falls back to the last 24 hours.
-    let last_good = match last_good {
-        Some(end) if end > run.started_at => {
-            tracing::warn!(event = "ledger_in_future", ledger_end = %end,
-                "the last good run's window ends after now (a clock was wrong): syncing the last 24 hours");
-            None
-        }
-        other => other,
-    };
+    if let Some(end) = last_good.filter(|end| *end > run.started_at) {
+        tracing::warn!(event = "ledger_in_future", ledger_end = %end,
+            "the last good run's window ends after now (a clock was wrong): syncing the last 24 hours");
+        last_good = None;
+    }
     let full = crate::window::resolve(&plan.spec, plan.field, run.started_at, last_good).map_err(RunError::Usage)?;
     let window = task_window(full, plan, settings.shard, summary).and_then(|w| settled(w, plan, run.started_at));
     Ok(Prepared { settings, source, sink, window, from_ledger: last_good.is_some() })
@@ -133,35 +128,30 @@ fn task_window(
 ) -> Option<Window> {
     let Some((index, count)) = shard.filter(|(_, count)| *count > 1) else { return Some(full) };
     if !plan.spec.is_backfill() {
-        if index == 0 {
-            return Some(full);
-        }
-        tracing::info!(
-            event = "shard",
-            index,
-            count,
-            "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do"
-        );
-        return None;
-    }
-    // Contiguous slices of the range, one per task; together they cover it exactly.
-    let slices = full.split_into(count).unwrap_or_else(|| vec![full.clone()]);
-    match slices.get(index) {
-        Some(w) => {
-            tracing::info!(event = "shard", index, count, "task {index} of {count} syncs its slice of {full}");
-            summary.shard = Some(format!("{index}-of-{count}"));
-            Some(w.clone())
-        }
-        None => {
+        if index > 0 {
             tracing::info!(
                 event = "shard",
                 index,
                 count,
-                "the range has fewer slices than tasks; this task has nothing to do"
+                "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do"
             );
-            None
         }
+        return (index == 0).then_some(full);
     }
+    // Contiguous slices of the range, one per task; together they cover it exactly.
+    let slices = full.split_into(count).unwrap_or_else(|| vec![full.clone()]);
+    let Some(slice) = slices.get(index) else {
+        tracing::info!(
+            event = "shard",
+            index,
+            count,
+            "the range has fewer slices than tasks; this task has nothing to do"
+        );
+        return None;
+    };
+    tracing::info!(event = "shard", index, count, "task {index} of {count} syncs its slice of {full}");
+    summary.shard = Some(format!("{index}-of-{count}"));
+    Some(slice.clone())
 }
 
 /// A backfill (or its slice) proves only what is settled: the part of the window before now minus the index

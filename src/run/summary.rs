@@ -2,6 +2,8 @@
 //! pages, deals, rows, quarantine, duration, outcome, exit code), plus one human line when a person watches.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -170,20 +172,16 @@ impl RunSummary {
 /// A progress bar with ETA for long interactive runs (text logs on a terminal only, never mixed into JSON).
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
-    expected: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Filled in by the fetcher once it knows how many deals the window holds.
+    expected: Arc<AtomicU64>,
     has_length: bool,
 }
 
 impl Progress {
-    /// `expected` is filled in by the fetcher once it knows how many deals the window holds.
-    pub fn new(expected: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Progress {
+    pub fn new(expected: Arc<AtomicU64>) -> Progress {
         let bar = crate::telemetry::human_output().then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {pos} closed-won deals written ({rate}, {elapsed})")
-                    .expect("valid template")
-                    .with_key("rate", rate),
-            );
+            let bar = indicatif::ProgressBar::new_spinner()
+                .with_style(style("{spinner} {pos} closed-won deals written ({rate}, {elapsed})"));
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
@@ -193,19 +191,11 @@ impl Progress {
     /// `done`: distinct closed-won deals written (or quarantined) so far, against the window's closed-won count.
     pub fn set(&mut self, done: u64) {
         let Some(bar) = &self.bar else { return };
-        if !self.has_length {
-            let n = self.expected.load(std::sync::atomic::Ordering::Relaxed);
-            if n > 0 {
-                bar.set_length(n);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{bar:30} {pos}/{len} closed-won deals ({rate}, ETA {eta})",
-                    )
-                    .expect("valid template")
-                    .with_key("rate", rate),
-                );
-                self.has_length = true;
-            }
+        let n = self.expected.load(Ordering::Relaxed);
+        if !self.has_length && n > 0 {
+            bar.set_length(n);
+            bar.set_style(style("{bar:30} {pos}/{len} closed-won deals ({rate}, ETA {eta})"));
+            self.has_length = true;
         }
         // Deals won while the run pages (and read by the completeness check) may pass Zoho's first count.
         if self.has_length && bar.length().is_some_and(|len| done > len) {
@@ -221,9 +211,12 @@ impl Progress {
     }
 }
 
-/// Deals per second, whole: "17522/s", not "17,521.9932/s".
-fn rate(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
-    let _ = write!(w, "{:.0}/s", state.per_sec());
+/// A bar's template, with deals per second whole: "17522/s", not "17,521.9932/s".
+fn style(template: &str) -> indicatif::ProgressStyle {
+    let rate = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{:.0}/s", state.per_sec());
+    };
+    indicatif::ProgressStyle::with_template(template).expect("valid template").with_key("rate", rate)
 }
 
 /// The process's peak resident set in KiB (`VmHWM` in `/proc/self/status`), or 0 where there is none: what the

@@ -303,10 +303,12 @@ async fn rows_written_before_a_stalled_answer_are_committed_while_the_run_waits(
     // (NDJSON is here too, though a page of rows is larger than its buffer and reaches the file anyway; the
     // sink's own test covers the flush of a small remainder.)
     for sink in ["sqlite:dealsync.db", "ndjson:out.ndjson"] {
-        // 15 pages fetched one at a time, and the tenth request's answer takes 8 seconds: the pages before it
-        // are written, and they must not wait in an open transaction (keeping readers from them, or locking
-        // them out) while the run waits.
-        let faults = FaultPlan::parse("slow@10:8000").unwrap();
+        // 15 pages fetched one at a time, and the tenth request's answer takes 4 seconds: the pages before it are
+        // written, and they must not wait in an open transaction (keeping readers from them, or locking them
+        // out) while the run waits. The writer's idle flush makes them visible 1 second into the stall; without
+        // it they would wait for the stalled page, later than the 3.5 seconds looked at. (`run::pipeline`'s
+        // paused-time test covers the flush itself.)
+        let faults = FaultPlan::parse("slow@10:4000").unwrap();
         let sim = simulator(SimConfig { faults, won_share: 1.0, ..sim_config(3000) }).await;
         let mut run =
             Dealsync::new(&OCTOBER).args(&["--sink", sink]).against(&sim).env("ZOHO_MAX_CONCURRENCY", "1").spawn();
@@ -325,7 +327,7 @@ async fn rows_written_before_a_stalled_answer_are_committed_while_the_run_waits(
         };
         let started = std::time::Instant::now();
         let mut seen = None;
-        while started.elapsed() < Duration::from_secs(5) && run.running() {
+        while started.elapsed() < Duration::from_millis(3500) && run.running() {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if let Some(n) = visible().filter(|&n| n > 0) {
                 seen = Some(n);
@@ -336,7 +338,7 @@ async fn rows_written_before_a_stalled_answer_are_committed_while_the_run_waits(
         let out = run.wait().await;
         out.assert_code(0);
         let total = expected_ids(&sim, &october()).len() as i64;
-        let n = seen.unwrap_or_else(|| panic!("{sink}: no rows became visible in the first 5 seconds"));
+        let n = seen.unwrap_or_else(|| panic!("{sink}: no rows became visible in the first 3.5 seconds"));
         assert!(still_waiting, "{sink}: the run was still waiting on the slow answer when its rows became visible");
         assert!(n < total, "{sink}: only the pages before the stall, {n} of {total}");
         assert_eq!(visible(), Some(total), "{sink}: all rows at the end");
