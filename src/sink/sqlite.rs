@@ -115,19 +115,17 @@ impl SqliteSink {
     }
 }
 
-/// The SQL condition selecting a window's rows, with its two bound values.
-fn window_condition(w: &crate::window::Window) -> (&'static str, String, String) {
-    if w.field.is_date() {
-        (
-            "closing_date >= ?1 AND closing_date < ?2 AND is_closed_won = 1 AND is_deleted = 0",
-            w.start_str(),
-            w.end_str(),
-        )
+/// `SELECT {select}` over a window's live rows, with its two bound values.
+fn window_sql(select: &str, w: &crate::window::Window) -> (String, String, String) {
+    let (column, start, end) = if w.field.is_date() {
+        ("closing_date", w.start_str(), w.end_str())
     } else {
         // Stored instants are fixed-width UTC text, so the bounds in the same form compare correctly and use the index.
         let f = |t: &chrono::DateTime<chrono::FixedOffset>| format_instant(&t.with_timezone(&Utc));
-        ("modified_time >= ?1 AND modified_time < ?2 AND is_closed_won = 1 AND is_deleted = 0", f(&w.start), f(&w.end))
-    }
+        ("modified_time", f(&w.start), f(&w.end))
+    };
+    let live = "is_closed_won = 1 AND is_deleted = 0";
+    (format!("SELECT {select} FROM {TABLE} WHERE {column} >= ?1 AND {column} < ?2 AND {live}"), start, end)
 }
 
 impl SqliteSink {
@@ -535,8 +533,7 @@ impl SqliteSink {
 
     pub async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
         self.open_existing()?;
-        let (cond, a, b) = window_condition(w);
-        let sql = format!("SELECT count(*) FROM {TABLE} WHERE {cond}");
+        let (sql, a, b) = window_sql("count(*)", w);
         let n: i64 = self
             .with_conn("counting the window's rows", move |c| c.query_row(&sql, params![a, b], |r| r.get(0)))
             .await?;
@@ -545,8 +542,7 @@ impl SqliteSink {
 
     pub async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
         self.open_existing()?;
-        let (cond, a, b) = window_condition(w);
-        let sql = format!("SELECT deal_id FROM {TABLE} WHERE {cond}");
+        let (sql, a, b) = window_sql("deal_id", w);
         let mut ids: Vec<String> = self
             .with_conn("listing the window's rows", move |c| {
                 let mut stmt = c.prepare(&sql)?;

@@ -20,9 +20,9 @@ pub struct Api {
     base: String,
     /// `…/upload/bigquery/v2/projects/{project}`.
     upload: String,
-    project: String,
+    pub project: String,
     /// Uploads are gzipped, except towards the emulator, which cannot read them.
-    gzip: bool,
+    pub gzip: bool,
     pub credentials: Credentials,
     pub retry: RetryPolicy,
 }
@@ -69,14 +69,6 @@ impl Api {
             credentials: Credentials::new(&s.auth).await?,
             retry,
         })
-    }
-
-    pub fn project(&self) -> &str {
-        &self.project
-    }
-
-    pub fn gzip(&self) -> bool {
-        self.gzip
     }
 
     /// Sends `req` with the access token, once. A 308 (a resumable upload's "send more") is an answer, not a

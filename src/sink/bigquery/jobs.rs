@@ -25,7 +25,7 @@ const JOB_RUNS: usize = 4;
 pub struct JobResource {
     pub job_reference: JobReference,
     pub status: JobStatus,
-    pub statistics: Statistics,
+    statistics: Statistics,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -42,24 +42,19 @@ pub struct JobStatus {
     pub error_result: Option<ErrorProto>,
 }
 
+/// A query's or a load's statistics; BigQuery sends its int64 counts as text.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Statistics {
-    pub query: Option<QueryStatistics>,
-    pub load: Option<LoadStatistics>,
+struct Statistics {
+    query: Option<Counts>,
+    load: Option<Counts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct QueryStatistics {
-    pub num_dml_affected_rows: Option<String>,
-    pub total_bytes_billed: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoadStatistics {
-    pub output_rows: Option<String>,
+#[serde(default, rename_all = "camelCase")]
+struct Counts {
+    num_dml_affected_rows: Option<String>,
+    total_bytes_billed: Option<String>,
+    output_rows: Option<String>,
 }
 
 /// A page of `jobs.getQueryResults`.
@@ -100,13 +95,13 @@ pub struct Done {
 
 impl Done {
     fn of(job: JobReference, r: &JobResource) -> Done {
-        let n = |s: Option<&String>| s.and_then(|s| s.parse().ok()).unwrap_or(0);
-        let query = r.statistics.query.as_ref();
+        let (query, load) = (r.statistics.query.as_ref(), r.statistics.load.as_ref());
+        let n = |count: Option<&Option<String>>| count.and_then(|c| c.as_deref()?.parse().ok()).unwrap_or(0);
         Done {
             job,
-            affected: n(query.and_then(|q| q.num_dml_affected_rows.as_ref())),
-            bytes_billed: n(query.and_then(|q| q.total_bytes_billed.as_ref())),
-            loaded: n(r.statistics.load.as_ref().and_then(|l| l.output_rows.as_ref())),
+            affected: n(query.map(|q| &q.num_dml_affected_rows)),
+            bytes_billed: n(query.map(|q| &q.total_bytes_billed)),
+            loaded: n(load.map(|l| &l.output_rows)),
         }
     }
 }
@@ -121,8 +116,7 @@ pub struct Jobs<'a> {
 
 impl Jobs<'_> {
     /// The job resource for `configuration` under `job_id`.
-    pub fn job(&self, job_id: &str, configuration: Value) -> Value {
-        let mut configuration = configuration;
+    pub fn job(&self, job_id: &str, mut configuration: Value) -> Value {
         let labels: serde_json::Map<String, Value> =
             self.labels.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
         configuration["labels"] = Value::Object(labels);

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::client::Put;
 use super::error::BqFailure;
 use super::jobs::{Done, JobResource, Jobs};
+use crate::schema::Column;
 
 /// Bytes a chunk carries: Google asks for multiples of 256 KiB. 4 MiB keeps a 1M-deal backfill under the memory
 /// budget (BENCHMARKS.md) at a request a few thousand rows.
@@ -32,13 +33,13 @@ pub struct Upload {
 }
 
 impl Upload {
-    /// A load of NDJSON rows appended to `table` (in the sink's dataset) of `schema`, under `job_id`: a retried
+    /// A load of NDJSON rows appended to `table` (in the sink's dataset) of `columns`, under `job_id`: a retried
     /// upload or insert is the same job, so the rows land once.
-    pub fn new(job_id: String, project: &str, dataset: &str, table: &str, schema: Value, gzip: bool) -> Upload {
+    pub fn new(job_id: String, project: &str, dataset: &str, table: &str, columns: &[Column], gzip: bool) -> Upload {
         let configuration = json!({"load": {
             "destinationTable": {"projectId": project, "datasetId": dataset, "tableId": table},
             "sourceFormat": "NEWLINE_DELIMITED_JSON",
-            "schema": schema,
+            "schema": {"fields": columns},
             "createDisposition": "CREATE_NEVER",
             "writeDisposition": "WRITE_APPEND",
             "ignoreUnknownValues": false,
@@ -155,7 +156,7 @@ mod tests {
     #[test]
     fn the_chunks_and_the_rest_are_the_rows_as_gzipped_ndjson() {
         for gzip in [true, false] {
-            let mut u = Upload::new("j".into(), "p", "d", "t", json!({"fields": []}), gzip);
+            let mut u = Upload::new("j".into(), "p", "d", "t", &[], gzip);
             let mut want = String::new();
             let mut sent = Vec::new();
             for i in 0..200_000 {
