@@ -103,15 +103,10 @@ impl SqliteSink {
         let joined = tokio::task::spawn_blocking(move || {
             let r = f(&mut conn);
             (conn, r)
-        })
-        .await;
-        match joined {
-            Ok((conn, r)) => {
-                self.conn = Some(conn);
-                r.map_err(|e| self.err(what, e))
-            }
-            Err(e) => Err(self.err(what, e)),
-        }
+        });
+        let (conn, r) = joined.await.map_err(|e| self.err(what, e))?;
+        self.conn = Some(conn);
+        r.map_err(|e| self.err(what, e))
     }
 }
 
