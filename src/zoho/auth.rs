@@ -15,7 +15,6 @@ use crate::config::{check_scheme, ZohoSettings};
 pub struct AccessToken {
     pub token: SecretString,
     pub api_domain: Url,
-    pub expires_at: Instant,
     /// When to mint the next one: a fifth of the lifetime (at most 5 minutes) before expiry.
     pub refresh_at: Instant,
 }
@@ -118,13 +117,7 @@ fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<A
     };
     // `expires_in` is in seconds (3600). A missing or absurd value falls back to a conservative 55 minutes.
     let lifetime = Duration::from_secs(parsed.expires_in.filter(|s| (1..=86_400).contains(s)).unwrap_or(3300));
-    let now = Instant::now();
-    Ok(AccessToken {
-        token,
-        api_domain,
-        expires_at: now + lifetime,
-        refresh_at: now + lifetime - refresh_margin(lifetime),
-    })
+    Ok(AccessToken { token, api_domain, refresh_at: Instant::now() + lifetime - refresh_margin(lifetime) })
 }
 
 /// The access token goes to the host the token answer names: it must be an API host of the configured data
