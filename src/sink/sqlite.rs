@@ -82,6 +82,12 @@ impl SqliteSink {
         self.config_err(format!("{path} cannot be written ({why}); give the run write access or choose another --sink"))
     }
 
+    /// The columns to add to the tables `conn` has, or why dealsync cannot write them (then `outcome`).
+    fn fit(&self, conn: &Connection, outcome: &str) -> Result<Vec<(String, Column)>, SinkError> {
+        let fits = compatibility(conn, &self.columns).map_err(|e| self.err("reading the tables", e))?;
+        fits.map_err(|problem| self.config_err(format!("{problem}: {outcome}")))
+    }
+
     /// Rolls back what SQLite may still hold open and forgets the transaction's rows, so that the file and the
     /// counters agree.
     fn roll_back(&mut self) {
@@ -93,7 +99,6 @@ impl SqliteSink {
         self.began = None;
     }
 
-    /// Runs `f` with the connection on the blocking pool.
     async fn with_conn<T, F>(&mut self, what: &'static str, f: F) -> Result<T, SinkError>
     where
         T: Send + 'static,
@@ -229,12 +234,10 @@ fn parse_instant(s: &str) -> chrono::ParseResult<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).map(|t| t.to_utc())
 }
 
-/// Whether the database has a table called `name`.
 fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
     c.query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |r| r.get(0))
 }
 
-/// The tables dealsync writes, with their columns and key.
 fn tables(columns: &[Column]) -> [(&'static str, Vec<Column>, Option<&'static str>); 3] {
     [
         (TABLE, columns.to_vec(), Some(crate::schema::KEY)),
@@ -302,7 +305,6 @@ fn table_sql(table: &str, columns: &[Column], key: Option<&str>) -> String {
     format!("CREATE TABLE IF NOT EXISTS {table} (\n{}\n)", cols.join(",\n"))
 }
 
-/// The DDL of the target table, derived from the column table.
 pub fn create_table_sql(columns: &[Column]) -> String {
     table_sql(TABLE, columns, Some(crate::schema::KEY))
 }
@@ -335,7 +337,6 @@ CREATE INDEX IF NOT EXISTS closed_won_deals_closing ON closed_won_deals (closing
 DROP INDEX IF EXISTS closed_won_deals_closing_date;
 ";
 
-/// `INSERT INTO table (columns) VALUES (?1, …)`.
 fn insert_into(table: &str, columns: &[Column]) -> String {
     // Quoted: a promoted column may be named like a keyword (`order`).
     let names = columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
@@ -389,7 +390,6 @@ fn execute(
     stmt.raw_execute()
 }
 
-/// What the run calls (through `sink::Sink`).
 impl SqliteSink {
     pub fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
@@ -412,9 +412,7 @@ impl SqliteSink {
             return Err(self.not_writable(e));
         }
         let conn = open_read_only(&self.path).map_err(|e| self.err("opening the database read-only", e))?;
-        let fits = compatibility(&conn, &self.columns).map_err(|e| self.err("reading the tables", e))?;
-        let to_add =
-            fits.map_err(|problem| self.config_err(format!("{problem}: a sync would stop before fetching")))?;
+        let to_add = self.fit(&conn, "a sync would stop before fetching")?;
         let exists = has_table(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
         let mut lines = vec![if exists {
             let rows: i64 = conn
@@ -456,10 +454,7 @@ impl SqliteSink {
         if let Err(e) = probe {
             return Err(self.not_writable(e));
         }
-        let fits = compatibility(&conn, &self.columns).map_err(|e| self.err("reading the tables", e))?;
-        let to_add = fits.map_err(|problem| {
-            self.config_err(format!("{problem}: nothing was changed; move the table aside or choose another --sink"))
-        })?;
+        let to_add = self.fit(&conn, "nothing was changed; move the table aside or choose another --sink")?;
         self.conn = Some(conn);
         let ddl = create_table_sql(&self.columns);
         // Quoted for a POSIX shell, so that the command in the page-size hint can be pasted as it is.
@@ -587,11 +582,10 @@ impl SqliteSink {
 /// `path` is the file, quoted for a shell, for the page-size hint.
 fn create_tables(c: &mut Connection, ddl: &str, to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
     // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
-    // checkpoint); measured 25 % less CPU per deal. Readers wait (busy timeout) while a page commits.
+    // checkpoint). Readers wait (busy timeout) while a page commits.
     c.pragma_update(None, "journal_mode", "TRUNCATE")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.pragma_update(None, "cache_size", -CACHE_KIB)?;
-    // One transaction: the tables are created and completed together, or not at all.
     let tx = c.transaction()?;
     tx.execute_batch(ddl)?;
     // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).

@@ -142,7 +142,6 @@ fn trusted_api_domain(settings: &ZohoSettings, url: &Url) -> Result<(), String> 
     Err(format!("it is not a Zoho API host of data centre {} (*.{zoho})", settings.data_centre.code()))
 }
 
-/// Mints an access token with the refresh-token grant.
 pub async fn mint(http: &reqwest::Client, settings: &ZohoSettings) -> Result<AccessToken, ZohoError> {
     let form = [
         ("refresh_token", settings.refresh_token.expose_secret()),

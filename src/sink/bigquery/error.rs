@@ -118,7 +118,6 @@ impl BqFailure {
         self.message.to_ascii_lowercase().contains("free tier")
     }
 
-    /// Whether the same request may succeed if sent again.
     pub fn is_retryable(&self) -> bool {
         self.kind == Kind::Transient
     }
@@ -146,7 +145,6 @@ impl BqFailure {
         }
     }
 
-    /// What to do about it.
     fn hint(&self) -> &'static str {
         if self.kind == Kind::Credentials {
             return " (set GOOGLE_APPLICATION_CREDENTIALS to a key or credentials file, run `gcloud auth \

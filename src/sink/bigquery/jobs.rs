@@ -14,7 +14,6 @@ use super::error::{BqFailure, ErrorProto};
 use super::sql::Statement;
 use crate::retry::{poll, retry, RetryPolicy};
 
-/// How long a job may run before the run gives up on it.
 const JOB_LIMIT: Duration = Duration::from_secs(1800);
 /// Runs of one statement at most (the first and its re-runs after whole-job failures).
 const JOB_RUNS: usize = 4;
@@ -82,7 +81,6 @@ struct Cell {
 /// A row of a query's result: each cell as BigQuery's JSON gives it (text; instants as microseconds).
 pub type Row = Vec<Option<String>>;
 
-/// What a finished job did.
 #[derive(Debug, Clone, Default)]
 pub struct Done {
     pub job: JobReference,
@@ -115,7 +113,6 @@ pub struct Jobs<'a> {
 }
 
 impl Jobs<'_> {
-    /// The job resource for `configuration` under `job_id`.
     pub fn job(&self, job_id: &str, mut configuration: Value) -> Value {
         let labels: serde_json::Map<String, Value> =
             self.labels.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
@@ -149,7 +146,6 @@ impl Jobs<'_> {
         job.location.iter().map(|l| ("location", l.clone())).collect()
     }
 
-    /// Polls a job until it is done; its failure if it failed.
     pub async fn wait(&self, what: &str, job: JobReference) -> Result<Done, BqFailure> {
         let path = format!("jobs/{}", job.job_id);
         let query = Self::location_query(&job);
@@ -170,7 +166,6 @@ impl Jobs<'_> {
         poll(Duration::from_millis(200), Duration::from_secs(5), JOB_LIMIT, look, timed_out).await
     }
 
-    /// Every row of a finished query job, page by page.
     pub async fn rows(&self, what: &str, job: &JobReference) -> Result<Vec<Row>, BqFailure> {
         let path = format!("queries/{}", job.job_id);
         let mut rows = Vec::new();
@@ -212,7 +207,6 @@ impl Jobs<'_> {
         self.run_config(what, job_id, configuration).await
     }
 
-    /// `run`, then every row of its result.
     pub async fn select(&self, what: &str, job_id: &str, statement: &Statement) -> Result<(Done, Vec<Row>), BqFailure> {
         let done = self.run(what, job_id, statement).await?;
         let rows = self.rows(what, &done.job).await?;

@@ -20,10 +20,8 @@ pub const CHUNK: usize = 4 * 1024 * 1024;
 /// One load job in the making: its upload session, once the first chunk is due.
 pub struct Upload {
     job_id: String,
-    /// The load job's `configuration`.
     configuration: Value,
     session: Option<String>,
-    /// The row being written.
     row: Vec<u8>,
     /// What is not sent yet: gzipped, or plain towards the emulator.
     out: Out,
@@ -72,7 +70,6 @@ impl Upload {
         self.sent + self.out.bytes().len() as u64
     }
 
-    /// Moves the row just written into what is to be sent.
     fn append(&mut self) {
         self.row.push(b'\n');
         self.rows += 1;

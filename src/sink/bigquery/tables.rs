@@ -66,7 +66,6 @@ pub struct Partitioning {
     pub expiration_ms: Option<String>,
 }
 
-/// A column as BigQuery reports it.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Field {
     pub name: String,
@@ -141,7 +140,6 @@ pub async fn ensure_dataset(api: &Api, dataset: &str, location: Option<&str>) ->
     }
 }
 
-/// The table, or `None` when it does not exist.
 pub async fn get_table(api: &Api, dataset: &str, table: &str) -> Result<Option<TableResource>, BqFailure> {
     let what = format!("reading table {dataset}.{table}");
     found(api.get(&what, &format!("datasets/{dataset}/tables/{table}"), &[]).await)
