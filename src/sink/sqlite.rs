@@ -408,9 +408,7 @@ impl SqliteSink {
         if !self.path.exists() {
             return Ok(vec![format!("{} will be created on the first run", self.path.display())]);
         }
-        if let Err(e) = std::fs::OpenOptions::new().append(true).open(&self.path) {
-            return Err(self.not_writable(e));
-        }
+        std::fs::OpenOptions::new().append(true).open(&self.path).map_err(|e| self.not_writable(e))?;
         let conn = open_read_only(&self.path).map_err(|e| self.err("opening the database read-only", e))?;
         let to_add = self.fit(&conn, "a sync would stop before fetching")?;
         let exists = has_table(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
@@ -447,13 +445,9 @@ impl SqliteSink {
         settings.map_err(|e| self.err("opening the database", e))?;
         // Before any Zoho request: the file must take writes, and every table it has must fit dealsync's rows.
         // Nothing is altered until both hold, so an incompatible table is left exactly as it was.
-        let probe = conn.execute_batch(
-            "SAVEPOINT dealsync_probe; CREATE TABLE _dealsync_probe (x INTEGER); ROLLBACK TO dealsync_probe; \
-             RELEASE dealsync_probe;",
-        );
-        if let Err(e) = probe {
-            return Err(self.not_writable(e));
-        }
+        let probe = "SAVEPOINT dealsync_probe; CREATE TABLE _dealsync_probe (x INTEGER); ROLLBACK TO dealsync_probe; \
+             RELEASE dealsync_probe;";
+        conn.execute_batch(probe).map_err(|e| self.not_writable(e))?;
         let to_add = self.fit(&conn, "nothing was changed; move the table aside or choose another --sink")?;
         self.conn = Some(conn);
         let ddl = create_table_sql(&self.columns);

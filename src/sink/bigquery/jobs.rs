@@ -127,9 +127,7 @@ impl Jobs<'_> {
     async fn insert(&self, what: &str, job_id: &str, configuration: Value) -> Result<JobReference, BqFailure> {
         match self.api.post::<JobResource>(what, "jobs", &self.job(job_id, configuration)).await {
             Ok(j) => Ok(self.reference(job_id, j.job_reference)),
-            Err(e) if e.is_duplicate() => {
-                Ok(JobReference { job_id: job_id.to_string(), location: self.location.clone() })
-            }
+            Err(e) if e.is_duplicate() => Ok(self.reference(job_id, JobReference::default())),
             Err(e) => Err(e),
         }
     }
