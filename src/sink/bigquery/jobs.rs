@@ -164,7 +164,7 @@ impl Jobs<'_> {
         poll(Duration::from_millis(200), Duration::from_secs(5), JOB_LIMIT, look, timed_out).await
     }
 
-    pub async fn rows(&self, what: &str, job: &JobReference) -> Result<Vec<Row>, BqFailure> {
+    async fn rows(&self, what: &str, job: &JobReference) -> Result<Vec<Row>, BqFailure> {
         let path = format!("queries/{}", job.job_id);
         let mut rows = Vec::new();
         let mut token: Option<String> = None;
@@ -198,22 +198,16 @@ impl Jobs<'_> {
         }
     }
 
-    /// Runs a statement as a job under `job_id` (then `job_id_2`, … when a whole-job failure is worth another
-    /// run) and waits for it.
-    pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done, BqFailure> {
-        let configuration = json!({"query": statement.configuration()});
-        self.run_config(what, job_id, configuration).await
-    }
-
     pub async fn select(&self, what: &str, job_id: &str, statement: &Statement) -> Result<(Done, Vec<Row>), BqFailure> {
         let done = self.run(what, job_id, statement).await?;
         let rows = self.rows(what, &done.job).await?;
         Ok((done, rows))
     }
 
-    /// Inserts and waits for a job of any configuration, running it again under the next id after a
-    /// whole-job failure that another run may not meet.
-    pub async fn run_config(&self, what: &str, job_id: &str, configuration: Value) -> Result<Done, BqFailure> {
+    /// Runs a statement as a job under `job_id` and waits for it, running it again under the next id
+    /// (`job_id_2`, …) after a whole-job failure that another run may not meet.
+    pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done, BqFailure> {
+        let configuration = json!({"query": statement.configuration()});
         let attempt = std::sync::atomic::AtomicUsize::new(0);
         let policy = RetryPolicy { max_attempts: JOB_RUNS, min_delay: Duration::from_secs(1), ..self.api.retry };
         let once = || {
