@@ -56,7 +56,8 @@ impl SqliteSink {
     /// A sink whose table also has the promoted columns, replacing rows as `spec` says.
     pub fn with_spec(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
         let columns: Arc<[Column]> = spec.columns.into();
-        let upsert_sql = Arc::new((insert_sql(&columns), update_sql(&columns, spec.rewrite)));
+        let insert = format!("{} ON CONFLICT(deal_id) DO NOTHING", insert_into(TABLE, &columns));
+        let upsert_sql = Arc::new((insert, update_sql(&columns, spec.rewrite)));
         SqliteSink {
             path: path.into(),
             conn: None,
@@ -342,10 +343,6 @@ fn insert_into(table: &str, columns: &[Column]) -> String {
     let names = columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
     let placeholders = (1..=columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
     format!("INSERT INTO {table} ({names}) VALUES ({placeholders})")
-}
-
-fn insert_sql(columns: &[Column]) -> String {
-    format!("{} ON CONFLICT(deal_id) DO NOTHING", insert_into(TABLE, columns))
 }
 
 /// Replaces a row only when the incoming copy is newer (or as new, when rewriting on purpose).
