@@ -205,25 +205,19 @@ pub async fn never_expire(
 
 /// Columns to add, and the incompatibilities that forbid writing.
 pub fn compare_schema(have: &[Field], want: &[Column]) -> (Vec<Column>, Vec<String>) {
-    let mode = |m: Option<&str>| m.unwrap_or("NULLABLE").to_ascii_uppercase();
-    let mut add = Vec::new();
-    let mut problems = Vec::new();
+    let (mut add, mut problems) = (Vec::new(), Vec::new());
     for w in want {
-        match have.iter().find(|h| h.name.eq_ignore_ascii_case(&w.name)) {
-            None => add.push(w.clone()),
-            Some(h) => {
-                let (ht, wt) = (sql::canonical_type(&h.ty), w.ty.bigquery());
-                if ht != wt {
-                    problems.push(format!("column {} is {ht}, dealsync writes {wt}", w.name));
-                    continue;
-                }
-                let (hm, wm) = (mode(h.mode.as_deref()), w.mode().to_string());
-                let repeated_mismatch = (hm == "REPEATED") != (wm == "REPEATED");
-                let required_but_nullable = hm == "REQUIRED" && wm != "REQUIRED";
-                if repeated_mismatch || required_but_nullable {
-                    problems.push(format!("column {} is {hm}, dealsync writes {wm}", w.name));
-                }
-            }
+        let Some(h) = have.iter().find(|h| h.name.eq_ignore_ascii_case(&w.name)) else {
+            add.push(w.clone());
+            continue;
+        };
+        let (ht, wt) = (sql::canonical_type(&h.ty), w.ty.bigquery());
+        let (hm, wm) = (h.mode.as_deref().unwrap_or("NULLABLE").to_ascii_uppercase(), w.mode());
+        let repeated_mismatch = (hm == "REPEATED") != (wm == "REPEATED");
+        if ht != wt {
+            problems.push(format!("column {} is {ht}, dealsync writes {wt}", w.name));
+        } else if repeated_mismatch || (hm == "REQUIRED" && wm != "REQUIRED") {
+            problems.push(format!("column {} is {hm}, dealsync writes {wm}", w.name));
         }
     }
     (add, problems)
