@@ -122,7 +122,7 @@ fn window_sql(select: &str, w: &crate::window::Window) -> (String, String, Strin
         ("closing_date", w.start_str(), w.end_str())
     } else {
         // Stored instants are fixed-width UTC text, so the bounds in the same form compare correctly and use the index.
-        let f = |t: &chrono::DateTime<chrono::FixedOffset>| format_instant(&t.with_timezone(&Utc));
+        let f = |t: &chrono::DateTime<chrono::FixedOffset>| format_instant(&t.with_timezone(&chrono::Utc));
         ("modified_time", f(&w.start), f(&w.end))
     };
     let live = "is_closed_won = 1 AND is_deleted = 0";
