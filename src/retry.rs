@@ -37,33 +37,28 @@ pub struct GaveUp<E> {
     pub elapsed: Duration,
 }
 
-/// A schedule of waits between attempts: exponential from `first`, each at most `cap`, `total` at most in all.
+/// A schedule of waits between attempts: exponential from `first`, each at most `cap`, `total` at most in all,
+/// `times` at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
     pub first: Duration,
     pub cap: Duration,
     pub total: Option<Duration>,
     pub times: usize,
-    pub jitter: bool,
 }
 
 impl Schedule {
     fn backoff(self) -> ExponentialBuilder {
-        let b = ExponentialBuilder::default()
+        ExponentialBuilder::default()
             .with_min_delay(self.first)
             .with_max_delay(self.cap)
             .with_max_times(self.times)
-            .with_total_delay(self.total);
-        if self.jitter {
-            b.with_jitter()
-        } else {
-            b
-        }
+            .with_total_delay(self.total)
     }
 }
 
-/// Runs `op` again, after the schedule's next wait, while `when` says its error is worth it; `notify` hears of
-/// each wait. For waits with their own rules (a throttle, a refused token); [`retry`] is the usual one.
+/// Runs `op` again, after the schedule's next wait (no jitter), while `when` says its error is worth it; `notify`
+/// hears of each wait. For waits with their own rules (a throttle, a refused token); [`retry`] is the usual one.
 pub async fn again<T, E, F, Fut>(
     schedule: Schedule,
     op: F,
@@ -127,13 +122,12 @@ where
         cap: policy.max_delay,
         total: Some(policy.deadline),
         times: policy.max_attempts.saturating_sub(1),
-        jitter: true,
     };
     (|| {
         attempts.fetch_add(1, Ordering::Relaxed);
         op()
     })
-    .retry(schedule.backoff())
+    .retry(schedule.backoff().with_jitter())
     .sleep(tokio::time::sleep)
     .when(when)
     .adjust(|e, d| d.map(|d| asked(e).map_or(d, |ra| ra.clamp(d, policy.deadline.max(d)))))
@@ -234,7 +228,6 @@ mod tests {
             cap: Duration::from_secs(300),
             total: Some(Duration::from_secs(100)),
             times: usize::MAX,
-            jitter: false,
         };
         let mut waits = Vec::new();
         let r: Result<(), &str> = again(schedule, || async { Err("throttled") }, |_| true, |_, d| waits.push(d)).await;

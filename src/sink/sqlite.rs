@@ -3,7 +3,9 @@
 //! a newer `modified_time` replaces a row, so re-running any window never duplicates or regresses a deal.
 //! SQLite calls block, so each batch runs on the blocking pool with the connection moved in and back out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -22,11 +24,10 @@ pub const QUARANTINE_TABLE: &str = "_dealsync_quarantine";
 
 /// Rows per transaction: every commit rewrites most of the id index (ids arrive in random order), so fewer,
 /// larger commits cost less per row. A crash loses at most the uncommitted rows, which the next run fetches again.
-/// The three sizes here were measured; BENCHMARKS.md says how.
 const TRANSACTION_ROWS: usize = 20_000;
 /// A transaction is also committed once it has been open this long, so that on a slow source (or with sharded
 /// backfills waiting for the write lock) the lock is held briefly and committed rows become visible steadily.
-const TRANSACTION_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+const TRANSACTION_AGE: Duration = Duration::from_secs(2);
 /// Page size for new files: a row is about 3 KB with `raw`, so smaller pages split on every insert, and larger
 /// ones make each cache miss of the randomly ordered indexes cost more.
 const PAGE_SIZE: u32 = 16384;
@@ -36,16 +37,15 @@ const CACHE_KIB: i64 = 6144;
 pub struct SqliteSink {
     path: PathBuf,
     conn: Option<Connection>,
-    /// Rows written since the open transaction began (0: none is open).
+    /// Rows written since the open transaction began, and when it began.
     uncommitted: usize,
-    /// When the open transaction began.
-    began: Option<std::time::Instant>,
+    began: Option<Instant>,
     /// The rows of the open transaction: reported once its COMMIT succeeds, never before (a transaction that
     /// fails, e.g. on a full disk, leaves nothing, and the run's counters must say so).
     pending: WriteStats,
-    columns: std::sync::Arc<[Column]>,
-    /// The upsert's INSERT and UPDATE statements, built once from the columns and the spec.
-    upsert_sql: std::sync::Arc<(String, String)>,
+    columns: Arc<[Column]>,
+    /// The upsert's INSERT and UPDATE statements.
+    upsert_sql: Arc<(String, String)>,
 }
 
 impl SqliteSink {
@@ -55,8 +55,9 @@ impl SqliteSink {
 
     /// A sink whose table also has the promoted columns, replacing rows as `spec` says.
     pub fn with_spec(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
-        let columns: std::sync::Arc<[Column]> = spec.columns.into();
-        let upsert_sql = std::sync::Arc::new((insert_sql(&columns), update_sql(&columns, spec.rewrite)));
+        let columns: Arc<[Column]> = spec.columns.into();
+        let insert = format!("{} ON CONFLICT(deal_id) DO NOTHING", insert_into(TABLE, &columns));
+        let upsert_sql = Arc::new((insert, update_sql(&columns, spec.rewrite)));
         SqliteSink {
             path: path.into(),
             conn: None,
@@ -72,19 +73,33 @@ impl SqliteSink {
         SinkError::new(self.describe(), format!("{what}: {e}"), Exit::Internal)
     }
 
-    /// The file cannot take this run's writes (said the same by `check` and by `sync`'s preflight).
-    fn not_writable(&self, why: impl std::fmt::Display) -> SinkError {
-        SinkError::new(
-            self.describe(),
-            format!(
-                "{} cannot be written ({why}); give the run write access or choose another --sink",
-                self.path.display()
-            ),
-            Exit::Config,
-        )
+    fn config_err(&self, message: String) -> SinkError {
+        SinkError::new(self.describe(), message, Exit::Config)
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// The file cannot take this run's writes (said the same by `check` and by `sync`'s preflight).
+    fn not_writable(&self, why: impl std::fmt::Display) -> SinkError {
+        let path = self.path.display();
+        self.config_err(format!("{path} cannot be written ({why}); give the run write access or choose another --sink"))
+    }
+
+    /// The columns to add to the tables `conn` has, or why dealsync cannot write them (then `outcome`).
+    fn fit(&self, conn: &Connection, outcome: &str) -> Result<Vec<(String, Column)>, SinkError> {
+        let fits = compatibility(conn, &self.columns).map_err(|e| self.err("reading the tables", e))?;
+        fits.map_err(|problem| self.config_err(format!("{problem}: {outcome}")))
+    }
+
+    /// Rolls back what SQLite may still hold open and forgets the transaction's rows, so that the file and the
+    /// counters agree.
+    fn roll_back(&mut self) {
+        if let Some(c) = self.conn.as_ref().filter(|c| !c.is_autocommit()) {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+        self.pending = WriteStats::default();
+        self.uncommitted = 0;
+        self.began = None;
+    }
+
     async fn with_conn<T, F>(&mut self, what: &'static str, f: F) -> Result<T, SinkError>
     where
         T: Send + 'static,
@@ -94,31 +109,24 @@ impl SqliteSink {
         let joined = tokio::task::spawn_blocking(move || {
             let r = f(&mut conn);
             (conn, r)
-        })
-        .await;
-        match joined {
-            Ok((conn, r)) => {
-                self.conn = Some(conn);
-                r.map_err(|e| self.err(what, e))
-            }
-            Err(e) => Err(self.err(what, e)),
-        }
+        });
+        let (conn, r) = joined.await.map_err(|e| self.err(what, e))?;
+        self.conn = Some(conn);
+        r.map_err(|e| self.err(what, e))
     }
 }
 
-/// The SQL condition selecting a window's rows, with its two bound values.
-fn window_condition(w: &crate::window::Window) -> (&'static str, String, String) {
-    if w.field.is_date() {
-        (
-            "closing_date >= ?1 AND closing_date < ?2 AND is_closed_won = 1 AND is_deleted = 0",
-            w.start_str(),
-            w.end_str(),
-        )
+/// `SELECT {select}` over a window's live rows, with its two bound values.
+fn window_sql(select: &str, w: &crate::window::Window) -> (String, String, String) {
+    let (column, start, end) = if w.field.is_date() {
+        ("closing_date", w.start_str(), w.end_str())
     } else {
         // Stored instants are fixed-width UTC text, so the bounds in the same form compare correctly and use the index.
         let f = |t: &chrono::DateTime<chrono::FixedOffset>| format_instant(&t.with_timezone(&chrono::Utc));
-        ("modified_time >= ?1 AND modified_time < ?2 AND is_closed_won = 1 AND is_deleted = 0", f(&w.start), f(&w.end))
-    }
+        ("modified_time", f(&w.start), f(&w.end))
+    };
+    let live = "is_closed_won = 1 AND is_deleted = 0";
+    (format!("SELECT {select} FROM {TABLE} WHERE {column} >= ?1 AND {column} < ?2 AND {live}"), start, end)
 }
 
 impl SqliteSink {
@@ -128,22 +136,19 @@ impl SqliteSink {
             return Ok(());
         }
         if !self.path.exists() {
-            return Err(SinkError::new(
-                self.describe(),
-                format!("{} does not exist", self.path.display()),
-                Exit::Config,
-            ));
+            return Err(self.config_err(format!("{} does not exist", self.path.display())));
         }
-        let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| self.err("opening the database", e))?;
-        self.conn = Some(conn);
+        self.conn = Some(open_read_only(&self.path).map_err(|e| self.err("opening the database", e))?);
         Ok(())
     }
 
     /// Upserts `rows` inside the open transaction (beginning one if needed), committing once it holds
     /// `TRANSACTION_ROWS` rows or has been open for `TRANSACTION_AGE`.
-    async fn upsert(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
-        let began = *self.began.get_or_insert_with(std::time::Instant::now);
+    pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
+        if rows.is_empty() {
+            return Ok(WriteStats::default());
+        }
+        let began = *self.began.get_or_insert_with(Instant::now);
         let commit = self.uncommitted + rows.len() >= TRANSACTION_ROWS || began.elapsed() >= TRANSACTION_AGE;
         let sql = self.upsert_sql.clone();
         let n = rows.len();
@@ -156,9 +161,9 @@ impl SqliteSink {
                     let mut update = c.prepare_cached(&sql.1)?;
                     let mut scratch = Vec::with_capacity(256);
                     for row in &rows {
-                        if write_row(&mut insert, row, &mut scratch)? == 1 {
+                        if execute(&mut insert, &row.values, &mut scratch)? == 1 {
                             stats.inserted += 1;
-                        } else if write_row(&mut update, row, &mut scratch)? == 1 {
+                        } else if execute(&mut update, &row.values, &mut scratch)? == 1 {
                             stats.updated += 1;
                         } else {
                             stats.unchanged += 1;
@@ -171,24 +176,12 @@ impl SqliteSink {
                 Ok(stats)
             })
             .await;
-        let stats = match written {
-            Ok(stats) => stats,
-            Err(e) => {
-                // The transaction's rows are lost with it: roll back what SQLite may still hold open, so that the
-                // file and the counters agree (nothing of this transaction).
-                if let Some(c) = self.conn.as_ref().filter(|c| !c.is_autocommit()) {
-                    let _ = c.execute_batch("ROLLBACK");
-                }
-                self.pending = WriteStats::default();
-                self.uncommitted = 0;
-                self.began = None;
-                return Err(e);
-            }
-        };
-        self.uncommitted = if commit { 0 } else { self.uncommitted + n };
+        // The transaction's rows are lost with it.
+        let stats = written.inspect_err(|_| self.roll_back())?;
+        self.uncommitted += n;
         self.pending.add(stats);
         if commit {
-            self.began = None;
+            (self.uncommitted, self.began) = (0, None);
             return Ok(std::mem::take(&mut self.pending));
         }
         Ok(WriteStats::default())
@@ -196,13 +189,11 @@ impl SqliteSink {
 
     /// Commits the open transaction, if any, and returns its rows.
     pub(super) async fn commit_open(&mut self) -> Result<WriteStats, SinkError> {
-        if self.conn.as_ref().is_none_or(|c| c.is_autocommit()) {
-            return Ok(std::mem::take(&mut self.pending));
-        }
-        self.uncommitted = 0;
-        self.began = None;
         let pending = std::mem::take(&mut self.pending);
-        self.with_conn("committing rows", |c| c.execute_batch("COMMIT")).await?;
+        (self.uncommitted, self.began) = (0, None);
+        if self.conn.as_ref().is_some_and(|c| !c.is_autocommit()) {
+            self.with_conn("committing rows", |c| c.execute_batch("COMMIT")).await?;
+        }
         Ok(pending)
     }
 }
@@ -235,17 +226,24 @@ fn begin_if_needed(c: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Whether the database has a table called `name`.
+fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+}
+
+/// An instant as the ledger stores it (RFC 3339).
+fn parse_instant(s: &str) -> chrono::ParseResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.to_utc())
+}
+
 fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
     c.query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |r| r.get(0))
 }
 
-/// The tables dealsync writes, with their columns and key.
-fn tables(columns: &[Column]) -> [(&'static str, Vec<Column>, &'static str); 3] {
+fn tables(columns: &[Column]) -> [(&'static str, Vec<Column>, Option<&'static str>); 3] {
     [
-        (TABLE, columns.to_vec(), crate::schema::KEY),
-        (RUNS_TABLE, crate::schema::columns_of(&LEDGER), "run_id"),
-        (QUARANTINE_TABLE, crate::schema::columns_of(&QUARANTINE), ""),
+        (TABLE, columns.to_vec(), Some(crate::schema::KEY)),
+        (RUNS_TABLE, crate::schema::columns_of(&LEDGER), Some("run_id")),
+        (QUARANTINE_TABLE, crate::schema::columns_of(&QUARANTINE), None),
     ]
 }
 
@@ -277,7 +275,7 @@ fn compatibility(c: &Connection, columns: &[Column]) -> rusqlite::Result<Result<
                 None => {}
             }
         }
-        if !key.is_empty() {
+        if let Some(key) = key {
             let keys: Vec<&str> = have.iter().filter(|h| h.4 > 0).map(|h| h.0.as_str()).collect();
             if keys.len() != 1 || !keys[0].eq_ignore_ascii_case(key) {
                 return Ok(Err(format!(
@@ -308,15 +306,13 @@ fn table_sql(table: &str, columns: &[Column], key: Option<&str>) -> String {
     format!("CREATE TABLE IF NOT EXISTS {table} (\n{}\n)", cols.join(",\n"))
 }
 
-/// The DDL of the target table, derived from the column table.
 pub fn create_table_sql(columns: &[Column]) -> String {
     table_sql(TABLE, columns, Some(crate::schema::KEY))
 }
 
 /// The ledger and the quarantine (from their column tables), and the indexes.
 fn ledger_sql() -> String {
-    let ledger = table_sql(RUNS_TABLE, &crate::schema::columns_of(&LEDGER), Some("run_id"));
-    let quarantine = table_sql(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE), None);
+    let [_, ledger, quarantine] = tables(&[]).map(|(table, columns, key)| table_sql(table, &columns, key));
     format!("{ledger};\n{quarantine};\n{INDEXES}")
 }
 
@@ -342,16 +338,11 @@ CREATE INDEX IF NOT EXISTS closed_won_deals_closing ON closed_won_deals (closing
 DROP INDEX IF EXISTS closed_won_deals_closing_date;
 ";
 
-/// `INSERT INTO table (columns) VALUES (?1, …)`.
 fn insert_into(table: &str, columns: &[Column]) -> String {
     // Quoted: a promoted column may be named like a keyword (`order`).
     let names = columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
     let placeholders = (1..=columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
     format!("INSERT INTO {table} ({names}) VALUES ({placeholders})")
-}
-
-fn insert_sql(columns: &[Column]) -> String {
-    format!("{} ON CONFLICT(deal_id) DO NOTHING", insert_into(TABLE, columns))
 }
 
 /// Replaces a row only when the incoming copy is newer (or as new, when rewriting on purpose).
@@ -366,13 +357,14 @@ fn update_sql(columns: &[Column], rewrite: bool) -> String {
     )
 }
 
-/// Binds values in column order as SQLite stores them: decimals, dates and instants as exact text, lists as a
-/// JSON array (written into `scratch`, so that binding allocates nothing), booleans as 0 and 1.
-fn bind_values(
+/// Runs `stmt` with values bound in column order as SQLite stores them: decimals, dates and instants as exact
+/// text, lists as a JSON array (written into `scratch`, so that binding allocates nothing), booleans as 0 and 1.
+/// Returns the rows it changed.
+fn execute(
     stmt: &mut rusqlite::CachedStatement<'_>,
     values: &[Value],
     scratch: &mut Vec<u8>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<usize> {
     for (i, v) in values.iter().enumerate() {
         let at = i + 1;
         match v {
@@ -392,33 +384,18 @@ fn bind_values(
             Value::Json(j) => stmt.raw_bind_parameter(at, j.get())?,
         }
     }
-    Ok(())
-}
-
-/// Writes one row with a prepared insert or update; the rows it changed.
-fn write_row(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    row: &DealRow,
-    scratch: &mut Vec<u8>,
-) -> rusqlite::Result<usize> {
-    bind_values(stmt, &row.values, scratch)?;
     stmt.raw_execute()
 }
 
-/// What the run calls (through `sink::Sink`).
 impl SqliteSink {
     pub fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
     }
 
     pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
-        let dir = match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            Some(d) => d.to_path_buf(),
-            None => PathBuf::from("."),
-        };
-        let meta = std::fs::metadata(&dir).map_err(|e| {
-            SinkError::new(self.describe(), format!("the directory {} is not usable: {e}", dir.display()), Exit::Config)
-        })?;
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| self.config_err(format!("the directory {} is not usable: {e}", dir.display())))?;
         if meta.permissions().readonly() {
             return Err(self.not_writable(format_args!(
                 "the directory {} is read-only, and SQLite keeps its journal beside the file",
@@ -428,15 +405,9 @@ impl SqliteSink {
         if !self.path.exists() {
             return Ok(vec![format!("{} will be created on the first run", self.path.display())]);
         }
-        if let Err(e) = std::fs::OpenOptions::new().append(true).open(&self.path) {
-            return Err(self.not_writable(e));
-        }
-        let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| self.err("opening the database read-only", e))?;
-        let fits = compatibility(&conn, &self.columns).map_err(|e| self.err("reading the tables", e))?;
-        let to_add = fits.map_err(|problem| {
-            SinkError::new(self.describe(), format!("{problem}: a sync would stop before fetching"), Exit::Config)
-        })?;
+        std::fs::OpenOptions::new().append(true).open(&self.path).map_err(|e| self.not_writable(e))?;
+        let conn = open_read_only(&self.path).map_err(|e| self.err("opening the database read-only", e))?;
+        let to_add = self.fit(&conn, "a sync would stop before fetching")?;
         let exists = has_table(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
         let mut lines = vec![if exists {
             let rows: i64 = conn
@@ -456,11 +427,7 @@ impl SqliteSink {
     pub async fn prepare(&mut self) -> Result<(), SinkError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
-                return Err(SinkError::new(
-                    self.describe(),
-                    format!("the directory {} does not exist", dir.display()),
-                    Exit::Config,
-                ));
+                return Err(self.config_err(format!("the directory {} does not exist", dir.display())));
             }
         }
         if std::fs::symlink_metadata(&self.path).is_err() {
@@ -469,27 +436,16 @@ impl SqliteSink {
         }
         let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
         let settings = conn
-            .busy_timeout(std::time::Duration::from_secs(30))
+            .busy_timeout(Duration::from_secs(30))
             // The page size takes effect only while the file is empty (a new warehouse): before the probe below.
             .and_then(|()| conn.pragma_update(None, "page_size", PAGE_SIZE));
         settings.map_err(|e| self.err("opening the database", e))?;
         // Before any Zoho request: the file must take writes, and every table it has must fit dealsync's rows.
         // Nothing is altered until both hold, so an incompatible table is left exactly as it was.
-        let probe = conn.execute_batch(
-            "SAVEPOINT dealsync_probe; CREATE TABLE _dealsync_probe (x INTEGER); ROLLBACK TO dealsync_probe; \
-             RELEASE dealsync_probe;",
-        );
-        if let Err(e) = probe {
-            return Err(self.not_writable(e));
-        }
-        let fits = compatibility(&conn, &self.columns).map_err(|e| self.err("reading the tables", e))?;
-        let to_add = fits.map_err(|problem| {
-            SinkError::new(
-                self.describe(),
-                format!("{problem}: nothing was changed; move the table aside or choose another --sink"),
-                Exit::Config,
-            )
-        })?;
+        let probe = "SAVEPOINT dealsync_probe; CREATE TABLE _dealsync_probe (x INTEGER); ROLLBACK TO dealsync_probe; \
+             RELEASE dealsync_probe;";
+        conn.execute_batch(probe).map_err(|e| self.not_writable(e))?;
+        let to_add = self.fit(&conn, "nothing was changed; move the table aside or choose another --sink")?;
         self.conn = Some(conn);
         let ddl = create_table_sql(&self.columns);
         // Quoted for a POSIX shell, so that the command in the page-size hint can be pasted as it is.
@@ -511,19 +467,8 @@ impl SqliteSink {
                 .optional()
             })
             .await?;
-        end.map(|s| {
-            DateTime::parse_from_rfc3339(&s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| self.err("reading the run ledger", format!("window_end `{s}`: {e}")))
-        })
-        .transpose()
-    }
-
-    pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
-        if rows.is_empty() {
-            return Ok(WriteStats::default());
-        }
-        self.upsert(rows).await
+        end.map(|s| parse_instant(&s).map_err(|e| self.err("reading the run ledger", format!("window_end `{s}`: {e}"))))
+            .transpose()
     }
 
     pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
@@ -535,8 +480,7 @@ impl SqliteSink {
                 let mut stmt = c.prepare_cached(&sql)?;
                 let mut scratch = Vec::new();
                 for q in &items {
-                    bind_values(&mut stmt, &q.values(), &mut scratch)?;
-                    stmt.raw_execute()?;
+                    execute(&mut stmt, &q.values(), &mut scratch)?;
                 }
             }
             Ok(())
@@ -570,8 +514,7 @@ impl SqliteSink {
 
     pub async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
         self.open_existing()?;
-        let (cond, a, b) = window_condition(w);
-        let sql = format!("SELECT count(*) FROM {TABLE} WHERE {cond}");
+        let (sql, a, b) = window_sql("count(*)", w);
         let n: i64 = self
             .with_conn("counting the window's rows", move |c| c.query_row(&sql, params![a, b], |r| r.get(0)))
             .await?;
@@ -580,8 +523,7 @@ impl SqliteSink {
 
     pub async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
         self.open_existing()?;
-        let (cond, a, b) = window_condition(w);
-        let sql = format!("SELECT deal_id FROM {TABLE} WHERE {cond}");
+        let (sql, a, b) = window_sql("deal_id", w);
         let mut ids: Vec<String> = self
             .with_conn("listing the window's rows", move |c| {
                 let mut stmt = c.prepare(&sql)?;
@@ -603,9 +545,7 @@ impl SqliteSink {
             Err(e) => {
                 // Rolled back: its rows are not in the file, and the counters leave them out.
                 tracing::warn!(event = "flush_failed", "could not write the last rows before stopping: {e}");
-                if let Some(c) = self.conn.as_ref().filter(|c| !c.is_autocommit()) {
-                    let _ = c.execute_batch("ROLLBACK");
-                }
+                self.roll_back();
                 let kept = "the pages committed before the last one are kept; the last one could not be written";
                 Ok(Finished { stats: WriteStats::default(), kept: kept.into() })
             }
@@ -614,8 +554,7 @@ impl SqliteSink {
 
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
         let r = run.clone();
-        self.uncommitted = 0;
-        self.began = None;
+        (self.uncommitted, self.began) = (0, None);
         self.with_conn("recording the run", move |c| {
             // A failed run may leave its transaction open: its rows are complete upserts, so keep them if SQLite
             // still can, and record the run in any case.
@@ -624,9 +563,7 @@ impl SqliteSink {
             }
             let sql =
                 insert_into(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen("INSERT", "INSERT OR REPLACE", 1);
-            let mut stmt = c.prepare_cached(&sql)?;
-            bind_values(&mut stmt, &r.values(), &mut Vec::new())?;
-            stmt.raw_execute().map(|_| ())
+            execute(&mut c.prepare_cached(&sql)?, &r.values(), &mut Vec::new()).map(|_| ())
         })
         .await
     }
@@ -636,11 +573,10 @@ impl SqliteSink {
 /// `path` is the file, quoted for a shell, for the page-size hint.
 fn create_tables(c: &mut Connection, ddl: &str, to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
     // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
-    // checkpoint); measured 25 % less CPU per deal. Readers wait (busy timeout) while a page commits.
+    // checkpoint). Readers wait (busy timeout) while a page commits.
     c.pragma_update(None, "journal_mode", "TRUNCATE")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.pragma_update(None, "cache_size", -CACHE_KIB)?;
-    // One transaction: the tables are created and completed together, or not at all.
     let tx = c.transaction()?;
     tx.execute_batch(ddl)?;
     // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
@@ -689,8 +625,7 @@ pub fn past_runs(path: &std::path::Path, limit: u32) -> Result<PastRuns, SinkErr
     if !path.exists() {
         return Err(fail(format!("{} does not exist: no run has written there", path.display()), Exit::Config));
     }
-    let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| fail(format!("opening: {e}"), Exit::Internal))?;
+    let c = open_read_only(path).map_err(|e| fail(format!("opening: {e}"), Exit::Internal))?;
     let has_ledger = has_table(&c, RUNS_TABLE).map_err(|e| fail(format!("reading the schema: {e}"), Exit::Internal))?;
     if !has_ledger {
         return Err(fail(format!("{} holds no run ledger ({RUNS_TABLE})", path.display()), Exit::Config));
@@ -704,9 +639,7 @@ pub fn past_runs(path: &std::path::Path, limit: u32) -> Result<PastRuns, SinkErr
         let mut stmt = c.prepare(&sql)?;
         let rows = stmt.query_map([limit], |r| {
             let at = |i: usize| -> rusqlite::Result<DateTime<Utc>> {
-                let s: String = r.get(i)?;
-                DateTime::parse_from_rfc3339(&s)
-                    .map(|t| t.with_timezone(&Utc))
+                parse_instant(&r.get::<_, String>(i)?)
                     .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
             };
             Ok(PastRun {

@@ -15,7 +15,6 @@ use crate::config::{check_scheme, ZohoSettings};
 pub struct AccessToken {
     pub token: SecretString,
     pub api_domain: Url,
-    pub expires_at: Instant,
     /// When to mint the next one: a fifth of the lifetime (at most 5 minutes) before expiry.
     pub refresh_at: Instant,
 }
@@ -83,15 +82,26 @@ async fn post_grant(
     Ok(parsed)
 }
 
-/// The token endpoint's `error` (and `error_description`) as the error to tell the operator.
+/// The token endpoint's `error` (and `error_description`) as the error to tell the operator; `form` tells a
+/// grant-code exchange (whose code may be refused) from a mint.
 fn refusal(accounts: String, error: &str, description: Option<&str>, form: &[(&str, &str)]) -> ZohoError {
     let throttled =
         error.eq_ignore_ascii_case("Access Denied") || description.is_some_and(|d| d.contains("too many requests"));
     // The server's words may echo the form (the client secret, the refresh token or grant code).
     let secrets: Vec<&str> = form.iter().map(|(_, v)| *v).collect();
     let clean = |text: &str| crate::telemetry::one_line(&crate::telemetry::redact(text, &secrets));
+    let exchanging = form.iter().any(|(key, _)| *key == "code");
     match error {
         _ if throttled => ZohoError::MintThrottled { accounts },
+        "invalid_code" if exchanging => ZohoError::TokenEndpoint {
+            accounts,
+            error: "invalid_code".into(),
+            description: Some(
+                "the grant code is wrong, already used or expired (they live a few minutes): generate a new one in \
+                 the API console and exchange it at once; check ZOHO_DC too"
+                    .into(),
+            ),
+        },
         "invalid_code" => ZohoError::InvalidCode { accounts },
         "invalid_client" => ZohoError::InvalidClient { accounts },
         "invalid_client_secret" => ZohoError::InvalidClientSecret { accounts },
@@ -118,13 +128,7 @@ fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<A
     };
     // `expires_in` is in seconds (3600). A missing or absurd value falls back to a conservative 55 minutes.
     let lifetime = Duration::from_secs(parsed.expires_in.filter(|s| (1..=86_400).contains(s)).unwrap_or(3300));
-    let now = Instant::now();
-    Ok(AccessToken {
-        token,
-        api_domain,
-        expires_at: now + lifetime,
-        refresh_at: now + lifetime - refresh_margin(lifetime),
-    })
+    Ok(AccessToken { token, api_domain, refresh_at: Instant::now() + lifetime - refresh_margin(lifetime) })
 }
 
 /// The access token goes to the host the token answer names: it must be an API host of the configured data
@@ -149,7 +153,6 @@ fn trusted_api_domain(settings: &ZohoSettings, url: &Url) -> Result<(), String> 
     Err(format!("it is not a Zoho API host of data centre {} (*.{zoho})", settings.data_centre.code()))
 }
 
-/// Mints an access token with the refresh-token grant.
 pub async fn mint(http: &reqwest::Client, settings: &ZohoSettings) -> Result<AccessToken, ZohoError> {
     let form = [
         ("refresh_token", settings.refresh_token.expose_secret()),
@@ -188,18 +191,7 @@ pub async fn exchange_grant(
         ("client_secret", settings.client_secret.expose_secret()),
         ("grant_type", "authorization_code"),
     ];
-    let mut parsed = post_grant(http, settings, &form).await.map_err(|e| match e {
-        ZohoError::InvalidCode { accounts } => ZohoError::TokenEndpoint {
-            accounts,
-            error: "invalid_code".into(),
-            description: Some(
-                "the grant code is wrong, already used or expired (they live a few minutes): generate a new one in \
-                 the API console and exchange it at once; check ZOHO_DC too"
-                    .into(),
-            ),
-        },
-        other => other,
-    })?;
+    let mut parsed = post_grant(http, settings, &form).await?;
     let refresh_token = parsed.refresh_token.take().ok_or_else(|| ZohoError::InvalidBody {
         what: "the grant-code exchange".into(),
         status: 200,

@@ -87,17 +87,10 @@ impl ZohoError {
             ZohoError::Exhausted { .. } | ZohoError::Transport { .. } | ZohoError::InvalidBody { .. } => {
                 Exit::Unavailable
             }
-            ZohoError::Api { status, code, .. } => match code.as_str() {
-                "OAUTH_SCOPE_MISMATCH"
-                | "NO_PERMISSION"
-                | "INVALID_TOKEN"
-                | "INVALID_OAUTHTOKEN"
-                | "AUTHENTICATION_FAILURE"
-                | "INVALID_QUERY"
-                | "INVALID_MODULE"
-                | "INVALID_URL_PATTERN"
-                | "NOT_SUPPORTED"
-                | "NO_FIELDS_METADATA" => Exit::Config,
+            ZohoError::Api { status, code, details, .. } => match code.as_str() {
+                "NOT_SUPPORTED" | "NO_FIELDS_METADATA" => Exit::Config,
+                // A code with a hint is one the operator fixes.
+                _ if !hint(code, details).is_empty() => Exit::Config,
                 _ if self.is_retryable() => Exit::Unavailable,
                 _ if *status == 401 || *status == 403 => Exit::Config,
                 _ => Exit::Internal,

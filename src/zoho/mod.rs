@@ -252,7 +252,6 @@ impl ZohoClient {
             cap: Duration::from_secs(300),
             total: Some(self.retry.deadline),
             times: usize::MAX,
-            jitter: false,
         };
         let mint = || {
             self.with_retries("minting an access token", || async {
@@ -310,8 +309,7 @@ impl ZohoClient {
     {
         // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
         // few times at most: a token that is refused every time (wrong data centre) fails after three.
-        let remint =
-            crate::retry::Schedule { first: Duration::ZERO, cap: Duration::ZERO, total: None, times: 3, jitter: false };
+        let remint = crate::retry::Schedule { first: Duration::ZERO, cap: Duration::ZERO, total: None, times: 3 };
         let once = || {
             let attempt = || self.attempt(&build, &parse);
             crate::retry::again(remint, attempt, ZohoError::is_token_refused, |_, _| {})

@@ -11,7 +11,6 @@ use super::error::BqFailure;
 use crate::config::{BigQueryAuth, BigQuerySettings};
 use crate::retry::{retry, RetryPolicy};
 
-/// What Google serves when no emulator is configured.
 const GOOGLE: &str = "https://bigquery.googleapis.com";
 
 pub struct Api {
@@ -20,14 +19,13 @@ pub struct Api {
     base: String,
     /// `…/upload/bigquery/v2/projects/{project}`.
     upload: String,
-    project: String,
+    pub project: String,
     /// Uploads are gzipped, except towards the emulator, which cannot read them.
-    gzip: bool,
+    pub gzip: bool,
     pub credentials: Credentials,
     pub retry: RetryPolicy,
 }
 
-/// A successful HTTP answer.
 struct Answer {
     status: u16,
     /// A resumable upload's `Range: bytes=0-N`.
@@ -71,14 +69,6 @@ impl Api {
         })
     }
 
-    pub fn project(&self) -> &str {
-        &self.project
-    }
-
-    pub fn gzip(&self) -> bool {
-        self.gzip
-    }
-
     /// Sends `req` with the access token, once. A 308 (a resumable upload's "send more") is an answer, not a
     /// failure.
     async fn send_once(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Answer, BqFailure> {
@@ -102,7 +92,6 @@ impl Api {
         }
     }
 
-    /// `send_once`, retrying transient failures.
     async fn send(
         &self,
         what: &str,
@@ -116,7 +105,6 @@ impl Api {
         serde_json::from_slice(body).map_err(|e| BqFailure::local(what, format!("an answer dealsync cannot read: {e}")))
     }
 
-    /// GET `path` (below the project) with `query`.
     pub async fn get<T: DeserializeOwned>(
         &self,
         what: &str,
@@ -127,7 +115,6 @@ impl Api {
         Self::parse(what, &self.send(what, |c| c.get(&url).query(query)).await?.body)
     }
 
-    /// POST a JSON body to `path` (below the project).
     pub async fn post<T: DeserializeOwned>(
         &self,
         what: &str,
@@ -138,7 +125,6 @@ impl Api {
         Self::parse(what, &self.send(what, |c| c.post(&url).json(body)).await?.body)
     }
 
-    /// DELETE `path` (below the project).
     pub async fn delete(&self, what: &str, path: &str) -> Result<(), BqFailure> {
         let url = format!("{}/{path}", self.base);
         self.send(what, |c| c.delete(&url)).await.map(|_| ())

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::exit::Exit;
+use crate::telemetry::one_line;
 
 /// One failed BigQuery call or job, with enough context to act on.
 #[derive(Debug)]
@@ -50,25 +51,17 @@ impl BqFailure {
     pub fn http(what: impl Into<String>, status: u16, body: &[u8]) -> BqFailure {
         let parsed: Value = serde_json::from_slice(body).unwrap_or_default();
         let (message, reasons) = match parsed.get("error").filter(|e| e.is_object()) {
-            Some(e) => (
-                crate::telemetry::one_line(e.get("message").and_then(Value::as_str).unwrap_or_default()),
-                e.get("errors")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|e| e.get("reason").and_then(Value::as_str))
-                    .map(crate::telemetry::one_line)
-                    .collect(),
-            ),
+            Some(e) => {
+                let reasons = e["errors"].as_array().into_iter().flatten().filter_map(|e| e["reason"].as_str());
+                (one_line(e["message"].as_str().unwrap_or_default()), reasons.map(one_line).collect())
+            }
             None => (format!("HTTP {status} without a BigQuery error body"), Vec::new()),
         };
         let transient = matches!(status, 429 | 500 | 502 | 503 | 504) || reasons.iter().any(|r| transient_reason(r));
-        let kind = if transient {
-            Kind::Transient
-        } else if status == 401 {
-            Kind::Credentials
-        } else {
-            Kind::Refused
+        let kind = match status {
+            _ if transient => Kind::Transient,
+            401 => Kind::Credentials,
+            _ => Kind::Refused,
         };
         BqFailure { status: Some(status), reasons, ..BqFailure::new(what, message, kind) }
     }
@@ -118,7 +111,6 @@ impl BqFailure {
         self.message.to_ascii_lowercase().contains("free tier")
     }
 
-    /// Whether the same request may succeed if sent again.
     pub fn is_retryable(&self) -> bool {
         self.kind == Kind::Transient
     }
@@ -146,7 +138,6 @@ impl BqFailure {
         }
     }
 
-    /// What to do about it.
     fn hint(&self) -> &'static str {
         if self.kind == Kind::Credentials {
             return " (set GOOGLE_APPLICATION_CREDENTIALS to a key or credentials file, run `gcloud auth \

@@ -14,7 +14,6 @@ use super::error::{BqFailure, ErrorProto};
 use super::sql::Statement;
 use crate::retry::{poll, retry, RetryPolicy};
 
-/// How long a job may run before the run gives up on it.
 const JOB_LIMIT: Duration = Duration::from_secs(1800);
 /// Runs of one statement at most (the first and its re-runs after whole-job failures).
 const JOB_RUNS: usize = 4;
@@ -25,7 +24,7 @@ const JOB_RUNS: usize = 4;
 pub struct JobResource {
     pub job_reference: JobReference,
     pub status: JobStatus,
-    pub statistics: Statistics,
+    statistics: Statistics,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -42,24 +41,19 @@ pub struct JobStatus {
     pub error_result: Option<ErrorProto>,
 }
 
+/// A query's or a load's statistics; BigQuery sends its int64 counts as text.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Statistics {
-    pub query: Option<QueryStatistics>,
-    pub load: Option<LoadStatistics>,
+struct Statistics {
+    query: Option<Counts>,
+    load: Option<Counts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct QueryStatistics {
-    pub num_dml_affected_rows: Option<String>,
-    pub total_bytes_billed: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoadStatistics {
-    pub output_rows: Option<String>,
+#[serde(default, rename_all = "camelCase")]
+struct Counts {
+    num_dml_affected_rows: Option<String>,
+    total_bytes_billed: Option<String>,
+    output_rows: Option<String>,
 }
 
 /// A page of `jobs.getQueryResults`.
@@ -87,7 +81,6 @@ struct Cell {
 /// A row of a query's result: each cell as BigQuery's JSON gives it (text; instants as microseconds).
 pub type Row = Vec<Option<String>>;
 
-/// What a finished job did.
 #[derive(Debug, Clone, Default)]
 pub struct Done {
     pub job: JobReference,
@@ -100,13 +93,13 @@ pub struct Done {
 
 impl Done {
     fn of(job: JobReference, r: &JobResource) -> Done {
-        let n = |s: Option<&String>| s.and_then(|s| s.parse().ok()).unwrap_or(0);
-        let query = r.statistics.query.as_ref();
+        let (query, load) = (r.statistics.query.as_ref(), r.statistics.load.as_ref());
+        let n = |count: Option<&Option<String>>| count.and_then(|c| c.as_deref()?.parse().ok()).unwrap_or(0);
         Done {
             job,
-            affected: n(query.and_then(|q| q.num_dml_affected_rows.as_ref())),
-            bytes_billed: n(query.and_then(|q| q.total_bytes_billed.as_ref())),
-            loaded: n(r.statistics.load.as_ref().and_then(|l| l.output_rows.as_ref())),
+            affected: n(query.map(|q| &q.num_dml_affected_rows)),
+            bytes_billed: n(query.map(|q| &q.total_bytes_billed)),
+            loaded: n(load.map(|l| &l.output_rows)),
         }
     }
 }
@@ -120,9 +113,7 @@ pub struct Jobs<'a> {
 }
 
 impl Jobs<'_> {
-    /// The job resource for `configuration` under `job_id`.
-    pub fn job(&self, job_id: &str, configuration: Value) -> Value {
-        let mut configuration = configuration;
+    pub fn job(&self, job_id: &str, mut configuration: Value) -> Value {
         let labels: serde_json::Map<String, Value> =
             self.labels.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
         configuration["labels"] = Value::Object(labels);
@@ -136,9 +127,7 @@ impl Jobs<'_> {
     async fn insert(&self, what: &str, job_id: &str, configuration: Value) -> Result<JobReference, BqFailure> {
         match self.api.post::<JobResource>(what, "jobs", &self.job(job_id, configuration)).await {
             Ok(j) => Ok(self.reference(job_id, j.job_reference)),
-            Err(e) if e.is_duplicate() => {
-                Ok(JobReference { job_id: job_id.to_string(), location: self.location.clone() })
-            }
+            Err(e) if e.is_duplicate() => Ok(self.reference(job_id, JobReference::default())),
             Err(e) => Err(e),
         }
     }
@@ -155,7 +144,6 @@ impl Jobs<'_> {
         job.location.iter().map(|l| ("location", l.clone())).collect()
     }
 
-    /// Polls a job until it is done; its failure if it failed.
     pub async fn wait(&self, what: &str, job: JobReference) -> Result<Done, BqFailure> {
         let path = format!("jobs/{}", job.job_id);
         let query = Self::location_query(&job);
@@ -176,8 +164,7 @@ impl Jobs<'_> {
         poll(Duration::from_millis(200), Duration::from_secs(5), JOB_LIMIT, look, timed_out).await
     }
 
-    /// Every row of a finished query job, page by page.
-    pub async fn rows(&self, what: &str, job: &JobReference) -> Result<Vec<Row>, BqFailure> {
+    async fn rows(&self, what: &str, job: &JobReference) -> Result<Vec<Row>, BqFailure> {
         let path = format!("queries/{}", job.job_id);
         let mut rows = Vec::new();
         let mut token: Option<String> = None;
@@ -211,23 +198,16 @@ impl Jobs<'_> {
         }
     }
 
-    /// Runs a statement as a job under `job_id` (then `job_id_2`, … when a whole-job failure is worth another
-    /// run) and waits for it.
-    pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done, BqFailure> {
-        let configuration = json!({"query": statement.configuration()});
-        self.run_config(what, job_id, configuration).await
-    }
-
-    /// `run`, then every row of its result.
     pub async fn select(&self, what: &str, job_id: &str, statement: &Statement) -> Result<(Done, Vec<Row>), BqFailure> {
         let done = self.run(what, job_id, statement).await?;
         let rows = self.rows(what, &done.job).await?;
         Ok((done, rows))
     }
 
-    /// Inserts and waits for a job of any configuration, running it again under the next id after a
-    /// whole-job failure that another run may not meet.
-    pub async fn run_config(&self, what: &str, job_id: &str, configuration: Value) -> Result<Done, BqFailure> {
+    /// Runs a statement as a job under `job_id` and waits for it, running it again under the next id
+    /// (`job_id_2`, …) after a whole-job failure that another run may not meet.
+    pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done, BqFailure> {
+        let configuration = json!({"query": statement.configuration()});
         let attempt = std::sync::atomic::AtomicUsize::new(0);
         let policy = RetryPolicy { max_attempts: JOB_RUNS, min_delay: Duration::from_secs(1), ..self.api.retry };
         let once = || {

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::client::Put;
 use super::error::BqFailure;
 use super::jobs::{Done, JobResource, Jobs};
+use crate::schema::Column;
 
 /// Bytes a chunk carries: Google asks for multiples of 256 KiB. 4 MiB keeps a 1M-deal backfill under the memory
 /// budget (BENCHMARKS.md) at a request a few thousand rows.
@@ -19,10 +20,8 @@ pub const CHUNK: usize = 4 * 1024 * 1024;
 /// One load job in the making: its upload session, once the first chunk is due.
 pub struct Upload {
     job_id: String,
-    /// The load job's `configuration`.
     configuration: Value,
     session: Option<String>,
-    /// The row being written.
     row: Vec<u8>,
     /// What is not sent yet: gzipped, or plain towards the emulator.
     out: Out,
@@ -32,13 +31,13 @@ pub struct Upload {
 }
 
 impl Upload {
-    /// A load of NDJSON rows appended to `table` (in the sink's dataset) of `schema`, under `job_id`: a retried
+    /// A load of NDJSON rows appended to `table` (in the sink's dataset) of `columns`, under `job_id`: a retried
     /// upload or insert is the same job, so the rows land once.
-    pub fn new(job_id: String, project: &str, dataset: &str, table: &str, schema: Value, gzip: bool) -> Upload {
+    pub fn new(job_id: String, project: &str, dataset: &str, table: &str, columns: &[Column], gzip: bool) -> Upload {
         let configuration = json!({"load": {
             "destinationTable": {"projectId": project, "datasetId": dataset, "tableId": table},
             "sourceFormat": "NEWLINE_DELIMITED_JSON",
-            "schema": schema,
+            "schema": {"fields": columns},
             "createDisposition": "CREATE_NEVER",
             "writeDisposition": "WRITE_APPEND",
             "ignoreUnknownValues": false,
@@ -71,7 +70,6 @@ impl Upload {
         self.sent + self.out.bytes().len() as u64
     }
 
-    /// Moves the row just written into what is to be sent.
     fn append(&mut self) {
         self.row.push(b'\n');
         self.rows += 1;
@@ -155,7 +153,7 @@ mod tests {
     #[test]
     fn the_chunks_and_the_rest_are_the_rows_as_gzipped_ndjson() {
         for gzip in [true, false] {
-            let mut u = Upload::new("j".into(), "p", "d", "t", json!({"fields": []}), gzip);
+            let mut u = Upload::new("j".into(), "p", "d", "t", &[], gzip);
             let mut want = String::new();
             let mut sent = Vec::new();
             for i in 0..200_000 {

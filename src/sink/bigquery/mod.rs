@@ -27,7 +27,8 @@ use super::{Ending, Finished, Opening, PastRuns, RunRecord, SinkError, TableSpec
 use crate::config::BigQuerySettings;
 use crate::exit::Exit;
 use crate::retry::RetryPolicy;
-use crate::schema::{format_instant, sort_ids, write_object, Column, DealRow, PastRun, Quarantined};
+use crate::schema::{columns_of, format_instant, sort_ids, write_object, Column, DealRow, PastRun, Quarantined};
+use crate::schema::{LEDGER, QUARANTINE};
 use crate::window::WindowField;
 use client::Api;
 use jobs::{Done, Jobs, Row};
@@ -139,7 +140,7 @@ impl BigQuerySink {
     /// A load of one row after another into `table`, under job id `dealsync_<run>_<what>`.
     fn new_upload(&self, what: &str, table: &str, columns: &[Column]) -> Upload {
         let (p, d) = (&self.s.project, &self.s.dataset);
-        Upload::new(self.job_id(what), p, d, table, sql::schema(columns), self.api.gzip())
+        Upload::new(self.job_id(what), p, d, table, columns, self.api.gzip)
     }
 
     /// Finishes a load: every row of it lands, or none.
@@ -379,8 +380,8 @@ impl BigQuerySink {
         let def = |id: &str, columns, target| TableDef { id: id.into(), columns, target, expires_at: None };
         let defs = [
             def(&self.s.table, self.spec.columns.clone(), true),
-            def(sql::RUNS_TABLE, sql::ledger_columns(), false),
-            def(sql::QUARANTINE_TABLE, sql::quarantine_columns(), false),
+            def(sql::RUNS_TABLE, columns_of(&LEDGER), false),
+            def(sql::QUARANTINE_TABLE, columns_of(&QUARANTINE), false),
         ];
         for (i, def) in defs.iter().enumerate() {
             let existing = tables::ensure_table(&self.api, &self.s.dataset, def).await.map_err(|e| self.fail(e))?;
@@ -426,7 +427,7 @@ impl BigQuerySink {
     }
 
     pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
-        let columns = sql::quarantine_columns();
+        let columns = columns_of(&QUARANTINE);
         for q in items {
             // One row per deal and run: a record read again in the same run (a repair) is quarantined once.
             if let Some(id) = &q.deal_id {
@@ -533,7 +534,7 @@ impl BigQuerySink {
     }
 
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
-        let columns = sql::ledger_columns();
+        let columns = columns_of(&LEDGER);
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
         let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);
         write_object(&columns, &run.values(), upload.line(), false);

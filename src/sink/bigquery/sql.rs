@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::schema::{columns_of, Column, LEDGER, QUARANTINE};
+use crate::schema::Column;
 
 pub const RUNS_TABLE: &str = "_dealsync_runs";
 pub const QUARANTINE_TABLE: &str = "_dealsync_quarantine";
@@ -18,21 +18,6 @@ pub fn canonical_type(t: &str) -> &str {
         "RECORD" => "STRUCT",
         other => other,
     }
-}
-
-/// A table's schema as the API takes it (`{"fields": [{"name", "type", "mode", "description"}]}`).
-pub fn schema(columns: &[Column]) -> Value {
-    json!({ "fields": columns })
-}
-
-/// The ledger's columns (`_dealsync_runs`; the next default window starts from it).
-pub fn ledger_columns() -> Vec<Column> {
-    columns_of(&LEDGER)
-}
-
-/// The quarantine's columns (`_dealsync_quarantine`: records that could not be mapped).
-pub fn quarantine_columns() -> Vec<Column> {
-    columns_of(&QUARANTINE)
 }
 
 /// Backquoted `project.dataset.table`.

@@ -24,18 +24,24 @@ pub struct DatasetResource {
     pub default_partition_expiration_ms: Option<String>,
 }
 
+/// An expiration BigQuery reports (unset: absent, empty or "0").
+fn set(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|v| !v.is_empty() && *v != "0")
+}
+
+/// The `Some` texts, joined by `sep`, or `None` when there are none.
+fn described(found: [Option<String>; 2], sep: &str) -> Option<String> {
+    let found: Vec<String> = found.into_iter().flatten().collect();
+    (!found.is_empty()).then(|| found.join(sep))
+}
+
 impl DatasetResource {
     /// The dataset's expiration defaults, described, or `None`.
     pub fn expiring_defaults(&self) -> Option<String> {
-        let set = |v: &Option<String>| v.as_deref().filter(|v| !v.is_empty() && *v != "0").map(str::to_string);
-        let mut found = Vec::new();
-        if let Some(ms) = set(&self.default_table_expiration_ms) {
-            found.push(format!("defaultTableExpirationMs = {ms}"));
-        }
-        if let Some(ms) = set(&self.default_partition_expiration_ms) {
-            found.push(format!("defaultPartitionExpirationMs = {ms}"));
-        }
-        (!found.is_empty()).then(|| found.join(", "))
+        let table = set(&self.default_table_expiration_ms).map(|ms| format!("defaultTableExpirationMs = {ms}"));
+        let partition =
+            set(&self.default_partition_expiration_ms).map(|ms| format!("defaultPartitionExpirationMs = {ms}"));
+        described([table, partition], ", ")
     }
 }
 
@@ -60,7 +66,6 @@ pub struct Partitioning {
     pub expiration_ms: Option<String>,
 }
 
-/// A column as BigQuery reports it.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Field {
     pub name: String,
@@ -72,16 +77,9 @@ pub struct Field {
 impl TableResource {
     /// The table's expirations, described, or `None` when it never expires.
     pub fn expires(&self) -> Option<String> {
-        let mut found = Vec::new();
-        if let Some(t) = self.expiration_time.as_deref().filter(|t| !t.is_empty() && *t != "0") {
-            found.push(format!("the table expires at {t} (ms since the epoch)"));
-        }
-        if let Some(ms) = self.time_partitioning.as_ref().and_then(|p| p.expiration_ms.as_deref()) {
-            if !ms.is_empty() && ms != "0" {
-                found.push(format!("its partitions expire after {ms} ms"));
-            }
-        }
-        (!found.is_empty()).then(|| found.join("; "))
+        let table = set(&self.expiration_time).map(|t| format!("the table expires at {t} (ms since the epoch)"));
+        let partitions = self.time_partitioning.as_ref().and_then(|p| set(&p.expiration_ms));
+        described([table, partitions.map(|ms| format!("its partitions expire after {ms} ms"))], "; ")
     }
 }
 
@@ -99,7 +97,7 @@ impl TableDef {
     fn resource(&self, project: &str, dataset: &str) -> Value {
         let mut t = json!({
             "tableReference": {"projectId": project, "datasetId": dataset, "tableId": self.id},
-            "schema": sql::schema(&self.columns),
+            "schema": {"fields": self.columns},
             "labels": {"managed-by": "dealsync"},
         });
         if self.target {
@@ -113,13 +111,19 @@ impl TableDef {
     }
 }
 
+/// `None` for a "not found" failure.
+fn found<T>(r: Result<T, BqFailure>) -> Result<Option<T>, BqFailure> {
+    match r {
+        Err(e) if e.is_not_found() => Ok(None),
+        r => r.map(Some),
+    }
+}
+
 /// The dataset, read (and created when missing, in `BIGQUERY_LOCATION`).
 pub async fn ensure_dataset(api: &Api, dataset: &str, location: Option<&str>) -> Result<DatasetResource, BqFailure> {
     let what = format!("reading dataset {dataset}");
-    match api.get::<DatasetResource>(&what, &format!("datasets/{dataset}"), &[]).await {
-        Ok(d) => return Ok(d),
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e),
+    if let Some(d) = found(api.get(&what, &format!("datasets/{dataset}"), &[]).await)? {
+        return Ok(d);
     }
     let mut body = json!({"datasetReference": {"datasetId": dataset}, "labels": {"managed-by": "dealsync"}});
     if let Some(loc) = location {
@@ -136,14 +140,9 @@ pub async fn ensure_dataset(api: &Api, dataset: &str, location: Option<&str>) ->
     }
 }
 
-/// The table, or `None` when it does not exist.
 pub async fn get_table(api: &Api, dataset: &str, table: &str) -> Result<Option<TableResource>, BqFailure> {
     let what = format!("reading table {dataset}.{table}");
-    match api.get::<TableResource>(&what, &format!("datasets/{dataset}/tables/{table}"), &[]).await {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
+    found(api.get(&what, &format!("datasets/{dataset}/tables/{table}"), &[]).await)
 }
 
 /// Creates the table if missing; returns the existing one otherwise.
@@ -152,8 +151,7 @@ pub async fn ensure_table(api: &Api, dataset: &str, def: &TableDef) -> Result<Op
         return Ok(Some(t));
     }
     let what = format!("creating table {dataset}.{}", def.id);
-    let project = api.project();
-    match api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &def.resource(project, dataset)).await {
+    match api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &def.resource(&api.project, dataset)).await {
         Ok(_) => {
             tracing::info!(event = "table_created", table = %format!("{dataset}.{}", def.id), "created a BigQuery table");
             Ok(None)
@@ -182,7 +180,7 @@ pub async fn never_expire(
     }
     let statement = format!(
         "ALTER TABLE {} SET OPTIONS ({})",
-        sql::table_ref(jobs.api.project(), dataset_id, &def.id),
+        sql::table_ref(&jobs.api.project, dataset_id, &def.id),
         options.join(", ")
     );
     let what = format!("removing the expiration of {dataset_id}.{}", def.id);
@@ -207,25 +205,19 @@ pub async fn never_expire(
 
 /// Columns to add, and the incompatibilities that forbid writing.
 pub fn compare_schema(have: &[Field], want: &[Column]) -> (Vec<Column>, Vec<String>) {
-    let mode = |m: Option<&str>| m.unwrap_or("NULLABLE").to_ascii_uppercase();
-    let mut add = Vec::new();
-    let mut problems = Vec::new();
+    let (mut add, mut problems) = (Vec::new(), Vec::new());
     for w in want {
-        match have.iter().find(|h| h.name.eq_ignore_ascii_case(&w.name)) {
-            None => add.push(w.clone()),
-            Some(h) => {
-                let (ht, wt) = (sql::canonical_type(&h.ty), w.ty.bigquery());
-                if ht != wt {
-                    problems.push(format!("column {} is {ht}, dealsync writes {wt}", w.name));
-                    continue;
-                }
-                let (hm, wm) = (mode(h.mode.as_deref()), w.mode().to_string());
-                let repeated_mismatch = (hm == "REPEATED") != (wm == "REPEATED");
-                let required_but_nullable = hm == "REQUIRED" && wm != "REQUIRED";
-                if repeated_mismatch || required_but_nullable {
-                    problems.push(format!("column {} is {hm}, dealsync writes {wm}", w.name));
-                }
-            }
+        let Some(h) = have.iter().find(|h| h.name.eq_ignore_ascii_case(&w.name)) else {
+            add.push(w.clone());
+            continue;
+        };
+        let (ht, wt) = (sql::canonical_type(&h.ty), w.ty.bigquery());
+        let (hm, wm) = (h.mode.as_deref().unwrap_or("NULLABLE").to_ascii_uppercase(), w.mode());
+        let repeated_mismatch = (hm == "REPEATED") != (wm == "REPEATED");
+        if ht != wt {
+            problems.push(format!("column {} is {ht}, dealsync writes {wt}", w.name));
+        } else if repeated_mismatch || (hm == "REQUIRED" && wm != "REQUIRED") {
+            problems.push(format!("column {} is {hm}, dealsync writes {wm}", w.name));
         }
     }
     (add, problems)
