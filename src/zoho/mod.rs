@@ -23,7 +23,7 @@ use url::Url;
 pub use crate::retry::RetryPolicy;
 pub use auth::AccessToken;
 pub use error::{ApiErrorBody, AuthError, ZohoError};
-pub use page::{Page, Record};
+pub use page::{read_id, record_id, Members, Page, Record};
 
 use crate::config::{join_path, ZohoSettings};
 
@@ -134,7 +134,7 @@ impl ZohoClient {
             },
             |what, status, body| match body {
                 None => Ok(None),
-                Some(body) => parse_page(what, status, body).map(Some),
+                Some(body) => parse_page(what, status, &body).map(Some),
             },
         )
         .await
@@ -166,7 +166,7 @@ impl ZohoClient {
             },
             |what, status, body| match body {
                 None => Ok(None),
-                Some(body) => parse_page(what, status, body).map(Some),
+                Some(body) => parse_page(what, status, &body).map(Some),
             },
         )
         .await
@@ -179,7 +179,7 @@ impl ZohoClient {
             |base| (reqwest::Method::POST, join_path(base, "crm/v8/coql"), Some(body.clone()), None),
             |what, status, body| match body {
                 None => Ok(None),
-                Some(body) => parse_page(what, status, body).map(Some),
+                Some(body) => parse_page(what, status, &body).map(Some),
             },
         )
         .await
@@ -196,17 +196,17 @@ impl ZohoClient {
             },
             |what, status, body| match body {
                 None => Ok(None),
-                Some(body) => parse_page(what, status, body).map(Some),
+                Some(body) => parse_page(what, status, &body).map(Some),
             },
         )
         .await
     }
 
-    /// Pages through a COQL query in id order, `limit` records at a time: `query_for(after)` builds each query
-    /// with `id > after` (keyset paging, so there is no 10,000-record offset limit), `each` sees every record.
+    /// Pages through a COQL query in id order, `COQL_LIMIT` records at a time: `query_for(after)` builds each
+    /// query with `id > after` (keyset paging, so there is no 10,000-record offset limit), `each` sees every
+    /// record.
     pub async fn coql_keyset(
         &self,
-        limit: u32,
         query_for: impl Fn(Option<&str>) -> String,
         mut each: impl FnMut(Record<'_>),
     ) -> Result<(), ZohoError> {
@@ -214,9 +214,9 @@ impl ZohoClient {
         loop {
             let Some(page) = self.coql(&query_for(after.as_deref())).await? else { return Ok(()) };
             page.records().for_each(&mut each);
-            let last = page.last().and_then(|r| fetch::record_id(&r));
+            let last = page.last().and_then(record_id);
             match last {
-                Some(id) if page.more_records && page.len() as u32 >= limit => after = Some(id),
+                Some(id) if page.more_records && page.len() as u32 >= criteria::COQL_LIMIT => after = Some(id),
                 _ => return Ok(()),
             }
         }
@@ -238,7 +238,7 @@ impl ZohoClient {
             #[serde(rename = "COUNT(id)")]
             count: Option<u64>,
         }
-        let row: Option<Row> = page.get(0).and_then(|r| serde_json::from_str(r.text()).ok());
+        let row: Option<Row> = page.get(0).and_then(|r| serde_json::from_str(r.get()).ok());
         row.and_then(|r| r.count).ok_or_else(|| ZohoError::InvalidBody {
             what: format!("COQL {select_query}"),
             status: 200,
@@ -442,8 +442,8 @@ impl ZohoClient {
     }
 }
 
-/// Checks one page of records (search, COQL, deleted records), keeping each record's exact text.
-pub fn parse_page(what: &str, status: u16, body: String) -> Result<Page, ZohoError> {
+/// Reads one page of records (search, COQL, deleted records), keeping each record's exact text.
+pub fn parse_page(what: &str, status: u16, body: &str) -> Result<Page, ZohoError> {
     Page::parse(body).map_err(|reason| ZohoError::InvalidBody { what: what.to_string(), status, reason })
 }
 

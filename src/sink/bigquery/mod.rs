@@ -456,7 +456,7 @@ impl Sink for BigQuerySink {
         let mut upload = self.upload.take().expect("created above");
         let mut written = Ok(WriteStats::default());
         for row in &rows {
-            row.write_json(&self.columns, upload.line(), false);
+            row.write_json(&self.columns, upload.line());
             if let Err(e) = upload.push_row(&self.jobs_in(), "loading the staging table").await {
                 written = Err(self.fail(e));
                 break;
@@ -486,7 +486,7 @@ impl Sink for BigQuerySink {
                 self.quarantine = Some(Upload::new(job, p, d, sql::QUARANTINE_TABLE, schema, self.api.gzip()));
             }
             let mut upload = self.quarantine.take().expect("created above");
-            write_object(&columns, &q.values(), upload.line(), false);
+            write_object(&columns, &q.values(), upload.line());
             self.know_location().await?;
             let pushed = upload.push_row(&self.jobs_in(), "loading the quarantine").await;
             self.quarantine = Some(upload);
@@ -589,7 +589,7 @@ impl Sink for BigQuerySink {
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
         let (id, schema) = (self.job_id(&format!("ledger_{}", run.status)), sql::schema(&columns));
         let mut upload = Upload::new(id, p, d, sql::RUNS_TABLE, schema, self.api.gzip());
-        write_object(&columns, &run.values(), upload.line(), false);
+        write_object(&columns, &run.values(), upload.line());
         self.know_location().await?;
         let jobs = self.jobs_in();
         let pushed = upload.push_row(&jobs, "recording the run").await;
