@@ -1,7 +1,7 @@
 //! dealsync: keeps a warehouse in step with the deals a sales team wins in Zoho CRM.
 //!
 //! Modules form one direction, the data's, and none imports one after it (a test reads the `use` paths):
-//! the foundations (`exit`, `files`, `retry`, `shutdown`, `json`, `telemetry`) → `schema` (the one table of columns and
+//! the foundations (`exit`, `files`, `retry`, `shutdown`, `telemetry`) → `schema` (the one table of columns and
 //! where their values come from) → `config` (flags, environment, file) → `window` (what to fetch) → `zoho`
 //! (auth, search pages, retries, completeness) → `mapping` (deal → row, or quarantine) → `sink` (BigQuery |
 //! SQLite | NDJSON) → `run` (a sync in three phases: set-up, fetch and write, finish; the summary and metrics)
@@ -12,7 +12,6 @@ pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod files;
-pub mod json;
 pub mod mapping;
 pub mod retry;
 pub mod run;

@@ -36,7 +36,7 @@ impl Window {
     /// The window's bound as Zoho criteria and COQL expect it: a date, or an ISO-8601 instant with its offset.
     pub fn format_bound(&self, t: &DateTime<FixedOffset>) -> String {
         if self.field.is_date() {
-            crate::schema::date_text(t.date_naive()).as_str().to_string()
+            t.date_naive().to_string()
         } else {
             t.to_rfc3339_opts(SecondsFormat::Secs, false)
         }

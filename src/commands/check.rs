@@ -96,7 +96,7 @@ async fn zoho_calls(client: &ZohoClient, promoted: &[Promoted], report: &mut imp
     let deleted = client.deleted_page(&since, 1).await;
     report(scoped("the deleted Deals", "ZohoCRM.modules.deals.READ", deleted.map(|_| ())));
     let some = client.coql("select id from Deals where id is not null limit 1").await;
-    let id = some.ok().flatten().and_then(|p| p.records().next().and_then(|r| crate::zoho::fetch::record_id(&r)));
+    let id = some.ok().flatten().and_then(|p| p.records().next().and_then(crate::zoho::record_id));
     match id {
         Some(id) => {
             let read = client.records_by_id("Deals", &[id], &["Stage".to_string()]).await;

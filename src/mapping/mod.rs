@@ -5,7 +5,6 @@
 //! sent (never through a float), and a record with a bad field is quarantined with the field's name and the
 //! problem instead of failing the run or being dropped. The record itself is kept verbatim in `raw`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
@@ -13,12 +12,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use crate::json::{self, Field, Raw};
-use crate::schema::{
-    self, col, Column, DealRow, Promoted, Quarantined, Read, Source, Text, Value, CLOSED_WON, MAX_SCALE,
-};
-use crate::zoho::{Page, Record};
+use crate::schema::{self, col, Column, DealRow, Promoted, Quarantined, Read, Source, Value, CLOSED_WON, MAX_SCALE};
+use crate::zoho::{read_id, Members, Page, Record};
+
+/// Levels of arrays and objects a field's value may nest: serde_json reads no deeper (its recursion limit), and
+/// a record nested deeper is quarantined.
+pub const MAX_DEPTH: usize = 128;
 
 /// What became of one record.
 #[derive(Debug)]
@@ -26,8 +28,8 @@ pub enum Mapped {
     Row(Box<DealRow>),
     /// Zoho's `equals` matched a stage that merely contains "Closed Won"; not ours.
     NotClosedWon {
-        deal_id: Option<Text>,
-        stage: Option<Text>,
+        deal_id: Option<String>,
+        stage: Option<String>,
     },
     Quarantined(Box<Quarantined>),
 }
@@ -38,9 +40,8 @@ pub struct Columns {
     columns: Vec<Column>,
     /// The slot of each column's Zoho field, or `None` for values the run sets.
     slots: Vec<Option<usize>>,
-    /// Zoho field name (as bytes) → slot, one slot per distinct field.
-    lookup: HashMap<Box<[u8]>, usize, foldhash::fast::FixedState>,
-    fields: usize,
+    /// Zoho field name → slot, one slot per distinct field.
+    lookup: HashMap<String, usize>,
     id: usize,
     stage: usize,
     modified: usize,
@@ -49,34 +50,24 @@ pub struct Columns {
 impl Columns {
     pub fn new(promoted: &[Promoted]) -> Columns {
         let columns = schema::columns(promoted);
-        let mut lookup: HashMap<Box<[u8]>, usize, _> = HashMap::default();
+        let mut lookup = HashMap::new();
         let slots = columns
             .iter()
             .map(|c| match &c.source {
                 Source::Zoho { field, .. } => {
                     let n = lookup.len();
-                    Some(*lookup.entry(field.as_bytes().into()).or_insert(n))
+                    Some(*lookup.entry(field.to_string()).or_insert(n))
                 }
                 _ => None,
             })
             .collect::<Vec<_>>();
         let slot = |i: usize| slots[i].expect("a standard column read from Zoho");
         let (id, stage, modified) = (slot(col::DEAL_ID), slot(col::STAGE), slot(col::MODIFIED_TIME));
-        Columns { fields: lookup.len(), columns, slots, lookup, id, stage, modified }
+        Columns { columns, slots, lookup, id, stage, modified }
     }
 
     pub fn columns(&self) -> &[Column] {
         &self.columns
-    }
-
-    /// Which field slot a key names; an escaped key is looked up by its name.
-    fn slot_of(&self, f: &Field<'_>) -> Option<usize> {
-        let key = f.key_bytes();
-        match self.lookup.get(key) {
-            Some(&s) => Some(s),
-            None if key.contains(&b'\\') => self.lookup.get(f.name().as_bytes()).copied(),
-            None => None,
-        }
     }
 }
 
@@ -117,69 +108,61 @@ impl fmt::Display for FieldError {
 }
 
 /// Maps one record of a page. Never panics, whatever the input.
-pub fn map_record(rec: &Record<'_>, stamp: &RunStamp) -> Mapped {
-    Mapper::new(stamp).map(rec)
+pub fn map_record(rec: Record<'_>, stamp: &RunStamp) -> Mapped {
+    Mapper::new(stamp).map(&rec)
 }
 
-/// Maps the records of one answer. Zoho writes each record of an answer with the same fields in the same
-/// order, so the slot found for each key position is kept for the next record: a key then costs one comparison
-/// with the key before it instead of a hash lookup (a record has about 60 keys and a run reads 25 of them).
+/// Maps the records of one page, one after the other (the fields of the record being mapped are kept in a list
+/// reused from record to record).
 pub struct Mapper<'s, 'p> {
     stamp: &'s RunStamp,
-    /// The key at each position of the last record, and its slot.
-    keys: Vec<(&'p [u8], Option<usize>)>,
-    /// The fields of the record being mapped, by slot (kept to be reused).
-    wire: Vec<Option<Field<'p>>>,
+    /// The fields of the record being mapped, by slot.
+    wire: Vec<Option<&'p RawValue>>,
 }
 
 impl<'s, 'p> Mapper<'s, 'p> {
     pub fn new(stamp: &'s RunStamp) -> Self {
-        Mapper { stamp, keys: Vec::new(), wire: Vec::new() }
+        Mapper { stamp, wire: Vec::new() }
     }
 
     /// Maps one record of a page. Never panics, whatever the input.
     pub fn map(&mut self, rec: &Record<'p>) -> Mapped {
-        let stamp = self.stamp;
-        let quarantine = |deal_id: Option<Text>, reason: String| {
+        let (rec, stamp) = (*rec, self.stamp);
+        let quarantine = |deal_id: Option<String>, reason: String| {
             Mapped::Quarantined(Box::new(Quarantined {
-                deal_id: deal_id.map(String::from),
+                deal_id,
                 reason,
-                raw: rec.to_raw(),
+                raw: rec.to_owned(),
                 sync_run_id: stamp.run_id.to_string(),
                 quarantined_at: stamp.synced_at,
             }))
         };
-        if let Some(why) = rec.unreadable() {
-            return quarantine(rec.id().map(Text::from), format!("record: {why}"));
-        }
-        if !rec.is_object() {
-            return quarantine(None, "record: not a JSON object".into());
-        }
+        let fields = match Members::of(rec) {
+            Ok(Members(fields)) => fields,
+            Err(_) if !rec.get().starts_with('{') => return quarantine(None, "record: not a JSON object".into()),
+            Err(e) => return quarantine(None, format!("record: {e}")),
+        };
         let cols = &stamp.columns;
         // The record's fields by slot. A repeated key is an error: which copy would be right?
         let wire = &mut self.wire;
         wire.clear();
-        wire.resize(cols.fields, None);
-        for (i, f) in rec.fields().enumerate() {
-            let key = f.key_bytes();
-            let slot = match self.keys.get_mut(i) {
-                Some((k, slot)) if *k == key => *slot,
-                known => {
-                    let slot = cols.slot_of(&f);
-                    match known {
-                        Some(k) => *k = (key, slot),
-                        None => self.keys.push((key, slot)),
-                    }
-                    slot
+        wire.resize(cols.lookup.len(), None);
+        let mut too_deep = None;
+        for (name, value) in &fields {
+            if let Some(&slot) = cols.lookup.get(name.as_ref()) {
+                if wire[slot].replace(value).is_some() {
+                    return quarantine(None, format!("record: duplicate field `{name}`"));
                 }
-            };
-            if let Some(slot) = slot {
-                if wire[slot].replace(f).is_some() {
-                    return quarantine(None, format!("record: duplicate field `{}`", f.name()));
-                }
+            }
+            if too_deep.is_none() {
+                too_deep = nested_too_deep(value)
+                    .map(|e| format!("record: `{name}`: nested deeper than serde_json reads ({e})"));
             }
         }
         let id = id_of("id", wire[cols.id]);
+        if let Some(why) = too_deep {
+            return quarantine(id.ok().flatten(), why);
+        }
         let stage = match text("Stage", wire[cols.stage]) {
             Ok(s) => s,
             Err(e) => return quarantine(id.ok().flatten(), e.to_string()),
@@ -195,7 +178,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
         if present(wire[cols.modified]).is_none() {
             return quarantine(Some(deal_id), "Modified_Time: missing; it decides which copy is newer".into());
         }
-        // A lookup is read once however many columns it fills (a record has a handful: no allocation per slot).
+        // A lookup is read once however many columns it fills.
         let mut lookups: Vec<(usize, Lookup)> = Vec::new();
         let mut values = Vec::with_capacity(cols.columns.len());
         for (c, slot) in cols.columns.iter().zip(&cols.slots) {
@@ -206,7 +189,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
                         Err(e) => return quarantine(Some(deal_id), e.to_string()),
                     }
                 }
-                (Source::Raw, _) => Value::Json(rec.to_raw()),
+                (Source::Raw, _) => Value::Json(rec.to_owned()),
                 (Source::RunId, _) => Value::Shared(stamp.run_id.clone()),
                 (Source::SyncedAt, _) => Value::Timestamp(stamp.synced_at),
                 (Source::Flag(b), _) => Value::Boolean(*b),
@@ -222,19 +205,32 @@ impl<'s, 'p> Mapper<'s, 'p> {
 }
 
 /// Maps one record given as JSON text, for tests and tools (a sync maps the records of a page with
-/// `map_record`). Panics unless `text` is one JSON value.
+/// `Mapper`). Panics unless `text` is one JSON value.
 pub fn map_json(text: &str, stamp: &RunStamp) -> Mapped {
     match Page::of_records([text], false) {
-        Ok(page) if page.len() == 1 => map_record(&page.get(0).expect("one record"), stamp),
+        Ok(page) if page.len() == 1 => map_record(page.get(0).expect("one record"), stamp),
         _ => panic!("map_json needs one JSON value, got {text:?}"),
     }
+}
+
+/// serde_json's error, when `value` nests arrays and objects deeper than `MAX_DEPTH`.
+fn nested_too_deep(value: &RawValue) -> Option<serde_json::Error> {
+    // It cannot unless it is an array or object with that many brackets, which most values are far from; the
+    // rest are read as far as serde_json goes.
+    let json = value.get();
+    if !json.starts_with(['[', '{']) || json.bytes().filter(|b| matches!(b, b'[' | b'{')).count() < MAX_DEPTH {
+        return None;
+    }
+    serde_json::from_str::<serde_json::Value>(value.get())
+        .err()
+        .filter(|e| e.to_string().starts_with("recursion limit exceeded"))
 }
 
 /// One value of a record's field, read as its column says.
 fn read_value<'a>(
     field: &str,
     read: Read,
-    wire: Option<Field<'a>>,
+    wire: Option<&'a RawValue>,
     slot: usize,
     lookups: &mut Vec<(usize, Lookup<'a>)>,
 ) -> Result<Value, FieldError> {
@@ -242,27 +238,30 @@ fn read_value<'a>(
     Ok(match read {
         Read::Text => match present(wire) {
             None => Value::Null,
-            Some(w) => match w.value().as_bytes().first() {
+            Some(w) => match w.get().as_bytes().first() {
                 Some(b'"') => opt(text(field, Some(w))?.map(Value::Text)),
-                Some(b'{' | b'[') => return Err(err(field, format!("expected text, got {}", shown(w.value())))),
+                Some(b'{' | b'[') => return Err(err(field, format!("expected text, got {}", shown(w)))),
                 // A number or boolean where text is expected: kept as its text.
-                _ => Value::Text(w.value().into()),
+                _ => Value::Text(w.get().to_string()),
             },
         },
         Read::Id => opt(id_of(field, wire)?.map(Value::Text)),
         Read::Integer => opt(integer(field, wire)?.map(Value::Integer)),
         Read::Decimal => opt(decimal(field, wire)?.map(Value::Decimal)),
-        Read::Boolean => match present(wire).map(|w| w.value()) {
-            None | Some("\"\"") => Value::Null,
-            Some("true" | "\"true\"") => Value::Boolean(true),
-            Some("false" | "\"false\"") => Value::Boolean(false),
-            Some(other) => return Err(err(field, format!("expected true or false, got {}", shown(other)))),
+        Read::Boolean => match present(wire) {
+            None => Value::Null,
+            Some(w) => match w.get() {
+                "\"\"" => Value::Null,
+                "true" | "\"true\"" => Value::Boolean(true),
+                "false" | "\"false\"" => Value::Boolean(false),
+                _ => return Err(err(field, format!("expected true or false, got {}", shown(w)))),
+            },
         },
         Read::Date => opt(date(field, wire)?.map(Value::Date)),
         Read::Timestamp => opt(instant(field, wire)?.map(Value::Timestamp)),
         Read::Names => match present(wire) {
             None => Value::TextList(Vec::new()),
-            Some(w) if w.value().starts_with('"') => {
+            Some(w) if w.get().starts_with('"') => {
                 // A lone string counts as a one-item list.
                 Value::TextList(text(field, Some(w))?.into_iter().filter(|s| !s.is_empty()).collect())
             }
@@ -287,7 +286,7 @@ fn read_value<'a>(
         }
         Read::Json => match present(wire) {
             None => Value::Null,
-            Some(w) => Value::Json(Raw::checked(w.value())),
+            Some(w) => Value::Json(w.to_owned()),
         },
     })
 }
@@ -297,7 +296,8 @@ fn err(field: &str, problem: impl Into<String>) -> FieldError {
 }
 
 /// A short, safe excerpt of a value's JSON text for an error message.
-fn shown(raw: &str) -> String {
+fn shown(value: &RawValue) -> String {
+    let raw = value.get();
     if raw.chars().count() > 60 {
         format!("{}…", raw.chars().take(60).collect::<String>())
     } else {
@@ -306,42 +306,36 @@ fn shown(raw: &str) -> String {
 }
 
 /// The value, unless it is missing or `null`.
-fn present(raw: Option<Field<'_>>) -> Option<Field<'_>> {
-    raw.filter(|r| r.value() != "null")
+fn present(value: Option<&RawValue>) -> Option<&RawValue> {
+    value.filter(|v| v.get() != "null")
 }
 
-/// The text of a JSON string value, borrowed unless it has escapes.
-fn text_of<'a>(field: &str, raw: Field<'a>) -> Result<Cow<'a, str>, FieldError> {
-    if let Some(text) = raw.plain_string() {
-        return Ok(Cow::Borrowed(text));
+/// The text of a JSON string value.
+fn text_of(field: &str, value: &RawValue) -> Result<String, FieldError> {
+    if !value.get().starts_with('"') {
+        return Err(err(field, format!("expected text, got {}", shown(value))));
     }
-    json::string(raw.value()).ok_or_else(|| err(field, format!("expected text, got {}", shown(raw.value()))))
+    // A string serde_json cannot read is one Rust cannot hold (an escaped lone UTF-16 surrogate).
+    serde_json::from_str(value.get()).map_err(|e| err(field, e.to_string()))
 }
 
-fn text(field: &str, raw: Option<Field<'_>>) -> Result<Option<Text>, FieldError> {
-    let Some(raw) = present(raw) else { return Ok(None) };
-    text_of(field, raw).map(|t| Some(Text::from(t)))
+fn text(field: &str, value: Option<&RawValue>) -> Result<Option<String>, FieldError> {
+    present(value).map(|v| text_of(field, v)).transpose()
 }
 
 /// A Zoho id: a string of digits (the usual form) or a JSON integer.
-fn id_of(field: &str, wire: Option<Field<'_>>) -> Result<Option<Text>, FieldError> {
-    let Some(wire) = present(wire) else { return Ok(None) };
-    let raw = wire.value();
-    let id = if raw.starts_with('"') { text_of(field, wire)? } else { Cow::Borrowed(raw) };
-    let id = id.trim();
-    if id.is_empty() || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(err(field, format!("expected a numeric id, got {}", shown(raw))));
-    }
-    Ok(Some(Text::from(id)))
+fn id_of(field: &str, value: Option<&RawValue>) -> Result<Option<String>, FieldError> {
+    let Some(value) = present(value) else { return Ok(None) };
+    read_id(value).map(Some).ok_or_else(|| err(field, format!("expected a numeric id, got {}", shown(value))))
 }
 
 /// An exact decimal from a JSON number or a numeric string. `""` counts as empty.
-fn decimal(field: &str, wire: Option<Field<'_>>) -> Result<Option<Decimal>, FieldError> {
-    let Some(wire) = present(wire) else { return Ok(None) };
-    let raw = wire.value();
+fn decimal(field: &str, value: Option<&RawValue>) -> Result<Option<Decimal>, FieldError> {
+    let Some(value) = present(value) else { return Ok(None) };
+    let raw = value.get();
     let quoted;
     let digits = if raw.starts_with('"') {
-        quoted = text_of(field, wire).map_err(|_| err(field, format!("unreadable {}", shown(raw))))?;
+        quoted = text_of(field, value).map_err(|_| err(field, format!("unreadable {}", shown(value))))?;
         let inner = quoted.trim();
         if inner.is_empty() {
             return Ok(None);
@@ -350,136 +344,91 @@ fn decimal(field: &str, wire: Option<Field<'_>>) -> Result<Option<Decimal>, Fiel
     } else if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         raw
     } else {
-        return Err(err(field, format!("expected a number, got {}", shown(raw))));
+        return Err(err(field, format!("expected a number, got {}", shown(value))));
     };
     let parsed =
         if digits.contains(['e', 'E']) { Decimal::from_scientific(digits) } else { Decimal::from_str_exact(digits) };
     let d = parsed.map_err(|_| {
-        err(field, format!("{} is not a decimal number that fits 28 significant digits exactly", shown(raw)))
+        err(field, format!("{} is not a decimal number that fits 28 significant digits exactly", shown(value)))
     })?;
     let d = d.normalize();
     if d.scale() > MAX_SCALE {
-        return Err(err(field, format!("{} has more than {MAX_SCALE} digits after the point", shown(raw))));
+        return Err(err(field, format!("{} has more than {MAX_SCALE} digits after the point", shown(value))));
     }
     Ok(Some(d))
 }
 
-fn integer(field: &str, raw: Option<Field<'_>>) -> Result<Option<i64>, FieldError> {
-    let Some(d) = decimal(field, raw)? else { return Ok(None) };
+fn integer(field: &str, value: Option<&RawValue>) -> Result<Option<i64>, FieldError> {
+    let Some(d) = decimal(field, value)? else { return Ok(None) };
     if !d.fract().is_zero() {
         return Err(err(field, format!("{d} is not a whole number")));
     }
     i64::try_from(d).map(Some).map_err(|_| err(field, format!("{d} is out of range")))
 }
 
-/// `YYYY-MM-DD` read directly; anything else goes through chrono's parser, which says no more kindly.
-fn ymd(s: &str) -> Option<NaiveDate> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| {
-        b[r].iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
-    };
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
-}
-
-fn date(field: &str, raw: Option<Field<'_>>) -> Result<Option<NaiveDate>, FieldError> {
-    let Some(raw) = present(raw) else { return Ok(None) };
-    let s = text_of(field, raw)?;
-    if s.is_empty() {
-        return Ok(None);
-    }
-    ymd(&s)
-        .or_else(|| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok().filter(|_| s.len() == 10))
+fn date(field: &str, value: Option<&RawValue>) -> Result<Option<NaiveDate>, FieldError> {
+    let Some(s) = text(field, value)?.filter(|s| !s.is_empty()) else { return Ok(None) };
+    NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+        .ok()
+        .filter(|_| s.len() == 10)
         .map(Some)
         .ok_or_else(|| err(field, format!("\"{s}\" is not a YYYY-MM-DD date")))
 }
 
 /// An instant with an offset, as Zoho writes them (`2026-11-27T10:00:00+05:30`), converted to UTC.
-fn instant(field: &str, raw: Option<Field<'_>>) -> Result<Option<DateTime<Utc>>, FieldError> {
-    let Some(raw) = present(raw) else { return Ok(None) };
-    let s = text_of(field, raw)?;
-    if s.is_empty() {
-        return Ok(None);
-    }
+fn instant(field: &str, value: Option<&RawValue>) -> Result<Option<DateTime<Utc>>, FieldError> {
+    let Some(s) = text(field, value)?.filter(|s| !s.is_empty()) else { return Ok(None) };
     DateTime::parse_from_rfc3339(&s)
         .map(|t| Some(t.with_timezone(&Utc)))
         .map_err(|_| err(field, format!("\"{s}\" is not an ISO-8601 date-time with an offset")))
 }
 
 /// A lookup (`{"name", "id"}`, a user also with `email`), as those members; all empty when the field is.
-#[derive(Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone, Copy)]
 struct Lookup<'a> {
-    id: Option<Field<'a>>,
-    name: Option<Field<'a>>,
-    email: Option<Field<'a>>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    email: Option<&'a RawValue>,
 }
 
-fn lookup_of<'a>(field: &str, raw: Option<Field<'a>>) -> Result<Lookup<'a>, FieldError> {
-    let Some(raw) = present(raw) else { return Ok(Lookup::default()) };
-    let mut l = Lookup::default();
-    let mut repeated = false;
-    // Its members were noted when the page was read.
-    let object = raw.members().map(|members| {
-        for f in members {
-            let slot = if f.is("id") {
-                &mut l.id
-            } else if f.is("name") {
-                &mut l.name
-            } else if f.is("email") {
-                &mut l.email
-            } else {
-                continue;
-            };
-            repeated |= slot.replace(f).is_some();
-        }
-    });
-    if object.is_none() || repeated {
-        return Err(err(field, format!("expected an object with id and name, got {}", shown(raw.value()))));
-    }
-    Ok(l)
+fn lookup_of<'a>(field: &str, value: Option<&'a RawValue>) -> Result<Lookup<'a>, FieldError> {
+    let Some(value) = present(value) else { return Ok(Lookup::default()) };
+    // An object, each member once (serde reads a list into a struct too).
+    value
+        .get()
+        .starts_with('{')
+        .then(|| serde_json::from_str(value.get()).ok())
+        .flatten()
+        .ok_or_else(|| err(field, format!("expected an object with id and name, got {}", shown(value))))
 }
 
 /// A JSON list of strings or of objects with a `name` (tags, multi-select lookups), as the names; objects
 /// whose name is missing or null are left out.
-fn names(field: &str, raw: Field<'_>) -> Result<Vec<Text>, FieldError> {
-    let mut out = Vec::new();
-    let mut readable = true;
-    // Its elements, and each element's members, were noted when the page was read.
-    let list = raw.elements().map(|items| {
-        for item in items {
-            if let Some(members) = item.members() {
-                let (mut name, mut seen) = (None, 0);
-                for f in members.filter(|f| f.is("name")) {
-                    name = Some(f);
-                    seen += 1;
-                }
-                readable &= seen <= 1;
-                match present(name).map(|n| text_of(field, n)) {
-                    Some(Ok(n)) => out.push(Text::from(n)),
-                    Some(Err(_)) => readable = false,
-                    None => {}
-                }
-            } else {
-                match json::string(item.value()) {
-                    Some(n) => out.push(Text::from(n)),
-                    None => readable = false,
-                }
-            }
-        }
-    });
-    if list.is_none() || !readable {
-        return Err(err(field, format!("expected a list of strings or named objects, got {}", shown(raw.value()))));
+fn names(field: &str, value: &RawValue) -> Result<Vec<String>, FieldError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Name(String),
+        Named { name: Option<String> },
     }
-    Ok(out)
+    let items: Vec<Item> = serde_json::from_str(value.get())
+        .map_err(|_| err(field, format!("expected a list of strings or named objects, got {}", shown(value))))?;
+    Ok(items
+        .into_iter()
+        .filter_map(|item| match item {
+            Item::Name(name) | Item::Named { name: Some(name) } => Some(name),
+            Item::Named { name: None } => None,
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{date_text, decimal_text, format_instant, instant_text, FieldType};
-    use chrono::SecondsFormat;
+    use crate::schema::{format_instant, FieldType};
 
     fn stamp() -> RunStamp {
         "run-1".parse().unwrap()
@@ -558,35 +507,24 @@ mod tests {
         assert_eq!(v.as_object().unwrap().len(), schema::STANDARD.len());
         assert_eq!(v["raw"], serde_json::from_str::<serde_json::Value>(GOOD).unwrap());
         assert_eq!(
-            (v["deal_id"].as_str(), v["amount"].as_str()),
-            (Some("4876876000001034017"), Some("12345678901.25"))
+            (v["deal_id"].as_str(), v["amount"].as_str(), v["exchange_rate"].as_str()),
+            (Some("4876876000001034017"), Some("12345678901.25"), Some("0.92"))
+        );
+        assert_eq!(
+            (v["closing_date"].as_str(), v["modified_time"].as_str(), v["probability"].as_i64()),
+            (Some("2026-11-27"), Some("2026-11-27T04:30:00Z"), Some(100))
+        );
+        assert_eq!(
+            (v["tags"].clone(), v["deleted_time"].clone()),
+            (serde_json::json!(["renewal", "eu"]), serde_json::Value::Null)
         );
     }
 
-    proptest::proptest! {
-        #[test]
-        fn short_texts_are_what_chrono_and_rust_decimal_write(
-            secs in -62_167_219_200i64..253_402_300_800i64,
-            far in proptest::prop_oneof![proptest::strategy::Just(0i64), -300_000_000_000i64..300_000_000_000i64],
-            leap in proptest::bool::weighted(0.05),
-            mantissa in proptest::num::i128::ANY,
-            scale in 0u32..=28,
-        ) {
-            // Years 0-9999 mostly, some far outside (chrono writes a sign), and leap seconds.
-            let at = secs + far;
-            let t = if leap {
-                // chrono takes a leap second only at second 59.
-                DateTime::from_timestamp(at - at.rem_euclid(60) + 59, 1_500_000_000)
-            } else {
-                DateTime::from_timestamp(at, 0)
-            }
-            .unwrap();
-            proptest::prop_assert_eq!(instant_text(&t).as_str().to_string(), t.to_rfc3339_opts(SecondsFormat::Secs, true));
-            let d = t.date_naive();
-            proptest::prop_assert_eq!(date_text(d).as_str().to_string(), d.format("%Y-%m-%d").to_string());
-            let m = mantissa % 79_228_162_514_264_337_593_543_950_335i128;
-            let dec = Decimal::from_i128_with_scale(m, scale);
-            proptest::prop_assert_eq!(decimal_text(&dec).as_str().to_string(), dec.normalize().to_string());
+    #[test]
+    fn decimals_are_written_in_their_shortest_exact_form() {
+        for (text, want) in [("-0.000", "0"), ("52000.00", "52000"), ("-0.0025", "-0.0025"), ("1e3", "1000")] {
+            let d = if text.contains('e') { Decimal::from_scientific(text) } else { text.parse() }.unwrap();
+            assert_eq!(serde_json::to_string(&Value::Decimal(d)).unwrap(), format!("\"{want}\""), "{text}");
         }
     }
 
@@ -662,7 +600,7 @@ mod tests {
     fn a_lone_surrogate_escape_quarantines_its_record_naming_the_field_and_raw_keeps_it() {
         let bad = GOOD.replace("Zylker GmbH – renewal ✓", r"bad \udc00 and \ud800x");
         let Mapped::Quarantined(q) = map(&bad) else { panic!("quarantined") };
-        assert!(q.reason.starts_with("record: `Deal_Name`: lone leading surrogate"), "{}", q.reason);
+        assert!(q.reason.starts_with("Deal_Name: lone leading surrogate"), "{}", q.reason);
         assert_eq!(q.deal_id.as_deref(), Some("4876876000001034017"));
         assert_eq!(q.raw.get(), bad, "raw is the record as received");
         let r = row(&GOOD.replace("Zylker GmbH – renewal ✓", r"pair \ud83d\ude80 \\udc00"));
@@ -675,19 +613,28 @@ mod tests {
             .replace("\"Contract_Value\":52000.0", &format!("\"Custom\":{}1{}", "[".repeat(2000), "]".repeat(2000)));
         let page = Page::of_records([GOOD, deep.as_str(), GOOD], false).unwrap();
         let st = stamp();
-        let mapped: Vec<Mapped> = page.records().map(|r| map_record(&r, &st)).collect();
+        let mapped: Vec<Mapped> = page.records().map(|r| map_record(r, &st)).collect();
         assert!(matches!(mapped[0], Mapped::Row(_)) && matches!(mapped[2], Mapped::Row(_)), "{mapped:?}");
-        // Such a page is read record by record; the neighbours' lookups and tags are still found where they lie.
         let alone = format!("{:?}", map_json(GOOD, &st));
         assert_eq!((format!("{:?}", mapped[0]), format!("{:?}", mapped[2])), (alone.clone(), alone));
         let Mapped::Quarantined(q) = &mapped[1] else { panic!("{:?}", mapped[1]) };
-        assert!(q.reason.starts_with("record: `Custom`: nested more than 200 levels deep"), "{}", q.reason);
+        assert!(
+            q.reason.starts_with("record: `Custom`: nested deeper than serde_json reads (recursion limit exceeded"),
+            "{}",
+            q.reason
+        );
         assert_eq!(q.deal_id.as_deref(), Some("4876876000001034017"), "the id is read at any depth");
         assert_eq!(q.raw.get(), deep);
-        // 200 levels are still read.
-        let fine =
-            GOOD.replace("\"Contract_Value\":52000.0", &format!("\"Custom\":{}1{}", "[".repeat(190), "]".repeat(190)));
-        assert!(matches!(map(&fine), Mapped::Row(_)));
+        let nested = |levels: usize| {
+            map(&GOOD.replace(
+                "\"Contract_Value\":52000.0",
+                &format!("\"Custom\":{}1{}", "[".repeat(levels), "]".repeat(levels)),
+            ))
+        };
+        assert!(matches!(nested(MAX_DEPTH - 1), Mapped::Row(_)), "as deep as serde_json reads is fine");
+        assert!(matches!(nested(MAX_DEPTH), Mapped::Quarantined(_)));
+        let wide = GOOD.replace("\"Contract_Value\":52000.0", &format!("\"Custom\":[{}[]]", "[],".repeat(500)));
+        assert!(matches!(map(&wide), Mapped::Row(_)), "many brackets are not many levels");
     }
 
     #[test]

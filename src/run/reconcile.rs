@@ -29,7 +29,6 @@ pub struct Completeness {
 
 /// Ids named per side at most.
 pub const NAMED: usize = 20;
-const ID_PAGE: u32 = 2000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Reconciliation {
@@ -134,11 +133,7 @@ fn named<'a>(ids: impl Iterator<Item = &'a String>) -> (u64, Vec<String>) {
 async fn crm_ids(client: &ZohoClient, window: &Window) -> Result<Vec<String>, ZohoError> {
     let mut ids = Vec::new();
     client
-        .coql_keyset(
-            ID_PAGE,
-            |after| coql_keyset_page("id", "=", window, after, ID_PAGE),
-            |r| ids.extend(crate::zoho::fetch::record_id(&r)),
-        )
+        .coql_keyset(|after| coql_keyset_page("id", "=", window, after), |r| ids.extend(crate::zoho::record_id(r)))
         .await?;
     sort_ids(&mut ids);
     Ok(ids)

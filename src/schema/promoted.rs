@@ -133,7 +133,6 @@ impl Promoted {
         let read = self.ty.read();
         Column {
             name: Cow::Owned(self.column.clone()),
-            json_key: super::json_key(&self.column),
             ty: read.column_type(),
             source: Source::Zoho { field: Cow::Owned(self.field.clone()), read },
             required: false,

@@ -13,8 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{Ending, Finished, PastRuns, SinkError, TableSpec, WriteStats};
 use crate::exit::Exit;
 use crate::schema::{
-    date_text, decimal_text, format_instant, instant_text, sort_ids, Column, DealRow, PastRun, Quarantined, RunRecord,
-    Value, LEDGER, QUARANTINE,
+    format_instant, sort_ids, Column, DealRow, PastRun, Quarantined, RunRecord, Value, LEDGER, QUARANTINE,
 };
 use crate::window::WindowField;
 
@@ -159,11 +158,10 @@ impl SqliteSink {
                 {
                     let mut insert = c.prepare_cached(&sql.0)?;
                     let mut update = c.prepare_cached(&sql.1)?;
-                    let mut scratch = Vec::with_capacity(256);
                     for row in &rows {
-                        if execute(&mut insert, &row.values, &mut scratch)? == 1 {
+                        if execute(&mut insert, &row.values)? == 1 {
                             stats.inserted += 1;
-                        } else if execute(&mut update, &row.values, &mut scratch)? == 1 {
+                        } else if execute(&mut update, &row.values)? == 1 {
                             stats.updated += 1;
                         } else {
                             stats.unchanged += 1;
@@ -357,30 +355,21 @@ fn update_sql(columns: &[Column], rewrite: bool) -> String {
     )
 }
 
-/// Runs `stmt` with values bound in column order as SQLite stores them: decimals, dates and instants as exact
-/// text, lists as a JSON array (written into `scratch`, so that binding allocates nothing), booleans as 0 and 1.
-/// Returns the rows it changed.
-fn execute(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    values: &[Value],
-    scratch: &mut Vec<u8>,
-) -> rusqlite::Result<usize> {
+/// Runs `stmt` with values bound in column order as SQLite stores them: decimals (shortest exact form), dates
+/// and instants as exact text, lists as a JSON array, booleans as 0 and 1. Returns the rows it changed.
+fn execute(stmt: &mut rusqlite::CachedStatement<'_>, values: &[Value]) -> rusqlite::Result<usize> {
     for (i, v) in values.iter().enumerate() {
         let at = i + 1;
         match v {
             Value::Null => stmt.raw_bind_parameter(at, rusqlite::types::Null)?,
-            Value::Text(t) => stmt.raw_bind_parameter(at, t.as_str())?,
+            Value::Text(t) => stmt.raw_bind_parameter(at, t)?,
             Value::Shared(t) => stmt.raw_bind_parameter(at, &**t)?,
             Value::Integer(n) => stmt.raw_bind_parameter(at, n)?,
-            Value::Decimal(d) => stmt.raw_bind_parameter(at, decimal_text(d).as_str())?,
+            Value::Decimal(d) => stmt.raw_bind_parameter(at, d.normalize().to_string())?,
             Value::Boolean(b) => stmt.raw_bind_parameter(at, b)?,
-            Value::Date(d) => stmt.raw_bind_parameter(at, date_text(*d).as_str())?,
-            Value::Timestamp(t) => stmt.raw_bind_parameter(at, instant_text(t).as_str())?,
-            Value::TextList(l) => {
-                scratch.clear();
-                serde_json::to_writer(&mut *scratch, l).expect("strings serialize");
-                stmt.raw_bind_parameter(at, std::str::from_utf8(scratch).expect("serde_json writes UTF-8"))?
-            }
+            Value::Date(d) => stmt.raw_bind_parameter(at, d.to_string())?,
+            Value::Timestamp(t) => stmt.raw_bind_parameter(at, format_instant(t))?,
+            Value::TextList(l) => stmt.raw_bind_parameter(at, serde_json::to_string(l).expect("strings serialize"))?,
             Value::Json(j) => stmt.raw_bind_parameter(at, j.get())?,
         }
     }
@@ -478,9 +467,8 @@ impl SqliteSink {
             {
                 let sql = insert_into(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE)) + QUARANTINE_UPSERT;
                 let mut stmt = c.prepare_cached(&sql)?;
-                let mut scratch = Vec::new();
                 for q in &items {
-                    execute(&mut stmt, &q.values(), &mut scratch)?;
+                    execute(&mut stmt, &q.values())?;
                 }
             }
             Ok(())
@@ -563,7 +551,7 @@ impl SqliteSink {
             }
             let sql =
                 insert_into(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen("INSERT", "INSERT OR REPLACE", 1);
-            execute(&mut c.prepare_cached(&sql)?, &r.values(), &mut Vec::new()).map(|_| ())
+            execute(&mut c.prepare_cached(&sql)?, &r.values()).map(|_| ())
         })
         .await
     }

@@ -4,9 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::criteria::coql_keyset_page;
-use super::{ZohoClient, ZohoError};
+use super::{read_id, ZohoClient, ZohoError};
 use crate::window::{Window, WindowField};
 
 /// A deal Zoho reports deleted.
@@ -24,18 +25,12 @@ pub struct StageChange {
     pub modified_time: DateTime<Utc>,
 }
 
-const COQL_PAGE: u32 = 2000;
-
-fn id_text(raw: &serde_json::value::RawValue) -> String {
-    raw.get().trim_matches('"').to_string()
-}
-
 /// Every deal deleted since `since` (all pages).
 pub async fn deleted_since(client: &ZohoClient, since: DateTime<Utc>) -> Result<Vec<Deleted>, ZohoError> {
     #[derive(Deserialize)]
     struct Wire<'a> {
         #[serde(borrow)]
-        id: &'a serde_json::value::RawValue,
+        id: Option<&'a RawValue>,
         deleted_time: Option<String>,
     }
     let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
@@ -43,11 +38,13 @@ pub async fn deleted_since(client: &ZohoClient, since: DateTime<Utc>) -> Result<
     for page in 1.. {
         let Some(p) = client.deleted_page(&since, page).await? else { break };
         for r in p.records() {
-            let Ok(w) = serde_json::from_str::<Wire>(r.text()) else { continue };
-            let Some(t) = w.deleted_time.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else {
+            let Ok(w) = serde_json::from_str::<Wire>(r.get()) else { continue };
+            let (Some(deal_id), Some(t)) =
+                (w.id.and_then(read_id), w.deleted_time.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()))
+            else {
                 continue;
             };
-            out.push(Deleted { deal_id: id_text(w.id), deleted_time: t.with_timezone(&Utc) });
+            out.push(Deleted { deal_id, deleted_time: t.with_timezone(&Utc) });
         }
         if !p.more_records {
             break;
@@ -65,7 +62,7 @@ pub async fn left_closed_won(client: &ZohoClient, window: &Window) -> Result<Vec
     #[derive(Deserialize)]
     struct Wire<'a> {
         #[serde(borrow)]
-        id: &'a serde_json::value::RawValue,
+        id: Option<&'a RawValue>,
         #[serde(rename = "Stage")]
         stage: Option<String>,
         #[serde(rename = "Modified_Time")]
@@ -74,16 +71,17 @@ pub async fn left_closed_won(client: &ZohoClient, window: &Window) -> Result<Vec
     let mut out = Vec::new();
     client
         .coql_keyset(
-            COQL_PAGE,
-            |after| coql_keyset_page("id, Stage, Modified_Time", "!=", window, after, COQL_PAGE),
+            |after| coql_keyset_page("id, Stage, Modified_Time", "!=", window, after),
             |r| {
-                let Ok(w) = serde_json::from_str::<Wire>(r.text()) else { return };
-                let (Some(stage), Some(m)) =
-                    (w.stage, w.modified.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok()))
-                else {
+                let Ok(w) = serde_json::from_str::<Wire>(r.get()) else { return };
+                let (Some(deal_id), Some(stage), Some(m)) = (
+                    w.id.and_then(read_id),
+                    w.stage,
+                    w.modified.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok()),
+                ) else {
                     return;
                 };
-                out.push(StageChange { deal_id: id_text(w.id), stage, modified_time: m.with_timezone(&Utc) });
+                out.push(StageChange { deal_id, stage, modified_time: m.with_timezone(&Utc) });
             },
         )
         .await?;

@@ -7,10 +7,11 @@
 
 use std::fmt;
 
+use crate::schema::CLOSED_WON;
 use crate::window::Window;
 
-/// The stage this tool syncs. Zoho's `equals` on text matches like *contains*, so rows are re-checked exactly.
-pub const CLOSED_WON: &str = "Closed Won";
+/// Rows per COQL request (Zoho's maximum): every id listing pages by this many.
+pub const COQL_LIMIT: u32 = 2000;
 
 /// The operators dealsync sends (and the property tests check against the simulator's parser).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,15 +102,15 @@ pub fn closed_won_in(window: &Window) -> Expr {
 }
 
 /// One keyset page of a COQL query over a window: `columns` of the deals whose Stage compares with `stage_op`
-/// (`=` or `!=`) to "Closed Won", with `id > after_id`, in id order.
-pub fn coql_keyset_page(columns: &str, stage_op: &str, window: &Window, after_id: Option<&str>, limit: u32) -> String {
+/// (`=` or `!=`) to "Closed Won", with `id > after_id`, in id order, `COQL_LIMIT` of them.
+pub fn coql_keyset_page(columns: &str, stage_op: &str, window: &Window, after_id: Option<&str>) -> String {
     let field = window.field.api_name();
     let id_cond = match after_id {
         Some(id) => format!("id > {}", coql_literal(id)),
         None => "id is not null".to_string(),
     };
     format!(
-        "select {columns} from Deals where ((Stage {stage_op} {} and {field} >= {}) and ({field} < {} and {id_cond})) order by id asc limit {limit}",
+        "select {columns} from Deals where ((Stage {stage_op} {} and {field} >= {}) and ({field} < {} and {id_cond})) order by id asc limit {COQL_LIMIT}",
         coql_literal(CLOSED_WON),
         coql_literal(&window.start_str()),
         coql_literal(&window.end_str()),
@@ -172,9 +173,9 @@ mod tests {
             DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z").unwrap(),
         )
         .unwrap();
-        let q = coql_keyset_page("id", "=", &w, Some("42"), 200);
+        let q = coql_keyset_page("id", "=", &w, Some("42"));
         assert!(q.ends_with(
-            "where ((Stage = 'Closed Won' and Closing_Date >= '2026-01-01') and (Closing_Date < '2026-01-02' and id > '42')) order by id asc limit 200"
+            "where ((Stage = 'Closed Won' and Closing_Date >= '2026-01-01') and (Closing_Date < '2026-01-02' and id > '42')) order by id asc limit 2000"
         ), "{q}");
         assert_eq!(coql_literal("O'Brien"), "'O''Brien'");
     }

@@ -32,8 +32,8 @@ use chrono::{DateTime, FixedOffset};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
-use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page};
-use super::{Page, Record, SearchOrder, ZohoClient, ZohoError};
+use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page, COQL_LIMIT};
+use super::{record_id, Members, Page, Record, SearchOrder, ZohoClient, ZohoError};
 use crate::shutdown::Shutdown;
 use crate::window::Window;
 
@@ -49,8 +49,6 @@ pub const SLICES_PER_REQUEST: usize = 4;
 pub const IDS_PER_REQUEST: usize = 100;
 /// Fields per `GET /Deals?ids=` (Zoho's maximum).
 pub const FIELDS_PER_REQUEST: usize = 50;
-/// Ids per COQL listing request (Zoho's maximum rows per call).
-pub const IDS_PER_LISTING: u32 = 2000;
 
 /// Where a page came from, for logs.
 #[derive(Debug, Clone)]
@@ -355,14 +353,12 @@ impl<'a, P> Fetcher<'a, P> {
         let mut after: Option<String> = None;
         loop {
             self.counters.listings.fetch_add(1, Ordering::Relaxed);
-            let Some(page) =
-                self.client.coql(&coql_keyset_page("id", "=", w, after.as_deref(), IDS_PER_LISTING)).await?
-            else {
+            let Some(page) = self.client.coql(&coql_keyset_page("id", "=", w, after.as_deref())).await? else {
                 break;
             };
             let before = ids.len();
-            ids.extend(page.records().filter_map(|r| record_id(&r)));
-            let full = page.more_records && page.len() as u32 >= IDS_PER_LISTING;
+            ids.extend(page.records().filter_map(record_id));
+            let full = page.more_records && page.len() as u32 >= COQL_LIMIT;
             match ids.last() {
                 Some(last) if full && ids.len() > before => after = Some(last.clone()),
                 _ => break,
@@ -421,8 +417,8 @@ impl<'a, P> Fetcher<'a, P> {
         if !fields.is_empty() {
             return;
         }
-        if let Some(r) = page.get(0) {
-            *fields = r.fields().map(|f| f.name().into_owned()).filter(|k| !k.starts_with('$')).collect();
+        if let Some(Ok(Members(members))) = page.get(0).map(Members::of) {
+            *fields = members.into_iter().map(|(k, _)| k.into_owned()).filter(|k| !k.starts_with('$')).collect();
         }
     }
 
@@ -453,28 +449,25 @@ fn slices(w: Window, estimate: u64, parts: usize) -> Vec<Task> {
 /// first, then what the other parts add (by id).
 fn merge_by_id(parts: &[Page]) -> Result<Page, String> {
     let mut merged: Vec<(String, String)> = Vec::new();
-    for part in parts {
-        for r in part.records() {
-            let Some(id) = record_id(&r) else { continue };
-            let text = r.text();
-            match merged.iter_mut().find(|(m, _)| *m == id) {
-                None => merged.push((id, text.to_string())),
-                Some((_, have)) => {
-                    let mut extra = String::new();
-                    crate::json::each_member(text, |f| {
-                        if !have_field(have, &f.name()) {
-                            extra.push_str(&format!(
-                                ",{}:{}",
-                                serde_json::to_string(&f.name()).expect("strings serialize"),
-                                f.value()
-                            ));
-                        }
-                    });
-                    if !extra.is_empty() {
-                        have.truncate(have.trim_end().len() - 1);
-                        have.push_str(&extra);
-                        have.push('}');
-                    }
+    for r in parts.iter().flat_map(Page::records) {
+        let Some(id) = record_id(r) else { continue };
+        match merged.iter_mut().find(|(m, _)| *m == id) {
+            None => merged.push((id, r.get().to_string())),
+            Some((_, have)) => {
+                let extra: String = match (serde_json::from_str::<Members>(have), Members::of(r)) {
+                    (Ok(Members(had)), Ok(Members(more))) => more
+                        .iter()
+                        .filter(|(name, _)| !had.iter().any(|(h, _)| h == name))
+                        .map(|(name, value)| {
+                            format!(",{}:{}", serde_json::to_string(name).expect("strings serialize"), value.get())
+                        })
+                        .collect(),
+                    _ => continue,
+                };
+                if !extra.is_empty() {
+                    have.truncate(have.trim_end().len() - 1);
+                    have.push_str(&extra);
+                    have.push('}');
                 }
             }
         }
@@ -482,18 +475,12 @@ fn merge_by_id(parts: &[Page]) -> Result<Page, String> {
     Page::of_records(merged.iter().map(|(_, t)| t.as_str()), false)
 }
 
-fn have_field(record: &str, name: &str) -> bool {
-    let mut found = false;
-    crate::json::each_member(record, |f| found |= f.is(name));
-    found
-}
-
 /// The modification time of a page's last record and how many records come before that second, provided
 /// every record is within `w` in ascending `Modified_Time` order (ties in any order).
 fn ascending_last_time(page: &Page, w: &Window) -> Option<(DateTime<FixedOffset>, usize)> {
-    let (mut prev, mut before, mut at) = (w.start, 0, 0);
+    let (mut prev, mut before) = (w.start, 0);
     for (i, r) in page.records().enumerate() {
-        let t = modified_time(&r, &mut at)?;
+        let t = modified_time(r)?;
         if t < prev || t >= w.end {
             return None;
         }
@@ -505,13 +492,14 @@ fn ascending_last_time(page: &Page, w: &Window) -> Option<(DateTime<FixedOffset>
     (!page.is_empty()).then_some((prev, before))
 }
 
-/// A record's `Modified_Time`, when it has a readable one (looked for first at position `at`).
-fn modified_time(r: &Record, at: &mut usize) -> Option<DateTime<FixedOffset>> {
-    DateTime::parse_from_rfc3339(&crate::json::string(r.get_at("Modified_Time", at)?)?).ok()
-}
-
-pub(crate) fn record_id(r: &Record) -> Option<String> {
-    r.id()
+/// A record's `Modified_Time`, when it has a readable one.
+fn modified_time(r: Record<'_>) -> Option<DateTime<FixedOffset>> {
+    #[derive(serde::Deserialize)]
+    struct Modified<'a> {
+        #[serde(rename = "Modified_Time", borrow)]
+        modified: Option<std::borrow::Cow<'a, str>>,
+    }
+    DateTime::parse_from_rfc3339(&serde_json::from_str::<Modified>(r.get()).ok()?.modified?).ok()
 }
 
 #[cfg(test)]
@@ -573,7 +561,7 @@ mod tests {
         let a = Page::of_records([r#"{"id":"1","A":1,"$x":true}"#, r#"{"id":"2","A":2}"#], false).unwrap();
         let b = Page::of_records([r#"{"id":"2","B":"two","$x":false}"#, r#"{"id":"1","B":"one"}"#], false).unwrap();
         let m = merge_by_id(&[a, b]).unwrap();
-        let texts: Vec<&str> = m.records().map(|r| r.text()).collect();
+        let texts: Vec<&str> = m.records().map(|r| r.get()).collect();
         assert_eq!(texts, [r#"{"id":"1","A":1,"$x":true,"B":"one"}"#, r#"{"id":"2","A":2,"B":"two","$x":false}"#]);
     }
 }

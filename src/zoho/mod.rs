@@ -23,7 +23,7 @@ use url::Url;
 pub use crate::retry::RetryPolicy;
 pub use auth::AccessToken;
 pub use error::ZohoError;
-pub use page::{Page, Record};
+pub use page::{read_id, record_id, Members, Page, Record};
 
 use crate::config::{join_path, ZohoSettings};
 
@@ -190,11 +190,11 @@ impl ZohoClient {
         .await
     }
 
-    /// Pages through a COQL query in id order, `limit` records at a time: `query_for(after)` builds each query
-    /// with `id > after` (keyset paging, so there is no 10,000-record offset limit), `each` sees every record.
+    /// Pages through a COQL query in id order, `COQL_LIMIT` records at a time: `query_for(after)` builds each
+    /// query with `id > after` (keyset paging, so there is no 10,000-record offset limit), `each` sees every
+    /// record.
     pub async fn coql_keyset(
         &self,
-        limit: u32,
         query_for: impl Fn(Option<&str>) -> String,
         mut each: impl FnMut(Record<'_>),
     ) -> Result<(), ZohoError> {
@@ -202,9 +202,9 @@ impl ZohoClient {
         loop {
             let Some(page) = self.coql(&query_for(after.as_deref())).await? else { return Ok(()) };
             page.records().for_each(&mut each);
-            let last = page.last().and_then(|r| fetch::record_id(&r));
+            let last = page.last().and_then(record_id);
             match last {
-                Some(id) if page.more_records && page.len() as u32 >= limit => after = Some(id),
+                Some(id) if page.more_records && page.len() as u32 >= criteria::COQL_LIMIT => after = Some(id),
                 _ => return Ok(()),
             }
         }
@@ -226,7 +226,7 @@ impl ZohoClient {
             #[serde(rename = "COUNT(id)")]
             count: Option<u64>,
         }
-        let row: Option<Row> = page.get(0).and_then(|r| serde_json::from_str(r.text()).ok());
+        let row: Option<Row> = page.get(0).and_then(|r| serde_json::from_str(r.get()).ok());
         row.and_then(|r| r.count).ok_or_else(|| ZohoError::InvalidBody {
             what: format!("COQL {select_query}"),
             status: 200,
@@ -412,14 +412,14 @@ impl ZohoClient {
     }
 }
 
-/// Checks one page of records (search, COQL, deleted records), keeping each record's exact text.
-pub fn parse_page(what: &str, status: u16, body: String) -> Result<Page, ZohoError> {
+/// Reads one page of records (search, COQL, deleted records), keeping each record's exact text.
+pub fn parse_page(what: &str, status: u16, body: &str) -> Result<Page, ZohoError> {
     Page::parse(body).map_err(|reason| ZohoError::InvalidBody { what: what.to_string(), status, reason })
 }
 
 /// A page of records, or `None` for an empty answer (nothing matches).
 fn page_or_none(what: &str, status: u16, body: Option<String>) -> Result<Option<Page>, ZohoError> {
-    body.map(|body| parse_page(what, status, body)).transpose()
+    body.map(|body| parse_page(what, status, &body)).transpose()
 }
 
 /// An error answer; Zoho's body is `{"code","details","message","status":"error"}` when it is readable.

@@ -10,7 +10,6 @@ const LAYERS: &[&str] = &[
     "files",
     "retry",
     "shutdown",
-    "json",
     "telemetry",
     "schema",
     "config",

@@ -412,7 +412,7 @@ impl BigQuerySink {
         let mut upload = self.upload.take().expect("created above");
         let mut written = Ok(WriteStats::default());
         for row in &rows {
-            row.write_json(&self.spec.columns, upload.line(), false);
+            row.write_json(&self.spec.columns, upload.line());
             if let Err(e) = upload.push_row(&self.jobs_in(), "loading the staging table").await {
                 written = Err(self.fail(e));
                 break;
@@ -439,7 +439,7 @@ impl BigQuerySink {
                 Some(upload) => upload,
                 None => self.new_upload("quarantine", sql::QUARANTINE_TABLE, &columns),
             };
-            write_object(&columns, &q.values(), upload.line(), false);
+            write_object(&columns, &q.values(), upload.line());
             self.know_location().await?;
             let pushed = upload.push_row(&self.jobs_in(), "loading the quarantine").await;
             self.quarantine = Some(upload);
@@ -537,7 +537,7 @@ impl BigQuerySink {
         let columns = columns_of(&LEDGER);
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
         let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);
-        write_object(&columns, &run.values(), upload.line(), false);
+        write_object(&columns, &run.values(), upload.line());
         self.know_location().await?;
         upload.push_row(&self.jobs_in(), "recording the run").await.map_err(|e| self.fail(e))?;
         self.load(upload, "recording the run").await.map(|_| ())
