@@ -1,28 +1,12 @@
-//! Fetches every closed-won deal of a window, concurrently and without ever holding the whole result, and
-//! without relying on anything Zoho does not document about the order of search results.
-//!
-//! Search returns at most 2000 records per criteria, in pages; nothing documents a tie-breaker for equal sort
-//! keys, so a server may return deals sharing a `Modified_Time` in another order on each request, and a deal
-//! edited while a run pages shifts every later offset. Both make page 2 of a criteria skip what page 1 did not
-//! show. So no criteria is ever read past its first page:
-//!
-//! * the window is counted first (COQL, exact stage), before any search, and cut into a few slices per request
-//!   in flight (`SLICES_PER_REQUEST`), or into slices of about `SLICE_TARGET` deals when that makes fewer;
-//! * each slice is read one page at a time, every page a new criteria from where the last one ended. When the
-//!   answer is in ascending `Modified_Time` order (asked for, and checked on every record), the deals before
-//!   its last second are all there whatever the order of ties, so they are kept and the slice goes on from
-//!   that second: nearly a full page per request, and no offset an edit could shift. An answer in any other
-//!   order says nothing about what it left out: it is dropped, and from then on slices are cut to about
-//!   `SLICE_TARGET` deals (at the window's density) before they are asked for, and cut again when one overflows;
-//! * a slice that cannot be cut (one second, or one day for `Closing_Date`) holding more than a page is
-//!   listed by id through COQL (keyset paging in id order, which neither ties nor edits can disturb) and its
-//!   deals are read by id, 100 a request, with the fields search returns.
-//!
-//! What search still misses (a lagging index, an edit between the count and a slice) is found by the run's
-//! completeness check, which compares the deals fetched with the count and reads the missing ones by id
-//! (`fetch_ids`). Every task is one request (a listing is a sequence of them), at most the client's
-//! concurrency at once; a begun slice's next page goes before a new slice's first, so that rows reach the sink
-//! near the window's order.
+//! Fetches every closed-won deal of a window, concurrently and without holding the whole result, relying on
+//! nothing Zoho leaves undocumented about the order of search results (ties on the sort key, or an edit while a
+//! run pages, make page 2 of a criteria skip what page 1 did not show). So no criteria is read past its first
+//! page: the window is counted (COQL) and cut into slices; each slice is read one page at a time, each page a new
+//! criteria starting from the last `Modified_Time` second the previous page proved complete (when the answer is
+//! in the ascending order asked for; otherwise slices are cut to about `SLICE_TARGET` deals). A slice that
+//! cannot be cut (one second, or one day for `Closing_Date`) holding more than a page is listed by id through
+//! COQL keyset paging and read by id. What search still misses is found by the run's completeness check
+//! (`fetch_ids`). A begun slice's next page goes before a new slice's first, so rows arrive near window order.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +16,7 @@ use chrono::{DateTime, FixedOffset};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
-use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page, COQL_LIMIT};
+use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page};
 use super::{record_id, Members, Page, Record, SearchOrder, ZohoClient, ZohoError};
 use crate::shutdown::Shutdown;
 use crate::window::Window;
@@ -85,17 +69,6 @@ pub struct FetchStats {
     pub root_count: Option<u64>,
 }
 
-#[derive(Default)]
-struct Counters {
-    pages: AtomicU64,
-    records: AtomicU64,
-    counts: AtomicU64,
-    slices_split: AtomicU64,
-    listings: AtomicU64,
-    by_id: AtomicU64,
-    root_count: std::sync::OnceLock<u64>,
-}
-
 /// The outcome of a fetch: its statistics, and whether it stopped before the end (the receiver went away, or a
 /// shutdown was asked for).
 pub struct Fetched {
@@ -128,7 +101,7 @@ pub struct Fetcher<'a, P = FetchedPage> {
     stage: Box<dyn Fn(FetchedPage) -> P + Send + Sync + 'a>,
     shutdown: Shutdown,
     concurrency: usize,
-    counters: Counters,
+    counters: Mutex<FetchStats>,
     /// Closed-won deals in the whole window, once counted (for the progress bar).
     expected: std::sync::Arc<AtomicU64>,
     /// The fields to ask for by id: those search returned (its first record's keys), so that a deal read by id
@@ -155,7 +128,7 @@ impl<'a, P> Fetcher<'a, P> {
             stage: Box::new(stage),
             shutdown,
             concurrency,
-            counters: Counters::default(),
+            counters: Mutex::default(),
             expected: Default::default(),
             fields: Mutex::new(Vec::new()),
             required_fields: Vec::new(),
@@ -191,7 +164,9 @@ impl<'a, P> Fetcher<'a, P> {
     pub async fn fetch_window(&self, root: Window) -> Result<Fetched, ZohoError> {
         let Some(n) = self.count_of(&root).await? else { return Ok(self.fetched(true)) };
         self.expected.store(n, Ordering::Relaxed);
-        let _ = self.counters.root_count.set(n);
+        self.count(|c| {
+            c.root_count.get_or_insert(n);
+        });
         // A window Zoho counts empty is still searched once: that checks the search API (its scope) every night.
         // A Closing_Date window cannot be read in order (search does not sort on a date field): a page's worth each.
         let small = n.div_ceil(SLICE_TARGET) as usize;
@@ -212,17 +187,11 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     fn fetched(&self, stopped_early: bool) -> Fetched {
-        let c = &self.counters;
-        let stats = FetchStats {
-            pages: c.pages.load(Ordering::Relaxed),
-            records: c.records.load(Ordering::Relaxed),
-            counts: c.counts.load(Ordering::Relaxed),
-            slices_split: c.slices_split.load(Ordering::Relaxed),
-            listings: c.listings.load(Ordering::Relaxed),
-            by_id: c.by_id.load(Ordering::Relaxed),
-            root_count: c.root_count.get().copied(),
-        };
-        Fetched { stats, stopped_early }
+        Fetched { stats: self.counters.lock().expect("not poisoned").clone(), stopped_early }
+    }
+
+    fn count(&self, add: impl FnOnce(&mut FetchStats)) {
+        add(&mut self.counters.lock().expect("not poisoned"));
     }
 
     async fn run(&self, start: Vec<Task>) -> Result<Fetched, ZohoError> {
@@ -261,7 +230,7 @@ impl<'a, P> Fetcher<'a, P> {
                     && w.split().is_some() =>
             {
                 // A slice that cannot be read in order is read in parts of a page's worth.
-                self.counters.slices_split.fetch_add(1, Ordering::Relaxed);
+                self.count(|c| c.slices_split += 1);
                 Ok(Step::More(slices(w, estimate, estimate.div_ceil(SLICE_TARGET) as usize)))
             }
             Task::Slice(w, estimate) => self.slice(w, estimate).await,
@@ -283,7 +252,7 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     async fn count_of(&self, w: &Window) -> Result<Option<u64>, ZohoError> {
-        self.counters.counts.fetch_add(1, Ordering::Relaxed);
+        self.count(|c| c.counts += 1);
         self.guarded(self.client.coql_count(&coql_count_closed_won(w))).await
     }
 
@@ -320,7 +289,7 @@ impl<'a, P> Fetcher<'a, P> {
             }
         }
         // Not in modification order: the page says nothing about what it left out. Read the slice in parts.
-        self.counters.slices_split.fetch_add(1, Ordering::Relaxed);
+        self.count(|c| c.slices_split += 1);
         let parts = estimate.div_ceil(SLICE_TARGET).max(2) as usize;
         match w.split() {
             Some(_) => Ok(Step::More(slices(w, estimate.max(PER_PAGE as u64), parts))),
@@ -350,20 +319,11 @@ impl<'a, P> Fetcher<'a, P> {
     /// Every closed-won deal id in `w`, from COQL, `id > last` at a time (one request per 2,000).
     pub async fn list_ids(&self, w: &Window) -> Result<Vec<String>, ZohoError> {
         let mut ids = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            self.counters.listings.fetch_add(1, Ordering::Relaxed);
-            let Some(page) = self.client.coql(&coql_keyset_page("id", "=", w, after.as_deref())).await? else {
-                break;
-            };
-            let before = ids.len();
-            ids.extend(page.records().filter_map(record_id));
-            let full = page.more_records && page.len() as u32 >= COQL_LIMIT;
-            match ids.last() {
-                Some(last) if full && ids.len() > before => after = Some(last.clone()),
-                _ => break,
-            }
-        }
+        let query = |after: Option<&str>| {
+            self.count(|c| c.listings += 1);
+            coql_keyset_page("id", "=", w, after)
+        };
+        self.client.coql_keyset(query, |r| ids.extend(record_id(r))).await?;
         Ok(ids)
     }
 
@@ -373,7 +333,7 @@ impl<'a, P> Fetcher<'a, P> {
         let Some(fields) = fields else { return Ok(Step::Stop) };
         let mut parts = Vec::new();
         for chunk in fields.chunks(FIELDS_PER_REQUEST) {
-            self.counters.by_id.fetch_add(1, Ordering::Relaxed);
+            self.count(|c| c.by_id += 1);
             match self.guarded(self.client.records_by_id("Deals", &ids, chunk)).await? {
                 None => return Ok(Step::Stop),
                 Some(None) => {}
@@ -423,8 +383,10 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     async fn emit(&self, page: Page, origin: Origin, keep: Option<usize>) -> Result<Step, ZohoError> {
-        self.counters.pages.fetch_add(1, Ordering::Relaxed);
-        self.counters.records.fetch_add(page.len() as u64, Ordering::Relaxed);
+        self.count(|c| {
+            c.pages += 1;
+            c.records += page.len() as u64;
+        });
         tracing::debug!(event = "page", records = page.len(), origin = ?origin);
         match self.tx.send((self.stage)(FetchedPage { page, origin, keep })).await {
             Ok(()) => Ok(Step::More(vec![])),

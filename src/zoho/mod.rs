@@ -112,30 +112,14 @@ impl ZohoClient {
         page: u32,
         per_page: u32,
     ) -> Result<Option<Page>, ZohoError> {
-        let path = format!("crm/v8/{module}/search");
-        let page_s = page.to_string();
-        let per_page_s = per_page.to_string();
+        let (page, per_page) = (page.to_string(), per_page.to_string());
         // Deals awaiting approval are closed won in the CRM too: search leaves them out unless asked (`approved`
         // defaults to true), while COQL counts them and records by id return them. One rule for all three.
-        let query = [
-            ("criteria", criteria),
-            ("page", page_s.as_str()),
-            ("per_page", per_page_s.as_str()),
-            ("approved", "both"),
-        ];
-        self.execute(
-            |base| {
-                let mut url = join_path(base, &path);
-                url.query_pairs_mut().extend_pairs(query.iter());
-                if order == SearchOrder::ModifiedAsc {
-                    url.query_pairs_mut().extend_pairs([("sort_by", "Modified_Time"), ("sort_order", "asc")]);
-                }
-                (reqwest::Method::GET, url, None, None)
-            },
-            page_or_none,
-        )
-        .await
-        .map_err(|e| match e {
+        let mut query = vec![("criteria", criteria), ("page", &page), ("per_page", &per_page), ("approved", "both")];
+        if order == SearchOrder::ModifiedAsc {
+            query.extend([("sort_by", "Modified_Time"), ("sort_order", "asc")]);
+        }
+        self.get_page(&format!("crm/v8/{module}/search"), &query, None).await.map_err(|e| match e {
             ZohoError::LimitReached { .. } => ZohoError::LimitReached { criteria: criteria.to_string() },
             other => other,
         })
@@ -149,21 +133,29 @@ impl ZohoClient {
         ids: &[String],
         fields: &[String],
     ) -> Result<Option<Page>, ZohoError> {
-        let path = format!("crm/v8/{module}");
-        let (ids, fields) = (ids.join(","), fields.join(","));
-        self.execute(
-            |base| {
-                let mut url = join_path(base, &path);
-                url.query_pairs_mut().extend_pairs([
-                    ("ids", ids.as_str()),
-                    ("fields", fields.as_str()),
-                    ("approved", "both"),
-                ]);
-                (reqwest::Method::GET, url, None, None)
-            },
-            page_or_none,
-        )
-        .await
+        let query = [("ids", &*ids.join(",")), ("fields", &*fields.join(",")), ("approved", "both")];
+        self.get_page(&format!("crm/v8/{module}"), &query, None).await
+    }
+
+    /// One page of `GET /crm/v8/Deals/deleted?type=all` for records deleted since `since`. `None` on 204.
+    pub async fn deleted_page(&self, since: &str, page: u32) -> Result<Option<Page>, ZohoError> {
+        let query = [("type", "all"), ("page", &*page.to_string()), ("per_page", "200")];
+        self.get_page("crm/v8/Deals/deleted", &query, Some(since)).await
+    }
+
+    /// One page of a GET with these query pairs (and `If-Modified-Since`); `None` when the answer is empty.
+    async fn get_page(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        since: Option<&str>,
+    ) -> Result<Option<Page>, ZohoError> {
+        let build = |base: &Url| {
+            let mut url = join_path(base, path);
+            url.query_pairs_mut().extend_pairs(query);
+            (reqwest::Method::GET, url, None, since.map(str::to_string))
+        };
+        self.execute(build, page_or_none).await
     }
 
     /// One page of `POST /crm/v8/coql`. `None` when nothing matches.
@@ -171,20 +163,6 @@ impl ZohoClient {
         let body = serde_json::json!({ "select_query": select_query }).to_string();
         self.execute(
             |base| (reqwest::Method::POST, join_path(base, "crm/v8/coql"), Some(body.clone()), None),
-            page_or_none,
-        )
-        .await
-    }
-
-    /// One page of `GET /crm/v8/Deals/deleted?type=all` for records deleted since `since`. `None` on 204.
-    pub async fn deleted_page(&self, since: &str, page: u32) -> Result<Option<Page>, ZohoError> {
-        let page_s = page.to_string();
-        self.execute(
-            |base| {
-                let mut url = join_path(base, "crm/v8/Deals/deleted");
-                url.query_pairs_mut().extend_pairs([("type", "all"), ("page", page_s.as_str()), ("per_page", "200")]);
-                (reqwest::Method::GET, url, None, Some(since.to_string()))
-            },
             page_or_none,
         )
         .await
@@ -214,8 +192,8 @@ impl ZohoClient {
     /// Work that starts beside the first request waits for it, so that a refused mint is asked once.
     pub async fn first_token(&self) -> bool {
         let mut rx = self.first_mint.subscribe();
-        let minted = rx.wait_for(Option::is_some).await.map(|m| *m == Some(true)).unwrap_or(false);
-        minted
+        let minted = rx.wait_for(Option::is_some).await.map(|m| *m == Some(true));
+        minted.unwrap_or(false)
     }
 
     /// Runs a `select COUNT(id) …` COQL query and returns the count (0 when Zoho answers 204).
