@@ -71,12 +71,6 @@ impl Columns {
     }
 }
 
-impl Default for Columns {
-    fn default() -> Self {
-        Columns::new(&[])
-    }
-}
-
 /// Run-wide values stamped on every row, and the columns they are written in.
 #[derive(Debug, Clone)]
 pub struct RunStamp {
@@ -90,27 +84,10 @@ impl FromStr for RunStamp {
     type Err = std::convert::Infallible;
     /// For tests: a stamp with this run id, synced now, with the standard columns.
     fn from_str(run_id: &str) -> Result<Self, Self::Err> {
-        Ok(RunStamp { run_id: run_id.into(), synced_at: Utc::now(), columns: Arc::new(Columns::default()) })
+        Ok(RunStamp { run_id: run_id.into(), synced_at: Utc::now(), columns: Arc::new(Columns::new(&[])) })
     }
 }
 
-/// Why one field could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub problem: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.problem)
-    }
-}
-
-/// Maps one record of a page. Never panics, whatever the input.
-pub fn map_record(rec: Record<'_>, stamp: &RunStamp) -> Mapped {
-    Mapper::new(stamp).map(&rec)
-}
 
 /// Maps the records of one page, one after the other (the fields of the record being mapped are kept in a list
 /// reused from record to record).
@@ -165,7 +142,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
         }
         let stage = match text("Stage", wire[cols.stage]) {
             Ok(s) => s,
-            Err(e) => return quarantine(id.ok().flatten(), e.to_string()),
+            Err(e) => return quarantine(id.ok().flatten(), e),
         };
         if stage.as_deref() != Some(CLOSED_WON) {
             return Mapped::NotClosedWon { deal_id: id.ok().flatten(), stage };
@@ -173,7 +150,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
         let deal_id = match id {
             Ok(Some(id)) => id,
             Ok(None) => return quarantine(None, "id: missing".into()),
-            Err(e) => return quarantine(None, e.to_string()),
+            Err(e) => return quarantine(None, e),
         };
         if present(wire[cols.modified]).is_none() {
             return quarantine(Some(deal_id), "Modified_Time: missing; it decides which copy is newer".into());
@@ -186,7 +163,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
                 (Source::Zoho { field, read }, Some(slot)) => {
                     match read_value(field, *read, wire[*slot], *slot, &mut lookups) {
                         Ok(v) => v,
-                        Err(e) => return quarantine(Some(deal_id), e.to_string()),
+                        Err(e) => return quarantine(Some(deal_id), e),
                     }
                 }
                 (Source::Raw, _) => Value::Json(rec.to_owned()),
@@ -208,7 +185,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
 /// `Mapper`). Panics unless `text` is one JSON value.
 pub fn map_json(text: &str, stamp: &RunStamp) -> Mapped {
     match Page::of_records([text], false) {
-        Ok(page) if page.len() == 1 => map_record(page.get(0).expect("one record"), stamp),
+        Ok(page) if page.len() == 1 => Mapper::new(stamp).map(&page.get(0).expect("one record")),
         _ => panic!("map_json needs one JSON value, got {text:?}"),
     }
 }
@@ -233,7 +210,7 @@ fn read_value<'a>(
     wire: Option<&'a RawValue>,
     slot: usize,
     lookups: &mut Vec<(usize, Lookup<'a>)>,
-) -> Result<Value, FieldError> {
+) -> Result<Value, String> {
     let opt = |v: Option<Value>| v.unwrap_or(Value::Null);
     Ok(match read {
         Read::Text => match present(wire) {
@@ -278,7 +255,8 @@ fn read_value<'a>(
             };
             match read {
                 Read::LookupId => {
-                    opt(id_of(field, l.id).map_err(|e| err(field, format!("id {}", e.problem)))?.map(Value::Text))
+                    let id = id_of(field, l.id).map_err(|e| err(field, format!("id {}", &e[field.len() + 2..])))?;
+                    opt(id.map(Value::Text))
                 }
                 Read::LookupName => opt(text(field, l.name)?.map(Value::Text)),
                 _ => opt(text(field, l.email)?.map(Value::Text)),
@@ -291,8 +269,8 @@ fn read_value<'a>(
     })
 }
 
-fn err(field: &str, problem: impl Into<String>) -> FieldError {
-    FieldError { field: field.to_string(), problem: problem.into() }
+fn err(field: &str, problem: impl fmt::Display) -> String {
+    format!("{field}: {problem}")
 }
 
 /// A short, safe excerpt of a value's JSON text for an error message.
@@ -311,7 +289,7 @@ fn present(value: Option<&RawValue>) -> Option<&RawValue> {
 }
 
 /// The text of a JSON string value.
-fn text_of(field: &str, value: &RawValue) -> Result<String, FieldError> {
+fn text_of(field: &str, value: &RawValue) -> Result<String, String> {
     if !value.get().starts_with('"') {
         return Err(err(field, format!("expected text, got {}", shown(value))));
     }
@@ -319,18 +297,18 @@ fn text_of(field: &str, value: &RawValue) -> Result<String, FieldError> {
     serde_json::from_str(value.get()).map_err(|e| err(field, e.to_string()))
 }
 
-fn text(field: &str, value: Option<&RawValue>) -> Result<Option<String>, FieldError> {
+fn text(field: &str, value: Option<&RawValue>) -> Result<Option<String>, String> {
     present(value).map(|v| text_of(field, v)).transpose()
 }
 
 /// A Zoho id: a string of digits (the usual form) or a JSON integer.
-fn id_of(field: &str, value: Option<&RawValue>) -> Result<Option<String>, FieldError> {
+fn id_of(field: &str, value: Option<&RawValue>) -> Result<Option<String>, String> {
     let Some(value) = present(value) else { return Ok(None) };
     read_id(value).map(Some).ok_or_else(|| err(field, format!("expected a numeric id, got {}", shown(value))))
 }
 
 /// An exact decimal from a JSON number or a numeric string. `""` counts as empty.
-fn decimal(field: &str, value: Option<&RawValue>) -> Result<Option<Decimal>, FieldError> {
+fn decimal(field: &str, value: Option<&RawValue>) -> Result<Option<Decimal>, String> {
     let Some(value) = present(value) else { return Ok(None) };
     let raw = value.get();
     let quoted;
@@ -358,7 +336,7 @@ fn decimal(field: &str, value: Option<&RawValue>) -> Result<Option<Decimal>, Fie
     Ok(Some(d))
 }
 
-fn integer(field: &str, value: Option<&RawValue>) -> Result<Option<i64>, FieldError> {
+fn integer(field: &str, value: Option<&RawValue>) -> Result<Option<i64>, String> {
     let Some(d) = decimal(field, value)? else { return Ok(None) };
     if !d.fract().is_zero() {
         return Err(err(field, format!("{d} is not a whole number")));
@@ -366,7 +344,7 @@ fn integer(field: &str, value: Option<&RawValue>) -> Result<Option<i64>, FieldEr
     i64::try_from(d).map(Some).map_err(|_| err(field, format!("{d} is out of range")))
 }
 
-fn date(field: &str, value: Option<&RawValue>) -> Result<Option<NaiveDate>, FieldError> {
+fn date(field: &str, value: Option<&RawValue>) -> Result<Option<NaiveDate>, String> {
     let Some(s) = text(field, value)?.filter(|s| !s.is_empty()) else { return Ok(None) };
     NaiveDate::parse_from_str(&s, "%Y-%m-%d")
         .ok()
@@ -376,7 +354,7 @@ fn date(field: &str, value: Option<&RawValue>) -> Result<Option<NaiveDate>, Fiel
 }
 
 /// An instant with an offset, as Zoho writes them (`2026-11-27T10:00:00+05:30`), converted to UTC.
-fn instant(field: &str, value: Option<&RawValue>) -> Result<Option<DateTime<Utc>>, FieldError> {
+fn instant(field: &str, value: Option<&RawValue>) -> Result<Option<DateTime<Utc>>, String> {
     let Some(s) = text(field, value)?.filter(|s| !s.is_empty()) else { return Ok(None) };
     DateTime::parse_from_rfc3339(&s)
         .map(|t| Some(t.with_timezone(&Utc)))
@@ -394,7 +372,7 @@ struct Lookup<'a> {
     email: Option<&'a RawValue>,
 }
 
-fn lookup_of<'a>(field: &str, value: Option<&'a RawValue>) -> Result<Lookup<'a>, FieldError> {
+fn lookup_of<'a>(field: &str, value: Option<&'a RawValue>) -> Result<Lookup<'a>, String> {
     let Some(value) = present(value) else { return Ok(Lookup::default()) };
     // An object, each member once (serde reads a list into a struct too).
     value
@@ -407,7 +385,7 @@ fn lookup_of<'a>(field: &str, value: Option<&'a RawValue>) -> Result<Lookup<'a>,
 
 /// A JSON list of strings or of objects with a `name` (tags, multi-select lookups), as the names; objects
 /// whose name is missing or null are left out.
-fn names(field: &str, value: &RawValue) -> Result<Vec<String>, FieldError> {
+fn names(field: &str, value: &RawValue) -> Result<Vec<String>, String> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Item {
@@ -613,7 +591,7 @@ mod tests {
             .replace("\"Contract_Value\":52000.0", &format!("\"Custom\":{}1{}", "[".repeat(2000), "]".repeat(2000)));
         let page = Page::of_records([GOOD, deep.as_str(), GOOD], false).unwrap();
         let st = stamp();
-        let mapped: Vec<Mapped> = page.records().map(|r| map_record(r, &st)).collect();
+        let mapped: Vec<Mapped> = page.records().map(|r| Mapper::new(&st).map(&r)).collect();
         assert!(matches!(mapped[0], Mapped::Row(_)) && matches!(mapped[2], Mapped::Row(_)), "{mapped:?}");
         let alone = format!("{:?}", map_json(GOOD, &st));
         assert_eq!((format!("{:?}", mapped[0]), format!("{:?}", mapped[2])), (alone.clone(), alone));
