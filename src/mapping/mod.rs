@@ -276,10 +276,9 @@ fn err(field: &str, problem: impl fmt::Display) -> String {
 /// A short, safe excerpt of a value's JSON text for an error message.
 fn shown(value: &RawValue) -> String {
     let raw = value.get();
-    if raw.chars().count() > 60 {
-        format!("{}…", raw.chars().take(60).collect::<String>())
-    } else {
-        raw.to_string()
+    match raw.char_indices().nth(60) {
+        Some((end, _)) => format!("{}…", &raw[..end]),
+        None => raw.to_string(),
     }
 }
 

@@ -329,8 +329,7 @@ impl<'a, P> Fetcher<'a, P> {
 
     /// Reads up to 100 deals by id, with the fields search returns (50 a request; more are merged by id).
     async fn by_id(&self, ids: Vec<String>) -> Result<Step, ZohoError> {
-        let fields = self.by_id_fields().await?;
-        let Some(fields) = fields else { return Ok(Step::Stop) };
+        let Some(fields) = self.by_id_fields().await? else { return Ok(Step::Stop) };
         let mut parts = Vec::new();
         for chunk in fields.chunks(FIELDS_PER_REQUEST) {
             self.count(|c| c.by_id += 1);

@@ -250,21 +250,12 @@ impl ZohoClient {
                 "Zoho is throttling access-token mints for this refresh token; waiting before asking again"
             );
         };
-        let minted = match crate::retry::again(throttle, mint, throttled, told).await {
-            Ok(t) => t,
-            Err(e) => {
-                // Only the first mint's outcome is told; a failed re-mint later leaves it as it was.
-                self.first_mint.send_if_modified(|m| {
-                    let first = m.is_none();
-                    if first {
-                        *m = Some(false);
-                    }
-                    first
-                });
-                return Err(e);
-            }
-        };
-        self.first_mint.send_replace(Some(true));
+        let minted = crate::retry::again(throttle, mint, throttled, told).await;
+        // Only the first mint's failure is told (a failed re-mint leaves it); the lock held makes this race-free.
+        if minted.is_ok() || self.first_mint.borrow().is_none() {
+            self.first_mint.send_replace(Some(minted.is_ok()));
+        }
+        let minted = minted?;
         tracing::debug!(event = "token_minted", api_domain = %minted.api_domain, "minted an access token");
         *guard = Some(minted.clone());
         Ok(minted)
@@ -390,14 +381,10 @@ impl ZohoClient {
     }
 }
 
-/// Reads one page of records (search, COQL, deleted records), keeping each record's exact text.
-pub fn parse_page(what: &str, status: u16, body: &str) -> Result<Page, ZohoError> {
-    Page::parse(body).map_err(|reason| ZohoError::InvalidBody { what: what.to_string(), status, reason })
-}
-
 /// A page of records, or `None` for an empty answer (nothing matches).
 fn page_or_none(what: &str, status: u16, body: Option<String>) -> Result<Option<Page>, ZohoError> {
-    body.map(|body| parse_page(what, status, &body)).transpose()
+    let page = body.map(|body| Page::parse(&body));
+    page.transpose().map_err(|reason| ZohoError::InvalidBody { what: what.to_string(), status, reason })
 }
 
 /// An error answer; Zoho's body is `{"code","details","message","status":"error"}` when it is readable.
@@ -428,12 +415,6 @@ pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     } else {
         "the request failed"
     };
-    let mut msg = kind.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
+    let causes = std::iter::successors(std::error::Error::source(e), |s| s.source());
+    causes.fold(kind.to_string(), |msg, cause| format!("{msg}: {cause}"))
 }
