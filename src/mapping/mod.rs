@@ -172,7 +172,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
                 (Source::Flag(b), _) => Value::Boolean(*b),
                 (Source::Unset, _) | (Source::Zoho { .. }, None) => Value::Null,
             };
-            if c.required && value == Value::Null {
+            if c.required && matches!(value, Value::Null) {
                 return quarantine(Some(deal_id), format!("{}: missing", c.name));
             }
             values.push(value);

@@ -398,24 +398,6 @@ pub enum Value {
     Json(Box<RawValue>),
 }
 
-impl PartialEq for Value {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Value::Null, Value::Null) => true,
-            (Value::Text(a), Value::Text(b)) => a == b,
-            (Value::Shared(a), Value::Shared(b)) => a == b,
-            (Value::Integer(a), Value::Integer(b)) => a == b,
-            (Value::Decimal(a), Value::Decimal(b)) => a == b,
-            (Value::Boolean(a), Value::Boolean(b)) => a == b,
-            (Value::Date(a), Value::Date(b)) => a == b,
-            (Value::Timestamp(a), Value::Timestamp(b)) => a == b,
-            (Value::TextList(a), Value::TextList(b)) => a == b,
-            (Value::Json(a), Value::Json(b)) => a.get() == b.get(),
-            _ => false,
-        }
-    }
-}
-
 impl Value {
     pub fn as_str(&self) -> Option<&str> {
         match self {
@@ -674,6 +656,26 @@ impl RunRecord {
             n(self.quarantined),
             self.error.as_deref().map_or(Value::Null, text),
         ]
+    }
+}
+
+/// For tests' assertions (`RawValue` has no `PartialEq`; its text is compared).
+#[cfg(test)]
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Text(a), Value::Text(b)) => a == b,
+            (Value::Shared(a), Value::Shared(b)) => a == b,
+            (Value::Integer(a), Value::Integer(b)) => a == b,
+            (Value::Decimal(a), Value::Decimal(b)) => a == b,
+            (Value::Boolean(a), Value::Boolean(b)) => a == b,
+            (Value::Date(a), Value::Date(b)) => a == b,
+            (Value::Timestamp(a), Value::Timestamp(b)) => a == b,
+            (Value::TextList(a), Value::TextList(b)) => a == b,
+            (Value::Json(a), Value::Json(b)) => a.get() == b.get(),
+            _ => false,
+        }
     }
 }
 

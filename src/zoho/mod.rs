@@ -381,10 +381,14 @@ impl ZohoClient {
     }
 }
 
+/// Reads one page of records (search, COQL, deleted records), keeping each record's exact text.
+pub fn parse_page(what: &str, status: u16, body: &str) -> Result<Page, ZohoError> {
+    Page::parse(body).map_err(|reason| ZohoError::InvalidBody { what: what.to_string(), status, reason })
+}
+
 /// A page of records, or `None` for an empty answer (nothing matches).
 fn page_or_none(what: &str, status: u16, body: Option<String>) -> Result<Option<Page>, ZohoError> {
-    let page = body.map(|body| Page::parse(&body));
-    page.transpose().map_err(|reason| ZohoError::InvalidBody { what: what.to_string(), status, reason })
+    body.map(|body| parse_page(what, status, &body)).transpose()
 }
 
 /// An error answer; Zoho's body is `{"code","details","message","status":"error"}` when it is readable.
