@@ -88,7 +88,6 @@ impl FromStr for RunStamp {
     }
 }
 
-
 /// Maps the records of one page, one after the other (the fields of the record being mapped are kept in a list
 /// reused from record to record).
 pub struct Mapper<'s, 'p> {
