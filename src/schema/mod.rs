@@ -364,10 +364,9 @@ pub fn columns(promoted: &[Promoted]) -> Vec<Column> {
 pub fn zoho_fields(columns: &[Column]) -> Vec<String> {
     let mut fields: Vec<String> = Vec::new();
     for c in columns {
-        if let Source::Zoho { field, .. } = &c.source {
-            if !fields.iter().any(|f| f == field) {
-                fields.push(field.to_string());
-            }
+        match &c.source {
+            Source::Zoho { field, .. } if !fields.iter().any(|f| f == field) => fields.push(field.to_string()),
+            _ => {}
         }
     }
     fields

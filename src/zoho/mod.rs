@@ -336,14 +336,10 @@ impl ZohoClient {
             Ok(t) => t,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
-        // Empty answers mean "no records": 204 to anything, and 304 Not Modified to a conditional request
-        // (`If-Modified-Since`), which HTTP allows whenever nothing changed since then.
-        if status == 204 || (status == 304 && conditional) {
-            return parse(&what, status, None);
-        }
-        if (200..300).contains(&status) {
-            let body = if text.trim().is_empty() { None } else { Some(text) };
-            return parse(&what, status, body);
+        // Empty answers mean "no records": 204 (HTTP gives it no body) to anything, and 304 Not Modified to a
+        // conditional request (`If-Modified-Since`), which HTTP allows whenever nothing changed since then.
+        if (200..300).contains(&status) || (status == 304 && conditional) {
+            return parse(&what, status, Some(text).filter(|t| !t.trim().is_empty()));
         }
         // An error body may echo what the request carried: the token, or the client's own secrets.
         let secrets = [
