@@ -210,33 +210,39 @@ fn read_value<'a>(
     slot: usize,
     lookups: &mut Vec<(usize, Lookup<'a>)>,
 ) -> Result<Value, String> {
-    let Some(w) = present(wire) else {
-        return Ok(if read == Read::Names { Value::TextList(Vec::new()) } else { Value::Null });
-    };
-    let (wire, opt) = (Some(w), |v: Option<Value>| v.unwrap_or(Value::Null));
+    let opt = |v: Option<Value>| v.unwrap_or(Value::Null);
     Ok(match read {
-        Read::Text => match w.get().as_bytes().first() {
-            Some(b'"') => opt(text(field, wire)?.map(Value::Text)),
-            Some(b'{' | b'[') => return Err(err(field, format!("expected text, got {}", shown(w)))),
-            // A number or boolean where text is expected: kept as its text.
-            _ => Value::Text(w.get().to_string()),
+        Read::Text => match present(wire) {
+            None => Value::Null,
+            Some(w) => match w.get().as_bytes().first() {
+                Some(b'"') => opt(text(field, Some(w))?.map(Value::Text)),
+                Some(b'{' | b'[') => return Err(err(field, format!("expected text, got {}", shown(w)))),
+                // A number or boolean where text is expected: kept as its text.
+                _ => Value::Text(w.get().to_string()),
+            },
         },
         Read::Id => opt(id_of(field, wire)?.map(Value::Text)),
         Read::Integer => opt(integer(field, wire)?.map(Value::Integer)),
         Read::Decimal => opt(decimal(field, wire)?.map(Value::Decimal)),
-        Read::Boolean => match w.get() {
-            "\"\"" => Value::Null,
-            "true" | "\"true\"" => Value::Boolean(true),
-            "false" | "\"false\"" => Value::Boolean(false),
-            _ => return Err(err(field, format!("expected true or false, got {}", shown(w)))),
+        Read::Boolean => match present(wire) {
+            None => Value::Null,
+            Some(w) => match w.get() {
+                "\"\"" => Value::Null,
+                "true" | "\"true\"" => Value::Boolean(true),
+                "false" | "\"false\"" => Value::Boolean(false),
+                _ => return Err(err(field, format!("expected true or false, got {}", shown(w)))),
+            },
         },
         Read::Date => opt(date(field, wire)?.map(Value::Date)),
         Read::Timestamp => opt(instant(field, wire)?.map(Value::Timestamp)),
-        // A lone string counts as a one-item list.
-        Read::Names if w.get().starts_with('"') => {
-            Value::TextList(text(field, wire)?.into_iter().filter(|s| !s.is_empty()).collect())
-        }
-        Read::Names => Value::TextList(names(field, w)?),
+        Read::Names => match present(wire) {
+            None => Value::TextList(Vec::new()),
+            Some(w) if w.get().starts_with('"') => {
+                // A lone string counts as a one-item list.
+                Value::TextList(text(field, Some(w))?.into_iter().filter(|s| !s.is_empty()).collect())
+            }
+            Some(w) => Value::TextList(names(field, w)?),
+        },
         Read::LookupId | Read::LookupName | Read::LookupEmail => {
             let l = match lookups.iter().position(|(s, _)| *s == slot) {
                 Some(i) => lookups[i].1,
@@ -255,7 +261,10 @@ fn read_value<'a>(
                 _ => opt(text(field, l.email)?.map(Value::Text)),
             }
         }
-        Read::Json => Value::Json(w.to_owned()),
+        Read::Json => match present(wire) {
+            None => Value::Null,
+            Some(w) => Value::Json(w.to_owned()),
+        },
     })
 }
 
