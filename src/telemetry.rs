@@ -169,7 +169,15 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
 
 /// Text for one log line: control characters (a line break that would forge a line, terminal escapes) escaped.
 pub fn one_line(text: &str) -> String {
-    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

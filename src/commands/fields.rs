@@ -8,6 +8,7 @@ use crate::config::cli::{FieldsArgs, FieldsFormat};
 use crate::exit::Exit;
 use crate::run::error::RunError;
 use crate::schema::{standard_columns_of, FieldType, Promoted, STANDARD};
+use crate::telemetry::one_line;
 use crate::zoho::fields::FieldMeta;
 use crate::zoho::ZohoClient;
 
@@ -99,9 +100,9 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
                     };
                     let stored = if r.columns.is_empty() { "raw only".to_string() } else { r.columns.join(", ") };
                     [
-                        printable(&r.api_name),
-                        printable(r.label.as_deref().unwrap_or_default()),
-                        printable(&zoho),
+                        one_line(&r.api_name),
+                        one_line(r.label.as_deref().unwrap_or_default()),
+                        one_line(&zoho),
                         if r.custom { "yes" } else { "" }.into(),
                         stored,
                         r.ty.to_string(),
@@ -120,8 +121,8 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
             for r in rows.iter().filter(|r| r.stored == "raw") {
                 // Zoho's names and labels are data: the toml serializer quotes them, and a comment holds no line
                 // break, so nothing a label says can add a key or a table to the file.
-                let label = one_line(r.label.as_deref().unwrap_or(""));
-                let zoho = one_line(r.data_type.as_deref().unwrap_or("?"));
+                let label = comment_text(r.label.as_deref().unwrap_or(""));
+                let zoho = comment_text(r.data_type.as_deref().unwrap_or("?"));
                 let entry = toml::value::Table::from_iter([
                     ("field".to_string(), toml::Value::String(r.api_name.clone())),
                     ("type".to_string(), toml::Value::String(r.ty.to_string())),
@@ -136,13 +137,8 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
     }
 }
 
-/// Text for a terminal: control characters (escape sequences, line breaks) written as escapes.
-fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
-}
-
 /// Text for a comment: one line, no control character.
-fn one_line(s: &str) -> String {
+fn comment_text(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 

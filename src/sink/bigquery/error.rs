@@ -90,7 +90,7 @@ impl BqFailure {
     pub fn reported(what: impl Into<String>, e: &ErrorProto) -> BqFailure {
         let reasons: Vec<String> = e.reason.clone().into_iter().collect();
         let kind = if reasons.iter().any(|r| transient_reason(r)) { Kind::Transient } else { Kind::Refused };
-        let message = e.message.clone().unwrap_or_default();
+        let message = one_line(e.message.as_deref().unwrap_or_default());
         BqFailure { reasons, job_failed: true, ..BqFailure::new(what, message, kind) }
     }
 
