@@ -180,11 +180,15 @@ impl ZohoClient {
         loop {
             let Some(page) = self.coql(&query_for(after.as_deref())).await? else { return Ok(()) };
             page.records().for_each(&mut each);
-            let last = page.last().and_then(record_id);
-            match last {
-                Some(id) if page.more_records && page.len() as u32 >= criteria::COQL_LIMIT => after = Some(id),
-                _ => return Ok(()),
+            if !page.more_records || (page.len() as u32) < criteria::COQL_LIMIT {
+                return Ok(());
             }
+            // Go on from the last id that reads as one: a record without one must not end the listing early.
+            after = Some(page.records().rev().find_map(record_id).ok_or_else(|| ZohoError::InvalidBody {
+                what: "COQL keyset page".into(),
+                status: 200,
+                reason: "a full page with more records, none of them with a readable id".into(),
+            })?);
         }
     }
 

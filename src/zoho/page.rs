@@ -76,7 +76,7 @@ impl Page {
         self.records.last().map(|r| &**r)
     }
 
-    pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'_>> {
+    pub fn records(&self) -> impl DoubleEndedIterator<Item = Record<'_>> + ExactSizeIterator {
         self.records.iter().map(|r| &**r)
     }
 }

@@ -183,3 +183,60 @@ async fn server_text_that_echoes_a_secret_or_forges_a_log_line_is_redacted_befor
     let ledger = std::fs::read(out.dir.path().join("deals.db")).unwrap_or_default();
     assert!(!ledger.windows(secret.len()).any(|w| w == secret.as_bytes()), "the secret is in the ledger");
 }
+
+/// A keyset page of `ids` (each `None` is a record without a readable id), full and saying more follow.
+fn keyset_page(ids: impl Iterator<Item = Option<u64>>) -> String {
+    let records: Vec<String> = ids
+        .map(|id| match id {
+            Some(id) => format!(r#"{{"id":"{id}"}}"#),
+            None => r#"{"id":null}"#.to_string(),
+        })
+        .collect();
+    format!(r#"{{"data":[{}],"info":{{"more_records":true}}}}"#, records.join(","))
+}
+
+#[tokio::test]
+async fn a_coql_listing_goes_on_past_a_last_record_without_an_id_and_fails_on_a_page_with_none() {
+    let server = zoho_mock().await;
+    let limit = dealsync::zoho::criteria::COQL_LIMIT as u64;
+    // The first page ends with a record whose id does not read: the next page starts after the last one that does.
+    let first = keyset_page((1..limit).map(Some).chain([None]));
+    let second = r#"{"data":[{"id":"5000"}],"info":{"more_records":false}}"#;
+    for (query, body) in [("id > 0", first), (&*format!("id > {}", limit - 1), second.to_string())] {
+        Mock::given(method("POST"))
+            .and(path("/crm/v8/coql"))
+            .and(wiremock::matchers::body_string_contains(query))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
+    let settings = dealsync::config::ZohoSettings {
+        client_id: "1000.X".into(),
+        client_secret: "wm-secret-value".to_string().into(),
+        refresh_token: "1000.wm-refresh-value".to_string().into(),
+        data_centre: dealsync::config::DataCentre::ALL[0],
+        accounts_url: server.uri().parse().unwrap(),
+        api_domain: None,
+        max_concurrency: 1,
+    };
+    let client =
+        dealsync::zoho::ZohoClient::new(settings, Default::default(), std::time::Duration::from_secs(5)).unwrap();
+    let query = |after: Option<&str>| format!("select id from Deals where id > {} limit 2000", after.unwrap_or("0"));
+    let mut seen = 0;
+    client.coql_keyset(query, |_| seen += 1).await.unwrap();
+    assert_eq!(seen, limit + 1, "both pages were listed");
+
+    // A full page where no record has a readable id cannot be continued: an error, not a listing cut short.
+    let bad = keyset_page(std::iter::repeat_n(None, limit as usize));
+    Mock::given(method("POST"))
+        .and(path("/crm/v8/coql"))
+        .and(wiremock::matchers::body_string_contains("id > 7"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(bad, "application/json"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let from_seven = |_: Option<&str>| "select id from Deals where id > 7 limit 2000".to_string();
+    let err = client.coql_keyset(from_seven, |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("none of them with a readable id"), "{err}");
+}
