@@ -103,13 +103,14 @@ async fn phases(
     summary.window_field = Some(window.field.api_name().to_string());
     summary.window_start = Some(window.start_str());
     summary.window_end = Some(window.end_str());
+    // Built before the ledger's `running` row, so that a client that cannot be built leaves no row to explain.
+    let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
     // The run is in the ledger from its start: one killed on the way stays listed, `running` (and exit 75, what an
     // interruption means). Its row is replaced when it ends.
     sink.record_run(&finish::ledger_row(run, summary, &window, "running", Exit::Interrupted.code())).await?;
     tracing::info!(event = "window", run_id = %run.id, field = %window.field, start = %window.start_str(),
         end = %window.end_str(), from_ledger, "syncing {window}");
 
-    let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
     let columns = std::sync::Arc::new(Columns::new(&settings.promoted));
     let stamp = RunStamp { run_id: run.id.as_str().into(), synced_at: run.started_at, columns };
     let collected = collect(&client, &mut sink, &window, &stamp, shutdown).await;
