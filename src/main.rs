@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
+            refused_sync(Exit::Config, e.to_string());
             return Exit::Config.into();
         }
     };

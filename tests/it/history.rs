@@ -194,6 +194,16 @@ async fn a_run_pushes_its_metrics_to_a_real_pushgateway_and_a_failure_keeps_the_
         .await;
     unreadable.assert_code(78);
     assert_eq!(pushed(&gateway, &format!("{instance}-config"), "dealsync_last_exit_code").await, Some(78.0));
+
+    // A log format it does not know (found before logging starts): exit 78, heard too.
+    let unlogged = Dealsync::new(&["sync"])
+        .env("DEALSYNC_PUSHGATEWAY_URL", &format!("http://{gateway}"))
+        .env("DEALSYNC_INSTANCE", &format!("{instance}-log"))
+        .env("LOG_FORMAT", "xml")
+        .run()
+        .await;
+    unlogged.assert_code(78);
+    assert_eq!(pushed(&gateway, &format!("{instance}-log"), "dealsync_last_exit_code").await, Some(78.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
