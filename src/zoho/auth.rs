@@ -10,8 +10,8 @@ use url::Url;
 use super::error::ZohoError;
 use crate::config::{check_scheme, ZohoSettings};
 
-/// A minted access token and where to use it.
-#[derive(Clone)]
+/// A minted access token and where to use it (its `Debug` shows no secret: `SecretString` hides it).
+#[derive(Clone, Debug)]
 pub struct AccessToken {
     pub token: SecretString,
     pub api_domain: Url,
@@ -23,12 +23,6 @@ pub struct AccessToken {
 /// enough that a short-lived token is not re-minted for every request.
 pub fn refresh_margin(lifetime: Duration) -> Duration {
     (lifetime / 5).min(Duration::from_secs(300))
-}
-
-impl std::fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessToken").field("api_domain", &self.api_domain.as_str()).finish_non_exhaustive()
-    }
 }
 
 /// Every key the token endpoint may answer with; which ones are present tells success from failure.
@@ -43,43 +37,38 @@ struct TokenResponse {
     error_description: Option<String>,
 }
 
-/// Posts one grant to the token endpoint. `form` carries the grant's fields; secrets stay inside it.
+/// Posts one grant (`key` = `secret`, of `grant_type`) with the client's credentials to the token endpoint.
 async fn post_grant(
     http: &reqwest::Client,
     settings: &ZohoSettings,
-    form: &[(&str, &str)],
+    (key, secret): (&str, &str),
+    grant_type: &str,
 ) -> Result<TokenResponse, ZohoError> {
+    let form = [
+        (key, secret),
+        ("client_id", settings.client_id.as_str()),
+        ("client_secret", settings.client_secret.expose_secret()),
+        ("grant_type", grant_type),
+    ];
     let accounts = settings.accounts_url.as_str().trim_end_matches('/').to_string();
     let what = format!("the token request to {accounts}");
-    let transport =
-        |e: reqwest::Error| ZohoError::Transport { what: what.clone(), reason: super::describe_reqwest(&e) };
-    let resp = http.post(settings.token_url()).form(form).send().await.map_err(transport)?;
+    let resp = http.post(settings.token_url()).form(&form).send().await.map_err(|e| ZohoError::transport(&what, &e))?;
     let status = resp.status().as_u16();
-    let body = resp.text().await.map_err(transport)?;
-    let unavailable = |what: String| ZohoError::Api {
-        what,
-        status,
-        code: String::new(),
-        message: "the accounts server is unavailable".into(),
-        details: serde_json::Value::Null,
-        retry_after: None,
-    };
+    let body = resp.text().await.map_err(|e| ZohoError::transport(&what, &e))?;
+    let unavailable = || ZohoError::api(&what, status, "", "the accounts server is unavailable");
     let parsed = match serde_json::from_str::<TokenResponse>(&body) {
         Ok(p) => p,
-        Err(_) if status >= 500 || status == 429 => return Err(unavailable(what)),
-        Err(e) => return Err(ZohoError::InvalidBody { what, status, reason: format!("not a token response ({e})") }),
+        Err(_) if status >= 500 || status == 429 => return Err(unavailable()),
+        Err(e) => return Err(ZohoError::invalid(&what, status, format!("not a token response ({e})"))),
     };
     if let Some(error) = parsed.error.as_deref() {
-        return Err(refusal(accounts, error, parsed.error_description.as_deref(), form));
+        return Err(refusal(accounts, error, parsed.error_description.as_deref(), &form));
     }
-    if parsed.access_token.is_none() {
-        if status >= 500 {
-            return Err(unavailable(what));
-        }
-        let reason = "no access_token and no error in the answer".into();
-        return Err(ZohoError::InvalidBody { what, status, reason });
+    match parsed.access_token {
+        Some(_) => Ok(parsed),
+        None if status >= 500 => Err(unavailable()),
+        None => Err(ZohoError::invalid(&what, status, "no access_token and no error in the answer")),
     }
-    Ok(parsed)
 }
 
 /// The token endpoint's `error` (and `error_description`) as the error to tell the operator; `form` tells a
@@ -90,18 +79,9 @@ fn refusal(accounts: String, error: &str, description: Option<&str>, form: &[(&s
     // The server's words may echo the form (the client secret, the refresh token or grant code).
     let secrets: Vec<&str> = form.iter().map(|(_, v)| *v).collect();
     let clean = |text: &str| crate::telemetry::one_line(&crate::telemetry::redact(text, &secrets));
-    let exchanging = form.iter().any(|(key, _)| *key == "code");
     match error {
         _ if throttled => ZohoError::MintThrottled { accounts },
-        "invalid_code" if exchanging => ZohoError::TokenEndpoint {
-            accounts,
-            error: "invalid_code".into(),
-            description: Some(
-                "the grant code is wrong, already used or expired (they live a few minutes): generate a new one in \
-                 the API console and exchange it at once; check ZOHO_DC too"
-                    .into(),
-            ),
-        },
+        "invalid_code" if form[0].0 == "code" => ZohoError::GrantCodeRefused { accounts },
         "invalid_code" => ZohoError::InvalidCode { accounts },
         "invalid_client" => ZohoError::InvalidClient { accounts },
         "invalid_client_secret" => ZohoError::InvalidClientSecret { accounts },
@@ -109,14 +89,12 @@ fn refusal(accounts: String, error: &str, description: Option<&str>, form: &[(&s
     }
 }
 
-fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<AccessToken, ZohoError> {
-    let accounts = settings.accounts_url.as_str().trim_end_matches('/').to_string();
+fn access_token(settings: &ZohoSettings, parsed: TokenResponse) -> Result<AccessToken, ZohoError> {
     let bad = |api_domain: &str, problem: String| ZohoError::BadApiDomain {
-        accounts: accounts.clone(),
+        accounts: settings.accounts_url.as_str().trim_end_matches('/').to_string(),
         api_domain: api_domain.to_string(),
         problem,
     };
-    let token = parsed.access_token.take().expect("checked by post_grant");
     let api_domain = match (&settings.api_domain, parsed.api_domain.as_deref()) {
         (Some(forced), _) => forced.clone(),
         (None, Some(d)) => {
@@ -128,6 +106,7 @@ fn access_token(settings: &ZohoSettings, parsed: &mut TokenResponse) -> Result<A
     };
     // `expires_in` is in seconds (3600). A missing or absurd value falls back to a conservative 55 minutes.
     let lifetime = Duration::from_secs(parsed.expires_in.filter(|s| (1..=86_400).contains(s)).unwrap_or(3300));
+    let token = parsed.access_token.expect("checked by post_grant");
     Ok(AccessToken { token, api_domain, refresh_at: Instant::now() + lifetime - refresh_margin(lifetime) })
 }
 
@@ -154,14 +133,8 @@ fn trusted_api_domain(settings: &ZohoSettings, url: &Url) -> Result<(), String> 
 }
 
 pub async fn mint(http: &reqwest::Client, settings: &ZohoSettings) -> Result<AccessToken, ZohoError> {
-    let form = [
-        ("refresh_token", settings.refresh_token.expose_secret()),
-        ("client_id", settings.client_id.as_str()),
-        ("client_secret", settings.client_secret.expose_secret()),
-        ("grant_type", "refresh_token"),
-    ];
-    let mut parsed = post_grant(http, settings, &form).await?;
-    access_token(settings, &mut parsed)
+    let refresh = ("refresh_token", settings.refresh_token.expose_secret());
+    access_token(settings, post_grant(http, settings, refresh, "refresh_token").await?)
 }
 
 /// The OAuth scopes dealsync needs, comma-separated as the Zoho API console takes them.
@@ -185,21 +158,14 @@ pub async fn exchange_grant(
     settings: &ZohoSettings,
     grant_code: &SecretString,
 ) -> Result<Exchanged, ZohoError> {
-    let form = [
-        ("code", grant_code.expose_secret()),
-        ("client_id", settings.client_id.as_str()),
-        ("client_secret", settings.client_secret.expose_secret()),
-        ("grant_type", "authorization_code"),
-    ];
-    let mut parsed = post_grant(http, settings, &form).await?;
-    let refresh_token = parsed.refresh_token.take().ok_or_else(|| ZohoError::InvalidBody {
-        what: "the grant-code exchange".into(),
-        status: 200,
-        reason: "the answer has no refresh_token (a Self Client grant code should always yield one)".into(),
+    let code = ("code", grant_code.expose_secret());
+    let mut parsed = post_grant(http, settings, code, "authorization_code").await?;
+    let refresh_token = parsed.refresh_token.take().ok_or_else(|| {
+        let reason = "the answer has no refresh_token (a Self Client grant code should always yield one)";
+        ZohoError::invalid("the grant-code exchange", 200, reason)
     })?;
     let scope = parsed.scope.take();
-    let access = access_token(settings, &mut parsed)?;
-    Ok(Exchanged { refresh_token, scope, api_domain: access.api_domain })
+    Ok(Exchanged { refresh_token, scope, api_domain: access_token(settings, parsed)?.api_domain })
 }
 
 #[cfg(test)]

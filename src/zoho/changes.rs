@@ -25,6 +25,10 @@ pub struct StageChange {
     pub modified_time: DateTime<Utc>,
 }
 
+fn utc(time: Option<String>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(&time?).ok().map(|t| t.with_timezone(&Utc))
+}
+
 /// Every deal deleted since `since` (all pages).
 pub async fn deleted_since(client: &ZohoClient, since: DateTime<Utc>) -> Result<Vec<Deleted>, ZohoError> {
     #[derive(Deserialize)]
@@ -37,15 +41,10 @@ pub async fn deleted_since(client: &ZohoClient, since: DateTime<Utc>) -> Result<
     let mut out = Vec::new();
     for page in 1.. {
         let Some(p) = client.deleted_page(&since, page).await? else { break };
-        for r in p.records() {
-            let Ok(w) = serde_json::from_str::<Wire>(r.get()) else { continue };
-            let (Some(deal_id), Some(t)) =
-                (w.id.and_then(read_id), w.deleted_time.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()))
-            else {
-                continue;
-            };
-            out.push(Deleted { deal_id, deleted_time: t.with_timezone(&Utc) });
-        }
+        out.extend(p.records().filter_map(|r| {
+            let w: Wire = serde_json::from_str(r.get()).ok()?;
+            Some(Deleted { deal_id: read_id(w.id?)?, deleted_time: utc(w.deleted_time)? })
+        }));
         if !p.more_records {
             break;
         }
@@ -69,21 +68,13 @@ pub async fn left_closed_won(client: &ZohoClient, window: &Window) -> Result<Vec
         modified: Option<String>,
     }
     let mut out = Vec::new();
-    client
-        .coql_keyset(
-            |after| coql_keyset_page("id, Stage, Modified_Time", "!=", window, after),
-            |r| {
-                let Ok(w) = serde_json::from_str::<Wire>(r.get()) else { return };
-                let (Some(deal_id), Some(stage), Some(m)) = (
-                    w.id.and_then(read_id),
-                    w.stage,
-                    w.modified.as_deref().and_then(|m| DateTime::parse_from_rfc3339(m).ok()),
-                ) else {
-                    return;
-                };
-                out.push(StageChange { deal_id, stage, modified_time: m.with_timezone(&Utc) });
-            },
-        )
-        .await?;
+    let query = |after: Option<&str>| coql_keyset_page("id, Stage, Modified_Time", "!=", window, after);
+    let each = |r: &RawValue| {
+        let change = serde_json::from_str(r.get()).ok().and_then(|w: Wire| {
+            Some(StageChange { deal_id: read_id(w.id?)?, stage: w.stage?, modified_time: utc(w.modified)? })
+        });
+        out.extend(change);
+    };
+    client.coql_keyset(query, each).await?;
     Ok(out)
 }

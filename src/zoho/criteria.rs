@@ -35,25 +35,17 @@ impl Op {
     }
 }
 
-/// One `(field:operator:value[,value…])` term.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Condition {
-    pub field: String,
-    pub op: Op,
-    pub values: Vec<String>,
-}
-
-/// A criteria expression: conditions combined pairwise with `and` / `or`.
+/// A criteria expression: `(field:operator:value[,value…])` terms combined pairwise with `and` / `or`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
-    Cond(Condition),
+    Cond(String, Op, Vec<String>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
 }
 
 impl Expr {
     pub fn cond(field: &str, op: Op, values: &[&str]) -> Expr {
-        Expr::Cond(Condition { field: field.to_string(), op, values: values.iter().map(|v| v.to_string()).collect() })
+        Expr::Cond(field.to_string(), op, values.iter().map(|v| v.to_string()).collect())
     }
 
     pub fn and(self, other: Expr) -> Expr {
@@ -68,9 +60,9 @@ impl Expr {
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Expr::Cond(c) => {
-                let values: Vec<String> = c.values.iter().map(|v| escape_value(v)).collect();
-                write!(f, "({}:{}:{})", c.field, c.op.as_str(), values.join(","))
+            Expr::Cond(field, op, values) => {
+                let values: Vec<String> = values.iter().map(|v| escape_value(v)).collect();
+                write!(f, "({field}:{}:{})", op.as_str(), values.join(","))
             }
             Expr::And(a, b) => write!(f, "({a}and{b})"),
             Expr::Or(a, b) => write!(f, "({a}or{b})"),
@@ -80,52 +72,39 @@ impl fmt::Display for Expr {
 
 /// Escapes one criteria value: a backslash before `(`, `)`, `,` and `\`.
 pub fn escape_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        if matches!(c, '(' | ')' | ',' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    v.chars().flat_map(|c| matches!(c, '(' | ')' | ',' | '\\').then_some('\\').into_iter().chain([c])).collect()
 }
 
 /// The search criteria for closed-won deals in a window: stage, then the half-open range on the window field.
 pub fn closed_won_in(window: &Window) -> Expr {
     let field = window.field.api_name();
-    let range = Expr::cond(field, Op::GreaterEqual, &[&window.start_str()]).and(Expr::cond(
-        field,
-        Op::LessThan,
-        &[&window.end_str()],
-    ));
+    let from = Expr::cond(field, Op::GreaterEqual, &[&window.start_str()]);
+    let range = from.and(Expr::cond(field, Op::LessThan, &[&window.end_str()]));
     Expr::cond("Stage", Op::Equals, &[CLOSED_WON]).and(range)
+}
+
+/// The COQL conditions on a window: deals whose Stage compares with `stage_op` (`=` or `!=`) to "Closed Won",
+/// and the window's start and end (joined by the caller: COQL wants two conditions per parenthesis).
+fn coql_window(stage_op: &str, window: &Window) -> (String, String) {
+    let field = window.field.api_name();
+    let (start, end) = (coql_literal(&window.start_str()), coql_literal(&window.end_str()));
+    (format!("Stage {stage_op} {} and {field} >= {start}", coql_literal(CLOSED_WON)), format!("{field} < {end}"))
 }
 
 /// One keyset page of a COQL query over a window: `columns` of the deals whose Stage compares with `stage_op`
 /// (`=` or `!=`) to "Closed Won", with `id > after_id`, in id order, `COQL_LIMIT` of them.
 pub fn coql_keyset_page(columns: &str, stage_op: &str, window: &Window, after_id: Option<&str>) -> String {
-    let field = window.field.api_name();
-    let id_cond = match after_id {
-        Some(id) => format!("id > {}", coql_literal(id)),
-        None => "id is not null".to_string(),
-    };
+    let (stage_and_start, before_end) = coql_window(stage_op, window);
+    let id_cond = after_id.map_or("id is not null".to_string(), |id| format!("id > {}", coql_literal(id)));
     format!(
-        "select {columns} from Deals where ((Stage {stage_op} {} and {field} >= {}) and ({field} < {} and {id_cond})) order by id asc limit {COQL_LIMIT}",
-        coql_literal(CLOSED_WON),
-        coql_literal(&window.start_str()),
-        coql_literal(&window.end_str()),
+        "select {columns} from Deals where (({stage_and_start}) and ({before_end} and {id_cond})) order by id asc limit {COQL_LIMIT}"
     )
 }
 
 /// Counts the deals whose stage is exactly "Closed Won" in a window (COQL compares exactly, unlike search).
 pub fn coql_count_closed_won(window: &Window) -> String {
-    let field = window.field.api_name();
-    format!(
-        "select COUNT(id) from Deals where ((Stage = {} and {field} >= {}) and {field} < {})",
-        coql_literal(CLOSED_WON),
-        coql_literal(&window.start_str()),
-        coql_literal(&window.end_str()),
-    )
+    let (stage_and_start, before_end) = coql_window("=", window);
+    format!("select COUNT(id) from Deals where (({stage_and_start}) and {before_end})")
 }
 
 /// A COQL string literal: single quotes, an inner quote doubled.

@@ -26,6 +26,11 @@ pub enum ZohoError {
          in a loop"
     )]
     MintThrottled { accounts: String },
+    #[error(
+        "the token endpoint {accounts} answered `invalid_code`: the grant code is wrong, already used or expired \
+         (they live a few minutes): generate a new one in the API console and exchange it at once; check ZOHO_DC too"
+    )]
+    GrantCodeRefused { accounts: String },
     #[error("the token endpoint {accounts} answered `{error}`{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     TokenEndpoint { accounts: String, error: String, description: Option<String> },
     #[error("the token response from {accounts} names api_domain `{api_domain}`, which is not usable: {problem}; set ZOHO_API_DOMAIN")]
@@ -55,6 +60,22 @@ pub enum ZohoError {
 }
 
 impl ZohoError {
+    /// An answer to `what` that does not read as one.
+    pub(crate) fn invalid(what: impl Into<String>, status: u16, reason: impl Into<String>) -> ZohoError {
+        ZohoError::InvalidBody { what: what.into(), status, reason: reason.into() }
+    }
+
+    /// An error answer told by its status and code alone.
+    pub(crate) fn api(what: impl Into<String>, status: u16, code: &str, message: impl Into<String>) -> ZohoError {
+        let (what, code, message) = (what.into(), code.to_string(), message.into());
+        ZohoError::Api { what, status, code, message, details: serde_json::Value::Null, retry_after: None }
+    }
+
+    /// A request to `what` that failed in transit.
+    pub(crate) fn transport(what: impl Into<String>, e: &reqwest::Error) -> ZohoError {
+        ZohoError::Transport { what: what.into(), reason: describe_reqwest(e) }
+    }
+
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -104,26 +125,44 @@ impl ZohoError {
 
 /// What to do about a non-retryable Zoho error code, in words an operator can act on.
 fn hint(code: &str, details: &serde_json::Value) -> String {
-    let api_name = details.get("api_name").and_then(|v| v.as_str());
-    match code {
-        "OAUTH_SCOPE_MISMATCH" => " (the refresh token lacks a scope: mint it with ZohoCRM.modules.deals.READ, \
+    let hint = match code {
+        "OAUTH_SCOPE_MISMATCH" => {
+            " (the refresh token lacks a scope: mint it with ZohoCRM.modules.deals.READ, \
             ZohoSearch.securesearch.READ, ZohoCRM.coql.READ and ZohoCRM.settings.fields.READ)"
-            .to_string(),
-        "NO_PERMISSION" => " (the Zoho user behind the refresh token may not read Deals; give its profile read \
+        }
+        "NO_PERMISSION" => {
+            " (the Zoho user behind the refresh token may not read Deals; give its profile read \
             permission on Deals)"
-            .to_string(),
-        "INVALID_TOKEN" | "INVALID_OAUTHTOKEN" | "AUTHENTICATION_FAILURE" => " (the access token was refused even \
+        }
+        "INVALID_TOKEN" | "INVALID_OAUTHTOKEN" | "AUTHENTICATION_FAILURE" => {
+            " (the access token was refused even \
             after minting a new one: the token's data centre and the API domain disagree; check ZOHO_DC and \
             ZOHO_API_DOMAIN)"
-            .to_string(),
-        "INVALID_QUERY" => match api_name {
-            Some(f) => format!(" (field `{f}` cannot be searched this way; check --window-field)"),
-            None => " (the search criteria were refused)".to_string(),
+        }
+        "INVALID_QUERY" => match details.get("api_name").and_then(|v| v.as_str()) {
+            Some(f) => return format!(" (field `{f}` cannot be searched this way; check --window-field)"),
+            None => " (the search criteria were refused)",
         },
-        "INVALID_MODULE" => " (the Deals module is not available to this user or API domain)".to_string(),
-        "INVALID_URL_PATTERN" => " (the API domain does not serve CRM v8; check ZOHO_API_DOMAIN)".to_string(),
-        _ => String::new(),
-    }
+        "INVALID_MODULE" => " (the Deals module is not available to this user or API domain)",
+        "INVALID_URL_PATTERN" => " (the API domain does not serve CRM v8; check ZOHO_API_DOMAIN)",
+        _ => "",
+    };
+    hint.to_string()
+}
+
+/// A reqwest error in words, without its URL (the caller names the request) and with its causes.
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the response body broke off"
+    } else {
+        "the request failed"
+    };
+    let causes = std::iter::successors(std::error::Error::source(e), |s| s.source());
+    causes.fold(kind.to_string(), |msg, cause| format!("{msg}: {cause}"))
 }
 
 #[cfg(test)]
@@ -131,14 +170,7 @@ mod tests {
     use super::*;
 
     fn api(status: u16, code: &str) -> ZohoError {
-        ZohoError::Api {
-            what: "test".into(),
-            status,
-            code: code.into(),
-            message: "m".into(),
-            details: serde_json::Value::Null,
-            retry_after: None,
-        }
+        ZohoError::api("test", status, code, "m")
     }
 
     #[test]

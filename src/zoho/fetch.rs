@@ -9,8 +9,8 @@
 //! (`fetch_ids`). A begun slice's next page goes before a new slice's first, so rows arrive near window order.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, FixedOffset};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -79,6 +79,8 @@ pub struct Fetched {
 /// One unit of fetching work.
 #[derive(Debug)]
 enum Task {
+    /// The whole window: counted, then cut into slices.
+    Count(Window),
     /// The next page of a slice of the window, which is estimated to hold this many closed-won deals.
     Slice(Window, u64),
     /// A slice too dense to cut: listed by id, then read by id.
@@ -87,11 +89,21 @@ enum Task {
     ById(Vec<String>),
 }
 
-/// What a task found: more work, or a reason to stop.
-enum Step {
-    More(Vec<Task>),
+/// Why a task ended before its work was done.
+enum Halt {
+    /// A shutdown was asked for, or the receiving side went away.
     Stop,
+    Failed(ZohoError),
 }
+
+impl From<ZohoError> for Halt {
+    fn from(e: ZohoError) -> Halt {
+        Halt::Failed(e)
+    }
+}
+
+/// What a task leaves to do.
+type Step = Result<Vec<Task>, Halt>;
 
 pub struct Fetcher<'a, P = FetchedPage> {
     client: &'a ZohoClient,
@@ -103,14 +115,14 @@ pub struct Fetcher<'a, P = FetchedPage> {
     concurrency: usize,
     counters: Mutex<FetchStats>,
     /// Closed-won deals in the whole window, once counted (for the progress bar).
-    expected: std::sync::Arc<AtomicU64>,
+    expected: Arc<AtomicU64>,
     /// The fields to ask for by id: those search returned (its first record's keys), so that a deal read by id
     /// has the shape of one found by search. Empty until a search page shows them.
     fields: Mutex<Vec<String>>,
     /// Fields a record read by id must carry whatever search returned: every field the run's columns read.
     required_fields: Vec<String>,
     /// Search answered a slice in another order than asked: slices are then cut small before they are read.
-    unordered: std::sync::atomic::AtomicBool,
+    unordered: AtomicBool,
 }
 
 impl<'a, P> Fetcher<'a, P> {
@@ -121,18 +133,17 @@ impl<'a, P> Fetcher<'a, P> {
         stage: impl Fn(FetchedPage) -> P + Send + Sync + 'a,
         shutdown: Shutdown,
     ) -> Self {
-        let concurrency = client.settings().max_concurrency.max(1);
         Fetcher {
             client,
             tx,
             stage: Box::new(stage),
             shutdown,
-            concurrency,
+            concurrency: client.settings().max_concurrency.max(1),
             counters: Mutex::default(),
             expected: Default::default(),
-            fields: Mutex::new(Vec::new()),
+            fields: Mutex::default(),
             required_fields: Vec::new(),
-            unordered: std::sync::atomic::AtomicBool::new(false),
+            unordered: AtomicBool::new(false),
         }
     }
 
@@ -154,7 +165,7 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     /// Shares the expected number of deals with a progress display.
-    pub fn expected(mut self, expected: std::sync::Arc<AtomicU64>) -> Self {
+    pub fn expected(mut self, expected: Arc<AtomicU64>) -> Self {
         self.expected = expected;
         self
     }
@@ -162,32 +173,17 @@ impl<'a, P> Fetcher<'a, P> {
     /// Sends every closed-won candidate of `root` down the channel, page by page. The window is counted before
     /// the first search, so that every deal a search then returns was in the window when it was counted.
     pub async fn fetch_window(&self, root: Window) -> Result<Fetched, ZohoError> {
-        let Some(n) = self.count_of(&root).await? else { return Ok(self.fetched(true)) };
-        self.expected.store(n, Ordering::Relaxed);
-        self.count(|c| {
-            c.root_count.get_or_insert(n);
-        });
-        // A window Zoho counts empty is still searched once: that checks the search API (its scope) every night.
-        // A Closing_Date window cannot be read in order (search does not sort on a date field): a page's worth each.
-        let small = n.div_ceil(SLICE_TARGET) as usize;
-        let wanted =
-            if root.field.is_date() { small.max(1) } else { small.clamp(1, self.concurrency * SLICES_PER_REQUEST) };
-        self.run(slices(root, n, wanted)).await
+        self.run(vec![Task::Count(root)]).await
     }
 
     /// Sends the deals with these ids down the channel, read by id (what the completeness check found missing).
     pub async fn fetch_ids(&self, ids: Vec<String>) -> Result<Fetched, ZohoError> {
-        let tasks = ids.chunks(IDS_PER_REQUEST).map(|c| Task::ById(c.to_vec())).collect();
-        self.run(tasks).await
+        self.run(by_id(&ids)).await
     }
 
     /// What this fetcher did so far.
     pub fn stats(&self) -> FetchStats {
-        self.fetched(false).stats
-    }
-
-    fn fetched(&self, stopped_early: bool) -> Fetched {
-        Fetched { stats: self.counters.lock().expect("not poisoned").clone(), stopped_early }
+        self.counters.lock().expect("not poisoned").clone()
     }
 
     fn count(&self, add: impl FnOnce(&mut FetchStats)) {
@@ -197,33 +193,26 @@ impl<'a, P> Fetcher<'a, P> {
     async fn run(&self, start: Vec<Task>) -> Result<Fetched, ZohoError> {
         let mut queue = VecDeque::from(start);
         let mut running = FuturesUnordered::new();
-        let mut stopped = false;
-        loop {
+        let stopped_early = loop {
             while running.len() < self.concurrency {
                 let Some(task) = queue.pop_front() else { break };
                 running.push(self.task(task));
             }
             match running.next().await {
-                None => break,
-                Some(Err(e)) => return Err(e),
+                None => break false,
                 // A task's follow-ups go first: slices already begun are read on before new ones start, so
                 // that rows arrive near the order of the window (a sink's indexes then touch few pages at once).
-                Some(Ok(Step::More(tasks))) => {
-                    for task in tasks.into_iter().rev() {
-                        queue.push_front(task);
-                    }
-                }
-                Some(Ok(Step::Stop)) => {
-                    stopped = true;
-                    break;
-                }
+                Some(Ok(tasks)) => tasks.into_iter().rev().for_each(|task| queue.push_front(task)),
+                Some(Err(Halt::Stop)) => break true,
+                Some(Err(Halt::Failed(e))) => return Err(e),
             }
-        }
-        Ok(self.fetched(stopped))
+        };
+        Ok(Fetched { stats: self.stats(), stopped_early })
     }
 
-    async fn task(&self, task: Task) -> Result<Step, ZohoError> {
+    async fn task(&self, task: Task) -> Step {
         match task {
+            Task::Count(root) => self.count_window(root).await,
             Task::Slice(w, estimate)
                 if estimate > SLICE_TARGET
                     && (w.field.is_date() || self.unordered.load(Ordering::Relaxed))
@@ -231,89 +220,79 @@ impl<'a, P> Fetcher<'a, P> {
             {
                 // A slice that cannot be read in order is read in parts of a page's worth.
                 self.count(|c| c.slices_split += 1);
-                Ok(Step::More(slices(w, estimate, estimate.div_ceil(SLICE_TARGET) as usize)))
+                Ok(slices(w, estimate, estimate.div_ceil(SLICE_TARGET) as usize))
             }
             Task::Slice(w, estimate) => self.slice(w, estimate).await,
-            Task::Dense(w) => self.dense(w).await,
+            Task::Dense(w) => {
+                tracing::info!(event = "dense_slice", window = %w, "more closed-won deals than a search page in a slice that cannot be cut; reading them by id");
+                Ok(by_id(&self.guarded(self.list_ids(&w)).await?))
+            }
             Task::ById(ids) => self.by_id(ids).await,
         }
     }
 
-    /// Runs a request unless a shutdown comes first; `None` means stop.
-    async fn guarded<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, ZohoError>>,
-    ) -> Result<Option<T>, ZohoError> {
+    /// Runs a request unless a shutdown comes first.
+    async fn guarded<T>(&self, fut: impl std::future::Future<Output = Result<T, ZohoError>>) -> Result<T, Halt> {
         tokio::select! {
             biased;
-            _ = self.shutdown.wait() => Ok(None),
-            r = fut => r.map(Some),
+            _ = self.shutdown.wait() => Err(Halt::Stop),
+            r = fut => Ok(r?),
         }
     }
 
-    async fn count_of(&self, w: &Window) -> Result<Option<u64>, ZohoError> {
+    /// Counts the window's closed-won deals and cuts it into slices.
+    async fn count_window(&self, root: Window) -> Step {
         self.count(|c| c.counts += 1);
-        self.guarded(self.client.coql_count(&coql_count_closed_won(w))).await
+        let n = self.guarded(self.client.coql_count(&coql_count_closed_won(&root))).await?;
+        self.expected.store(n, Ordering::Relaxed);
+        self.count(|c| {
+            c.root_count.get_or_insert(n);
+        });
+        // A window Zoho counts empty is still searched once: that checks the search API (its scope) every night.
+        // A Closing_Date window cannot be read in order (search does not sort on a date field): a page's worth each.
+        let small = n.div_ceil(SLICE_TARGET) as usize;
+        let wanted =
+            if root.field.is_date() { small.max(1) } else { small.clamp(1, self.concurrency * SLICES_PER_REQUEST) };
+        Ok(slices(root, n, wanted))
     }
 
     /// Reads a slice's next page: the whole slice when Zoho says there is no more; otherwise what the page
     /// proves, and the rest of the slice as another task.
-    async fn slice(&self, w: Window, estimate: u64) -> Result<Step, ZohoError> {
+    async fn slice(&self, w: Window, estimate: u64) -> Step {
         let criteria = closed_won_in(&w).to_string();
         let order = if w.field.is_date() { SearchOrder::Default } else { SearchOrder::ModifiedAsc };
         let Some(page) = self.guarded(self.client.search_page("Deals", &criteria, order, 1, PER_PAGE)).await? else {
-            return Ok(Step::Stop);
+            return Ok(vec![]);
         };
-        let Some(page) = page else { return Ok(Step::More(vec![])) };
         self.learn_fields(&page);
+        let origin = Origin::Search { window: w.to_string() };
         if !page.more_records {
-            return self.emit(page, Origin::Search { window: w.to_string() }, None).await;
+            return self.emit(page, origin, None).await;
         }
         if order == SearchOrder::ModifiedAsc {
-            if let Some((last, keep)) = ascending_last_time(&page, &w) {
-                if last > w.start {
-                    // Every deal before the last second is on this page, in whatever order ties came.
-                    let rest = Window { field: w.field, start: last, end: w.end };
+            match ascending_last_time(&page, &w) {
+                // Every deal before the last second is on this page, in whatever order ties came.
+                Some((last, keep)) if last > w.start => {
                     let left = estimate.saturating_sub(page.len() as u64).max(1);
-                    if let Step::Stop = self.emit(page, Origin::Search { window: w.to_string() }, Some(keep)).await? {
-                        return Ok(Step::Stop);
-                    }
-                    return Ok(Step::More(vec![Task::Slice(rest, left)]));
+                    self.emit(page, origin, Some(keep)).await?;
+                    return Ok(vec![Task::Slice(Window { start: last, ..w }, left)]);
                 }
                 // A whole page in the slice's first second: that second is dense.
-                return Ok(Step::More(self.dense_then_rest(&w, estimate)));
-            }
-            if !self.unordered.swap(true, Ordering::Relaxed) {
-                tracing::warn!(event = "search_unordered", window = %w,
-                    "search did not answer in the Modified_Time order asked for; reading the rest in slices of a page's worth");
+                Some(_) => return Ok(dense_then_rest(&w, estimate)),
+                None if !self.unordered.swap(true, Ordering::Relaxed) => {
+                    tracing::warn!(event = "search_unordered", window = %w,
+                        "search did not answer in the Modified_Time order asked for; reading the rest in slices of a page's worth");
+                }
+                None => {}
             }
         }
         // Not in modification order: the page says nothing about what it left out. Read the slice in parts.
         self.count(|c| c.slices_split += 1);
         let parts = estimate.div_ceil(SLICE_TARGET).max(2) as usize;
         match w.split() {
-            Some(_) => Ok(Step::More(slices(w, estimate.max(PER_PAGE as u64), parts))),
-            None => Ok(Step::More(vec![Task::Dense(w)])),
+            Some(_) => Ok(slices(w, estimate.max(PER_PAGE as u64), parts)),
+            None => Ok(vec![Task::Dense(w)]),
         }
-    }
-
-    /// A slice whose first second alone fills a page: that second by id, the rest as a slice.
-    fn dense_then_rest(&self, w: &Window, estimate: u64) -> Vec<Task> {
-        let second =
-            Window { field: w.field, start: w.start, end: (w.start + chrono::TimeDelta::seconds(1)).min(w.end) };
-        let mut tasks = Vec::new();
-        if second.end < w.end {
-            tasks.push(Task::Slice(Window { field: w.field, start: second.end, end: w.end }, estimate));
-        }
-        tasks.push(Task::Dense(second));
-        tasks
-    }
-
-    /// Lists a dense slice's closed-won deals by id (COQL keyset paging), then reads them by id.
-    async fn dense(&self, w: Window) -> Result<Step, ZohoError> {
-        tracing::info!(event = "dense_slice", window = %w, "more closed-won deals than a search page in a slice that cannot be cut; reading them by id");
-        let Some(ids) = self.guarded(self.list_ids(&w)).await? else { return Ok(Step::Stop) };
-        Ok(Step::More(ids.chunks(IDS_PER_REQUEST).map(|c| Task::ById(c.to_vec())).collect()))
     }
 
     /// Every closed-won deal id in `w`, from COQL, `id > last` at a time (one request per 2,000).
@@ -328,38 +307,29 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     /// Reads up to 100 deals by id, with the fields search returns (50 a request; more are merged by id).
-    async fn by_id(&self, ids: Vec<String>) -> Result<Step, ZohoError> {
-        let Some(fields) = self.by_id_fields().await? else { return Ok(Step::Stop) };
+    async fn by_id(&self, ids: Vec<String>) -> Step {
         let mut parts = Vec::new();
-        for chunk in fields.chunks(FIELDS_PER_REQUEST) {
+        for chunk in self.by_id_fields().await?.chunks(FIELDS_PER_REQUEST) {
             self.count(|c| c.by_id += 1);
-            match self.guarded(self.client.records_by_id("Deals", &ids, chunk)).await? {
-                None => return Ok(Step::Stop),
-                Some(None) => {}
-                Some(Some(page)) => parts.push(page),
-            }
+            parts.extend(self.guarded(self.client.records_by_id("Deals", &ids, chunk)).await?);
         }
-        let page = match parts.len() {
-            0 => return Ok(Step::More(vec![])),
-            1 => parts.pop().expect("one part"),
-            _ => merge_by_id(&parts).map_err(|reason| ZohoError::InvalidBody {
-                what: format!("GET /crm/v8/Deals?ids=… ({} ids)", ids.len()),
-                status: 200,
-                reason,
-            })?,
-        };
-        self.emit(page, Origin::ById { ids: ids.len() }, None).await
+        let merged = merge_by_id(parts).map_err(|reason| ZohoError::InvalidBody {
+            what: format!("GET /crm/v8/Deals?ids=… ({} ids)", ids.len()),
+            status: 200,
+            reason,
+        })?;
+        match merged {
+            Some(page) => self.emit(page, Origin::ById { ids: ids.len() }, None).await,
+            None => Ok(vec![]),
+        }
     }
 
     /// The fields to ask for by id: search's, once a search page showed them; otherwise Zoho's field list.
-    async fn by_id_fields(&self) -> Result<Option<Vec<String>>, ZohoError> {
-        let known = self.fields.lock().expect("not poisoned").clone();
-        let mut fields = if known.is_empty() {
-            let Some(meta) = self.guarded(self.client.fields("Deals")).await? else { return Ok(None) };
-            meta.into_iter().map(|f| f.api_name).collect()
-        } else {
-            known
-        };
+    async fn by_id_fields(&self) -> Result<Vec<String>, Halt> {
+        let mut fields = self.fields();
+        if fields.is_empty() {
+            fields = self.guarded(self.client.fields("Deals")).await?.into_iter().map(|f| f.api_name).collect();
+        }
         for f in &self.required_fields {
             if !fields.contains(f) {
                 fields.push(f.clone());
@@ -367,32 +337,32 @@ impl<'a, P> Fetcher<'a, P> {
         }
         // `id` comes back anyway; asking for it would take one of the 50.
         fields.retain(|f| f != "id");
-        Ok(Some(fields))
+        Ok(fields)
     }
 
     /// Notes the fields search returns (its first record's keys, Zoho's `$` system keys aside).
     fn learn_fields(&self, page: &Page) {
         let mut fields = self.fields.lock().expect("not poisoned");
-        if !fields.is_empty() {
-            return;
-        }
-        if let Some(Ok(Members(members))) = page.get(0).map(Members::of) {
+        if let (true, Some(Ok(Members(members)))) = (fields.is_empty(), page.get(0).map(Members::of)) {
             *fields = members.into_iter().map(|(k, _)| k.into_owned()).filter(|k| !k.starts_with('$')).collect();
         }
     }
 
-    async fn emit(&self, page: Page, origin: Origin, keep: Option<usize>) -> Result<Step, ZohoError> {
+    async fn emit(&self, page: Page, origin: Origin, keep: Option<usize>) -> Step {
         self.count(|c| {
             c.pages += 1;
             c.records += page.len() as u64;
         });
         tracing::debug!(event = "page", records = page.len(), origin = ?origin);
-        match self.tx.send((self.stage)(FetchedPage { page, origin, keep })).await {
-            Ok(()) => Ok(Step::More(vec![])),
-            // The receiving side stopped (it failed, or a shutdown was asked for).
-            Err(_) => Ok(Step::Stop),
-        }
+        // A closed channel: the receiving side stopped (it failed, or a shutdown was asked for).
+        self.tx.send((self.stage)(FetchedPage { page, origin, keep })).await.map_err(|_| Halt::Stop)?;
+        Ok(vec![])
     }
+}
+
+/// Reading these ids, `IDS_PER_REQUEST` at a time.
+fn by_id(ids: &[String]) -> Vec<Task> {
+    ids.chunks(IDS_PER_REQUEST).map(|c| Task::ById(c.to_vec())).collect()
 }
 
 /// `w` cut into `parts` slices of equal length, sharing the `estimate` of closed-won deals it holds.
@@ -406,34 +376,56 @@ fn slices(w: Window, estimate: u64, parts: usize) -> Vec<Task> {
     }
 }
 
+/// A slice whose first second alone fills a page: that second by id, the rest as a slice.
+fn dense_then_rest(w: &Window, estimate: u64) -> Vec<Task> {
+    let second = Window { end: (w.start + chrono::TimeDelta::seconds(1)).min(w.end), ..w.clone() };
+    let mut tasks = Vec::new();
+    if second.end < w.end {
+        tasks.push(Task::Slice(Window { start: second.end, ..w.clone() }, estimate));
+    }
+    tasks.push(Task::Dense(second));
+    tasks
+}
+
 /// One page from parts of the same records read with different fields: each record's members, the first part's
-/// first, then what the other parts add (by id).
-fn merge_by_id(parts: &[Page]) -> Result<Page, String> {
+/// first, then what the other parts add (by id); `None` when there are no parts. A record of a part that has no
+/// readable id or is not an object fails the page: merging without it would hand on a deal with some of its
+/// fields missing, which could be written as a row or skipped as not closed won, so the mapper cannot be relied
+/// on to quarantine it.
+fn merge_by_id(mut parts: Vec<Page>) -> Result<Option<Page>, String> {
+    if parts.len() < 2 {
+        return Ok(parts.pop());
+    }
     let mut merged: Vec<(String, String)> = Vec::new();
-    for r in parts.iter().flat_map(Page::records) {
-        let Some(id) = record_id(r) else { continue };
-        match merged.iter_mut().find(|(m, _)| *m == id) {
-            None => merged.push((id, r.get().to_string())),
-            Some((_, have)) => {
-                let extra: String = match (serde_json::from_str::<Members>(have), Members::of(r)) {
-                    (Ok(Members(had)), Ok(Members(more))) => more
-                        .iter()
-                        .filter(|(name, _)| !had.iter().any(|(h, _)| h == name))
-                        .map(|(name, value)| {
-                            format!(",{}:{}", serde_json::to_string(name).expect("strings serialize"), value.get())
-                        })
-                        .collect(),
-                    _ => continue,
-                };
-                if !extra.is_empty() {
-                    have.truncate(have.trim_end().len() - 1);
-                    have.push_str(&extra);
-                    have.push('}');
+    for (p, part) in parts.iter().enumerate() {
+        for (i, r) in part.records().enumerate() {
+            let (id, Members(more)) = match (record_id(r), Members::of(r)) {
+                (Some(id), Ok(members)) => (id, members),
+                (Some(id), Err(e)) => {
+                    return Err(format!("deal {id}: part {} of its fields is not an object ({e})", p + 1))
                 }
-            }
+                (None, _) => {
+                    return Err(format!("record {} of part {} has no readable id to merge it by", i + 1, p + 1))
+                }
+            };
+            let Some((_, have)) = merged.iter_mut().find(|(m, _)| *m == id) else {
+                merged.push((id, r.get().to_string()));
+                continue;
+            };
+            let Members(had) = serde_json::from_str(have).expect("a merged record is an object");
+            let extra: String = more
+                .iter()
+                .filter(|(name, _)| !had.iter().any(|(h, _)| h == name))
+                .map(|(name, value)| {
+                    format!(",{}:{}", serde_json::to_string(name).expect("strings serialize"), value.get())
+                })
+                .collect();
+            have.truncate(have.trim_end().len() - 1);
+            have.push_str(&extra);
+            have.push('}');
         }
     }
-    Page::of_records(merged.iter().map(|(_, t)| t.as_str()), false)
+    Page::of_records(merged.iter().map(|(_, t)| t), false).map(Some)
 }
 
 /// The modification time of a page's last record and how many records come before that second, provided
@@ -521,8 +513,21 @@ mod tests {
     fn records_read_with_different_fields_are_merged_by_id() {
         let a = Page::of_records([r#"{"id":"1","A":1,"$x":true}"#, r#"{"id":"2","A":2}"#], false).unwrap();
         let b = Page::of_records([r#"{"id":"2","B":"two","$x":false}"#, r#"{"id":"1","B":"one"}"#], false).unwrap();
-        let m = merge_by_id(&[a, b]).unwrap();
+        let m = merge_by_id(vec![a, b]).unwrap().unwrap();
         let texts: Vec<&str> = m.records().map(|r| r.get()).collect();
         assert_eq!(texts, [r#"{"id":"1","A":1,"$x":true,"B":"one"}"#, r#"{"id":"2","A":2,"B":"two","$x":false}"#]);
+    }
+
+    #[test]
+    fn a_part_without_an_id_or_not_an_object_fails_the_merge_naming_it() {
+        let parts = |second: &str| {
+            let a = Page::of_records([r#"{"id":"1","A":1}"#, r#"{"id":"2","A":2}"#], false).unwrap();
+            vec![a, Page::of_records([r#"{"id":"1","B":1}"#, second], false).unwrap()]
+        };
+        let no_id = merge_by_id(parts(r#"{"id":null,"B":2}"#)).unwrap_err();
+        assert_eq!(no_id, "record 2 of part 2 has no readable id to merge it by");
+        let not_object = merge_by_id(parts(r#"["2"]"#)).unwrap_err();
+        assert!(not_object.starts_with("deal 2: part 2 of its fields is not an object"), "{not_object}");
+        assert!(merge_by_id(vec![]).unwrap().is_none());
     }
 }

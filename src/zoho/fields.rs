@@ -2,10 +2,10 @@
 //! `dealsync check` compares the promoted columns with. Real metadata is not always complete (some fields
 //! lack `json_type` or `length`), so every key but `api_name` is optional and nothing here fails on a gap.
 
+use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{ZohoClient, ZohoError};
-use crate::config::join_path;
+use super::{Call, ZohoClient, ZohoError};
 use crate::schema::FieldType;
 
 /// One field as the metadata describes it.
@@ -40,20 +40,15 @@ struct FieldsBody {
 
 /// Parses the answer; a field without `api_name` is skipped (and counted), never fatal.
 pub fn parse_fields(what: &str, status: u16, body: &str) -> Result<(Vec<FieldMeta>, usize), ZohoError> {
-    let invalid = |reason: String| ZohoError::InvalidBody { what: what.to_string(), status, reason };
-    let parsed: FieldsBody = serde_json::from_str(body).map_err(|e| invalid(format!("not valid JSON ({e})")))?;
-    let list = parsed.fields.ok_or_else(|| invalid("the answer has no `fields` array".into()))?;
-    let mut skipped = 0;
-    let fields = list
+    let parsed: FieldsBody =
+        serde_json::from_str(body).map_err(|e| ZohoError::invalid(what, status, format!("not valid JSON ({e})")))?;
+    let list = parsed.fields.ok_or_else(|| ZohoError::invalid(what, status, "the answer has no `fields` array"))?;
+    let total = list.len();
+    let fields: Vec<FieldMeta> = list
         .into_iter()
-        .filter_map(|v| match serde_json::from_value::<FieldMeta>(v) {
-            Ok(f) if !f.api_name.is_empty() => Some(f),
-            _ => {
-                skipped += 1;
-                None
-            }
-        })
+        .filter_map(|v| serde_json::from_value::<FieldMeta>(v).ok().filter(|f| !f.api_name.is_empty()))
         .collect();
+    let skipped = total - fields.len();
     Ok((fields, skipped))
 }
 
@@ -61,30 +56,22 @@ impl ZohoClient {
     /// Every field of `module`. An empty answer (HTTP 204, which Zoho sends when the token may not read the
     /// metadata) is an error naming the scope, not an empty list.
     pub async fn fields(&self, module: &str) -> Result<Vec<FieldMeta>, ZohoError> {
-        let (fields, skipped) = self
-            .execute(
-                |base| {
-                    let mut url = join_path(base, "crm/v8/settings/fields");
-                    url.query_pairs_mut().append_pair("module", module);
-                    (reqwest::Method::GET, url, None, None)
-                },
-                |what, status, body| match body {
-                    // Not retried: the same token gets the same empty answer.
-                    None => Err(ZohoError::Api {
-                        what: what.to_string(),
-                        status,
-                        code: "NO_FIELDS_METADATA".into(),
-                        message: format!(
-                            "no fields metadata for {module} (empty answer); the refresh token needs the \
-                             ZohoCRM.settings.fields.READ scope"
-                        ),
-                        details: serde_json::Value::Null,
-                        retry_after: None,
-                    }),
-                    Some(body) => parse_fields(what, status, &body),
-                },
-            )
-            .await?;
+        let parse = |what: &str, status, body: Option<String>| match body {
+            // Not retried: the same token gets the same empty answer.
+            None => Err(ZohoError::api(
+                what,
+                status,
+                "NO_FIELDS_METADATA",
+                format!(
+                    "no fields metadata for {module} (empty answer); the refresh token needs the \
+                     ZohoCRM.settings.fields.READ scope"
+                ),
+            )),
+            Some(body) => parse_fields(what, status, &body),
+        };
+        let query = [("module", module)];
+        let call = Call { method: Method::GET, path: "crm/v8/settings/fields", query: &query, body: None, since: None };
+        let (fields, skipped) = self.execute(call, &parse).await?;
         if skipped > 0 {
             tracing::warn!(
                 event = "fields_skipped",

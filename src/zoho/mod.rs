@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::Method;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
-use url::Url;
 
 pub use crate::retry::RetryPolicy;
+use crate::retry::Schedule;
 pub use auth::AccessToken;
+pub(crate) use error::describe_reqwest;
 pub use error::ZohoError;
 pub use page::{read_id, record_id, Members, Page, Record};
 
@@ -30,8 +31,17 @@ use crate::config::{join_path, ZohoSettings};
 /// The most an answer's Content-Length may reserve up front (a Zoho page is under a megabyte).
 const BODY_CAPACITY_LIMIT: u64 = 16 << 20;
 
-/// Method, URL, JSON body and `If-Modified-Since` of one API request.
-type Request = (reqwest::Method, Url, Option<String>, Option<String>);
+/// What an API request's answer becomes: from the request's name, the status and the body (`None` when empty).
+type Parse<'a, T> = &'a dyn Fn(&str, u16, Option<String>) -> Result<T, ZohoError>;
+
+/// One API request: a path under the API domain, its query, a JSON body and `If-Modified-Since`.
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    query: &'a [(&'a str, &'a str)],
+    body: Option<&'a str>,
+    since: Option<&'a str>,
+}
 
 /// Counters for the run summary.
 #[derive(Debug, Default)]
@@ -78,16 +88,12 @@ impl ZohoClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| ZohoError::Transport {
-                what: "building the HTTP client".into(),
-                reason: describe_reqwest(&e),
-            })?;
-        let permits = Semaphore::new(settings.max_concurrency);
+            .map_err(|e| ZohoError::transport("building the HTTP client", &e))?;
         Ok(ZohoClient {
             http,
+            permits: Semaphore::new(settings.max_concurrency),
             settings,
             token: Mutex::new(None),
-            permits,
             retry,
             stats: ClientStats::default(),
             first_mint: tokio::sync::watch::Sender::new(None),
@@ -99,7 +105,7 @@ impl ZohoClient {
     }
 
     /// Mints the run's access token now, so that credential problems surface before any other work.
-    pub async fn authenticate(&self) -> Result<Url, ZohoError> {
+    pub async fn authenticate(&self) -> Result<url::Url, ZohoError> {
         Ok(self.token().await?.api_domain)
     }
 
@@ -143,29 +149,20 @@ impl ZohoClient {
         self.get_page("crm/v8/Deals/deleted", &query, Some(since)).await
     }
 
-    /// One page of a GET with these query pairs (and `If-Modified-Since`); `None` when the answer is empty.
     async fn get_page(
         &self,
         path: &str,
         query: &[(&str, &str)],
         since: Option<&str>,
     ) -> Result<Option<Page>, ZohoError> {
-        let build = |base: &Url| {
-            let mut url = join_path(base, path);
-            url.query_pairs_mut().extend_pairs(query);
-            (reqwest::Method::GET, url, None, since.map(str::to_string))
-        };
-        self.execute(build, page_or_none).await
+        self.execute(Call { method: Method::GET, path, query, body: None, since }, &page_or_none).await
     }
 
     /// One page of `POST /crm/v8/coql`. `None` when nothing matches.
     pub async fn coql(&self, select_query: &str) -> Result<Option<Page>, ZohoError> {
         let body = serde_json::json!({ "select_query": select_query }).to_string();
-        self.execute(
-            |base| (reqwest::Method::POST, join_path(base, "crm/v8/coql"), Some(body.clone()), None),
-            page_or_none,
-        )
-        .await
+        let call = Call { method: Method::POST, path: "crm/v8/coql", query: &[], body: Some(&body), since: None };
+        self.execute(call, &page_or_none).await
     }
 
     /// Pages through a COQL query in id order, `COQL_LIMIT` records at a time: `query_for(after)` builds each
@@ -184,11 +181,9 @@ impl ZohoClient {
                 return Ok(());
             }
             // Go on from the last id that reads as one: a record without one must not end the listing early.
-            after = Some(page.records().rev().find_map(record_id).ok_or_else(|| ZohoError::InvalidBody {
-                what: "COQL keyset page".into(),
-                status: 200,
-                reason: "a full page with more records, none of them with a readable id".into(),
-            })?);
+            let reason = "a full page with more records, none of them with a readable id";
+            let last = page.records().rev().find_map(record_id);
+            after = Some(last.ok_or_else(|| ZohoError::invalid("COQL keyset page", 200, reason))?);
         }
     }
 
@@ -203,17 +198,9 @@ impl ZohoClient {
     /// Runs a `select COUNT(id) …` COQL query and returns the count (0 when Zoho answers 204).
     pub async fn coql_count(&self, select_query: &str) -> Result<u64, ZohoError> {
         let Some(page) = self.coql(select_query).await? else { return Ok(0) };
-        #[derive(Deserialize)]
-        struct Row {
-            #[serde(rename = "COUNT(id)")]
-            count: Option<u64>,
-        }
-        let row: Option<Row> = page.get(0).and_then(|r| serde_json::from_str(r.get()).ok());
-        row.and_then(|r| r.count).ok_or_else(|| ZohoError::InvalidBody {
-            what: format!("COQL {select_query}"),
-            status: 200,
-            reason: "the answer has no COUNT(id)".into(),
-        })
+        let row = page.get(0).and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok());
+        let count = row.and_then(|r| r["COUNT(id)"].as_u64());
+        count.ok_or_else(|| ZohoError::invalid(format!("COQL {select_query}"), 200, "the answer has no COUNT(id)"))
     }
 
     /// The current access token, minted when there is none or it is close to expiry. The lock makes minting
@@ -229,7 +216,7 @@ impl ZohoClient {
         // A first mint that is throttled ends the run (say so, exit 78). A re-mint in the middle of a run waits
         // out the throttle instead of hammering the endpoint, within the retry deadline.
         let remint = self.stats.token_mints.load(Ordering::Relaxed) > 0;
-        let throttle = crate::retry::Schedule {
+        let throttle = Schedule {
             first: self.retry.max_delay,
             cap: Duration::from_secs(300),
             total: Some(self.retry.deadline),
@@ -273,76 +260,57 @@ impl ZohoClient {
         }
     }
 
-    /// Sends one API request with retries. `build` gets the API base URL and returns method, URL and JSON body;
-    /// `parse` turns a 2xx answer (`None` for an empty body) into the result, and may itself ask for a retry.
-    async fn execute<T, B, P>(&self, build: B, parse: P) -> Result<T, ZohoError>
-    where
-        B: Fn(&Url) -> Request,
-        P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
-    {
+    /// Sends one API request with retries; `parse` turns a 2xx answer into the result, and may itself ask for a
+    /// retry.
+    async fn execute<T>(&self, call: Call<'_>, parse: Parse<'_, T>) -> Result<T, ZohoError> {
         // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
         // few times at most: a token that is refused every time (wrong data centre) fails after three.
-        let remint = crate::retry::Schedule { first: Duration::ZERO, cap: Duration::ZERO, total: None, times: 3 };
-        let once = || {
-            let attempt = || self.attempt(&build, &parse);
-            crate::retry::again(remint, attempt, ZohoError::is_token_refused, |_, _| {})
-        };
+        let remint = Schedule { first: Duration::ZERO, cap: Duration::ZERO, total: None, times: 3 };
+        let once =
+            || crate::retry::again(remint, || self.attempt(&call, parse), ZohoError::is_token_refused, |_, _| {});
         self.with_retries("a Zoho API request", once).await
     }
 
     /// One request with the current token. A refused token is forgotten before the error is returned.
-    async fn attempt<T, B, P>(&self, build: &B, parse: &P) -> Result<T, ZohoError>
-    where
-        B: Fn(&Url) -> Request,
-        P: Fn(&str, u16, Option<String>) -> Result<T, ZohoError>,
-    {
+    async fn attempt<T>(&self, call: &Call<'_>, parse: Parse<'_, T>) -> Result<T, ZohoError> {
         let permit = self.permits.acquire().await.expect("the semaphore is never closed");
         let token = self.token().await?;
-        let (method, url, body, if_modified_since) = build(&token.api_domain);
-        let conditional = if_modified_since.is_some();
-        let what = format!("{method} {url}");
+        let mut url = join_path(&token.api_domain, call.path);
+        if !call.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(call.query);
+        }
+        let what = format!("{} {url}", call.method);
         let mut auth =
             HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret())).map_err(|_| {
-                ZohoError::InvalidBody {
-                    what: "the token response".into(),
-                    status: 200,
-                    reason: "the access token contains characters that cannot travel in a header".into(),
-                }
+                let reason = "the access token contains characters that cannot travel in a header";
+                ZohoError::invalid("the token response", 200, reason)
             })?;
         auth.set_sensitive(true);
-        let mut req = self.http.request(method, url).header(AUTHORIZATION, auth);
-        if let Some(body) = body {
-            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        let mut req = self.http.request(call.method.clone(), url).header(AUTHORIZATION, auth);
+        if let Some(body) = call.body {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
         }
-        if let Some(since) = if_modified_since {
+        if let Some(since) = call.since {
             req = req.header(reqwest::header::IF_MODIFIED_SINCE, since);
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(event = "zoho_request", request = %what);
-        let transport = |e: reqwest::Error| ZohoError::Transport { what: what.clone(), reason: describe_reqwest(&e) };
-        let mut resp = req.send().await.map_err(transport)?;
+        let mut resp = req.send().await.map_err(|e| ZohoError::transport(&what, &e))?;
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok());
+        let retry_after = retry_after.and_then(|v| v.trim().parse().ok()).map(Duration::from_secs);
         // Chunks go straight into the one buffer the page keeps, sized from Content-Length (capped: it may lie).
         let mut bytes = Vec::with_capacity(resp.content_length().map_or(0, |n| n.min(BODY_CAPACITY_LIMIT) as usize));
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ZohoError::transport(&what, &e))? {
             bytes.extend_from_slice(&chunk);
         }
         drop(permit);
         // Valid UTF-8 (always, in practice) is taken as is; anything else is repaired with U+FFFD, so one bad
         // byte in a deal name cannot fail a page.
-        let text = match String::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
+        let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         // Empty answers mean "no records": 204 (HTTP gives it no body) to anything, and 304 Not Modified to a
         // conditional request (`If-Modified-Since`), which HTTP allows whenever nothing changed since then.
-        if (200..300).contains(&status) || (status == 304 && conditional) {
+        if (200..300).contains(&status) || (status == 304 && call.since.is_some()) {
             return parse(&what, status, Some(text).filter(|t| !t.trim().is_empty()));
         }
         // An error body may echo what the request carried: the token, or the client's own secrets.
@@ -383,7 +351,7 @@ impl ZohoClient {
 
 /// Reads one page of records (search, COQL, deleted records), keeping each record's exact text.
 pub fn parse_page(what: &str, status: u16, body: &str) -> Result<Page, ZohoError> {
-    Page::parse(body).map_err(|reason| ZohoError::InvalidBody { what: what.to_string(), status, reason })
+    Page::parse(body).map_err(|reason| ZohoError::invalid(what, status, reason))
 }
 
 /// A page of records, or `None` for an empty answer (nothing matches).
@@ -406,19 +374,4 @@ fn api_error(what: &str, status: u16, body: &str, retry_after: Option<Duration>)
     let (code, message) = (crate::telemetry::one_line(text("code")), crate::telemetry::one_line(&message));
     let details = parsed.get("details").cloned().unwrap_or_default();
     ZohoError::Api { what: what.to_string(), status, code, message, details, retry_after }
-}
-
-/// A reqwest error in words, without its URL (the caller names the request) and with its causes.
-pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "the response body broke off"
-    } else {
-        "the request failed"
-    };
-    let causes = std::iter::successors(std::error::Error::source(e), |s| s.source());
-    causes.fold(kind.to_string(), |msg, cause| format!("{msg}: {cause}"))
 }
