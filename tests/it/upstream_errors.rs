@@ -195,6 +195,20 @@ fn keyset_page(ids: impl Iterator<Item = Option<u64>>) -> String {
     format!(r#"{{"data":[{}],"info":{{"more_records":true}}}}"#, records.join(","))
 }
 
+/// A client of the Zoho that `server` mocks.
+fn client_of(server: &MockServer) -> dealsync::zoho::ZohoClient {
+    let settings = dealsync::config::ZohoSettings {
+        client_id: "1000.X".into(),
+        client_secret: "wm-secret-value".to_string().into(),
+        refresh_token: "1000.wm-refresh-value".to_string().into(),
+        data_centre: dealsync::config::DataCentre::ALL[0],
+        accounts_url: server.uri().parse().unwrap(),
+        api_domain: None,
+        max_concurrency: 1,
+    };
+    dealsync::zoho::ZohoClient::new(settings, Default::default(), std::time::Duration::from_secs(5)).unwrap()
+}
+
 #[tokio::test]
 async fn a_coql_listing_goes_on_past_a_last_record_without_an_id_and_fails_on_a_page_with_none() {
     let server = zoho_mock().await;
@@ -211,17 +225,7 @@ async fn a_coql_listing_goes_on_past_a_last_record_without_an_id_and_fails_on_a_
             .mount(&server)
             .await;
     }
-    let settings = dealsync::config::ZohoSettings {
-        client_id: "1000.X".into(),
-        client_secret: "wm-secret-value".to_string().into(),
-        refresh_token: "1000.wm-refresh-value".to_string().into(),
-        data_centre: dealsync::config::DataCentre::ALL[0],
-        accounts_url: server.uri().parse().unwrap(),
-        api_domain: None,
-        max_concurrency: 1,
-    };
-    let client =
-        dealsync::zoho::ZohoClient::new(settings, Default::default(), std::time::Duration::from_secs(5)).unwrap();
+    let client = client_of(&server);
     let query = |after: Option<&str>| format!("select id from Deals where id > {} limit 2000", after.unwrap_or("0"));
     let mut seen = 0;
     client.coql_keyset(query, |_| seen += 1).await.unwrap();
@@ -239,4 +243,31 @@ async fn a_coql_listing_goes_on_past_a_last_record_without_an_id_and_fails_on_a_
     let from_seven = |_: Option<&str>| "select id from Deals where id > 7 limit 2000".to_string();
     let err = client.coql_keyset(from_seven, |_| {}).await.unwrap_err();
     assert!(err.to_string().contains("none of them with a readable id"), "{err}");
+}
+
+#[tokio::test]
+async fn a_deal_read_by_id_in_parts_whose_part_has_no_id_fails_the_page_instead_of_going_on_half_read() {
+    let server = zoho_mock().await;
+    // 60 fields: read 50 at a time, the deal comes back in two parts, merged by id.
+    let fields: Vec<String> = (1..=60).map(|i| format!("F{i}")).collect();
+    let part = |fields: &[String], id: &str| {
+        let values: String = fields.iter().map(|f| format!(r#","{f}":1"#)).collect();
+        format!(r#"{{"data":[{{"id":{id}{values}}}],"info":{{"more_records":false}}}}"#)
+    };
+    for (chunk, id) in [(&fields[..50], r#""1001""#), (&fields[50..], "null")] {
+        Mock::given(method("GET"))
+            .and(path("/crm/v8/Deals"))
+            .and(wiremock::matchers::query_param("fields", chunk.join(",")))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(part(chunk, id), "application/json"))
+            .mount(&server)
+            .await;
+    }
+    let client = client_of(&server);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let fetcher = dealsync::zoho::fetch::Fetcher::new(&client, tx, |page| page, dealsync::shutdown::Shutdown::new())
+        .with_fields(fields);
+    let err = fetcher.fetch_ids(vec!["1001".into()]).await.err().expect("the page fails");
+    assert!(err.to_string().contains("record 1 of part 2 has no readable id to merge it by"), "{err}");
+    drop(fetcher);
+    assert!(rx.recv().await.is_none(), "no half-read deal was handed on");
 }
