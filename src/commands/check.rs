@@ -86,7 +86,7 @@ async fn zoho_calls(client: &ZohoClient, promoted: &[Promoted], report: &mut imp
             .map_err(|e| (format!("{call} (needs the scope {scope}): {e}"), e.exit()))
     };
     let criteria = crate::zoho::criteria::closed_won_in(&w).to_string();
-    let search = client.search_page("Deals", &criteria, crate::zoho::SearchOrder::Default, 1, 1).await;
+    let search = client.search_page(&criteria, crate::zoho::SearchOrder::Default, 1).await;
     report(scoped("the Deals search API", "ZohoSearch.securesearch.READ", search.map(|_| ())));
     let count = client.coql_count(&crate::zoho::criteria::coql_count_closed_won(&w)).await;
     report(scoped("COQL", "ZohoCRM.coql.READ", count.map(|_| ())));
@@ -99,7 +99,7 @@ async fn zoho_calls(client: &ZohoClient, promoted: &[Promoted], report: &mut imp
     let id = some.ok().flatten().and_then(|p| p.records().next().and_then(crate::zoho::record_id));
     match id {
         Some(id) => {
-            let read = client.records_by_id("Deals", &[id], &["Stage".to_string()]).await;
+            let read = client.records_by_id(&[id], &["Stage".to_string()]).await;
             report(scoped("reading Deals by id", "ZohoCRM.modules.deals.READ", read.map(|_| ())));
         }
         None => report(Ok("no deal to read by id (the org holds none, or COQL failed above)".into())),

@@ -1,12 +1,10 @@
-//! Fetches every closed-won deal of a window, concurrently and without holding the whole result, relying on
-//! nothing Zoho leaves undocumented about the order of search results (ties on the sort key, or an edit while a
-//! run pages, make page 2 of a criteria skip what page 1 did not show). So no criteria is read past its first
-//! page: the window is counted (COQL) and cut into slices; each slice is read one page at a time, each page a new
-//! criteria starting from the last `Modified_Time` second the previous page proved complete (when the answer is
-//! in the ascending order asked for; otherwise slices are cut to about `SLICE_TARGET` deals). A slice that
-//! cannot be cut (one second, or one day for `Closing_Date`) holding more than a page is listed by id through
-//! COQL keyset paging and read by id. What search still misses is found by the run's completeness check
-//! (`fetch_ids`). A begun slice's next page goes before a new slice's first, so rows arrive near window order.
+//! Fetches every closed-won deal of a window, concurrently and without holding the whole result. Zoho leaves the
+//! order of search results undocumented (ties on the sort key, or an edit while a run pages, make page 2 skip what
+//! page 1 did not show), so no criteria is read past its first page: the window is counted (COQL) and cut into
+//! slices, each read one page at a time, each page a new criteria from the last `Modified_Time` second the
+//! previous page proved complete (or, when search ignores that order, slices of about `SLICE_TARGET` deals). A
+//! slice that cannot be cut (one second, or one day for `Closing_Date`) holding more than a page is listed by id
+//! (COQL) and read by id; what search still misses is found by the run's completeness check (`fetch_ids`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +32,6 @@ pub const IDS_PER_REQUEST: usize = 100;
 /// Fields per `GET /Deals?ids=` (Zoho's maximum).
 pub const FIELDS_PER_REQUEST: usize = 50;
 
-/// Where a page came from, for logs.
 #[derive(Debug, Clone)]
 pub enum Origin {
     Search { window: String },
@@ -76,7 +73,6 @@ pub struct Fetched {
     pub stopped_early: bool,
 }
 
-/// One unit of fetching work.
 #[derive(Debug)]
 enum Task {
     /// The whole window: counted, then cut into slices.
@@ -89,9 +85,8 @@ enum Task {
     ById(Vec<String>),
 }
 
-/// Why a task ended before its work was done.
+/// Why a task ended early: a shutdown or a closed channel (`Stop`), or a failure.
 enum Halt {
-    /// A shutdown was asked for, or the receiving side went away.
     Stop,
     Failed(ZohoError),
 }
@@ -181,7 +176,6 @@ impl<'a, P> Fetcher<'a, P> {
         self.run(by_id(&ids)).await
     }
 
-    /// What this fetcher did so far.
     pub fn stats(&self) -> FetchStats {
         self.counters.lock().expect("not poisoned").clone()
     }
@@ -245,9 +239,7 @@ impl<'a, P> Fetcher<'a, P> {
         self.count(|c| c.counts += 1);
         let n = self.guarded(self.client.coql_count(&coql_count_closed_won(&root))).await?;
         self.expected.store(n, Ordering::Relaxed);
-        self.count(|c| {
-            c.root_count.get_or_insert(n);
-        });
+        self.count(|c| c.root_count = c.root_count.or(Some(n)));
         // A window Zoho counts empty is still searched once: that checks the search API (its scope) every night.
         // A Closing_Date window cannot be read in order (search does not sort on a date field): a page's worth each.
         let small = n.div_ceil(SLICE_TARGET) as usize;
@@ -261,7 +253,7 @@ impl<'a, P> Fetcher<'a, P> {
     async fn slice(&self, w: Window, estimate: u64) -> Step {
         let criteria = closed_won_in(&w).to_string();
         let order = if w.field.is_date() { SearchOrder::Default } else { SearchOrder::ModifiedAsc };
-        let Some(page) = self.guarded(self.client.search_page("Deals", &criteria, order, 1, PER_PAGE)).await? else {
+        let Some(page) = self.guarded(self.client.search_page(&criteria, order, PER_PAGE)).await? else {
             return Ok(vec![]);
         };
         self.learn_fields(&page);
@@ -311,14 +303,10 @@ impl<'a, P> Fetcher<'a, P> {
         let mut parts = Vec::new();
         for chunk in self.by_id_fields().await?.chunks(FIELDS_PER_REQUEST) {
             self.count(|c| c.by_id += 1);
-            parts.extend(self.guarded(self.client.records_by_id("Deals", &ids, chunk)).await?);
+            parts.extend(self.guarded(self.client.records_by_id(&ids, chunk)).await?);
         }
-        let merged = merge_by_id(parts).map_err(|reason| ZohoError::InvalidBody {
-            what: format!("GET /crm/v8/Deals?ids=… ({} ids)", ids.len()),
-            status: 200,
-            reason,
-        })?;
-        match merged {
+        let what = format!("GET /crm/v8/Deals?ids=… ({} ids)", ids.len());
+        match merge_by_id(parts).map_err(|reason| ZohoError::invalid(what, 200, reason))? {
             Some(page) => self.emit(page, Origin::ById { ids: ids.len() }, None).await,
             None => Ok(vec![]),
         }
@@ -360,7 +348,6 @@ impl<'a, P> Fetcher<'a, P> {
     }
 }
 
-/// Reading these ids, `IDS_PER_REQUEST` at a time.
 fn by_id(ids: &[String]) -> Vec<Task> {
     ids.chunks(IDS_PER_REQUEST).map(|c| Task::ById(c.to_vec())).collect()
 }
@@ -388,10 +375,8 @@ fn dense_then_rest(w: &Window, estimate: u64) -> Vec<Task> {
 }
 
 /// One page from parts of the same records read with different fields: each record's members, the first part's
-/// first, then what the other parts add (by id); `None` when there are no parts. A record of a part that has no
-/// readable id or is not an object fails the page: merging without it would hand on a deal with some of its
-/// fields missing, which could be written as a row or skipped as not closed won, so the mapper cannot be relied
-/// on to quarantine it.
+/// first, then what the other parts add (by id); `None` without parts. A record without a readable id or that is
+/// not an object fails the page: the deal's other parts alone would map as a row with empty columns.
 fn merge_by_id(mut parts: Vec<Page>) -> Result<Option<Page>, String> {
     if parts.len() < 2 {
         return Ok(parts.pop());

@@ -2,7 +2,6 @@
 //! `dealsync check` compares the promoted columns with. Real metadata is not always complete (some fields
 //! lack `json_type` or `length`), so every key but `api_name` is optional and nothing here fails on a gap.
 
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use super::{Call, ZohoClient, ZohoError};
@@ -69,8 +68,7 @@ impl ZohoClient {
             )),
             Some(body) => parse_fields(what, status, &body),
         };
-        let query = [("module", module)];
-        let call = Call { method: Method::GET, path: "crm/v8/settings/fields", query: &query, body: None, since: None };
+        let call = Call { path: "crm/v8/settings/fields", query: &[("module", module)], ..Default::default() };
         let (fields, skipped) = self.execute(call, &parse).await?;
         if skipped > 0 {
             tracing::warn!(

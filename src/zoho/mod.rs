@@ -34,9 +34,10 @@ const BODY_CAPACITY_LIMIT: u64 = 16 << 20;
 /// What an API request's answer becomes: from the request's name, the status and the body (`None` when empty).
 type Parse<'a, T> = &'a dyn Fn(&str, u16, Option<String>) -> Result<T, ZohoError>;
 
-/// One API request: a path under the API domain, its query, a JSON body and `If-Modified-Since`.
+/// One API request: a path under the API domain, its query, a JSON body (which makes it a POST) and
+/// `If-Modified-Since`.
+#[derive(Default)]
 struct Call<'a> {
-    method: Method,
     path: &'a str,
     query: &'a [(&'a str, &'a str)],
     body: Option<&'a str>,
@@ -52,8 +53,6 @@ pub struct ClientStats {
     pub token_mints: AtomicU64,
     /// Mint requests that did not give a token (refused, throttled, failed in transit), counted apart.
     pub token_mint_failures: AtomicU64,
-    /// Mint requests sent, whatever their outcome.
-    token_attempts: AtomicU64,
     /// Microseconds from process start to the first request (the token mint); 0 until then.
     pub first_request_us: AtomicU64,
 }
@@ -109,65 +108,49 @@ impl ZohoClient {
         Ok(self.token().await?.api_domain)
     }
 
-    /// One page of `GET /crm/v8/{module}/search`. `None` when Zoho answers 204 (nothing matches).
+    /// The first page of `GET /crm/v8/Deals/search`. `None` when Zoho answers 204 (nothing matches).
     pub async fn search_page(
         &self,
-        module: &str,
         criteria: &str,
         order: SearchOrder,
-        page: u32,
         per_page: u32,
     ) -> Result<Option<Page>, ZohoError> {
-        let (page, per_page) = (page.to_string(), per_page.to_string());
+        let per_page = per_page.to_string();
         // Deals awaiting approval are closed won in the CRM too: search leaves them out unless asked (`approved`
         // defaults to true), while COQL counts them and records by id return them. One rule for all three.
-        let mut query = vec![("criteria", criteria), ("page", &page), ("per_page", &per_page), ("approved", "both")];
+        let mut query = vec![("criteria", criteria), ("page", "1"), ("per_page", &per_page), ("approved", "both")];
         if order == SearchOrder::ModifiedAsc {
             query.extend([("sort_by", "Modified_Time"), ("sort_order", "asc")]);
         }
-        self.get_page(&format!("crm/v8/{module}/search"), &query, None).await.map_err(|e| match e {
+        let call = Call { path: "crm/v8/Deals/search", query: &query, ..Default::default() };
+        self.execute(call, &page_or_none).await.map_err(|e| match e {
             ZohoError::LimitReached { .. } => ZohoError::LimitReached { criteria: criteria.to_string() },
             other => other,
         })
     }
 
-    /// `GET /crm/v8/{module}?ids=…&fields=…`: the records with these ids (at most 100) and these fields (at most
-    /// 50; `id` always comes back). `None` when Zoho has none of them (204).
-    pub async fn records_by_id(
-        &self,
-        module: &str,
-        ids: &[String],
-        fields: &[String],
-    ) -> Result<Option<Page>, ZohoError> {
+    /// `GET /crm/v8/Deals?ids=…&fields=…`: the deals with these ids (at most 100) and these fields (at most 50;
+    /// `id` always comes back). `None` when Zoho has none of them (204).
+    pub async fn records_by_id(&self, ids: &[String], fields: &[String]) -> Result<Option<Page>, ZohoError> {
         let query = [("ids", &*ids.join(",")), ("fields", &*fields.join(",")), ("approved", "both")];
-        self.get_page(&format!("crm/v8/{module}"), &query, None).await
+        self.execute(Call { path: "crm/v8/Deals", query: &query, ..Default::default() }, &page_or_none).await
     }
 
     /// One page of `GET /crm/v8/Deals/deleted?type=all` for records deleted since `since`. `None` on 204.
     pub async fn deleted_page(&self, since: &str, page: u32) -> Result<Option<Page>, ZohoError> {
         let query = [("type", "all"), ("page", &*page.to_string()), ("per_page", "200")];
-        self.get_page("crm/v8/Deals/deleted", &query, Some(since)).await
-    }
-
-    async fn get_page(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-        since: Option<&str>,
-    ) -> Result<Option<Page>, ZohoError> {
-        self.execute(Call { method: Method::GET, path, query, body: None, since }, &page_or_none).await
+        let call = Call { path: "crm/v8/Deals/deleted", query: &query, since: Some(since), ..Default::default() };
+        self.execute(call, &page_or_none).await
     }
 
     /// One page of `POST /crm/v8/coql`. `None` when nothing matches.
     pub async fn coql(&self, select_query: &str) -> Result<Option<Page>, ZohoError> {
         let body = serde_json::json!({ "select_query": select_query }).to_string();
-        let call = Call { method: Method::POST, path: "crm/v8/coql", query: &[], body: Some(&body), since: None };
-        self.execute(call, &page_or_none).await
+        self.execute(Call { path: "crm/v8/coql", body: Some(&body), ..Default::default() }, &page_or_none).await
     }
 
-    /// Pages through a COQL query in id order, `COQL_LIMIT` records at a time: `query_for(after)` builds each
-    /// query with `id > after` (keyset paging, so there is no 10,000-record offset limit), `each` sees every
-    /// record.
+    /// Pages through a COQL query in id order: `query_for(after)` builds each query with `id > after` (keyset
+    /// paging, so there is no 10,000-record offset limit), `each` sees every record.
     pub async fn coql_keyset(
         &self,
         query_for: impl Fn(Option<&str>) -> String,
@@ -224,9 +207,8 @@ impl ZohoClient {
         };
         let mint = || {
             self.with_retries("minting an access token", || async {
-                if self.stats.token_attempts.fetch_add(1, Ordering::Relaxed) == 0 {
-                    self.stats.first_request_us.store(crate::telemetry::micros_since_start(), Ordering::Relaxed);
-                }
+                let now = crate::telemetry::micros_since_start().max(1);
+                let _ = self.stats.first_request_us.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
                 let minted = auth::mint(&self.http, &self.settings).await;
                 let counter = if minted.is_ok() { &self.stats.token_mints } else { &self.stats.token_mint_failures };
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -279,14 +261,15 @@ impl ZohoClient {
         if !call.query.is_empty() {
             url.query_pairs_mut().extend_pairs(call.query);
         }
-        let what = format!("{} {url}", call.method);
+        let method = if call.body.is_some() { Method::POST } else { Method::GET };
+        let what = format!("{method} {url}");
         let mut auth =
             HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret())).map_err(|_| {
                 let reason = "the access token contains characters that cannot travel in a header";
                 ZohoError::invalid("the token response", 200, reason)
             })?;
         auth.set_sensitive(true);
-        let mut req = self.http.request(call.method.clone(), url).header(AUTHORIZATION, auth);
+        let mut req = self.http.request(method, url).header(AUTHORIZATION, auth);
         if let Some(body) = call.body {
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
         }
