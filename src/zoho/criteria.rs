@@ -23,18 +23,6 @@ pub enum Op {
     In,
 }
 
-impl Op {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Equals => "equals",
-            Op::StartsWith => "starts_with",
-            Op::GreaterEqual => "greater_equal",
-            Op::LessThan => "less_than",
-            Op::In => "in",
-        }
-    }
-}
-
 /// A criteria expression: `(field:operator:value[,value…])` terms combined pairwise with `and` / `or`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
@@ -61,8 +49,15 @@ impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Expr::Cond(field, op, values) => {
+                let op = match op {
+                    Op::Equals => "equals",
+                    Op::StartsWith => "starts_with",
+                    Op::GreaterEqual => "greater_equal",
+                    Op::LessThan => "less_than",
+                    Op::In => "in",
+                };
                 let values: Vec<String> = values.iter().map(|v| escape_value(v)).collect();
-                write!(f, "({field}:{}:{})", op.as_str(), values.join(","))
+                write!(f, "({field}:{op}:{})", values.join(","))
             }
             Expr::And(a, b) => write!(f, "({a}and{b})"),
             Expr::Or(a, b) => write!(f, "({a}or{b})"),
