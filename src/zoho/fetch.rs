@@ -54,7 +54,6 @@ pub struct FetchStats {
     /// Pages of records handed on (search pages and pages of records by id).
     pub pages: u64,
     pub records: u64,
-    /// COQL counts.
     pub counts: u64,
     /// Slices read again in smaller parts because they held more than a page.
     pub slices_split: u64,
@@ -331,7 +330,10 @@ impl<'a, P> Fetcher<'a, P> {
     /// Notes the fields search returns (its first record's keys, Zoho's `$` system keys aside).
     fn learn_fields(&self, page: &Page) {
         let mut fields = self.fields.lock().expect("not poisoned");
-        if let (true, Some(Ok(Members(members)))) = (fields.is_empty(), page.get(0).map(Members::of)) {
+        if !fields.is_empty() {
+            return;
+        }
+        if let Some(Ok(Members(members))) = page.get(0).map(Members::of) {
             *fields = members.into_iter().map(|(k, _)| k.into_owned()).filter(|k| !k.starts_with('$')).collect();
         }
     }

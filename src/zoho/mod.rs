@@ -49,7 +49,6 @@ struct Call<'a> {
 pub struct ClientStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
-    /// Access tokens minted.
     pub token_mints: AtomicU64,
     /// Mint requests that did not give a token (refused, throttled, failed in transit), counted apart.
     pub token_mint_failures: AtomicU64,
@@ -57,7 +56,6 @@ pub struct ClientStats {
     pub first_request_us: AtomicU64,
 }
 
-/// The order search results come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchOrder {
     /// Zoho's default: id, newest first.
