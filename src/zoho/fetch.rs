@@ -299,13 +299,15 @@ impl<'a, P> Fetcher<'a, P> {
 
     /// Reads up to 100 deals by id, with the fields search returns (50 a request; more are merged by id).
     async fn by_id(&self, ids: Vec<String>) -> Step {
-        let mut parts = Vec::new();
-        for chunk in self.by_id_fields().await?.chunks(FIELDS_PER_REQUEST) {
+        let (mut parts, fields) = (Vec::new(), self.by_id_fields().await?);
+        let chunks = fields.chunks(FIELDS_PER_REQUEST);
+        let asked = chunks.len();
+        for chunk in chunks {
             self.count(|c| c.by_id += 1);
             parts.extend(self.guarded(self.client.records_by_id(&ids, chunk)).await?);
         }
         let what = format!("GET /crm/v8/Deals?ids=… ({} ids)", ids.len());
-        match merge_by_id(parts).map_err(|reason| ZohoError::invalid(what, 200, reason))? {
+        match merge_by_id(parts, asked).map_err(|reason| ZohoError::invalid(what, 200, reason))? {
             Some(page) => self.emit(page, Origin::ById { ids: ids.len() }, None).await,
             None => Ok(vec![]),
         }
@@ -376,14 +378,17 @@ fn dense_then_rest(w: &Window, estimate: u64) -> Vec<Task> {
     tasks
 }
 
-/// One page from parts of the same records read with different fields: each record's members, the first part's
-/// first, then what the other parts add (by id); `None` without parts. A record without a readable id or that is
-/// not an object fails the page: the deal's other parts alone would map as a row with empty columns.
-fn merge_by_id(mut parts: Vec<Page>) -> Result<Option<Page>, String> {
-    if parts.len() < 2 {
-        return Ok(parts.pop());
+/// One page from the `asked` parts of the same records read with different fields: each record's members, the
+/// first part's first, then what the other parts add (by id); `None` without parts. A record without a readable id
+/// or that is not an object fails the page, and a deal missing from a part (deleted, or out of the criteria, between
+/// the requests) is left out: its other parts alone would map as a row with empty columns. The completeness proof
+/// reads it again if Zoho still lists it.
+fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
+    if asked < 2 {
+        return Ok(parts.into_iter().next());
     }
-    let mut merged: Vec<(String, String)> = Vec::new();
+    // (id, merged text, how many parts in a row, from the first, had it)
+    let mut merged: Vec<(String, String, usize)> = Vec::new();
     for (p, part) in parts.iter().enumerate() {
         for (i, r) in part.records().enumerate() {
             let (id, Members(more)) = match (record_id(r), Members::of(r)) {
@@ -395,10 +400,13 @@ fn merge_by_id(mut parts: Vec<Page>) -> Result<Option<Page>, String> {
                     return Err(format!("record {} of part {} has no readable id to merge it by", i + 1, p + 1))
                 }
             };
-            let Some((_, have)) = merged.iter_mut().find(|(m, _)| *m == id) else {
-                merged.push((id, r.get().to_string()));
+            let Some((_, have, parts_in)) = merged.iter_mut().find(|(m, _, _)| *m == id) else {
+                merged.push((id, r.get().to_string(), usize::from(p == 0)));
                 continue;
             };
+            if *parts_in == p {
+                *parts_in += 1;
+            }
             let Members(had) = serde_json::from_str(have).expect("a merged record is an object");
             let extra: String = more
                 .iter()
@@ -412,7 +420,8 @@ fn merge_by_id(mut parts: Vec<Page>) -> Result<Option<Page>, String> {
             have.push('}');
         }
     }
-    Page::of_records(merged.iter().map(|(_, t)| t), false).map(Some)
+    let whole = merged.iter().filter(|(_, _, parts_in)| *parts_in == asked).map(|(_, text, _)| text);
+    Page::of_records(whole, false).map(Some)
 }
 
 /// The modification time of a page's last record and how many records come before that second, provided
@@ -500,7 +509,7 @@ mod tests {
     fn records_read_with_different_fields_are_merged_by_id() {
         let a = Page::of_records([r#"{"id":"1","A":1,"$x":true}"#, r#"{"id":"2","A":2}"#], false).unwrap();
         let b = Page::of_records([r#"{"id":"2","B":"two","$x":false}"#, r#"{"id":"1","B":"one"}"#], false).unwrap();
-        let m = merge_by_id(vec![a, b]).unwrap().unwrap();
+        let m = merge_by_id(vec![a, b], 2).unwrap().unwrap();
         let texts: Vec<&str> = m.records().map(|r| r.get()).collect();
         assert_eq!(texts, [r#"{"id":"1","A":1,"$x":true,"B":"one"}"#, r#"{"id":"2","A":2,"B":"two","$x":false}"#]);
     }
@@ -511,10 +520,22 @@ mod tests {
             let a = Page::of_records([r#"{"id":"1","A":1}"#, r#"{"id":"2","A":2}"#], false).unwrap();
             vec![a, Page::of_records([r#"{"id":"1","B":1}"#, second], false).unwrap()]
         };
-        let no_id = merge_by_id(parts(r#"{"id":null,"B":2}"#)).unwrap_err();
+        let no_id = merge_by_id(parts(r#"{"id":null,"B":2}"#), 2).unwrap_err();
         assert_eq!(no_id, "record 2 of part 2 has no readable id to merge it by");
-        let not_object = merge_by_id(parts(r#"["2"]"#)).unwrap_err();
+        let not_object = merge_by_id(parts(r#"["2"]"#), 2).unwrap_err();
         assert!(not_object.starts_with("deal 2: part 2 of its fields is not an object"), "{not_object}");
-        assert!(merge_by_id(vec![]).unwrap().is_none());
+        assert!(merge_by_id(vec![], 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_deal_missing_from_one_part_is_left_out_rather_than_written_with_empty_columns() {
+        let a = Page::of_records([r#"{"id":"1","A":1}"#, r#"{"id":"2","A":2}"#, r#"{"id":"3","A":3}"#], false);
+        let b = Page::of_records([r#"{"id":"1","B":1}"#, r#"{"id":"3","B":3}"#, r#"{"id":"3","B":3}"#], false);
+        let c = Page::of_records([r#"{"id":"3","C":3}"#, r#"{"id":"2","C":2}"#, r#"{"id":"4","C":4}"#], false);
+        let m = merge_by_id(vec![a.unwrap(), b.unwrap(), c.unwrap()], 3).unwrap().unwrap();
+        let texts: Vec<&str> = m.records().map(|r| r.get()).collect();
+        assert_eq!(texts, [r#"{"id":"3","A":3,"B":3,"C":3}"#], "1 lacks C, 2 lacks B, 4 lacks A and B");
+        let gone = merge_by_id(vec![Page::of_records([r#"{"id":"1","A":1}"#], false).unwrap()], 2).unwrap();
+        assert_eq!(gone.unwrap().records().count(), 0, "a part that came back empty leaves every deal out");
     }
 }
