@@ -63,7 +63,7 @@ pub async fn refused_sync(config: &Config, backfill: bool, exit: Exit, error: St
 
 /// Validates the flags against the configuration file. Errors are reported here; the exit says which kind.
 fn plan(args: &SyncArgs, config: &Config) -> Result<SyncPlan, (Exit, String)> {
-    args.plan(&config.file().sync, chrono::Utc::now()).map_err(|e| match e {
+    args.plan(&config.file.sync, chrono::Utc::now()).map_err(|e| match e {
         PlanError::Config(e) => (e.report(), e.to_string()),
         PlanError::Usage(e) => {
             eprintln!("error: {e}");

@@ -18,7 +18,7 @@ use crate::exit::Exit;
 use crate::schema::{FieldType, Promoted};
 pub use crate::telemetry::LogFormat;
 
-/// A configuration problem, always tied to the variable (or setting) that caused it. Exit code 78.
+/// A configuration problem, named by the variable (or the key and the file) that caused it. Exit code 78.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {problem}")]
 pub struct ConfigError {
@@ -278,8 +278,9 @@ const CREDENTIALS: [(&str, &str); 3] = [
 /// environment (clippy.toml enforces it). Its `Debug` shows the variables' names, never their values.
 #[derive(Clone, Default)]
 pub struct Config {
-    file_path: Option<PathBuf>,
-    file: FileConfig,
+    /// The configuration file in use, if any (logged at start).
+    pub file_path: Option<PathBuf>,
+    pub file: FileConfig,
     vars: BTreeMap<String, String>,
     secrets: BTreeMap<String, SecretString>,
 }
@@ -290,12 +291,11 @@ impl Config {
     pub fn load() -> Result<Config, ConfigError> {
         let config = Config::environment_only();
         let (path, source) = match config.var("DEALSYNC_CONFIG") {
-            Some(p) => (PathBuf::from(p), "DEALSYNC_CONFIG"),
-            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
-                (PathBuf::from(DEFAULT_CONFIG_FILE), DEFAULT_CONFIG_FILE)
-            }
+            Some(p) => (p, "DEALSYNC_CONFIG"),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => (DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_FILE),
             None => return Ok(config),
         };
+        let path = PathBuf::from(path);
         Ok(Config { file: FileConfig::load(&path, source)?, file_path: Some(path), ..config })
     }
 
@@ -317,15 +317,6 @@ impl Config {
             }
         }
         config
-    }
-
-    /// The configuration file in use, if any (logged at start).
-    pub fn file_path(&self) -> Option<&Path> {
-        self.file_path.as_deref()
-    }
-
-    pub fn file(&self) -> &FileConfig {
-        &self.file
     }
 
     /// A variable as set (trimmed; empty counts as unset), secrets excepted.
@@ -464,17 +455,21 @@ impl Config {
             return Ok(BigQueryAuth::File { kind: credentials_type("GOOGLE_APPLICATION_CREDENTIALS", &path)?, path });
         }
         // gcloud's Application Default Credentials: `$CLOUDSDK_CONFIG`, else `~/.config/gcloud`.
-        let gcloud = match (self.var("CLOUDSDK_CONFIG"), self.var("HOME")) {
-            (Some(dir), _) => Some(PathBuf::from(dir)),
-            (None, home) => home.map(|home| Path::new(home).join(".config/gcloud")),
-        };
-        match gcloud.map(|dir| dir.join("application_default_credentials.json")).filter(|p| p.is_file()) {
-            Some(path) => {
-                let kind = credentials_type(&format!("gcloud's credentials file {}", path.display()), &path)?;
-                Ok(BigQueryAuth::File { path, kind })
-            }
-            None => Ok(BigQueryAuth::MetadataServer { host: self.var("GCE_METADATA_HOST").map(String::from) }),
+        let gcloud = self.var("CLOUDSDK_CONFIG").map(PathBuf::from);
+        let gcloud = gcloud.or_else(|| self.var("HOME").map(|home| Path::new(home).join(".config/gcloud")));
+        if let Some(path) = gcloud.map(|dir| dir.join("application_default_credentials.json")).filter(|p| p.is_file()) {
+            let kind = credentials_type(&format!("gcloud's credentials file {}", path.display()), &path)?;
+            return Ok(BigQueryAuth::File { path, kind });
         }
+        // Google's libraries read a bare host[:port] here and build the URL around it.
+        let host = self.var("GCE_METADATA_HOST");
+        let bare = |h: &str| !h.contains(['/', '?', '#', '@']) && Url::parse(&format!("http://{h}")).is_ok();
+        if let Some(h) = host.filter(|h| !bare(h)) {
+            let problem =
+                format!("`{h}` must be a host or host:port such as 169.254.169.254, without a scheme or a path");
+            return Err(ConfigError::new("GCE_METADATA_HOST", problem));
+        }
+        Ok(BigQueryAuth::MetadataServer { host: host.map(String::from) })
     }
 
     /// Cloud Run Jobs set `CLOUD_RUN_TASK_INDEX`/`CLOUD_RUN_TASK_COUNT`; a Kubernetes Indexed Job sets
@@ -774,13 +769,26 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(".config/gcloud")).unwrap();
         let adc = dir.path().join(".config/gcloud/application_default_credentials.json");
         std::fs::write(&adc, r#"{"type":"authorized_user","refresh_token":"-----SECRETKEY-----"}"#).unwrap();
-        let bq = Settings::from_vars(home, Needs::Nothing).unwrap().bigquery.unwrap();
-        assert_eq!(bq.auth, BigQueryAuth::File { path: adc, kind: "authorized_user".into() });
+        let bq = Settings::from_vars(home.clone(), Needs::Nothing).unwrap().bigquery.unwrap();
+        assert_eq!(bq.auth, BigQueryAuth::File { path: adc.clone(), kind: "authorized_user".into() });
         let e = Settings::from_vars(with(&odd), Needs::Nothing).unwrap_err();
         assert_eq!(e.variable, "GOOGLE_APPLICATION_CREDENTIALS");
         assert!(!e.to_string().contains("SECRETKEY"));
         let e = Settings::from_vars(with(&dir.path().join("missing.json")), Needs::Nothing).unwrap_err();
         assert!(e.problem.contains("cannot be read"), "{e}");
+        let metadata = |host: &str| {
+            let mut v = home.clone();
+            v.push(("GCE_METADATA_HOST".into(), host.into()));
+            Settings::from_vars(v, Needs::Nothing).map(|s| s.bigquery.unwrap().auth)
+        };
+        std::fs::remove_file(&adc).unwrap();
+        assert_eq!(
+            metadata("169.254.169.254:80").unwrap(),
+            BigQueryAuth::MetadataServer { host: Some("169.254.169.254:80".into()) }
+        );
+        for bad in ["http://169.254.169.254", "metadata.google.internal/x", "a b"] {
+            assert_eq!(metadata(bad).unwrap_err().variable, "GCE_METADATA_HOST", "{bad}");
+        }
     }
 
     #[test]
