@@ -326,7 +326,7 @@ impl Config {
 
     /// A setting: its variable, else the file's key for it; with the name an error gives, the variable or the
     /// key and the file (`zoho.dc (config/dealsync.toml)`).
-    fn get(&self, var: &'static str) -> Option<(String, String)> {
+    fn get(&self, var: &str) -> Option<(String, String)> {
         if let Some(v) = self.var(var) {
             return Some((var.to_string(), v.to_string()));
         }
@@ -336,12 +336,7 @@ impl Config {
     }
 
     /// A setting read by `parse`; a value it refuses "is not `what`".
-    fn parsed<T>(
-        &self,
-        var: &'static str,
-        parse: impl Fn(&str) -> Option<T>,
-        what: &str,
-    ) -> Result<Option<T>, ConfigError> {
+    fn parsed<T>(&self, var: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Option<T>, ConfigError> {
         let Some((from, v)) = self.get(var) else { return Ok(None) };
         parse(&v).map(Some).ok_or_else(|| ConfigError::new(from, format!("`{v}` is not {what}")))
     }
@@ -509,18 +504,17 @@ impl std::fmt::Debug for Config {
 
 /// The variables dealsync reads; the rest of the environment is not kept.
 fn ours(name: &str) -> bool {
-    ["ZOHO_", "BIGQUERY_", "DEALSYNC_", "CLOUD_RUN_TASK_"].iter().any(|p| name.starts_with(p))
-        || matches!(
-            name,
-            "GOOGLE_APPLICATION_CREDENTIALS"
-                | "CLOUDSDK_CONFIG"
-                | "HOME"
-                | "GCE_METADATA_HOST"
-                | "JOB_COMPLETION_INDEX"
-                | "LOG_FORMAT"
-                | "NO_COLOR"
-                | "RUST_LOG"
-        )
+    const NAMES: [&str; 8] = [
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "CLOUDSDK_CONFIG",
+        "HOME",
+        "GCE_METADATA_HOST",
+        "JOB_COMPLETION_INDEX",
+        "LOG_FORMAT",
+        "NO_COLOR",
+        "RUST_LOG",
+    ];
+    ["ZOHO_", "BIGQUERY_", "DEALSYNC_", "CLOUD_RUN_TASK_"].iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
 /// Names every missing credential at once (`set` in `CREDENTIALS` order), so a first setup is one round trip.
