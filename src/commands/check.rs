@@ -59,13 +59,10 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
             Err(e) => report(Err(failure(e))),
         },
     }
-    match failed {
-        None => {
-            println!("all checks passed");
-            Exit::Ok
-        }
-        Some(exit) => exit,
+    if failed.is_none() {
+        println!("all checks passed");
     }
+    failed.unwrap_or(Exit::Ok)
 }
 
 /// One check's line, or what failed and the exit it means.

@@ -62,7 +62,7 @@ pub enum Command {
         dealsync verify --window-field Closing_Date --from 2026-01-01 --to 2026-04-01\n  \
         dealsync verify --demo --from 2026-11-01\n\n\
         Exit codes: 0 the warehouse agrees, 3 it does not (the ids are named), 75/78 as for sync.")]
-    Verify(VerifyArgs),
+    Verify(WindowArgs),
     /// Verify credentials, the Zoho search API and the warehouse without writing anything.
     #[command(after_help = "Examples:\n  dealsync check                       # the smoke test after a deploy\n  \
         BIGQUERY_PROJECT=acme dealsync check\n  dealsync check --sink sqlite:/data/deals.db")]
@@ -82,7 +82,10 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  dealsync schema\n  dealsync schema --format bigquery\n  dealsync schema --format sqlite"
     )]
-    Schema(SchemaArgs),
+    Schema {
+        #[arg(long, value_enum, default_value = "text")]
+        format: SchemaFormat,
+    },
     /// Show the run ledger: the last runs, newest first, and when the last good one ended.
     #[command(
         after_help = "Examples:\n  dealsync runs\n  dealsync runs --limit 5 --sink sqlite:/var/lib/dealsync/deals.db\n  \
@@ -183,19 +186,6 @@ pub struct SyncArgs {
     /// collector), replacing it atomically.
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct VerifyArgs {
-    #[command(flatten)]
-    pub common: WindowArgs,
-}
-
-impl VerifyArgs {
-    /// The same window and sink as a sync would read.
-    pub fn as_sync(&self) -> SyncArgs {
-        SyncArgs { common: self.common.clone(), ..SyncArgs::default() }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -334,12 +324,6 @@ pub enum FieldsFormat {
     Json,
     /// A `[columns]` block promoting every field not stored in a column yet, to paste into the config file.
     Toml,
-}
-
-#[derive(Debug, Args)]
-pub struct SchemaArgs {
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: SchemaFormat,
 }
 
 fn parse_loopback(s: &str) -> Result<std::net::IpAddr, String> {

@@ -70,7 +70,6 @@ impl DataCentre {
     }
 }
 
-/// Everything needed to talk to Zoho.
 #[derive(Debug, Clone)]
 pub struct ZohoSettings {
     pub client_id: String,
@@ -104,7 +103,6 @@ pub enum BigQueryAuth {
     MetadataServer { host: Option<String> },
 }
 
-/// Where and how to write to BigQuery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BigQuerySettings {
     pub project: String,
@@ -115,7 +113,6 @@ pub struct BigQuerySettings {
     pub auth: BigQueryAuth,
 }
 
-/// The validated settings a command asked for.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `None` only when the caller asked for no Zoho credentials (`--demo`, `simulate`, `schema`).
@@ -135,7 +132,6 @@ impl Settings {
     }
 }
 
-/// Which Zoho credentials the command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
     ZohoCredentials,
@@ -196,7 +192,6 @@ pub struct LogFile {
     pub format: Option<String>,
 }
 
-/// `[columns]`: `region = { field = "Region", type = "text" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnFile {
@@ -273,9 +268,8 @@ const CREDENTIALS: [(&str, &str); 3] = [
     ("ZOHO_REFRESH_TOKEN", "a refresh token minted for this client (see `dealsync auth exchange` in the README)"),
 ];
 
-/// The environment (only the variables dealsync reads) and the configuration file, read once at start.
-/// Precedence: flags over environment over file. Commands ask it for what they need; nothing else reads the
-/// environment (clippy.toml enforces it). Its `Debug` shows the variables' names, never their values.
+/// dealsync's variables and the configuration file, read once at start; nothing else reads the environment
+/// (clippy.toml enforces it). Its `Debug` shows the variables' names, never their values.
 #[derive(Clone, Default)]
 pub struct Config {
     /// The configuration file in use, if any (logged at start).
@@ -286,8 +280,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the process environment and the configuration file it points at (`DEALSYNC_CONFIG`, else
-    /// `config/dealsync.toml` when it exists).
+    /// The process environment and the file `DEALSYNC_CONFIG` names, else `config/dealsync.toml` if it exists.
     pub fn load() -> Result<Config, ConfigError> {
         let config = Config::environment_only();
         let (path, source) = match config.var("DEALSYNC_CONFIG") {
@@ -299,8 +292,7 @@ impl Config {
         Ok(Config { file: FileConfig::load(&path, source)?, file_path: Some(path), ..config })
     }
 
-    /// The process environment alone, the configuration file left out: what is left to report a configuration
-    /// file that cannot be read (its run's metrics still go to the Pushgateway the environment names).
+    /// The process environment alone: what is left to report a configuration file that cannot be read.
     #[allow(clippy::disallowed_methods)] // the one place that reads the process environment
     pub fn environment_only() -> Config {
         Config::from_vars(std::env::vars())
@@ -324,7 +316,7 @@ impl Config {
         self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    /// A setting: its variable, else the file's key for it; with the name an error gives, the variable or the
+    /// A setting from its variable, else its key in the file, with the name an error gives: the variable, or the
     /// key and the file (`zoho.dc (config/dealsync.toml)`).
     fn get(&self, var: &str) -> Option<(String, String)> {
         if let Some(v) = self.var(var) {
@@ -341,7 +333,7 @@ impl Config {
         parse(&v).map(Some).ok_or_else(|| ConfigError::new(from, format!("`{v}` is not {what}")))
     }
 
-    /// The validated settings, Zoho's credentials as far as `needs` asks for them.
+    /// The validated settings, Zoho's credentials as far as `needs` asks.
     pub fn settings(&self, needs: Needs) -> Result<Settings, ConfigError> {
         let bigquery = self.bigquery()?;
         let zoho = match needs {
@@ -364,7 +356,6 @@ impl Config {
         Ok(self.parsed("ZOHO_MAX_CONCURRENCY", in_range, what)?.unwrap_or(5))
     }
 
-    /// The `[columns]` the file promotes to typed columns.
     pub fn promoted(&self) -> Result<Vec<Promoted>, ConfigError> {
         promoted_columns(&self.file.columns)
     }
