@@ -429,13 +429,11 @@ fn layer<T>(
     file: &Option<String>,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Option<T>, PlanError> {
-    match (flag, file) {
-        (Some(v), _) => Ok(Some(v)),
-        (None, Some(s)) => {
-            parse(s).map(Some).map_err(|e| ConfigError::new(format!("sync.{key} (config file)"), e).into())
-        }
-        (None, None) => Ok(None),
+    if flag.is_some() {
+        return Ok(flag);
     }
+    let at_key = |e| ConfigError::new(format!("sync.{key} (config file)"), e);
+    Ok(file.as_deref().map(parse).transpose().map_err(at_key)?)
 }
 
 /// The local warehouse when no sink is named and BigQuery is not configured.

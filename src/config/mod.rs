@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::exit::Exit;
 use crate::schema::{FieldType, Promoted};
-pub use crate::telemetry::LogFormat;
+use crate::telemetry::LogFormat;
 
 /// A configuration problem, named by the variable (or the key and the file) that caused it. Exit code 78.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
