@@ -1,8 +1,6 @@
 //! The process exit codes, in one place, so that every layer reports failures the same way and the README,
 //! the Kubernetes `podFailurePolicy` and the tests agree on what each number means.
 
-use std::fmt;
-
 /// What a run (or a sub-command) ended with, from the scheduler's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Exit {
@@ -23,35 +21,25 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// The process exit code, and a short word for logs and the run ledger.
+    const fn parts(self) -> (u8, &'static str) {
+        match self {
+            Exit::Ok => (0, "success"),
+            Exit::Internal => (1, "internal_error"),
+            Exit::Usage => (2, "usage_error"),
+            Exit::Partial => (3, "partial"),
+            Exit::Unavailable => (75, "unavailable"),
+            Exit::Config => (78, "config_error"),
+            Exit::Interrupted => (75, "interrupted"),
+        }
+    }
+
     pub const fn code(self) -> u8 {
-        match self {
-            Exit::Ok => 0,
-            Exit::Internal => 1,
-            Exit::Usage => 2,
-            Exit::Partial => 3,
-            Exit::Unavailable => 75,
-            Exit::Config => 78,
-            Exit::Interrupted => 75,
-        }
+        self.parts().0
     }
 
-    /// A short word for logs and the run ledger.
     pub const fn outcome(self) -> &'static str {
-        match self {
-            Exit::Ok => "success",
-            Exit::Internal => "internal_error",
-            Exit::Usage => "usage_error",
-            Exit::Partial => "partial",
-            Exit::Unavailable => "unavailable",
-            Exit::Config => "config_error",
-            Exit::Interrupted => "interrupted",
-        }
-    }
-}
-
-impl fmt::Display for Exit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.code(), self.outcome())
+        self.parts().1
     }
 }
 

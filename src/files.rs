@@ -9,14 +9,7 @@ use std::path::Path;
 
 /// Opens `path` for writing from the start, created with `mode` (or set to it), refusing a symbolic link there.
 pub fn create(path: &Path, mode: u32) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| refuse_link(path, e))?;
+    let file = options(mode).create(true).truncate(true).open(path).map_err(|e| refuse_link(path, e))?;
     file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     Ok(file)
 }
@@ -30,8 +23,7 @@ pub fn replace(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let unique = format!(".{name}.{}.{:08x}.tmp", std::process::id(), random());
     let tmp = path.with_file_name(unique);
-    let mut file =
-        OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
+    let mut file = options(mode).create_new(true).open(&tmp)?;
     let written = file
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .and_then(|()| file.write_all(text.as_bytes()))
@@ -41,6 +33,13 @@ pub fn replace(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Write-only, new files created with `mode`, and no following a symbolic link at the path itself.
+fn options(mode: u32) -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.write(true).mode(mode).custom_flags(libc::O_NOFOLLOW);
+    options
 }
 
 fn refuse_link(path: &Path, e: std::io::Error) -> std::io::Error {

@@ -17,29 +17,19 @@ fn main() -> ExitCode {
             if !e.use_stderr() {
                 return Exit::Ok.into();
             }
-            refused_sync(Exit::Usage, e.kind().to_string());
-            return Exit::Usage.into();
+            return refused_sync(Exit::Usage, e.kind().to_string());
         }
     };
     // Logging is not set up yet: a configuration that cannot be read is reported on stderr as it is.
-    let config = match Config::load() {
-        Ok(c) => c,
+    let (config, log_format) = match Config::load().and_then(|c| Ok((c.log_format()?, c))) {
+        Ok((log_format, config)) => (config, log_format),
         Err(e) => {
             eprintln!("error: {e}");
-            refused_sync(Exit::Config, e.to_string());
-            return Exit::Config.into();
-        }
-    };
-    let log_format = match config.log_format() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            refused_sync(Exit::Config, e.to_string());
-            return Exit::Config.into();
+            return refused_sync(Exit::Config, e.to_string());
         }
     };
     dealsync::telemetry::init(log_format, config.var("NO_COLOR").is_none(), cli.quiet);
-    if let Some(path) = config.file_path() {
+    if let Some(path) = &config.file_path {
         tracing::info!(event = "config_file", config_file = %path.display(), "configuration file in use");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -64,14 +54,14 @@ fn main() -> ExitCode {
 
 /// A `sync` refused before its run starts still publishes its metrics (where the environment names a
 /// Pushgateway), so that a deployment that cannot start is seen failing.
-fn refused_sync(exit: Exit, error: String) {
+fn refused_sync(exit: Exit, error: String) -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) != Some("sync") {
-        return;
+    if args.get(1).map(String::as_str) == Some("sync") {
+        let config = Config::load().unwrap_or_else(|_| Config::environment_only());
+        let backfill = args.iter().any(|a| a == "--from" || a.starts_with("--from="));
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            rt.block_on(dealsync::commands::refused_sync(&config, backfill, exit, error));
+        }
     }
-    let config = Config::load().unwrap_or_else(|_| Config::environment_only());
-    let backfill = args.iter().any(|a| a == "--from" || a.starts_with("--from="));
-    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        rt.block_on(dealsync::commands::refused_sync(&config, backfill, exit, error));
-    }
+    exit.into()
 }

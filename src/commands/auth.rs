@@ -13,16 +13,15 @@ pub fn scopes() -> Exit {
 
 /// `dealsync auth exchange`.
 pub async fn exchange(grant_token: &str, config: &config::Config) -> Exit {
-    let code = if grant_token == "-" {
-        let mut line = String::new();
-        if std::io::stdin().read_line(&mut line).is_err() {
+    let mut code = grant_token.to_string();
+    if grant_token == "-" {
+        code.clear();
+        if std::io::stdin().read_line(&mut code).is_err() {
             eprintln!("error: could not read the grant code from stdin");
             return Exit::Usage;
         }
-        line.trim().to_string()
-    } else {
-        grant_token.trim().to_string()
-    };
+    }
+    let code = code.trim();
     if code.is_empty() {
         eprintln!("error: --grant-token is empty");
         return Exit::Usage;
@@ -43,7 +42,7 @@ pub async fn exchange(grant_token: &str, config: &config::Config) -> Exit {
             return Exit::Internal;
         }
     };
-    match zoho::auth::exchange_grant(&http, &settings, &secrecy::SecretString::from(code)).await {
+    match zoho::auth::exchange_grant(&http, &settings, &secrecy::SecretString::from(code.to_string())).await {
         Ok(ex) => {
             use secrecy::ExposeSecret;
             // The only place a secret is ever printed: stdout, once, for the operator to store.

@@ -48,24 +48,20 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
         },
     }
     let opening = Opening { retry: policy, request_timeout: timeout, ..Opening::new(&settings, &run_id) };
-    let opened = match Target::chosen(args.sink.as_ref(), &settings, false) {
-        Ok(target) => target.open(opening).await.map_err(RunError::from),
-        Err(e) => Err(RunError::Usage(e)),
+    let sink_lines = async {
+        let mut sink =
+            Target::chosen(args.sink.as_ref(), &settings, false).map_err(RunError::Usage)?.open(opening).await?;
+        let lines = sink.check().await?;
+        Ok::<_, RunError>(lines.into_iter().map(|l| format!("{}: {l}", sink.describe())).collect::<Vec<_>>())
     };
-    match opened {
+    match sink_lines.await {
+        Ok(lines) => lines.into_iter().for_each(|l| report(Ok(l))),
         Err(e) => report(Err(failure(e))),
-        Ok(mut sink) => match sink.check().await {
-            Ok(lines) => lines.into_iter().for_each(|l| report(Ok(format!("{}: {l}", sink.describe())))),
-            Err(e) => report(Err(failure(e))),
-        },
     }
-    match failed {
-        None => {
-            println!("all checks passed");
-            Exit::Ok
-        }
-        Some(exit) => exit,
+    if failed.is_none() {
+        println!("all checks passed");
     }
+    failed.unwrap_or(Exit::Ok)
 }
 
 /// One check's line, or what failed and the exit it means.

@@ -93,16 +93,12 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
             let lines: Vec<[String; 8]> = rows
                 .iter()
                 .map(|r| {
-                    let zoho = match (&r.data_type, &r.json_type) {
-                        (Some(d), _) => d.clone(),
-                        (None, Some(j)) => j.clone(),
-                        (None, None) => "?".into(),
-                    };
+                    let zoho = r.data_type.as_ref().or(r.json_type.as_ref()).map_or("?", String::as_str);
                     let stored = if r.columns.is_empty() { "raw only".to_string() } else { r.columns.join(", ") };
                     [
                         one_line(&r.api_name),
                         one_line(r.label.as_deref().unwrap_or_default()),
-                        one_line(&zoho),
+                        one_line(zoho),
                         if r.custom { "yes" } else { "" }.into(),
                         stored,
                         r.ty.to_string(),
@@ -119,18 +115,13 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
                  # config/dealsync.toml; the next run adds them (existing rows keep NULL until a backfill with --rewrite).\n",
             );
             for r in rows.iter().filter(|r| r.stored == "raw") {
-                // Zoho's names and labels are data: the toml serializer quotes them, and a comment holds no line
-                // break, so nothing a label says can add a key or a table to the file.
+                // Zoho's names and labels are data: TOML strings quote them, and a comment holds no line break,
+                // so nothing a label says can add a key or a table to the file.
                 let label = comment_text(r.label.as_deref().unwrap_or(""));
                 let zoho = comment_text(r.data_type.as_deref().unwrap_or("?"));
-                let entry = toml::value::Table::from_iter([
-                    ("field".to_string(), toml::Value::String(r.api_name.clone())),
-                    ("type".to_string(), toml::Value::String(r.ty.to_string())),
-                ]);
-                let columns = toml::value::Table::from_iter([(column_name(&r.api_name), toml::Value::Table(entry))]);
-                let doc = toml::value::Table::from_iter([("columns".to_string(), toml::Value::Table(columns))]);
-                out.push_str(&format!("\n# {label} ({zoho})\n"));
-                out.push_str(&toml::to_string(&doc).expect("a table of strings serializes"));
+                let (field, ty) = (toml::Value::from(r.api_name.as_str()), toml::Value::from(r.ty.to_string()));
+                let column = column_name(&r.api_name);
+                out.push_str(&format!("\n# {label} ({zoho})\n[columns.{column}]\nfield = {field}\ntype = {ty}\n"));
             }
             out
         }

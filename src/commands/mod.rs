@@ -31,7 +31,8 @@ pub async fn run(command: Command, config: &Config) -> Exit {
         }
         Command::Simulate(args) => demo::simulate(args).await,
         Command::Check(args) => check::check(args, config).await,
-        Command::Verify(args) => match plan(&args.as_sync(), config) {
+        // The same window and sink as a sync would read.
+        Command::Verify(common) => match plan(&SyncArgs { common, ..SyncArgs::default() }, config) {
             Ok(plan) if plan.spec.is_backfill() => verify::verify(plan, config).await,
             Ok(_) => {
                 eprintln!("error: verify needs --from (and usually --to)");
@@ -42,7 +43,7 @@ pub async fn run(command: Command, config: &Config) -> Exit {
         Command::Auth(AuthCommand::Scopes) => auth::scopes(),
         Command::Auth(AuthCommand::Exchange { grant_token }) => auth::exchange(&grant_token, config).await,
         Command::Fields(args) => fields::fields(args, config).await,
-        Command::Schema(args) => describe::run(&args, config),
+        Command::Schema { format } => describe::run(format, config),
         Command::Runs(args) => runs::runs(args, config).await,
         Command::Completions { shell } => {
             let mut cli = <crate::config::cli::Cli as clap::CommandFactory>::command();
@@ -63,7 +64,7 @@ pub async fn refused_sync(config: &Config, backfill: bool, exit: Exit, error: St
 
 /// Validates the flags against the configuration file. Errors are reported here; the exit says which kind.
 fn plan(args: &SyncArgs, config: &Config) -> Result<SyncPlan, (Exit, String)> {
-    args.plan(&config.file().sync, chrono::Utc::now()).map_err(|e| match e {
+    args.plan(&config.file.sync, chrono::Utc::now()).map_err(|e| match e {
         PlanError::Config(e) => (e.report(), e.to_string()),
         PlanError::Usage(e) => {
             eprintln!("error: {e}");

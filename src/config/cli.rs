@@ -62,7 +62,7 @@ pub enum Command {
         dealsync verify --window-field Closing_Date --from 2026-01-01 --to 2026-04-01\n  \
         dealsync verify --demo --from 2026-11-01\n\n\
         Exit codes: 0 the warehouse agrees, 3 it does not (the ids are named), 75/78 as for sync.")]
-    Verify(VerifyArgs),
+    Verify(WindowArgs),
     /// Verify credentials, the Zoho search API and the warehouse without writing anything.
     #[command(after_help = "Examples:\n  dealsync check                       # the smoke test after a deploy\n  \
         BIGQUERY_PROJECT=acme dealsync check\n  dealsync check --sink sqlite:/data/deals.db")]
@@ -82,7 +82,10 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  dealsync schema\n  dealsync schema --format bigquery\n  dealsync schema --format sqlite"
     )]
-    Schema(SchemaArgs),
+    Schema {
+        #[arg(long, value_enum, default_value = "text")]
+        format: SchemaFormat,
+    },
     /// Show the run ledger: the last runs, newest first, and when the last good one ended.
     #[command(
         after_help = "Examples:\n  dealsync runs\n  dealsync runs --limit 5 --sink sqlite:/var/lib/dealsync/deals.db\n  \
@@ -183,19 +186,6 @@ pub struct SyncArgs {
     /// collector), replacing it atomically.
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct VerifyArgs {
-    #[command(flatten)]
-    pub common: WindowArgs,
-}
-
-impl VerifyArgs {
-    /// The same window and sink as a sync would read.
-    pub fn as_sync(&self) -> SyncArgs {
-        SyncArgs { common: self.common.clone(), ..SyncArgs::default() }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -336,12 +326,6 @@ pub enum FieldsFormat {
     Toml,
 }
 
-#[derive(Debug, Args)]
-pub struct SchemaArgs {
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: SchemaFormat,
-}
-
 fn parse_loopback(s: &str) -> Result<std::net::IpAddr, String> {
     let ip: std::net::IpAddr = s.parse().map_err(|_| format!("`{s}` is not an IP address"))?;
     if !ip.is_loopback() {
@@ -445,13 +429,11 @@ fn layer<T>(
     file: &Option<String>,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Option<T>, PlanError> {
-    match (flag, file) {
-        (Some(v), _) => Ok(Some(v)),
-        (None, Some(s)) => {
-            parse(s).map(Some).map_err(|e| ConfigError::new(format!("sync.{key} (config file)"), e).into())
-        }
-        (None, None) => Ok(None),
+    if flag.is_some() {
+        return Ok(flag);
     }
+    let at_key = |e| ConfigError::new(format!("sync.{key} (config file)"), e);
+    Ok(file.as_deref().map(parse).transpose().map_err(at_key)?)
 }
 
 /// The local warehouse when no sink is named and BigQuery is not configured.

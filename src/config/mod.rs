@@ -7,7 +7,6 @@ pub mod cli;
 pub mod spec;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -16,9 +15,9 @@ use url::Url;
 
 use crate::exit::Exit;
 use crate::schema::{FieldType, Promoted};
-pub use crate::telemetry::LogFormat;
+use crate::telemetry::LogFormat;
 
-/// A configuration problem, always tied to the variable (or setting) that caused it. Exit code 78.
+/// A configuration problem, named by the variable (or the key and the file) that caused it. Exit code 78.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {problem}")]
 pub struct ConfigError {
@@ -70,7 +69,6 @@ impl DataCentre {
     }
 }
 
-/// Everything needed to talk to Zoho.
 #[derive(Debug, Clone)]
 pub struct ZohoSettings {
     pub client_id: String,
@@ -104,7 +102,6 @@ pub enum BigQueryAuth {
     MetadataServer { host: Option<String> },
 }
 
-/// Where and how to write to BigQuery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BigQuerySettings {
     pub project: String,
@@ -115,7 +112,6 @@ pub struct BigQuerySettings {
     pub auth: BigQueryAuth,
 }
 
-/// The validated settings a command asked for.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `None` only when the caller asked for no Zoho credentials (`--demo`, `simulate`, `schema`).
@@ -135,7 +131,6 @@ impl Settings {
     }
 }
 
-/// Which Zoho credentials the command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
     ZohoCredentials,
@@ -196,7 +191,6 @@ pub struct LogFile {
     pub format: Option<String>,
 }
 
-/// `[columns]`: `region = { field = "Region", type = "text" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnFile {
@@ -273,34 +267,31 @@ const CREDENTIALS: [(&str, &str); 3] = [
     ("ZOHO_REFRESH_TOKEN", "a refresh token minted for this client (see `dealsync auth exchange` in the README)"),
 ];
 
-/// The environment (only the variables dealsync reads) and the configuration file, read once at start.
-/// Precedence: flags over environment over file. Commands ask it for what they need; nothing else reads the
-/// environment (clippy.toml enforces it). Its `Debug` shows the variables' names, never their values.
+/// dealsync's variables and the configuration file, read once at start; nothing else reads the environment
+/// (clippy.toml enforces it). Its `Debug` shows the variables' names, never their values.
 #[derive(Clone, Default)]
 pub struct Config {
-    file_path: Option<PathBuf>,
-    file: FileConfig,
+    /// The configuration file in use, if any (logged at start).
+    pub file_path: Option<PathBuf>,
+    pub file: FileConfig,
     vars: BTreeMap<String, String>,
     secrets: BTreeMap<String, SecretString>,
 }
 
 impl Config {
-    /// Reads the process environment and the configuration file it points at (`DEALSYNC_CONFIG`, else
-    /// `config/dealsync.toml` when it exists).
+    /// The process environment and the file `DEALSYNC_CONFIG` names, else `config/dealsync.toml` if it exists.
     pub fn load() -> Result<Config, ConfigError> {
         let config = Config::environment_only();
         let (path, source) = match config.var("DEALSYNC_CONFIG") {
-            Some(p) => (PathBuf::from(p), "DEALSYNC_CONFIG"),
-            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
-                (PathBuf::from(DEFAULT_CONFIG_FILE), DEFAULT_CONFIG_FILE)
-            }
+            Some(p) => (p, "DEALSYNC_CONFIG"),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => (DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_FILE),
             None => return Ok(config),
         };
+        let path = PathBuf::from(path);
         Ok(Config { file: FileConfig::load(&path, source)?, file_path: Some(path), ..config })
     }
 
-    /// The process environment alone, the configuration file left out: what is left to report a configuration
-    /// file that cannot be read (its run's metrics still go to the Pushgateway the environment names).
+    /// The process environment alone: what is left to report a configuration file that cannot be read.
     #[allow(clippy::disallowed_methods)] // the one place that reads the process environment
     pub fn environment_only() -> Config {
         Config::from_vars(std::env::vars())
@@ -319,23 +310,14 @@ impl Config {
         config
     }
 
-    /// The configuration file in use, if any (logged at start).
-    pub fn file_path(&self) -> Option<&Path> {
-        self.file_path.as_deref()
-    }
-
-    pub fn file(&self) -> &FileConfig {
-        &self.file
-    }
-
     /// A variable as set (trimmed; empty counts as unset), secrets excepted.
     pub fn var(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    /// A setting: its variable, else the file's key for it; with the name an error gives, the variable or the
+    /// A setting from its variable, else its key in the file, with the name an error gives: the variable, or the
     /// key and the file (`zoho.dc (config/dealsync.toml)`).
-    fn get(&self, var: &'static str) -> Option<(String, String)> {
+    fn get(&self, var: &str) -> Option<(String, String)> {
         if let Some(v) = self.var(var) {
             return Some((var.to_string(), v.to_string()));
         }
@@ -345,17 +327,12 @@ impl Config {
     }
 
     /// A setting read by `parse`; a value it refuses "is not `what`".
-    fn parsed<T>(
-        &self,
-        var: &'static str,
-        parse: impl Fn(&str) -> Option<T>,
-        what: &str,
-    ) -> Result<Option<T>, ConfigError> {
+    fn parsed<T>(&self, var: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Option<T>, ConfigError> {
         let Some((from, v)) = self.get(var) else { return Ok(None) };
         parse(&v).map(Some).ok_or_else(|| ConfigError::new(from, format!("`{v}` is not {what}")))
     }
 
-    /// The validated settings, Zoho's credentials as far as `needs` asks for them.
+    /// The validated settings, Zoho's credentials as far as `needs` asks.
     pub fn settings(&self, needs: Needs) -> Result<Settings, ConfigError> {
         let bigquery = self.bigquery()?;
         let zoho = match needs {
@@ -378,7 +355,6 @@ impl Config {
         Ok(self.parsed("ZOHO_MAX_CONCURRENCY", in_range, what)?.unwrap_or(5))
     }
 
-    /// The `[columns]` the file promotes to typed columns.
     pub fn promoted(&self) -> Result<Vec<Promoted>, ConfigError> {
         promoted_columns(&self.file.columns)
     }
@@ -464,17 +440,21 @@ impl Config {
             return Ok(BigQueryAuth::File { kind: credentials_type("GOOGLE_APPLICATION_CREDENTIALS", &path)?, path });
         }
         // gcloud's Application Default Credentials: `$CLOUDSDK_CONFIG`, else `~/.config/gcloud`.
-        let gcloud = match (self.var("CLOUDSDK_CONFIG"), self.var("HOME")) {
-            (Some(dir), _) => Some(PathBuf::from(dir)),
-            (None, home) => home.map(|home| Path::new(home).join(".config/gcloud")),
-        };
-        match gcloud.map(|dir| dir.join("application_default_credentials.json")).filter(|p| p.is_file()) {
-            Some(path) => {
-                let kind = credentials_type(&format!("gcloud's credentials file {}", path.display()), &path)?;
-                Ok(BigQueryAuth::File { path, kind })
-            }
-            None => Ok(BigQueryAuth::MetadataServer { host: self.var("GCE_METADATA_HOST").map(String::from) }),
+        let gcloud = self.var("CLOUDSDK_CONFIG").map(PathBuf::from);
+        let gcloud = gcloud.or_else(|| self.var("HOME").map(|home| Path::new(home).join(".config/gcloud")));
+        if let Some(path) = gcloud.map(|dir| dir.join("application_default_credentials.json")).filter(|p| p.is_file()) {
+            let kind = credentials_type(&format!("gcloud's credentials file {}", path.display()), &path)?;
+            return Ok(BigQueryAuth::File { path, kind });
         }
+        // Google's libraries read a bare host[:port] here and build the URL around it.
+        let host = self.var("GCE_METADATA_HOST");
+        let bare = |h: &str| !h.contains(['/', '?', '#', '@']) && Url::parse(&format!("http://{h}")).is_ok();
+        if let Some(h) = host.filter(|h| !bare(h)) {
+            let problem =
+                format!("`{h}` must be a host or host:port such as 169.254.169.254, without a scheme or a path");
+            return Err(ConfigError::new("GCE_METADATA_HOST", problem));
+        }
+        Ok(BigQueryAuth::MetadataServer { host: host.map(String::from) })
     }
 
     /// Cloud Run Jobs set `CLOUD_RUN_TASK_INDEX`/`CLOUD_RUN_TASK_COUNT`; a Kubernetes Indexed Job sets
@@ -514,18 +494,17 @@ impl std::fmt::Debug for Config {
 
 /// The variables dealsync reads; the rest of the environment is not kept.
 fn ours(name: &str) -> bool {
-    ["ZOHO_", "BIGQUERY_", "DEALSYNC_", "CLOUD_RUN_TASK_"].iter().any(|p| name.starts_with(p))
-        || matches!(
-            name,
-            "GOOGLE_APPLICATION_CREDENTIALS"
-                | "CLOUDSDK_CONFIG"
-                | "HOME"
-                | "GCE_METADATA_HOST"
-                | "JOB_COMPLETION_INDEX"
-                | "LOG_FORMAT"
-                | "NO_COLOR"
-                | "RUST_LOG"
-        )
+    const NAMES: [&str; 8] = [
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "CLOUDSDK_CONFIG",
+        "HOME",
+        "GCE_METADATA_HOST",
+        "JOB_COMPLETION_INDEX",
+        "LOG_FORMAT",
+        "NO_COLOR",
+        "RUST_LOG",
+    ];
+    ["ZOHO_", "BIGQUERY_", "DEALSYNC_", "CLOUD_RUN_TASK_"].iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
 /// Names every missing credential at once (`set` in `CREDENTIALS` order), so a first setup is one round trip.
@@ -591,8 +570,8 @@ pub fn check_scheme(url: &Url) -> Result<(), String> {
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
 }
@@ -774,13 +753,26 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(".config/gcloud")).unwrap();
         let adc = dir.path().join(".config/gcloud/application_default_credentials.json");
         std::fs::write(&adc, r#"{"type":"authorized_user","refresh_token":"-----SECRETKEY-----"}"#).unwrap();
-        let bq = Settings::from_vars(home, Needs::Nothing).unwrap().bigquery.unwrap();
-        assert_eq!(bq.auth, BigQueryAuth::File { path: adc, kind: "authorized_user".into() });
+        let bq = Settings::from_vars(home.clone(), Needs::Nothing).unwrap().bigquery.unwrap();
+        assert_eq!(bq.auth, BigQueryAuth::File { path: adc.clone(), kind: "authorized_user".into() });
         let e = Settings::from_vars(with(&odd), Needs::Nothing).unwrap_err();
         assert_eq!(e.variable, "GOOGLE_APPLICATION_CREDENTIALS");
         assert!(!e.to_string().contains("SECRETKEY"));
         let e = Settings::from_vars(with(&dir.path().join("missing.json")), Needs::Nothing).unwrap_err();
         assert!(e.problem.contains("cannot be read"), "{e}");
+        let metadata = |host: &str| {
+            let mut v = home.clone();
+            v.push(("GCE_METADATA_HOST".into(), host.into()));
+            Settings::from_vars(v, Needs::Nothing).map(|s| s.bigquery.unwrap().auth)
+        };
+        std::fs::remove_file(&adc).unwrap();
+        assert_eq!(
+            metadata("169.254.169.254:80").unwrap(),
+            BigQueryAuth::MetadataServer { host: Some("169.254.169.254:80".into()) }
+        );
+        for bad in ["http://169.254.169.254", "metadata.google.internal/x", "a b"] {
+            assert_eq!(metadata(bad).unwrap_err().variable, "GCE_METADATA_HOST", "{bad}");
+        }
     }
 
     #[test]

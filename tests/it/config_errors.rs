@@ -49,6 +49,26 @@ async fn each_bad_variable_exits_78_naming_it_before_any_network_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_host_with_a_scheme_or_a_path_exits_78_naming_it_before_any_network_call() {
+    let sim = simulator(sim_with_secrets()).await;
+    let home = tempfile::tempdir().unwrap();
+    for value in ["http://169.254.169.254", "metadata.google.internal/computeMetadata"] {
+        let out = Dealsync::new(&["sync", "--sink", "bigquery"])
+            .against(&sim)
+            .env("BIGQUERY_PROJECT", "p")
+            .env("HOME", home.path().to_str().unwrap())
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .env_remove("CLOUDSDK_CONFIG")
+            .env("GCE_METADATA_HOST", value)
+            .run()
+            .await;
+        out.assert_code(78);
+        assert!(out.stderr.contains("GCE_METADATA_HOST") && out.stderr.contains(value), "{value}: {}", out.stderr);
+    }
+    assert_eq!(sim.stats().token_requests, 0, "refused before any network call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_refresh_token_says_so_and_exits_78() {
     let sim = simulator(sim_with_secrets()).await;
     let out = Dealsync::new(&["sync"]).against(&sim).env("ZOHO_REFRESH_TOKEN", "1000.wrong-token-value").run().await;
