@@ -51,10 +51,8 @@ pub fn init(format: Option<LogFormat>, color: bool, quiet: bool) {
     for capped in ["yup_oauth2=warn", "hyper=warn", "hyper_util=warn", "reqwest=warn", "h2=warn", "rustls=warn"] {
         filter = filter.add_directive(capped.parse().expect("a valid directive"));
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(color && terminal);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color && terminal);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).compact().try_init(),
         LogFormat::Json => builder.event_format(JsonLine { gcp: false }).try_init(),

@@ -45,7 +45,8 @@ mod with_sim {
     use crate::config::Settings;
     use crate::window::WindowField;
 
-    /// A simulator running in this process for the length of a command.
+    /// A simulator running in this process for the length of a command: dropping it stops the simulator
+    /// (`SimHandle`'s drop), so every way out of the command stops it.
     pub struct Demo {
         handle: sim::SimHandle,
     }
@@ -75,10 +76,6 @@ mod with_sim {
         /// The closed-won deals the simulator holds in `window`.
         pub fn closed_won_in(&self, window: &Window) -> usize {
             self.handle.closed_won_in(&range(window)).len()
-        }
-
-        pub async fn stop(self) {
-            self.handle.stop().await;
         }
     }
 
@@ -207,8 +204,6 @@ mod without_sim {
         pub fn closed_won_in(&self, _window: &Window) -> usize {
             match *self {}
         }
-
-        pub async fn stop(self) {}
     }
 
     pub async fn simulate(_args: SimulateArgs) -> Exit {

@@ -8,15 +8,12 @@ use std::sync::atomic::Ordering;
 use chrono::Utc;
 
 use super::error::RunError;
-use super::pipeline::Written;
 use super::reconcile::Completeness;
 use super::setup::Run;
 use super::summary::RunSummary;
-use crate::exit::Exit;
 use crate::sink::{Ending, RunRecord, Sink};
 use crate::window::Window;
 use crate::zoho::changes::{Deleted, StageChange};
-use crate::zoho::fetch::FetchStats;
 use crate::zoho::{ZohoClient, ZohoError};
 
 /// Deletions since the window's start and deals that left "Closed Won" in it.
@@ -29,32 +26,22 @@ pub async fn fetch_changes(client: &ZohoClient, window: &Window) -> Result<Chang
     )
 }
 
-/// What the second phase gathered, whether it ended well or not.
-pub struct Collected {
-    pub result: Result<Completeness, RunError>,
-    pub written: Written,
-    pub fetched: FetchStats,
-    pub repaired: u64,
-    /// `None` when the sink keeps no rows, the run never got a token, or it stopped first.
-    pub changes: Option<Result<Changes, ZohoError>>,
-}
-
-/// Ends the run: the writes, the changes, the proof, the reconciliation, the summary's counts and the ledger.
+/// Ends the run: the writes, the changes (`None` when the sink keeps no rows, the run never got a token, or it
+/// stopped first), the proof, the reconciliation, the client's counts and the ledger.
 pub async fn finish(
     client: &ZohoClient,
     sink: &mut Sink,
     run: &Run,
     window: &Window,
-    collected: Collected,
+    collected: Result<Completeness, RunError>,
+    changes: Option<Result<Changes, ZohoError>>,
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
-    let Collected { result, mut written, fetched, repaired, changes } = collected;
-    let (completeness, error) = match result {
+    let (completeness, error) = match collected {
         Ok(c) => (Some(c), None),
         Err(e) => (None, Some(e)),
     };
-    let mut error = end_writes(sink, error, &mut written).await;
-    count(summary, &fetched, written, repaired);
+    let mut error = end_writes(sink, error, summary).await;
     summary.bytes_billed = sink.bytes_billed();
     if let (None, Some(found)) = (&error, changes) {
         match apply_changes(sink, found).await {
@@ -72,11 +59,7 @@ pub async fn finish(
     summary.token_mints = stats.token_mints.load(Ordering::Relaxed);
     summary.token_mint_failures = stats.token_mint_failures.load(Ordering::Relaxed);
     summary.time_to_first_request_us = stats.first_request_us.load(Ordering::Relaxed);
-    let exit = match &error {
-        None if summary.quarantined > 0 || mismatch => Exit::Partial,
-        None => Exit::Ok,
-        Some(e) => e.exit(),
-    };
+    let exit = summary.exit_for(error.as_ref().or(mismatch.then_some(&RunError::Mismatch)));
     let record = RunRecord {
         error: error.as_ref().map(|e| e.to_string()),
         ..ledger_row(run, summary, window, exit.outcome(), exit.code())
@@ -94,18 +77,18 @@ pub async fn finish(
 
 /// Commits the sink's writes when the run fetched everything; otherwise keeps what is final on its own. An
 /// interruption says what it leaves.
-async fn end_writes(sink: &mut Sink, error: Option<RunError>, written: &mut Written) -> Option<RunError> {
+async fn end_writes(sink: &mut Sink, error: Option<RunError>, summary: &mut RunSummary) -> Option<RunError> {
     let ending = if error.is_none() { Ending::Complete } else { Ending::Stopped };
     match (sink.finish(ending).await, error) {
         (Ok(done), Some(RunError::Interrupted(reason))) => {
-            written.stats.add(done.stats);
+            summary.rows.add(done.stats);
             Some(RunError::Interrupted(format!(
                 "{reason} before the window was complete; {}; the next run covers the window again",
                 done.kept
             )))
         }
         (Ok(done), error) => {
-            written.stats.add(done.stats);
+            summary.rows.add(done.stats);
             error
         }
         (Err(e), None) => Some(e.into()),
@@ -114,23 +97,6 @@ async fn end_writes(sink: &mut Sink, error: Option<RunError>, written: &mut Writ
             Some(error)
         }
     }
-}
-
-/// The fetcher's and the writer's counts, in the summary.
-fn count(summary: &mut RunSummary, fetched: &FetchStats, written: Written, repaired: u64) {
-    summary.pages = fetched.pages;
-    summary.windows_split = fetched.slices_split;
-    summary.coql_counts = fetched.counts;
-    summary.coql_pages = fetched.listings;
-    summary.by_id_requests = fetched.by_id;
-    summary.repaired = repaired;
-    summary.deals_fetched = written.records;
-    summary.not_closed_won = written.not_closed_won;
-    summary.quarantined = written.quarantined + written.stats.rejected;
-    summary.rows_inserted = written.stats.inserted;
-    summary.rows_updated = written.stats.updated;
-    summary.rows_unchanged = written.stats.unchanged;
-    summary.won_amount_by_currency = written.amounts;
 }
 
 /// Applies the changes to rows the sink holds.
@@ -197,13 +163,13 @@ pub fn ledger_row(run: &Run, summary: &RunSummary, window: &Window, status: &str
         exit_code,
         started_at: run.started_at,
         finished_at: Utc::now(),
-        pages: summary.pages,
+        pages: summary.fetched.pages,
         deals_fetched: summary.deals_fetched,
-        rows_inserted: summary.rows_inserted,
-        rows_updated: summary.rows_updated,
-        rows_unchanged: summary.rows_unchanged,
+        rows_inserted: summary.rows.inserted,
+        rows_updated: summary.rows.updated,
+        rows_unchanged: summary.rows.unchanged,
         not_closed_won: summary.not_closed_won,
-        quarantined: summary.quarantined,
+        quarantined: summary.quarantined(),
         error: None,
     }
 }

@@ -73,8 +73,8 @@ pub fn render(s: &RunSummary, labels: &str, finished_unix: f64, last_success: Op
         last_success,
         (s.exit_code == 3).then_some(finished_unix),
         Some(f64::from(s.exit_code)),
-        Some(s.rows_written() as f64),
-        Some(s.quarantined as f64),
+        Some(s.rows.written() as f64),
+        Some(s.quarantined() as f64),
         Some(s.repaired as f64),
         Some(s.duration_ms as f64 / 1000.0),
         missing,
@@ -174,8 +174,7 @@ mod tests {
         let ok = RunSummary {
             exit_code: 0,
             sink: "sqlite:a\"b.db".into(),
-            rows_inserted: 5,
-            rows_updated: 2,
+            rows: crate::sink::WriteStats { inserted: 5, updated: 2, ..Default::default() },
             ..Default::default()
         };
         let labels = format!("sink=\"{}\"", label(&ok.sink));

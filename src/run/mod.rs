@@ -26,8 +26,9 @@ use crate::sink::Sink;
 use crate::window::Window;
 use crate::zoho::ZohoClient;
 use error::RunError;
-use finish::Collected;
+use finish::Changes;
 use pipeline::{Job, Pipeline};
+use reconcile::Completeness;
 use setup::{Prepared, Run};
 use summary::RunSummary;
 
@@ -56,15 +57,11 @@ pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
     let watchers = watch(&shutdown, plan.deadline);
     let result = phases(&plan, config, &run, &mut summary, &shutdown).await;
     watchers.iter().for_each(|w| w.abort());
-    let exit = match &result {
-        Ok(()) if summary.quarantined > 0 => Exit::Partial,
-        Ok(()) => Exit::Ok,
-        Err(e) => {
-            tracing::error!(event = "run_failed", run_id = %run.id, "{e}");
-            summary.error = Some(e.to_string());
-            e.exit()
-        }
-    };
+    let exit = summary.exit_for(result.as_ref().err());
+    if let Err(e) = result {
+        tracing::error!(event = "run_failed", run_id = %run.id, "{e}");
+        summary.error = Some(e.to_string());
+    }
     summary.set_exit(exit);
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.peak_rss_kb = summary::peak_rss_kb();
@@ -89,7 +86,8 @@ fn watch(shutdown: &Shutdown, deadline: std::time::Duration) -> [tokio::task::Jo
     [signal, timer]
 }
 
-/// The three phases, each to the end or to its first error.
+/// The three phases, each to the end or to its first error. The demo's simulator, if any, stops when `source`
+/// is dropped, however this returns.
 async fn phases(
     plan: &SyncPlan,
     config: &Config,
@@ -113,8 +111,8 @@ async fn phases(
 
     let columns = std::sync::Arc::new(Columns::new(&settings.promoted));
     let stamp = RunStamp { run_id: run.id.as_str().into(), synced_at: run.started_at, columns };
-    let collected = collect(&client, &mut sink, &window, &stamp, shutdown).await;
-    let result = finish::finish(&client, &mut sink, run, &window, collected, summary).await;
+    let (collected, changes) = collect(&client, &mut sink, &window, &stamp, shutdown, summary).await;
+    let result = finish::finish(&client, &mut sink, run, &window, collected, changes, summary).await;
     if let Some(demo) = &source.demo {
         let (truth, closed_won) = (demo.closed_won_in(&window), summary.deals_fetched - summary.not_closed_won);
         tracing::info!(
@@ -124,7 +122,6 @@ async fn phases(
             "demo check: the simulator holds {truth} closed-won deals in the window; this run fetched {closed_won}"
         );
     }
-    source.stop().await;
     result
 }
 
@@ -137,7 +134,8 @@ async fn collect(
     window: &Window,
     stamp: &RunStamp,
     shutdown: &Shutdown,
-) -> Collected {
+    summary: &mut RunSummary,
+) -> (Result<Completeness, RunError>, Option<Result<Changes, crate::zoho::ZohoError>>) {
     let keeps_rows = sink.is_warehouse();
     let changes = async {
         if !keeps_rows || !client.first_token().await {
@@ -149,17 +147,17 @@ async fn collect(
             found = finish::fetch_changes(client, window) => Some(found),
         }
     };
-    let mut p = Pipeline::new(client, sink, window, stamp, shutdown);
+    let mut p = Pipeline::new(client, sink, window, stamp, shutdown, summary);
     let fetch = async {
         let (fetcher, rx) = p.fetcher();
         p.pass(fetcher, rx, Job::Window(window.clone())).await?;
-        p.complete(window).await
+        p.complete().await
     };
     // The changes are of no use when the pass fails: `try_join!` drops them then.
-    let (result, changes) = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
+    let collected = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
         Ok((completeness, changes)) => (Ok(completeness), changes),
         Err(e) => (Err(e), None),
     };
     p.done();
-    Collected { result, written: p.written, fetched: p.fetched, repaired: p.repaired, changes }
+    collected
 }

@@ -19,18 +19,11 @@ pub struct Run {
     pub started_at: DateTime<Utc>,
 }
 
-/// Where deals come from: Zoho, or the built-in simulator for `--demo`, which lives as long as this value.
+/// Where deals come from: Zoho, or the built-in simulator for `--demo`, which runs until this value is dropped,
+/// on whatever path the command ends.
 pub struct Source {
     pub zoho: ZohoSettings,
     pub demo: Option<Demo>,
-}
-
-impl Source {
-    pub async fn stop(self) {
-        if let Some(d) = self.demo {
-            d.stop().await;
-        }
-    }
 }
 
 /// The settings a command needs and its source of deals: `demo` (deals, seed) starts the simulator, which

@@ -6,11 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
 
+use super::error::RunError;
 use crate::exit::Exit;
+use crate::sink::WriteStats;
+use crate::zoho::fetch::FetchStats;
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// The facts of one run, filled in as it goes: what the log's summary, the metrics and the ledger report.
+#[derive(Debug, Clone, Default)]
 pub struct RunSummary {
     pub run_id: String,
     pub kind: &'static str,
@@ -22,26 +25,19 @@ pub struct RunSummary {
     pub window_field: Option<String>,
     pub window_start: Option<String>,
     pub window_end: Option<String>,
-    pub pages: u64,
+    pub fetched: FetchStats,
     pub requests: u64,
     pub retries: u64,
     /// Access tokens minted; failed mint requests are `token_mint_failures`.
     pub token_mints: u64,
     pub token_mint_failures: u64,
-    pub windows_split: u64,
-    pub coql_counts: u64,
-    /// COQL requests listing ids (dense slices, the completeness check).
-    pub coql_pages: u64,
-    /// `GET /Deals?ids=` requests (dense slices, repairs).
-    pub by_id_requests: u64,
     /// Closed-won deals search did not return that were read by id.
     pub repaired: u64,
     pub deals_fetched: u64,
     pub not_closed_won: u64,
-    pub rows_inserted: u64,
-    pub rows_updated: u64,
-    pub rows_unchanged: u64,
-    pub quarantined: u64,
+    /// Records that could not be mapped; with the rows the warehouse refused, the run's quarantine.
+    pub unmapped: u64,
+    pub rows: WriteStats,
     /// Rows soft-deleted because Zoho deleted the deal.
     pub rows_deleted: u64,
     /// Rows flipped to `is_closed_won = false` because the deal was reopened or lost.
@@ -78,8 +74,18 @@ impl RunSummary {
         self.exit_code = exit.code();
     }
 
-    pub fn rows_written(&self) -> u64 {
-        self.rows_inserted + self.rows_updated
+    pub fn quarantined(&self) -> u64 {
+        self.unmapped + self.rows.rejected
+    }
+
+    /// The one rule for how a run that got this far exits: its error's exit, else 3 when records were
+    /// quarantined, else 0.
+    pub fn exit_for(&self, error: Option<&RunError>) -> Exit {
+        match error {
+            Some(e) => e.exit(),
+            None if self.quarantined() > 0 => Exit::Partial,
+            None => Exit::Ok,
+        }
     }
 
     /// Emits the `run_summary` event, and the human line on a terminal.
@@ -97,23 +103,23 @@ impl RunSummary {
                     window_field = self.window_field.as_deref().unwrap_or(""),
                     window_start = self.window_start.as_deref().unwrap_or(""),
                     window_end = self.window_end.as_deref().unwrap_or(""),
-                    pages = self.pages,
+                    pages = self.fetched.pages,
                     requests = self.requests,
                     retries = self.retries,
                     token_mints = self.token_mints,
                     token_mint_failures = self.token_mint_failures,
-                    windows_split = self.windows_split,
-                    coql_counts = self.coql_counts,
-                    coql_pages = self.coql_pages,
-                    by_id_requests = self.by_id_requests,
+                    windows_split = self.fetched.slices_split,
+                    coql_counts = self.fetched.counts,
+                    coql_pages = self.fetched.listings,
+                    by_id_requests = self.fetched.by_id,
                     repaired = self.repaired,
                     deals_fetched = self.deals_fetched,
                     not_closed_won = self.not_closed_won,
-                    rows_inserted = self.rows_inserted,
-                    rows_updated = self.rows_updated,
-                    rows_unchanged = self.rows_unchanged,
-                    rows_written = self.rows_written(),
-                    quarantined = self.quarantined,
+                    rows_inserted = self.rows.inserted,
+                    rows_updated = self.rows.updated,
+                    rows_unchanged = self.rows.unchanged,
+                    rows_written = self.rows.written(),
+                    quarantined = self.quarantined(),
                     rows_deleted = self.rows_deleted,
                     rows_reopened = self.rows_reopened,
                     won_amount_by_currency = %amounts,
@@ -154,12 +160,12 @@ impl RunSummary {
             "dealsync {mark}: {} closed-won deals{window} from {} pages in {secs:.1}s -> {}: {} new, {} updated, {} unchanged or read twice, {} quarantined",
             // Zoho's own count of the window when the run got that far; what was fetched (copies included) else.
             self.crm_closed_won.unwrap_or(self.deals_fetched.saturating_sub(self.not_closed_won)),
-            self.pages,
+            self.fetched.pages,
             self.sink,
-            self.rows_inserted,
-            self.rows_updated,
-            self.rows_unchanged,
-            self.quarantined,
+            self.rows.inserted,
+            self.rows.updated,
+            self.rows.unchanged,
+            self.quarantined(),
         );
         if let Some(e) = &self.error {
             line.push_str(&format!("; error: {e}"));
