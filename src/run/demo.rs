@@ -2,30 +2,10 @@
 //! It is the one module that uses the simulator crate, and only in builds with the `sim` feature (the default);
 //! a production build (`--no-default-features`) has none of it, and these commands then say so.
 
-use crate::config::{ConfigError, ZohoSettings};
+use super::error::RunError;
+use crate::config::ZohoSettings;
 use crate::exit::Exit;
 use crate::window::Window;
-
-/// Why the demo could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    #[error("this dealsync was built without the simulator (the `sim` feature): --demo and `dealsync simulate` need the default build")]
-    NotBuilt,
-    #[error("the demo simulator could not listen on 127.0.0.1: {0}")]
-    Listen(std::io::Error),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-}
-
-impl DemoError {
-    pub fn exit(&self) -> Exit {
-        match self {
-            DemoError::NotBuilt => Exit::Usage,
-            DemoError::Listen(_) => Exit::Internal,
-            DemoError::Config(_) => Exit::Config,
-        }
-    }
-}
 
 #[cfg(feature = "sim")]
 pub use with_sim::{simulate, Demo};
@@ -54,11 +34,11 @@ mod with_sim {
     impl Demo {
         /// Starts the simulator on a free loopback port with `deals` deals of the last 30 days, and the Zoho
         /// settings that point at it (its credentials; `ZOHO_MAX_CONCURRENCY` is still read).
-        pub async fn start(deals: usize, seed: u64, max_concurrency: usize) -> Result<(Demo, ZohoSettings), DemoError> {
+        pub async fn start(deals: usize, seed: u64, max_concurrency: usize) -> Result<(Demo, ZohoSettings), RunError> {
             let cfg = sim::SimConfig::demo(deals, seed);
             let handle = sim::start(cfg.clone(), "127.0.0.1:0".parse().expect("valid address"))
                 .await
-                .map_err(DemoError::Listen)?;
+                .map_err(RunError::DemoListen)?;
             tracing::info!(event = "demo_simulator", url = %handle.base_url(), deals, seed, anchor = %cfg.anchor.to_rfc3339(),
                 "demo: built-in Zoho simulator started on loopback");
             let vars = vec![
@@ -189,6 +169,8 @@ mod without_sim {
     use super::*;
     use crate::config::cli::SimulateArgs;
 
+    const NOT_BUILT: &str = "this dealsync was built without the simulator (the `sim` feature): --demo and `dealsync simulate` need the default build";
+
     /// Never built: this dealsync has no simulator.
     pub enum Demo {}
 
@@ -197,8 +179,8 @@ mod without_sim {
             _deals: usize,
             _seed: u64,
             _max_concurrency: usize,
-        ) -> Result<(Demo, ZohoSettings), DemoError> {
-            Err(DemoError::NotBuilt)
+        ) -> Result<(Demo, ZohoSettings), RunError> {
+            Err(RunError::Usage(NOT_BUILT.into()))
         }
 
         pub fn closed_won_in(&self, _window: &Window) -> usize {
@@ -207,8 +189,7 @@ mod without_sim {
     }
 
     pub async fn simulate(_args: SimulateArgs) -> Exit {
-        let e = DemoError::NotBuilt;
-        eprintln!("error: {e}");
-        e.exit()
+        eprintln!("error: {NOT_BUILT}");
+        Exit::Usage
     }
 }

@@ -98,9 +98,7 @@ async fn phases(
     let Prepared { settings, source, mut sink, window, from_ledger } =
         setup::prepare(plan, config, run, summary).await?;
     let Some(window) = window else { return Ok(()) };
-    summary.window_field = Some(window.field.api_name().to_string());
-    summary.window_start = Some(window.start_str());
-    summary.window_end = Some(window.end_str());
+    summary.window = Some(window.clone());
     // Built before the ledger's `running` row, so that a client that cannot be built leaves no row to explain.
     let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
     // The run is in the ledger from its start: one killed on the way stays listed, `running` (and exit 75, what an
@@ -154,10 +152,8 @@ async fn collect(
         p.complete().await
     };
     // The changes are of no use when the pass fails: `try_join!` drops them then.
-    let collected = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
+    match tokio::try_join!(fetch, async { Ok(changes.await) }) {
         Ok((completeness, changes)) => (Ok(completeness), changes),
         Err(e) => (Err(e), None),
-    };
-    p.done();
-    collected
+    }
 }

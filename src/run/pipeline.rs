@@ -53,6 +53,7 @@ pub struct Pipeline<'a> {
     /// The fields search returned, for the next pass's reads by id.
     fields: Vec<String>,
     expected: Arc<AtomicU64>,
+    /// Cleared when the pipeline is dropped.
     progress: Progress,
 }
 
@@ -251,11 +252,6 @@ impl<'a> Pipeline<'a> {
         }
         let moved_on = std::mem::take(&mut self.moved_on);
         Ok(Completeness { crm: listed.len() as u64, listed: Some(listed), missing, moved_on })
-    }
-
-    /// Ends the progress display.
-    pub fn done(&self) {
-        self.progress.finish();
     }
 }
 

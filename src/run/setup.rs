@@ -33,7 +33,7 @@ pub async fn source(config: &Config, demo: Option<(usize, u64)>) -> Result<(Sett
     let settings = config.settings(needs)?;
     let source = match demo {
         Some((deals, seed)) => {
-            let (d, zoho) = Demo::start(deals, seed, config.max_concurrency()?).await.map_err(RunError::Demo)?;
+            let (d, zoho) = Demo::start(deals, seed, config.max_concurrency()?).await?;
             Source { zoho, demo: Some(d) }
         }
         None => Source { zoho: settings.zoho.clone().expect("credentials were required"), demo: None },

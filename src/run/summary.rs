@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use super::error::RunError;
 use crate::exit::Exit;
 use crate::sink::WriteStats;
+use crate::window::Window;
 use crate::zoho::fetch::FetchStats;
 
 /// The facts of one run, filled in as it goes: what the log's summary, the metrics and the ledger report.
@@ -22,9 +23,7 @@ pub struct RunSummary {
     pub outcome: &'static str,
     pub exit_code: u8,
     pub sink: String,
-    pub window_field: Option<String>,
-    pub window_start: Option<String>,
-    pub window_end: Option<String>,
+    pub window: Option<Window>,
     pub fetched: FetchStats,
     pub requests: u64,
     pub retries: u64,
@@ -91,6 +90,7 @@ impl RunSummary {
     /// Emits the `run_summary` event, and the human line on a terminal.
     pub fn emit(&self) {
         let amounts = serde_json::to_string(&self.won_amount_by_currency).unwrap_or_default();
+        let (start, end) = self.window.as_ref().map(|w| (w.start_str(), w.end_str())).unwrap_or_default();
         macro_rules! summary_event {
             ($level:ident) => {
                 tracing::$level!(
@@ -100,9 +100,9 @@ impl RunSummary {
                     outcome = self.outcome,
                     exit_code = self.exit_code,
                     sink = %self.sink,
-                    window_field = self.window_field.as_deref().unwrap_or(""),
-                    window_start = self.window_start.as_deref().unwrap_or(""),
-                    window_end = self.window_end.as_deref().unwrap_or(""),
+                    window_field = self.window.as_ref().map_or("", |w| w.field.api_name()),
+                    window_start = start.as_str(),
+                    window_end = end.as_str(),
                     pages = self.fetched.pages,
                     requests = self.requests,
                     retries = self.retries,
@@ -146,18 +146,16 @@ impl RunSummary {
 
     /// One line for a person: what happened, to where, and what to do next if it failed.
     pub fn human_line(&self) -> String {
-        let window = match (&self.window_start, &self.window_end) {
-            (Some(s), Some(e)) => format!(" ({} in [{s}, {e}))", self.window_field.as_deref().unwrap_or("")),
-            _ => String::new(),
-        };
+        let window = self.window.as_ref().map(|w| format!(" ({w})")).unwrap_or_default();
+        let error = self.error.as_ref().map(|e| format!("; error: {e}")).unwrap_or_default();
         let secs = self.duration_ms as f64 / 1000.0;
         let mark = match self.exit_code {
             0 => "ok",
             3 => "partial",
             _ => "FAILED",
         };
-        let mut line = format!(
-            "dealsync {mark}: {} closed-won deals{window} from {} pages in {secs:.1}s -> {}: {} new, {} updated, {} unchanged or read twice, {} quarantined",
+        format!(
+            "dealsync {mark}: {} closed-won deals{window} from {} pages in {secs:.1}s -> {}: {} new, {} updated, {} unchanged or read twice, {} quarantined{error} [exit {}]",
             // Zoho's own count of the window when the run got that far; what was fetched (copies included) else.
             self.crm_closed_won.unwrap_or(self.deals_fetched.saturating_sub(self.not_closed_won)),
             self.fetched.pages,
@@ -166,12 +164,8 @@ impl RunSummary {
             self.rows.updated,
             self.rows.unchanged,
             self.quarantined(),
-        );
-        if let Some(e) = &self.error {
-            line.push_str(&format!("; error: {e}"));
-        }
-        line.push_str(&format!(" [exit {}]", self.exit_code));
-        line
+            self.exit_code,
+        )
     }
 }
 
@@ -180,7 +174,6 @@ pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     /// Filled in by the fetcher once it knows how many deals the window holds.
     expected: Arc<AtomicU64>,
-    has_length: bool,
 }
 
 impl Progress {
@@ -191,26 +184,28 @@ impl Progress {
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
-        Progress { bar, expected, has_length: false }
+        Progress { bar, expected }
     }
 
     /// `done`: distinct closed-won deals written (or quarantined) so far, against the window's closed-won count.
-    pub fn set(&mut self, done: u64) {
+    pub fn set(&self, done: u64) {
         let Some(bar) = &self.bar else { return };
         let n = self.expected.load(Ordering::Relaxed);
-        if !self.has_length && n > 0 {
+        // A spinner until the count is known.
+        if bar.length().is_none() && n > 0 {
             bar.set_length(n);
             bar.set_style(style("{bar:30} {pos}/{len} closed-won deals ({rate}, ETA {eta})"));
-            self.has_length = true;
         }
         // Deals won while the run pages (and read by the completeness check) may pass Zoho's first count.
-        if self.has_length && bar.length().is_some_and(|len| done > len) {
+        if bar.length().is_some_and(|len| done > len) {
             bar.set_length(done);
         }
         bar.set_position(done);
     }
+}
 
-    pub fn finish(&self) {
+impl Drop for Progress {
+    fn drop(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -228,12 +223,7 @@ fn style(template: &str) -> indicatif::ProgressStyle {
 /// The process's peak resident set in KiB (`VmHWM` in `/proc/self/status`), or 0 where there is none: what the
 /// run costs in memory, for operators sizing a job and for the benchmark.
 pub fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
-        })
-        .flatten()
-        .unwrap_or(0)
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+    peak.and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
