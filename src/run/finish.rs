@@ -9,7 +9,6 @@ use chrono::Utc;
 
 use super::error::RunError;
 use super::reconcile::Completeness;
-use super::setup::Run;
 use super::summary::RunSummary;
 use crate::sink::{Ending, RunRecord, Sink};
 use crate::window::Window;
@@ -31,7 +30,6 @@ pub async fn fetch_changes(client: &ZohoClient, window: &Window) -> Result<Chang
 pub async fn finish(
     client: &ZohoClient,
     sink: &mut Sink,
-    run: &Run,
     window: &Window,
     collected: Result<Completeness, RunError>,
     changes: Option<Result<Changes, ZohoError>>,
@@ -50,7 +48,7 @@ pub async fn finish(
         }
     }
     let mismatch = match (&error, &completeness) {
-        (None, Some(c)) => compare(client, sink, run, window, c, summary).await,
+        (None, Some(c)) => compare(client, sink, window, c, summary).await,
         _ => false,
     };
     let stats = &client.stats;
@@ -62,10 +60,10 @@ pub async fn finish(
     let exit = summary.exit_for(error.as_ref().or(mismatch.then_some(&RunError::Mismatch)));
     let record = RunRecord {
         error: error.as_ref().map(|e| e.to_string()),
-        ..ledger_row(run, summary, window, exit.outcome(), exit.code())
+        ..ledger_row(summary, window, exit.outcome(), exit.code())
     };
     if let Err(e) = sink.record_run(&record).await {
-        tracing::error!(event = "ledger_failed", run_id = %run.id, "could not record the run in the ledger: {e}");
+        tracing::error!(event = "ledger_failed", run_id = %summary.run_id, "could not record the run in the ledger: {e}");
         error = error.or(Some(e.into()));
     }
     match error {
@@ -121,7 +119,6 @@ async fn apply_changes(sink: &mut Sink, found: Result<Changes, ZohoError>) -> Re
 async fn compare(
     client: &ZohoClient,
     sink: &mut Sink,
-    run: &Run,
     window: &Window,
     c: &Completeness,
     summary: &mut RunSummary,
@@ -129,7 +126,7 @@ async fn compare(
     summary.crm_closed_won = Some(c.crm);
     if !c.missing.is_empty() {
         let named: Vec<&str> = c.missing.iter().take(super::reconcile::NAMED).map(String::as_str).collect();
-        tracing::warn!(event = "incomplete", run_id = %run.id, missing = c.missing.len(), ids = %serde_json::to_string(&named).expect("strings serialize"),
+        tracing::warn!(event = "incomplete", run_id = %summary.run_id, missing = c.missing.len(), ids = %serde_json::to_string(&named).expect("strings serialize"),
             "{} closed-won deals Zoho lists in the window could not be fetched, even by id: [{}]",
             c.missing.len(), named.join(","));
     }
@@ -137,7 +134,7 @@ async fn compare(
         Ok(Some(r)) => {
             summary.crm_closed_won = Some(r.crm);
             summary.warehouse_closed_won = Some(r.warehouse);
-            r.log(&run.id);
+            r.log(&summary.run_id);
             !r.matches
         }
         Ok(None) => {
@@ -152,16 +149,16 @@ async fn compare(
 }
 
 /// The run's row in the ledger, as it stands.
-pub fn ledger_row(run: &Run, summary: &RunSummary, window: &Window, status: &str, exit_code: u8) -> RunRecord {
+pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit_code: u8) -> RunRecord {
     RunRecord {
-        run_id: run.id.clone(),
+        run_id: summary.run_id.clone(),
         kind: summary.kind,
         window_field: window.field.api_name().to_string(),
         window_start: window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         window_end: window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         status: status.to_string(),
         exit_code,
-        started_at: run.started_at,
+        started_at: summary.started_at,
         finished_at: Utc::now(),
         pages: summary.fetched.pages,
         deals_fetched: summary.deals_fetched,

@@ -29,7 +29,7 @@ use error::RunError;
 use finish::Changes;
 use pipeline::{Job, Pipeline};
 use reconcile::Completeness;
-use setup::{Prepared, Run};
+use setup::Prepared;
 use summary::RunSummary;
 
 /// A new run id: UTC start time plus random bits (the standard library's per-process random hash keys, mixed
@@ -46,20 +46,20 @@ pub fn new_run_id(now: chrono::DateTime<Utc>) -> String {
 pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
     let started = Instant::now();
     let started_at = Utc::now();
-    let run = Run { id: new_run_id(started_at), started_at };
     let mut summary = RunSummary {
-        run_id: run.id.clone(),
+        run_id: new_run_id(started_at),
+        started_at,
         kind: if plan.spec.is_backfill() { "backfill" } else { "scheduled" },
         ..RunSummary::default()
     };
     // Listen for SIGTERM/SIGINT from the start, so that a stop during set-up is as clean as one mid-fetch.
     let shutdown = Shutdown::new();
     let watchers = watch(&shutdown, plan.deadline);
-    let result = phases(&plan, config, &run, &mut summary, &shutdown).await;
+    let result = phases(&plan, config, &mut summary, &shutdown).await;
     watchers.iter().for_each(|w| w.abort());
     let exit = summary.exit_for(result.as_ref().err());
     if let Err(e) = result {
-        tracing::error!(event = "run_failed", run_id = %run.id, "{e}");
+        tracing::error!(event = "run_failed", run_id = %summary.run_id, "{e}");
         summary.error = Some(e.to_string());
     }
     summary.set_exit(exit);
@@ -91,26 +91,24 @@ fn watch(shutdown: &Shutdown, deadline: std::time::Duration) -> [tokio::task::Jo
 async fn phases(
     plan: &SyncPlan,
     config: &Config,
-    run: &Run,
     summary: &mut RunSummary,
     shutdown: &Shutdown,
 ) -> Result<(), RunError> {
-    let Prepared { settings, source, mut sink, window, from_ledger } =
-        setup::prepare(plan, config, run, summary).await?;
+    let Prepared { settings, source, mut sink, window, from_ledger } = setup::prepare(plan, config, summary).await?;
     let Some(window) = window else { return Ok(()) };
     summary.window = Some(window.clone());
     // Built before the ledger's `running` row, so that a client that cannot be built leaves no row to explain.
     let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
     // The run is in the ledger from its start: one killed on the way stays listed, `running` (and exit 75, what an
     // interruption means). Its row is replaced when it ends.
-    sink.record_run(&finish::ledger_row(run, summary, &window, "running", Exit::Interrupted.code())).await?;
-    tracing::info!(event = "window", run_id = %run.id, field = %window.field, start = %window.start_str(),
+    sink.record_run(&finish::ledger_row(summary, &window, "running", Exit::Interrupted.code())).await?;
+    tracing::info!(event = "window", run_id = %summary.run_id, field = %window.field, start = %window.start_str(),
         end = %window.end_str(), from_ledger, "syncing {window}");
 
     let columns = std::sync::Arc::new(Columns::new(&settings.promoted));
-    let stamp = RunStamp { run_id: run.id.as_str().into(), synced_at: run.started_at, columns };
+    let stamp = RunStamp { run_id: summary.run_id.as_str().into(), synced_at: summary.started_at, columns };
     let (collected, changes) = collect(&client, &mut sink, &window, &stamp, shutdown, summary).await;
-    let result = finish::finish(&client, &mut sink, run, &window, collected, changes, summary).await;
+    let result = finish::finish(&client, &mut sink, &window, collected, changes, summary).await;
     if let Some(demo) = &source.demo {
         let (truth, closed_won) = (demo.closed_won_in(&window), summary.deals_fetched - summary.not_closed_won);
         tracing::info!(

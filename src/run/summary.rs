@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::error::RunError;
@@ -17,6 +18,7 @@ use crate::zoho::fetch::FetchStats;
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
     pub run_id: String,
+    pub started_at: DateTime<Utc>,
     pub kind: &'static str,
     /// `i-of-n` for a task of a sharded backfill.
     pub shard: Option<String>,
