@@ -145,8 +145,7 @@ async fn collect(
     };
     let mut p = Pipeline::new(client, sink, window, stamp, shutdown, summary);
     let fetch = async {
-        let (fetcher, rx) = p.fetcher();
-        p.pass(fetcher, rx, Job::Window(window.clone())).await?;
+        p.pass(Job::Window(window.clone())).await?;
         p.complete().await
     };
     // The changes are of no use when the pass fails: `try_join!` drops them then.

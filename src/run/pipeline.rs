@@ -1,10 +1,7 @@
-//! The second phase of a run: fetch → map → write. The fetcher's tasks read pages and map each where it was read
-//! (its text is freed then, not after the sink's turn); one writer hands the mapped pages to the sink. A bounded
-//! channel joins them, so memory stays flat however many deals a window holds, and a slow sink slows the
-//! fetching (back-pressure). Once the window's pass is written, the completeness proof compares the distinct
-//! deals fetched with Zoho's count taken before the first search (a `Modified_Time` window only loses deals as
-//! they are edited, so equal numbers mean the same deals), otherwise with Zoho's id listing, and reads what is
-//! missing by id in further passes.
+//! The second phase of a run: fetch → map → write. The fetcher's tasks map each page where it was read (its text
+//! is freed then); one writer hands the mapped pages to the sink. A bounded channel joins them, so memory stays
+//! flat however many deals a window holds, and a slow sink slows the fetching. Then the completeness proof: the
+//! deals fetched against Zoho's count, or its id listing, and what is missing read by id.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
@@ -93,7 +90,7 @@ impl<'a> Pipeline<'a> {
     }
 
     /// A fetcher for the next pass, and the writer's end of its channel.
-    pub fn fetcher(&self) -> (Fetcher<'a, MappedPage>, mpsc::Receiver<MappedPage>) {
+    fn fetcher(&self) -> (Fetcher<'a, MappedPage>, mpsc::Receiver<MappedPage>) {
         let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
         let stamp = self.stamp;
         let fetcher = Fetcher::new(self.client, tx, move |page| map_page(page, stamp), self.shutdown.clone())
@@ -103,15 +100,10 @@ impl<'a> Pipeline<'a> {
         (fetcher, rx)
     }
 
-    /// Runs `job` on `fetcher` and writes what it sends, both at once, until the fetcher is done (its sender
-    /// dropped) and the writer has joined. A shutdown stops fetching at once and writing after the page in
-    /// progress.
-    pub async fn pass(
-        &mut self,
-        fetcher: Fetcher<'a, MappedPage>,
-        rx: mpsc::Receiver<MappedPage>,
-        job: Job,
-    ) -> Result<(), RunError> {
+    /// Fetches `job` and writes what the fetcher sends, both at once, until the fetcher is done and the writer has
+    /// joined. A shutdown stops fetching at once and writing after the page in progress.
+    pub async fn pass(&mut self, job: Job) -> Result<(), RunError> {
+        let (fetcher, rx) = self.fetcher();
         let producer = async move {
             let fetched = match job {
                 Job::Window(w) => fetcher.fetch_window(w).await,
@@ -155,9 +147,9 @@ impl<'a> Pipeline<'a> {
     }
 
     async fn write_page(&mut self, page: MappedPage) -> Result<(), SinkError> {
-        let MappedPage { records, rows, quarantined, not_closed_won } = page;
+        let MappedPage { rows, quarantined, not_closed_won } = page;
         let summary = &mut *self.summary;
-        summary.deals_fetched += records;
+        summary.deals_fetched += (rows.len() + quarantined.len()) as u64 + not_closed_won;
         summary.not_closed_won += not_closed_won;
         summary.unmapped += quarantined.len() as u64;
         let mut fresh = Vec::with_capacity(rows.len());
@@ -213,9 +205,10 @@ impl<'a> Pipeline<'a> {
         let listed = loop {
             // Read by id, deals were lost, deleted or moved out of the window since the listing (or Zoho could not
             // give them yet): what counts is what Zoho lists now.
-            let (fetcher, rx) = self.fetcher();
+            let (lister, _) = self.fetcher();
             let still = missing.len();
-            let mut listed = fetcher.list_ids(window).await?;
+            let mut listed = lister.list_ids(window).await?;
+            add(&mut self.summary.fetched, lister.stats());
             sort_ids(&mut listed);
             missing = listed.iter().filter(|id| !self.has(id)).cloned().collect();
             if round == 0 {
@@ -228,12 +221,11 @@ impl<'a> Pipeline<'a> {
                     listed.len(), missing.len());
             }
             if missing.is_empty() {
-                add(&mut self.summary.fetched, fetcher.stats());
                 break listed;
             }
             round += 1;
             // What a pass wrote counts as repaired even when it was stopped on the way.
-            let passed = self.pass(fetcher, rx, Job::Ids(missing.clone())).await;
+            let passed = self.pass(Job::Ids(missing.clone())).await;
             let asked = missing.len();
             missing.retain(|id| !self.has(id));
             self.summary.repaired += (asked - missing.len()) as u64;
@@ -266,21 +258,19 @@ fn add(total: &mut FetchStats, s: FetchStats) {
     total.root_count = total.root_count.or(s.root_count);
 }
 
-/// One page's records, mapped by the task that fetched it.
+/// One page's records, mapped by the task that fetched it: each is a row, quarantined, or not closed won.
 pub struct MappedPage {
-    records: u64,
     rows: Vec<DealRow>,
     quarantined: Vec<Quarantined>,
     not_closed_won: u64,
 }
 
 fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
-    let n = page.page.len();
-    let mut mapped = MappedPage { records: 0, rows: Vec::with_capacity(n), quarantined: Vec::new(), not_closed_won: 0 };
+    let rows = Vec::with_capacity(page.page.len());
+    let mut mapped = MappedPage { rows, quarantined: Vec::new(), not_closed_won: 0 };
     let mut mapper = Mapper::new(stamp);
     // An ordered page's last second is read again with the rest of its slice.
     for rec in page.page.records().take(page.keep.unwrap_or(usize::MAX)) {
-        mapped.records += 1;
         match mapper.map(&rec) {
             Mapped::Row(row) => mapped.rows.push(*row),
             Mapped::NotClosedWon { deal_id, stage } => {
@@ -321,7 +311,7 @@ mod tests {
                 }
             })
             .collect();
-        MappedPage { records: rows.len() as u64, rows, quarantined: Vec::new(), not_closed_won: 0 }
+        MappedPage { rows, quarantined: Vec::new(), not_closed_won: 0 }
     }
 
     /// Rows another connection sees: only committed ones.
