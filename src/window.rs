@@ -81,11 +81,8 @@ impl Window {
     /// A `Closing_Date` window is returned whole (a deal may close in the future; such windows are always proven
     /// by comparing ids).
     pub fn settled(&self, now: DateTime<Utc>, index_lag: Duration) -> Option<Window> {
-        if self.field.is_date() {
-            return Some(self.clone());
-        }
         let limit = (now - index_lag).with_timezone(self.end.offset());
-        if self.end <= limit {
+        if self.field.is_date() || self.end <= limit {
             return Some(self.clone());
         }
         Window::new(self.field, self.start, limit).ok()
