@@ -1,7 +1,6 @@
-//! The third phase of a run, once fetching and writing are over: the sink's writes end (committed, or kept as
-//! far as they are final), deletions and stage changes are applied (after every row, since a later upsert would
-//! undo a mark), the completeness proof is reported, the warehouse is reconciled with Zoho, the counters reach
-//! the summary and the run's row reaches the ledger.
+//! The third phase of a run: the sink's writes end (committed, or kept as far as they are final), deletions and
+//! stage changes are applied (after every row, since a later upsert would undo a mark), the warehouse is
+//! reconciled with Zoho and the run's row reaches the ledger.
 
 use std::sync::atomic::Ordering;
 

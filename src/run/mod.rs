@@ -1,8 +1,6 @@
-//! One sync, in three phases: set-up (`setup`: settings, source, sink, window; nothing is fetched before the
-//! sink is ready), fetch and write (`pipeline`, which then proves the window complete and repairs
-//! it), and finish (`finish`: commit, changes, reconciliation, ledger). The run ends with its summary
-//! (`summary`) and metrics (`metrics`). `verify` and `fields` share its set-up (`setup::source`), `verify` its
-//! reconciliation.
+//! One sync, in three phases: `setup` (nothing is fetched before the sink is ready), `pipeline` (fetch, write,
+//! prove the window complete) and `finish` (commit, changes, reconciliation, ledger); then its `summary` and
+//! `metrics`. `verify` and `fields` share its set-up, `verify` its reconciliation.
 
 pub mod demo;
 pub mod error;
@@ -22,13 +20,9 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::mapping::{Columns, RunStamp};
 use crate::shutdown::Shutdown;
-use crate::sink::Sink;
-use crate::window::Window;
 use crate::zoho::ZohoClient;
 use error::RunError;
-use finish::Changes;
 use pipeline::{Job, Pipeline};
-use reconcile::Completeness;
 use setup::Prepared;
 use summary::RunSummary;
 
@@ -86,8 +80,8 @@ fn watch(shutdown: &Shutdown, deadline: std::time::Duration) -> [tokio::task::Jo
     [signal, timer]
 }
 
-/// The three phases, each to the end or to its first error. The demo's simulator, if any, stops when `source`
-/// is dropped, however this returns.
+/// The three phases, each to the end or to its first error: set-up, the window's pass with its completeness
+/// proof, and the finish. The demo's simulator, if any, stops when `source` is dropped, however this returns.
 async fn phases(
     plan: &SyncPlan,
     config: &Config,
@@ -107,7 +101,30 @@ async fn phases(
 
     let columns = std::sync::Arc::new(Columns::new(&settings.promoted));
     let stamp = RunStamp { run_id: summary.run_id.as_str().into(), synced_at: summary.started_at, columns };
-    let (collected, changes) = collect(&client, &mut sink, &window, &stamp, shutdown, summary).await;
+    // Beside the pass, Zoho's deletions and stage changes are asked for (two requests that would otherwise wait for
+    // the last page), once the run holds a token (a refused mint is asked once).
+    let keeps_rows = sink.is_warehouse();
+    let changes = async {
+        if !keeps_rows || !client.first_token().await {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => None,
+            found = finish::fetch_changes(&client, &window) => Some(found),
+        }
+    };
+    let mut p = Pipeline::new(&client, &mut sink, &window, &stamp, shutdown, summary);
+    let fetch = async {
+        p.pass(Job::Window(window.clone())).await?;
+        p.complete().await
+    };
+    // The changes are of no use when the pass fails: `try_join!` drops them then.
+    let (collected, changes) = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
+        Ok((completeness, changes)) => (Ok(completeness), changes),
+        Err(e) => (Err(e), None),
+    };
+    drop(p);
     let result = finish::finish(&client, &mut sink, &window, collected, changes, summary).await;
     if let Some(demo) = &source.demo {
         let (truth, closed_won) = (demo.closed_won_in(&window), summary.deals_fetched - summary.not_closed_won);
@@ -119,38 +136,4 @@ async fn phases(
         );
     }
     result
-}
-
-/// The second phase: the window's pass, then the completeness proof and its repairs. Beside them, Zoho's
-/// deletions and stage changes are asked for (two requests that would otherwise wait for the last page), once
-/// the run holds a token (a refused mint is asked once); they are dropped if the pass fails.
-async fn collect(
-    client: &ZohoClient,
-    sink: &mut Sink,
-    window: &Window,
-    stamp: &RunStamp,
-    shutdown: &Shutdown,
-    summary: &mut RunSummary,
-) -> (Result<Completeness, RunError>, Option<Result<Changes, crate::zoho::ZohoError>>) {
-    let keeps_rows = sink.is_warehouse();
-    let changes = async {
-        if !keeps_rows || !client.first_token().await {
-            return None;
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.wait() => None,
-            found = finish::fetch_changes(client, window) => Some(found),
-        }
-    };
-    let mut p = Pipeline::new(client, sink, window, stamp, shutdown, summary);
-    let fetch = async {
-        p.pass(Job::Window(window.clone())).await?;
-        p.complete().await
-    };
-    // The changes are of no use when the pass fails: `try_join!` drops them then.
-    match tokio::try_join!(fetch, async { Ok(changes.await) }) {
-        Ok((completeness, changes)) => (Ok(completeness), changes),
-        Err(e) => (Err(e), None),
-    }
 }

@@ -4,8 +4,6 @@
 //! deals fetched against Zoho's count, or its id listing, and what is missing read by id.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -49,7 +47,6 @@ pub struct Pipeline<'a> {
     moved_on: HashSet<String>,
     /// The fields search returned, for the next pass's reads by id.
     fields: Vec<String>,
-    expected: Arc<AtomicU64>,
     /// Cleared when the pipeline is dropped.
     progress: Progress,
 }
@@ -63,7 +60,6 @@ impl<'a> Pipeline<'a> {
         shutdown: &'a Shutdown,
         summary: &'a mut RunSummary,
     ) -> Pipeline<'a> {
-        let expected = Arc::new(AtomicU64::new(0));
         Pipeline {
             client,
             sink,
@@ -75,8 +71,7 @@ impl<'a> Pipeline<'a> {
             quarantined: HashSet::new(),
             moved_on: HashSet::new(),
             fields: Vec::new(),
-            progress: Progress::new(expected.clone()),
-            expected,
+            progress: Progress::start(),
         }
     }
 
@@ -94,7 +89,7 @@ impl<'a> Pipeline<'a> {
         let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
         let stamp = self.stamp;
         let fetcher = Fetcher::new(self.client, tx, move |page| map_page(page, stamp), self.shutdown.clone())
-            .expected(self.expected.clone())
+            .expected(self.progress.expected.clone())
             .reading(crate::schema::zoho_fields(stamp.columns.columns()))
             .with_fields(self.fields.clone());
         (fetcher, rx)
@@ -332,7 +327,7 @@ mod tests {
         let client = ZohoClient::new(zoho, Default::default(), std::time::Duration::from_secs(30)).unwrap();
         let start = "2026-10-01T00:00:00Z".parse().unwrap();
         let window = Window::new(WindowField::ModifiedTime, start, start + chrono::Duration::days(1)).unwrap();
-        let columns = Arc::new(Columns::new(&[]));
+        let columns = std::sync::Arc::new(Columns::new(&[]));
         let stamp = RunStamp { run_id: "run-1".into(), synced_at: chrono::Utc::now(), columns };
         let shutdown = Shutdown::new();
         let mut summary = RunSummary::default();

@@ -1,7 +1,6 @@
-//! The first phase of a run: everything settled before the first Zoho request for deals. The settings and the
-//! source (Zoho, or the simulator for `--demo`), the sink (opened and prepared, so that a warehouse that cannot
-//! take the rows stops the run before anything is fetched), and the window (from the ledger, cut to this
-//! task's shard, clamped to what Zoho's index has settled).
+//! The first phase of a run, before the first Zoho request for deals: the source (Zoho, or the simulator for
+//! `--demo`), the sink (prepared, so that a warehouse that cannot take the rows stops the run before anything is
+//! fetched), and the window (from the ledger, cut to this task's shard, clamped to what Zoho has settled).
 
 use chrono::{DateTime, Utc};
 

@@ -175,18 +175,19 @@ impl RunSummary {
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     /// Filled in by the fetcher once it knows how many deals the window holds.
-    expected: Arc<AtomicU64>,
+    pub expected: Arc<AtomicU64>,
 }
 
 impl Progress {
-    pub fn new(expected: Arc<AtomicU64>) -> Progress {
+    /// Starts the spinner when a person watches.
+    pub fn start() -> Progress {
         let bar = crate::telemetry::human_output().then(|| {
             let bar = indicatif::ProgressBar::new_spinner()
                 .with_style(style("{spinner} {pos} closed-won deals written ({rate}, {elapsed})"));
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
-        Progress { bar, expected }
+        Progress { bar, expected: Arc::default() }
     }
 
     /// `done`: distinct closed-won deals written (or quarantined) so far, against the window's closed-won count.
