@@ -41,10 +41,7 @@ pub async fn finish(
     let mut error = end_writes(sink, error, summary).await;
     summary.bytes_billed = sink.bytes_billed();
     if let (None, Some(found)) = (&error, changes) {
-        match apply_changes(sink, found).await {
-            Ok((deleted, reopened)) => (summary.rows_deleted, summary.rows_reopened) = (deleted, reopened),
-            Err(e) => error = Some(e),
-        }
+        error = apply_changes(sink, found, summary).await.err();
     }
     let mismatch = match (&error, &completeness) {
         (None, Some(c)) => compare(client, sink, window, c, summary).await,
@@ -76,40 +73,42 @@ pub async fn finish(
 /// interruption says what it leaves.
 async fn end_writes(sink: &mut Sink, error: Option<RunError>, summary: &mut RunSummary) -> Option<RunError> {
     let ending = if error.is_none() { Ending::Complete } else { Ending::Stopped };
-    match (sink.finish(ending).await, error) {
-        (Ok(done), Some(RunError::Interrupted(reason))) => {
-            summary.rows.add(done.stats);
-            Some(RunError::Interrupted(format!(
-                "{reason} before the window was complete; {}; the next run covers the window again",
-                done.kept
-            )))
-        }
-        (Ok(done), error) => {
-            summary.rows.add(done.stats);
-            error
-        }
-        (Err(e), None) => Some(e.into()),
-        (Err(e), Some(error)) => {
+    let done = match sink.finish(ending).await {
+        Ok(done) => done,
+        Err(e) if error.is_none() => return Some(e.into()),
+        Err(e) => {
             tracing::warn!(event = "flush_failed", "could not keep the last rows: {e}");
-            Some(error)
+            return error;
         }
+    };
+    summary.rows.add(done.stats);
+    match error {
+        Some(RunError::Interrupted(reason)) => Some(RunError::Interrupted(format!(
+            "{reason} before the window was complete; {}; the next run covers the window again",
+            done.kept
+        ))),
+        error => error,
     }
 }
 
 /// Applies the changes to rows the sink holds.
-async fn apply_changes(sink: &mut Sink, found: Result<Changes, ZohoError>) -> Result<(u64, u64), RunError> {
+async fn apply_changes(
+    sink: &mut Sink,
+    found: Result<Changes, ZohoError>,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
     let (deleted, left) = found?;
-    let (seen_deleted, seen_left) = (deleted.len(), left.len());
-    let (n_deleted, n_reopened) = sink.apply_changes(deleted, left).await?;
+    let (deleted_in_zoho, not_won_in_zoho) = (deleted.len(), left.len());
+    (summary.rows_deleted, summary.rows_reopened) = sink.apply_changes(deleted, left).await?;
     tracing::info!(
         event = "changes",
-        deleted_in_zoho = seen_deleted,
-        rows_deleted = n_deleted,
-        not_won_in_zoho = seen_left,
-        rows_reopened = n_reopened,
+        deleted_in_zoho,
+        rows_deleted = summary.rows_deleted,
+        not_won_in_zoho,
+        rows_reopened = summary.rows_reopened,
         "applied deletions and stage changes to deals the warehouse holds"
     );
-    Ok((n_deleted, n_reopened))
+    Ok(())
 }
 
 /// Reports the completeness proof and reconciles the window; true when the warehouse lacks deals Zoho has. The
@@ -134,17 +133,16 @@ async fn compare(
             summary.crm_closed_won = Some(r.crm);
             summary.warehouse_closed_won = Some(r.warehouse);
             r.log(&summary.run_id);
-            !r.matches
+            return !r.matches;
         }
         Ok(None) => {
-            tracing::debug!(event = "reconciliation", outcome = "skipped", "this sink keeps nothing to compare");
-            !c.missing.is_empty()
+            tracing::debug!(event = "reconciliation", outcome = "skipped", "this sink keeps nothing to compare")
         }
         Err(e) => {
-            tracing::warn!(event = "reconciliation", outcome = "unavailable", "could not reconcile the window: {e}");
-            !c.missing.is_empty()
+            tracing::warn!(event = "reconciliation", outcome = "unavailable", "could not reconcile the window: {e}")
         }
     }
+    !c.missing.is_empty()
 }
 
 /// The run's row in the ledger, as it stands.
