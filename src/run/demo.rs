@@ -54,17 +54,13 @@ mod with_sim {
         }
 
         /// The closed-won deals the simulator holds in `window`.
-        pub fn closed_won_in(&self, window: &Window) -> usize {
-            self.handle.closed_won_in(&range(window)).len()
+        pub fn closed_won_in(&self, w: &Window) -> usize {
+            let field = match w.field {
+                WindowField::ModifiedTime => sim::DealField::ModifiedTime,
+                WindowField::ClosingDate => sim::DealField::ClosingDate,
+            };
+            self.handle.closed_won_in(&sim::Range { field, start: w.start, end: w.end }).len()
         }
-    }
-
-    fn range(w: &Window) -> sim::Range {
-        let field = match w.field {
-            WindowField::ModifiedTime => sim::DealField::ModifiedTime,
-            WindowField::ClosingDate => sim::DealField::ClosingDate,
-        };
-        sim::Range { field, start: w.start, end: w.end }
     }
 
     /// `dealsync simulate`: the simulator on its own, until Ctrl-C.
