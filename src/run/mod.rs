@@ -124,7 +124,7 @@ async fn phases(
         Ok((completeness, changes)) => (Ok(completeness), changes),
         Err(e) => (Err(e), None),
     };
-    drop(p);
+    drop(p); // clears the progress bar and gives the sink and the summary back
     let result = finish::finish(&client, &mut sink, &window, collected, changes, summary).await;
     if let Some(demo) = &source.demo {
         let (truth, closed_won) = (demo.closed_won_in(&window), summary.deals_fetched - summary.not_closed_won);
