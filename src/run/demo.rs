@@ -171,15 +171,11 @@ mod without_sim {
     pub enum Demo {}
 
     impl Demo {
-        pub async fn start(
-            _deals: usize,
-            _seed: u64,
-            _max_concurrency: usize,
-        ) -> Result<(Demo, ZohoSettings), RunError> {
+        pub async fn start(_: usize, _: u64, _: usize) -> Result<(Demo, ZohoSettings), RunError> {
             Err(RunError::Usage(NOT_BUILT.into()))
         }
 
-        pub fn closed_won_in(&self, _window: &Window) -> usize {
+        pub fn closed_won_in(&self, _: &Window) -> usize {
             match *self {}
         }
     }
