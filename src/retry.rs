@@ -1,7 +1,6 @@
-//! Every wait-and-try-again in dealsync goes through here: retries of failed requests (jittered exponential
-//! delays, bounded attempts and total wait, an optional server-requested delay, one `warn` event per retry),
-//! waiting out a throttle, and polling a job until it is done. *Which* errors are worth a retry is decided by
-//! each client, which knows its protocol, and passed in as a predicate; this module only owns the timing.
+//! Every wait-and-try-again goes through here, on backon's exponential schedule: retries of failed requests,
+//! waiting out a throttle, polling a job. *Which* errors are worth a retry is decided by each client, which
+//! knows its protocol, and passed in as a predicate; this module only owns the timing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -72,9 +71,9 @@ where
     op.retry(schedule.backoff()).sleep(tokio::time::sleep).when(when).notify(notify).await
 }
 
-/// Looks at something (a BigQuery job) until it is done (`Some`) or failed, waiting from `first` up to `cap`
-/// between looks, for `limit` at most in all, then fails with `timed_out()`. A look that long-polls on the
-/// server may use no wait at all.
+/// Looks at something (a BigQuery job) until it is done (`Some`) or failed, waiting on the same exponential
+/// schedule as [`again`] from `first` up to `cap` between looks, for `limit` at most in all, then fails with
+/// `timed_out()`.
 pub async fn poll<T, E, F, Fut>(
     first: Duration,
     cap: Duration,
@@ -86,17 +85,17 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>, E>>,
 {
-    let looking = async {
-        let mut wait = first;
-        loop {
-            if let Some(done) = look().await? {
-                return Ok(done);
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(cap);
-        }
+    let schedule = Schedule { first, cap, total: None, times: usize::MAX };
+    // The error `None` is "not done yet": look again.
+    let once = || {
+        let looked = look();
+        async move { looked.await.map_err(Some)?.ok_or(None) }
     };
-    tokio::time::timeout(limit, looking).await.unwrap_or_else(|_| Err(timed_out()))
+    match tokio::time::timeout(limit, again(schedule, once, Option::is_none, |_, _| {})).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(Some(e))) => Err(e),
+        _ => Err(timed_out()),
+    }
 }
 
 /// Runs `op` until it succeeds, fails with an error `when` does not call worth a retry, or the policy is

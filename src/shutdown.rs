@@ -6,67 +6,43 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-#[derive(Clone)]
-pub struct Shutdown {
-    tx: Arc<watch::Sender<Option<String>>>,
-    rx: watch::Receiver<Option<String>>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Shutdown::new()
-    }
-}
+/// Why the run was asked to stop, once it was; clones share it.
+#[derive(Clone, Default)]
+pub struct Shutdown(Arc<watch::Sender<Option<String>>>);
 
 impl Shutdown {
     pub fn new() -> Shutdown {
-        let (tx, rx) = watch::channel(None);
-        Shutdown { tx: Arc::new(tx), rx }
+        Shutdown::default()
     }
 
     /// Asks everything to stop; the first reason given is kept.
     pub fn trigger(&self, reason: impl Into<String>) {
-        let reason = reason.into();
-        self.tx.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason);
-                true
-            } else {
-                false
-            }
+        self.0.send_if_modified(|r| {
+            let first = r.is_none();
+            r.get_or_insert(reason.into());
+            first
         });
     }
 
     pub fn reason(&self) -> Option<String> {
-        self.rx.borrow().clone()
+        self.0.borrow().clone()
     }
 
     /// Resolves once a stop was asked for.
     pub async fn wait(&self) {
-        let mut rx = self.rx.clone();
-        let _ = rx.wait_for(|r| r.is_some()).await;
+        let _ = self.0.subscribe().wait_for(Option::is_some).await;
     }
 }
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        return;
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -30,23 +30,20 @@ pub fn micros_since_start() -> u64 {
     PROCESS_START.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
 }
 
-static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+static HUMAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
-/// Whether a person is watching: text logs on a terminal. Progress bars and the human summary line show only then.
+/// Whether a person is watching (text logs on a terminal, no `--quiet`): progress bars and the human summary
+/// line show only then.
 pub fn human_output() -> bool {
-    FORMAT.get() == Some(&LogFormat::Text)
-        && std::io::stderr().is_terminal()
-        && !QUIET.load(std::sync::atomic::Ordering::Relaxed)
+    HUMAN.get() == Some(&true)
 }
-
-static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Installs the global subscriber. Safe to call once per process. `color` is false when `NO_COLOR` is set;
 /// `quiet` (`--quiet`) logs warnings and errors only, unless `RUST_LOG` says otherwise.
 pub fn init(format: Option<LogFormat>, color: bool, quiet: bool) {
-    let format = format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json });
-    let _ = FORMAT.set(format);
-    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    let terminal = std::io::stderr().is_terminal();
+    let format = format.unwrap_or(if terminal { LogFormat::Text } else { LogFormat::Json });
+    let _ = HUMAN.set(format == LogFormat::Text && terminal && !quiet);
     let default = if quiet { "warn" } else { "info" };
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // The HTTP and auth libraries log requests and answers at debug level, Google's token exchanges included
@@ -54,10 +51,8 @@ pub fn init(format: Option<LogFormat>, color: bool, quiet: bool) {
     for capped in ["yup_oauth2=warn", "hyper=warn", "hyper_util=warn", "reqwest=warn", "h2=warn", "rustls=warn"] {
         filter = filter.add_directive(capped.parse().expect("a valid directive"));
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(color && std::io::stderr().is_terminal());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color && terminal);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).compact().try_init(),
         LogFormat::Json => builder.event_format(JsonLine { gcp: false }).try_init(),
@@ -68,15 +63,6 @@ pub fn init(format: Option<LogFormat>, color: bool, quiet: bool) {
 /// One JSON object per event: `time`, `severity`, `message`, `target`, then the event's own fields.
 pub struct JsonLine {
     pub gcp: bool,
-}
-
-fn severity(level: &Level) -> &'static str {
-    match *level {
-        Level::ERROR => "ERROR",
-        Level::WARN => "WARNING",
-        Level::INFO => "INFO",
-        _ => "DEBUG",
-    }
 }
 
 struct Fields(Map<String, Value>);
@@ -123,13 +109,19 @@ where
 {
     fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
+        let severity = match *meta.level() {
+            Level::ERROR => "ERROR",
+            Level::WARN => "WARNING",
+            Level::INFO => "INFO",
+            _ => "DEBUG",
+        };
         let mut fields = Fields(Map::new());
         event.record(&mut fields);
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let message = fields.0.remove("message").unwrap_or_else(|| Value::from(""));
         let mut obj = Map::from_iter([
             ("time".to_string(), Value::from(time)),
-            ("severity".to_string(), Value::from(severity(meta.level()))),
+            ("severity".to_string(), Value::from(severity)),
             ("message".to_string(), message),
             ("target".to_string(), Value::from(meta.target())),
         ]);

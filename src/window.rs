@@ -81,11 +81,8 @@ impl Window {
     /// A `Closing_Date` window is returned whole (a deal may close in the future; such windows are always proven
     /// by comparing ids).
     pub fn settled(&self, now: DateTime<Utc>, index_lag: Duration) -> Option<Window> {
-        if self.field.is_date() {
-            return Some(self.clone());
-        }
         let limit = (now - index_lag).with_timezone(self.end.offset());
-        if self.end <= limit {
+        if self.field.is_date() || self.end <= limit {
             return Some(self.clone());
         }
         Window::new(self.field, self.start, limit).ok()
@@ -120,7 +117,6 @@ pub fn resolve(
     now: DateTime<Utc>,
     last_good_end: Option<DateTime<Utc>>,
 ) -> Result<Window, String> {
-    let utc = FixedOffset::east_opt(0).expect("zero offset");
     match *spec {
         WindowSpec::Default { overlap, index_lag } => {
             let end = now - index_lag;
@@ -128,14 +124,12 @@ pub fn resolve(
             let from = last_good_end.unwrap_or(now - Duration::hours(24)).min(end);
             let start = if overlap > Duration::zero() { from - overlap } else { from.min(end - Duration::minutes(1)) };
             let (start, end) = if field.is_date() { (floor_day(start), ceil_day(end)) } else { (start, end) };
-            Window::new(field, start.with_timezone(&utc), end.with_timezone(&utc))
+            Window::new(field, start.fixed_offset(), end.fixed_offset())
         }
         WindowSpec::Backfill { from, to, index_lag } => {
-            let to = to.unwrap_or_else(|| {
-                let end = now - index_lag;
-                if field.is_date() { ceil_day(end) } else { end }.with_timezone(&utc)
-            });
-            Window::new(field, from, to)
+            let end = now - index_lag;
+            let end = if field.is_date() { ceil_day(end) } else { end };
+            Window::new(field, from, to.unwrap_or(end.fixed_offset()))
         }
     }
 }

@@ -149,7 +149,7 @@ async fn list(args: &FieldsArgs, config: &crate::config::Config) -> Result<(), R
     let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
     let policy = crate::retry::RetryPolicy { max_attempts: 3, ..Default::default() };
     let result = async { ZohoClient::new(source.zoho.clone(), policy, timeout)?.fields("Deals").await }.await;
-    source.stop().await;
+    drop(source);
     let fields: Vec<FieldMeta> = result?.into_iter().filter(|f| !args.custom || f.custom_field).collect();
     print!("{}", render(&describe(&fields, &settings.promoted), args.format));
     // With --custom the list lacks the standard fields, which may be promoted too.

@@ -11,27 +11,7 @@ use crate::zoho::ZohoClient;
 
 /// `dealsync verify`: reconciliation alone. 0 when the warehouse agrees with Zoho, 3 when it does not.
 pub async fn verify(plan: SyncPlan, config: &Config) -> Exit {
-    let started_at = Utc::now();
-    let run_id = crate::run::new_run_id(started_at);
-    let result: Result<bool, RunError> = async {
-        let (settings, source) = crate::run::setup::source(config, plan.demo).await?;
-        let window = crate::window::resolve(&plan.spec, plan.field, started_at, None).map_err(RunError::Usage)?;
-        let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
-        let mut sink = crate::run::setup::open_sink(&plan, &settings, &run_id).await?;
-        let outcome = match crate::run::reconcile::reconcile(&client, &mut sink, &window, None, true).await {
-            Ok(Some(r)) => {
-                r.log(&run_id);
-                println!("{}", serde_json::to_string(&r).expect("serializes"));
-                Ok(r.matches)
-            }
-            Ok(None) => Err(RunError::Usage(format!("{} keeps nothing to compare", sink.describe()))),
-            Err(e) => Err(e),
-        };
-        source.stop().await;
-        outcome
-    }
-    .await;
-    match result {
+    match reconcile(&plan, config).await {
         Ok(true) => Exit::Ok,
         Ok(false) => Exit::Partial,
         Err(e) => {
@@ -39,4 +19,21 @@ pub async fn verify(plan: SyncPlan, config: &Config) -> Exit {
             e.exit()
         }
     }
+}
+
+/// Whether the warehouse agrees with Zoho. The demo's simulator, if any, stops when `source` is dropped, on
+/// every path out of here.
+async fn reconcile(plan: &SyncPlan, config: &Config) -> Result<bool, RunError> {
+    let started_at = Utc::now();
+    let run_id = crate::run::new_run_id(started_at);
+    let (settings, source) = crate::run::setup::source(config, plan.demo).await?;
+    let window = crate::window::resolve(&plan.spec, plan.field, started_at, None).map_err(RunError::Usage)?;
+    let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
+    let mut sink = crate::run::setup::open_sink(plan, &settings, &run_id).await?;
+    let Some(r) = crate::run::reconcile::reconcile(&client, &mut sink, &window, None, true).await? else {
+        return Err(RunError::Usage(format!("{} keeps nothing to compare", sink.describe())));
+    };
+    r.log(&run_id);
+    println!("{}", serde_json::to_string(&r).expect("serializes"));
+    Ok(r.matches)
 }

@@ -2,30 +2,10 @@
 //! It is the one module that uses the simulator crate, and only in builds with the `sim` feature (the default);
 //! a production build (`--no-default-features`) has none of it, and these commands then say so.
 
-use crate::config::{ConfigError, ZohoSettings};
+use super::error::RunError;
+use crate::config::ZohoSettings;
 use crate::exit::Exit;
 use crate::window::Window;
-
-/// Why the demo could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    #[error("this dealsync was built without the simulator (the `sim` feature): --demo and `dealsync simulate` need the default build")]
-    NotBuilt,
-    #[error("the demo simulator could not listen on 127.0.0.1: {0}")]
-    Listen(std::io::Error),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-}
-
-impl DemoError {
-    pub fn exit(&self) -> Exit {
-        match self {
-            DemoError::NotBuilt => Exit::Usage,
-            DemoError::Listen(_) => Exit::Internal,
-            DemoError::Config(_) => Exit::Config,
-        }
-    }
-}
 
 #[cfg(feature = "sim")]
 pub use with_sim::{simulate, Demo};
@@ -45,7 +25,8 @@ mod with_sim {
     use crate::config::Settings;
     use crate::window::WindowField;
 
-    /// A simulator running in this process for the length of a command.
+    /// A simulator running in this process for the length of a command: dropping it stops the simulator
+    /// (`SimHandle`'s drop), so every way out of the command stops it.
     pub struct Demo {
         handle: sim::SimHandle,
     }
@@ -53,11 +34,11 @@ mod with_sim {
     impl Demo {
         /// Starts the simulator on a free loopback port with `deals` deals of the last 30 days, and the Zoho
         /// settings that point at it (its credentials; `ZOHO_MAX_CONCURRENCY` is still read).
-        pub async fn start(deals: usize, seed: u64, max_concurrency: usize) -> Result<(Demo, ZohoSettings), DemoError> {
+        pub async fn start(deals: usize, seed: u64, max_concurrency: usize) -> Result<(Demo, ZohoSettings), RunError> {
             let cfg = sim::SimConfig::demo(deals, seed);
             let handle = sim::start(cfg.clone(), "127.0.0.1:0".parse().expect("valid address"))
                 .await
-                .map_err(DemoError::Listen)?;
+                .map_err(RunError::DemoListen)?;
             tracing::info!(event = "demo_simulator", url = %handle.base_url(), deals, seed, anchor = %cfg.anchor.to_rfc3339(),
                 "demo: built-in Zoho simulator started on loopback");
             let vars = vec![
@@ -73,21 +54,13 @@ mod with_sim {
         }
 
         /// The closed-won deals the simulator holds in `window`.
-        pub fn closed_won_in(&self, window: &Window) -> usize {
-            self.handle.closed_won_in(&range(window)).len()
+        pub fn closed_won_in(&self, w: &Window) -> usize {
+            let field = match w.field {
+                WindowField::ModifiedTime => sim::DealField::ModifiedTime,
+                WindowField::ClosingDate => sim::DealField::ClosingDate,
+            };
+            self.handle.closed_won_in(&sim::Range { field, start: w.start, end: w.end }).len()
         }
-
-        pub async fn stop(self) {
-            self.handle.stop().await;
-        }
-    }
-
-    fn range(w: &Window) -> sim::Range {
-        let field = match w.field {
-            WindowField::ModifiedTime => sim::DealField::ModifiedTime,
-            WindowField::ClosingDate => sim::DealField::ClosingDate,
-        };
-        sim::Range { field, start: w.start, end: w.end }
     }
 
     /// `dealsync simulate`: the simulator on its own, until Ctrl-C.
@@ -192,28 +165,23 @@ mod without_sim {
     use super::*;
     use crate::config::cli::SimulateArgs;
 
+    const NOT_BUILT: &str = "this dealsync was built without the simulator (the `sim` feature): --demo and `dealsync simulate` need the default build";
+
     /// Never built: this dealsync has no simulator.
     pub enum Demo {}
 
     impl Demo {
-        pub async fn start(
-            _deals: usize,
-            _seed: u64,
-            _max_concurrency: usize,
-        ) -> Result<(Demo, ZohoSettings), DemoError> {
-            Err(DemoError::NotBuilt)
+        pub async fn start(_: usize, _: u64, _: usize) -> Result<(Demo, ZohoSettings), RunError> {
+            Err(RunError::Usage(NOT_BUILT.into()))
         }
 
-        pub fn closed_won_in(&self, _window: &Window) -> usize {
+        pub fn closed_won_in(&self, _: &Window) -> usize {
             match *self {}
         }
-
-        pub async fn stop(self) {}
     }
 
     pub async fn simulate(_args: SimulateArgs) -> Exit {
-        let e = DemoError::NotBuilt;
-        eprintln!("error: {e}");
-        e.exit()
+        eprintln!("error: {NOT_BUILT}");
+        Exit::Usage
     }
 }

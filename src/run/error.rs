@@ -16,8 +16,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error("{0}")]
     Usage(String),
-    #[error(transparent)]
-    Demo(super::demo::DemoError),
+    #[error("the demo simulator could not listen on 127.0.0.1: {0}")]
+    DemoListen(std::io::Error),
     #[error("stopped by {0}")]
     Interrupted(String),
     #[error("the warehouse does not hold every closed-won deal Zoho has in this window (see the incomplete and reconciliation events)")]
@@ -31,7 +31,7 @@ impl RunError {
             RunError::Zoho(e) => e.exit(),
             RunError::Sink(e) => e.exit,
             RunError::Usage(_) => Exit::Usage,
-            RunError::Demo(e) => e.exit(),
+            RunError::DemoListen(_) => Exit::Internal,
             RunError::Interrupted(_) => Exit::Interrupted,
             RunError::Mismatch => Exit::Partial,
         }

@@ -1,22 +1,17 @@
-//! The third phase of a run, once fetching and writing are over: the sink's writes end (committed, or kept as
-//! far as they are final), deletions and stage changes are applied (after every row, since a later upsert would
-//! undo a mark), the completeness proof is reported, the warehouse is reconciled with Zoho, the counters reach
-//! the summary and the run's row reaches the ledger.
+//! The third phase of a run: the sink's writes end (committed, or kept as far as they are final), deletions and
+//! stage changes are applied (after every row, since a later upsert would undo a mark), the warehouse is
+//! reconciled with Zoho and the run's row reaches the ledger.
 
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
 
 use super::error::RunError;
-use super::pipeline::Written;
 use super::reconcile::Completeness;
-use super::setup::Run;
 use super::summary::RunSummary;
-use crate::exit::Exit;
 use crate::sink::{Ending, RunRecord, Sink};
 use crate::window::Window;
 use crate::zoho::changes::{Deleted, StageChange};
-use crate::zoho::fetch::FetchStats;
 use crate::zoho::{ZohoClient, ZohoError};
 
 /// Deletions since the window's start and deals that left "Closed Won" in it.
@@ -29,41 +24,27 @@ pub async fn fetch_changes(client: &ZohoClient, window: &Window) -> Result<Chang
     )
 }
 
-/// What the second phase gathered, whether it ended well or not.
-pub struct Collected {
-    pub result: Result<Completeness, RunError>,
-    pub written: Written,
-    pub fetched: FetchStats,
-    pub repaired: u64,
-    /// `None` when the sink keeps no rows, the run never got a token, or it stopped first.
-    pub changes: Option<Result<Changes, ZohoError>>,
-}
-
-/// Ends the run: the writes, the changes, the proof, the reconciliation, the summary's counts and the ledger.
+/// Ends the run: the writes, the changes (`None` when the sink keeps no rows, the run never got a token, or it
+/// stopped first), the proof, the reconciliation, the client's counts and the ledger.
 pub async fn finish(
     client: &ZohoClient,
     sink: &mut Sink,
-    run: &Run,
     window: &Window,
-    collected: Collected,
+    collected: Result<Completeness, RunError>,
+    changes: Option<Result<Changes, ZohoError>>,
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
-    let Collected { result, mut written, fetched, repaired, changes } = collected;
-    let (completeness, error) = match result {
+    let (completeness, error) = match collected {
         Ok(c) => (Some(c), None),
         Err(e) => (None, Some(e)),
     };
-    let mut error = end_writes(sink, error, &mut written).await;
-    count(summary, &fetched, written, repaired);
+    let mut error = end_writes(sink, error, summary).await;
     summary.bytes_billed = sink.bytes_billed();
     if let (None, Some(found)) = (&error, changes) {
-        match apply_changes(sink, found).await {
-            Ok((deleted, reopened)) => (summary.rows_deleted, summary.rows_reopened) = (deleted, reopened),
-            Err(e) => error = Some(e),
-        }
+        error = apply_changes(sink, found, summary).await.err();
     }
     let mismatch = match (&error, &completeness) {
-        (None, Some(c)) => compare(client, sink, run, window, c, summary).await,
+        (None, Some(c)) => compare(client, sink, window, c, summary).await,
         _ => false,
     };
     let stats = &client.stats;
@@ -72,17 +53,13 @@ pub async fn finish(
     summary.token_mints = stats.token_mints.load(Ordering::Relaxed);
     summary.token_mint_failures = stats.token_mint_failures.load(Ordering::Relaxed);
     summary.time_to_first_request_us = stats.first_request_us.load(Ordering::Relaxed);
-    let exit = match &error {
-        None if summary.quarantined > 0 || mismatch => Exit::Partial,
-        None => Exit::Ok,
-        Some(e) => e.exit(),
-    };
+    let exit = summary.exit_for(error.as_ref().or(mismatch.then_some(&RunError::Mismatch)));
     let record = RunRecord {
         error: error.as_ref().map(|e| e.to_string()),
-        ..ledger_row(run, summary, window, exit.outcome(), exit.code())
+        ..ledger_row(summary, window, exit.outcome(), exit.code())
     };
     if let Err(e) = sink.record_run(&record).await {
-        tracing::error!(event = "ledger_failed", run_id = %run.id, "could not record the run in the ledger: {e}");
+        tracing::error!(event = "ledger_failed", run_id = %summary.run_id, "could not record the run in the ledger: {e}");
         error = error.or(Some(e.into()));
     }
     match error {
@@ -94,59 +71,44 @@ pub async fn finish(
 
 /// Commits the sink's writes when the run fetched everything; otherwise keeps what is final on its own. An
 /// interruption says what it leaves.
-async fn end_writes(sink: &mut Sink, error: Option<RunError>, written: &mut Written) -> Option<RunError> {
+async fn end_writes(sink: &mut Sink, error: Option<RunError>, summary: &mut RunSummary) -> Option<RunError> {
     let ending = if error.is_none() { Ending::Complete } else { Ending::Stopped };
-    match (sink.finish(ending).await, error) {
-        (Ok(done), Some(RunError::Interrupted(reason))) => {
-            written.stats.add(done.stats);
-            Some(RunError::Interrupted(format!(
-                "{reason} before the window was complete; {}; the next run covers the window again",
-                done.kept
-            )))
-        }
-        (Ok(done), error) => {
-            written.stats.add(done.stats);
-            error
-        }
-        (Err(e), None) => Some(e.into()),
-        (Err(e), Some(error)) => {
+    let done = match sink.finish(ending).await {
+        Ok(done) => done,
+        Err(e) if error.is_none() => return Some(e.into()),
+        Err(e) => {
             tracing::warn!(event = "flush_failed", "could not keep the last rows: {e}");
-            Some(error)
+            return error;
         }
+    };
+    summary.rows.add(done.stats);
+    match error {
+        Some(RunError::Interrupted(reason)) => Some(RunError::Interrupted(format!(
+            "{reason} before the window was complete; {}; the next run covers the window again",
+            done.kept
+        ))),
+        error => error,
     }
 }
 
-/// The fetcher's and the writer's counts, in the summary.
-fn count(summary: &mut RunSummary, fetched: &FetchStats, written: Written, repaired: u64) {
-    summary.pages = fetched.pages;
-    summary.windows_split = fetched.slices_split;
-    summary.coql_counts = fetched.counts;
-    summary.coql_pages = fetched.listings;
-    summary.by_id_requests = fetched.by_id;
-    summary.repaired = repaired;
-    summary.deals_fetched = written.records;
-    summary.not_closed_won = written.not_closed_won;
-    summary.quarantined = written.quarantined + written.stats.rejected;
-    summary.rows_inserted = written.stats.inserted;
-    summary.rows_updated = written.stats.updated;
-    summary.rows_unchanged = written.stats.unchanged;
-    summary.won_amount_by_currency = written.amounts;
-}
-
 /// Applies the changes to rows the sink holds.
-async fn apply_changes(sink: &mut Sink, found: Result<Changes, ZohoError>) -> Result<(u64, u64), RunError> {
+async fn apply_changes(
+    sink: &mut Sink,
+    found: Result<Changes, ZohoError>,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
     let (deleted, left) = found?;
-    let (seen_deleted, seen_left) = (deleted.len(), left.len());
-    let (n_deleted, n_reopened) = sink.apply_changes(deleted, left).await?;
+    let (deleted_in_zoho, not_won_in_zoho) = (deleted.len(), left.len());
+    (summary.rows_deleted, summary.rows_reopened) = sink.apply_changes(deleted, left).await?;
     tracing::info!(
         event = "changes",
-        deleted_in_zoho = seen_deleted,
-        rows_deleted = n_deleted,
-        not_won_in_zoho = seen_left,
-        rows_reopened = n_reopened,
+        deleted_in_zoho,
+        rows_deleted = summary.rows_deleted,
+        not_won_in_zoho,
+        rows_reopened = summary.rows_reopened,
         "applied deletions and stage changes to deals the warehouse holds"
     );
-    Ok((n_deleted, n_reopened))
+    Ok(())
 }
 
 /// Reports the completeness proof and reconciles the window; true when the warehouse lacks deals Zoho has. The
@@ -155,7 +117,6 @@ async fn apply_changes(sink: &mut Sink, found: Result<Changes, ZohoError>) -> Re
 async fn compare(
     client: &ZohoClient,
     sink: &mut Sink,
-    run: &Run,
     window: &Window,
     c: &Completeness,
     summary: &mut RunSummary,
@@ -163,7 +124,7 @@ async fn compare(
     summary.crm_closed_won = Some(c.crm);
     if !c.missing.is_empty() {
         let named: Vec<&str> = c.missing.iter().take(super::reconcile::NAMED).map(String::as_str).collect();
-        tracing::warn!(event = "incomplete", run_id = %run.id, missing = c.missing.len(), ids = %serde_json::to_string(&named).expect("strings serialize"),
+        tracing::warn!(event = "incomplete", run_id = %summary.run_id, missing = c.missing.len(), ids = %serde_json::to_string(&named).expect("strings serialize"),
             "{} closed-won deals Zoho lists in the window could not be fetched, even by id: [{}]",
             c.missing.len(), named.join(","));
     }
@@ -171,39 +132,38 @@ async fn compare(
         Ok(Some(r)) => {
             summary.crm_closed_won = Some(r.crm);
             summary.warehouse_closed_won = Some(r.warehouse);
-            r.log(&run.id);
-            !r.matches
+            r.log(&summary.run_id);
+            return !r.matches;
         }
         Ok(None) => {
-            tracing::debug!(event = "reconciliation", outcome = "skipped", "this sink keeps nothing to compare");
-            !c.missing.is_empty()
+            tracing::debug!(event = "reconciliation", outcome = "skipped", "this sink keeps nothing to compare")
         }
         Err(e) => {
-            tracing::warn!(event = "reconciliation", outcome = "unavailable", "could not reconcile the window: {e}");
-            !c.missing.is_empty()
+            tracing::warn!(event = "reconciliation", outcome = "unavailable", "could not reconcile the window: {e}")
         }
     }
+    !c.missing.is_empty()
 }
 
 /// The run's row in the ledger, as it stands.
-pub fn ledger_row(run: &Run, summary: &RunSummary, window: &Window, status: &str, exit_code: u8) -> RunRecord {
+pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit_code: u8) -> RunRecord {
     RunRecord {
-        run_id: run.id.clone(),
+        run_id: summary.run_id.clone(),
         kind: summary.kind,
         window_field: window.field.api_name().to_string(),
         window_start: window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         window_end: window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         status: status.to_string(),
         exit_code,
-        started_at: run.started_at,
+        started_at: summary.started_at,
         finished_at: Utc::now(),
-        pages: summary.pages,
+        pages: summary.fetched.pages,
         deals_fetched: summary.deals_fetched,
-        rows_inserted: summary.rows_inserted,
-        rows_updated: summary.rows_updated,
-        rows_unchanged: summary.rows_unchanged,
+        rows_inserted: summary.rows.inserted,
+        rows_updated: summary.rows.updated,
+        rows_unchanged: summary.rows.unchanged,
         not_closed_won: summary.not_closed_won,
-        quarantined: summary.quarantined,
+        quarantined: summary.quarantined(),
         error: None,
     }
 }

@@ -1,9 +1,7 @@
-//! Run metrics for schedulers and monitoring: the Prometheus text format, pushed to a Pushgateway
-//! (`DEALSYNC_PUSHGATEWAY_URL`, one group per job, kind and shard: `job="dealsync"`, `instance`, `kind`, and
-//! `shard` for a sharded backfill, so that backfills never touch the nightly run's gauges) and/or written to a
-//! node_exporter textfile (`sync --metrics-file`). Every exit publishes them, a usage error included. Both keep
-//! the last success time (exit 0) when a run fails, so that "no success for 26 hours" can be alerted on; a gauge
-//! that a run did not measure is left out, not written as 0.
+//! Run metrics for monitoring, on every exit (a usage error included): the Prometheus text format, pushed to a
+//! Pushgateway (one group per `job="dealsync"`, `instance`, `kind` and `shard`, so that backfills never touch the
+//! nightly run's gauges) and/or written to a node_exporter textfile. Both keep the last success time when a run
+//! fails, so that "no success for 26 hours" can be alerted on; a gauge not measured is left out, not 0.
 
 use url::Url;
 
@@ -33,13 +31,10 @@ impl Targets {
         if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
             return Err(bad("must be a base URL without credentials, query or fragment".into()));
         }
-        let instance = config.var("DEALSYNC_INSTANCE").unwrap_or(DEFAULT_INSTANCE).to_string();
+        let instance = config.var("DEALSYNC_INSTANCE").unwrap_or("default").to_string();
         Ok(Targets { pushgateway: Some((url, instance)), file })
     }
 }
-
-/// The Pushgateway group's `instance` when `DEALSYNC_INSTANCE` is unset.
-pub const DEFAULT_INSTANCE: &str = "default";
 
 /// The metric names, with their help text.
 pub const METRICS: [(&str, &str); 9] = [
@@ -73,8 +68,8 @@ pub fn render(s: &RunSummary, labels: &str, finished_unix: f64, last_success: Op
         last_success,
         (s.exit_code == 3).then_some(finished_unix),
         Some(f64::from(s.exit_code)),
-        Some(s.rows_written() as f64),
-        Some(s.quarantined as f64),
+        Some(s.rows.written() as f64),
+        Some(s.quarantined() as f64),
         Some(s.repaired as f64),
         Some(s.duration_ms as f64 / 1000.0),
         missing,
@@ -105,8 +100,8 @@ fn previous_success(text: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Publishes the run's metrics where asked (nowhere when `targets` is empty). A failure is logged as a warning and never changes the exit code:
-/// the warehouse is as the run left it, and a stale metric is what the alerts watch for.
+/// Publishes the run's metrics where asked. A failure is logged as a warning and never changes the exit code: the
+/// warehouse is as the run left it, and a stale metric is what the alerts watch for.
 pub async fn publish(targets: &Targets, s: &RunSummary) {
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     if let Some(path) = &targets.file {
@@ -137,13 +132,11 @@ pub async fn publish(targets: &Targets, s: &RunSummary) {
 /// a failed run, which sends no last success time, leaves the previous one in place.
 async fn push(base: &Url, instance: &str, s: &RunSummary, body: String) -> Result<(), String> {
     let mut url = base.clone();
-    {
-        let mut path = url.path_segments_mut().map_err(|()| "the URL cannot take a path".to_string())?;
-        path.pop_if_empty().extend(["metrics", "job", "dealsync", "instance", instance, "kind", s.kind]);
-        if let Some(shard) = &s.shard {
-            path.extend(["shard", shard]);
-        }
-    }
+    url.path_segments_mut()
+        .map_err(|()| "the URL cannot take a path".to_string())?
+        .pop_if_empty()
+        .extend(["metrics", "job", "dealsync", "instance", instance, "kind", s.kind])
+        .extend(s.shard.iter().flat_map(|shard| ["shard", shard.as_str()]));
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -156,13 +149,12 @@ async fn push(base: &Url, instance: &str, s: &RunSummary, body: String) -> Resul
         .send()
         .await
         .map_err(|e| format!("POST {url}: {e}"))?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        Err(format!("POST {url}: HTTP {status}: {}", text.trim()))
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
     }
+    let text = resp.text().await.unwrap_or_default();
+    Err(format!("POST {url}: HTTP {status}: {}", text.trim()))
 }
 
 #[cfg(test)]
@@ -174,8 +166,7 @@ mod tests {
         let ok = RunSummary {
             exit_code: 0,
             sink: "sqlite:a\"b.db".into(),
-            rows_inserted: 5,
-            rows_updated: 2,
+            rows: crate::sink::WriteStats { inserted: 5, updated: 2, ..Default::default() },
             ..Default::default()
         };
         let labels = format!("sink=\"{}\"", label(&ok.sink));

@@ -1,8 +1,6 @@
-//! One sync, in three phases: set-up (`setup`: settings, source, sink, window; nothing is fetched before the
-//! sink is ready), fetch and write (`pipeline`, which then proves the window complete and repairs
-//! it), and finish (`finish`: commit, changes, reconciliation, ledger). The run ends with its summary
-//! (`summary`) and metrics (`metrics`). `verify` and `fields` share its set-up (`setup::source`), `verify` its
-//! reconciliation.
+//! One sync, in three phases: `setup` (nothing is fetched before the sink is ready), `pipeline` (fetch, write,
+//! prove the window complete) and `finish` (commit, changes, reconciliation, ledger); then its `summary` and
+//! `metrics`. `verify` and `fields` share its set-up, `verify` its reconciliation.
 
 pub mod demo;
 pub mod error;
@@ -22,13 +20,10 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::mapping::{Columns, RunStamp};
 use crate::shutdown::Shutdown;
-use crate::sink::Sink;
-use crate::window::Window;
 use crate::zoho::ZohoClient;
 use error::RunError;
-use finish::Collected;
 use pipeline::{Job, Pipeline};
-use setup::{Prepared, Run};
+use setup::Prepared;
 use summary::RunSummary;
 
 /// A new run id: UTC start time plus random bits (the standard library's per-process random hash keys, mixed
@@ -45,26 +40,22 @@ pub fn new_run_id(now: chrono::DateTime<Utc>) -> String {
 pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
     let started = Instant::now();
     let started_at = Utc::now();
-    let run = Run { id: new_run_id(started_at), started_at };
     let mut summary = RunSummary {
-        run_id: run.id.clone(),
+        run_id: new_run_id(started_at),
+        started_at,
         kind: if plan.spec.is_backfill() { "backfill" } else { "scheduled" },
         ..RunSummary::default()
     };
     // Listen for SIGTERM/SIGINT from the start, so that a stop during set-up is as clean as one mid-fetch.
     let shutdown = Shutdown::new();
     let watchers = watch(&shutdown, plan.deadline);
-    let result = phases(&plan, config, &run, &mut summary, &shutdown).await;
+    let result = phases(&plan, config, &mut summary, &shutdown).await;
     watchers.iter().for_each(|w| w.abort());
-    let exit = match &result {
-        Ok(()) if summary.quarantined > 0 => Exit::Partial,
-        Ok(()) => Exit::Ok,
-        Err(e) => {
-            tracing::error!(event = "run_failed", run_id = %run.id, "{e}");
-            summary.error = Some(e.to_string());
-            e.exit()
-        }
-    };
+    let exit = summary.exit_for(result.as_ref().err());
+    if let Err(e) = result {
+        tracing::error!(event = "run_failed", run_id = %summary.run_id, "{e}");
+        summary.error = Some(e.to_string());
+    }
     summary.set_exit(exit);
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.peak_rss_kb = summary::peak_rss_kb();
@@ -89,32 +80,52 @@ fn watch(shutdown: &Shutdown, deadline: std::time::Duration) -> [tokio::task::Jo
     [signal, timer]
 }
 
-/// The three phases, each to the end or to its first error.
+/// The three phases, each to the end or to its first error: set-up, the window's pass with its completeness
+/// proof, and the finish. The demo's simulator, if any, stops when `source` is dropped, however this returns.
 async fn phases(
     plan: &SyncPlan,
     config: &Config,
-    run: &Run,
     summary: &mut RunSummary,
     shutdown: &Shutdown,
 ) -> Result<(), RunError> {
-    let Prepared { settings, source, mut sink, window, from_ledger } =
-        setup::prepare(plan, config, run, summary).await?;
+    let Prepared { settings, source, mut sink, window, from_ledger } = setup::prepare(plan, config, summary).await?;
     let Some(window) = window else { return Ok(()) };
-    summary.window_field = Some(window.field.api_name().to_string());
-    summary.window_start = Some(window.start_str());
-    summary.window_end = Some(window.end_str());
+    summary.window = Some(window.clone());
     // Built before the ledger's `running` row, so that a client that cannot be built leaves no row to explain.
     let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
     // The run is in the ledger from its start: one killed on the way stays listed, `running` (and exit 75, what an
     // interruption means). Its row is replaced when it ends.
-    sink.record_run(&finish::ledger_row(run, summary, &window, "running", Exit::Interrupted.code())).await?;
-    tracing::info!(event = "window", run_id = %run.id, field = %window.field, start = %window.start_str(),
+    sink.record_run(&finish::ledger_row(summary, &window, "running", Exit::Interrupted.code())).await?;
+    tracing::info!(event = "window", run_id = %summary.run_id, field = %window.field, start = %window.start_str(),
         end = %window.end_str(), from_ledger, "syncing {window}");
 
     let columns = std::sync::Arc::new(Columns::new(&settings.promoted));
-    let stamp = RunStamp { run_id: run.id.as_str().into(), synced_at: run.started_at, columns };
-    let collected = collect(&client, &mut sink, &window, &stamp, shutdown).await;
-    let result = finish::finish(&client, &mut sink, run, &window, collected, summary).await;
+    let stamp = RunStamp { run_id: summary.run_id.as_str().into(), synced_at: summary.started_at, columns };
+    // Beside the pass, Zoho's deletions and stage changes are asked for (two requests that would otherwise wait for
+    // the last page), once the run holds a token (a refused mint is asked once).
+    let keeps_rows = sink.is_warehouse();
+    let changes = async {
+        if !keeps_rows || !client.first_token().await {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => None,
+            found = finish::fetch_changes(&client, &window) => Some(found),
+        }
+    };
+    let mut p = Pipeline::new(&client, &mut sink, &window, &stamp, shutdown, summary);
+    let fetch = async {
+        p.pass(Job::Window(window.clone())).await?;
+        p.complete().await
+    };
+    // The changes are of no use when the pass fails: `try_join!` drops them then.
+    let (collected, changes) = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
+        Ok((completeness, changes)) => (Ok(completeness), changes),
+        Err(e) => (Err(e), None),
+    };
+    drop(p); // clears the progress bar and gives the sink and the summary back
+    let result = finish::finish(&client, &mut sink, &window, collected, changes, summary).await;
     if let Some(demo) = &source.demo {
         let (truth, closed_won) = (demo.closed_won_in(&window), summary.deals_fetched - summary.not_closed_won);
         tracing::info!(
@@ -124,42 +135,5 @@ async fn phases(
             "demo check: the simulator holds {truth} closed-won deals in the window; this run fetched {closed_won}"
         );
     }
-    source.stop().await;
     result
-}
-
-/// The second phase: the window's pass, then the completeness proof and its repairs. Beside them, Zoho's
-/// deletions and stage changes are asked for (two requests that would otherwise wait for the last page), once
-/// the run holds a token (a refused mint is asked once); they are dropped if the pass fails.
-async fn collect(
-    client: &ZohoClient,
-    sink: &mut Sink,
-    window: &Window,
-    stamp: &RunStamp,
-    shutdown: &Shutdown,
-) -> Collected {
-    let keeps_rows = sink.is_warehouse();
-    let changes = async {
-        if !keeps_rows || !client.first_token().await {
-            return None;
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.wait() => None,
-            found = finish::fetch_changes(client, window) => Some(found),
-        }
-    };
-    let mut p = Pipeline::new(client, sink, window, stamp, shutdown);
-    let fetch = async {
-        let (fetcher, rx) = p.fetcher();
-        p.pass(fetcher, rx, Job::Window(window.clone())).await?;
-        p.complete(window).await
-    };
-    // The changes are of no use when the pass fails: `try_join!` drops them then.
-    let (result, changes) = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
-        Ok((completeness, changes)) => (Ok(completeness), changes),
-        Err(e) => (Err(e), None),
-    };
-    p.done();
-    Collected { result, written: p.written, fetched: p.fetched, repaired: p.repaired, changes }
 }

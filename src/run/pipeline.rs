@@ -1,26 +1,20 @@
-//! The second phase of a run: fetch → map → write. The fetcher's tasks read pages and map each where it was read
-//! (its text is freed then, not after the sink's turn); one writer hands the mapped pages to the sink. A bounded
-//! channel joins them, so memory stays flat however many deals a window holds, and a slow sink slows the
-//! fetching (back-pressure). A pass reads the window or a list of ids. Once the window's pass is written, the
-//! completeness proof compares the distinct deals fetched with Zoho's count taken before the first search (a
-//! `Modified_Time` window only loses deals as they are edited, so equal numbers mean the same deals), otherwise
-//! with Zoho's id listing, and reads what is missing by id in further passes.
+//! The second phase of a run: fetch → map → write. The fetcher's tasks map each page where it was read (its text
+//! is freed then); one writer hands the mapped pages to the sink. A bounded channel joins them, so memory stays
+//! flat however many deals a window holds, and a slow sink slows the fetching. Then the completeness proof: the
+//! deals fetched against Zoho's count, or its id listing, and what is missing read by id.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::collections::HashSet;
 
-use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
 use super::error::RunError;
 use super::reconcile::Completeness;
-use super::summary::Progress;
+use super::summary::{Progress, RunSummary};
 use crate::mapping::{Mapped, Mapper, RunStamp};
 use crate::schema::{sort_ids, DealRow, Quarantined};
 use crate::shutdown::Shutdown;
 use crate::sink::seen::{Offer, Seen};
-use crate::sink::{Sink, SinkError, WriteStats};
+use crate::sink::{Sink, SinkError};
 use crate::window::Window;
 use crate::zoho::fetch::{FetchStats, FetchedPage, Fetcher};
 use crate::zoho::ZohoClient;
@@ -32,62 +26,28 @@ const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Times the deals missing from a run are read by id, each after a fresh listing (deals change while a run reads).
 const REPAIR_ROUNDS: usize = 3;
 
-/// Counts gathered by the writer.
-#[derive(Debug, Default)]
-pub struct Written {
-    pub stats: WriteStats,
-    pub records: u64,
-    pub not_closed_won: u64,
-    pub quarantined: u64,
-    pub amounts: BTreeMap<String, Decimal>,
-}
-
-/// The deals a run has fetched: each once (a deal that comes back on another page is passed on only when that
-/// copy is newer), the ones quarantined, and the ones whose copy lies outside the window (read by id after an
-/// edit moved them on). What the completeness check compares with Zoho.
-#[derive(Default)]
-pub struct RunIds {
-    rows: Seen,
-    quarantined: HashSet<String>,
-    pub moved_on: HashSet<String>,
-}
-
-impl RunIds {
-    pub fn has(&self, id: &str) -> bool {
-        self.rows.contains(id) || self.quarantined.contains(id)
-    }
-
-    /// Distinct deals fetched: rows and quarantined records with an id.
-    pub fn distinct(&self) -> u64 {
-        (self.rows.len() + self.quarantined.iter().filter(|id| !self.rows.contains(id)).count()) as u64
-    }
-
-    pub fn quarantined(&self) -> usize {
-        self.quarantined.len()
-    }
-}
-
 /// What a pass reads.
 pub enum Job {
     Window(Window),
     Ids(Vec<String>),
 }
 
-/// The run's fetching and writing, pass after pass, and what they counted.
+/// The run's fetching and writing, pass after pass, counted in the run's summary.
 pub struct Pipeline<'a> {
     client: &'a ZohoClient,
     sink: &'a mut Sink,
     window: &'a Window,
     stamp: &'a RunStamp,
     shutdown: &'a Shutdown,
-    pub ids: RunIds,
-    pub written: Written,
-    pub fetched: FetchStats,
-    /// Closed-won deals search did not return, read by id (the completeness check's passes).
-    pub repaired: u64,
+    summary: &'a mut RunSummary,
+    /// Each deal written, once (a deal that comes back on another page is written again only as a newer copy).
+    rows: Seen,
+    quarantined: HashSet<String>,
+    /// Deals whose copy lies outside the window (read by id after an edit moved them on).
+    moved_on: HashSet<String>,
     /// The fields search returned, for the next pass's reads by id.
     fields: Vec<String>,
-    expected: Arc<AtomicU64>,
+    /// Cleared when the pipeline is dropped.
     progress: Progress,
 }
 
@@ -98,44 +58,47 @@ impl<'a> Pipeline<'a> {
         window: &'a Window,
         stamp: &'a RunStamp,
         shutdown: &'a Shutdown,
+        summary: &'a mut RunSummary,
     ) -> Pipeline<'a> {
-        let expected = Arc::new(AtomicU64::new(0));
         Pipeline {
             client,
             sink,
             window,
             stamp,
             shutdown,
-            ids: RunIds::default(),
-            written: Written::default(),
-            fetched: FetchStats::default(),
-            repaired: 0,
+            summary,
+            rows: Seen::default(),
+            quarantined: HashSet::new(),
+            moved_on: HashSet::new(),
             fields: Vec::new(),
-            progress: Progress::new(expected.clone()),
-            expected,
+            progress: Progress::start(),
         }
     }
 
+    fn has(&self, id: &str) -> bool {
+        self.rows.contains(id) || self.quarantined.contains(id)
+    }
+
+    /// Distinct deals fetched: rows and quarantined records with an id.
+    fn distinct(&self) -> u64 {
+        (self.rows.len() + self.quarantined.iter().filter(|id| !self.rows.contains(id)).count()) as u64
+    }
+
     /// A fetcher for the next pass, and the writer's end of its channel.
-    pub fn fetcher(&self) -> (Fetcher<'a, MappedPage>, mpsc::Receiver<MappedPage>) {
+    fn fetcher(&self) -> (Fetcher<'a, MappedPage>, mpsc::Receiver<MappedPage>) {
         let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
         let stamp = self.stamp;
         let fetcher = Fetcher::new(self.client, tx, move |page| map_page(page, stamp), self.shutdown.clone())
-            .expected(self.expected.clone())
+            .expected(self.progress.expected.clone())
             .reading(crate::schema::zoho_fields(stamp.columns.columns()))
             .with_fields(self.fields.clone());
         (fetcher, rx)
     }
 
-    /// Runs `job` on `fetcher` and writes what it sends, both at once, until the fetcher is done (its sender
-    /// dropped) and the writer has joined. A shutdown stops fetching at once and writing after the page in
-    /// progress.
-    pub async fn pass(
-        &mut self,
-        fetcher: Fetcher<'a, MappedPage>,
-        rx: mpsc::Receiver<MappedPage>,
-        job: Job,
-    ) -> Result<(), RunError> {
+    /// Fetches `job` and writes what the fetcher sends, both at once, until the fetcher is done and the writer has
+    /// joined. A shutdown stops fetching at once and writing after the page in progress.
+    pub async fn pass(&mut self, job: Job) -> Result<(), RunError> {
+        let (fetcher, rx) = self.fetcher();
         let producer = async move {
             let fetched = match job {
                 Job::Window(w) => fetcher.fetch_window(w).await,
@@ -143,9 +106,8 @@ impl<'a> Pipeline<'a> {
             };
             (fetched.map(|f| f.stopped_early), fetcher.stats(), fetcher.fields())
         };
-        let (produced, writer) = tokio::join!(producer, self.write(rx));
-        let (fetched, stats, fields) = produced;
-        add(&mut self.fetched, stats);
+        let ((fetched, stats, fields), writer) = tokio::join!(producer, self.write(rx));
+        add(&mut self.summary.fetched, stats);
         if !fields.is_empty() {
             self.fields = fields;
         }
@@ -170,38 +132,80 @@ impl<'a> Pipeline<'a> {
                 },
                 () = tokio::time::sleep(IDLE_FLUSH) => {
                     let flushed = self.sink.flush().await?;
-                    self.written.stats.add(flushed);
+                    self.summary.rows.add(flushed);
                     continue;
                 }
             };
-            write_page(self.sink, page, &mut self.written, &mut self.ids, self.window).await?;
-            self.progress.set(self.ids.distinct());
+            self.write_page(page).await?;
+            self.progress.set(self.distinct());
         }
     }
 
+    async fn write_page(&mut self, page: MappedPage) -> Result<(), SinkError> {
+        let MappedPage { rows, quarantined, not_closed_won } = page;
+        let summary = &mut *self.summary;
+        summary.deals_fetched += (rows.len() + quarantined.len()) as u64 + not_closed_won;
+        summary.not_closed_won += not_closed_won;
+        summary.unmapped += quarantined.len() as u64;
+        let mut fresh = Vec::with_capacity(rows.len());
+        for row in rows {
+            if self.rows.offer(row.deal_id(), row.modified_time().timestamp()) == Offer::Stale {
+                summary.rows.unchanged += 1;
+                continue;
+            }
+            if !self.window.holds(row.modified_time(), row.closing_date()) {
+                self.moved_on.insert(row.deal_id().to_string());
+            }
+            if let Some(a) = row.amount() {
+                // Looked up before inserting: a currency's name is allocated once a run, not once a row.
+                let currency = row.currency().unwrap_or("(none)");
+                match summary.won_amount_by_currency.get_mut(currency) {
+                    Some(total) => *total += a,
+                    None => drop(summary.won_amount_by_currency.insert(currency.to_string(), a)),
+                }
+            }
+            fresh.push(row);
+        }
+        self.quarantined.extend(quarantined.iter().filter_map(|q| q.deal_id.clone()));
+        if !fresh.is_empty() {
+            let stats = self.sink.write_rows(fresh).await?;
+            if stats.rejected > 0 {
+                tracing::warn!(
+                    event = "quarantined",
+                    rows = stats.rejected,
+                    "the warehouse refused rows; they were quarantined"
+                );
+            }
+            summary.rows.add(stats);
+        }
+        if !quarantined.is_empty() {
+            self.sink.write_quarantine(quarantined).await?;
+        }
+        Ok(())
+    }
+
     /// Checks that the run fetched every closed-won deal Zoho has in the window, and reads the missing ones by id
-    /// (`Pipeline::repaired` counts them, also when the run is stopped on the way).
-    pub async fn complete(&mut self, window: &Window) -> Result<Completeness, RunError> {
-        let (counted, fetched) = (self.fetched.root_count.unwrap_or(0), self.ids.distinct());
+    /// (the summary's `repaired` counts them, also when the run is stopped on the way).
+    pub async fn complete(&mut self) -> Result<Completeness, RunError> {
+        let window = self.window;
+        let (counted, fetched) = (self.summary.fetched.root_count.unwrap_or(0), self.distinct());
         // Only a Modified_Time window is proven by its count: an edit moves a deal out of it, never into it (its end
         // is settled), so the deals fetched after the count are among the deals counted. An edit can move a closing
         // date anywhere, and a quarantined record's stage is unknown, so it may not be one of the deals counted.
-        if fetched == counted && self.ids.quarantined() == 0 && !window.field.is_date() {
-            return Ok(Completeness {
-                crm: counted,
-                moved_on: std::mem::take(&mut self.ids.moved_on),
-                ..Default::default()
-            });
+        if fetched == counted && self.quarantined.is_empty() && !window.field.is_date() {
+            let moved_on = std::mem::take(&mut self.moved_on);
+            return Ok(Completeness { crm: counted, moved_on, ..Default::default() });
         }
         let (mut missing, mut round) = (Vec::new(), 0);
         let listed = loop {
             // Read by id, deals were lost, deleted or moved out of the window since the listing (or Zoho could not
             // give them yet): what counts is what Zoho lists now.
-            let (fetcher, rx) = self.fetcher();
+            let (lister, _) = self.fetcher();
             let still = missing.len();
-            let mut listed = fetcher.list_ids(window).await?;
+            let mut listed = lister.list_ids(window).await?;
+            add(&mut self.summary.fetched, lister.stats());
             sort_ids(&mut listed);
-            missing = listed.iter().filter(|id| !self.ids.has(id)).cloned().collect();
+            missing = listed.iter().filter(|id| !self.has(id)).cloned().collect();
             if round == 0 {
                 tracing::info!(event = "completeness", counted, fetched, listed = listed.len(), missing = missing.len(),
                     "Zoho counted {counted} closed-won deals in the window and lists {}; the run fetched {fetched}; {} to read by id",
@@ -212,35 +216,29 @@ impl<'a> Pipeline<'a> {
                     listed.len(), missing.len());
             }
             if missing.is_empty() {
-                add(&mut self.fetched, fetcher.stats());
                 break listed;
             }
             round += 1;
             // What a pass wrote counts as repaired even when it was stopped on the way.
-            let passed = self.pass(fetcher, rx, Job::Ids(missing.clone())).await;
+            let passed = self.pass(Job::Ids(missing.clone())).await;
             let asked = missing.len();
-            missing.retain(|id| !self.ids.has(id));
-            self.repaired += (asked - missing.len()) as u64;
+            missing.retain(|id| !self.has(id));
+            self.summary.repaired += (asked - missing.len()) as u64;
             passed?;
             if missing.is_empty() || round == REPAIR_ROUNDS {
                 break listed;
             }
         };
-        if self.repaired > 0 {
+        let repaired = self.summary.repaired;
+        if repaired > 0 {
             tracing::info!(
                 event = "repaired",
-                repaired = self.repaired,
-                "read {} closed-won deals by id that search did not return",
-                self.repaired
+                repaired,
+                "read {repaired} closed-won deals by id that search did not return"
             );
         }
-        let moved_on = std::mem::take(&mut self.ids.moved_on);
+        let moved_on = std::mem::take(&mut self.moved_on);
         Ok(Completeness { crm: listed.len() as u64, listed: Some(listed), missing, moved_on })
-    }
-
-    /// Ends the progress display.
-    pub fn done(&self) {
-        self.progress.finish();
     }
 }
 
@@ -255,21 +253,19 @@ fn add(total: &mut FetchStats, s: FetchStats) {
     total.root_count = total.root_count.or(s.root_count);
 }
 
-/// One page's records, mapped by the task that fetched it.
+/// One page's records, mapped by the task that fetched it: each is a row, quarantined, or not closed won.
 pub struct MappedPage {
-    records: u64,
     rows: Vec<DealRow>,
     quarantined: Vec<Quarantined>,
     not_closed_won: u64,
 }
 
 fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
-    let n = page.page.len();
-    let mut mapped = MappedPage { records: 0, rows: Vec::with_capacity(n), quarantined: Vec::new(), not_closed_won: 0 };
+    let rows = Vec::with_capacity(page.page.len());
+    let mut mapped = MappedPage { rows, quarantined: Vec::new(), not_closed_won: 0 };
     let mut mapper = Mapper::new(stamp);
     // An ordered page's last second is read again with the rest of its slice.
     for rec in page.page.records().take(page.keep.unwrap_or(usize::MAX)) {
-        mapped.records += 1;
         match mapper.map(&rec) {
             Mapped::Row(row) => mapped.rows.push(*row),
             Mapped::NotClosedWon { deal_id, stage } => {
@@ -291,55 +287,6 @@ fn map_page(page: FetchedPage, stamp: &RunStamp) -> MappedPage {
     mapped
 }
 
-async fn write_page(
-    sink: &mut Sink,
-    page: MappedPage,
-    written: &mut Written,
-    ids: &mut RunIds,
-    window: &Window,
-) -> Result<(), SinkError> {
-    let MappedPage { records, rows, quarantined, not_closed_won } = page;
-    written.records += records;
-    written.not_closed_won += not_closed_won;
-    written.quarantined += quarantined.len() as u64;
-    let mut fresh = Vec::with_capacity(rows.len());
-    for row in rows {
-        // A deal already written in this run is written again only as a newer copy.
-        if ids.rows.offer(row.deal_id(), row.modified_time().timestamp()) == Offer::Stale {
-            written.stats.unchanged += 1;
-            continue;
-        }
-        if !window.holds(row.modified_time(), row.closing_date()) {
-            ids.moved_on.insert(row.deal_id().to_string());
-        }
-        if let Some(a) = row.amount() {
-            // Looked up before inserting: a currency's name is allocated once a run, not once a row.
-            let currency = row.currency().unwrap_or("(none)");
-            match written.amounts.get_mut(currency) {
-                Some(total) => *total += a,
-                None => drop(written.amounts.insert(currency.to_string(), a)),
-            }
-        }
-        fresh.push(row);
-    }
-    ids.quarantined.extend(quarantined.iter().filter_map(|q| q.deal_id.clone()));
-    if !fresh.is_empty() {
-        let stats = sink.write_rows(fresh).await?;
-        if stats.rejected > 0 {
-            tracing::warn!(
-                event = "quarantined",
-                rows = stats.rejected,
-                "the warehouse refused rows; they were quarantined"
-            );
-        }
-        written.stats.add(stats);
-    }
-    if !quarantined.is_empty() {
-        sink.write_quarantine(quarantined).await?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,7 +306,7 @@ mod tests {
                 }
             })
             .collect();
-        MappedPage { records: rows.len() as u64, rows, quarantined: Vec::new(), not_closed_won: 0 }
+        MappedPage { rows, quarantined: Vec::new(), not_closed_won: 0 }
     }
 
     /// Rows another connection sees: only committed ones.
@@ -380,10 +327,11 @@ mod tests {
         let client = ZohoClient::new(zoho, Default::default(), std::time::Duration::from_secs(30)).unwrap();
         let start = "2026-10-01T00:00:00Z".parse().unwrap();
         let window = Window::new(WindowField::ModifiedTime, start, start + chrono::Duration::days(1)).unwrap();
-        let columns = Arc::new(Columns::new(&[]));
+        let columns = std::sync::Arc::new(Columns::new(&[]));
         let stamp = RunStamp { run_id: "run-1".into(), synced_at: chrono::Utc::now(), columns };
         let shutdown = Shutdown::new();
-        let mut p = Pipeline::new(&client, &mut sink, &window, &stamp, &shutdown);
+        let mut summary = RunSummary::default();
+        let mut p = Pipeline::new(&client, &mut sink, &window, &stamp, &shutdown, &mut summary);
 
         let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
         let feed = async {
@@ -399,6 +347,6 @@ mod tests {
         };
         let (stopped, ()) = tokio::join!(p.write(rx), feed);
         assert!(!stopped.unwrap(), "the writer ends when the channel closes");
-        assert_eq!((p.written.records, p.written.stats.inserted), (400, 400));
+        assert_eq!((p.summary.deals_fetched, p.summary.rows.inserted), (400, 400));
     }
 }

@@ -1,7 +1,6 @@
 //! The warehouse checked against Zoho for the same window, so that revenue figures that disagree with the CRM
-//! are reported the night it happens, naming up to 20 missing or extra deal ids. A sync fails it only for
-//! missing deals (an extra row was edited, lost or deleted since, and a later run updates it); `dealsync
-//! verify` fails on either side.
+//! are reported the night it happens. A sync fails it only for missing deals (an extra row was edited, lost or
+//! deleted since, and a later run updates it); `dealsync verify` fails on either side.
 
 use std::collections::HashSet;
 
@@ -35,11 +34,10 @@ pub struct Reconciliation {
     pub crm: u64,
     pub warehouse: u64,
     pub matches: bool,
-    /// In the CRM, not in the warehouse (up to 20).
+    /// In the CRM, not in the warehouse, and the other way round (`NAMED` at most each).
     pub missing: Vec<String>,
-    /// In the warehouse, not in the CRM (up to 20).
     pub extra: Vec<String>,
-    /// How many are missing and extra in all (the lists name 20 at most).
+    /// How many are missing and extra in all.
     pub missing_total: u64,
     pub extra_total: u64,
 }
@@ -86,12 +84,16 @@ pub async fn reconcile(
     let (mut missing, mut extra) = ((0, Vec::new()), (0, Vec::new()));
     if crm != warehouse {
         let ours = sink.ids_in_window(window).await?;
-        let theirs = match known.and_then(|c| c.listed.clone()) {
+        let asked;
+        let theirs = match known.and_then(|c| c.listed.as_ref()) {
             Some(listed) => listed,
-            None => crm_ids(client, window).await?,
+            None => {
+                asked = crm_ids(client, window).await?;
+                &asked
+            }
         };
         let moved_on = known.map(|c| &c.moved_on);
-        (missing, extra) = diff(&theirs, &ours, |id| moved_on.is_some_and(|m| m.contains(id)));
+        (missing, extra) = diff(theirs, &ours, |id| moved_on.is_some_and(|m| m.contains(id)));
     }
     Ok(Some(Reconciliation {
         crm,
@@ -113,20 +115,10 @@ fn diff(
 ) -> ((u64, Vec<String>), (u64, Vec<String>)) {
     let in_crm: HashSet<&str> = crm.iter().map(String::as_str).collect();
     let in_warehouse: HashSet<&str> = warehouse.iter().map(String::as_str).collect();
-    let missing = crm.iter().filter(|id| !in_warehouse.contains(id.as_str()) && !elsewhere(id));
-    let extra = warehouse.iter().filter(|id| !in_crm.contains(id.as_str()));
+    let missing: Vec<&String> = crm.iter().filter(|id| !in_warehouse.contains(id.as_str()) && !elsewhere(id)).collect();
+    let extra: Vec<&String> = warehouse.iter().filter(|id| !in_crm.contains(id.as_str())).collect();
+    let named = |ids: Vec<&String>| (ids.len() as u64, ids.into_iter().take(NAMED).cloned().collect());
     (named(missing), named(extra))
-}
-
-fn named<'a>(ids: impl Iterator<Item = &'a String>) -> (u64, Vec<String>) {
-    let mut side = (0, Vec::new());
-    for id in ids {
-        side.0 += 1;
-        if side.1.len() < NAMED {
-            side.1.push(id.clone());
-        }
-    }
-    side
 }
 
 /// Every closed-won deal id in the window, from COQL, `id > last` at a time.

@@ -1,7 +1,6 @@
-//! The first phase of a run: everything settled before the first Zoho request for deals. The settings and the
-//! source (Zoho, or the simulator for `--demo`), the sink (opened and prepared, so that a warehouse that cannot
-//! take the rows stops the run before anything is fetched), and the window (from the ledger, cut to this
-//! task's shard, clamped to what Zoho's index has settled).
+//! The first phase of a run, before the first Zoho request for deals: the source (Zoho, or the simulator for
+//! `--demo`), the sink (prepared, so that a warehouse that cannot take the rows stops the run before anything is
+//! fetched), and the window (from the ledger, cut to this task's shard, clamped to what Zoho has settled).
 
 use chrono::{DateTime, Utc};
 
@@ -13,24 +12,11 @@ use crate::config::{Config, Needs, Settings, ZohoSettings};
 use crate::sink::{Opening, Sink, TableSpec, Target};
 use crate::window::{Window, WindowSpec};
 
-/// One run's identity: its id and when it started.
-pub struct Run {
-    pub id: String,
-    pub started_at: DateTime<Utc>,
-}
-
-/// Where deals come from: Zoho, or the built-in simulator for `--demo`, which lives as long as this value.
+/// Where deals come from: Zoho, or the built-in simulator for `--demo`, which runs until this value is dropped,
+/// on whatever path the command ends.
 pub struct Source {
     pub zoho: ZohoSettings,
     pub demo: Option<Demo>,
-}
-
-impl Source {
-    pub async fn stop(self) {
-        if let Some(d) = self.demo {
-            d.stop().await;
-        }
-    }
 }
 
 /// The settings a command needs and its source of deals: `demo` (deals, seed) starts the simulator, which
@@ -40,7 +26,7 @@ pub async fn source(config: &Config, demo: Option<(usize, u64)>) -> Result<(Sett
     let settings = config.settings(needs)?;
     let source = match demo {
         Some((deals, seed)) => {
-            let (d, zoho) = Demo::start(deals, seed, config.max_concurrency()?).await.map_err(RunError::Demo)?;
+            let (d, zoho) = Demo::start(deals, seed, config.max_concurrency()?).await?;
             Source { zoho, demo: Some(d) }
         }
         None => Source { zoho: settings.zoho.clone().expect("credentials were required"), demo: None },
@@ -83,12 +69,7 @@ pub struct Prepared {
 }
 
 /// Settings, source and sink, the sink prepared, and the window this task syncs.
-pub async fn prepare(
-    plan: &SyncPlan,
-    config: &Config,
-    run: &Run,
-    summary: &mut RunSummary,
-) -> Result<Prepared, RunError> {
+pub async fn prepare(plan: &SyncPlan, config: &Config, summary: &mut RunSummary) -> Result<Prepared, RunError> {
     if let Some(sink) = plan.sink.as_ref().filter(|_| !plan.dry_run) {
         // A sink that does not exist is a usage error, before anything else is looked at.
         Target::resolve(sink).map_err(RunError::Usage)?;
@@ -100,7 +81,7 @@ pub async fn prepare(
             "a backfill sharded over {count} tasks needs --to, so that every task cuts the same range into slices"
         )));
     }
-    let mut sink = open_sink(plan, &settings, &run.id).await?;
+    let mut sink = open_sink(plan, &settings, &summary.run_id).await?;
     summary.sink = sink.describe();
     sink.prepare().await?;
     let mut last_good = match plan.spec {
@@ -108,13 +89,14 @@ pub async fn prepare(
         WindowSpec::Backfill { .. } => None,
     };
     // A ledger end after now is a clock that was wrong: the window falls back to the last 24 hours.
-    if let Some(end) = last_good.filter(|end| *end > run.started_at) {
+    if let Some(end) = last_good.filter(|end| *end > summary.started_at) {
         tracing::warn!(event = "ledger_in_future", ledger_end = %end,
             "the last good run's window ends after now (a clock was wrong): syncing the last 24 hours");
         last_good = None;
     }
-    let full = crate::window::resolve(&plan.spec, plan.field, run.started_at, last_good).map_err(RunError::Usage)?;
-    let window = task_window(full, plan, settings.shard, summary).and_then(|w| settled(w, plan, run.started_at));
+    let full =
+        crate::window::resolve(&plan.spec, plan.field, summary.started_at, last_good).map_err(RunError::Usage)?;
+    let window = task_window(full, plan, settings.shard, summary).and_then(|w| settled(w, plan, summary.started_at));
     Ok(Prepared { settings, source, sink, window, from_ledger: last_good.is_some() })
 }
 

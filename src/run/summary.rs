@@ -5,43 +5,40 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::Serialize;
 
+use super::error::RunError;
 use crate::exit::Exit;
+use crate::sink::WriteStats;
+use crate::window::Window;
+use crate::zoho::fetch::FetchStats;
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// The facts of one run, filled in as it goes: what the log's summary, the metrics and the ledger report.
+#[derive(Debug, Clone, Default)]
 pub struct RunSummary {
     pub run_id: String,
+    pub started_at: DateTime<Utc>,
     pub kind: &'static str,
     /// `i-of-n` for a task of a sharded backfill.
     pub shard: Option<String>,
     pub outcome: &'static str,
     pub exit_code: u8,
     pub sink: String,
-    pub window_field: Option<String>,
-    pub window_start: Option<String>,
-    pub window_end: Option<String>,
-    pub pages: u64,
+    pub window: Option<Window>,
+    pub fetched: FetchStats,
     pub requests: u64,
     pub retries: u64,
     /// Access tokens minted; failed mint requests are `token_mint_failures`.
     pub token_mints: u64,
     pub token_mint_failures: u64,
-    pub windows_split: u64,
-    pub coql_counts: u64,
-    /// COQL requests listing ids (dense slices, the completeness check).
-    pub coql_pages: u64,
-    /// `GET /Deals?ids=` requests (dense slices, repairs).
-    pub by_id_requests: u64,
     /// Closed-won deals search did not return that were read by id.
     pub repaired: u64,
     pub deals_fetched: u64,
     pub not_closed_won: u64,
-    pub rows_inserted: u64,
-    pub rows_updated: u64,
-    pub rows_unchanged: u64,
-    pub quarantined: u64,
+    /// Records that could not be mapped; with the rows the warehouse refused, the run's quarantine.
+    pub unmapped: u64,
+    pub rows: WriteStats,
     /// Rows soft-deleted because Zoho deleted the deal.
     pub rows_deleted: u64,
     /// Rows flipped to `is_closed_won = false` because the deal was reopened or lost.
@@ -78,13 +75,24 @@ impl RunSummary {
         self.exit_code = exit.code();
     }
 
-    pub fn rows_written(&self) -> u64 {
-        self.rows_inserted + self.rows_updated
+    pub fn quarantined(&self) -> u64 {
+        self.unmapped + self.rows.rejected
+    }
+
+    /// The one rule for how a run that got this far exits: its error's exit, else 3 when records were
+    /// quarantined, else 0.
+    pub fn exit_for(&self, error: Option<&RunError>) -> Exit {
+        match error {
+            Some(e) => e.exit(),
+            None if self.quarantined() > 0 => Exit::Partial,
+            None => Exit::Ok,
+        }
     }
 
     /// Emits the `run_summary` event, and the human line on a terminal.
     pub fn emit(&self) {
         let amounts = serde_json::to_string(&self.won_amount_by_currency).unwrap_or_default();
+        let (start, end) = self.window.as_ref().map(|w| (w.start_str(), w.end_str())).unwrap_or_default();
         macro_rules! summary_event {
             ($level:ident) => {
                 tracing::$level!(
@@ -94,26 +102,26 @@ impl RunSummary {
                     outcome = self.outcome,
                     exit_code = self.exit_code,
                     sink = %self.sink,
-                    window_field = self.window_field.as_deref().unwrap_or(""),
-                    window_start = self.window_start.as_deref().unwrap_or(""),
-                    window_end = self.window_end.as_deref().unwrap_or(""),
-                    pages = self.pages,
+                    window_field = self.window.as_ref().map_or("", |w| w.field.api_name()),
+                    window_start = start.as_str(),
+                    window_end = end.as_str(),
+                    pages = self.fetched.pages,
                     requests = self.requests,
                     retries = self.retries,
                     token_mints = self.token_mints,
                     token_mint_failures = self.token_mint_failures,
-                    windows_split = self.windows_split,
-                    coql_counts = self.coql_counts,
-                    coql_pages = self.coql_pages,
-                    by_id_requests = self.by_id_requests,
+                    windows_split = self.fetched.slices_split,
+                    coql_counts = self.fetched.counts,
+                    coql_pages = self.fetched.listings,
+                    by_id_requests = self.fetched.by_id,
                     repaired = self.repaired,
                     deals_fetched = self.deals_fetched,
                     not_closed_won = self.not_closed_won,
-                    rows_inserted = self.rows_inserted,
-                    rows_updated = self.rows_updated,
-                    rows_unchanged = self.rows_unchanged,
-                    rows_written = self.rows_written(),
-                    quarantined = self.quarantined,
+                    rows_inserted = self.rows.inserted,
+                    rows_updated = self.rows.updated,
+                    rows_unchanged = self.rows.unchanged,
+                    rows_written = self.rows.written(),
+                    quarantined = self.quarantined(),
                     rows_deleted = self.rows_deleted,
                     rows_reopened = self.rows_reopened,
                     won_amount_by_currency = %amounts,
@@ -140,32 +148,26 @@ impl RunSummary {
 
     /// One line for a person: what happened, to where, and what to do next if it failed.
     pub fn human_line(&self) -> String {
-        let window = match (&self.window_start, &self.window_end) {
-            (Some(s), Some(e)) => format!(" ({} in [{s}, {e}))", self.window_field.as_deref().unwrap_or("")),
-            _ => String::new(),
-        };
+        let window = self.window.as_ref().map(|w| format!(" ({w})")).unwrap_or_default();
+        let error = self.error.as_ref().map(|e| format!("; error: {e}")).unwrap_or_default();
         let secs = self.duration_ms as f64 / 1000.0;
         let mark = match self.exit_code {
             0 => "ok",
             3 => "partial",
             _ => "FAILED",
         };
-        let mut line = format!(
-            "dealsync {mark}: {} closed-won deals{window} from {} pages in {secs:.1}s -> {}: {} new, {} updated, {} unchanged or read twice, {} quarantined",
+        format!(
+            "dealsync {mark}: {} closed-won deals{window} from {} pages in {secs:.1}s -> {}: {} new, {} updated, {} unchanged or read twice, {} quarantined{error} [exit {}]",
             // Zoho's own count of the window when the run got that far; what was fetched (copies included) else.
             self.crm_closed_won.unwrap_or(self.deals_fetched.saturating_sub(self.not_closed_won)),
-            self.pages,
+            self.fetched.pages,
             self.sink,
-            self.rows_inserted,
-            self.rows_updated,
-            self.rows_unchanged,
-            self.quarantined,
-        );
-        if let Some(e) = &self.error {
-            line.push_str(&format!("; error: {e}"));
-        }
-        line.push_str(&format!(" [exit {}]", self.exit_code));
-        line
+            self.rows.inserted,
+            self.rows.updated,
+            self.rows.unchanged,
+            self.quarantined(),
+            self.exit_code,
+        )
     }
 }
 
@@ -173,38 +175,40 @@ impl RunSummary {
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     /// Filled in by the fetcher once it knows how many deals the window holds.
-    expected: Arc<AtomicU64>,
-    has_length: bool,
+    pub expected: Arc<AtomicU64>,
 }
 
 impl Progress {
-    pub fn new(expected: Arc<AtomicU64>) -> Progress {
+    /// Starts the spinner when a person watches.
+    pub fn start() -> Progress {
         let bar = crate::telemetry::human_output().then(|| {
             let bar = indicatif::ProgressBar::new_spinner()
                 .with_style(style("{spinner} {pos} closed-won deals written ({rate}, {elapsed})"));
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
-        Progress { bar, expected, has_length: false }
+        Progress { bar, expected: Arc::default() }
     }
 
     /// `done`: distinct closed-won deals written (or quarantined) so far, against the window's closed-won count.
-    pub fn set(&mut self, done: u64) {
+    pub fn set(&self, done: u64) {
         let Some(bar) = &self.bar else { return };
         let n = self.expected.load(Ordering::Relaxed);
-        if !self.has_length && n > 0 {
+        // A spinner until the count is known.
+        if bar.length().is_none() && n > 0 {
             bar.set_length(n);
             bar.set_style(style("{bar:30} {pos}/{len} closed-won deals ({rate}, ETA {eta})"));
-            self.has_length = true;
         }
         // Deals won while the run pages (and read by the completeness check) may pass Zoho's first count.
-        if self.has_length && bar.length().is_some_and(|len| done > len) {
+        if bar.length().is_some_and(|len| done > len) {
             bar.set_length(done);
         }
         bar.set_position(done);
     }
+}
 
-    pub fn finish(&self) {
+impl Drop for Progress {
+    fn drop(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -222,12 +226,7 @@ fn style(template: &str) -> indicatif::ProgressStyle {
 /// The process's peak resident set in KiB (`VmHWM` in `/proc/self/status`), or 0 where there is none: what the
 /// run costs in memory, for operators sizing a job and for the benchmark.
 pub fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
-        })
-        .flatten()
-        .unwrap_or(0)
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+    peak.and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
