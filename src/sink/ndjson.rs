@@ -20,7 +20,7 @@ pub struct NdjsonSink {
     columns: Vec<Column>,
 }
 
-/// Told once stdout's reader went away (`main` ends the process quietly then, like any Unix filter).
+/// Told once a dry run's reader went away (`main` ends the process quietly then, like any Unix filter).
 static STDOUT_CLOSED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Resolves once a write to stdout found its reader gone (`dealsync sync --dry-run | head`).
@@ -55,12 +55,16 @@ impl NdjsonSink {
         SinkError::new(self.describe(), format!("{what}: {e}"), Exit::Internal)
     }
 
-    /// A failed write of rows. When stdout's reader went away, `main` is told and ends the process; the run
-    /// waits here to be dropped, since that is no failure of the run.
+    /// A failed write of rows. When a dry run's reader went away (`| head`), `main` is told and ends the process
+    /// quietly; the run waits here to be dropped. An export whose reader went away has lost rows: a failure.
     async fn out_err(&self, what: &str, e: std::io::Error) -> SinkError {
         if self.path.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe {
-            STDOUT_CLOSED.notify_one();
-            std::future::pending::<()>().await;
+            if self.dry_run {
+                STDOUT_CLOSED.notify_one();
+                std::future::pending::<()>().await;
+            }
+            let problem = "stdout was closed by its reader before every row was written";
+            return SinkError::new(self.describe(), problem, Exit::Internal);
         }
         self.io_err(what, e)
     }

@@ -207,6 +207,30 @@ fn a_reader_that_closes_stdout_early_ends_the_run_quietly_with_exit_0() {
 }
 
 #[test]
+fn a_reader_that_closes_an_ndjson_export_on_stdout_early_fails_the_run_with_its_summary() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dealsync"))
+        .args(["sync", "--demo", "--demo-deals", "20000", "--sink", "ndjson:-"])
+        .current_dir(dir.path())
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Unlike a dry run, this is the export itself: a consumer that dies after one row must not look like a success.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let summary = stderr.lines().find(|l| l.contains("\"event\":\"run_summary\"")).expect("a run summary");
+    assert!(summary.contains("stdout") && summary.contains("\"exit_code\":1"), "{summary}");
+    assert!(!stderr.contains("\"event\":\"output_closed\""), "{stderr}");
+}
+
+#[test]
 fn help_examples_are_whole_commands_a_person_can_copy_at_100_columns() {
     let commands: [&[&str]; 11] = [
         &[],
