@@ -246,7 +246,7 @@ pub fn promoted_columns(columns: &BTreeMap<String, ColumnFile>) -> Result<Vec<Pr
             let problem = "a column name is lowercase letters, digits and _, starting with a letter";
             return Err(ConfigError::new(at(""), problem));
         }
-        if crate::schema::STANDARD.iter().any(|s| s.name == column) {
+        if crate::schema::STANDARD.iter().any(|s| s.name == *column) {
             return Err(ConfigError::new(at(""), format!("{column} is a standard column already; pick another name")));
         }
         let field = c.field.trim();

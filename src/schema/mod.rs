@@ -1,9 +1,8 @@
-//! The one table of what dealsync stores, and where each value comes from. Every list that used to be written
-//! by hand is derived from it: the columns of the target table (`dealsync schema`), the BigQuery schema and the
-//! SQLite DDL, the fields read by id from Zoho, what `dealsync fields` reports as stored, and each sink's row
-//! writer, which walks a row's values in this order. Adding a standard Zoho field is one entry in `STANDARD`
-//! (see CONTRIBUTING.md); fields promoted in the config file are entries of the same kind, after the standard
-//! ones. The run ledger's and the quarantine's columns are defined here once too.
+//! The one table of what dealsync stores, and where each value comes from. Every list of columns is derived
+//! from it: the target table (`dealsync schema`), the BigQuery schema and the SQLite DDL, the fields read from
+//! Zoho, what `dealsync fields` reports as stored, and each sink's row writer. Adding a standard Zoho field is one
+//! entry in `STANDARD` (see CONTRIBUTING.md); fields promoted in the config file follow the standard ones. The run
+//! ledger's and the quarantine's columns are defined here too.
 
 pub mod promoted;
 
@@ -13,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::ser::SerializeStruct;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 pub use promoted::{FieldType, Promoted};
@@ -28,6 +27,10 @@ pub const MAX_SCALE: u32 = 9;
 /// width makes the text sort like the instant, so SQLite can index and range-scan it.
 pub fn format_instant(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn instant<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_instant(t))
 }
 
 /// Sorts numeric ids by value (shorter first), others as text, so that a warehouse's and Zoho's lists sort alike.
@@ -75,28 +78,33 @@ impl ColumnType {
     }
 }
 
-/// How a value is read from a Zoho record's field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a value is read from a Zoho record's field; a promoted field's type (`FieldType`) is one of these, named
+/// in snake case in the config file (`id` and `lookup_email` serve standard columns only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Read {
     /// A JSON string (numbers and booleans are kept as their text).
     Text,
     /// A Zoho id: a string of digits or a JSON integer.
+    #[serde(skip_deserializing)]
     Id,
+    /// A whole number (JSON number or numeric string).
     Integer,
-    /// An exact decimal from a JSON number or numeric string.
+    /// An exact decimal (currency, double, percent) from a JSON number or numeric string, never a float.
     Decimal,
     Boolean,
     /// `YYYY-MM-DD`.
     Date,
-    /// An ISO-8601 instant with offset.
+    /// An ISO-8601 instant with offset, stored in UTC.
     Timestamp,
     /// A list of strings, or of objects with a `name` (tags, multi-select picklists).
-    Names,
+    TextList,
     /// The `id`, `name` or `email` of a lookup (`{"name","id"}`; a user also has `email`).
     LookupId,
     LookupName,
+    #[serde(skip_deserializing)]
     LookupEmail,
-    /// Any JSON value, as it is.
+    /// Any JSON value, as it is (subforms, multi-select lookups, …).
     Json,
 }
 
@@ -110,18 +118,18 @@ impl Read {
             Read::Boolean => ColumnType::Boolean,
             Read::Date => ColumnType::Date,
             Read::Timestamp => ColumnType::Timestamp,
-            Read::Names => ColumnType::TextList,
+            Read::TextList => ColumnType::TextList,
             Read::Json => ColumnType::Json,
         }
     }
 }
 
-/// Where a column's value comes from (`F` names the Zoho field: borrowed in the table, owned for promoted fields).
-#[derive(Debug, Clone, PartialEq, Eq, Copy)]
-pub enum Source<F = Cow<'static, str>> {
+/// Where a column's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
     /// A field of the Zoho record.
     Zoho {
-        field: F,
+        field: Cow<'static, str>,
         read: Read,
     },
     /// The record itself, exactly as received.
@@ -206,66 +214,29 @@ pub enum Kept {
     Default(&'static str),
 }
 
-/// A column as the tables below write it; `Column` is what a run works with.
-#[derive(Debug, Clone, Copy)]
-pub struct Entry {
-    pub name: &'static str,
-    pub ty: ColumnType,
-    pub source: Source<&'static str>,
-    pub kept: Kept,
-    pub description: &'static str,
-}
-
-impl Entry {
-    pub fn column(&self) -> Column {
-        let (required, default) = match self.kept {
-            Kept::Optional => (false, None),
-            Kept::Required => (true, None),
-            Kept::Default(sql) => (false, Some(sql)),
-        };
-        let source = match self.source {
-            Source::Zoho { field, read } => Source::Zoho { field: Cow::Borrowed(field), read },
-            Source::Raw => Source::Raw,
-            Source::RunId => Source::RunId,
-            Source::SyncedAt => Source::SyncedAt,
-            Source::Flag(b) => Source::Flag(b),
-            Source::Unset => Source::Unset,
-        };
-        Column {
-            name: Cow::Borrowed(self.name),
-            ty: self.ty,
-            source,
-            required,
-            default,
-            description: Cow::Borrowed(self.description),
-        }
-    }
-}
-
 /// The columns of a table of entries.
-pub fn columns_of(entries: &[Entry]) -> Vec<Column> {
-    entries.iter().map(Entry::column).collect()
+pub fn columns_of(entries: &[Column]) -> Vec<Column> {
+    entries.to_vec()
 }
 
-const fn column(
-    name: &'static str,
-    ty: ColumnType,
-    source: Source<&'static str>,
-    kept: Kept,
-    description: &'static str,
-) -> Entry {
-    Entry { name, ty, source, kept, description }
+const fn column(name: &'static str, ty: ColumnType, source: Source, kept: Kept, description: &'static str) -> Column {
+    let (required, default) = match kept {
+        Kept::Optional => (false, None),
+        Kept::Required => (true, None),
+        Kept::Default(sql) => (false, Some(sql)),
+    };
+    Column { name: Cow::Borrowed(name), ty, source, required, default, description: Cow::Borrowed(description) }
 }
 
-const fn zoho(name: &'static str, field: &'static str, read: Read, kept: Kept, description: &'static str) -> Entry {
-    column(name, read.column_type(), Source::Zoho { field, read }, kept, description)
+const fn zoho(name: &'static str, field: &'static str, read: Read, kept: Kept, description: &'static str) -> Column {
+    column(name, read.column_type(), Source::Zoho { field: Cow::Borrowed(field), read }, kept, description)
 }
 
 /// The column rows are keyed by.
 pub const KEY: &str = "deal_id";
 
 /// The standard columns of `closed_won_deals`, in order. Promoted columns follow them.
-pub const STANDARD: [Entry; 28] = {
+pub static STANDARD: [Column; 28] = {
     use ColumnType as T;
     use Kept::{Default, Optional, Required};
     [
@@ -306,7 +277,7 @@ pub const STANDARD: [Entry; 28] = {
         zoho("pipeline", "Pipeline", Read::Text, Optional, "Pipeline"),
         zoho("type", "Type", Read::Text, Optional, "Type"),
         zoho("lead_source", "Lead_Source", Read::Text, Optional, "Lead_Source"),
-        zoho("tags", "Tag", Read::Names, Default("'[]'"), "Tag names (a JSON array in SQLite)"),
+        zoho("tags", "Tag", Read::TextList, Default("'[]'"), "Tag names (a JSON array in SQLite)"),
         zoho("created_time", "Created_Time", Read::Timestamp, Optional, "Created_Time in UTC"),
         zoho("modified_time", "Modified_Time", Read::Timestamp, Required, "Modified_Time in UTC; the newer copy wins"),
         column("raw", T::Json, Source::Raw, Required, "The complete record as received, custom fields included"),
@@ -328,7 +299,8 @@ pub const STANDARD: [Entry; 28] = {
 const fn position(name: &str) -> usize {
     let mut i = 0;
     while i < STANDARD.len() {
-        let (a, b) = (STANDARD[i].name.as_bytes(), name.as_bytes());
+        let Cow::Borrowed(a) = &STANDARD[i].name else { panic!("the table's names are borrowed") };
+        let (a, b) = (a.as_bytes(), name.as_bytes());
         if a.len() == b.len() {
             let mut j = 0;
             while j < a.len() && a[j] == b[j] {
@@ -357,7 +329,7 @@ pub mod col {
 
 /// The target table's columns for a run: the standard ones, then the promoted ones.
 pub fn columns(promoted: &[Promoted]) -> Vec<Column> {
-    STANDARD.iter().map(Entry::column).chain(promoted.iter().map(Promoted::column)).collect()
+    STANDARD.iter().cloned().chain(promoted.iter().map(Promoted::column)).collect()
 }
 
 /// Every Zoho field the columns read, once each, in column order.
@@ -376,25 +348,31 @@ pub fn zoho_fields(columns: &[Column]) -> Vec<String> {
 pub fn standard_columns_of(field: &str) -> Vec<&'static str> {
     STANDARD
         .iter()
-        .filter(|c| matches!(c.source, Source::Zoho { field: f, .. } if f == field))
-        .map(|c| c.name)
+        .filter(|c| matches!(&c.source, Source::Zoho { field: f, .. } if f == field))
+        .map(|c| c.name.as_ref())
         .collect()
 }
 
-/// One value of a row.
-#[derive(Debug, Clone)]
+/// One value of a row. As JSON: decimals as strings in their shortest exact form (no reader turns them into
+/// floats), dates as `YYYY-MM-DD`, instants as `format_instant` writes them, JSON as itself.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
 pub enum Value {
     Null,
     Text(String),
     /// Text every row of a run shares (its id), held once.
     Shared(Arc<str>),
     Integer(i64),
-    Decimal(Decimal),
+    Decimal(#[serde(serialize_with = "shortest")] Decimal),
     Boolean(bool),
     Date(NaiveDate),
-    Timestamp(DateTime<Utc>),
+    Timestamp(#[serde(serialize_with = "instant")] DateTime<Utc>),
     TextList(Vec<String>),
     Json(Box<RawValue>),
+}
+
+fn shortest<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&d.normalize())
 }
 
 impl Value {
@@ -403,25 +381,6 @@ impl Value {
             Value::Text(t) => Some(t),
             Value::Shared(s) => Some(s),
             _ => None,
-        }
-    }
-}
-
-/// As JSON: decimals as strings in their shortest exact form (no reader turns them into floats), dates as
-/// `YYYY-MM-DD`, instants as `format_instant` writes them, JSON as itself.
-impl Serialize for Value {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Value::Null => s.serialize_unit(),
-            Value::Text(t) => s.serialize_str(t),
-            Value::Shared(t) => s.serialize_str(t),
-            Value::Integer(i) => s.serialize_i64(*i),
-            Value::Decimal(d) => s.collect_str(&d.normalize()),
-            Value::Boolean(b) => s.serialize_bool(*b),
-            Value::Date(d) => s.collect_str(d),
-            Value::Timestamp(t) => s.serialize_str(&format_instant(t)),
-            Value::TextList(l) => l.serialize(s),
-            Value::Json(j) => j.serialize(s),
         }
     }
 }
@@ -435,10 +394,6 @@ pub struct DealRow {
 impl DealRow {
     pub fn deal_id(&self) -> &str {
         self.values[col::DEAL_ID].as_str().expect("a row has a deal id")
-    }
-
-    pub fn stage(&self) -> &str {
-        self.values[col::STAGE].as_str().unwrap_or("")
     }
 
     pub fn modified_time(&self) -> DateTime<Utc> {
@@ -474,17 +429,11 @@ impl DealRow {
         }
     }
 
-    /// The value of the column called `name` among `columns` (the run's), for tests and tools.
-    pub fn get(&self, columns: &[Column], name: &str) -> Option<&Value> {
-        columns.iter().position(|c| c.name == name).and_then(|i| self.values.get(i))
-    }
-
     /// Appends the row as one line of JSON: every column by name, `raw` last (the long one, for a reader's eye)
     /// and as the record itself.
     pub fn write_json_line(&self, columns: &[Column], buf: &mut Vec<u8>) {
-        let (raw, others): (Vec<_>, Vec<_>) =
-            columns.iter().zip(&self.values).partition(|(c, _)| matches!(c.source, Source::Raw));
-        write_members(others.into_iter().chain(raw), buf);
+        let members = columns.iter().zip(&self.values).filter(|(c, _)| c.source != Source::Raw);
+        write_members(members.chain([(&columns[col::RAW], &self.values[col::RAW])]), buf);
         buf.push(b'\n');
     }
 
@@ -515,12 +464,8 @@ pub struct Quarantined {
     pub quarantined_at: DateTime<Utc>,
 }
 
-fn instant<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_instant(t))
-}
-
 /// The columns of `_dealsync_quarantine`.
-pub const QUARANTINE: [Entry; 5] = {
+pub static QUARANTINE: [Column; 5] = {
     use ColumnType as T;
     use Kept::{Optional, Required};
     [
@@ -599,10 +544,10 @@ impl PastRun {
 }
 
 /// The columns of `_dealsync_runs`, in `RunRecord::values` order.
-pub const LEDGER: [Entry; 17] = {
+pub static LEDGER: [Column; 17] = {
     use ColumnType as T;
     use Kept::{Optional, Required};
-    const fn run(name: &'static str, ty: ColumnType, kept: Kept, description: &'static str) -> Entry {
+    const fn run(name: &'static str, ty: ColumnType, kept: Kept, description: &'static str) -> Column {
         column(name, ty, Source::Unset, kept, description)
     }
     [
@@ -679,6 +624,14 @@ impl PartialEq for Value {
 }
 
 #[cfg(test)]
+impl DealRow {
+    /// The value of the column called `name` among `columns` (the run's).
+    pub fn get(&self, columns: &[Column], name: &str) -> Option<&Value> {
+        columns.iter().position(|c| c.name == name).and_then(|i| self.values.get(i))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -687,7 +640,7 @@ mod tests {
         assert_eq!(STANDARD[col::DEAL_ID].name, "deal_id");
         assert_eq!(STANDARD[col::MODIFIED_TIME].name, "modified_time");
         assert_eq!(STANDARD[col::RAW].source, Source::Raw);
-        let names: std::collections::HashSet<&str> = STANDARD.iter().map(|c| c.name).collect();
+        let names: std::collections::HashSet<&str> = STANDARD.iter().map(|c| c.name.as_ref()).collect();
         assert_eq!(names.len(), STANDARD.len(), "column names are unique");
     }
 
@@ -730,8 +683,8 @@ mod tests {
         };
         assert_eq!(r.values().len(), LEDGER.len());
         let serialized = serde_json::to_value(&r).unwrap();
-        for c in LEDGER {
-            assert!(serialized.get(c.name).is_some(), "{} is a field of RunRecord", c.name);
+        for c in &LEDGER {
+            assert!(serialized.get(c.name.as_ref()).is_some(), "{} is a field of RunRecord", c.name);
         }
     }
 }
