@@ -17,7 +17,9 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::schema::{self, col, Column, DealRow, Promoted, Quarantined, Read, Source, Value, CLOSED_WON, MAX_SCALE};
+use crate::schema::{
+    self, col, Column, DealRow, FieldType, Promoted, Quarantined, Source, Value, CLOSED_WON, MAX_SCALE,
+};
 use crate::zoho::{read_id, Page, Record};
 
 /// Levels of arrays and objects a field's value may nest: serde_json reads no deeper (its recursion limit), and
@@ -56,7 +58,7 @@ impl Columns {
         let slots = columns
             .iter()
             .map(|c| match &c.source {
-                Source::Zoho { field, .. } => {
+                Source::Zoho(field) => {
                     let n = lookup.len();
                     Some(*lookup.entry(field.to_string()).or_insert(n))
                 }
@@ -151,7 +153,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
         let mut values = Vec::with_capacity(cols.columns.len());
         for (c, slot) in cols.columns.iter().zip(&cols.slots) {
             let value = match (&c.source, slot) {
-                (Source::Zoho { field, read }, Some(slot)) => match read_value(*read, wire[*slot], *slot, lookups) {
+                (Source::Zoho(field), Some(slot)) => match read_value(c.ty, wire[*slot], *slot, lookups) {
                     Ok(v) => v,
                     Err(e) => return quarantine(Some(deal_id), format!("{field}: {e}")),
                 },
@@ -159,7 +161,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
                 (Source::RunId, _) => Value::Shared(stamp.run_id.clone()),
                 (Source::SyncedAt, _) => Value::Timestamp(stamp.synced_at),
                 (Source::Flag(b), _) => Value::Boolean(*b),
-                (Source::Unset, _) | (Source::Zoho { .. }, None) => Value::Null,
+                (Source::Unset, _) | (Source::Zoho(_), None) => Value::Null,
             };
             if c.required && matches!(value, Value::Null) {
                 return quarantine(Some(deal_id), format!("{}: missing", c.name));
@@ -227,37 +229,37 @@ fn nested_too_deep(value: &RawValue) -> Option<serde_json::Error> {
 
 /// One value of a record's field, read as its column says. An error is the problem; the caller names the field.
 fn read_value<'p>(
-    read: Read,
+    read: FieldType,
     wire: Option<&'p RawValue>,
     slot: usize,
     lookups: &mut Vec<(usize, Lookup<'p>)>,
 ) -> Result<Value, String> {
     let Some(w) = present(wire) else {
-        return Ok(if read == Read::TextList { Value::TextList(Vec::new()) } else { Value::Null });
+        return Ok(if read == FieldType::TextList { Value::TextList(Vec::new()) } else { Value::Null });
     };
     Ok(match read {
-        Read::Text => match w.get().as_bytes().first() {
+        FieldType::Text => match w.get().as_bytes().first() {
             Some(b'"') => Value::Text(text_of(w)?),
             Some(b'{' | b'[') => return Err(format!("expected text, got {}", shown(w))),
             // A number or boolean where text is expected: kept as its text.
             _ => Value::Text(w.get().to_string()),
         },
-        Read::Id => Value::Text(id_of(w)?),
-        Read::Integer => integer(w)?.map_or(Value::Null, Value::Integer),
-        Read::Decimal => decimal(w)?.map_or(Value::Null, Value::Decimal),
-        Read::Boolean => match w.get() {
+        FieldType::Id => Value::Text(id_of(w)?),
+        FieldType::Integer => integer(w)?.map_or(Value::Null, Value::Integer),
+        FieldType::Decimal => decimal(w)?.map_or(Value::Null, Value::Decimal),
+        FieldType::Boolean => match w.get() {
             "\"\"" => Value::Null,
             "true" | "\"true\"" => Value::Boolean(true),
             "false" | "\"false\"" => Value::Boolean(false),
             _ => return Err(format!("expected true or false, got {}", shown(w))),
         },
-        Read::Date | Read::Timestamp => date_or_instant(read, w)?,
+        FieldType::Date | FieldType::Timestamp => date_or_instant(read, w)?,
         // A lone string counts as a one-item list.
-        Read::TextList if w.get().starts_with('"') => {
+        FieldType::TextList if w.get().starts_with('"') => {
             Value::TextList(Some(text_of(w)?).filter(|s| !s.is_empty()).into_iter().collect())
         }
-        Read::TextList => Value::TextList(names(w)?),
-        Read::LookupId | Read::LookupName | Read::LookupEmail => {
+        FieldType::TextList => Value::TextList(names(w)?),
+        FieldType::LookupId | FieldType::LookupName | FieldType::LookupEmail => {
             let l = match lookups.iter().find(|(s, _)| *s == slot) {
                 Some((_, l)) => *l,
                 None => {
@@ -267,17 +269,17 @@ fn read_value<'p>(
                 }
             };
             let member = match read {
-                Read::LookupId => l.id,
-                Read::LookupName => l.name,
+                FieldType::LookupId => l.id,
+                FieldType::LookupName => l.name,
                 _ => l.email,
             };
             match present(member) {
                 None => Value::Null,
-                Some(id) if read == Read::LookupId => Value::Text(id_of(id).map_err(|e| format!("id {e}"))?),
+                Some(id) if read == FieldType::LookupId => Value::Text(id_of(id).map_err(|e| format!("id {e}"))?),
                 Some(text) => Value::Text(text_of(text)?),
             }
         }
-        Read::Json => Value::Json(w.to_owned()),
+        FieldType::Json => Value::Json(w.to_owned()),
     })
 }
 
@@ -345,11 +347,11 @@ fn integer(value: &RawValue) -> Result<Option<i64>, String> {
 
 /// A `YYYY-MM-DD` date, or an instant with an offset as Zoho writes them (`2026-11-27T10:00:00+05:30`) converted
 /// to UTC. `""` counts as empty.
-fn date_or_instant(read: Read, value: &RawValue) -> Result<Value, String> {
+fn date_or_instant(read: FieldType, value: &RawValue) -> Result<Value, String> {
     let s = text_of(value)?;
     let parsed = match read {
         _ if s.is_empty() => return Ok(Value::Null),
-        Read::Date => NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+        FieldType::Date => NaiveDate::parse_from_str(&s, "%Y-%m-%d")
             .ok()
             .filter(|_| s.len() == 10)
             .map(Value::Date)

@@ -15,7 +15,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-pub use promoted::{FieldType, Promoted};
+pub use promoted::Promoted;
 
 /// The stage this tool syncs. Zoho's `equals` on text matches like *contains*, so stages are checked exactly.
 pub const CLOSED_WON: &str = "Closed Won";
@@ -38,51 +38,12 @@ pub fn sort_ids(ids: &mut [String]) {
     ids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
 }
 
-/// The type of a column's values, in every sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
-    Text,
-    Integer,
-    /// Exact decimals: NUMERIC in BigQuery, text in SQLite, never a float.
-    Decimal,
-    Boolean,
-    Date,
-    /// An instant in UTC.
-    Timestamp,
-    /// A list of strings: `ARRAY<STRING>` in BigQuery, a JSON array in SQLite.
-    TextList,
-    /// Any JSON value, kept as JSON text.
-    Json,
-}
-
-impl ColumnType {
-    /// BigQuery's type (a list is a REPEATED STRING).
-    pub fn bigquery(self) -> &'static str {
-        match self {
-            ColumnType::Text | ColumnType::TextList => "STRING",
-            ColumnType::Integer => "INT64",
-            ColumnType::Decimal => "NUMERIC",
-            ColumnType::Boolean => "BOOL",
-            ColumnType::Date => "DATE",
-            ColumnType::Timestamp => "TIMESTAMP",
-            ColumnType::Json => "JSON",
-        }
-    }
-
-    /// SQLite's type: integers and booleans as INTEGER, everything else as exact text.
-    pub fn sqlite(self) -> &'static str {
-        match self {
-            ColumnType::Integer | ColumnType::Boolean => "INTEGER",
-            _ => "TEXT",
-        }
-    }
-}
-
-/// How a value is read from a Zoho record's field; a promoted field's type (`FieldType`) is one of these, named
-/// in snake case in the config file (`id` and `lookup_email` serve standard columns only).
+/// The type of a column's values, in every sink, and how a Zoho field's value is read into it. A promoted
+/// field's type is one of these, named in snake case in the config file (`id` and `lookup_email` serve standard
+/// columns only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Read {
+pub enum FieldType {
     /// A JSON string (numbers and booleans are kept as their text).
     Text,
     /// A Zoho id: a string of digits or a JSON integer.
@@ -90,36 +51,45 @@ pub enum Read {
     Id,
     /// A whole number (JSON number or numeric string).
     Integer,
-    /// An exact decimal (currency, double, percent) from a JSON number or numeric string, never a float.
+    /// An exact decimal (currency, double, percent) from a JSON number or numeric string, never a float: NUMERIC
+    /// in BigQuery, text in SQLite.
     Decimal,
     Boolean,
     /// `YYYY-MM-DD`.
     Date,
     /// An ISO-8601 instant with offset, stored in UTC.
     Timestamp,
-    /// A list of strings, or of objects with a `name` (tags, multi-select picklists).
+    /// A list of strings, or of objects with a `name` (tags, multi-select picklists): `ARRAY<STRING>` in
+    /// BigQuery, a JSON array in SQLite.
     TextList,
-    /// The `id`, `name` or `email` of a lookup (`{"name","id"}`; a user also has `email`).
+    /// The `id`, `name` or `email` of a lookup (`{"name","id"}`; a user also has `email`), as text.
     LookupId,
     LookupName,
     #[serde(skip_deserializing)]
     LookupEmail,
-    /// Any JSON value, as it is (subforms, multi-select lookups, …).
+    /// Any JSON value, kept as JSON (subforms, multi-select lookups, …).
     Json,
 }
 
-impl Read {
-    /// The column type a value read this way has.
-    pub const fn column_type(self) -> ColumnType {
+impl FieldType {
+    /// BigQuery's type (a list is a REPEATED STRING).
+    pub fn bigquery(self) -> &'static str {
         match self {
-            Read::Text | Read::Id | Read::LookupId | Read::LookupName | Read::LookupEmail => ColumnType::Text,
-            Read::Integer => ColumnType::Integer,
-            Read::Decimal => ColumnType::Decimal,
-            Read::Boolean => ColumnType::Boolean,
-            Read::Date => ColumnType::Date,
-            Read::Timestamp => ColumnType::Timestamp,
-            Read::TextList => ColumnType::TextList,
-            Read::Json => ColumnType::Json,
+            FieldType::Integer => "INT64",
+            FieldType::Decimal => "NUMERIC",
+            FieldType::Boolean => "BOOL",
+            FieldType::Date => "DATE",
+            FieldType::Timestamp => "TIMESTAMP",
+            FieldType::Json => "JSON",
+            _ => "STRING",
+        }
+    }
+
+    /// SQLite's type: integers and booleans as INTEGER, everything else as exact text.
+    pub fn sqlite(self) -> &'static str {
+        match self {
+            FieldType::Integer | FieldType::Boolean => "INTEGER",
+            _ => "TEXT",
         }
     }
 }
@@ -127,11 +97,8 @@ impl Read {
 /// Where a column's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// A field of the Zoho record.
-    Zoho {
-        field: Cow<'static, str>,
-        read: Read,
-    },
+    /// A field of the Zoho record, by its API name.
+    Zoho(Cow<'static, str>),
     /// The record itself, exactly as received.
     Raw,
     /// The run that wrote the row, and when it started.
@@ -147,7 +114,7 @@ pub enum Source {
 #[derive(Debug, Clone)]
 pub struct Column {
     pub name: Cow<'static, str>,
-    pub ty: ColumnType,
+    pub ty: FieldType,
     pub source: Source,
     /// Never empty: BigQuery REQUIRED, SQLite NOT NULL.
     pub required: bool,
@@ -160,7 +127,7 @@ pub struct Column {
 impl Column {
     /// BigQuery's mode.
     pub fn mode(&self) -> &'static str {
-        if self.ty == ColumnType::TextList {
+        if self.ty == FieldType::TextList {
             "REPEATED"
         } else if self.required && self.source != Source::Raw {
             // `raw` has been NULLABLE in BigQuery since the first release; new tables match the existing ones.
@@ -219,7 +186,7 @@ pub fn columns_of(entries: &[Column]) -> Vec<Column> {
     entries.to_vec()
 }
 
-const fn column(name: &'static str, ty: ColumnType, source: Source, kept: Kept, description: &'static str) -> Column {
+const fn column(name: &'static str, ty: FieldType, source: Source, kept: Kept, description: &'static str) -> Column {
     let (required, default) = match kept {
         Kept::Optional => (false, None),
         Kept::Required => (true, None),
@@ -228,8 +195,8 @@ const fn column(name: &'static str, ty: ColumnType, source: Source, kept: Kept, 
     Column { name: Cow::Borrowed(name), ty, source, required, default, description: Cow::Borrowed(description) }
 }
 
-const fn zoho(name: &'static str, field: &'static str, read: Read, kept: Kept, description: &'static str) -> Column {
-    column(name, read.column_type(), Source::Zoho { field: Cow::Borrowed(field), read }, kept, description)
+const fn zoho(name: &'static str, field: &'static str, ty: FieldType, kept: Kept, description: &'static str) -> Column {
+    column(name, ty, Source::Zoho(Cow::Borrowed(field)), kept, description)
 }
 
 /// The column rows are keyed by.
@@ -237,49 +204,43 @@ pub const KEY: &str = "deal_id";
 
 /// The standard columns of `closed_won_deals`, in order. Promoted columns follow them.
 pub static STANDARD: [Column; 28] = {
-    use ColumnType as T;
+    use FieldType as T;
     use Kept::{Default, Optional, Required};
     [
-        zoho("deal_id", "id", Read::Id, Required, "Zoho record id of the deal"),
-        zoho("deal_name", "Deal_Name", Read::Text, Optional, "Deal_Name"),
+        zoho("deal_id", "id", T::Id, Required, "Zoho record id of the deal"),
+        zoho("deal_name", "Deal_Name", T::Text, Optional, "Deal_Name"),
         zoho(
             "stage",
             "Stage",
-            Read::Text,
+            T::Text,
             Required,
             "Stage: Closed Won when the deal was synced; its new stage once reopened or lost (see is_closed_won)",
         ),
-        zoho("amount", "Amount", Read::Decimal, Optional, "Amount in the deal's currency, exact decimal"),
-        zoho(
-            "expected_revenue",
-            "Expected_Revenue",
-            Read::Decimal,
-            Optional,
-            "Expected_Revenue in the deal's currency",
-        ),
+        zoho("amount", "Amount", T::Decimal, Optional, "Amount in the deal's currency, exact decimal"),
+        zoho("expected_revenue", "Expected_Revenue", T::Decimal, Optional, "Expected_Revenue in the deal's currency"),
         zoho(
             "exchange_rate",
             "Exchange_Rate",
-            Read::Decimal,
+            T::Decimal,
             Optional,
             "Exchange_Rate of the deal's currency as delivered",
         ),
-        zoho("currency", "Currency", Read::Text, Optional, "ISO currency code of amount and expected_revenue"),
-        zoho("probability", "Probability", Read::Integer, Optional, "Probability in percent"),
-        zoho("closing_date", "Closing_Date", Read::Date, Optional, "Closing_Date (YYYY-MM-DD)"),
-        zoho("account_id", "Account_Name", Read::LookupId, Optional, "Account_Name.id"),
-        zoho("account_name", "Account_Name", Read::LookupName, Optional, "Account_Name.name"),
-        zoho("contact_id", "Contact_Name", Read::LookupId, Optional, "Contact_Name.id"),
-        zoho("contact_name", "Contact_Name", Read::LookupName, Optional, "Contact_Name.name"),
-        zoho("owner_id", "Owner", Read::LookupId, Optional, "Owner.id"),
-        zoho("owner_name", "Owner", Read::LookupName, Optional, "Owner.name"),
-        zoho("owner_email", "Owner", Read::LookupEmail, Optional, "Owner.email"),
-        zoho("pipeline", "Pipeline", Read::Text, Optional, "Pipeline"),
-        zoho("type", "Type", Read::Text, Optional, "Type"),
-        zoho("lead_source", "Lead_Source", Read::Text, Optional, "Lead_Source"),
-        zoho("tags", "Tag", Read::TextList, Default("'[]'"), "Tag names (a JSON array in SQLite)"),
-        zoho("created_time", "Created_Time", Read::Timestamp, Optional, "Created_Time in UTC"),
-        zoho("modified_time", "Modified_Time", Read::Timestamp, Required, "Modified_Time in UTC; the newer copy wins"),
+        zoho("currency", "Currency", T::Text, Optional, "ISO currency code of amount and expected_revenue"),
+        zoho("probability", "Probability", T::Integer, Optional, "Probability in percent"),
+        zoho("closing_date", "Closing_Date", T::Date, Optional, "Closing_Date (YYYY-MM-DD)"),
+        zoho("account_id", "Account_Name", T::LookupId, Optional, "Account_Name.id"),
+        zoho("account_name", "Account_Name", T::LookupName, Optional, "Account_Name.name"),
+        zoho("contact_id", "Contact_Name", T::LookupId, Optional, "Contact_Name.id"),
+        zoho("contact_name", "Contact_Name", T::LookupName, Optional, "Contact_Name.name"),
+        zoho("owner_id", "Owner", T::LookupId, Optional, "Owner.id"),
+        zoho("owner_name", "Owner", T::LookupName, Optional, "Owner.name"),
+        zoho("owner_email", "Owner", T::LookupEmail, Optional, "Owner.email"),
+        zoho("pipeline", "Pipeline", T::Text, Optional, "Pipeline"),
+        zoho("type", "Type", T::Text, Optional, "Type"),
+        zoho("lead_source", "Lead_Source", T::Text, Optional, "Lead_Source"),
+        zoho("tags", "Tag", T::TextList, Default("'[]'"), "Tag names (a JSON array in SQLite)"),
+        zoho("created_time", "Created_Time", T::Timestamp, Optional, "Created_Time in UTC"),
+        zoho("modified_time", "Modified_Time", T::Timestamp, Required, "Modified_Time in UTC; the newer copy wins"),
         column("raw", T::Json, Source::Raw, Required, "The complete record as received, custom fields included"),
         column("sync_run_id", T::Text, Source::RunId, Required, "Run that last wrote the row"),
         column("synced_at", T::Timestamp, Source::SyncedAt, Required, "When that run started"),
@@ -337,7 +298,7 @@ pub fn zoho_fields(columns: &[Column]) -> Vec<String> {
     let mut fields: Vec<String> = Vec::new();
     for c in columns {
         match &c.source {
-            Source::Zoho { field, .. } if !fields.iter().any(|f| f == field) => fields.push(field.to_string()),
+            Source::Zoho(field) if !fields.iter().any(|f| f == field) => fields.push(field.to_string()),
             _ => {}
         }
     }
@@ -346,11 +307,7 @@ pub fn zoho_fields(columns: &[Column]) -> Vec<String> {
 
 /// The standard columns a Zoho field fills (for `dealsync fields`).
 pub fn standard_columns_of(field: &str) -> Vec<&'static str> {
-    STANDARD
-        .iter()
-        .filter(|c| matches!(&c.source, Source::Zoho { field: f, .. } if f == field))
-        .map(|c| c.name.as_ref())
-        .collect()
+    STANDARD.iter().filter(|c| matches!(&c.source, Source::Zoho(f) if f == field)).map(|c| c.name.as_ref()).collect()
 }
 
 /// One value of a row. As JSON: decimals as strings in their shortest exact form (no reader turns them into
@@ -466,7 +423,7 @@ pub struct Quarantined {
 
 /// The columns of `_dealsync_quarantine`.
 pub static QUARANTINE: [Column; 5] = {
-    use ColumnType as T;
+    use FieldType as T;
     use Kept::{Optional, Required};
     [
         column("run_id", T::Text, Source::Unset, Required, "Run that met the record"),
@@ -545,9 +502,9 @@ impl PastRun {
 
 /// The columns of `_dealsync_runs`, in `RunRecord::values` order.
 pub static LEDGER: [Column; 17] = {
-    use ColumnType as T;
+    use FieldType as T;
     use Kept::{Optional, Required};
-    const fn run(name: &'static str, ty: ColumnType, kept: Kept, description: &'static str) -> Column {
+    const fn run(name: &'static str, ty: FieldType, kept: Kept, description: &'static str) -> Column {
         column(name, ty, Source::Unset, kept, description)
     }
     [

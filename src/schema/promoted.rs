@@ -9,47 +9,44 @@ use std::fmt;
 use serde::de::{value, IntoDeserializer};
 use serde::{Deserialize, Serialize};
 
-use super::{Column, Read, Source};
-
-/// The type of a promoted field is how its value is read.
-pub type FieldType = Read;
+use super::{Column, FieldType, Source};
 
 pub const TYPE_NAMES: &str =
     "text, integer, decimal, boolean, date, timestamp, text_list, lookup_id, lookup_name, json";
 
-impl Read {
+impl FieldType {
     /// A type as the config file names it (one of `TYPE_NAMES`).
-    pub fn parse(s: &str) -> Option<Read> {
-        Read::deserialize(IntoDeserializer::<value::Error>::into_deserializer(s)).ok()
+    pub fn parse(s: &str) -> Option<FieldType> {
+        FieldType::deserialize(IntoDeserializer::<value::Error>::into_deserializer(s)).ok()
     }
 
     /// The type dealsync suggests for a field from Zoho's metadata. Either key may be missing (some metadata
     /// lacks `json_type`); an unknown shape is kept as JSON rather than guessed.
-    pub fn suggest(data_type: Option<&str>, json_type: Option<&str>) -> Read {
+    pub fn suggest(data_type: Option<&str>, json_type: Option<&str>) -> FieldType {
         match data_type.unwrap_or("") {
             "text" | "textarea" | "email" | "phone" | "website" | "url" | "picklist" | "autonumber" | "rich_text" => {
-                Read::Text
+                FieldType::Text
             }
-            "integer" | "bigint" | "long" => Read::Integer,
-            "currency" | "double" | "decimal" | "percent" => Read::Decimal,
-            "boolean" => Read::Boolean,
-            "date" => Read::Date,
-            "datetime" => Read::Timestamp,
-            "multiselectpicklist" | "tags" => Read::TextList,
-            "lookup" | "ownerlookup" | "userlookup" => Read::LookupId,
+            "integer" | "bigint" | "long" => FieldType::Integer,
+            "currency" | "double" | "decimal" | "percent" => FieldType::Decimal,
+            "boolean" => FieldType::Boolean,
+            "date" => FieldType::Date,
+            "datetime" => FieldType::Timestamp,
+            "multiselectpicklist" | "tags" => FieldType::TextList,
+            "lookup" | "ownerlookup" | "userlookup" => FieldType::LookupId,
             _ => match json_type {
-                Some("string") => Read::Text,
-                Some("integer") => Read::Integer,
-                Some("double") => Read::Decimal,
-                Some("boolean") => Read::Boolean,
-                _ => Read::Json,
+                Some("string") => FieldType::Text,
+                Some("integer") => FieldType::Integer,
+                Some("double") => FieldType::Decimal,
+                Some("boolean") => FieldType::Boolean,
+                _ => FieldType::Json,
             },
         }
     }
 }
 
 /// Its name in the config file.
-impl fmt::Display for Read {
+impl fmt::Display for FieldType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.serialize(f)
     }
@@ -70,8 +67,8 @@ impl Promoted {
     pub fn column(&self) -> Column {
         Column {
             name: Cow::Owned(self.column.clone()),
-            ty: self.ty.column_type(),
-            source: Source::Zoho { field: Cow::Owned(self.field.clone()), read: self.ty },
+            ty: self.ty,
+            source: Source::Zoho(Cow::Owned(self.field.clone())),
             required: false,
             default: None,
             description: Cow::Owned(format!("{} ({}, promoted in the config file)", self.field, self.ty)),
