@@ -145,18 +145,10 @@ impl Column {
     /// The column's SQLite definition after its name, as the primary key of its table or not (the quarantine
     /// has a `deal_id` column too, and keeps one row per deal and run).
     pub fn sqlite_definition_in(&self, primary_key: bool) -> String {
-        let mut d = self.ty.sqlite().to_string();
-        if self.required || self.default.is_some() {
-            d.push_str(" NOT NULL");
-        }
-        if primary_key {
-            d.push_str(" PRIMARY KEY");
-        }
-        if let Some(v) = self.default {
-            d.push_str(" DEFAULT ");
-            d.push_str(v);
-        }
-        d
+        let not_null = if self.required || self.default.is_some() { " NOT NULL" } else { "" };
+        let key = if primary_key { " PRIMARY KEY" } else { "" };
+        let default = self.default.map(|sql| format!(" DEFAULT {sql}")).unwrap_or_default();
+        format!("{}{not_null}{key}{default}", self.ty.sqlite())
     }
 }
 
@@ -494,10 +486,6 @@ impl PastRun {
     pub fn duration_seconds(&self) -> f64 {
         (self.finished_at - self.started_at).num_milliseconds() as f64 / 1000.0
     }
-
-    pub fn is_good(&self) -> bool {
-        RunRecord::is_good(&self.status)
-    }
 }
 
 /// The columns of `_dealsync_runs`, in `RunRecord::values` order.
@@ -529,11 +517,6 @@ pub static LEDGER: [Column; 17] = {
 };
 
 impl RunRecord {
-    /// Whether the next default window may start from this run's end.
-    pub fn is_good(status: &str) -> bool {
-        matches!(status, "success" | "partial")
-    }
-
     /// Its values in `LEDGER` order. The window bounds keep the offsets they were given (RFC 3339 text).
     pub fn values(&self) -> Vec<Value> {
         let text = |s: &str| Value::Text(s.into());
