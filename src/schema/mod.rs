@@ -452,7 +452,9 @@ pub struct RunRecord {
     /// The run's outcome word (`success`, `partial`, …).
     pub status: String,
     pub exit_code: u8,
+    #[serde(serialize_with = "instant")]
     pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant")]
     pub finished_at: DateTime<Utc>,
     pub pages: u64,
     pub deals_fetched: u64,
@@ -488,7 +490,7 @@ impl PastRun {
     }
 }
 
-/// The columns of `_dealsync_runs`, in `RunRecord::values` order.
+/// The columns of `_dealsync_runs`, named like the fields of `RunRecord`.
 pub static LEDGER: [Column; 17] = {
     use FieldType as T;
     use Kept::{Optional, Required};
@@ -517,29 +519,16 @@ pub static LEDGER: [Column; 17] = {
 };
 
 impl RunRecord {
-    /// Its values in `LEDGER` order. The window bounds keep the offsets they were given (RFC 3339 text).
+    /// Its values in `LEDGER` order: each column is the field of the same name. The window bounds keep the
+    /// offsets they were given (RFC 3339 text).
     pub fn values(&self) -> Vec<Value> {
-        let text = |s: &str| Value::Text(s.into());
-        let n = |n: u64| Value::Integer(n as i64);
-        vec![
-            text(&self.run_id),
-            text(self.kind),
-            text(&self.window_field),
-            text(&self.window_start),
-            text(&self.window_end),
-            text(&self.status),
-            Value::Integer(i64::from(self.exit_code)),
-            Value::Timestamp(self.started_at),
-            Value::Timestamp(self.finished_at),
-            n(self.pages),
-            n(self.deals_fetched),
-            n(self.rows_inserted),
-            n(self.rows_updated),
-            n(self.rows_unchanged),
-            n(self.not_closed_won),
-            n(self.quarantined),
-            self.error.as_deref().map_or(Value::Null, text),
-        ]
+        let fields = serde_json::to_value(self).expect("a run record serializes");
+        let value = |c: &Column| match &fields[c.name.as_ref()] {
+            serde_json::Value::String(s) => Value::Text(s.clone()),
+            serde_json::Value::Number(n) => n.as_i64().map_or(Value::Null, Value::Integer),
+            _ => Value::Null,
+        };
+        LEDGER.iter().map(value).collect()
     }
 }
 
