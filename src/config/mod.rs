@@ -256,7 +256,7 @@ pub fn promoted_columns(columns: &BTreeMap<String, ColumnFile>) -> Result<Vec<Pr
             return Err(ConfigError::new(at(".field"), problem));
         }
         let ty = FieldType::parse(c.ty.trim()).ok_or_else(|| {
-            ConfigError::new(at(".type"), format!("`{}` is not one of {}", c.ty, crate::schema::promoted::TYPE_NAMES))
+            ConfigError::new(at(".type"), format!("`{}` is not one of {}", c.ty, crate::schema::TYPE_NAMES))
         })?;
         out.push(Promoted { field: field.to_string(), column: column.clone(), ty });
     }

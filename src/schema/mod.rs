@@ -4,18 +4,16 @@
 //! entry in `STANDARD` (see CONTRIBUTING.md); fields promoted in the config file follow the standard ones. The run
 //! ledger's and the quarantine's columns are defined here too.
 
-pub mod promoted;
-
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
+use serde::de::{value, IntoDeserializer};
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
-
-pub use promoted::Promoted;
 
 /// The stage this tool syncs. Zoho's `equals` on text matches like *contains*, so stages are checked exactly.
 pub const CLOSED_WON: &str = "Closed Won";
@@ -91,6 +89,46 @@ impl FieldType {
             FieldType::Integer | FieldType::Boolean => "INTEGER",
             _ => "TEXT",
         }
+    }
+
+    /// A type as the config file names it (one of `TYPE_NAMES`).
+    pub fn parse(s: &str) -> Option<FieldType> {
+        FieldType::deserialize(IntoDeserializer::<value::Error>::into_deserializer(s)).ok()
+    }
+
+    /// The type dealsync suggests for a field from Zoho's metadata. Either key may be missing (some metadata
+    /// lacks `json_type`); an unknown shape is kept as JSON rather than guessed.
+    pub fn suggest(data_type: Option<&str>, json_type: Option<&str>) -> FieldType {
+        match data_type.unwrap_or("") {
+            "text" | "textarea" | "email" | "phone" | "website" | "url" | "picklist" | "autonumber" | "rich_text" => {
+                FieldType::Text
+            }
+            "integer" | "bigint" | "long" => FieldType::Integer,
+            "currency" | "double" | "decimal" | "percent" => FieldType::Decimal,
+            "boolean" => FieldType::Boolean,
+            "date" => FieldType::Date,
+            "datetime" => FieldType::Timestamp,
+            "multiselectpicklist" | "tags" => FieldType::TextList,
+            "lookup" | "ownerlookup" | "userlookup" => FieldType::LookupId,
+            _ => match json_type {
+                Some("string") => FieldType::Text,
+                Some("integer") => FieldType::Integer,
+                Some("double") => FieldType::Decimal,
+                Some("boolean") => FieldType::Boolean,
+                _ => FieldType::Json,
+            },
+        }
+    }
+}
+
+/// The types a promoted field may have, as the config file names them.
+pub const TYPE_NAMES: &str =
+    "text, integer, decimal, boolean, date, timestamp, text_list, lookup_id, lookup_name, json";
+
+/// Its name in the config file.
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.serialize(f)
     }
 }
 
@@ -278,6 +316,32 @@ pub mod col {
     pub const CLOSING_DATE: usize = position("closing_date");
     pub const MODIFIED_TIME: usize = position("modified_time");
     pub const RAW: usize = position("raw");
+}
+
+/// A promoted field: a Zoho field (custom ones included) that an operator chose, in the config file's
+/// `[columns]` table, to get a typed column of its own, after the standard ones (so a table only ever grows when
+/// one is added). `raw` keeps every field whether promoted or not; the config file is validated in `config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promoted {
+    /// Zoho API name, e.g. `Region`.
+    pub field: String,
+    /// Column name, e.g. `region`.
+    pub column: String,
+    pub ty: FieldType,
+}
+
+impl Promoted {
+    /// Its column, after the standard ones.
+    pub fn column(&self) -> Column {
+        Column {
+            name: Cow::Owned(self.column.clone()),
+            ty: self.ty,
+            source: Source::Zoho(Cow::Owned(self.field.clone())),
+            required: false,
+            default: None,
+            description: Cow::Owned(format!("{} ({}, promoted in the config file)", self.field, self.ty)),
+        }
+    }
 }
 
 /// The target table's columns for a run: the standard ones, then the promoted ones.
