@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::schema::{
-    self, col, Column, DealRow, FieldType, Promoted, Quarantined, Source, Value, CLOSED_WON, MAX_SCALE,
+    self, col, Column, DealRow, FieldType, Kept, Promoted, Quarantined, Source, Value, CLOSED_WON, MAX_SCALE,
 };
 use crate::zoho::{read_id, Page, Record};
 
@@ -163,7 +163,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
                 (Source::Flag(b), _) => Value::Boolean(*b),
                 (Source::Unset, _) | (Source::Zoho(_), None) => Value::Null,
             };
-            if c.required && matches!(value, Value::Null) {
+            if c.kept == Kept::Required && matches!(value, Value::Null) {
                 return quarantine(Some(deal_id), format!("{}: missing", c.name));
             }
             values.push(value);
@@ -245,7 +245,11 @@ fn read_value<'p>(
             _ => Value::Text(w.get().to_string()),
         },
         FieldType::Id => Value::Text(id_of(w)?),
-        FieldType::Integer => integer(w)?.map_or(Value::Null, Value::Integer),
+        FieldType::Integer => match decimal(w)? {
+            None => Value::Null,
+            Some(d) if !d.fract().is_zero() => return Err(format!("{d} is not a whole number")),
+            Some(d) => Value::Integer(i64::try_from(d).map_err(|_| format!("{d} is out of range"))?),
+        },
         FieldType::Decimal => decimal(w)?.map_or(Value::Null, Value::Decimal),
         FieldType::Boolean => match w.get() {
             "\"\"" => Value::Null,
@@ -335,14 +339,6 @@ fn decimal(value: &RawValue) -> Result<Option<Decimal>, String> {
         return Err(format!("{} has more than {MAX_SCALE} digits after the point", shown(value)));
     }
     Ok(Some(d))
-}
-
-fn integer(value: &RawValue) -> Result<Option<i64>, String> {
-    let Some(d) = decimal(value)? else { return Ok(None) };
-    if !d.fract().is_zero() {
-        return Err(format!("{d} is not a whole number"));
-    }
-    i64::try_from(d).map(Some).map_err(|_| format!("{d} is out of range"))
 }
 
 /// A `YYYY-MM-DD` date, or an instant with an offset as Zoho writes them (`2026-11-27T10:00:00+05:30`) converted

@@ -154,11 +154,7 @@ pub struct Column {
     pub name: Cow<'static, str>,
     pub ty: FieldType,
     pub source: Source,
-    /// Never empty: BigQuery REQUIRED, SQLite NOT NULL.
-    pub required: bool,
-    /// What rows written before the column existed hold, as SQL (SQLite's `NOT NULL DEFAULT`); such a column is
-    /// NULLABLE in BigQuery, where older rows read NULL.
-    pub default: Option<&'static str>,
+    pub kept: Kept,
     pub description: Cow<'static, str>,
 }
 
@@ -167,7 +163,7 @@ impl Column {
     pub fn mode(&self) -> &'static str {
         if self.ty == FieldType::TextList {
             "REPEATED"
-        } else if self.required && self.source != Source::Raw {
+        } else if self.kept == Kept::Required && self.source != Source::Raw {
             // `raw` has been NULLABLE in BigQuery since the first release; new tables match the existing ones.
             "REQUIRED"
         } else {
@@ -183,9 +179,9 @@ impl Column {
     /// The column's SQLite definition after its name, as the primary key of its table or not (the quarantine
     /// has a `deal_id` column too, and keeps one row per deal and run).
     pub fn sqlite_definition_in(&self, primary_key: bool) -> String {
-        let not_null = if self.required || self.default.is_some() { " NOT NULL" } else { "" };
+        let not_null = if self.kept == Kept::Optional { "" } else { " NOT NULL" };
         let key = if primary_key { " PRIMARY KEY" } else { "" };
-        let default = self.default.map(|sql| format!(" DEFAULT {sql}")).unwrap_or_default();
+        let default = if let Kept::Default(sql) = self.kept { format!(" DEFAULT {sql}") } else { String::new() };
         format!("{}{not_null}{key}{default}", self.ty.sqlite())
     }
 }
@@ -202,8 +198,9 @@ impl Serialize for Column {
     }
 }
 
-/// How a column is kept: `Optional` may be empty; `Required` never is; `Default(sql)` is never empty, and rows
-/// written before the column existed hold `sql`.
+/// How a column is kept: `Optional` may be empty; `Required` never is (BigQuery REQUIRED, SQLite NOT NULL);
+/// `Default(sql)` is never empty, and rows written before the column existed hold `sql` (SQLite's `NOT NULL
+/// DEFAULT`; NULLABLE in BigQuery, where older rows read NULL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kept {
     Optional,
@@ -217,12 +214,7 @@ pub fn columns_of(entries: &[Column]) -> Vec<Column> {
 }
 
 const fn column(name: &'static str, ty: FieldType, source: Source, kept: Kept, description: &'static str) -> Column {
-    let (required, default) = match kept {
-        Kept::Optional => (false, None),
-        Kept::Required => (true, None),
-        Kept::Default(sql) => (false, Some(sql)),
-    };
-    Column { name: Cow::Borrowed(name), ty, source, required, default, description: Cow::Borrowed(description) }
+    Column { name: Cow::Borrowed(name), ty, source, kept, description: Cow::Borrowed(description) }
 }
 
 const fn zoho(name: &'static str, field: &'static str, ty: FieldType, kept: Kept, description: &'static str) -> Column {
@@ -337,8 +329,7 @@ impl Promoted {
             name: Cow::Owned(self.column.clone()),
             ty: self.ty,
             source: Source::Zoho(Cow::Owned(self.field.clone())),
-            required: false,
-            default: None,
+            kept: Kept::Optional,
             description: Cow::Owned(format!("{} ({}, promoted in the config file)", self.field, self.ty)),
         }
     }

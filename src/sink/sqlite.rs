@@ -283,7 +283,7 @@ fn compatibility(c: &Connection, columns: &[Column]) -> rusqlite::Result<Result<
             }
         }
         for w in want.iter().filter(|w| !have.iter().any(|h| h.0.eq_ignore_ascii_case(&w.name))) {
-            if w.required && w.default.is_none() {
+            if w.kept == crate::schema::Kept::Required {
                 return Ok(Err(format!(
                     "{table} lacks the column {}, which dealsync needs on every row (NOT NULL) and cannot add",
                     w.name
