@@ -208,11 +208,6 @@ pub enum Kept {
     Default(&'static str),
 }
 
-/// The columns of a table of entries.
-pub fn columns_of(entries: &[Column]) -> Vec<Column> {
-    entries.to_vec()
-}
-
 const fn column(name: &'static str, ty: FieldType, source: Source, kept: Kept, description: &'static str) -> Column {
     Column { name: Cow::Borrowed(name), ty, source, kept, description: Cow::Borrowed(description) }
 }
@@ -439,11 +434,6 @@ impl DealRow {
         let members = columns.iter().zip(&self.values).filter(|(c, _)| c.source != Source::Raw);
         write_members(members.chain([(&columns[col::RAW], &self.values[col::RAW])]), buf);
         buf.push(b'\n');
-    }
-
-    /// Appends the row as a JSON object.
-    pub fn write_json(&self, columns: &[Column], buf: &mut Vec<u8>) {
-        write_object(columns, &self.values, buf);
     }
 }
 
