@@ -1,9 +1,7 @@
-//! Turns one Deal record, as Zoho sent it, into a typed warehouse row, or says exactly why it cannot.
-//!
-//! The columns of the run (`schema`) say which Zoho field each value comes from and how it is read. Every value
-//! is read from its field's JSON text, so that money is parsed as an exact decimal straight from the digits Zoho
-//! sent (never through a float), and a record with a bad field is quarantined with the field's name and the
-//! problem instead of failing the run or being dropped. The record itself is kept verbatim in `raw`.
+//! Turns one Deal record, as Zoho sent it, into a typed warehouse row, or says exactly why it cannot. Each value
+//! is read from its field's JSON text as its column (`schema`) says, so money is an exact decimal straight from
+//! the digits Zoho sent (never through a float); a record with a bad field is quarantined with the field named
+//! and the problem, instead of failing the run or being dropped. `raw` keeps the record verbatim.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -267,7 +265,11 @@ fn read_value<'p>(
             let l = match lookups.iter().find(|(s, _)| *s == slot) {
                 Some((_, l)) => *l,
                 None => {
-                    let l = lookup_of(w)?;
+                    // An object, each member once (serde reads a list into a struct too).
+                    let l: Lookup = Some(w.get())
+                        .filter(|json| json.starts_with('{'))
+                        .and_then(|json| serde_json::from_str(json).ok())
+                        .ok_or_else(|| format!("expected an object with id and name, got {}", shown(w)))?;
                     lookups.push((slot, l));
                     l
                 }
@@ -368,14 +370,6 @@ struct Lookup<'a> {
     name: Option<&'a RawValue>,
     #[serde(borrow)]
     email: Option<&'a RawValue>,
-}
-
-fn lookup_of(value: &RawValue) -> Result<Lookup<'_>, String> {
-    // An object, each member once (serde reads a list into a struct too).
-    Some(value.get())
-        .filter(|json| json.starts_with('{'))
-        .and_then(|json| serde_json::from_str(json).ok())
-        .ok_or_else(|| format!("expected an object with id and name, got {}", shown(value)))
 }
 
 /// A JSON list of strings or of objects with a `name` (tags, multi-select lookups), as the names; objects

@@ -396,24 +396,20 @@ impl DealRow {
     }
 
     pub fn modified_time(&self) -> DateTime<Utc> {
-        match self.values[col::MODIFIED_TIME] {
-            Value::Timestamp(t) => t,
-            _ => unreachable!("a row has a modification time"),
-        }
+        let Value::Timestamp(t) = self.values[col::MODIFIED_TIME] else {
+            unreachable!("a row has a modification time")
+        };
+        t
     }
 
     pub fn closing_date(&self) -> Option<NaiveDate> {
-        match self.values[col::CLOSING_DATE] {
-            Value::Date(d) => Some(d),
-            _ => None,
-        }
+        let Value::Date(d) = self.values[col::CLOSING_DATE] else { return None };
+        Some(d)
     }
 
     pub fn amount(&self) -> Option<Decimal> {
-        match self.values[col::AMOUNT] {
-            Value::Decimal(d) => Some(d),
-            _ => None,
-        }
+        let Value::Decimal(d) = self.values[col::AMOUNT] else { return None };
+        Some(d)
     }
 
     pub fn currency(&self) -> Option<&str> {
@@ -422,10 +418,8 @@ impl DealRow {
 
     /// The record as received.
     pub fn raw(&self) -> &RawValue {
-        match &self.values[col::RAW] {
-            Value::Json(r) => r,
-            _ => unreachable!("a row keeps its record"),
-        }
+        let Value::Json(raw) = &self.values[col::RAW] else { unreachable!("a row keeps its record") };
+        raw
     }
 
     /// Appends the row as one line of JSON: every column by name, `raw` last (the long one, for a reader's eye)
