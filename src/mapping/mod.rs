@@ -71,6 +71,13 @@ impl Columns {
     pub fn columns(&self) -> &[Column] {
         &self.columns
     }
+
+    /// Every Zoho field the columns read, once each, in column order.
+    pub fn zoho_fields(&self) -> Vec<String> {
+        let mut fields: Vec<(&String, &usize)> = self.lookup.iter().collect();
+        fields.sort_by_key(|(_, slot)| **slot);
+        fields.into_iter().map(|(field, _)| field.clone()).collect()
+    }
 }
 
 /// Run-wide values stamped on every row, and the columns they are written in.
@@ -275,15 +282,11 @@ fn read_value<'p>(
                 }
             };
             let member = match read {
-                FieldType::LookupId => l.id,
-                FieldType::LookupName => l.name,
-                _ => l.email,
+                FieldType::LookupId => present(l.id).map(|id| id_of(id).map_err(|e| format!("id {e}"))),
+                FieldType::LookupName => present(l.name).map(text_of),
+                _ => present(l.email).map(text_of),
             };
-            match present(member) {
-                None => Value::Null,
-                Some(id) if read == FieldType::LookupId => Value::Text(id_of(id).map_err(|e| format!("id {e}"))?),
-                Some(text) => Value::Text(text_of(text)?),
-            }
+            member.transpose()?.map_or(Value::Null, Value::Text)
         }
         FieldType::Json => Value::Json(w.to_owned()),
     })
@@ -303,7 +306,6 @@ fn present(value: Option<&RawValue>) -> Option<&RawValue> {
     value.filter(|v| v.get() != "null")
 }
 
-/// The text of a JSON string value.
 fn text_of(value: &RawValue) -> Result<String, String> {
     if !value.get().starts_with('"') {
         return Err(format!("expected text, got {}", shown(value)));

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::de::{value, IntoDeserializer};
-use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -148,7 +147,6 @@ pub enum Source {
     Unset,
 }
 
-/// One column.
 #[derive(Debug, Clone)]
 pub struct Column {
     pub name: Cow<'static, str>,
@@ -189,12 +187,12 @@ impl Column {
 /// BigQuery's JSON schema entry: `{"name", "type", "mode", "description"}`.
 impl Serialize for Column {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Column", 4)?;
-        st.serialize_field("name", &self.name)?;
-        st.serialize_field("type", self.ty.bigquery())?;
-        st.serialize_field("mode", self.mode())?;
-        st.serialize_field("description", &self.description)?;
-        st.end()
+        s.collect_map([
+            ("name", self.name.as_ref()),
+            ("type", self.ty.bigquery()),
+            ("mode", self.mode()),
+            ("description", self.description.as_ref()),
+        ])
     }
 }
 
@@ -333,18 +331,6 @@ impl Promoted {
 /// The target table's columns for a run: the standard ones, then the promoted ones.
 pub fn columns(promoted: &[Promoted]) -> Vec<Column> {
     STANDARD.iter().cloned().chain(promoted.iter().map(Promoted::column)).collect()
-}
-
-/// Every Zoho field the columns read, once each, in column order.
-pub fn zoho_fields(columns: &[Column]) -> Vec<String> {
-    let mut fields: Vec<String> = Vec::new();
-    for c in columns {
-        match &c.source {
-            Source::Zoho(field) if !fields.iter().any(|f| f == field) => fields.push(field.to_string()),
-            _ => {}
-        }
-    }
-    fields
 }
 
 /// The standard columns a Zoho field fills (for `dealsync fields`).
@@ -571,8 +557,8 @@ impl RunRecord {
     }
 }
 
-/// For tests' assertions (`RawValue` has no `PartialEq`; its text is compared).
 #[cfg(test)]
+/// For tests' assertions (`RawValue` has no `PartialEq`; its text is compared).
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
@@ -625,7 +611,9 @@ mod tests {
         let won = standard.iter().find(|c| c.name == "is_closed_won").unwrap();
         assert_eq!((won.mode(), won.sqlite_definition().as_str()), ("NULLABLE", "INTEGER NOT NULL DEFAULT 1"));
         assert_eq!(standard_columns_of("Owner"), ["owner_id", "owner_name", "owner_email"]);
-        assert_eq!(zoho_fields(&standard).len(), 18);
+        let fields: std::collections::HashSet<_> =
+            standard.iter().filter_map(|c| if let Source::Zoho(f) = &c.source { Some(f) } else { None }).collect();
+        assert_eq!(fields.len(), 18);
     }
 
     #[test]
