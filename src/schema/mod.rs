@@ -617,6 +617,16 @@ mod tests {
     }
 
     #[test]
+    fn promoted_types_are_named_as_in_the_config_file() {
+        for name in TYPE_NAMES.split(", ") {
+            assert_eq!(FieldType::parse(name).map(|t| t.to_string()).as_deref(), Some(name));
+        }
+        assert_eq!(FieldType::parse("id"), None, "ids and emails serve standard columns only");
+        assert_eq!(FieldType::parse("lookup_email"), None);
+        assert_eq!(FieldType::parse("Text"), None);
+    }
+
+    #[test]
     fn the_ledger_record_fills_every_ledger_column() {
         let r = RunRecord {
             run_id: "r".into(),
