@@ -240,7 +240,7 @@ pub fn promoted_columns(columns: &BTreeMap<String, ColumnFile>) -> Result<Vec<Pr
             let problem = "a column name is lowercase letters, digits and _, starting with a letter";
             return Err(ConfigError::new(at(""), problem));
         }
-        if crate::schema::STANDARD.iter().any(|s| s.name == column) {
+        if crate::schema::STANDARD.iter().any(|s| s.name == *column) {
             return Err(ConfigError::new(at(""), format!("{column} is a standard column already; pick another name")));
         }
         let field = c.field.trim();
@@ -250,7 +250,7 @@ pub fn promoted_columns(columns: &BTreeMap<String, ColumnFile>) -> Result<Vec<Pr
             return Err(ConfigError::new(at(".field"), problem));
         }
         let ty = FieldType::parse(c.ty.trim()).ok_or_else(|| {
-            ConfigError::new(at(".type"), format!("`{}` is not one of {}", c.ty, crate::schema::promoted::TYPE_NAMES))
+            ConfigError::new(at(".type"), format!("`{}` is not one of {}", c.ty, crate::schema::TYPE_NAMES))
         })?;
         out.push(Promoted { field: field.to_string(), column: column.clone(), ty });
     }

@@ -1,10 +1,9 @@
-//! Turns one Deal record, as Zoho sent it, into a typed warehouse row, or says exactly why it cannot.
-//!
-//! The columns of the run (`schema`) say which Zoho field each value comes from and how it is read. Every value
-//! is read from its field's JSON text, so that money is parsed as an exact decimal straight from the digits Zoho
-//! sent (never through a float), and a record with a bad field is quarantined with the field's name and the
-//! problem instead of failing the run or being dropped. The record itself is kept verbatim in `raw`.
+//! Turns one Deal record, as Zoho sent it, into a typed warehouse row, or says exactly why it cannot. Each value
+//! is read from its field's JSON text as its column (`schema`) says, so money is an exact decimal straight from
+//! the digits Zoho sent (never through a float); a record with a bad field is quarantined with the field named
+//! and the problem, instead of failing the run or being dropped. `raw` keeps the record verbatim.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
@@ -12,11 +11,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::schema::{self, col, Column, DealRow, Promoted, Quarantined, Read, Source, Value, CLOSED_WON, MAX_SCALE};
-use crate::zoho::{read_id, Members, Page, Record};
+use crate::schema::{
+    self, col, Column, DealRow, FieldType, Kept, Promoted, Quarantined, Source, Value, CLOSED_WON, MAX_SCALE,
+};
+use crate::zoho::{read_id, Page, Record};
 
 /// Levels of arrays and objects a field's value may nest: serde_json reads no deeper (its recursion limit), and
 /// a record nested deeper is quarantined.
@@ -54,7 +56,7 @@ impl Columns {
         let slots = columns
             .iter()
             .map(|c| match &c.source {
-                Source::Zoho { field, .. } => {
+                Source::Zoho(field) => {
                     let n = lookup.len();
                     Some(*lookup.entry(field.to_string()).or_insert(n))
                 }
@@ -68,6 +70,13 @@ impl Columns {
 
     pub fn columns(&self) -> &[Column] {
         &self.columns
+    }
+
+    /// Every Zoho field the columns read, once each, in column order.
+    pub fn zoho_fields(&self) -> Vec<String> {
+        let mut fields: Vec<(&String, &usize)> = self.lookup.iter().collect();
+        fields.sort_by_key(|(_, slot)| **slot);
+        fields.into_iter().map(|(field, _)| field.clone()).collect()
     }
 }
 
@@ -88,17 +97,18 @@ impl FromStr for RunStamp {
     }
 }
 
-/// Maps the records of one page, one after the other (the fields of the record being mapped are kept in a list
-/// reused from record to record).
+/// Maps the records of one page, one after the other, in lists reused from record to record.
 pub struct Mapper<'s, 'p> {
     stamp: &'s RunStamp,
     /// The fields of the record being mapped, by slot.
     wire: Vec<Option<&'p RawValue>>,
+    /// Its lookups read so far, by slot: a lookup is read once however many columns it fills.
+    lookups: Vec<(usize, Lookup<'p>)>,
 }
 
 impl<'s, 'p> Mapper<'s, 'p> {
     pub fn new(stamp: &'s RunStamp) -> Self {
-        Mapper { stamp, wire: Vec::new() }
+        Mapper { stamp, wire: Vec::new(), lookups: Vec::new() }
     }
 
     /// Maps one record of a page. Never panics, whatever the input.
@@ -113,35 +123,25 @@ impl<'s, 'p> Mapper<'s, 'p> {
                 quarantined_at: stamp.synced_at,
             }))
         };
-        let fields = match Members::of(rec) {
-            Ok(Members(fields)) => fields,
+        let cols = &stamp.columns;
+        let Mapper { wire, lookups, .. } = self;
+        wire.clear();
+        wire.resize(cols.lookup.len(), None);
+        let slotted =
+            serde_json::Deserializer::from_str(rec.get()).deserialize_map(Slots { lookup: &cols.lookup, wire });
+        let too_deep = match slotted {
+            Ok((Some(repeated), _)) => return quarantine(None, repeated),
+            Ok((None, too_deep)) => too_deep,
             Err(_) if !rec.get().starts_with('{') => return quarantine(None, "record: not a JSON object".into()),
             Err(e) => return quarantine(None, format!("record: {e}")),
         };
-        let cols = &stamp.columns;
-        // The record's fields by slot. A repeated key is an error: which copy would be right?
-        let wire = &mut self.wire;
-        wire.clear();
-        wire.resize(cols.lookup.len(), None);
-        let mut too_deep = None;
-        for (name, value) in &fields {
-            if let Some(&slot) = cols.lookup.get(name.as_ref()) {
-                if wire[slot].replace(value).is_some() {
-                    return quarantine(None, format!("record: duplicate field `{name}`"));
-                }
-            }
-            if too_deep.is_none() {
-                too_deep = nested_too_deep(value)
-                    .map(|e| format!("record: `{name}`: nested deeper than serde_json reads ({e})"));
-            }
-        }
-        let id = id_of("id", wire[cols.id]);
+        let id = present(wire[cols.id]).map(id_of).transpose().map_err(|e| format!("id: {e}"));
         if let Some(why) = too_deep {
             return quarantine(id.ok().flatten(), why);
         }
-        let stage = match text("Stage", wire[cols.stage]) {
+        let stage = match present(wire[cols.stage]).map(text_of).transpose() {
             Ok(s) => s,
-            Err(e) => return quarantine(id.ok().flatten(), e),
+            Err(e) => return quarantine(id.ok().flatten(), format!("Stage: {e}")),
         };
         if stage.as_deref() != Some(CLOSED_WON) {
             return Mapped::NotClosedWon { deal_id: id.ok().flatten(), stage };
@@ -154,24 +154,21 @@ impl<'s, 'p> Mapper<'s, 'p> {
         if present(wire[cols.modified]).is_none() {
             return quarantine(Some(deal_id), "Modified_Time: missing; it decides which copy is newer".into());
         }
-        // A lookup is read once however many columns it fills.
-        let mut lookups: Vec<(usize, Lookup)> = Vec::new();
+        lookups.clear();
         let mut values = Vec::with_capacity(cols.columns.len());
         for (c, slot) in cols.columns.iter().zip(&cols.slots) {
             let value = match (&c.source, slot) {
-                (Source::Zoho { field, read }, Some(slot)) => {
-                    match read_value(field, *read, wire[*slot], *slot, &mut lookups) {
-                        Ok(v) => v,
-                        Err(e) => return quarantine(Some(deal_id), e),
-                    }
-                }
+                (Source::Zoho(field), Some(slot)) => match read_value(c.ty, wire[*slot], *slot, lookups) {
+                    Ok(v) => v,
+                    Err(e) => return quarantine(Some(deal_id), format!("{field}: {e}")),
+                },
                 (Source::Raw, _) => Value::Json(rec.to_owned()),
                 (Source::RunId, _) => Value::Shared(stamp.run_id.clone()),
                 (Source::SyncedAt, _) => Value::Timestamp(stamp.synced_at),
                 (Source::Flag(b), _) => Value::Boolean(*b),
-                (Source::Unset, _) | (Source::Zoho { .. }, None) => Value::Null,
+                (Source::Unset, _) | (Source::Zoho(_), None) => Value::Null,
             };
-            if c.required && matches!(value, Value::Null) {
+            if c.kept == Kept::Required && matches!(value, Value::Null) {
                 return quarantine(Some(deal_id), format!("{}: missing", c.name));
             }
             values.push(value);
@@ -189,6 +186,39 @@ pub fn map_json(text: &str, stamp: &RunStamp) -> Mapped {
     }
 }
 
+/// Reads a record's members straight into their slots. Yields, as quarantine reasons, the first field the run
+/// reads that is repeated (which copy would be right?) and the first member nested deeper than `MAX_DEPTH`.
+struct Slots<'m, 'p> {
+    lookup: &'m HashMap<String, usize>,
+    wire: &'m mut [Option<&'p RawValue>],
+}
+
+impl<'de> Visitor<'de> for Slots<'_, 'de> {
+    type Value = (Option<String>, Option<String>);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        /// A member's name, borrowed unless it had escapes.
+        #[derive(Deserialize)]
+        struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
+        let (mut repeated, mut too_deep) = (None, None);
+        while let Some((Name(name), value)) = map.next_entry::<Name, &RawValue>()? {
+            let slot = self.lookup.get(name.as_ref());
+            if slot.is_some_and(|&s| self.wire[s].replace(value).is_some()) && repeated.is_none() {
+                repeated = Some(format!("record: duplicate field `{name}`"));
+            }
+            if too_deep.is_none() {
+                too_deep = nested_too_deep(value)
+                    .map(|e| format!("record: `{name}`: nested deeper than serde_json reads ({e})"));
+            }
+        }
+        Ok((repeated, too_deep))
+    }
+}
+
 /// serde_json's error, when `value` nests arrays and objects deeper than `MAX_DEPTH`.
 fn nested_too_deep(value: &RawValue) -> Option<serde_json::Error> {
     // It cannot unless it is an array or object with that many brackets, which most values are far from; the
@@ -202,74 +232,64 @@ fn nested_too_deep(value: &RawValue) -> Option<serde_json::Error> {
         .filter(|e| e.to_string().starts_with("recursion limit exceeded"))
 }
 
-/// One value of a record's field, read as its column says.
-fn read_value<'a>(
-    field: &str,
-    read: Read,
-    wire: Option<&'a RawValue>,
+/// One value of a record's field, read as its column says. An error is the problem; the caller names the field.
+fn read_value<'p>(
+    read: FieldType,
+    wire: Option<&'p RawValue>,
     slot: usize,
-    lookups: &mut Vec<(usize, Lookup<'a>)>,
+    lookups: &mut Vec<(usize, Lookup<'p>)>,
 ) -> Result<Value, String> {
-    let opt = |v: Option<Value>| v.unwrap_or(Value::Null);
+    let Some(w) = present(wire) else {
+        return Ok(if read == FieldType::TextList { Value::TextList(Vec::new()) } else { Value::Null });
+    };
     Ok(match read {
-        Read::Text => match present(wire) {
+        FieldType::Text => match w.get().as_bytes().first() {
+            Some(b'"') => Value::Text(text_of(w)?),
+            Some(b'{' | b'[') => return Err(format!("expected text, got {}", shown(w))),
+            // A number or boolean where text is expected: kept as its text.
+            _ => Value::Text(w.get().to_string()),
+        },
+        FieldType::Id => Value::Text(id_of(w)?),
+        FieldType::Integer => match decimal(w)? {
             None => Value::Null,
-            Some(w) => match w.get().as_bytes().first() {
-                Some(b'"') => opt(text(field, Some(w))?.map(Value::Text)),
-                Some(b'{' | b'[') => return Err(err(field, format!("expected text, got {}", shown(w)))),
-                // A number or boolean where text is expected: kept as its text.
-                _ => Value::Text(w.get().to_string()),
-            },
+            Some(d) if !d.fract().is_zero() => return Err(format!("{d} is not a whole number")),
+            Some(d) => Value::Integer(i64::try_from(d).map_err(|_| format!("{d} is out of range"))?),
         },
-        Read::Id => opt(id_of(field, wire)?.map(Value::Text)),
-        Read::Integer => opt(integer(field, wire)?.map(Value::Integer)),
-        Read::Decimal => opt(decimal(field, wire)?.map(Value::Decimal)),
-        Read::Boolean => match present(wire) {
-            None => Value::Null,
-            Some(w) => match w.get() {
-                "\"\"" => Value::Null,
-                "true" | "\"true\"" => Value::Boolean(true),
-                "false" | "\"false\"" => Value::Boolean(false),
-                _ => return Err(err(field, format!("expected true or false, got {}", shown(w)))),
-            },
+        FieldType::Decimal => decimal(w)?.map_or(Value::Null, Value::Decimal),
+        FieldType::Boolean => match w.get() {
+            "\"\"" => Value::Null,
+            "true" | "\"true\"" => Value::Boolean(true),
+            "false" | "\"false\"" => Value::Boolean(false),
+            _ => return Err(format!("expected true or false, got {}", shown(w))),
         },
-        Read::Date => opt(date(field, wire)?.map(Value::Date)),
-        Read::Timestamp => opt(instant(field, wire)?.map(Value::Timestamp)),
-        Read::Names => match present(wire) {
-            None => Value::TextList(Vec::new()),
-            Some(w) if w.get().starts_with('"') => {
-                // A lone string counts as a one-item list.
-                Value::TextList(text(field, Some(w))?.into_iter().filter(|s| !s.is_empty()).collect())
-            }
-            Some(w) => Value::TextList(names(field, w)?),
-        },
-        Read::LookupId | Read::LookupName | Read::LookupEmail => {
-            let l = match lookups.iter().position(|(s, _)| *s == slot) {
-                Some(i) => lookups[i].1,
+        FieldType::Date | FieldType::Timestamp => date_or_instant(read, w)?,
+        // A lone string counts as a one-item list.
+        FieldType::TextList if w.get().starts_with('"') => {
+            Value::TextList(Some(text_of(w)?).filter(|s| !s.is_empty()).into_iter().collect())
+        }
+        FieldType::TextList => Value::TextList(names(w)?),
+        FieldType::LookupId | FieldType::LookupName | FieldType::LookupEmail => {
+            let l = match lookups.iter().find(|(s, _)| *s == slot) {
+                Some((_, l)) => *l,
                 None => {
-                    let l = lookup_of(field, wire)?;
+                    // An object, each member once (serde reads a list into a struct too).
+                    let l: Lookup = Some(w.get())
+                        .filter(|json| json.starts_with('{'))
+                        .and_then(|json| serde_json::from_str(json).ok())
+                        .ok_or_else(|| format!("expected an object with id and name, got {}", shown(w)))?;
                     lookups.push((slot, l));
                     l
                 }
             };
-            match read {
-                Read::LookupId => {
-                    let id = id_of(field, l.id).map_err(|e| err(field, format!("id {}", &e[field.len() + 2..])))?;
-                    opt(id.map(Value::Text))
-                }
-                Read::LookupName => opt(text(field, l.name)?.map(Value::Text)),
-                _ => opt(text(field, l.email)?.map(Value::Text)),
-            }
+            let member = match read {
+                FieldType::LookupId => present(l.id).map(|id| id_of(id).map_err(|e| format!("id {e}"))),
+                FieldType::LookupName => present(l.name).map(text_of),
+                _ => present(l.email).map(text_of),
+            };
+            member.transpose()?.map_or(Value::Null, Value::Text)
         }
-        Read::Json => match present(wire) {
-            None => Value::Null,
-            Some(w) => Value::Json(w.to_owned()),
-        },
+        FieldType::Json => Value::Json(w.to_owned()),
     })
-}
-
-fn err(field: &str, problem: impl fmt::Display) -> String {
-    format!("{field}: {problem}")
 }
 
 /// A short, safe excerpt of a value's JSON text for an error message.
@@ -286,81 +306,65 @@ fn present(value: Option<&RawValue>) -> Option<&RawValue> {
     value.filter(|v| v.get() != "null")
 }
 
-/// The text of a JSON string value.
-fn text_of(field: &str, value: &RawValue) -> Result<String, String> {
+fn text_of(value: &RawValue) -> Result<String, String> {
     if !value.get().starts_with('"') {
-        return Err(err(field, format!("expected text, got {}", shown(value))));
+        return Err(format!("expected text, got {}", shown(value)));
     }
     // A string serde_json cannot read is one Rust cannot hold (an escaped lone UTF-16 surrogate).
-    serde_json::from_str(value.get()).map_err(|e| err(field, e.to_string()))
-}
-
-fn text(field: &str, value: Option<&RawValue>) -> Result<Option<String>, String> {
-    present(value).map(|v| text_of(field, v)).transpose()
+    serde_json::from_str(value.get()).map_err(|e| e.to_string())
 }
 
 /// A Zoho id: a string of digits (the usual form) or a JSON integer.
-fn id_of(field: &str, value: Option<&RawValue>) -> Result<Option<String>, String> {
-    let Some(value) = present(value) else { return Ok(None) };
-    read_id(value).map(Some).ok_or_else(|| err(field, format!("expected a numeric id, got {}", shown(value))))
+fn id_of(value: &RawValue) -> Result<String, String> {
+    read_id(value).ok_or_else(|| format!("expected a numeric id, got {}", shown(value)))
 }
 
 /// An exact decimal from a JSON number or a numeric string. `""` counts as empty.
-fn decimal(field: &str, value: Option<&RawValue>) -> Result<Option<Decimal>, String> {
-    let Some(value) = present(value) else { return Ok(None) };
+fn decimal(value: &RawValue) -> Result<Option<Decimal>, String> {
     let raw = value.get();
     let quoted;
     let digits = if raw.starts_with('"') {
-        quoted = text_of(field, value).map_err(|_| err(field, format!("unreadable {}", shown(value))))?;
-        let inner = quoted.trim();
-        if inner.is_empty() {
-            return Ok(None);
+        quoted = text_of(value).map_err(|_| format!("unreadable {}", shown(value)))?;
+        match quoted.trim() {
+            "" => return Ok(None),
+            inner => inner,
         }
-        inner
     } else if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         raw
     } else {
-        return Err(err(field, format!("expected a number, got {}", shown(value))));
+        return Err(format!("expected a number, got {}", shown(value)));
     };
     let parsed =
         if digits.contains(['e', 'E']) { Decimal::from_scientific(digits) } else { Decimal::from_str_exact(digits) };
-    let d = parsed.map_err(|_| {
-        err(field, format!("{} is not a decimal number that fits 28 significant digits exactly", shown(value)))
-    })?;
-    let d = d.normalize();
+    let d = parsed
+        .map_err(|_| format!("{} is not a decimal number that fits 28 significant digits exactly", shown(value)))?
+        .normalize();
     if d.scale() > MAX_SCALE {
-        return Err(err(field, format!("{} has more than {MAX_SCALE} digits after the point", shown(value))));
+        return Err(format!("{} has more than {MAX_SCALE} digits after the point", shown(value)));
     }
     Ok(Some(d))
 }
 
-fn integer(field: &str, value: Option<&RawValue>) -> Result<Option<i64>, String> {
-    let Some(d) = decimal(field, value)? else { return Ok(None) };
-    if !d.fract().is_zero() {
-        return Err(err(field, format!("{d} is not a whole number")));
-    }
-    i64::try_from(d).map(Some).map_err(|_| err(field, format!("{d} is out of range")))
+/// A `YYYY-MM-DD` date, or an instant with an offset as Zoho writes them (`2026-11-27T10:00:00+05:30`) converted
+/// to UTC. `""` counts as empty.
+fn date_or_instant(read: FieldType, value: &RawValue) -> Result<Value, String> {
+    let s = text_of(value)?;
+    let parsed = match read {
+        _ if s.is_empty() => return Ok(Value::Null),
+        FieldType::Date => NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+            .ok()
+            .filter(|_| s.len() == 10)
+            .map(Value::Date)
+            .ok_or("is not a YYYY-MM-DD date"),
+        _ => DateTime::parse_from_rfc3339(&s)
+            .map(|t| Value::Timestamp(t.with_timezone(&Utc)))
+            .map_err(|_| "is not an ISO-8601 date-time with an offset"),
+    };
+    parsed.map_err(|problem| format!("\"{s}\" {problem}"))
 }
 
-fn date(field: &str, value: Option<&RawValue>) -> Result<Option<NaiveDate>, String> {
-    let Some(s) = text(field, value)?.filter(|s| !s.is_empty()) else { return Ok(None) };
-    NaiveDate::parse_from_str(&s, "%Y-%m-%d")
-        .ok()
-        .filter(|_| s.len() == 10)
-        .map(Some)
-        .ok_or_else(|| err(field, format!("\"{s}\" is not a YYYY-MM-DD date")))
-}
-
-/// An instant with an offset, as Zoho writes them (`2026-11-27T10:00:00+05:30`), converted to UTC.
-fn instant(field: &str, value: Option<&RawValue>) -> Result<Option<DateTime<Utc>>, String> {
-    let Some(s) = text(field, value)?.filter(|s| !s.is_empty()) else { return Ok(None) };
-    DateTime::parse_from_rfc3339(&s)
-        .map(|t| Some(t.with_timezone(&Utc)))
-        .map_err(|_| err(field, format!("\"{s}\" is not an ISO-8601 date-time with an offset")))
-}
-
-/// A lookup (`{"name", "id"}`, a user also with `email`), as those members; all empty when the field is.
-#[derive(Deserialize, Default, Clone, Copy)]
+/// A lookup (`{"name", "id"}`, a user also with `email`), as those members.
+#[derive(Deserialize, Clone, Copy)]
 struct Lookup<'a> {
     #[serde(borrow)]
     id: Option<&'a RawValue>,
@@ -370,20 +374,9 @@ struct Lookup<'a> {
     email: Option<&'a RawValue>,
 }
 
-fn lookup_of<'a>(field: &str, value: Option<&'a RawValue>) -> Result<Lookup<'a>, String> {
-    let Some(value) = present(value) else { return Ok(Lookup::default()) };
-    // An object, each member once (serde reads a list into a struct too).
-    value
-        .get()
-        .starts_with('{')
-        .then(|| serde_json::from_str(value.get()).ok())
-        .flatten()
-        .ok_or_else(|| err(field, format!("expected an object with id and name, got {}", shown(value))))
-}
-
 /// A JSON list of strings or of objects with a `name` (tags, multi-select lookups), as the names; objects
 /// whose name is missing or null are left out.
-fn names(field: &str, value: &RawValue) -> Result<Vec<String>, String> {
+fn names(value: &RawValue) -> Result<Vec<String>, String> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Item {
@@ -391,7 +384,7 @@ fn names(field: &str, value: &RawValue) -> Result<Vec<String>, String> {
         Named { name: Option<String> },
     }
     let items: Vec<Item> = serde_json::from_str(value.get())
-        .map_err(|_| err(field, format!("expected a list of strings or named objects, got {}", shown(value))))?;
+        .map_err(|_| format!("expected a list of strings or named objects, got {}", shown(value)))?;
     Ok(items
         .into_iter()
         .filter_map(|item| match item {

@@ -90,7 +90,7 @@ impl<'a> Pipeline<'a> {
         let stamp = self.stamp;
         let fetcher = Fetcher::new(self.client, tx, move |page| map_page(page, stamp), self.shutdown.clone())
             .expected(self.progress.expected.clone())
-            .reading(crate::schema::zoho_fields(stamp.columns.columns()))
+            .reading(stamp.columns.zoho_fields())
             .with_fields(self.fields.clone());
         (fetcher, rx)
     }

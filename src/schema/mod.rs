@@ -1,22 +1,18 @@
-//! The one table of what dealsync stores, and where each value comes from. Every list that used to be written
-//! by hand is derived from it: the columns of the target table (`dealsync schema`), the BigQuery schema and the
-//! SQLite DDL, the fields read by id from Zoho, what `dealsync fields` reports as stored, and each sink's row
-//! writer, which walks a row's values in this order. Adding a standard Zoho field is one entry in `STANDARD`
-//! (see CONTRIBUTING.md); fields promoted in the config file are entries of the same kind, after the standard
-//! ones. The run ledger's and the quarantine's columns are defined here once too.
-
-pub mod promoted;
+//! The one table of what dealsync stores, and where each value comes from. Every list of columns is derived
+//! from it: the target table (`dealsync schema`), the BigQuery schema and the SQLite DDL, the fields read from
+//! Zoho, what `dealsync fields` reports as stored, and each sink's row writer. Adding a standard Zoho field is one
+//! entry in `STANDARD` (see CONTRIBUTING.md); fields promoted in the config file follow the standard ones. The run
+//! ledger's and the quarantine's columns are defined here too.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
-use serde::ser::SerializeStruct;
-use serde::{Serialize, Serializer};
+use serde::de::{value, IntoDeserializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
-
-pub use promoted::{FieldType, Promoted};
 
 /// The stage this tool syncs. Zoho's `equals` on text matches like *contains*, so stages are checked exactly.
 pub const CLOSED_WON: &str = "Closed Won";
@@ -30,100 +26,116 @@ pub fn format_instant(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+fn instant<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_instant(t))
+}
+
 /// Sorts numeric ids by value (shorter first), others as text, so that a warehouse's and Zoho's lists sort alike.
 pub fn sort_ids(ids: &mut [String]) {
     ids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
 }
 
-/// The type of a column's values, in every sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
+/// The type of a column's values, in every sink, and how a Zoho field's value is read into it. A promoted
+/// field's type is one of these, named in snake case in the config file (`id` and `lookup_email` serve standard
+/// columns only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// A JSON string (numbers and booleans are kept as their text).
     Text,
+    /// A Zoho id: a string of digits or a JSON integer.
+    #[serde(skip_deserializing)]
+    Id,
+    /// A whole number (JSON number or numeric string).
     Integer,
-    /// Exact decimals: NUMERIC in BigQuery, text in SQLite, never a float.
+    /// An exact decimal (currency, double, percent) from a JSON number or numeric string, never a float: NUMERIC
+    /// in BigQuery, text in SQLite.
     Decimal,
     Boolean,
+    /// `YYYY-MM-DD`.
     Date,
-    /// An instant in UTC.
+    /// An ISO-8601 instant with offset, stored in UTC.
     Timestamp,
-    /// A list of strings: `ARRAY<STRING>` in BigQuery, a JSON array in SQLite.
+    /// A list of strings, or of objects with a `name` (tags, multi-select picklists): `ARRAY<STRING>` in
+    /// BigQuery, a JSON array in SQLite.
     TextList,
-    /// Any JSON value, kept as JSON text.
+    /// The `id`, `name` or `email` of a lookup (`{"name","id"}`; a user also has `email`), as text.
+    LookupId,
+    LookupName,
+    #[serde(skip_deserializing)]
+    LookupEmail,
+    /// Any JSON value, kept as JSON (subforms, multi-select lookups, …).
     Json,
 }
 
-impl ColumnType {
+impl FieldType {
     /// BigQuery's type (a list is a REPEATED STRING).
     pub fn bigquery(self) -> &'static str {
         match self {
-            ColumnType::Text | ColumnType::TextList => "STRING",
-            ColumnType::Integer => "INT64",
-            ColumnType::Decimal => "NUMERIC",
-            ColumnType::Boolean => "BOOL",
-            ColumnType::Date => "DATE",
-            ColumnType::Timestamp => "TIMESTAMP",
-            ColumnType::Json => "JSON",
+            FieldType::Integer => "INT64",
+            FieldType::Decimal => "NUMERIC",
+            FieldType::Boolean => "BOOL",
+            FieldType::Date => "DATE",
+            FieldType::Timestamp => "TIMESTAMP",
+            FieldType::Json => "JSON",
+            _ => "STRING",
         }
     }
 
     /// SQLite's type: integers and booleans as INTEGER, everything else as exact text.
     pub fn sqlite(self) -> &'static str {
         match self {
-            ColumnType::Integer | ColumnType::Boolean => "INTEGER",
+            FieldType::Integer | FieldType::Boolean => "INTEGER",
             _ => "TEXT",
         }
     }
-}
 
-/// How a value is read from a Zoho record's field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Read {
-    /// A JSON string (numbers and booleans are kept as their text).
-    Text,
-    /// A Zoho id: a string of digits or a JSON integer.
-    Id,
-    Integer,
-    /// An exact decimal from a JSON number or numeric string.
-    Decimal,
-    Boolean,
-    /// `YYYY-MM-DD`.
-    Date,
-    /// An ISO-8601 instant with offset.
-    Timestamp,
-    /// A list of strings, or of objects with a `name` (tags, multi-select picklists).
-    Names,
-    /// The `id`, `name` or `email` of a lookup (`{"name","id"}`; a user also has `email`).
-    LookupId,
-    LookupName,
-    LookupEmail,
-    /// Any JSON value, as it is.
-    Json,
-}
+    /// A type as the config file names it (one of `TYPE_NAMES`).
+    pub fn parse(s: &str) -> Option<FieldType> {
+        FieldType::deserialize(IntoDeserializer::<value::Error>::into_deserializer(s)).ok()
+    }
 
-impl Read {
-    /// The column type a value read this way has.
-    pub const fn column_type(self) -> ColumnType {
-        match self {
-            Read::Text | Read::Id | Read::LookupId | Read::LookupName | Read::LookupEmail => ColumnType::Text,
-            Read::Integer => ColumnType::Integer,
-            Read::Decimal => ColumnType::Decimal,
-            Read::Boolean => ColumnType::Boolean,
-            Read::Date => ColumnType::Date,
-            Read::Timestamp => ColumnType::Timestamp,
-            Read::Names => ColumnType::TextList,
-            Read::Json => ColumnType::Json,
+    /// The type dealsync suggests for a field from Zoho's metadata. Either key may be missing (some metadata
+    /// lacks `json_type`); an unknown shape is kept as JSON rather than guessed.
+    pub fn suggest(data_type: Option<&str>, json_type: Option<&str>) -> FieldType {
+        match data_type.unwrap_or("") {
+            "text" | "textarea" | "email" | "phone" | "website" | "url" | "picklist" | "autonumber" | "rich_text" => {
+                FieldType::Text
+            }
+            "integer" | "bigint" | "long" => FieldType::Integer,
+            "currency" | "double" | "decimal" | "percent" => FieldType::Decimal,
+            "boolean" => FieldType::Boolean,
+            "date" => FieldType::Date,
+            "datetime" => FieldType::Timestamp,
+            "multiselectpicklist" | "tags" => FieldType::TextList,
+            "lookup" | "ownerlookup" | "userlookup" => FieldType::LookupId,
+            _ => match json_type {
+                Some("string") => FieldType::Text,
+                Some("integer") => FieldType::Integer,
+                Some("double") => FieldType::Decimal,
+                Some("boolean") => FieldType::Boolean,
+                _ => FieldType::Json,
+            },
         }
     }
 }
 
-/// Where a column's value comes from (`F` names the Zoho field: borrowed in the table, owned for promoted fields).
-#[derive(Debug, Clone, PartialEq, Eq, Copy)]
-pub enum Source<F = Cow<'static, str>> {
-    /// A field of the Zoho record.
-    Zoho {
-        field: F,
-        read: Read,
-    },
+/// The types a promoted field may have, as the config file names them.
+pub const TYPE_NAMES: &str =
+    "text, integer, decimal, boolean, date, timestamp, text_list, lookup_id, lookup_name, json";
+
+/// Its name in the config file.
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.serialize(f)
+    }
+}
+
+/// Where a column's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A field of the Zoho record, by its API name.
+    Zoho(Cow<'static, str>),
     /// The record itself, exactly as received.
     Raw,
     /// The run that wrote the row, and when it started.
@@ -135,26 +147,21 @@ pub enum Source<F = Cow<'static, str>> {
     Unset,
 }
 
-/// One column.
 #[derive(Debug, Clone)]
 pub struct Column {
     pub name: Cow<'static, str>,
-    pub ty: ColumnType,
+    pub ty: FieldType,
     pub source: Source,
-    /// Never empty: BigQuery REQUIRED, SQLite NOT NULL.
-    pub required: bool,
-    /// What rows written before the column existed hold, as SQL (SQLite's `NOT NULL DEFAULT`); such a column is
-    /// NULLABLE in BigQuery, where older rows read NULL.
-    pub default: Option<&'static str>,
+    pub kept: Kept,
     pub description: Cow<'static, str>,
 }
 
 impl Column {
     /// BigQuery's mode.
     pub fn mode(&self) -> &'static str {
-        if self.ty == ColumnType::TextList {
+        if self.ty == FieldType::TextList {
             "REPEATED"
-        } else if self.required && self.source != Source::Raw {
+        } else if self.kept == Kept::Required && self.source != Source::Raw {
             // `raw` has been NULLABLE in BigQuery since the first release; new tables match the existing ones.
             "REQUIRED"
         } else {
@@ -170,35 +177,28 @@ impl Column {
     /// The column's SQLite definition after its name, as the primary key of its table or not (the quarantine
     /// has a `deal_id` column too, and keeps one row per deal and run).
     pub fn sqlite_definition_in(&self, primary_key: bool) -> String {
-        let mut d = self.ty.sqlite().to_string();
-        if self.required || self.default.is_some() {
-            d.push_str(" NOT NULL");
-        }
-        if primary_key {
-            d.push_str(" PRIMARY KEY");
-        }
-        if let Some(v) = self.default {
-            d.push_str(" DEFAULT ");
-            d.push_str(v);
-        }
-        d
+        let not_null = if self.kept == Kept::Optional { "" } else { " NOT NULL" };
+        let key = if primary_key { " PRIMARY KEY" } else { "" };
+        let default = if let Kept::Default(sql) = self.kept { format!(" DEFAULT {sql}") } else { String::new() };
+        format!("{}{not_null}{key}{default}", self.ty.sqlite())
     }
 }
 
 /// BigQuery's JSON schema entry: `{"name", "type", "mode", "description"}`.
 impl Serialize for Column {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Column", 4)?;
-        st.serialize_field("name", &self.name)?;
-        st.serialize_field("type", self.ty.bigquery())?;
-        st.serialize_field("mode", self.mode())?;
-        st.serialize_field("description", &self.description)?;
-        st.end()
+        s.collect_map([
+            ("name", self.name.as_ref()),
+            ("type", self.ty.bigquery()),
+            ("mode", self.mode()),
+            ("description", self.description.as_ref()),
+        ])
     }
 }
 
-/// How a column is kept: `Optional` may be empty; `Required` never is; `Default(sql)` is never empty, and rows
-/// written before the column existed hold `sql`.
+/// How a column is kept: `Optional` may be empty; `Required` never is (BigQuery REQUIRED, SQLite NOT NULL);
+/// `Default(sql)` is never empty, and rows written before the column existed hold `sql` (SQLite's `NOT NULL
+/// DEFAULT`; NULLABLE in BigQuery, where older rows read NULL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kept {
     Optional,
@@ -206,109 +206,56 @@ pub enum Kept {
     Default(&'static str),
 }
 
-/// A column as the tables below write it; `Column` is what a run works with.
-#[derive(Debug, Clone, Copy)]
-pub struct Entry {
-    pub name: &'static str,
-    pub ty: ColumnType,
-    pub source: Source<&'static str>,
-    pub kept: Kept,
-    pub description: &'static str,
+const fn column(name: &'static str, ty: FieldType, source: Source, kept: Kept, description: &'static str) -> Column {
+    Column { name: Cow::Borrowed(name), ty, source, kept, description: Cow::Borrowed(description) }
 }
 
-impl Entry {
-    pub fn column(&self) -> Column {
-        let (required, default) = match self.kept {
-            Kept::Optional => (false, None),
-            Kept::Required => (true, None),
-            Kept::Default(sql) => (false, Some(sql)),
-        };
-        let source = match self.source {
-            Source::Zoho { field, read } => Source::Zoho { field: Cow::Borrowed(field), read },
-            Source::Raw => Source::Raw,
-            Source::RunId => Source::RunId,
-            Source::SyncedAt => Source::SyncedAt,
-            Source::Flag(b) => Source::Flag(b),
-            Source::Unset => Source::Unset,
-        };
-        Column {
-            name: Cow::Borrowed(self.name),
-            ty: self.ty,
-            source,
-            required,
-            default,
-            description: Cow::Borrowed(self.description),
-        }
-    }
-}
-
-/// The columns of a table of entries.
-pub fn columns_of(entries: &[Entry]) -> Vec<Column> {
-    entries.iter().map(Entry::column).collect()
-}
-
-const fn column(
-    name: &'static str,
-    ty: ColumnType,
-    source: Source<&'static str>,
-    kept: Kept,
-    description: &'static str,
-) -> Entry {
-    Entry { name, ty, source, kept, description }
-}
-
-const fn zoho(name: &'static str, field: &'static str, read: Read, kept: Kept, description: &'static str) -> Entry {
-    column(name, read.column_type(), Source::Zoho { field, read }, kept, description)
+const fn zoho(name: &'static str, field: &'static str, ty: FieldType, kept: Kept, description: &'static str) -> Column {
+    column(name, ty, Source::Zoho(Cow::Borrowed(field)), kept, description)
 }
 
 /// The column rows are keyed by.
 pub const KEY: &str = "deal_id";
 
 /// The standard columns of `closed_won_deals`, in order. Promoted columns follow them.
-pub const STANDARD: [Entry; 28] = {
-    use ColumnType as T;
+pub static STANDARD: [Column; 28] = {
+    use FieldType as T;
     use Kept::{Default, Optional, Required};
     [
-        zoho("deal_id", "id", Read::Id, Required, "Zoho record id of the deal"),
-        zoho("deal_name", "Deal_Name", Read::Text, Optional, "Deal_Name"),
+        zoho("deal_id", "id", T::Id, Required, "Zoho record id of the deal"),
+        zoho("deal_name", "Deal_Name", T::Text, Optional, "Deal_Name"),
         zoho(
             "stage",
             "Stage",
-            Read::Text,
+            T::Text,
             Required,
             "Stage: Closed Won when the deal was synced; its new stage once reopened or lost (see is_closed_won)",
         ),
-        zoho("amount", "Amount", Read::Decimal, Optional, "Amount in the deal's currency, exact decimal"),
-        zoho(
-            "expected_revenue",
-            "Expected_Revenue",
-            Read::Decimal,
-            Optional,
-            "Expected_Revenue in the deal's currency",
-        ),
+        zoho("amount", "Amount", T::Decimal, Optional, "Amount in the deal's currency, exact decimal"),
+        zoho("expected_revenue", "Expected_Revenue", T::Decimal, Optional, "Expected_Revenue in the deal's currency"),
         zoho(
             "exchange_rate",
             "Exchange_Rate",
-            Read::Decimal,
+            T::Decimal,
             Optional,
             "Exchange_Rate of the deal's currency as delivered",
         ),
-        zoho("currency", "Currency", Read::Text, Optional, "ISO currency code of amount and expected_revenue"),
-        zoho("probability", "Probability", Read::Integer, Optional, "Probability in percent"),
-        zoho("closing_date", "Closing_Date", Read::Date, Optional, "Closing_Date (YYYY-MM-DD)"),
-        zoho("account_id", "Account_Name", Read::LookupId, Optional, "Account_Name.id"),
-        zoho("account_name", "Account_Name", Read::LookupName, Optional, "Account_Name.name"),
-        zoho("contact_id", "Contact_Name", Read::LookupId, Optional, "Contact_Name.id"),
-        zoho("contact_name", "Contact_Name", Read::LookupName, Optional, "Contact_Name.name"),
-        zoho("owner_id", "Owner", Read::LookupId, Optional, "Owner.id"),
-        zoho("owner_name", "Owner", Read::LookupName, Optional, "Owner.name"),
-        zoho("owner_email", "Owner", Read::LookupEmail, Optional, "Owner.email"),
-        zoho("pipeline", "Pipeline", Read::Text, Optional, "Pipeline"),
-        zoho("type", "Type", Read::Text, Optional, "Type"),
-        zoho("lead_source", "Lead_Source", Read::Text, Optional, "Lead_Source"),
-        zoho("tags", "Tag", Read::Names, Default("'[]'"), "Tag names (a JSON array in SQLite)"),
-        zoho("created_time", "Created_Time", Read::Timestamp, Optional, "Created_Time in UTC"),
-        zoho("modified_time", "Modified_Time", Read::Timestamp, Required, "Modified_Time in UTC; the newer copy wins"),
+        zoho("currency", "Currency", T::Text, Optional, "ISO currency code of amount and expected_revenue"),
+        zoho("probability", "Probability", T::Integer, Optional, "Probability in percent"),
+        zoho("closing_date", "Closing_Date", T::Date, Optional, "Closing_Date (YYYY-MM-DD)"),
+        zoho("account_id", "Account_Name", T::LookupId, Optional, "Account_Name.id"),
+        zoho("account_name", "Account_Name", T::LookupName, Optional, "Account_Name.name"),
+        zoho("contact_id", "Contact_Name", T::LookupId, Optional, "Contact_Name.id"),
+        zoho("contact_name", "Contact_Name", T::LookupName, Optional, "Contact_Name.name"),
+        zoho("owner_id", "Owner", T::LookupId, Optional, "Owner.id"),
+        zoho("owner_name", "Owner", T::LookupName, Optional, "Owner.name"),
+        zoho("owner_email", "Owner", T::LookupEmail, Optional, "Owner.email"),
+        zoho("pipeline", "Pipeline", T::Text, Optional, "Pipeline"),
+        zoho("type", "Type", T::Text, Optional, "Type"),
+        zoho("lead_source", "Lead_Source", T::Text, Optional, "Lead_Source"),
+        zoho("tags", "Tag", T::TextList, Default("'[]'"), "Tag names (a JSON array in SQLite)"),
+        zoho("created_time", "Created_Time", T::Timestamp, Optional, "Created_Time in UTC"),
+        zoho("modified_time", "Modified_Time", T::Timestamp, Required, "Modified_Time in UTC; the newer copy wins"),
         column("raw", T::Json, Source::Raw, Required, "The complete record as received, custom fields included"),
         column("sync_run_id", T::Text, Source::RunId, Required, "Run that last wrote the row"),
         column("synced_at", T::Timestamp, Source::SyncedAt, Required, "When that run started"),
@@ -328,7 +275,8 @@ pub const STANDARD: [Entry; 28] = {
 const fn position(name: &str) -> usize {
     let mut i = 0;
     while i < STANDARD.len() {
-        let (a, b) = (STANDARD[i].name.as_bytes(), name.as_bytes());
+        let Cow::Borrowed(a) = &STANDARD[i].name else { panic!("the table's names are borrowed") };
+        let (a, b) = (a.as_bytes(), name.as_bytes());
         if a.len() == b.len() {
             let mut j = 0;
             while j < a.len() && a[j] == b[j] {
@@ -355,46 +303,61 @@ pub mod col {
     pub const RAW: usize = position("raw");
 }
 
-/// The target table's columns for a run: the standard ones, then the promoted ones.
-pub fn columns(promoted: &[Promoted]) -> Vec<Column> {
-    STANDARD.iter().map(Entry::column).chain(promoted.iter().map(Promoted::column)).collect()
+/// A promoted field: a Zoho field (custom ones included) that an operator chose, in the config file's
+/// `[columns]` table, to get a typed column of its own, after the standard ones (so a table only ever grows when
+/// one is added). `raw` keeps every field whether promoted or not; the config file is validated in `config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promoted {
+    /// Zoho API name, e.g. `Region`.
+    pub field: String,
+    /// Column name, e.g. `region`.
+    pub column: String,
+    pub ty: FieldType,
 }
 
-/// Every Zoho field the columns read, once each, in column order.
-pub fn zoho_fields(columns: &[Column]) -> Vec<String> {
-    let mut fields: Vec<String> = Vec::new();
-    for c in columns {
-        match &c.source {
-            Source::Zoho { field, .. } if !fields.iter().any(|f| f == field) => fields.push(field.to_string()),
-            _ => {}
+impl Promoted {
+    /// Its column, after the standard ones.
+    pub fn column(&self) -> Column {
+        Column {
+            name: Cow::Owned(self.column.clone()),
+            ty: self.ty,
+            source: Source::Zoho(Cow::Owned(self.field.clone())),
+            kept: Kept::Optional,
+            description: Cow::Owned(format!("{} ({}, promoted in the config file)", self.field, self.ty)),
         }
     }
-    fields
+}
+
+/// The target table's columns for a run: the standard ones, then the promoted ones.
+pub fn columns(promoted: &[Promoted]) -> Vec<Column> {
+    STANDARD.iter().cloned().chain(promoted.iter().map(Promoted::column)).collect()
 }
 
 /// The standard columns a Zoho field fills (for `dealsync fields`).
 pub fn standard_columns_of(field: &str) -> Vec<&'static str> {
-    STANDARD
-        .iter()
-        .filter(|c| matches!(c.source, Source::Zoho { field: f, .. } if f == field))
-        .map(|c| c.name)
-        .collect()
+    STANDARD.iter().filter(|c| matches!(&c.source, Source::Zoho(f) if f == field)).map(|c| c.name.as_ref()).collect()
 }
 
-/// One value of a row.
-#[derive(Debug, Clone)]
+/// One value of a row. As JSON: decimals as strings in their shortest exact form (no reader turns them into
+/// floats), dates as `YYYY-MM-DD`, instants as `format_instant` writes them, JSON as itself.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
 pub enum Value {
     Null,
     Text(String),
     /// Text every row of a run shares (its id), held once.
     Shared(Arc<str>),
     Integer(i64),
-    Decimal(Decimal),
+    Decimal(#[serde(serialize_with = "shortest")] Decimal),
     Boolean(bool),
     Date(NaiveDate),
-    Timestamp(DateTime<Utc>),
+    Timestamp(#[serde(serialize_with = "instant")] DateTime<Utc>),
     TextList(Vec<String>),
     Json(Box<RawValue>),
+}
+
+fn shortest<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&d.normalize())
 }
 
 impl Value {
@@ -403,25 +366,6 @@ impl Value {
             Value::Text(t) => Some(t),
             Value::Shared(s) => Some(s),
             _ => None,
-        }
-    }
-}
-
-/// As JSON: decimals as strings in their shortest exact form (no reader turns them into floats), dates as
-/// `YYYY-MM-DD`, instants as `format_instant` writes them, JSON as itself.
-impl Serialize for Value {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Value::Null => s.serialize_unit(),
-            Value::Text(t) => s.serialize_str(t),
-            Value::Shared(t) => s.serialize_str(t),
-            Value::Integer(i) => s.serialize_i64(*i),
-            Value::Decimal(d) => s.collect_str(&d.normalize()),
-            Value::Boolean(b) => s.serialize_bool(*b),
-            Value::Date(d) => s.collect_str(d),
-            Value::Timestamp(t) => s.serialize_str(&format_instant(t)),
-            Value::TextList(l) => l.serialize(s),
-            Value::Json(j) => j.serialize(s),
         }
     }
 }
@@ -437,29 +381,21 @@ impl DealRow {
         self.values[col::DEAL_ID].as_str().expect("a row has a deal id")
     }
 
-    pub fn stage(&self) -> &str {
-        self.values[col::STAGE].as_str().unwrap_or("")
-    }
-
     pub fn modified_time(&self) -> DateTime<Utc> {
-        match self.values[col::MODIFIED_TIME] {
-            Value::Timestamp(t) => t,
-            _ => unreachable!("a row has a modification time"),
-        }
+        let Value::Timestamp(t) = self.values[col::MODIFIED_TIME] else {
+            unreachable!("a row has a modification time")
+        };
+        t
     }
 
     pub fn closing_date(&self) -> Option<NaiveDate> {
-        match self.values[col::CLOSING_DATE] {
-            Value::Date(d) => Some(d),
-            _ => None,
-        }
+        let Value::Date(d) = self.values[col::CLOSING_DATE] else { return None };
+        Some(d)
     }
 
     pub fn amount(&self) -> Option<Decimal> {
-        match self.values[col::AMOUNT] {
-            Value::Decimal(d) => Some(d),
-            _ => None,
-        }
+        let Value::Decimal(d) = self.values[col::AMOUNT] else { return None };
+        Some(d)
     }
 
     pub fn currency(&self) -> Option<&str> {
@@ -468,29 +404,16 @@ impl DealRow {
 
     /// The record as received.
     pub fn raw(&self) -> &RawValue {
-        match &self.values[col::RAW] {
-            Value::Json(r) => r,
-            _ => unreachable!("a row keeps its record"),
-        }
-    }
-
-    /// The value of the column called `name` among `columns` (the run's), for tests and tools.
-    pub fn get(&self, columns: &[Column], name: &str) -> Option<&Value> {
-        columns.iter().position(|c| c.name == name).and_then(|i| self.values.get(i))
+        let Value::Json(raw) = &self.values[col::RAW] else { unreachable!("a row keeps its record") };
+        raw
     }
 
     /// Appends the row as one line of JSON: every column by name, `raw` last (the long one, for a reader's eye)
     /// and as the record itself.
     pub fn write_json_line(&self, columns: &[Column], buf: &mut Vec<u8>) {
-        let (raw, others): (Vec<_>, Vec<_>) =
-            columns.iter().zip(&self.values).partition(|(c, _)| matches!(c.source, Source::Raw));
-        write_members(others.into_iter().chain(raw), buf);
+        let members = columns.iter().zip(&self.values).filter(|(c, _)| c.source != Source::Raw);
+        write_members(members.chain([(&columns[col::RAW], &self.values[col::RAW])]), buf);
         buf.push(b'\n');
-    }
-
-    /// Appends the row as a JSON object.
-    pub fn write_json(&self, columns: &[Column], buf: &mut Vec<u8>) {
-        write_object(columns, &self.values, buf);
     }
 }
 
@@ -515,13 +438,9 @@ pub struct Quarantined {
     pub quarantined_at: DateTime<Utc>,
 }
 
-fn instant<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_instant(t))
-}
-
 /// The columns of `_dealsync_quarantine`.
-pub const QUARANTINE: [Entry; 5] = {
-    use ColumnType as T;
+pub static QUARANTINE: [Column; 5] = {
+    use FieldType as T;
     use Kept::{Optional, Required};
     [
         column("run_id", T::Text, Source::Unset, Required, "Run that met the record"),
@@ -558,7 +477,9 @@ pub struct RunRecord {
     /// The run's outcome word (`success`, `partial`, …).
     pub status: String,
     pub exit_code: u8,
+    #[serde(serialize_with = "instant")]
     pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant")]
     pub finished_at: DateTime<Utc>,
     pub pages: u64,
     pub deals_fetched: u64,
@@ -592,17 +513,13 @@ impl PastRun {
     pub fn duration_seconds(&self) -> f64 {
         (self.finished_at - self.started_at).num_milliseconds() as f64 / 1000.0
     }
-
-    pub fn is_good(&self) -> bool {
-        RunRecord::is_good(&self.status)
-    }
 }
 
-/// The columns of `_dealsync_runs`, in `RunRecord::values` order.
-pub const LEDGER: [Entry; 17] = {
-    use ColumnType as T;
+/// The columns of `_dealsync_runs`, named like the fields of `RunRecord`.
+pub static LEDGER: [Column; 17] = {
+    use FieldType as T;
     use Kept::{Optional, Required};
-    const fn run(name: &'static str, ty: ColumnType, kept: Kept, description: &'static str) -> Entry {
+    const fn run(name: &'static str, ty: FieldType, kept: Kept, description: &'static str) -> Column {
         column(name, ty, Source::Unset, kept, description)
     }
     [
@@ -627,39 +544,21 @@ pub const LEDGER: [Entry; 17] = {
 };
 
 impl RunRecord {
-    /// Whether the next default window may start from this run's end.
-    pub fn is_good(status: &str) -> bool {
-        matches!(status, "success" | "partial")
-    }
-
-    /// Its values in `LEDGER` order. The window bounds keep the offsets they were given (RFC 3339 text).
+    /// Its values in `LEDGER` order: each column is the field of the same name. The window bounds keep the
+    /// offsets they were given (RFC 3339 text).
     pub fn values(&self) -> Vec<Value> {
-        let text = |s: &str| Value::Text(s.into());
-        let n = |n: u64| Value::Integer(n as i64);
-        vec![
-            text(&self.run_id),
-            text(self.kind),
-            text(&self.window_field),
-            text(&self.window_start),
-            text(&self.window_end),
-            text(&self.status),
-            Value::Integer(i64::from(self.exit_code)),
-            Value::Timestamp(self.started_at),
-            Value::Timestamp(self.finished_at),
-            n(self.pages),
-            n(self.deals_fetched),
-            n(self.rows_inserted),
-            n(self.rows_updated),
-            n(self.rows_unchanged),
-            n(self.not_closed_won),
-            n(self.quarantined),
-            self.error.as_deref().map_or(Value::Null, text),
-        ]
+        let fields = serde_json::to_value(self).expect("a run record serializes");
+        let value = |c: &Column| match &fields[c.name.as_ref()] {
+            serde_json::Value::String(s) => Value::Text(s.clone()),
+            serde_json::Value::Number(n) => n.as_i64().map_or(Value::Null, Value::Integer),
+            _ => Value::Null,
+        };
+        LEDGER.iter().map(value).collect()
     }
 }
 
-/// For tests' assertions (`RawValue` has no `PartialEq`; its text is compared).
 #[cfg(test)]
+/// For tests' assertions (`RawValue` has no `PartialEq`; its text is compared).
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
@@ -679,6 +578,14 @@ impl PartialEq for Value {
 }
 
 #[cfg(test)]
+impl DealRow {
+    /// The value of the column called `name` among `columns` (the run's).
+    pub fn get(&self, columns: &[Column], name: &str) -> Option<&Value> {
+        columns.iter().position(|c| c.name == name).and_then(|i| self.values.get(i))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -687,7 +594,7 @@ mod tests {
         assert_eq!(STANDARD[col::DEAL_ID].name, "deal_id");
         assert_eq!(STANDARD[col::MODIFIED_TIME].name, "modified_time");
         assert_eq!(STANDARD[col::RAW].source, Source::Raw);
-        let names: std::collections::HashSet<&str> = STANDARD.iter().map(|c| c.name).collect();
+        let names: std::collections::HashSet<&str> = STANDARD.iter().map(|c| c.name.as_ref()).collect();
         assert_eq!(names.len(), STANDARD.len(), "column names are unique");
     }
 
@@ -704,7 +611,19 @@ mod tests {
         let won = standard.iter().find(|c| c.name == "is_closed_won").unwrap();
         assert_eq!((won.mode(), won.sqlite_definition().as_str()), ("NULLABLE", "INTEGER NOT NULL DEFAULT 1"));
         assert_eq!(standard_columns_of("Owner"), ["owner_id", "owner_name", "owner_email"]);
-        assert_eq!(zoho_fields(&standard).len(), 18);
+        let fields: std::collections::HashSet<_> =
+            standard.iter().filter_map(|c| if let Source::Zoho(f) = &c.source { Some(f) } else { None }).collect();
+        assert_eq!(fields.len(), 18);
+    }
+
+    #[test]
+    fn promoted_types_are_named_as_in_the_config_file() {
+        for name in TYPE_NAMES.split(", ") {
+            assert_eq!(FieldType::parse(name).map(|t| t.to_string()).as_deref(), Some(name));
+        }
+        assert_eq!(FieldType::parse("id"), None, "ids and emails serve standard columns only");
+        assert_eq!(FieldType::parse("lookup_email"), None);
+        assert_eq!(FieldType::parse("Text"), None);
     }
 
     #[test]
@@ -730,8 +649,8 @@ mod tests {
         };
         assert_eq!(r.values().len(), LEDGER.len());
         let serialized = serde_json::to_value(&r).unwrap();
-        for c in LEDGER {
-            assert!(serialized.get(c.name).is_some(), "{} is a field of RunRecord", c.name);
+        for c in &LEDGER {
+            assert!(serialized.get(c.name.as_ref()).is_some(), "{} is a field of RunRecord", c.name);
         }
     }
 }

@@ -240,8 +240,8 @@ fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
 fn tables(columns: &[Column]) -> [(&'static str, Vec<Column>, Option<&'static str>); 3] {
     [
         (TABLE, columns.to_vec(), Some(crate::schema::KEY)),
-        (RUNS_TABLE, crate::schema::columns_of(&LEDGER), Some("run_id")),
-        (QUARANTINE_TABLE, crate::schema::columns_of(&QUARANTINE), None),
+        (RUNS_TABLE, LEDGER.to_vec(), Some("run_id")),
+        (QUARANTINE_TABLE, QUARANTINE.to_vec(), None),
     ]
 }
 
@@ -283,7 +283,7 @@ fn compatibility(c: &Connection, columns: &[Column]) -> rusqlite::Result<Result<
             }
         }
         for w in want.iter().filter(|w| !have.iter().any(|h| h.0.eq_ignore_ascii_case(&w.name))) {
-            if w.required && w.default.is_none() {
+            if w.kept == crate::schema::Kept::Required {
                 return Ok(Err(format!(
                     "{table} lacks the column {}, which dealsync needs on every row (NOT NULL) and cannot add",
                     w.name
@@ -465,7 +465,7 @@ impl SqliteSink {
         self.with_conn("writing quarantined records", move |c| {
             begin_if_needed(c)?;
             {
-                let sql = insert_into(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE)) + QUARANTINE_UPSERT;
+                let sql = insert_into(QUARANTINE_TABLE, &QUARANTINE) + QUARANTINE_UPSERT;
                 let mut stmt = c.prepare_cached(&sql)?;
                 for q in &items {
                     execute(&mut stmt, &q.values())?;
@@ -549,8 +549,7 @@ impl SqliteSink {
             if !c.is_autocommit() && c.execute_batch("COMMIT").is_err() {
                 let _ = c.execute_batch("ROLLBACK");
             }
-            let sql =
-                insert_into(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen("INSERT", "INSERT OR REPLACE", 1);
+            let sql = insert_into(RUNS_TABLE, &LEDGER).replacen("INSERT", "INSERT OR REPLACE", 1);
             execute(&mut c.prepare_cached(&sql)?, &r.values()).map(|_| ())
         })
         .await
@@ -583,7 +582,7 @@ fn create_tables(c: &mut Connection, ddl: &str, to_add: &[(String, Column)], pat
     // After the columns: its indexes cover some of them.
     tx.execute_batch(&ledger_sql())?;
     if rekey {
-        let names: Vec<String> = crate::schema::columns_of(&QUARANTINE).iter().map(|c| c.name.to_string()).collect();
+        let names: Vec<String> = QUARANTINE.iter().map(|c| c.name.to_string()).collect();
         let names = names.join(", ");
         tx.execute_batch(&format!(
             "INSERT INTO {QUARANTINE_TABLE} ({names}) SELECT {names} FROM _dealsync_quarantine_old; \

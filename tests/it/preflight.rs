@@ -66,7 +66,7 @@ async fn a_compatible_older_table_gains_its_missing_columns_in_one_step() {
     // A table of the required columns only, as an early version might have left it.
     let required: Vec<String> = dealsync::schema::columns(&[])
         .iter()
-        .filter(|c| c.required)
+        .filter(|c| c.kept == dealsync::schema::Kept::Required)
         .map(|c| format!("{} {}", c.name, c.sqlite_definition()))
         .collect();
     let ddl = format!("CREATE TABLE closed_won_deals ({})", required.join(", "));

@@ -27,7 +27,7 @@ use super::{Ending, Finished, Opening, PastRuns, RunRecord, SinkError, TableSpec
 use crate::config::BigQuerySettings;
 use crate::exit::Exit;
 use crate::retry::RetryPolicy;
-use crate::schema::{columns_of, format_instant, sort_ids, write_object, Column, DealRow, PastRun, Quarantined};
+use crate::schema::{format_instant, sort_ids, write_object, Column, DealRow, PastRun, Quarantined};
 use crate::schema::{LEDGER, QUARANTINE};
 use crate::window::WindowField;
 use client::Api;
@@ -380,8 +380,8 @@ impl BigQuerySink {
         let def = |id: &str, columns, target| TableDef { id: id.into(), columns, target, expires_at: None };
         let defs = [
             def(&self.s.table, self.spec.columns.clone(), true),
-            def(sql::RUNS_TABLE, columns_of(&LEDGER), false),
-            def(sql::QUARANTINE_TABLE, columns_of(&QUARANTINE), false),
+            def(sql::RUNS_TABLE, LEDGER.to_vec(), false),
+            def(sql::QUARANTINE_TABLE, QUARANTINE.to_vec(), false),
         ];
         for (i, def) in defs.iter().enumerate() {
             let existing = tables::ensure_table(&self.api, &self.s.dataset, def).await.map_err(|e| self.fail(e))?;
@@ -412,7 +412,7 @@ impl BigQuerySink {
         let mut upload = self.upload.take().expect("created above");
         let mut written = Ok(WriteStats::default());
         for row in &rows {
-            row.write_json(&self.spec.columns, upload.line());
+            write_object(&self.spec.columns, &row.values, upload.line());
             if let Err(e) = upload.push_row(&self.jobs_in(), "loading the staging table").await {
                 written = Err(self.fail(e));
                 break;
@@ -427,7 +427,7 @@ impl BigQuerySink {
     }
 
     pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
-        let columns = columns_of(&QUARANTINE);
+        let columns = QUARANTINE.to_vec();
         for q in items {
             // One row per deal and run: a record read again in the same run (a repair) is quarantined once.
             if let Some(id) = &q.deal_id {
@@ -534,7 +534,7 @@ impl BigQuerySink {
     }
 
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
-        let columns = columns_of(&LEDGER);
+        let columns = LEDGER.to_vec();
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
         let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);
         write_object(&columns, &run.values(), upload.line());
