@@ -60,13 +60,18 @@ async fn a_run_killed_on_the_way_is_listed_as_running() {
         .env("ZOHO_MAX_CONCURRENCY", "1")
         .spawn();
     let db = running.dir().join("dealsync.db");
-    for _ in 0..100 {
-        let listed = db.exists() && query_i64(&db, "SELECT count(*) FROM _dealsync_runs WHERE status = 'running'") == 1;
-        if listed {
+    // The file may exist before its tables do: a query that fails is "not yet".
+    let listed = || {
+        let conn = rusqlite::Connection::open(&db).ok()?;
+        conn.query_row("SELECT count(*) FROM _dealsync_runs WHERE status = 'running'", [], |r| r.get::<_, i64>(0)).ok()
+    };
+    for _ in 0..200 {
+        if db.exists() && listed() == Some(1) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    assert_eq!(listed(), Some(1), "the run's row says running before it is killed");
     assert!(running.running(), "still running when killed");
     running.signal("KILL");
     let killed = running.wait().await;
