@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::auth::Credentials;
-use super::error::BqFailure;
+use super::error::{BqFailure, Kind};
 use crate::config::{BigQueryAuth, BigQuerySettings};
 use crate::retry::{retry, RetryPolicy};
 
@@ -51,7 +51,7 @@ impl Api {
             // A redirect would carry the access token elsewhere: BigQuery never sends one.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| BqFailure::local("building the HTTP client", e.to_string()))?;
+            .map_err(|e| BqFailure::new("building the HTTP client", e.to_string(), Kind::Local))?;
         let root = match &s.auth {
             BigQueryAuth::Emulator { base_url } => {
                 base_url.as_str().trim_end_matches('/').trim_end_matches("/bigquery/v2").to_string()
@@ -77,11 +77,12 @@ impl Api {
             Some(token) => req.bearer_auth(token),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| BqFailure::network(what, &e))?;
+        let network = |e: reqwest::Error| BqFailure::new(what, crate::zoho::describe_reqwest(&e), Kind::Transient);
+        let resp = req.send().await.map_err(network)?;
         let status = resp.status().as_u16();
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (range, location) = (header("range"), header("location"));
-        let body = resp.bytes().await.map_err(|e| BqFailure::network(what, &e))?.to_vec();
+        let body = resp.bytes().await.map_err(network)?.to_vec();
         match status {
             200..=299 | 308 => Ok(Answer { status, range, location, body }),
             _ => {
@@ -102,7 +103,8 @@ impl Api {
     }
 
     fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, BqFailure> {
-        serde_json::from_slice(body).map_err(|e| BqFailure::local(what, format!("an answer dealsync cannot read: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| BqFailure::new(what, format!("an answer dealsync cannot read: {e}"), Kind::Local))
     }
 
     pub async fn get<T: DeserializeOwned>(
@@ -134,9 +136,9 @@ impl Api {
     pub async fn start_upload(&self, what: &str, job: &impl Serialize) -> Result<String, BqFailure> {
         let url = format!("{}/jobs", self.upload);
         let answer = self.send(what, |c| c.post(&url).query(&[("uploadType", "resumable")]).json(job)).await?;
-        answer
-            .location
-            .ok_or_else(|| BqFailure::local(what, "the upload was started but BigQuery named no session URI"))
+        answer.location.ok_or_else(|| {
+            BqFailure::new(what, "the upload was started but BigQuery named no session URI", Kind::Local)
+        })
     }
 
     /// Sends `bytes` as the upload's bytes from `offset`; `total` once they are the last. After a failure,
@@ -164,10 +166,8 @@ impl Api {
                 }
                 let held = held_bytes(probe.range.as_deref());
                 if held < offset || held > end {
-                    return Err(BqFailure::local(
-                        what,
-                        format!("the upload holds {held} bytes; dealsync sent {offset}"),
-                    ));
+                    let message = format!("the upload holds {held} bytes; dealsync sent {offset}");
+                    return Err(BqFailure::new(what, message, Kind::Local));
                 }
                 from.store(held, Relaxed);
                 lost.store(false, Relaxed);

@@ -9,7 +9,7 @@ use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 
 use super::client::Put;
-use super::error::BqFailure;
+use super::error::{BqFailure, Kind};
 use super::jobs::{Done, JobResource, Jobs};
 use crate::schema::Column;
 
@@ -56,7 +56,7 @@ impl Upload {
     }
 
     /// Ends the row just written; sends a chunk once the buffer holds one.
-    pub async fn push_row(&mut self, jobs: &Jobs<'_>, what: &str) -> Result<(), BqFailure> {
+    pub async fn push_row(&mut self, jobs: &Jobs, what: &str) -> Result<(), BqFailure> {
         self.append();
         // Strictly more: the last chunk always keeps a byte, so that it can carry the total.
         if self.out.bytes().len() > CHUNK {
@@ -88,17 +88,17 @@ impl Upload {
         }
     }
 
-    async fn session(&mut self, jobs: &Jobs<'_>, what: &str) -> Result<String, BqFailure> {
+    async fn session(&mut self, jobs: &Jobs, what: &str) -> Result<String, BqFailure> {
         if let Some(s) = &self.session {
             return Ok(s.clone());
         }
-        let job = jobs.job(&self.job_id, self.configuration.clone());
+        let job = jobs.job(&self.job_id, self.configuration.clone()).await?;
         let s = jobs.api.start_upload(what, &job).await?;
         self.session = Some(s.clone());
         Ok(s)
     }
 
-    async fn send_chunk(&mut self, jobs: &Jobs<'_>, what: &str) -> Result<(), BqFailure> {
+    async fn send_chunk(&mut self, jobs: &Jobs, what: &str) -> Result<(), BqFailure> {
         let session = self.session(jobs, what).await?;
         // The chunk leaves the buffer without a copy; the few bytes past it start the next one.
         let buffer = self.out.bytes();
@@ -108,19 +108,23 @@ impl Upload {
         let chunk = std::mem::replace(buffer, next);
         match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await? {
             Put::Incomplete(held) => self.sent = held,
-            Put::Done(_) => return Err(BqFailure::local(what, "BigQuery ended the upload before its last chunk")),
+            Put::Done(_) => {
+                return Err(BqFailure::new(what, "BigQuery ended the upload before its last chunk", Kind::Local))
+            }
         }
         Ok(())
     }
 
     /// Sends the rest, which creates the load job, and waits for it: every row is in the table, or none.
-    pub async fn finish(mut self, jobs: &Jobs<'_>, what: &str) -> Result<Done, BqFailure> {
+    pub async fn finish(mut self, jobs: &Jobs, what: &str) -> Result<Done, BqFailure> {
         let session = self.session(jobs, what).await?;
         let rest = self.rest();
         let total = self.sent + rest.len() as u64;
         let job = match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, rest, Some(total)).await? {
             Put::Done(job) => jobs.reference(&self.job_id, job.job_reference),
-            Put::Incomplete(_) => return Err(BqFailure::local(what, "BigQuery did not take the upload's last bytes")),
+            Put::Incomplete(_) => {
+                return Err(BqFailure::new(what, "BigQuery did not take the upload's last bytes", Kind::Local))
+            }
         };
         jobs.wait(what, job).await
     }

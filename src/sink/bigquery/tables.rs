@@ -7,15 +7,11 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::client::Api;
-use super::error::BqFailure;
+use super::error::{BqFailure, Kind};
 use super::jobs::Jobs;
 use super::sql;
-use crate::exit::Exit;
 use crate::schema::Column;
-use crate::sink::SinkError;
 
-/// The dataset as `datasets.get` returns it: only what dealsync reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetResource {
@@ -24,9 +20,9 @@ pub struct DatasetResource {
     pub default_partition_expiration_ms: Option<String>,
 }
 
-/// An expiration BigQuery reports (unset: absent, empty or "0").
-fn set(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|v| !v.is_empty() && *v != "0")
+/// An expiration BigQuery reports (unset: absent, empty or "0"), described by `say`.
+fn set(v: &Option<String>, say: impl Fn(&str) -> String) -> Option<String> {
+    v.as_deref().filter(|v| !v.is_empty() && *v != "0").map(say)
 }
 
 /// The `Some` texts, joined by `sep`, or `None` when there are none.
@@ -38,14 +34,12 @@ fn described(found: [Option<String>; 2], sep: &str) -> Option<String> {
 impl DatasetResource {
     /// The dataset's expiration defaults, described, or `None`.
     pub fn expiring_defaults(&self) -> Option<String> {
-        let table = set(&self.default_table_expiration_ms).map(|ms| format!("defaultTableExpirationMs = {ms}"));
-        let partition =
-            set(&self.default_partition_expiration_ms).map(|ms| format!("defaultPartitionExpirationMs = {ms}"));
+        let table = set(&self.default_table_expiration_ms, |ms| format!("defaultTableExpirationMs = {ms}"));
+        let partition = set(&self.default_partition_expiration_ms, |ms| format!("defaultPartitionExpirationMs = {ms}"));
         described([table, partition], ", ")
     }
 }
 
-/// A table as `tables.get` returns it: only what dealsync reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TableResource {
@@ -77,9 +71,12 @@ pub struct Field {
 impl TableResource {
     /// The table's expirations, described, or `None` when it never expires.
     pub fn expires(&self) -> Option<String> {
-        let table = set(&self.expiration_time).map(|t| format!("the table expires at {t} (ms since the epoch)"));
-        let partitions = self.time_partitioning.as_ref().and_then(|p| set(&p.expiration_ms));
-        described([table, partitions.map(|ms| format!("its partitions expire after {ms} ms"))], "; ")
+        let table = set(&self.expiration_time, |t| format!("the table expires at {t} (ms since the epoch)"));
+        let partitions = self
+            .time_partitioning
+            .as_ref()
+            .and_then(|p| set(&p.expiration_ms, |ms| format!("its partitions expire after {ms} ms")));
+        described([table, partitions], "; ")
     }
 }
 
@@ -93,24 +90,6 @@ pub struct TableDef {
     pub expires_at: Option<i64>,
 }
 
-impl TableDef {
-    fn resource(&self, project: &str, dataset: &str) -> Value {
-        let mut t = json!({
-            "tableReference": {"projectId": project, "datasetId": dataset, "tableId": self.id},
-            "schema": {"fields": self.columns},
-            "labels": {"managed-by": "dealsync"},
-        });
-        if self.target {
-            t["timePartitioning"] = json!({"type": "DAY", "field": "closing_date"});
-            t["clustering"] = json!({"fields": ["deal_id"]});
-        }
-        if let Some(at) = self.expires_at {
-            t["expirationTime"] = json!(at.to_string());
-        }
-        t
-    }
-}
-
 /// `None` for a "not found" failure.
 fn found<T>(r: Result<T, BqFailure>) -> Result<Option<T>, BqFailure> {
     match r {
@@ -119,39 +98,61 @@ fn found<T>(r: Result<T, BqFailure>) -> Result<Option<T>, BqFailure> {
     }
 }
 
-/// The dataset, read (and created when missing, in `BIGQUERY_LOCATION`).
-pub async fn ensure_dataset(api: &Api, dataset: &str, location: Option<&str>) -> Result<DatasetResource, BqFailure> {
-    let what = format!("reading dataset {dataset}");
-    if let Some(d) = found(api.get(&what, &format!("datasets/{dataset}"), &[]).await)? {
-        return Ok(d);
-    }
-    let mut body = json!({"datasetReference": {"datasetId": dataset}, "labels": {"managed-by": "dealsync"}});
-    if let Some(loc) = location {
-        body["location"] = json!(loc);
-    }
-    let what = format!("creating dataset {dataset}");
-    match api.post::<DatasetResource>(&what, "datasets", &body).await {
-        Ok(d) => {
-            tracing::info!(event = "dataset_created", dataset, "created the BigQuery dataset");
-            Ok(d)
-        }
-        Err(e) if e.is_duplicate() => api.get(&what, &format!("datasets/{dataset}"), &[]).await,
-        Err(e) => Err(e),
-    }
+pub async fn get_dataset(jobs: &Jobs) -> Result<Option<DatasetResource>, BqFailure> {
+    let what = format!("reading dataset {}.{}", jobs.api.project, jobs.dataset);
+    found(jobs.api.get(&what, &format!("datasets/{}", jobs.dataset), &[]).await)
 }
 
-pub async fn get_table(api: &Api, dataset: &str, table: &str) -> Result<Option<TableResource>, BqFailure> {
-    let what = format!("reading table {dataset}.{table}");
-    found(api.get(&what, &format!("datasets/{dataset}/tables/{table}"), &[]).await)
+/// The dataset, read (and created when missing, in `BIGQUERY_LOCATION`); jobs run in its location.
+pub async fn ensure_dataset(jobs: &Jobs, location: Option<&str>) -> Result<DatasetResource, BqFailure> {
+    let dataset = &jobs.dataset;
+    let ds = match get_dataset(jobs).await? {
+        Some(ds) => ds,
+        None => {
+            let mut body = json!({"datasetReference": {"datasetId": dataset}, "labels": {"managed-by": "dealsync"}});
+            if let Some(location) = location {
+                body["location"] = json!(location);
+            }
+            let what = format!("creating dataset {dataset}");
+            match jobs.api.post::<DatasetResource>(&what, "datasets", &body).await {
+                Ok(d) => {
+                    tracing::info!(event = "dataset_created", dataset, "created the BigQuery dataset");
+                    d
+                }
+                Err(e) if e.is_duplicate() => jobs.api.get(&what, &format!("datasets/{dataset}"), &[]).await?,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    jobs.located(ds.location.clone());
+    Ok(ds)
+}
+
+pub async fn get_table(jobs: &Jobs, table: &str) -> Result<Option<TableResource>, BqFailure> {
+    let what = format!("reading table {}.{table}", jobs.dataset);
+    found(jobs.api.get(&what, &format!("datasets/{}/tables/{table}", jobs.dataset), &[]).await)
 }
 
 /// Creates the table if missing; returns the existing one otherwise.
-pub async fn ensure_table(api: &Api, dataset: &str, def: &TableDef) -> Result<Option<TableResource>, BqFailure> {
-    if let Some(t) = get_table(api, dataset, &def.id).await? {
+pub async fn ensure_table(jobs: &Jobs, def: &TableDef) -> Result<Option<TableResource>, BqFailure> {
+    if let Some(t) = get_table(jobs, &def.id).await? {
         return Ok(Some(t));
     }
+    let (project, dataset) = (&jobs.api.project, &jobs.dataset);
+    let mut body = json!({
+        "tableReference": {"projectId": project, "datasetId": dataset, "tableId": def.id},
+        "schema": {"fields": def.columns},
+        "labels": {"managed-by": "dealsync"},
+    });
+    if let Some(at) = def.expires_at {
+        body["expirationTime"] = json!(at.to_string());
+    }
+    if def.target {
+        body["timePartitioning"] = json!({"type": "DAY", "field": "closing_date"});
+        body["clustering"] = json!({"fields": ["deal_id"]});
+    }
     let what = format!("creating table {dataset}.{}", def.id);
-    match api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &def.resource(&api.project, dataset)).await {
+    match jobs.api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &body).await {
         Ok(_) => {
             tracing::info!(event = "table_created", table = %format!("{dataset}.{}", def.id), "created a BigQuery table");
             Ok(None)
@@ -164,40 +165,25 @@ pub async fn ensure_table(api: &Api, dataset: &str, def: &TableDef) -> Result<Op
 /// Makes sure a table that must keep its rows never expires: an expiration the dataset's defaults gave it is
 /// removed (`SET OPTIONS … = NULL`), then the table is read again; if it still expires, the run stops.
 pub async fn never_expire(
-    jobs: &Jobs<'_>,
+    jobs: &Jobs,
     dataset: &DatasetResource,
-    dataset_id: &str,
     def: &TableDef,
     job_id: &str,
-    describe: &str,
-) -> Result<(), SinkError> {
-    let fail = |e: BqFailure| SinkError::new(describe, e.to_string(), e.exit());
-    let Some(table) = get_table(jobs.api, dataset_id, &def.id).await.map_err(fail)? else { return Ok(()) };
-    let Some(expires) = table.expires() else { return Ok(()) };
-    let mut options = vec!["expiration_timestamp = NULL"];
-    if def.target {
-        options.push("partition_expiration_days = NULL");
-    }
-    let statement = format!(
-        "ALTER TABLE {} SET OPTIONS ({})",
-        sql::table_ref(&jobs.api.project, dataset_id, &def.id),
-        options.join(", ")
-    );
-    let what = format!("removing the expiration of {dataset_id}.{}", def.id);
-    jobs.run(&what, job_id, &statement.into()).await.map_err(fail)?;
-    let after = get_table(jobs.api, dataset_id, &def.id).await.map_err(fail)?;
-    if let Some(still) = after.as_ref().and_then(TableResource::expires) {
+) -> Result<(), BqFailure> {
+    let Some(expires) = get_table(jobs, &def.id).await?.and_then(|t| t.expires()) else { return Ok(()) };
+    let partitions = if def.target { ", partition_expiration_days = NULL" } else { "" };
+    let statement =
+        format!("ALTER TABLE {} SET OPTIONS (expiration_timestamp = NULL{partitions})", jobs.table_ref(&def.id));
+    let (ds, id) = (&jobs.dataset, &def.id);
+    jobs.run(&format!("removing the expiration of {ds}.{id}"), job_id, &statement.into()).await?;
+    if let Some(still) = get_table(jobs, id).await?.and_then(|t| t.expires()) {
         let setting = dataset.expiring_defaults().unwrap_or_else(|| "an expiration".into());
-        return Err(SinkError::new(
-            describe,
-            format!(
-                "{dataset_id}.{} would delete rows: {still} (the dataset sets {setting}); dealsync could not remove it. \
-                 Remove the dataset's default expiration (bq update --default_table_expiration 0 \
-                 --default_partition_expiration 0 {dataset_id}) or the table's, then run again",
-                def.id
-            ),
-            Exit::Config,
-        ));
+        let message = format!(
+            "{still} (the dataset sets {setting}); dealsync could not remove it. Remove the dataset's default \
+             expiration (bq update --default_table_expiration 0 --default_partition_expiration 0 {ds}) or the \
+             table's, then run again"
+        );
+        return Err(BqFailure::new(format!("{ds}.{id} would delete rows"), message, Kind::Config));
     }
     tracing::info!(event = "expiration_removed", table = %def.id, was = %expires, "the table no longer expires");
     Ok(())
@@ -225,43 +211,26 @@ pub fn compare_schema(have: &[Field], want: &[Column]) -> (Vec<Column>, Vec<Stri
 
 /// Checks an existing target against the schema: missing columns are added (nullable: BigQuery adds no other),
 /// incompatible ones stop the run.
-pub async fn evolve(
-    jobs: &Jobs<'_>,
-    existing: &TableResource,
-    table_ref: &str,
-    columns: &[Column],
-    job_id: &str,
-    describe: &str,
-) -> Result<(), SinkError> {
-    let (to_add, problems) = compare_schema(&existing.schema.fields, columns);
+pub async fn evolve(jobs: &Jobs, existing: &TableResource, def: &TableDef, job_id: &str) -> Result<(), BqFailure> {
+    let (to_add, problems) = compare_schema(&existing.schema.fields, &def.columns);
     if !problems.is_empty() {
-        return Err(SinkError::new(
-            describe,
-            format!(
-                "the existing table is not compatible and nothing was written: {}; migrate or rename the table, or \
-                 point BIGQUERY_TABLE elsewhere",
-                problems.join("; ")
-            ),
-            Exit::Config,
-        ));
+        let advice = "migrate or rename the table, or point BIGQUERY_TABLE elsewhere";
+        let what = "the existing table is not compatible and nothing was written";
+        return Err(BqFailure::new(what, format!("{}; {advice}", problems.join("; ")), Kind::Config));
     }
-    if to_add.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = to_add.iter().map(|c| c.name.as_ref()).collect();
     // One ALTER a column: the emulator takes one command a statement, and a job id each keeps reruns apart.
     for (i, c) in to_add.iter().enumerate() {
-        let statement =
-            format!("ALTER TABLE {table_ref} ADD COLUMN IF NOT EXISTS `{}` {}", c.name, sql::column_type(c));
-        let what = format!("adding column {} to {describe}", c.name);
-        jobs.run(&what, &format!("{job_id}_{i}"), &statement.into())
-            .await
-            .map_err(|e| SinkError::new(describe, e.to_string(), e.exit()))?;
+        let (table, ty) = (jobs.table_ref(&def.id), sql::column_type(c));
+        let statement = format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `{}` {ty}", c.name);
+        let what = format!("adding column {} to {}.{}", c.name, jobs.dataset, def.id);
+        jobs.run(&what, &format!("{job_id}_{i}"), &statement.into()).await?;
     }
-    tracing::info!(event = "columns_added", columns = %names.join(","), "added columns to the target table");
+    if !to_add.is_empty() {
+        let names: Vec<&str> = to_add.iter().map(|c| c.name.as_ref()).collect();
+        tracing::info!(event = "columns_added", columns = %names.join(","), "added columns to the target table");
+    }
     Ok(())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
