@@ -1,6 +1,7 @@
 //! The BigQuery REST API as dealsync uses it: one HTTP client holding the base URLs, the project and the
 //! credentials; every call retried on the failures Google documents as transient (error.rs says which).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -152,41 +153,36 @@ impl Api {
         bytes: Vec<u8>,
         total: Option<u64>,
     ) -> Result<Put<T>, BqFailure> {
-        let bytes = bytes::Bytes::from(bytes);
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+        let (bytes, tries) = (bytes::Bytes::from(bytes), AtomicUsize::new(0));
         let end = offset + bytes.len() as u64;
         let total = total.map_or("*".to_string(), |t| t.to_string());
-        let (from, lost) = (AtomicU64::new(offset), AtomicBool::new(false));
+        let put = |range: String, body| {
+            self.send_once(what, self.http.put(session).header("content-range", range).body(body))
+        };
         let attempt = || async {
-            if lost.load(Relaxed) {
-                let probe = self.send_once(what, self.http.put(session).header("content-range", "bytes */*")).await?;
+            let mut from = offset;
+            if tries.fetch_add(1, Ordering::Relaxed) > 0 {
+                let probe = put("bytes */*".into(), bytes::Bytes::new()).await?;
                 if probe.status != 308 {
                     // The last bytes arrived and the job exists; only the answer was lost.
                     return Ok(Put::Done(Self::parse(what, &probe.body)?));
                 }
-                let held = held_bytes(probe.range.as_deref());
-                if held < offset || held > end {
-                    let message = format!("the upload holds {held} bytes; dealsync sent {offset}");
+                from = held_bytes(probe.range.as_deref());
+                if from < offset || from > end {
+                    let message = format!("the upload holds {from} bytes; dealsync sent {offset}");
                     return Err(BqFailure::new(what, message, Kind::Local));
                 }
-                from.store(held, Relaxed);
-                lost.store(false, Relaxed);
             }
-            let f = from.load(Relaxed);
-            let rest = bytes.slice((f - offset) as usize..);
+            let rest = bytes.slice((from - offset) as usize..);
             let range =
-                if rest.is_empty() { format!("bytes */{total}") } else { format!("bytes {f}-{}/{total}", end - 1) };
-            let answer = self
-                .send_once(what, self.http.put(session).header("content-range", range).body(rest))
-                .await
-                .inspect_err(|_| lost.store(true, Relaxed))?;
+                if rest.is_empty() { format!("bytes */{total}") } else { format!("bytes {from}-{}/{total}", end - 1) };
+            let answer = put(range, rest).await?;
             if answer.status != 308 {
                 return Ok(Put::Done(Self::parse(what, &answer.body)?));
             }
             let held = held_bytes(answer.range.as_deref());
             if held < end {
                 // BigQuery kept part of the chunk: ask, then send the rest.
-                lost.store(true, Relaxed);
                 return Err(BqFailure::http(what, 503, b"part of the chunk was kept"));
             }
             Ok(Put::Incomplete(held))
