@@ -307,23 +307,7 @@ impl BigQuerySink {
         }
         Ok(n)
     }
-}
 
-fn fail(s: &BigQuerySettings, f: BqFailure) -> SinkError {
-    SinkError::new(describe(s), f.to_string(), f.exit())
-}
-
-/// Cell `i` of a query's first row, as a number (0 when there is none).
-fn number(rows: &[Row], i: usize) -> u64 {
-    rows.first().and_then(|r| r.get(i)?.as_deref()?.parse().ok()).unwrap_or(0)
-}
-
-fn describe(s: &BigQuerySettings) -> String {
-    format!("bigquery:{}.{}.{}", s.project, s.dataset, s.table)
-}
-
-/// What the run calls (through `sink::Sink`).
-impl BigQuerySink {
     pub fn describe(&self) -> String {
         describe(&self.s)
     }
@@ -381,9 +365,7 @@ impl BigQuerySink {
         let upload = self.upload.as_mut().expect("created above");
         for row in &rows {
             row.write_json(&self.spec.columns, upload.line());
-            if let Err(e) = upload.push_row(&self.jobs, "loading the staging table").await {
-                return Err(self.fail(e));
-            }
+            upload.push_row(&self.jobs, "loading the staging table").await.map_err(|e| fail(&self.s, e))?;
         }
         if upload.size() >= self.part_bytes {
             self.load_part().await?;
@@ -403,9 +385,7 @@ impl BigQuerySink {
             }
             let upload = self.quarantine.as_mut().expect("created above");
             write_object(&columns, &q.values(), upload.line());
-            if let Err(e) = upload.push_row(&self.jobs, "loading the quarantine").await {
-                return Err(self.fail(e));
-            }
+            upload.push_row(&self.jobs, "loading the quarantine").await.map_err(|e| fail(&self.s, e))?;
         }
         Ok(())
     }
@@ -469,4 +449,17 @@ impl BigQuerySink {
     pub fn bytes_billed(&self) -> Option<u64> {
         Some(self.bytes_billed)
     }
+}
+
+fn fail(s: &BigQuerySettings, f: BqFailure) -> SinkError {
+    SinkError::new(describe(s), f.to_string(), f.exit())
+}
+
+/// Cell `i` of a query's first row, as a number (0 when there is none).
+fn number(rows: &[Row], i: usize) -> u64 {
+    rows.first().and_then(|r| r.get(i)?.as_deref()?.parse().ok()).unwrap_or(0)
+}
+
+fn describe(s: &BigQuerySettings) -> String {
+    format!("bigquery:{}.{}.{}", s.project, s.dataset, s.table)
 }
