@@ -5,7 +5,7 @@
 
 use yup_oauth2::authenticator::ApplicationDefaultCredentialsTypes as Adc;
 
-use super::error::{BqFailure, Kind};
+use super::error::{BqFailure, Kind, Result};
 use crate::config::BigQueryAuth;
 
 type Connector = <yup_oauth2::DefaultHyperClientBuilder as yup_oauth2::HyperClientBuilder>::Connector;
@@ -22,7 +22,7 @@ pub struct Credentials {
 
 impl Credentials {
     /// Builds the source the settings name. Nothing is requested yet, except that reading a file may fail.
-    pub async fn new(auth: &BigQueryAuth) -> Result<Credentials, BqFailure> {
+    pub async fn new(auth: &BigQueryAuth) -> Result<Credentials> {
         let refused = |m: String| BqFailure::new("loading Google credentials", m, Kind::Credentials);
         let fail =
             |path: &std::path::Path, e: std::io::Error| refused(format!("{} cannot be used: {e}", path.display()));
@@ -63,7 +63,7 @@ impl Credentials {
     }
 
     /// An access token, or `None` for the emulator. Errors say which source failed and how to give one.
-    pub async fn token(&self) -> Result<Option<String>, BqFailure> {
+    pub async fn token(&self) -> Result<Option<String>> {
         let Some(auth) = &self.inner else { return Ok(None) };
         let what = format!("getting an access token from {}", self.source);
         let refused = |m: &str| BqFailure::new(&what, m, Kind::Credentials);

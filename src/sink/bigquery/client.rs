@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::auth::Credentials;
-use super::error::{BqFailure, Kind};
+use super::error::{BqFailure, Kind, Result};
 use crate::config::{BigQueryAuth, BigQuerySettings};
 use crate::retry::{retry, RetryPolicy};
 
@@ -44,7 +44,7 @@ pub enum Put<T> {
 }
 
 impl Api {
-    pub async fn new(s: &BigQuerySettings, retry: RetryPolicy, request_timeout: Duration) -> Result<Api, BqFailure> {
+    pub async fn new(s: &BigQuerySettings, retry: RetryPolicy, request_timeout: Duration) -> Result<Api> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("dealsync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -72,7 +72,7 @@ impl Api {
 
     /// Sends `req` with the access token, once. A 308 (a resumable upload's "send more") is an answer, not a
     /// failure.
-    async fn send_once(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Answer, BqFailure> {
+    async fn send_once(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Answer> {
         let token = self.credentials.token().await?;
         let req = match &token {
             Some(token) => req.bearer_auth(token),
@@ -94,47 +94,33 @@ impl Api {
         }
     }
 
-    async fn send(
-        &self,
-        what: &str,
-        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    ) -> Result<Answer, BqFailure> {
+    async fn send(&self, what: &str, build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder) -> Result<Answer> {
         let once = || self.send_once(what, build(&self.http));
         retry(self.retry, what, once, BqFailure::is_retryable, |_| None, || {}).await.map_err(gave_up)
     }
 
-    fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, BqFailure> {
+    fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
         serde_json::from_slice(body)
             .map_err(|e| BqFailure::new(what, format!("an answer dealsync cannot read: {e}"), Kind::Local))
     }
 
-    pub async fn get<T: DeserializeOwned>(
-        &self,
-        what: &str,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<T, BqFailure> {
+    pub async fn get<T: DeserializeOwned>(&self, what: &str, path: &str, query: &[(&str, String)]) -> Result<T> {
         let url = format!("{}/{path}", self.base);
         Self::parse(what, &self.send(what, |c| c.get(&url).query(query)).await?.body)
     }
 
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        what: &str,
-        path: &str,
-        body: &impl Serialize,
-    ) -> Result<T, BqFailure> {
+    pub async fn post<T: DeserializeOwned>(&self, what: &str, path: &str, body: &impl Serialize) -> Result<T> {
         let url = format!("{}/{path}", self.base);
         Self::parse(what, &self.send(what, |c| c.post(&url).json(body)).await?.body)
     }
 
-    pub async fn delete(&self, what: &str, path: &str) -> Result<(), BqFailure> {
+    pub async fn delete(&self, what: &str, path: &str) -> Result<()> {
         let url = format!("{}/{path}", self.base);
         self.send(what, |c| c.delete(&url)).await.map(|_| ())
     }
 
     /// Starts a resumable upload for the job `job` describes; returns the session URI to send the bytes to.
-    pub async fn start_upload(&self, what: &str, job: &impl Serialize) -> Result<String, BqFailure> {
+    pub async fn start_upload(&self, what: &str, job: &impl Serialize) -> Result<String> {
         let url = format!("{}/jobs", self.upload);
         let answer = self.send(what, |c| c.post(&url).query(&[("uploadType", "resumable")]).json(job)).await?;
         answer.location.ok_or_else(|| {
@@ -152,7 +138,7 @@ impl Api {
         offset: u64,
         bytes: Vec<u8>,
         total: Option<u64>,
-    ) -> Result<Put<T>, BqFailure> {
+    ) -> Result<Put<T>> {
         let (bytes, tries) = (bytes::Bytes::from(bytes), AtomicUsize::new(0));
         let end = offset + bytes.len() as u64;
         let total = total.map_or("*".to_string(), |t| t.to_string());

@@ -8,6 +8,8 @@ use serde_json::Value;
 use crate::exit::Exit;
 use crate::telemetry::one_line;
 
+pub type Result<T, E = BqFailure> = std::result::Result<T, E>;
+
 /// One failed BigQuery call or job, with enough context to act on.
 #[derive(Debug)]
 pub struct BqFailure {

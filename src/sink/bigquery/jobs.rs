@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
 use super::client::Api;
-use super::error::{BqFailure, ErrorProto};
+use super::error::{BqFailure, ErrorProto, Result};
 use super::sql::Statement;
 use crate::retry::{poll, retry, RetryPolicy};
 
@@ -100,7 +100,7 @@ impl Jobs {
     }
 
     /// The dataset's location, read on first use (a dataset that does not exist is an error here).
-    async fn location(&self) -> Result<Option<String>, BqFailure> {
+    async fn location(&self) -> Result<Option<String>> {
         #[derive(Deserialize)]
         struct Dataset {
             location: Option<String>,
@@ -118,14 +118,14 @@ impl Jobs {
     }
 
     /// A new job's body: its id, its location, its configuration (`query` or `load`).
-    pub async fn job(&self, job_id: &str, mut configuration: Value) -> Result<Value, BqFailure> {
+    pub async fn job(&self, job_id: &str, mut configuration: Value) -> Result<Value> {
         configuration["labels"] = json!({"managed-by": "dealsync"});
         let location = self.location().await?;
         Ok(json!({"jobReference": {"jobId": job_id, "location": location}, "configuration": configuration}))
     }
 
     /// Inserts a job; a job that already exists under the id (a retried insert) is the one to wait for.
-    async fn insert(&self, what: &str, job_id: &str, configuration: Value) -> Result<JobReference, BqFailure> {
+    async fn insert(&self, what: &str, job_id: &str, configuration: Value) -> Result<JobReference> {
         match self.api.post::<JobResource>(what, "jobs", &self.job(job_id, configuration).await?).await {
             Ok(j) => Ok(self.reference(job_id, j.job_reference)),
             Err(e) if e.is_duplicate() => Ok(self.reference(job_id, JobReference::default())),
@@ -141,7 +141,7 @@ impl Jobs {
         }
     }
 
-    pub async fn wait(&self, what: &str, job: JobReference) -> Result<Done, BqFailure> {
+    pub async fn wait(&self, what: &str, job: JobReference) -> Result<Done> {
         let path = format!("jobs/{}", job.job_id);
         let query: Vec<_> = job.location.iter().map(|l| ("location", l.clone())).collect();
         let look = || async {
@@ -166,7 +166,7 @@ impl Jobs {
     }
 
     /// Runs a query and reads every page of its rows.
-    pub async fn select(&self, what: &str, job_id: &str, statement: &Statement) -> Result<(Done, Vec<Row>), BqFailure> {
+    pub async fn select(&self, what: &str, job_id: &str, statement: &Statement) -> Result<(Done, Vec<Row>)> {
         let done = self.run(what, job_id, statement).await?;
         let path = format!("queries/{}", done.job.job_id);
         let mut rows = Vec::new();
@@ -202,7 +202,7 @@ impl Jobs {
 
     /// Runs a statement as a job under `job_id` and waits for it, running it again under the next id
     /// (`job_id_2`, …) after a whole-job failure that another run may not meet.
-    pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done, BqFailure> {
+    pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done> {
         let configuration = json!({"query": statement.configuration()});
         let attempt = std::sync::atomic::AtomicUsize::new(0);
         let policy = RetryPolicy { max_attempts: JOB_RUNS, min_delay: Duration::from_secs(1), ..self.api.retry };

@@ -9,7 +9,7 @@ use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 
 use super::client::Put;
-use super::error::{BqFailure, Kind};
+use super::error::{BqFailure, Kind, Result};
 use super::jobs::{Done, JobResource, Jobs};
 use crate::schema::Column;
 
@@ -56,7 +56,7 @@ impl Upload {
     }
 
     /// Ends the row just written; sends a chunk once the buffer holds one.
-    pub async fn push_row(&mut self, jobs: &Jobs, what: &str) -> Result<(), BqFailure> {
+    pub async fn push_row(&mut self, jobs: &Jobs, what: &str) -> Result<()> {
         self.append();
         // Strictly more: the last chunk always keeps a byte, so that it can carry the total.
         if self.out.bytes().len() > CHUNK {
@@ -88,7 +88,7 @@ impl Upload {
         }
     }
 
-    async fn session(&mut self, jobs: &Jobs, what: &str) -> Result<String, BqFailure> {
+    async fn session(&mut self, jobs: &Jobs, what: &str) -> Result<String> {
         if let Some(s) = &self.session {
             return Ok(s.clone());
         }
@@ -98,7 +98,7 @@ impl Upload {
         Ok(s)
     }
 
-    async fn send_chunk(&mut self, jobs: &Jobs, what: &str) -> Result<(), BqFailure> {
+    async fn send_chunk(&mut self, jobs: &Jobs, what: &str) -> Result<()> {
         let session = self.session(jobs, what).await?;
         // The chunk leaves the buffer without a copy; the few bytes past it start the next one.
         let buffer = self.out.bytes();
@@ -116,7 +116,7 @@ impl Upload {
     }
 
     /// Sends the rest, which creates the load job, and waits for it: every row is in the table, or none.
-    pub async fn finish(mut self, jobs: &Jobs, what: &str) -> Result<Done, BqFailure> {
+    pub async fn finish(mut self, jobs: &Jobs, what: &str) -> Result<Done> {
         let session = self.session(jobs, what).await?;
         let rest = self.rest();
         let total = self.sent + rest.len() as u64;

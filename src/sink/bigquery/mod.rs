@@ -33,6 +33,10 @@ use load::Upload;
 use sql::Statement;
 use tables::TableDef;
 
+type Result<T, E = SinkError> = std::result::Result<T, E>;
+/// A statement over a batch of changed deals (`sql::mark_deleted_sql`, `sql::mark_not_won_sql`).
+type Change = fn(&str, &[Vec<String>]) -> Statement;
+
 /// Deals a soft-delete or reopened-deal statement carries at most (one array parameter).
 const CHANGES_BATCH: usize = 1000;
 /// Bytes one staging load carries at most: a part is loaded once it holds this much, well under what BigQuery
@@ -43,7 +47,7 @@ const PART_BYTES: u64 = 512 * 1024 * 1024;
 const STAGING_MARGIN: Duration = Duration::from_secs(6 * 3600);
 
 /// The sink `--sink bigquery` opens: the project and dataset come from `BIGQUERY_PROJECT` and `BIGQUERY_DATASET`.
-pub(super) async fn connect(o: &Opening<'_>) -> Result<BigQuerySink, SinkError> {
+pub(super) async fn connect(o: &Opening<'_>) -> Result<BigQuerySink> {
     let bq = o.settings.bigquery.clone().ok_or_else(|| {
         let problem = "BIGQUERY_PROJECT is not set; --sink bigquery needs the project to write to";
         SinkError::new("bigquery", problem, Exit::Config)
@@ -82,7 +86,7 @@ impl BigQuerySink {
         run_id: &str,
         retry: RetryPolicy,
         request_timeout: Duration,
-    ) -> Result<BigQuerySink, SinkError> {
+    ) -> Result<Self> {
         let api = Api::new(&s, retry, request_timeout).await.map_err(|e| fail(&s, e))?;
         let run = run_id.to_ascii_lowercase();
         Ok(BigQuerySink {
@@ -128,7 +132,7 @@ impl BigQuerySink {
     }
 
     /// Every row a query returns, all pages.
-    async fn select(&mut self, what: &str, statement: impl Into<Statement>) -> Result<Vec<Row>, SinkError> {
+    async fn select(&mut self, what: &str, statement: impl Into<Statement>) -> Result<Vec<Row>> {
         let id = self.job_id(&format!("q{}", self.reads));
         self.reads += 1;
         let (done, rows) = self.jobs.select(what, &id, &statement.into()).await.map_err(|e| self.fail(e))?;
@@ -137,26 +141,26 @@ impl BigQuerySink {
     }
 
     /// A statement run to completion under `job_id`.
-    async fn execute(&mut self, what: &str, job_id: &str, statement: impl Into<Statement>) -> Result<Done, SinkError> {
+    async fn execute(&mut self, what: &str, job_id: &str, statement: impl Into<Statement>) -> Result<Done> {
         let done = self.jobs.run(what, job_id, &statement.into()).await.map_err(|e| self.fail(e))?;
         self.bytes_billed += done.bytes_billed;
         Ok(done)
     }
 
     /// Finishes a load: every row of it lands, or none.
-    async fn load(&self, upload: Upload, what: &str) -> Result<Done, SinkError> {
+    async fn load(&self, upload: Upload, what: &str) -> Result<Done> {
         upload.finish(&self.jobs, what).await.map_err(|e| self.fail(e))
     }
 
     /// The run ledger, newest first (`limit` runs), and its last good run (`dealsync runs`).
-    pub async fn past_runs(&mut self, limit: u32) -> Result<PastRuns, SinkError> {
+    pub async fn past_runs(&mut self, limit: u32) -> Result<PastRuns> {
         let runs = self.jobs.table_ref(sql::RUNS_TABLE);
         let last = self.read_runs(sql::past_runs_sql(&runs, limit, false)).await?;
         let good = self.read_runs(sql::past_runs_sql(&runs, 1, true)).await?.pop();
         Ok((last, good))
     }
 
-    async fn read_runs(&mut self, statement: Statement) -> Result<Vec<PastRun>, SinkError> {
+    async fn read_runs(&mut self, statement: Statement) -> Result<Vec<PastRun>> {
         let rows = self.select("reading the run ledger", statement).await?;
         let run = |r: Row| {
             let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
@@ -181,7 +185,7 @@ impl BigQuerySink {
     }
 
     /// Loads the staging part in progress.
-    async fn load_part(&mut self) -> Result<(), SinkError> {
+    async fn load_part(&mut self) -> Result<()> {
         let Some(upload) = self.upload.take() else { return Ok(()) };
         let rows = upload.rows;
         let loaded = self.load(upload, "loading the staging table").await?;
@@ -192,7 +196,7 @@ impl BigQuerySink {
     }
 
     /// `check`: the dataset, the table against the schema, and a dry-run query.
-    async fn check_all(&mut self) -> Result<Vec<String>, SinkError> {
+    async fn check_all(&mut self) -> Result<Vec<String>> {
         let (p, d, t) = (&self.s.project, &self.s.dataset, &self.s.table);
         let mut seen = vec![format!("Google credentials: {}", self.jobs.api.credentials.source)];
         let dataset = tables::get_dataset(&self.jobs).await.map_err(|e| self.fail(e))?;
@@ -241,7 +245,7 @@ impl BigQuerySink {
     }
 
     /// Loads what the run quarantined (also when the run failed: the records and reasons hold all the same).
-    async fn load_quarantine(&mut self) -> Result<(), SinkError> {
+    async fn load_quarantine(&mut self) -> Result<()> {
         let Some(upload) = self.quarantine.take() else { return Ok(()) };
         let n = upload.rows;
         let done = self.load(upload, "loading the quarantine").await?;
@@ -260,7 +264,7 @@ impl BigQuerySink {
         }
     }
 
-    async fn commit(&mut self) -> Result<WriteStats, SinkError> {
+    async fn commit(&mut self) -> Result<WriteStats> {
         self.load_quarantine().await?;
         self.load_part().await?;
         if self.staged_parts == 0 {
@@ -292,13 +296,7 @@ impl BigQuerySink {
     }
 
     /// Runs `statement` over `rows` in batches of `CHANGES_BATCH` (job ids `<prefix>_<i>`); the rows it changed.
-    async fn in_batches(
-        &mut self,
-        what: &str,
-        prefix: &str,
-        rows: &[Vec<String>],
-        statement: fn(&str, &[Vec<String>]) -> Statement,
-    ) -> Result<u64, SinkError> {
+    async fn in_batches(&mut self, what: &str, prefix: &str, rows: &[Vec<String>], statement: Change) -> Result<u64> {
         let target = self.target();
         let mut n = 0;
         for (i, chunk) in rows.chunks(CHANGES_BATCH).enumerate() {
@@ -312,7 +310,7 @@ impl BigQuerySink {
         describe(&self.s)
     }
 
-    pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
+    pub async fn check(&mut self) -> Result<Vec<String>> {
         // Which credentials were used, said also when a check fails.
         let source = self.jobs.api.credentials.source.clone();
         self.check_all().await.map_err(|mut e| {
@@ -321,7 +319,7 @@ impl BigQuerySink {
         })
     }
 
-    pub async fn prepare(&mut self) -> Result<(), SinkError> {
+    pub async fn prepare(&mut self) -> Result<()> {
         let dataset = tables::ensure_dataset(&self.jobs, self.s.location.as_deref()).await.map_err(|e| self.fail(e))?;
         let def = |id: &str, columns, target| TableDef { id: id.into(), columns, target, expires_at: None };
         let defs = [
@@ -341,14 +339,14 @@ impl BigQuerySink {
         Ok(())
     }
 
-    pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
+    pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>> {
         let sql = sql::last_good_sql(&self.jobs.table_ref(sql::RUNS_TABLE), field.api_name());
         let rows = self.select("reading the run ledger", sql).await?;
         let micros = rows.first().and_then(|r| r.first()?.as_deref()?.parse::<i64>().ok());
         Ok(micros.and_then(DateTime::<Utc>::from_timestamp_micros))
     }
 
-    pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
+    pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats> {
         if rows.is_empty() {
             return Ok(WriteStats::default());
         }
@@ -373,7 +371,7 @@ impl BigQuerySink {
         Ok(WriteStats::default())
     }
 
-    pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
+    pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<()> {
         let columns = columns_of(&QUARANTINE);
         for q in items {
             // One row per deal and run: a record read again in the same run (a repair) is quarantined once.
@@ -392,7 +390,7 @@ impl BigQuerySink {
 
     /// Complete: loads the quarantine and the last staging part, then merges them. Stopped: nothing is merged,
     /// the staging upload is left to expire and its table dropped, the quarantine kept.
-    pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
+    pub async fn finish(&mut self, ending: Ending) -> Result<Finished> {
         if ending != Ending::Stopped {
             return Ok(Finished { stats: self.commit().await?, kept: String::new() });
         }
@@ -408,7 +406,7 @@ impl BigQuerySink {
         Ok(Finished { stats: WriteStats::default(), kept })
     }
 
-    pub async fn mark_deleted(&mut self, mut deleted: Vec<Deleted>) -> Result<u64, SinkError> {
+    pub async fn mark_deleted(&mut self, mut deleted: Vec<Deleted>) -> Result<u64> {
         // One row a deal, its newest (a MERGE matches a target row once).
         deleted.sort_by(|a, b| a.deal_id.cmp(&b.deal_id).then(b.deleted_time.cmp(&a.deleted_time)));
         deleted.dedup_by(|a, b| a.deal_id == b.deal_id);
@@ -416,7 +414,7 @@ impl BigQuerySink {
         self.in_batches("marking deleted deals", "deleted", &rows, sql::mark_deleted_sql).await
     }
 
-    pub async fn mark_not_won(&mut self, mut changes: Vec<StageChange>) -> Result<u64, SinkError> {
+    pub async fn mark_not_won(&mut self, mut changes: Vec<StageChange>) -> Result<u64> {
         changes.sort_by(|a, b| a.deal_id.cmp(&b.deal_id).then(b.modified_time.cmp(&a.modified_time)));
         changes.dedup_by(|a, b| a.deal_id == b.deal_id);
         let rows: Vec<_> =
@@ -424,12 +422,12 @@ impl BigQuerySink {
         self.in_batches("recording reopened deals", "reopened", &rows, sql::mark_not_won_sql).await
     }
 
-    pub async fn count_in_window(&mut self, w: &Window) -> Result<Option<u64>, SinkError> {
+    pub async fn count_in_window(&mut self, w: &Window) -> Result<Option<u64>> {
         let sql = sql::in_window_sql("COUNT(*)", &self.target(), w);
         Ok(Some(number(&self.select("counting the window's rows", sql).await?, 0)))
     }
 
-    pub async fn ids_in_window(&mut self, w: &Window) -> Result<Vec<String>, SinkError> {
+    pub async fn ids_in_window(&mut self, w: &Window) -> Result<Vec<String>> {
         let sql = sql::in_window_sql("deal_id", &self.target(), w);
         let rows = self.select("listing the window's rows", sql).await?;
         let mut ids: Vec<String> = rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
@@ -437,7 +435,7 @@ impl BigQuerySink {
         Ok(ids)
     }
 
-    pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
+    pub async fn record_run(&mut self, run: &RunRecord) -> Result<()> {
         let columns = columns_of(&LEDGER);
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
         let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);

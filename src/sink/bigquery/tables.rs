@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{BqFailure, Kind};
+use super::error::{BqFailure, Kind, Result};
 use super::jobs::Jobs;
 use super::sql;
 use crate::schema::Column;
@@ -91,20 +91,20 @@ pub struct TableDef {
 }
 
 /// `None` for a "not found" failure.
-fn found<T>(r: Result<T, BqFailure>) -> Result<Option<T>, BqFailure> {
+fn found<T>(r: Result<T>) -> Result<Option<T>> {
     match r {
         Err(e) if e.is_not_found() => Ok(None),
         r => r.map(Some),
     }
 }
 
-pub async fn get_dataset(jobs: &Jobs) -> Result<Option<DatasetResource>, BqFailure> {
+pub async fn get_dataset(jobs: &Jobs) -> Result<Option<DatasetResource>> {
     let what = format!("reading dataset {}.{}", jobs.api.project, jobs.dataset);
     found(jobs.api.get(&what, &format!("datasets/{}", jobs.dataset), &[]).await)
 }
 
 /// The dataset, read (and created when missing, in `BIGQUERY_LOCATION`); jobs run in its location.
-pub async fn ensure_dataset(jobs: &Jobs, location: Option<&str>) -> Result<DatasetResource, BqFailure> {
+pub async fn ensure_dataset(jobs: &Jobs, location: Option<&str>) -> Result<DatasetResource> {
     let dataset = &jobs.dataset;
     let ds = match get_dataset(jobs).await? {
         Some(ds) => ds,
@@ -128,13 +128,13 @@ pub async fn ensure_dataset(jobs: &Jobs, location: Option<&str>) -> Result<Datas
     Ok(ds)
 }
 
-pub async fn get_table(jobs: &Jobs, table: &str) -> Result<Option<TableResource>, BqFailure> {
+pub async fn get_table(jobs: &Jobs, table: &str) -> Result<Option<TableResource>> {
     let what = format!("reading table {}.{table}", jobs.dataset);
     found(jobs.api.get(&what, &format!("datasets/{}/tables/{table}", jobs.dataset), &[]).await)
 }
 
 /// Creates the table if missing; returns the existing one otherwise.
-pub async fn ensure_table(jobs: &Jobs, def: &TableDef) -> Result<Option<TableResource>, BqFailure> {
+pub async fn ensure_table(jobs: &Jobs, def: &TableDef) -> Result<Option<TableResource>> {
     if let Some(t) = get_table(jobs, &def.id).await? {
         return Ok(Some(t));
     }
@@ -164,12 +164,7 @@ pub async fn ensure_table(jobs: &Jobs, def: &TableDef) -> Result<Option<TableRes
 
 /// Makes sure a table that must keep its rows never expires: an expiration the dataset's defaults gave it is
 /// removed (`SET OPTIONS … = NULL`), then the table is read again; if it still expires, the run stops.
-pub async fn never_expire(
-    jobs: &Jobs,
-    dataset: &DatasetResource,
-    def: &TableDef,
-    job_id: &str,
-) -> Result<(), BqFailure> {
+pub async fn never_expire(jobs: &Jobs, dataset: &DatasetResource, def: &TableDef, job_id: &str) -> Result<()> {
     let Some(expires) = get_table(jobs, &def.id).await?.and_then(|t| t.expires()) else { return Ok(()) };
     let partitions = if def.target { ", partition_expiration_days = NULL" } else { "" };
     let statement =
@@ -211,7 +206,7 @@ pub fn compare_schema(have: &[Field], want: &[Column]) -> (Vec<Column>, Vec<Stri
 
 /// Checks an existing target against the schema: missing columns are added (nullable: BigQuery adds no other),
 /// incompatible ones stop the run.
-pub async fn evolve(jobs: &Jobs, existing: &TableResource, def: &TableDef, job_id: &str) -> Result<(), BqFailure> {
+pub async fn evolve(jobs: &Jobs, existing: &TableResource, def: &TableDef, job_id: &str) -> Result<()> {
     let (to_add, problems) = compare_schema(&existing.schema.fields, &def.columns);
     if !problems.is_empty() {
         let advice = "migrate or rename the table, or point BIGQUERY_TABLE elsewhere";
