@@ -36,13 +36,6 @@ struct Answer {
     body: Vec<u8>,
 }
 
-/// An answer to one chunk of a resumable upload.
-pub enum Put<T> {
-    /// BigQuery holds this many bytes of the upload so far.
-    Incomplete(u64),
-    Done(T),
-}
-
 impl Api {
     pub async fn new(s: &BigQuerySettings, retry: RetryPolicy, request_timeout: Duration) -> Result<Api> {
         let http = reqwest::Client::builder()
@@ -55,9 +48,9 @@ impl Api {
             .map_err(|e| BqFailure::new("building the HTTP client", e.to_string(), Kind::Local))?;
         let root = match &s.auth {
             BigQueryAuth::Emulator { base_url } => {
-                base_url.as_str().trim_end_matches('/').trim_end_matches("/bigquery/v2").to_string()
+                base_url.as_str().trim_end_matches('/').trim_end_matches("/bigquery/v2")
             }
-            _ => GOOGLE.to_string(),
+            _ => GOOGLE,
         };
         Ok(Api {
             http,
@@ -130,7 +123,8 @@ impl Api {
 
     /// Sends `bytes` as the upload's bytes from `offset`; `total` once they are the last. After a failure,
     /// BigQuery is asked how much it holds (`bytes */*`) and the rest is sent from there, as the resumable upload
-    /// protocol prescribes.
+    /// protocol prescribes. `None`: BigQuery holds every byte sent and waits for more; `Some`: the upload is
+    /// complete, and this is its job.
     pub async fn put_chunk<T: DeserializeOwned>(
         &self,
         what: &str,
@@ -138,7 +132,7 @@ impl Api {
         offset: u64,
         bytes: Vec<u8>,
         total: Option<u64>,
-    ) -> Result<Put<T>> {
+    ) -> Result<Option<T>> {
         let (bytes, tries) = (bytes::Bytes::from(bytes), AtomicUsize::new(0));
         let end = offset + bytes.len() as u64;
         let total = total.map_or("*".to_string(), |t| t.to_string());
@@ -151,7 +145,7 @@ impl Api {
                 let probe = put("bytes */*".into(), bytes::Bytes::new()).await?;
                 if probe.status != 308 {
                     // The last bytes arrived and the job exists; only the answer was lost.
-                    return Ok(Put::Done(Self::parse(what, &probe.body)?));
+                    return Self::parse(what, &probe.body).map(Some);
                 }
                 from = held_bytes(probe.range.as_deref());
                 if from < offset || from > end {
@@ -164,14 +158,13 @@ impl Api {
                 if rest.is_empty() { format!("bytes */{total}") } else { format!("bytes {from}-{}/{total}", end - 1) };
             let answer = put(range, rest).await?;
             if answer.status != 308 {
-                return Ok(Put::Done(Self::parse(what, &answer.body)?));
+                return Self::parse(what, &answer.body).map(Some);
             }
-            let held = held_bytes(answer.range.as_deref());
-            if held < end {
+            if held_bytes(answer.range.as_deref()) < end {
                 // BigQuery kept part of the chunk: ask, then send the rest.
                 return Err(BqFailure::http(what, 503, b"part of the chunk was kept"));
             }
-            Ok(Put::Incomplete(held))
+            Ok(None)
         };
         retry(self.retry, what, attempt, BqFailure::is_retryable, |_| None, || {}).await.map_err(gave_up)
     }

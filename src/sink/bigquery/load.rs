@@ -8,7 +8,6 @@ use std::io::Write;
 use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 
-use super::client::Put;
 use super::error::{BqFailure, Kind, Result};
 use super::jobs::{Done, JobResource, Jobs};
 use crate::schema::Column;
@@ -106,12 +105,11 @@ impl Upload {
         // Room for a whole chunk at once: a buffer that doubled as it grew would copy itself, twice the memory.
         next.reserve(CHUNK + 64 * 1024);
         let chunk = std::mem::replace(buffer, next);
-        match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await? {
-            Put::Incomplete(held) => self.sent = held,
-            Put::Done(_) => {
-                return Err(BqFailure::new(what, "BigQuery ended the upload before its last chunk", Kind::Local))
-            }
+        let len = chunk.len() as u64;
+        if jobs.api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await?.is_some() {
+            return Err(BqFailure::new(what, "BigQuery ended the upload before its last chunk", Kind::Local));
         }
+        self.sent += len;
         Ok(())
     }
 
@@ -120,13 +118,10 @@ impl Upload {
         let session = self.session(jobs, what).await?;
         let rest = self.rest();
         let total = self.sent + rest.len() as u64;
-        let job = match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, rest, Some(total)).await? {
-            Put::Done(job) => jobs.reference(&self.job_id, job.job_reference),
-            Put::Incomplete(_) => {
-                return Err(BqFailure::new(what, "BigQuery did not take the upload's last bytes", Kind::Local))
-            }
+        let Some(job) = jobs.api.put_chunk::<JobResource>(what, &session, self.sent, rest, Some(total)).await? else {
+            return Err(BqFailure::new(what, "BigQuery did not take the upload's last bytes", Kind::Local));
         };
-        jobs.wait(what, job).await
+        jobs.wait(what, jobs.reference(&self.job_id, job.job_reference)).await
     }
 }
 
