@@ -69,7 +69,6 @@ pub struct BigQuerySink {
     upload: Option<Upload>,
     part_bytes: u64,
     staged_parts: usize,
-    staging_created: bool,
     staging_expires: DateTime<Utc>,
     quarantine: Option<Upload>,
     /// Deals quarantined by this run: one row each.
@@ -98,7 +97,6 @@ impl BigQuerySink {
             upload: None,
             part_bytes: PART_BYTES,
             staged_parts: 0,
-            staging_created: false,
             staging_expires: Utc::now() + STAGING_MARGIN + Duration::from_secs(2 * 3600),
             quarantine: None,
             quarantined: HashSet::new(),
@@ -268,9 +266,6 @@ impl BigQuerySink {
         self.load_quarantine().await?;
         self.load_part().await?;
         if self.staged_parts == 0 {
-            if self.staging_created {
-                self.drop_staging().await;
-            }
             return Ok(WriteStats::default());
         }
         let (target, staging) = (self.target(), self.jobs.table_ref(&self.staging));
@@ -350,13 +345,12 @@ impl BigQuerySink {
         if rows.is_empty() {
             return Ok(WriteStats::default());
         }
-        if !self.staging_created {
-            let (columns, expires_at) = (self.spec.columns.clone(), Some(self.staging_expires.timestamp_millis()));
-            let def = TableDef { id: self.staging.clone(), columns, target: false, expires_at };
-            tables::ensure_table(&self.jobs, &def).await.map_err(|e| self.fail(e))?;
-            self.staging_created = true;
-        }
         if self.upload.is_none() {
+            if self.staged_parts == 0 {
+                let (columns, expires_at) = (self.spec.columns.clone(), Some(self.staging_expires.timestamp_millis()));
+                let def = TableDef { id: self.staging.clone(), columns, target: false, expires_at };
+                tables::ensure_table(&self.jobs, &def).await.map_err(|e| self.fail(e))?;
+            }
             let what = format!("stage_{}", self.staged_parts);
             self.upload = Some(self.new_upload(&what, &self.staging, &self.spec.columns));
         }
@@ -394,8 +388,8 @@ impl BigQuerySink {
         if ending != Ending::Stopped {
             return Ok(Finished { stats: self.commit().await?, kept: String::new() });
         }
-        self.upload = None;
-        if std::mem::take(&mut self.staging_created) {
+        // The staging table exists once the run had a row.
+        if self.upload.take().is_some() || self.staged_parts > 0 {
             self.drop_staging().await;
             tracing::info!(event = "staging_abandoned", table = %self.staging, "the run stopped: its rows are not merged");
         }
