@@ -193,55 +193,6 @@ impl BigQuerySink {
         Ok(())
     }
 
-    /// `check`: the dataset, the table against the schema, and a dry-run query.
-    async fn check_all(&mut self) -> Result<Vec<String>> {
-        let (p, d, t) = (&self.s.project, &self.s.dataset, &self.s.table);
-        let mut seen = vec![format!("Google credentials: {}", self.jobs.api.credentials.source)];
-        let dataset = tables::get_dataset(&self.jobs).await.map_err(|e| self.fail(e))?;
-        match &dataset {
-            Some(ds) => {
-                let location = ds.location.as_deref().unwrap_or("unknown");
-                seen.push(format!("dataset {p}.{d} is reachable (location {location})"));
-                if let Some(defaults) = ds.expiring_defaults() {
-                    let removed = "dealsync removes the expiration of the tables it creates";
-                    seen.push(format!("dataset {p}.{d} sets {defaults}: {removed}"));
-                }
-            }
-            None => seen.push(format!(
-                "dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"
-            )),
-        }
-        let probe = match tables::get_table(&self.jobs, t).await.map_err(|e| self.fail(e))? {
-            Some(existing) => {
-                let (add, problems) = tables::compare_schema(&existing.schema.fields, &self.spec.columns);
-                if !problems.is_empty() {
-                    let problem = format!("the existing table is not compatible: {}", problems.join("; "));
-                    return Err(SinkError::new(self.describe(), problem, Exit::Config));
-                }
-                seen.push(if add.is_empty() {
-                    format!("table {p}.{d}.{t} has a compatible schema")
-                } else {
-                    format!("table {p}.{d}.{t} is compatible; the next run adds {} column(s)", add.len())
-                });
-                if let Some(expires) = existing.expires() {
-                    seen.push(format!("table {p}.{d}.{t}: {expires}; the next run removes it"));
-                }
-                format!("SELECT deal_id, modified_time FROM {} LIMIT 1", self.target())
-            }
-            None => {
-                seen.push(format!("table {p}.{d}.{t} does not exist yet; the first run creates it"));
-                "SELECT 1".to_string()
-            }
-        };
-        // A dry run needs bigquery.jobs.create, as the MERGE will; it reads and bills nothing.
-        let location = dataset.and_then(|d| d.location);
-        let body = serde_json::json!({"query": probe, "useLegacySql": false, "dryRun": true, "location": location});
-        let dry_run = self.jobs.api.post::<serde_json::Value>("a dry-run query", "queries", &body).await;
-        dry_run.map_err(|e| self.fail(e))?;
-        seen.push(format!("queries can run in project {p} (dry run)"));
-        Ok(seen)
-    }
-
     /// Loads what the run quarantined (also when the run failed: the records and reasons hold all the same).
     async fn load_quarantine(&mut self) -> Result<()> {
         let Some(upload) = self.quarantine.take() else { return Ok(()) };
@@ -305,11 +256,12 @@ impl BigQuerySink {
         describe(&self.s)
     }
 
+    /// The dataset, the table against the schema, and a dry-run query; an error names the credentials used.
     pub async fn check(&mut self) -> Result<Vec<String>> {
-        // Which credentials were used, said also when a check fails.
-        let source = self.jobs.api.credentials.source.clone();
-        self.check_all().await.map_err(|mut e| {
-            e.message = format!("{} (Google credentials: {source})", e.message);
+        let checked = tables::check(&self.jobs, &self.s.table, &self.spec.columns).await;
+        checked.map_err(|e| {
+            let mut e = self.fail(e);
+            e.message = format!("{} (Google credentials: {})", e.message, self.jobs.api.credentials.source);
             e
         })
     }

@@ -184,6 +184,53 @@ pub async fn never_expire(jobs: &Jobs, dataset: &DatasetResource, def: &TableDef
     Ok(())
 }
 
+/// What `dealsync check` sees: the dataset, the table against the schema, and a dry-run query.
+pub async fn check(jobs: &Jobs, t: &str, columns: &[Column]) -> Result<Vec<String>> {
+    let (p, d) = (&jobs.api.project, &jobs.dataset);
+    let mut seen = vec![format!("Google credentials: {}", jobs.api.credentials.source)];
+    let dataset = get_dataset(jobs).await?;
+    match &dataset {
+        Some(ds) => {
+            let location = ds.location.as_deref().unwrap_or("unknown");
+            seen.push(format!("dataset {p}.{d} is reachable (location {location})"));
+            if let Some(defaults) = ds.expiring_defaults() {
+                let removed = "dealsync removes the expiration of the tables it creates";
+                seen.push(format!("dataset {p}.{d} sets {defaults}: {removed}"));
+            }
+        }
+        None => seen.push(format!(
+            "dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"
+        )),
+    }
+    let probe = match get_table(jobs, t).await? {
+        Some(existing) => {
+            let (add, problems) = compare_schema(&existing.schema.fields, columns);
+            if !problems.is_empty() {
+                return Err(BqFailure::new("the existing table is not compatible", problems.join("; "), Kind::Config));
+            }
+            seen.push(if add.is_empty() {
+                format!("table {p}.{d}.{t} has a compatible schema")
+            } else {
+                format!("table {p}.{d}.{t} is compatible; the next run adds {} column(s)", add.len())
+            });
+            if let Some(expires) = existing.expires() {
+                seen.push(format!("table {p}.{d}.{t}: {expires}; the next run removes it"));
+            }
+            format!("SELECT deal_id, modified_time FROM {} LIMIT 1", jobs.table_ref(t))
+        }
+        None => {
+            seen.push(format!("table {p}.{d}.{t} does not exist yet; the first run creates it"));
+            "SELECT 1".to_string()
+        }
+    };
+    // A dry run needs bigquery.jobs.create, as the MERGE will; it reads and bills nothing.
+    let location = dataset.and_then(|d| d.location);
+    let body = json!({"query": probe, "useLegacySql": false, "dryRun": true, "location": location});
+    jobs.api.post::<Value>("a dry-run query", "queries", &body).await?;
+    seen.push(format!("queries can run in project {p} (dry run)"));
+    Ok(seen)
+}
+
 /// Columns to add, and the incompatibilities that forbid writing.
 pub fn compare_schema(have: &[Field], want: &[Column]) -> (Vec<Column>, Vec<String>) {
     let (mut add, mut problems) = (Vec::new(), Vec::new());
