@@ -49,13 +49,9 @@ impl Upload {
         Upload { job_id, configuration, session: None, row: Vec::new(), out, sent: 0, rows: 0 }
     }
 
-    /// Where the next row is written (one JSON object, then `push_row`).
-    pub fn line(&mut self) -> &mut Vec<u8> {
-        &mut self.row
-    }
-
-    /// Ends the row just written; sends a chunk once the buffer holds one.
-    pub async fn push_row(&mut self, jobs: &Jobs, what: &str) -> Result<()> {
+    /// Adds the row `write` writes (one JSON object); sends a chunk once the buffer holds one.
+    pub async fn push(&mut self, jobs: &Jobs, what: &str, write: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+        write(&mut self.row);
         self.append();
         // Strictly more: the last chunk always keeps a byte, so that it can carry the total.
         if self.out.bytes().len() > CHUNK {
@@ -159,7 +155,7 @@ mod tests {
                 let line = format!(r#"{{"deal_id":"{i}","note":"{}"}}"#, "x".repeat(i % 97));
                 want.push_str(&line);
                 want.push('\n');
-                u.line().extend_from_slice(line.as_bytes());
+                u.row.extend_from_slice(line.as_bytes());
                 u.append();
                 if u.out.bytes().len() > CHUNK {
                     let next = u.out.bytes().split_off(CHUNK);

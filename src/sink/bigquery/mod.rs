@@ -308,8 +308,9 @@ impl BigQuerySink {
         }
         let upload = self.upload.as_mut().expect("created above");
         for row in &rows {
-            row.write_json(&self.spec.columns, upload.line());
-            upload.push_row(&self.jobs, "loading the staging table").await.map_err(|e| fail(&self.s, e))?;
+            let pushed =
+                upload.push(&self.jobs, "loading the staging table", |line| row.write_json(&self.spec.columns, line));
+            pushed.await.map_err(|e| fail(&self.s, e))?;
         }
         if upload.size() >= self.part_bytes {
             self.load_part().await?;
@@ -328,8 +329,9 @@ impl BigQuerySink {
                 self.quarantine = Some(self.new_upload("quarantine", sql::QUARANTINE_TABLE, &columns));
             }
             let upload = self.quarantine.as_mut().expect("created above");
-            write_object(&columns, &q.values(), upload.line());
-            upload.push_row(&self.jobs, "loading the quarantine").await.map_err(|e| fail(&self.s, e))?;
+            let pushed =
+                upload.push(&self.jobs, "loading the quarantine", |line| write_object(&columns, &q.values(), line));
+            pushed.await.map_err(|e| fail(&self.s, e))?;
         }
         Ok(())
     }
@@ -385,8 +387,8 @@ impl BigQuerySink {
         let columns = columns_of(&LEDGER);
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
         let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);
-        write_object(&columns, &run.values(), upload.line());
-        upload.push_row(&self.jobs, "recording the run").await.map_err(|e| self.fail(e))?;
+        let pushed = upload.push(&self.jobs, "recording the run", |line| write_object(&columns, &run.values(), line));
+        pushed.await.map_err(|e| self.fail(e))?;
         self.load(upload, "recording the run").await.map(|_| ())
     }
 
