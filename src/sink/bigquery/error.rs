@@ -23,17 +23,14 @@ pub struct BqFailure {
     job_failed: bool,
 }
 
+/// Transient: worth another attempt (no answer, or one Google documents as transient). Config: a table or
+/// dataset the operator has to change. Local: an answer dealsync did not expect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Worth another attempt: no answer (a reset, a timeout), or one Google documents as transient.
     Transient,
-    /// Credentials could not be obtained or were refused.
     Credentials,
-    /// BigQuery said no.
     Refused,
-    /// A table or dataset the operator has to change.
     Config,
-    /// An answer dealsync did not expect.
     Local,
 }
 
@@ -152,14 +149,9 @@ impl BqFailure {
 
 impl std::fmt::Display for BqFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: ", self.what)?;
-        if let Some(s) = self.status {
-            write!(f, "HTTP {s} ")?;
-        }
-        if !self.reasons.is_empty() {
-            write!(f, "{} ", self.reasons.join(","))?;
-        }
-        write!(f, "{}{}", self.message, self.hint())
+        let status = self.status.map(|s| format!("HTTP {s} ")).unwrap_or_default();
+        let reasons = if self.reasons.is_empty() { String::new() } else { format!("{} ", self.reasons.join(",")) };
+        write!(f, "{}: {status}{reasons}{}{}", self.what, self.message, self.hint())
     }
 }
 
