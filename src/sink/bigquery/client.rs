@@ -16,9 +16,7 @@ const GOOGLE: &str = "https://bigquery.googleapis.com";
 
 pub struct Api {
     http: reqwest::Client,
-    /// `…/bigquery/v2/projects/{project}`.
     base: String,
-    /// `…/upload/bigquery/v2/projects/{project}`.
     upload: String,
     pub project: String,
     /// Uploads are gzipped, except towards the emulator, which cannot read them.
@@ -29,9 +27,7 @@ pub struct Api {
 
 struct Answer {
     status: u16,
-    /// A resumable upload's `Range: bytes=0-N`.
     range: Option<String>,
-    /// A resumable upload's session URI.
     location: Option<String>,
     body: Vec<u8>,
 }

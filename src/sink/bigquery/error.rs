@@ -10,7 +10,6 @@ use crate::telemetry::one_line;
 
 pub type Result<T, E = BqFailure> = std::result::Result<T, E>;
 
-/// One failed BigQuery call or job, with enough context to act on.
 #[derive(Debug)]
 pub struct BqFailure {
     /// What dealsync was doing, e.g. "creating table p.crm.closed_won_deals".

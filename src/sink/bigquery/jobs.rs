@@ -73,9 +73,7 @@ pub type Row = Vec<Option<String>>;
 #[derive(Debug, Clone, Default)]
 pub struct Done {
     pub job: JobReference,
-    /// `numDmlAffectedRows` of a DML statement.
     pub affected: u64,
-    /// `outputRows` of a load.
     pub loaded: u64,
     pub bytes_billed: u64,
 }
@@ -117,20 +115,10 @@ impl Jobs {
         format!("`{}.{}.{table}`", self.api.project, self.dataset)
     }
 
-    /// A new job's body: its id, its location, its configuration (`query` or `load`).
     pub async fn job(&self, job_id: &str, mut configuration: Value) -> Result<Value> {
         configuration["labels"] = json!({"managed-by": "dealsync"});
         let location = self.location().await?;
         Ok(json!({"jobReference": {"jobId": job_id, "location": location}, "configuration": configuration}))
-    }
-
-    /// Inserts a job; a job that already exists under the id (a retried insert) is the one to wait for.
-    async fn insert(&self, what: &str, job_id: &str, configuration: Value) -> Result<JobReference> {
-        match self.api.post::<JobResource>(what, "jobs", &self.job(job_id, configuration).await?).await {
-            Ok(j) => Ok(self.reference(job_id, j.job_reference)),
-            Err(e) if e.is_duplicate() => Ok(self.reference(job_id, JobReference::default())),
-            Err(e) => Err(e),
-        }
     }
 
     /// The reference BigQuery answered, completed with what dealsync sent where it left something out.
@@ -211,8 +199,13 @@ impl Jobs {
             let id = if n == 1 { job_id.to_string() } else { format!("{job_id}_{n}") };
             let configuration = configuration.clone();
             async move {
-                let job = self.insert(what, &id, configuration).await?;
-                self.wait(what, job).await
+                let job = match self.api.post::<JobResource>(what, "jobs", &self.job(&id, configuration).await?).await {
+                    Ok(j) => j.job_reference,
+                    // A job that already exists under the id (a retried insert) is the one to wait for.
+                    Err(e) if e.is_duplicate() => JobReference::default(),
+                    Err(e) => return Err(e),
+                };
+                self.wait(what, self.reference(&id, job)).await
             }
         };
         let rerunnable = BqFailure::is_rerunnable_job_failure;

@@ -138,7 +138,6 @@ impl BigQuerySink {
         Ok(rows)
     }
 
-    /// A statement run to completion under `job_id`.
     async fn execute(&mut self, what: &str, job_id: &str, statement: impl Into<Statement>) -> Result<Done> {
         let done = self.jobs.run(what, job_id, &statement.into()).await.map_err(|e| self.fail(e))?;
         self.bytes_billed += done.bytes_billed;
@@ -182,7 +181,6 @@ impl BigQuerySink {
         Ok(rows.into_iter().map(run).collect())
     }
 
-    /// Loads the staging part in progress.
     async fn load_part(&mut self) -> Result<()> {
         let Some(upload) = self.upload.take() else { return Ok(()) };
         let rows = upload.rows;

@@ -80,7 +80,6 @@ impl TableResource {
     }
 }
 
-/// One of the sink's tables: its id, its columns, and how it is laid out.
 pub struct TableDef {
     pub id: String,
     pub columns: Vec<Column>,
