@@ -99,13 +99,10 @@ impl Jobs {
 
     /// The dataset's location, read on first use (a dataset that does not exist is an error here).
     async fn location(&self) -> Result<Option<String>> {
-        #[derive(Deserialize)]
-        struct Dataset {
-            location: Option<String>,
-        }
         let read = || async {
             let what = format!("reading dataset {}.{}", self.api.project, self.dataset);
-            Ok(self.api.get::<Dataset>(&what, &format!("datasets/{}", self.dataset), &[]).await?.location)
+            let dataset: Value = self.api.get(&what, &format!("datasets/{}", self.dataset), &[]).await?;
+            Ok(dataset["location"].as_str().map(str::to_string))
         };
         self.location.get_or_try_init(read).await.cloned()
     }

@@ -110,10 +110,6 @@ impl BigQuerySink {
         self
     }
 
-    fn fail(&self, f: BqFailure) -> SinkError {
-        fail(&self.s, f)
-    }
-
     /// A job id of this run: `dealsync_<run>_<what>`.
     fn job_id(&self, what: &str) -> String {
         format!("dealsync_{}_{what}", self.run)
@@ -133,20 +129,20 @@ impl BigQuerySink {
     async fn select(&mut self, what: &str, statement: impl Into<Statement>) -> Result<Vec<Row>> {
         let id = self.job_id(&format!("q{}", self.reads));
         self.reads += 1;
-        let (done, rows) = self.jobs.select(what, &id, &statement.into()).await.map_err(|e| self.fail(e))?;
+        let (done, rows) = self.jobs.select(what, &id, &statement.into()).await.map_err(|e| fail(&self.s, e))?;
         self.bytes_billed += done.bytes_billed;
         Ok(rows)
     }
 
     async fn execute(&mut self, what: &str, job_id: &str, statement: impl Into<Statement>) -> Result<Done> {
-        let done = self.jobs.run(what, job_id, &statement.into()).await.map_err(|e| self.fail(e))?;
+        let done = self.jobs.run(what, job_id, &statement.into()).await.map_err(|e| fail(&self.s, e))?;
         self.bytes_billed += done.bytes_billed;
         Ok(done)
     }
 
     /// Finishes a load: every row of it lands, or none.
     async fn load(&self, upload: Upload, what: &str) -> Result<Done> {
-        upload.finish(&self.jobs, what).await.map_err(|e| self.fail(e))
+        upload.finish(&self.jobs, what).await.map_err(|e| fail(&self.s, e))
     }
 
     /// The run ledger, newest first (`limit` runs), and its last good run (`dealsync runs`).
@@ -258,14 +254,15 @@ impl BigQuerySink {
     pub async fn check(&mut self) -> Result<Vec<String>> {
         let checked = tables::check(&self.jobs, &self.s.table, &self.spec.columns).await;
         checked.map_err(|e| {
-            let mut e = self.fail(e);
+            let mut e = fail(&self.s, e);
             e.message = format!("{} (Google credentials: {})", e.message, self.jobs.api.credentials.source);
             e
         })
     }
 
     pub async fn prepare(&mut self) -> Result<()> {
-        let dataset = tables::ensure_dataset(&self.jobs, self.s.location.as_deref()).await.map_err(|e| self.fail(e))?;
+        let dataset =
+            tables::ensure_dataset(&self.jobs, self.s.location.as_deref()).await.map_err(|e| fail(&self.s, e))?;
         let def = |id: &str, columns, target| TableDef { id: id.into(), columns, target, expires_at: None };
         let defs = [
             def(&self.s.table, self.spec.columns.clone(), true),
@@ -273,13 +270,13 @@ impl BigQuerySink {
             def(sql::QUARANTINE_TABLE, columns_of(&QUARANTINE), false),
         ];
         for (i, def) in defs.iter().enumerate() {
-            let existing = tables::ensure_table(&self.jobs, def).await.map_err(|e| self.fail(e))?;
+            let existing = tables::ensure_table(&self.jobs, def).await.map_err(|e| fail(&self.s, e))?;
             if let (true, Some(t)) = (def.target, &existing) {
                 let evolved = tables::evolve(&self.jobs, t, def, &self.job_id("add_columns")).await;
-                evolved.map_err(|e| self.fail(e))?;
+                evolved.map_err(|e| fail(&self.s, e))?;
             }
             let id = self.job_id(&format!("never_expire_{i}"));
-            tables::never_expire(&self.jobs, &dataset, def, &id).await.map_err(|e| self.fail(e))?;
+            tables::never_expire(&self.jobs, &dataset, def, &id).await.map_err(|e| fail(&self.s, e))?;
         }
         Ok(())
     }
@@ -299,7 +296,7 @@ impl BigQuerySink {
             if self.staged_parts == 0 {
                 let (columns, expires_at) = (self.spec.columns.clone(), Some(self.staging_expires.timestamp_millis()));
                 let def = TableDef { id: self.staging.clone(), columns, target: false, expires_at };
-                tables::ensure_table(&self.jobs, &def).await.map_err(|e| self.fail(e))?;
+                tables::ensure_table(&self.jobs, &def).await.map_err(|e| fail(&self.s, e))?;
             }
             let what = format!("stage_{}", self.staged_parts);
             self.upload = Some(self.new_upload(&what, &self.staging, &self.spec.columns));
@@ -386,7 +383,7 @@ impl BigQuerySink {
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
         let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);
         let pushed = upload.push(&self.jobs, "recording the run", |line| write_object(&columns, &run.values(), line));
-        pushed.await.map_err(|e| self.fail(e))?;
+        pushed.await.map_err(|e| fail(&self.s, e))?;
         self.load(upload, "recording the run").await.map(|_| ())
     }
 
