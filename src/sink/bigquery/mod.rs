@@ -80,13 +80,8 @@ pub struct BigQuerySink {
 
 impl BigQuerySink {
     /// Builds the client for the configured credentials. No request is sent yet.
-    pub async fn connect(
-        s: BigQuerySettings,
-        run_id: &str,
-        retry: RetryPolicy,
-        request_timeout: Duration,
-    ) -> Result<Self> {
-        let api = Api::new(&s, retry, request_timeout).await.map_err(|e| fail(&s, e))?;
+    pub async fn connect(s: BigQuerySettings, run_id: &str, retry: RetryPolicy, timeout: Duration) -> Result<Self> {
+        let api = Api::new(&s, retry, timeout).await.map_err(|e| fail(&s, e))?;
         let run = run_id.to_ascii_lowercase();
         Ok(BigQuerySink {
             jobs: Jobs::new(api, &s.dataset),
