@@ -135,11 +135,6 @@ impl BigQuerySink {
         Ok(done)
     }
 
-    /// Finishes a load: every row of it lands, or none.
-    async fn load(&self, upload: Upload, what: &str) -> Result<Done> {
-        upload.finish(&self.jobs, what).await.map_err(|e| fail(&self.s, e))
-    }
-
     /// The run ledger, newest first (`limit` runs), and its last good run (`dealsync runs`).
     pub async fn past_runs(&mut self, limit: u32) -> Result<PastRuns> {
         let runs = self.jobs.table_ref(sql::RUNS_TABLE);
@@ -175,7 +170,7 @@ impl BigQuerySink {
     async fn load_part(&mut self) -> Result<()> {
         let Some(upload) = self.upload.take() else { return Ok(()) };
         let rows = upload.rows;
-        let loaded = self.load(upload, "loading the staging table").await?;
+        let loaded = upload.finish(&self.jobs, "loading the staging table").await.map_err(|e| fail(&self.s, e))?;
         tracing::info!(event = "staging_loaded", part = self.staged_parts, rows, output_rows = loaded.loaded,
             job = %loaded.job.job_id, "loaded rows of the run into the staging table");
         self.staged_parts += 1;
@@ -186,7 +181,7 @@ impl BigQuerySink {
     async fn load_quarantine(&mut self) -> Result<()> {
         let Some(upload) = self.quarantine.take() else { return Ok(()) };
         let n = upload.rows;
-        let done = self.load(upload, "loading the quarantine").await?;
+        let done = upload.finish(&self.jobs, "loading the quarantine").await.map_err(|e| fail(&self.s, e))?;
         tracing::info!(event = "quarantine_loaded", rows = n, job = %done.job.job_id, "loaded the quarantined records");
         Ok(())
     }
@@ -379,7 +374,8 @@ impl BigQuerySink {
         let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);
         let pushed = upload.push(&self.jobs, "recording the run", |line| write_object(&columns, &run.values(), line));
         pushed.await.map_err(|e| fail(&self.s, e))?;
-        self.load(upload, "recording the run").await.map(|_| ())
+        upload.finish(&self.jobs, "recording the run").await.map_err(|e| fail(&self.s, e))?;
+        Ok(())
     }
 
     pub fn bytes_billed(&self) -> Option<u64> {

@@ -11,13 +11,8 @@ pub const STAGING_PREFIX: &str = "_dealsync_stg_";
 
 /// The canonical name of a type as BigQuery reports it back (INT64 and INTEGER are one type).
 pub fn canonical_type(t: &str) -> &str {
-    match t {
-        "INTEGER" => "INT64",
-        "FLOAT" => "FLOAT64",
-        "BOOLEAN" => "BOOL",
-        "RECORD" => "STRUCT",
-        other => other,
-    }
+    let legacy = [("INTEGER", "INT64"), ("FLOAT", "FLOAT64"), ("BOOLEAN", "BOOL"), ("RECORD", "STRUCT")];
+    legacy.iter().find(|(name, _)| *name == t).map_or(t, |(_, canonical)| canonical)
 }
 
 /// The MERGE that makes a run's staged rows final: newest staged copy per deal, insert new deals, replace a
