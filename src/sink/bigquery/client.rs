@@ -63,24 +63,19 @@ impl Api {
     /// failure.
     async fn send_once(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Answer> {
         let token = self.credentials.token().await?;
-        let req = match &token {
-            Some(token) => req.bearer_auth(token),
-            None => req,
-        };
+        let req = if let Some(token) = &token { req.bearer_auth(token) } else { req };
         let network = |e: reqwest::Error| BqFailure::new(what, crate::zoho::describe_reqwest(&e), Kind::Transient);
         let resp = req.send().await.map_err(network)?;
         let status = resp.status().as_u16();
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (range, location) = (header("range"), header("location"));
         let body = resp.bytes().await.map_err(network)?.to_vec();
-        match status {
-            200..=299 | 308 => Ok(Answer { status, range, location, body }),
-            _ => {
-                // An error body may echo the access token it was sent.
-                let text = crate::telemetry::redact(&String::from_utf8_lossy(&body), &[token.as_deref().unwrap_or("")]);
-                Err(BqFailure::http(what, status, text.as_bytes()))
-            }
+        if matches!(status, 200..=299 | 308) {
+            return Ok(Answer { status, range, location, body });
         }
+        // An error body may echo the access token it was sent.
+        let text = crate::telemetry::redact(&String::from_utf8_lossy(&body), &[token.as_deref().unwrap_or("")]);
+        Err(BqFailure::http(what, status, text.as_bytes()))
     }
 
     async fn send(&self, what: &str, build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder) -> Result<Answer> {
