@@ -1,11 +1,13 @@
-//! The BigQuery REST API as dealsync uses it: one HTTP client holding the base URLs, the project and the
-//! credentials; every call retried on the failures Google documents as transient (error.rs says which).
+//! The BigQuery REST API as dealsync uses it: one HTTP client holding the base URLs, the project, the dataset
+//! and the credentials; every call retried on the failures Google documents as transient (error.rs says which).
+//! Jobs are run by the methods in jobs.rs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
 use super::auth::Credentials;
 use super::error::{BqFailure, Kind, Result};
@@ -19,6 +21,10 @@ pub struct Api {
     base: String,
     upload: String,
     pub project: String,
+    pub dataset: String,
+    /// Where the dataset lives, read once (jobs.rs): sent with each new job, so that a job whose insert answer
+    /// was lost can still be found.
+    pub(super) location: OnceCell<Option<String>>,
     /// Uploads are gzipped, except towards the emulator, which cannot read them.
     pub gzip: bool,
     pub credentials: Credentials,
@@ -53,6 +59,8 @@ impl Api {
             base: format!("{root}/bigquery/v2/projects/{}", s.project),
             upload: format!("{root}/upload/bigquery/v2/projects/{}", s.project),
             project: s.project.clone(),
+            dataset: s.dataset.clone(),
+            location: OnceCell::new(),
             gzip: !matches!(s.auth, BigQueryAuth::Emulator { .. }),
             credentials: Credentials::new(&s.auth).await?,
             retry,

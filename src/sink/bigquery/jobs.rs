@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::OnceCell;
 
 use super::client::Api;
 use super::error::{BqFailure, ErrorProto, Result};
@@ -78,20 +77,8 @@ pub struct Done {
     pub bytes_billed: u64,
 }
 
-/// Runs jobs in one dataset's project and location.
-pub struct Jobs {
-    pub api: Api,
-    pub dataset: String,
-    /// Where the dataset lives, read once: sent with each new job, so that a job whose insert answer was lost
-    /// can still be found.
-    location: OnceCell<Option<String>>,
-}
-
-impl Jobs {
-    pub fn new(api: Api, dataset: &str) -> Jobs {
-        Jobs { api, dataset: dataset.to_string(), location: OnceCell::new() }
-    }
-
+/// Jobs in the dataset's project and location.
+impl Api {
     /// Records the dataset's location, read elsewhere.
     pub fn located(&self, location: Option<String>) {
         let _ = self.location.set(location);
@@ -100,8 +87,8 @@ impl Jobs {
     /// The dataset's location, read on first use (a dataset that does not exist is an error here).
     async fn location(&self) -> Result<Option<String>> {
         let read = || async {
-            let what = format!("reading dataset {}.{}", self.api.project, self.dataset);
-            let dataset: Value = self.api.get(&what, &format!("datasets/{}", self.dataset), &[]).await?;
+            let what = format!("reading dataset {}.{}", self.project, self.dataset);
+            let dataset: Value = self.get(&what, &format!("datasets/{}", self.dataset), &[]).await?;
             Ok(dataset["location"].as_str().map(str::to_string))
         };
         self.location.get_or_try_init(read).await.cloned()
@@ -109,7 +96,7 @@ impl Jobs {
 
     /// Backquoted `project.dataset.table`.
     pub fn table_ref(&self, table: &str) -> String {
-        format!("`{}.{}.{table}`", self.api.project, self.dataset)
+        format!("`{}.{}.{table}`", self.project, self.dataset)
     }
 
     pub async fn job(&self, job_id: &str, mut configuration: Value) -> Result<Value> {
@@ -130,7 +117,7 @@ impl Jobs {
         let path = format!("jobs/{}", job.job_id);
         let query: Vec<_> = job.location.iter().map(|l| ("location", l.clone())).collect();
         let look = || async {
-            let r = self.api.get::<JobResource>(what, &path, &query).await?;
+            let r = self.get::<JobResource>(what, &path, &query).await?;
             let n = |count: &Option<String>| count.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
             match (r.status.state.as_str(), &r.status.error_result) {
                 ("DONE", Some(e)) => Err(BqFailure::reported(what, e)),
@@ -161,7 +148,7 @@ impl Jobs {
             query.push(("formatOptions.useInt64Timestamp", "true".into()));
             query.push(("timeoutMs", "10000".into()));
             query.extend(token.iter().map(|t| ("pageToken", t.clone())));
-            let page: ResultsPage = self.api.get(what, &path, &query).await?;
+            let page: ResultsPage = self.get(what, &path, &query).await?;
             if let Some(e) = page.errors.first() {
                 return Err(BqFailure::reported(what, e));
             }
@@ -190,13 +177,13 @@ impl Jobs {
     pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done> {
         let configuration = json!({"query": statement.configuration()});
         let attempt = std::sync::atomic::AtomicUsize::new(0);
-        let policy = RetryPolicy { max_attempts: JOB_RUNS, min_delay: Duration::from_secs(1), ..self.api.retry };
+        let policy = RetryPolicy { max_attempts: JOB_RUNS, min_delay: Duration::from_secs(1), ..self.retry };
         let once = || {
             let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let id = if n == 1 { job_id.to_string() } else { format!("{job_id}_{n}") };
             let configuration = configuration.clone();
             async move {
-                let job = match self.api.post::<JobResource>(what, "jobs", &self.job(&id, configuration).await?).await {
+                let job = match self.post::<JobResource>(what, "jobs", &self.job(&id, configuration).await?).await {
                     Ok(j) => j.job_reference,
                     // A job that already exists under the id (a retried insert) is the one to wait for.
                     Err(e) if e.is_duplicate() => JobReference::default(),

@@ -8,8 +8,9 @@ use std::io::Write;
 use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 
+use super::client::Api;
 use super::error::{BqFailure, Kind, Result};
-use super::jobs::{Done, JobResource, Jobs};
+use super::jobs::{Done, JobResource};
 use crate::schema::Column;
 
 /// Bytes a chunk carries: Google asks for multiples of 256 KiB. 4 MiB keeps a 1M-deal backfill under the memory
@@ -50,12 +51,12 @@ impl Upload {
     }
 
     /// Adds the row `write` writes (one JSON object); sends a chunk once the buffer holds one.
-    pub async fn push(&mut self, jobs: &Jobs, what: &str, write: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+    pub async fn push(&mut self, api: &Api, what: &str, write: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
         write(&mut self.row);
         self.append();
         // Strictly more: the last chunk always keeps a byte, so that it can carry the total.
         if self.out.bytes().len() > CHUNK {
-            self.send_chunk(jobs, what).await?;
+            self.send_chunk(api, what).await?;
         }
         Ok(())
     }
@@ -83,18 +84,18 @@ impl Upload {
         }
     }
 
-    async fn session(&mut self, jobs: &Jobs, what: &str) -> Result<String> {
+    async fn session(&mut self, api: &Api, what: &str) -> Result<String> {
         if let Some(s) = &self.session {
             return Ok(s.clone());
         }
-        let job = jobs.job(&self.job_id, self.configuration.clone()).await?;
-        let s = jobs.api.start_upload(what, &job).await?;
+        let job = api.job(&self.job_id, self.configuration.clone()).await?;
+        let s = api.start_upload(what, &job).await?;
         self.session = Some(s.clone());
         Ok(s)
     }
 
-    async fn send_chunk(&mut self, jobs: &Jobs, what: &str) -> Result<()> {
-        let session = self.session(jobs, what).await?;
+    async fn send_chunk(&mut self, api: &Api, what: &str) -> Result<()> {
+        let session = self.session(api, what).await?;
         // The chunk leaves the buffer without a copy; the few bytes past it start the next one.
         let buffer = self.out.bytes();
         let mut next = buffer.split_off(CHUNK);
@@ -102,7 +103,7 @@ impl Upload {
         next.reserve(CHUNK + 64 * 1024);
         let chunk = std::mem::replace(buffer, next);
         let len = chunk.len() as u64;
-        if jobs.api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await?.is_some() {
+        if api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await?.is_some() {
             return Err(BqFailure::new(what, "BigQuery ended the upload before its last chunk", Kind::Local));
         }
         self.sent += len;
@@ -110,14 +111,14 @@ impl Upload {
     }
 
     /// Sends the rest, which creates the load job, and waits for it: every row is in the table, or none.
-    pub async fn finish(mut self, jobs: &Jobs, what: &str) -> Result<Done> {
-        let session = self.session(jobs, what).await?;
+    pub async fn finish(mut self, api: &Api, what: &str) -> Result<Done> {
+        let session = self.session(api, what).await?;
         let rest = self.rest();
         let total = self.sent + rest.len() as u64;
-        let Some(job) = jobs.api.put_chunk::<JobResource>(what, &session, self.sent, rest, Some(total)).await? else {
+        let Some(job) = api.put_chunk::<JobResource>(what, &session, self.sent, rest, Some(total)).await? else {
             return Err(BqFailure::new(what, "BigQuery did not take the upload's last bytes", Kind::Local));
         };
-        jobs.wait(what, jobs.reference(&self.job_id, job.job_reference)).await
+        api.wait(what, api.reference(&self.job_id, job.job_reference)).await
     }
 }
 

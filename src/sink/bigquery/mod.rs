@@ -28,7 +28,7 @@ use crate::schema::{LEDGER, QUARANTINE};
 use crate::window::{Window, WindowField};
 use crate::zoho::changes::{Deleted, StageChange};
 use client::Api;
-use jobs::{Done, Jobs, Row};
+use jobs::{Done, Row};
 use load::Upload;
 use sql::Statement;
 use tables::TableDef;
@@ -59,7 +59,7 @@ pub(super) async fn connect(o: &Opening<'_>) -> Result<BigQuerySink> {
 }
 
 pub struct BigQuerySink {
-    jobs: Jobs,
+    api: Api,
     s: BigQuerySettings,
     /// The run id, lowercased: job and table ids derive from it.
     run: String,
@@ -84,7 +84,7 @@ impl BigQuerySink {
         let api = Api::new(&s, retry, timeout).await.map_err(|e| fail(&s, e))?;
         let run = run_id.to_ascii_lowercase();
         Ok(BigQuerySink {
-            jobs: Jobs::new(api, &s.dataset),
+            api,
             staging: format!("{}{run}", sql::STAGING_PREFIX),
             run,
             s,
@@ -111,33 +111,33 @@ impl BigQuerySink {
     }
 
     fn target(&self) -> String {
-        self.jobs.table_ref(&self.s.table)
+        self.api.table_ref(&self.s.table)
     }
 
     /// A load of one row after another into `table`, under job id `dealsync_<run>_<what>`.
     fn new_upload(&self, what: &str, table: &str, columns: &[Column]) -> Upload {
         let (p, d) = (&self.s.project, &self.s.dataset);
-        Upload::new(self.job_id(what), p, d, table, columns, self.jobs.api.gzip)
+        Upload::new(self.job_id(what), p, d, table, columns, self.api.gzip)
     }
 
     /// Every row a query returns, all pages.
     async fn select(&mut self, what: &str, statement: impl Into<Statement>) -> Result<Vec<Row>> {
         let id = self.job_id(&format!("q{}", self.reads));
         self.reads += 1;
-        let (done, rows) = self.jobs.select(what, &id, &statement.into()).await.map_err(|e| fail(&self.s, e))?;
+        let (done, rows) = self.api.select(what, &id, &statement.into()).await.map_err(|e| fail(&self.s, e))?;
         self.bytes_billed += done.bytes_billed;
         Ok(rows)
     }
 
     async fn execute(&mut self, what: &str, job_id: &str, statement: impl Into<Statement>) -> Result<Done> {
-        let done = self.jobs.run(what, job_id, &statement.into()).await.map_err(|e| fail(&self.s, e))?;
+        let done = self.api.run(what, job_id, &statement.into()).await.map_err(|e| fail(&self.s, e))?;
         self.bytes_billed += done.bytes_billed;
         Ok(done)
     }
 
     /// The run ledger, newest first (`limit` runs), and its last good run (`dealsync runs`).
     pub async fn past_runs(&mut self, limit: u32) -> Result<PastRuns> {
-        let runs = self.jobs.table_ref(sql::RUNS_TABLE);
+        let runs = self.api.table_ref(sql::RUNS_TABLE);
         let last = self.read_runs(sql::past_runs_sql(&runs, limit, false)).await?;
         let good = self.read_runs(sql::past_runs_sql(&runs, 1, true)).await?.pop();
         Ok((last, good))
@@ -170,7 +170,7 @@ impl BigQuerySink {
     async fn load_part(&mut self) -> Result<()> {
         let Some(upload) = self.upload.take() else { return Ok(()) };
         let rows = upload.rows;
-        let loaded = upload.finish(&self.jobs, "loading the staging table").await.map_err(|e| fail(&self.s, e))?;
+        let loaded = upload.finish(&self.api, "loading the staging table").await.map_err(|e| fail(&self.s, e))?;
         tracing::info!(event = "staging_loaded", part = self.staged_parts, rows, output_rows = loaded.loaded,
             job = %loaded.job.job_id, "loaded rows of the run into the staging table");
         self.staged_parts += 1;
@@ -181,7 +181,7 @@ impl BigQuerySink {
     async fn load_quarantine(&mut self) -> Result<()> {
         let Some(upload) = self.quarantine.take() else { return Ok(()) };
         let n = upload.rows;
-        let done = upload.finish(&self.jobs, "loading the quarantine").await.map_err(|e| fail(&self.s, e))?;
+        let done = upload.finish(&self.api, "loading the quarantine").await.map_err(|e| fail(&self.s, e))?;
         tracing::info!(event = "quarantine_loaded", rows = n, job = %done.job.job_id, "loaded the quarantined records");
         Ok(())
     }
@@ -190,7 +190,7 @@ impl BigQuerySink {
     async fn drop_staging(&self) {
         let what = format!("dropping staging table {}", self.staging);
         let path = format!("datasets/{}/tables/{}", self.s.dataset, self.staging);
-        match self.jobs.api.delete(&what, &path).await {
+        match self.api.delete(&what, &path).await {
             Err(e) if !e.is_not_found() => tracing::warn!(event = "staging_left", table = %self.staging,
                 "could not drop the staging table (it expires by itself): {e}"),
             _ => {}
@@ -203,7 +203,7 @@ impl BigQuerySink {
         if self.staged_parts == 0 {
             return Ok(WriteStats::default());
         }
-        let (target, staging) = (self.target(), self.jobs.table_ref(&self.staging));
+        let (target, staging) = (self.target(), self.api.table_ref(&self.staging));
         let preview = sql::merge_preview_sql(&target, &staging, self.spec.rewrite);
         let rows = self.select("counting what the MERGE will change", preview).await?;
         let (staged, deals, inserted, updated) =
@@ -242,17 +242,17 @@ impl BigQuerySink {
 
     /// The dataset, the table against the schema, and a dry-run query; an error names the credentials used.
     pub async fn check(&mut self) -> Result<Vec<String>> {
-        let checked = tables::check(&self.jobs, &self.s.table, &self.spec.columns).await;
+        let checked = tables::check(&self.api, &self.s.table, &self.spec.columns).await;
         checked.map_err(|e| {
             let mut e = fail(&self.s, e);
-            e.message = format!("{} (Google credentials: {})", e.message, self.jobs.api.credentials.source);
+            e.message = format!("{} (Google credentials: {})", e.message, self.api.credentials.source);
             e
         })
     }
 
     pub async fn prepare(&mut self) -> Result<()> {
         let dataset =
-            tables::ensure_dataset(&self.jobs, self.s.location.as_deref()).await.map_err(|e| fail(&self.s, e))?;
+            tables::ensure_dataset(&self.api, self.s.location.as_deref()).await.map_err(|e| fail(&self.s, e))?;
         let def = |id: &str, columns, target| TableDef { id: id.into(), columns, target, expires_at: None };
         let defs = [
             def(&self.s.table, self.spec.columns.clone(), true),
@@ -260,19 +260,19 @@ impl BigQuerySink {
             def(sql::QUARANTINE_TABLE, columns_of(&QUARANTINE), false),
         ];
         for (i, def) in defs.iter().enumerate() {
-            let existing = tables::ensure_table(&self.jobs, def).await.map_err(|e| fail(&self.s, e))?;
+            let existing = tables::ensure_table(&self.api, def).await.map_err(|e| fail(&self.s, e))?;
             if let (true, Some(t)) = (def.target, &existing) {
-                let evolved = tables::evolve(&self.jobs, t, def, &self.job_id("add_columns")).await;
+                let evolved = tables::evolve(&self.api, t, def, &self.job_id("add_columns")).await;
                 evolved.map_err(|e| fail(&self.s, e))?;
             }
             let id = self.job_id(&format!("never_expire_{i}"));
-            tables::never_expire(&self.jobs, &dataset, def, &id).await.map_err(|e| fail(&self.s, e))?;
+            tables::never_expire(&self.api, &dataset, def, &id).await.map_err(|e| fail(&self.s, e))?;
         }
         Ok(())
     }
 
     pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>> {
-        let sql = sql::last_good_sql(&self.jobs.table_ref(sql::RUNS_TABLE), field.api_name());
+        let sql = sql::last_good_sql(&self.api.table_ref(sql::RUNS_TABLE), field.api_name());
         let rows = self.select("reading the run ledger", sql).await?;
         let micros = rows.first().and_then(|r| r.first()?.as_deref()?.parse::<i64>().ok());
         Ok(micros.and_then(DateTime::<Utc>::from_timestamp_micros))
@@ -286,7 +286,7 @@ impl BigQuerySink {
             if self.staged_parts == 0 {
                 let (columns, expires_at) = (self.spec.columns.clone(), Some(self.staging_expires.timestamp_millis()));
                 let def = TableDef { id: self.staging.clone(), columns, target: false, expires_at };
-                tables::ensure_table(&self.jobs, &def).await.map_err(|e| fail(&self.s, e))?;
+                tables::ensure_table(&self.api, &def).await.map_err(|e| fail(&self.s, e))?;
             }
             let what = format!("stage_{}", self.staged_parts);
             self.upload = Some(self.new_upload(&what, &self.staging, &self.spec.columns));
@@ -294,7 +294,7 @@ impl BigQuerySink {
         let upload = self.upload.as_mut().expect("created above");
         for row in &rows {
             let pushed =
-                upload.push(&self.jobs, "loading the staging table", |line| row.write_json(&self.spec.columns, line));
+                upload.push(&self.api, "loading the staging table", |line| row.write_json(&self.spec.columns, line));
             pushed.await.map_err(|e| fail(&self.s, e))?;
         }
         if upload.size() >= self.part_bytes {
@@ -315,7 +315,7 @@ impl BigQuerySink {
             }
             let upload = self.quarantine.as_mut().expect("created above");
             let pushed =
-                upload.push(&self.jobs, "loading the quarantine", |line| write_object(&columns, &q.values(), line));
+                upload.push(&self.api, "loading the quarantine", |line| write_object(&columns, &q.values(), line));
             pushed.await.map_err(|e| fail(&self.s, e))?;
         }
         Ok(())
@@ -372,9 +372,9 @@ impl BigQuerySink {
         let columns = columns_of(&LEDGER);
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
         let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);
-        let pushed = upload.push(&self.jobs, "recording the run", |line| write_object(&columns, &run.values(), line));
+        let pushed = upload.push(&self.api, "recording the run", |line| write_object(&columns, &run.values(), line));
         pushed.await.map_err(|e| fail(&self.s, e))?;
-        upload.finish(&self.jobs, "recording the run").await.map_err(|e| fail(&self.s, e))?;
+        upload.finish(&self.api, "recording the run").await.map_err(|e| fail(&self.s, e))?;
         Ok(())
     }
 

@@ -7,8 +7,8 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::client::Api;
 use super::error::{BqFailure, Kind, Result};
-use super::jobs::Jobs;
 use super::sql;
 use crate::schema::Column;
 
@@ -97,15 +97,15 @@ fn found<T>(r: Result<T>) -> Result<Option<T>> {
     }
 }
 
-pub async fn get_dataset(jobs: &Jobs) -> Result<Option<DatasetResource>> {
-    let what = format!("reading dataset {}.{}", jobs.api.project, jobs.dataset);
-    found(jobs.api.get(&what, &format!("datasets/{}", jobs.dataset), &[]).await)
+pub async fn get_dataset(api: &Api) -> Result<Option<DatasetResource>> {
+    let what = format!("reading dataset {}.{}", api.project, api.dataset);
+    found(api.get(&what, &format!("datasets/{}", api.dataset), &[]).await)
 }
 
 /// The dataset, read (and created when missing, in `BIGQUERY_LOCATION`); jobs run in its location.
-pub async fn ensure_dataset(jobs: &Jobs, location: Option<&str>) -> Result<DatasetResource> {
-    let dataset = &jobs.dataset;
-    let ds = match get_dataset(jobs).await? {
+pub async fn ensure_dataset(api: &Api, location: Option<&str>) -> Result<DatasetResource> {
+    let dataset = &api.dataset;
+    let ds = match get_dataset(api).await? {
         Some(ds) => ds,
         None => {
             let mut body = json!({"datasetReference": {"datasetId": dataset}, "labels": {"managed-by": "dealsync"}});
@@ -113,31 +113,31 @@ pub async fn ensure_dataset(jobs: &Jobs, location: Option<&str>) -> Result<Datas
                 body["location"] = json!(location);
             }
             let what = format!("creating dataset {dataset}");
-            match jobs.api.post::<DatasetResource>(&what, "datasets", &body).await {
+            match api.post::<DatasetResource>(&what, "datasets", &body).await {
                 Ok(d) => {
                     tracing::info!(event = "dataset_created", dataset, "created the BigQuery dataset");
                     d
                 }
-                Err(e) if e.is_duplicate() => jobs.api.get(&what, &format!("datasets/{dataset}"), &[]).await?,
+                Err(e) if e.is_duplicate() => api.get(&what, &format!("datasets/{dataset}"), &[]).await?,
                 Err(e) => return Err(e),
             }
         }
     };
-    jobs.located(ds.location.clone());
+    api.located(ds.location.clone());
     Ok(ds)
 }
 
-pub async fn get_table(jobs: &Jobs, table: &str) -> Result<Option<TableResource>> {
-    let what = format!("reading table {}.{table}", jobs.dataset);
-    found(jobs.api.get(&what, &format!("datasets/{}/tables/{table}", jobs.dataset), &[]).await)
+pub async fn get_table(api: &Api, table: &str) -> Result<Option<TableResource>> {
+    let what = format!("reading table {}.{table}", api.dataset);
+    found(api.get(&what, &format!("datasets/{}/tables/{table}", api.dataset), &[]).await)
 }
 
 /// Creates the table if missing; returns the existing one otherwise.
-pub async fn ensure_table(jobs: &Jobs, def: &TableDef) -> Result<Option<TableResource>> {
-    if let Some(t) = get_table(jobs, &def.id).await? {
+pub async fn ensure_table(api: &Api, def: &TableDef) -> Result<Option<TableResource>> {
+    if let Some(t) = get_table(api, &def.id).await? {
         return Ok(Some(t));
     }
-    let (project, dataset) = (&jobs.api.project, &jobs.dataset);
+    let (project, dataset) = (&api.project, &api.dataset);
     let mut body = json!({
         "tableReference": {"projectId": project, "datasetId": dataset, "tableId": def.id},
         "schema": {"fields": def.columns},
@@ -151,7 +151,7 @@ pub async fn ensure_table(jobs: &Jobs, def: &TableDef) -> Result<Option<TableRes
         body["clustering"] = json!({"fields": ["deal_id"]});
     }
     let what = format!("creating table {dataset}.{}", def.id);
-    match jobs.api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &body).await {
+    match api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &body).await {
         Ok(_) => {
             tracing::info!(event = "table_created", table = %format!("{dataset}.{}", def.id), "created a BigQuery table");
             Ok(None)
@@ -163,14 +163,14 @@ pub async fn ensure_table(jobs: &Jobs, def: &TableDef) -> Result<Option<TableRes
 
 /// Makes sure a table that must keep its rows never expires: an expiration the dataset's defaults gave it is
 /// removed (`SET OPTIONS … = NULL`), then the table is read again; if it still expires, the run stops.
-pub async fn never_expire(jobs: &Jobs, dataset: &DatasetResource, def: &TableDef, job_id: &str) -> Result<()> {
-    let Some(expires) = get_table(jobs, &def.id).await?.and_then(|t| t.expires()) else { return Ok(()) };
+pub async fn never_expire(api: &Api, dataset: &DatasetResource, def: &TableDef, job_id: &str) -> Result<()> {
+    let Some(expires) = get_table(api, &def.id).await?.and_then(|t| t.expires()) else { return Ok(()) };
     let partitions = if def.target { ", partition_expiration_days = NULL" } else { "" };
     let statement =
-        format!("ALTER TABLE {} SET OPTIONS (expiration_timestamp = NULL{partitions})", jobs.table_ref(&def.id));
-    let (ds, id) = (&jobs.dataset, &def.id);
-    jobs.run(&format!("removing the expiration of {ds}.{id}"), job_id, &statement.into()).await?;
-    if let Some(still) = get_table(jobs, id).await?.and_then(|t| t.expires()) {
+        format!("ALTER TABLE {} SET OPTIONS (expiration_timestamp = NULL{partitions})", api.table_ref(&def.id));
+    let (ds, id) = (&api.dataset, &def.id);
+    api.run(&format!("removing the expiration of {ds}.{id}"), job_id, &statement.into()).await?;
+    if let Some(still) = get_table(api, id).await?.and_then(|t| t.expires()) {
         let setting = dataset.expiring_defaults().unwrap_or_else(|| "an expiration".into());
         let message = format!(
             "{still} (the dataset sets {setting}); dealsync could not remove it. Remove the dataset's default \
@@ -184,10 +184,10 @@ pub async fn never_expire(jobs: &Jobs, dataset: &DatasetResource, def: &TableDef
 }
 
 /// What `dealsync check` sees: the dataset, the table against the schema, and a dry-run query.
-pub async fn check(jobs: &Jobs, t: &str, columns: &[Column]) -> Result<Vec<String>> {
-    let (p, d) = (&jobs.api.project, &jobs.dataset);
-    let mut seen = vec![format!("Google credentials: {}", jobs.api.credentials.source)];
-    let dataset = get_dataset(jobs).await?;
+pub async fn check(api: &Api, t: &str, columns: &[Column]) -> Result<Vec<String>> {
+    let (p, d) = (&api.project, &api.dataset);
+    let mut seen = vec![format!("Google credentials: {}", api.credentials.source)];
+    let dataset = get_dataset(api).await?;
     match &dataset {
         Some(ds) => {
             let location = ds.location.as_deref().unwrap_or("unknown");
@@ -201,7 +201,7 @@ pub async fn check(jobs: &Jobs, t: &str, columns: &[Column]) -> Result<Vec<Strin
             "dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"
         )),
     }
-    let probe = match get_table(jobs, t).await? {
+    let probe = match get_table(api, t).await? {
         Some(existing) => {
             let (add, problems) = compare_schema(&existing.schema.fields, columns);
             if !problems.is_empty() {
@@ -215,17 +215,17 @@ pub async fn check(jobs: &Jobs, t: &str, columns: &[Column]) -> Result<Vec<Strin
             if let Some(expires) = existing.expires() {
                 seen.push(format!("table {p}.{d}.{t}: {expires}; the next run removes it"));
             }
-            format!("SELECT deal_id, modified_time FROM {} LIMIT 1", jobs.table_ref(t))
+            format!("SELECT deal_id, modified_time FROM {} LIMIT 1", api.table_ref(t))
         }
         None => {
             seen.push(format!("table {p}.{d}.{t} does not exist yet; the first run creates it"));
             "SELECT 1".to_string()
         }
     };
-    // A dry run needs bigquery.jobs.create, as the MERGE will; it reads and bills nothing.
+    // A dry run needs bigquery.api.create, as the MERGE will; it reads and bills nothing.
     let location = dataset.and_then(|d| d.location);
     let body = json!({"query": probe, "useLegacySql": false, "dryRun": true, "location": location});
-    jobs.api.post::<Value>("a dry-run query", "queries", &body).await?;
+    api.post::<Value>("a dry-run query", "queries", &body).await?;
     seen.push(format!("queries can run in project {p} (dry run)"));
     Ok(seen)
 }
@@ -252,7 +252,7 @@ pub fn compare_schema(have: &[Field], want: &[Column]) -> (Vec<Column>, Vec<Stri
 
 /// Checks an existing target against the schema: missing columns are added (nullable: BigQuery adds no other),
 /// incompatible ones stop the run.
-pub async fn evolve(jobs: &Jobs, existing: &TableResource, def: &TableDef, job_id: &str) -> Result<()> {
+pub async fn evolve(api: &Api, existing: &TableResource, def: &TableDef, job_id: &str) -> Result<()> {
     let (to_add, problems) = compare_schema(&existing.schema.fields, &def.columns);
     if !problems.is_empty() {
         let advice = "migrate or rename the table, or point BIGQUERY_TABLE elsewhere";
@@ -261,10 +261,10 @@ pub async fn evolve(jobs: &Jobs, existing: &TableResource, def: &TableDef, job_i
     }
     // One ALTER a column: the emulator takes one command a statement, and a job id each keeps reruns apart.
     for (i, c) in to_add.iter().enumerate() {
-        let (table, ty) = (jobs.table_ref(&def.id), sql::column_type(c));
+        let (table, ty) = (api.table_ref(&def.id), sql::column_type(c));
         let statement = format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `{}` {ty}", c.name);
-        let what = format!("adding column {} to {}.{}", c.name, jobs.dataset, def.id);
-        jobs.run(&what, &format!("{job_id}_{i}"), &statement.into()).await?;
+        let what = format!("adding column {} to {}.{}", c.name, api.dataset, def.id);
+        api.run(&what, &format!("{job_id}_{i}"), &statement.into()).await?;
     }
     if !to_add.is_empty() {
         let names: Vec<&str> = to_add.iter().map(|c| c.name.as_ref()).collect();
