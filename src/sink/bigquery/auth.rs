@@ -3,9 +3,10 @@
 //! Workload Identity Federation), then gcloud's file, then the metadata server of Cloud Run, GKE or GCE. The
 //! tokens come from yup-oauth2, which caches each until it nearly expires.
 
-use crate::config::BigQueryAuth;
+use yup_oauth2::authenticator::ApplicationDefaultCredentialsTypes as Adc;
 
-use super::error::BqFailure;
+use super::error::{BqFailure, Kind, Result};
+use crate::config::BigQueryAuth;
 
 type Connector = <yup_oauth2::DefaultHyperClientBuilder as yup_oauth2::HyperClientBuilder>::Connector;
 type Authenticator = yup_oauth2::authenticator::Authenticator<Connector>;
@@ -21,11 +22,10 @@ pub struct Credentials {
 
 impl Credentials {
     /// Builds the source the settings name. Nothing is requested yet, except that reading a file may fail.
-    pub async fn new(auth: &BigQueryAuth) -> Result<Credentials, BqFailure> {
-        let what = "loading Google credentials";
-        let fail = |path: &std::path::Path, e: std::io::Error| {
-            BqFailure::credentials(what, format!("{} cannot be used: {e}", path.display()))
-        };
+    pub async fn new(auth: &BigQueryAuth) -> Result<Credentials> {
+        let refused = |m: String| BqFailure::new("loading Google credentials", m, Kind::Credentials);
+        let fail =
+            |path: &std::path::Path, e: std::io::Error| refused(format!("{} cannot be used: {e}", path.display()));
         let (inner, source) = match auth {
             BigQueryAuth::Emulator { base_url } => (None, format!("none (the emulator at {base_url})")),
             BigQueryAuth::File { path, kind } => {
@@ -52,12 +52,10 @@ impl Credentials {
                         .map(|h| format!("http://{h}/computeMetadata/v1/instance/service-accounts/default/token")),
                 };
                 let built = match yup_oauth2::ApplicationDefaultCredentialsAuthenticator::builder(opts).await {
-                    yup_oauth2::authenticator::ApplicationDefaultCredentialsTypes::InstanceMetadata(b) => {
-                        b.build().await
-                    }
-                    yup_oauth2::authenticator::ApplicationDefaultCredentialsTypes::ServiceAccount(b) => b.build().await,
+                    Adc::InstanceMetadata(b) => b.build().await,
+                    Adc::ServiceAccount(b) => b.build().await,
                 };
-                let built = built.map_err(|e| BqFailure::credentials(what, format!("the metadata server: {e}")))?;
+                let built = built.map_err(|e| refused(format!("the metadata server: {e}")))?;
                 (Some(built), "the metadata server (the service account attached to the job)".to_string())
             }
         };
@@ -65,11 +63,12 @@ impl Credentials {
     }
 
     /// An access token, or `None` for the emulator. Errors say which source failed and how to give one.
-    pub async fn token(&self) -> Result<Option<String>, BqFailure> {
+    pub async fn token(&self) -> Result<Option<String>> {
         let Some(auth) = &self.inner else { return Ok(None) };
         let what = format!("getting an access token from {}", self.source);
-        let token = auth.token(SCOPES).await.map_err(|e| BqFailure::credentials(&what, no_secret(&e.to_string())))?;
-        token.token().map(|t| Some(t.to_string())).ok_or_else(|| BqFailure::credentials(&what, "no token was returned"))
+        let refused = |m: &str| BqFailure::new(&what, m, Kind::Credentials);
+        let token = auth.token(SCOPES).await.map_err(|e| refused(&no_secret(&e.to_string())))?;
+        token.token().map(|t| Some(t.to_string())).ok_or_else(|| refused("no token was returned"))
     }
 }
 

@@ -1,13 +1,16 @@
-//! The BigQuery REST API as dealsync uses it: one HTTP client holding the base URLs, the project and the
-//! credentials; every call retried on the failures Google documents as transient (error.rs says which).
+//! The BigQuery REST API as dealsync uses it: one HTTP client holding the base URLs, the project, the dataset
+//! and the credentials; every call retried on the failures Google documents as transient (error.rs says which).
+//! Jobs are run by the methods in jobs.rs.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
 use super::auth::Credentials;
-use super::error::BqFailure;
+use super::error::{BqFailure, Kind, Result};
 use crate::config::{BigQueryAuth, BigQuerySettings};
 use crate::retry::{retry, RetryPolicy};
 
@@ -15,11 +18,13 @@ const GOOGLE: &str = "https://bigquery.googleapis.com";
 
 pub struct Api {
     http: reqwest::Client,
-    /// `…/bigquery/v2/projects/{project}`.
     base: String,
-    /// `…/upload/bigquery/v2/projects/{project}`.
     upload: String,
     pub project: String,
+    pub dataset: String,
+    /// Where the dataset lives, read once (jobs.rs): sent with each new job, so that a job whose insert answer
+    /// was lost can still be found.
+    pub(super) location: OnceCell<Option<String>>,
     /// Uploads are gzipped, except towards the emulator, which cannot read them.
     pub gzip: bool,
     pub credentials: Credentials,
@@ -28,22 +33,13 @@ pub struct Api {
 
 struct Answer {
     status: u16,
-    /// A resumable upload's `Range: bytes=0-N`.
     range: Option<String>,
-    /// A resumable upload's session URI.
     location: Option<String>,
     body: Vec<u8>,
 }
 
-/// An answer to one chunk of a resumable upload.
-pub enum Put<T> {
-    /// BigQuery holds this many bytes of the upload so far.
-    Incomplete(u64),
-    Done(T),
-}
-
 impl Api {
-    pub async fn new(s: &BigQuerySettings, retry: RetryPolicy, request_timeout: Duration) -> Result<Api, BqFailure> {
+    pub async fn new(s: &BigQuerySettings, retry: RetryPolicy, request_timeout: Duration) -> Result<Api> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("dealsync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -51,18 +47,20 @@ impl Api {
             // A redirect would carry the access token elsewhere: BigQuery never sends one.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| BqFailure::local("building the HTTP client", e.to_string()))?;
+            .map_err(|e| BqFailure::new("building the HTTP client", e.to_string(), Kind::Local))?;
         let root = match &s.auth {
             BigQueryAuth::Emulator { base_url } => {
-                base_url.as_str().trim_end_matches('/').trim_end_matches("/bigquery/v2").to_string()
+                base_url.as_str().trim_end_matches('/').trim_end_matches("/bigquery/v2")
             }
-            _ => GOOGLE.to_string(),
+            _ => GOOGLE,
         };
         Ok(Api {
             http,
             base: format!("{root}/bigquery/v2/projects/{}", s.project),
             upload: format!("{root}/upload/bigquery/v2/projects/{}", s.project),
             project: s.project.clone(),
+            dataset: s.dataset.clone(),
+            location: OnceCell::new(),
             gzip: !matches!(s.auth, BigQueryAuth::Emulator { .. }),
             credentials: Credentials::new(&s.auth).await?,
             retry,
@@ -71,77 +69,61 @@ impl Api {
 
     /// Sends `req` with the access token, once. A 308 (a resumable upload's "send more") is an answer, not a
     /// failure.
-    async fn send_once(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Answer, BqFailure> {
+    async fn send_once(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Answer> {
         let token = self.credentials.token().await?;
-        let req = match &token {
-            Some(token) => req.bearer_auth(token),
-            None => req,
-        };
-        let resp = req.send().await.map_err(|e| BqFailure::network(what, &e))?;
+        let req = if let Some(token) = &token { req.bearer_auth(token) } else { req };
+        let network = |e: reqwest::Error| BqFailure::new(what, crate::zoho::describe_reqwest(&e), Kind::Transient);
+        let resp = req.send().await.map_err(network)?;
         let status = resp.status().as_u16();
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (range, location) = (header("range"), header("location"));
-        let body = resp.bytes().await.map_err(|e| BqFailure::network(what, &e))?.to_vec();
-        match status {
-            200..=299 | 308 => Ok(Answer { status, range, location, body }),
-            _ => {
-                // An error body may echo the access token it was sent.
-                let text = crate::telemetry::redact(&String::from_utf8_lossy(&body), &[token.as_deref().unwrap_or("")]);
-                Err(BqFailure::http(what, status, text.as_bytes()))
-            }
+        let body = resp.bytes().await.map_err(network)?.to_vec();
+        if matches!(status, 200..=299 | 308) {
+            return Ok(Answer { status, range, location, body });
         }
+        // An error body may echo the access token it was sent.
+        let text = crate::telemetry::redact(&String::from_utf8_lossy(&body), &[token.as_deref().unwrap_or("")]);
+        Err(BqFailure::http(what, status, text.as_bytes()))
     }
 
-    async fn send(
-        &self,
-        what: &str,
-        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    ) -> Result<Answer, BqFailure> {
+    async fn send(&self, what: &str, build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder) -> Result<Answer> {
         let once = || self.send_once(what, build(&self.http));
         retry(self.retry, what, once, BqFailure::is_retryable, |_| None, || {}).await.map_err(gave_up)
     }
 
-    fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, BqFailure> {
-        serde_json::from_slice(body).map_err(|e| BqFailure::local(what, format!("an answer dealsync cannot read: {e}")))
+    fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
+        serde_json::from_slice(body)
+            .map_err(|e| BqFailure::new(what, format!("an answer dealsync cannot read: {e}"), Kind::Local))
     }
 
-    pub async fn get<T: DeserializeOwned>(
-        &self,
-        what: &str,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<T, BqFailure> {
+    pub async fn get<T: DeserializeOwned>(&self, what: &str, path: &str, query: &[(&str, String)]) -> Result<T> {
         let url = format!("{}/{path}", self.base);
         Self::parse(what, &self.send(what, |c| c.get(&url).query(query)).await?.body)
     }
 
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        what: &str,
-        path: &str,
-        body: &impl Serialize,
-    ) -> Result<T, BqFailure> {
+    pub async fn post<T: DeserializeOwned>(&self, what: &str, path: &str, body: &impl Serialize) -> Result<T> {
         let url = format!("{}/{path}", self.base);
         Self::parse(what, &self.send(what, |c| c.post(&url).json(body)).await?.body)
     }
 
-    pub async fn delete(&self, what: &str, path: &str) -> Result<(), BqFailure> {
+    pub async fn delete(&self, what: &str, path: &str) -> Result<()> {
         let url = format!("{}/{path}", self.base);
         self.send(what, |c| c.delete(&url)).await.map(|_| ())
     }
 
     /// Starts a resumable upload for the job `job` describes; returns the session URI to send the bytes to.
-    pub async fn start_upload(&self, what: &str, job: &impl Serialize) -> Result<String, BqFailure> {
+    pub async fn start_upload(&self, what: &str, job: &impl Serialize) -> Result<String> {
         let url = format!("{}/jobs", self.upload);
         let answer = self.send(what, |c| c.post(&url).query(&[("uploadType", "resumable")]).json(job)).await?;
-        answer
-            .location
-            .ok_or_else(|| BqFailure::local(what, "the upload was started but BigQuery named no session URI"))
+        answer.location.ok_or_else(|| {
+            BqFailure::new(what, "the upload was started but BigQuery named no session URI", Kind::Local)
+        })
     }
 
     /// Sends `bytes` as the upload's bytes from `offset`; `total` once they are the last. After a failure,
     /// BigQuery is asked how much it holds (`bytes */*`) and the rest is sent from there, as the resumable upload
-    /// protocol prescribes.
+    /// protocol prescribes. `None`: BigQuery holds every byte sent and waits for more; `Some`: the upload is
+    /// complete, and this is its job.
     pub async fn put_chunk<T: DeserializeOwned>(
         &self,
         what: &str,
@@ -149,47 +131,39 @@ impl Api {
         offset: u64,
         bytes: Vec<u8>,
         total: Option<u64>,
-    ) -> Result<Put<T>, BqFailure> {
-        let bytes = bytes::Bytes::from(bytes);
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    ) -> Result<Option<T>> {
+        let (bytes, tries) = (bytes::Bytes::from(bytes), AtomicUsize::new(0));
         let end = offset + bytes.len() as u64;
         let total = total.map_or("*".to_string(), |t| t.to_string());
-        let (from, lost) = (AtomicU64::new(offset), AtomicBool::new(false));
+        let put = |range: String, body| {
+            self.send_once(what, self.http.put(session).header("content-range", range).body(body))
+        };
         let attempt = || async {
-            if lost.load(Relaxed) {
-                let probe = self.send_once(what, self.http.put(session).header("content-range", "bytes */*")).await?;
+            let mut from = offset;
+            if tries.fetch_add(1, Ordering::Relaxed) > 0 {
+                let probe = put("bytes */*".into(), bytes::Bytes::new()).await?;
                 if probe.status != 308 {
                     // The last bytes arrived and the job exists; only the answer was lost.
-                    return Ok(Put::Done(Self::parse(what, &probe.body)?));
+                    return Self::parse(what, &probe.body).map(Some);
                 }
-                let held = held_bytes(probe.range.as_deref());
-                if held < offset || held > end {
-                    return Err(BqFailure::local(
-                        what,
-                        format!("the upload holds {held} bytes; dealsync sent {offset}"),
-                    ));
+                from = held_bytes(probe.range.as_deref());
+                if from < offset || from > end {
+                    let message = format!("the upload holds {from} bytes; dealsync sent {offset}");
+                    return Err(BqFailure::new(what, message, Kind::Local));
                 }
-                from.store(held, Relaxed);
-                lost.store(false, Relaxed);
             }
-            let f = from.load(Relaxed);
-            let rest = bytes.slice((f - offset) as usize..);
+            let rest = bytes.slice((from - offset) as usize..);
             let range =
-                if rest.is_empty() { format!("bytes */{total}") } else { format!("bytes {f}-{}/{total}", end - 1) };
-            let answer = self
-                .send_once(what, self.http.put(session).header("content-range", range).body(rest))
-                .await
-                .inspect_err(|_| lost.store(true, Relaxed))?;
+                if rest.is_empty() { format!("bytes */{total}") } else { format!("bytes {from}-{}/{total}", end - 1) };
+            let answer = put(range, rest).await?;
             if answer.status != 308 {
-                return Ok(Put::Done(Self::parse(what, &answer.body)?));
+                return Self::parse(what, &answer.body).map(Some);
             }
-            let held = held_bytes(answer.range.as_deref());
-            if held < end {
+            if held_bytes(answer.range.as_deref()) < end {
                 // BigQuery kept part of the chunk: ask, then send the rest.
-                lost.store(true, Relaxed);
                 return Err(BqFailure::http(what, 503, b"part of the chunk was kept"));
             }
-            Ok(Put::Incomplete(held))
+            Ok(None)
         };
         retry(self.retry, what, attempt, BqFailure::is_retryable, |_| None, || {}).await.map_err(gave_up)
     }

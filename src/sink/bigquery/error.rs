@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::exit::Exit;
 use crate::telemetry::one_line;
 
-/// One failed BigQuery call or job, with enough context to act on.
+pub type Result<T, E = BqFailure> = std::result::Result<T, E>;
+
 #[derive(Debug)]
 pub struct BqFailure {
     /// What dealsync was doing, e.g. "creating table p.crm.closed_won_deals".
@@ -21,15 +22,14 @@ pub struct BqFailure {
     job_failed: bool,
 }
 
+/// Transient: worth another attempt (no answer, or one Google documents as transient). Config: a table or
+/// dataset the operator has to change. Local: an answer dealsync did not expect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Worth another attempt.
+pub enum Kind {
     Transient,
-    /// Credentials could not be obtained or were refused.
     Credentials,
-    /// The HTTP call worked and BigQuery said no.
     Refused,
-    /// Something on our side.
+    Config,
     Local,
 }
 
@@ -46,6 +46,11 @@ fn transient_reason(r: &str) -> bool {
 }
 
 impl BqFailure {
+    pub fn new(what: impl Into<String>, message: impl Into<String>, kind: Kind) -> BqFailure {
+        let (what, message) = (what.into(), message.into());
+        BqFailure { what, status: None, reasons: Vec::new(), message, kind, job_failed: false }
+    }
+
     /// An HTTP answer that was not a success, with Google's error body (`{"error": {"code", "message",
     /// "errors": [{"reason", "message"}]}}`). A body that is not one (an HTML 502 from a proxy) keeps its status.
     pub fn http(what: impl Into<String>, status: u16, body: &[u8]) -> BqFailure {
@@ -66,26 +71,6 @@ impl BqFailure {
         BqFailure { status: Some(status), reasons, ..BqFailure::new(what, message, kind) }
     }
 
-    fn new(what: impl Into<String>, message: impl Into<String>, kind: Kind) -> BqFailure {
-        let (what, message) = (what.into(), message.into());
-        BqFailure { what, status: None, reasons: Vec::new(), message, kind, job_failed: false }
-    }
-
-    /// The request did not get an answer: a reset, a timeout, a refused connection. Worth another attempt.
-    pub fn network(what: impl Into<String>, e: &reqwest::Error) -> BqFailure {
-        BqFailure::new(what, crate::zoho::describe_reqwest(e), Kind::Transient)
-    }
-
-    /// No access token could be had. The text says what failed, never the key material.
-    pub fn credentials(what: impl Into<String>, message: impl Into<String>) -> BqFailure {
-        BqFailure::new(what, message, Kind::Credentials)
-    }
-
-    /// Something dealsync did not expect (an answer it cannot read).
-    pub fn local(what: impl Into<String>, message: impl Into<String>) -> BqFailure {
-        BqFailure::new(what, message, Kind::Local)
-    }
-
     /// A failure reported inside a 200 answer (a job's `errorResult`, a query's `errors`).
     pub fn reported(what: impl Into<String>, e: &ErrorProto) -> BqFailure {
         let reasons: Vec<String> = e.reason.clone().into_iter().collect();
@@ -94,7 +79,7 @@ impl BqFailure {
         BqFailure { reasons, job_failed: true, ..BqFailure::new(what, message, kind) }
     }
 
-    pub fn has_reason(&self, reason: &str) -> bool {
+    fn has_reason(&self, reason: &str) -> bool {
         self.reasons.iter().any(|r| r == reason)
     }
 
@@ -106,9 +91,8 @@ impl BqFailure {
         self.status == Some(409) || self.has_reason("duplicate")
     }
 
-    /// The project has no billing account (BigQuery sandbox).
-    pub fn is_free_tier(&self) -> bool {
-        self.message.to_ascii_lowercase().contains("free tier")
+    fn is_concurrent_update(&self) -> bool {
+        self.message.to_ascii_lowercase().contains("concurrent update")
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -121,16 +105,15 @@ impl BqFailure {
     /// that failed is not one: the client retried it already, and a statement whose insert went unanswered may
     /// be running, never to be started twice.
     pub fn is_rerunnable_job_failure(&self) -> bool {
-        self.job_failed && (self.is_retryable() || self.message.to_ascii_lowercase().contains("concurrent update"))
+        self.job_failed && (self.is_retryable() || self.is_concurrent_update())
     }
 
     pub fn exit(&self) -> Exit {
         match self.kind {
             Kind::Transient => Exit::Unavailable,
-            Kind::Credentials => Exit::Config,
+            Kind::Credentials | Kind::Config => Exit::Config,
             Kind::Local => Exit::Internal,
-            Kind::Refused if self.has_reason("quotaExceeded") => Exit::Unavailable,
-            Kind::Refused if self.message.to_ascii_lowercase().contains("concurrent update") => Exit::Unavailable,
+            Kind::Refused if self.has_reason("quotaExceeded") || self.is_concurrent_update() => Exit::Unavailable,
             Kind::Refused if self.status == Some(403) || self.has_reason("accessDenied") || self.is_not_found() => {
                 Exit::Config
             }
@@ -146,7 +129,8 @@ impl BqFailure {
         if self.has_reason("quotaExceeded") {
             return " (a long-term BigQuery quota is exhausted; wait at least 10 minutes or raise the quota)";
         }
-        if self.is_free_tier() {
+        // The project has no billing account (BigQuery sandbox).
+        if self.message.to_ascii_lowercase().contains("free tier") {
             return " (the project has no billing account, and BigQuery's free tier, the sandbox, refuses DML such as \
                      the MERGE dealsync runs: link a billing account to the project, or try dealsync without \
                      BigQuery: --sink sqlite:deals.db)";
@@ -164,14 +148,9 @@ impl BqFailure {
 
 impl std::fmt::Display for BqFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: ", self.what)?;
-        if let Some(s) = self.status {
-            write!(f, "HTTP {s} ")?;
-        }
-        if !self.reasons.is_empty() {
-            write!(f, "{} ", self.reasons.join(","))?;
-        }
-        write!(f, "{}{}", self.message, self.hint())
+        let status = self.status.map(|s| format!("HTTP {s} ")).unwrap_or_default();
+        let reasons = if self.reasons.is_empty() { String::new() } else { format!("{} ", self.reasons.join(",")) };
+        write!(f, "{}: {status}{reasons}{}{}", self.what, self.message, self.hint())
     }
 }
 

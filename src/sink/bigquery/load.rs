@@ -8,9 +8,9 @@ use std::io::Write;
 use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 
-use super::client::Put;
-use super::error::BqFailure;
-use super::jobs::{Done, JobResource, Jobs};
+use super::client::Api;
+use super::error::{BqFailure, Kind, Result};
+use super::jobs::{Done, JobResource};
 use crate::schema::Column;
 
 /// Bytes a chunk carries: Google asks for multiples of 256 KiB. 4 MiB keeps a 1M-deal backfill under the memory
@@ -50,17 +50,13 @@ impl Upload {
         Upload { job_id, configuration, session: None, row: Vec::new(), out, sent: 0, rows: 0 }
     }
 
-    /// Where the next row is written (one JSON object, then `push_row`).
-    pub fn line(&mut self) -> &mut Vec<u8> {
-        &mut self.row
-    }
-
-    /// Ends the row just written; sends a chunk once the buffer holds one.
-    pub async fn push_row(&mut self, jobs: &Jobs<'_>, what: &str) -> Result<(), BqFailure> {
+    /// Adds the row `write` writes (one JSON object); sends a chunk once the buffer holds one.
+    pub async fn push(&mut self, api: &Api, what: &str, write: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+        write(&mut self.row);
         self.append();
         // Strictly more: the last chunk always keeps a byte, so that it can carry the total.
         if self.out.bytes().len() > CHUNK {
-            self.send_chunk(jobs, what).await?;
+            self.send_chunk(api, what).await?;
         }
         Ok(())
     }
@@ -88,41 +84,41 @@ impl Upload {
         }
     }
 
-    async fn session(&mut self, jobs: &Jobs<'_>, what: &str) -> Result<String, BqFailure> {
+    async fn session(&mut self, api: &Api, what: &str) -> Result<String> {
         if let Some(s) = &self.session {
             return Ok(s.clone());
         }
-        let job = jobs.job(&self.job_id, self.configuration.clone());
-        let s = jobs.api.start_upload(what, &job).await?;
+        let job = api.job(&self.job_id, self.configuration.clone()).await?;
+        let s = api.start_upload(what, &job).await?;
         self.session = Some(s.clone());
         Ok(s)
     }
 
-    async fn send_chunk(&mut self, jobs: &Jobs<'_>, what: &str) -> Result<(), BqFailure> {
-        let session = self.session(jobs, what).await?;
+    async fn send_chunk(&mut self, api: &Api, what: &str) -> Result<()> {
+        let session = self.session(api, what).await?;
         // The chunk leaves the buffer without a copy; the few bytes past it start the next one.
         let buffer = self.out.bytes();
         let mut next = buffer.split_off(CHUNK);
         // Room for a whole chunk at once: a buffer that doubled as it grew would copy itself, twice the memory.
         next.reserve(CHUNK + 64 * 1024);
         let chunk = std::mem::replace(buffer, next);
-        match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await? {
-            Put::Incomplete(held) => self.sent = held,
-            Put::Done(_) => return Err(BqFailure::local(what, "BigQuery ended the upload before its last chunk")),
+        let len = chunk.len() as u64;
+        if api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await?.is_some() {
+            return Err(BqFailure::new(what, "BigQuery ended the upload before its last chunk", Kind::Local));
         }
+        self.sent += len;
         Ok(())
     }
 
     /// Sends the rest, which creates the load job, and waits for it: every row is in the table, or none.
-    pub async fn finish(mut self, jobs: &Jobs<'_>, what: &str) -> Result<Done, BqFailure> {
-        let session = self.session(jobs, what).await?;
+    pub async fn finish(mut self, api: &Api, what: &str) -> Result<Done> {
+        let session = self.session(api, what).await?;
         let rest = self.rest();
         let total = self.sent + rest.len() as u64;
-        let job = match jobs.api.put_chunk::<JobResource>(what, &session, self.sent, rest, Some(total)).await? {
-            Put::Done(job) => jobs.reference(&self.job_id, job.job_reference),
-            Put::Incomplete(_) => return Err(BqFailure::local(what, "BigQuery did not take the upload's last bytes")),
+        let Some(job) = api.put_chunk::<JobResource>(what, &session, self.sent, rest, Some(total)).await? else {
+            return Err(BqFailure::new(what, "BigQuery did not take the upload's last bytes", Kind::Local));
         };
-        jobs.wait(what, job).await
+        api.wait(what, api.reference(&self.job_id, job.job_reference)).await
     }
 }
 
@@ -160,7 +156,7 @@ mod tests {
                 let line = format!(r#"{{"deal_id":"{i}","note":"{}"}}"#, "x".repeat(i % 97));
                 want.push_str(&line);
                 want.push('\n');
-                u.line().extend_from_slice(line.as_bytes());
+                u.row.extend_from_slice(line.as_bytes());
                 u.append();
                 if u.out.bytes().len() > CHUNK {
                     let next = u.out.bytes().split_off(CHUNK);

@@ -11,18 +11,8 @@ pub const STAGING_PREFIX: &str = "_dealsync_stg_";
 
 /// The canonical name of a type as BigQuery reports it back (INT64 and INTEGER are one type).
 pub fn canonical_type(t: &str) -> &str {
-    match t {
-        "INTEGER" => "INT64",
-        "FLOAT" => "FLOAT64",
-        "BOOLEAN" => "BOOL",
-        "RECORD" => "STRUCT",
-        other => other,
-    }
-}
-
-/// Backquoted `project.dataset.table`.
-pub fn table_ref(project: &str, dataset: &str, table: &str) -> String {
-    format!("`{project}.{dataset}.{table}`")
+    let legacy = [("INTEGER", "INT64"), ("FLOAT", "FLOAT64"), ("BOOLEAN", "BOOL"), ("RECORD", "STRUCT")];
+    legacy.iter().find(|(name, _)| *name == t).map_or(t, |(_, canonical)| canonical)
 }
 
 /// The MERGE that makes a run's staged rows final: newest staged copy per deal, insert new deals, replace a
@@ -100,7 +90,7 @@ impl Params {
     }
 
     /// An `ARRAY<STRUCT<…>>` parameter: `fields` are (name, type), each row's values in that order.
-    pub fn bind_rows(&mut self, fields: &[(&str, &str)], rows: &[Vec<&str>]) -> String {
+    pub fn bind_rows(&mut self, fields: &[(&str, &str)], rows: &[Vec<String>]) -> String {
         let types: Vec<Value> = fields.iter().map(|(n, t)| json!({"name": n, "type": {"type": t}})).collect();
         let values: Vec<Value> = rows
             .iter()
@@ -149,29 +139,27 @@ pub fn past_runs_sql(runs: &str, limit: u32, good_only: bool) -> Statement {
 /// Rows that still count as won (rows from before these columns existed count as won and not deleted).
 const LIVE: &str = "IFNULL(is_closed_won, TRUE) AND NOT IFNULL(is_deleted, FALSE)";
 
-/// Soft-deletes deals: `(deal_id, deleted_time RFC 3339)`, one row a deal (a MERGE matches a target row once).
-/// One statement a batch, its rows as one array parameter; only rows not yet marked change, so the count is the
-/// deals this run marked.
-pub fn mark_deleted_sql(target: &str, rows: &[(String, String)]) -> Statement {
-    let mut p = Params::default();
-    let rows: Vec<Vec<&str>> = rows.iter().map(|(id, t)| vec![id.as_str(), t.as_str()]).collect();
-    let deleted = p.bind_rows(&[("deal_id", "STRING"), ("deleted_time", "TIMESTAMP")], &rows);
-    p.statement(format!(
-        "MERGE {target} T\nUSING UNNEST({deleted}) S\nON T.deal_id = S.deal_id\n\
-         WHEN MATCHED AND NOT IFNULL(T.is_deleted, FALSE) THEN\n  UPDATE SET is_deleted = TRUE, deleted_time = S.deleted_time"
-    ))
+/// Soft-deletes deals: rows of `(deal_id, deleted_time RFC 3339)`, one a deal (a MERGE matches a target row once).
+/// Only rows not yet marked change, so the count is the deals this run marked.
+pub fn mark_deleted_sql(target: &str, rows: &[Vec<String>]) -> Statement {
+    let set = "NOT IFNULL(T.is_deleted, FALSE) THEN\n  UPDATE SET is_deleted = TRUE, deleted_time = S.deleted_time";
+    changes_sql(target, &[("deal_id", "STRING"), ("deleted_time", "TIMESTAMP")], rows, set)
 }
 
-/// Records deals that left "Closed Won": `(deal_id, stage, modified_time RFC 3339)`, one row a deal, only over
-/// older rows.
-pub fn mark_not_won_sql(target: &str, rows: &[(String, String, String)]) -> Statement {
+/// Records deals that left "Closed Won": rows of `(deal_id, stage, modified_time RFC 3339)`, one a deal, only
+/// over older rows.
+pub fn mark_not_won_sql(target: &str, rows: &[Vec<String>]) -> Statement {
+    let set = "T.modified_time < S.modified_time THEN\n  \
+               UPDATE SET stage = S.stage, is_closed_won = FALSE, modified_time = S.modified_time";
+    changes_sql(target, &[("deal_id", "STRING"), ("stage", "STRING"), ("modified_time", "TIMESTAMP")], rows, set)
+}
+
+/// One statement a batch of changes, its rows as one array parameter.
+fn changes_sql(target: &str, fields: &[(&str, &str)], rows: &[Vec<String>], when_matched: &str) -> Statement {
     let mut p = Params::default();
-    let rows: Vec<Vec<&str>> = rows.iter().map(|(id, st, t)| vec![id.as_str(), st.as_str(), t.as_str()]).collect();
-    let changes = p.bind_rows(&[("deal_id", "STRING"), ("stage", "STRING"), ("modified_time", "TIMESTAMP")], &rows);
+    let changes = p.bind_rows(fields, rows);
     p.statement(format!(
-        "MERGE {target} T\nUSING UNNEST({changes}) S\nON T.deal_id = S.deal_id\n\
-         WHEN MATCHED AND T.modified_time < S.modified_time THEN\n  \
-         UPDATE SET stage = S.stage, is_closed_won = FALSE, modified_time = S.modified_time"
+        "MERGE {target} T\nUSING UNNEST({changes}) S\nON T.deal_id = S.deal_id\nWHEN MATCHED AND {when_matched}"
     ))
 }
 
@@ -220,10 +208,10 @@ mod tests {
     #[test]
     fn values_from_zoho_travel_as_parameters_and_never_in_the_text() {
         let hostile = "1' OR TRUE; DROP TABLE x; --";
-        let rows = [(hostile.to_string(), "Closed Lost".to_string(), "2026-01-01T00:00:00+00:00".to_string())];
+        let at = "2026-01-01T00:00:00+00:00".to_string();
         for st in [
-            mark_not_won_sql("`p.d.t`", &rows),
-            mark_deleted_sql("`p.d.t`", &[(hostile.into(), "2026-01-01T00:00:00+00:00".into())]),
+            mark_not_won_sql("`p.d.t`", &[vec![hostile.into(), "Closed Lost".into(), at.clone()]]),
+            mark_deleted_sql("`p.d.t`", &[vec![hostile.into(), at]]),
             last_good_sql("`p.d.r`", hostile),
         ] {
             assert!(!st.sql.contains(hostile) && !st.sql.contains("OR TRUE"), "{}", st.sql);

@@ -8,14 +8,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::client::Api;
-use super::error::BqFailure;
-use super::jobs::Jobs;
+use super::error::{BqFailure, Kind, Result};
 use super::sql;
-use crate::exit::Exit;
 use crate::schema::Column;
-use crate::sink::SinkError;
 
-/// The dataset as `datasets.get` returns it: only what dealsync reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetResource {
@@ -24,9 +20,9 @@ pub struct DatasetResource {
     pub default_partition_expiration_ms: Option<String>,
 }
 
-/// An expiration BigQuery reports (unset: absent, empty or "0").
-fn set(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|v| !v.is_empty() && *v != "0")
+/// An expiration BigQuery reports (unset: absent, empty or "0"), described by `say`.
+fn set(v: &Option<String>, say: impl Fn(&str) -> String) -> Option<String> {
+    v.as_deref().filter(|v| !v.is_empty() && *v != "0").map(say)
 }
 
 /// The `Some` texts, joined by `sep`, or `None` when there are none.
@@ -38,14 +34,12 @@ fn described(found: [Option<String>; 2], sep: &str) -> Option<String> {
 impl DatasetResource {
     /// The dataset's expiration defaults, described, or `None`.
     pub fn expiring_defaults(&self) -> Option<String> {
-        let table = set(&self.default_table_expiration_ms).map(|ms| format!("defaultTableExpirationMs = {ms}"));
-        let partition =
-            set(&self.default_partition_expiration_ms).map(|ms| format!("defaultPartitionExpirationMs = {ms}"));
+        let table = set(&self.default_table_expiration_ms, |ms| format!("defaultTableExpirationMs = {ms}"));
+        let partition = set(&self.default_partition_expiration_ms, |ms| format!("defaultPartitionExpirationMs = {ms}"));
         described([table, partition], ", ")
     }
 }
 
-/// A table as `tables.get` returns it: only what dealsync reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TableResource {
@@ -77,13 +71,15 @@ pub struct Field {
 impl TableResource {
     /// The table's expirations, described, or `None` when it never expires.
     pub fn expires(&self) -> Option<String> {
-        let table = set(&self.expiration_time).map(|t| format!("the table expires at {t} (ms since the epoch)"));
-        let partitions = self.time_partitioning.as_ref().and_then(|p| set(&p.expiration_ms));
-        described([table, partitions.map(|ms| format!("its partitions expire after {ms} ms"))], "; ")
+        let table = set(&self.expiration_time, |t| format!("the table expires at {t} (ms since the epoch)"));
+        let partitions = self
+            .time_partitioning
+            .as_ref()
+            .and_then(|p| set(&p.expiration_ms, |ms| format!("its partitions expire after {ms} ms")));
+        described([table, partitions], "; ")
     }
 }
 
-/// One of the sink's tables: its id, its columns, and how it is laid out.
 pub struct TableDef {
     pub id: String,
     pub columns: Vec<Column>,
@@ -93,65 +89,69 @@ pub struct TableDef {
     pub expires_at: Option<i64>,
 }
 
-impl TableDef {
-    fn resource(&self, project: &str, dataset: &str) -> Value {
-        let mut t = json!({
-            "tableReference": {"projectId": project, "datasetId": dataset, "tableId": self.id},
-            "schema": {"fields": self.columns},
-            "labels": {"managed-by": "dealsync"},
-        });
-        if self.target {
-            t["timePartitioning"] = json!({"type": "DAY", "field": "closing_date"});
-            t["clustering"] = json!({"fields": ["deal_id"]});
-        }
-        if let Some(at) = self.expires_at {
-            t["expirationTime"] = json!(at.to_string());
-        }
-        t
-    }
-}
-
 /// `None` for a "not found" failure.
-fn found<T>(r: Result<T, BqFailure>) -> Result<Option<T>, BqFailure> {
+fn found<T>(r: Result<T>) -> Result<Option<T>> {
     match r {
         Err(e) if e.is_not_found() => Ok(None),
         r => r.map(Some),
     }
 }
 
-/// The dataset, read (and created when missing, in `BIGQUERY_LOCATION`).
-pub async fn ensure_dataset(api: &Api, dataset: &str, location: Option<&str>) -> Result<DatasetResource, BqFailure> {
-    let what = format!("reading dataset {dataset}");
-    if let Some(d) = found(api.get(&what, &format!("datasets/{dataset}"), &[]).await)? {
-        return Ok(d);
-    }
-    let mut body = json!({"datasetReference": {"datasetId": dataset}, "labels": {"managed-by": "dealsync"}});
-    if let Some(loc) = location {
-        body["location"] = json!(loc);
-    }
-    let what = format!("creating dataset {dataset}");
-    match api.post::<DatasetResource>(&what, "datasets", &body).await {
-        Ok(d) => {
-            tracing::info!(event = "dataset_created", dataset, "created the BigQuery dataset");
-            Ok(d)
-        }
-        Err(e) if e.is_duplicate() => api.get(&what, &format!("datasets/{dataset}"), &[]).await,
-        Err(e) => Err(e),
-    }
+pub async fn get_dataset(api: &Api) -> Result<Option<DatasetResource>> {
+    let what = format!("reading dataset {}.{}", api.project, api.dataset);
+    found(api.get(&what, &format!("datasets/{}", api.dataset), &[]).await)
 }
 
-pub async fn get_table(api: &Api, dataset: &str, table: &str) -> Result<Option<TableResource>, BqFailure> {
-    let what = format!("reading table {dataset}.{table}");
-    found(api.get(&what, &format!("datasets/{dataset}/tables/{table}"), &[]).await)
+/// The dataset, read (and created when missing, in `BIGQUERY_LOCATION`); jobs run in its location.
+pub async fn ensure_dataset(api: &Api, location: Option<&str>) -> Result<DatasetResource> {
+    let dataset = &api.dataset;
+    let ds = match get_dataset(api).await? {
+        Some(ds) => ds,
+        None => {
+            let mut body = json!({"datasetReference": {"datasetId": dataset}, "labels": {"managed-by": "dealsync"}});
+            if let Some(location) = location {
+                body["location"] = json!(location);
+            }
+            let what = format!("creating dataset {dataset}");
+            match api.post::<DatasetResource>(&what, "datasets", &body).await {
+                Ok(d) => {
+                    tracing::info!(event = "dataset_created", dataset, "created the BigQuery dataset");
+                    d
+                }
+                Err(e) if e.is_duplicate() => api.get(&what, &format!("datasets/{dataset}"), &[]).await?,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    api.located(ds.location.clone());
+    Ok(ds)
+}
+
+pub async fn get_table(api: &Api, table: &str) -> Result<Option<TableResource>> {
+    let what = format!("reading table {}.{table}", api.dataset);
+    found(api.get(&what, &format!("datasets/{}/tables/{table}", api.dataset), &[]).await)
 }
 
 /// Creates the table if missing; returns the existing one otherwise.
-pub async fn ensure_table(api: &Api, dataset: &str, def: &TableDef) -> Result<Option<TableResource>, BqFailure> {
-    if let Some(t) = get_table(api, dataset, &def.id).await? {
+pub async fn ensure_table(api: &Api, def: &TableDef) -> Result<Option<TableResource>> {
+    if let Some(t) = get_table(api, &def.id).await? {
         return Ok(Some(t));
     }
+    let (project, dataset) = (&api.project, &api.dataset);
+    let mut body = json!({
+        "tableReference": {"projectId": project, "datasetId": dataset, "tableId": def.id},
+        "schema": {"fields": def.columns},
+        "labels": {"managed-by": "dealsync"},
+    });
+    if let Some(at) = def.expires_at {
+        body["expirationTime"] = json!(at.to_string());
+    }
+    if def.target {
+        body["timePartitioning"] = json!({"type": "DAY", "field": "closing_date"});
+        body["clustering"] = json!({"fields": ["deal_id"]});
+    }
     let what = format!("creating table {dataset}.{}", def.id);
-    match api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &def.resource(&api.project, dataset)).await {
+    match api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &body).await {
         Ok(_) => {
             tracing::info!(event = "table_created", table = %format!("{dataset}.{}", def.id), "created a BigQuery table");
             Ok(None)
@@ -163,44 +163,71 @@ pub async fn ensure_table(api: &Api, dataset: &str, def: &TableDef) -> Result<Op
 
 /// Makes sure a table that must keep its rows never expires: an expiration the dataset's defaults gave it is
 /// removed (`SET OPTIONS … = NULL`), then the table is read again; if it still expires, the run stops.
-pub async fn never_expire(
-    jobs: &Jobs<'_>,
-    dataset: &DatasetResource,
-    dataset_id: &str,
-    def: &TableDef,
-    job_id: &str,
-    describe: &str,
-) -> Result<(), SinkError> {
-    let fail = |e: BqFailure| SinkError::new(describe, e.to_string(), e.exit());
-    let Some(table) = get_table(jobs.api, dataset_id, &def.id).await.map_err(fail)? else { return Ok(()) };
-    let Some(expires) = table.expires() else { return Ok(()) };
-    let mut options = vec!["expiration_timestamp = NULL"];
-    if def.target {
-        options.push("partition_expiration_days = NULL");
-    }
-    let statement = format!(
-        "ALTER TABLE {} SET OPTIONS ({})",
-        sql::table_ref(&jobs.api.project, dataset_id, &def.id),
-        options.join(", ")
-    );
-    let what = format!("removing the expiration of {dataset_id}.{}", def.id);
-    jobs.run(&what, job_id, &statement.into()).await.map_err(fail)?;
-    let after = get_table(jobs.api, dataset_id, &def.id).await.map_err(fail)?;
-    if let Some(still) = after.as_ref().and_then(TableResource::expires) {
+pub async fn never_expire(api: &Api, dataset: &DatasetResource, def: &TableDef, job_id: &str) -> Result<()> {
+    let Some(expires) = get_table(api, &def.id).await?.and_then(|t| t.expires()) else { return Ok(()) };
+    let partitions = if def.target { ", partition_expiration_days = NULL" } else { "" };
+    let statement =
+        format!("ALTER TABLE {} SET OPTIONS (expiration_timestamp = NULL{partitions})", api.table_ref(&def.id));
+    let (ds, id) = (&api.dataset, &def.id);
+    api.run(&format!("removing the expiration of {ds}.{id}"), job_id, &statement.into()).await?;
+    if let Some(still) = get_table(api, id).await?.and_then(|t| t.expires()) {
         let setting = dataset.expiring_defaults().unwrap_or_else(|| "an expiration".into());
-        return Err(SinkError::new(
-            describe,
-            format!(
-                "{dataset_id}.{} would delete rows: {still} (the dataset sets {setting}); dealsync could not remove it. \
-                 Remove the dataset's default expiration (bq update --default_table_expiration 0 \
-                 --default_partition_expiration 0 {dataset_id}) or the table's, then run again",
-                def.id
-            ),
-            Exit::Config,
-        ));
+        let message = format!(
+            "{still} (the dataset sets {setting}); dealsync could not remove it. Remove the dataset's default \
+             expiration (bq update --default_table_expiration 0 --default_partition_expiration 0 {ds}) or the \
+             table's, then run again"
+        );
+        return Err(BqFailure::new(format!("{ds}.{id} would delete rows"), message, Kind::Config));
     }
     tracing::info!(event = "expiration_removed", table = %def.id, was = %expires, "the table no longer expires");
     Ok(())
+}
+
+/// What `dealsync check` sees: the dataset, the table against the schema, and a dry-run query.
+pub async fn check(api: &Api, t: &str, columns: &[Column]) -> Result<Vec<String>> {
+    let (p, d) = (&api.project, &api.dataset);
+    let mut seen = vec![format!("Google credentials: {}", api.credentials.source)];
+    let dataset = get_dataset(api).await?;
+    match &dataset {
+        Some(ds) => {
+            let location = ds.location.as_deref().unwrap_or("unknown");
+            seen.push(format!("dataset {p}.{d} is reachable (location {location})"));
+            if let Some(defaults) = ds.expiring_defaults() {
+                let removed = "dealsync removes the expiration of the tables it creates";
+                seen.push(format!("dataset {p}.{d} sets {defaults}: {removed}"));
+            }
+        }
+        None => seen.push(format!(
+            "dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"
+        )),
+    }
+    let probe = match get_table(api, t).await? {
+        Some(existing) => {
+            let (add, problems) = compare_schema(&existing.schema.fields, columns);
+            if !problems.is_empty() {
+                return Err(BqFailure::new("the existing table is not compatible", problems.join("; "), Kind::Config));
+            }
+            seen.push(if add.is_empty() {
+                format!("table {p}.{d}.{t} has a compatible schema")
+            } else {
+                format!("table {p}.{d}.{t} is compatible; the next run adds {} column(s)", add.len())
+            });
+            if let Some(expires) = existing.expires() {
+                seen.push(format!("table {p}.{d}.{t}: {expires}; the next run removes it"));
+            }
+            format!("SELECT deal_id, modified_time FROM {} LIMIT 1", api.table_ref(t))
+        }
+        None => {
+            seen.push(format!("table {p}.{d}.{t} does not exist yet; the first run creates it"));
+            "SELECT 1".to_string()
+        }
+    };
+    // A dry run needs bigquery.api.create, as the MERGE will; it reads and bills nothing.
+    let location = dataset.and_then(|d| d.location);
+    let body = json!({"query": probe, "useLegacySql": false, "dryRun": true, "location": location});
+    api.post::<Value>("a dry-run query", "queries", &body).await?;
+    seen.push(format!("queries can run in project {p} (dry run)"));
+    Ok(seen)
 }
 
 /// Columns to add, and the incompatibilities that forbid writing.
@@ -225,43 +252,26 @@ pub fn compare_schema(have: &[Field], want: &[Column]) -> (Vec<Column>, Vec<Stri
 
 /// Checks an existing target against the schema: missing columns are added (nullable: BigQuery adds no other),
 /// incompatible ones stop the run.
-pub async fn evolve(
-    jobs: &Jobs<'_>,
-    existing: &TableResource,
-    table_ref: &str,
-    columns: &[Column],
-    job_id: &str,
-    describe: &str,
-) -> Result<(), SinkError> {
-    let (to_add, problems) = compare_schema(&existing.schema.fields, columns);
+pub async fn evolve(api: &Api, existing: &TableResource, def: &TableDef, job_id: &str) -> Result<()> {
+    let (to_add, problems) = compare_schema(&existing.schema.fields, &def.columns);
     if !problems.is_empty() {
-        return Err(SinkError::new(
-            describe,
-            format!(
-                "the existing table is not compatible and nothing was written: {}; migrate or rename the table, or \
-                 point BIGQUERY_TABLE elsewhere",
-                problems.join("; ")
-            ),
-            Exit::Config,
-        ));
+        let advice = "migrate or rename the table, or point BIGQUERY_TABLE elsewhere";
+        let what = "the existing table is not compatible and nothing was written";
+        return Err(BqFailure::new(what, format!("{}; {advice}", problems.join("; ")), Kind::Config));
     }
-    if to_add.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = to_add.iter().map(|c| c.name.as_ref()).collect();
     // One ALTER a column: the emulator takes one command a statement, and a job id each keeps reruns apart.
     for (i, c) in to_add.iter().enumerate() {
-        let statement =
-            format!("ALTER TABLE {table_ref} ADD COLUMN IF NOT EXISTS `{}` {}", c.name, sql::column_type(c));
-        let what = format!("adding column {} to {describe}", c.name);
-        jobs.run(&what, &format!("{job_id}_{i}"), &statement.into())
-            .await
-            .map_err(|e| SinkError::new(describe, e.to_string(), e.exit()))?;
+        let (table, ty) = (api.table_ref(&def.id), sql::column_type(c));
+        let statement = format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `{}` {ty}", c.name);
+        let what = format!("adding column {} to {}.{}", c.name, api.dataset, def.id);
+        api.run(&what, &format!("{job_id}_{i}"), &statement.into()).await?;
     }
-    tracing::info!(event = "columns_added", columns = %names.join(","), "added columns to the target table");
+    if !to_add.is_empty() {
+        let names: Vec<&str> = to_add.iter().map(|c| c.name.as_ref()).collect();
+        tracing::info!(event = "columns_added", columns = %names.join(","), "added columns to the target table");
+    }
     Ok(())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
