@@ -16,7 +16,7 @@ use crate::shutdown::Shutdown;
 use crate::sink::seen::{Offer, Seen};
 use crate::sink::{Sink, SinkError};
 use crate::window::Window;
-use crate::zoho::fetch::{FetchStats, FetchedPage, Fetcher};
+use crate::zoho::fetch::{FetchedPage, Fetcher};
 use crate::zoho::ZohoClient;
 
 /// Pages buffered between fetching and writing.
@@ -104,10 +104,10 @@ impl<'a> Pipeline<'a> {
                 Job::Window(w) => fetcher.fetch_window(w).await,
                 Job::Ids(ids) => fetcher.fetch_ids(ids).await,
             };
-            (fetched.map(|f| f.stopped_early), fetcher.stats(), fetcher.fields())
+            (fetched, fetcher.stats(), fetcher.fields())
         };
         let ((fetched, stats, fields), writer) = tokio::join!(producer, self.write(rx));
-        add(&mut self.summary.fetched, stats);
+        self.summary.fetched.add(stats);
         if !fields.is_empty() {
             self.fields = fields;
         }
@@ -203,7 +203,7 @@ impl<'a> Pipeline<'a> {
             let (lister, _) = self.fetcher();
             let still = missing.len();
             let mut listed = lister.list_ids(window).await?;
-            add(&mut self.summary.fetched, lister.stats());
+            self.summary.fetched.add(lister.stats());
             sort_ids(&mut listed);
             missing = listed.iter().filter(|id| !self.has(id)).cloned().collect();
             if round == 0 {
@@ -240,17 +240,6 @@ impl<'a> Pipeline<'a> {
         let moved_on = std::mem::take(&mut self.moved_on);
         Ok(Completeness { crm: listed.len() as u64, listed: Some(listed), missing, moved_on })
     }
-}
-
-/// Adds one fetcher's counts to the run's.
-fn add(total: &mut FetchStats, s: FetchStats) {
-    total.pages += s.pages;
-    total.records += s.records;
-    total.counts += s.counts;
-    total.slices_split += s.slices_split;
-    total.listings += s.listings;
-    total.by_id += s.by_id;
-    total.root_count = total.root_count.or(s.root_count);
 }
 
 /// One page's records, mapped by the task that fetched it: each is a row, quarantined, or not closed won.

@@ -65,11 +65,17 @@ pub struct FetchStats {
     pub root_count: Option<u64>,
 }
 
-/// The outcome of a fetch: its statistics, and whether it stopped before the end (the receiver went away, or a
-/// shutdown was asked for).
-pub struct Fetched {
-    pub stats: FetchStats,
-    pub stopped_early: bool,
+impl FetchStats {
+    /// Adds another fetcher's counts.
+    pub fn add(&mut self, s: FetchStats) {
+        self.pages += s.pages;
+        self.records += s.records;
+        self.counts += s.counts;
+        self.slices_split += s.slices_split;
+        self.listings += s.listings;
+        self.by_id += s.by_id;
+        self.root_count = self.root_count.or(s.root_count);
+    }
 }
 
 #[derive(Debug)]
@@ -164,14 +170,15 @@ impl<'a, P> Fetcher<'a, P> {
         self
     }
 
-    /// Sends every closed-won candidate of `root` down the channel, page by page. The window is counted before
-    /// the first search, so that every deal a search then returns was in the window when it was counted.
-    pub async fn fetch_window(&self, root: Window) -> Result<Fetched, ZohoError> {
+    /// Sends every closed-won candidate of `root` down the channel, page by page; `true` when it stopped early
+    /// (the receiver went away, or a shutdown). The window is counted before the first search, so that every deal
+    /// a search then returns was in the window when it was counted.
+    pub async fn fetch_window(&self, root: Window) -> Result<bool, ZohoError> {
         self.run(vec![Task::Count(root)]).await
     }
 
     /// Sends the deals with these ids down the channel, read by id (what the completeness check found missing).
-    pub async fn fetch_ids(&self, ids: Vec<String>) -> Result<Fetched, ZohoError> {
+    pub async fn fetch_ids(&self, ids: Vec<String>) -> Result<bool, ZohoError> {
         self.run(by_id(&ids)).await
     }
 
@@ -183,24 +190,23 @@ impl<'a, P> Fetcher<'a, P> {
         add(&mut self.counters.lock().expect("not poisoned"));
     }
 
-    async fn run(&self, start: Vec<Task>) -> Result<Fetched, ZohoError> {
+    async fn run(&self, start: Vec<Task>) -> Result<bool, ZohoError> {
         let mut queue = VecDeque::from(start);
         let mut running = FuturesUnordered::new();
-        let stopped_early = loop {
+        loop {
             while running.len() < self.concurrency {
                 let Some(task) = queue.pop_front() else { break };
                 running.push(self.task(task));
             }
             match running.next().await {
-                None => break false,
+                None => return Ok(false),
                 // A task's follow-ups go first: slices already begun are read on before new ones start, so
                 // that rows arrive near the order of the window (a sink's indexes then touch few pages at once).
                 Some(Ok(tasks)) => tasks.into_iter().rev().for_each(|task| queue.push_front(task)),
-                Some(Err(Halt::Stop)) => break true,
+                Some(Err(Halt::Stop)) => return Ok(true),
                 Some(Err(Halt::Failed(e))) => return Err(e),
             }
-        };
-        Ok(Fetched { stats: self.stats(), stopped_early })
+        }
     }
 
     async fn task(&self, task: Task) -> Step {

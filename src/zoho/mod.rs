@@ -20,7 +20,6 @@ use secrecy::ExposeSecret;
 use tokio::sync::{Mutex, Semaphore};
 
 pub use crate::retry::RetryPolicy;
-use crate::retry::Schedule;
 pub use auth::AccessToken;
 pub(crate) use error::describe_reqwest;
 pub use error::ZohoError;
@@ -197,11 +196,11 @@ impl ZohoClient {
         // A first mint that is throttled ends the run (say so, exit 78). A re-mint in the middle of a run waits
         // out the throttle instead of hammering the endpoint, within the retry deadline.
         let remint = self.stats.token_mints.load(Ordering::Relaxed) > 0;
-        let throttle = Schedule {
-            first: self.retry.max_delay,
-            cap: Duration::from_secs(300),
-            total: Some(self.retry.deadline),
-            times: usize::MAX,
+        let throttle = RetryPolicy {
+            max_attempts: usize::MAX,
+            min_delay: self.retry.max_delay,
+            max_delay: Duration::from_secs(300),
+            deadline: self.retry.deadline,
         };
         let mint = || {
             self.with_retries("minting an access token", || async {
@@ -245,7 +244,12 @@ impl ZohoClient {
     async fn execute<T>(&self, call: Call<'_>, parse: Parse<'_, T>) -> Result<T, ZohoError> {
         // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
         // few times at most: a token that is refused every time (wrong data centre) fails after three.
-        let remint = Schedule { first: Duration::ZERO, cap: Duration::ZERO, total: None, times: 3 };
+        let remint = RetryPolicy {
+            max_attempts: 4,
+            min_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            deadline: Duration::MAX,
+        };
         let once =
             || crate::retry::again(remint, || self.attempt(&call, parse), ZohoError::is_token_refused, |_, _| {});
         self.with_retries("a Zoho API request", once).await
