@@ -215,7 +215,7 @@ impl<'a, P> Fetcher<'a, P> {
             Task::Slice(w, estimate)
                 if estimate > SLICE_TARGET
                     && (w.field.is_date() || self.unordered.load(Ordering::Relaxed))
-                    && w.split().is_some() =>
+                    && w.split_into(2).is_some() =>
             {
                 // A slice that cannot be read in order is read in parts of a page's worth.
                 self.count(|c| c.slices_split += 1);
@@ -286,7 +286,7 @@ impl<'a, P> Fetcher<'a, P> {
         // Not in modification order: the page says nothing about what it left out. Read the slice in parts.
         self.count(|c| c.slices_split += 1);
         let parts = estimate.div_ceil(SLICE_TARGET).max(2) as usize;
-        match w.split() {
+        match w.split_into(2) {
             Some(_) => Ok(slices(w, estimate.max(PER_PAGE as u64), parts)),
             None => Ok(vec![Task::Dense(w)]),
         }
