@@ -69,10 +69,9 @@ impl Window {
         Some(out)
     }
 
-    /// The part of a `Modified_Time` window that is settled at `now`: up to `now - index_lag`, since Zoho's index
-    /// lags fresh edits and edits move deals in and out of a window that is still open. `None` when none of it is.
-    /// A `Closing_Date` window is returned whole (a deal may close in the future; such windows are always proven
-    /// by comparing ids).
+    /// The part of a `Modified_Time` window settled at `now`, up to `now - index_lag` (Zoho's index lags fresh
+    /// edits, and edits move deals in and out of an open window); `None` when none is. A `Closing_Date` window is
+    /// returned whole: a deal may close in the future, and such windows are always proven by comparing ids.
     pub fn settled(&self, now: DateTime<Utc>, index_lag: Duration) -> Option<Window> {
         let limit = (now - index_lag).with_timezone(self.end.offset());
         if self.field.is_date() || self.end <= limit {

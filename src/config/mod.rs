@@ -265,7 +265,6 @@ const CREDENTIALS: [(&str, &str); 3] = [
 /// (clippy.toml enforces it). Its `Debug` shows the variables' names, never their values.
 #[derive(Clone, Default)]
 pub struct Config {
-    /// The configuration file in use, if any (logged at start).
     pub file_path: Option<PathBuf>,
     pub file: FileConfig,
     vars: BTreeMap<String, String>,

@@ -293,7 +293,6 @@ pub struct Promoted {
 }
 
 impl Promoted {
-    /// Its column, after the standard ones.
     pub fn column(&self) -> Column {
         Column {
             name: Cow::Owned(self.column.clone()),

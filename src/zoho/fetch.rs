@@ -66,7 +66,6 @@ pub struct FetchStats {
 }
 
 impl FetchStats {
-    /// Adds another fetcher's counts.
     pub fn add(&mut self, s: FetchStats) {
         self.pages += s.pages;
         self.records += s.records;
@@ -159,7 +158,6 @@ impl<'a, P> Fetcher<'a, P> {
         self
     }
 
-    /// The fields search returned, once a search page showed them.
     pub fn fields(&self) -> Vec<String> {
         self.fields.lock().expect("not poisoned").clone()
     }
@@ -239,7 +237,6 @@ impl<'a, P> Fetcher<'a, P> {
         }
     }
 
-    /// Counts the window's closed-won deals and cuts it into slices.
     async fn count_window(&self, root: Window) -> Step {
         self.count(|c| c.counts += 1);
         let n = self.guarded(self.client.coql_count(&coql_count_closed_won(&root))).await?;
@@ -384,11 +381,10 @@ fn dense_then_rest(w: &Window, estimate: u64) -> Vec<Task> {
     tasks
 }
 
-/// One page from the `asked` parts of the same records read with different fields: each record's members, the
-/// first part's first, then what the other parts add (by id); `None` without parts. A record without a readable id
-/// or that is not an object fails the page, and a deal missing from a part (deleted, or out of the criteria, between
-/// the requests) is left out: its other parts alone would map as a row with empty columns. The completeness proof
-/// reads it again if Zoho still lists it.
+/// One page from the `asked` parts of the same records read with different fields, merged by id (the first
+/// part's members first); `None` without parts. A record without a readable id or not an object fails the page. A
+/// deal missing from a part (deleted or edited between the requests) is left out, not mapped with empty columns:
+/// the completeness proof reads it again if Zoho still lists it.
 fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
     if asked < 2 {
         return Ok(parts.into_iter().next());

@@ -290,8 +290,7 @@ impl ZohoClient {
             bytes.extend_from_slice(&chunk);
         }
         drop(permit);
-        // Valid UTF-8 (always, in practice) is taken as is; anything else is repaired with U+FFFD, so one bad
-        // byte in a deal name cannot fail a page.
+        // One bad byte in a deal name must not fail a page: invalid UTF-8 is repaired with U+FFFD.
         let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         // Empty answers mean "no records": 204 (HTTP gives it no body) to anything, and 304 Not Modified to a
         // conditional request (`If-Modified-Since`), which HTTP allows whenever nothing changed since then.
