@@ -161,15 +161,7 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
 
 /// Text for one log line: control characters (a line break that would forge a line, terminal escapes) escaped.
 pub fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::exit::Exit;
@@ -136,7 +136,7 @@ pub enum Needs {
 
 /// The optional configuration file (`config/dealsync.toml`, or `DEALSYNC_CONFIG`): non-secret settings only.
 /// Environment variables override it, and flags override both.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
     pub sync: SyncFile,
@@ -148,7 +148,7 @@ pub struct FileConfig {
 }
 
 /// `[sync]`: the defaults of the `sync` flags, validated with them (`cli::SyncArgs::plan`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyncFile {
     pub window_field: Option<String>,
@@ -162,7 +162,7 @@ pub struct SyncFile {
     pub request_timeout: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ZohoFile {
     pub dc: Option<String>,
@@ -171,7 +171,7 @@ pub struct ZohoFile {
     pub max_concurrency: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BigQueryFile {
     pub project: Option<String>,
@@ -180,13 +180,13 @@ pub struct BigQueryFile {
     pub location: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogFile {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnFile {
     pub field: String,
@@ -204,22 +204,14 @@ impl FileConfig {
         toml::from_str(&text).map_err(|e| ConfigError::new(format!("{} (config file)", path.display()), e.message()))
     }
 
-    /// The file's key and value for a setting whose variable overrides it.
-    fn value(&self, var: &str) -> Option<(&'static str, String)> {
-        let (z, b) = (&self.zoho, &self.bigquery);
-        let (key, value) = match var {
-            "ZOHO_DC" => ("zoho.dc", z.dc.clone()),
-            "ZOHO_ACCOUNTS_URL" => ("zoho.accounts_url", z.accounts_url.clone()),
-            "ZOHO_API_DOMAIN" => ("zoho.api_domain", z.api_domain.clone()),
-            "ZOHO_MAX_CONCURRENCY" => ("zoho.max_concurrency", z.max_concurrency.map(|n| n.to_string())),
-            "BIGQUERY_PROJECT" => ("bigquery.project", b.project.clone()),
-            "BIGQUERY_DATASET" => ("bigquery.dataset", b.dataset.clone()),
-            "BIGQUERY_TABLE" => ("bigquery.table", b.table.clone()),
-            "BIGQUERY_LOCATION" => ("bigquery.location", b.location.clone()),
-            "LOG_FORMAT" => ("log.format", self.log.format.clone()),
-            _ => return None,
-        };
-        Some((key, value?))
+    /// The file's key and value for a setting whose variable overrides it: `ZOHO_DC` is `zoho.dc`.
+    fn value(&self, var: &str) -> Option<(String, String)> {
+        let key = var.to_ascii_lowercase().replacen('_', ".", 1);
+        let (section, name) = key.split_once('.').filter(|(s, _)| ["zoho", "bigquery", "log"].contains(s))?;
+        let file = toml::Value::try_from(self).expect("the file's values serialize");
+        let value = file.get(section)?.get(name)?;
+        let value = value.as_str().map_or_else(|| value.to_string(), String::from);
+        Some((key, value))
     }
 }
 

@@ -42,18 +42,16 @@ pub enum Origin {
 #[derive(Debug)]
 pub struct FetchedPage {
     pub page: Page,
-    pub origin: Origin,
     /// Only the first `keep` records belong to the slice: the answer was in modification order, and the records
     /// of its last second are read again with the rest of the slice.
     pub keep: Option<usize>,
 }
 
 /// What fetching did, for the run summary.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone)]
 pub struct FetchStats {
     /// Pages of records handed on (search pages and pages of records by id).
     pub pages: u64,
-    pub records: u64,
     pub counts: u64,
     /// Slices read again in smaller parts because they held more than a page.
     pub slices_split: u64,
@@ -68,7 +66,6 @@ pub struct FetchStats {
 impl FetchStats {
     pub fn add(&mut self, s: FetchStats) {
         self.pages += s.pages;
-        self.records += s.records;
         self.counts += s.counts;
         self.slices_split += s.slices_split;
         self.listings += s.listings;
@@ -344,13 +341,10 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     async fn emit(&self, page: Page, origin: Origin, keep: Option<usize>) -> Step {
-        self.count(|c| {
-            c.pages += 1;
-            c.records += page.len() as u64;
-        });
+        self.count(|c| c.pages += 1);
         tracing::debug!(event = "page", records = page.len(), origin = ?origin);
         // A closed channel: the receiving side stopped (it failed, or a shutdown was asked for).
-        self.tx.send((self.stage)(FetchedPage { page, origin, keep })).await.map_err(|_| Halt::Stop)?;
+        self.tx.send((self.stage)(FetchedPage { page, keep })).await.map_err(|_| Halt::Stop)?;
         Ok(vec![])
     }
 }
