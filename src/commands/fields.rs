@@ -127,7 +127,6 @@ fn comment_text(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// `dealsync fields`.
 pub async fn fields(args: FieldsArgs, config: &crate::config::Config) -> Exit {
     match list(&args, config).await {
         Ok(()) => Exit::Ok,

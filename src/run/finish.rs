@@ -91,7 +91,6 @@ async fn end_writes(sink: &mut Sink, error: Option<RunError>, summary: &mut RunS
     }
 }
 
-/// Applies the changes to rows the sink holds.
 async fn apply_changes(
     sink: &mut Sink,
     found: Result<Changes, ZohoError>,

@@ -26,7 +26,6 @@ const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Times the deals missing from a run are read by id, each after a fresh listing (deals change while a run reads).
 const REPAIR_ROUNDS: usize = 3;
 
-/// What a pass reads.
 pub enum Job {
     Window(Window),
     Ids(Vec<String>),
