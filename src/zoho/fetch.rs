@@ -86,20 +86,8 @@ enum Task {
     ById(Vec<String>),
 }
 
-/// Why a task ended early: a shutdown or a closed channel (`Stop`), or a failure.
-enum Halt {
-    Stop,
-    Failed(ZohoError),
-}
-
-impl From<ZohoError> for Halt {
-    fn from(e: ZohoError) -> Halt {
-        Halt::Failed(e)
-    }
-}
-
-/// What a task leaves to do.
-type Step = Result<Vec<Task>, Halt>;
+/// What a task leaves to do; `Err(None)` when a shutdown or a closed channel stopped it.
+type Step = Result<Vec<Task>, Option<ZohoError>>;
 
 pub struct Fetcher<'a, P = FetchedPage> {
     client: &'a ZohoClient,
@@ -198,8 +186,8 @@ impl<'a, P> Fetcher<'a, P> {
                 // A task's follow-ups go first: slices already begun are read on before new ones start, so
                 // that rows arrive near the order of the window (a sink's indexes then touch few pages at once).
                 Some(Ok(tasks)) => tasks.into_iter().rev().for_each(|task| queue.push_front(task)),
-                Some(Err(Halt::Stop)) => return Ok(true),
-                Some(Err(Halt::Failed(e))) => return Err(e),
+                Some(Err(None)) => return Ok(true),
+                Some(Err(Some(e))) => return Err(e),
             }
         }
     }
@@ -226,10 +214,10 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     /// Runs a request unless a shutdown comes first.
-    async fn guarded<T>(&self, fut: impl std::future::Future<Output = Result<T, ZohoError>>) -> Result<T, Halt> {
+    async fn guarded<T>(&self, fut: impl std::future::Future<Output = Result<T, ZohoError>>) -> Result<T, Option<ZohoError>> {
         tokio::select! {
             biased;
-            _ = self.shutdown.wait() => Err(Halt::Stop),
+            _ = self.shutdown.wait() => Err(None),
             r = fut => Ok(r?),
         }
     }
@@ -314,7 +302,7 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     /// The fields to ask for by id: search's, once a search page showed them; otherwise Zoho's field list.
-    async fn by_id_fields(&self) -> Result<Vec<String>, Halt> {
+    async fn by_id_fields(&self) -> Result<Vec<String>, Option<ZohoError>> {
         let mut fields = self.fields();
         if fields.is_empty() {
             fields = self.guarded(self.client.fields("Deals")).await?.into_iter().map(|f| f.api_name).collect();
@@ -344,7 +332,7 @@ impl<'a, P> Fetcher<'a, P> {
         self.count(|c| c.pages += 1);
         tracing::debug!(event = "page", records = page.len(), origin = ?origin);
         // A closed channel: the receiving side stopped (it failed, or a shutdown was asked for).
-        self.tx.send((self.stage)(FetchedPage { page, keep })).await.map_err(|_| Halt::Stop)?;
+        self.tx.send((self.stage)(FetchedPage { page, keep })).await.map_err(|_| None)?;
         Ok(vec![])
     }
 }
