@@ -1,8 +1,7 @@
-//! The one table of what dealsync stores, and where each value comes from. Every list of columns is derived
-//! from it: the target table (`dealsync schema`), the BigQuery schema and the SQLite DDL, the fields read from
-//! Zoho, what `dealsync fields` reports as stored, and each sink's row writer. Adding a standard Zoho field is one
-//! entry in `STANDARD` (see CONTRIBUTING.md); fields promoted in the config file follow the standard ones. The run
-//! ledger's and the quarantine's columns are defined here too.
+//! The one table of what dealsync stores and where each value comes from; every list of columns is derived from it
+//! (the target table, BigQuery's schema, SQLite's DDL, the fields read from Zoho, `dealsync fields`, the sinks'
+//! writers). A standard Zoho field is one entry in `STANDARD` (see CONTRIBUTING.md); promoted fields follow the
+//! standard ones. The run ledger's and the quarantine's columns are defined here too.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -1,10 +1,7 @@
-//! Fetches every closed-won deal of a window, concurrently and without holding the whole result. Zoho leaves the
-//! order of search results undocumented (ties on the sort key, or an edit while a run pages, make page 2 skip what
-//! page 1 did not show), so no criteria is read past its first page: the window is counted (COQL) and cut into
-//! slices, each read one page at a time, each page a new criteria from the last `Modified_Time` second the
-//! previous page proved complete (or, when search ignores that order, slices of about `SLICE_TARGET` deals). A
-//! slice that cannot be cut (one second, or one day for `Closing_Date`) holding more than a page is listed by id
-//! (COQL) and read by id; what search still misses is found by the run's completeness check (`fetch_ids`).
+//! Fetches every closed-won deal of a window, concurrently, without holding the whole result. Zoho's search order
+//! is undocumented (ties, or an edit while a run pages, make page 2 skip what page 1 did not show), so no criteria
+//! is read past its first page: the window is counted (COQL) and cut into slices, each page starting from the last
+//! second the previous one proved complete; dense slices are read by id, and what search misses by `fetch_ids`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
