@@ -61,9 +61,8 @@ where
     op.retry(policy.backoff()).sleep(tokio::time::sleep).when(when).notify(notify).await
 }
 
-/// Looks at something (a BigQuery job) until it is done (`Some`) or failed, waiting on the same exponential
-/// schedule as [`again`] from `first` up to `cap` between looks, for `limit` at most in all, then fails with
-/// `timed_out()`.
+/// Looks at something (a BigQuery job) until it is done (`Some`) or failed, waiting from `first` up to `cap`
+/// between looks as [`again`] does; after `limit` in all, fails with `timed_out()`.
 pub async fn poll<T, E, F, Fut>(
     first: Duration,
     cap: Duration,
