@@ -211,7 +211,10 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     /// Runs a request unless a shutdown comes first.
-    async fn guarded<T>(&self, fut: impl std::future::Future<Output = Result<T, ZohoError>>) -> Result<T, Option<ZohoError>> {
+    async fn guarded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, ZohoError>>,
+    ) -> Result<T, Option<ZohoError>> {
         tokio::select! {
             biased;
             _ = self.shutdown.wait() => Err(None),
