@@ -4,6 +4,7 @@
 //! second the previous one proved complete; dense slices are read by id, and what search misses by `fetch_ids`.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -211,10 +212,7 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     /// Runs a request unless a shutdown comes first.
-    async fn guarded<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, ZohoError>>,
-    ) -> Result<T, Option<ZohoError>> {
+    async fn guarded<T>(&self, fut: impl Future<Output = Result<T, ZohoError>>) -> Result<T, Option<ZohoError>> {
         tokio::select! {
             biased;
             _ = self.shutdown.wait() => Err(None),
