@@ -73,11 +73,8 @@ pub const JSON_FIELDS: [&str; 4] = ["won_amount_by_currency", "missing", "extra"
 
 impl Fields {
     fn text(&mut self, field: &Field, value: String) {
-        let v = match JSON_FIELDS.contains(&field.name()) {
-            true => serde_json::from_str(&value).unwrap_or(Value::String(value)),
-            false => Value::String(value),
-        };
-        self.0.insert(field.name().to_string(), v);
+        let json = JSON_FIELDS.contains(&field.name()).then(|| serde_json::from_str(&value).ok()).flatten();
+        self.0.insert(field.name().to_string(), json.unwrap_or(Value::String(value)));
     }
 }
 

@@ -83,21 +83,15 @@ impl<'a> Pipeline<'a> {
         (self.rows.len() + self.quarantined.iter().filter(|id| !self.rows.contains(id)).count()) as u64
     }
 
-    /// A fetcher for the next pass, and the writer's end of its channel.
-    fn fetcher(&self) -> (Fetcher<'a, MappedPage>, mpsc::Receiver<MappedPage>) {
+    /// Fetches `job` and writes what the fetcher sends, both at once, until the fetcher is done and the writer has
+    /// joined. A shutdown stops fetching at once and writing after the page in progress.
+    pub async fn pass(&mut self, job: Job) -> Result<(), RunError> {
         let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
         let stamp = self.stamp;
         let fetcher = Fetcher::new(self.client, tx, move |page| map_page(page, stamp), self.shutdown.clone())
             .expected(self.progress.expected.clone())
             .reading(stamp.columns.zoho_fields())
             .with_fields(self.fields.clone());
-        (fetcher, rx)
-    }
-
-    /// Fetches `job` and writes what the fetcher sends, both at once, until the fetcher is done and the writer has
-    /// joined. A shutdown stops fetching at once and writing after the page in progress.
-    pub async fn pass(&mut self, job: Job) -> Result<(), RunError> {
-        let (fetcher, rx) = self.fetcher();
         let producer = async move {
             let fetched = match job {
                 Job::Window(w) => fetcher.fetch_window(w).await,
@@ -199,10 +193,9 @@ impl<'a> Pipeline<'a> {
         let listed = loop {
             // Read by id, deals were lost, deleted or moved out of the window since the listing (or Zoho could not
             // give them yet): what counts is what Zoho lists now.
-            let (lister, _) = self.fetcher();
-            let still = missing.len();
-            let mut listed = lister.list_ids(window).await?;
-            self.summary.fetched.add(lister.stats());
+            let (still, listings) = (missing.len(), std::cell::Cell::new(0));
+            let mut listed = self.client.closed_won_ids(window, || listings.set(listings.get() + 1)).await?;
+            self.summary.fetched.listings += listings.get();
             sort_ids(&mut listed);
             missing = listed.iter().filter(|id| !self.has(id)).cloned().collect();
             if round == 0 {

@@ -12,7 +12,7 @@ use chrono::{DateTime, FixedOffset};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
-use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page};
+use super::criteria::{closed_won_in, coql_count_closed_won};
 use super::{record_id, Members, Page, Record, SearchOrder, ZohoClient, ZohoError};
 use crate::shutdown::Shutdown;
 use crate::window::Window;
@@ -205,7 +205,8 @@ impl<'a, P> Fetcher<'a, P> {
             Task::Slice(w, estimate) => self.slice(w, estimate).await,
             Task::Dense(w) => {
                 tracing::info!(event = "dense_slice", window = %w, "more closed-won deals than a search page in a slice that cannot be cut; reading them by id");
-                Ok(by_id(&self.guarded(self.list_ids(&w)).await?))
+                let listed = self.client.closed_won_ids(&w, || self.count(|c| c.listings += 1));
+                Ok(by_id(&self.guarded(listed).await?))
             }
             Task::ById(ids) => self.by_id(ids).await,
         }
@@ -270,17 +271,6 @@ impl<'a, P> Fetcher<'a, P> {
             Some(_) => Ok(slices(w, estimate.max(PER_PAGE as u64), parts)),
             None => Ok(vec![Task::Dense(w)]),
         }
-    }
-
-    /// Every closed-won deal id in `w`, from COQL, `id > last` at a time (one request per 2,000).
-    pub async fn list_ids(&self, w: &Window) -> Result<Vec<String>, ZohoError> {
-        let mut ids = Vec::new();
-        let query = |after: Option<&str>| {
-            self.count(|c| c.listings += 1);
-            coql_keyset_page("id", "=", w, after)
-        };
-        self.client.coql_keyset(query, |r| ids.extend(record_id(r))).await?;
-        Ok(ids)
     }
 
     /// Reads up to 100 deals by id, with the fields search returns (50 a request; more are merged by id).

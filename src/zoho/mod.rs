@@ -26,6 +26,7 @@ pub use error::ZohoError;
 pub use page::{read_id, record_id, Members, Page, Record};
 
 use crate::config::{join_path, ZohoSettings};
+use crate::window::Window;
 
 /// The most an answer's Content-Length may reserve up front (a Zoho page is under a megabyte).
 const BODY_CAPACITY_LIMIT: u64 = 16 << 20;
@@ -165,6 +166,17 @@ impl ZohoClient {
             let last = page.records().rev().find_map(record_id);
             after = Some(last.ok_or_else(|| ZohoError::invalid("COQL keyset page", 200, reason))?);
         }
+    }
+
+    /// Every closed-won deal id in `w`, from COQL, `id > last` at a time; `counted` hears of each request.
+    pub async fn closed_won_ids(&self, w: &Window, counted: impl Fn()) -> Result<Vec<String>, ZohoError> {
+        let mut ids = Vec::new();
+        let query = |after: Option<&str>| {
+            counted();
+            criteria::coql_keyset_page("id", "=", w, after)
+        };
+        self.coql_keyset(query, |r| ids.extend(record_id(r))).await?;
+        Ok(ids)
     }
 
     /// Waits for the run's first access token: true once one was minted, false if that first mint failed.
