@@ -7,15 +7,25 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 
-/// How hard to try before giving up on one request.
+/// How hard to try before giving up: waits growing exponentially from `min_delay` up to `max_delay` each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts per request, the first included.
+    /// Attempts, the first included.
     pub max_attempts: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
-    /// The sum of all waits for one request never exceeds this.
+    /// The sum of all waits never exceeds this.
     pub deadline: Duration,
+}
+
+impl RetryPolicy {
+    fn backoff(self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_attempts.saturating_sub(1))
+            .with_total_delay(Some(self.deadline))
+    }
 }
 
 impl Default for RetryPolicy {
@@ -36,30 +46,10 @@ pub struct GaveUp<E> {
     pub elapsed: Duration,
 }
 
-/// A schedule of waits between attempts: exponential from `first`, each at most `cap`, `total` at most in all,
-/// `times` at most.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
-    pub first: Duration,
-    pub cap: Duration,
-    pub total: Option<Duration>,
-    pub times: usize,
-}
-
-impl Schedule {
-    fn backoff(self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.first)
-            .with_max_delay(self.cap)
-            .with_max_times(self.times)
-            .with_total_delay(self.total)
-    }
-}
-
-/// Runs `op` again, after the schedule's next wait (no jitter), while `when` says its error is worth it; `notify`
+/// Runs `op` again, after the policy's next wait (no jitter), while `when` says its error is worth it; `notify`
 /// hears of each wait. For waits with their own rules (a throttle, a refused token); [`retry`] is the usual one.
 pub async fn again<T, E, F, Fut>(
-    schedule: Schedule,
+    policy: RetryPolicy,
     op: F,
     when: impl FnMut(&E) -> bool,
     notify: impl FnMut(&E, Duration),
@@ -68,12 +58,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    op.retry(schedule.backoff()).sleep(tokio::time::sleep).when(when).notify(notify).await
+    op.retry(policy.backoff()).sleep(tokio::time::sleep).when(when).notify(notify).await
 }
 
-/// Looks at something (a BigQuery job) until it is done (`Some`) or failed, waiting on the same exponential
-/// schedule as [`again`] from `first` up to `cap` between looks, for `limit` at most in all, then fails with
-/// `timed_out()`.
+/// Looks at something (a BigQuery job) until it is done (`Some`) or failed, waiting from `first` up to `cap`
+/// between looks as [`again`] does; after `limit` in all, fails with `timed_out()`.
 pub async fn poll<T, E, F, Fut>(
     first: Duration,
     cap: Duration,
@@ -85,13 +74,13 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>, E>>,
 {
-    let schedule = Schedule { first, cap, total: None, times: usize::MAX };
+    let policy = RetryPolicy { max_attempts: usize::MAX, min_delay: first, max_delay: cap, deadline: Duration::MAX };
     // The error `None` is "not done yet": look again.
     let once = || {
         let looked = look();
         async move { looked.await.map_err(Some)?.ok_or(None) }
     };
-    match tokio::time::timeout(limit, again(schedule, once, Option::is_none, |_, _| {})).await {
+    match tokio::time::timeout(limit, again(policy, once, Option::is_none, |_, _| {})).await {
         Ok(Ok(done)) => Ok(done),
         Ok(Err(Some(e))) => Err(e),
         _ => Err(timed_out()),
@@ -116,17 +105,11 @@ where
 {
     let started = Instant::now();
     let attempts = AtomicUsize::new(0);
-    let schedule = Schedule {
-        first: policy.min_delay,
-        cap: policy.max_delay,
-        total: Some(policy.deadline),
-        times: policy.max_attempts.saturating_sub(1),
-    };
     (|| {
         attempts.fetch_add(1, Ordering::Relaxed);
         op()
     })
-    .retry(schedule.backoff().with_jitter())
+    .retry(policy.backoff().with_jitter())
     .sleep(tokio::time::sleep)
     .when(when)
     .adjust(|e, d| d.map(|d| asked(e).map_or(d, |ra| ra.clamp(d, policy.deadline.max(d)))))
@@ -221,15 +204,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn again_waits_on_its_schedule_and_stops_when_the_total_is_spent() {
-        let schedule = Schedule {
-            first: Duration::from_secs(30),
-            cap: Duration::from_secs(300),
-            total: Some(Duration::from_secs(100)),
-            times: usize::MAX,
+    async fn again_waits_on_its_policy_and_stops_when_the_total_is_spent() {
+        let policy = RetryPolicy {
+            max_attempts: usize::MAX,
+            min_delay: Duration::from_secs(30),
+            max_delay: Duration::from_secs(300),
+            deadline: Duration::from_secs(100),
         };
         let mut waits = Vec::new();
-        let r: Result<(), &str> = again(schedule, || async { Err("throttled") }, |_| true, |_, d| waits.push(d)).await;
+        let r: Result<(), &str> = again(policy, || async { Err("throttled") }, |_| true, |_, d| waits.push(d)).await;
         assert_eq!(r, Err("throttled"));
         assert_eq!(waits, [Duration::from_secs(30), Duration::from_secs(60)], "a third wait would pass 100 s");
     }

@@ -28,7 +28,6 @@ impl Shutdown {
         self.0.borrow().clone()
     }
 
-    /// Resolves once a stop was asked for.
     pub async fn wait(&self) {
         let _ = self.0.subscribe().wait_for(Option::is_some).await;
     }

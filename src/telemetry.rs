@@ -73,11 +73,8 @@ pub const JSON_FIELDS: [&str; 4] = ["won_amount_by_currency", "missing", "extra"
 
 impl Fields {
     fn text(&mut self, field: &Field, value: String) {
-        let v = match JSON_FIELDS.contains(&field.name()) {
-            true => serde_json::from_str(&value).unwrap_or(Value::String(value)),
-            false => Value::String(value),
-        };
-        self.0.insert(field.name().to_string(), v);
+        let json = JSON_FIELDS.contains(&field.name()).then(|| serde_json::from_str(&value).ok()).flatten();
+        self.0.insert(field.name().to_string(), json.unwrap_or(Value::String(value)));
     }
 }
 
@@ -161,15 +158,7 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
 
 /// Text for one log line: control characters (a line break that would forge a line, terminal escapes) escaped.
 pub fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 #[cfg(test)]

@@ -50,13 +50,6 @@ impl Window {
         self.format_bound(&self.end)
     }
 
-    /// Halves the window at its midpoint (whole seconds, or whole days for a date field). `None` when it is
-    /// already as small as the field's resolution allows.
-    pub fn split(&self) -> Option<(Window, Window)> {
-        let [first, second]: [Window; 2] = self.split_into(2)?.try_into().ok()?;
-        Some((first, second))
-    }
-
     /// Cuts the window into `parts` adjacent pieces of (nearly) equal length, whole seconds or days. Fewer
     /// pieces when the window is too short; `None` when it cannot be cut at all.
     pub fn split_into(&self, parts: usize) -> Option<Vec<Window>> {
@@ -76,10 +69,9 @@ impl Window {
         Some(out)
     }
 
-    /// The part of a `Modified_Time` window that is settled at `now`: up to `now - index_lag`, since Zoho's index
-    /// lags fresh edits and edits move deals in and out of a window that is still open. `None` when none of it is.
-    /// A `Closing_Date` window is returned whole (a deal may close in the future; such windows are always proven
-    /// by comparing ids).
+    /// The part of a `Modified_Time` window settled at `now`, up to `now - index_lag` (Zoho's index lags fresh
+    /// edits, and edits move deals in and out of an open window); `None` when none is. A `Closing_Date` window is
+    /// returned whole: a deal may close in the future, and such windows are always proven by comparing ids.
     pub fn settled(&self, now: DateTime<Utc>, index_lag: Duration) -> Option<Window> {
         let limit = (now - index_lag).with_timezone(self.end.offset());
         if self.field.is_date() || self.end <= limit {
@@ -209,23 +201,28 @@ mod tests {
         assert!(w.is_err());
         let w = Window::new(WindowField::ClosingDate, t("2026-01-01T00:00:00Z"), t("2026-01-04T00:00:00Z")).unwrap();
         assert_eq!(w.start_str(), "2026-01-01");
-        let (a, b) = w.split().unwrap();
+        let (a, b) = halves(&w).unwrap();
         assert_eq!((a.end_str().as_str(), b.start_str().as_str()), ("2026-01-02", "2026-01-02"));
         let one = Window::new(WindowField::ClosingDate, t("2026-01-01T00:00:00Z"), t("2026-01-02T00:00:00Z")).unwrap();
-        assert!(one.split().is_none());
+        assert!(halves(&one).is_none());
+    }
+
+    fn halves(w: &Window) -> Option<(Window, Window)> {
+        let [a, b]: [Window; 2] = w.split_into(2)?.try_into().ok()?;
+        Some((a, b))
     }
 
     #[test]
     fn splitting_keeps_the_halves_adjacent_and_stops_at_one_second() {
         let w = Window::new(WindowField::ModifiedTime, t("2026-01-01T00:00:00+05:30"), t("2026-01-01T00:00:03+05:30"))
             .unwrap();
-        let (a, b) = w.split().unwrap();
+        let (a, b) = halves(&w).unwrap();
         assert_eq!(a.start, w.start);
         assert_eq!(a.end, b.start);
         assert_eq!(b.end, w.end);
         assert_eq!(a.end_str(), "2026-01-01T00:00:01+05:30");
-        assert!(a.split().is_none(), "a one-second window cannot be halved");
-        assert!(b.split().is_some());
+        assert!(halves(&a).is_none(), "a one-second window cannot be halved");
+        assert!(halves(&b).is_some());
     }
 
     #[test]

@@ -5,13 +5,11 @@ use crate::config;
 use crate::exit::Exit;
 use crate::zoho;
 
-/// `dealsync auth scopes`.
 pub fn scopes() -> Exit {
     println!("{}", zoho::auth::SCOPES.join(","));
     Exit::Ok
 }
 
-/// `dealsync auth exchange`.
 pub async fn exchange(grant_token: &str, config: &config::Config) -> Exit {
     let mut code = grant_token.to_string();
     if grant_token == "-" {

@@ -13,8 +13,7 @@ use crate::sink::{Opening, Target};
 use crate::window::Window;
 use crate::zoho::ZohoClient;
 
-/// `dealsync check`: credentials, one search request, and the sink, without writing anything. Prints one line
-/// per check; exits with the code of the first failure.
+/// Prints one line per check; exits with the code of the first failure.
 pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
     let run_id = crate::run::new_run_id(Utc::now());
     let mut failed: Option<Exit> = None;

@@ -5,7 +5,6 @@ use crate::config::cli::SchemaFormat;
 use crate::exit::Exit;
 use crate::sink;
 
-/// `dealsync schema`.
 pub fn run(format: SchemaFormat, config: &crate::config::Config) -> Exit {
     let columns = match config.promoted() {
         Ok(promoted) => crate::schema::columns(&promoted),

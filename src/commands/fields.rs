@@ -68,14 +68,8 @@ pub fn describe(fields: &[FieldMeta], promoted: &[Promoted]) -> Vec<FieldRow> {
 
 /// A column name for a field: lowercase, `_` for anything else, never a standard column's name.
 pub fn column_name(api_name: &str) -> String {
-    let mut out = String::new();
-    for ch in api_name.chars() {
-        let c = if ch.is_ascii_alphanumeric() { ch.to_ascii_lowercase() } else { '_' };
-        if !(c == '_' && out.ends_with('_')) {
-            out.push(c);
-        }
-    }
-    let mut out = out.trim_matches('_').to_string();
+    let words: Vec<&str> = api_name.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let mut out = words.join("_").to_ascii_lowercase();
     if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
         out.insert_str(0, "f_");
     }
@@ -133,7 +127,6 @@ fn comment_text(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// `dealsync fields`.
 pub async fn fields(args: FieldsArgs, config: &crate::config::Config) -> Exit {
     match list(&args, config).await {
         Ok(()) => Exit::Ok,

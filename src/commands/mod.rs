@@ -53,9 +53,8 @@ pub async fn run(command: Command, config: &Config) -> Exit {
     }
 }
 
-/// A `sync` refused before it could be planned (a command line that cannot be parsed, a configuration file that
-/// cannot be read) still tells the Pushgateway it failed, when one is configured: a deployment that never gets
-/// to run must not look like one that never ran.
+/// A `sync` refused before it could be planned still tells the Pushgateway it failed, when one is configured: a
+/// deployment that never gets to run must not look like one that never ran.
 pub async fn refused_sync(config: &Config, backfill: bool, exit: Exit, error: String) {
     if let Ok(targets) = metrics::Targets::from_config(config, None) {
         metrics::publish(&targets, &summary::RunSummary::refused(backfill, exit, error)).await;

@@ -8,7 +8,6 @@ use crate::config::{Config, Needs};
 use crate::exit::Exit;
 use crate::schema::PastRun;
 
-/// `dealsync runs`.
 pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
     let settings = match config.settings(Needs::Nothing) {
         Ok(s) => s,
@@ -70,20 +69,16 @@ pub fn table(runs: &[PastRun], last_good: Option<&PastRun>, now: chrono::DateTim
         out.push_str("no runs recorded\n");
         return out;
     }
+    let at = |t: &chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M").to_string();
     let header = ["STARTED", "RUN ID", "KIND", "WINDOW", "STATUS", "EXIT", "ROWS", "QUARANTINED", "DURATION", "ERROR"];
     let lines: Vec<[String; 10]> = runs
         .iter()
         .map(|r| {
             [
-                r.started_at.format("%Y-%m-%d %H:%M").to_string(),
+                at(&r.started_at),
                 r.run_id.clone(),
                 r.kind.clone(),
-                format!(
-                    "{} {} .. {}",
-                    r.window_field,
-                    r.window_start.format("%Y-%m-%d %H:%M"),
-                    r.window_end.format("%Y-%m-%d %H:%M")
-                ),
+                format!("{} {} .. {}", r.window_field, at(&r.window_start), at(&r.window_end)),
                 r.status.clone(),
                 r.exit_code.to_string(),
                 r.rows_written.to_string(),

@@ -9,7 +9,6 @@ use crate::exit::Exit;
 use crate::run::error::RunError;
 use crate::zoho::ZohoClient;
 
-/// `dealsync verify`: reconciliation alone. 0 when the warehouse agrees with Zoho, 3 when it does not.
 pub async fn verify(plan: SyncPlan, config: &Config) -> Exit {
     match reconcile(&plan, config).await {
         Ok(true) => Exit::Ok,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::exit::Exit;
@@ -40,33 +40,29 @@ impl ConfigError {
 /// A Zoho data centre: its code, its accounts server and the domain of its API hosts (`www.zohoapis.eu`,
 /// `sandbox.zohoapis.eu`, …). The API host itself comes from the token response (or `ZOHO_API_DOMAIN`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataCentre(&'static str, &'static str, &'static str);
+pub struct DataCentre {
+    pub code: &'static str,
+    pub accounts_url: &'static str,
+    pub api_domain: &'static str,
+}
 
 impl DataCentre {
     pub const ALL: [DataCentre; 10] = [
-        DataCentre("us", "https://accounts.zoho.com", "zohoapis.com"),
-        DataCentre("eu", "https://accounts.zoho.eu", "zohoapis.eu"),
-        DataCentre("in", "https://accounts.zoho.in", "zohoapis.in"),
-        DataCentre("au", "https://accounts.zoho.com.au", "zohoapis.com.au"),
-        DataCentre("jp", "https://accounts.zoho.jp", "zohoapis.jp"),
-        DataCentre("ca", "https://accounts.zohocloud.ca", "zohoapis.ca"),
-        DataCentre("sa", "https://accounts.zoho.sa", "zohoapis.sa"),
-        DataCentre("cn", "https://accounts.zoho.com.cn", "zohoapis.com.cn"),
-        DataCentre("uk", "https://accounts.zoho.uk", "zohoapis.uk"),
-        DataCentre("ae", "https://accounts.zoho.ae", "zohoapis.ae"),
+        dc("us", "https://accounts.zoho.com", "zohoapis.com"),
+        dc("eu", "https://accounts.zoho.eu", "zohoapis.eu"),
+        dc("in", "https://accounts.zoho.in", "zohoapis.in"),
+        dc("au", "https://accounts.zoho.com.au", "zohoapis.com.au"),
+        dc("jp", "https://accounts.zoho.jp", "zohoapis.jp"),
+        dc("ca", "https://accounts.zohocloud.ca", "zohoapis.ca"),
+        dc("sa", "https://accounts.zoho.sa", "zohoapis.sa"),
+        dc("cn", "https://accounts.zoho.com.cn", "zohoapis.com.cn"),
+        dc("uk", "https://accounts.zoho.uk", "zohoapis.uk"),
+        dc("ae", "https://accounts.zoho.ae", "zohoapis.ae"),
     ];
+}
 
-    pub fn code(self) -> &'static str {
-        self.0
-    }
-
-    pub fn accounts_url(self) -> &'static str {
-        self.1
-    }
-
-    pub fn api_domain(self) -> &'static str {
-        self.2
-    }
+const fn dc(code: &'static str, accounts_url: &'static str, api_domain: &'static str) -> DataCentre {
+    DataCentre { code, accounts_url, api_domain }
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +71,6 @@ pub struct ZohoSettings {
     pub client_secret: SecretString,
     pub refresh_token: SecretString,
     pub data_centre: DataCentre,
-    /// Base of the accounts server; the token endpoint is `<accounts_url>/oauth/v2/token`.
     pub accounts_url: Url,
     /// When set, used for every API call instead of the `api_domain` the token response names.
     pub api_domain: Option<Url>,
@@ -141,7 +136,7 @@ pub enum Needs {
 
 /// The optional configuration file (`config/dealsync.toml`, or `DEALSYNC_CONFIG`): non-secret settings only.
 /// Environment variables override it, and flags override both.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
     pub sync: SyncFile,
@@ -153,7 +148,7 @@ pub struct FileConfig {
 }
 
 /// `[sync]`: the defaults of the `sync` flags, validated with them (`cli::SyncArgs::plan`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyncFile {
     pub window_field: Option<String>,
@@ -167,7 +162,7 @@ pub struct SyncFile {
     pub request_timeout: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ZohoFile {
     pub dc: Option<String>,
@@ -176,7 +171,7 @@ pub struct ZohoFile {
     pub max_concurrency: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BigQueryFile {
     pub project: Option<String>,
@@ -185,13 +180,13 @@ pub struct BigQueryFile {
     pub location: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogFile {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnFile {
     pub field: String,
@@ -209,22 +204,14 @@ impl FileConfig {
         toml::from_str(&text).map_err(|e| ConfigError::new(format!("{} (config file)", path.display()), e.message()))
     }
 
-    /// The file's key and value for a setting whose variable overrides it.
-    fn value(&self, var: &str) -> Option<(&'static str, String)> {
-        let (z, b) = (&self.zoho, &self.bigquery);
-        let (key, value) = match var {
-            "ZOHO_DC" => ("zoho.dc", z.dc.clone()),
-            "ZOHO_ACCOUNTS_URL" => ("zoho.accounts_url", z.accounts_url.clone()),
-            "ZOHO_API_DOMAIN" => ("zoho.api_domain", z.api_domain.clone()),
-            "ZOHO_MAX_CONCURRENCY" => ("zoho.max_concurrency", z.max_concurrency.map(|n| n.to_string())),
-            "BIGQUERY_PROJECT" => ("bigquery.project", b.project.clone()),
-            "BIGQUERY_DATASET" => ("bigquery.dataset", b.dataset.clone()),
-            "BIGQUERY_TABLE" => ("bigquery.table", b.table.clone()),
-            "BIGQUERY_LOCATION" => ("bigquery.location", b.location.clone()),
-            "LOG_FORMAT" => ("log.format", self.log.format.clone()),
-            _ => return None,
-        };
-        Some((key, value?))
+    /// The file's key and value for a setting whose variable overrides it: `ZOHO_DC` is `zoho.dc`.
+    fn value(&self, var: &str) -> Option<(String, String)> {
+        let key = var.to_ascii_lowercase().replacen('_', ".", 1);
+        let (section, name) = key.split_once('.').filter(|(s, _)| ["zoho", "bigquery", "log"].contains(s))?;
+        let file = toml::Value::try_from(self).expect("the file's values serialize");
+        let value = file.get(section)?.get(name)?;
+        let value = value.as_str().map_or_else(|| value.to_string(), String::from);
+        Some((key, value))
     }
 }
 
@@ -257,7 +244,6 @@ pub fn promoted_columns(columns: &BTreeMap<String, ColumnFile>) -> Result<Vec<Pr
     Ok(out)
 }
 
-/// The secrets among the variables, kept apart as `SecretString`.
 const SECRETS: [&str; 2] = ["ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"];
 
 /// The Zoho credentials, with what each holds (for the error when one is missing).
@@ -271,7 +257,6 @@ const CREDENTIALS: [(&str, &str); 3] = [
 /// (clippy.toml enforces it). Its `Debug` shows the variables' names, never their values.
 #[derive(Clone, Default)]
 pub struct Config {
-    /// The configuration file in use, if any (logged at start).
     pub file_path: Option<PathBuf>,
     pub file: FileConfig,
     vars: BTreeMap<String, String>,
@@ -342,7 +327,6 @@ impl Config {
         Ok(Settings { zoho, bigquery, shard: self.shard()?, promoted: self.promoted()? })
     }
 
-    /// `LOG_FORMAT`, else the file's `log.format`.
     pub fn log_format(&self) -> Result<Option<LogFormat>, ConfigError> {
         let format = |v: &str| <LogFormat as clap::ValueEnum>::from_str(v, true).ok();
         self.parsed("LOG_FORMAT", format, "a log format; expected text, json or gcp")
@@ -368,13 +352,13 @@ impl Config {
             return Err(missing_credentials(set));
         };
         let client_id = no_space("ZOHO_CLIENT_ID", client_id)?.to_string();
-        let codes = DataCentre::ALL.map(DataCentre::code).join(", ");
-        let dc = |v: &str| DataCentre::ALL.into_iter().find(|dc| dc.code().eq_ignore_ascii_case(v));
+        let codes = DataCentre::ALL.map(|dc| dc.code).join(", ");
+        let dc = |v: &str| DataCentre::ALL.into_iter().find(|dc| dc.code.eq_ignore_ascii_case(v));
         let what = format!("a Zoho data centre; expected one of {codes}");
         let data_centre = self.parsed("ZOHO_DC", dc, &what)?.unwrap_or(DataCentre::ALL[0]);
         let accounts_url = match self.get("ZOHO_ACCOUNTS_URL") {
             Some((from, v)) => parse_base_url(&from, &v)?,
-            None => Url::parse(data_centre.accounts_url()).expect("built-in URL is valid"),
+            None => Url::parse(data_centre.accounts_url).expect("built-in URL is valid"),
         };
         let api_domain = self.get("ZOHO_API_DOMAIN").map(|(from, v)| parse_base_url(&from, &v)).transpose()?;
         let max_concurrency = self.max_concurrency()?;
@@ -605,7 +589,7 @@ mod tests {
     fn defaults_to_the_us_data_centre_and_trims_values() {
         let s = Settings::from_vars(vars(&BASE), Needs::ZohoCredentials).unwrap();
         let z = s.zoho.unwrap();
-        assert_eq!(z.data_centre.code(), "us");
+        assert_eq!(z.data_centre.code, "us");
         assert_eq!(z.token_url().as_str(), "https://accounts.zoho.com/oauth/v2/token");
         assert_eq!(z.refresh_token.expose_secret(), "1000.rt");
         assert_eq!(z.max_concurrency, 5);
@@ -806,7 +790,7 @@ mod tests {
         v.push(("BIGQUERY_DATASET".into(), "override".into()));
         let s = with_file(file, v).settings(Needs::ZohoCredentials).unwrap();
         let z = s.zoho.unwrap();
-        assert_eq!((z.data_centre.code(), z.max_concurrency), ("eu", 10));
+        assert_eq!((z.data_centre.code, z.max_concurrency), ("eu", 10));
         let bq = s.bigquery.unwrap();
         assert_eq!((bq.project.as_str(), bq.dataset.as_str()), ("acme", "override"));
     }

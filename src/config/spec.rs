@@ -5,7 +5,6 @@ use std::fmt;
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone};
 
-/// The deal field that defines the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WindowField {
     ModifiedTime,
@@ -40,7 +39,6 @@ impl fmt::Display for WindowField {
     }
 }
 
-/// How the window of a run is chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WindowSpec {
     /// The nightly default: from the last good scheduled run's end (or 24 h ago), minus `overlap`, up to

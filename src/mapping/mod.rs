@@ -24,7 +24,6 @@ use crate::zoho::{read_id, Page, Record};
 /// a record nested deeper is quarantined.
 pub const MAX_DEPTH: usize = 128;
 
-/// What became of one record.
 #[derive(Debug)]
 pub enum Mapped {
     Row(Box<DealRow>),

@@ -81,51 +81,40 @@ mod with_sim {
         };
         let all = sim::Range::modified((cfg.anchor - cfg.span).fixed_offset(), cfg.anchor.fixed_offset());
         let closed_won = handle.closed_won_in(&all);
-        // The announcements go to whoever reads stdout; a reader that stopped reading (a script that took the
-        // export line, `| head`) must not take the simulator down, so a failed write is ignored.
-        macro_rules! say {
-            ($($arg:tt)*) => {{
-                use std::io::Write as _;
-                let _ = writeln!(std::io::stdout(), $($arg)*);
-            }};
-        }
-        say!(
-            "dealsync simulator on {} with {} deals ({} closed won, seed {}), modified between {} and {}",
-            handle.base_url(),
+        let (url, from) = (handle.base_url(), (cfg.anchor - cfg.span).to_rfc3339());
+        let mut text = format!(
+            "dealsync simulator on {url} with {} deals ({} closed won, seed {}), modified between {from} and {}\n\
+             Point dealsync at it with:\n  export ZOHO_ACCOUNTS_URL={url} ZOHO_CLIENT_ID={} ZOHO_CLIENT_SECRET={} \
+             ZOHO_REFRESH_TOKEN={}\n",
             cfg.deals,
             closed_won.len(),
             cfg.seed,
-            (cfg.anchor - cfg.span).to_rfc3339(),
-            cfg.anchor.to_rfc3339()
-        );
-        say!("Point dealsync at it with:");
-        say!(
-            "  export ZOHO_ACCOUNTS_URL={} ZOHO_CLIENT_ID={} ZOHO_CLIENT_SECRET={} ZOHO_REFRESH_TOKEN={}",
-            handle.base_url(),
+            cfg.anchor.to_rfc3339(),
             cfg.client_id,
             cfg.client_secret,
             cfg.refresh_token
         );
-        if !cfg.faults.is_empty() {
-            say!(
-                "Injecting faults: {} planned, random rate {} (seed {}).",
-                cfg.faults.at.len(),
-                cfg.faults.rate,
-                cfg.faults.seed
-            );
+        let f = &cfg.faults;
+        if !f.is_empty() {
+            text += &format!("Injecting faults: {} planned, random rate {} (seed {}).\n", f.at.len(), f.rate, f.seed);
         }
-        say!("Stop with Ctrl-C.");
+        say(&(text + "Stop with Ctrl-C."));
         crate::shutdown::signal().await;
-        let stats = handle.stats();
+        let s = handle.stats();
         handle.stop().await;
-        say!(
-            "served {} API requests, {} token requests, {} faults injected {:?}",
-            stats.api_requests,
-            stats.token_requests,
-            stats.faults_injected,
-            stats.faults_by_kind
-        );
+        let (api, token, injected) = (s.api_requests, s.token_requests, s.faults_injected);
+        say(&format!(
+            "served {api} API requests, {token} token requests, {injected} faults injected {:?}",
+            s.faults_by_kind
+        ));
         Exit::Ok
+    }
+
+    /// Tells whoever reads stdout; a reader that stopped reading (a script that took the export line, `| head`)
+    /// must not take the simulator down, so a failed write is ignored.
+    fn say(text: &str) {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), "{text}");
     }
 
     /// The simulator `simulate`'s flags describe, or what is wrong with them.

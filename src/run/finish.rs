@@ -91,7 +91,6 @@ async fn end_writes(sink: &mut Sink, error: Option<RunError>, summary: &mut RunS
     }
 }
 
-/// Applies the changes to rows the sink holds.
 async fn apply_changes(
     sink: &mut Sink,
     found: Result<Changes, ZohoError>,
@@ -112,8 +111,7 @@ async fn apply_changes(
 }
 
 /// Reports the completeness proof and reconciles the window; true when the warehouse lacks deals Zoho has. The
-/// reconciliation, when the sink can answer it, has the last word: deals the run could not fetch may be held
-/// from an earlier run.
+/// reconciliation, when the sink can answer it, has the last word (a deal the run missed may be held already).
 async fn compare(
     client: &ZohoClient,
     sink: &mut Sink,

@@ -55,9 +55,8 @@ pub const METRICS: [(&str, &str); 9] = [
     ),
 ];
 
-/// The metrics of one run in the Prometheus text format, each labelled with `labels` (`sink="…"`, …). A
-/// timestamp given as `None` is left out (a Pushgateway then keeps the value it has), and so is a reconciliation
-/// that did not happen.
+/// The run's metrics in the Prometheus text format, labelled with `labels` (`sink="…"`, …). A value not measured
+/// (a `None` timestamp, a reconciliation that did not happen) is left out, so a Pushgateway keeps what it has.
 pub fn render(s: &RunSummary, labels: &str, finished_unix: f64, last_success: Option<f64>) -> String {
     let missing = match (s.crm_closed_won, s.warehouse_closed_won) {
         (Some(crm), Some(wh)) => Some(crm.saturating_sub(wh) as f64),

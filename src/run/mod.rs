@@ -26,14 +26,9 @@ use pipeline::{Job, Pipeline};
 use setup::Prepared;
 use summary::RunSummary;
 
-/// A new run id: UTC start time plus random bits (the standard library's per-process random hash keys, mixed
-/// with the time and process id), sortable and safe in table names.
+/// A new run id: UTC start time plus random bits, sortable and safe in table names.
 pub fn new_run_id(now: chrono::DateTime<Utc>) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
-    h.write_u32(std::process::id());
-    format!("{}_{:08x}", now.format("%Y%m%dT%H%M%SZ"), h.finish() as u32)
+    format!("{}_{:08x}", now.format("%Y%m%dT%H%M%SZ"), crate::files::random())
 }
 
 /// Runs `dealsync sync`. Always returns the summary it emitted and the exit it chose.
@@ -46,7 +41,7 @@ pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
         kind: if plan.spec.is_backfill() { "backfill" } else { "scheduled" },
         ..RunSummary::default()
     };
-    // Listen for SIGTERM/SIGINT from the start, so that a stop during set-up is as clean as one mid-fetch.
+    // From the start, so that a stop during set-up is as clean as one mid-fetch.
     let shutdown = Shutdown::new();
     let watchers = watch(&shutdown, plan.deadline);
     let result = phases(&plan, config, &mut summary, &shutdown).await;

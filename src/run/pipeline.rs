@@ -16,7 +16,7 @@ use crate::shutdown::Shutdown;
 use crate::sink::seen::{Offer, Seen};
 use crate::sink::{Sink, SinkError};
 use crate::window::Window;
-use crate::zoho::fetch::{FetchStats, FetchedPage, Fetcher};
+use crate::zoho::fetch::{FetchedPage, Fetcher};
 use crate::zoho::ZohoClient;
 
 /// Pages buffered between fetching and writing.
@@ -26,7 +26,6 @@ const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Times the deals missing from a run are read by id, each after a fresh listing (deals change while a run reads).
 const REPAIR_ROUNDS: usize = 3;
 
-/// What a pass reads.
 pub enum Job {
     Window(Window),
     Ids(Vec<String>),
@@ -84,30 +83,24 @@ impl<'a> Pipeline<'a> {
         (self.rows.len() + self.quarantined.iter().filter(|id| !self.rows.contains(id)).count()) as u64
     }
 
-    /// A fetcher for the next pass, and the writer's end of its channel.
-    fn fetcher(&self) -> (Fetcher<'a, MappedPage>, mpsc::Receiver<MappedPage>) {
+    /// Fetches `job` and writes what the fetcher sends, both at once, until the fetcher is done and the writer has
+    /// joined. A shutdown stops fetching at once and writing after the page in progress.
+    pub async fn pass(&mut self, job: Job) -> Result<(), RunError> {
         let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
         let stamp = self.stamp;
         let fetcher = Fetcher::new(self.client, tx, move |page| map_page(page, stamp), self.shutdown.clone())
             .expected(self.progress.expected.clone())
             .reading(stamp.columns.zoho_fields())
             .with_fields(self.fields.clone());
-        (fetcher, rx)
-    }
-
-    /// Fetches `job` and writes what the fetcher sends, both at once, until the fetcher is done and the writer has
-    /// joined. A shutdown stops fetching at once and writing after the page in progress.
-    pub async fn pass(&mut self, job: Job) -> Result<(), RunError> {
-        let (fetcher, rx) = self.fetcher();
         let producer = async move {
             let fetched = match job {
                 Job::Window(w) => fetcher.fetch_window(w).await,
                 Job::Ids(ids) => fetcher.fetch_ids(ids).await,
             };
-            (fetched.map(|f| f.stopped_early), fetcher.stats(), fetcher.fields())
+            (fetched, fetcher.stats(), fetcher.fields())
         };
         let ((fetched, stats, fields), writer) = tokio::join!(producer, self.write(rx));
-        add(&mut self.summary.fetched, stats);
+        self.summary.fetched.add(stats);
         if !fields.is_empty() {
             self.fields = fields;
         }
@@ -200,10 +193,9 @@ impl<'a> Pipeline<'a> {
         let listed = loop {
             // Read by id, deals were lost, deleted or moved out of the window since the listing (or Zoho could not
             // give them yet): what counts is what Zoho lists now.
-            let (lister, _) = self.fetcher();
-            let still = missing.len();
-            let mut listed = lister.list_ids(window).await?;
-            add(&mut self.summary.fetched, lister.stats());
+            let (still, listings) = (missing.len(), std::cell::Cell::new(0));
+            let mut listed = self.client.closed_won_ids(window, || listings.set(listings.get() + 1)).await?;
+            self.summary.fetched.listings += listings.get();
             sort_ids(&mut listed);
             missing = listed.iter().filter(|id| !self.has(id)).cloned().collect();
             if round == 0 {
@@ -240,17 +232,6 @@ impl<'a> Pipeline<'a> {
         let moved_on = std::mem::take(&mut self.moved_on);
         Ok(Completeness { crm: listed.len() as u64, listed: Some(listed), missing, moved_on })
     }
-}
-
-/// Adds one fetcher's counts to the run's.
-fn add(total: &mut FetchStats, s: FetchStats) {
-    total.pages += s.pages;
-    total.records += s.records;
-    total.counts += s.counts;
-    total.slices_split += s.slices_split;
-    total.listings += s.listings;
-    total.by_id += s.by_id;
-    total.root_count = total.root_count.or(s.root_count);
 }
 
 /// One page's records, mapped by the task that fetched it: each is a row, quarantined, or not closed won.

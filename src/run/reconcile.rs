@@ -10,8 +10,8 @@ use super::error::RunError;
 use crate::schema::sort_ids;
 use crate::sink::Sink;
 use crate::window::Window;
-use crate::zoho::criteria::{coql_count_closed_won, coql_keyset_page};
-use crate::zoho::{ZohoClient, ZohoError};
+use crate::zoho::criteria::coql_count_closed_won;
+use crate::zoho::ZohoClient;
 
 /// Whether the run fetched every closed-won deal of its window, and what it took.
 #[derive(Debug, Clone, Default)]
@@ -84,11 +84,12 @@ pub async fn reconcile(
     let (mut missing, mut extra) = ((0, Vec::new()), (0, Vec::new()));
     if crm != warehouse {
         let ours = sink.ids_in_window(window).await?;
-        let asked;
+        let mut asked;
         let theirs = match known.and_then(|c| c.listed.as_ref()) {
             Some(listed) => listed,
             None => {
-                asked = crm_ids(client, window).await?;
+                asked = client.closed_won_ids(window, || {}).await?;
+                sort_ids(&mut asked);
                 &asked
             }
         };
@@ -119,16 +120,6 @@ fn diff(
     let extra: Vec<&String> = warehouse.iter().filter(|id| !in_crm.contains(id.as_str())).collect();
     let named = |ids: Vec<&String>| (ids.len() as u64, ids.into_iter().take(NAMED).cloned().collect());
     (named(missing), named(extra))
-}
-
-/// Every closed-won deal id in the window, from COQL, `id > last` at a time.
-async fn crm_ids(client: &ZohoClient, window: &Window) -> Result<Vec<String>, ZohoError> {
-    let mut ids = Vec::new();
-    client
-        .coql_keyset(|after| coql_keyset_page("id", "=", window, after), |r| ids.extend(crate::zoho::record_id(r)))
-        .await?;
-    sort_ids(&mut ids);
-    Ok(ids)
 }
 
 #[cfg(test)]

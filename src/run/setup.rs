@@ -57,7 +57,6 @@ pub async fn open_sink(plan: &SyncPlan, settings: &Settings, run_id: &str) -> Re
     Ok(target.open(opening).await?)
 }
 
-/// What the first phase hands on.
 pub struct Prepared {
     pub settings: Settings,
     pub source: Source,

@@ -29,7 +29,6 @@ pub struct RunSummary {
     pub fetched: FetchStats,
     pub requests: u64,
     pub retries: u64,
-    /// Access tokens minted; failed mint requests are `token_mint_failures`.
     pub token_mints: u64,
     pub token_mint_failures: u64,
     /// Closed-won deals search did not return that were read by id.
@@ -223,8 +222,7 @@ fn style(template: &str) -> indicatif::ProgressStyle {
     indicatif::ProgressStyle::with_template(template).expect("valid template").with_key("rate", rate)
 }
 
-/// The process's peak resident set in KiB (`VmHWM` in `/proc/self/status`), or 0 where there is none: what the
-/// run costs in memory, for operators sizing a job and for the benchmark.
+/// `VmHWM` from `/proc/self/status`: what the run costs in memory, for operators sizing a job and the benchmark.
 pub fn peak_rss_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));

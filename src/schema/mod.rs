@@ -1,8 +1,7 @@
-//! The one table of what dealsync stores, and where each value comes from. Every list of columns is derived
-//! from it: the target table (`dealsync schema`), the BigQuery schema and the SQLite DDL, the fields read from
-//! Zoho, what `dealsync fields` reports as stored, and each sink's row writer. Adding a standard Zoho field is one
-//! entry in `STANDARD` (see CONTRIBUTING.md); fields promoted in the config file follow the standard ones. The run
-//! ledger's and the quarantine's columns are defined here too.
+//! The one table of what dealsync stores and where each value comes from; every list of columns is derived from it
+//! (the target table, BigQuery's schema, SQLite's DDL, the fields read from Zoho, `dealsync fields`, the sinks'
+//! writers). A standard Zoho field is one entry in `STANDARD` (see CONTRIBUTING.md); promoted fields follow the
+//! standard ones. The run ledger's and the quarantine's columns are defined here too.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,7 +13,7 @@ use serde::de::{value, IntoDeserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-/// The stage this tool syncs. Zoho's `equals` on text matches like *contains*, so stages are checked exactly.
+/// Zoho's `equals` on text matches like *contains*, so stages are checked exactly.
 pub const CLOSED_WON: &str = "Closed Won";
 
 /// BigQuery NUMERIC keeps 9 digits after the point; more would be silently rounded there, so they are refused.
@@ -174,8 +173,7 @@ impl Column {
         self.sqlite_definition_in(self.name == KEY)
     }
 
-    /// The column's SQLite definition after its name, as the primary key of its table or not (the quarantine
-    /// has a `deal_id` column too, and keeps one row per deal and run).
+    /// As above, as its table's key or not (the quarantine's `deal_id` is not: it keeps a row per deal and run).
     pub fn sqlite_definition_in(&self, primary_key: bool) -> String {
         let not_null = if self.kept == Kept::Optional { "" } else { " NOT NULL" };
         let key = if primary_key { " PRIMARY KEY" } else { "" };
@@ -271,41 +269,19 @@ pub static STANDARD: [Column; 28] = {
     ]
 };
 
-/// The position of a standard column, found by name when the crate is built (a wrong name fails the build).
-const fn position(name: &str) -> usize {
-    let mut i = 0;
-    while i < STANDARD.len() {
-        let Cow::Borrowed(a) = &STANDARD[i].name else { panic!("the table's names are borrowed") };
-        let (a, b) = (a.as_bytes(), name.as_bytes());
-        if a.len() == b.len() {
-            let mut j = 0;
-            while j < a.len() && a[j] == b[j] {
-                j += 1;
-            }
-            if j == a.len() {
-                return i;
-            }
-        }
-        i += 1;
-    }
-    panic!("not a standard column")
-}
-
-/// Positions of the standard columns the code itself reads (the key, the stage, what decides the newer copy…).
+/// Positions in `STANDARD` of the columns the code itself reads (a unit test checks each name).
 pub mod col {
-    use super::position;
-    pub const DEAL_ID: usize = position("deal_id");
-    pub const STAGE: usize = position("stage");
-    pub const AMOUNT: usize = position("amount");
-    pub const CURRENCY: usize = position("currency");
-    pub const CLOSING_DATE: usize = position("closing_date");
-    pub const MODIFIED_TIME: usize = position("modified_time");
-    pub const RAW: usize = position("raw");
+    pub const DEAL_ID: usize = 0;
+    pub const STAGE: usize = 2;
+    pub const AMOUNT: usize = 3;
+    pub const CURRENCY: usize = 6;
+    pub const CLOSING_DATE: usize = 8;
+    pub const MODIFIED_TIME: usize = 21;
+    pub const RAW: usize = 22;
 }
 
-/// A promoted field: a Zoho field (custom ones included) that an operator chose, in the config file's
-/// `[columns]` table, to get a typed column of its own, after the standard ones (so a table only ever grows when
-/// one is added). `raw` keeps every field whether promoted or not; the config file is validated in `config`.
+/// A Zoho field (custom ones included) the config file's `[columns]` gives a typed column of its own, after the
+/// standard ones so that a table only ever grows; `raw` keeps every field whether promoted or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Promoted {
     /// Zoho API name, e.g. `Region`.
@@ -316,7 +292,6 @@ pub struct Promoted {
 }
 
 impl Promoted {
-    /// Its column, after the standard ones.
     pub fn column(&self) -> Column {
         Column {
             name: Cow::Owned(self.column.clone()),
@@ -402,7 +377,6 @@ impl DealRow {
         self.values[col::CURRENCY].as_str()
     }
 
-    /// The record as received.
     pub fn raw(&self) -> &RawValue {
         let Value::Json(raw) = &self.values[col::RAW] else { unreachable!("a row keeps its record") };
         raw
@@ -591,8 +565,18 @@ mod tests {
 
     #[test]
     fn the_code_reads_the_standard_columns_it_means() {
-        assert_eq!(STANDARD[col::DEAL_ID].name, "deal_id");
-        assert_eq!(STANDARD[col::MODIFIED_TIME].name, "modified_time");
+        let named = [
+            (col::DEAL_ID, "deal_id"),
+            (col::STAGE, "stage"),
+            (col::AMOUNT, "amount"),
+            (col::CURRENCY, "currency"),
+            (col::CLOSING_DATE, "closing_date"),
+            (col::MODIFIED_TIME, "modified_time"),
+            (col::RAW, "raw"),
+        ];
+        for (i, name) in named {
+            assert_eq!(STANDARD[i].name, name);
+        }
         assert_eq!(STANDARD[col::RAW].source, Source::Raw);
         let names: std::collections::HashSet<&str> = STANDARD.iter().map(|c| c.name.as_ref()).collect();
         assert_eq!(names.len(), STANDARD.len(), "column names are unique");

@@ -122,14 +122,14 @@ fn trusted_api_domain(settings: &ZohoSettings, url: &Url) -> Result<(), String> 
         return Err("an API domain has no path".into());
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    let zoho = settings.data_centre.api_domain();
+    let zoho = settings.data_centre.api_domain;
     if host == zoho || host.ends_with(&format!(".{zoho}")) {
         return Ok(());
     }
     if crate::config::is_loopback(url) && crate::config::is_loopback(&settings.accounts_url) {
         return Ok(());
     }
-    Err(format!("it is not a Zoho API host of data centre {} (*.{zoho})", settings.data_centre.code()))
+    Err(format!("it is not a Zoho API host of data centre {} (*.{zoho})", settings.data_centre.code))
 }
 
 pub async fn mint(http: &reqwest::Client, settings: &ZohoSettings) -> Result<AccessToken, ZohoError> {

@@ -10,7 +10,6 @@ use super::criteria::coql_keyset_page;
 use super::{read_id, ZohoClient, ZohoError};
 use crate::window::{Window, WindowField};
 
-/// A deal Zoho reports deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deleted {
     pub deal_id: String,

@@ -1,9 +1,7 @@
-//! Search criteria and COQL queries, built as values and rendered in one place, so that escaping is done once
-//! and can be checked against the simulator's independent parser.
-//!
-//! Criteria look like `((Stage:equals:Closed Won)and(Modified_Time:greater_equal:2026-01-01T00:00:00+05:30))`.
-//! Inside a value, `(`, `)`, `,` and `\` are escaped with a backslash; the whole string is then URL-encoded by
-//! the HTTP client (so `+` in an offset travels as `%2B`, never as a space).
+//! Search criteria and COQL queries, built as values and rendered in one place, so that escaping is done once and
+//! can be checked against the simulator's parser. Criteria look like `((Stage:equals:Closed Won)and(…))`; inside a
+//! value `(`, `)`, `,` and `\` are escaped with a backslash, and the HTTP client URL-encodes the whole string (so
+//! `+` in an offset travels as `%2B`, never as a space).
 
 use std::fmt;
 

@@ -60,7 +60,6 @@ pub enum ZohoError {
 }
 
 impl ZohoError {
-    /// An answer to `what` that does not read as one.
     pub(crate) fn invalid(what: impl Into<String>, status: u16, reason: impl Into<String>) -> ZohoError {
         ZohoError::InvalidBody { what: what.into(), status, reason: reason.into() }
     }
@@ -71,7 +70,6 @@ impl ZohoError {
         ZohoError::Api { what, status, code, message, details: serde_json::Value::Null, retry_after: None }
     }
 
-    /// A request to `what` that failed in transit.
     pub(crate) fn transport(what: impl Into<String>, e: &reqwest::Error) -> ZohoError {
         ZohoError::Transport { what: what.into(), reason: describe_reqwest(e) }
     }
@@ -94,7 +92,6 @@ impl ZohoError {
         matches!(self, ZohoError::Api { status: 401, code, .. } if code != "OAUTH_SCOPE_MISMATCH")
     }
 
-    /// The server's requested wait, when it named one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ZohoError::Api { retry_after, .. } => *retry_after,
@@ -102,7 +99,6 @@ impl ZohoError {
         }
     }
 
-    /// How a run that ends with this error should exit.
     pub fn exit(&self) -> Exit {
         match self {
             ZohoError::Exhausted { .. } | ZohoError::Transport { .. } | ZohoError::InvalidBody { .. } => {

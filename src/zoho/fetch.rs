@@ -1,12 +1,10 @@
-//! Fetches every closed-won deal of a window, concurrently and without holding the whole result. Zoho leaves the
-//! order of search results undocumented (ties on the sort key, or an edit while a run pages, make page 2 skip what
-//! page 1 did not show), so no criteria is read past its first page: the window is counted (COQL) and cut into
-//! slices, each read one page at a time, each page a new criteria from the last `Modified_Time` second the
-//! previous page proved complete (or, when search ignores that order, slices of about `SLICE_TARGET` deals). A
-//! slice that cannot be cut (one second, or one day for `Closing_Date`) holding more than a page is listed by id
-//! (COQL) and read by id; what search still misses is found by the run's completeness check (`fetch_ids`).
+//! Fetches every closed-won deal of a window, concurrently, without holding the whole result. Zoho's search order
+//! is undocumented (ties, or an edit while a run pages, make page 2 skip what page 1 did not show), so no criteria
+//! is read past its first page: the window is counted (COQL) and cut into slices, each page starting from the last
+//! second the previous one proved complete; dense slices are read by id, and what search misses by `fetch_ids`.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +12,7 @@ use chrono::{DateTime, FixedOffset};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
-use super::criteria::{closed_won_in, coql_count_closed_won, coql_keyset_page};
+use super::criteria::{closed_won_in, coql_count_closed_won};
 use super::{record_id, Members, Page, Record, SearchOrder, ZohoClient, ZohoError};
 use crate::shutdown::Shutdown;
 use crate::window::Window;
@@ -42,18 +40,16 @@ pub enum Origin {
 #[derive(Debug)]
 pub struct FetchedPage {
     pub page: Page,
-    pub origin: Origin,
     /// Only the first `keep` records belong to the slice: the answer was in modification order, and the records
     /// of its last second are read again with the rest of the slice.
     pub keep: Option<usize>,
 }
 
 /// What fetching did, for the run summary.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone)]
 pub struct FetchStats {
     /// Pages of records handed on (search pages and pages of records by id).
     pub pages: u64,
-    pub records: u64,
     pub counts: u64,
     /// Slices read again in smaller parts because they held more than a page.
     pub slices_split: u64,
@@ -65,11 +61,15 @@ pub struct FetchStats {
     pub root_count: Option<u64>,
 }
 
-/// The outcome of a fetch: its statistics, and whether it stopped before the end (the receiver went away, or a
-/// shutdown was asked for).
-pub struct Fetched {
-    pub stats: FetchStats,
-    pub stopped_early: bool,
+impl FetchStats {
+    pub fn add(&mut self, s: FetchStats) {
+        self.pages += s.pages;
+        self.counts += s.counts;
+        self.slices_split += s.slices_split;
+        self.listings += s.listings;
+        self.by_id += s.by_id;
+        self.root_count = self.root_count.or(s.root_count);
+    }
 }
 
 #[derive(Debug)]
@@ -84,20 +84,8 @@ enum Task {
     ById(Vec<String>),
 }
 
-/// Why a task ended early: a shutdown or a closed channel (`Stop`), or a failure.
-enum Halt {
-    Stop,
-    Failed(ZohoError),
-}
-
-impl From<ZohoError> for Halt {
-    fn from(e: ZohoError) -> Halt {
-        Halt::Failed(e)
-    }
-}
-
-/// What a task leaves to do.
-type Step = Result<Vec<Task>, Halt>;
+/// What a task leaves to do; `Err(None)` when a shutdown or a closed channel stopped it.
+type Step = Result<Vec<Task>, Option<ZohoError>>;
 
 pub struct Fetcher<'a, P = FetchedPage> {
     client: &'a ZohoClient,
@@ -153,7 +141,6 @@ impl<'a, P> Fetcher<'a, P> {
         self
     }
 
-    /// The fields search returned, once a search page showed them.
     pub fn fields(&self) -> Vec<String> {
         self.fields.lock().expect("not poisoned").clone()
     }
@@ -164,14 +151,15 @@ impl<'a, P> Fetcher<'a, P> {
         self
     }
 
-    /// Sends every closed-won candidate of `root` down the channel, page by page. The window is counted before
-    /// the first search, so that every deal a search then returns was in the window when it was counted.
-    pub async fn fetch_window(&self, root: Window) -> Result<Fetched, ZohoError> {
+    /// Sends every closed-won candidate of `root` down the channel, page by page; `true` when it stopped early
+    /// (the receiver went away, or a shutdown). The window is counted before the first search, so that every deal
+    /// a search then returns was in the window when it was counted.
+    pub async fn fetch_window(&self, root: Window) -> Result<bool, ZohoError> {
         self.run(vec![Task::Count(root)]).await
     }
 
     /// Sends the deals with these ids down the channel, read by id (what the completeness check found missing).
-    pub async fn fetch_ids(&self, ids: Vec<String>) -> Result<Fetched, ZohoError> {
+    pub async fn fetch_ids(&self, ids: Vec<String>) -> Result<bool, ZohoError> {
         self.run(by_id(&ids)).await
     }
 
@@ -183,24 +171,23 @@ impl<'a, P> Fetcher<'a, P> {
         add(&mut self.counters.lock().expect("not poisoned"));
     }
 
-    async fn run(&self, start: Vec<Task>) -> Result<Fetched, ZohoError> {
+    async fn run(&self, start: Vec<Task>) -> Result<bool, ZohoError> {
         let mut queue = VecDeque::from(start);
         let mut running = FuturesUnordered::new();
-        let stopped_early = loop {
+        loop {
             while running.len() < self.concurrency {
                 let Some(task) = queue.pop_front() else { break };
                 running.push(self.task(task));
             }
             match running.next().await {
-                None => break false,
+                None => return Ok(false),
                 // A task's follow-ups go first: slices already begun are read on before new ones start, so
                 // that rows arrive near the order of the window (a sink's indexes then touch few pages at once).
                 Some(Ok(tasks)) => tasks.into_iter().rev().for_each(|task| queue.push_front(task)),
-                Some(Err(Halt::Stop)) => break true,
-                Some(Err(Halt::Failed(e))) => return Err(e),
+                Some(Err(None)) => return Ok(true),
+                Some(Err(Some(e))) => return Err(e),
             }
-        };
-        Ok(Fetched { stats: self.stats(), stopped_early })
+        }
     }
 
     async fn task(&self, task: Task) -> Step {
@@ -209,7 +196,7 @@ impl<'a, P> Fetcher<'a, P> {
             Task::Slice(w, estimate)
                 if estimate > SLICE_TARGET
                     && (w.field.is_date() || self.unordered.load(Ordering::Relaxed))
-                    && w.split().is_some() =>
+                    && w.split_into(2).is_some() =>
             {
                 // A slice that cannot be read in order is read in parts of a page's worth.
                 self.count(|c| c.slices_split += 1);
@@ -218,22 +205,22 @@ impl<'a, P> Fetcher<'a, P> {
             Task::Slice(w, estimate) => self.slice(w, estimate).await,
             Task::Dense(w) => {
                 tracing::info!(event = "dense_slice", window = %w, "more closed-won deals than a search page in a slice that cannot be cut; reading them by id");
-                Ok(by_id(&self.guarded(self.list_ids(&w)).await?))
+                let listed = self.client.closed_won_ids(&w, || self.count(|c| c.listings += 1));
+                Ok(by_id(&self.guarded(listed).await?))
             }
             Task::ById(ids) => self.by_id(ids).await,
         }
     }
 
     /// Runs a request unless a shutdown comes first.
-    async fn guarded<T>(&self, fut: impl std::future::Future<Output = Result<T, ZohoError>>) -> Result<T, Halt> {
+    async fn guarded<T>(&self, fut: impl Future<Output = Result<T, ZohoError>>) -> Result<T, Option<ZohoError>> {
         tokio::select! {
             biased;
-            _ = self.shutdown.wait() => Err(Halt::Stop),
+            _ = self.shutdown.wait() => Err(None),
             r = fut => Ok(r?),
         }
     }
 
-    /// Counts the window's closed-won deals and cuts it into slices.
     async fn count_window(&self, root: Window) -> Step {
         self.count(|c| c.counts += 1);
         let n = self.guarded(self.client.coql_count(&coql_count_closed_won(&root))).await?;
@@ -280,21 +267,10 @@ impl<'a, P> Fetcher<'a, P> {
         // Not in modification order: the page says nothing about what it left out. Read the slice in parts.
         self.count(|c| c.slices_split += 1);
         let parts = estimate.div_ceil(SLICE_TARGET).max(2) as usize;
-        match w.split() {
+        match w.split_into(2) {
             Some(_) => Ok(slices(w, estimate.max(PER_PAGE as u64), parts)),
             None => Ok(vec![Task::Dense(w)]),
         }
-    }
-
-    /// Every closed-won deal id in `w`, from COQL, `id > last` at a time (one request per 2,000).
-    pub async fn list_ids(&self, w: &Window) -> Result<Vec<String>, ZohoError> {
-        let mut ids = Vec::new();
-        let query = |after: Option<&str>| {
-            self.count(|c| c.listings += 1);
-            coql_keyset_page("id", "=", w, after)
-        };
-        self.client.coql_keyset(query, |r| ids.extend(record_id(r))).await?;
-        Ok(ids)
     }
 
     /// Reads up to 100 deals by id, with the fields search returns (50 a request; more are merged by id).
@@ -314,7 +290,7 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     /// The fields to ask for by id: search's, once a search page showed them; otherwise Zoho's field list.
-    async fn by_id_fields(&self) -> Result<Vec<String>, Halt> {
+    async fn by_id_fields(&self) -> Result<Vec<String>, Option<ZohoError>> {
         let mut fields = self.fields();
         if fields.is_empty() {
             fields = self.guarded(self.client.fields("Deals")).await?.into_iter().map(|f| f.api_name).collect();
@@ -341,13 +317,10 @@ impl<'a, P> Fetcher<'a, P> {
     }
 
     async fn emit(&self, page: Page, origin: Origin, keep: Option<usize>) -> Step {
-        self.count(|c| {
-            c.pages += 1;
-            c.records += page.len() as u64;
-        });
+        self.count(|c| c.pages += 1);
         tracing::debug!(event = "page", records = page.len(), origin = ?origin);
         // A closed channel: the receiving side stopped (it failed, or a shutdown was asked for).
-        self.tx.send((self.stage)(FetchedPage { page, origin, keep })).await.map_err(|_| Halt::Stop)?;
+        self.tx.send((self.stage)(FetchedPage { page, keep })).await.map_err(|_| None)?;
         Ok(vec![])
     }
 }
@@ -378,11 +351,10 @@ fn dense_then_rest(w: &Window, estimate: u64) -> Vec<Task> {
     tasks
 }
 
-/// One page from the `asked` parts of the same records read with different fields: each record's members, the
-/// first part's first, then what the other parts add (by id); `None` without parts. A record without a readable id
-/// or that is not an object fails the page, and a deal missing from a part (deleted, or out of the criteria, between
-/// the requests) is left out: its other parts alone would map as a row with empty columns. The completeness proof
-/// reads it again if Zoho still lists it.
+/// One page from the `asked` parts of the same records read with different fields, merged by id (the first
+/// part's members first); `None` without parts. A record without a readable id or not an object fails the page. A
+/// deal missing from a part (deleted or edited between the requests) is left out, not mapped with empty columns:
+/// the completeness proof reads it again if Zoho still lists it.
 fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
     if asked < 2 {
         return Ok(parts.into_iter().next());

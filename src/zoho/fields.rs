@@ -21,12 +21,10 @@ pub struct FieldMeta {
 }
 
 impl FieldMeta {
-    /// The label users see (`display_label`, else `field_label`).
     pub fn label(&self) -> Option<&str> {
         self.display_label.as_deref().or(self.field_label.as_deref())
     }
 
-    /// The column type dealsync would give this field if promoted.
     pub fn suggested_type(&self) -> FieldType {
         FieldType::suggest(self.data_type.as_deref(), self.json_type.as_deref())
     }

@@ -20,13 +20,13 @@ use secrecy::ExposeSecret;
 use tokio::sync::{Mutex, Semaphore};
 
 pub use crate::retry::RetryPolicy;
-use crate::retry::Schedule;
 pub use auth::AccessToken;
 pub(crate) use error::describe_reqwest;
 pub use error::ZohoError;
 pub use page::{read_id, record_id, Members, Page, Record};
 
 use crate::config::{join_path, ZohoSettings};
+use crate::window::Window;
 
 /// The most an answer's Content-Length may reserve up front (a Zoho page is under a megabyte).
 const BODY_CAPACITY_LIMIT: u64 = 16 << 20;
@@ -168,6 +168,17 @@ impl ZohoClient {
         }
     }
 
+    /// Every closed-won deal id in `w`, from COQL, `id > last` at a time; `counted` hears of each request.
+    pub async fn closed_won_ids(&self, w: &Window, counted: impl Fn()) -> Result<Vec<String>, ZohoError> {
+        let mut ids = Vec::new();
+        let query = |after: Option<&str>| {
+            counted();
+            criteria::coql_keyset_page("id", "=", w, after)
+        };
+        self.coql_keyset(query, |r| ids.extend(record_id(r))).await?;
+        Ok(ids)
+    }
+
     /// Waits for the run's first access token: true once one was minted, false if that first mint failed.
     /// Work that starts beside the first request waits for it, so that a refused mint is asked once.
     pub async fn first_token(&self) -> bool {
@@ -197,11 +208,11 @@ impl ZohoClient {
         // A first mint that is throttled ends the run (say so, exit 78). A re-mint in the middle of a run waits
         // out the throttle instead of hammering the endpoint, within the retry deadline.
         let remint = self.stats.token_mints.load(Ordering::Relaxed) > 0;
-        let throttle = Schedule {
-            first: self.retry.max_delay,
-            cap: Duration::from_secs(300),
-            total: Some(self.retry.deadline),
-            times: usize::MAX,
+        let throttle = RetryPolicy {
+            max_attempts: usize::MAX,
+            min_delay: self.retry.max_delay,
+            max_delay: Duration::from_secs(300),
+            deadline: self.retry.deadline,
         };
         let mint = || {
             self.with_retries("minting an access token", || async {
@@ -245,7 +256,12 @@ impl ZohoClient {
     async fn execute<T>(&self, call: Call<'_>, parse: Parse<'_, T>) -> Result<T, ZohoError> {
         // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
         // few times at most: a token that is refused every time (wrong data centre) fails after three.
-        let remint = Schedule { first: Duration::ZERO, cap: Duration::ZERO, total: None, times: 3 };
+        let remint = RetryPolicy {
+            max_attempts: 4,
+            min_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            deadline: Duration::MAX,
+        };
         let once =
             || crate::retry::again(remint, || self.attempt(&call, parse), ZohoError::is_token_refused, |_, _| {});
         self.with_retries("a Zoho API request", once).await
@@ -286,8 +302,7 @@ impl ZohoClient {
             bytes.extend_from_slice(&chunk);
         }
         drop(permit);
-        // Valid UTF-8 (always, in practice) is taken as is; anything else is repaired with U+FFFD, so one bad
-        // byte in a deal name cannot fail a page.
+        // One bad byte in a deal name must not fail a page: invalid UTF-8 is repaired with U+FFFD.
         let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         // Empty answers mean "no records": 204 (HTTP gives it no body) to anything, and 304 Not Modified to a
         // conditional request (`If-Modified-Since`), which HTTP allows whenever nothing changed since then.

@@ -36,11 +36,8 @@ impl Page {
     /// Reads an answer `{"data": [...], "info": {...}}`; the error says what is wrong and where.
     pub fn parse(body: &str) -> Result<Page, String> {
         let answer: Answer = serde_json::from_str(body).map_err(|e| {
-            if e.is_data() {
-                format!("not a page of records ({e})")
-            } else {
-                format!("not valid JSON ({e})")
-            }
+            let what = if e.is_data() { "not a page of records" } else { "not valid JSON" };
+            format!("{what} ({e})")
         })?;
         // `null` reads as no data too.
         let records = answer.data.ok_or("the answer has no `data` array")?;

@@ -266,7 +266,7 @@ async fn a_deal_read_by_id_in_parts_whose_part_has_no_id_fails_the_page_instead_
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let fetcher = dealsync::zoho::fetch::Fetcher::new(&client, tx, |page| page, dealsync::shutdown::Shutdown::new())
         .with_fields(fields);
-    let err = fetcher.fetch_ids(vec!["1001".into()]).await.err().expect("the page fails");
+    let err = fetcher.fetch_ids(vec!["1001".into()]).await.expect_err("the page fails");
     assert!(err.to_string().contains("record 1 of part 2 has no readable id to merge it by"), "{err}");
     drop(fetcher);
     assert!(rx.recv().await.is_none(), "no half-read deal was handed on");
