@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 
 use super::{Ending, Finished, PastRuns, SinkError, TableSpec, WriteStats};
 use crate::exit::Exit;
@@ -42,9 +43,8 @@ pub struct SqliteSink {
     /// The rows of the open transaction: reported once its COMMIT succeeds, never before (a transaction that
     /// fails, e.g. on a full disk, leaves nothing, and the run's counters must say so).
     pending: WriteStats,
-    columns: Arc<[Column]>,
-    /// The upsert's INSERT and UPDATE statements.
-    upsert_sql: Arc<(String, String)>,
+    upsert_sql: Arc<str>,
+    columns: Vec<Column>,
 }
 
 impl SqliteSink {
@@ -54,17 +54,14 @@ impl SqliteSink {
 
     /// A sink whose table also has the promoted columns, replacing rows as `spec` says.
     pub fn with_spec(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
-        let columns: Arc<[Column]> = spec.columns.into();
-        let insert = format!("{} ON CONFLICT(deal_id) DO NOTHING", insert_into(TABLE, &columns));
-        let upsert_sql = Arc::new((insert, update_sql(&columns, spec.rewrite)));
         SqliteSink {
             path: path.into(),
             conn: None,
             uncommitted: 0,
             began: None,
             pending: WriteStats::default(),
-            columns,
-            upsert_sql,
+            upsert_sql: upsert_sql(&spec.columns, spec.rewrite).into(),
+            columns: spec.columns,
         }
     }
 
@@ -154,20 +151,22 @@ impl SqliteSink {
         let written = self
             .with_conn("writing rows", move |c| {
                 begin_if_needed(c)?;
+                // A new row's rowid is above every rowid before it; a replaced row keeps its own.
+                let top: Option<i64> = c.query_row(&format!("SELECT max(rowid) FROM {TABLE}"), [], |r| r.get(0))?;
+                let mut top = top.unwrap_or(0);
                 let mut stats = WriteStats::default();
-                {
-                    let mut insert = c.prepare_cached(&sql.0)?;
-                    let mut update = c.prepare_cached(&sql.1)?;
-                    for row in &rows {
-                        if execute(&mut insert, &row.values)? == 1 {
+                let mut upsert = c.prepare_cached(&sql)?;
+                for row in &rows {
+                    match upsert.query_row(params_from_iter(&row.values), |r| r.get(0)).optional()? {
+                        Some(rowid) if rowid > top => {
+                            top = rowid;
                             stats.inserted += 1;
-                        } else if execute(&mut update, &row.values)? == 1 {
-                            stats.updated += 1;
-                        } else {
-                            stats.unchanged += 1;
                         }
+                        Some(_) => stats.updated += 1,
+                        None => stats.unchanged += 1,
                     }
                 }
+                drop(upsert);
                 if commit {
                     c.execute_batch("COMMIT")?;
                 }
@@ -343,37 +342,36 @@ fn insert_into(table: &str, columns: &[Column]) -> String {
     format!("INSERT INTO {table} ({names}) VALUES ({placeholders})")
 }
 
-/// Replaces a row only when the incoming copy is newer (or as new, when rewriting on purpose).
-fn update_sql(columns: &[Column], rewrite: bool) -> String {
-    let sets: Vec<String> =
-        columns.iter().enumerate().skip(1).map(|(i, c)| format!("\"{}\" = ?{}", c.name, i + 1)).collect();
-    let mt = columns.iter().position(|c| c.name == "modified_time").expect("modified_time column") + 1;
+/// Inserts a new deal, or replaces the stored row when the incoming copy is newer (or as new, when rewriting on
+/// purpose); returns the rowid of the row written, none when the stored copy is kept.
+fn upsert_sql(columns: &[Column], rewrite: bool) -> String {
+    let sets: Vec<String> = columns.iter().skip(1).map(|c| format!("\"{0}\" = excluded.\"{0}\"", c.name)).collect();
     let op = if rewrite { "<=" } else { "<" };
     format!(
-        "UPDATE {TABLE} SET {} WHERE deal_id = ?1 AND julianday(modified_time) {op} julianday(?{mt})",
+        "{} ON CONFLICT(deal_id) DO UPDATE SET {} \
+         WHERE julianday({TABLE}.modified_time) {op} julianday(excluded.modified_time) RETURNING rowid",
+        insert_into(TABLE, columns),
         sets.join(", ")
     )
 }
 
-/// Runs `stmt` with values bound in column order as SQLite stores them: decimals (shortest exact form), dates
-/// and instants as exact text, lists as a JSON array, booleans as 0 and 1. Returns the rows it changed.
-fn execute(stmt: &mut rusqlite::CachedStatement<'_>, values: &[Value]) -> rusqlite::Result<usize> {
-    for (i, v) in values.iter().enumerate() {
-        let at = i + 1;
-        match v {
-            Value::Null => stmt.raw_bind_parameter(at, rusqlite::types::Null)?,
-            Value::Text(t) => stmt.raw_bind_parameter(at, t)?,
-            Value::Shared(t) => stmt.raw_bind_parameter(at, &**t)?,
-            Value::Integer(n) => stmt.raw_bind_parameter(at, n)?,
-            Value::Decimal(d) => stmt.raw_bind_parameter(at, d.normalize().to_string())?,
-            Value::Boolean(b) => stmt.raw_bind_parameter(at, b)?,
-            Value::Date(d) => stmt.raw_bind_parameter(at, d.to_string())?,
-            Value::Timestamp(t) => stmt.raw_bind_parameter(at, format_instant(t))?,
-            Value::TextList(l) => stmt.raw_bind_parameter(at, serde_json::to_string(l).expect("strings serialize"))?,
-            Value::Json(j) => stmt.raw_bind_parameter(at, j.get())?,
-        }
+/// Values as SQLite stores them: decimals in their shortest exact form, dates and instants as exact text, lists
+/// as a JSON array, booleans as 0 and 1.
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Null => ToSqlOutput::from(rusqlite::types::Null),
+            Value::Text(t) => t.as_str().into(),
+            Value::Shared(t) => (&**t).into(),
+            Value::Integer(n) => (*n).into(),
+            Value::Decimal(d) => d.normalize().to_string().into(),
+            Value::Boolean(b) => (*b).into(),
+            Value::Date(d) => d.to_string().into(),
+            Value::Timestamp(t) => format_instant(t).into(),
+            Value::TextList(l) => serde_json::to_string(l).expect("strings serialize").into(),
+            Value::Json(j) => j.get().into(),
+        })
     }
-    stmt.raw_execute()
 }
 
 impl SqliteSink {
@@ -468,7 +466,7 @@ impl SqliteSink {
                 let sql = insert_into(QUARANTINE_TABLE, &crate::schema::columns_of(&QUARANTINE)) + QUARANTINE_UPSERT;
                 let mut stmt = c.prepare_cached(&sql)?;
                 for q in &items {
-                    execute(&mut stmt, &q.values())?;
+                    stmt.execute(params_from_iter(q.values()))?;
                 }
             }
             Ok(())
@@ -551,7 +549,7 @@ impl SqliteSink {
             }
             let sql =
                 insert_into(RUNS_TABLE, &crate::schema::columns_of(&LEDGER)).replacen("INSERT", "INSERT OR REPLACE", 1);
-            execute(&mut c.prepare_cached(&sql)?, &r.values()).map(|_| ())
+            c.prepare_cached(&sql)?.execute(params_from_iter(r.values())).map(|_| ())
         })
         .await
     }
