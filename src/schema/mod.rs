@@ -482,9 +482,9 @@ impl DealRow {
     /// Appends the row as one line of JSON: every column by name, `raw` last (the long one, for a reader's eye)
     /// and as the record itself.
     pub fn write_json_line(&self, columns: &[Column], buf: &mut Vec<u8>) {
-        let (raw, others): (Vec<_>, Vec<_>) =
-            columns.iter().zip(&self.values).partition(|(c, _)| matches!(c.source, Source::Raw));
-        write_members(others.into_iter().chain(raw), buf);
+        let members = columns.iter().zip(&self.values);
+        let raw = |(c, _): &(&Column, &Value)| c.source == Source::Raw;
+        write_members(members.clone().filter(|m| !raw(m)).chain(members.filter(raw)), buf);
         buf.push(b'\n');
     }
 

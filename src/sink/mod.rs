@@ -1,8 +1,6 @@
-//! Where rows go: the BigQuery warehouse, the local SQLite warehouse or an NDJSON export. `Target` is what
-//! `--sink NAME[:TARGET]` names, `Sink` an opened one; both are enums matched here, so that the run sees one
-//! set of calls: prepare, read the ledger, write batches, quarantine, finish, record the run. A warehouse
-//! (SQLite, BigQuery) also keeps a run ledger, applies CRM changes and answers the reconciliation; the NDJSON
-//! export keeps nothing across runs.
+//! Where rows go: the BigQuery or the local SQLite warehouse, or an NDJSON export. `Target` is what `--sink`
+//! names, `Sink` an opened one, so that the run sees one set of calls. A warehouse also keeps a run ledger,
+//! applies CRM changes and answers the reconciliation; the export keeps nothing across runs.
 
 pub mod bigquery;
 pub mod ndjson;
@@ -26,9 +24,8 @@ use bigquery::BigQuerySink;
 use ndjson::NdjsonSink;
 use sqlite::SqliteSink;
 
-/// Every form `--sink` takes, for help and errors, and whether that sink keeps a run ledger (`dealsync runs`).
-pub const FORMS: [(&str, bool); 4] =
-    [("sqlite:PATH", true), ("ndjson:PATH", false), ("ndjson:-", false), ("bigquery", true)];
+/// Every form `--sink` takes, for help and errors.
+pub const FORMS: [&str; 4] = ["sqlite:PATH", "ndjson:PATH", "ndjson:-", "bigquery"];
 
 /// A sink as `--sink` or the config file names it, checked, its default filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,13 +78,18 @@ impl Target {
         })
     }
 
+    /// Whether the sink keeps rows across runs, and a run ledger (`dealsync runs`).
+    pub fn is_warehouse(&self) -> bool {
+        !matches!(self, Target::Ndjson(_))
+    }
+
     /// Reads the run ledger as history (`dealsync runs`); `None` for a sink that keeps none.
     pub async fn past_runs(&self, o: Opening<'_>, limit: u32) -> Result<Option<PastRuns>, SinkError> {
-        match self {
-            Target::Sqlite(path) => Ok(Some(sqlite::past_runs(path, limit)?)),
-            Target::Ndjson(_) => Ok(None),
-            Target::BigQuery => Ok(Some(bigquery::connect(&o).await?.past_runs(limit).await?)),
-        }
+        Ok(Some(match self {
+            Target::Sqlite(path) => sqlite::past_runs(path, limit)?,
+            Target::Ndjson(_) => return Ok(None),
+            Target::BigQuery => bigquery::connect(&o).await?.past_runs(limit).await?,
+        }))
     }
 }
 
@@ -105,8 +107,14 @@ impl std::fmt::Display for Target {
 /// Every form `--sink` takes, for help and errors: "sqlite:PATH, ndjson:PATH, ndjson:- or bigquery".
 pub fn forms() -> String {
     let (last, rest) = FORMS.split_last().expect("FORMS is not empty");
-    let rest: Vec<&str> = rest.iter().map(|(f, _)| *f).collect();
-    format!("{} or {}", rest.join(", "), last.0)
+    format!("{} or {last}", rest.join(", "))
+}
+
+/// The forms whose sink keeps a run ledger.
+pub fn ledger_forms() -> Vec<&'static str> {
+    let is_warehouse =
+        |form: &str| SinkSpec::parse(form).and_then(|s| Target::resolve(&s)).is_ok_and(|t| t.is_warehouse());
+    FORMS.into_iter().filter(|f| is_warehouse(f)).collect()
 }
 
 /// What opening a sink takes besides its target.
@@ -325,11 +333,11 @@ mod tests {
 
     #[test]
     fn every_form_resolves_to_a_sink_that_keeps_a_ledger_as_said() {
-        for (form, ledger) in FORMS {
+        for form in FORMS {
             let target = Target::resolve(&SinkSpec::parse(&form.replace("PATH", "x")).unwrap()).unwrap();
-            assert_eq!(!matches!(target, Target::Ndjson(_)), ledger, "{form}");
             assert_eq!(target.to_string().split(':').next(), form.split(':').next(), "{form}");
         }
+        assert_eq!(ledger_forms(), ["sqlite:PATH", "bigquery"]);
     }
 
     #[test]

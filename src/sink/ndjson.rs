@@ -141,12 +141,11 @@ impl NdjsonSink {
             self.quarantine = Some(BufWriter::new(f));
         }
         let q = self.quarantine.as_mut().expect("just opened");
-        let mut buf = Vec::new();
-        for item in &items {
-            serde_json::to_writer(&mut buf, item).expect("quarantine serializes");
-            buf.push(b'\n');
-        }
-        q.write_all(&buf).map_err(|e| self.io_err("writing quarantined records", e))
+        let written = items.iter().try_for_each(|item| {
+            serde_json::to_writer(&mut *q, item)?;
+            q.write_all(b"\n")
+        });
+        written.map_err(|e| self.io_err("writing quarantined records", e))
     }
 
     /// Flushes what is buffered, so that a reader following the file sees the rows written so far.

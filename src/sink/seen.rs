@@ -289,7 +289,8 @@ mod tests {
             }
             assert_eq!(seen.blocks.count, n, "every batch was merged");
             let b = &seen.blocks;
-            let bytes = b.firsts.capacity() * 8 + b.starts.capacity() * 4 + b.gaps.capacity() + seen.times.capacity() * 4;
+            let bytes =
+                b.firsts.capacity() * 8 + b.starts.capacity() * 4 + b.gaps.capacity() + seen.times.capacity() * 4;
             let per_deal = bytes as f64 / n as f64;
             assert!(per_deal < limit, "ids {stride} apart: {per_deal:.2} bytes per deal");
         }
