@@ -189,10 +189,6 @@ impl WriteStats {
         self.unchanged += other.unchanged;
         self.rejected += other.rejected;
     }
-
-    pub fn written(&self) -> u64 {
-        self.inserted + self.updated
-    }
 }
 
 /// How a run's writes end.
@@ -200,8 +196,7 @@ impl WriteStats {
 pub enum Ending {
     /// Everything was fetched: make the writes final (BigQuery's MERGE).
     Complete,
-    /// Interrupted, or failed elsewhere: keep only what is final on its own (SQLite's upserts, NDJSON's
-    /// lines), best effort.
+    /// Interrupted, or failed elsewhere: keep what is final on its own (SQLite's upserts, NDJSON's lines).
     Stopped,
 }
 
@@ -230,7 +225,7 @@ macro_rules! each {
     };
 }
 
-/// The same call on a warehouse; `$export` is what the NDJSON export, which keeps nothing, answers.
+/// The same call on a warehouse; `$export` is what the NDJSON export answers.
 macro_rules! warehouse {
     ($sink:expr, $s:ident => $call:expr, export => $export:expr) => {
         match $sink {
@@ -247,7 +242,7 @@ impl Sink {
         each!(self, s => s.describe())
     }
 
-    /// Verifies, without writing anything, that the sink is reachable and usable. Returns what it verified.
+    /// Verifies, without writing anything, that the sink is usable; says what it verified.
     pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
         each!(self, s => s.check().await)
     }
@@ -267,9 +262,8 @@ impl Sink {
         each!(self, s => s.write_quarantine(items).await)
     }
 
-    /// No page has arrived for a while (a slow or retrying source): makes what is held visible to readers
-    /// (SQLite commits its open transaction, NDJSON flushes), so that they and other writers do not wait on it.
-    /// Not the run's commit. Returns the rows that became durable.
+    /// No page has arrived for a while: makes what is held visible to readers and other writers (SQLite commits,
+    /// NDJSON flushes). Not the run's commit. Returns the rows that became durable.
     pub async fn flush(&mut self) -> Result<WriteStats, SinkError> {
         match self {
             Sink::Sqlite(s) => s.commit_open().await,

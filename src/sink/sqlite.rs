@@ -216,10 +216,10 @@ impl SqliteSink {
         conn.execute_batch(probe).map_err(|e| self.not_writable(e))?;
         let to_add = self.fit(&conn, "nothing was changed; move the table aside or choose another --sink")?;
         self.conn = Some(conn);
-        let ddl = create_table_sql(&self.columns);
+        let columns = self.columns.clone();
         // Quoted for a POSIX shell, so that the command in the page-size hint can be pasted as it is.
         let path = format!("'{}'", self.path.display().to_string().replace('\'', r"'\''"));
-        self.with_conn("creating tables", move |c| create_tables(c, &ddl, &to_add, &path)).await
+        self.with_conn("creating tables", move |c| create_tables(c, &columns, &to_add, &path)).await
     }
 
     /// Upserts `rows` inside the open transaction (beginning one if needed), committing once it holds
@@ -459,10 +459,10 @@ pub fn create_table_sql(columns: &[Column]) -> String {
     table_sql(TABLE, columns, Some(crate::schema::KEY))
 }
 
-/// The ledger and the quarantine (from their column tables), and the indexes.
-fn ledger_sql() -> String {
-    let [_, ledger, quarantine] = tables(&[]).map(|(table, columns, key)| table_sql(table, &columns, key));
-    format!("{ledger};\n{quarantine};\n{INDEXES}")
+/// Every table dealsync writes, and the indexes.
+fn schema_sql(columns: &[Column]) -> String {
+    let tables = tables(columns).map(|(table, columns, key)| table_sql(table, &columns, key));
+    format!("{};\n{INDEXES}", tables.join(";\n"))
 }
 
 /// Until 0.1 the quarantine's `deal_id` was its primary key (a copy of the target's), so a deal quarantined by one
@@ -528,32 +528,26 @@ impl ToSql for Value {
 
 /// Sets the connection up and creates or completes the tables, in one transaction: all of them, or none.
 /// `path` is the file, quoted for a shell, for the page-size hint.
-fn create_tables(c: &mut Connection, ddl: &str, to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
+fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
     // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
     // checkpoint). Readers wait (busy timeout) while a page commits.
     c.pragma_update(None, "journal_mode", "TRUNCATE")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.pragma_update(None, "cache_size", -CACHE_KIB)?;
     let tx = c.transaction()?;
-    tx.execute_batch(ddl)?;
     // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
     for (table, col) in to_add {
         tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
         tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
     }
-    let rekey: bool = tx.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'deal_id' AND pk > 0",
-        [QUARANTINE_TABLE],
-        |r| r.get(0),
-    )?;
+    let rekey = table_info(&tx, QUARANTINE_TABLE)?.iter().any(|h| h.0 == "deal_id" && h.4 > 0);
     if rekey {
         tx.execute_batch(QUARANTINE_REKEY)?;
     }
-    // After the columns: its indexes cover some of them.
-    tx.execute_batch(&ledger_sql())?;
+    // After the columns: the indexes cover some of them.
+    tx.execute_batch(&schema_sql(cols))?;
     if rekey {
-        let names: Vec<String> = crate::schema::columns_of(&QUARANTINE).iter().map(|c| c.name.to_string()).collect();
-        let names = names.join(", ");
+        let names = columns_of(&QUARANTINE).iter().map(|c| c.name.to_string()).collect::<Vec<_>>().join(", ");
         tx.execute_batch(&format!(
             "INSERT INTO {QUARANTINE_TABLE} ({names}) SELECT {names} FROM _dealsync_quarantine_old; \
                  DROP TABLE _dealsync_quarantine_old;"
