@@ -94,13 +94,13 @@ impl SqliteSink {
             if have.is_empty() {
                 continue; // created by the run
             }
-            for (name, ty, not_null, default, pk) in &have {
+            for Have { name, ty, required, pk } in &have {
                 match want.iter().find(|w| w.name.eq_ignore_ascii_case(name)) {
                     Some(w) if !ty.eq_ignore_ascii_case(w.ty.sqlite()) => {
                         let ty = if ty.is_empty() { "untyped" } else { ty.as_str() };
                         return refuse(format!("{table}.{name} is {ty}; dealsync writes {}", w.ty.sqlite()));
                     }
-                    None if *not_null && default.is_none() && *pk == 0 => {
+                    None if *required && *pk == 0 => {
                         return refuse(format!(
                             "{table}.{name} is NOT NULL without a default, and dealsync does not write it"
                         ));
@@ -108,12 +108,12 @@ impl SqliteSink {
                     _ => {}
                 }
             }
-            let keys: Vec<&str> = have.iter().filter(|h| h.4 > 0).map(|h| h.0.as_str()).collect();
+            let keys: Vec<&str> = have.iter().filter(|h| h.pk > 0).map(|h| h.name.as_str()).collect();
             if let Some(key) = key.filter(|k| keys.len() != 1 || !keys[0].eq_ignore_ascii_case(k)) {
                 let found = if keys.is_empty() { "none".to_string() } else { keys.join(", ") };
                 return refuse(format!("{table}.{key} must be the table's PRIMARY KEY (found: {found})"));
             }
-            for w in want.into_iter().filter(|w| !have.iter().any(|h| h.0.eq_ignore_ascii_case(&w.name))) {
+            for w in want.into_iter().filter(|w| !have.iter().any(|h| h.name.eq_ignore_ascii_case(&w.name))) {
                 if w.required && w.default.is_none() {
                     let name = &w.name;
                     return refuse(format!(
@@ -430,10 +430,22 @@ fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
     c.query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |r| r.get(0))
 }
 
-/// Each column `table` has: name, declared type, NOT NULL, default, position in the primary key.
-fn table_info(c: &Connection, table: &str) -> rusqlite::Result<Vec<(String, String, bool, Option<String>, i64)>> {
+/// A column a table has, as `PRAGMA table_info` describes it.
+struct Have {
+    name: String,
+    ty: String,
+    /// NOT NULL without a default.
+    required: bool,
+    /// Its position in the primary key, 0 outside it.
+    pk: i64,
+}
+
+fn table_info(c: &Connection, table: &str) -> rusqlite::Result<Vec<Have>> {
     let mut stmt = c.prepare(&format!("PRAGMA table_info({table})"))?;
-    let rows = stmt.query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
+    let rows = stmt.query_map([], |r| {
+        let required = r.get::<_, bool>(3)? && r.get::<_, Option<String>>(4)?.is_none();
+        Ok(Have { name: r.get(1)?, ty: r.get(2)?, required, pk: r.get(5)? })
+    })?;
     rows.collect()
 }
 
@@ -540,7 +552,7 @@ fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)
         tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
         tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
     }
-    let rekey = table_info(&tx, QUARANTINE_TABLE)?.iter().any(|h| h.0 == "deal_id" && h.4 > 0);
+    let rekey = table_info(&tx, QUARANTINE_TABLE)?.iter().any(|h| h.name == "deal_id" && h.pk > 0);
     if rekey {
         tx.execute_batch(QUARANTINE_REKEY)?;
     }
