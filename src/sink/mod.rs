@@ -58,8 +58,7 @@ impl Target {
         }
     }
 
-    /// The sink a command uses: `--sink`, else the demo's own warehouse, else BigQuery when `BIGQUERY_PROJECT`
-    /// is set, else the local SQLite warehouse.
+    /// The sink a command uses: `--sink`, else the demo's, else BigQuery when configured, else local SQLite.
     pub fn chosen(flag: Option<&SinkSpec>, settings: &Settings, demo: bool) -> Result<Target, String> {
         match (flag, &settings.bigquery) {
             (Some(s), _) => Target::resolve(s),
@@ -146,8 +145,7 @@ impl<'a> Opening<'a> {
 #[derive(Debug, Clone)]
 pub struct TableSpec {
     pub columns: Vec<Column>,
-    /// Replace rows whose stored copy is as new as the fetched one (not only older ones), so that a backfill
-    /// fills columns promoted since those rows were written.
+    /// Also replace rows as new as the fetched copy, so that a backfill fills columns promoted since.
     pub rewrite: bool,
 }
 
@@ -292,8 +290,7 @@ impl Sink {
         warehouse!(self, s => s.last_good_window_end(field).await, export => Ok(None))
     }
 
-    /// Marks deals deleted in Zoho (a soft delete) and records deals that left "Closed Won" where the copy is
-    /// newer than the row. Returns how many rows each changed.
+    /// Marks deals deleted in Zoho and those that left "Closed Won" (if newer); returns the rows each changed.
     pub async fn apply_changes(
         &mut self,
         deleted: Vec<Deleted>,

@@ -126,8 +126,7 @@ impl SqliteSink {
         Ok(to_add)
     }
 
-    /// Rolls back what SQLite may still hold open and forgets the transaction's rows, so that the file and the
-    /// counters agree.
+    /// Rolls back what SQLite may hold open and forgets its rows, so that the file and the counters agree.
     fn roll_back(&mut self) {
         if let Some(c) = self.conn.as_ref().filter(|c| !c.is_autocommit()) {
             let _ = c.execute_batch("ROLLBACK");
@@ -222,8 +221,7 @@ impl SqliteSink {
         self.with_conn("creating tables", move |c| create_tables(c, &columns, &to_add, &path)).await
     }
 
-    /// Upserts `rows` inside the open transaction (beginning one if needed), committing once it holds
-    /// `TRANSACTION_ROWS` rows or has been open for `TRANSACTION_AGE`.
+    /// Upserts `rows` in the open transaction, committed once it is `TRANSACTION_ROWS` big or `TRANSACTION_AGE` old.
     pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
         if rows.is_empty() {
             return Ok(WriteStats::default());
@@ -320,7 +318,8 @@ impl SqliteSink {
         self.commit_open().await?;
         self.with_conn("recording reopened deals", move |c| {
             let sql = format!(
-                "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3 WHERE deal_id = ?1 AND modified_time < ?3"
+                "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3
+                 WHERE deal_id = ?1 AND modified_time < ?3"
             );
             update_each(c, &sql, changes.iter().map(|ch| (&ch.deal_id, &ch.stage, format_instant(&ch.modified_time))))
         })
@@ -349,8 +348,7 @@ impl SqliteSink {
         Ok(ids)
     }
 
-    /// Commits the open transaction, also when the run stopped: complete rows are worth keeping, the upsert
-    /// makes them as final as any other.
+    /// Commits the open transaction, also when the run stopped: each row is a complete, final upsert.
     pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
         let kept = "the rows written so far are committed (each is a complete, newest-wins upsert)".to_string();
         match self.commit_open().await {
@@ -538,8 +536,7 @@ impl ToSql for Value {
     }
 }
 
-/// Sets the connection up and creates or completes the tables, in one transaction: all of them, or none.
-/// `path` is the file, quoted for a shell, for the page-size hint.
+/// Sets the connection up and creates or completes the tables in one transaction (`path`: for the hint).
 fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
     // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
     // checkpoint). Readers wait (busy timeout) while a page commits.
@@ -580,8 +577,7 @@ fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)
     Ok(())
 }
 
-/// The run ledger of the warehouse at `path`, newest first (`limit` runs), and its last good run. Read-only: a
-/// missing file or ledger is said, never created.
+/// The newest `limit` runs of the ledger at `path` and its last good run; reads only, never creates.
 pub fn past_runs(path: &Path, limit: u32) -> Result<PastRuns, SinkError> {
     let sink = SqliteSink::new(path);
     if !path.exists() {
