@@ -626,17 +626,41 @@ mod tests {
     use super::*;
     use crate::mapping::{map_json, Mapped, RunStamp};
 
-    fn rows(ids: std::ops::Range<u64>) -> Vec<DealRow> {
+    fn row(id: u64, modified: &str) -> DealRow {
         let stamp: RunStamp = "run-1".parse().unwrap();
-        ids.map(|i| {
-            let json =
-                format!(r#"{{"id":"{}","Stage":"Closed Won","Modified_Time":"2026-10-01T10:00:00+05:30"}}"#, 5000 + i);
-            match map_json(&json, &stamp) {
-                Mapped::Row(r) => *r,
-                other => panic!("{other:?}"),
-            }
-        })
-        .collect()
+        let json = format!(r#"{{"id":"{}","Stage":"Closed Won","Modified_Time":"{modified}"}}"#, 5000 + id);
+        match map_json(&json, &stamp) {
+            Mapped::Row(r) => *r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn rows(ids: std::ops::Range<u64>) -> Vec<DealRow> {
+        ids.map(|i| row(i, "2026-10-01T10:00:00+05:30")).collect()
+    }
+
+    #[tokio::test]
+    async fn each_row_counts_as_inserted_updated_or_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = SqliteSink::new(dir.path().join("w.db"));
+        sink.prepare().await.unwrap();
+        let (old, new) = ("2026-10-01T10:00:00+05:30", "2026-10-02T10:00:00+05:30");
+        let counts = |s: WriteStats| (s.inserted, s.updated, s.unchanged);
+
+        // A deal twice in one batch: inserted, then updated by the newer copy.
+        sink.write_rows(vec![row(1, old), row(2, old), row(2, new)]).await.unwrap();
+        let quarantined = Quarantined {
+            deal_id: Some("9".into()),
+            reason: "Amount: not a number".into(),
+            raw: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            sync_run_id: "run-1".into(),
+            quarantined_at: Utc::now(),
+        };
+        sink.write_quarantine(vec![quarantined]).await.unwrap();
+        assert_eq!(counts(sink.finish(Ending::Complete).await.unwrap().stats), (2, 1, 0));
+
+        sink.write_rows(vec![row(3, old), row(1, old), row(2, new), row(2, old), row(1, new)]).await.unwrap();
+        assert_eq!(counts(sink.finish(Ending::Complete).await.unwrap().stats), (1, 1, 3));
     }
 
     /// Rows another connection can see: only committed ones.
