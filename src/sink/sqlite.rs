@@ -233,21 +233,17 @@ impl SqliteSink {
         let written = self
             .with_conn("writing rows", move |c| {
                 begin_if_needed(c)?;
-                // A new row's rowid is above every rowid before it; a replaced row keeps its own.
-                let top: Option<i64> = c.query_row(&format!("SELECT max(rowid) FROM {TABLE}"), [], |r| r.get(0))?;
-                let mut top = top.unwrap_or(0);
-                let mut stats = WriteStats::default();
+                // New rows take the rowids after the largest (nothing is deleted while the write lock is held).
+                let top = |c: &Connection| c.query_row(&format!("SELECT max(rowid) FROM {TABLE}"), [], |r| r.get(0));
+                let before: Option<u64> = top(c)?;
                 let mut upsert = c.prepare_cached(&sql)?;
+                let mut written = 0;
                 for row in &rows {
-                    match upsert.query_row(params_from_iter(&row.values), |r| r.get(0)).optional()? {
-                        Some(rowid) if rowid > top => {
-                            top = rowid;
-                            stats.inserted += 1;
-                        }
-                        Some(_) => stats.updated += 1,
-                        None => stats.unchanged += 1,
-                    }
+                    written += upsert.execute(params_from_iter(&row.values))? as u64;
                 }
+                let inserted = top(c)?.unwrap_or(0) - before.unwrap_or(0);
+                let (updated, unchanged) = (written - inserted, rows.len() as u64 - written);
+                let stats = WriteStats { inserted, updated, unchanged, rejected: 0 };
                 drop(upsert);
                 if commit {
                     c.execute_batch("COMMIT")?;
@@ -505,13 +501,13 @@ fn insert_into(table: &str, columns: &[Column]) -> String {
 }
 
 /// Inserts a new deal, or replaces the stored row when the incoming copy is newer (or as new, when rewriting on
-/// purpose); returns the rowid of the row written, none when the stored copy is kept.
+/// purpose). No RETURNING clause: it made each row cost 2.5 times as much.
 fn upsert_sql(columns: &[Column], rewrite: bool) -> String {
     let sets: Vec<String> = columns.iter().skip(1).map(|c| format!("\"{0}\" = excluded.\"{0}\"", c.name)).collect();
     let op = if rewrite { "<=" } else { "<" };
     format!(
         "{} ON CONFLICT(deal_id) DO UPDATE SET {} \
-         WHERE julianday({TABLE}.modified_time) {op} julianday(excluded.modified_time) RETURNING rowid",
+         WHERE julianday({TABLE}.modified_time) {op} julianday(excluded.modified_time)",
         insert_into(TABLE, columns),
         sets.join(", ")
     )
