@@ -539,7 +539,8 @@ fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)
     c.pragma_update(None, "journal_mode", "TRUNCATE")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.pragma_update(None, "cache_size", -CACHE_KIB)?;
-    let tx = c.transaction()?;
+    // Immediate, like `begin_if_needed`: sharded runs creating one file wait for each other's write lock.
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
     for (table, col) in to_add {
         tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
