@@ -3,6 +3,7 @@
 //! a newer `modified_time` replaces a row, so re-running any window never duplicates or regresses a deal.
 //! SQLite calls block, so each batch runs on the blocking pool with the connection moved in and back out.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -200,8 +201,13 @@ impl SqliteSink {
             return Err(self.config_err(format!("the directory {} does not exist", dir.display())));
         }
         if std::fs::symlink_metadata(&self.path).is_err() {
-            // A new warehouse is private whatever the umask (SQLite gives its journal the file's mode).
-            crate::files::create(&self.path, 0o600).map_err(|e| self.not_writable(e))?;
+            // A new warehouse is private (SQLite gives its journal the file's mode). Created only if still missing:
+            // a sharded run may have created it since, and truncating it would drop that run's tables.
+            let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&self.path);
+            match created {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(self.not_writable(e)),
+                _ => {}
+            }
         }
         let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
         let settings = conn
