@@ -28,8 +28,8 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
     let (runs, last_good) = match target.past_runs(opening, args.limit).await {
         Ok(Some(read)) => read,
         Ok(None) => {
-            let ledgers: Vec<&str> = crate::sink::FORMS.iter().filter(|(_, ledger)| *ledger).map(|(f, _)| *f).collect();
-            eprintln!("error: `{target}` keeps no run ledger; use --sink {}", ledgers.join(" or --sink "));
+            let ledgers = crate::sink::ledger_forms().join(" or --sink ");
+            eprintln!("error: `{target}` keeps no run ledger; use --sink {ledgers}");
             return Exit::Usage;
         }
         Err(e) => {

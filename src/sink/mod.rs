@@ -1,8 +1,6 @@
-//! Where rows go: the BigQuery warehouse, the local SQLite warehouse or an NDJSON export. `Target` is what
-//! `--sink NAME[:TARGET]` names, `Sink` an opened one; both are enums matched here, so that the run sees one
-//! set of calls: prepare, read the ledger, write batches, quarantine, finish, record the run. A warehouse
-//! (SQLite, BigQuery) also keeps a run ledger, applies CRM changes and answers the reconciliation; the NDJSON
-//! export keeps nothing across runs.
+//! Where rows go: the BigQuery or the local SQLite warehouse, or an NDJSON export. `Target` is what `--sink`
+//! names, `Sink` an opened one, so that the run sees one set of calls. A warehouse also keeps a run ledger,
+//! applies CRM changes and answers the reconciliation; the export keeps nothing across runs.
 
 pub mod bigquery;
 pub mod ndjson;
@@ -26,9 +24,8 @@ use bigquery::BigQuerySink;
 use ndjson::NdjsonSink;
 use sqlite::SqliteSink;
 
-/// Every form `--sink` takes, for help and errors, and whether that sink keeps a run ledger (`dealsync runs`).
-pub const FORMS: [(&str, bool); 4] =
-    [("sqlite:PATH", true), ("ndjson:PATH", false), ("ndjson:-", false), ("bigquery", true)];
+/// Every form `--sink` takes, for help and errors.
+pub const FORMS: [&str; 4] = ["sqlite:PATH", "ndjson:PATH", "ndjson:-", "bigquery"];
 
 /// A sink as `--sink` or the config file names it, checked, its default filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +58,7 @@ impl Target {
         }
     }
 
-    /// The sink a command uses: `--sink`, else the demo's own warehouse, else BigQuery when `BIGQUERY_PROJECT`
-    /// is set, else the local SQLite warehouse.
+    /// The sink a command uses: `--sink`, else the demo's, else BigQuery when configured, else local SQLite.
     pub fn chosen(flag: Option<&SinkSpec>, settings: &Settings, demo: bool) -> Result<Target, String> {
         match (flag, &settings.bigquery) {
             (Some(s), _) => Target::resolve(s),
@@ -81,13 +77,18 @@ impl Target {
         })
     }
 
+    /// Whether the sink keeps rows across runs, and a run ledger (`dealsync runs`).
+    pub fn is_warehouse(&self) -> bool {
+        !matches!(self, Target::Ndjson(_))
+    }
+
     /// Reads the run ledger as history (`dealsync runs`); `None` for a sink that keeps none.
     pub async fn past_runs(&self, o: Opening<'_>, limit: u32) -> Result<Option<PastRuns>, SinkError> {
-        match self {
-            Target::Sqlite(path) => Ok(Some(sqlite::past_runs(path, limit)?)),
-            Target::Ndjson(_) => Ok(None),
-            Target::BigQuery => Ok(Some(bigquery::connect(&o).await?.past_runs(limit).await?)),
-        }
+        Ok(Some(match self {
+            Target::Sqlite(path) => sqlite::past_runs(path, limit)?,
+            Target::Ndjson(_) => return Ok(None),
+            Target::BigQuery => bigquery::connect(&o).await?.past_runs(limit).await?,
+        }))
     }
 }
 
@@ -105,8 +106,14 @@ impl std::fmt::Display for Target {
 /// Every form `--sink` takes, for help and errors: "sqlite:PATH, ndjson:PATH, ndjson:- or bigquery".
 pub fn forms() -> String {
     let (last, rest) = FORMS.split_last().expect("FORMS is not empty");
-    let rest: Vec<&str> = rest.iter().map(|(f, _)| *f).collect();
-    format!("{} or {}", rest.join(", "), last.0)
+    format!("{} or {last}", rest.join(", "))
+}
+
+/// The forms whose sink keeps a run ledger.
+pub fn ledger_forms() -> Vec<&'static str> {
+    let is_warehouse =
+        |form: &str| SinkSpec::parse(form).and_then(|s| Target::resolve(&s)).is_ok_and(|t| t.is_warehouse());
+    FORMS.into_iter().filter(|f| is_warehouse(f)).collect()
 }
 
 /// What opening a sink takes besides its target.
@@ -138,8 +145,7 @@ impl<'a> Opening<'a> {
 #[derive(Debug, Clone)]
 pub struct TableSpec {
     pub columns: Vec<Column>,
-    /// Replace rows whose stored copy is as new as the fetched one (not only older ones), so that a backfill
-    /// fills columns promoted since those rows were written.
+    /// Also replace rows as new as the fetched copy, so that a backfill fills columns promoted since.
     pub rewrite: bool,
 }
 
@@ -192,8 +198,7 @@ impl WriteStats {
 pub enum Ending {
     /// Everything was fetched: make the writes final (BigQuery's MERGE).
     Complete,
-    /// Interrupted, or failed elsewhere: keep only what is final on its own (SQLite's upserts, NDJSON's
-    /// lines), best effort.
+    /// Interrupted, or failed elsewhere: keep what is final on its own (SQLite's upserts, NDJSON's lines).
     Stopped,
 }
 
@@ -222,7 +227,7 @@ macro_rules! each {
     };
 }
 
-/// The same call on a warehouse; `$export` is what the NDJSON export, which keeps nothing, answers.
+/// The same call on a warehouse; `$export` is what the NDJSON export answers.
 macro_rules! warehouse {
     ($sink:expr, $s:ident => $call:expr, export => $export:expr) => {
         match $sink {
@@ -239,7 +244,7 @@ impl Sink {
         each!(self, s => s.describe())
     }
 
-    /// Verifies, without writing anything, that the sink is reachable and usable. Returns what it verified.
+    /// Verifies, without writing anything, that the sink is usable; says what it verified.
     pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
         each!(self, s => s.check().await)
     }
@@ -259,9 +264,8 @@ impl Sink {
         each!(self, s => s.write_quarantine(items).await)
     }
 
-    /// No page has arrived for a while (a slow or retrying source): makes what is held visible to readers
-    /// (SQLite commits its open transaction, NDJSON flushes), so that they and other writers do not wait on it.
-    /// Not the run's commit. Returns the rows that became durable.
+    /// No page has arrived for a while: makes what is held visible to readers and other writers (SQLite commits,
+    /// NDJSON flushes). Not the run's commit. Returns the rows that became durable.
     pub async fn flush(&mut self) -> Result<WriteStats, SinkError> {
         match self {
             Sink::Sqlite(s) => s.commit_open().await,
@@ -290,8 +294,7 @@ impl Sink {
         warehouse!(self, s => s.last_good_window_end(field).await, export => Ok(None))
     }
 
-    /// Marks deals deleted in Zoho (a soft delete) and records deals that left "Closed Won" where the copy is
-    /// newer than the row. Returns how many rows each changed.
+    /// Marks deals deleted in Zoho and those that left "Closed Won" (if newer); returns the rows each changed.
     pub async fn apply_changes(
         &mut self,
         deleted: Vec<Deleted>,
@@ -325,11 +328,11 @@ mod tests {
 
     #[test]
     fn every_form_resolves_to_a_sink_that_keeps_a_ledger_as_said() {
-        for (form, ledger) in FORMS {
+        for form in FORMS {
             let target = Target::resolve(&SinkSpec::parse(&form.replace("PATH", "x")).unwrap()).unwrap();
-            assert_eq!(!matches!(target, Target::Ndjson(_)), ledger, "{form}");
             assert_eq!(target.to_string().split(':').next(), form.split(':').next(), "{form}");
         }
+        assert_eq!(ledger_forms(), ["sqlite:PATH", "bigquery"]);
     }
 
     #[test]

@@ -1,7 +1,6 @@
-//! Newline-delimited JSON: one row per line, to a file or to stdout. It is an export, not a warehouse: it keeps
-//! no run ledger (the default window is always the last 24 hours) and does not merge across runs. `--dry-run`
-//! uses it on stdout with quarantined records only logged. Within a run, a deal that comes back on another page
-//! reaches it again only as a newer copy (the run keeps the ids it fetched), which is then a second line.
+//! Newline-delimited JSON: one row per line, to a file or to stdout. An export, not a warehouse: no run ledger
+//! (the default window is always the last 24 hours), no merge across runs; a deal that comes back on another
+//! page reaches it again only as a newer copy, a second line. `--dry-run` uses it on stdout.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -41,14 +40,10 @@ impl NdjsonSink {
 
     /// Where quarantined records go: beside the output file, or `./dealsync-quarantine.ndjson` for stdout.
     pub fn quarantine_path(&self) -> PathBuf {
-        match &self.path {
-            Some(p) => {
-                let mut s = p.clone().into_os_string();
-                s.push(".quarantine.ndjson");
-                PathBuf::from(s)
-            }
-            None => PathBuf::from("dealsync-quarantine.ndjson"),
-        }
+        let Some(p) = &self.path else { return "dealsync-quarantine.ndjson".into() };
+        let mut s = p.clone().into_os_string();
+        s.push(".quarantine.ndjson");
+        s.into()
     }
 
     fn io_err(&self, what: &str, e: std::io::Error) -> SinkError {
@@ -68,10 +63,7 @@ impl NdjsonSink {
         }
         self.io_err(what, e)
     }
-}
 
-/// What the run calls (through `sink::Sink`).
-impl NdjsonSink {
     pub fn describe(&self) -> String {
         match (&self.path, self.dry_run) {
             (_, true) => "dry-run (stdout)".into(),
@@ -81,17 +73,13 @@ impl NdjsonSink {
     }
 
     pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
-        match &self.path {
-            None => Ok(vec!["rows go to stdout".into()]),
-            Some(p) => {
-                let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-                if !dir.is_dir() {
-                    let problem = format!("the directory {} does not exist", dir.display());
-                    return Err(SinkError::new(self.describe(), problem, Exit::Config));
-                }
-                Ok(vec![format!("{} can be written", p.display())])
-            }
+        let Some(p) = &self.path else { return Ok(vec!["rows go to stdout".into()]) };
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            let problem = format!("the directory {} does not exist", dir.display());
+            return Err(SinkError::new(self.describe(), problem, Exit::Config));
         }
+        Ok(vec![format!("{} can be written", p.display())])
     }
 
     pub async fn prepare(&mut self) -> Result<(), SinkError> {
@@ -121,8 +109,7 @@ impl NdjsonSink {
     }
 
     pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
-        // A line is its `raw` record and (typically) under a kilobyte of typed columns: reserved once, the buffer
-        // seldom grows.
+        // A line is its `raw` record and (typically) under a kilobyte of typed columns.
         let mut buf = Vec::with_capacity(rows.iter().map(|r| r.raw().get().len() + 1024).sum());
         for row in &rows {
             row.write_json_line(&self.columns, &mut buf);
@@ -145,12 +132,11 @@ impl NdjsonSink {
             self.quarantine = Some(BufWriter::new(f));
         }
         let q = self.quarantine.as_mut().expect("just opened");
-        let mut buf = Vec::new();
-        for item in &items {
-            serde_json::to_writer(&mut buf, item).expect("quarantine serializes");
-            buf.push(b'\n');
-        }
-        q.write_all(&buf).map_err(|e| self.io_err("writing quarantined records", e))
+        let written = items.iter().try_for_each(|item| {
+            serde_json::to_writer(&mut *q, item)?;
+            q.write_all(b"\n")
+        });
+        written.map_err(|e| self.io_err("writing quarantined records", e))
     }
 
     /// Flushes what is buffered, so that a reader following the file sees the rows written so far.

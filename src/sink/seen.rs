@@ -1,36 +1,24 @@
-//! The deals an export already wrote in this run, and how new each copy was: what lets the NDJSON sink drop a
-//! deal that Zoho's paging returns twice without ever rewriting a file.
-//!
-//! A hash map of a million ids costs about 34 MB (and twice that while it grows), and a sorted array of u64
-//! beside the u32 modification times 12 MB: that alone kept peak memory from being flat between 10k and 1M
-//! deals. Zoho ids are numbers handed out in sequence, so sorted ids are close together: they are kept in
-//! blocks of 64, each block its first id plus the gaps to the next ones as variable-length integers (one or two
-//! bytes each for a real CRM's ids), beside an array of u32 times: about 5.5 bytes per deal. Recent ids wait in
-//! a small map that is merged into the blocks when it fills. Ids that are not numbers (never seen from Zoho) go
-//! to an ordinary map.
+//! The deals a run has fetched and how new each copy was, so that a deal Zoho's paging returns twice is passed on
+//! only when the copy is newer. Its shape keeps a 1M-deal run under the 40 MB memory budget (a sorted Vec<u64>
+//! beside a Vec<u32> of times measured 48.7 MB at peak): Zoho hands out ids in sequence, so sorted ids are close
+//! together and are kept in blocks of 64, each its first id then the gaps to the next ones in LEB128 (one or two
+//! bytes each for a real CRM), beside u32 times: about 5.5 bytes a deal. Recent ids wait in a small map merged
+//! into the blocks when it fills; ids that are not numbers (never seen from Zoho) go to an ordinary map.
 
 use std::collections::HashMap;
 
 /// Recent ids kept in the map before they are merged into the blocks.
 const RECENT: usize = 1 << 15;
-/// Ids per block. A lookup finds its block among the first ids (a million ids give 125 KB of them, which stay in
-/// the CPU's cache; a plain binary search over all ids missed the cache at nearly every step), then decodes at
-/// most this many gaps.
+/// Ids per block: a lookup finds its block among the first ids (125 KB for a million, which stay in the CPU's
+/// cache), then decodes at most this many gaps.
 const BLOCK: usize = 64;
 
 #[derive(Default)]
 pub struct Seen {
-    /// The first id of each block, ascending.
-    firsts: Vec<u64>,
-    /// Where each block's gaps begin in `gaps`.
-    starts: Vec<u32>,
-    /// Each block's ids after its first, as the gap to the previous id in LEB128 (7 bits a byte).
-    gaps: Vec<u8>,
-    /// Ids in the blocks.
-    count: usize,
+    blocks: Blocks,
     /// `times[i]` belongs to the `i`th id of the blocks: seconds since 1970, saturated to u32 (until 2106).
     times: Vec<u32>,
-    recent: HashMap<u64, u32, IdHash>,
+    recent: HashMap<u64, u32>,
     other: HashMap<String, i64>,
 }
 
@@ -56,7 +44,7 @@ impl Seen {
             return Offer::New;
         };
         let t = modified.clamp(0, i64::from(u32::MAX)) as u32;
-        if let Some(i) = self.find(key) {
+        if let Some(i) = self.blocks.find(key) {
             return bump(&mut self.times[i], t);
         }
         if let Some(m) = self.recent.get_mut(&key) {
@@ -69,71 +57,31 @@ impl Seen {
         Offer::New
     }
 
-    /// Whether `id` was recorded.
     pub fn contains(&self, id: &str) -> bool {
         match numeric(id) {
-            Some(key) => self.find(key).is_some() || self.recent.contains_key(&key),
+            Some(key) => self.blocks.find(key).is_some() || self.recent.contains_key(&key),
             None => self.other.contains_key(id),
         }
     }
 
-    /// Every id recorded, in no particular order.
-    pub fn all_ids(&self) -> impl Iterator<Item = String> + '_ {
-        self.ids().chain(self.recent.keys().copied()).map(|id| id.to_string()).chain(self.other.keys().cloned())
-    }
-
-    /// Deals recorded so far.
     pub fn len(&self) -> usize {
-        self.count + self.recent.len() + self.other.len()
+        self.blocks.count + self.recent.len() + self.other.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The position of `key` among the ids in the blocks.
-    fn find(&self, key: u64) -> Option<usize> {
-        let block = self.firsts.partition_point(|&f| f <= key).checked_sub(1)?;
-        let mut id = self.firsts[block];
-        let mut at = self.starts[block] as usize;
-        let mut i = block * BLOCK;
-        let end = (i + BLOCK).min(self.count);
-        loop {
-            if id >= key {
-                return (id == key).then_some(i);
-            }
-            i += 1;
-            if i == end {
-                return None;
-            }
-            let (gap, next) = leb128(&self.gaps, at);
-            (id, at) = (id + gap, next);
-        }
-    }
-
-    /// The ids in the blocks, ascending.
-    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        let mut at = 0;
-        let mut id = 0;
-        (0..self.count).map(move |i| {
-            if i % BLOCK == 0 {
-                id = self.firsts[i / BLOCK];
-            } else {
-                let (gap, next) = leb128(&self.gaps, at);
-                (id, at) = (id + gap, next);
-            }
-            id
-        })
-    }
-
-    /// Merges the recent ids into the blocks (encoded afresh) and their times into `times`, in place from the back.
+    /// Merges the recent ids into the blocks (encoded afresh) and their times into `times`, moved in place so that
+    /// no second array of times is held at the peak.
     fn merge(&mut self) {
         let mut fresh: Vec<(u64, u32)> = self.recent.drain().collect();
         fresh.sort_unstable_by_key(|&(id, _)| id);
-        let mut blocks = Blocks::with_capacity(self.count + fresh.len(), self.gaps.len() + fresh.len() * 2);
+        let old = &self.blocks;
+        let mut blocks = Blocks::with_capacity(old.count + fresh.len(), old.gaps.len() + fresh.len() * 2);
         // Where each fresh id lands among all ids.
         let mut lands = Vec::with_capacity(fresh.len());
-        let mut old = self.ids().peekable();
+        let mut old = old.ids().peekable();
         for &(id, _) in &fresh {
             while let Some(o) = old.next_if(|&o| o < id) {
                 blocks.push(o);
@@ -142,36 +90,25 @@ impl Seen {
             blocks.push(id);
         }
         old.for_each(|o| blocks.push(o));
-        let (before, total) = (self.count, blocks.count);
-        (self.firsts, self.starts, self.gaps, self.count) = (blocks.firsts, blocks.starts, blocks.gaps, blocks.count);
-        self.gaps.shrink_to_fit();
+        blocks.gaps.shrink_to_fit();
+        self.blocks = blocks;
         self.times.reserve_exact(fresh.len());
-        self.times.resize(total, 0);
-        let mut from = before;
-        let mut to = total;
-        for (&(_, t), &land) in fresh.iter().zip(&lands).rev() {
-            while to > land + 1 {
-                to -= 1;
-                from -= 1;
-                self.times[to] = self.times[from];
-            }
-            to -= 1;
-            self.times[to] = t;
+        self.times.resize(self.blocks.count, 0);
+        let mut end = self.blocks.count;
+        for (k, (&(_, t), &land)) in fresh.iter().zip(&lands).enumerate().rev() {
+            // The old times between this fresh id and the next move up by the k + 1 fresh ones up to here.
+            self.times.copy_within(land - k..end - k - 1, land + 1);
+            self.times[land] = t;
+            end = land;
         }
-        // Keep the map's memory for the next batch of ids, but not more than one batch needs.
-        self.recent.shrink_to(RECENT);
-    }
-
-    /// Bytes held by the blocks and times (not the maps), for the memory test.
-    #[cfg(test)]
-    fn block_bytes(&self) -> usize {
-        self.firsts.capacity() * 8 + self.starts.capacity() * 4 + self.gaps.capacity() + self.times.capacity() * 4
     }
 }
 
-/// Blocks being encoded, ids pushed in ascending order.
+/// Ascending ids in blocks: the first id of each, then each next id as its LEB128 gap to the previous one.
+#[derive(Default)]
 struct Blocks {
     firsts: Vec<u64>,
+    /// Where each block's gaps begin in `gaps`.
     starts: Vec<u32>,
     gaps: Vec<u8>,
     count: usize,
@@ -205,6 +142,40 @@ impl Blocks {
         self.last = id;
         self.count += 1;
     }
+
+    /// The position of `key` among the ids.
+    fn find(&self, key: u64) -> Option<usize> {
+        let block = self.firsts.partition_point(|&f| f <= key).checked_sub(1)?;
+        let mut id = self.firsts[block];
+        let mut at = self.starts[block] as usize;
+        let mut i = block * BLOCK;
+        let end = (i + BLOCK).min(self.count);
+        loop {
+            if id >= key {
+                return (id == key).then_some(i);
+            }
+            i += 1;
+            if i == end {
+                return None;
+            }
+            let (gap, next) = leb128(&self.gaps, at);
+            (id, at) = (id + gap, next);
+        }
+    }
+
+    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        let mut at = 0;
+        let mut id = 0;
+        (0..self.count).map(move |i| {
+            if i % BLOCK == 0 {
+                id = self.firsts[i / BLOCK];
+            } else {
+                let (gap, next) = leb128(&self.gaps, at);
+                (id, at) = (id + gap, next);
+            }
+            id
+        })
+    }
 }
 
 /// The LEB128 number at `at`, and where the next one begins.
@@ -219,38 +190,6 @@ fn leb128(bytes: &[u8], mut at: usize) -> (u64, usize) {
             return (n, at);
         }
         shift += 7;
-    }
-}
-
-/// Hashes an id with one multiply instead of SipHash (a tenth of the NDJSON sink's time was spent here): the
-/// ids come from the CRM, not from whoever could aim collisions at the map, and the map never holds more than
-/// `RECENT` of them.
-#[derive(Default, Clone, Copy)]
-struct IdHash;
-
-impl std::hash::BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
-    }
-}
-
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        // Mixes the high bits down before the multiply spreads every bit up: the map picks a bucket with the
-        // low bits of the hash and a tag with the top seven.
-        let h = (self.0 ^ n ^ (n >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = h ^ (h >> 32);
-    }
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
@@ -310,11 +249,11 @@ mod tests {
                 prop_assert_eq!(seen.offer(&(id + 1).to_string(), t), expected);
             }
             prop_assert_eq!(seen.len(), plain.len());
-            let ids: Vec<u64> = seen.ids().collect();
+            let ids: Vec<u64> = seen.blocks.ids().collect();
             prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "the blocks stay sorted and unique");
-            prop_assert_eq!(seen.firsts.len(), ids.len().div_ceil(BLOCK));
+            prop_assert_eq!(seen.blocks.firsts.len(), ids.len().div_ceil(BLOCK));
             for (i, id) in ids.iter().enumerate() {
-                prop_assert_eq!(seen.find(*id), Some(i), "every merged id is found where it is");
+                prop_assert_eq!(seen.blocks.find(*id), Some(i), "every merged id is found where it is");
                 prop_assert_eq!(i64::from(seen.times[i]), plain[id], "with its time");
             }
         }
@@ -348,8 +287,11 @@ mod tests {
                 let id = 4_876_876_000_001_000_000 + (i * 7919 % n as u64) * stride;
                 assert_eq!(seen.offer(&id.to_string(), 1_790_000_000 + i as i64), Offer::New);
             }
-            assert_eq!(seen.count, n, "every batch was merged");
-            let per_deal = seen.block_bytes() as f64 / n as f64;
+            assert_eq!(seen.blocks.count, n, "every batch was merged");
+            let b = &seen.blocks;
+            let bytes =
+                b.firsts.capacity() * 8 + b.starts.capacity() * 4 + b.gaps.capacity() + seen.times.capacity() * 4;
+            let per_deal = bytes as f64 / n as f64;
             assert!(per_deal < limit, "ids {stride} apart: {per_deal:.2} bytes per deal");
         }
     }

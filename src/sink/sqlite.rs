@@ -3,19 +3,22 @@
 //! a newer `modified_time` replaces a row, so re-running any window never duplicates or regresses a deal.
 //! SQLite calls block, so each batch runs on the blocking pool with the connection moved in and back out.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Params, ToSql};
 
 use super::{Ending, Finished, PastRuns, SinkError, TableSpec, WriteStats};
 use crate::exit::Exit;
 use crate::schema::{
     format_instant, sort_ids, Column, DealRow, PastRun, Quarantined, RunRecord, Value, LEDGER, QUARANTINE,
 };
-use crate::window::WindowField;
+use crate::window::{Window, WindowField};
+use crate::zoho::changes::{Deleted, StageChange};
 
 pub const TABLE: &str = "closed_won_deals";
 pub const RUNS_TABLE: &str = "_dealsync_runs";
@@ -42,9 +45,9 @@ pub struct SqliteSink {
     /// The rows of the open transaction: reported once its COMMIT succeeds, never before (a transaction that
     /// fails, e.g. on a full disk, leaves nothing, and the run's counters must say so).
     pending: WriteStats,
-    columns: Arc<[Column]>,
-    /// The upsert's INSERT and UPDATE statements.
+    /// The upsert: an INSERT that leaves a stored row alone, then an UPDATE that replaces an older one.
     upsert_sql: Arc<(String, String)>,
+    columns: Vec<Column>,
 }
 
 impl SqliteSink {
@@ -54,18 +57,19 @@ impl SqliteSink {
 
     /// A sink whose table also has the promoted columns, replacing rows as `spec` says.
     pub fn with_spec(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
-        let columns: Arc<[Column]> = spec.columns.into();
-        let insert = format!("{} ON CONFLICT(deal_id) DO NOTHING", insert_into(TABLE, &columns));
-        let upsert_sql = Arc::new((insert, update_sql(&columns, spec.rewrite)));
         SqliteSink {
             path: path.into(),
             conn: None,
             uncommitted: 0,
             began: None,
             pending: WriteStats::default(),
-            columns,
-            upsert_sql,
+            upsert_sql: Arc::new(upsert_sql(&spec.columns, spec.rewrite)),
+            columns: spec.columns,
         }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> SinkError {
@@ -82,21 +86,55 @@ impl SqliteSink {
         self.config_err(format!("{path} cannot be written ({why}); give the run write access or choose another --sink"))
     }
 
-    /// The columns to add to the tables `conn` has, or why dealsync cannot write them (then `outcome`).
-    fn fit(&self, conn: &Connection, outcome: &str) -> Result<Vec<(String, Column)>, SinkError> {
-        let fits = compatibility(conn, &self.columns).map_err(|e| self.err("reading the tables", e))?;
-        fits.map_err(|problem| self.config_err(format!("{problem}: {outcome}")))
+    /// The columns to add to the tables `c` has, or the first reason dealsync cannot write them (naming the table
+    /// and the column), then `outcome`. Reads only, so `check` says exactly what `sync` would.
+    fn fit(&self, c: &Connection, outcome: &str) -> Result<Vec<(String, Column)>, SinkError> {
+        let refuse = |problem: String| Err(self.config_err(format!("{problem}: {outcome}")));
+        let mut to_add = Vec::new();
+        for (table, want, key) in tables(&self.columns) {
+            let have = table_info(c, table).map_err(|e| self.err("reading the tables", e))?;
+            if have.is_empty() {
+                continue; // created by the run
+            }
+            for Have { name, ty, required, pk } in &have {
+                match want.iter().find(|w| w.name.eq_ignore_ascii_case(name)) {
+                    Some(w) if !ty.eq_ignore_ascii_case(w.ty.sqlite()) => {
+                        let ty = if ty.is_empty() { "untyped" } else { ty.as_str() };
+                        return refuse(format!("{table}.{name} is {ty}; dealsync writes {}", w.ty.sqlite()));
+                    }
+                    None if *required && *pk == 0 => {
+                        return refuse(format!(
+                            "{table}.{name} is NOT NULL without a default, and dealsync does not write it"
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            let keys: Vec<&str> = have.iter().filter(|h| h.pk > 0).map(|h| h.name.as_str()).collect();
+            if let Some(key) = key.filter(|k| keys.len() != 1 || !keys[0].eq_ignore_ascii_case(k)) {
+                let found = if keys.is_empty() { "none".to_string() } else { keys.join(", ") };
+                return refuse(format!("{table}.{key} must be the table's PRIMARY KEY (found: {found})"));
+            }
+            for w in want.into_iter().filter(|w| !have.iter().any(|h| h.name.eq_ignore_ascii_case(&w.name))) {
+                if w.kept == crate::schema::Kept::Required {
+                    let name = &w.name;
+                    return refuse(format!(
+                        "{table} lacks the column {name}, which dealsync needs on every row (NOT NULL) and cannot add"
+                    ));
+                }
+                to_add.push((table.to_string(), w));
+            }
+        }
+        Ok(to_add)
     }
 
-    /// Rolls back what SQLite may still hold open and forgets the transaction's rows, so that the file and the
-    /// counters agree.
+    /// Rolls back what SQLite may hold open and forgets its rows, so that the file and the counters agree.
     fn roll_back(&mut self) {
         if let Some(c) = self.conn.as_ref().filter(|c| !c.is_autocommit()) {
             let _ = c.execute_batch("ROLLBACK");
         }
         self.pending = WriteStats::default();
-        self.uncommitted = 0;
-        self.began = None;
+        (self.uncommitted, self.began) = (0, None);
     }
 
     async fn with_conn<T, F>(&mut self, what: &'static str, f: F) -> Result<T, SinkError>
@@ -113,36 +151,84 @@ impl SqliteSink {
         self.conn = Some(conn);
         r.map_err(|e| self.err(what, e))
     }
-}
 
-/// `SELECT {select}` over a window's live rows, with its two bound values.
-fn window_sql(select: &str, w: &crate::window::Window) -> (String, String, String) {
-    let (column, start, end) = if w.field.is_date() {
-        ("closing_date", w.start_str(), w.end_str())
-    } else {
-        // Stored instants are fixed-width UTC text, so the bounds in the same form compare correctly and use the index.
-        let f = |t: &chrono::DateTime<chrono::FixedOffset>| format_instant(&t.with_timezone(&chrono::Utc));
-        ("modified_time", f(&w.start), f(&w.end))
-    };
-    let live = "is_closed_won = 1 AND is_deleted = 0";
-    (format!("SELECT {select} FROM {TABLE} WHERE {column} >= ?1 AND {column} < ?2 AND {live}"), start, end)
-}
-
-impl SqliteSink {
     /// Opens an existing database without creating anything (for `dealsync verify`).
     fn open_existing(&mut self) -> Result<(), SinkError> {
-        if self.conn.is_some() {
-            return Ok(());
+        if self.conn.is_none() {
+            if !self.path.exists() {
+                return Err(self.config_err(format!("{} does not exist", self.path.display())));
+            }
+            self.conn = Some(open_read_only(&self.path).map_err(|e| self.err("opening the database", e))?);
         }
-        if !self.path.exists() {
-            return Err(self.config_err(format!("{} does not exist", self.path.display())));
-        }
-        self.conn = Some(open_read_only(&self.path).map_err(|e| self.err("opening the database", e))?);
         Ok(())
     }
 
-    /// Upserts `rows` inside the open transaction (beginning one if needed), committing once it holds
-    /// `TRANSACTION_ROWS` rows or has been open for `TRANSACTION_AGE`.
+    pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| self.config_err(format!("the directory {} is not usable: {e}", dir.display())))?;
+        if meta.permissions().readonly() {
+            return Err(self.not_writable(format_args!(
+                "the directory {} is read-only, and SQLite keeps its journal beside the file",
+                dir.display()
+            )));
+        }
+        let path = self.path.display();
+        if !self.path.exists() {
+            return Ok(vec![format!("{path} will be created on the first run")]);
+        }
+        std::fs::OpenOptions::new().append(true).open(&self.path).map_err(|e| self.not_writable(e))?;
+        let conn = open_read_only(&self.path).map_err(|e| self.err("opening the database read-only", e))?;
+        let to_add = self.fit(&conn, "a sync would stop before fetching")?;
+        let exists = has_table(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
+        let mut lines = vec![if exists {
+            let rows: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0))
+                .map_err(|e| self.err("counting rows", e))?;
+            format!("{path} is writable ({rows} rows in {TABLE})")
+        } else {
+            format!("{path} is writable; {TABLE} will be created on the first run")
+        }];
+        if !to_add.is_empty() {
+            let names: Vec<String> = to_add.iter().map(|(t, c)| format!("{t}.{}", c.name)).collect();
+            lines.push(format!("the next run adds the columns {}", names.join(", ")));
+        }
+        Ok(lines)
+    }
+
+    pub async fn prepare(&mut self) -> Result<(), SinkError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            return Err(self.config_err(format!("the directory {} does not exist", dir.display())));
+        }
+        if std::fs::symlink_metadata(&self.path).is_err() {
+            // A new warehouse is private (SQLite gives its journal the file's mode). Created only if still missing:
+            // a sharded run may have created it since, and truncating it would drop that run's tables.
+            let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&self.path);
+            match created {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(self.not_writable(e)),
+                _ => {}
+            }
+        }
+        let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
+        let settings = conn
+            .busy_timeout(Duration::from_secs(30))
+            // The page size takes effect only while the file is empty (a new warehouse): before the probe below.
+            .and_then(|()| conn.pragma_update(None, "page_size", PAGE_SIZE));
+        settings.map_err(|e| self.err("opening the database", e))?;
+        // Before any Zoho request: the file must take writes, and every table it has must fit dealsync's rows.
+        // Nothing is altered until both hold, so an incompatible table is left exactly as it was.
+        let probe = "SAVEPOINT dealsync_probe; CREATE TABLE _dealsync_probe (x INTEGER); ROLLBACK TO dealsync_probe; \
+             RELEASE dealsync_probe;";
+        conn.execute_batch(probe).map_err(|e| self.not_writable(e))?;
+        let to_add = self.fit(&conn, "nothing was changed; move the table aside or choose another --sink")?;
+        self.conn = Some(conn);
+        let columns = self.columns.clone();
+        // Quoted for a POSIX shell, so that the command in the page-size hint can be pasted as it is.
+        let path = format!("'{}'", self.path.display().to_string().replace('\'', r"'\''"));
+        self.with_conn("creating tables", move |c| create_tables(c, &columns, &to_add, &path)).await
+    }
+
+    /// Upserts `rows` in the open transaction, committed once it is `TRANSACTION_ROWS` big or `TRANSACTION_AGE` old.
     pub async fn write_rows(&mut self, rows: Vec<DealRow>) -> Result<WriteStats, SinkError> {
         if rows.is_empty() {
             return Ok(WriteStats::default());
@@ -155,19 +241,24 @@ impl SqliteSink {
             .with_conn("writing rows", move |c| {
                 begin_if_needed(c)?;
                 let mut stats = WriteStats::default();
-                {
-                    let mut insert = c.prepare_cached(&sql.0)?;
-                    let mut update = c.prepare_cached(&sql.1)?;
-                    for row in &rows {
-                        if execute(&mut insert, &row.values)? == 1 {
-                            stats.inserted += 1;
-                        } else if execute(&mut update, &row.values)? == 1 {
-                            stats.updated += 1;
-                        } else {
-                            stats.unchanged += 1;
-                        }
+                let mut insert = c.prepare_cached(&sql.0)?;
+                let mut update = c.prepare_cached(&sql.1)?;
+                // Each row's values are converted once, for the INSERT and, when the deal is stored, the UPDATE.
+                let mut values = Vec::with_capacity(rows.first().map_or(0, |r| r.values.len()));
+                for row in &rows {
+                    values.clear();
+                    for v in &row.values {
+                        values.push(v.to_sql()?);
+                    }
+                    if insert.execute(params_from_iter(&values))? == 1 {
+                        stats.inserted += 1;
+                    } else if update.execute(params_from_iter(&values))? == 1 {
+                        stats.updated += 1;
+                    } else {
+                        stats.unchanged += 1;
                     }
                 }
+                drop((insert, update));
                 if commit {
                     c.execute_batch("COMMIT")?;
                 }
@@ -179,8 +270,7 @@ impl SqliteSink {
         self.uncommitted += n;
         self.pending.add(stats);
         if commit {
-            (self.uncommitted, self.began) = (0, None);
-            return Ok(std::mem::take(&mut self.pending));
+            return self.commit_open().await;
         }
         Ok(WriteStats::default())
     }
@@ -194,23 +284,134 @@ impl SqliteSink {
         }
         Ok(pending)
     }
-}
 
-/// Runs `sql` once per item in one transaction, bound by `bind`, and counts the rows it changed.
-fn update_each<T>(
-    c: &mut Connection,
-    sql: &str,
-    items: &[T],
-    bind: impl Fn(&mut rusqlite::CachedStatement<'_>, &T) -> rusqlite::Result<usize>,
-) -> rusqlite::Result<u64> {
-    let tx = c.transaction()?;
-    let mut n = 0;
-    {
-        let mut stmt = tx.prepare_cached(sql)?;
-        for item in items {
-            n += bind(&mut stmt, item)? as u64;
+    pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
+        // Part of the open transaction: a quarantined record is committed with the rows of its page.
+        self.with_conn("writing quarantined records", move |c| {
+            begin_if_needed(c)?;
+            let mut stmt =
+                c.prepare_cached(&(insert_into(QUARANTINE_TABLE, &QUARANTINE.to_vec()) + QUARANTINE_UPSERT))?;
+            items.iter().try_for_each(|q| stmt.execute(params_from_iter(q.values())).map(drop))
+        })
+        .await
+    }
+
+    pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
+        let field = field.api_name();
+        let end: Option<String> = self
+            .with_conn("reading the run ledger", move |c| {
+                c.query_row(
+                    "SELECT window_end FROM _dealsync_runs
+                     WHERE kind = 'scheduled' AND window_field = ?1 AND status IN ('success', 'partial')
+                     ORDER BY julianday(window_end) DESC LIMIT 1",
+                    params![field],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        end.map(|s| parse_instant(&s).map_err(|e| self.err("reading the run ledger", format!("window_end `{s}`: {e}"))))
+            .transpose()
+    }
+
+    pub async fn mark_deleted(&mut self, deleted: Vec<Deleted>) -> Result<u64, SinkError> {
+        self.commit_open().await?;
+        self.with_conn("marking deleted deals", move |c| {
+            let sql =
+                format!("UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0");
+            update_each(c, &sql, deleted.iter().map(|d| (&d.deal_id, format_instant(&d.deleted_time))))
+        })
+        .await
+    }
+
+    pub async fn mark_not_won(&mut self, changes: Vec<StageChange>) -> Result<u64, SinkError> {
+        self.commit_open().await?;
+        self.with_conn("recording reopened deals", move |c| {
+            let sql = format!(
+                "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3
+                 WHERE deal_id = ?1 AND modified_time < ?3"
+            );
+            update_each(c, &sql, changes.iter().map(|ch| (&ch.deal_id, &ch.stage, format_instant(&ch.modified_time))))
+        })
+        .await
+    }
+
+    pub async fn count_in_window(&mut self, w: &Window) -> Result<Option<u64>, SinkError> {
+        self.open_existing()?;
+        let (sql, a, b) = window_sql("count(*)", w);
+        let n: u64 =
+            self.with_conn("counting the window's rows", move |c| c.query_row(&sql, [a, b], |r| r.get(0))).await?;
+        Ok(Some(n))
+    }
+
+    pub async fn ids_in_window(&mut self, w: &Window) -> Result<Vec<String>, SinkError> {
+        self.open_existing()?;
+        let (sql, a, b) = window_sql("deal_id", w);
+        let mut ids: Vec<String> = self
+            .with_conn("listing the window's rows", move |c| {
+                let mut stmt = c.prepare(&sql)?;
+                let ids = stmt.query_map([a, b], |r| r.get(0))?.collect();
+                ids
+            })
+            .await?;
+        sort_ids(&mut ids);
+        Ok(ids)
+    }
+
+    /// Commits the open transaction, also when the run stopped: each row is a complete, final upsert.
+    pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
+        let kept = "the rows written so far are committed (each is a complete, newest-wins upsert)".to_string();
+        match self.commit_open().await {
+            Ok(stats) => Ok(Finished { stats, kept }),
+            Err(e) if ending == Ending::Complete => Err(e),
+            Err(e) => {
+                // Rolled back: its rows are not in the file, and the counters leave them out.
+                tracing::warn!(event = "flush_failed", "could not write the last rows before stopping: {e}");
+                self.roll_back();
+                let kept = "the pages committed before the last one are kept; the last one could not be written";
+                Ok(Finished { stats: WriteStats::default(), kept: kept.into() })
+            }
         }
     }
+
+    pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
+        let values = run.values();
+        (self.uncommitted, self.began) = (0, None);
+        self.with_conn("recording the run", move |c| {
+            // A failed run may leave its transaction open: its rows are complete upserts, so keep them if SQLite
+            // still can, and record the run in any case.
+            if !c.is_autocommit() && c.execute_batch("COMMIT").is_err() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            let sql = insert_into(RUNS_TABLE, &LEDGER.to_vec()).replacen("INSERT", "INSERT OR REPLACE", 1);
+            c.prepare_cached(&sql)?.execute(params_from_iter(values)).map(drop)
+        })
+        .await
+    }
+}
+
+/// `SELECT {select}` over a window's live rows, with its two bound values.
+fn window_sql(select: &str, w: &Window) -> (String, String, String) {
+    let (column, start, end) = if w.field.is_date() {
+        ("closing_date", w.start_str(), w.end_str())
+    } else {
+        // Stored instants are fixed-width UTC text, so the bounds in the same form compare correctly and use the index.
+        let f = |t: &DateTime<chrono::FixedOffset>| format_instant(&t.to_utc());
+        ("modified_time", f(&w.start), f(&w.end))
+    };
+    let live = "is_closed_won = 1 AND is_deleted = 0";
+    (format!("SELECT {select} FROM {TABLE} WHERE {column} >= ?1 AND {column} < ?2 AND {live}"), start, end)
+}
+
+/// Runs `sql` once per item's parameters in one transaction, and counts the rows it changed.
+fn update_each<P: Params>(c: &mut Connection, sql: &str, items: impl Iterator<Item = P>) -> rusqlite::Result<u64> {
+    let tx = c.transaction()?;
+    let mut stmt = tx.prepare_cached(sql)?;
+    let mut n = 0;
+    for params in items {
+        n += stmt.execute(params)? as u64;
+    }
+    drop(stmt);
     tx.commit()?;
     Ok(n)
 }
@@ -237,62 +438,32 @@ fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
     c.query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |r| r.get(0))
 }
 
+/// A column a table has, as `PRAGMA table_info` describes it.
+struct Have {
+    name: String,
+    ty: String,
+    /// NOT NULL without a default.
+    required: bool,
+    /// Its position in the primary key, 0 outside it.
+    pk: i64,
+}
+
+fn table_info(c: &Connection, table: &str) -> rusqlite::Result<Vec<Have>> {
+    let mut stmt = c.prepare(&format!("PRAGMA table_info({table})"))?;
+    let rows = stmt.query_map([], |r| {
+        let required = r.get::<_, bool>(3)? && r.get::<_, Option<String>>(4)?.is_none();
+        Ok(Have { name: r.get(1)?, ty: r.get(2)?, required, pk: r.get(5)? })
+    })?;
+    rows.collect()
+}
+
+/// Each table dealsync writes, its columns and its primary key.
 fn tables(columns: &[Column]) -> [(&'static str, Vec<Column>, Option<&'static str>); 3] {
     [
         (TABLE, columns.to_vec(), Some(crate::schema::KEY)),
         (RUNS_TABLE, LEDGER.to_vec(), Some("run_id")),
         (QUARANTINE_TABLE, QUARANTINE.to_vec(), None),
     ]
-}
-
-/// Whether dealsync can write the tables this database already has: the columns each lacks (to add), or the first
-/// reason it cannot (naming the table and the column). Reads only, so `check` says exactly what `sync` would.
-fn compatibility(c: &Connection, columns: &[Column]) -> rusqlite::Result<Result<Vec<(String, Column)>, String>> {
-    let mut to_add = Vec::new();
-    for (table, want, key) in tables(columns) {
-        // (name, declared type, NOT NULL, default, position in the primary key)
-        let have: Vec<(String, String, bool, Option<String>, i64)> = c
-            .prepare(&format!("PRAGMA table_info({table})"))?
-            .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
-            .collect::<Result<_, _>>()?;
-        if have.is_empty() {
-            continue; // created by the run
-        }
-        for (name, ty, not_null, default, pk) in &have {
-            match want.iter().find(|w| w.name.eq_ignore_ascii_case(name)) {
-                Some(w) if !ty.eq_ignore_ascii_case(w.ty.sqlite()) => {
-                    let ty = if ty.is_empty() { "untyped" } else { ty.as_str() };
-                    return Ok(Err(format!("{table}.{name} is {ty}; dealsync writes {}", w.ty.sqlite())));
-                }
-                Some(_) => {}
-                None if *not_null && default.is_none() && *pk == 0 => {
-                    return Ok(Err(format!(
-                        "{table}.{name} is NOT NULL without a default, and dealsync does not write it"
-                    )));
-                }
-                None => {}
-            }
-        }
-        if let Some(key) = key {
-            let keys: Vec<&str> = have.iter().filter(|h| h.4 > 0).map(|h| h.0.as_str()).collect();
-            if keys.len() != 1 || !keys[0].eq_ignore_ascii_case(key) {
-                return Ok(Err(format!(
-                    "{table}.{key} must be the table's PRIMARY KEY (found: {})",
-                    if keys.is_empty() { "none".to_string() } else { keys.join(", ") }
-                )));
-            }
-        }
-        for w in want.iter().filter(|w| !have.iter().any(|h| h.0.eq_ignore_ascii_case(&w.name))) {
-            if w.kept == crate::schema::Kept::Required {
-                return Ok(Err(format!(
-                    "{table} lacks the column {}, which dealsync needs on every row (NOT NULL) and cannot add",
-                    w.name
-                )));
-            }
-            to_add.push((table.to_string(), w.clone()));
-        }
-    }
-    Ok(Ok(to_add))
 }
 
 /// The DDL of a table of `columns` whose primary key is the column `key` (none for the quarantine).
@@ -308,10 +479,10 @@ pub fn create_table_sql(columns: &[Column]) -> String {
     table_sql(TABLE, columns, Some(crate::schema::KEY))
 }
 
-/// The ledger and the quarantine (from their column tables), and the indexes.
-fn ledger_sql() -> String {
-    let [_, ledger, quarantine] = tables(&[]).map(|(table, columns, key)| table_sql(table, &columns, key));
-    format!("{ledger};\n{quarantine};\n{INDEXES}")
+/// Every table dealsync writes, and the indexes.
+fn schema_sql(columns: &[Column]) -> String {
+    let tables = tables(columns).map(|(table, columns, key)| table_sql(table, &columns, key));
+    format!("{};\n{INDEXES}", tables.join(";\n"))
 }
 
 /// Until 0.1 the quarantine's `deal_id` was its primary key (a copy of the target's), so a deal quarantined by one
@@ -343,247 +514,63 @@ fn insert_into(table: &str, columns: &[Column]) -> String {
     format!("INSERT INTO {table} ({names}) VALUES ({placeholders})")
 }
 
-/// Replaces a row only when the incoming copy is newer (or as new, when rewriting on purpose).
-fn update_sql(columns: &[Column], rewrite: bool) -> String {
+/// Inserts a new deal, or else replaces the stored row when the incoming copy is newer (or as new, when rewriting
+/// on purpose). Two statements, not `ON CONFLICT DO UPDATE`, with which every insert cost 5 % more in SQLite
+/// (and telling an insert from an update took a RETURNING clause that cost 150 %).
+fn upsert_sql(columns: &[Column], rewrite: bool) -> (String, String) {
     let sets: Vec<String> =
         columns.iter().enumerate().skip(1).map(|(i, c)| format!("\"{}\" = ?{}", c.name, i + 1)).collect();
     let mt = columns.iter().position(|c| c.name == "modified_time").expect("modified_time column") + 1;
     let op = if rewrite { "<=" } else { "<" };
-    format!(
+    let insert = format!("{} ON CONFLICT(deal_id) DO NOTHING", insert_into(TABLE, columns));
+    let update = format!(
         "UPDATE {TABLE} SET {} WHERE deal_id = ?1 AND julianday(modified_time) {op} julianday(?{mt})",
         sets.join(", ")
-    )
+    );
+    (insert, update)
 }
 
-/// Runs `stmt` with values bound in column order as SQLite stores them: decimals (shortest exact form), dates
-/// and instants as exact text, lists as a JSON array, booleans as 0 and 1. Returns the rows it changed.
-fn execute(stmt: &mut rusqlite::CachedStatement<'_>, values: &[Value]) -> rusqlite::Result<usize> {
-    for (i, v) in values.iter().enumerate() {
-        let at = i + 1;
-        match v {
-            Value::Null => stmt.raw_bind_parameter(at, rusqlite::types::Null)?,
-            Value::Text(t) => stmt.raw_bind_parameter(at, t)?,
-            Value::Shared(t) => stmt.raw_bind_parameter(at, &**t)?,
-            Value::Integer(n) => stmt.raw_bind_parameter(at, n)?,
-            Value::Decimal(d) => stmt.raw_bind_parameter(at, d.normalize().to_string())?,
-            Value::Boolean(b) => stmt.raw_bind_parameter(at, b)?,
-            Value::Date(d) => stmt.raw_bind_parameter(at, d.to_string())?,
-            Value::Timestamp(t) => stmt.raw_bind_parameter(at, format_instant(t))?,
-            Value::TextList(l) => stmt.raw_bind_parameter(at, serde_json::to_string(l).expect("strings serialize"))?,
-            Value::Json(j) => stmt.raw_bind_parameter(at, j.get())?,
-        }
-    }
-    stmt.raw_execute()
-}
-
-impl SqliteSink {
-    pub fn describe(&self) -> String {
-        format!("sqlite:{}", self.path.display())
-    }
-
-    pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let meta = std::fs::metadata(dir)
-            .map_err(|e| self.config_err(format!("the directory {} is not usable: {e}", dir.display())))?;
-        if meta.permissions().readonly() {
-            return Err(self.not_writable(format_args!(
-                "the directory {} is read-only, and SQLite keeps its journal beside the file",
-                dir.display()
-            )));
-        }
-        if !self.path.exists() {
-            return Ok(vec![format!("{} will be created on the first run", self.path.display())]);
-        }
-        std::fs::OpenOptions::new().append(true).open(&self.path).map_err(|e| self.not_writable(e))?;
-        let conn = open_read_only(&self.path).map_err(|e| self.err("opening the database read-only", e))?;
-        let to_add = self.fit(&conn, "a sync would stop before fetching")?;
-        let exists = has_table(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
-        let mut lines = vec![if exists {
-            let rows: i64 = conn
-                .query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0))
-                .map_err(|e| self.err("counting rows", e))?;
-            format!("{} is writable ({rows} rows in {TABLE})", self.path.display())
-        } else {
-            format!("{} is writable; {TABLE} will be created on the first run", self.path.display())
-        }];
-        if !to_add.is_empty() {
-            let names: Vec<String> = to_add.iter().map(|(t, c)| format!("{t}.{}", c.name)).collect();
-            lines.push(format!("the next run adds the columns {}", names.join(", ")));
-        }
-        Ok(lines)
-    }
-
-    pub async fn prepare(&mut self) -> Result<(), SinkError> {
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                return Err(self.config_err(format!("the directory {} does not exist", dir.display())));
-            }
-        }
-        if std::fs::symlink_metadata(&self.path).is_err() {
-            // A new warehouse is private whatever the umask (SQLite gives its journal the file's mode).
-            crate::files::create(&self.path, 0o600).map_err(|e| self.not_writable(e))?;
-        }
-        let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
-        let settings = conn
-            .busy_timeout(Duration::from_secs(30))
-            // The page size takes effect only while the file is empty (a new warehouse): before the probe below.
-            .and_then(|()| conn.pragma_update(None, "page_size", PAGE_SIZE));
-        settings.map_err(|e| self.err("opening the database", e))?;
-        // Before any Zoho request: the file must take writes, and every table it has must fit dealsync's rows.
-        // Nothing is altered until both hold, so an incompatible table is left exactly as it was.
-        let probe = "SAVEPOINT dealsync_probe; CREATE TABLE _dealsync_probe (x INTEGER); ROLLBACK TO dealsync_probe; \
-             RELEASE dealsync_probe;";
-        conn.execute_batch(probe).map_err(|e| self.not_writable(e))?;
-        let to_add = self.fit(&conn, "nothing was changed; move the table aside or choose another --sink")?;
-        self.conn = Some(conn);
-        let ddl = create_table_sql(&self.columns);
-        // Quoted for a POSIX shell, so that the command in the page-size hint can be pasted as it is.
-        let path = format!("'{}'", self.path.display().to_string().replace('\'', r"'\''"));
-        self.with_conn("creating tables", move |c| create_tables(c, &ddl, &to_add, &path)).await
-    }
-
-    pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
-        let field = field.api_name();
-        let end: Option<String> = self
-            .with_conn("reading the run ledger", move |c| {
-                c.query_row(
-                    "SELECT window_end FROM _dealsync_runs
-                     WHERE kind = 'scheduled' AND window_field = ?1 AND status IN ('success', 'partial')
-                     ORDER BY julianday(window_end) DESC LIMIT 1",
-                    params![field],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .await?;
-        end.map(|s| parse_instant(&s).map_err(|e| self.err("reading the run ledger", format!("window_end `{s}`: {e}"))))
-            .transpose()
-    }
-
-    pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<(), SinkError> {
-        // Part of the open transaction: a quarantined record is committed with the rows of its page.
-        self.with_conn("writing quarantined records", move |c| {
-            begin_if_needed(c)?;
-            {
-                let sql = insert_into(QUARANTINE_TABLE, &QUARANTINE) + QUARANTINE_UPSERT;
-                let mut stmt = c.prepare_cached(&sql)?;
-                for q in &items {
-                    execute(&mut stmt, &q.values())?;
-                }
-            }
-            Ok(())
+/// Values as SQLite stores them: decimals in their shortest exact form, dates and instants as exact text, lists
+/// as a JSON array, booleans as 0 and 1.
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Null => ToSqlOutput::from(rusqlite::types::Null),
+            Value::Text(t) => t.as_str().into(),
+            Value::Shared(t) => (&**t).into(),
+            Value::Integer(n) => (*n).into(),
+            Value::Decimal(d) => d.normalize().to_string().into(),
+            Value::Boolean(b) => (*b).into(),
+            Value::Date(d) => d.to_string().into(),
+            Value::Timestamp(t) => format_instant(t).into(),
+            Value::TextList(l) => serde_json::to_string(l).expect("strings serialize").into(),
+            Value::Json(j) => j.get().into(),
         })
-        .await
-    }
-
-    pub async fn mark_deleted(&mut self, deleted: Vec<crate::zoho::changes::Deleted>) -> Result<u64, SinkError> {
-        self.commit_open().await?;
-        self.with_conn("marking deleted deals", move |c| {
-            let sql =
-                format!("UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0");
-            update_each(c, &sql, &deleted, |stmt, d| stmt.execute(params![d.deal_id, format_instant(&d.deleted_time)]))
-        })
-        .await
-    }
-
-    pub async fn mark_not_won(&mut self, changes: Vec<crate::zoho::changes::StageChange>) -> Result<u64, SinkError> {
-        self.commit_open().await?;
-        self.with_conn("recording reopened deals", move |c| {
-            let sql = format!(
-                "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3
-                 WHERE deal_id = ?1 AND modified_time < ?3"
-            );
-            update_each(c, &sql, &changes, |stmt, ch| {
-                stmt.execute(params![ch.deal_id, ch.stage, format_instant(&ch.modified_time)])
-            })
-        })
-        .await
-    }
-
-    pub async fn count_in_window(&mut self, w: &crate::window::Window) -> Result<Option<u64>, SinkError> {
-        self.open_existing()?;
-        let (sql, a, b) = window_sql("count(*)", w);
-        let n: i64 = self
-            .with_conn("counting the window's rows", move |c| c.query_row(&sql, params![a, b], |r| r.get(0)))
-            .await?;
-        Ok(Some(n as u64))
-    }
-
-    pub async fn ids_in_window(&mut self, w: &crate::window::Window) -> Result<Vec<String>, SinkError> {
-        self.open_existing()?;
-        let (sql, a, b) = window_sql("deal_id", w);
-        let mut ids: Vec<String> = self
-            .with_conn("listing the window's rows", move |c| {
-                let mut stmt = c.prepare(&sql)?;
-                let ids = stmt.query_map(params![a, b], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>();
-                ids
-            })
-            .await?;
-        sort_ids(&mut ids);
-        Ok(ids)
-    }
-
-    /// Commits the open transaction, also when the run stopped: complete rows are worth keeping, the upsert
-    /// makes them as final as any other.
-    pub async fn finish(&mut self, ending: Ending) -> Result<Finished, SinkError> {
-        let kept = "the rows written so far are committed (each is a complete, newest-wins upsert)".to_string();
-        match self.commit_open().await {
-            Ok(stats) => Ok(Finished { stats, kept }),
-            Err(e) if ending == Ending::Complete => Err(e),
-            Err(e) => {
-                // Rolled back: its rows are not in the file, and the counters leave them out.
-                tracing::warn!(event = "flush_failed", "could not write the last rows before stopping: {e}");
-                self.roll_back();
-                let kept = "the pages committed before the last one are kept; the last one could not be written";
-                Ok(Finished { stats: WriteStats::default(), kept: kept.into() })
-            }
-        }
-    }
-
-    pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
-        let r = run.clone();
-        (self.uncommitted, self.began) = (0, None);
-        self.with_conn("recording the run", move |c| {
-            // A failed run may leave its transaction open: its rows are complete upserts, so keep them if SQLite
-            // still can, and record the run in any case.
-            if !c.is_autocommit() && c.execute_batch("COMMIT").is_err() {
-                let _ = c.execute_batch("ROLLBACK");
-            }
-            let sql = insert_into(RUNS_TABLE, &LEDGER).replacen("INSERT", "INSERT OR REPLACE", 1);
-            execute(&mut c.prepare_cached(&sql)?, &r.values()).map(|_| ())
-        })
-        .await
     }
 }
 
-/// Sets the connection up and creates or completes the tables, in one transaction: all of them, or none.
-/// `path` is the file, quoted for a shell, for the page-size hint.
-fn create_tables(c: &mut Connection, ddl: &str, to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
+/// Sets the connection up and creates or completes the tables in one transaction (`path`: for the hint).
+fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
     // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
     // checkpoint). Readers wait (busy timeout) while a page commits.
     c.pragma_update(None, "journal_mode", "TRUNCATE")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.pragma_update(None, "cache_size", -CACHE_KIB)?;
-    let tx = c.transaction()?;
-    tx.execute_batch(ddl)?;
+    // Immediate, like `begin_if_needed`: sharded runs creating one file wait for each other's write lock.
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
     for (table, col) in to_add {
         tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
         tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
     }
-    let rekey: bool = tx.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'deal_id' AND pk > 0",
-        [QUARANTINE_TABLE],
-        |r| r.get(0),
-    )?;
+    let rekey = table_info(&tx, QUARANTINE_TABLE)?.iter().any(|h| h.name == "deal_id" && h.pk > 0);
     if rekey {
         tx.execute_batch(QUARANTINE_REKEY)?;
     }
-    // After the columns: its indexes cover some of them.
-    tx.execute_batch(&ledger_sql())?;
+    // After the columns: the indexes cover some of them.
+    tx.execute_batch(&schema_sql(cols))?;
     if rekey {
-        let names: Vec<String> = QUARANTINE.iter().map(|c| c.name.to_string()).collect();
-        let names = names.join(", ");
+        let names = QUARANTINE.to_vec().iter().map(|c| c.name.to_string()).collect::<Vec<_>>().join(", ");
         tx.execute_batch(&format!(
             "INSERT INTO {QUARANTINE_TABLE} ({names}) SELECT {names} FROM _dealsync_quarantine_old; \
                  DROP TABLE _dealsync_quarantine_old;"
@@ -604,18 +591,15 @@ fn create_tables(c: &mut Connection, ddl: &str, to_add: &[(String, Column)], pat
     Ok(())
 }
 
-/// The run ledger of the warehouse at `path`, newest first (`limit` runs), and its last good run. Read-only: a
-/// missing file or ledger is said, never created.
-pub fn past_runs(path: &std::path::Path, limit: u32) -> Result<PastRuns, SinkError> {
-    let describe = format!("sqlite:{}", path.display());
-    let fail = |e: String, exit: Exit| SinkError::new(describe.clone(), e, exit);
+/// The newest `limit` runs of the ledger at `path` and its last good run; reads only, never creates.
+pub fn past_runs(path: &Path, limit: u32) -> Result<PastRuns, SinkError> {
+    let sink = SqliteSink::new(path);
     if !path.exists() {
-        return Err(fail(format!("{} does not exist: no run has written there", path.display()), Exit::Config));
+        return Err(sink.config_err(format!("{} does not exist: no run has written there", path.display())));
     }
-    let c = open_read_only(path).map_err(|e| fail(format!("opening: {e}"), Exit::Internal))?;
-    let has_ledger = has_table(&c, RUNS_TABLE).map_err(|e| fail(format!("reading the schema: {e}"), Exit::Internal))?;
-    if !has_ledger {
-        return Err(fail(format!("{} holds no run ledger ({RUNS_TABLE})", path.display()), Exit::Config));
+    let c = open_read_only(path).map_err(|e| sink.err("opening", e))?;
+    if !has_table(&c, RUNS_TABLE).map_err(|e| sink.err("reading the schema", e))? {
+        return Err(sink.config_err(format!("{} holds no run ledger ({RUNS_TABLE})", path.display())));
     }
     let select = |filter: &str, limit: u32| -> rusqlite::Result<Vec<PastRun>> {
         let sql = format!(
@@ -646,10 +630,9 @@ pub fn past_runs(path: &std::path::Path, limit: u32) -> Result<PastRuns, SinkErr
         })?;
         rows.collect()
     };
-    let read = || -> rusqlite::Result<(Vec<PastRun>, Option<PastRun>)> {
-        Ok((select("", limit)?, select("WHERE kind = 'scheduled' AND status IN ('success', 'partial')", 1)?.pop()))
-    };
-    read().map_err(|e| fail(format!("reading the run ledger: {e}"), Exit::Internal))
+    let good = "WHERE kind = 'scheduled' AND status IN ('success', 'partial')";
+    let read = select("", limit).and_then(|runs| Ok((runs, select(good, 1)?.pop())));
+    read.map_err(|e| sink.err("reading the run ledger", e))
 }
 
 #[cfg(test)]
@@ -657,17 +640,41 @@ mod tests {
     use super::*;
     use crate::mapping::{map_json, Mapped, RunStamp};
 
-    fn rows(ids: std::ops::Range<u64>) -> Vec<DealRow> {
+    fn row(id: u64, modified: &str) -> DealRow {
         let stamp: RunStamp = "run-1".parse().unwrap();
-        ids.map(|i| {
-            let json =
-                format!(r#"{{"id":"{}","Stage":"Closed Won","Modified_Time":"2026-10-01T10:00:00+05:30"}}"#, 5000 + i);
-            match map_json(&json, &stamp) {
-                Mapped::Row(r) => *r,
-                other => panic!("{other:?}"),
-            }
-        })
-        .collect()
+        let json = format!(r#"{{"id":"{}","Stage":"Closed Won","Modified_Time":"{modified}"}}"#, 5000 + id);
+        match map_json(&json, &stamp) {
+            Mapped::Row(r) => *r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn rows(ids: std::ops::Range<u64>) -> Vec<DealRow> {
+        ids.map(|i| row(i, "2026-10-01T10:00:00+05:30")).collect()
+    }
+
+    #[tokio::test]
+    async fn each_row_counts_as_inserted_updated_or_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = SqliteSink::new(dir.path().join("w.db"));
+        sink.prepare().await.unwrap();
+        let (old, new) = ("2026-10-01T10:00:00+05:30", "2026-10-02T10:00:00+05:30");
+        let counts = |s: WriteStats| (s.inserted, s.updated, s.unchanged);
+
+        // A deal twice in one batch: inserted, then updated by the newer copy.
+        sink.write_rows(vec![row(1, old), row(2, old), row(2, new)]).await.unwrap();
+        let quarantined = Quarantined {
+            deal_id: Some("9".into()),
+            reason: "Amount: not a number".into(),
+            raw: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            sync_run_id: "run-1".into(),
+            quarantined_at: Utc::now(),
+        };
+        sink.write_quarantine(vec![quarantined]).await.unwrap();
+        assert_eq!(counts(sink.finish(Ending::Complete).await.unwrap().stats), (2, 1, 0));
+
+        sink.write_rows(vec![row(3, old), row(1, old), row(2, new), row(2, old), row(1, new)]).await.unwrap();
+        assert_eq!(counts(sink.finish(Ending::Complete).await.unwrap().stats), (1, 1, 3));
     }
 
     /// Rows another connection can see: only committed ones.

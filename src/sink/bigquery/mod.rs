@@ -293,8 +293,9 @@ impl BigQuerySink {
         }
         let upload = self.upload.as_mut().expect("created above");
         for row in &rows {
-            let pushed =
-                upload.push(&self.api, "loading the staging table", |line| write_object(&self.spec.columns, &row.values, line));
+            let pushed = upload.push(&self.api, "loading the staging table", |line| {
+                write_object(&self.spec.columns, &row.values, line)
+            });
             pushed.await.map_err(|e| fail(&self.s, e))?;
         }
         if upload.size() >= self.part_bytes {
