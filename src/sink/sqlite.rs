@@ -290,7 +290,7 @@ impl SqliteSink {
         self.with_conn("writing quarantined records", move |c| {
             begin_if_needed(c)?;
             let mut stmt =
-                c.prepare_cached(&(insert_into(QUARANTINE_TABLE, &QUARANTINE.to_vec()) + QUARANTINE_UPSERT))?;
+                c.prepare_cached(&(insert_into(QUARANTINE_TABLE, &QUARANTINE) + QUARANTINE_UPSERT))?;
             items.iter().try_for_each(|q| stmt.execute(params_from_iter(q.values())).map(drop))
         })
         .await
@@ -383,7 +383,7 @@ impl SqliteSink {
             if !c.is_autocommit() && c.execute_batch("COMMIT").is_err() {
                 let _ = c.execute_batch("ROLLBACK");
             }
-            let sql = insert_into(RUNS_TABLE, &LEDGER.to_vec()).replacen("INSERT", "INSERT OR REPLACE", 1);
+            let sql = insert_into(RUNS_TABLE, &LEDGER).replacen("INSERT", "INSERT OR REPLACE", 1);
             c.prepare_cached(&sql)?.execute(params_from_iter(values)).map(drop)
         })
         .await
@@ -570,7 +570,7 @@ fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)
     // After the columns: the indexes cover some of them.
     tx.execute_batch(&schema_sql(cols))?;
     if rekey {
-        let names = QUARANTINE.to_vec().iter().map(|c| c.name.to_string()).collect::<Vec<_>>().join(", ");
+        let names = QUARANTINE.iter().map(|c| c.name.to_string()).collect::<Vec<_>>().join(", ");
         tx.execute_batch(&format!(
             "INSERT INTO {QUARANTINE_TABLE} ({names}) SELECT {names} FROM _dealsync_quarantine_old; \
                  DROP TABLE _dealsync_quarantine_old;"
