@@ -36,8 +36,9 @@ pub async fn source(config: &Config, demo: Option<(usize, u64)>) -> Result<(Sett
 
 /// The sink a sync (or `verify`) uses: stdout for `--dry-run`, otherwise the one `Target::chosen` picks.
 pub async fn open_sink(plan: &SyncPlan, settings: &Settings, run_id: &str) -> Result<Sink, RunError> {
+    let columns = crate::schema::columns(&settings.promoted);
     if plan.dry_run {
-        return Ok(Sink::Ndjson(crate::sink::ndjson::NdjsonSink::dry_run()));
+        return Ok(Sink::Ndjson(crate::sink::ndjson::NdjsonSink::dry_run(columns)));
     }
     let target = Target::chosen(plan.sink.as_ref(), settings, plan.demo.is_some()).map_err(RunError::Usage)?;
     if plan.sink.is_none() && plan.demo.is_none() && settings.bigquery.is_none() {
@@ -48,7 +49,7 @@ pub async fn open_sink(plan: &SyncPlan, settings: &Settings, run_id: &str) -> Re
         );
     }
     let opening = Opening {
-        table: TableSpec { columns: crate::schema::columns(&settings.promoted), rewrite: plan.rewrite },
+        table: TableSpec { columns, rewrite: plan.rewrite },
         retry: plan.retry,
         request_timeout: plan.request_timeout,
         deadline: plan.deadline,

@@ -33,9 +33,9 @@ impl NdjsonSink {
         NdjsonSink { path, dry_run: false, out: None, quarantine: None, columns }
     }
 
-    /// Rows to stdout, nothing persisted.
-    pub fn dry_run() -> Self {
-        NdjsonSink { dry_run: true, ..NdjsonSink::new(None, crate::schema::columns(&[])) }
+    /// Rows of `columns` to stdout, nothing persisted.
+    pub fn dry_run(columns: Vec<Column>) -> Self {
+        NdjsonSink { dry_run: true, ..NdjsonSink::new(None, columns) }
     }
 
     /// Where quarantined records go: beside the output file, or `./dealsync-quarantine.ndjson` for stdout.

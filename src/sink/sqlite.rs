@@ -289,8 +289,7 @@ impl SqliteSink {
         // Part of the open transaction: a quarantined record is committed with the rows of its page.
         self.with_conn("writing quarantined records", move |c| {
             begin_if_needed(c)?;
-            let mut stmt =
-                c.prepare_cached(&(insert_into(QUARANTINE_TABLE, &QUARANTINE) + QUARANTINE_UPSERT))?;
+            let mut stmt = c.prepare_cached(&(insert_into(QUARANTINE_TABLE, &QUARANTINE) + QUARANTINE_UPSERT))?;
             items.iter().try_for_each(|q| stmt.execute(params_from_iter(q.values())).map(drop))
         })
         .await

@@ -351,3 +351,20 @@ async fn a_promoted_column_named_like_a_keyword_is_quoted_and_written() {
         .await;
     again.assert_code(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_prints_the_promoted_columns_too() {
+    let sim = simulator(sim_config(300)).await;
+    let d = Dealsync::new(&["sync", "--from", "2026-10-01", "--to", "2026-11-01", "--dry-run"]).against(&sim);
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), PROMOTED);
+    let out = d.reuse(dir).run().await;
+    out.assert_code(0);
+    assert!(out.stdout.lines().count() > 0, "{}", out.stderr);
+    for text in out.stdout.lines() {
+        let line: Value = serde_json::from_str(text).unwrap();
+        assert!(line.get("region").is_some_and(|r| r.is_string()), "{text}");
+        assert!(line.get("seats").is_some_and(|s| s.is_i64()), "{text}");
+        assert!(text.find("\"region\":") < text.find("\"raw\":"), "raw stays last: {text}");
+    }
+}
