@@ -1,6 +1,6 @@
 //! The BigQuery REST API as dealsync uses it: one HTTP client holding the base URLs, the project, the dataset
-//! and the credentials; every call retried on the failures Google documents as transient (error.rs says which).
-//! Jobs are run by the methods in jobs.rs.
+//! (and its location) and the credentials; every call retried on the failures Google documents as transient
+//! (error.rs says which). Jobs are run by the methods in jobs.rs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
