@@ -184,48 +184,40 @@ async fn quiet_logs_only_warnings_and_errors() {
     assert!(amounts.as_object().is_some_and(|m| !m.is_empty() && m.values().all(|v| v.is_string())), "{amounts}");
 }
 
-#[test]
-fn a_reader_that_closes_stdout_early_ends_the_run_quietly_with_exit_0() {
+/// Runs `dealsync sync --demo` with `extra`, reads one line of its stdout and goes away (`| head -1`); gives
+/// the exit code and stderr.
+fn sync_read_by_head(extra: &[&str]) -> (Option<i32>, String) {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dealsync"))
-        .args(["sync", "--demo", "--demo-deals", "20000", "--dry-run"])
+        .args(["sync", "--demo", "--demo-deals", "20000"])
+        .args(extra)
         .current_dir(dir.path())
         .env("LOG_FORMAT", "json")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // `| head -1`: read one row, then go away.
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
     assert!(first.starts_with('{'), "{first}");
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_reader_that_closes_stdout_early_ends_the_run_quietly_with_exit_0() {
+    let (code, stderr) = sync_read_by_head(&["--dry-run"]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("\"event\":\"output_closed\""), "{stderr}");
     assert!(!stderr.contains("Broken pipe") && !stderr.contains("\"severity\":\"ERROR\""), "{stderr}");
 }
 
 #[test]
 fn a_reader_that_closes_an_ndjson_export_on_stdout_early_fails_the_run_with_its_summary() {
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dealsync"))
-        .args(["sync", "--demo", "--demo-deals", "20000", "--sink", "ndjson:-"])
-        .current_dir(dir.path())
-        .env("LOG_FORMAT", "json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Unlike a dry run, this is the export itself: a consumer that dies after one row must not look like a success.
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    assert!(first.starts_with('{'), "{first}");
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = sync_read_by_head(&["--sink", "ndjson:-"]);
+    assert_eq!(code, Some(1), "{stderr}");
     let summary = stderr.lines().find(|l| l.contains("\"event\":\"run_summary\"")).expect("a run summary");
     assert!(summary.contains("stdout") && summary.contains("\"exit_code\":1"), "{summary}");
     assert!(!stderr.contains("\"event\":\"output_closed\""), "{stderr}");
