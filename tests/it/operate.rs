@@ -270,17 +270,21 @@ async fn at_umask_000_nothing_is_created_world_writable_and_an_export_never_writ
     let sim = simulator(sim_config(300)).await;
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_dealsync");
-    let run = |args: &str| {
+    let run_at = |umask: &str, args: &str| {
         let mut cmd = std::process::Command::new("/bin/sh");
-        cmd.args(["-c", &format!("umask 000; exec {bin} {args}")]).current_dir(dir.path());
+        cmd.args(["-c", &format!("umask {umask}; exec {bin} {args}")]).current_dir(dir.path());
         with_sim(&mut cmd, &sim);
         cmd.env("LOG_FORMAT", "json").output().unwrap()
     };
+    let run = |args: &str| run_at("000", args);
     let window = "--from 2026-10-01 --to 2026-11-01";
     assert!(run(&format!("sync {window} --sink sqlite:w.db --metrics-file m.prom")).status.success());
     assert!(run(&format!("sync {window} --sink ndjson:rows.ndjson")).status.success());
     let mode = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("w.db"), 0o600);
+    // A umask that takes the owner's write bit away does not make a new warehouse read-only either.
+    assert!(run_at("277", &format!("sync {window} --sink sqlite:strict.db")).status.success());
+    assert_eq!(mode("strict.db"), 0o600);
     assert_eq!(mode("rows.ndjson"), 0o600);
     assert_eq!(mode("m.prom"), 0o640);
 

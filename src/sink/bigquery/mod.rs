@@ -69,6 +69,7 @@ pub struct BigQuerySink {
     upload: Option<Upload>,
     part_bytes: u64,
     staged_parts: usize,
+    staging_created: bool,
     staging_expires: DateTime<Utc>,
     quarantine: Option<Upload>,
     /// Deals quarantined by this run: one row each.
@@ -92,6 +93,7 @@ impl BigQuerySink {
             upload: None,
             part_bytes: PART_BYTES,
             staged_parts: 0,
+            staging_created: false,
             staging_expires: Utc::now() + STAGING_MARGIN + Duration::from_secs(2 * 3600),
             quarantine: None,
             quarantined: HashSet::new(),
@@ -283,10 +285,11 @@ impl BigQuerySink {
             return Ok(WriteStats::default());
         }
         if self.upload.is_none() {
-            if self.staged_parts == 0 {
+            if !self.staging_created {
                 let (columns, expires_at) = (self.spec.columns.clone(), Some(self.staging_expires.timestamp_millis()));
                 let def = TableDef { id: self.staging.clone(), columns, target: false, expires_at };
                 tables::ensure_table(&self.api, &def).await.map_err(|e| fail(&self.s, e))?;
+                self.staging_created = true;
             }
             let what = format!("stage_{}", self.staged_parts);
             self.upload = Some(self.new_upload(&what, &self.staging, &self.spec.columns));
@@ -328,8 +331,9 @@ impl BigQuerySink {
         if ending != Ending::Stopped {
             return Ok(Finished { stats: self.commit().await?, kept: String::new() });
         }
-        // The staging table exists once the run had a row.
-        if self.upload.take().is_some() || self.staged_parts > 0 {
+        // Dropped even when no part loaded: a failed load may still have landed rows in it.
+        self.upload = None;
+        if std::mem::take(&mut self.staging_created) {
             self.drop_staging().await;
             tracing::info!(event = "staging_abandoned", table = %self.staging, "the run stopped: its rows are not merged");
         }
