@@ -351,35 +351,44 @@ fn dense_then_rest(w: &Window, estimate: u64) -> Vec<Task> {
     tasks
 }
 
-/// One page from the `asked` parts of the same records read with different fields, merged by id (the first
-/// part's members first); `None` without parts. A record without a readable id or not an object fails the page. A
-/// deal missing from a part (deleted or edited between the requests) is left out, not mapped with empty columns:
-/// the completeness proof reads it again if Zoho still lists it.
+/// One page from the `asked` parts of the same records read with different fields: each record's members (the first
+/// part's members first); `None` without parts. A deal missing from a part (deleted or edited between the
+/// requests) is left out, not mapped with empty columns: the completeness proof reads it again if Zoho still lists
+/// it. A record that cannot be merged (no readable id, not an object) goes on as it came, for the mapper to
+/// quarantine with its reason.
 fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
     if asked < 2 {
         return Ok(parts.into_iter().next());
     }
-    // (id, merged text, how many parts in a row, from the first, had it)
-    let mut merged: Vec<(String, String, usize)> = Vec::new();
+    struct Merged {
+        id: Option<String>,
+        text: String,
+        /// How many parts in a row, from the first, had it.
+        parts_in: usize,
+        unreadable: bool,
+    }
+    let mut merged: Vec<Merged> = Vec::new();
     for (p, part) in parts.iter().enumerate() {
-        for (i, r) in part.records().enumerate() {
-            let (id, Members(more)) = match (record_id(r), Members::of(r)) {
-                (Some(id), Ok(members)) => (id, members),
-                (Some(id), Err(e)) => {
-                    return Err(format!("deal {id}: part {} of its fields is not an object ({e})", p + 1))
+        for r in part.records() {
+            let (id, members) = (record_id(r), Members::of(r));
+            let found = id.as_ref().and_then(|id| merged.iter_mut().find(|m| m.id.as_ref() == Some(id)));
+            let (Some(m), Ok(Members(more))) = (found, &members) else {
+                let unreadable = id.is_none() || members.is_err();
+                let (text, parts_in) = (r.get().to_string(), usize::from(p == 0));
+                match id.and_then(|id| merged.iter_mut().find(|m| m.id.as_ref() == Some(&id))) {
+                    // This part of a deal seen before is the unreadable one: the deal goes on as this part.
+                    Some(m) => (m.text, m.unreadable) = (text, true),
+                    None => merged.push(Merged { id: record_id(r), text, parts_in, unreadable }),
                 }
-                (None, _) => {
-                    return Err(format!("record {} of part {} has no readable id to merge it by", i + 1, p + 1))
-                }
-            };
-            let Some((_, have, parts_in)) = merged.iter_mut().find(|(m, _, _)| *m == id) else {
-                merged.push((id, r.get().to_string(), usize::from(p == 0)));
                 continue;
             };
-            if *parts_in == p {
-                *parts_in += 1;
+            if m.parts_in == p {
+                m.parts_in += 1;
             }
-            let Members(had) = serde_json::from_str(have).expect("a merged record is an object");
+            if m.unreadable {
+                continue;
+            }
+            let Members(had) = serde_json::from_str(&m.text).expect("a merged record is an object");
             let extra: String = more
                 .iter()
                 .filter(|(name, _)| !had.iter().any(|(h, _)| h == name))
@@ -387,12 +396,12 @@ fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
                     format!(",{}:{}", serde_json::to_string(name).expect("strings serialize"), value.get())
                 })
                 .collect();
-            have.truncate(have.trim_end().len() - 1);
-            have.push_str(&extra);
-            have.push('}');
+            m.text.truncate(m.text.trim_end().len() - 1);
+            m.text.push_str(&extra);
+            m.text.push('}');
         }
     }
-    let whole = merged.iter().filter(|(_, _, parts_in)| *parts_in == asked).map(|(_, text, _)| text);
+    let whole = merged.iter().filter(|m| m.unreadable || m.parts_in == asked).map(|m| &m.text);
     Page::of_records(whole, false).map(Some)
 }
 
@@ -487,15 +496,16 @@ mod tests {
     }
 
     #[test]
-    fn a_part_without_an_id_or_not_an_object_fails_the_merge_naming_it() {
+    fn a_part_that_cannot_be_merged_goes_on_as_it_came_for_the_mapper_to_quarantine() {
         let parts = |second: &str| {
             let a = Page::of_records([r#"{"id":"1","A":1}"#, r#"{"id":"2","A":2}"#], false).unwrap();
             vec![a, Page::of_records([r#"{"id":"1","B":1}"#, second], false).unwrap()]
         };
-        let no_id = merge_by_id(parts(r#"{"id":null,"B":2}"#), 2).unwrap_err();
-        assert_eq!(no_id, "record 2 of part 2 has no readable id to merge it by");
-        let not_object = merge_by_id(parts(r#"["2"]"#), 2).unwrap_err();
-        assert!(not_object.starts_with("deal 2: part 2 of its fields is not an object"), "{not_object}");
+        for unreadable in [r#"{"id":null,"B":2}"#, r#"["2"]"#] {
+            let m = merge_by_id(parts(unreadable), 2).unwrap().unwrap();
+            let texts: Vec<&str> = m.records().map(|r| r.get()).collect();
+            assert_eq!(texts, [r#"{"id":"1","A":1,"B":1}"#, unreadable], "deal 2 lacks part 2: left out");
+        }
         assert!(merge_by_id(vec![], 1).unwrap().is_none());
     }
 

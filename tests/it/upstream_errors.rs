@@ -246,7 +246,7 @@ async fn a_coql_listing_goes_on_past_a_last_record_without_an_id_and_fails_on_a_
 }
 
 #[tokio::test]
-async fn a_deal_read_by_id_in_parts_whose_part_has_no_id_fails_the_page_instead_of_going_on_half_read() {
+async fn a_deal_read_by_id_in_parts_whose_part_has_no_id_is_never_handed_on_half_read() {
     let server = zoho_mock().await;
     // 60 fields: read 50 at a time, the deal comes back in two parts, merged by id.
     let fields: Vec<String> = (1..=60).map(|i| format!("F{i}")).collect();
@@ -266,8 +266,13 @@ async fn a_deal_read_by_id_in_parts_whose_part_has_no_id_fails_the_page_instead_
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let fetcher = dealsync::zoho::fetch::Fetcher::new(&client, tx, |page| page, dealsync::shutdown::Shutdown::new())
         .with_fields(fields);
-    let err = fetcher.fetch_ids(vec!["1001".into()]).await.expect_err("the page fails");
-    assert!(err.to_string().contains("record 1 of part 2 has no readable id to merge it by"), "{err}");
+    fetcher.fetch_ids(vec!["1001".into()]).await.unwrap();
     drop(fetcher);
-    assert!(rx.recv().await.is_none(), "no half-read deal was handed on");
+    let page = rx.recv().await.expect("a page").page;
+    let texts: Vec<&str> = page.records().map(|r| r.get()).collect();
+    // The part without an id goes on as it came, for the mapper to quarantine; deal 1001 lacks that part, so it
+    // is left out (the completeness proof names it) instead of being written with 10 empty columns.
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(texts[0].starts_with(r#"{"id":null,"F51":1"#), "{texts:?}");
+    assert!(rx.recv().await.is_none());
 }
