@@ -55,17 +55,19 @@ pub const METRICS: [(&str, &str); 9] = [
     ),
 ];
 
-/// The run's metrics in the Prometheus text format, labelled with `labels` (`sink="…"`, …). A value not measured
-/// (a `None` timestamp, a reconciliation that did not happen) is left out, so a Pushgateway keeps what it has.
-pub fn render(s: &RunSummary, labels: &str, finished_unix: f64, last_success: Option<f64>) -> String {
+/// The run's metrics in the Prometheus text format, labelled with `labels` (`sink="…"`, …). The last success and
+/// the last partial run are this run's when it was one, else carried over from `before`, the text this one replaces
+/// ("" for a Pushgateway, which keeps what a push leaves out). A value not measured is left out.
+pub fn render(s: &RunSummary, labels: &str, finished_unix: f64, before: &str) -> String {
     let missing = match (s.crm_closed_won, s.warehouse_closed_won) {
         (Some(crm), Some(wh)) => Some(crm.saturating_sub(wh) as f64),
         _ => None,
     };
+    let last = |i: usize, this_run: bool| if this_run { Some(finished_unix) } else { previous(before, METRICS[i].0) };
     let values: [Option<f64>; 9] = [
         Some(finished_unix),
-        last_success,
-        (s.exit_code == 3).then_some(finished_unix),
+        last(1, s.exit_code == 0),
+        last(2, s.exit_code == 3),
         Some(f64::from(s.exit_code)),
         Some(s.rows.written() as f64),
         Some(s.quarantined() as f64),
@@ -87,16 +89,10 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ")
 }
 
-fn succeeded(s: &RunSummary) -> bool {
-    s.exit_code == 0
-}
-
-/// The last success time a textfile already holds (the previous run's), to carry over a failed run.
-fn previous_success(text: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with("dealsync_last_success_timestamp_seconds"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+/// The value of the metric `name` in a text the previous run wrote.
+fn previous(text: &str, name: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{')))?;
+    line.rsplit(' ').next()?.parse().ok()
 }
 
 /// Publishes the run's metrics where asked. A failure is logged as a warning and never changes the exit code: the
@@ -104,11 +100,10 @@ fn previous_success(text: &str) -> Option<f64> {
 pub async fn publish(targets: &Targets, s: &RunSummary) {
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     if let Some(path) = &targets.file {
-        let before = std::fs::read_to_string(path).ok();
-        let last_success = if succeeded(s) { Some(now) } else { before.as_deref().and_then(previous_success) };
+        let before = std::fs::read_to_string(path).unwrap_or_default();
         let labels = format!("sink=\"{}\",kind=\"{}\"", label(&s.sink), s.kind);
         // Readable by node_exporter's group, never by everyone, whatever the umask.
-        match crate::files::replace(path, &render(s, &labels, now, last_success), 0o640) {
+        match crate::files::replace(path, &render(s, &labels, now, &before), 0o640) {
             Ok(()) => tracing::info!(event = "metrics_written", path = %path.display(), "run metrics written"),
             Err(e) => {
                 tracing::warn!(event = "metrics_failed", path = %path.display(), "could not write the metrics file: {e}")
@@ -117,7 +112,7 @@ pub async fn publish(targets: &Targets, s: &RunSummary) {
     }
     if let Some((base, instance)) = &targets.pushgateway {
         // `kind` and `shard` are grouping labels: the Pushgateway adds them to every metric of the group.
-        let body = render(s, &format!("sink=\"{}\"", label(&s.sink)), now, succeeded(s).then_some(now));
+        let body = render(s, &format!("sink=\"{}\"", label(&s.sink)), now, "");
         match push(base, instance, s, body).await {
             Ok(()) => {
                 tracing::info!(event = "metrics_pushed", instance = %instance, "run metrics pushed to the Pushgateway")
@@ -161,7 +156,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failed_run_keeps_the_last_success_of_the_file_it_replaces() {
+    fn a_run_keeps_the_last_success_and_the_last_partial_of_the_file_it_replaces() {
+        let (success, partial) = (METRICS[1].0, METRICS[2].0);
         let ok = RunSummary {
             exit_code: 0,
             sink: "sqlite:a\"b.db".into(),
@@ -169,20 +165,21 @@ mod tests {
             ..Default::default()
         };
         let labels = format!("sink=\"{}\"", label(&ok.sink));
-        let text = render(&ok, &labels, 1000.5, Some(1000.5));
+        let text = render(&ok, &labels, 1000.5, "");
         assert!(text.contains("dealsync_rows_written{sink=\"sqlite:a\\\"b.db\"} 7\n"), "{text}");
-        assert_eq!(previous_success(&text), Some(1000.5));
+        assert_eq!(previous(&text, success), Some(1000.5));
         assert!(!text.contains("dealsync_reconciliation_missing"), "not reconciled: absent, not 0");
         let failed = RunSummary { exit_code: 75, ..Default::default() };
-        let text = render(&failed, "sink=\"\"", 2000.0, previous_success(&text));
+        let text = render(&failed, "sink=\"\"", 2000.0, &text);
         assert!(text.contains("dealsync_last_exit_code{sink=\"\"} 75\n"));
-        assert_eq!(previous_success(&text), Some(1000.5));
-        assert!(!render(&failed, "", 2000.0, None).contains("dealsync_last_success_timestamp_seconds"));
-        let partial =
+        assert_eq!(previous(&text, success), Some(1000.5), "a failure keeps the last success");
+        assert!(!render(&failed, "", 2000.0, "").contains(success), "nothing to carry over: absent");
+        let exit3 =
             RunSummary { exit_code: 3, crm_closed_won: Some(10), warehouse_closed_won: Some(8), ..Default::default() };
-        assert!(!succeeded(&partial), "success is exit 0");
-        let text = render(&partial, "", 3000.0, None);
-        assert!(text.contains("dealsync_last_partial_timestamp_seconds{} 3000\n"), "{text}");
+        let text = render(&exit3, "", 3000.0, &text);
+        assert_eq!((previous(&text, partial), previous(&text, success)), (Some(3000.0), Some(1000.5)), "{text}");
         assert!(text.contains("dealsync_reconciliation_missing{} 2\n"), "{text}");
+        let text = render(&ok, "", 4000.0, &text);
+        assert_eq!((previous(&text, partial), previous(&text, success)), (Some(3000.0), Some(4000.0)), "{text}");
     }
 }
