@@ -371,16 +371,19 @@ fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
     for (p, part) in parts.iter().enumerate() {
         for r in part.records() {
             let (id, members) = (record_id(r), Members::of(r));
-            let found = id.as_ref().and_then(|id| merged.iter_mut().find(|m| m.id.as_ref() == Some(id)));
-            let (Some(m), Ok(Members(more))) = (found, &members) else {
-                let unreadable = id.is_none() || members.is_err();
-                let (text, parts_in) = (r.get().to_string(), usize::from(p == 0));
-                match id.and_then(|id| merged.iter_mut().find(|m| m.id.as_ref() == Some(&id))) {
-                    // This part of a deal seen before is the unreadable one: the deal goes on as this part.
-                    Some(m) => (m.text, m.unreadable) = (text, true),
-                    None => merged.push(Merged { id: record_id(r), text, parts_in, unreadable }),
+            let at = id.as_ref().and_then(|id| merged.iter().position(|m| m.id.as_ref() == Some(id)));
+            let (m, more) = match (at, members) {
+                (None, members) => {
+                    let (text, parts_in) = (r.get().to_string(), usize::from(p == 0));
+                    merged.push(Merged { unreadable: id.is_none() || members.is_err(), id, text, parts_in });
+                    continue;
                 }
-                continue;
+                // This part of a deal seen before is the unreadable one: the deal goes on as this part.
+                (Some(i), Err(_)) => {
+                    (merged[i].text, merged[i].unreadable) = (r.get().to_string(), true);
+                    continue;
+                }
+                (Some(i), Ok(Members(more))) => (&mut merged[i], more),
             };
             if m.parts_in == p {
                 m.parts_in += 1;
