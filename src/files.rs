@@ -1,6 +1,6 @@
-//! Files dealsync writes outside its warehouse database (the NDJSON export and its quarantine, the metrics
-//! file): created private whatever the umask, never written through a symbolic link at the target (a link
-//! planted there would send rows or metrics over another file), and the metrics file replaced atomically.
+//! Files dealsync creates (the NDJSON export and its quarantine, the metrics file, a new SQLite warehouse): private
+//! whatever the umask, never written through a symbolic link at the target (a link planted there would send rows
+//! or metrics over another file), and the metrics file replaced atomically.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -23,16 +23,23 @@ pub fn replace(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let unique = format!(".{name}.{}.{:08x}.tmp", std::process::id(), random());
     let tmp = path.with_file_name(unique);
-    let mut file = options(mode).create_new(true).open(&tmp)?;
-    let written = file
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .and_then(|()| file.write_all(text.as_bytes()))
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
+    let mut file = create_new(&tmp, mode)?;
+    let written =
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Creates `path` with `mode` only if nothing is there yet (`AlreadyExists` otherwise, a symbolic link included).
+pub fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
+    let file = options(mode).create_new(true).open(path)?;
+    if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(mode)) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(file)
 }
 
 /// Write-only, new files created with `mode`, and no following a symbolic link at the path itself.

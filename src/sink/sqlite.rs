@@ -3,7 +3,6 @@
 //! a newer `modified_time` replaces a row, so re-running any window never duplicates or regresses a deal.
 //! SQLite calls block, so each batch runs on the blocking pool with the connection moved in and back out.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -203,14 +202,9 @@ impl SqliteSink {
         if std::fs::symlink_metadata(&self.path).is_err() {
             // A new warehouse is private (SQLite gives its journal the file's mode). Created only if still missing:
             // a sharded run may have created it since, and truncating it would drop that run's tables.
-            let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&self.path);
-            match created {
-                // Private whatever the umask.
-                Ok(file) => {
-                    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| self.not_writable(e))?
-                }
+            match crate::files::create_new(&self.path, 0o600) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(self.not_writable(e)),
-                Err(_) => {}
+                _ => {}
             }
         }
         let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
