@@ -190,25 +190,21 @@ async fn a_run_pushes_its_metrics_to_a_real_pushgateway_and_a_failure_keeps_the_
     bad.assert_code(2);
     assert_eq!(pushed(&gateway, "default", "dealsync_last_exit_code").await, Some(2.0));
 
-    // A configuration file that cannot be read: exit 78, and the Pushgateway hears it.
-    let unreadable = Dealsync::new(&["sync"])
-        .env("DEALSYNC_PUSHGATEWAY_URL", &format!("http://{gateway}"))
-        .env("DEALSYNC_INSTANCE", &format!("{instance}-config"))
-        .env("DEALSYNC_CONFIG", "/nonexistent/dealsync.toml")
-        .run()
-        .await;
-    unreadable.assert_code(78);
-    assert_eq!(pushed(&gateway, &format!("{instance}-config"), "dealsync_last_exit_code").await, Some(78.0));
-
-    // A log format it does not know (found before logging starts): exit 78, heard too.
-    let unlogged = Dealsync::new(&["sync"])
-        .env("DEALSYNC_PUSHGATEWAY_URL", &format!("http://{gateway}"))
-        .env("DEALSYNC_INSTANCE", &format!("{instance}-log"))
-        .env("LOG_FORMAT", "xml")
-        .run()
-        .await;
-    unlogged.assert_code(78);
-    assert_eq!(pushed(&gateway, &format!("{instance}-log"), "dealsync_last_exit_code").await, Some(78.0));
+    // Refused before logging starts, exit 78, and the Pushgateway hears it: a configuration file that cannot be
+    // read, a log format it does not know.
+    for (group, var, value) in
+        [("config", "DEALSYNC_CONFIG", "/nonexistent/dealsync.toml"), ("log", "LOG_FORMAT", "xml")]
+    {
+        let group = format!("{instance}-{group}");
+        let refused = Dealsync::new(&["sync"])
+            .env("DEALSYNC_PUSHGATEWAY_URL", &format!("http://{gateway}"))
+            .env("DEALSYNC_INSTANCE", &group)
+            .env(var, value)
+            .run()
+            .await;
+        refused.assert_code(78);
+        assert_eq!(pushed(&gateway, &group, "dealsync_last_exit_code").await, Some(78.0), "{var}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
