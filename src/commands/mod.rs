@@ -29,7 +29,10 @@ pub async fn run(command: Command, config: &Config) -> Exit {
             metrics::publish(&targets, &summary).await;
             exit
         }
+        #[cfg(feature = "sim")]
         Command::Simulate(args) => demo::simulate(args).await,
+        #[cfg(not(feature = "sim"))]
+        Command::Simulate { .. } => demo::simulate().await,
         Command::Check(args) => check::check(args, config).await,
         // The same window and sink as a sync would read.
         Command::Verify(common) => match plan(&SyncArgs { common, ..SyncArgs::default() }, config) {

@@ -56,7 +56,15 @@ pub enum Command {
     /// Run the Zoho-compatible simulator on loopback (for trials, demos and tests).
     #[command(after_help = "Example:\n  dealsync simulate --port 8080 --deals 10000 --seed 7 --latency-ms 50\n  \
         # then, in another shell, use the variables it prints and run `dealsync sync`")]
-    Simulate(SimulateArgs),
+    #[cfg(feature = "sim")]
+    Simulate(dealsync_sim::cli::SimArgs),
+    /// Run the Zoho-compatible simulator (not in this build: it has no `sim` feature).
+    #[cfg(not(feature = "sim"))]
+    #[command(disable_help_flag = true)]
+    Simulate {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// Compare the warehouse with Zoho for a window: counts, and up to 20 missing or extra deal ids.
     #[command(after_help = "Examples:\n  dealsync verify --from 2026-10-01 --to 2026-11-01\n  \
         dealsync verify --window-field Closing_Date --from 2026-01-01 --to 2026-04-01\n  \
@@ -188,77 +196,6 @@ pub struct SyncArgs {
     pub metrics_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
-pub struct SimulateArgs {
-    /// Loopback address to listen on.
-    #[arg(long, default_value = "127.0.0.1", value_parser = parse_loopback)]
-    pub host: std::net::IpAddr,
-    /// Port to listen on (0 picks a free one).
-    #[arg(long, default_value_t = 8080)]
-    pub port: u16,
-    /// Number of deals to generate.
-    #[arg(long, default_value_t = 1000)]
-    pub deals: usize,
-    /// Seed of the generated deals.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Latency added to every answer, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Closed-won deals rendered so that they cannot be mapped (to see the quarantine at work).
-    #[arg(long, default_value_t = 0)]
-    pub broken: usize,
-    /// Deals are modified within the span before this instant. Default: the start of the current hour.
-    #[arg(long, value_parser = parse_bound)]
-    pub anchor: Option<DateTime<FixedOffset>>,
-    /// Days over which modified times are spread.
-    #[arg(long, default_value_t = 30)]
-    pub span_days: i64,
-    /// Time zone offset of the API user; every datetime is rendered with it.
-    #[arg(long, default_value = "+05:30", allow_hyphen_values = true, value_parser = parse_offset)]
-    pub tz_offset: FixedOffset,
-    /// Mints allowed per 10 minutes before Zoho's "Access Denied" throttle.
-    #[arg(long, default_value_t = 10)]
-    pub mint_limit: usize,
-    /// Seconds an access token lives (expires_in).
-    #[arg(long, default_value_t = 3600)]
-    pub token_ttl_secs: u64,
-    /// Faults for given API requests, e.g. 429@3,500@5,reset@7,slow@9:3000,expire@11,badjson@13,trunc@15.
-    #[arg(long)]
-    pub faults: Option<String>,
-    /// Probability of a random fault on any API request (0 to 1).
-    #[arg(long, default_value_t = 0.0)]
-    pub fault_rate: f64,
-    /// Seed of the random faults.
-    #[arg(long, default_value_t = 1)]
-    pub fault_seed: u64,
-    /// Delay of a random `slow` fault, in milliseconds.
-    #[arg(long, default_value_t = 1500)]
-    pub fault_slow_ms: u64,
-    /// Share of deals that are exactly "Closed Won" (0 to 1).
-    #[arg(long, default_value_t = 0.3)]
-    pub won_share: f64,
-    /// Answer 204 instead of 304 Not Modified to a conditional request with nothing newer (304 is the default,
-    /// as HTTP allows it).
-    #[arg(long)]
-    pub no_304: bool,
-    /// Search ignores sort_by and sort_order and answers in id order, newest first.
-    #[arg(long)]
-    pub ignore_sort: bool,
-    /// Search returns deals sharing a sort key in another order on each request.
-    #[arg(long)]
-    pub shuffle_ties: bool,
-    /// Search does not see a deal until this many seconds after its last modification (a lagging index).
-    #[arg(long, default_value_t = 0)]
-    pub index_lag_secs: u64,
-    /// Closed-won deals awaiting approval, which search leaves out unless asked for approved=both.
-    #[arg(long, default_value_t = 0)]
-    pub awaiting_approval: usize,
-    /// Random deals re-modified (now) every second, as users editing the CRM while a sync runs.
-    #[arg(long, default_value_t = 0)]
-    pub edits_per_second: u32,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
     /// Exchange a grant code (Zoho API console > Self Client > Generate Code) for a refresh token, printed once
@@ -324,21 +261,6 @@ pub enum FieldsFormat {
     Json,
     /// A `[columns]` block promoting every field not stored in a column yet, to paste into the config file.
     Toml,
-}
-
-fn parse_loopback(s: &str) -> Result<std::net::IpAddr, String> {
-    let ip: std::net::IpAddr = s.parse().map_err(|_| format!("`{s}` is not an IP address"))?;
-    if !ip.is_loopback() {
-        return Err("the simulator only listens on loopback addresses (127.0.0.1 or ::1)".into());
-    }
-    Ok(ip)
-}
-
-fn parse_offset(s: &str) -> Result<FixedOffset, String> {
-    let probe = format!("2026-01-01T00:00:00{s}");
-    DateTime::parse_from_rfc3339(&probe)
-        .map(|t| *t.offset())
-        .map_err(|_| format!("`{s}` is not an offset like +05:30 or -03:00"))
 }
 
 /// A sync, validated once.

@@ -3,6 +3,8 @@
 //! latency. It is a product feature (`dealsync simulate`, `dealsync sync --demo`) and the backbone of the
 //! tests, which read the truth they should end up with straight from it.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod coql;
 pub mod criteria;
 pub mod data;
