@@ -1,5 +1,6 @@
 //! The built-in Zoho simulator as a product feature: `sync --demo`, `fields --demo` and `dealsync simulate`.
-//! It is the one module that uses the simulator crate, and only in builds with the `sim` feature (the default);
+//! It is the one module that runs the simulator crate (`config/cli.rs` mounts its flags), and only in builds with
+//! the `sim` feature (the default);
 //! a production build (`--no-default-features`) has none of it, and these commands then say so.
 
 use super::error::RunError;
