@@ -67,10 +67,6 @@ impl Columns {
         Columns { columns, slots, lookup, id, stage, modified }
     }
 
-    pub fn columns(&self) -> &[Column] {
-        &self.columns
-    }
-
     /// Every Zoho field the columns read, once each, in column order.
     pub fn zoho_fields(&self) -> Vec<String> {
         let mut fields: Vec<(&String, &usize)> = self.lookup.iter().collect();
@@ -123,7 +119,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
             }))
         };
         let cols = &stamp.columns;
-        let Mapper { wire, lookups, .. } = self;
+        let wire = &mut self.wire;
         wire.clear();
         wire.resize(cols.lookup.len(), None);
         let slotted =
@@ -134,11 +130,11 @@ impl<'s, 'p> Mapper<'s, 'p> {
             Err(_) if !rec.get().starts_with('{') => return quarantine(None, "record: not a JSON object".into()),
             Err(e) => return quarantine(None, format!("record: {e}")),
         };
-        let id = present(wire[cols.id]).map(id_of).transpose().map_err(|e| format!("id: {e}"));
+        let id = present(self.wire[cols.id]).map(id_of).transpose().map_err(|e| format!("id: {e}"));
         if let Some(why) = too_deep {
             return quarantine(id.ok().flatten(), why);
         }
-        let stage = match present(wire[cols.stage]).map(text_of).transpose() {
+        let stage = match present(self.wire[cols.stage]).map(text_of).transpose() {
             Ok(s) => s,
             Err(e) => return quarantine(id.ok().flatten(), format!("Stage: {e}")),
         };
@@ -150,14 +146,14 @@ impl<'s, 'p> Mapper<'s, 'p> {
             Ok(None) => return quarantine(None, "id: missing".into()),
             Err(e) => return quarantine(None, e),
         };
-        if present(wire[cols.modified]).is_none() {
+        if present(self.wire[cols.modified]).is_none() {
             return quarantine(Some(deal_id), "Modified_Time: missing; it decides which copy is newer".into());
         }
-        lookups.clear();
+        self.lookups.clear();
         let mut values = Vec::with_capacity(cols.columns.len());
         for (c, slot) in cols.columns.iter().zip(&cols.slots) {
             let value = match (&c.source, slot) {
-                (Source::Zoho(field), Some(slot)) => match read_value(c.ty, wire[*slot], *slot, lookups) {
+                (Source::Zoho(field), Some(slot)) => match self.read(c.ty, *slot) {
                     Ok(v) => v,
                     Err(e) => return quarantine(Some(deal_id), format!("{field}: {e}")),
                 },
@@ -173,6 +169,60 @@ impl<'s, 'p> Mapper<'s, 'p> {
             values.push(value);
         }
         Mapped::Row(Box::new(DealRow { values }))
+    }
+
+    /// One value of a record's field, read as its column says. An error is the problem; the caller names the field.
+    fn read(&mut self, read: FieldType, slot: usize) -> Result<Value, String> {
+        let Some(w) = present(self.wire[slot]) else {
+            return Ok(if read == FieldType::TextList { Value::TextList(Vec::new()) } else { Value::Null });
+        };
+        Ok(match read {
+            FieldType::Text => match w.get().as_bytes().first() {
+                Some(b'"') => Value::Text(text_of(w)?),
+                Some(b'{' | b'[') => return Err(format!("expected text, got {}", shown(w))),
+                // A number or boolean where text is expected: kept as its text.
+                _ => Value::Text(w.get().to_string()),
+            },
+            FieldType::Id => Value::Text(id_of(w)?),
+            FieldType::Integer => match decimal(w)? {
+                None => Value::Null,
+                Some(d) if !d.fract().is_zero() => return Err(format!("{d} is not a whole number")),
+                Some(d) => Value::Integer(i64::try_from(d).map_err(|_| format!("{d} is out of range"))?),
+            },
+            FieldType::Decimal => decimal(w)?.map_or(Value::Null, Value::Decimal),
+            FieldType::Boolean => match w.get() {
+                "\"\"" => Value::Null,
+                "true" | "\"true\"" => Value::Boolean(true),
+                "false" | "\"false\"" => Value::Boolean(false),
+                _ => return Err(format!("expected true or false, got {}", shown(w))),
+            },
+            FieldType::Date | FieldType::Timestamp => date_or_instant(read, w)?,
+            // A lone string counts as a one-item list.
+            FieldType::TextList if w.get().starts_with('"') => {
+                Value::TextList(Some(text_of(w)?).filter(|s| !s.is_empty()).into_iter().collect())
+            }
+            FieldType::TextList => Value::TextList(names(w)?),
+            FieldType::LookupId | FieldType::LookupName | FieldType::LookupEmail => {
+                let l = match self.lookups.iter().find(|(s, _)| *s == slot) {
+                    Some((_, l)) => *l,
+                    None => {
+                        // An object, each member once (serde reads a list into a struct too).
+                        let l = w.get().starts_with('{').then(|| serde_json::from_str(w.get()).ok()).flatten();
+                        let l: Lookup =
+                            l.ok_or_else(|| format!("expected an object with id and name, got {}", shown(w)))?;
+                        self.lookups.push((slot, l));
+                        l
+                    }
+                };
+                let member = match read {
+                    FieldType::LookupId => present(l.id).map(|id| id_of(id).map_err(|e| format!("id {e}"))),
+                    FieldType::LookupName => present(l.name).map(text_of),
+                    _ => present(l.email).map(text_of),
+                };
+                member.transpose()?.map_or(Value::Null, Value::Text)
+            }
+            FieldType::Json => Value::Json(w.to_owned()),
+        })
     }
 }
 
@@ -231,66 +281,6 @@ fn nested_too_deep(value: &RawValue) -> Option<serde_json::Error> {
         .filter(|e| e.to_string().starts_with("recursion limit exceeded"))
 }
 
-/// One value of a record's field, read as its column says. An error is the problem; the caller names the field.
-fn read_value<'p>(
-    read: FieldType,
-    wire: Option<&'p RawValue>,
-    slot: usize,
-    lookups: &mut Vec<(usize, Lookup<'p>)>,
-) -> Result<Value, String> {
-    let Some(w) = present(wire) else {
-        return Ok(if read == FieldType::TextList { Value::TextList(Vec::new()) } else { Value::Null });
-    };
-    Ok(match read {
-        FieldType::Text => match w.get().as_bytes().first() {
-            Some(b'"') => Value::Text(text_of(w)?),
-            Some(b'{' | b'[') => return Err(format!("expected text, got {}", shown(w))),
-            // A number or boolean where text is expected: kept as its text.
-            _ => Value::Text(w.get().to_string()),
-        },
-        FieldType::Id => Value::Text(id_of(w)?),
-        FieldType::Integer => match decimal(w)? {
-            None => Value::Null,
-            Some(d) if !d.fract().is_zero() => return Err(format!("{d} is not a whole number")),
-            Some(d) => Value::Integer(i64::try_from(d).map_err(|_| format!("{d} is out of range"))?),
-        },
-        FieldType::Decimal => decimal(w)?.map_or(Value::Null, Value::Decimal),
-        FieldType::Boolean => match w.get() {
-            "\"\"" => Value::Null,
-            "true" | "\"true\"" => Value::Boolean(true),
-            "false" | "\"false\"" => Value::Boolean(false),
-            _ => return Err(format!("expected true or false, got {}", shown(w))),
-        },
-        FieldType::Date | FieldType::Timestamp => date_or_instant(read, w)?,
-        // A lone string counts as a one-item list.
-        FieldType::TextList if w.get().starts_with('"') => {
-            Value::TextList(Some(text_of(w)?).filter(|s| !s.is_empty()).into_iter().collect())
-        }
-        FieldType::TextList => Value::TextList(names(w)?),
-        FieldType::LookupId | FieldType::LookupName | FieldType::LookupEmail => {
-            let l = match lookups.iter().find(|(s, _)| *s == slot) {
-                Some((_, l)) => *l,
-                None => {
-                    // An object, each member once (serde reads a list into a struct too).
-                    let l: Lookup = Some(w.get())
-                        .filter(|json| json.starts_with('{'))
-                        .and_then(|json| serde_json::from_str(json).ok())
-                        .ok_or_else(|| format!("expected an object with id and name, got {}", shown(w)))?;
-                    lookups.push((slot, l));
-                    l
-                }
-            };
-            let member = match read {
-                FieldType::LookupId => present(l.id).map(|id| id_of(id).map_err(|e| format!("id {e}"))),
-                FieldType::LookupName => present(l.name).map(text_of),
-                _ => present(l.email).map(text_of),
-            };
-            member.transpose()?.map_or(Value::Null, Value::Text)
-        }
-        FieldType::Json => Value::Json(w.to_owned()),
-    })
-}
-
 /// A short, safe excerpt of a value's JSON text for an error message.
 fn shown(value: &RawValue) -> String {
     let raw = value.get();
@@ -320,19 +310,15 @@ fn id_of(value: &RawValue) -> Result<String, String> {
 
 /// An exact decimal from a JSON number or a numeric string. `""` counts as empty.
 fn decimal(value: &RawValue) -> Result<Option<Decimal>, String> {
-    let raw = value.get();
-    let quoted;
-    let digits = if raw.starts_with('"') {
-        quoted = text_of(value).map_err(|_| format!("unreadable {}", shown(value)))?;
-        match quoted.trim() {
-            "" => return Ok(None),
-            inner => inner,
-        }
-    } else if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        raw
-    } else {
-        return Err(format!("expected a number, got {}", shown(value)));
+    let digits: Cow<str> = match value.get() {
+        raw if raw.starts_with('"') => text_of(value).map_err(|_| format!("unreadable {}", shown(value)))?.into(),
+        raw if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => raw.into(),
+        _ => return Err(format!("expected a number, got {}", shown(value))),
     };
+    let digits = digits.trim();
+    if digits.is_empty() {
+        return Ok(None);
+    }
     let parsed =
         if digits.contains(['e', 'E']) { Decimal::from_scientific(digits) } else { Decimal::from_str_exact(digits) };
     let d = parsed
@@ -364,12 +350,10 @@ fn date_or_instant(read: FieldType, value: &RawValue) -> Result<Value, String> {
 
 /// A lookup (`{"name", "id"}`, a user also with `email`), as those members.
 #[derive(Deserialize, Clone, Copy)]
+#[serde(bound(deserialize = "'de: 'a"))]
 struct Lookup<'a> {
-    #[serde(borrow)]
     id: Option<&'a RawValue>,
-    #[serde(borrow)]
     name: Option<&'a RawValue>,
-    #[serde(borrow)]
     email: Option<&'a RawValue>,
 }
 
@@ -628,7 +612,7 @@ mod tests {
             Promoted { field: "Missing".into(), column: "missing".into(), ty: FieldType::Text },
         ];
         let stamp = RunStamp { columns: Arc::new(Columns::new(&promoted)), ..stamp() };
-        let columns = stamp.columns.columns();
+        let columns = &stamp.columns.columns;
         let Mapped::Row(r) = map_json(GOOD, &stamp) else { panic!() };
         assert_eq!(r.values.len(), schema::STANDARD.len() + 3);
         assert_eq!(r.get(columns, "contract_value"), Some(&Value::Decimal("52000".parse().unwrap())));

@@ -13,6 +13,10 @@ use serde::de::{value, IntoDeserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+// Short names for the column tables below (this module uses no `Default` trait).
+use FieldType as T;
+use Kept::{Default, Optional, Required};
+
 /// Zoho's `equals` on text matches like *contains*, so stages are checked exactly.
 pub const CLOSED_WON: &str = "Closed Won";
 
@@ -216,58 +220,42 @@ const fn zoho(name: &'static str, field: &'static str, ty: FieldType, kept: Kept
 pub const KEY: &str = "deal_id";
 
 /// The standard columns of `closed_won_deals`, in order. Promoted columns follow them.
-pub static STANDARD: [Column; 28] = {
-    use FieldType as T;
-    use Kept::{Default, Optional, Required};
-    [
-        zoho("deal_id", "id", T::Id, Required, "Zoho record id of the deal"),
-        zoho("deal_name", "Deal_Name", T::Text, Optional, "Deal_Name"),
-        zoho(
-            "stage",
-            "Stage",
-            T::Text,
-            Required,
-            "Stage: Closed Won when the deal was synced; its new stage once reopened or lost (see is_closed_won)",
-        ),
-        zoho("amount", "Amount", T::Decimal, Optional, "Amount in the deal's currency, exact decimal"),
-        zoho("expected_revenue", "Expected_Revenue", T::Decimal, Optional, "Expected_Revenue in the deal's currency"),
-        zoho(
-            "exchange_rate",
-            "Exchange_Rate",
-            T::Decimal,
-            Optional,
-            "Exchange_Rate of the deal's currency as delivered",
-        ),
-        zoho("currency", "Currency", T::Text, Optional, "ISO currency code of amount and expected_revenue"),
-        zoho("probability", "Probability", T::Integer, Optional, "Probability in percent"),
-        zoho("closing_date", "Closing_Date", T::Date, Optional, "Closing_Date (YYYY-MM-DD)"),
-        zoho("account_id", "Account_Name", T::LookupId, Optional, "Account_Name.id"),
-        zoho("account_name", "Account_Name", T::LookupName, Optional, "Account_Name.name"),
-        zoho("contact_id", "Contact_Name", T::LookupId, Optional, "Contact_Name.id"),
-        zoho("contact_name", "Contact_Name", T::LookupName, Optional, "Contact_Name.name"),
-        zoho("owner_id", "Owner", T::LookupId, Optional, "Owner.id"),
-        zoho("owner_name", "Owner", T::LookupName, Optional, "Owner.name"),
-        zoho("owner_email", "Owner", T::LookupEmail, Optional, "Owner.email"),
-        zoho("pipeline", "Pipeline", T::Text, Optional, "Pipeline"),
-        zoho("type", "Type", T::Text, Optional, "Type"),
-        zoho("lead_source", "Lead_Source", T::Text, Optional, "Lead_Source"),
-        zoho("tags", "Tag", T::TextList, Default("'[]'"), "Tag names (a JSON array in SQLite)"),
-        zoho("created_time", "Created_Time", T::Timestamp, Optional, "Created_Time in UTC"),
-        zoho("modified_time", "Modified_Time", T::Timestamp, Required, "Modified_Time in UTC; the newer copy wins"),
-        column("raw", T::Json, Source::Raw, Required, "The complete record as received, custom fields included"),
-        column("sync_run_id", T::Text, Source::RunId, Required, "Run that last wrote the row"),
-        column("synced_at", T::Timestamp, Source::SyncedAt, Required, "When that run started"),
-        column(
-            "is_closed_won",
-            T::Boolean,
-            Source::Flag(true),
-            Default("1"),
-            "False once the deal was reopened or lost",
-        ),
-        column("is_deleted", T::Boolean, Source::Flag(false), Default("0"), "True once the deal was deleted in Zoho"),
-        column("deleted_time", T::Timestamp, Source::Unset, Optional, "When it was deleted in Zoho"),
-    ]
-};
+pub static STANDARD: [Column; 28] = [
+    zoho("deal_id", "id", T::Id, Required, "Zoho record id of the deal"),
+    zoho("deal_name", "Deal_Name", T::Text, Optional, "Deal_Name"),
+    zoho(
+        "stage",
+        "Stage",
+        T::Text,
+        Required,
+        "Stage: Closed Won when the deal was synced; its new stage once reopened or lost (see is_closed_won)",
+    ),
+    zoho("amount", "Amount", T::Decimal, Optional, "Amount in the deal's currency, exact decimal"),
+    zoho("expected_revenue", "Expected_Revenue", T::Decimal, Optional, "Expected_Revenue in the deal's currency"),
+    zoho("exchange_rate", "Exchange_Rate", T::Decimal, Optional, "Exchange_Rate of the deal's currency as delivered"),
+    zoho("currency", "Currency", T::Text, Optional, "ISO currency code of amount and expected_revenue"),
+    zoho("probability", "Probability", T::Integer, Optional, "Probability in percent"),
+    zoho("closing_date", "Closing_Date", T::Date, Optional, "Closing_Date (YYYY-MM-DD)"),
+    zoho("account_id", "Account_Name", T::LookupId, Optional, "Account_Name.id"),
+    zoho("account_name", "Account_Name", T::LookupName, Optional, "Account_Name.name"),
+    zoho("contact_id", "Contact_Name", T::LookupId, Optional, "Contact_Name.id"),
+    zoho("contact_name", "Contact_Name", T::LookupName, Optional, "Contact_Name.name"),
+    zoho("owner_id", "Owner", T::LookupId, Optional, "Owner.id"),
+    zoho("owner_name", "Owner", T::LookupName, Optional, "Owner.name"),
+    zoho("owner_email", "Owner", T::LookupEmail, Optional, "Owner.email"),
+    zoho("pipeline", "Pipeline", T::Text, Optional, "Pipeline"),
+    zoho("type", "Type", T::Text, Optional, "Type"),
+    zoho("lead_source", "Lead_Source", T::Text, Optional, "Lead_Source"),
+    zoho("tags", "Tag", T::TextList, Default("'[]'"), "Tag names (a JSON array in SQLite)"),
+    zoho("created_time", "Created_Time", T::Timestamp, Optional, "Created_Time in UTC"),
+    zoho("modified_time", "Modified_Time", T::Timestamp, Required, "Modified_Time in UTC; the newer copy wins"),
+    column("raw", T::Json, Source::Raw, Required, "The complete record as received, custom fields included"),
+    column("sync_run_id", T::Text, Source::RunId, Required, "Run that last wrote the row"),
+    column("synced_at", T::Timestamp, Source::SyncedAt, Required, "When that run started"),
+    column("is_closed_won", T::Boolean, Source::Flag(true), Default("1"), "False once the deal was reopened or lost"),
+    column("is_deleted", T::Boolean, Source::Flag(false), Default("0"), "True once the deal was deleted in Zoho"),
+    column("deleted_time", T::Timestamp, Source::Unset, Optional, "When it was deleted in Zoho"),
+];
 
 /// Positions in `STANDARD` of the columns the code itself reads (a unit test checks each name).
 pub mod col {
@@ -413,17 +401,13 @@ pub struct Quarantined {
 }
 
 /// The columns of `_dealsync_quarantine`.
-pub static QUARANTINE: [Column; 5] = {
-    use FieldType as T;
-    use Kept::{Optional, Required};
-    [
-        column("run_id", T::Text, Source::Unset, Required, "Run that met the record"),
-        column("deal_id", T::Text, Source::Unset, Optional, "Deal id, when readable"),
-        column("reason", T::Text, Source::Unset, Required, "field: problem"),
-        column("raw", T::Text, Source::Unset, Required, "The record as received"),
-        column("quarantined_at", T::Timestamp, Source::Unset, Required, "When"),
-    ]
-};
+pub static QUARANTINE: [Column; 5] = [
+    column("run_id", T::Text, Source::Unset, Required, "Run that met the record"),
+    column("deal_id", T::Text, Source::Unset, Optional, "Deal id, when readable"),
+    column("reason", T::Text, Source::Unset, Required, "field: problem"),
+    column("raw", T::Text, Source::Unset, Required, "The record as received"),
+    column("quarantined_at", T::Timestamp, Source::Unset, Required, "When"),
+];
 
 impl Quarantined {
     /// Its values in `QUARANTINE` order.
@@ -490,32 +474,25 @@ impl PastRun {
 }
 
 /// The columns of `_dealsync_runs`, named like the fields of `RunRecord`.
-pub static LEDGER: [Column; 17] = {
-    use FieldType as T;
-    use Kept::{Optional, Required};
-    const fn run(name: &'static str, ty: FieldType, kept: Kept, description: &'static str) -> Column {
-        column(name, ty, Source::Unset, kept, description)
-    }
-    [
-        run("run_id", T::Text, Required, "Run id"),
-        run("kind", T::Text, Required, "scheduled or backfill"),
-        run("window_field", T::Text, Required, "Modified_Time or Closing_Date"),
-        run("window_start", T::Timestamp, Required, "Window start (inclusive)"),
-        run("window_end", T::Timestamp, Required, "Window end (exclusive)"),
-        run("status", T::Text, Required, "success, partial, unavailable, config_error, internal_error"),
-        run("exit_code", T::Integer, Required, "Process exit code"),
-        run("started_at", T::Timestamp, Required, "Run start"),
-        run("finished_at", T::Timestamp, Required, "Run end"),
-        run("pages", T::Integer, Optional, "Pages of records fetched"),
-        run("deals_fetched", T::Integer, Optional, "Records received"),
-        run("rows_inserted", T::Integer, Optional, "New deals"),
-        run("rows_updated", T::Integer, Optional, "Deals replaced by a newer copy"),
-        run("rows_unchanged", T::Integer, Optional, "Deals already up to date"),
-        run("not_closed_won", T::Integer, Optional, "Records whose stage only contained Closed Won"),
-        run("quarantined", T::Integer, Optional, "Records quarantined"),
-        run("error", T::Text, Optional, "Why the run failed"),
-    ]
-};
+pub static LEDGER: [Column; 17] = [
+    column("run_id", T::Text, Source::Unset, Required, "Run id"),
+    column("kind", T::Text, Source::Unset, Required, "scheduled or backfill"),
+    column("window_field", T::Text, Source::Unset, Required, "Modified_Time or Closing_Date"),
+    column("window_start", T::Timestamp, Source::Unset, Required, "Window start (inclusive)"),
+    column("window_end", T::Timestamp, Source::Unset, Required, "Window end (exclusive)"),
+    column("status", T::Text, Source::Unset, Required, "success, partial, unavailable, config_error, internal_error"),
+    column("exit_code", T::Integer, Source::Unset, Required, "Process exit code"),
+    column("started_at", T::Timestamp, Source::Unset, Required, "Run start"),
+    column("finished_at", T::Timestamp, Source::Unset, Required, "Run end"),
+    column("pages", T::Integer, Source::Unset, Optional, "Pages of records fetched"),
+    column("deals_fetched", T::Integer, Source::Unset, Optional, "Records received"),
+    column("rows_inserted", T::Integer, Source::Unset, Optional, "New deals"),
+    column("rows_updated", T::Integer, Source::Unset, Optional, "Deals replaced by a newer copy"),
+    column("rows_unchanged", T::Integer, Source::Unset, Optional, "Deals already up to date"),
+    column("not_closed_won", T::Integer, Source::Unset, Optional, "Records whose stage only contained Closed Won"),
+    column("quarantined", T::Integer, Source::Unset, Optional, "Records quarantined"),
+    column("error", T::Text, Source::Unset, Optional, "Why the run failed"),
+];
 
 impl RunRecord {
     /// Its values in `LEDGER` order: each column is the field of the same name. The window bounds keep the
