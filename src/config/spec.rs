@@ -90,10 +90,7 @@ pub struct SinkSpec {
 
 impl SinkSpec {
     pub fn parse(s: &str) -> Result<SinkSpec, String> {
-        let (name, target) = match s.split_once(':') {
-            Some((name, target)) => (name, Some(target)),
-            None => (s, None),
-        };
+        let (name, target) = s.split_once(':').map_or((s, None), |(name, target)| (name, Some(target)));
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
             return Err(format!("`{s}` is not a sink: expected NAME or NAME:TARGET, such as sqlite:PATH or bigquery"));
         }

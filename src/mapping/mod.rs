@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -18,7 +17,7 @@ use serde_json::value::RawValue;
 use crate::schema::{
     self, col, Column, DealRow, FieldType, Kept, Promoted, Quarantined, Source, Value, CLOSED_WON, MAX_SCALE,
 };
-use crate::zoho::{read_id, Page, Record};
+use crate::zoho::{read_id, Record};
 
 /// Levels of arrays and objects a field's value may nest: serde_json reads no deeper (its recursion limit), and
 /// a record nested deeper is quarantined.
@@ -82,14 +81,6 @@ pub struct RunStamp {
     pub run_id: Arc<str>,
     pub synced_at: DateTime<Utc>,
     pub columns: Arc<Columns>,
-}
-
-impl FromStr for RunStamp {
-    type Err = std::convert::Infallible;
-    /// For tests: a stamp with this run id, synced now, with the standard columns.
-    fn from_str(run_id: &str) -> Result<Self, Self::Err> {
-        Ok(RunStamp { run_id: run_id.into(), synced_at: Utc::now(), columns: Arc::new(Columns::new(&[])) })
-    }
 }
 
 /// Maps the records of one page, one after the other, in lists reused from record to record.
@@ -223,15 +214,6 @@ impl<'s, 'p> Mapper<'s, 'p> {
             }
             FieldType::Json => Value::Json(w.to_owned()),
         })
-    }
-}
-
-/// Maps one record given as JSON text, for tests and tools (a sync maps the records of a page with
-/// `Mapper`). Panics unless `text` is one JSON value.
-pub fn map_json(text: &str, stamp: &RunStamp) -> Mapped {
-    match Page::of_records([text], false) {
-        Ok(page) if page.len() == 1 => Mapper::new(stamp).map(&page.get(0).expect("one record")),
-        _ => panic!("map_json needs one JSON value, got {text:?}"),
     }
 }
 
@@ -377,10 +359,30 @@ fn names(value: &RawValue) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// Maps one record given as JSON text, for tests (a sync maps the records of a page with `Mapper`). Panics
+/// unless `text` is one JSON value.
+#[cfg(test)]
+pub fn map_json(text: &str, stamp: &RunStamp) -> Mapped {
+    match crate::zoho::Page::of_records([text], false) {
+        Ok(page) if page.len() == 1 => Mapper::new(stamp).map(&page.get(0).expect("one record")),
+        _ => panic!("map_json needs one JSON value, got {text:?}"),
+    }
+}
+
+#[cfg(test)]
+impl std::str::FromStr for RunStamp {
+    type Err = std::convert::Infallible;
+    /// A stamp with this run id, synced now, with the standard columns.
+    fn from_str(run_id: &str) -> Result<Self, Self::Err> {
+        Ok(RunStamp { run_id: run_id.into(), synced_at: Utc::now(), columns: Arc::new(Columns::new(&[])) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::schema::{format_instant, FieldType};
+    use crate::zoho::Page;
 
     fn stamp() -> RunStamp {
         "run-1".parse().unwrap()
