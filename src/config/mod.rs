@@ -48,21 +48,17 @@ pub struct DataCentre {
 
 impl DataCentre {
     pub const ALL: [DataCentre; 10] = [
-        dc("us", "https://accounts.zoho.com", "zohoapis.com"),
-        dc("eu", "https://accounts.zoho.eu", "zohoapis.eu"),
-        dc("in", "https://accounts.zoho.in", "zohoapis.in"),
-        dc("au", "https://accounts.zoho.com.au", "zohoapis.com.au"),
-        dc("jp", "https://accounts.zoho.jp", "zohoapis.jp"),
-        dc("ca", "https://accounts.zohocloud.ca", "zohoapis.ca"),
-        dc("sa", "https://accounts.zoho.sa", "zohoapis.sa"),
-        dc("cn", "https://accounts.zoho.com.cn", "zohoapis.com.cn"),
-        dc("uk", "https://accounts.zoho.uk", "zohoapis.uk"),
-        dc("ae", "https://accounts.zoho.ae", "zohoapis.ae"),
+        DataCentre { code: "us", accounts_url: "https://accounts.zoho.com", api_domain: "zohoapis.com" },
+        DataCentre { code: "eu", accounts_url: "https://accounts.zoho.eu", api_domain: "zohoapis.eu" },
+        DataCentre { code: "in", accounts_url: "https://accounts.zoho.in", api_domain: "zohoapis.in" },
+        DataCentre { code: "au", accounts_url: "https://accounts.zoho.com.au", api_domain: "zohoapis.com.au" },
+        DataCentre { code: "jp", accounts_url: "https://accounts.zoho.jp", api_domain: "zohoapis.jp" },
+        DataCentre { code: "ca", accounts_url: "https://accounts.zohocloud.ca", api_domain: "zohoapis.ca" },
+        DataCentre { code: "sa", accounts_url: "https://accounts.zoho.sa", api_domain: "zohoapis.sa" },
+        DataCentre { code: "cn", accounts_url: "https://accounts.zoho.com.cn", api_domain: "zohoapis.com.cn" },
+        DataCentre { code: "uk", accounts_url: "https://accounts.zoho.uk", api_domain: "zohoapis.uk" },
+        DataCentre { code: "ae", accounts_url: "https://accounts.zoho.ae", api_domain: "zohoapis.ae" },
     ];
-}
-
-const fn dc(code: &'static str, accounts_url: &'static str, api_domain: &'static str) -> DataCentre {
-    DataCentre { code, accounts_url, api_domain }
 }
 
 #[derive(Debug, Clone)]

@@ -266,10 +266,7 @@ fn nested_too_deep(value: &RawValue) -> Option<serde_json::Error> {
 /// A short, safe excerpt of a value's JSON text for an error message.
 fn shown(value: &RawValue) -> String {
     let raw = value.get();
-    match raw.char_indices().nth(60) {
-        Some((end, _)) => format!("{}…", &raw[..end]),
-        None => raw.to_string(),
-    }
+    raw.char_indices().nth(60).map_or_else(|| raw.to_string(), |(end, _)| format!("{}…", &raw[..end]))
 }
 
 /// The value, unless it is missing or `null`.

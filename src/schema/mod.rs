@@ -345,9 +345,7 @@ impl DealRow {
     }
 
     pub fn modified_time(&self) -> DateTime<Utc> {
-        let Value::Timestamp(t) = self.values[col::MODIFIED_TIME] else {
-            unreachable!("a row has a modification time")
-        };
+        let Value::Timestamp(t) = self.values[col::MODIFIED_TIME] else { unreachable!("a row has a modified time") };
         t
     }
 
