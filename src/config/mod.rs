@@ -424,13 +424,11 @@ impl Config {
     /// Cloud Run Jobs set `CLOUD_RUN_TASK_INDEX`/`CLOUD_RUN_TASK_COUNT`; a Kubernetes Indexed Job sets
     /// `JOB_COMPLETION_INDEX`, and the manifest passes the task count as `DEALSYNC_TASK_COUNT`.
     fn shard(&self) -> Result<Option<(usize, usize)>, ConfigError> {
-        let cloud_run = ["CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT"];
-        let (index_var, count_var) = if cloud_run.iter().any(|v| self.var(v).is_some()) {
-            (cloud_run[0], cloud_run[1])
-        } else if self.var("JOB_COMPLETION_INDEX").is_some() {
-            ("JOB_COMPLETION_INDEX", "DEALSYNC_TASK_COUNT")
-        } else {
-            return Ok(None);
+        let cloud_run = self.var("CLOUD_RUN_TASK_INDEX").or(self.var("CLOUD_RUN_TASK_COUNT")).is_some();
+        let (index_var, count_var) = match (cloud_run, self.var("JOB_COMPLETION_INDEX")) {
+            (true, _) => ("CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT"),
+            (false, Some(_)) => ("JOB_COMPLETION_INDEX", "DEALSYNC_TASK_COUNT"),
+            (false, None) => return Ok(None),
         };
         let number = |var: &'static str, unset: String| {
             self.parsed(var, |v| v.parse::<usize>().ok(), "a whole number")?.ok_or(ConfigError::new(var, unset))

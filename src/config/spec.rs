@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WindowField {
@@ -58,8 +58,7 @@ impl WindowSpec {
 pub fn parse_bound(s: &str) -> Result<DateTime<FixedOffset>, String> {
     let s = s.trim();
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        let utc = FixedOffset::east_opt(0).expect("zero offset");
-        return Ok(utc.from_utc_datetime(&d.and_time(NaiveTime::MIN)));
+        return Ok(d.and_time(NaiveTime::MIN).and_utc().fixed_offset());
     }
     DateTime::parse_from_rfc3339(s).map_err(|_| {
         format!("`{s}` is neither a date (2026-01-31) nor an RFC 3339 instant (2026-01-31T00:00:00+05:30)")

@@ -23,14 +23,11 @@ use crate::zoho::{read_id, Record};
 /// a record nested deeper is quarantined.
 pub const MAX_DEPTH: usize = 128;
 
+/// A row; or not ours (Zoho's `equals` matched a stage that merely contains "Closed Won"); or quarantined.
 #[derive(Debug)]
 pub enum Mapped {
     Row(Box<DealRow>),
-    /// Zoho's `equals` matched a stage that merely contains "Closed Won"; not ours.
-    NotClosedWon {
-        deal_id: Option<String>,
-        stage: Option<String>,
-    },
+    NotClosedWon { deal_id: Option<String>, stage: Option<String> },
     Quarantined(Box<Quarantined>),
 }
 
