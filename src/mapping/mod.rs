@@ -48,16 +48,12 @@ impl Columns {
     pub fn new(promoted: &[Promoted]) -> Columns {
         let columns = schema::columns(promoted);
         let mut lookup = HashMap::new();
-        let slots = columns
-            .iter()
-            .map(|c| match &c.source {
-                Source::Zoho(field) => {
-                    let n = lookup.len();
-                    Some(*lookup.entry(field.to_string()).or_insert(n))
-                }
-                _ => None,
-            })
-            .collect::<Vec<_>>();
+        let slot_of = |c: &Column| {
+            let Source::Zoho(field) = &c.source else { return None };
+            let n = lookup.len();
+            Some(*lookup.entry(field.to_string()).or_insert(n))
+        };
+        let slots: Vec<_> = columns.iter().map(slot_of).collect();
         let slot = |i: usize| slots[i].expect("a standard column read from Zoho");
         let (id, stage, modified) = (slot(col::DEAL_ID), slot(col::STAGE), slot(col::MODIFIED_TIME));
         Columns { columns, slots, lookup, id, stage, modified }

@@ -162,13 +162,11 @@ pub struct Column {
 impl Column {
     /// BigQuery's mode.
     pub fn mode(&self) -> &'static str {
-        if self.ty == FieldType::TextList {
-            "REPEATED"
-        } else if self.kept == Kept::Required && self.source != Source::Raw {
+        match (self.ty, self.kept) {
+            (T::TextList, _) => "REPEATED",
             // `raw` has been NULLABLE in BigQuery since the first release; new tables match the existing ones.
-            "REQUIRED"
-        } else {
-            "NULLABLE"
+            (_, Required) if self.source != Source::Raw => "REQUIRED",
+            _ => "NULLABLE",
         }
     }
 
