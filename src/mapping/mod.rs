@@ -103,12 +103,10 @@ impl<'s, 'p> Mapper<'s, 'p> {
             }))
         };
         let cols = &stamp.columns;
-        let wire = &mut self.wire;
-        wire.clear();
-        wire.resize(cols.lookup.len(), None);
-        let slotted =
-            serde_json::Deserializer::from_str(rec.get()).deserialize_map(Slots { lookup: &cols.lookup, wire });
-        let too_deep = match slotted {
+        self.wire.clear();
+        self.wire.resize(cols.lookup.len(), None);
+        let slots = Slots { lookup: &cols.lookup, wire: &mut self.wire };
+        let too_deep = match serde_json::Deserializer::from_str(rec.get()).deserialize_map(slots) {
             Ok((Some(repeated), _)) => return quarantine(None, repeated),
             Ok((None, too_deep)) => too_deep,
             Err(_) if !rec.get().starts_with('{') => return quarantine(None, "record: not a JSON object".into()),
