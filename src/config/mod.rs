@@ -456,17 +456,10 @@ impl std::fmt::Debug for Config {
 
 /// The variables dealsync reads; the rest of the environment is not kept.
 fn ours(name: &str) -> bool {
-    const NAMES: [&str; 8] = [
-        "GOOGLE_APPLICATION_CREDENTIALS",
-        "CLOUDSDK_CONFIG",
-        "HOME",
-        "GCE_METADATA_HOST",
-        "JOB_COMPLETION_INDEX",
-        "LOG_FORMAT",
-        "NO_COLOR",
-        "RUST_LOG",
-    ];
-    ["ZOHO_", "BIGQUERY_", "DEALSYNC_", "CLOUD_RUN_TASK_"].iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
+    const PREFIXES: [&str; 4] = ["ZOHO_", "BIGQUERY_", "DEALSYNC_", "CLOUD_RUN_TASK_"];
+    const GOOGLE: [&str; 3] = ["GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "GCE_METADATA_HOST"];
+    const OTHERS: [&str; 5] = ["HOME", "JOB_COMPLETION_INDEX", "LOG_FORMAT", "NO_COLOR", "RUST_LOG"];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || GOOGLE.contains(&name) || OTHERS.contains(&name)
 }
 
 /// Names every missing credential at once (`set` in `CREDENTIALS` order), so a first setup is one round trip.

@@ -94,13 +94,8 @@ impl<'s, 'p> Mapper<'s, 'p> {
     pub fn map(&mut self, rec: &Record<'p>) -> Mapped {
         let (rec, stamp) = (*rec, self.stamp);
         let quarantine = |deal_id: Option<String>, reason: String| {
-            Mapped::Quarantined(Box::new(Quarantined {
-                deal_id,
-                reason,
-                raw: rec.to_owned(),
-                sync_run_id: stamp.run_id.to_string(),
-                quarantined_at: stamp.synced_at,
-            }))
+            let (raw, sync_run_id, quarantined_at) = (rec.to_owned(), stamp.run_id.to_string(), stamp.synced_at);
+            Mapped::Quarantined(Box::new(Quarantined { deal_id, reason, raw, sync_run_id, quarantined_at }))
         };
         let cols = &stamp.columns;
         self.wire.clear();
