@@ -244,9 +244,8 @@ fn nested_too_deep(value: &RawValue) -> Option<serde_json::Error> {
     if !json.starts_with(['[', '{']) || json.bytes().filter(|b| matches!(b, b'[' | b'{')).count() < MAX_DEPTH {
         return None;
     }
-    serde_json::from_str::<serde_json::Value>(value.get())
-        .err()
-        .filter(|e| e.to_string().starts_with("recursion limit exceeded"))
+    let error = serde_json::from_str::<serde_json::Value>(json).err();
+    error.filter(|e| e.to_string().starts_with("recursion limit exceeded"))
 }
 
 /// A short, safe excerpt of a value's JSON text for an error message.
@@ -301,11 +300,10 @@ fn date_or_instant(read: FieldType, value: &RawValue) -> Result<Value, String> {
     let s = text_of(value)?;
     let parsed = match read {
         _ if s.is_empty() => return Ok(Value::Null),
-        FieldType::Date => NaiveDate::parse_from_str(&s, "%Y-%m-%d")
-            .ok()
-            .filter(|_| s.len() == 10)
-            .map(Value::Date)
-            .ok_or("is not a YYYY-MM-DD date"),
+        FieldType::Date => match NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
+            Ok(d) if s.len() == 10 => Ok(Value::Date(d)),
+            _ => Err("is not a YYYY-MM-DD date"),
+        },
         _ => DateTime::parse_from_rfc3339(&s)
             .map(|t| Value::Timestamp(t.with_timezone(&Utc)))
             .map_err(|_| "is not an ISO-8601 date-time with an offset"),
