@@ -337,9 +337,8 @@ impl Config {
             return Err(missing_credentials(set));
         };
         let client_id = no_space("ZOHO_CLIENT_ID", client_id)?.to_string();
-        let codes = DataCentre::ALL.map(|dc| dc.code).join(", ");
         let dc = |v: &str| DataCentre::ALL.into_iter().find(|dc| dc.code.eq_ignore_ascii_case(v));
-        let what = format!("a Zoho data centre; expected one of {codes}");
+        let what = format!("a Zoho data centre; expected one of {}", DataCentre::ALL.map(|dc| dc.code).join(", "));
         let data_centre = self.parsed("ZOHO_DC", dc, &what)?.unwrap_or(DataCentre::ALL[0]);
         Ok(ZohoSettings {
             client_id,

@@ -283,9 +283,8 @@ fn decimal(value: &RawValue) -> Result<Option<Decimal>, String> {
     if digits.is_empty() {
         return Ok(None);
     }
-    let parsed =
-        if digits.contains(['e', 'E']) { Decimal::from_scientific(digits) } else { Decimal::from_str_exact(digits) };
-    let d = parsed
+    let parse = if digits.contains(['e', 'E']) { Decimal::from_scientific } else { Decimal::from_str_exact };
+    let d = parse(digits)
         .map_err(|_| format!("{} is not a decimal number that fits 28 significant digits exactly", shown(value)))?
         .normalize();
     if d.scale() > MAX_SCALE {

@@ -38,9 +38,8 @@ pub fn sort_ids(ids: &mut [String]) {
     ids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
 }
 
-/// The type of a column's values, in every sink, and how a Zoho field's value is read into it. A promoted
-/// field's type is one of these, named in snake case in the config file (`id` and `lookup_email` serve standard
-/// columns only).
+/// A column's type in every sink, and how its Zoho value is read. A promoted field names one in snake case in the
+/// config file (`id` and `lookup_email` serve standard columns only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
@@ -486,8 +485,7 @@ pub static LEDGER: [Column; 17] = [
 ];
 
 impl RunRecord {
-    /// Its values in `LEDGER` order: each column is the field of the same name. The window bounds keep the
-    /// offsets they were given (RFC 3339 text).
+    /// Its values in `LEDGER` order, each column the field of its name (window bounds as given, RFC 3339 text).
     pub fn values(&self) -> Vec<Value> {
         let fields = serde_json::to_value(self).expect("a run record serializes");
         let value = |c: &Column| match &fields[c.name.as_ref()] {
