@@ -305,7 +305,6 @@ impl Config {
         parse(&v).map(Some).ok_or_else(|| ConfigError::new(from, format!("`{v}` is not {what}")))
     }
 
-    /// The validated settings, Zoho's credentials as far as `needs` asks.
     pub fn settings(&self, needs: Needs) -> Result<Settings, ConfigError> {
         let bigquery = self.bigquery()?;
         let zoho = (needs != Needs::Nothing).then(|| self.zoho(needs == Needs::ZohoClient)).transpose()?;

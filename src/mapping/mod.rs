@@ -185,8 +185,7 @@ impl<'s, 'p> Mapper<'s, 'p> {
                     None => {
                         // An object, each member once (serde reads a list into a struct too).
                         let l = w.get().starts_with('{').then(|| serde_json::from_str(w.get()).ok()).flatten();
-                        let l: Lookup =
-                            l.ok_or_else(|| format!("expected an object with id and name, got {}", shown(w)))?;
+                        let l = l.ok_or_else(|| format!("expected an object with id and name, got {}", shown(w)))?;
                         self.lookups.push((slot, l));
                         l
                     }
@@ -267,7 +266,6 @@ fn text_of(value: &RawValue) -> Result<String, String> {
     serde_json::from_str(value.get()).map_err(|e| e.to_string())
 }
 
-/// A Zoho id: a string of digits (the usual form) or a JSON integer.
 fn id_of(value: &RawValue) -> Result<String, String> {
     read_id(value).ok_or_else(|| format!("expected a numeric id, got {}", shown(value)))
 }

@@ -283,7 +283,6 @@ impl Promoted {
     }
 }
 
-/// The target table's columns for a run: the standard ones, then the promoted ones.
 pub fn columns(promoted: &[Promoted]) -> Vec<Column> {
     STANDARD.iter().cloned().chain(promoted.iter().map(Promoted::column)).collect()
 }
@@ -315,16 +314,6 @@ fn shortest<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&d.normalize())
 }
 
-impl Value {
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Text(t) => Some(t),
-            Value::Shared(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
 /// One deal, ready for any sink: a value per column of the run's table, in column order.
 #[derive(Debug, Clone)]
 pub struct DealRow {
@@ -333,7 +322,8 @@ pub struct DealRow {
 
 impl DealRow {
     pub fn deal_id(&self) -> &str {
-        self.values[col::DEAL_ID].as_str().expect("a row has a deal id")
+        let Value::Text(id) = &self.values[col::DEAL_ID] else { unreachable!("a row has a deal id") };
+        id
     }
 
     pub fn modified_time(&self) -> DateTime<Utc> {
@@ -352,7 +342,8 @@ impl DealRow {
     }
 
     pub fn currency(&self) -> Option<&str> {
-        self.values[col::CURRENCY].as_str()
+        let Value::Text(currency) = &self.values[col::CURRENCY] else { return None };
+        Some(currency)
     }
 
     pub fn raw(&self) -> &RawValue {
@@ -375,8 +366,7 @@ pub fn write_object(columns: &[Column], values: &[Value], buf: &mut Vec<u8>) {
 }
 
 fn write_members<'a>(members: impl Iterator<Item = (&'a Column, &'a Value)>, buf: &mut Vec<u8>) {
-    let mut json = serde_json::Serializer::new(buf);
-    json.collect_map(members.map(|(c, v)| (&c.name, v))).expect("values serialize");
+    serde_json::Serializer::new(buf).collect_map(members.map(|(c, v)| (&c.name, v))).expect("values serialize");
 }
 
 /// A record that could not be turned into a row, with the reason, kept for an operator to look at.
@@ -513,6 +503,17 @@ impl PartialEq for Value {
             (Value::TextList(a), Value::TextList(b)) => a == b,
             (Value::Json(a), Value::Json(b)) => a.get() == b.get(),
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Value {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(t) => Some(t),
+            Value::Shared(s) => Some(s),
+            _ => None,
         }
     }
 }
