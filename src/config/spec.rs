@@ -99,10 +99,8 @@ impl SinkSpec {
 
 impl fmt::Display for SinkSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.target {
-            Some(t) => write!(f, "{}:{t}", self.name),
-            None => f.write_str(&self.name),
-        }
+        f.write_str(&self.name)?;
+        self.target.as_ref().map_or(Ok(()), |t| write!(f, ":{t}"))
     }
 }
 

@@ -328,13 +328,11 @@ fn names(value: &RawValue) -> Result<Vec<String>, String> {
     }
     let items: Vec<Item> = serde_json::from_str(value.get())
         .map_err(|_| format!("expected a list of strings or named objects, got {}", shown(value)))?;
-    Ok(items
-        .into_iter()
-        .filter_map(|item| match item {
-            Item::Name(name) | Item::Named { name: Some(name) } => Some(name),
-            Item::Named { name: None } => None,
-        })
-        .collect())
+    let names = items.into_iter().filter_map(|item| match item {
+        Item::Name(name) => Some(name),
+        Item::Named { name } => name,
+    });
+    Ok(names.collect())
 }
 
 /// Maps one record given as JSON text, for tests (a sync maps the records of a page with `Mapper`). Panics
