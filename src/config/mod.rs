@@ -48,21 +48,17 @@ pub struct DataCentre {
 
 impl DataCentre {
     pub const ALL: [DataCentre; 10] = [
-        dc("us", "https://accounts.zoho.com", "zohoapis.com"),
-        dc("eu", "https://accounts.zoho.eu", "zohoapis.eu"),
-        dc("in", "https://accounts.zoho.in", "zohoapis.in"),
-        dc("au", "https://accounts.zoho.com.au", "zohoapis.com.au"),
-        dc("jp", "https://accounts.zoho.jp", "zohoapis.jp"),
-        dc("ca", "https://accounts.zohocloud.ca", "zohoapis.ca"),
-        dc("sa", "https://accounts.zoho.sa", "zohoapis.sa"),
-        dc("cn", "https://accounts.zoho.com.cn", "zohoapis.com.cn"),
-        dc("uk", "https://accounts.zoho.uk", "zohoapis.uk"),
-        dc("ae", "https://accounts.zoho.ae", "zohoapis.ae"),
+        DataCentre { code: "us", accounts_url: "https://accounts.zoho.com", api_domain: "zohoapis.com" },
+        DataCentre { code: "eu", accounts_url: "https://accounts.zoho.eu", api_domain: "zohoapis.eu" },
+        DataCentre { code: "in", accounts_url: "https://accounts.zoho.in", api_domain: "zohoapis.in" },
+        DataCentre { code: "au", accounts_url: "https://accounts.zoho.com.au", api_domain: "zohoapis.com.au" },
+        DataCentre { code: "jp", accounts_url: "https://accounts.zoho.jp", api_domain: "zohoapis.jp" },
+        DataCentre { code: "ca", accounts_url: "https://accounts.zohocloud.ca", api_domain: "zohoapis.ca" },
+        DataCentre { code: "sa", accounts_url: "https://accounts.zoho.sa", api_domain: "zohoapis.sa" },
+        DataCentre { code: "cn", accounts_url: "https://accounts.zoho.com.cn", api_domain: "zohoapis.com.cn" },
+        DataCentre { code: "uk", accounts_url: "https://accounts.zoho.uk", api_domain: "zohoapis.uk" },
+        DataCentre { code: "ae", accounts_url: "https://accounts.zoho.ae", api_domain: "zohoapis.ae" },
     ];
-}
-
-const fn dc(code: &'static str, accounts_url: &'static str, api_domain: &'static str) -> DataCentre {
-    DataCentre { code, accounts_url, api_domain }
 }
 
 #[derive(Debug, Clone)]
@@ -203,16 +199,6 @@ impl FileConfig {
             .map_err(|e| ConfigError::new(source, format!("{} cannot be read: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| ConfigError::new(format!("{} (config file)", path.display()), e.message()))
     }
-
-    /// The file's key and value for a setting whose variable overrides it: `ZOHO_DC` is `zoho.dc`.
-    fn value(&self, var: &str) -> Option<(String, String)> {
-        let key = var.to_ascii_lowercase().replacen('_', ".", 1);
-        let (section, name) = key.split_once('.').filter(|(s, _)| ["zoho", "bigquery", "log"].contains(s))?;
-        let file = toml::Value::try_from(self).expect("the file's values serialize");
-        let value = file.get(section)?.get(name)?;
-        let value = value.as_str().map_or_else(|| value.to_string(), String::from);
-        Some((key, value))
-    }
 }
 
 /// Validates the `[columns]` table. Errors name the entry (`columns.region.type`).
@@ -244,9 +230,7 @@ pub fn promoted_columns(columns: &BTreeMap<String, ColumnFile>) -> Result<Vec<Pr
     Ok(out)
 }
 
-const SECRETS: [&str; 2] = ["ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"];
-
-/// The Zoho credentials, with what each holds (for the error when one is missing).
+/// The Zoho credentials, with what each holds (for the error when one is missing); all but the id are secrets.
 const CREDENTIALS: [(&str, &str); 3] = [
     ("ZOHO_CLIENT_ID", "the Client ID of your Self Client in the Zoho API console"),
     ("ZOHO_CLIENT_SECRET", "the Client Secret of your Self Client in the Zoho API console"),
@@ -286,7 +270,7 @@ impl Config {
     fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Config {
         let mut config = Config::default();
         for (name, value) in vars.into_iter().filter(|(name, _)| ours(name)) {
-            if !SECRETS.contains(&name.as_str()) {
+            if !CREDENTIALS[1..].iter().any(|(secret, _)| *secret == name) {
                 config.vars.insert(name, value);
             } else if !value.trim().is_empty() {
                 config.secrets.insert(name, SecretString::from(value.trim()));
@@ -300,15 +284,19 @@ impl Config {
         self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    /// A setting from its variable, else its key in the file, with the name an error gives: the variable, or the
-    /// key and the file (`zoho.dc (config/dealsync.toml)`).
+    /// A setting from its variable, else its key in the file (`ZOHO_DC` is `zoho.dc`), with the name an error
+    /// gives: the variable, or the key and the file (`zoho.dc (config/dealsync.toml)`).
     fn get(&self, var: &str) -> Option<(String, String)> {
         if let Some(v) = self.var(var) {
             return Some((var.to_string(), v.to_string()));
         }
-        let (key, v) = self.file.value(var)?;
-        let file = self.file_path.as_deref().unwrap_or(Path::new("")).display();
-        Some((format!("{key} ({file})"), v.trim().to_string())).filter(|(_, v)| !v.is_empty())
+        let key = var.to_ascii_lowercase().replacen('_', ".", 1);
+        let (section, name) = key.split_once('.').filter(|(s, _)| ["zoho", "bigquery", "log"].contains(s))?;
+        let file = toml::Value::try_from(&self.file).expect("the file's values serialize");
+        let value = file.get(section)?.get(name)?;
+        let value = value.as_str().map_or_else(|| value.to_string(), String::from);
+        let path = self.file_path.as_deref().unwrap_or(Path::new("")).display();
+        Some((format!("{key} ({path})"), value.trim().to_string())).filter(|(_, v)| !v.is_empty())
     }
 
     /// A setting read by `parse`; a value it refuses "is not `what`".
@@ -317,13 +305,9 @@ impl Config {
         parse(&v).map(Some).ok_or_else(|| ConfigError::new(from, format!("`{v}` is not {what}")))
     }
 
-    /// The validated settings, Zoho's credentials as far as `needs` asks.
     pub fn settings(&self, needs: Needs) -> Result<Settings, ConfigError> {
         let bigquery = self.bigquery()?;
-        let zoho = match needs {
-            Needs::Nothing => None,
-            Needs::ZohoCredentials | Needs::ZohoClient => Some(self.zoho(needs == Needs::ZohoClient)?),
-        };
+        let zoho = (needs != Needs::Nothing).then(|| self.zoho(needs == Needs::ZohoClient)).transpose()?;
         Ok(Settings { zoho, bigquery, shard: self.shard()?, promoted: self.promoted()? })
     }
 
@@ -352,24 +336,20 @@ impl Config {
             return Err(missing_credentials(set));
         };
         let client_id = no_space("ZOHO_CLIENT_ID", client_id)?.to_string();
-        let codes = DataCentre::ALL.map(|dc| dc.code).join(", ");
         let dc = |v: &str| DataCentre::ALL.into_iter().find(|dc| dc.code.eq_ignore_ascii_case(v));
-        let what = format!("a Zoho data centre; expected one of {codes}");
+        let what = format!("a Zoho data centre; expected one of {}", DataCentre::ALL.map(|dc| dc.code).join(", "));
         let data_centre = self.parsed("ZOHO_DC", dc, &what)?.unwrap_or(DataCentre::ALL[0]);
-        let accounts_url = match self.get("ZOHO_ACCOUNTS_URL") {
-            Some((from, v)) => parse_base_url(&from, &v)?,
-            None => Url::parse(data_centre.accounts_url).expect("built-in URL is valid"),
-        };
-        let api_domain = self.get("ZOHO_API_DOMAIN").map(|(from, v)| parse_base_url(&from, &v)).transpose()?;
-        let max_concurrency = self.max_concurrency()?;
         Ok(ZohoSettings {
             client_id,
             client_secret,
             refresh_token,
             data_centre,
-            accounts_url,
-            api_domain,
-            max_concurrency,
+            accounts_url: match self.get("ZOHO_ACCOUNTS_URL") {
+                Some((from, v)) => parse_base_url(&from, &v)?,
+                None => Url::parse(data_centre.accounts_url).expect("built-in URL is valid"),
+            },
+            api_domain: self.get("ZOHO_API_DOMAIN").map(|(from, v)| parse_base_url(&from, &v)).transpose()?,
+            max_concurrency: self.max_concurrency()?,
         })
     }
 
@@ -420,15 +400,13 @@ impl Config {
             return Ok(BigQueryAuth::Emulator { base_url: url });
         }
         if let Some(path) = self.var("GOOGLE_APPLICATION_CREDENTIALS") {
-            let path = PathBuf::from(path);
-            return Ok(BigQueryAuth::File { kind: credentials_type("GOOGLE_APPLICATION_CREDENTIALS", &path)?, path });
+            return credentials_file("GOOGLE_APPLICATION_CREDENTIALS", PathBuf::from(path));
         }
         // gcloud's Application Default Credentials: `$CLOUDSDK_CONFIG`, else `~/.config/gcloud`.
         let gcloud = self.var("CLOUDSDK_CONFIG").map(PathBuf::from);
         let gcloud = gcloud.or_else(|| self.var("HOME").map(|home| Path::new(home).join(".config/gcloud")));
         if let Some(path) = gcloud.map(|dir| dir.join("application_default_credentials.json")).filter(|p| p.is_file()) {
-            let kind = credentials_type(&format!("gcloud's credentials file {}", path.display()), &path)?;
-            return Ok(BigQueryAuth::File { path, kind });
+            return credentials_file(&format!("gcloud's credentials file {}", path.display()), path);
         }
         // Google's libraries read a bare host[:port] here and build the URL around it.
         let host = self.var("GCE_METADATA_HOST");
@@ -444,13 +422,11 @@ impl Config {
     /// Cloud Run Jobs set `CLOUD_RUN_TASK_INDEX`/`CLOUD_RUN_TASK_COUNT`; a Kubernetes Indexed Job sets
     /// `JOB_COMPLETION_INDEX`, and the manifest passes the task count as `DEALSYNC_TASK_COUNT`.
     fn shard(&self) -> Result<Option<(usize, usize)>, ConfigError> {
-        let cloud_run = ["CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT"];
-        let (index_var, count_var) = if cloud_run.iter().any(|v| self.var(v).is_some()) {
-            (cloud_run[0], cloud_run[1])
-        } else if self.var("JOB_COMPLETION_INDEX").is_some() {
-            ("JOB_COMPLETION_INDEX", "DEALSYNC_TASK_COUNT")
-        } else {
-            return Ok(None);
+        let cloud_run = self.var("CLOUD_RUN_TASK_INDEX").or(self.var("CLOUD_RUN_TASK_COUNT")).is_some();
+        let (index_var, count_var) = match (cloud_run, self.var("JOB_COMPLETION_INDEX")) {
+            (true, _) => ("CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT"),
+            (false, Some(_)) => ("JOB_COMPLETION_INDEX", "DEALSYNC_TASK_COUNT"),
+            (false, None) => return Ok(None),
         };
         let number = |var: &'static str, unset: String| {
             self.parsed(var, |v| v.parse::<usize>().ok(), "a whole number")?.ok_or(ConfigError::new(var, unset))
@@ -478,17 +454,10 @@ impl std::fmt::Debug for Config {
 
 /// The variables dealsync reads; the rest of the environment is not kept.
 fn ours(name: &str) -> bool {
-    const NAMES: [&str; 8] = [
-        "GOOGLE_APPLICATION_CREDENTIALS",
-        "CLOUDSDK_CONFIG",
-        "HOME",
-        "GCE_METADATA_HOST",
-        "JOB_COMPLETION_INDEX",
-        "LOG_FORMAT",
-        "NO_COLOR",
-        "RUST_LOG",
-    ];
-    ["ZOHO_", "BIGQUERY_", "DEALSYNC_", "CLOUD_RUN_TASK_"].iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
+    const PREFIXES: [&str; 4] = ["ZOHO_", "BIGQUERY_", "DEALSYNC_", "CLOUD_RUN_TASK_"];
+    const GOOGLE: [&str; 3] = ["GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "GCE_METADATA_HOST"];
+    const OTHERS: [&str; 5] = ["HOME", "JOB_COMPLETION_INDEX", "LOG_FORMAT", "NO_COLOR", "RUST_LOG"];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || GOOGLE.contains(&name) || OTHERS.contains(&name)
 }
 
 /// Names every missing credential at once (`set` in `CREDENTIALS` order), so a first setup is one round trip.
@@ -512,14 +481,16 @@ fn no_space<'a>(var: &str, v: &'a str) -> Result<&'a str, ConfigError> {
     Ok(v)
 }
 
-/// The `type` of a Google credentials file, one dealsync can use; errors name `source`, never the content.
-fn credentials_type(source: &str, path: &Path) -> Result<String, ConfigError> {
+/// A Google credentials file of a `type` dealsync can use; errors name `source`, never the content.
+fn credentials_file(source: &str, path: PathBuf) -> Result<BigQueryAuth, ConfigError> {
     let fail = |problem: String| ConfigError::new(source, format!("{} {problem}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("cannot be read: {e}")))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|_| fail("is not a JSON credentials file".into()))?;
     match json.get("type").and_then(|t| t.as_str()) {
-        Some(k @ ("service_account" | "authorized_user" | "external_account")) => Ok(k.to_string()),
+        Some(k @ ("service_account" | "authorized_user" | "external_account")) => {
+            Ok(BigQueryAuth::File { kind: k.to_string(), path })
+        }
         other => Err(fail(format!(
             "has type {:?}; expected a service_account key, an authorized_user file or an external_account \
              (Workload Identity Federation) file",

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WindowField {
@@ -58,8 +58,7 @@ impl WindowSpec {
 pub fn parse_bound(s: &str) -> Result<DateTime<FixedOffset>, String> {
     let s = s.trim();
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        let utc = FixedOffset::east_opt(0).expect("zero offset");
-        return Ok(utc.from_utc_datetime(&d.and_time(NaiveTime::MIN)));
+        return Ok(d.and_time(NaiveTime::MIN).and_utc().fixed_offset());
     }
     DateTime::parse_from_rfc3339(s).map_err(|_| {
         format!("`{s}` is neither a date (2026-01-31) nor an RFC 3339 instant (2026-01-31T00:00:00+05:30)")
@@ -90,10 +89,7 @@ pub struct SinkSpec {
 
 impl SinkSpec {
     pub fn parse(s: &str) -> Result<SinkSpec, String> {
-        let (name, target) = match s.split_once(':') {
-            Some((name, target)) => (name, Some(target)),
-            None => (s, None),
-        };
+        let (name, target) = s.split_once(':').map_or((s, None), |(name, target)| (name, Some(target)));
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
             return Err(format!("`{s}` is not a sink: expected NAME or NAME:TARGET, such as sqlite:PATH or bigquery"));
         }
@@ -103,10 +99,8 @@ impl SinkSpec {
 
 impl fmt::Display for SinkSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.target {
-            Some(t) => write!(f, "{}:{t}", self.name),
-            None => f.write_str(&self.name),
-        }
+        f.write_str(&self.name)?;
+        self.target.as_ref().map_or(Ok(()), |t| write!(f, ":{t}"))
     }
 }
 

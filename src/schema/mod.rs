@@ -13,6 +13,10 @@ use serde::de::{value, IntoDeserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+// Short names for the column tables below (this module uses no `Default` trait).
+use FieldType as T;
+use Kept::{Default, Optional, Required};
+
 /// Zoho's `equals` on text matches like *contains*, so stages are checked exactly.
 pub const CLOSED_WON: &str = "Closed Won";
 
@@ -34,9 +38,8 @@ pub fn sort_ids(ids: &mut [String]) {
     ids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
 }
 
-/// The type of a column's values, in every sink, and how a Zoho field's value is read into it. A promoted
-/// field's type is one of these, named in snake case in the config file (`id` and `lookup_email` serve standard
-/// columns only).
+/// A column's type in every sink, and how its Zoho value is read. A promoted field names one in snake case in the
+/// config file (`id` and `lookup_email` serve standard columns only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
@@ -97,25 +100,20 @@ impl FieldType {
     /// The type dealsync suggests for a field from Zoho's metadata. Either key may be missing (some metadata
     /// lacks `json_type`); an unknown shape is kept as JSON rather than guessed.
     pub fn suggest(data_type: Option<&str>, json_type: Option<&str>) -> FieldType {
-        match data_type.unwrap_or("") {
-            "text" | "textarea" | "email" | "phone" | "website" | "url" | "picklist" | "autonumber" | "rich_text" => {
-                FieldType::Text
-            }
-            "integer" | "bigint" | "long" => FieldType::Integer,
-            "currency" | "double" | "decimal" | "percent" => FieldType::Decimal,
-            "boolean" => FieldType::Boolean,
-            "date" => FieldType::Date,
-            "datetime" => FieldType::Timestamp,
-            "multiselectpicklist" | "tags" => FieldType::TextList,
-            "lookup" | "ownerlookup" | "userlookup" => FieldType::LookupId,
-            _ => match json_type {
-                Some("string") => FieldType::Text,
-                Some("integer") => FieldType::Integer,
-                Some("double") => FieldType::Decimal,
-                Some("boolean") => FieldType::Boolean,
-                _ => FieldType::Json,
-            },
-        }
+        // Zoho's json_type is one of string, integer, double, boolean or a JSON shape; only the first four match.
+        let by_name = |name: &str| match name {
+            "text" | "textarea" | "rich_text" | "email" | "phone" | "website" | "url" => Some(T::Text),
+            "picklist" | "autonumber" | "string" => Some(T::Text),
+            "integer" | "bigint" | "long" => Some(T::Integer),
+            "currency" | "double" | "decimal" | "percent" => Some(T::Decimal),
+            "boolean" => Some(T::Boolean),
+            "date" => Some(T::Date),
+            "datetime" => Some(T::Timestamp),
+            "multiselectpicklist" | "tags" => Some(T::TextList),
+            "lookup" | "ownerlookup" | "userlookup" => Some(T::LookupId),
+            _ => None,
+        };
+        data_type.and_then(by_name).or_else(|| json_type.and_then(by_name)).unwrap_or(T::Json)
     }
 }
 
@@ -158,13 +156,11 @@ pub struct Column {
 impl Column {
     /// BigQuery's mode.
     pub fn mode(&self) -> &'static str {
-        if self.ty == FieldType::TextList {
-            "REPEATED"
-        } else if self.kept == Kept::Required && self.source != Source::Raw {
+        match (self.ty, self.kept) {
+            (T::TextList, _) => "REPEATED",
             // `raw` has been NULLABLE in BigQuery since the first release; new tables match the existing ones.
-            "REQUIRED"
-        } else {
-            "NULLABLE"
+            (_, Required) if self.source != Source::Raw => "REQUIRED",
+            _ => "NULLABLE",
         }
     }
 
@@ -216,58 +212,42 @@ const fn zoho(name: &'static str, field: &'static str, ty: FieldType, kept: Kept
 pub const KEY: &str = "deal_id";
 
 /// The standard columns of `closed_won_deals`, in order. Promoted columns follow them.
-pub static STANDARD: [Column; 28] = {
-    use FieldType as T;
-    use Kept::{Default, Optional, Required};
-    [
-        zoho("deal_id", "id", T::Id, Required, "Zoho record id of the deal"),
-        zoho("deal_name", "Deal_Name", T::Text, Optional, "Deal_Name"),
-        zoho(
-            "stage",
-            "Stage",
-            T::Text,
-            Required,
-            "Stage: Closed Won when the deal was synced; its new stage once reopened or lost (see is_closed_won)",
-        ),
-        zoho("amount", "Amount", T::Decimal, Optional, "Amount in the deal's currency, exact decimal"),
-        zoho("expected_revenue", "Expected_Revenue", T::Decimal, Optional, "Expected_Revenue in the deal's currency"),
-        zoho(
-            "exchange_rate",
-            "Exchange_Rate",
-            T::Decimal,
-            Optional,
-            "Exchange_Rate of the deal's currency as delivered",
-        ),
-        zoho("currency", "Currency", T::Text, Optional, "ISO currency code of amount and expected_revenue"),
-        zoho("probability", "Probability", T::Integer, Optional, "Probability in percent"),
-        zoho("closing_date", "Closing_Date", T::Date, Optional, "Closing_Date (YYYY-MM-DD)"),
-        zoho("account_id", "Account_Name", T::LookupId, Optional, "Account_Name.id"),
-        zoho("account_name", "Account_Name", T::LookupName, Optional, "Account_Name.name"),
-        zoho("contact_id", "Contact_Name", T::LookupId, Optional, "Contact_Name.id"),
-        zoho("contact_name", "Contact_Name", T::LookupName, Optional, "Contact_Name.name"),
-        zoho("owner_id", "Owner", T::LookupId, Optional, "Owner.id"),
-        zoho("owner_name", "Owner", T::LookupName, Optional, "Owner.name"),
-        zoho("owner_email", "Owner", T::LookupEmail, Optional, "Owner.email"),
-        zoho("pipeline", "Pipeline", T::Text, Optional, "Pipeline"),
-        zoho("type", "Type", T::Text, Optional, "Type"),
-        zoho("lead_source", "Lead_Source", T::Text, Optional, "Lead_Source"),
-        zoho("tags", "Tag", T::TextList, Default("'[]'"), "Tag names (a JSON array in SQLite)"),
-        zoho("created_time", "Created_Time", T::Timestamp, Optional, "Created_Time in UTC"),
-        zoho("modified_time", "Modified_Time", T::Timestamp, Required, "Modified_Time in UTC; the newer copy wins"),
-        column("raw", T::Json, Source::Raw, Required, "The complete record as received, custom fields included"),
-        column("sync_run_id", T::Text, Source::RunId, Required, "Run that last wrote the row"),
-        column("synced_at", T::Timestamp, Source::SyncedAt, Required, "When that run started"),
-        column(
-            "is_closed_won",
-            T::Boolean,
-            Source::Flag(true),
-            Default("1"),
-            "False once the deal was reopened or lost",
-        ),
-        column("is_deleted", T::Boolean, Source::Flag(false), Default("0"), "True once the deal was deleted in Zoho"),
-        column("deleted_time", T::Timestamp, Source::Unset, Optional, "When it was deleted in Zoho"),
-    ]
-};
+pub static STANDARD: [Column; 28] = [
+    zoho("deal_id", "id", T::Id, Required, "Zoho record id of the deal"),
+    zoho("deal_name", "Deal_Name", T::Text, Optional, "Deal_Name"),
+    zoho(
+        "stage",
+        "Stage",
+        T::Text,
+        Required,
+        "Stage: Closed Won when the deal was synced; its new stage once reopened or lost (see is_closed_won)",
+    ),
+    zoho("amount", "Amount", T::Decimal, Optional, "Amount in the deal's currency, exact decimal"),
+    zoho("expected_revenue", "Expected_Revenue", T::Decimal, Optional, "Expected_Revenue in the deal's currency"),
+    zoho("exchange_rate", "Exchange_Rate", T::Decimal, Optional, "Exchange_Rate of the deal's currency as delivered"),
+    zoho("currency", "Currency", T::Text, Optional, "ISO currency code of amount and expected_revenue"),
+    zoho("probability", "Probability", T::Integer, Optional, "Probability in percent"),
+    zoho("closing_date", "Closing_Date", T::Date, Optional, "Closing_Date (YYYY-MM-DD)"),
+    zoho("account_id", "Account_Name", T::LookupId, Optional, "Account_Name.id"),
+    zoho("account_name", "Account_Name", T::LookupName, Optional, "Account_Name.name"),
+    zoho("contact_id", "Contact_Name", T::LookupId, Optional, "Contact_Name.id"),
+    zoho("contact_name", "Contact_Name", T::LookupName, Optional, "Contact_Name.name"),
+    zoho("owner_id", "Owner", T::LookupId, Optional, "Owner.id"),
+    zoho("owner_name", "Owner", T::LookupName, Optional, "Owner.name"),
+    zoho("owner_email", "Owner", T::LookupEmail, Optional, "Owner.email"),
+    zoho("pipeline", "Pipeline", T::Text, Optional, "Pipeline"),
+    zoho("type", "Type", T::Text, Optional, "Type"),
+    zoho("lead_source", "Lead_Source", T::Text, Optional, "Lead_Source"),
+    zoho("tags", "Tag", T::TextList, Default("'[]'"), "Tag names (a JSON array in SQLite)"),
+    zoho("created_time", "Created_Time", T::Timestamp, Optional, "Created_Time in UTC"),
+    zoho("modified_time", "Modified_Time", T::Timestamp, Required, "Modified_Time in UTC; the newer copy wins"),
+    column("raw", T::Json, Source::Raw, Required, "The complete record as received, custom fields included"),
+    column("sync_run_id", T::Text, Source::RunId, Required, "Run that last wrote the row"),
+    column("synced_at", T::Timestamp, Source::SyncedAt, Required, "When that run started"),
+    column("is_closed_won", T::Boolean, Source::Flag(true), Default("1"), "False once the deal was reopened or lost"),
+    column("is_deleted", T::Boolean, Source::Flag(false), Default("0"), "True once the deal was deleted in Zoho"),
+    column("deleted_time", T::Timestamp, Source::Unset, Optional, "When it was deleted in Zoho"),
+];
 
 /// Positions in `STANDARD` of the columns the code itself reads (a unit test checks each name).
 pub mod col {
@@ -303,7 +283,6 @@ impl Promoted {
     }
 }
 
-/// The target table's columns for a run: the standard ones, then the promoted ones.
 pub fn columns(promoted: &[Promoted]) -> Vec<Column> {
     STANDARD.iter().cloned().chain(promoted.iter().map(Promoted::column)).collect()
 }
@@ -335,16 +314,6 @@ fn shortest<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&d.normalize())
 }
 
-impl Value {
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Text(t) => Some(t),
-            Value::Shared(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
 /// One deal, ready for any sink: a value per column of the run's table, in column order.
 #[derive(Debug, Clone)]
 pub struct DealRow {
@@ -353,13 +322,12 @@ pub struct DealRow {
 
 impl DealRow {
     pub fn deal_id(&self) -> &str {
-        self.values[col::DEAL_ID].as_str().expect("a row has a deal id")
+        let Value::Text(id) = &self.values[col::DEAL_ID] else { unreachable!("a row has a deal id") };
+        id
     }
 
     pub fn modified_time(&self) -> DateTime<Utc> {
-        let Value::Timestamp(t) = self.values[col::MODIFIED_TIME] else {
-            unreachable!("a row has a modification time")
-        };
+        let Value::Timestamp(t) = self.values[col::MODIFIED_TIME] else { unreachable!("a row has a modified time") };
         t
     }
 
@@ -374,7 +342,8 @@ impl DealRow {
     }
 
     pub fn currency(&self) -> Option<&str> {
-        self.values[col::CURRENCY].as_str()
+        let Value::Text(currency) = &self.values[col::CURRENCY] else { return None };
+        Some(currency)
     }
 
     pub fn raw(&self) -> &RawValue {
@@ -397,8 +366,7 @@ pub fn write_object(columns: &[Column], values: &[Value], buf: &mut Vec<u8>) {
 }
 
 fn write_members<'a>(members: impl Iterator<Item = (&'a Column, &'a Value)>, buf: &mut Vec<u8>) {
-    let mut json = serde_json::Serializer::new(buf);
-    json.collect_map(members.map(|(c, v)| (&c.name, v))).expect("values serialize");
+    serde_json::Serializer::new(buf).collect_map(members.map(|(c, v)| (&c.name, v))).expect("values serialize");
 }
 
 /// A record that could not be turned into a row, with the reason, kept for an operator to look at.
@@ -413,17 +381,13 @@ pub struct Quarantined {
 }
 
 /// The columns of `_dealsync_quarantine`.
-pub static QUARANTINE: [Column; 5] = {
-    use FieldType as T;
-    use Kept::{Optional, Required};
-    [
-        column("run_id", T::Text, Source::Unset, Required, "Run that met the record"),
-        column("deal_id", T::Text, Source::Unset, Optional, "Deal id, when readable"),
-        column("reason", T::Text, Source::Unset, Required, "field: problem"),
-        column("raw", T::Text, Source::Unset, Required, "The record as received"),
-        column("quarantined_at", T::Timestamp, Source::Unset, Required, "When"),
-    ]
-};
+pub static QUARANTINE: [Column; 5] = [
+    column("run_id", T::Text, Source::Unset, Required, "Run that met the record"),
+    column("deal_id", T::Text, Source::Unset, Optional, "Deal id, when readable"),
+    column("reason", T::Text, Source::Unset, Required, "field: problem"),
+    column("raw", T::Text, Source::Unset, Required, "The record as received"),
+    column("quarantined_at", T::Timestamp, Source::Unset, Required, "When"),
+];
 
 impl Quarantined {
     /// Its values in `QUARANTINE` order.
@@ -490,36 +454,28 @@ impl PastRun {
 }
 
 /// The columns of `_dealsync_runs`, named like the fields of `RunRecord`.
-pub static LEDGER: [Column; 17] = {
-    use FieldType as T;
-    use Kept::{Optional, Required};
-    const fn run(name: &'static str, ty: FieldType, kept: Kept, description: &'static str) -> Column {
-        column(name, ty, Source::Unset, kept, description)
-    }
-    [
-        run("run_id", T::Text, Required, "Run id"),
-        run("kind", T::Text, Required, "scheduled or backfill"),
-        run("window_field", T::Text, Required, "Modified_Time or Closing_Date"),
-        run("window_start", T::Timestamp, Required, "Window start (inclusive)"),
-        run("window_end", T::Timestamp, Required, "Window end (exclusive)"),
-        run("status", T::Text, Required, "success, partial, unavailable, config_error, internal_error"),
-        run("exit_code", T::Integer, Required, "Process exit code"),
-        run("started_at", T::Timestamp, Required, "Run start"),
-        run("finished_at", T::Timestamp, Required, "Run end"),
-        run("pages", T::Integer, Optional, "Pages of records fetched"),
-        run("deals_fetched", T::Integer, Optional, "Records received"),
-        run("rows_inserted", T::Integer, Optional, "New deals"),
-        run("rows_updated", T::Integer, Optional, "Deals replaced by a newer copy"),
-        run("rows_unchanged", T::Integer, Optional, "Deals already up to date"),
-        run("not_closed_won", T::Integer, Optional, "Records whose stage only contained Closed Won"),
-        run("quarantined", T::Integer, Optional, "Records quarantined"),
-        run("error", T::Text, Optional, "Why the run failed"),
-    ]
-};
+pub static LEDGER: [Column; 17] = [
+    column("run_id", T::Text, Source::Unset, Required, "Run id"),
+    column("kind", T::Text, Source::Unset, Required, "scheduled or backfill"),
+    column("window_field", T::Text, Source::Unset, Required, "Modified_Time or Closing_Date"),
+    column("window_start", T::Timestamp, Source::Unset, Required, "Window start (inclusive)"),
+    column("window_end", T::Timestamp, Source::Unset, Required, "Window end (exclusive)"),
+    column("status", T::Text, Source::Unset, Required, "success, partial, unavailable, config_error, internal_error"),
+    column("exit_code", T::Integer, Source::Unset, Required, "Process exit code"),
+    column("started_at", T::Timestamp, Source::Unset, Required, "Run start"),
+    column("finished_at", T::Timestamp, Source::Unset, Required, "Run end"),
+    column("pages", T::Integer, Source::Unset, Optional, "Pages of records fetched"),
+    column("deals_fetched", T::Integer, Source::Unset, Optional, "Records received"),
+    column("rows_inserted", T::Integer, Source::Unset, Optional, "New deals"),
+    column("rows_updated", T::Integer, Source::Unset, Optional, "Deals replaced by a newer copy"),
+    column("rows_unchanged", T::Integer, Source::Unset, Optional, "Deals already up to date"),
+    column("not_closed_won", T::Integer, Source::Unset, Optional, "Records whose stage only contained Closed Won"),
+    column("quarantined", T::Integer, Source::Unset, Optional, "Records quarantined"),
+    column("error", T::Text, Source::Unset, Optional, "Why the run failed"),
+];
 
 impl RunRecord {
-    /// Its values in `LEDGER` order: each column is the field of the same name. The window bounds keep the
-    /// offsets they were given (RFC 3339 text).
+    /// Its values in `LEDGER` order, each column the field of its name (window bounds as given, RFC 3339 text).
     pub fn values(&self) -> Vec<Value> {
         let fields = serde_json::to_value(self).expect("a run record serializes");
         let value = |c: &Column| match &fields[c.name.as_ref()] {
@@ -547,6 +503,17 @@ impl PartialEq for Value {
             (Value::TextList(a), Value::TextList(b)) => a == b,
             (Value::Json(a), Value::Json(b)) => a.get() == b.get(),
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Value {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(t) => Some(t),
+            Value::Shared(s) => Some(s),
+            _ => None,
         }
     }
 }

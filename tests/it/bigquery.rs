@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use dealsync::mapping::{map_json, Mapped, RunStamp};
+use dealsync::mapping::{Mapped, RunStamp};
 use dealsync_sim::SimConfig;
 use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::model::field_type::FieldType;
@@ -323,7 +323,7 @@ async fn a_run_killed_before_its_load_finished_is_repaired_by_the_next_run() {
     let sim = simulator(sim_config(6000)).await;
 
     // A run that staged a batch of rows and died before its MERGE: the real sink, never committed.
-    let stamp: RunStamp = "20261001T000000Z_deadbeef".parse().unwrap();
+    let stamp = stamp("20261001T000000Z_deadbeef");
     let mut killed = bq.sink(&stamp).await;
     killed.prepare().await.unwrap();
     killed.write_rows(october_rows(&sim, &stamp, 600)).await.unwrap();
@@ -348,7 +348,7 @@ async fn a_run_too_large_for_one_load_is_staged_in_parts_and_merged_once() {
     let host = required_emulator();
     let bq = TestBq::new(&host, "parts").await;
     let sim = simulator(sim_config(3000)).await;
-    let stamp: RunStamp = "20261001T000000Z_0000part".parse().unwrap();
+    let stamp = stamp("20261001T000000Z_0000part");
     let mut sink = bq.sink(&stamp).await.with_part_bytes(200_000);
     sink.prepare().await.unwrap();
     let rows = october_rows(&sim, &stamp, usize::MAX);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dealsync::mapping::{map_json, Mapped, RunStamp};
+use dealsync::mapping::Mapped;
 use dealsync_sim::data::Rng;
 use dealsync_sim::faults::FaultPlan;
 use dealsync_sim::SimConfig;
@@ -283,7 +283,7 @@ proptest! {
         closed_won in any::<bool>(),
         top in arb_json(),
     ) {
-        let stamp: RunStamp = "prop".parse().unwrap();
+        let stamp = stamp("prop");
         let mut obj = serde_json::Map::new();
         for (k, v) in fields {
             obj.insert(k.to_string(), v);

@@ -3,9 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use std::process::Command;
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, Utc};
+use dealsync::mapping::{Columns, Mapped, Mapper, RunStamp};
 use dealsync::window::{Window, WindowField};
+use dealsync::zoho::Page;
 use dealsync_sim::{self as sim, SimConfig, SimDeal, SimHandle};
 use serde_json::Value;
 
@@ -218,6 +221,20 @@ pub fn expected_ids(sim: &SimHandle, w: &Window) -> Vec<String> {
 
 pub fn utc(s: &str) -> DateTime<Utc> {
     at(s).with_timezone(&Utc)
+}
+
+/// A run's stamp: this run id, synced now, the standard columns.
+pub fn stamp(run_id: &str) -> RunStamp {
+    RunStamp { run_id: run_id.into(), synced_at: Utc::now(), columns: Arc::new(Columns::new(&[])) }
+}
+
+/// Maps one record given as JSON text, as a sync maps the records of a page. Panics unless `text` is one JSON
+/// value.
+pub fn map_json(text: &str, stamp: &RunStamp) -> Mapped {
+    match Page::of_records([text], false) {
+        Ok(page) if page.len() == 1 => Mapper::new(stamp).map(&page.get(0).expect("one record")),
+        _ => panic!("map_json needs one JSON value, got {text:?}"),
+    }
 }
 
 /// Points a command of one's own (run through `script`, as another user, with limits) at `sim`: its accounts
