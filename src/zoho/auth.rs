@@ -97,11 +97,7 @@ fn access_token(settings: &ZohoSettings, parsed: TokenResponse) -> Result<Access
     };
     let api_domain = match (&settings.api_domain, parsed.api_domain.as_deref()) {
         (Some(forced), _) => forced.clone(),
-        (None, Some(d)) => {
-            let url = Url::parse(d).map_err(|e| bad(d, e.to_string()))?;
-            trusted_api_domain(settings, &url).map_err(|problem| bad(d, problem))?;
-            url
-        }
+        (None, Some(d)) => trusted_api_domain(settings, d).map_err(|problem| bad(d, problem))?,
         (None, None) => return Err(bad("", "the answer has no api_domain".into())),
     };
     // `expires_in` is in seconds (3600). A missing or absurd value falls back to a conservative 55 minutes.
@@ -113,8 +109,9 @@ fn access_token(settings: &ZohoSettings, parsed: TokenResponse) -> Result<Access
 /// The access token goes to the host the token answer names: it must be an API host of the configured data
 /// centre (`*.zohoapis.eu` for `ZOHO_DC=eu`), or a loopback host when the accounts server is one (a simulator),
 /// with nothing but a scheme and a host.
-fn trusted_api_domain(settings: &ZohoSettings, url: &Url) -> Result<(), String> {
-    check_scheme(url)?;
+fn trusted_api_domain(settings: &ZohoSettings, api_domain: &str) -> Result<Url, String> {
+    let url = Url::parse(api_domain).map_err(|e| e.to_string())?;
+    check_scheme(&url)?;
     if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
         return Err("an API domain is a scheme and a host, without user-info, query or fragment".into());
     }
@@ -124,10 +121,10 @@ fn trusted_api_domain(settings: &ZohoSettings, url: &Url) -> Result<(), String> 
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let zoho = settings.data_centre.api_domain;
     if host == zoho || host.ends_with(&format!(".{zoho}")) {
-        return Ok(());
+        return Ok(url);
     }
-    if crate::config::is_loopback(url) && crate::config::is_loopback(&settings.accounts_url) {
-        return Ok(());
+    if crate::config::is_loopback(&url) && crate::config::is_loopback(&settings.accounts_url) {
+        return Ok(url);
     }
     Err(format!("it is not a Zoho API host of data centre {} (*.{zoho})", settings.data_centre.code))
 }
@@ -164,8 +161,7 @@ pub async fn exchange_grant(
         let reason = "the answer has no refresh_token (a Self Client grant code should always yield one)";
         ZohoError::invalid("the grant-code exchange", 200, reason)
     })?;
-    let scope = parsed.scope.take();
-    Ok(Exchanged { refresh_token, scope, api_domain: access_token(settings, parsed)?.api_domain })
+    Ok(Exchanged { refresh_token, scope: parsed.scope.take(), api_domain: access_token(settings, parsed)?.api_domain })
 }
 
 #[cfg(test)]
@@ -186,7 +182,7 @@ mod tests {
             crate::config::Settings::from_vars(vars, crate::config::Needs::ZohoCredentials).unwrap().zoho.unwrap()
         };
         let eu = settings("eu", "https://accounts.zoho.eu");
-        let ok = |s: &ZohoSettings, u: &str| trusted_api_domain(s, &Url::parse(u).unwrap());
+        let ok = |s: &ZohoSettings, u: &str| trusted_api_domain(s, u);
         assert!(ok(&eu, "https://www.zohoapis.eu").is_ok());
         assert!(ok(&eu, "https://sandbox.zohoapis.eu/").is_ok());
         for bad in [

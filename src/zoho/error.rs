@@ -46,9 +46,6 @@ pub enum ZohoError {
         retry_after: Option<Duration>,
     },
 
-    #[error("the search for {criteria} reached Zoho's 2000-record cap (LIMIT_REACHED)")]
-    LimitReached { criteria: String },
-
     #[error("could not complete {what}: {reason}")]
     Transport { what: String, reason: String },
 
@@ -112,7 +109,6 @@ impl ZohoError {
                 _ if *status == 401 || *status == 403 => Exit::Config,
                 _ => Exit::Internal,
             },
-            ZohoError::LimitReached { .. } => Exit::Internal,
             // The token endpoint's refusals: credentials or data centre to fix.
             _ => Exit::Config,
         }
@@ -131,9 +127,8 @@ fn hint(code: &str, details: &serde_json::Value) -> String {
             permission on Deals)"
         }
         "INVALID_TOKEN" | "INVALID_OAUTHTOKEN" | "AUTHENTICATION_FAILURE" => {
-            " (the access token was refused even \
-            after minting a new one: the token's data centre and the API domain disagree; check ZOHO_DC and \
-            ZOHO_API_DOMAIN)"
+            " (the access token was refused even after minting a new one: the token's data centre and the API \
+            domain disagree; check ZOHO_DC and ZOHO_API_DOMAIN)"
         }
         "INVALID_QUERY" => match details.get("api_name").and_then(|v| v.as_str()) {
             Some(f) => return format!(" (field `{f}` cannot be searched this way; check --window-field)"),

@@ -36,7 +36,6 @@ pub enum Origin {
     ById { ids: usize },
 }
 
-/// A page handed to the mapping stage.
 #[derive(Debug)]
 pub struct FetchedPage {
     pub page: Page,
@@ -80,7 +79,6 @@ enum Task {
     Slice(Window, u64),
     /// A slice too dense to cut: listed by id, then read by id.
     Dense(Window),
-    /// Up to 100 deals by id.
     ById(Vec<String>),
 }
 
@@ -108,7 +106,6 @@ pub struct Fetcher<'a, P = FetchedPage> {
 }
 
 impl<'a, P> Fetcher<'a, P> {
-    /// A fetcher that sends each page down `tx` as `stage` makes it.
     pub fn new(
         client: &'a ZohoClient,
         tx: mpsc::Sender<P>,
@@ -145,7 +142,6 @@ impl<'a, P> Fetcher<'a, P> {
         self.fields.lock().expect("not poisoned").clone()
     }
 
-    /// Shares the expected number of deals with a progress display.
     pub fn expected(mut self, expected: Arc<AtomicU64>) -> Self {
         self.expected = expected;
         self
@@ -331,24 +327,16 @@ fn by_id(ids: &[String]) -> Vec<Task> {
 
 /// `w` cut into `parts` slices of equal length, sharing the `estimate` of closed-won deals it holds.
 fn slices(w: Window, estimate: u64, parts: usize) -> Vec<Task> {
-    match w.split_into(parts) {
-        Some(pieces) => {
-            let each = estimate.div_ceil(pieces.len() as u64);
-            pieces.into_iter().map(|p| Task::Slice(p, each)).collect()
-        }
-        None => vec![Task::Slice(w, estimate)],
-    }
+    let pieces = w.split_into(parts).unwrap_or_else(|| vec![w]);
+    let each = estimate.div_ceil(pieces.len() as u64);
+    pieces.into_iter().map(|p| Task::Slice(p, each)).collect()
 }
 
 /// A slice whose first second alone fills a page: that second by id, the rest as a slice.
 fn dense_then_rest(w: &Window, estimate: u64) -> Vec<Task> {
     let second = Window { end: (w.start + chrono::TimeDelta::seconds(1)).min(w.end), ..w.clone() };
-    let mut tasks = Vec::new();
-    if second.end < w.end {
-        tasks.push(Task::Slice(Window { start: second.end, ..w.clone() }, estimate));
-    }
-    tasks.push(Task::Dense(second));
-    tasks
+    let rest = (second.end < w.end).then(|| Task::Slice(Window { start: second.end, ..w.clone() }, estimate));
+    rest.into_iter().chain([Task::Dense(second)]).collect()
 }
 
 /// One page from the `asked` parts of the same records read with different fields: each record's members (the first
@@ -399,9 +387,7 @@ fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
                     format!(",{}:{}", serde_json::to_string(name).expect("strings serialize"), value.get())
                 })
                 .collect();
-            m.text.truncate(m.text.trim_end().len() - 1);
-            m.text.push_str(&extra);
-            m.text.push('}');
+            m.text.insert_str(m.text.len() - 1, &extra);
         }
     }
     let whole = merged.iter().filter(|m| m.unreadable || m.parts_in == asked).map(|m| &m.text);
@@ -425,7 +411,6 @@ fn ascending_last_time(page: &Page, w: &Window) -> Option<(DateTime<FixedOffset>
     (!page.is_empty()).then_some((prev, before))
 }
 
-/// A record's `Modified_Time`, when it has a readable one.
 fn modified_time(r: Record<'_>) -> Option<DateTime<FixedOffset>> {
     #[derive(serde::Deserialize)]
     struct Modified<'a> {
