@@ -307,7 +307,7 @@ impl<'a, P> Fetcher<'a, P> {
         if !fields.is_empty() {
             return;
         }
-        if let Some(Ok(Members(members))) = page.get(0).map(Members::of) {
+        if let Some(Ok(Members(members))) = page.get(0).map(|r| serde_json::from_str(r.get())) {
             *fields = members.into_iter().map(|(k, _)| k.into_owned()).filter(|k| !k.starts_with('$')).collect();
         }
     }
@@ -358,7 +358,7 @@ fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
     let mut merged: Vec<Merged> = Vec::new();
     for (p, part) in parts.iter().enumerate() {
         for r in part.records() {
-            let (id, members) = (record_id(r), Members::of(r));
+            let (id, members) = (record_id(r), serde_json::from_str::<Members>(r.get()));
             let at = id.as_ref().and_then(|id| merged.iter().position(|m| m.id.as_ref() == Some(id)));
             let (m, more) = match (at, members) {
                 (None, members) => {

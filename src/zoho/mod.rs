@@ -234,14 +234,6 @@ impl ZohoClient {
         Ok(minted)
     }
 
-    /// Forgets `stale` if it is still the current token, so that the next request mints a fresh one.
-    async fn invalidate(&self, stale: &AccessToken) {
-        let mut guard = self.token.lock().await;
-        if guard.as_ref().is_some_and(|t| t.token.expose_secret() == stale.token.expose_secret()) {
-            *guard = None;
-        }
-    }
-
     /// Sends one API request with retries; `parse` turns a 2xx answer into the result (or an error worth a retry).
     async fn execute<T>(&self, call: Call<'_>, parse: Parse<'_, T>) -> Result<T, ZohoError> {
         // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
@@ -263,11 +255,9 @@ impl ZohoClient {
         }
         let method = if call.body.is_some() { Method::POST } else { Method::GET };
         let what = format!("{method} {url}");
-        let mut auth =
-            HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret())).map_err(|_| {
-                let reason = "the access token contains characters that cannot travel in a header";
-                ZohoError::invalid("the token response", 200, reason)
-            })?;
+        let reason = "the access token contains characters that cannot travel in a header";
+        let auth = HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret()));
+        let mut auth = auth.map_err(|_| ZohoError::invalid("the token response", 200, reason))?;
         auth.set_sensitive(true);
         let mut req = self.http.request(method, url).header(AUTHORIZATION, auth);
         if let Some(body) = call.body {
@@ -304,7 +294,8 @@ impl ZohoClient {
         let err = api_error(&what, status, &crate::telemetry::redact(&text, &secrets), retry_after);
         if let (true, ZohoError::Api { code, .. }) = (err.is_token_refused(), &err) {
             tracing::info!(event = "token_refused", code = %code, "Zoho refused the access token; minting a new one");
-            self.invalidate(&token).await;
+            // Forgotten only while still current (another request may have minted anew): the next request mints.
+            self.token.lock().await.take_if(|t| t.token.expose_secret() == token.token.expose_secret());
         }
         Err(err)
     }
@@ -319,12 +310,11 @@ impl ZohoClient {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         };
         let tried = crate::retry::retry(self.retry, what, op, ZohoError::is_retryable, ZohoError::retry_after, counted);
-        tried.await.map_err(|g| {
-            if g.error.is_retryable() {
-                ZohoError::Exhausted { attempts: g.attempts, elapsed: g.elapsed, last: Box::new(g.error) }
-            } else {
-                g.error
+        tried.await.map_err(|g| match g.error {
+            e if e.is_retryable() => {
+                ZohoError::Exhausted { attempts: g.attempts, elapsed: g.elapsed, last: Box::new(e) }
             }
+            e => e,
         })
     }
 }
