@@ -44,7 +44,6 @@ pub struct FetchedPage {
     pub keep: Option<usize>,
 }
 
-/// What fetching did, for the run summary.
 #[derive(Debug, Default, Clone)]
 pub struct FetchStats {
     /// Pages of records handed on (search pages and pages of records by id).
@@ -189,15 +188,6 @@ impl<'a, P> Fetcher<'a, P> {
     async fn task(&self, task: Task) -> Step {
         match task {
             Task::Count(root) => self.count_window(root).await,
-            Task::Slice(w, estimate)
-                if estimate > SLICE_TARGET
-                    && (w.field.is_date() || self.unordered.load(Ordering::Relaxed))
-                    && w.split_into(2).is_some() =>
-            {
-                // A slice that cannot be read in order is read in parts of a page's worth.
-                self.count(|c| c.slices_split += 1);
-                Ok(slices(w, estimate, estimate.div_ceil(SLICE_TARGET) as usize))
-            }
             Task::Slice(w, estimate) => self.slice(w, estimate).await,
             Task::Dense(w) => {
                 tracing::info!(event = "dense_slice", window = %w, "more closed-won deals than a search page in a slice that cannot be cut; reading them by id");
@@ -233,6 +223,12 @@ impl<'a, P> Fetcher<'a, P> {
     /// Reads a slice's next page: the whole slice when Zoho says there is no more; otherwise what the page
     /// proves, and the rest of the slice as another task.
     async fn slice(&self, w: Window, estimate: u64) -> Step {
+        let in_order = !w.field.is_date() && !self.unordered.load(Ordering::Relaxed);
+        if estimate > SLICE_TARGET && !in_order && w.split_into(2).is_some() {
+            // A slice that cannot be read in order is read in parts of a page's worth.
+            self.count(|c| c.slices_split += 1);
+            return Ok(slices(w, estimate, estimate.div_ceil(SLICE_TARGET) as usize));
+        }
         let criteria = closed_won_in(&w).to_string();
         let order = if w.field.is_date() { SearchOrder::Default } else { SearchOrder::ModifiedAsc };
         let Some(page) = self.guarded(self.client.search_page(&criteria, order, PER_PAGE)).await? else {
@@ -291,11 +287,8 @@ impl<'a, P> Fetcher<'a, P> {
         if fields.is_empty() {
             fields = self.guarded(self.client.fields("Deals")).await?.into_iter().map(|f| f.api_name).collect();
         }
-        for f in &self.required_fields {
-            if !fields.contains(f) {
-                fields.push(f.clone());
-            }
-        }
+        let missing: Vec<String> = self.required_fields.iter().filter(|f| !fields.contains(f)).cloned().collect();
+        fields.extend(missing);
         // `id` comes back anyway; asking for it would take one of the 50.
         fields.retain(|f| f != "id");
         Ok(fields)
@@ -380,13 +373,9 @@ fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
                 continue;
             }
             let Members(had) = serde_json::from_str(&m.text).expect("a merged record is an object");
-            let extra: String = more
-                .iter()
-                .filter(|(name, _)| !had.iter().any(|(h, _)| h == name))
-                .map(|(name, value)| {
-                    format!(",{}:{}", serde_json::to_string(name).expect("strings serialize"), value.get())
-                })
-                .collect();
+            let new = more.iter().filter(|(name, _)| !had.iter().any(|(h, _)| h == name));
+            let extra: String =
+                new.map(|(name, value)| format!(",{}:{}", serde_json::json!(name), value.get())).collect();
             m.text.insert_str(m.text.len() - 1, &extra);
         }
     }

@@ -79,7 +79,6 @@ impl ZohoClient {
             .user_agent(concat!("dealsync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .timeout(request_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ZohoError::transport("building the HTTP client", &e))?;
