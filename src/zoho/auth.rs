@@ -61,31 +61,27 @@ async fn post_grant(
         Err(_) if status >= 500 || status == 429 => return Err(unavailable()),
         Err(e) => return Err(ZohoError::invalid(&what, status, format!("not a token response ({e})"))),
     };
+    // The endpoint's `error` (and `error_description`): the grant code's refusal, a mint's, or a throttle.
     if let Some(error) = parsed.error.as_deref() {
-        return Err(refusal(accounts, error, parsed.error_description.as_deref(), &form));
+        let description = parsed.error_description.as_deref();
+        let throttled =
+            error.eq_ignore_ascii_case("Access Denied") || description.is_some_and(|d| d.contains("too many requests"));
+        // The server's words may echo the form (the client secret, the refresh token or grant code).
+        let secrets: Vec<&str> = form.iter().map(|(_, v)| *v).collect();
+        let clean = |text: &str| crate::telemetry::one_line(&crate::telemetry::redact(text, &secrets));
+        return Err(match error {
+            _ if throttled => ZohoError::MintThrottled { accounts },
+            "invalid_code" if key == "code" => ZohoError::GrantCodeRefused { accounts },
+            "invalid_code" => ZohoError::InvalidCode { accounts },
+            "invalid_client" => ZohoError::InvalidClient { accounts },
+            "invalid_client_secret" => ZohoError::InvalidClientSecret { accounts },
+            other => ZohoError::TokenEndpoint { accounts, error: clean(other), description: description.map(clean) },
+        });
     }
     match parsed.access_token {
         Some(_) => Ok(parsed),
         None if status >= 500 => Err(unavailable()),
         None => Err(ZohoError::invalid(&what, status, "no access_token and no error in the answer")),
-    }
-}
-
-/// The token endpoint's `error` (and `error_description`) as the error to tell the operator; `form` tells a
-/// grant-code exchange (whose code may be refused) from a mint.
-fn refusal(accounts: String, error: &str, description: Option<&str>, form: &[(&str, &str)]) -> ZohoError {
-    let throttled =
-        error.eq_ignore_ascii_case("Access Denied") || description.is_some_and(|d| d.contains("too many requests"));
-    // The server's words may echo the form (the client secret, the refresh token or grant code).
-    let secrets: Vec<&str> = form.iter().map(|(_, v)| *v).collect();
-    let clean = |text: &str| crate::telemetry::one_line(&crate::telemetry::redact(text, &secrets));
-    match error {
-        _ if throttled => ZohoError::MintThrottled { accounts },
-        "invalid_code" if form[0].0 == "code" => ZohoError::GrantCodeRefused { accounts },
-        "invalid_code" => ZohoError::InvalidCode { accounts },
-        "invalid_client" => ZohoError::InvalidClient { accounts },
-        "invalid_client_secret" => ZohoError::InvalidClientSecret { accounts },
-        other => ZohoError::TokenEndpoint { accounts, error: clean(other), description: description.map(clean) },
     }
 }
 
@@ -120,10 +116,8 @@ fn trusted_api_domain(settings: &ZohoSettings, api_domain: &str) -> Result<Url, 
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let zoho = settings.data_centre.api_domain;
-    if host == zoho || host.ends_with(&format!(".{zoho}")) {
-        return Ok(url);
-    }
-    if crate::config::is_loopback(&url) && crate::config::is_loopback(&settings.accounts_url) {
+    let simulator = crate::config::is_loopback(&url) && crate::config::is_loopback(&settings.accounts_url);
+    if host == zoho || host.ends_with(&format!(".{zoho}")) || simulator {
         return Ok(url);
     }
     Err(format!("it is not a Zoho API host of data centre {} (*.{zoho})", settings.data_centre.code))
@@ -157,10 +151,9 @@ pub async fn exchange_grant(
 ) -> Result<Exchanged, ZohoError> {
     let code = ("code", grant_code.expose_secret());
     let mut parsed = post_grant(http, settings, code, "authorization_code").await?;
-    let refresh_token = parsed.refresh_token.take().ok_or_else(|| {
-        let reason = "the answer has no refresh_token (a Self Client grant code should always yield one)";
-        ZohoError::invalid("the grant-code exchange", 200, reason)
-    })?;
+    let reason = "the answer has no refresh_token (a Self Client grant code should always yield one)";
+    let missing = || ZohoError::invalid("the grant-code exchange", 200, reason);
+    let refresh_token = parsed.refresh_token.take().ok_or_else(missing)?;
     Ok(Exchanged { refresh_token, scope: parsed.scope.take(), api_domain: access_token(settings, parsed)?.api_domain })
 }
 

@@ -78,9 +78,8 @@ fn coql_window(stage_op: &str, window: &Window) -> (String, String) {
 pub fn coql_keyset_page(columns: &str, stage_op: &str, window: &Window, after_id: Option<&str>) -> String {
     let (stage_and_start, before_end) = coql_window(stage_op, window);
     let id_cond = after_id.map_or("id is not null".to_string(), |id| format!("id > {}", coql_literal(id)));
-    format!(
-        "select {columns} from Deals where (({stage_and_start}) and ({before_end} and {id_cond})) order by id asc limit {COQL_LIMIT}"
-    )
+    let filter = format!("(({stage_and_start}) and ({before_end} and {id_cond}))");
+    format!("select {columns} from Deals where {filter} order by id asc limit {COQL_LIMIT}")
 }
 
 /// Counts the deals whose stage is exactly "Closed Won" in a window (COQL compares exactly, unlike search).

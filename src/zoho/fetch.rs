@@ -220,8 +220,8 @@ impl<'a, P> Fetcher<'a, P> {
         Ok(slices(root, n, wanted))
     }
 
-    /// Reads a slice's next page: the whole slice when Zoho says there is no more; otherwise what the page
-    /// proves, and the rest of the slice as another task.
+    /// Reads a slice's next page (unless it cannot be read in order: then it is cut first): the whole slice when
+    /// Zoho says there is no more; otherwise what the page proves, and the rest of the slice as another task.
     async fn slice(&self, w: Window, estimate: u64) -> Step {
         let in_order = !w.field.is_date() && !self.unordered.load(Ordering::Relaxed);
         if estimate > SLICE_TARGET && !in_order && w.split_into(2).is_some() {
@@ -297,10 +297,8 @@ impl<'a, P> Fetcher<'a, P> {
     /// Notes the fields search returns (its first record's keys, Zoho's `$` system keys aside).
     fn learn_fields(&self, page: &Page) {
         let mut fields = self.fields.lock().expect("not poisoned");
-        if !fields.is_empty() {
-            return;
-        }
-        if let Some(Ok(Members(members))) = page.get(0).map(|r| serde_json::from_str(r.get())) {
+        let first = page.get(0).filter(|_| fields.is_empty());
+        if let Some(Ok(Members(members))) = first.map(|r| serde_json::from_str(r.get())) {
             *fields = members.into_iter().map(|(k, _)| k.into_owned()).filter(|k| !k.starts_with('$')).collect();
         }
     }

@@ -198,12 +198,8 @@ impl ZohoClient {
         // A first mint that is throttled ends the run (say so, exit 78). A re-mint in the middle of a run waits
         // out the throttle instead of hammering the endpoint, within the retry deadline.
         let remint = self.stats.token_mints.load(Ordering::Relaxed) > 0;
-        let throttle = RetryPolicy {
-            max_attempts: usize::MAX,
-            min_delay: self.retry.max_delay,
-            max_delay: Duration::from_secs(300),
-            deadline: self.retry.deadline,
-        };
+        let (min_delay, max_delay) = (self.retry.max_delay, Duration::from_secs(300));
+        let throttle = RetryPolicy { max_attempts: usize::MAX, min_delay, max_delay, ..self.retry };
         let mint = || {
             self.with_retries("minting an access token", || async {
                 let now = crate::telemetry::micros_since_start().max(1);
@@ -227,10 +223,9 @@ impl ZohoClient {
         if minted.is_ok() || self.first_mint.borrow().is_none() {
             self.first_mint.send_replace(Some(minted.is_ok()));
         }
-        let minted = minted?;
+        let minted = guard.insert(minted?);
         tracing::debug!(event = "token_minted", api_domain = %minted.api_domain, "minted an access token");
-        *guard = Some(minted.clone());
-        Ok(minted)
+        Ok(minted.clone())
     }
 
     /// Sends one API request with retries; `parse` turns a 2xx answer into the result (or an error worth a retry).

@@ -12,7 +12,6 @@ use serde_json::value::RawValue;
 /// One record of a page, exactly as received (checked JSON).
 pub type Record<'a> = &'a RawValue;
 
-/// A page of records as Zoho sent them.
 #[derive(Debug, Default)]
 pub struct Page {
     records: Vec<Box<RawValue>>,
