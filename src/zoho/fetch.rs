@@ -214,10 +214,8 @@ impl<'a, P> Fetcher<'a, P> {
         self.count(|c| c.root_count = c.root_count.or(Some(n)));
         // A window Zoho counts empty is still searched once: that checks the search API (its scope) every night.
         // A Closing_Date window cannot be read in order (search does not sort on a date field): a page's worth each.
-        let small = n.div_ceil(SLICE_TARGET) as usize;
-        let wanted =
-            if root.field.is_date() { small.max(1) } else { small.clamp(1, self.concurrency * SLICES_PER_REQUEST) };
-        Ok(slices(root, n, wanted))
+        let most = if root.field.is_date() { usize::MAX } else { self.concurrency * SLICES_PER_REQUEST };
+        Ok(slices(root, n, (n.div_ceil(SLICE_TARGET) as usize).clamp(1, most)))
     }
 
     /// Reads a slice's next page (unless it cannot be read in order: then it is cut first): the whole slice when
