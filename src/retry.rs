@@ -2,7 +2,7 @@
 //! waiting out a throttle, polling a job. *Which* errors are worth a retry is decided by each client, which
 //! knows its protocol, and passed in as a predicate; this module only owns the timing.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -48,83 +48,58 @@ pub struct GaveUp<E> {
 
 /// Runs `op` again, after the policy's next wait (no jitter), while `when` says its error is worth it; `notify`
 /// hears of each wait. For waits with their own rules (a throttle, a refused token); [`retry`] is the usual one.
-pub async fn again<T, E, F, Fut>(
+pub async fn again<T, E, Fut: Future<Output = Result<T, E>>>(
     policy: RetryPolicy,
-    op: F,
+    op: impl FnMut() -> Fut,
     when: impl FnMut(&E) -> bool,
     notify: impl FnMut(&E, Duration),
-) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
+) -> Result<T, E> {
     op.retry(policy.backoff()).sleep(tokio::time::sleep).when(when).notify(notify).await
 }
 
 /// Looks at something (a BigQuery job) until it is done (`Some`) or failed, waiting from `first` up to `cap`
 /// between looks as [`again`] does; after `limit` in all, fails with `timed_out()`.
-pub async fn poll<T, E, F, Fut>(
+pub async fn poll<T, E, Fut: Future<Output = Result<Option<T>, E>>>(
     first: Duration,
     cap: Duration,
     limit: Duration,
-    mut look: F,
+    mut look: impl FnMut() -> Fut,
     timed_out: impl FnOnce() -> E,
-) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>, E>>,
-{
+) -> Result<T, E> {
     let policy = RetryPolicy { max_attempts: usize::MAX, min_delay: first, max_delay: cap, deadline: Duration::MAX };
     // The error `None` is "not done yet": look again.
     let once = || {
         let looked = look();
         async move { looked.await.map_err(Some)?.ok_or(None) }
     };
-    match tokio::time::timeout(limit, again(policy, once, Option::is_none, |_, _| {})).await {
-        Ok(Ok(done)) => Ok(done),
-        Ok(Err(Some(e))) => Err(e),
-        _ => Err(timed_out()),
-    }
+    let looked = tokio::time::timeout(limit, again(policy, once, Option::is_none, |_, _| {})).await;
+    looked.unwrap_or(Err(None)).map_err(|e| e.unwrap_or_else(timed_out))
 }
 
 /// Runs `op` until it succeeds, fails with an error `when` does not call worth a retry, or the policy is
 /// spent. `asked` is the delay the server asked for in an error, if any; `on_retry` is called once per retry
 /// (for counters), and each retry also logs one `warn` event.
-pub async fn retry<T, E, F, Fut>(
+pub async fn retry<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
     policy: RetryPolicy,
     what: &str,
-    mut op: F,
+    op: impl FnMut() -> Fut,
     when: impl Fn(&E) -> bool,
     asked: impl Fn(&E) -> Option<Duration>,
     on_retry: impl Fn(),
-) -> Result<T, GaveUp<E>>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let started = Instant::now();
-    let attempts = AtomicUsize::new(0);
-    (|| {
-        attempts.fetch_add(1, Ordering::Relaxed);
-        op()
-    })
-    .retry(policy.backoff().with_jitter())
-    .sleep(tokio::time::sleep)
-    .when(when)
-    .adjust(|e, d| d.map(|d| asked(e).map_or(d, |ra| ra.clamp(d, policy.deadline.max(d)))))
-    .notify(|e, delay| {
-        on_retry();
-        tracing::warn!(
-            event = "retry",
-            attempt = attempts.load(Ordering::Relaxed),
-            delay_ms = delay.as_millis() as u64,
-            reason = %e,
-            "retrying {what}"
-        );
-    })
-    .await
-    .map_err(|error| GaveUp { error, attempts: attempts.load(Ordering::Relaxed), elapsed: started.elapsed() })
+) -> Result<T, GaveUp<E>> {
+    let (started, mut attempts) = (Instant::now(), 1);
+    op.retry(policy.backoff().with_jitter())
+        .sleep(tokio::time::sleep)
+        .when(when)
+        .adjust(|e, d| d.map(|d| asked(e).map_or(d, |ra| ra.clamp(d, policy.deadline.max(d)))))
+        .notify(|e, delay| {
+            on_retry();
+            let delay_ms = delay.as_millis() as u64;
+            tracing::warn!(event = "retry", attempt = attempts, delay_ms, reason = %e, "retrying {what}");
+            attempts += 1;
+        })
+        .await
+        .map_err(|error| GaveUp { error, attempts, elapsed: started.elapsed() })
 }
 
 #[cfg(test)]

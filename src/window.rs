@@ -21,11 +21,8 @@ impl Window {
     /// Builds a window, checking that it is not empty or reversed and that date windows are whole days.
     pub fn new(field: WindowField, start: DateTime<FixedOffset>, end: DateTime<FixedOffset>) -> Result<Window, String> {
         if start >= end {
-            return Err(format!(
-                "the window is empty: start {} is not before end {}",
-                start.to_rfc3339_opts(SecondsFormat::Secs, false),
-                end.to_rfc3339_opts(SecondsFormat::Secs, false)
-            ));
+            let at = |t: DateTime<FixedOffset>| t.to_rfc3339_opts(SecondsFormat::Secs, false);
+            return Err(format!("the window is empty: start {} is not before end {}", at(start), at(end)));
         }
         if field.is_date() && (start.time() != NaiveTime::MIN || end.time() != NaiveTime::MIN) {
             return Err(format!("{field} is a date field: give whole dates (YYYY-MM-DD) for --from and --to"));

@@ -61,31 +61,27 @@ async fn post_grant(
         Err(_) if status >= 500 || status == 429 => return Err(unavailable()),
         Err(e) => return Err(ZohoError::invalid(&what, status, format!("not a token response ({e})"))),
     };
+    // The endpoint's `error` (and `error_description`): the grant code's refusal, a mint's, or a throttle.
     if let Some(error) = parsed.error.as_deref() {
-        return Err(refusal(accounts, error, parsed.error_description.as_deref(), &form));
+        let description = parsed.error_description.as_deref();
+        let throttled =
+            error.eq_ignore_ascii_case("Access Denied") || description.is_some_and(|d| d.contains("too many requests"));
+        // The server's words may echo the form (the client secret, the refresh token or grant code).
+        let secrets: Vec<&str> = form.iter().map(|(_, v)| *v).collect();
+        let clean = |text: &str| crate::telemetry::one_line(&crate::telemetry::redact(text, &secrets));
+        return Err(match error {
+            _ if throttled => ZohoError::MintThrottled { accounts },
+            "invalid_code" if key == "code" => ZohoError::GrantCodeRefused { accounts },
+            "invalid_code" => ZohoError::InvalidCode { accounts },
+            "invalid_client" => ZohoError::InvalidClient { accounts },
+            "invalid_client_secret" => ZohoError::InvalidClientSecret { accounts },
+            other => ZohoError::TokenEndpoint { accounts, error: clean(other), description: description.map(clean) },
+        });
     }
     match parsed.access_token {
         Some(_) => Ok(parsed),
         None if status >= 500 => Err(unavailable()),
         None => Err(ZohoError::invalid(&what, status, "no access_token and no error in the answer")),
-    }
-}
-
-/// The token endpoint's `error` (and `error_description`) as the error to tell the operator; `form` tells a
-/// grant-code exchange (whose code may be refused) from a mint.
-fn refusal(accounts: String, error: &str, description: Option<&str>, form: &[(&str, &str)]) -> ZohoError {
-    let throttled =
-        error.eq_ignore_ascii_case("Access Denied") || description.is_some_and(|d| d.contains("too many requests"));
-    // The server's words may echo the form (the client secret, the refresh token or grant code).
-    let secrets: Vec<&str> = form.iter().map(|(_, v)| *v).collect();
-    let clean = |text: &str| crate::telemetry::one_line(&crate::telemetry::redact(text, &secrets));
-    match error {
-        _ if throttled => ZohoError::MintThrottled { accounts },
-        "invalid_code" if form[0].0 == "code" => ZohoError::GrantCodeRefused { accounts },
-        "invalid_code" => ZohoError::InvalidCode { accounts },
-        "invalid_client" => ZohoError::InvalidClient { accounts },
-        "invalid_client_secret" => ZohoError::InvalidClientSecret { accounts },
-        other => ZohoError::TokenEndpoint { accounts, error: clean(other), description: description.map(clean) },
     }
 }
 
@@ -97,11 +93,7 @@ fn access_token(settings: &ZohoSettings, parsed: TokenResponse) -> Result<Access
     };
     let api_domain = match (&settings.api_domain, parsed.api_domain.as_deref()) {
         (Some(forced), _) => forced.clone(),
-        (None, Some(d)) => {
-            let url = Url::parse(d).map_err(|e| bad(d, e.to_string()))?;
-            trusted_api_domain(settings, &url).map_err(|problem| bad(d, problem))?;
-            url
-        }
+        (None, Some(d)) => trusted_api_domain(settings, d).map_err(|problem| bad(d, problem))?,
         (None, None) => return Err(bad("", "the answer has no api_domain".into())),
     };
     // `expires_in` is in seconds (3600). A missing or absurd value falls back to a conservative 55 minutes.
@@ -113,8 +105,9 @@ fn access_token(settings: &ZohoSettings, parsed: TokenResponse) -> Result<Access
 /// The access token goes to the host the token answer names: it must be an API host of the configured data
 /// centre (`*.zohoapis.eu` for `ZOHO_DC=eu`), or a loopback host when the accounts server is one (a simulator),
 /// with nothing but a scheme and a host.
-fn trusted_api_domain(settings: &ZohoSettings, url: &Url) -> Result<(), String> {
-    check_scheme(url)?;
+fn trusted_api_domain(settings: &ZohoSettings, api_domain: &str) -> Result<Url, String> {
+    let url = Url::parse(api_domain).map_err(|e| e.to_string())?;
+    check_scheme(&url)?;
     if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
         return Err("an API domain is a scheme and a host, without user-info, query or fragment".into());
     }
@@ -123,11 +116,9 @@ fn trusted_api_domain(settings: &ZohoSettings, url: &Url) -> Result<(), String> 
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let zoho = settings.data_centre.api_domain;
-    if host == zoho || host.ends_with(&format!(".{zoho}")) {
-        return Ok(());
-    }
-    if crate::config::is_loopback(url) && crate::config::is_loopback(&settings.accounts_url) {
-        return Ok(());
+    let simulator = crate::config::is_loopback(&url) && crate::config::is_loopback(&settings.accounts_url);
+    if host == zoho || host.ends_with(&format!(".{zoho}")) || simulator {
+        return Ok(url);
     }
     Err(format!("it is not a Zoho API host of data centre {} (*.{zoho})", settings.data_centre.code))
 }
@@ -160,12 +151,10 @@ pub async fn exchange_grant(
 ) -> Result<Exchanged, ZohoError> {
     let code = ("code", grant_code.expose_secret());
     let mut parsed = post_grant(http, settings, code, "authorization_code").await?;
-    let refresh_token = parsed.refresh_token.take().ok_or_else(|| {
-        let reason = "the answer has no refresh_token (a Self Client grant code should always yield one)";
-        ZohoError::invalid("the grant-code exchange", 200, reason)
-    })?;
-    let scope = parsed.scope.take();
-    Ok(Exchanged { refresh_token, scope, api_domain: access_token(settings, parsed)?.api_domain })
+    let reason = "the answer has no refresh_token (a Self Client grant code should always yield one)";
+    let missing = || ZohoError::invalid("the grant-code exchange", 200, reason);
+    let refresh_token = parsed.refresh_token.take().ok_or_else(missing)?;
+    Ok(Exchanged { refresh_token, scope: parsed.scope.take(), api_domain: access_token(settings, parsed)?.api_domain })
 }
 
 #[cfg(test)]
@@ -186,7 +175,7 @@ mod tests {
             crate::config::Settings::from_vars(vars, crate::config::Needs::ZohoCredentials).unwrap().zoho.unwrap()
         };
         let eu = settings("eu", "https://accounts.zoho.eu");
-        let ok = |s: &ZohoSettings, u: &str| trusted_api_domain(s, &Url::parse(u).unwrap());
+        let ok = |s: &ZohoSettings, u: &str| trusted_api_domain(s, u);
         assert!(ok(&eu, "https://www.zohoapis.eu").is_ok());
         assert!(ok(&eu, "https://sandbox.zohoapis.eu/").is_ok());
         for bad in [

@@ -15,50 +15,39 @@ pub const COQL_LIMIT: u32 = 2000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Equals,
-    StartsWith,
     GreaterEqual,
     LessThan,
-    In,
 }
 
-/// A criteria expression: `(field:operator:value[,value…])` terms combined pairwise with `and` / `or`.
+/// A criteria expression: `(field:operator:value)` terms combined pairwise with `and`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
-    Cond(String, Op, Vec<String>),
+    Cond(String, Op, String),
     And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
 }
 
 impl Expr {
-    pub fn cond(field: &str, op: Op, values: &[&str]) -> Expr {
-        Expr::Cond(field.to_string(), op, values.iter().map(|v| v.to_string()).collect())
+    pub fn cond(field: &str, op: Op, value: &str) -> Expr {
+        Expr::Cond(field.to_string(), op, value.to_string())
     }
 
     pub fn and(self, other: Expr) -> Expr {
         Expr::And(Box::new(self), Box::new(other))
-    }
-
-    pub fn or(self, other: Expr) -> Expr {
-        Expr::Or(Box::new(self), Box::new(other))
     }
 }
 
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Expr::Cond(field, op, values) => {
+            Expr::Cond(field, op, value) => {
                 let op = match op {
                     Op::Equals => "equals",
-                    Op::StartsWith => "starts_with",
                     Op::GreaterEqual => "greater_equal",
                     Op::LessThan => "less_than",
-                    Op::In => "in",
                 };
-                let values: Vec<String> = values.iter().map(|v| escape_value(v)).collect();
-                write!(f, "({field}:{op}:{})", values.join(","))
+                write!(f, "({field}:{op}:{})", escape_value(value))
             }
             Expr::And(a, b) => write!(f, "({a}and{b})"),
-            Expr::Or(a, b) => write!(f, "({a}or{b})"),
         }
     }
 }
@@ -71,9 +60,9 @@ pub fn escape_value(v: &str) -> String {
 /// The search criteria for closed-won deals in a window: stage, then the half-open range on the window field.
 pub fn closed_won_in(window: &Window) -> Expr {
     let field = window.field.api_name();
-    let from = Expr::cond(field, Op::GreaterEqual, &[&window.start_str()]);
-    let range = from.and(Expr::cond(field, Op::LessThan, &[&window.end_str()]));
-    Expr::cond("Stage", Op::Equals, &[CLOSED_WON]).and(range)
+    let from = Expr::cond(field, Op::GreaterEqual, &window.start_str());
+    let range = from.and(Expr::cond(field, Op::LessThan, &window.end_str()));
+    Expr::cond("Stage", Op::Equals, CLOSED_WON).and(range)
 }
 
 /// The COQL conditions on a window: deals whose Stage compares with `stage_op` (`=` or `!=`) to "Closed Won",
@@ -89,9 +78,8 @@ fn coql_window(stage_op: &str, window: &Window) -> (String, String) {
 pub fn coql_keyset_page(columns: &str, stage_op: &str, window: &Window, after_id: Option<&str>) -> String {
     let (stage_and_start, before_end) = coql_window(stage_op, window);
     let id_cond = after_id.map_or("id is not null".to_string(), |id| format!("id > {}", coql_literal(id)));
-    format!(
-        "select {columns} from Deals where (({stage_and_start}) and ({before_end} and {id_cond})) order by id asc limit {COQL_LIMIT}"
-    )
+    let filter = format!("(({stage_and_start}) and ({before_end} and {id_cond}))");
+    format!("select {columns} from Deals where {filter} order by id asc limit {COQL_LIMIT}")
 }
 
 /// Counts the deals whose stage is exactly "Closed Won" in a window (COQL compares exactly, unlike search).
@@ -113,8 +101,8 @@ mod tests {
 
     #[test]
     fn renders_the_documented_shape() {
-        let e = Expr::cond("Last_Name", Op::Equals, &["Burns,B"]).and(Expr::cond("First_Name", Op::StartsWith, &["M"]));
-        assert_eq!(e.to_string(), r"((Last_Name:equals:Burns\,B)and(First_Name:starts_with:M))");
+        let e = Expr::cond("Last_Name", Op::Equals, "Burns,B").and(Expr::cond("First_Name", Op::LessThan, "M"));
+        assert_eq!(e.to_string(), r"((Last_Name:equals:Burns\,B)and(First_Name:less_than:M))");
     }
 
     #[test]

@@ -46,9 +46,6 @@ pub enum ZohoError {
         retry_after: Option<Duration>,
     },
 
-    #[error("the search for {criteria} reached Zoho's 2000-record cap (LIMIT_REACHED)")]
-    LimitReached { criteria: String },
-
     #[error("could not complete {what}: {reason}")]
     Transport { what: String, reason: String },
 
@@ -101,10 +98,8 @@ impl ZohoError {
 
     pub fn exit(&self) -> Exit {
         match self {
-            ZohoError::Exhausted { .. } | ZohoError::Transport { .. } | ZohoError::InvalidBody { .. } => {
-                Exit::Unavailable
-            }
-            ZohoError::Api { status, code, details, .. } => match code.as_str() {
+            Self::Exhausted { .. } | Self::Transport { .. } | Self::InvalidBody { .. } => Exit::Unavailable,
+            Self::Api { status, code, details, .. } => match code.as_str() {
                 "NOT_SUPPORTED" | "NO_FIELDS_METADATA" => Exit::Config,
                 // A code with a hint is one the operator fixes.
                 _ if !hint(code, details).is_empty() => Exit::Config,
@@ -112,7 +107,6 @@ impl ZohoError {
                 _ if *status == 401 || *status == 403 => Exit::Config,
                 _ => Exit::Internal,
             },
-            ZohoError::LimitReached { .. } => Exit::Internal,
             // The token endpoint's refusals: credentials or data centre to fix.
             _ => Exit::Config,
         }
@@ -127,13 +121,11 @@ fn hint(code: &str, details: &serde_json::Value) -> String {
             ZohoSearch.securesearch.READ, ZohoCRM.coql.READ and ZohoCRM.settings.fields.READ)"
         }
         "NO_PERMISSION" => {
-            " (the Zoho user behind the refresh token may not read Deals; give its profile read \
-            permission on Deals)"
+            " (the Zoho user behind the refresh token may not read Deals; give its profile read permission on Deals)"
         }
         "INVALID_TOKEN" | "INVALID_OAUTHTOKEN" | "AUTHENTICATION_FAILURE" => {
-            " (the access token was refused even \
-            after minting a new one: the token's data centre and the API domain disagree; check ZOHO_DC and \
-            ZOHO_API_DOMAIN)"
+            " (the access token was refused even after minting a new one: the token's data centre and the API \
+            domain disagree; check ZOHO_DC and ZOHO_API_DOMAIN)"
         }
         "INVALID_QUERY" => match details.get("api_name").and_then(|v| v.as_str()) {
             Some(f) => return format!(" (field `{f}` cannot be searched this way; check --window-field)"),
@@ -148,14 +140,11 @@ fn hint(code: &str, details: &serde_json::Value) -> String {
 
 /// A reqwest error in words, without its URL (the caller names the request) and with its causes.
 pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "the response body broke off"
-    } else {
-        "the request failed"
+    let kind = match e {
+        e if e.is_timeout() => "timed out",
+        e if e.is_connect() => "could not connect",
+        e if e.is_body() || e.is_decode() => "the response body broke off",
+        _ => "the request failed",
     };
     let causes = std::iter::successors(std::error::Error::source(e), |s| s.source());
     causes.fold(kind.to_string(), |msg, cause| format!("{msg}: {cause}"))

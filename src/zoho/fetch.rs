@@ -36,7 +36,6 @@ pub enum Origin {
     ById { ids: usize },
 }
 
-/// A page handed to the mapping stage.
 #[derive(Debug)]
 pub struct FetchedPage {
     pub page: Page,
@@ -45,7 +44,6 @@ pub struct FetchedPage {
     pub keep: Option<usize>,
 }
 
-/// What fetching did, for the run summary.
 #[derive(Debug, Default, Clone)]
 pub struct FetchStats {
     /// Pages of records handed on (search pages and pages of records by id).
@@ -80,7 +78,6 @@ enum Task {
     Slice(Window, u64),
     /// A slice too dense to cut: listed by id, then read by id.
     Dense(Window),
-    /// Up to 100 deals by id.
     ById(Vec<String>),
 }
 
@@ -108,7 +105,6 @@ pub struct Fetcher<'a, P = FetchedPage> {
 }
 
 impl<'a, P> Fetcher<'a, P> {
-    /// A fetcher that sends each page down `tx` as `stage` makes it.
     pub fn new(
         client: &'a ZohoClient,
         tx: mpsc::Sender<P>,
@@ -145,7 +141,6 @@ impl<'a, P> Fetcher<'a, P> {
         self.fields.lock().expect("not poisoned").clone()
     }
 
-    /// Shares the expected number of deals with a progress display.
     pub fn expected(mut self, expected: Arc<AtomicU64>) -> Self {
         self.expected = expected;
         self
@@ -193,15 +188,6 @@ impl<'a, P> Fetcher<'a, P> {
     async fn task(&self, task: Task) -> Step {
         match task {
             Task::Count(root) => self.count_window(root).await,
-            Task::Slice(w, estimate)
-                if estimate > SLICE_TARGET
-                    && (w.field.is_date() || self.unordered.load(Ordering::Relaxed))
-                    && w.split_into(2).is_some() =>
-            {
-                // A slice that cannot be read in order is read in parts of a page's worth.
-                self.count(|c| c.slices_split += 1);
-                Ok(slices(w, estimate, estimate.div_ceil(SLICE_TARGET) as usize))
-            }
             Task::Slice(w, estimate) => self.slice(w, estimate).await,
             Task::Dense(w) => {
                 tracing::info!(event = "dense_slice", window = %w, "more closed-won deals than a search page in a slice that cannot be cut; reading them by id");
@@ -228,15 +214,19 @@ impl<'a, P> Fetcher<'a, P> {
         self.count(|c| c.root_count = c.root_count.or(Some(n)));
         // A window Zoho counts empty is still searched once: that checks the search API (its scope) every night.
         // A Closing_Date window cannot be read in order (search does not sort on a date field): a page's worth each.
-        let small = n.div_ceil(SLICE_TARGET) as usize;
-        let wanted =
-            if root.field.is_date() { small.max(1) } else { small.clamp(1, self.concurrency * SLICES_PER_REQUEST) };
-        Ok(slices(root, n, wanted))
+        let most = if root.field.is_date() { usize::MAX } else { self.concurrency * SLICES_PER_REQUEST };
+        Ok(slices(root, n, (n.div_ceil(SLICE_TARGET) as usize).clamp(1, most)))
     }
 
-    /// Reads a slice's next page: the whole slice when Zoho says there is no more; otherwise what the page
-    /// proves, and the rest of the slice as another task.
+    /// Reads a slice's next page (unless it cannot be read in order: then it is cut first): the whole slice when
+    /// Zoho says there is no more; otherwise what the page proves, and the rest of the slice as another task.
     async fn slice(&self, w: Window, estimate: u64) -> Step {
+        let in_order = !w.field.is_date() && !self.unordered.load(Ordering::Relaxed);
+        if estimate > SLICE_TARGET && !in_order && w.split_into(2).is_some() {
+            // A slice that cannot be read in order is read in parts of a page's worth.
+            self.count(|c| c.slices_split += 1);
+            return Ok(slices(w, estimate, estimate.div_ceil(SLICE_TARGET) as usize));
+        }
         let criteria = closed_won_in(&w).to_string();
         let order = if w.field.is_date() { SearchOrder::Default } else { SearchOrder::ModifiedAsc };
         let Some(page) = self.guarded(self.client.search_page(&criteria, order, PER_PAGE)).await? else {
@@ -295,11 +285,8 @@ impl<'a, P> Fetcher<'a, P> {
         if fields.is_empty() {
             fields = self.guarded(self.client.fields("Deals")).await?.into_iter().map(|f| f.api_name).collect();
         }
-        for f in &self.required_fields {
-            if !fields.contains(f) {
-                fields.push(f.clone());
-            }
-        }
+        let missing: Vec<String> = self.required_fields.iter().filter(|f| !fields.contains(f)).cloned().collect();
+        fields.extend(missing);
         // `id` comes back anyway; asking for it would take one of the 50.
         fields.retain(|f| f != "id");
         Ok(fields)
@@ -308,10 +295,8 @@ impl<'a, P> Fetcher<'a, P> {
     /// Notes the fields search returns (its first record's keys, Zoho's `$` system keys aside).
     fn learn_fields(&self, page: &Page) {
         let mut fields = self.fields.lock().expect("not poisoned");
-        if !fields.is_empty() {
-            return;
-        }
-        if let Some(Ok(Members(members))) = page.get(0).map(Members::of) {
+        let first = page.get(0).filter(|_| fields.is_empty());
+        if let Some(Ok(Members(members))) = first.map(|r| serde_json::from_str(r.get())) {
             *fields = members.into_iter().map(|(k, _)| k.into_owned()).filter(|k| !k.starts_with('$')).collect();
         }
     }
@@ -331,24 +316,16 @@ fn by_id(ids: &[String]) -> Vec<Task> {
 
 /// `w` cut into `parts` slices of equal length, sharing the `estimate` of closed-won deals it holds.
 fn slices(w: Window, estimate: u64, parts: usize) -> Vec<Task> {
-    match w.split_into(parts) {
-        Some(pieces) => {
-            let each = estimate.div_ceil(pieces.len() as u64);
-            pieces.into_iter().map(|p| Task::Slice(p, each)).collect()
-        }
-        None => vec![Task::Slice(w, estimate)],
-    }
+    let pieces = w.split_into(parts).unwrap_or_else(|| vec![w]);
+    let each = estimate.div_ceil(pieces.len() as u64);
+    pieces.into_iter().map(|p| Task::Slice(p, each)).collect()
 }
 
 /// A slice whose first second alone fills a page: that second by id, the rest as a slice.
 fn dense_then_rest(w: &Window, estimate: u64) -> Vec<Task> {
     let second = Window { end: (w.start + chrono::TimeDelta::seconds(1)).min(w.end), ..w.clone() };
-    let mut tasks = Vec::new();
-    if second.end < w.end {
-        tasks.push(Task::Slice(Window { start: second.end, ..w.clone() }, estimate));
-    }
-    tasks.push(Task::Dense(second));
-    tasks
+    let rest = (second.end < w.end).then(|| Task::Slice(Window { start: second.end, ..w.clone() }, estimate));
+    rest.into_iter().chain([Task::Dense(second)]).collect()
 }
 
 /// One page from the `asked` parts of the same records read with different fields: each record's members (the first
@@ -370,7 +347,7 @@ fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
     let mut merged: Vec<Merged> = Vec::new();
     for (p, part) in parts.iter().enumerate() {
         for r in part.records() {
-            let (id, members) = (record_id(r), Members::of(r));
+            let (id, members) = (record_id(r), serde_json::from_str::<Members>(r.get()));
             let at = id.as_ref().and_then(|id| merged.iter().position(|m| m.id.as_ref() == Some(id)));
             let (m, more) = match (at, members) {
                 (None, members) => {
@@ -392,16 +369,10 @@ fn merge_by_id(parts: Vec<Page>, asked: usize) -> Result<Option<Page>, String> {
                 continue;
             }
             let Members(had) = serde_json::from_str(&m.text).expect("a merged record is an object");
-            let extra: String = more
-                .iter()
-                .filter(|(name, _)| !had.iter().any(|(h, _)| h == name))
-                .map(|(name, value)| {
-                    format!(",{}:{}", serde_json::to_string(name).expect("strings serialize"), value.get())
-                })
-                .collect();
-            m.text.truncate(m.text.trim_end().len() - 1);
-            m.text.push_str(&extra);
-            m.text.push('}');
+            let new = more.iter().filter(|(name, _)| !had.iter().any(|(h, _)| h == name));
+            let extra: String =
+                new.map(|(name, value)| format!(",{}:{}", serde_json::json!(name), value.get())).collect();
+            m.text.insert_str(m.text.len() - 1, &extra);
         }
     }
     let whole = merged.iter().filter(|m| m.unreadable || m.parts_in == asked).map(|m| &m.text);
@@ -425,7 +396,6 @@ fn ascending_last_time(page: &Page, w: &Window) -> Option<(DateTime<FixedOffset>
     (!page.is_empty()).then_some((prev, before))
 }
 
-/// A record's `Modified_Time`, when it has a readable one.
 fn modified_time(r: Record<'_>) -> Option<DateTime<FixedOffset>> {
     #[derive(serde::Deserialize)]
     struct Modified<'a> {

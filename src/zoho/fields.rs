@@ -41,10 +41,8 @@ pub fn parse_fields(what: &str, status: u16, body: &str) -> Result<(Vec<FieldMet
         serde_json::from_str(body).map_err(|e| ZohoError::invalid(what, status, format!("not valid JSON ({e})")))?;
     let list = parsed.fields.ok_or_else(|| ZohoError::invalid(what, status, "the answer has no `fields` array"))?;
     let total = list.len();
-    let fields: Vec<FieldMeta> = list
-        .into_iter()
-        .filter_map(|v| serde_json::from_value::<FieldMeta>(v).ok().filter(|f| !f.api_name.is_empty()))
-        .collect();
+    let read = list.into_iter().filter_map(|v| serde_json::from_value::<FieldMeta>(v).ok());
+    let fields: Vec<FieldMeta> = read.filter(|f| !f.api_name.is_empty()).collect();
     let skipped = total - fields.len();
     Ok((fields, skipped))
 }
@@ -53,17 +51,13 @@ impl ZohoClient {
     /// Every field of `module`. An empty answer (HTTP 204, which Zoho sends when the token may not read the
     /// metadata) is an error naming the scope, not an empty list.
     pub async fn fields(&self, module: &str) -> Result<Vec<FieldMeta>, ZohoError> {
+        let scope = "the refresh token needs the ZohoCRM.settings.fields.READ scope";
         let parse = |what: &str, status, body: Option<String>| match body {
             // Not retried: the same token gets the same empty answer.
-            None => Err(ZohoError::api(
-                what,
-                status,
-                "NO_FIELDS_METADATA",
-                format!(
-                    "no fields metadata for {module} (empty answer); the refresh token needs the \
-                     ZohoCRM.settings.fields.READ scope"
-                ),
-            )),
+            None => {
+                let message = format!("no fields metadata for {module} (empty answer); {scope}");
+                Err(ZohoError::api(what, status, "NO_FIELDS_METADATA", message))
+            }
             Some(body) => parse_fields(what, status, &body),
         };
         let call = Call { path: "crm/v8/settings/fields", query: &[("module", module)], ..Default::default() };

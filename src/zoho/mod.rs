@@ -1,7 +1,6 @@
 //! The Zoho CRM v8 client: one HTTP connection pool, one access token per run (re-minted only when Zoho
 //! refuses it or it nears expiry), a cap on requests in flight, and retries with jittered exponential backoff
-//! for the failures `ZohoError::is_retryable` names. The base URLs come from settings, so tests point it at
-//! the simulator.
+//! for the failures `ZohoError::is_retryable` names.
 
 pub mod auth;
 pub mod changes;
@@ -34,8 +33,7 @@ const BODY_CAPACITY_LIMIT: u64 = 16 << 20;
 /// What an API request's answer becomes: from the request's name, the status and the body (`None` when empty).
 type Parse<'a, T> = &'a dyn Fn(&str, u16, Option<String>) -> Result<T, ZohoError>;
 
-/// One API request: a path under the API domain, its query, a JSON body (which makes it a POST) and
-/// `If-Modified-Since`.
+/// One API request: a path under the API domain, its query, a JSON body (making it a POST), `If-Modified-Since`.
 #[derive(Default)]
 struct Call<'a> {
     path: &'a str,
@@ -60,8 +58,7 @@ pub struct ClientStats {
 pub enum SearchOrder {
     /// Zoho's default: id, newest first.
     Default,
-    /// `Modified_Time` ascending, which lets a window be read past the 2000-record cap by continuing from the
-    /// last modification time seen.
+    /// `Modified_Time` ascending, which lets a slice go on from the last modification time a page showed.
     ModifiedAsc,
 }
 
@@ -82,7 +79,6 @@ impl ZohoClient {
             .user_agent(concat!("dealsync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .timeout(request_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ZohoError::transport("building the HTTP client", &e))?;
@@ -120,11 +116,7 @@ impl ZohoClient {
         if order == SearchOrder::ModifiedAsc {
             query.extend([("sort_by", "Modified_Time"), ("sort_order", "asc")]);
         }
-        let call = Call { path: "crm/v8/Deals/search", query: &query, ..Default::default() };
-        self.execute(call, &page_or_none).await.map_err(|e| match e {
-            ZohoError::LimitReached { .. } => ZohoError::LimitReached { criteria: criteria.to_string() },
-            other => other,
-        })
+        self.execute(Call { path: "crm/v8/Deals/search", query: &query, ..Default::default() }, &page_or_none).await
     }
 
     /// `GET /crm/v8/Deals?ids=…&fields=…`: the deals with these ids (at most 100) and these fields (at most 50;
@@ -182,9 +174,7 @@ impl ZohoClient {
     /// Waits for the run's first access token: true once one was minted, false if that first mint failed.
     /// Work that starts beside the first request waits for it, so that a refused mint is asked once.
     pub async fn first_token(&self) -> bool {
-        let mut rx = self.first_mint.subscribe();
-        let minted = rx.wait_for(Option::is_some).await.map(|m| *m == Some(true));
-        minted.unwrap_or(false)
+        self.first_mint.subscribe().wait_for(Option::is_some).await.is_ok_and(|m| *m == Some(true))
     }
 
     /// Runs a `select COUNT(id) …` COQL query and returns the count (0 when Zoho answers 204).
@@ -208,12 +198,8 @@ impl ZohoClient {
         // A first mint that is throttled ends the run (say so, exit 78). A re-mint in the middle of a run waits
         // out the throttle instead of hammering the endpoint, within the retry deadline.
         let remint = self.stats.token_mints.load(Ordering::Relaxed) > 0;
-        let throttle = RetryPolicy {
-            max_attempts: usize::MAX,
-            min_delay: self.retry.max_delay,
-            max_delay: Duration::from_secs(300),
-            deadline: self.retry.deadline,
-        };
+        let (min_delay, max_delay) = (self.retry.max_delay, Duration::from_secs(300));
+        let throttle = RetryPolicy { max_attempts: usize::MAX, min_delay, max_delay, ..self.retry };
         let mint = || {
             self.with_retries("minting an access token", || async {
                 let now = crate::telemetry::micros_since_start().max(1);
@@ -237,31 +223,17 @@ impl ZohoClient {
         if minted.is_ok() || self.first_mint.borrow().is_none() {
             self.first_mint.send_replace(Some(minted.is_ok()));
         }
-        let minted = minted?;
+        let minted = guard.insert(minted?);
         tracing::debug!(event = "token_minted", api_domain = %minted.api_domain, "minted an access token");
-        *guard = Some(minted.clone());
-        Ok(minted)
+        Ok(minted.clone())
     }
 
-    /// Forgets `stale` if it is still the current token, so that the next request mints a fresh one.
-    async fn invalidate(&self, stale: &AccessToken) {
-        let mut guard = self.token.lock().await;
-        if guard.as_ref().is_some_and(|t| t.token.expose_secret() == stale.token.expose_secret()) {
-            *guard = None;
-        }
-    }
-
-    /// Sends one API request with retries; `parse` turns a 2xx answer into the result, and may itself ask for a
-    /// retry.
+    /// Sends one API request with retries; `parse` turns a 2xx answer into the result (or an error worth a retry).
     async fn execute<T>(&self, call: Call<'_>, parse: Parse<'_, T>) -> Result<T, ZohoError> {
         // Tokens revoked while a request is in flight (another request's re-mint, an expiry) get a fresh mint, a
         // few times at most: a token that is refused every time (wrong data centre) fails after three.
-        let remint = RetryPolicy {
-            max_attempts: 4,
-            min_delay: Duration::ZERO,
-            max_delay: Duration::ZERO,
-            deadline: Duration::MAX,
-        };
+        let remint =
+            RetryPolicy { max_attempts: 4, min_delay: Duration::ZERO, max_delay: Duration::ZERO, ..self.retry };
         let once =
             || crate::retry::again(remint, || self.attempt(&call, parse), ZohoError::is_token_refused, |_, _| {});
         self.with_retries("a Zoho API request", once).await
@@ -277,11 +249,9 @@ impl ZohoClient {
         }
         let method = if call.body.is_some() { Method::POST } else { Method::GET };
         let what = format!("{method} {url}");
-        let mut auth =
-            HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret())).map_err(|_| {
-                let reason = "the access token contains characters that cannot travel in a header";
-                ZohoError::invalid("the token response", 200, reason)
-            })?;
+        let reason = "the access token contains characters that cannot travel in a header";
+        let auth = HeaderValue::from_str(&format!("Zoho-oauthtoken {}", token.token.expose_secret()));
+        let mut auth = auth.map_err(|_| ZohoError::invalid("the token response", 200, reason))?;
         auth.set_sensitive(true);
         let mut req = self.http.request(method, url).header(AUTHORIZATION, auth);
         if let Some(body) = call.body {
@@ -316,11 +286,10 @@ impl ZohoClient {
             self.settings.refresh_token.expose_secret(),
         ];
         let err = api_error(&what, status, &crate::telemetry::redact(&text, &secrets), retry_after);
-        if let ZohoError::Api { code, .. } = &err {
-            if err.is_token_refused() {
-                tracing::info!(event = "token_refused", code = %code, "Zoho refused the access token; minting a new one");
-                self.invalidate(&token).await;
-            }
+        if let (true, ZohoError::Api { code, .. }) = (err.is_token_refused(), &err) {
+            tracing::info!(event = "token_refused", code = %code, "Zoho refused the access token; minting a new one");
+            // Forgotten only while still current (another request may have minted anew): the next request mints.
+            self.token.lock().await.take_if(|t| t.token.expose_secret() == token.token.expose_secret());
         }
         Err(err)
     }
@@ -335,12 +304,11 @@ impl ZohoClient {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         };
         let tried = crate::retry::retry(self.retry, what, op, ZohoError::is_retryable, ZohoError::retry_after, counted);
-        tried.await.map_err(|g| {
-            if g.error.is_retryable() {
-                ZohoError::Exhausted { attempts: g.attempts, elapsed: g.elapsed, last: Box::new(g.error) }
-            } else {
-                g.error
+        tried.await.map_err(|g| match g.error {
+            e if e.is_retryable() => {
+                ZohoError::Exhausted { attempts: g.attempts, elapsed: g.elapsed, last: Box::new(e) }
             }
+            e => e,
         })
     }
 }
@@ -359,9 +327,6 @@ fn page_or_none(what: &str, status: u16, body: Option<String>) -> Result<Option<
 fn api_error(what: &str, status: u16, body: &str, retry_after: Option<Duration>) -> ZohoError {
     let parsed: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let text = |key: &str| parsed.get(key).and_then(|v| v.as_str()).unwrap_or_default();
-    if text("code") == "LIMIT_REACHED" {
-        return ZohoError::LimitReached { criteria: what.to_string() };
-    }
     let message = match text("message") {
         "" if body.is_empty() => "(empty body)".to_string(),
         "" => body.chars().take(120).collect(),

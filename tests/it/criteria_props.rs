@@ -23,11 +23,11 @@ fn value() -> impl Strategy<Value = String> {
 proptest! {
     #[test]
     fn any_value_survives_escaping_encoding_and_parsing(a in value(), b in value(), c in value()) {
-        let e = Expr::cond("Deal_Name", Op::Equals, &[&a])
-            .and(Expr::cond("Stage", Op::In, &[&b, &c]).or(Expr::cond("Deal_Name", Op::StartsWith, &[&c])));
+        let e = Expr::cond("Deal_Name", Op::Equals, &a)
+            .and(Expr::cond("Stage", Op::GreaterEqual, &b).and(Expr::cond("Deal_Name", Op::LessThan, &c)));
         let parsed = parse(&encode_decode(&e.to_string())).expect("the simulator parses what we send");
         let expected = sim::Expr::cond("Deal_Name", sim::Op::Equals, &[&a])
-            .and(sim::Expr::cond("Stage", sim::Op::In, &[&b, &c]).or(sim::Expr::cond("Deal_Name", sim::Op::StartsWith, &[&c])));
+            .and(sim::Expr::cond("Stage", sim::Op::GreaterEqual, &[&b]).and(sim::Expr::cond("Deal_Name", sim::Op::LessThan, &[&c])));
         prop_assert_eq!(parsed, expected);
     }
 }
