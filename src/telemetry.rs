@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io::IsTerminal;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -116,19 +116,15 @@ where
         event.record(&mut fields);
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let message = fields.0.remove("message").unwrap_or_else(|| Value::from(""));
-        let mut obj = Map::from_iter([
-            ("time".to_string(), Value::from(time)),
-            ("severity".to_string(), Value::from(severity)),
-            ("message".to_string(), message),
-            ("target".to_string(), Value::from(meta.target())),
-        ]);
+        let mut line = json!({ "time": time, "severity": severity, "message": message, "target": meta.target() });
         if let (true, Some(run_id)) = (self.gcp, fields.0.get("run_id")) {
-            obj.insert("logging.googleapis.com/labels".into(), serde_json::json!({ "run_id": run_id }));
+            line["logging.googleapis.com/labels"] = json!({ "run_id": run_id });
         }
+        let obj = line.as_object_mut().expect("an object");
         for (k, v) in fields.0 {
             obj.entry(k).or_insert(v);
         }
-        writeln!(writer, "{}", Value::Object(obj))
+        writeln!(writer, "{line}")
     }
 }
 

@@ -34,10 +34,7 @@ pub async fn finish(
     changes: Option<Result<Changes, ZohoError>>,
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
-    let (completeness, error) = match collected {
-        Ok(c) => (Some(c), None),
-        Err(e) => (None, Some(e)),
-    };
+    let (completeness, error) = collected.map_or_else(|e| (None, Some(e)), |c| (Some(c), None));
     let mut error = end_writes(sink, error, summary).await;
     summary.bytes_billed = sink.bytes_billed();
     if let (None, Some(found)) = (&error, changes) {

@@ -42,7 +42,7 @@ pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
         ..RunSummary::default()
     };
     // From the start, so that a stop during set-up is as clean as one mid-fetch.
-    let shutdown = Shutdown::new();
+    let shutdown = Shutdown::default();
     let watchers = watch(&shutdown, plan.deadline);
     let result = phases(&plan, config, &mut summary, &shutdown).await;
     watchers.iter().for_each(|w| w.abort());

@@ -310,7 +310,7 @@ mod tests {
         let window = Window::new(WindowField::ModifiedTime, start, start + chrono::Duration::days(1)).unwrap();
         let columns = std::sync::Arc::new(Columns::new(&[]));
         let stamp = RunStamp { run_id: "run-1".into(), synced_at: chrono::Utc::now(), columns };
-        let shutdown = Shutdown::new();
+        let shutdown = Shutdown::default();
         let mut summary = RunSummary::default();
         let mut p = Pipeline::new(&client, &mut sink, &window, &stamp, &shutdown, &mut summary);
 

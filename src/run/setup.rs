@@ -109,29 +109,20 @@ fn task_window(
     summary: &mut RunSummary,
 ) -> Option<Window> {
     let Some((index, count)) = shard.filter(|(_, count)| *count > 1) else { return Some(full) };
+    let note = |text: &str| tracing::info!(event = "shard", index, count, "{text}");
     if !plan.spec.is_backfill() {
         if index > 0 {
-            tracing::info!(
-                event = "shard",
-                index,
-                count,
-                "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do"
-            );
+            note("scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do");
         }
         return (index == 0).then_some(full);
     }
     // Contiguous slices of the range, one per task; together they cover it exactly.
     let slices = full.split_into(count).unwrap_or_else(|| vec![full.clone()]);
     let Some(slice) = slices.get(index) else {
-        tracing::info!(
-            event = "shard",
-            index,
-            count,
-            "the range has fewer slices than tasks; this task has nothing to do"
-        );
+        note("the range has fewer slices than tasks; this task has nothing to do");
         return None;
     };
-    tracing::info!(event = "shard", index, count, "task {index} of {count} syncs its slice of {full}");
+    note(&format!("task {index} of {count} syncs its slice of {full}"));
     summary.shard = Some(format!("{index}-of-{count}"));
     Some(slice.clone())
 }
@@ -140,17 +131,13 @@ fn task_window(
 /// lag. Past that, edits still move deals in and out while it is read.
 fn settled(window: Window, plan: &SyncPlan, now: DateTime<Utc>) -> Option<Window> {
     let WindowSpec::Backfill { index_lag, .. } = plan.spec else { return Some(window) };
-    match window.settled(now, index_lag) {
-        Some(w) if w.end != window.end => {
-            tracing::info!(event = "window_clamped", requested_end = %window.end_str(), end = %w.end_str(),
-                "the window ends after now minus the index lag; it is synced up to there, the rest by later runs");
-            Some(w)
-        }
-        Some(w) => Some(w),
-        None => {
-            tracing::info!(event = "window_clamped", start = %window.start_str(),
-                "this window starts after now minus the index lag: nothing to sync yet");
-            None
-        }
+    let settled = window.settled(now, index_lag);
+    match &settled {
+        Some(w) if w.end == window.end => {}
+        Some(w) => tracing::info!(event = "window_clamped", requested_end = %window.end_str(), end = %w.end_str(),
+            "the window ends after now minus the index lag; it is synced up to there, the rest by later runs"),
+        None => tracing::info!(event = "window_clamped", start = %window.start_str(),
+            "this window starts after now minus the index lag: nothing to sync yet"),
     }
+    settled
 }
