@@ -138,17 +138,14 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
         let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
         out = out.replace(&encoded, "[redacted]");
     }
-    let mut clean = String::with_capacity(out.len());
-    let mut rest = out.as_str();
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        clean.push_str(head);
-        let authority_end = tail.find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"');
-        let authority = &tail[..authority_end.unwrap_or(tail.len())];
-        let skip = authority.rfind('@').map_or(0, |i| i + 1);
-        rest = &tail[skip..];
+    let mut parts = out.split("://");
+    let mut clean = parts.next().unwrap_or_default().to_string();
+    for after_scheme in parts {
+        let authority_end = after_scheme.find(|c: char| "/?#\"".contains(c) || c.is_whitespace());
+        let authority = &after_scheme[..authority_end.unwrap_or(after_scheme.len())];
+        clean.push_str("://");
+        clean.push_str(&after_scheme[authority.rfind('@').map_or(0, |i| i + 1)..]);
     }
-    clean.push_str(rest);
     clean
 }
 

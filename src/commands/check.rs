@@ -112,13 +112,10 @@ async fn check_promoted(client: &ZohoClient, promoted: &[Promoted]) -> Result<St
         .filter(|p| !fields.iter().any(|f| f.api_name == p.field))
         .map(|p| format!("columns.{} promotes {}", p.column, p.field))
         .collect();
-    if unknown.is_empty() {
-        Ok(format!("the {} promoted fields exist in Zoho's Deals metadata", promoted.len()))
-    } else {
-        Err(ConfigError::new(
-            "columns (config file)",
-            format!("{}, which Zoho's Deals metadata does not list (see `dealsync fields`)", unknown.join("; ")),
-        )
-        .into())
+    if !unknown.is_empty() {
+        let problem =
+            format!("{}, which Zoho's Deals metadata does not list (see `dealsync fields`)", unknown.join("; "));
+        return Err(ConfigError::new("columns (config file)", problem).into());
     }
+    Ok(format!("the {} promoted fields exist in Zoho's Deals metadata", promoted.len()))
 }

@@ -46,7 +46,6 @@ pub struct Pipeline<'a> {
     moved_on: HashSet<String>,
     /// The fields search returned, for the next pass's reads by id.
     fields: Vec<String>,
-    /// Cleared when the pipeline is dropped.
     progress: Progress,
 }
 

@@ -170,7 +170,8 @@ impl RunSummary {
     }
 }
 
-/// A progress bar with ETA for long interactive runs (text logs on a terminal only, never mixed into JSON).
+/// A progress bar with ETA for long interactive runs (text logs on a terminal only, never mixed into JSON), cleared
+/// when dropped.
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     /// Filled in by the fetcher once it knows how many deals the window holds.
@@ -182,7 +183,8 @@ impl Progress {
     pub fn start() -> Progress {
         let bar = crate::telemetry::human_output().then(|| {
             let bar = indicatif::ProgressBar::new_spinner()
-                .with_style(style("{spinner} {pos} closed-won deals written ({rate}, {elapsed})"));
+                .with_style(style("{spinner} {pos} closed-won deals written ({rate}, {elapsed})"))
+                .with_finish(indicatif::ProgressFinish::AndClear);
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
@@ -203,14 +205,6 @@ impl Progress {
             bar.set_length(done);
         }
         bar.set_position(done);
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
     }
 }
 
