@@ -6,9 +6,8 @@ use std::fmt;
 use std::io::IsTerminal;
 
 use serde_json::{json, Map, Value};
-use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
@@ -65,39 +64,9 @@ pub struct JsonLine {
     pub gcp: bool,
 }
 
-struct Fields(Map<String, Value>);
-
 /// Fields whose value is a JSON document: a JSON log line carries them as objects, not as strings, so that
 /// log-based metrics can read into them (`jsonPayload.won_amount_by_currency.EUR`).
 pub const JSON_FIELDS: [&str; 4] = ["won_amount_by_currency", "missing", "extra", "ids"];
-
-impl Fields {
-    fn text(&mut self, field: &Field, value: String) {
-        let json = JSON_FIELDS.contains(&field.name()).then(|| serde_json::from_str(&value).ok()).flatten();
-        self.0.insert(field.name().to_string(), json.unwrap_or(Value::String(value)));
-    }
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, value.to_string());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_string(), Value::Bool(value));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.text(field, format!("{value:?}"));
-    }
-}
 
 impl<S, N> FormatEvent<S, N> for JsonLine
 where
@@ -112,16 +81,23 @@ where
             Level::INFO => "INFO",
             _ => "DEBUG",
         };
-        let mut fields = Fields(Map::new());
-        event.record(&mut fields);
+        // tracing-subscriber's JSON field formatter keeps each value's type: numbers and booleans stay so.
+        let mut text = String::new();
+        JsonFields::new().format_fields(Writer::new(&mut text), event)?;
+        let mut fields: Map<String, Value> = serde_json::from_str(&text).map_err(|_| fmt::Error)?;
+        for name in JSON_FIELDS {
+            if let Some(json) = fields.get(name).and_then(Value::as_str).and_then(|v| serde_json::from_str(v).ok()) {
+                fields.insert(name.to_string(), json);
+            }
+        }
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let message = fields.0.remove("message").unwrap_or_else(|| Value::from(""));
+        let message = fields.remove("message").unwrap_or_else(|| Value::from(""));
         let mut line = json!({ "time": time, "severity": severity, "message": message, "target": meta.target() });
-        if let (true, Some(run_id)) = (self.gcp, fields.0.get("run_id")) {
+        if let (true, Some(run_id)) = (self.gcp, fields.get("run_id")) {
             line["logging.googleapis.com/labels"] = json!({ "run_id": run_id });
         }
         let obj = line.as_object_mut().expect("an object");
-        for (k, v) in fields.0 {
+        for (k, v) in fields {
             obj.entry(k).or_insert(v);
         }
         writeln!(writer, "{line}")

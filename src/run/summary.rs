@@ -140,13 +140,10 @@ impl RunSummary {
             3 => summary_event!(warn),
             _ => summary_event!(error),
         }
-        if crate::telemetry::human_output() {
-            eprintln!("{}", self.human_line());
+        if !crate::telemetry::human_output() {
+            return;
         }
-    }
-
-    /// One line for a person: what happened, to where, and what to do next if it failed.
-    pub fn human_line(&self) -> String {
+        // One line for a person: what happened, to where, and what to do next if it failed.
         let window = self.window.as_ref().map(|w| format!(" ({w})")).unwrap_or_default();
         let error = self.error.as_ref().map(|e| format!("; error: {e}")).unwrap_or_default();
         let secs = self.duration_ms as f64 / 1000.0;
@@ -155,7 +152,7 @@ impl RunSummary {
             3 => "partial",
             _ => "FAILED",
         };
-        format!(
+        eprintln!(
             "dealsync {mark}: {} closed-won deals{window} from {} pages in {secs:.1}s -> {}: {} new, {} updated, {} unchanged or read twice, {} quarantined{error} [exit {}]",
             // Zoho's own count of the window when the run got that far; what was fetched (copies included) else.
             self.crm_closed_won.unwrap_or(self.deals_fetched.saturating_sub(self.not_closed_won)),
@@ -166,7 +163,7 @@ impl RunSummary {
             self.rows.unchanged,
             self.quarantined(),
             self.exit_code,
-        )
+        );
     }
 }
 
