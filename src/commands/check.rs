@@ -25,14 +25,9 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
             failed.get_or_insert(exit);
         }
     };
-    let settings = match config.settings(Needs::ZohoCredentials) {
-        Ok(s) => s,
-        Err(e) => {
-            report(Err(failure(e)));
-            return Exit::Config;
-        }
-    };
-    report(Ok("configuration variables are valid".into()));
+    let settings = config.settings(Needs::ZohoCredentials).map_err(failure);
+    report(settings.as_ref().map(|_| "configuration variables are valid".to_string()).map_err(Clone::clone));
+    let Ok(settings) = settings else { return Exit::Config };
     let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
     let policy = crate::retry::RetryPolicy { max_attempts: 2, ..Default::default() };
     let zoho = settings.zoho.clone().expect("credentials were required");
@@ -87,8 +82,7 @@ async fn zoho_calls(client: &ZohoClient, promoted: &[Promoted], report: &mut imp
     report(scoped("COQL", "ZohoCRM.coql.READ", count.map(|_| ())));
     let fields = client.fields("Deals").await;
     report(scoped("the Deals fields metadata", "ZohoCRM.settings.fields.READ", fields.map(|_| ())));
-    let since = (Utc::now() - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
-    let deleted = client.deleted_page(&since, 1).await;
+    let deleted = client.deleted_page(&w.start_str(), 1).await;
     report(scoped("the deleted Deals", "ZohoCRM.modules.deals.READ", deleted.map(|_| ())));
     let some = client.coql("select id from Deals where id is not null limit 1").await;
     let id = some.ok().flatten().and_then(|p| p.records().next().and_then(crate::zoho::record_id));

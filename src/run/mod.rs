@@ -115,10 +115,8 @@ async fn phases(
         p.complete().await
     };
     // The changes are of no use when the pass fails: `try_join!` drops them then.
-    let (collected, changes) = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
-        Ok((completeness, changes)) => (Ok(completeness), changes),
-        Err(e) => (Err(e), None),
-    };
+    let joined = tokio::try_join!(fetch, async { Ok(changes.await) });
+    let (collected, changes) = joined.map_or_else(|e| (Err(e), None), |(c, changes)| (Ok(c), changes));
     drop(p); // clears the progress bar and gives the sink and the summary back
     let result = finish::finish(&client, &mut sink, &window, collected, changes, summary).await;
     if let Some(demo) = &source.demo {
