@@ -54,8 +54,7 @@ pub fn init(format: Option<LogFormat>, color: bool, quiet: bool) {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color && terminal);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).compact().try_init(),
-        LogFormat::Json => builder.event_format(JsonLine { gcp: false }).try_init(),
-        LogFormat::Gcp => builder.event_format(JsonLine { gcp: true }).try_init(),
+        LogFormat::Json | LogFormat::Gcp => builder.event_format(JsonLine { gcp: format == LogFormat::Gcp }).try_init(),
     };
 }
 

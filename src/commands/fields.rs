@@ -45,10 +45,9 @@ pub fn describe(fields: &[FieldMeta], promoted: &[Promoted]) -> Vec<FieldRow> {
             };
             let ty = mine.first().map(|p| p.ty).unwrap_or_else(|| f.suggested_type());
             // A standard field is described by its first column; any other by the type it has or would have.
-            let column = match standard.as_ref().and_then(|cols| STANDARD.iter().find(|c| c.name == cols[0])) {
-                Some(c) => c.clone(),
-                None => Promoted { field: f.api_name.clone(), column: String::new(), ty }.column(),
-            };
+            let column = standard.as_ref().and_then(|cols| STANDARD.iter().find(|c| c.name == cols[0])).cloned();
+            let column =
+                column.unwrap_or_else(|| Promoted { field: f.api_name.clone(), column: String::new(), ty }.column());
             let (bq, mode, sqlite) = (column.ty.bigquery(), column.mode(), column.ty.sqlite());
             FieldRow {
                 api_name: f.api_name.clone(),

@@ -11,7 +11,7 @@ use super::reconcile::Completeness;
 use super::summary::RunSummary;
 use crate::sink::{Ending, RunRecord, Sink};
 use crate::window::Window;
-use crate::zoho::changes::{Deleted, StageChange};
+use crate::zoho::changes::{self, Deleted, StageChange};
 use crate::zoho::{ZohoClient, ZohoError};
 
 /// Deletions since the window's start and deals that left "Closed Won" in it.
@@ -19,8 +19,8 @@ pub type Changes = (Vec<Deleted>, Vec<StageChange>);
 
 pub async fn fetch_changes(client: &ZohoClient, window: &Window) -> Result<Changes, ZohoError> {
     tokio::try_join!(
-        crate::zoho::changes::deleted_since(client, window.start.with_timezone(&Utc)),
-        crate::zoho::changes::left_closed_won(client, window),
+        changes::deleted_since(client, window.start.with_timezone(&Utc)),
+        changes::left_closed_won(client, window)
     )
 }
 

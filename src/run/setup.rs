@@ -10,7 +10,7 @@ use super::summary::RunSummary;
 use crate::config::cli::{SyncPlan, DEFAULT_SQLITE};
 use crate::config::{Config, Needs, Settings, ZohoSettings};
 use crate::sink::{Opening, Sink, TableSpec, Target};
-use crate::window::{Window, WindowSpec};
+use crate::window::{self, Window, WindowSpec};
 
 /// Where deals come from: Zoho, or the built-in simulator for `--demo`, which runs until this value is dropped,
 /// on whatever path the command ends.
@@ -94,8 +94,7 @@ pub async fn prepare(plan: &SyncPlan, config: &Config, summary: &mut RunSummary)
             "the last good run's window ends after now (a clock was wrong): syncing the last 24 hours");
         last_good = None;
     }
-    let full =
-        crate::window::resolve(&plan.spec, plan.field, summary.started_at, last_good).map_err(RunError::Usage)?;
+    let full = window::resolve(&plan.spec, plan.field, summary.started_at, last_good).map_err(RunError::Usage)?;
     let window = task_window(full, plan, settings.shard, summary).and_then(|w| settled(w, plan, summary.started_at));
     Ok(Prepared { settings, source, sink, window, from_ledger: last_good.is_some() })
 }
