@@ -12,7 +12,6 @@ use crate::telemetry::one_line;
 use crate::zoho::fields::FieldMeta;
 use crate::zoho::ZohoClient;
 
-/// One line of the listing.
 #[derive(Debug, Serialize)]
 pub struct FieldRow {
     pub api_name: String,
@@ -31,7 +30,6 @@ pub struct FieldRow {
     pub sqlite_type: &'static str,
 }
 
-/// Describes each field against the standard columns and the promoted ones.
 pub fn describe(fields: &[FieldMeta], promoted: &[Promoted]) -> Vec<FieldRow> {
     fields
         .iter()

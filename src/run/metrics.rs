@@ -36,7 +36,6 @@ impl Targets {
     }
 }
 
-/// The metric names, with their help text.
 pub const METRICS: [(&str, &str); 9] = [
     ("dealsync_last_run_timestamp_seconds", "When the last run finished (Unix time)."),
     ("dealsync_last_success_timestamp_seconds", "When the last run that exited 0 finished (Unix time)."),

@@ -123,8 +123,7 @@ impl<'a> Pipeline<'a> {
                     None => return Ok(false),
                 },
                 () = tokio::time::sleep(IDLE_FLUSH) => {
-                    let flushed = self.sink.flush().await?;
-                    self.summary.rows.add(flushed);
+                    self.summary.rows.add(self.sink.flush().await?);
                     continue;
                 }
             };

@@ -34,10 +34,9 @@ pub struct Reconciliation {
     pub crm: u64,
     pub warehouse: u64,
     pub matches: bool,
-    /// In the CRM, not in the warehouse, and the other way round (`NAMED` at most each).
+    /// In the CRM, not in the warehouse, and the other way round (`NAMED` at most each, `*_total` counts all).
     pub missing: Vec<String>,
     pub extra: Vec<String>,
-    /// How many are missing and extra in all.
     pub missing_total: u64,
     pub extra_total: u64,
 }

@@ -84,10 +84,7 @@ pub async fn prepare(plan: &SyncPlan, config: &Config, summary: &mut RunSummary)
     let mut sink = open_sink(plan, &settings, &summary.run_id).await?;
     summary.sink = sink.describe();
     sink.prepare().await?;
-    let mut last_good = match plan.spec {
-        WindowSpec::Default { .. } => sink.last_good_window_end(plan.field).await?,
-        WindowSpec::Backfill { .. } => None,
-    };
+    let mut last_good = if plan.spec.is_backfill() { None } else { sink.last_good_window_end(plan.field).await? };
     // A ledger end after now is a clock that was wrong: the window falls back to the last 24 hours.
     if let Some(end) = last_good.filter(|end| *end > summary.started_at) {
         tracing::warn!(event = "ledger_in_future", ledger_end = %end,
