@@ -51,7 +51,7 @@ pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
         tracing::error!(event = "run_failed", run_id = %summary.run_id, "{e}");
         summary.error = Some(e.to_string());
     }
-    summary.set_exit(exit);
+    summary.exit = exit;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.peak_rss_kb = summary::peak_rss_kb();
     summary.emit();

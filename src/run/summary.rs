@@ -22,8 +22,7 @@ pub struct RunSummary {
     pub kind: &'static str,
     /// `i-of-n` for a task of a sharded backfill.
     pub shard: Option<String>,
-    pub outcome: &'static str,
-    pub exit_code: u8,
+    pub exit: Exit,
     pub sink: String,
     pub window: Option<Window>,
     pub fetched: FetchStats,
@@ -60,18 +59,12 @@ pub struct RunSummary {
 impl RunSummary {
     /// A run refused before it started (a usage or configuration error), as monitoring should see it.
     pub fn refused(backfill: bool, exit: Exit, error: String) -> RunSummary {
-        let mut s = RunSummary {
+        RunSummary {
             kind: if backfill { "backfill" } else { "scheduled" },
+            exit,
             error: Some(error),
             ..Default::default()
-        };
-        s.set_exit(exit);
-        s
-    }
-
-    pub fn set_exit(&mut self, exit: Exit) {
-        self.outcome = exit.outcome();
-        self.exit_code = exit.code();
+        }
     }
 
     pub fn quarantined(&self) -> u64 {
@@ -98,8 +91,8 @@ impl RunSummary {
                     event = "run_summary",
                     run_id = %self.run_id,
                     kind = self.kind,
-                    outcome = self.outcome,
-                    exit_code = self.exit_code,
+                    outcome = self.exit.outcome(),
+                    exit_code = self.exit.code(),
                     sink = %self.sink,
                     window_field = self.window.as_ref().map_or("", |w| w.field.api_name()),
                     window_start = start.as_str(),
@@ -131,13 +124,13 @@ impl RunSummary {
                     crm_closed_won = self.crm_closed_won,
                     warehouse_closed_won = self.warehouse_closed_won,
                     error = self.error.as_deref().unwrap_or(""),
-                    "run finished: {}", self.outcome
+                    "run finished: {}", self.exit.outcome()
                 )
             };
         }
-        match self.exit_code {
-            0 => summary_event!(info),
-            3 => summary_event!(warn),
+        match self.exit {
+            Exit::Ok => summary_event!(info),
+            Exit::Partial => summary_event!(warn),
             _ => summary_event!(error),
         }
         if !crate::telemetry::human_output() {
@@ -147,9 +140,9 @@ impl RunSummary {
         let window = self.window.as_ref().map(|w| format!(" ({w})")).unwrap_or_default();
         let error = self.error.as_ref().map(|e| format!("; error: {e}")).unwrap_or_default();
         let secs = self.duration_ms as f64 / 1000.0;
-        let mark = match self.exit_code {
-            0 => "ok",
-            3 => "partial",
+        let mark = match self.exit {
+            Exit::Ok => "ok",
+            Exit::Partial => "partial",
             _ => "FAILED",
         };
         eprintln!(
@@ -162,7 +155,7 @@ impl RunSummary {
             self.rows.updated,
             self.rows.unchanged,
             self.quarantined(),
-            self.exit_code,
+            self.exit.code(),
         );
     }
 }
