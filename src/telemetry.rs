@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::IsTerminal;
 
 use serde_json::{json, Map, Value};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -74,11 +74,10 @@ where
 {
     fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
-        let severity = match *meta.level() {
-            Level::ERROR => "ERROR",
-            Level::WARN => "WARNING",
-            Level::INFO => "INFO",
-            _ => "DEBUG",
+        let severity = match meta.level().as_str() {
+            "WARN" => "WARNING",
+            "TRACE" => "DEBUG",
+            level => level,
         };
         // tracing-subscriber's JSON field formatter keeps each value's type: numbers and booleans stay so.
         let mut text = String::new();

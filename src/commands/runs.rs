@@ -94,14 +94,10 @@ pub fn table(runs: &[PastRun], last_good: Option<&PastRun>, now: chrono::DateTim
 
 /// A header and its lines in columns two spaces apart, each as wide as its widest cell.
 pub fn aligned<const N: usize>(header: &[String; N], lines: &[[String; N]]) -> String {
-    let mut widths = header.each_ref().map(|h| h.chars().count());
-    for l in lines {
-        for (w, cell) in widths.iter_mut().zip(l) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
+    let rows: Vec<&[String; N]> = std::iter::once(header).chain(lines).collect();
+    let widths: [usize; N] = std::array::from_fn(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0));
     let mut out = String::new();
-    for cells in std::iter::once(header).chain(lines) {
+    for cells in rows {
         let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         out.push_str(padded.join("  ").trim_end());
         out.push('\n');
