@@ -29,6 +29,8 @@ pub struct Completeness {
 /// Ids named per side at most.
 pub const NAMED: usize = 20;
 
+type Named = (u64, Vec<String>);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Reconciliation {
     pub crm: u64,
@@ -108,11 +110,7 @@ pub async fn reconcile(
 
 /// Each side's difference: how many, and up to `NAMED` of them in the order given. A CRM id for which
 /// `elsewhere` holds (the run wrote it with a newer copy outside the window) is not missing.
-fn diff(
-    crm: &[String],
-    warehouse: &[String],
-    elsewhere: impl Fn(&str) -> bool,
-) -> ((u64, Vec<String>), (u64, Vec<String>)) {
+fn diff(crm: &[String], warehouse: &[String], elsewhere: impl Fn(&str) -> bool) -> (Named, Named) {
     let in_crm: HashSet<&str> = crm.iter().map(String::as_str).collect();
     let in_warehouse: HashSet<&str> = warehouse.iter().map(String::as_str).collect();
     let missing: Vec<&String> = crm.iter().filter(|id| !in_warehouse.contains(id.as_str()) && !elsewhere(id)).collect();
