@@ -32,14 +32,8 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
     let policy = crate::retry::RetryPolicy { max_attempts: 2, ..Default::default() };
     let zoho = settings.zoho.clone().expect("credentials were required");
     match ZohoClient::new(zoho, policy, timeout) {
+        Ok(client) => zoho_calls(&client, &settings.promoted, &mut report).await,
         Err(e) => report(Err(failure(e))),
-        Ok(client) => match client.authenticate().await {
-            Err(e) => report(Err(failure(e))),
-            Ok(api) => {
-                report(Ok(format!("Zoho minted an access token; API domain {api}")));
-                zoho_calls(&client, &settings.promoted, &mut report).await;
-            }
-        },
     }
     let opening = Opening { retry: policy, request_timeout: timeout, ..Opening::new(&settings, &run_id) };
     let sink_lines = async {
@@ -66,8 +60,12 @@ fn failure(e: impl Into<RunError>) -> (String, Exit) {
     (e.to_string(), e.exit())
 }
 
-/// One request of each kind a sync makes, reported with the scope the token needs for it.
+/// A token, then one request of each kind a sync makes, reported with the scope the token needs for it.
 async fn zoho_calls(client: &ZohoClient, promoted: &[Promoted], report: &mut impl FnMut(Line)) {
+    match client.authenticate().await {
+        Ok(api) => report(Ok(format!("Zoho minted an access token; API domain {api}"))),
+        Err(e) => return report(Err(failure(e))),
+    }
     let now = Utc::now().fixed_offset();
     let w = Window::new(crate::window::WindowField::ModifiedTime, now - chrono::Duration::minutes(1), now)
         .expect("a one-minute window");

@@ -9,6 +9,7 @@ use chrono::Utc;
 use super::error::RunError;
 use super::reconcile::Completeness;
 use super::summary::RunSummary;
+use crate::exit::Exit;
 use crate::sink::{Ending, RunRecord, Sink};
 use crate::window::Window;
 use crate::zoho::changes::{self, Deleted, StageChange};
@@ -51,10 +52,7 @@ pub async fn finish(
     summary.token_mint_failures = stats.token_mint_failures.load(Ordering::Relaxed);
     summary.time_to_first_request_us = stats.first_request_us.load(Ordering::Relaxed);
     let exit = summary.exit_for(error.as_ref().or(mismatch.then_some(&RunError::Mismatch)));
-    let record = RunRecord {
-        error: error.as_ref().map(|e| e.to_string()),
-        ..ledger_row(summary, window, exit.outcome(), exit.code())
-    };
+    let record = ledger_row(summary, window, exit.outcome(), exit, error.as_ref().map(|e| e.to_string()));
     if let Err(e) = sink.record_run(&record).await {
         tracing::error!(event = "ledger_failed", run_id = %summary.run_id, "could not record the run in the ledger: {e}");
         error = error.or(Some(e.into()));
@@ -141,7 +139,7 @@ async fn compare(
 }
 
 /// The run's row in the ledger, as it stands.
-pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit_code: u8) -> RunRecord {
+pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit: Exit, error: Option<String>) -> RunRecord {
     RunRecord {
         run_id: summary.run_id.clone(),
         kind: summary.kind,
@@ -149,7 +147,7 @@ pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit_code
         window_start: window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         window_end: window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         status: status.to_string(),
-        exit_code,
+        exit_code: exit.code(),
         started_at: summary.started_at,
         finished_at: Utc::now(),
         pages: summary.fetched.pages,
@@ -159,6 +157,6 @@ pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit_code
         rows_unchanged: summary.rows.unchanged,
         not_closed_won: summary.not_closed_won,
         quarantined: summary.quarantined(),
-        error: None,
+        error,
     }
 }

@@ -90,7 +90,7 @@ async fn phases(
     let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
     // The run is in the ledger from its start: one killed on the way stays listed, `running` (and exit 75, what an
     // interruption means). Its row is replaced when it ends.
-    sink.record_run(&finish::ledger_row(summary, &window, "running", Exit::Interrupted.code())).await?;
+    sink.record_run(&finish::ledger_row(summary, &window, "running", Exit::Interrupted, None)).await?;
     tracing::info!(event = "window", run_id = %summary.run_id, field = %window.field, start = %window.start_str(),
         end = %window.end_str(), from_ledger, "syncing {window}");
 
