@@ -35,12 +35,8 @@ pub fn new_run_id(now: chrono::DateTime<Utc>) -> String {
 pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
     let started = Instant::now();
     let started_at = Utc::now();
-    let mut summary = RunSummary {
-        run_id: new_run_id(started_at),
-        started_at,
-        kind: if plan.spec.is_backfill() { "backfill" } else { "scheduled" },
-        ..RunSummary::default()
-    };
+    let kind = if plan.spec.is_backfill() { "backfill" } else { "scheduled" };
+    let mut summary = RunSummary { run_id: new_run_id(started_at), started_at, kind, ..RunSummary::default() };
     // From the start, so that a stop during set-up is as clean as one mid-fetch.
     let shutdown = Shutdown::default();
     let watchers = watch(&shutdown, plan.deadline);

@@ -58,19 +58,9 @@ impl<'a> Pipeline<'a> {
         shutdown: &'a Shutdown,
         summary: &'a mut RunSummary,
     ) -> Pipeline<'a> {
-        Pipeline {
-            client,
-            sink,
-            window,
-            stamp,
-            shutdown,
-            summary,
-            rows: Seen::default(),
-            quarantined: HashSet::new(),
-            moved_on: HashSet::new(),
-            fields: Vec::new(),
-            progress: Progress::start(),
-        }
+        let progress = Progress::start();
+        let (rows, quarantined, moved_on, fields) = Default::default();
+        Pipeline { client, sink, window, stamp, shutdown, summary, rows, quarantined, moved_on, fields, progress }
     }
 
     fn has(&self, id: &str) -> bool {

@@ -82,8 +82,9 @@ pub async fn reconcile(
         Some(c) => c.crm,
         None => client.coql_count(&coql_count_closed_won(window)).await?,
     };
-    let (mut missing, mut extra) = ((0, Vec::new()), (0, Vec::new()));
-    if crm != warehouse {
+    let ((missing_total, missing), (extra_total, extra)) = if crm == warehouse {
+        Default::default()
+    } else {
         let ours = sink.ids_in_window(window).await?;
         let mut asked;
         let theirs = match known.and_then(|c| c.listed.as_ref()) {
@@ -95,17 +96,10 @@ pub async fn reconcile(
             }
         };
         let moved_on = known.map(|c| &c.moved_on);
-        (missing, extra) = diff(theirs, &ours, |id| moved_on.is_some_and(|m| m.contains(id)));
-    }
-    Ok(Some(Reconciliation {
-        crm,
-        warehouse,
-        matches: missing.0 == 0 && (!strict || extra.0 == 0),
-        missing: missing.1,
-        extra: extra.1,
-        missing_total: missing.0,
-        extra_total: extra.0,
-    }))
+        diff(theirs, &ours, |id| moved_on.is_some_and(|m| m.contains(id)))
+    };
+    let matches = missing_total == 0 && (!strict || extra_total == 0);
+    Ok(Some(Reconciliation { crm, warehouse, matches, missing, extra, missing_total, extra_total }))
 }
 
 /// Each side's difference: how many, and up to `NAMED` of them in the order given. A CRM id for which
