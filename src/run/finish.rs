@@ -86,20 +86,16 @@ async fn end_writes(sink: &mut Sink, error: Option<RunError>, summary: &mut RunS
     }
 }
 
-async fn apply_changes(
-    sink: &mut Sink,
-    found: Result<Changes, ZohoError>,
-    summary: &mut RunSummary,
-) -> Result<(), RunError> {
+async fn apply_changes(sink: &mut Sink, found: Result<Changes, ZohoError>, s: &mut RunSummary) -> Result<(), RunError> {
     let (deleted, left) = found?;
     let (deleted_in_zoho, not_won_in_zoho) = (deleted.len(), left.len());
-    (summary.rows_deleted, summary.rows_reopened) = sink.apply_changes(deleted, left).await?;
+    (s.rows_deleted, s.rows_reopened) = sink.apply_changes(deleted, left).await?;
     tracing::info!(
         event = "changes",
         deleted_in_zoho,
-        rows_deleted = summary.rows_deleted,
+        rows_deleted = s.rows_deleted,
         not_won_in_zoho,
-        rows_reopened = summary.rows_reopened,
+        rows_reopened = s.rows_reopened,
         "applied deletions and stage changes to deals the warehouse holds"
     );
     Ok(())
@@ -107,25 +103,19 @@ async fn apply_changes(
 
 /// Reports the completeness proof and reconciles the window; true when the warehouse lacks deals Zoho has. The
 /// reconciliation, when the sink can answer it, has the last word (a deal the run missed may be held already).
-async fn compare(
-    client: &ZohoClient,
-    sink: &mut Sink,
-    window: &Window,
-    c: &Completeness,
-    summary: &mut RunSummary,
-) -> bool {
-    summary.crm_closed_won = Some(c.crm);
+async fn compare(client: &ZohoClient, sink: &mut Sink, window: &Window, c: &Completeness, s: &mut RunSummary) -> bool {
+    s.crm_closed_won = Some(c.crm);
     if !c.missing.is_empty() {
         let named: Vec<&str> = c.missing.iter().take(super::reconcile::NAMED).map(String::as_str).collect();
-        tracing::warn!(event = "incomplete", run_id = %summary.run_id, missing = c.missing.len(), ids = %serde_json::to_string(&named).expect("strings serialize"),
+        tracing::warn!(event = "incomplete", run_id = %s.run_id, missing = c.missing.len(), ids = %serde_json::to_string(&named).expect("strings serialize"),
             "{} closed-won deals Zoho lists in the window could not be fetched, even by id: [{}]",
             c.missing.len(), named.join(","));
     }
     match super::reconcile::reconcile(client, sink, window, Some(c), false).await {
         Ok(Some(r)) => {
-            summary.crm_closed_won = Some(r.crm);
-            summary.warehouse_closed_won = Some(r.warehouse);
-            r.log(&summary.run_id);
+            s.crm_closed_won = Some(r.crm);
+            s.warehouse_closed_won = Some(r.warehouse);
+            r.log(&s.run_id);
             return !r.matches;
         }
         Ok(None) => {

@@ -98,12 +98,7 @@ pub async fn prepare(plan: &SyncPlan, config: &Config, summary: &mut RunSummary)
 
 /// This task's part of the window: its slice of a sharded backfill; a scheduled run is not sharded (task 0
 /// syncs it). `None` when there is nothing for this task to do.
-fn task_window(
-    full: Window,
-    plan: &SyncPlan,
-    shard: Option<(usize, usize)>,
-    summary: &mut RunSummary,
-) -> Option<Window> {
+fn task_window(full: Window, plan: &SyncPlan, shard: Option<(usize, usize)>, s: &mut RunSummary) -> Option<Window> {
     let Some((index, count)) = shard.filter(|(_, count)| *count > 1) else { return Some(full) };
     let note = |text: &str| tracing::info!(event = "shard", index, count, "{text}");
     if !plan.spec.is_backfill() {
@@ -119,7 +114,7 @@ fn task_window(
         return None;
     };
     note(&format!("task {index} of {count} syncs its slice of {full}"));
-    summary.shard = Some(format!("{index}-of-{count}"));
+    s.shard = Some(format!("{index}-of-{count}"));
     Some(slice.clone())
 }
 

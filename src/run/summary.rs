@@ -59,12 +59,8 @@ pub struct RunSummary {
 impl RunSummary {
     /// A run refused before it started (a usage or configuration error), as monitoring should see it.
     pub fn refused(backfill: bool, exit: Exit, error: String) -> RunSummary {
-        RunSummary {
-            kind: if backfill { "backfill" } else { "scheduled" },
-            exit,
-            error: Some(error),
-            ..Default::default()
-        }
+        let kind = if backfill { "backfill" } else { "scheduled" };
+        RunSummary { kind, exit, error: Some(error), ..Default::default() }
     }
 
     pub fn quarantined(&self) -> u64 {
