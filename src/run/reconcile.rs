@@ -78,10 +78,7 @@ pub async fn reconcile(
     strict: bool,
 ) -> Result<Option<Reconciliation>, RunError> {
     let Some(warehouse) = sink.count_in_window(window).await? else { return Ok(None) };
-    let crm = match known {
-        Some(c) => c.crm,
-        None => client.coql_count(&coql_count_closed_won(window)).await?,
-    };
+    let crm = if let Some(c) = known { c.crm } else { client.coql_count(&coql_count_closed_won(window)).await? };
     let ((missing_total, missing), (extra_total, extra)) = if crm == warehouse {
         Default::default()
     } else {
