@@ -105,9 +105,10 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
                 "# Fields stored only in `raw` today. Keep the ones you want as typed columns and paste them into\n\
                  # config/dealsync.toml; the next run adds them (existing rows keep NULL until a backfill with --rewrite).\n",
             );
+            // Zoho's names and labels are data: TOML strings quote them, and a comment holds no line break or other
+            // control character, so nothing a label says can add a key or a table to the file.
+            let comment_text = |s: &str| s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>();
             for r in rows.iter().filter(|r| r.stored == "raw") {
-                // Zoho's names and labels are data: TOML strings quote them, and a comment holds no line break,
-                // so nothing a label says can add a key or a table to the file.
                 let label = comment_text(r.label.as_deref().unwrap_or(""));
                 let zoho = comment_text(r.data_type.as_deref().unwrap_or("?"));
                 let (field, ty) = (toml::Value::from(r.api_name.as_str()), toml::Value::from(r.ty.to_string()));
@@ -117,11 +118,6 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
             out
         }
     }
-}
-
-/// Text for a comment: one line, no control character.
-fn comment_text(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 pub async fn fields(args: FieldsArgs, config: &crate::config::Config) -> Exit {
