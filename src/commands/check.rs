@@ -30,8 +30,7 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
     let Ok(settings) = settings else { return Exit::Config };
     let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
     let policy = crate::retry::RetryPolicy { max_attempts: 2, ..Default::default() };
-    let zoho = settings.zoho.clone().expect("credentials were required");
-    match ZohoClient::new(zoho, policy, timeout) {
+    match ZohoClient::new(settings.zoho.clone().expect("credentials were required"), policy, timeout) {
         Ok(client) => zoho_calls(&client, &settings.promoted, &mut report).await,
         Err(e) => report(Err(failure(e))),
     }

@@ -57,11 +57,7 @@ pub async fn finish(
         tracing::error!(event = "ledger_failed", run_id = %summary.run_id, "could not record the run in the ledger: {e}");
         error = error.or(Some(e.into()));
     }
-    match error {
-        Some(e) => Err(e),
-        None if mismatch => Err(RunError::Mismatch),
-        None => Ok(()),
-    }
+    error.or(mismatch.then_some(RunError::Mismatch)).map_or(Ok(()), Err)
 }
 
 /// Commits the sink's writes when the run fetched everything; otherwise keeps what is final on its own. An
