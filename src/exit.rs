@@ -2,9 +2,10 @@
 //! the Kubernetes `podFailurePolicy` and the tests agree on what each number means.
 
 /// What a run (or a sub-command) ended with, from the scheduler's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Exit {
     /// Every page fetched and every row written.
+    #[default]
     Ok,
     /// A bug or an unexpected local failure (disk full, corrupt local database).
     Internal,

@@ -21,8 +21,8 @@ fn main() -> ExitCode {
         }
     };
     // Logging is not set up yet: a configuration that cannot be read is reported on stderr as it is.
-    let (config, log_format) = match Config::load().and_then(|c| Ok((c.log_format()?, c))) {
-        Ok((log_format, config)) => (config, log_format),
+    let (config, log_format) = match Config::load().and_then(|c| c.log_format().map(|f| (c, f))) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("error: {e}");
             return refused_sync(Exit::Config, e.to_string());

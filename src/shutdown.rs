@@ -11,10 +11,6 @@ use tokio::sync::watch;
 pub struct Shutdown(Arc<watch::Sender<Option<String>>>);
 
 impl Shutdown {
-    pub fn new() -> Shutdown {
-        Shutdown::default()
-    }
-
     /// Asks everything to stop; the first reason given is kept.
     pub fn trigger(&self, reason: impl Into<String>) {
         self.0.send_if_modified(|r| {

@@ -5,10 +5,9 @@
 use std::fmt;
 use std::io::IsTerminal;
 
-use serde_json::{Map, Value};
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
+use serde_json::{json, Map, Value};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
@@ -55,8 +54,7 @@ pub fn init(format: Option<LogFormat>, color: bool, quiet: bool) {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color && terminal);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).compact().try_init(),
-        LogFormat::Json => builder.event_format(JsonLine { gcp: false }).try_init(),
-        LogFormat::Gcp => builder.event_format(JsonLine { gcp: true }).try_init(),
+        LogFormat::Json | LogFormat::Gcp => builder.event_format(JsonLine { gcp: format == LogFormat::Gcp }).try_init(),
     };
 }
 
@@ -65,39 +63,9 @@ pub struct JsonLine {
     pub gcp: bool,
 }
 
-struct Fields(Map<String, Value>);
-
 /// Fields whose value is a JSON document: a JSON log line carries them as objects, not as strings, so that
 /// log-based metrics can read into them (`jsonPayload.won_amount_by_currency.EUR`).
 pub const JSON_FIELDS: [&str; 4] = ["won_amount_by_currency", "missing", "extra", "ids"];
-
-impl Fields {
-    fn text(&mut self, field: &Field, value: String) {
-        let json = JSON_FIELDS.contains(&field.name()).then(|| serde_json::from_str(&value).ok()).flatten();
-        self.0.insert(field.name().to_string(), json.unwrap_or(Value::String(value)));
-    }
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, value.to_string());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_string(), Value::Bool(value));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.text(field, format!("{value:?}"));
-    }
-}
 
 impl<S, N> FormatEvent<S, N> for JsonLine
 where
@@ -106,29 +74,31 @@ where
 {
     fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
-        let severity = match *meta.level() {
-            Level::ERROR => "ERROR",
-            Level::WARN => "WARNING",
-            Level::INFO => "INFO",
-            _ => "DEBUG",
+        let severity = match meta.level().as_str() {
+            "WARN" => "WARNING",
+            "TRACE" => "DEBUG",
+            level => level,
         };
-        let mut fields = Fields(Map::new());
-        event.record(&mut fields);
-        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let message = fields.0.remove("message").unwrap_or_else(|| Value::from(""));
-        let mut obj = Map::from_iter([
-            ("time".to_string(), Value::from(time)),
-            ("severity".to_string(), Value::from(severity)),
-            ("message".to_string(), message),
-            ("target".to_string(), Value::from(meta.target())),
-        ]);
-        if let (true, Some(run_id)) = (self.gcp, fields.0.get("run_id")) {
-            obj.insert("logging.googleapis.com/labels".into(), serde_json::json!({ "run_id": run_id }));
+        // tracing-subscriber's JSON field formatter keeps each value's type: numbers and booleans stay so.
+        let mut text = String::new();
+        JsonFields::new().format_fields(Writer::new(&mut text), event)?;
+        let mut fields: Map<String, Value> = serde_json::from_str(&text).map_err(|_| fmt::Error)?;
+        for name in JSON_FIELDS {
+            if let Some(json) = fields.get(name).and_then(Value::as_str).and_then(|v| serde_json::from_str(v).ok()) {
+                fields.insert(name.to_string(), json);
+            }
         }
-        for (k, v) in fields.0 {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let message = fields.remove("message").unwrap_or_else(|| Value::from(""));
+        let mut line = json!({ "time": time, "severity": severity, "message": message, "target": meta.target() });
+        if let (true, Some(run_id)) = (self.gcp, fields.get("run_id")) {
+            line["logging.googleapis.com/labels"] = json!({ "run_id": run_id });
+        }
+        let obj = line.as_object_mut().expect("an object");
+        for (k, v) in fields {
             obj.entry(k).or_insert(v);
         }
-        writeln!(writer, "{}", Value::Object(obj))
+        writeln!(writer, "{line}")
     }
 }
 
@@ -142,17 +112,14 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
         let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
         out = out.replace(&encoded, "[redacted]");
     }
-    let mut clean = String::with_capacity(out.len());
-    let mut rest = out.as_str();
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        clean.push_str(head);
-        let authority_end = tail.find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"');
-        let authority = &tail[..authority_end.unwrap_or(tail.len())];
-        let skip = authority.rfind('@').map_or(0, |i| i + 1);
-        rest = &tail[skip..];
+    let mut parts = out.split("://");
+    let mut clean = parts.next().unwrap_or_default().to_string();
+    for after_scheme in parts {
+        let authority_end = after_scheme.find(|c: char| "/?#\"".contains(c) || c.is_whitespace());
+        let authority = &after_scheme[..authority_end.unwrap_or(after_scheme.len())];
+        clean.push_str("://");
+        clean.push_str(&after_scheme[authority.rfind('@').map_or(0, |i| i + 1)..]);
     }
-    clean.push_str(rest);
     clean
 }
 

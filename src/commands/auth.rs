@@ -51,10 +51,8 @@ pub async fn exchange(grant_token: &str, config: &config::Config) -> Exit {
             eprintln!("Store it in your secret manager as ZOHO_REFRESH_TOKEN; it is not shown again.");
             eprintln!("API domain: {}", ex.api_domain);
             if !missing.is_empty() {
-                eprintln!(
-                    "warning: the grant lacks scopes dealsync needs: {} (generate a new code with them)",
-                    missing.join(",")
-                );
+                let missing = missing.join(",");
+                eprintln!("warning: the grant lacks scopes dealsync needs: {missing} (generate a new code with them)");
             }
             Exit::Ok
         }

@@ -25,26 +25,14 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
             failed.get_or_insert(exit);
         }
     };
-    let settings = match config.settings(Needs::ZohoCredentials) {
-        Ok(s) => s,
-        Err(e) => {
-            report(Err(failure(e)));
-            return Exit::Config;
-        }
-    };
-    report(Ok("configuration variables are valid".into()));
+    let settings = config.settings(Needs::ZohoCredentials).map_err(failure);
+    report(settings.as_ref().map(|_| "configuration variables are valid".to_string()).map_err(Clone::clone));
+    let Ok(settings) = settings else { return Exit::Config };
     let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
     let policy = crate::retry::RetryPolicy { max_attempts: 2, ..Default::default() };
-    let zoho = settings.zoho.clone().expect("credentials were required");
-    match ZohoClient::new(zoho, policy, timeout) {
+    match ZohoClient::new(settings.zoho.clone().expect("credentials were required"), policy, timeout) {
+        Ok(client) => zoho_calls(&client, &settings.promoted, &mut report).await,
         Err(e) => report(Err(failure(e))),
-        Ok(client) => match client.authenticate().await {
-            Err(e) => report(Err(failure(e))),
-            Ok(api) => {
-                report(Ok(format!("Zoho minted an access token; API domain {api}")));
-                zoho_calls(&client, &settings.promoted, &mut report).await;
-            }
-        },
     }
     let opening = Opening { retry: policy, request_timeout: timeout, ..Opening::new(&settings, &run_id) };
     let sink_lines = async {
@@ -71,8 +59,12 @@ fn failure(e: impl Into<RunError>) -> (String, Exit) {
     (e.to_string(), e.exit())
 }
 
-/// One request of each kind a sync makes, reported with the scope the token needs for it.
+/// A token, then one request of each kind a sync makes, reported with the scope the token needs for it.
 async fn zoho_calls(client: &ZohoClient, promoted: &[Promoted], report: &mut impl FnMut(Line)) {
+    match client.authenticate().await {
+        Ok(api) => report(Ok(format!("Zoho minted an access token; API domain {api}"))),
+        Err(e) => return report(Err(failure(e))),
+    }
     let now = Utc::now().fixed_offset();
     let w = Window::new(crate::window::WindowField::ModifiedTime, now - chrono::Duration::minutes(1), now)
         .expect("a one-minute window");
@@ -87,8 +79,7 @@ async fn zoho_calls(client: &ZohoClient, promoted: &[Promoted], report: &mut imp
     report(scoped("COQL", "ZohoCRM.coql.READ", count.map(|_| ())));
     let fields = client.fields("Deals").await;
     report(scoped("the Deals fields metadata", "ZohoCRM.settings.fields.READ", fields.map(|_| ())));
-    let since = (Utc::now() - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
-    let deleted = client.deleted_page(&since, 1).await;
+    let deleted = client.deleted_page(&w.start_str(), 1).await;
     report(scoped("the deleted Deals", "ZohoCRM.modules.deals.READ", deleted.map(|_| ())));
     let some = client.coql("select id from Deals where id is not null limit 1").await;
     let id = some.ok().flatten().and_then(|p| p.records().next().and_then(crate::zoho::record_id));
@@ -112,13 +103,10 @@ async fn check_promoted(client: &ZohoClient, promoted: &[Promoted]) -> Result<St
         .filter(|p| !fields.iter().any(|f| f.api_name == p.field))
         .map(|p| format!("columns.{} promotes {}", p.column, p.field))
         .collect();
-    if unknown.is_empty() {
-        Ok(format!("the {} promoted fields exist in Zoho's Deals metadata", promoted.len()))
-    } else {
-        Err(ConfigError::new(
-            "columns (config file)",
-            format!("{}, which Zoho's Deals metadata does not list (see `dealsync fields`)", unknown.join("; ")),
-        )
-        .into())
+    if !unknown.is_empty() {
+        let problem =
+            format!("{}, which Zoho's Deals metadata does not list (see `dealsync fields`)", unknown.join("; "));
+        return Err(ConfigError::new("columns (config file)", problem).into());
     }
+    Ok(format!("the {} promoted fields exist in Zoho's Deals metadata", promoted.len()))
 }

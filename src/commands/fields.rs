@@ -12,7 +12,6 @@ use crate::telemetry::one_line;
 use crate::zoho::fields::FieldMeta;
 use crate::zoho::ZohoClient;
 
-/// One line of the listing.
 #[derive(Debug, Serialize)]
 pub struct FieldRow {
     pub api_name: String,
@@ -31,7 +30,6 @@ pub struct FieldRow {
     pub sqlite_type: &'static str,
 }
 
-/// Describes each field against the standard columns and the promoted ones.
 pub fn describe(fields: &[FieldMeta], promoted: &[Promoted]) -> Vec<FieldRow> {
     fields
         .iter()
@@ -45,10 +43,9 @@ pub fn describe(fields: &[FieldMeta], promoted: &[Promoted]) -> Vec<FieldRow> {
             };
             let ty = mine.first().map(|p| p.ty).unwrap_or_else(|| f.suggested_type());
             // A standard field is described by its first column; any other by the type it has or would have.
-            let column = match standard.as_ref().and_then(|cols| STANDARD.iter().find(|c| c.name == cols[0])) {
-                Some(c) => c.clone(),
-                None => Promoted { field: f.api_name.clone(), column: String::new(), ty }.column(),
-            };
+            let column = standard.as_ref().and_then(|cols| STANDARD.iter().find(|c| c.name == cols[0])).cloned();
+            let column =
+                column.unwrap_or_else(|| Promoted { field: f.api_name.clone(), column: String::new(), ty }.column());
             let (bq, mode, sqlite) = (column.ty.bigquery(), column.mode(), column.ty.sqlite());
             FieldRow {
                 api_name: f.api_name.clone(),
@@ -108,9 +105,10 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
                 "# Fields stored only in `raw` today. Keep the ones you want as typed columns and paste them into\n\
                  # config/dealsync.toml; the next run adds them (existing rows keep NULL until a backfill with --rewrite).\n",
             );
+            // Zoho's names and labels are data: TOML strings quote them, and a comment holds no line break or other
+            // control character, so nothing a label says can add a key or a table to the file.
+            let comment_text = |s: &str| s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>();
             for r in rows.iter().filter(|r| r.stored == "raw") {
-                // Zoho's names and labels are data: TOML strings quote them, and a comment holds no line break,
-                // so nothing a label says can add a key or a table to the file.
                 let label = comment_text(r.label.as_deref().unwrap_or(""));
                 let zoho = comment_text(r.data_type.as_deref().unwrap_or("?"));
                 let (field, ty) = (toml::Value::from(r.api_name.as_str()), toml::Value::from(r.ty.to_string()));
@@ -120,11 +118,6 @@ pub fn render(rows: &[FieldRow], format: FieldsFormat) -> String {
             out
         }
     }
-}
-
-/// Text for a comment: one line, no control character.
-fn comment_text(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 pub async fn fields(args: FieldsArgs, config: &crate::config::Config) -> Exit {

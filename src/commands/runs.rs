@@ -7,13 +7,14 @@ use crate::config::cli::{RunsArgs, RunsFormat};
 use crate::config::{Config, Needs};
 use crate::exit::Exit;
 use crate::schema::PastRun;
+use crate::sink::{Opening, Target};
 
 pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
     let settings = match config.settings(Needs::Nothing) {
         Ok(s) => s,
         Err(e) => return e.report(),
     };
-    let target = match crate::sink::Target::chosen(args.sink.as_ref(), &settings, false) {
+    let target = match Target::chosen(args.sink.as_ref(), &settings, false) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
@@ -21,10 +22,8 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
         }
     };
     let run_id = crate::run::new_run_id(Utc::now());
-    let opening = crate::sink::Opening {
-        request_timeout: args.request_timeout.to_std().unwrap_or_default(),
-        ..crate::sink::Opening::new(&settings, &run_id)
-    };
+    let request_timeout = args.request_timeout.to_std().unwrap_or_default();
+    let opening = Opening { request_timeout, ..Opening::new(&settings, &run_id) };
     let (runs, last_good) = match target.past_runs(opening, args.limit).await {
         Ok(Some(read)) => read,
         Ok(None) => {
@@ -39,8 +38,7 @@ pub async fn runs(args: RunsArgs, config: &Config) -> Exit {
     };
     match args.format {
         RunsFormat::Json => {
-            let doc = serde_json::json!({ "sink": target.to_string(), "last_good": last_good, "runs": runs });
-            println!("{doc}");
+            println!("{}", serde_json::json!({ "sink": target.to_string(), "last_good": last_good, "runs": runs }))
         }
         RunsFormat::Table => print!("{}", table(&runs, last_good.as_ref(), Utc::now())),
     }
@@ -94,14 +92,10 @@ pub fn table(runs: &[PastRun], last_good: Option<&PastRun>, now: chrono::DateTim
 
 /// A header and its lines in columns two spaces apart, each as wide as its widest cell.
 pub fn aligned<const N: usize>(header: &[String; N], lines: &[[String; N]]) -> String {
-    let mut widths = header.each_ref().map(|h| h.chars().count());
-    for l in lines {
-        for (w, cell) in widths.iter_mut().zip(l) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
+    let rows: Vec<&[String; N]> = std::iter::once(header).chain(lines).collect();
+    let widths: [usize; N] = std::array::from_fn(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0));
     let mut out = String::new();
-    for cells in std::iter::once(header).chain(lines) {
+    for cells in rows {
         let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         out.push_str(padded.join("  ").trim_end());
         out.push('\n');

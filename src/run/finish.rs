@@ -9,9 +9,10 @@ use chrono::Utc;
 use super::error::RunError;
 use super::reconcile::Completeness;
 use super::summary::RunSummary;
+use crate::exit::Exit;
 use crate::sink::{Ending, RunRecord, Sink};
 use crate::window::Window;
-use crate::zoho::changes::{Deleted, StageChange};
+use crate::zoho::changes::{self, Deleted, StageChange};
 use crate::zoho::{ZohoClient, ZohoError};
 
 /// Deletions since the window's start and deals that left "Closed Won" in it.
@@ -19,8 +20,8 @@ pub type Changes = (Vec<Deleted>, Vec<StageChange>);
 
 pub async fn fetch_changes(client: &ZohoClient, window: &Window) -> Result<Changes, ZohoError> {
     tokio::try_join!(
-        crate::zoho::changes::deleted_since(client, window.start.with_timezone(&Utc)),
-        crate::zoho::changes::left_closed_won(client, window),
+        changes::deleted_since(client, window.start.with_timezone(&Utc)),
+        changes::left_closed_won(client, window)
     )
 }
 
@@ -34,10 +35,7 @@ pub async fn finish(
     changes: Option<Result<Changes, ZohoError>>,
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
-    let (completeness, error) = match collected {
-        Ok(c) => (Some(c), None),
-        Err(e) => (None, Some(e)),
-    };
+    let (completeness, error) = collected.map_or_else(|e| (None, Some(e)), |c| (Some(c), None));
     let mut error = end_writes(sink, error, summary).await;
     summary.bytes_billed = sink.bytes_billed();
     if let (None, Some(found)) = (&error, changes) {
@@ -54,19 +52,12 @@ pub async fn finish(
     summary.token_mint_failures = stats.token_mint_failures.load(Ordering::Relaxed);
     summary.time_to_first_request_us = stats.first_request_us.load(Ordering::Relaxed);
     let exit = summary.exit_for(error.as_ref().or(mismatch.then_some(&RunError::Mismatch)));
-    let record = RunRecord {
-        error: error.as_ref().map(|e| e.to_string()),
-        ..ledger_row(summary, window, exit.outcome(), exit.code())
-    };
+    let record = ledger_row(summary, window, exit.outcome(), exit, error.as_ref().map(|e| e.to_string()));
     if let Err(e) = sink.record_run(&record).await {
         tracing::error!(event = "ledger_failed", run_id = %summary.run_id, "could not record the run in the ledger: {e}");
         error = error.or(Some(e.into()));
     }
-    match error {
-        Some(e) => Err(e),
-        None if mismatch => Err(RunError::Mismatch),
-        None => Ok(()),
-    }
+    error.or(mismatch.then_some(RunError::Mismatch)).map_or(Ok(()), Err)
 }
 
 /// Commits the sink's writes when the run fetched everything; otherwise keeps what is final on its own. An
@@ -91,20 +82,16 @@ async fn end_writes(sink: &mut Sink, error: Option<RunError>, summary: &mut RunS
     }
 }
 
-async fn apply_changes(
-    sink: &mut Sink,
-    found: Result<Changes, ZohoError>,
-    summary: &mut RunSummary,
-) -> Result<(), RunError> {
+async fn apply_changes(sink: &mut Sink, found: Result<Changes, ZohoError>, s: &mut RunSummary) -> Result<(), RunError> {
     let (deleted, left) = found?;
     let (deleted_in_zoho, not_won_in_zoho) = (deleted.len(), left.len());
-    (summary.rows_deleted, summary.rows_reopened) = sink.apply_changes(deleted, left).await?;
+    (s.rows_deleted, s.rows_reopened) = sink.apply_changes(deleted, left).await?;
     tracing::info!(
         event = "changes",
         deleted_in_zoho,
-        rows_deleted = summary.rows_deleted,
+        rows_deleted = s.rows_deleted,
         not_won_in_zoho,
-        rows_reopened = summary.rows_reopened,
+        rows_reopened = s.rows_reopened,
         "applied deletions and stage changes to deals the warehouse holds"
     );
     Ok(())
@@ -112,25 +99,19 @@ async fn apply_changes(
 
 /// Reports the completeness proof and reconciles the window; true when the warehouse lacks deals Zoho has. The
 /// reconciliation, when the sink can answer it, has the last word (a deal the run missed may be held already).
-async fn compare(
-    client: &ZohoClient,
-    sink: &mut Sink,
-    window: &Window,
-    c: &Completeness,
-    summary: &mut RunSummary,
-) -> bool {
-    summary.crm_closed_won = Some(c.crm);
+async fn compare(client: &ZohoClient, sink: &mut Sink, window: &Window, c: &Completeness, s: &mut RunSummary) -> bool {
+    s.crm_closed_won = Some(c.crm);
     if !c.missing.is_empty() {
         let named: Vec<&str> = c.missing.iter().take(super::reconcile::NAMED).map(String::as_str).collect();
-        tracing::warn!(event = "incomplete", run_id = %summary.run_id, missing = c.missing.len(), ids = %serde_json::to_string(&named).expect("strings serialize"),
+        tracing::warn!(event = "incomplete", run_id = %s.run_id, missing = c.missing.len(), ids = %serde_json::to_string(&named).expect("strings serialize"),
             "{} closed-won deals Zoho lists in the window could not be fetched, even by id: [{}]",
             c.missing.len(), named.join(","));
     }
     match super::reconcile::reconcile(client, sink, window, Some(c), false).await {
         Ok(Some(r)) => {
-            summary.crm_closed_won = Some(r.crm);
-            summary.warehouse_closed_won = Some(r.warehouse);
-            r.log(&summary.run_id);
+            s.crm_closed_won = Some(r.crm);
+            s.warehouse_closed_won = Some(r.warehouse);
+            r.log(&s.run_id);
             return !r.matches;
         }
         Ok(None) => {
@@ -144,7 +125,7 @@ async fn compare(
 }
 
 /// The run's row in the ledger, as it stands.
-pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit_code: u8) -> RunRecord {
+pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit: Exit, error: Option<String>) -> RunRecord {
     RunRecord {
         run_id: summary.run_id.clone(),
         kind: summary.kind,
@@ -152,7 +133,7 @@ pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit_code
         window_start: window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         window_end: window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         status: status.to_string(),
-        exit_code,
+        exit_code: exit.code(),
         started_at: summary.started_at,
         finished_at: Utc::now(),
         pages: summary.fetched.pages,
@@ -162,6 +143,6 @@ pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit_code
         rows_unchanged: summary.rows.unchanged,
         not_closed_won: summary.not_closed_won,
         quarantined: summary.quarantined(),
-        error: None,
+        error,
     }
 }

@@ -7,6 +7,7 @@ use url::Url;
 
 use super::summary::RunSummary;
 use crate::config::{Config, ConfigError};
+use crate::exit::Exit;
 
 /// Where the metrics go, validated before the run starts.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +37,6 @@ impl Targets {
     }
 }
 
-/// The metric names, with their help text.
 pub const METRICS: [(&str, &str); 9] = [
     ("dealsync_last_run_timestamp_seconds", "When the last run finished (Unix time)."),
     ("dealsync_last_success_timestamp_seconds", "When the last run that exited 0 finished (Unix time)."),
@@ -59,21 +59,17 @@ pub const METRICS: [(&str, &str); 9] = [
 /// the last partial run are this run's when it was one, else carried over from `before`, the text this one replaces
 /// ("" for a Pushgateway, which keeps what a push leaves out). A value not measured is left out.
 pub fn render(s: &RunSummary, labels: &str, finished_unix: f64, before: &str) -> String {
-    let missing = match (s.crm_closed_won, s.warehouse_closed_won) {
-        (Some(crm), Some(wh)) => Some(crm.saturating_sub(wh) as f64),
-        _ => None,
-    };
     let last = |i: usize, this_run: bool| if this_run { Some(finished_unix) } else { previous(before, METRICS[i].0) };
     let values: [Option<f64>; 9] = [
         Some(finished_unix),
-        last(1, s.exit_code == 0),
-        last(2, s.exit_code == 3),
-        Some(f64::from(s.exit_code)),
+        last(1, s.exit == Exit::Ok),
+        last(2, s.exit == Exit::Partial),
+        Some(f64::from(s.exit.code())),
         Some(s.rows.written() as f64),
         Some(s.quarantined() as f64),
         Some(s.repaired as f64),
         Some(s.duration_ms as f64 / 1000.0),
-        missing,
+        s.crm_closed_won.zip(s.warehouse_closed_won).map(|(crm, warehouse)| crm.saturating_sub(warehouse) as f64),
     ];
     let mut out = String::new();
     for ((name, help), value) in METRICS.iter().zip(values) {
@@ -159,7 +155,7 @@ mod tests {
     fn a_run_keeps_the_last_success_and_the_last_partial_of_the_file_it_replaces() {
         let (success, partial) = (METRICS[1].0, METRICS[2].0);
         let ok = RunSummary {
-            exit_code: 0,
+            exit: Exit::Ok,
             sink: "sqlite:a\"b.db".into(),
             rows: crate::sink::WriteStats { inserted: 5, updated: 2, ..Default::default() },
             ..Default::default()
@@ -169,13 +165,17 @@ mod tests {
         assert!(text.contains("dealsync_rows_written{sink=\"sqlite:a\\\"b.db\"} 7\n"), "{text}");
         assert_eq!(previous(&text, success), Some(1000.5));
         assert!(!text.contains("dealsync_reconciliation_missing"), "not reconciled: absent, not 0");
-        let failed = RunSummary { exit_code: 75, ..Default::default() };
+        let failed = RunSummary { exit: Exit::Unavailable, ..Default::default() };
         let text = render(&failed, "sink=\"\"", 2000.0, &text);
         assert!(text.contains("dealsync_last_exit_code{sink=\"\"} 75\n"));
         assert_eq!(previous(&text, success), Some(1000.5), "a failure keeps the last success");
         assert!(!render(&failed, "", 2000.0, "").contains(success), "nothing to carry over: absent");
-        let exit3 =
-            RunSummary { exit_code: 3, crm_closed_won: Some(10), warehouse_closed_won: Some(8), ..Default::default() };
+        let exit3 = RunSummary {
+            exit: Exit::Partial,
+            crm_closed_won: Some(10),
+            warehouse_closed_won: Some(8),
+            ..Default::default()
+        };
         let text = render(&exit3, "", 3000.0, &text);
         assert_eq!((previous(&text, partial), previous(&text, success)), (Some(3000.0), Some(1000.5)), "{text}");
         assert!(text.contains("dealsync_reconciliation_missing{} 2\n"), "{text}");

@@ -35,14 +35,10 @@ pub fn new_run_id(now: chrono::DateTime<Utc>) -> String {
 pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
     let started = Instant::now();
     let started_at = Utc::now();
-    let mut summary = RunSummary {
-        run_id: new_run_id(started_at),
-        started_at,
-        kind: if plan.spec.is_backfill() { "backfill" } else { "scheduled" },
-        ..RunSummary::default()
-    };
+    let kind = if plan.spec.is_backfill() { "backfill" } else { "scheduled" };
+    let mut summary = RunSummary { run_id: new_run_id(started_at), started_at, kind, ..RunSummary::default() };
     // From the start, so that a stop during set-up is as clean as one mid-fetch.
-    let shutdown = Shutdown::new();
+    let shutdown = Shutdown::default();
     let watchers = watch(&shutdown, plan.deadline);
     let result = phases(&plan, config, &mut summary, &shutdown).await;
     watchers.iter().for_each(|w| w.abort());
@@ -51,7 +47,7 @@ pub async fn sync(plan: SyncPlan, config: &Config) -> (RunSummary, Exit) {
         tracing::error!(event = "run_failed", run_id = %summary.run_id, "{e}");
         summary.error = Some(e.to_string());
     }
-    summary.set_exit(exit);
+    summary.exit = exit;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.peak_rss_kb = summary::peak_rss_kb();
     summary.emit();
@@ -90,7 +86,7 @@ async fn phases(
     let client = ZohoClient::new(source.zoho.clone(), plan.retry, plan.request_timeout)?;
     // The run is in the ledger from its start: one killed on the way stays listed, `running` (and exit 75, what an
     // interruption means). Its row is replaced when it ends.
-    sink.record_run(&finish::ledger_row(summary, &window, "running", Exit::Interrupted.code())).await?;
+    sink.record_run(&finish::ledger_row(summary, &window, "running", Exit::Interrupted, None)).await?;
     tracing::info!(event = "window", run_id = %summary.run_id, field = %window.field, start = %window.start_str(),
         end = %window.end_str(), from_ledger, "syncing {window}");
 
@@ -115,10 +111,8 @@ async fn phases(
         p.complete().await
     };
     // The changes are of no use when the pass fails: `try_join!` drops them then.
-    let (collected, changes) = match tokio::try_join!(fetch, async { Ok(changes.await) }) {
-        Ok((completeness, changes)) => (Ok(completeness), changes),
-        Err(e) => (Err(e), None),
-    };
+    let joined = tokio::try_join!(fetch, async { Ok(changes.await) });
+    let (collected, changes) = joined.map_or_else(|e| (Err(e), None), |(c, changes)| (Ok(c), changes));
     drop(p); // clears the progress bar and gives the sink and the summary back
     let result = finish::finish(&client, &mut sink, &window, collected, changes, summary).await;
     if let Some(demo) = &source.demo {

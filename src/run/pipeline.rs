@@ -46,7 +46,6 @@ pub struct Pipeline<'a> {
     moved_on: HashSet<String>,
     /// The fields search returned, for the next pass's reads by id.
     fields: Vec<String>,
-    /// Cleared when the pipeline is dropped.
     progress: Progress,
 }
 
@@ -59,19 +58,9 @@ impl<'a> Pipeline<'a> {
         shutdown: &'a Shutdown,
         summary: &'a mut RunSummary,
     ) -> Pipeline<'a> {
-        Pipeline {
-            client,
-            sink,
-            window,
-            stamp,
-            shutdown,
-            summary,
-            rows: Seen::default(),
-            quarantined: HashSet::new(),
-            moved_on: HashSet::new(),
-            fields: Vec::new(),
-            progress: Progress::start(),
-        }
+        let progress = Progress::start();
+        let (rows, quarantined, moved_on, fields) = Default::default();
+        Pipeline { client, sink, window, stamp, shutdown, summary, rows, quarantined, moved_on, fields, progress }
     }
 
     fn has(&self, id: &str) -> bool {
@@ -124,8 +113,7 @@ impl<'a> Pipeline<'a> {
                     None => return Ok(false),
                 },
                 () = tokio::time::sleep(IDLE_FLUSH) => {
-                    let flushed = self.sink.flush().await?;
-                    self.summary.rows.add(flushed);
+                    self.summary.rows.add(self.sink.flush().await?);
                     continue;
                 }
             };
@@ -310,7 +298,7 @@ mod tests {
         let window = Window::new(WindowField::ModifiedTime, start, start + chrono::Duration::days(1)).unwrap();
         let columns = std::sync::Arc::new(Columns::new(&[]));
         let stamp = RunStamp { run_id: "run-1".into(), synced_at: chrono::Utc::now(), columns };
-        let shutdown = Shutdown::new();
+        let shutdown = Shutdown::default();
         let mut summary = RunSummary::default();
         let mut p = Pipeline::new(&client, &mut sink, &window, &stamp, &shutdown, &mut summary);
 

@@ -29,15 +29,16 @@ pub struct Completeness {
 /// Ids named per side at most.
 pub const NAMED: usize = 20;
 
+type Named = (u64, Vec<String>);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Reconciliation {
     pub crm: u64,
     pub warehouse: u64,
     pub matches: bool,
-    /// In the CRM, not in the warehouse, and the other way round (`NAMED` at most each).
+    /// In the CRM, not in the warehouse, and the other way round (`NAMED` at most each, `*_total` counts all).
     pub missing: Vec<String>,
     pub extra: Vec<String>,
-    /// How many are missing and extra in all.
     pub missing_total: u64,
     pub extra_total: u64,
 }
@@ -77,12 +78,10 @@ pub async fn reconcile(
     strict: bool,
 ) -> Result<Option<Reconciliation>, RunError> {
     let Some(warehouse) = sink.count_in_window(window).await? else { return Ok(None) };
-    let crm = match known {
-        Some(c) => c.crm,
-        None => client.coql_count(&coql_count_closed_won(window)).await?,
-    };
-    let (mut missing, mut extra) = ((0, Vec::new()), (0, Vec::new()));
-    if crm != warehouse {
+    let crm = if let Some(c) = known { c.crm } else { client.coql_count(&coql_count_closed_won(window)).await? };
+    let ((missing_total, missing), (extra_total, extra)) = if crm == warehouse {
+        Default::default()
+    } else {
         let ours = sink.ids_in_window(window).await?;
         let mut asked;
         let theirs = match known.and_then(|c| c.listed.as_ref()) {
@@ -94,26 +93,15 @@ pub async fn reconcile(
             }
         };
         let moved_on = known.map(|c| &c.moved_on);
-        (missing, extra) = diff(theirs, &ours, |id| moved_on.is_some_and(|m| m.contains(id)));
-    }
-    Ok(Some(Reconciliation {
-        crm,
-        warehouse,
-        matches: missing.0 == 0 && (!strict || extra.0 == 0),
-        missing: missing.1,
-        extra: extra.1,
-        missing_total: missing.0,
-        extra_total: extra.0,
-    }))
+        diff(theirs, &ours, |id| moved_on.is_some_and(|m| m.contains(id)))
+    };
+    let matches = missing_total == 0 && (!strict || extra_total == 0);
+    Ok(Some(Reconciliation { crm, warehouse, matches, missing, extra, missing_total, extra_total }))
 }
 
 /// Each side's difference: how many, and up to `NAMED` of them in the order given. A CRM id for which
 /// `elsewhere` holds (the run wrote it with a newer copy outside the window) is not missing.
-fn diff(
-    crm: &[String],
-    warehouse: &[String],
-    elsewhere: impl Fn(&str) -> bool,
-) -> ((u64, Vec<String>), (u64, Vec<String>)) {
+fn diff(crm: &[String], warehouse: &[String], elsewhere: impl Fn(&str) -> bool) -> (Named, Named) {
     let in_crm: HashSet<&str> = crm.iter().map(String::as_str).collect();
     let in_warehouse: HashSet<&str> = warehouse.iter().map(String::as_str).collect();
     let missing: Vec<&String> = crm.iter().filter(|id| !in_warehouse.contains(id.as_str()) && !elsewhere(id)).collect();

@@ -10,7 +10,7 @@ use super::summary::RunSummary;
 use crate::config::cli::{SyncPlan, DEFAULT_SQLITE};
 use crate::config::{Config, Needs, Settings, ZohoSettings};
 use crate::sink::{Opening, Sink, TableSpec, Target};
-use crate::window::{Window, WindowSpec};
+use crate::window::{self, Window, WindowSpec};
 
 /// Where deals come from: Zoho, or the built-in simulator for `--demo`, which runs until this value is dropped,
 /// on whatever path the command ends.
@@ -84,55 +84,37 @@ pub async fn prepare(plan: &SyncPlan, config: &Config, summary: &mut RunSummary)
     let mut sink = open_sink(plan, &settings, &summary.run_id).await?;
     summary.sink = sink.describe();
     sink.prepare().await?;
-    let mut last_good = match plan.spec {
-        WindowSpec::Default { .. } => sink.last_good_window_end(plan.field).await?,
-        WindowSpec::Backfill { .. } => None,
-    };
+    let mut last_good = if plan.spec.is_backfill() { None } else { sink.last_good_window_end(plan.field).await? };
     // A ledger end after now is a clock that was wrong: the window falls back to the last 24 hours.
     if let Some(end) = last_good.filter(|end| *end > summary.started_at) {
         tracing::warn!(event = "ledger_in_future", ledger_end = %end,
             "the last good run's window ends after now (a clock was wrong): syncing the last 24 hours");
         last_good = None;
     }
-    let full =
-        crate::window::resolve(&plan.spec, plan.field, summary.started_at, last_good).map_err(RunError::Usage)?;
+    let full = window::resolve(&plan.spec, plan.field, summary.started_at, last_good).map_err(RunError::Usage)?;
     let window = task_window(full, plan, settings.shard, summary).and_then(|w| settled(w, plan, summary.started_at));
     Ok(Prepared { settings, source, sink, window, from_ledger: last_good.is_some() })
 }
 
 /// This task's part of the window: its slice of a sharded backfill; a scheduled run is not sharded (task 0
 /// syncs it). `None` when there is nothing for this task to do.
-fn task_window(
-    full: Window,
-    plan: &SyncPlan,
-    shard: Option<(usize, usize)>,
-    summary: &mut RunSummary,
-) -> Option<Window> {
+fn task_window(full: Window, plan: &SyncPlan, shard: Option<(usize, usize)>, s: &mut RunSummary) -> Option<Window> {
     let Some((index, count)) = shard.filter(|(_, count)| *count > 1) else { return Some(full) };
+    let note = |text: &str| tracing::info!(event = "shard", index, count, "{text}");
     if !plan.spec.is_backfill() {
         if index > 0 {
-            tracing::info!(
-                event = "shard",
-                index,
-                count,
-                "scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do"
-            );
+            note("scheduled runs are not sharded: task 0 syncs the window, this one has nothing to do");
         }
         return (index == 0).then_some(full);
     }
     // Contiguous slices of the range, one per task; together they cover it exactly.
     let slices = full.split_into(count).unwrap_or_else(|| vec![full.clone()]);
     let Some(slice) = slices.get(index) else {
-        tracing::info!(
-            event = "shard",
-            index,
-            count,
-            "the range has fewer slices than tasks; this task has nothing to do"
-        );
+        note("the range has fewer slices than tasks; this task has nothing to do");
         return None;
     };
-    tracing::info!(event = "shard", index, count, "task {index} of {count} syncs its slice of {full}");
-    summary.shard = Some(format!("{index}-of-{count}"));
+    note(&format!("task {index} of {count} syncs its slice of {full}"));
+    s.shard = Some(format!("{index}-of-{count}"));
     Some(slice.clone())
 }
 
@@ -140,17 +122,13 @@ fn task_window(
 /// lag. Past that, edits still move deals in and out while it is read.
 fn settled(window: Window, plan: &SyncPlan, now: DateTime<Utc>) -> Option<Window> {
     let WindowSpec::Backfill { index_lag, .. } = plan.spec else { return Some(window) };
-    match window.settled(now, index_lag) {
-        Some(w) if w.end != window.end => {
-            tracing::info!(event = "window_clamped", requested_end = %window.end_str(), end = %w.end_str(),
-                "the window ends after now minus the index lag; it is synced up to there, the rest by later runs");
-            Some(w)
-        }
-        Some(w) => Some(w),
-        None => {
-            tracing::info!(event = "window_clamped", start = %window.start_str(),
-                "this window starts after now minus the index lag: nothing to sync yet");
-            None
-        }
+    let settled = window.settled(now, index_lag);
+    match &settled {
+        Some(w) if w.end == window.end => {}
+        Some(w) => tracing::info!(event = "window_clamped", requested_end = %window.end_str(), end = %w.end_str(),
+            "the window ends after now minus the index lag; it is synced up to there, the rest by later runs"),
+        None => tracing::info!(event = "window_clamped", start = %window.start_str(),
+            "this window starts after now minus the index lag: nothing to sync yet"),
     }
+    settled
 }

@@ -22,8 +22,7 @@ pub struct RunSummary {
     pub kind: &'static str,
     /// `i-of-n` for a task of a sharded backfill.
     pub shard: Option<String>,
-    pub outcome: &'static str,
-    pub exit_code: u8,
+    pub exit: Exit,
     pub sink: String,
     pub window: Option<Window>,
     pub fetched: FetchStats,
@@ -60,18 +59,8 @@ pub struct RunSummary {
 impl RunSummary {
     /// A run refused before it started (a usage or configuration error), as monitoring should see it.
     pub fn refused(backfill: bool, exit: Exit, error: String) -> RunSummary {
-        let mut s = RunSummary {
-            kind: if backfill { "backfill" } else { "scheduled" },
-            error: Some(error),
-            ..Default::default()
-        };
-        s.set_exit(exit);
-        s
-    }
-
-    pub fn set_exit(&mut self, exit: Exit) {
-        self.outcome = exit.outcome();
-        self.exit_code = exit.code();
+        let kind = if backfill { "backfill" } else { "scheduled" };
+        RunSummary { kind, exit, error: Some(error), ..Default::default() }
     }
 
     pub fn quarantined(&self) -> u64 {
@@ -98,8 +87,8 @@ impl RunSummary {
                     event = "run_summary",
                     run_id = %self.run_id,
                     kind = self.kind,
-                    outcome = self.outcome,
-                    exit_code = self.exit_code,
+                    outcome = self.exit.outcome(),
+                    exit_code = self.exit.code(),
                     sink = %self.sink,
                     window_field = self.window.as_ref().map_or("", |w| w.field.api_name()),
                     window_start = start.as_str(),
@@ -131,31 +120,28 @@ impl RunSummary {
                     crm_closed_won = self.crm_closed_won,
                     warehouse_closed_won = self.warehouse_closed_won,
                     error = self.error.as_deref().unwrap_or(""),
-                    "run finished: {}", self.outcome
+                    "run finished: {}", self.exit.outcome()
                 )
             };
         }
-        match self.exit_code {
-            0 => summary_event!(info),
-            3 => summary_event!(warn),
+        match self.exit {
+            Exit::Ok => summary_event!(info),
+            Exit::Partial => summary_event!(warn),
             _ => summary_event!(error),
         }
-        if crate::telemetry::human_output() {
-            eprintln!("{}", self.human_line());
+        if !crate::telemetry::human_output() {
+            return;
         }
-    }
-
-    /// One line for a person: what happened, to where, and what to do next if it failed.
-    pub fn human_line(&self) -> String {
+        // One line for a person: what happened, to where, and what to do next if it failed.
         let window = self.window.as_ref().map(|w| format!(" ({w})")).unwrap_or_default();
         let error = self.error.as_ref().map(|e| format!("; error: {e}")).unwrap_or_default();
         let secs = self.duration_ms as f64 / 1000.0;
-        let mark = match self.exit_code {
-            0 => "ok",
-            3 => "partial",
+        let mark = match self.exit {
+            Exit::Ok => "ok",
+            Exit::Partial => "partial",
             _ => "FAILED",
         };
-        format!(
+        eprintln!(
             "dealsync {mark}: {} closed-won deals{window} from {} pages in {secs:.1}s -> {}: {} new, {} updated, {} unchanged or read twice, {} quarantined{error} [exit {}]",
             // Zoho's own count of the window when the run got that far; what was fetched (copies included) else.
             self.crm_closed_won.unwrap_or(self.deals_fetched.saturating_sub(self.not_closed_won)),
@@ -165,12 +151,13 @@ impl RunSummary {
             self.rows.updated,
             self.rows.unchanged,
             self.quarantined(),
-            self.exit_code,
-        )
+            self.exit.code(),
+        );
     }
 }
 
-/// A progress bar with ETA for long interactive runs (text logs on a terminal only, never mixed into JSON).
+/// A progress bar with ETA for long interactive runs (text logs on a terminal only, never mixed into JSON), cleared
+/// when dropped.
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     /// Filled in by the fetcher once it knows how many deals the window holds.
@@ -182,7 +169,8 @@ impl Progress {
     pub fn start() -> Progress {
         let bar = crate::telemetry::human_output().then(|| {
             let bar = indicatif::ProgressBar::new_spinner()
-                .with_style(style("{spinner} {pos} closed-won deals written ({rate}, {elapsed})"));
+                .with_style(style("{spinner} {pos} closed-won deals written ({rate}, {elapsed})"))
+                .with_finish(indicatif::ProgressFinish::AndClear);
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
@@ -203,14 +191,6 @@ impl Progress {
             bar.set_length(done);
         }
         bar.set_position(done);
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
     }
 }
 

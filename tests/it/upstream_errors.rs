@@ -264,8 +264,9 @@ async fn a_deal_read_by_id_in_parts_whose_part_has_no_id_is_never_handed_on_half
     }
     let client = client_of(&server);
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let fetcher = dealsync::zoho::fetch::Fetcher::new(&client, tx, |page| page, dealsync::shutdown::Shutdown::new())
-        .with_fields(fields);
+    let fetcher =
+        dealsync::zoho::fetch::Fetcher::new(&client, tx, |page| page, dealsync::shutdown::Shutdown::default())
+            .with_fields(fields);
     fetcher.fetch_ids(vec!["1001".into()]).await.unwrap();
     drop(fetcher);
     let page = rx.recv().await.expect("a page").page;
