@@ -118,13 +118,8 @@ struct Blocks {
 impl Blocks {
     fn with_capacity(ids: usize, gap_bytes: usize) -> Self {
         let blocks = ids.div_ceil(BLOCK);
-        Blocks {
-            firsts: Vec::with_capacity(blocks),
-            starts: Vec::with_capacity(blocks),
-            gaps: Vec::with_capacity(gap_bytes),
-            count: 0,
-            last: 0,
-        }
+        let (firsts, starts) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
+        Blocks { firsts, starts, gaps: Vec::with_capacity(gap_bytes), ..Blocks::default() }
     }
 
     fn push(&mut self, id: u64) {
@@ -146,35 +141,23 @@ impl Blocks {
     /// The position of `key` among the ids.
     fn find(&self, key: u64) -> Option<usize> {
         let block = self.firsts.partition_point(|&f| f <= key).checked_sub(1)?;
-        let mut id = self.firsts[block];
-        let mut at = self.starts[block] as usize;
-        let mut i = block * BLOCK;
-        let end = (i + BLOCK).min(self.count);
-        loop {
-            if id >= key {
-                return (id == key).then_some(i);
-            }
-            i += 1;
-            if i == end {
-                return None;
-            }
-            let (gap, next) = leb128(&self.gaps, at);
-            (id, at) = (id + gap, next);
-        }
+        let i = self.block(block).take_while(|&id| id <= key).position(|id| id == key)?;
+        Some(block * BLOCK + i)
     }
 
     fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        let mut at = 0;
-        let mut id = 0;
-        (0..self.count).map(move |i| {
-            if i % BLOCK == 0 {
-                id = self.firsts[i / BLOCK];
-            } else {
-                let (gap, next) = leb128(&self.gaps, at);
-                (id, at) = (id + gap, next);
-            }
+        (0..self.firsts.len()).flat_map(|block| self.block(block))
+    }
+
+    /// The ids of one block: its first, then one more for each gap.
+    fn block(&self, block: usize) -> impl Iterator<Item = u64> + '_ {
+        let (mut id, mut at) = (self.firsts[block], self.starts[block] as usize);
+        let gaps = BLOCK.min(self.count - block * BLOCK) - 1;
+        std::iter::once(id).chain((0..gaps).map(move |_| {
+            let (gap, next) = leb128(&self.gaps, at);
+            (id, at) = (id + gap, next);
             id
-        })
+        }))
     }
 }
 
@@ -203,12 +186,10 @@ fn bump<T: Ord + Copy>(seen: &mut T, t: T) -> Offer {
     }
 }
 
-/// Zoho's ids are decimal numbers; a leading zero would not survive a round trip through u64, so it is text.
+/// Zoho's ids are decimal numbers; a leading zero would not survive a round trip through u64, so it is text (as is
+/// a leading `+`, which `parse` would take).
 fn numeric(id: &str) -> Option<u64> {
-    if id.is_empty() || id.len() > 19 || id.starts_with('0') || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    id.parse().ok()
+    id.parse().ok().filter(|_| !id.starts_with(['0', '+']))
 }
 
 #[cfg(test)]
