@@ -59,10 +59,8 @@ fn refuse_link(path: &Path, e: std::io::Error) -> std::io::Error {
 
 /// A few random bits (the standard library's per-process hash keys), for temporary names and run ids.
 pub fn random() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.finish() as u32
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now()) as u32
 }
 
 #[cfg(test)]

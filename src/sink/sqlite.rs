@@ -38,8 +38,7 @@ const CACHE_KIB: i64 = 6144;
 pub struct SqliteSink {
     path: PathBuf,
     conn: Option<Connection>,
-    /// Rows written since the open transaction began, and when it began.
-    uncommitted: usize,
+    /// When the open transaction began.
     began: Option<Instant>,
     /// The rows of the open transaction: reported once its COMMIT succeeds, never before (a transaction that
     /// fails, e.g. on a full disk, leaves nothing, and the run's counters must say so).
@@ -59,7 +58,6 @@ impl SqliteSink {
         SqliteSink {
             path: path.into(),
             conn: None,
-            uncommitted: 0,
             began: None,
             pending: WriteStats::default(),
             upsert_sql: Arc::new(upsert_sql(&spec.columns, spec.rewrite)),
@@ -132,8 +130,7 @@ impl SqliteSink {
         if let Some(c) = self.conn.as_ref().filter(|c| !c.is_autocommit()) {
             let _ = c.execute_batch("ROLLBACK");
         }
-        self.pending = WriteStats::default();
-        (self.uncommitted, self.began) = (0, None);
+        (self.pending, self.began) = (WriteStats::default(), None);
     }
 
     async fn with_conn<T, F>(&mut self, what: &'static str, f: F) -> Result<T, SinkError>
@@ -232,22 +229,18 @@ impl SqliteSink {
             return Ok(WriteStats::default());
         }
         let began = *self.began.get_or_insert_with(Instant::now);
-        let commit = self.uncommitted + rows.len() >= TRANSACTION_ROWS || began.elapsed() >= TRANSACTION_AGE;
+        let held = self.pending.written() + self.pending.unchanged;
+        let commit = held as usize + rows.len() >= TRANSACTION_ROWS || began.elapsed() >= TRANSACTION_AGE;
         let sql = self.upsert_sql.clone();
-        let n = rows.len();
         let written = self
             .with_conn("writing rows", move |c| {
                 begin_if_needed(c)?;
                 let mut stats = WriteStats::default();
                 let mut insert = c.prepare_cached(&sql.0)?;
                 let mut update = c.prepare_cached(&sql.1)?;
-                // Each row's values are converted once, for the INSERT and, when the deal is stored, the UPDATE.
-                let mut values = Vec::with_capacity(rows.first().map_or(0, |r| r.values.len()));
                 for row in &rows {
-                    values.clear();
-                    for v in &row.values {
-                        values.push(v.to_sql()?);
-                    }
+                    // Converted once, for the INSERT and, when the deal is stored, the UPDATE.
+                    let values = row.values.iter().map(ToSql::to_sql).collect::<rusqlite::Result<Vec<_>>>()?;
                     if insert.execute(params_from_iter(&values))? == 1 {
                         stats.inserted += 1;
                     } else if update.execute(params_from_iter(&values))? == 1 {
@@ -265,7 +258,6 @@ impl SqliteSink {
             .await;
         // The transaction's rows are lost with it.
         let stats = written.inspect_err(|_| self.roll_back())?;
-        self.uncommitted += n;
         self.pending.add(stats);
         if commit {
             return self.commit_open().await;
@@ -276,7 +268,7 @@ impl SqliteSink {
     /// Commits the open transaction, if any, and returns its rows.
     pub(super) async fn commit_open(&mut self) -> Result<WriteStats, SinkError> {
         let pending = std::mem::take(&mut self.pending);
-        (self.uncommitted, self.began) = (0, None);
+        self.began = None;
         if self.conn.as_ref().is_some_and(|c| !c.is_autocommit()) {
             self.with_conn("committing rows", |c| c.execute_batch("COMMIT")).await?;
         }
@@ -312,23 +304,36 @@ impl SqliteSink {
     }
 
     pub async fn mark_deleted(&mut self, deleted: Vec<Deleted>) -> Result<u64, SinkError> {
-        self.commit_open().await?;
-        self.with_conn("marking deleted deals", move |c| {
-            let sql =
-                format!("UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0");
-            update_each(c, &sql, deleted.iter().map(|d| (&d.deal_id, format_instant(&d.deleted_time))))
-        })
-        .await
+        let sql = format!("UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0");
+        let params = deleted.into_iter().map(|d| (d.deal_id, format_instant(&d.deleted_time))).collect();
+        self.update_each("marking deleted deals", sql, params).await
     }
 
     pub async fn mark_not_won(&mut self, changes: Vec<StageChange>) -> Result<u64, SinkError> {
+        let sql = format!(
+            "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3 WHERE deal_id = ?1 AND modified_time < ?3"
+        );
+        let params = changes.into_iter().map(|ch| (ch.deal_id, ch.stage, format_instant(&ch.modified_time))).collect();
+        self.update_each("recording reopened deals", sql, params).await
+    }
+
+    /// Commits the open transaction, then runs `sql` once per item's parameters in one transaction, and counts the
+    /// rows it changed.
+    async fn update_each<P>(&mut self, what: &'static str, sql: String, items: Vec<P>) -> Result<u64, SinkError>
+    where
+        P: Params + Send + 'static,
+    {
         self.commit_open().await?;
-        self.with_conn("recording reopened deals", move |c| {
-            let sql = format!(
-                "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3
-                 WHERE deal_id = ?1 AND modified_time < ?3"
-            );
-            update_each(c, &sql, changes.iter().map(|ch| (&ch.deal_id, &ch.stage, format_instant(&ch.modified_time))))
+        self.with_conn(what, move |c| {
+            let tx = c.transaction()?;
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut n = 0;
+            for params in items {
+                n += stmt.execute(params)? as u64;
+            }
+            drop(stmt);
+            tx.commit()?;
+            Ok(n)
         })
         .await
     }
@@ -346,9 +351,7 @@ impl SqliteSink {
         let (sql, a, b) = window_sql("deal_id", w);
         let mut ids: Vec<String> = self
             .with_conn("listing the window's rows", move |c| {
-                let mut stmt = c.prepare(&sql)?;
-                let ids = stmt.query_map([a, b], |r| r.get(0))?.collect();
-                ids
+                c.prepare(&sql)?.query_map([a, b], |r| r.get(0))?.collect()
             })
             .await?;
         sort_ids(&mut ids);
@@ -373,7 +376,6 @@ impl SqliteSink {
 
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
         let values = run.values();
-        (self.uncommitted, self.began) = (0, None);
         self.with_conn("recording the run", move |c| {
             // A failed run may leave its transaction open: its rows are complete upserts, so keep them if SQLite
             // still can, and record the run in any case.
@@ -398,19 +400,6 @@ fn window_sql(select: &str, w: &Window) -> (String, String, String) {
     };
     let live = "is_closed_won = 1 AND is_deleted = 0";
     (format!("SELECT {select} FROM {TABLE} WHERE {column} >= ?1 AND {column} < ?2 AND {live}"), start, end)
-}
-
-/// Runs `sql` once per item's parameters in one transaction, and counts the rows it changed.
-fn update_each<P: Params>(c: &mut Connection, sql: &str, items: impl Iterator<Item = P>) -> rusqlite::Result<u64> {
-    let tx = c.transaction()?;
-    let mut stmt = tx.prepare_cached(sql)?;
-    let mut n = 0;
-    for params in items {
-        n += stmt.execute(params)? as u64;
-    }
-    drop(stmt);
-    tx.commit()?;
-    Ok(n)
 }
 
 /// `BEGIN IMMEDIATE` unless a transaction is open: it takes the write lock at once, so concurrent writers (sharded
@@ -474,12 +463,6 @@ fn table_sql(table: &str, columns: &[Column], key: Option<&str>) -> String {
 
 pub fn create_table_sql(columns: &[Column]) -> String {
     table_sql(TABLE, columns, Some(crate::schema::KEY))
-}
-
-/// Every table dealsync writes, and the indexes.
-fn schema_sql(columns: &[Column]) -> String {
-    let tables = tables(columns).map(|(table, columns, key)| table_sql(table, &columns, key));
-    format!("{};\n{INDEXES}", tables.join(";\n"))
 }
 
 /// Until 0.1 the quarantine's `deal_id` was its primary key (a copy of the target's), so a deal quarantined by one
@@ -565,7 +548,8 @@ fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)
         tx.execute_batch(QUARANTINE_REKEY)?;
     }
     // After the columns: the indexes cover some of them.
-    tx.execute_batch(&schema_sql(cols))?;
+    let tables = tables(cols).map(|(table, columns, key)| table_sql(table, &columns, key));
+    tx.execute_batch(&format!("{};\n{INDEXES}", tables.join(";\n")))?;
     if rekey {
         let names = QUARANTINE.iter().map(|c| c.name.to_string()).collect::<Vec<_>>().join(", ");
         tx.execute_batch(&format!(
