@@ -14,7 +14,7 @@ const RECENT: usize = 1 << 15;
 const BLOCK: usize = 64;
 
 #[derive(Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     blocks: Blocks,
     /// `times[i]` belongs to the `i`th id of the blocks: seconds since 1970, saturated to u32 (until 2106).
     times: Vec<u32>,
@@ -24,7 +24,7 @@ pub struct Seen {
 
 /// What `Seen::offer` decided about a copy of a deal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
+pub(crate) enum Offer {
     /// First copy in this run.
     New,
     /// Newer than the copy already written.
@@ -66,10 +66,6 @@ impl Seen {
 
     pub fn len(&self) -> usize {
         self.blocks.count + self.recent.len() + self.other.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Merges the recent ids into the blocks (encoded afresh) and their times into `times`, moved in place so that

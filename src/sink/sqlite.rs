@@ -176,8 +176,8 @@ impl SqliteSink {
         std::fs::OpenOptions::new().append(true).open(&self.path).map_err(|e| self.not_writable(e))?;
         let conn = open_read_only(&self.path).map_err(|e| self.err("opening the database read-only", e))?;
         let to_add = self.fit(&conn, "a sync would stop before fetching")?;
-        let exists = has_table(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
-        let mut lines = vec![if exists {
+        let exists = table_info(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
+        let mut lines = vec![if !exists.is_empty() {
             let rows: i64 = conn
                 .query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0))
                 .map_err(|e| self.err("counting rows", e))?;
@@ -311,7 +311,8 @@ impl SqliteSink {
 
     pub async fn mark_not_won(&mut self, changes: Vec<StageChange>) -> Result<u64, SinkError> {
         let sql = format!(
-            "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3 WHERE deal_id = ?1 AND modified_time < ?3"
+            "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3
+             WHERE deal_id = ?1 AND modified_time < ?3"
         );
         let params = changes.into_iter().map(|ch| (ch.deal_id, ch.stage, format_instant(&ch.modified_time))).collect();
         self.update_each("recording reopened deals", sql, params).await
@@ -420,10 +421,6 @@ fn parse_instant(s: &str) -> chrono::ParseResult<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).map(|t| t.to_utc())
 }
 
-fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
-    c.query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |r| r.get(0))
-}
-
 /// A column a table has, as `PRAGMA table_info` describes it.
 struct Have {
     name: String,
@@ -464,13 +461,6 @@ fn table_sql(table: &str, columns: &[Column], key: Option<&str>) -> String {
 pub fn create_table_sql(columns: &[Column]) -> String {
     table_sql(TABLE, columns, Some(crate::schema::KEY))
 }
-
-/// Until 0.1 the quarantine's `deal_id` was its primary key (a copy of the target's), so a deal quarantined by one
-/// run could never be quarantined again and every later run over it failed. The table is rebuilt without it.
-const QUARANTINE_REKEY: &str = "
-ALTER TABLE _dealsync_quarantine RENAME TO _dealsync_quarantine_old;
-DROP INDEX IF EXISTS _dealsync_quarantine_deal;
-";
 
 /// One row per deal and run: a record quarantined again in the same run replaces its row, and every run that
 /// meets it adds its own (records without an id are all kept: SQLite's unique indexes let NULLs repeat).
@@ -543,9 +533,12 @@ fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)
         tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
         tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
     }
+    // Until 0.1 the quarantine's `deal_id` was its primary key (a copy of the target's), so a deal quarantined by
+    // one run could never be quarantined again and every later run over it failed: it is rebuilt without it (its
+    // old index goes with the first of `INDEXES`).
     let rekey = table_info(&tx, QUARANTINE_TABLE)?.iter().any(|h| h.name == "deal_id" && h.pk > 0);
     if rekey {
-        tx.execute_batch(QUARANTINE_REKEY)?;
+        tx.execute_batch("ALTER TABLE _dealsync_quarantine RENAME TO _dealsync_quarantine_old")?;
     }
     // After the columns: the indexes cover some of them.
     let tables = tables(cols).map(|(table, columns, key)| table_sql(table, &columns, key));
@@ -562,12 +555,12 @@ fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)
     let page_size: u32 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     if page_size != PAGE_SIZE {
         tracing::info!(
-                event = "sqlite_page_size",
-                page_size,
-                "this warehouse keeps its {page_size}-byte pages; new ones use {PAGE_SIZE}, with which a write \
-                 costs 35-55 % less CPU once the table holds a million rows; to convert it while no sync runs \
-                 (VACUUM needs free space the size of the file): sqlite3 {path} 'PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
-            );
+            event = "sqlite_page_size",
+            page_size,
+            "this warehouse keeps its {page_size}-byte pages; new ones use {PAGE_SIZE}, with which a write costs \
+             35-55 % less CPU once the table holds a million rows; to convert it while no sync runs (VACUUM needs free \
+             space the size of the file): sqlite3 {path} 'PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
+        );
     }
     Ok(())
 }
@@ -579,7 +572,7 @@ pub fn past_runs(path: &Path, limit: u32) -> Result<PastRuns, SinkError> {
         return Err(sink.config_err(format!("{} does not exist: no run has written there", path.display())));
     }
     let c = open_read_only(path).map_err(|e| sink.err("opening", e))?;
-    if !has_table(&c, RUNS_TABLE).map_err(|e| sink.err("reading the schema", e))? {
+    if table_info(&c, RUNS_TABLE).map_err(|e| sink.err("reading the schema", e))?.is_empty() {
         return Err(sink.config_err(format!("{} holds no run ledger ({RUNS_TABLE})", path.display())));
     }
     let select = |filter: &str, limit: u32| -> rusqlite::Result<Vec<PastRun>> {
