@@ -139,11 +139,8 @@ impl SqliteSink {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let mut conn = self.conn.take().ok_or_else(|| self.err(what, "the database is not open"))?;
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = f(&mut conn);
-            (conn, r)
-        });
-        let (conn, r) = joined.await.map_err(|e| self.err(what, e))?;
+        let joined = tokio::task::spawn_blocking(move || (f(&mut conn), conn));
+        let (r, conn) = joined.await.map_err(|e| self.err(what, e))?;
         self.conn = Some(conn);
         r.map_err(|e| self.err(what, e))
     }
@@ -161,13 +158,12 @@ impl SqliteSink {
 
     pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let meta = std::fs::metadata(dir)
-            .map_err(|e| self.config_err(format!("the directory {} is not usable: {e}", dir.display())))?;
+        let d = dir.display();
+        let meta =
+            std::fs::metadata(dir).map_err(|e| self.config_err(format!("the directory {d} is not usable: {e}")))?;
         if meta.permissions().readonly() {
-            return Err(self.not_writable(format_args!(
-                "the directory {} is read-only, and SQLite keeps its journal beside the file",
-                dir.display()
-            )));
+            let why = format!("the directory {d} is read-only, and SQLite keeps its journal beside the file");
+            return Err(self.not_writable(why));
         }
         let path = self.path.display();
         if !self.path.exists() {
@@ -196,13 +192,11 @@ impl SqliteSink {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             return Err(self.config_err(format!("the directory {} does not exist", dir.display())));
         }
-        if std::fs::symlink_metadata(&self.path).is_err() {
-            // A new warehouse is private (SQLite gives its journal the file's mode). Created only if still missing:
-            // a sharded run may have created it since, and truncating it would drop that run's tables.
-            match crate::files::create_new(&self.path, 0o600) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(self.not_writable(e)),
-                _ => {}
-            }
+        // A new warehouse is private (SQLite gives its journal the file's mode). Created only if still missing:
+        // a sharded run may have created it since, and truncating it would drop that run's tables.
+        match crate::files::create_new(&self.path, 0o600) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(self.not_writable(e)),
+            _ => {}
         }
         let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
         let settings = conn
@@ -249,7 +243,6 @@ impl SqliteSink {
                         stats.unchanged += 1;
                     }
                 }
-                drop((insert, update));
                 if commit {
                     c.execute_batch("COMMIT")?;
                 }
