@@ -216,24 +216,17 @@ pub enum Sink {
     BigQuery(Box<BigQuerySink>),
 }
 
-/// The same call on whichever sink this is.
+/// The same call on whichever sink this is; after `export`, what the NDJSON export answers instead (for what only
+/// a warehouse does).
 macro_rules! each {
     ($sink:expr, $s:ident => $call:expr) => {
-        match $sink {
-            Sink::Sqlite($s) => $call,
-            Sink::Ndjson($s) => $call,
-            Sink::BigQuery($s) => $call,
-        }
+        each!($sink, $s => $call, export $s => $call)
     };
-}
-
-/// The same call on a warehouse; `$export` is what the NDJSON export answers.
-macro_rules! warehouse {
-    ($sink:expr, $s:ident => $call:expr, export => $export:expr) => {
+    ($sink:expr, $s:ident => $call:expr, export $e:pat => $export:expr) => {
         match $sink {
             Sink::Sqlite($s) => $call,
+            Sink::Ndjson($e) => $export,
             Sink::BigQuery($s) => $call,
-            Sink::Ndjson(_) => $export,
         }
     };
 }
@@ -281,7 +274,7 @@ impl Sink {
 
     /// Appends the run to the ledger (nothing for an export).
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
-        warehouse!(self, s => s.record_run(run).await, export => Ok(()))
+        each!(self, s => s.record_run(run).await, export _ => Ok(()))
     }
 
     /// Whether rows stay across runs: a run ledger, CRM changes and the reconciliation apply.
@@ -291,7 +284,7 @@ impl Sink {
 
     /// The end of the last good scheduled run over `field`, which starts the next default window.
     pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
-        warehouse!(self, s => s.last_good_window_end(field).await, export => Ok(None))
+        each!(self, s => s.last_good_window_end(field).await, export _ => Ok(None))
     }
 
     /// Marks deals deleted in Zoho and those that left "Closed Won" (if newer); returns the rows each changed.
@@ -300,17 +293,17 @@ impl Sink {
         deleted: Vec<Deleted>,
         left: Vec<StageChange>,
     ) -> Result<(u64, u64), SinkError> {
-        warehouse!(self, s => Ok((s.mark_deleted(deleted).await?, s.mark_not_won(left).await?)), export => Ok((0, 0)))
+        each!(self, s => Ok((s.mark_deleted(deleted).await?, s.mark_not_won(left).await?)), export _ => Ok((0, 0)))
     }
 
     /// How many deals the warehouse holds in the window, for reconciliation; `None` for an export.
     pub async fn count_in_window(&mut self, window: &Window) -> Result<Option<u64>, SinkError> {
-        warehouse!(self, s => s.count_in_window(window).await, export => Ok(None))
+        each!(self, s => s.count_in_window(window).await, export _ => Ok(None))
     }
 
     /// The deal ids the warehouse holds in the window, sorted by `schema::sort_ids`.
     pub async fn ids_in_window(&mut self, window: &Window) -> Result<Vec<String>, SinkError> {
-        warehouse!(self, s => s.ids_in_window(window).await, export => Ok(Vec::new()))
+        each!(self, s => s.ids_in_window(window).await, export _ => Ok(Vec::new()))
     }
 
     /// Bytes the warehouse billed for the run's jobs so far, where it bills by the byte.
