@@ -157,19 +157,12 @@ impl Blocks {
     }
 }
 
-/// The LEB128 number at `at`, and where the next one begins.
-fn leb128(bytes: &[u8], mut at: usize) -> (u64, usize) {
-    let mut n = 0u64;
-    let mut shift = 0;
-    loop {
-        let b = bytes[at];
-        at += 1;
-        n |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return (n, at);
-        }
-        shift += 7;
-    }
+/// The LEB128 number at `at` (seven bits a byte, least significant first, the last byte under 0x80), and where
+/// the next one begins.
+fn leb128(bytes: &[u8], at: usize) -> (u64, usize) {
+    let len = bytes[at..].iter().position(|&b| b < 0x80).expect("a number ends") + 1;
+    let n = bytes[at..at + len].iter().rev().fold(0, |n, &b| n << 7 | u64::from(b & 0x7f));
+    (n, at + len)
 }
 
 /// Keeps the newer of the recorded time and `t`, and says whether `t` was newer.
