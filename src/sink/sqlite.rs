@@ -32,8 +32,6 @@ const TRANSACTION_AGE: Duration = Duration::from_secs(2);
 /// Page size for new files: a row is about 3 KB with `raw`, so smaller pages split on every insert, and larger
 /// ones make each cache miss of the randomly ordered indexes cost more.
 const PAGE_SIZE: u32 = 16384;
-/// Page cache (KiB): most of what the 40 MB memory budget leaves.
-const CACHE_KIB: i64 = 6144;
 
 pub struct SqliteSink {
     path: PathBuf,
@@ -444,10 +442,8 @@ fn tables(columns: &[Column]) -> [(&'static str, Vec<Column>, Option<&'static st
 
 /// The DDL of a table of `columns` whose primary key is the column `key` (none for the quarantine).
 fn table_sql(table: &str, columns: &[Column], key: Option<&str>) -> String {
-    let cols: Vec<String> = columns
-        .iter()
-        .map(|c| format!("    \"{}\" {}", c.name, c.sqlite_definition_in(Some(c.name.as_ref()) == key)))
-        .collect();
+    let column = |c: &Column| format!("    \"{}\" {}", c.name, c.sqlite_definition_in(Some(c.name.as_ref()) == key));
+    let cols: Vec<String> = columns.iter().map(column).collect();
     format!("CREATE TABLE IF NOT EXISTS {table} (\n{}\n)", cols.join(",\n"))
 }
 
@@ -515,10 +511,9 @@ impl ToSql for Value {
 /// Sets the connection up and creates or completes the tables in one transaction (`path`: for the hint).
 fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
     // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
-    // checkpoint). Readers wait (busy timeout) while a page commits.
-    c.pragma_update(None, "journal_mode", "TRUNCATE")?;
-    c.pragma_update(None, "synchronous", "NORMAL")?;
-    c.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    // checkpoint); readers wait (busy timeout) while a page commits. A page cache of 6 MiB: most of what the 40 MB
+    // memory budget leaves.
+    c.execute_batch("PRAGMA journal_mode = TRUNCATE; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -6144")?;
     // Immediate, like `begin_if_needed`: sharded runs creating one file wait for each other's write lock.
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
