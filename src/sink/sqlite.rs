@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::ToSqlOutput;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Params, ToSql};
+use rusqlite::{params_from_iter, Connection, OptionalExtension, Params, ToSql};
 
 use super::{Ending, Finished, PastRuns, SinkError, TableSpec, WriteStats};
 use crate::exit::Exit;
@@ -277,19 +277,11 @@ impl SqliteSink {
     }
 
     pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
-        let field = field.api_name();
-        let end: Option<String> = self
-            .with_conn("reading the run ledger", move |c| {
-                c.query_row(
-                    "SELECT window_end FROM _dealsync_runs
-                     WHERE kind = 'scheduled' AND window_field = ?1 AND status IN ('success', 'partial')
-                     ORDER BY julianday(window_end) DESC LIMIT 1",
-                    params![field],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .await?;
+        let sql = "SELECT window_end FROM _dealsync_runs
+                   WHERE kind = 'scheduled' AND window_field = ?1 AND status IN ('success', 'partial')
+                   ORDER BY julianday(window_end) DESC LIMIT 1";
+        let read = move |c: &mut Connection| c.query_row(sql, [field.api_name()], |r| r.get(0)).optional();
+        let end: Option<String> = self.with_conn("reading the run ledger", read).await?;
         end.map(|s| parse_instant(&s).map_err(|e| self.err("reading the run ledger", format!("window_end `{s}`: {e}"))))
             .transpose()
     }
@@ -332,20 +324,16 @@ impl SqliteSink {
 
     pub async fn count_in_window(&mut self, w: &Window) -> Result<Option<u64>, SinkError> {
         self.open_existing()?;
-        let (sql, a, b) = window_sql("count(*)", w);
-        let n: u64 =
-            self.with_conn("counting the window's rows", move |c| c.query_row(&sql, [a, b], |r| r.get(0))).await?;
+        let (sql, bounds) = window_sql("count(*)", w);
+        let n = self.with_conn("counting the window's rows", move |c| c.query_row(&sql, bounds, |r| r.get(0))).await?;
         Ok(Some(n))
     }
 
     pub async fn ids_in_window(&mut self, w: &Window) -> Result<Vec<String>, SinkError> {
         self.open_existing()?;
-        let (sql, a, b) = window_sql("deal_id", w);
-        let mut ids: Vec<String> = self
-            .with_conn("listing the window's rows", move |c| {
-                c.prepare(&sql)?.query_map([a, b], |r| r.get(0))?.collect()
-            })
-            .await?;
+        let (sql, bounds) = window_sql("deal_id", w);
+        let read = move |c: &mut Connection| c.prepare(&sql)?.query_map(bounds, |r| r.get(0))?.collect();
+        let mut ids: Vec<String> = self.with_conn("listing the window's rows", read).await?;
         sort_ids(&mut ids);
         Ok(ids)
     }
@@ -382,7 +370,7 @@ impl SqliteSink {
 }
 
 /// `SELECT {select}` over a window's live rows, with its two bound values.
-fn window_sql(select: &str, w: &Window) -> (String, String, String) {
+fn window_sql(select: &str, w: &Window) -> (String, [String; 2]) {
     let (column, start, end) = if w.field.is_date() {
         ("closing_date", w.start_str(), w.end_str())
     } else {
@@ -391,7 +379,7 @@ fn window_sql(select: &str, w: &Window) -> (String, String, String) {
         ("modified_time", f(&w.start), f(&w.end))
     };
     let live = "is_closed_won = 1 AND is_deleted = 0";
-    (format!("SELECT {select} FROM {TABLE} WHERE {column} >= ?1 AND {column} < ?2 AND {live}"), start, end)
+    (format!("SELECT {select} FROM {TABLE} WHERE {column} >= ?1 AND {column} < ?2 AND {live}"), [start, end])
 }
 
 /// `BEGIN IMMEDIATE` unless a transaction is open: it takes the write lock at once, so concurrent writers (sharded
