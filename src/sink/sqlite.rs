@@ -172,9 +172,8 @@ impl SqliteSink {
         let to_add = self.fit(&conn, "a sync would stop before fetching")?;
         let exists = table_info(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
         let mut lines = vec![if !exists.is_empty() {
-            let rows: i64 = conn
-                .query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0))
-                .map_err(|e| self.err("counting rows", e))?;
+            let count = conn.query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get::<_, i64>(0));
+            let rows = count.map_err(|e| self.err("counting rows", e))?;
             format!("{path} is writable ({rows} rows in {TABLE})")
         } else {
             format!("{path} is writable; {TABLE} will be created on the first run")
@@ -197,10 +196,8 @@ impl SqliteSink {
             _ => {}
         }
         let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
-        let settings = conn
-            .busy_timeout(Duration::from_secs(30))
-            // The page size takes effect only while the file is empty (a new warehouse): before the probe below.
-            .and_then(|()| conn.pragma_update(None, "page_size", PAGE_SIZE));
+        // The page size takes effect only while the file is empty (a new warehouse): before the probe below.
+        let settings = conn.busy_timeout(Duration::from_secs(30)).and(conn.pragma_update(None, "page_size", PAGE_SIZE));
         settings.map_err(|e| self.err("opening the database", e))?;
         // Before any Zoho request: the file must take writes, and every table it has must fit dealsync's rows.
         // Nothing is altered until both hold, so an incompatible table is left exactly as it was.
