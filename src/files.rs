@@ -20,9 +20,8 @@ pub fn replace(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(refuse_link(path, std::io::Error::from_raw_os_error(libc::ELOOP)));
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let unique = format!(".{name}.{}.{:08x}.tmp", std::process::id(), random());
-    let tmp = path.with_file_name(unique);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.{:08x}.tmp", std::process::id(), random()));
     let mut file = create_new(&tmp, mode)?;
     let written =
         file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&tmp, path));

@@ -300,7 +300,7 @@ mod tests {
     async fn the_writer_flushes_the_sink_while_no_page_comes_and_keeps_writing_after() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let mut sink = Sink::Sqlite(crate::sink::sqlite::SqliteSink::new(&path));
+        let mut sink = Sink::Sqlite(crate::sink::sqlite::SqliteSink::new(&path, Default::default()));
         sink.prepare().await.unwrap();
         let vars = [("ZOHO_CLIENT_ID", "id"), ("ZOHO_CLIENT_SECRET", "secret"), ("ZOHO_REFRESH_TOKEN", "token")];
         let vars = vars.map(|(k, v)| (k.to_string(), v.to_string()));

@@ -71,7 +71,7 @@ impl Target {
 
     pub async fn open(self, o: Opening<'_>) -> Result<Sink, SinkError> {
         Ok(match self {
-            Target::Sqlite(path) => Sink::Sqlite(SqliteSink::with_spec(path, o.table)),
+            Target::Sqlite(path) => Sink::Sqlite(SqliteSink::new(path, o.table)),
             Target::Ndjson(path) => Sink::Ndjson(NdjsonSink::new(path, o.table.columns)),
             Target::BigQuery => Sink::BigQuery(Box::new(bigquery::connect(&o).await?)),
         })

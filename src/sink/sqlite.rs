@@ -47,12 +47,8 @@ pub struct SqliteSink {
 }
 
 impl SqliteSink {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteSink::with_spec(path, TableSpec::default())
-    }
-
-    /// A sink whose table also has the promoted columns, replacing rows as `spec` says.
-    pub fn with_spec(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
+    /// A sink whose table has `spec`'s columns (the promoted ones too), replacing rows as it says.
+    pub fn new(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
         SqliteSink {
             path: path.into(),
             conn: None,
@@ -540,7 +536,7 @@ fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)
 
 /// The newest `limit` runs of the ledger at `path` and its last good run; reads only, never creates.
 pub fn past_runs(path: &Path, limit: u32) -> Result<PastRuns, SinkError> {
-    let sink = SqliteSink::new(path);
+    let sink = SqliteSink::new(path, TableSpec::default());
     if !path.exists() {
         return Err(sink.config_err(format!("{} does not exist: no run has written there", path.display())));
     }
@@ -603,7 +599,7 @@ mod tests {
     #[tokio::test]
     async fn each_row_counts_as_inserted_updated_or_unchanged() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = SqliteSink::new(dir.path().join("w.db"));
+        let mut sink = SqliteSink::new(dir.path().join("w.db"), TableSpec::default());
         sink.prepare().await.unwrap();
         let (old, new) = ("2026-10-01T10:00:00+05:30", "2026-10-02T10:00:00+05:30");
         let counts = |s: WriteStats| (s.inserted, s.updated, s.unchanged);
@@ -634,7 +630,7 @@ mod tests {
     async fn rows_are_committed_once_the_transaction_is_full_or_old() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let mut sink = SqliteSink::new(&path);
+        let mut sink = SqliteSink::new(&path, TableSpec::default());
         sink.prepare().await.unwrap();
 
         sink.write_rows(rows(0..200)).await.unwrap();
