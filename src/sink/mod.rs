@@ -77,11 +77,6 @@ impl Target {
         })
     }
 
-    /// Whether the sink keeps rows across runs, and a run ledger (`dealsync runs`).
-    pub fn is_warehouse(&self) -> bool {
-        !matches!(self, Target::Ndjson(_))
-    }
-
     /// Reads the run ledger as history (`dealsync runs`); `None` for a sink that keeps none.
     pub async fn past_runs(&self, o: Opening<'_>, limit: u32) -> Result<Option<PastRuns>, SinkError> {
         Ok(Some(match self {
@@ -109,11 +104,12 @@ pub fn forms() -> String {
     format!("{} or {last}", rest.join(", "))
 }
 
-/// The forms whose sink keeps a run ledger.
+/// The forms whose sink keeps a run ledger (`dealsync runs`): every one but the export's.
 pub fn ledger_forms() -> Vec<&'static str> {
-    let is_warehouse =
-        |form: &str| SinkSpec::parse(form).and_then(|s| Target::resolve(&s)).is_ok_and(|t| t.is_warehouse());
-    FORMS.into_iter().filter(|f| is_warehouse(f)).collect()
+    let keeps_ledger = |form: &str| {
+        SinkSpec::parse(form).and_then(|s| Target::resolve(&s)).is_ok_and(|t| !matches!(t, Target::Ndjson(_)))
+    };
+    FORMS.into_iter().filter(|f| keeps_ledger(f)).collect()
 }
 
 /// What opening a sink takes besides its target.

@@ -97,9 +97,8 @@ impl NdjsonSink {
             // The export and its quarantine file belong to one run: a clean export leaves no quarantine beside it.
             let q = self.quarantine_path();
             match std::fs::remove_file(&q) {
-                Ok(()) => {
-                    tracing::info!(event = "quarantine_cleared", path = %q.display(), "removed the previous run's quarantine file")
-                }
+                Ok(()) => tracing::info!(event = "quarantine_cleared", path = %q.display(),
+                    "removed the previous run's quarantine file"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(self.io_err(&format!("removing {}", q.display()), e)),
             }

@@ -88,18 +88,17 @@ impl SqliteSink {
                 continue; // created by the run
             }
             for Have { name, ty, required, pk } in &have {
-                match want.iter().find(|w| w.name.eq_ignore_ascii_case(name)) {
+                let problem = match want.iter().find(|w| w.name.eq_ignore_ascii_case(name)) {
                     Some(w) if !ty.eq_ignore_ascii_case(w.ty.sqlite()) => {
                         let ty = if ty.is_empty() { "untyped" } else { ty.as_str() };
-                        return refuse(format!("{table}.{name} is {ty}; dealsync writes {}", w.ty.sqlite()));
+                        format!("{table}.{name} is {ty}; dealsync writes {}", w.ty.sqlite())
                     }
                     None if *required && *pk == 0 => {
-                        return refuse(format!(
-                            "{table}.{name} is NOT NULL without a default, and dealsync does not write it"
-                        ));
+                        format!("{table}.{name} is NOT NULL without a default, and dealsync does not write it")
                     }
-                    _ => {}
-                }
+                    _ => continue,
+                };
+                return refuse(problem);
             }
             let keys: Vec<&str> = have.iter().filter(|h| h.pk > 0).map(|h| h.name.as_str()).collect();
             if let Some(key) = key.filter(|k| keys.len() != 1 || !keys[0].eq_ignore_ascii_case(k)) {
