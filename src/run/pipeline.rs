@@ -13,7 +13,7 @@ use super::summary::{Progress, RunSummary};
 use crate::mapping::{Mapped, Mapper, RunStamp};
 use crate::schema::{sort_ids, DealRow, Quarantined};
 use crate::shutdown::Shutdown;
-use crate::sink::seen::{Offer, Seen};
+use crate::sink::seen::Seen;
 use crate::sink::{Sink, SinkError};
 use crate::window::Window;
 use crate::zoho::fetch::{FetchedPage, Fetcher};
@@ -142,7 +142,7 @@ impl<'a> Pipeline<'a> {
         summary.unmapped += quarantined.len() as u64;
         let mut fresh = Vec::with_capacity(rows.len());
         for row in rows {
-            if self.rows.offer(row.deal_id(), row.modified_time().timestamp()) == Offer::Stale {
+            if !self.rows.offer(row.deal_id(), row.modified_time().timestamp()) {
                 summary.rows.unchanged += 1;
                 continue;
             }

@@ -22,26 +22,16 @@ pub(crate) struct Seen {
     other: HashMap<String, i64>,
 }
 
-/// What `Seen::offer` decided about a copy of a deal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Offer {
-    /// First copy in this run.
-    New,
-    /// Newer than the copy already written.
-    Newer,
-    /// As new as, or older than, the copy already written: drop it.
-    Stale,
-}
-
 impl Seen {
-    /// Records `id` at `modified` (unix seconds) unless a copy at least as new was seen, and says which.
-    pub fn offer(&mut self, id: &str, modified: i64) -> Offer {
+    /// Records `id` at `modified` (unix seconds) unless a copy at least as new was seen: whether this copy is the
+    /// first or a newer one, to pass on (`false`: drop it).
+    pub fn offer(&mut self, id: &str, modified: i64) -> bool {
         let Some(key) = numeric(id) else {
             if let Some(m) = self.other.get_mut(id) {
                 return bump(m, modified);
             }
             self.other.insert(id.to_string(), modified);
-            return Offer::New;
+            return true;
         };
         let t = modified.clamp(0, i64::from(u32::MAX)) as u32;
         if let Some(i) = self.blocks.find(key) {
@@ -54,7 +44,7 @@ impl Seen {
         if self.recent.len() >= RECENT {
             self.merge();
         }
-        Offer::New
+        true
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -166,13 +156,10 @@ fn leb128(bytes: &[u8], at: usize) -> (u64, usize) {
 }
 
 /// Keeps the newer of the recorded time and `t`, and says whether `t` was newer.
-fn bump<T: Ord + Copy>(seen: &mut T, t: T) -> Offer {
-    if *seen >= t {
-        Offer::Stale
-    } else {
-        *seen = t;
-        Offer::Newer
-    }
+fn bump<T: Ord + Copy>(seen: &mut T, t: T) -> bool {
+    let newer = t > *seen;
+    *seen = (*seen).max(t);
+    newer
 }
 
 /// Zoho's ids are decimal numbers; a leading zero would not survive a round trip through u64, so it is text (as is
@@ -189,14 +176,14 @@ mod tests {
     #[test]
     fn a_copy_is_new_then_newer_then_stale() {
         let mut s = Seen::default();
-        assert_eq!(s.offer("5725767000000412345", 100), Offer::New);
-        assert_eq!(s.offer("5725767000000412345", 100), Offer::Stale);
-        assert_eq!(s.offer("5725767000000412345", 200), Offer::Newer);
-        assert_eq!(s.offer("5725767000000412345", 150), Offer::Stale);
-        assert_eq!(s.offer("deal-a", 1), Offer::New);
-        assert_eq!(s.offer("deal-a", 1), Offer::Stale);
-        assert_eq!(s.offer("0123", 1), Offer::New, "a leading zero keeps the id as text");
-        assert_eq!(s.offer("123", 1), Offer::New, "and distinct from 123");
+        assert!(s.offer("5725767000000412345", 100), "new");
+        assert!(!s.offer("5725767000000412345", 100), "as new: stale");
+        assert!(s.offer("5725767000000412345", 200), "newer");
+        assert!(!s.offer("5725767000000412345", 150), "older: stale");
+        assert!(s.offer("deal-a", 1));
+        assert!(!s.offer("deal-a", 1));
+        assert!(s.offer("0123", 1), "a leading zero keeps the id as text");
+        assert!(s.offer("123", 1), "and distinct from 123");
         assert_eq!(s.len(), 4);
     }
 
@@ -208,12 +195,8 @@ mod tests {
             let mut seen = Seen::default();
             let mut plain: HashMap<u64, i64> = HashMap::new();
             for (id, t) in ops {
-                let expected = match plain.get(&(id + 1)) {
-                    None => Offer::New,
-                    Some(&m) if m >= t => Offer::Stale,
-                    Some(_) => Offer::Newer,
-                };
-                if expected != Offer::Stale {
+                let expected = plain.get(&(id + 1)).is_none_or(|&m| t > m);
+                if expected {
                     plain.insert(id + 1, t);
                 }
                 prop_assert_eq!(seen.offer(&(id + 1).to_string(), t), expected);
@@ -240,8 +223,8 @@ mod tests {
             }
             prop_assert_eq!(seen.len(), plain.len());
             for (id, t) in &plain {
-                prop_assert_eq!(seen.offer(&id.to_string(), *t), Offer::Stale);
-                prop_assert_eq!(seen.offer(&id.to_string(), t + 1), Offer::Newer);
+                prop_assert!(!seen.offer(&id.to_string(), *t), "as new: stale");
+                prop_assert!(seen.offer(&id.to_string(), t + 1), "newer");
             }
             prop_assert_eq!(seen.len(), plain.len());
         }
@@ -255,7 +238,7 @@ mod tests {
             for i in 0..n as u64 {
                 // Zoho hands out ids in sequence, but not in the order a search returns them.
                 let id = 4_876_876_000_001_000_000 + (i * 7919 % n as u64) * stride;
-                assert_eq!(seen.offer(&id.to_string(), 1_790_000_000 + i as i64), Offer::New);
+                assert!(seen.offer(&id.to_string(), 1_790_000_000 + i as i64), "new");
             }
             assert_eq!(seen.blocks.count, n, "every batch was merged");
             let b = &seen.blocks;
