@@ -43,9 +43,7 @@ pub fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
 
 /// Write-only, new files created with `mode`, and no following a symbolic link at the path itself.
 fn options(mode: u32) -> OpenOptions {
-    let mut options = OpenOptions::new();
-    options.write(true).mode(mode).custom_flags(libc::O_NOFOLLOW);
-    options
+    OpenOptions::new().write(true).mode(mode).custom_flags(libc::O_NOFOLLOW).clone()
 }
 
 fn refuse_link(path: &Path, e: std::io::Error) -> std::io::Error {

@@ -27,11 +27,8 @@ impl Seen {
     /// first or a newer one, to pass on (`false`: drop it).
     pub fn offer(&mut self, id: &str, modified: i64) -> bool {
         let Some(key) = numeric(id) else {
-            if let Some(m) = self.other.get_mut(id) {
-                return bump(m, modified);
-            }
-            self.other.insert(id.to_string(), modified);
-            return true;
+            // Recorded as older than any time a deal can have, so that a first copy is newer.
+            return bump(self.other.entry(id.to_string()).or_insert(i64::MIN), modified);
         };
         let t = modified.clamp(0, i64::from(u32::MAX)) as u32;
         if let Some(i) = self.blocks.find(key) {
