@@ -20,9 +20,8 @@ pub fn replace(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(refuse_link(path, std::io::Error::from_raw_os_error(libc::ELOOP)));
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let unique = format!(".{name}.{}.{:08x}.tmp", std::process::id(), random());
-    let tmp = path.with_file_name(unique);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.{:08x}.tmp", std::process::id(), random()));
     let mut file = create_new(&tmp, mode)?;
     let written =
         file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
@@ -44,9 +43,7 @@ pub fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
 
 /// Write-only, new files created with `mode`, and no following a symbolic link at the path itself.
 fn options(mode: u32) -> OpenOptions {
-    let mut options = OpenOptions::new();
-    options.write(true).mode(mode).custom_flags(libc::O_NOFOLLOW);
-    options
+    OpenOptions::new().write(true).mode(mode).custom_flags(libc::O_NOFOLLOW).clone()
 }
 
 fn refuse_link(path: &Path, e: std::io::Error) -> std::io::Error {
@@ -59,10 +56,8 @@ fn refuse_link(path: &Path, e: std::io::Error) -> std::io::Error {
 
 /// A few random bits (the standard library's per-process hash keys), for temporary names and run ids.
 pub fn random() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.finish() as u32
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now()) as u32
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::summary::{Progress, RunSummary};
 use crate::mapping::{Mapped, Mapper, RunStamp};
 use crate::schema::{sort_ids, DealRow, Quarantined};
 use crate::shutdown::Shutdown;
-use crate::sink::seen::{Offer, Seen};
+use crate::sink::seen::Seen;
 use crate::sink::{Sink, SinkError};
 use crate::window::Window;
 use crate::zoho::fetch::{FetchedPage, Fetcher};
@@ -130,7 +130,7 @@ impl<'a> Pipeline<'a> {
         summary.unmapped += quarantined.len() as u64;
         let mut fresh = Vec::with_capacity(rows.len());
         for row in rows {
-            if self.rows.offer(row.deal_id(), row.modified_time().timestamp()) == Offer::Stale {
+            if !self.rows.offer(row.deal_id(), row.modified_time().timestamp()) {
                 summary.rows.unchanged += 1;
                 continue;
             }
@@ -288,7 +288,7 @@ mod tests {
     async fn the_writer_flushes_the_sink_while_no_page_comes_and_keeps_writing_after() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let mut sink = Sink::Sqlite(crate::sink::sqlite::SqliteSink::new(&path));
+        let mut sink = Sink::Sqlite(crate::sink::sqlite::SqliteSink::new(&path, Default::default()));
         sink.prepare().await.unwrap();
         let vars = [("ZOHO_CLIENT_ID", "id"), ("ZOHO_CLIENT_SECRET", "secret"), ("ZOHO_REFRESH_TOKEN", "token")];
         let vars = vars.map(|(k, v)| (k.to_string(), v.to_string()));

@@ -71,15 +71,10 @@ impl Target {
 
     pub async fn open(self, o: Opening<'_>) -> Result<Sink, SinkError> {
         Ok(match self {
-            Target::Sqlite(path) => Sink::Sqlite(SqliteSink::with_spec(path, o.table)),
+            Target::Sqlite(path) => Sink::Sqlite(SqliteSink::new(path, o.table)),
             Target::Ndjson(path) => Sink::Ndjson(NdjsonSink::new(path, o.table.columns)),
             Target::BigQuery => Sink::BigQuery(Box::new(bigquery::connect(&o).await?)),
         })
-    }
-
-    /// Whether the sink keeps rows across runs, and a run ledger (`dealsync runs`).
-    pub fn is_warehouse(&self) -> bool {
-        !matches!(self, Target::Ndjson(_))
     }
 
     /// Reads the run ledger as history (`dealsync runs`); `None` for a sink that keeps none.
@@ -109,11 +104,12 @@ pub fn forms() -> String {
     format!("{} or {last}", rest.join(", "))
 }
 
-/// The forms whose sink keeps a run ledger.
+/// The forms whose sink keeps a run ledger (`dealsync runs`): every one but the export's.
 pub fn ledger_forms() -> Vec<&'static str> {
-    let is_warehouse =
-        |form: &str| SinkSpec::parse(form).and_then(|s| Target::resolve(&s)).is_ok_and(|t| t.is_warehouse());
-    FORMS.into_iter().filter(|f| is_warehouse(f)).collect()
+    let keeps_ledger = |form: &str| {
+        SinkSpec::parse(form).and_then(|s| Target::resolve(&s)).is_ok_and(|t| !matches!(t, Target::Ndjson(_)))
+    };
+    FORMS.into_iter().filter(|f| keeps_ledger(f)).collect()
 }
 
 /// What opening a sink takes besides its target.
@@ -216,24 +212,17 @@ pub enum Sink {
     BigQuery(Box<BigQuerySink>),
 }
 
-/// The same call on whichever sink this is.
+/// The same call on whichever sink this is; after `export`, what the NDJSON export answers instead (for what only
+/// a warehouse does).
 macro_rules! each {
     ($sink:expr, $s:ident => $call:expr) => {
-        match $sink {
-            Sink::Sqlite($s) => $call,
-            Sink::Ndjson($s) => $call,
-            Sink::BigQuery($s) => $call,
-        }
+        each!($sink, $s => $call, export $s => $call)
     };
-}
-
-/// The same call on a warehouse; `$export` is what the NDJSON export answers.
-macro_rules! warehouse {
-    ($sink:expr, $s:ident => $call:expr, export => $export:expr) => {
+    ($sink:expr, $s:ident => $call:expr, export $e:pat => $export:expr) => {
         match $sink {
             Sink::Sqlite($s) => $call,
+            Sink::Ndjson($e) => $export,
             Sink::BigQuery($s) => $call,
-            Sink::Ndjson(_) => $export,
         }
     };
 }
@@ -281,7 +270,7 @@ impl Sink {
 
     /// Appends the run to the ledger (nothing for an export).
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
-        warehouse!(self, s => s.record_run(run).await, export => Ok(()))
+        each!(self, s => s.record_run(run).await, export _ => Ok(()))
     }
 
     /// Whether rows stay across runs: a run ledger, CRM changes and the reconciliation apply.
@@ -291,7 +280,7 @@ impl Sink {
 
     /// The end of the last good scheduled run over `field`, which starts the next default window.
     pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
-        warehouse!(self, s => s.last_good_window_end(field).await, export => Ok(None))
+        each!(self, s => s.last_good_window_end(field).await, export _ => Ok(None))
     }
 
     /// Marks deals deleted in Zoho and those that left "Closed Won" (if newer); returns the rows each changed.
@@ -300,17 +289,17 @@ impl Sink {
         deleted: Vec<Deleted>,
         left: Vec<StageChange>,
     ) -> Result<(u64, u64), SinkError> {
-        warehouse!(self, s => Ok((s.mark_deleted(deleted).await?, s.mark_not_won(left).await?)), export => Ok((0, 0)))
+        each!(self, s => Ok((s.mark_deleted(deleted).await?, s.mark_not_won(left).await?)), export _ => Ok((0, 0)))
     }
 
     /// How many deals the warehouse holds in the window, for reconciliation; `None` for an export.
     pub async fn count_in_window(&mut self, window: &Window) -> Result<Option<u64>, SinkError> {
-        warehouse!(self, s => s.count_in_window(window).await, export => Ok(None))
+        each!(self, s => s.count_in_window(window).await, export _ => Ok(None))
     }
 
     /// The deal ids the warehouse holds in the window, sorted by `schema::sort_ids`.
     pub async fn ids_in_window(&mut self, window: &Window) -> Result<Vec<String>, SinkError> {
-        warehouse!(self, s => s.ids_in_window(window).await, export => Ok(Vec::new()))
+        each!(self, s => s.ids_in_window(window).await, export _ => Ok(Vec::new()))
     }
 
     /// Bytes the warehouse billed for the run's jobs so far, where it bills by the byte.

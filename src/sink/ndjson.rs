@@ -53,15 +53,14 @@ impl NdjsonSink {
     /// A failed write of rows. When a dry run's reader went away (`| head`), `main` is told and ends the process
     /// quietly; the run waits here to be dropped. An export whose reader went away has lost rows: a failure.
     async fn out_err(&self, what: &str, e: std::io::Error) -> SinkError {
-        if self.path.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe {
-            if self.dry_run {
-                STDOUT_CLOSED.notify_one();
-                std::future::pending::<()>().await;
-            }
-            let problem = "stdout was closed by its reader before every row was written";
-            return SinkError::new(self.describe(), problem, Exit::Internal);
+        if self.path.is_some() || e.kind() != std::io::ErrorKind::BrokenPipe {
+            return self.io_err(what, e);
         }
-        self.io_err(what, e)
+        if self.dry_run {
+            STDOUT_CLOSED.notify_one();
+            std::future::pending::<()>().await;
+        }
+        SinkError::new(self.describe(), "stdout was closed by its reader before every row was written", Exit::Internal)
     }
 
     pub fn describe(&self) -> String {
@@ -98,9 +97,8 @@ impl NdjsonSink {
             // The export and its quarantine file belong to one run: a clean export leaves no quarantine beside it.
             let q = self.quarantine_path();
             match std::fs::remove_file(&q) {
-                Ok(()) => {
-                    tracing::info!(event = "quarantine_cleared", path = %q.display(), "removed the previous run's quarantine file")
-                }
+                Ok(()) => tracing::info!(event = "quarantine_cleared", path = %q.display(),
+                    "removed the previous run's quarantine file"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(self.io_err(&format!("removing {}", q.display()), e)),
             }

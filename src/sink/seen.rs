@@ -14,7 +14,7 @@ const RECENT: usize = 1 << 15;
 const BLOCK: usize = 64;
 
 #[derive(Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     blocks: Blocks,
     /// `times[i]` belongs to the `i`th id of the blocks: seconds since 1970, saturated to u32 (until 2106).
     times: Vec<u32>,
@@ -22,26 +22,13 @@ pub struct Seen {
     other: HashMap<String, i64>,
 }
 
-/// What `Seen::offer` decided about a copy of a deal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
-    /// First copy in this run.
-    New,
-    /// Newer than the copy already written.
-    Newer,
-    /// As new as, or older than, the copy already written: drop it.
-    Stale,
-}
-
 impl Seen {
-    /// Records `id` at `modified` (unix seconds) unless a copy at least as new was seen, and says which.
-    pub fn offer(&mut self, id: &str, modified: i64) -> Offer {
+    /// Records `id` at `modified` (unix seconds) unless a copy at least as new was seen: whether this copy is the
+    /// first or a newer one, to pass on (`false`: drop it).
+    pub fn offer(&mut self, id: &str, modified: i64) -> bool {
         let Some(key) = numeric(id) else {
-            if let Some(m) = self.other.get_mut(id) {
-                return bump(m, modified);
-            }
-            self.other.insert(id.to_string(), modified);
-            return Offer::New;
+            // Recorded as older than any time a deal can have, so that a first copy is newer.
+            return bump(self.other.entry(id.to_string()).or_insert(i64::MIN), modified);
         };
         let t = modified.clamp(0, i64::from(u32::MAX)) as u32;
         if let Some(i) = self.blocks.find(key) {
@@ -54,7 +41,7 @@ impl Seen {
         if self.recent.len() >= RECENT {
             self.merge();
         }
-        Offer::New
+        true
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -66,10 +53,6 @@ impl Seen {
 
     pub fn len(&self) -> usize {
         self.blocks.count + self.recent.len() + self.other.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Merges the recent ids into the blocks (encoded afresh) and their times into `times`, moved in place so that
@@ -118,13 +101,8 @@ struct Blocks {
 impl Blocks {
     fn with_capacity(ids: usize, gap_bytes: usize) -> Self {
         let blocks = ids.div_ceil(BLOCK);
-        Blocks {
-            firsts: Vec::with_capacity(blocks),
-            starts: Vec::with_capacity(blocks),
-            gaps: Vec::with_capacity(gap_bytes),
-            count: 0,
-            last: 0,
-        }
+        let (firsts, starts) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
+        Blocks { firsts, starts, gaps: Vec::with_capacity(gap_bytes), ..Blocks::default() }
     }
 
     fn push(&mut self, id: u64) {
@@ -146,69 +124,45 @@ impl Blocks {
     /// The position of `key` among the ids.
     fn find(&self, key: u64) -> Option<usize> {
         let block = self.firsts.partition_point(|&f| f <= key).checked_sub(1)?;
-        let mut id = self.firsts[block];
-        let mut at = self.starts[block] as usize;
-        let mut i = block * BLOCK;
-        let end = (i + BLOCK).min(self.count);
-        loop {
-            if id >= key {
-                return (id == key).then_some(i);
-            }
-            i += 1;
-            if i == end {
-                return None;
-            }
-            let (gap, next) = leb128(&self.gaps, at);
-            (id, at) = (id + gap, next);
-        }
+        let i = self.block(block).take_while(|&id| id <= key).position(|id| id == key)?;
+        Some(block * BLOCK + i)
     }
 
     fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        let mut at = 0;
-        let mut id = 0;
-        (0..self.count).map(move |i| {
-            if i % BLOCK == 0 {
-                id = self.firsts[i / BLOCK];
-            } else {
-                let (gap, next) = leb128(&self.gaps, at);
-                (id, at) = (id + gap, next);
-            }
+        (0..self.firsts.len()).flat_map(|block| self.block(block))
+    }
+
+    /// The ids of one block: its first, then one more for each gap.
+    fn block(&self, block: usize) -> impl Iterator<Item = u64> + '_ {
+        let (mut id, mut at) = (self.firsts[block], self.starts[block] as usize);
+        let gaps = BLOCK.min(self.count - block * BLOCK) - 1;
+        std::iter::once(id).chain((0..gaps).map(move |_| {
+            let (gap, next) = leb128(&self.gaps, at);
+            (id, at) = (id + gap, next);
             id
-        })
+        }))
     }
 }
 
-/// The LEB128 number at `at`, and where the next one begins.
-fn leb128(bytes: &[u8], mut at: usize) -> (u64, usize) {
-    let mut n = 0u64;
-    let mut shift = 0;
-    loop {
-        let b = bytes[at];
-        at += 1;
-        n |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return (n, at);
-        }
-        shift += 7;
-    }
+/// The LEB128 number at `at` (seven bits a byte, least significant first, the last byte under 0x80), and where
+/// the next one begins.
+fn leb128(bytes: &[u8], at: usize) -> (u64, usize) {
+    let len = bytes[at..].iter().position(|&b| b < 0x80).expect("a number ends") + 1;
+    let n = bytes[at..at + len].iter().rev().fold(0, |n, &b| n << 7 | u64::from(b & 0x7f));
+    (n, at + len)
 }
 
 /// Keeps the newer of the recorded time and `t`, and says whether `t` was newer.
-fn bump<T: Ord + Copy>(seen: &mut T, t: T) -> Offer {
-    if *seen >= t {
-        Offer::Stale
-    } else {
-        *seen = t;
-        Offer::Newer
-    }
+fn bump<T: Ord + Copy>(seen: &mut T, t: T) -> bool {
+    let newer = t > *seen;
+    *seen = (*seen).max(t);
+    newer
 }
 
-/// Zoho's ids are decimal numbers; a leading zero would not survive a round trip through u64, so it is text.
+/// Zoho's ids are decimal numbers; a leading zero would not survive a round trip through u64, so it is text (as is
+/// a leading `+`, which `parse` would take).
 fn numeric(id: &str) -> Option<u64> {
-    if id.is_empty() || id.len() > 19 || id.starts_with('0') || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    id.parse().ok()
+    id.parse().ok().filter(|_| !id.starts_with(['0', '+']))
 }
 
 #[cfg(test)]
@@ -219,14 +173,14 @@ mod tests {
     #[test]
     fn a_copy_is_new_then_newer_then_stale() {
         let mut s = Seen::default();
-        assert_eq!(s.offer("5725767000000412345", 100), Offer::New);
-        assert_eq!(s.offer("5725767000000412345", 100), Offer::Stale);
-        assert_eq!(s.offer("5725767000000412345", 200), Offer::Newer);
-        assert_eq!(s.offer("5725767000000412345", 150), Offer::Stale);
-        assert_eq!(s.offer("deal-a", 1), Offer::New);
-        assert_eq!(s.offer("deal-a", 1), Offer::Stale);
-        assert_eq!(s.offer("0123", 1), Offer::New, "a leading zero keeps the id as text");
-        assert_eq!(s.offer("123", 1), Offer::New, "and distinct from 123");
+        assert!(s.offer("5725767000000412345", 100), "new");
+        assert!(!s.offer("5725767000000412345", 100), "as new: stale");
+        assert!(s.offer("5725767000000412345", 200), "newer");
+        assert!(!s.offer("5725767000000412345", 150), "older: stale");
+        assert!(s.offer("deal-a", 1));
+        assert!(!s.offer("deal-a", 1));
+        assert!(s.offer("0123", 1), "a leading zero keeps the id as text");
+        assert!(s.offer("123", 1), "and distinct from 123");
         assert_eq!(s.len(), 4);
     }
 
@@ -238,12 +192,8 @@ mod tests {
             let mut seen = Seen::default();
             let mut plain: HashMap<u64, i64> = HashMap::new();
             for (id, t) in ops {
-                let expected = match plain.get(&(id + 1)) {
-                    None => Offer::New,
-                    Some(&m) if m >= t => Offer::Stale,
-                    Some(_) => Offer::Newer,
-                };
-                if expected != Offer::Stale {
+                let expected = plain.get(&(id + 1)).is_none_or(|&m| t > m);
+                if expected {
                     plain.insert(id + 1, t);
                 }
                 prop_assert_eq!(seen.offer(&(id + 1).to_string(), t), expected);
@@ -270,8 +220,8 @@ mod tests {
             }
             prop_assert_eq!(seen.len(), plain.len());
             for (id, t) in &plain {
-                prop_assert_eq!(seen.offer(&id.to_string(), *t), Offer::Stale);
-                prop_assert_eq!(seen.offer(&id.to_string(), t + 1), Offer::Newer);
+                prop_assert!(!seen.offer(&id.to_string(), *t), "as new: stale");
+                prop_assert!(seen.offer(&id.to_string(), t + 1), "newer");
             }
             prop_assert_eq!(seen.len(), plain.len());
         }
@@ -285,7 +235,7 @@ mod tests {
             for i in 0..n as u64 {
                 // Zoho hands out ids in sequence, but not in the order a search returns them.
                 let id = 4_876_876_000_001_000_000 + (i * 7919 % n as u64) * stride;
-                assert_eq!(seen.offer(&id.to_string(), 1_790_000_000 + i as i64), Offer::New);
+                assert!(seen.offer(&id.to_string(), 1_790_000_000 + i as i64), "new");
             }
             assert_eq!(seen.blocks.count, n, "every batch was merged");
             let b = &seen.blocks;

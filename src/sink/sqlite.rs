@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::ToSqlOutput;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Params, ToSql};
+use rusqlite::{params_from_iter, Connection, OptionalExtension, Params, ToSql};
 
 use super::{Ending, Finished, PastRuns, SinkError, TableSpec, WriteStats};
 use crate::exit::Exit;
@@ -32,14 +32,11 @@ const TRANSACTION_AGE: Duration = Duration::from_secs(2);
 /// Page size for new files: a row is about 3 KB with `raw`, so smaller pages split on every insert, and larger
 /// ones make each cache miss of the randomly ordered indexes cost more.
 const PAGE_SIZE: u32 = 16384;
-/// Page cache (KiB): most of what the 40 MB memory budget leaves.
-const CACHE_KIB: i64 = 6144;
 
 pub struct SqliteSink {
     path: PathBuf,
     conn: Option<Connection>,
-    /// Rows written since the open transaction began, and when it began.
-    uncommitted: usize,
+    /// When the open transaction began.
     began: Option<Instant>,
     /// The rows of the open transaction: reported once its COMMIT succeeds, never before (a transaction that
     /// fails, e.g. on a full disk, leaves nothing, and the run's counters must say so).
@@ -50,16 +47,11 @@ pub struct SqliteSink {
 }
 
 impl SqliteSink {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteSink::with_spec(path, TableSpec::default())
-    }
-
-    /// A sink whose table also has the promoted columns, replacing rows as `spec` says.
-    pub fn with_spec(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
+    /// A sink whose table has `spec`'s columns (the promoted ones too), replacing rows as it says.
+    pub fn new(path: impl Into<PathBuf>, spec: TableSpec) -> Self {
         SqliteSink {
             path: path.into(),
             conn: None,
-            uncommitted: 0,
             began: None,
             pending: WriteStats::default(),
             upsert_sql: Arc::new(upsert_sql(&spec.columns, spec.rewrite)),
@@ -96,18 +88,17 @@ impl SqliteSink {
                 continue; // created by the run
             }
             for Have { name, ty, required, pk } in &have {
-                match want.iter().find(|w| w.name.eq_ignore_ascii_case(name)) {
+                let problem = match want.iter().find(|w| w.name.eq_ignore_ascii_case(name)) {
                     Some(w) if !ty.eq_ignore_ascii_case(w.ty.sqlite()) => {
                         let ty = if ty.is_empty() { "untyped" } else { ty.as_str() };
-                        return refuse(format!("{table}.{name} is {ty}; dealsync writes {}", w.ty.sqlite()));
+                        format!("{table}.{name} is {ty}; dealsync writes {}", w.ty.sqlite())
                     }
                     None if *required && *pk == 0 => {
-                        return refuse(format!(
-                            "{table}.{name} is NOT NULL without a default, and dealsync does not write it"
-                        ));
+                        format!("{table}.{name} is NOT NULL without a default, and dealsync does not write it")
                     }
-                    _ => {}
-                }
+                    _ => continue,
+                };
+                return refuse(problem);
             }
             let keys: Vec<&str> = have.iter().filter(|h| h.pk > 0).map(|h| h.name.as_str()).collect();
             if let Some(key) = key.filter(|k| keys.len() != 1 || !keys[0].eq_ignore_ascii_case(k)) {
@@ -132,8 +123,7 @@ impl SqliteSink {
         if let Some(c) = self.conn.as_ref().filter(|c| !c.is_autocommit()) {
             let _ = c.execute_batch("ROLLBACK");
         }
-        self.pending = WriteStats::default();
-        (self.uncommitted, self.began) = (0, None);
+        (self.pending, self.began) = (WriteStats::default(), None);
     }
 
     async fn with_conn<T, F>(&mut self, what: &'static str, f: F) -> Result<T, SinkError>
@@ -142,11 +132,8 @@ impl SqliteSink {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let mut conn = self.conn.take().ok_or_else(|| self.err(what, "the database is not open"))?;
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = f(&mut conn);
-            (conn, r)
-        });
-        let (conn, r) = joined.await.map_err(|e| self.err(what, e))?;
+        let joined = tokio::task::spawn_blocking(move || (f(&mut conn), conn));
+        let (r, conn) = joined.await.map_err(|e| self.err(what, e))?;
         self.conn = Some(conn);
         r.map_err(|e| self.err(what, e))
     }
@@ -164,13 +151,12 @@ impl SqliteSink {
 
     pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let meta = std::fs::metadata(dir)
-            .map_err(|e| self.config_err(format!("the directory {} is not usable: {e}", dir.display())))?;
+        let d = dir.display();
+        let meta =
+            std::fs::metadata(dir).map_err(|e| self.config_err(format!("the directory {d} is not usable: {e}")))?;
         if meta.permissions().readonly() {
-            return Err(self.not_writable(format_args!(
-                "the directory {} is read-only, and SQLite keeps its journal beside the file",
-                dir.display()
-            )));
+            let why = format!("the directory {d} is read-only, and SQLite keeps its journal beside the file");
+            return Err(self.not_writable(why));
         }
         let path = self.path.display();
         if !self.path.exists() {
@@ -179,11 +165,10 @@ impl SqliteSink {
         std::fs::OpenOptions::new().append(true).open(&self.path).map_err(|e| self.not_writable(e))?;
         let conn = open_read_only(&self.path).map_err(|e| self.err("opening the database read-only", e))?;
         let to_add = self.fit(&conn, "a sync would stop before fetching")?;
-        let exists = has_table(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
-        let mut lines = vec![if exists {
-            let rows: i64 = conn
-                .query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get(0))
-                .map_err(|e| self.err("counting rows", e))?;
+        let exists = table_info(&conn, TABLE).map_err(|e| self.err("reading the schema", e))?;
+        let mut lines = vec![if !exists.is_empty() {
+            let count = conn.query_row(&format!("SELECT count(*) FROM {TABLE}"), [], |r| r.get::<_, i64>(0));
+            let rows = count.map_err(|e| self.err("counting rows", e))?;
             format!("{path} is writable ({rows} rows in {TABLE})")
         } else {
             format!("{path} is writable; {TABLE} will be created on the first run")
@@ -199,19 +184,15 @@ impl SqliteSink {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             return Err(self.config_err(format!("the directory {} does not exist", dir.display())));
         }
-        if std::fs::symlink_metadata(&self.path).is_err() {
-            // A new warehouse is private (SQLite gives its journal the file's mode). Created only if still missing:
-            // a sharded run may have created it since, and truncating it would drop that run's tables.
-            match crate::files::create_new(&self.path, 0o600) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(self.not_writable(e)),
-                _ => {}
-            }
+        // A new warehouse is private (SQLite gives its journal the file's mode). Created only if still missing:
+        // a sharded run may have created it since, and truncating it would drop that run's tables.
+        match crate::files::create_new(&self.path, 0o600) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(self.not_writable(e)),
+            _ => {}
         }
         let conn = Connection::open(&self.path).map_err(|e| self.err("opening the database", e))?;
-        let settings = conn
-            .busy_timeout(Duration::from_secs(30))
-            // The page size takes effect only while the file is empty (a new warehouse): before the probe below.
-            .and_then(|()| conn.pragma_update(None, "page_size", PAGE_SIZE));
+        // The page size takes effect only while the file is empty (a new warehouse): before the probe below.
+        let settings = conn.busy_timeout(Duration::from_secs(30)).and(conn.pragma_update(None, "page_size", PAGE_SIZE));
         settings.map_err(|e| self.err("opening the database", e))?;
         // Before any Zoho request: the file must take writes, and every table it has must fit dealsync's rows.
         // Nothing is altered until both hold, so an incompatible table is left exactly as it was.
@@ -232,22 +213,18 @@ impl SqliteSink {
             return Ok(WriteStats::default());
         }
         let began = *self.began.get_or_insert_with(Instant::now);
-        let commit = self.uncommitted + rows.len() >= TRANSACTION_ROWS || began.elapsed() >= TRANSACTION_AGE;
+        let held = self.pending.written() + self.pending.unchanged;
+        let commit = held as usize + rows.len() >= TRANSACTION_ROWS || began.elapsed() >= TRANSACTION_AGE;
         let sql = self.upsert_sql.clone();
-        let n = rows.len();
         let written = self
             .with_conn("writing rows", move |c| {
                 begin_if_needed(c)?;
                 let mut stats = WriteStats::default();
                 let mut insert = c.prepare_cached(&sql.0)?;
                 let mut update = c.prepare_cached(&sql.1)?;
-                // Each row's values are converted once, for the INSERT and, when the deal is stored, the UPDATE.
-                let mut values = Vec::with_capacity(rows.first().map_or(0, |r| r.values.len()));
                 for row in &rows {
-                    values.clear();
-                    for v in &row.values {
-                        values.push(v.to_sql()?);
-                    }
+                    // Converted once, for the INSERT and, when the deal is stored, the UPDATE.
+                    let values = row.values.iter().map(ToSql::to_sql).collect::<rusqlite::Result<Vec<_>>>()?;
                     if insert.execute(params_from_iter(&values))? == 1 {
                         stats.inserted += 1;
                     } else if update.execute(params_from_iter(&values))? == 1 {
@@ -256,7 +233,6 @@ impl SqliteSink {
                         stats.unchanged += 1;
                     }
                 }
-                drop((insert, update));
                 if commit {
                     c.execute_batch("COMMIT")?;
                 }
@@ -265,7 +241,6 @@ impl SqliteSink {
             .await;
         // The transaction's rows are lost with it.
         let stats = written.inspect_err(|_| self.roll_back())?;
-        self.uncommitted += n;
         self.pending.add(stats);
         if commit {
             return self.commit_open().await;
@@ -276,7 +251,7 @@ impl SqliteSink {
     /// Commits the open transaction, if any, and returns its rows.
     pub(super) async fn commit_open(&mut self) -> Result<WriteStats, SinkError> {
         let pending = std::mem::take(&mut self.pending);
-        (self.uncommitted, self.began) = (0, None);
+        self.began = None;
         if self.conn.as_ref().is_some_and(|c| !c.is_autocommit()) {
             self.with_conn("committing rows", |c| c.execute_batch("COMMIT")).await?;
         }
@@ -294,63 +269,61 @@ impl SqliteSink {
     }
 
     pub async fn last_good_window_end(&mut self, field: WindowField) -> Result<Option<DateTime<Utc>>, SinkError> {
-        let field = field.api_name();
-        let end: Option<String> = self
-            .with_conn("reading the run ledger", move |c| {
-                c.query_row(
-                    "SELECT window_end FROM _dealsync_runs
-                     WHERE kind = 'scheduled' AND window_field = ?1 AND status IN ('success', 'partial')
-                     ORDER BY julianday(window_end) DESC LIMIT 1",
-                    params![field],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .await?;
+        let sql = "SELECT window_end FROM _dealsync_runs
+                   WHERE kind = 'scheduled' AND window_field = ?1 AND status IN ('success', 'partial')
+                   ORDER BY julianday(window_end) DESC LIMIT 1";
+        let read = move |c: &mut Connection| c.query_row(sql, [field.api_name()], |r| r.get(0)).optional();
+        let end: Option<String> = self.with_conn("reading the run ledger", read).await?;
         end.map(|s| parse_instant(&s).map_err(|e| self.err("reading the run ledger", format!("window_end `{s}`: {e}"))))
             .transpose()
     }
 
     pub async fn mark_deleted(&mut self, deleted: Vec<Deleted>) -> Result<u64, SinkError> {
-        self.commit_open().await?;
-        self.with_conn("marking deleted deals", move |c| {
-            let sql =
-                format!("UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0");
-            update_each(c, &sql, deleted.iter().map(|d| (&d.deal_id, format_instant(&d.deleted_time))))
-        })
-        .await
+        let sql = "UPDATE closed_won_deals SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0";
+        let params = deleted.into_iter().map(|d| (d.deal_id, format_instant(&d.deleted_time))).collect();
+        self.update_each("marking deleted deals", sql, params).await
     }
 
     pub async fn mark_not_won(&mut self, changes: Vec<StageChange>) -> Result<u64, SinkError> {
+        let sql = "UPDATE closed_won_deals SET stage = ?2, is_closed_won = 0, modified_time = ?3
+                   WHERE deal_id = ?1 AND modified_time < ?3";
+        let params = changes.into_iter().map(|ch| (ch.deal_id, ch.stage, format_instant(&ch.modified_time))).collect();
+        self.update_each("recording reopened deals", sql, params).await
+    }
+
+    /// Commits the open transaction, then runs `sql` once per item's parameters in one transaction, and counts the
+    /// rows it changed.
+    async fn update_each<P>(&mut self, what: &'static str, sql: &'static str, items: Vec<P>) -> Result<u64, SinkError>
+    where
+        P: Params + Send + 'static,
+    {
         self.commit_open().await?;
-        self.with_conn("recording reopened deals", move |c| {
-            let sql = format!(
-                "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3
-                 WHERE deal_id = ?1 AND modified_time < ?3"
-            );
-            update_each(c, &sql, changes.iter().map(|ch| (&ch.deal_id, &ch.stage, format_instant(&ch.modified_time))))
+        self.with_conn(what, move |c| {
+            let tx = c.transaction()?;
+            let mut stmt = tx.prepare_cached(sql)?;
+            let mut n = 0;
+            for params in items {
+                n += stmt.execute(params)? as u64;
+            }
+            drop(stmt);
+            tx.commit()?;
+            Ok(n)
         })
         .await
     }
 
     pub async fn count_in_window(&mut self, w: &Window) -> Result<Option<u64>, SinkError> {
         self.open_existing()?;
-        let (sql, a, b) = window_sql("count(*)", w);
-        let n: u64 =
-            self.with_conn("counting the window's rows", move |c| c.query_row(&sql, [a, b], |r| r.get(0))).await?;
+        let (sql, bounds) = window_sql("count(*)", w);
+        let n = self.with_conn("counting the window's rows", move |c| c.query_row(&sql, bounds, |r| r.get(0))).await?;
         Ok(Some(n))
     }
 
     pub async fn ids_in_window(&mut self, w: &Window) -> Result<Vec<String>, SinkError> {
         self.open_existing()?;
-        let (sql, a, b) = window_sql("deal_id", w);
-        let mut ids: Vec<String> = self
-            .with_conn("listing the window's rows", move |c| {
-                let mut stmt = c.prepare(&sql)?;
-                let ids = stmt.query_map([a, b], |r| r.get(0))?.collect();
-                ids
-            })
-            .await?;
+        let (sql, bounds) = window_sql("deal_id", w);
+        let read = move |c: &mut Connection| c.prepare(&sql)?.query_map(bounds, |r| r.get(0))?.collect();
+        let mut ids: Vec<String> = self.with_conn("listing the window's rows", read).await?;
         sort_ids(&mut ids);
         Ok(ids)
     }
@@ -373,7 +346,6 @@ impl SqliteSink {
 
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<(), SinkError> {
         let values = run.values();
-        (self.uncommitted, self.began) = (0, None);
         self.with_conn("recording the run", move |c| {
             // A failed run may leave its transaction open: its rows are complete upserts, so keep them if SQLite
             // still can, and record the run in any case.
@@ -388,7 +360,7 @@ impl SqliteSink {
 }
 
 /// `SELECT {select}` over a window's live rows, with its two bound values.
-fn window_sql(select: &str, w: &Window) -> (String, String, String) {
+fn window_sql(select: &str, w: &Window) -> (String, [String; 2]) {
     let (column, start, end) = if w.field.is_date() {
         ("closing_date", w.start_str(), w.end_str())
     } else {
@@ -397,20 +369,7 @@ fn window_sql(select: &str, w: &Window) -> (String, String, String) {
         ("modified_time", f(&w.start), f(&w.end))
     };
     let live = "is_closed_won = 1 AND is_deleted = 0";
-    (format!("SELECT {select} FROM {TABLE} WHERE {column} >= ?1 AND {column} < ?2 AND {live}"), start, end)
-}
-
-/// Runs `sql` once per item's parameters in one transaction, and counts the rows it changed.
-fn update_each<P: Params>(c: &mut Connection, sql: &str, items: impl Iterator<Item = P>) -> rusqlite::Result<u64> {
-    let tx = c.transaction()?;
-    let mut stmt = tx.prepare_cached(sql)?;
-    let mut n = 0;
-    for params in items {
-        n += stmt.execute(params)? as u64;
-    }
-    drop(stmt);
-    tx.commit()?;
-    Ok(n)
+    (format!("SELECT {select} FROM {TABLE} WHERE {column} >= ?1 AND {column} < ?2 AND {live}"), [start, end])
 }
 
 /// `BEGIN IMMEDIATE` unless a transaction is open: it takes the write lock at once, so concurrent writers (sharded
@@ -429,10 +388,6 @@ fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
 /// An instant as the ledger stores it (RFC 3339).
 fn parse_instant(s: &str) -> chrono::ParseResult<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).map(|t| t.to_utc())
-}
-
-fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
-    c.query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |r| r.get(0))
 }
 
 /// A column a table has, as `PRAGMA table_info` describes it.
@@ -465,29 +420,14 @@ fn tables(columns: &[Column]) -> [(&'static str, Vec<Column>, Option<&'static st
 
 /// The DDL of a table of `columns` whose primary key is the column `key` (none for the quarantine).
 fn table_sql(table: &str, columns: &[Column], key: Option<&str>) -> String {
-    let cols: Vec<String> = columns
-        .iter()
-        .map(|c| format!("    \"{}\" {}", c.name, c.sqlite_definition_in(Some(c.name.as_ref()) == key)))
-        .collect();
+    let column = |c: &Column| format!("    \"{}\" {}", c.name, c.sqlite_definition_in(Some(c.name.as_ref()) == key));
+    let cols: Vec<String> = columns.iter().map(column).collect();
     format!("CREATE TABLE IF NOT EXISTS {table} (\n{}\n)", cols.join(",\n"))
 }
 
 pub fn create_table_sql(columns: &[Column]) -> String {
     table_sql(TABLE, columns, Some(crate::schema::KEY))
 }
-
-/// Every table dealsync writes, and the indexes.
-fn schema_sql(columns: &[Column]) -> String {
-    let tables = tables(columns).map(|(table, columns, key)| table_sql(table, &columns, key));
-    format!("{};\n{INDEXES}", tables.join(";\n"))
-}
-
-/// Until 0.1 the quarantine's `deal_id` was its primary key (a copy of the target's), so a deal quarantined by one
-/// run could never be quarantined again and every later run over it failed. The table is rebuilt without it.
-const QUARANTINE_REKEY: &str = "
-ALTER TABLE _dealsync_quarantine RENAME TO _dealsync_quarantine_old;
-DROP INDEX IF EXISTS _dealsync_quarantine_deal;
-";
 
 /// One row per deal and run: a record quarantined again in the same run replaces its row, and every run that
 /// meets it adds its own (records without an id are all kept: SQLite's unique indexes let NULLs repeat).
@@ -549,10 +489,9 @@ impl ToSql for Value {
 /// Sets the connection up and creates or completes the tables in one transaction (`path`: for the hint).
 fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
     // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
-    // checkpoint). Readers wait (busy timeout) while a page commits.
-    c.pragma_update(None, "journal_mode", "TRUNCATE")?;
-    c.pragma_update(None, "synchronous", "NORMAL")?;
-    c.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    // checkpoint); readers wait (busy timeout) while a page commits. A page cache of 6 MiB: most of what the 40 MB
+    // memory budget leaves.
+    c.execute_batch("PRAGMA journal_mode = TRUNCATE; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -6144")?;
     // Immediate, like `begin_if_needed`: sharded runs creating one file wait for each other's write lock.
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).
@@ -560,12 +499,16 @@ fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)
         tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{}\" {}", col.name, col.sqlite_definition()))?;
         tracing::info!(event = "columns_added", table = %table, columns = %col.name, "added a column to the SQLite table");
     }
+    // Until 0.1 the quarantine's `deal_id` was its primary key (a copy of the target's), so a deal quarantined by
+    // one run could never be quarantined again and every later run over it failed: it is rebuilt without it (its
+    // old index goes with the first of `INDEXES`).
     let rekey = table_info(&tx, QUARANTINE_TABLE)?.iter().any(|h| h.name == "deal_id" && h.pk > 0);
     if rekey {
-        tx.execute_batch(QUARANTINE_REKEY)?;
+        tx.execute_batch("ALTER TABLE _dealsync_quarantine RENAME TO _dealsync_quarantine_old")?;
     }
     // After the columns: the indexes cover some of them.
-    tx.execute_batch(&schema_sql(cols))?;
+    let tables = tables(cols).map(|(table, columns, key)| table_sql(table, &columns, key));
+    tx.execute_batch(&format!("{};\n{INDEXES}", tables.join(";\n")))?;
     if rekey {
         let names = QUARANTINE.iter().map(|c| c.name.to_string()).collect::<Vec<_>>().join(", ");
         tx.execute_batch(&format!(
@@ -578,24 +521,24 @@ fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)
     let page_size: u32 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     if page_size != PAGE_SIZE {
         tracing::info!(
-                event = "sqlite_page_size",
-                page_size,
-                "this warehouse keeps its {page_size}-byte pages; new ones use {PAGE_SIZE}, with which a write \
-                 costs 35-55 % less CPU once the table holds a million rows; to convert it while no sync runs \
-                 (VACUUM needs free space the size of the file): sqlite3 {path} 'PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
-            );
+            event = "sqlite_page_size",
+            page_size,
+            "this warehouse keeps its {page_size}-byte pages; new ones use {PAGE_SIZE}, with which a write costs \
+             35-55 % less CPU once the table holds a million rows; to convert it while no sync runs (VACUUM needs free \
+             space the size of the file): sqlite3 {path} 'PRAGMA page_size = {PAGE_SIZE}; VACUUM'"
+        );
     }
     Ok(())
 }
 
 /// The newest `limit` runs of the ledger at `path` and its last good run; reads only, never creates.
 pub fn past_runs(path: &Path, limit: u32) -> Result<PastRuns, SinkError> {
-    let sink = SqliteSink::new(path);
+    let sink = SqliteSink::new(path, TableSpec::default());
     if !path.exists() {
         return Err(sink.config_err(format!("{} does not exist: no run has written there", path.display())));
     }
     let c = open_read_only(path).map_err(|e| sink.err("opening", e))?;
-    if !has_table(&c, RUNS_TABLE).map_err(|e| sink.err("reading the schema", e))? {
+    if table_info(&c, RUNS_TABLE).map_err(|e| sink.err("reading the schema", e))?.is_empty() {
         return Err(sink.config_err(format!("{} holds no run ledger ({RUNS_TABLE})", path.display())));
     }
     let select = |filter: &str, limit: u32| -> rusqlite::Result<Vec<PastRun>> {
@@ -653,7 +596,7 @@ mod tests {
     #[tokio::test]
     async fn each_row_counts_as_inserted_updated_or_unchanged() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = SqliteSink::new(dir.path().join("w.db"));
+        let mut sink = SqliteSink::new(dir.path().join("w.db"), TableSpec::default());
         sink.prepare().await.unwrap();
         let (old, new) = ("2026-10-01T10:00:00+05:30", "2026-10-02T10:00:00+05:30");
         let counts = |s: WriteStats| (s.inserted, s.updated, s.unchanged);
@@ -684,7 +627,7 @@ mod tests {
     async fn rows_are_committed_once_the_transaction_is_full_or_old() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let mut sink = SqliteSink::new(&path);
+        let mut sink = SqliteSink::new(&path, TableSpec::default());
         sink.prepare().await.unwrap();
 
         sink.write_rows(rows(0..200)).await.unwrap();
