@@ -48,12 +48,8 @@ impl Api {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| BqFailure::new("building the HTTP client", e.to_string(), Kind::Local))?;
-        let root = match &s.auth {
-            BigQueryAuth::Emulator { base_url } => {
-                base_url.as_str().trim_end_matches('/').trim_end_matches("/bigquery/v2")
-            }
-            _ => GOOGLE,
-        };
+        let root = if let BigQueryAuth::Emulator { base_url } = &s.auth { base_url.as_str() } else { GOOGLE };
+        let root = root.trim_end_matches('/').trim_end_matches("/bigquery/v2");
         Ok(Api {
             http,
             base: format!("{root}/bigquery/v2/projects/{}", s.project),
@@ -97,18 +93,15 @@ impl Api {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, what: &str, path: &str, query: &[(&str, String)]) -> Result<T> {
-        let url = format!("{}/{path}", self.base);
-        Self::parse(what, &self.send(what, |c| c.get(&url).query(query)).await?.body)
+        Self::parse(what, &self.send(what, |c| c.get(format!("{}/{path}", self.base)).query(query)).await?.body)
     }
 
     pub async fn post<T: DeserializeOwned>(&self, what: &str, path: &str, body: &impl Serialize) -> Result<T> {
-        let url = format!("{}/{path}", self.base);
-        Self::parse(what, &self.send(what, |c| c.post(&url).json(body)).await?.body)
+        Self::parse(what, &self.send(what, |c| c.post(format!("{}/{path}", self.base)).json(body)).await?.body)
     }
 
     pub async fn delete(&self, what: &str, path: &str) -> Result<()> {
-        let url = format!("{}/{path}", self.base);
-        self.send(what, |c| c.delete(&url)).await.map(|_| ())
+        self.send(what, |c| c.delete(format!("{}/{path}", self.base))).await.map(|_| ())
     }
 
     /// Starts a resumable upload for the job `job` describes; returns the session URI to send the bytes to.

@@ -79,11 +79,6 @@ pub struct Done {
 
 /// Jobs in the dataset's project and location.
 impl Api {
-    /// Records the dataset's location, read elsewhere.
-    pub fn located(&self, location: Option<String>) {
-        let _ = self.location.set(location);
-    }
-
     /// The dataset's location, read on first use (a dataset that does not exist is an error here).
     async fn location(&self) -> Result<Option<String>> {
         let read = || async {
@@ -105,19 +100,13 @@ impl Api {
         Ok(json!({"jobReference": {"jobId": job_id, "location": location}, "configuration": configuration}))
     }
 
-    /// The reference BigQuery answered, completed with what dealsync sent where it left something out.
-    pub fn reference(&self, job_id: &str, r: JobReference) -> JobReference {
-        JobReference {
-            job_id: if r.job_id.is_empty() { job_id.to_string() } else { r.job_id },
-            location: r.location.or_else(|| self.location.get().cloned().flatten()),
-        }
-    }
-
-    pub async fn wait(&self, what: &str, job: JobReference) -> Result<Done> {
-        let path = format!("jobs/{}", job.job_id);
-        let query: Vec<_> = job.location.iter().map(|l| ("location", l.clone())).collect();
+    /// Waits for the job `job_id`, polled in the location BigQuery answered (else the one dealsync sent).
+    pub async fn wait(&self, what: &str, job_id: &str, location: Option<String>) -> Result<Done> {
+        let location = location.or_else(|| self.location.get().cloned().flatten());
+        let query: Vec<_> = location.iter().map(|l| ("location", l.clone())).collect();
+        let job = JobReference { job_id: job_id.to_string(), location };
         let look = || async {
-            let r = self.get::<JobResource>(what, &path, &query).await?;
+            let r = self.get::<JobResource>(what, &format!("jobs/{job_id}"), &query).await?;
             let n = |count: &Option<String>| count.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
             match (r.status.state.as_str(), &r.status.error_result) {
                 ("DONE", Some(e)) => Err(BqFailure::reported(what, e)),
@@ -131,7 +120,7 @@ impl Api {
             }
         };
         let timed_out = || {
-            let message = format!("job {} did not finish in 30 minutes", job.job_id);
+            let message = format!("job {job_id} did not finish in 30 minutes");
             BqFailure::reported(what, &ErrorProto { reason: Some("timeout".into()), message: Some(message) })
         };
         poll(Duration::from_millis(200), Duration::from_secs(5), JOB_LIMIT, look, timed_out).await
@@ -155,16 +144,12 @@ impl Api {
             if page.job_complete == Some(false) {
                 continue; // the server waited `timeoutMs`; ask again
             }
-            rows.extend(page.rows.iter().map(|r| {
-                let cells = r["f"].as_array().into_iter().flatten();
-                cells
-                    .map(|c| match &c["v"] {
-                        Value::Null => None,
-                        Value::String(s) => Some(s.clone()),
-                        other => Some(other.to_string()),
-                    })
-                    .collect()
-            }));
+            let cell = |c: &Value| match &c["v"] {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            };
+            rows.extend(page.rows.iter().map(|r| r["f"].as_array().into_iter().flatten().map(cell).collect()));
             match page.page_token {
                 Some(t) if !t.is_empty() => token = Some(t),
                 _ => return Ok((done, rows)),
@@ -183,13 +168,14 @@ impl Api {
             let id = if n == 1 { job_id.to_string() } else { format!("{job_id}_{n}") };
             let configuration = configuration.clone();
             async move {
-                let job = match self.post::<JobResource>(what, "jobs", &self.job(&id, configuration).await?).await {
-                    Ok(j) => j.job_reference,
+                let location = match self.post::<JobResource>(what, "jobs", &self.job(&id, configuration).await?).await
+                {
+                    Ok(j) => j.job_reference.location,
                     // A job that already exists under the id (a retried insert) is the one to wait for.
-                    Err(e) if e.is_duplicate() => JobReference::default(),
+                    Err(e) if e.is_duplicate() => None,
                     Err(e) => return Err(e),
                 };
-                self.wait(what, self.reference(&id, job)).await
+                self.wait(what, &id, location).await
             }
         };
         let rerunnable = BqFailure::is_rerunnable_job_failure;

@@ -23,7 +23,7 @@ use super::{Ending, Finished, Opening, PastRuns, RunRecord, SinkError, TableSpec
 use crate::config::BigQuerySettings;
 use crate::exit::Exit;
 use crate::retry::RetryPolicy;
-use crate::schema::{format_instant, sort_ids, write_object, Column, DealRow, PastRun, Quarantined};
+use crate::schema::{format_instant, sort_ids, Column, DealRow, PastRun, Quarantined};
 use crate::schema::{LEDGER, QUARANTINE};
 use crate::window::{Window, WindowField};
 use crate::zoho::changes::{Deleted, StageChange};
@@ -34,7 +34,6 @@ use sql::Statement;
 use tables::TableDef;
 
 type Result<T, E = SinkError> = std::result::Result<T, E>;
-/// A statement over a batch of changed deals (`sql::mark_deleted_sql`, `sql::mark_not_won_sql`).
 type Change = fn(&str, &[Vec<String>]) -> Statement;
 
 /// Deals a soft-delete or reopened-deal statement carries at most (one array parameter).
@@ -52,10 +51,8 @@ pub(super) async fn connect(o: &Opening<'_>) -> Result<BigQuerySink> {
         let problem = "BIGQUERY_PROJECT is not set; --sink bigquery needs the project to write to";
         SinkError::new("bigquery", problem, Exit::Config)
     })?;
-    let mut sink = BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?;
-    sink.spec = o.table.clone();
-    sink.staging_expires = Utc::now() + o.deadline + STAGING_MARGIN;
-    Ok(sink)
+    let sink = BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?;
+    Ok(BigQuerySink { spec: o.table.clone(), staging_expires: Utc::now() + o.deadline + STAGING_MARGIN, ..sink })
 }
 
 pub struct BigQuerySink {
@@ -82,7 +79,7 @@ pub struct BigQuerySink {
 impl BigQuerySink {
     /// Builds the client for the configured credentials. No request is sent yet.
     pub async fn connect(s: BigQuerySettings, run_id: &str, retry: RetryPolicy, timeout: Duration) -> Result<Self> {
-        let api = Api::new(&s, retry, timeout).await.map_err(|e| fail(&s, e))?;
+        let api = Api::new(&s, retry, timeout).await.map_err(fail(&s))?;
         let run = run_id.to_ascii_lowercase();
         Ok(BigQuerySink {
             api,
@@ -107,7 +104,6 @@ impl BigQuerySink {
         self
     }
 
-    /// A job id of this run: `dealsync_<run>_<what>`.
     fn job_id(&self, what: &str) -> String {
         format!("dealsync_{}_{what}", self.run)
     }
@@ -116,23 +112,20 @@ impl BigQuerySink {
         self.api.table_ref(&self.s.table)
     }
 
-    /// A load of one row after another into `table`, under job id `dealsync_<run>_<what>`.
     fn new_upload(&self, what: &str, table: &str, columns: &[Column]) -> Upload {
-        let (p, d) = (&self.s.project, &self.s.dataset);
-        Upload::new(self.job_id(what), p, d, table, columns, self.api.gzip)
+        Upload::new(self.job_id(what), &self.s.project, &self.s.dataset, table, columns, self.api.gzip)
     }
 
-    /// Every row a query returns, all pages.
     async fn select(&mut self, what: &str, statement: impl Into<Statement>) -> Result<Vec<Row>> {
         let id = self.job_id(&format!("q{}", self.reads));
         self.reads += 1;
-        let (done, rows) = self.api.select(what, &id, &statement.into()).await.map_err(|e| fail(&self.s, e))?;
+        let (done, rows) = self.api.select(what, &id, &statement.into()).await.map_err(fail(&self.s))?;
         self.bytes_billed += done.bytes_billed;
         Ok(rows)
     }
 
     async fn execute(&mut self, what: &str, job_id: &str, statement: impl Into<Statement>) -> Result<Done> {
-        let done = self.api.run(what, job_id, &statement.into()).await.map_err(|e| fail(&self.s, e))?;
+        let done = self.api.run(what, job_id, &statement.into()).await.map_err(fail(&self.s))?;
         self.bytes_billed += done.bytes_billed;
         Ok(done)
     }
@@ -172,7 +165,7 @@ impl BigQuerySink {
     async fn load_part(&mut self) -> Result<()> {
         let Some(upload) = self.upload.take() else { return Ok(()) };
         let rows = upload.rows;
-        let loaded = upload.finish(&self.api, "loading the staging table").await.map_err(|e| fail(&self.s, e))?;
+        let loaded = upload.finish(&self.api, "loading the staging table").await.map_err(fail(&self.s))?;
         tracing::info!(event = "staging_loaded", part = self.staged_parts, rows, output_rows = loaded.loaded,
             job = %loaded.job.job_id, "loaded rows of the run into the staging table");
         self.staged_parts += 1;
@@ -183,7 +176,7 @@ impl BigQuerySink {
     async fn load_quarantine(&mut self) -> Result<()> {
         let Some(upload) = self.quarantine.take() else { return Ok(()) };
         let n = upload.rows;
-        let done = upload.finish(&self.api, "loading the quarantine").await.map_err(|e| fail(&self.s, e))?;
+        let done = upload.finish(&self.api, "loading the quarantine").await.map_err(fail(&self.s))?;
         tracing::info!(event = "quarantine_loaded", rows = n, job = %done.job.job_id, "loaded the quarantined records");
         Ok(())
     }
@@ -208,8 +201,7 @@ impl BigQuerySink {
         let (target, staging) = (self.target(), self.api.table_ref(&self.staging));
         let preview = sql::merge_preview_sql(&target, &staging, self.spec.rewrite);
         let rows = self.select("counting what the MERGE will change", preview).await?;
-        let (staged, deals, inserted, updated) =
-            (number(&rows, 0), number(&rows, 1), number(&rows, 2), number(&rows, 3));
+        let [staged, deals, inserted, updated] = [0, 1, 2, 3].map(|i| number(&rows, i));
         let merge = sql::merge_sql(&target, &staging, &self.spec.columns, self.spec.rewrite);
         let merged = self.execute("the MERGE", &self.job_id("merge"), merge).await?;
         let affected = merged.affected;
@@ -245,16 +237,12 @@ impl BigQuerySink {
     /// The dataset, the table against the schema, and a dry-run query; an error names the credentials used.
     pub async fn check(&mut self) -> Result<Vec<String>> {
         let checked = tables::check(&self.api, &self.s.table, &self.spec.columns).await;
-        checked.map_err(|e| {
-            let mut e = fail(&self.s, e);
-            e.message = format!("{} (Google credentials: {})", e.message, self.api.credentials.source);
-            e
-        })
+        let source = &self.api.credentials.source;
+        checked.map_err(|e| SinkError::new(self.describe(), format!("{e} (Google credentials: {source})"), e.exit()))
     }
 
     pub async fn prepare(&mut self) -> Result<()> {
-        let dataset =
-            tables::ensure_dataset(&self.api, self.s.location.as_deref()).await.map_err(|e| fail(&self.s, e))?;
+        let dataset = tables::ensure_dataset(&self.api, self.s.location.as_deref()).await.map_err(fail(&self.s))?;
         let def = |id: &str, columns, target| TableDef { id: id.into(), columns, target, expires_at: None };
         let defs = [
             def(&self.s.table, self.spec.columns.clone(), true),
@@ -262,13 +250,12 @@ impl BigQuerySink {
             def(sql::QUARANTINE_TABLE, QUARANTINE.to_vec(), false),
         ];
         for (i, def) in defs.iter().enumerate() {
-            let existing = tables::ensure_table(&self.api, def).await.map_err(|e| fail(&self.s, e))?;
+            let existing = tables::ensure_table(&self.api, def).await.map_err(fail(&self.s))?;
             if let (true, Some(t)) = (def.target, &existing) {
-                let evolved = tables::evolve(&self.api, t, def, &self.job_id("add_columns")).await;
-                evolved.map_err(|e| fail(&self.s, e))?;
+                tables::evolve(&self.api, t, def, &self.job_id("add_columns")).await.map_err(fail(&self.s))?;
             }
             let id = self.job_id(&format!("never_expire_{i}"));
-            tables::never_expire(&self.api, &dataset, def, &id).await.map_err(|e| fail(&self.s, e))?;
+            tables::never_expire(&self.api, &dataset, def, &id).await.map_err(fail(&self.s))?;
         }
         Ok(())
     }
@@ -288,7 +275,7 @@ impl BigQuerySink {
             if !self.staging_created {
                 let (columns, expires_at) = (self.spec.columns.clone(), Some(self.staging_expires.timestamp_millis()));
                 let def = TableDef { id: self.staging.clone(), columns, target: false, expires_at };
-                tables::ensure_table(&self.api, &def).await.map_err(|e| fail(&self.s, e))?;
+                tables::ensure_table(&self.api, &def).await.map_err(fail(&self.s))?;
                 self.staging_created = true;
             }
             let what = format!("stage_{}", self.staged_parts);
@@ -296,10 +283,7 @@ impl BigQuerySink {
         }
         let upload = self.upload.as_mut().expect("created above");
         for row in &rows {
-            let pushed = upload.push(&self.api, "loading the staging table", |line| {
-                write_object(&self.spec.columns, &row.values, line)
-            });
-            pushed.await.map_err(|e| fail(&self.s, e))?;
+            upload.push(&self.api, "loading the staging table", &row.values).await.map_err(fail(&self.s))?;
         }
         if upload.size() >= self.part_bytes {
             self.load_part().await?;
@@ -308,19 +292,16 @@ impl BigQuerySink {
     }
 
     pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<()> {
-        let columns = QUARANTINE.to_vec();
         for q in items {
             // One row per deal and run: a record read again in the same run (a repair) is quarantined once.
             if q.deal_id.as_ref().is_some_and(|id| !self.quarantined.insert(id.clone())) {
                 continue;
             }
             if self.quarantine.is_none() {
-                self.quarantine = Some(self.new_upload("quarantine", sql::QUARANTINE_TABLE, &columns));
+                self.quarantine = Some(self.new_upload("quarantine", sql::QUARANTINE_TABLE, &QUARANTINE));
             }
             let upload = self.quarantine.as_mut().expect("created above");
-            let pushed =
-                upload.push(&self.api, "loading the quarantine", |line| write_object(&columns, &q.values(), line));
-            pushed.await.map_err(|e| fail(&self.s, e))?;
+            upload.push(&self.api, "loading the quarantine", &q.values()).await.map_err(fail(&self.s))?;
         }
         Ok(())
     }
@@ -374,12 +355,10 @@ impl BigQuerySink {
     }
 
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<()> {
-        let columns = LEDGER.to_vec();
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
-        let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);
-        let pushed = upload.push(&self.api, "recording the run", |line| write_object(&columns, &run.values(), line));
-        pushed.await.map_err(|e| fail(&self.s, e))?;
-        upload.finish(&self.api, "recording the run").await.map_err(|e| fail(&self.s, e))?;
+        let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &LEDGER);
+        upload.push(&self.api, "recording the run", &run.values()).await.map_err(fail(&self.s))?;
+        upload.finish(&self.api, "recording the run").await.map_err(fail(&self.s))?;
         Ok(())
     }
 
@@ -388,8 +367,8 @@ impl BigQuerySink {
     }
 }
 
-fn fail(s: &BigQuerySettings, f: BqFailure) -> SinkError {
-    SinkError::new(describe(s), f.to_string(), f.exit())
+fn fail(s: &BigQuerySettings) -> impl Fn(BqFailure) -> SinkError + '_ {
+    |f| SinkError::new(describe(s), f.to_string(), f.exit())
 }
 
 /// Cell `i` of a query's first row, as a number (0 when there is none).

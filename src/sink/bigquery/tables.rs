@@ -123,7 +123,7 @@ pub async fn ensure_dataset(api: &Api, location: Option<&str>) -> Result<Dataset
             }
         }
     };
-    api.located(ds.location.clone());
+    let _ = api.location.set(ds.location.clone());
     Ok(ds)
 }
 
