@@ -181,42 +181,13 @@ impl BigQuerySink {
         Ok(())
     }
 
-    /// Drops the staging table (best effort: it expires by itself).
     async fn drop_staging(&self) {
         let what = format!("dropping staging table {}", self.staging);
-        let path = format!("datasets/{}/tables/{}", self.s.dataset, self.staging);
-        match self.api.delete(&what, &path).await {
+        match self.api.delete(&what, &format!("datasets/{}/tables/{}", self.s.dataset, self.staging)).await {
             Err(e) if !e.is_not_found() => tracing::warn!(event = "staging_left", table = %self.staging,
                 "could not drop the staging table (it expires by itself): {e}"),
             _ => {}
         }
-    }
-
-    async fn commit(&mut self) -> Result<WriteStats> {
-        self.load_quarantine().await?;
-        self.load_part().await?;
-        if self.staged_parts == 0 {
-            return Ok(WriteStats::default());
-        }
-        let (target, staging) = (self.target(), self.api.table_ref(&self.staging));
-        let preview = sql::merge_preview_sql(&target, &staging, self.spec.rewrite);
-        let rows = self.select("counting what the MERGE will change", preview).await?;
-        let [staged, deals, inserted, updated] = [0, 1, 2, 3].map(|i| number(&rows, i));
-        let merge = sql::merge_sql(&target, &staging, &self.spec.columns, self.spec.rewrite);
-        let merged = self.execute("the MERGE", &self.job_id("merge"), merge).await?;
-        let affected = merged.affected;
-        tracing::info!(event = "merge", staged, deals, inserted, updated, affected, job = %merged.job.job_id,
-            "merged the run's rows into the target");
-        if affected != inserted + updated {
-            tracing::warn!(
-                event = "merge_count_mismatch",
-                affected,
-                expected = inserted + updated,
-                "the MERGE changed a different number of rows than counted just before (a concurrent writer?)"
-            );
-        }
-        self.drop_staging().await;
-        Ok(WriteStats { inserted, updated, unchanged: staged.saturating_sub(inserted + updated), rejected: 0 })
     }
 
     /// Runs `statement` over `rows` in batches of `CHANGES_BATCH` (job ids `<prefix>_<i>`); the rows it changed.
@@ -309,20 +280,44 @@ impl BigQuerySink {
     /// Complete: loads the quarantine and the last staging part, then merges them. Stopped: nothing is merged,
     /// the staging upload is left to expire and its table dropped, the quarantine kept.
     pub async fn finish(&mut self, ending: Ending) -> Result<Finished> {
-        if ending != Ending::Stopped {
-            return Ok(Finished { stats: self.commit().await?, kept: String::new() });
+        if ending == Ending::Stopped {
+            // Dropped even when no part loaded: a failed load may still have landed rows in it.
+            self.upload = None;
+            if std::mem::take(&mut self.staging_created) {
+                self.drop_staging().await;
+                tracing::info!(event = "staging_abandoned", table = %self.staging,
+                    "the run stopped: its rows are not merged");
+            }
+            if let Err(e) = self.load_quarantine().await {
+                tracing::warn!(event = "quarantine_not_loaded", "could not load the quarantined records: {e}");
+            }
+            return Ok(Finished { kept: format!("nothing was merged into {}", self.s.table), ..Finished::default() });
         }
-        // Dropped even when no part loaded: a failed load may still have landed rows in it.
-        self.upload = None;
-        if std::mem::take(&mut self.staging_created) {
-            self.drop_staging().await;
-            tracing::info!(event = "staging_abandoned", table = %self.staging, "the run stopped: its rows are not merged");
+        self.load_quarantine().await?;
+        self.load_part().await?;
+        if self.staged_parts == 0 {
+            return Ok(Finished::default());
         }
-        if let Err(e) = self.load_quarantine().await {
-            tracing::warn!(event = "quarantine_not_loaded", "could not load the quarantined records: {e}");
+        let (target, staging) = (self.target(), self.api.table_ref(&self.staging));
+        let preview = sql::merge_preview_sql(&target, &staging, self.spec.rewrite);
+        let rows = self.select("counting what the MERGE will change", preview).await?;
+        let [staged, deals, inserted, updated] = [0, 1, 2, 3].map(|i| number(&rows, i));
+        let merge = sql::merge_sql(&target, &staging, &self.spec.columns, self.spec.rewrite);
+        let merged = self.execute("the MERGE", &self.job_id("merge"), merge).await?;
+        let affected = merged.affected;
+        tracing::info!(event = "merge", staged, deals, inserted, updated, affected, job = %merged.job.job_id,
+            "merged the run's rows into the target");
+        if affected != inserted + updated {
+            tracing::warn!(
+                event = "merge_count_mismatch",
+                affected,
+                expected = inserted + updated,
+                "the MERGE changed a different number of rows than counted just before (a concurrent writer?)"
+            );
         }
-        let kept = format!("nothing was merged into {}", self.s.table);
-        Ok(Finished { stats: WriteStats::default(), kept })
+        self.drop_staging().await;
+        let unchanged = staged.saturating_sub(inserted + updated);
+        Ok(Finished { stats: WriteStats { inserted, updated, unchanged, rejected: 0 }, kept: String::new() })
     }
 
     pub async fn mark_deleted(&mut self, mut deleted: Vec<Deleted>) -> Result<u64> {
