@@ -92,7 +92,7 @@ impl Api {
             .map_err(|e| BqFailure::new(what, format!("an answer dealsync cannot read: {e}"), Kind::Local))
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, what: &str, path: &str, query: &[(&str, String)]) -> Result<T> {
+    pub async fn get<T: DeserializeOwned>(&self, what: &str, path: &str, query: &[(&str, &str)]) -> Result<T> {
         Self::parse(what, &self.send(what, |c| c.get(format!("{}/{path}", self.base)).query(query)).await?.body)
     }
 
@@ -113,10 +113,9 @@ impl Api {
         })
     }
 
-    /// Sends `bytes` as the upload's bytes from `offset`; `total` once they are the last. After a failure,
-    /// BigQuery is asked how much it holds (`bytes */*`) and the rest is sent from there, as the resumable upload
-    /// protocol prescribes. `None`: BigQuery holds every byte sent and waits for more; `Some`: the upload is
-    /// complete, and this is its job.
+    /// Sends `bytes` as the upload's bytes from `offset`; `total` once they are the last. After a failure, BigQuery
+    /// is asked how much it holds (`bytes */*`) and the rest is sent from there, as the resumable upload protocol
+    /// prescribes. `None`: BigQuery holds every byte sent and waits for more; `Some`: the upload is complete.
     pub async fn put_chunk<T: DeserializeOwned>(
         &self,
         what: &str,

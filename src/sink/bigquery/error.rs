@@ -112,12 +112,11 @@ impl BqFailure {
         match self.kind {
             Kind::Transient => Exit::Unavailable,
             Kind::Credentials | Kind::Config => Exit::Config,
-            Kind::Local => Exit::Internal,
             Kind::Refused if self.has_reason("quotaExceeded") || self.is_concurrent_update() => Exit::Unavailable,
             Kind::Refused if self.status == Some(403) || self.has_reason("accessDenied") || self.is_not_found() => {
                 Exit::Config
             }
-            Kind::Refused => Exit::Internal,
+            Kind::Refused | Kind::Local => Exit::Internal,
         }
     }
 

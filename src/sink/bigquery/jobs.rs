@@ -77,7 +77,6 @@ pub struct Done {
     pub bytes_billed: u64,
 }
 
-/// Jobs in the dataset's project and location.
 impl Api {
     /// The dataset's location, read on first use (a dataset that does not exist is an error here).
     async fn location(&self) -> Result<Option<String>> {
@@ -89,22 +88,22 @@ impl Api {
         self.location.get_or_try_init(read).await.cloned()
     }
 
-    /// Backquoted `project.dataset.table`.
     pub fn table_ref(&self, table: &str) -> String {
         format!("`{}.{}.{table}`", self.project, self.dataset)
     }
 
-    pub async fn job(&self, job_id: &str, mut configuration: Value) -> Result<Value> {
-        configuration["labels"] = json!({"managed-by": "dealsync"});
+    pub async fn job(&self, job_id: &str, configuration: &Value) -> Result<Value> {
         let location = self.location().await?;
-        Ok(json!({"jobReference": {"jobId": job_id, "location": location}, "configuration": configuration}))
+        let mut job = json!({"jobReference": {"jobId": job_id, "location": location}, "configuration": configuration});
+        job["configuration"]["labels"] = json!({"managed-by": "dealsync"});
+        Ok(job)
     }
 
     /// Waits for the job `job_id`, polled in the location BigQuery answered (else the one dealsync sent).
     pub async fn wait(&self, what: &str, job_id: &str, location: Option<String>) -> Result<Done> {
         let location = location.or_else(|| self.location.get().cloned().flatten());
-        let query: Vec<_> = location.iter().map(|l| ("location", l.clone())).collect();
         let job = JobReference { job_id: job_id.to_string(), location };
+        let query: Vec<_> = job.location.iter().map(|l| ("location", l.as_str())).collect();
         let look = || async {
             let r = self.get::<JobResource>(what, &format!("jobs/{job_id}"), &query).await?;
             let n = |count: &Option<String>| count.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -133,10 +132,9 @@ impl Api {
         let mut rows = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut query: Vec<_> = done.job.location.iter().map(|l| ("location", l.clone())).collect();
-            query.push(("formatOptions.useInt64Timestamp", "true".into()));
-            query.push(("timeoutMs", "10000".into()));
-            query.extend(token.iter().map(|t| ("pageToken", t.clone())));
+            let mut query = vec![("formatOptions.useInt64Timestamp", "true"), ("timeoutMs", "10000")];
+            query.extend(done.job.location.as_deref().map(|l| ("location", l)));
+            query.extend(token.as_deref().map(|t| ("pageToken", t)));
             let page: ResultsPage = self.get(what, &path, &query).await?;
             if let Some(e) = page.errors.first() {
                 return Err(BqFailure::reported(what, e));
@@ -160,16 +158,15 @@ impl Api {
     /// Runs a statement as a job under `job_id` and waits for it, running it again under the next id
     /// (`job_id_2`, …) after a whole-job failure that another run may not meet.
     pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done> {
-        let configuration = json!({"query": statement.configuration()});
+        let configuration = &json!({"query": statement.configuration()});
         let attempt = std::sync::atomic::AtomicUsize::new(0);
         let policy = RetryPolicy { max_attempts: JOB_RUNS, min_delay: Duration::from_secs(1), ..self.retry };
         let once = || {
             let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let id = if n == 1 { job_id.to_string() } else { format!("{job_id}_{n}") };
-            let configuration = configuration.clone();
             async move {
-                let location = match self.post::<JobResource>(what, "jobs", &self.job(&id, configuration).await?).await
-                {
+                let job = self.job(&id, configuration).await?;
+                let location = match self.post::<JobResource>(what, "jobs", &job).await {
                     Ok(j) => j.job_reference.location,
                     // A job that already exists under the id (a retried insert) is the one to wait for.
                     Err(e) if e.is_duplicate() => None,

@@ -88,7 +88,7 @@ impl Upload {
 
     async fn session(&mut self, api: &Api, what: &str) -> Result<String> {
         if self.session.is_none() {
-            let job = api.job(&self.job_id, self.configuration.clone()).await?;
+            let job = api.job(&self.job_id, &self.configuration).await?;
             self.session = Some(api.start_upload(what, &job).await?);
         }
         Ok(self.session.clone().expect("started above"))
@@ -122,7 +122,6 @@ impl Upload {
     }
 }
 
-/// The bytes an upload has not sent yet.
 enum Out {
     Gzip(GzEncoder<Vec<u8>>),
     Plain(Vec<u8>),

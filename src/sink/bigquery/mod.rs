@@ -23,8 +23,7 @@ use super::{Ending, Finished, Opening, PastRuns, RunRecord, SinkError, TableSpec
 use crate::config::BigQuerySettings;
 use crate::exit::Exit;
 use crate::retry::RetryPolicy;
-use crate::schema::{format_instant, sort_ids, Column, DealRow, PastRun, Quarantined};
-use crate::schema::{LEDGER, QUARANTINE};
+use crate::schema::{format_instant, sort_ids, Column, DealRow, PastRun, Quarantined, LEDGER, QUARANTINE};
 use crate::window::{Window, WindowField};
 use crate::zoho::changes::{Deleted, StageChange};
 use client::Api;

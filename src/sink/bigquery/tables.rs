@@ -25,14 +25,12 @@ fn set(v: &Option<String>, say: impl Fn(&str) -> String) -> Option<String> {
     v.as_deref().filter(|v| !v.is_empty() && *v != "0").map(say)
 }
 
-/// The `Some` texts, joined by `sep`, or `None` when there are none.
 fn described(found: [Option<String>; 2], sep: &str) -> Option<String> {
     let found: Vec<String> = found.into_iter().flatten().collect();
     (!found.is_empty()).then(|| found.join(sep))
 }
 
 impl DatasetResource {
-    /// The dataset's expiration defaults, described, or `None`.
     pub fn expiring_defaults(&self) -> Option<String> {
         let table = set(&self.default_table_expiration_ms, |ms| format!("defaultTableExpirationMs = {ms}"));
         let partition = set(&self.default_partition_expiration_ms, |ms| format!("defaultPartitionExpirationMs = {ms}"));
@@ -150,25 +148,22 @@ pub async fn ensure_table(api: &Api, def: &TableDef) -> Result<Option<TableResou
         body["timePartitioning"] = json!({"type": "DAY", "field": "closing_date"});
         body["clustering"] = json!({"fields": ["deal_id"]});
     }
-    let what = format!("creating table {dataset}.{}", def.id);
-    match api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &body).await {
-        Ok(_) => {
-            tracing::info!(event = "table_created", table = %format!("{dataset}.{}", def.id), "created a BigQuery table");
-            Ok(None)
-        }
-        Err(e) if e.is_duplicate() => Ok(None),
-        Err(e) => Err(e),
+    let table = format!("{dataset}.{}", def.id);
+    match api.post::<Value>(&format!("creating table {table}"), &format!("datasets/{dataset}/tables"), &body).await {
+        Ok(_) => tracing::info!(event = "table_created", table = %table, "created a BigQuery table"),
+        Err(e) if e.is_duplicate() => {}
+        Err(e) => return Err(e),
     }
+    Ok(None)
 }
 
 /// Makes sure a table that must keep its rows never expires: an expiration the dataset's defaults gave it is
 /// removed (`SET OPTIONS … = NULL`), then the table is read again; if it still expires, the run stops.
 pub async fn never_expire(api: &Api, dataset: &DatasetResource, def: &TableDef, job_id: &str) -> Result<()> {
     let Some(expires) = get_table(api, &def.id).await?.and_then(|t| t.expires()) else { return Ok(()) };
-    let partitions = if def.target { ", partition_expiration_days = NULL" } else { "" };
-    let statement =
-        format!("ALTER TABLE {} SET OPTIONS (expiration_timestamp = NULL{partitions})", api.table_ref(&def.id));
     let (ds, id) = (&api.dataset, &def.id);
+    let partitions = if def.target { ", partition_expiration_days = NULL" } else { "" };
+    let statement = format!("ALTER TABLE {} SET OPTIONS (expiration_timestamp = NULL{partitions})", api.table_ref(id));
     api.run(&format!("removing the expiration of {ds}.{id}"), job_id, &statement.into()).await?;
     if let Some(still) = get_table(api, id).await?.and_then(|t| t.expires()) {
         let setting = dataset.expiring_defaults().unwrap_or_else(|| "an expiration".into());
@@ -192,10 +187,8 @@ pub async fn check(api: &Api, t: &str, columns: &[Column]) -> Result<Vec<String>
         Some(ds) => {
             let location = ds.location.as_deref().unwrap_or("unknown");
             seen.push(format!("dataset {p}.{d} is reachable (location {location})"));
-            if let Some(defaults) = ds.expiring_defaults() {
-                let removed = "dealsync removes the expiration of the tables it creates";
-                seen.push(format!("dataset {p}.{d} sets {defaults}: {removed}"));
-            }
+            let removed = "dealsync removes the expiration of the tables it creates";
+            seen.extend(ds.expiring_defaults().map(|defaults| format!("dataset {p}.{d} sets {defaults}: {removed}")));
         }
         None => seen.push(format!(
             "dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"
@@ -212,9 +205,7 @@ pub async fn check(api: &Api, t: &str, columns: &[Column]) -> Result<Vec<String>
             } else {
                 format!("table {p}.{d}.{t} is compatible; the next run adds {} column(s)", add.len())
             });
-            if let Some(expires) = existing.expires() {
-                seen.push(format!("table {p}.{d}.{t}: {expires}; the next run removes it"));
-            }
+            seen.extend(existing.expires().map(|e| format!("table {p}.{d}.{t}: {e}; the next run removes it")));
             format!("SELECT deal_id, modified_time FROM {} LIMIT 1", api.table_ref(t))
         }
         None => {
@@ -223,8 +214,8 @@ pub async fn check(api: &Api, t: &str, columns: &[Column]) -> Result<Vec<String>
         }
     };
     // A dry run needs bigquery.api.create, as the MERGE will; it reads and bills nothing.
-    let location = dataset.and_then(|d| d.location);
-    let body = json!({"query": probe, "useLegacySql": false, "dryRun": true, "location": location});
+    let body =
+        json!({"query": probe, "useLegacySql": false, "dryRun": true, "location": dataset.and_then(|d| d.location)});
     api.post::<Value>("a dry-run query", "queries", &body).await?;
     seen.push(format!("queries can run in project {p} (dry run)"));
     Ok(seen)
