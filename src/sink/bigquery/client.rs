@@ -100,6 +100,11 @@ impl Api {
         Self::parse(what, &self.send(what, |c| c.post(format!("{}/{path}", self.base)).json(body)).await?.body)
     }
 
+    pub async fn dataset<T: DeserializeOwned>(&self) -> Result<T> {
+        let what = format!("reading dataset {}.{}", self.project, self.dataset);
+        self.get(&what, &format!("datasets/{}", self.dataset), &[]).await
+    }
+
     pub async fn delete(&self, what: &str, path: &str) -> Result<()> {
         self.send(what, |c| c.delete(format!("{}/{path}", self.base))).await.map(|_| ())
     }

@@ -80,11 +80,7 @@ pub struct Done {
 impl Api {
     /// The dataset's location, read on first use (a dataset that does not exist is an error here).
     async fn location(&self) -> Result<Option<String>> {
-        let read = || async {
-            let what = format!("reading dataset {}.{}", self.project, self.dataset);
-            let dataset: Value = self.get(&what, &format!("datasets/{}", self.dataset), &[]).await?;
-            Ok(dataset["location"].as_str().map(str::to_string))
-        };
+        let read = || async { Ok(self.dataset::<Value>().await?["location"].as_str().map(str::to_string)) };
         self.location.get_or_try_init(read).await.cloned()
     }
 

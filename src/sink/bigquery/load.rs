@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use flate2::write::GzEncoder;
+use flate2::{write::GzEncoder, Compression};
 use serde_json::{json, Value};
 
 use super::client::Api;
@@ -43,11 +43,8 @@ impl Upload {
             "writeDisposition": "WRITE_APPEND",
             "ignoreUnknownValues": false,
         }});
-        let out = if gzip {
-            Out::Gzip(GzEncoder::new(Vec::with_capacity(CHUNK + 64 * 1024), flate2::Compression::fast()))
-        } else {
-            Out::Plain(Vec::with_capacity(CHUNK + 64 * 1024))
-        };
+        let buffer = Vec::with_capacity(CHUNK + 64 * 1024);
+        let out = if gzip { Out::Gzip(GzEncoder::new(buffer, Compression::fast())) } else { Out::Plain(buffer) };
         let columns = columns.to_vec();
         Upload { job_id, configuration, columns, session: None, row: Vec::new(), out, sent: 0, rows: 0 }
     }

@@ -220,9 +220,8 @@ impl BigQuerySink {
             def(sql::QUARANTINE_TABLE, QUARANTINE.to_vec(), false),
         ];
         for (i, def) in defs.iter().enumerate() {
-            let existing = tables::ensure_table(&self.api, def).await.map_err(fail(&self.s))?;
-            if let (true, Some(t)) = (def.target, &existing) {
-                tables::evolve(&self.api, t, def, &self.job_id("add_columns")).await.map_err(fail(&self.s))?;
+            if let (true, Some(t)) = (def.target, tables::ensure_table(&self.api, def).await.map_err(fail(&self.s))?) {
+                tables::evolve(&self.api, &t, def, &self.job_id("add_columns")).await.map_err(fail(&self.s))?;
             }
             let id = self.job_id(&format!("never_expire_{i}"));
             tables::never_expire(&self.api, &dataset, def, &id).await.map_err(fail(&self.s))?;

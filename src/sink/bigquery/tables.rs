@@ -43,7 +43,7 @@ impl DatasetResource {
 pub struct TableResource {
     pub schema: Schema,
     pub expiration_time: Option<String>,
-    pub time_partitioning: Option<Partitioning>,
+    pub time_partitioning: Partitioning,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,10 +70,8 @@ impl TableResource {
     /// The table's expirations, described, or `None` when it never expires.
     pub fn expires(&self) -> Option<String> {
         let table = set(&self.expiration_time, |t| format!("the table expires at {t} (ms since the epoch)"));
-        let partitions = self
-            .time_partitioning
-            .as_ref()
-            .and_then(|p| set(&p.expiration_ms, |ms| format!("its partitions expire after {ms} ms")));
+        let partitions =
+            set(&self.time_partitioning.expiration_ms, |ms| format!("its partitions expire after {ms} ms"));
         described([table, partitions], "; ")
     }
 }
@@ -95,15 +93,10 @@ fn found<T>(r: Result<T>) -> Result<Option<T>> {
     }
 }
 
-pub async fn get_dataset(api: &Api) -> Result<Option<DatasetResource>> {
-    let what = format!("reading dataset {}.{}", api.project, api.dataset);
-    found(api.get(&what, &format!("datasets/{}", api.dataset), &[]).await)
-}
-
 /// The dataset, read (and created when missing, in `BIGQUERY_LOCATION`); jobs run in its location.
 pub async fn ensure_dataset(api: &Api, location: Option<&str>) -> Result<DatasetResource> {
     let dataset = &api.dataset;
-    let ds = match get_dataset(api).await? {
+    let ds = match found(api.dataset().await)? {
         Some(ds) => ds,
         None => {
             let mut body = json!({"datasetReference": {"datasetId": dataset}, "labels": {"managed-by": "dealsync"}});
@@ -182,7 +175,7 @@ pub async fn never_expire(api: &Api, dataset: &DatasetResource, def: &TableDef, 
 pub async fn check(api: &Api, t: &str, columns: &[Column]) -> Result<Vec<String>> {
     let (p, d) = (&api.project, &api.dataset);
     let mut seen = vec![format!("Google credentials: {}", api.credentials.source)];
-    let dataset = get_dataset(api).await?;
+    let dataset = found(api.dataset::<DatasetResource>().await)?;
     match &dataset {
         Some(ds) => {
             let location = ds.location.as_deref().unwrap_or("unknown");
