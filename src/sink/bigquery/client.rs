@@ -113,9 +113,8 @@ impl Api {
     pub async fn start_upload(&self, what: &str, job: &impl Serialize) -> Result<String> {
         let url = format!("{}/jobs", self.upload);
         let answer = self.send(what, |c| c.post(&url).query(&[("uploadType", "resumable")]).json(job)).await?;
-        answer.location.ok_or_else(|| {
-            BqFailure::new(what, "the upload was started but BigQuery named no session URI", Kind::Local)
-        })
+        let unnamed = "the upload was started but BigQuery named no session URI";
+        answer.location.ok_or_else(|| BqFailure::new(what, unnamed, Kind::Local))
     }
 
     /// Sends `bytes` as the upload's bytes from `offset`; `total` once they are the last. After a failure, BigQuery

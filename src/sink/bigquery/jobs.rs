@@ -23,7 +23,8 @@ const JOB_RUNS: usize = 4;
 pub struct JobResource {
     pub job_reference: JobReference,
     status: JobStatus,
-    statistics: Statistics,
+    /// Its counts: `query.numDmlAffectedRows`, `query.totalBytesBilled`, `load.outputRows` (int64s, sent as text).
+    statistics: Value,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -38,22 +39,6 @@ pub struct JobReference {
 struct JobStatus {
     state: String,
     error_result: Option<ErrorProto>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Statistics {
-    query: Counts,
-    load: Counts,
-}
-
-/// BigQuery sends its int64 counts as text.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct Counts {
-    num_dml_affected_rows: Option<String>,
-    total_bytes_billed: Option<String>,
-    output_rows: Option<String>,
 }
 
 /// A page of `jobs.getQueryResults`; each row is `{"f": [{"v": …}, …]}`.
@@ -102,14 +87,14 @@ impl Api {
         let query: Vec<_> = job.location.iter().map(|l| ("location", l.as_str())).collect();
         let look = || async {
             let r = self.get::<JobResource>(what, &format!("jobs/{job_id}"), &query).await?;
-            let n = |count: &Option<String>| count.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
+            let n = |p: &str| r.statistics.pointer(p).and_then(Value::as_str).and_then(|c| c.parse().ok()).unwrap_or(0);
             match (r.status.state.as_str(), &r.status.error_result) {
                 ("DONE", Some(e)) => Err(BqFailure::reported(what, e)),
                 ("DONE", None) => Ok(Some(Done {
                     job: job.clone(),
-                    affected: n(&r.statistics.query.num_dml_affected_rows),
-                    bytes_billed: n(&r.statistics.query.total_bytes_billed),
-                    loaded: n(&r.statistics.load.output_rows),
+                    affected: n("/query/numDmlAffectedRows"),
+                    bytes_billed: n("/query/totalBytesBilled"),
+                    loaded: n("/load/outputRows"),
                 })),
                 _ => Ok(None),
             }
@@ -124,14 +109,12 @@ impl Api {
     /// Runs a query and reads every page of its rows.
     pub async fn select(&self, what: &str, job_id: &str, statement: &Statement) -> Result<(Done, Vec<Row>)> {
         let done = self.run(what, job_id, statement).await?;
-        let path = format!("queries/{}", done.job.job_id);
-        let mut rows = Vec::new();
-        let mut token: Option<String> = None;
+        let (mut rows, mut token) = (Vec::new(), None::<String>);
         loop {
             let mut query = vec![("formatOptions.useInt64Timestamp", "true"), ("timeoutMs", "10000")];
             query.extend(done.job.location.as_deref().map(|l| ("location", l)));
             query.extend(token.as_deref().map(|t| ("pageToken", t)));
-            let page: ResultsPage = self.get(what, &path, &query).await?;
+            let page: ResultsPage = self.get(what, &format!("queries/{}", done.job.job_id), &query).await?;
             if let Some(e) = page.errors.first() {
                 return Err(BqFailure::reported(what, e));
             }
@@ -155,10 +138,10 @@ impl Api {
     /// (`job_id_2`, …) after a whole-job failure that another run may not meet.
     pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done> {
         let configuration = &json!({"query": statement.configuration()});
-        let attempt = std::sync::atomic::AtomicUsize::new(0);
+        let mut n = 0;
         let policy = RetryPolicy { max_attempts: JOB_RUNS, min_delay: Duration::from_secs(1), ..self.retry };
         let once = || {
-            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            n += 1;
             let id = if n == 1 { job_id.to_string() } else { format!("{job_id}_{n}") };
             async move {
                 let job = self.job(&id, configuration).await?;

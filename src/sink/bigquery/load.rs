@@ -99,11 +99,10 @@ impl Upload {
         // Room for a whole chunk at once: a buffer that doubled as it grew would copy itself, twice the memory.
         next.reserve(CHUNK + 64 * 1024);
         let chunk = std::mem::replace(buffer, next);
-        let len = chunk.len() as u64;
         if api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await?.is_some() {
             return Err(BqFailure::new(what, "BigQuery ended the upload before its last chunk", Kind::Local));
         }
-        self.sent += len;
+        self.sent += CHUNK as u64;
         Ok(())
     }
 

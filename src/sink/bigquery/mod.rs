@@ -46,10 +46,8 @@ const STAGING_MARGIN: Duration = Duration::from_secs(6 * 3600);
 
 /// The sink `--sink bigquery` opens: the project and dataset come from `BIGQUERY_PROJECT` and `BIGQUERY_DATASET`.
 pub(super) async fn connect(o: &Opening<'_>) -> Result<BigQuerySink> {
-    let bq = o.settings.bigquery.clone().ok_or_else(|| {
-        let problem = "BIGQUERY_PROJECT is not set; --sink bigquery needs the project to write to";
-        SinkError::new("bigquery", problem, Exit::Config)
-    })?;
+    let problem = "BIGQUERY_PROJECT is not set; --sink bigquery needs the project to write to";
+    let bq = o.settings.bigquery.clone().ok_or_else(|| SinkError::new("bigquery", problem, Exit::Config))?;
     let sink = BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?;
     Ok(BigQuerySink { spec: o.table.clone(), staging_expires: Utc::now() + o.deadline + STAGING_MARGIN, ..sink })
 }

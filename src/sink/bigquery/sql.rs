@@ -23,15 +23,13 @@ pub fn merge_sql(target: &str, staging: &str, columns: &[Column], rewrite: bool)
     let op = if rewrite { ">=" } else { ">" };
     let set: Vec<String> = cols.iter().filter(|c| *c != "`deal_id`").map(|c| format!("{c} = S.{c}")).collect();
     let values: Vec<String> = cols.iter().map(|c| format!("S.{c}")).collect();
+    let (set, cols, values) = (set.join(", "), cols.join(", "), values.join(", "));
     format!(
         "MERGE {target} T\n\
          USING (\n  SELECT * FROM {staging}\n  WHERE TRUE\n  QUALIFY ROW_NUMBER() OVER (PARTITION BY deal_id ORDER BY modified_time DESC) = 1\n) S\n\
          ON T.deal_id = S.deal_id\n\
-         WHEN MATCHED AND S.modified_time {op} T.modified_time THEN\n  UPDATE SET {}\n\
-         WHEN NOT MATCHED THEN\n  INSERT ({})\n  VALUES ({})",
-        set.join(", "),
-        cols.join(", "),
-        values.join(", ")
+         WHEN MATCHED AND S.modified_time {op} T.modified_time THEN\n  UPDATE SET {set}\n\
+         WHEN NOT MATCHED THEN\n  INSERT ({cols})\n  VALUES ({values})"
     )
 }
 
@@ -180,11 +178,8 @@ pub fn target_ddl(table: &str, columns: &[Column]) -> String {
         let not_null = if c.mode() == "REQUIRED" { " NOT NULL" } else { "" };
         format!("  `{}` {}{not_null} OPTIONS(description = {:?})", c.name, column_type(c), c.description)
     };
-    let cols: Vec<String> = columns.iter().map(column).collect();
-    format!(
-        "CREATE TABLE IF NOT EXISTS {table} (\n{}\n)\nPARTITION BY closing_date\nCLUSTER BY deal_id;\n",
-        cols.join(",\n")
-    )
+    let cols = columns.iter().map(column).collect::<Vec<_>>().join(",\n");
+    format!("CREATE TABLE IF NOT EXISTS {table} (\n{cols}\n)\nPARTITION BY closing_date\nCLUSTER BY deal_id;\n")
 }
 
 #[cfg(test)]

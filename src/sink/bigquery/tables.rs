@@ -193,11 +193,8 @@ pub async fn check(api: &Api, t: &str, columns: &[Column]) -> Result<Vec<String>
             if !problems.is_empty() {
                 return Err(BqFailure::new("the existing table is not compatible", problems.join("; "), Kind::Config));
             }
-            seen.push(if add.is_empty() {
-                format!("table {p}.{d}.{t} has a compatible schema")
-            } else {
-                format!("table {p}.{d}.{t} is compatible; the next run adds {} column(s)", add.len())
-            });
+            let adds = format!("is compatible; the next run adds {} column(s)", add.len());
+            seen.push(format!("table {p}.{d}.{t} {}", if add.is_empty() { "has a compatible schema" } else { &adds }));
             seen.extend(existing.expires().map(|e| format!("table {p}.{d}.{t}: {e}; the next run removes it")));
             format!("SELECT deal_id, modified_time FROM {} LIMIT 1", api.table_ref(t))
         }
@@ -224,10 +221,9 @@ pub fn compare_schema(have: &[Field], want: &[Column]) -> (Vec<Column>, Vec<Stri
         };
         let (ht, wt) = (sql::canonical_type(&h.ty), w.ty.bigquery());
         let (hm, wm) = (h.mode.as_deref().unwrap_or("NULLABLE").to_ascii_uppercase(), w.mode());
-        let repeated_mismatch = (hm == "REPEATED") != (wm == "REPEATED");
         if ht != wt {
             problems.push(format!("column {} is {ht}, dealsync writes {wt}", w.name));
-        } else if repeated_mismatch || (hm == "REQUIRED" && wm != "REQUIRED") {
+        } else if (hm == "REPEATED") != (wm == "REPEATED") || (hm == "REQUIRED" && wm != "REQUIRED") {
             problems.push(format!("column {} is {hm}, dealsync writes {wm}", w.name));
         }
     }
