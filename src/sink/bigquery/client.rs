@@ -131,9 +131,7 @@ impl Api {
         let (bytes, tries) = (bytes::Bytes::from(bytes), AtomicUsize::new(0));
         let end = offset + bytes.len() as u64;
         let total = total.map_or("*".to_string(), |t| t.to_string());
-        let put = |range: String, body| {
-            self.send_once(what, self.http.put(session).header("content-range", range).body(body))
-        };
+        let put = |r: String, body| self.send_once(what, self.http.put(session).header("content-range", r).body(body));
         let attempt = || async {
             let mut from = offset;
             if tries.fetch_add(1, Ordering::Relaxed) > 0 {

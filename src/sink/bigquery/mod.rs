@@ -61,7 +61,7 @@ pub struct BigQuerySink {
     spec: TableSpec,
     /// The staging part being uploaded: parts of at most `part_bytes` (`PART_BYTES`, or less in tests).
     upload: Option<Upload>,
-    part_bytes: u64,
+    pub part_bytes: u64,
     staged_parts: usize,
     staging_created: bool,
     staging_expires: DateTime<Utc>,
@@ -94,11 +94,6 @@ impl BigQuerySink {
             reads: 0,
             bytes_billed: 0,
         })
-    }
-
-    pub fn with_part_bytes(mut self, bytes: u64) -> Self {
-        self.part_bytes = bytes;
-        self
     }
 
     fn job_id(&self, what: &str) -> String {
