@@ -5,8 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::OnceCell;
 
 use super::auth::Credentials;
@@ -53,7 +52,7 @@ impl Api {
         Ok(Api {
             http,
             base: format!("{root}/bigquery/v2/projects/{}", s.project),
-            upload: format!("{root}/upload/bigquery/v2/projects/{}", s.project),
+            upload: format!("{root}/upload/bigquery/v2/projects/{}/jobs", s.project),
             project: s.project.clone(),
             dataset: s.dataset.clone(),
             location: OnceCell::new(),
@@ -111,8 +110,7 @@ impl Api {
 
     /// Starts a resumable upload for the job `job` describes; returns the session URI to send the bytes to.
     pub async fn start_upload(&self, what: &str, job: &impl Serialize) -> Result<String> {
-        let url = format!("{}/jobs", self.upload);
-        let answer = self.send(what, |c| c.post(&url).query(&[("uploadType", "resumable")]).json(job)).await?;
+        let answer = self.send(what, |c| c.post(&self.upload).query(&[("uploadType", "resumable")]).json(job)).await?;
         let unnamed = "the upload was started but BigQuery named no session URI";
         answer.location.ok_or_else(|| BqFailure::new(what, unnamed, Kind::Local))
     }

@@ -17,8 +17,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-pub use error::BqFailure;
-
 use super::{Ending, Finished, Opening, PastRuns, RunRecord, SinkError, TableSpec, WriteStats};
 use crate::config::BigQuerySettings;
 use crate::exit::Exit;
@@ -27,6 +25,7 @@ use crate::schema::{format_instant, sort_ids, Column, DealRow, PastRun, Quaranti
 use crate::window::{Window, WindowField};
 use crate::zoho::changes::{Deleted, StageChange};
 use client::Api;
+use error::BqFailure;
 use jobs::{Done, Row};
 use load::Upload;
 use sql::Statement;
@@ -295,13 +294,12 @@ impl BigQuerySink {
         let [staged, deals, inserted, updated] = [0, 1, 2, 3].map(|i| number(&rows, i));
         let merge = sql::merge_sql(&target, &staging, &self.spec.columns, self.spec.rewrite);
         let merged = self.execute("the MERGE", &self.job_id("merge"), merge).await?;
-        let affected = merged.affected;
-        tracing::info!(event = "merge", staged, deals, inserted, updated, affected, job = %merged.job.job_id,
-            "merged the run's rows into the target");
-        if affected != inserted + updated {
+        tracing::info!(event = "merge", staged, deals, inserted, updated, affected = merged.affected,
+            job = %merged.job.job_id, "merged the run's rows into the target");
+        if merged.affected != inserted + updated {
             tracing::warn!(
                 event = "merge_count_mismatch",
-                affected,
+                affected = merged.affected,
                 expected = inserted + updated,
                 "the MERGE changed a different number of rows than counted just before (a concurrent writer?)"
             );
