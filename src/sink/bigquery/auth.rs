@@ -14,7 +14,6 @@ type Authenticator = yup_oauth2::authenticator::Authenticator<Connector>;
 const SCOPES: &[&str] = &["https://www.googleapis.com/auth/bigquery"];
 
 /// Where access tokens come from, and a description of that source for `check` and errors.
-#[derive(Clone)]
 pub struct Credentials {
     inner: Option<Authenticator>,
     pub source: String,

@@ -204,8 +204,8 @@ pub async fn check(api: &Api, t: &str, columns: &[Column]) -> Result<Vec<String>
         }
     };
     // A dry run needs bigquery.api.create, as the MERGE will; it reads and bills nothing.
-    let body =
-        json!({"query": probe, "useLegacySql": false, "dryRun": true, "location": dataset.and_then(|d| d.location)});
+    let location = dataset.and_then(|d| d.location);
+    let body = json!({"query": probe, "useLegacySql": false, "dryRun": true, "location": location});
     api.post::<Value>("a dry-run query", "queries", &body).await?;
     seen.push(format!("queries can run in project {p} (dry run)"));
     Ok(seen)
