@@ -349,7 +349,8 @@ async fn a_run_too_large_for_one_load_is_staged_in_parts_and_merged_once() {
     let bq = TestBq::new(&host, "parts").await;
     let sim = simulator(sim_config(3000)).await;
     let stamp = stamp("20261001T000000Z_0000part");
-    let mut sink = bq.sink(&stamp).await.with_part_bytes(200_000);
+    let mut sink = bq.sink(&stamp).await;
+    sink.part_bytes = 200_000;
     sink.prepare().await.unwrap();
     let rows = october_rows(&sim, &stamp, usize::MAX);
     let n = rows.len();

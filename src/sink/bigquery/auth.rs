@@ -14,7 +14,6 @@ type Authenticator = yup_oauth2::authenticator::Authenticator<Connector>;
 const SCOPES: &[&str] = &["https://www.googleapis.com/auth/bigquery"];
 
 /// Where access tokens come from, and a description of that source for `check` and errors.
-#[derive(Clone)]
 pub struct Credentials {
     inner: Option<Authenticator>,
     pub source: String,
@@ -24,33 +23,30 @@ impl Credentials {
     /// Builds the source the settings name. Nothing is requested yet, except that reading a file may fail.
     pub async fn new(auth: &BigQueryAuth) -> Result<Credentials> {
         let refused = |m: String| BqFailure::new("loading Google credentials", m, Kind::Credentials);
-        let fail =
-            |path: &std::path::Path, e: std::io::Error| refused(format!("{} cannot be used: {e}", path.display()));
         let (inner, source) = match auth {
             BigQueryAuth::Emulator { base_url } => (None, format!("none (the emulator at {base_url})")),
             BigQueryAuth::File { path, kind } => {
+                let fail = |e: std::io::Error| refused(format!("{} cannot be used: {e}", path.display()));
                 let built = match kind.as_str() {
                     "service_account" => {
-                        let key = yup_oauth2::read_service_account_key(path).await.map_err(|e| fail(path, e))?;
+                        let key = yup_oauth2::read_service_account_key(path).await.map_err(fail)?;
                         yup_oauth2::ServiceAccountAuthenticator::builder(key).build().await
                     }
                     "authorized_user" => {
-                        let s = yup_oauth2::read_authorized_user_secret(path).await.map_err(|e| fail(path, e))?;
+                        let s = yup_oauth2::read_authorized_user_secret(path).await.map_err(fail)?;
                         yup_oauth2::AuthorizedUserAuthenticator::builder(s).build().await
                     }
                     _ => {
-                        let s = yup_oauth2::read_external_account_secret(path).await.map_err(|e| fail(path, e))?;
+                        let s = yup_oauth2::read_external_account_secret(path).await.map_err(fail)?;
                         yup_oauth2::ExternalAccountAuthenticator::builder(s).build().await
                     }
                 };
-                (Some(built.map_err(|e| fail(path, e))?), format!("{kind} credentials from {}", path.display()))
+                (Some(built.map_err(fail)?), format!("{kind} credentials from {}", path.display()))
             }
             BigQueryAuth::MetadataServer { host } => {
-                let opts = yup_oauth2::ApplicationDefaultCredentialsFlowOpts {
-                    metadata_url: host
-                        .as_ref()
-                        .map(|h| format!("http://{h}/computeMetadata/v1/instance/service-accounts/default/token")),
-                };
+                let token = "/computeMetadata/v1/instance/service-accounts/default/token";
+                let url = host.as_ref().map(|h| format!("http://{h}{token}"));
+                let opts = yup_oauth2::ApplicationDefaultCredentialsFlowOpts { metadata_url: url };
                 let built = match yup_oauth2::ApplicationDefaultCredentialsAuthenticator::builder(opts).await {
                     Adc::InstanceMetadata(b) => b.build().await,
                     Adc::ServiceAccount(b) => b.build().await,

@@ -5,8 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::OnceCell;
 
 use super::auth::Credentials;
@@ -48,16 +47,12 @@ impl Api {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| BqFailure::new("building the HTTP client", e.to_string(), Kind::Local))?;
-        let root = match &s.auth {
-            BigQueryAuth::Emulator { base_url } => {
-                base_url.as_str().trim_end_matches('/').trim_end_matches("/bigquery/v2")
-            }
-            _ => GOOGLE,
-        };
+        let root = if let BigQueryAuth::Emulator { base_url } = &s.auth { base_url.as_str() } else { GOOGLE };
+        let root = root.trim_end_matches('/').trim_end_matches("/bigquery/v2");
         Ok(Api {
             http,
             base: format!("{root}/bigquery/v2/projects/{}", s.project),
-            upload: format!("{root}/upload/bigquery/v2/projects/{}", s.project),
+            upload: format!("{root}/upload/bigquery/v2/projects/{}/jobs", s.project),
             project: s.project.clone(),
             dataset: s.dataset.clone(),
             location: OnceCell::new(),
@@ -96,34 +91,33 @@ impl Api {
             .map_err(|e| BqFailure::new(what, format!("an answer dealsync cannot read: {e}"), Kind::Local))
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, what: &str, path: &str, query: &[(&str, String)]) -> Result<T> {
-        let url = format!("{}/{path}", self.base);
-        Self::parse(what, &self.send(what, |c| c.get(&url).query(query)).await?.body)
+    pub async fn get<T: DeserializeOwned>(&self, what: &str, path: &str, query: &[(&str, &str)]) -> Result<T> {
+        Self::parse(what, &self.send(what, |c| c.get(format!("{}/{path}", self.base)).query(query)).await?.body)
     }
 
     pub async fn post<T: DeserializeOwned>(&self, what: &str, path: &str, body: &impl Serialize) -> Result<T> {
-        let url = format!("{}/{path}", self.base);
-        Self::parse(what, &self.send(what, |c| c.post(&url).json(body)).await?.body)
+        Self::parse(what, &self.send(what, |c| c.post(format!("{}/{path}", self.base)).json(body)).await?.body)
+    }
+
+    pub async fn dataset<T: DeserializeOwned>(&self) -> Result<T> {
+        let what = format!("reading dataset {}.{}", self.project, self.dataset);
+        self.get(&what, &format!("datasets/{}", self.dataset), &[]).await
     }
 
     pub async fn delete(&self, what: &str, path: &str) -> Result<()> {
-        let url = format!("{}/{path}", self.base);
-        self.send(what, |c| c.delete(&url)).await.map(|_| ())
+        self.send(what, |c| c.delete(format!("{}/{path}", self.base))).await.map(|_| ())
     }
 
     /// Starts a resumable upload for the job `job` describes; returns the session URI to send the bytes to.
     pub async fn start_upload(&self, what: &str, job: &impl Serialize) -> Result<String> {
-        let url = format!("{}/jobs", self.upload);
-        let answer = self.send(what, |c| c.post(&url).query(&[("uploadType", "resumable")]).json(job)).await?;
-        answer.location.ok_or_else(|| {
-            BqFailure::new(what, "the upload was started but BigQuery named no session URI", Kind::Local)
-        })
+        let answer = self.send(what, |c| c.post(&self.upload).query(&[("uploadType", "resumable")]).json(job)).await?;
+        let unnamed = "the upload was started but BigQuery named no session URI";
+        answer.location.ok_or_else(|| BqFailure::new(what, unnamed, Kind::Local))
     }
 
-    /// Sends `bytes` as the upload's bytes from `offset`; `total` once they are the last. After a failure,
-    /// BigQuery is asked how much it holds (`bytes */*`) and the rest is sent from there, as the resumable upload
-    /// protocol prescribes. `None`: BigQuery holds every byte sent and waits for more; `Some`: the upload is
-    /// complete, and this is its job.
+    /// Sends `bytes` as the upload's bytes from `offset`; `total` once they are the last. After a failure, BigQuery
+    /// is asked how much it holds (`bytes */*`) and the rest is sent from there, as the resumable upload protocol
+    /// prescribes. `None`: BigQuery holds every byte sent and waits for more; `Some`: the upload is complete.
     pub async fn put_chunk<T: DeserializeOwned>(
         &self,
         what: &str,
@@ -135,9 +129,7 @@ impl Api {
         let (bytes, tries) = (bytes::Bytes::from(bytes), AtomicUsize::new(0));
         let end = offset + bytes.len() as u64;
         let total = total.map_or("*".to_string(), |t| t.to_string());
-        let put = |range: String, body| {
-            self.send_once(what, self.http.put(session).header("content-range", range).body(body))
-        };
+        let put = |r: String, body| self.send_once(what, self.http.put(session).header("content-range", r).body(body));
         let attempt = || async {
             let mut from = offset;
             if tries.fetch_add(1, Ordering::Relaxed) > 0 {

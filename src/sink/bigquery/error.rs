@@ -73,10 +73,9 @@ impl BqFailure {
 
     /// A failure reported inside a 200 answer (a job's `errorResult`, a query's `errors`).
     pub fn reported(what: impl Into<String>, e: &ErrorProto) -> BqFailure {
-        let reasons: Vec<String> = e.reason.clone().into_iter().collect();
-        let kind = if reasons.iter().any(|r| transient_reason(r)) { Kind::Transient } else { Kind::Refused };
+        let kind = if e.reason.as_deref().is_some_and(transient_reason) { Kind::Transient } else { Kind::Refused };
         let message = one_line(e.message.as_deref().unwrap_or_default());
-        BqFailure { reasons, job_failed: true, ..BqFailure::new(what, message, kind) }
+        BqFailure { reasons: Vec::from_iter(e.reason.clone()), job_failed: true, ..BqFailure::new(what, message, kind) }
     }
 
     fn has_reason(&self, reason: &str) -> bool {
@@ -112,12 +111,11 @@ impl BqFailure {
         match self.kind {
             Kind::Transient => Exit::Unavailable,
             Kind::Credentials | Kind::Config => Exit::Config,
-            Kind::Local => Exit::Internal,
             Kind::Refused if self.has_reason("quotaExceeded") || self.is_concurrent_update() => Exit::Unavailable,
             Kind::Refused if self.status == Some(403) || self.has_reason("accessDenied") || self.is_not_found() => {
                 Exit::Config
             }
-            Kind::Refused => Exit::Internal,
+            Kind::Refused | Kind::Local => Exit::Internal,
         }
     }
 

@@ -23,7 +23,8 @@ const JOB_RUNS: usize = 4;
 pub struct JobResource {
     pub job_reference: JobReference,
     status: JobStatus,
-    statistics: Statistics,
+    /// Its counts: `query.numDmlAffectedRows`, `query.totalBytesBilled`, `load.outputRows` (int64s, sent as text).
+    statistics: Value,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -38,22 +39,6 @@ pub struct JobReference {
 struct JobStatus {
     state: String,
     error_result: Option<ErrorProto>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Statistics {
-    query: Counts,
-    load: Counts,
-}
-
-/// BigQuery sends its int64 counts as text.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct Counts {
-    num_dml_affected_rows: Option<String>,
-    total_bytes_billed: Option<String>,
-    output_rows: Option<String>,
 }
 
 /// A page of `jobs.getQueryResults`; each row is `{"f": [{"v": …}, …]}`.
@@ -77,61 +62,45 @@ pub struct Done {
     pub bytes_billed: u64,
 }
 
-/// Jobs in the dataset's project and location.
 impl Api {
-    /// Records the dataset's location, read elsewhere.
-    pub fn located(&self, location: Option<String>) {
-        let _ = self.location.set(location);
-    }
-
     /// The dataset's location, read on first use (a dataset that does not exist is an error here).
     async fn location(&self) -> Result<Option<String>> {
-        let read = || async {
-            let what = format!("reading dataset {}.{}", self.project, self.dataset);
-            let dataset: Value = self.get(&what, &format!("datasets/{}", self.dataset), &[]).await?;
-            Ok(dataset["location"].as_str().map(str::to_string))
-        };
+        let read = || async { Ok(self.dataset::<Value>().await?["location"].as_str().map(str::to_string)) };
         self.location.get_or_try_init(read).await.cloned()
     }
 
-    /// Backquoted `project.dataset.table`.
     pub fn table_ref(&self, table: &str) -> String {
         format!("`{}.{}.{table}`", self.project, self.dataset)
     }
 
-    pub async fn job(&self, job_id: &str, mut configuration: Value) -> Result<Value> {
-        configuration["labels"] = json!({"managed-by": "dealsync"});
+    pub async fn job(&self, job_id: &str, configuration: &Value) -> Result<Value> {
         let location = self.location().await?;
-        Ok(json!({"jobReference": {"jobId": job_id, "location": location}, "configuration": configuration}))
+        let mut job = json!({"jobReference": {"jobId": job_id, "location": location}, "configuration": configuration});
+        job["configuration"]["labels"] = json!({"managed-by": "dealsync"});
+        Ok(job)
     }
 
-    /// The reference BigQuery answered, completed with what dealsync sent where it left something out.
-    pub fn reference(&self, job_id: &str, r: JobReference) -> JobReference {
-        JobReference {
-            job_id: if r.job_id.is_empty() { job_id.to_string() } else { r.job_id },
-            location: r.location.or_else(|| self.location.get().cloned().flatten()),
-        }
-    }
-
-    pub async fn wait(&self, what: &str, job: JobReference) -> Result<Done> {
-        let path = format!("jobs/{}", job.job_id);
-        let query: Vec<_> = job.location.iter().map(|l| ("location", l.clone())).collect();
+    /// Waits for the job `job_id`, polled in the location BigQuery answered (else the one dealsync sent).
+    pub async fn wait(&self, what: &str, job_id: &str, location: Option<String>) -> Result<Done> {
+        let location = location.or_else(|| self.location.get().cloned().flatten());
+        let job = JobReference { job_id: job_id.to_string(), location };
+        let query: Vec<_> = job.location.iter().map(|l| ("location", l.as_str())).collect();
         let look = || async {
-            let r = self.get::<JobResource>(what, &path, &query).await?;
-            let n = |count: &Option<String>| count.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
+            let r = self.get::<JobResource>(what, &format!("jobs/{job_id}"), &query).await?;
+            let n = |p: &str| r.statistics.pointer(p).and_then(Value::as_str).and_then(|c| c.parse().ok()).unwrap_or(0);
             match (r.status.state.as_str(), &r.status.error_result) {
                 ("DONE", Some(e)) => Err(BqFailure::reported(what, e)),
                 ("DONE", None) => Ok(Some(Done {
                     job: job.clone(),
-                    affected: n(&r.statistics.query.num_dml_affected_rows),
-                    bytes_billed: n(&r.statistics.query.total_bytes_billed),
-                    loaded: n(&r.statistics.load.output_rows),
+                    affected: n("/query/numDmlAffectedRows"),
+                    bytes_billed: n("/query/totalBytesBilled"),
+                    loaded: n("/load/outputRows"),
                 })),
                 _ => Ok(None),
             }
         };
         let timed_out = || {
-            let message = format!("job {} did not finish in 30 minutes", job.job_id);
+            let message = format!("job {job_id} did not finish in 30 minutes");
             BqFailure::reported(what, &ErrorProto { reason: Some("timeout".into()), message: Some(message) })
         };
         poll(Duration::from_millis(200), Duration::from_secs(5), JOB_LIMIT, look, timed_out).await
@@ -140,31 +109,24 @@ impl Api {
     /// Runs a query and reads every page of its rows.
     pub async fn select(&self, what: &str, job_id: &str, statement: &Statement) -> Result<(Done, Vec<Row>)> {
         let done = self.run(what, job_id, statement).await?;
-        let path = format!("queries/{}", done.job.job_id);
-        let mut rows = Vec::new();
-        let mut token: Option<String> = None;
+        let (mut rows, mut token) = (Vec::new(), None::<String>);
         loop {
-            let mut query: Vec<_> = done.job.location.iter().map(|l| ("location", l.clone())).collect();
-            query.push(("formatOptions.useInt64Timestamp", "true".into()));
-            query.push(("timeoutMs", "10000".into()));
-            query.extend(token.iter().map(|t| ("pageToken", t.clone())));
-            let page: ResultsPage = self.get(what, &path, &query).await?;
+            let mut query = vec![("formatOptions.useInt64Timestamp", "true"), ("timeoutMs", "10000")];
+            query.extend(done.job.location.as_deref().map(|l| ("location", l)));
+            query.extend(token.as_deref().map(|t| ("pageToken", t)));
+            let page: ResultsPage = self.get(what, &format!("queries/{}", done.job.job_id), &query).await?;
             if let Some(e) = page.errors.first() {
                 return Err(BqFailure::reported(what, e));
             }
             if page.job_complete == Some(false) {
                 continue; // the server waited `timeoutMs`; ask again
             }
-            rows.extend(page.rows.iter().map(|r| {
-                let cells = r["f"].as_array().into_iter().flatten();
-                cells
-                    .map(|c| match &c["v"] {
-                        Value::Null => None,
-                        Value::String(s) => Some(s.clone()),
-                        other => Some(other.to_string()),
-                    })
-                    .collect()
-            }));
+            let cell = |c: &Value| match &c["v"] {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            };
+            rows.extend(page.rows.iter().map(|r| r["f"].as_array().into_iter().flatten().map(cell).collect()));
             match page.page_token {
                 Some(t) if !t.is_empty() => token = Some(t),
                 _ => return Ok((done, rows)),
@@ -175,21 +137,21 @@ impl Api {
     /// Runs a statement as a job under `job_id` and waits for it, running it again under the next id
     /// (`job_id_2`, …) after a whole-job failure that another run may not meet.
     pub async fn run(&self, what: &str, job_id: &str, statement: &Statement) -> Result<Done> {
-        let configuration = json!({"query": statement.configuration()});
-        let attempt = std::sync::atomic::AtomicUsize::new(0);
+        let configuration = &json!({"query": statement.configuration()});
+        let mut n = 0;
         let policy = RetryPolicy { max_attempts: JOB_RUNS, min_delay: Duration::from_secs(1), ..self.retry };
         let once = || {
-            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            n += 1;
             let id = if n == 1 { job_id.to_string() } else { format!("{job_id}_{n}") };
-            let configuration = configuration.clone();
             async move {
-                let job = match self.post::<JobResource>(what, "jobs", &self.job(&id, configuration).await?).await {
-                    Ok(j) => j.job_reference,
+                let job = self.job(&id, configuration).await?;
+                let location = match self.post::<JobResource>(what, "jobs", &job).await {
+                    Ok(j) => j.job_reference.location,
                     // A job that already exists under the id (a retried insert) is the one to wait for.
-                    Err(e) if e.is_duplicate() => JobReference::default(),
+                    Err(e) if e.is_duplicate() => None,
                     Err(e) => return Err(e),
                 };
-                self.wait(what, self.reference(&id, job)).await
+                self.wait(what, &id, location).await
             }
         };
         let rerunnable = BqFailure::is_rerunnable_job_failure;

@@ -5,13 +5,13 @@
 
 use std::io::Write;
 
-use flate2::write::GzEncoder;
+use flate2::{write::GzEncoder, Compression};
 use serde_json::{json, Value};
 
 use super::client::Api;
 use super::error::{BqFailure, Kind, Result};
 use super::jobs::{Done, JobResource};
-use crate::schema::Column;
+use crate::schema::{write_object, Column};
 
 /// Bytes a chunk carries: Google asks for multiples of 256 KiB. 4 MiB keeps a 1M-deal backfill under the memory
 /// budget (BENCHMARKS.md) at a request a few thousand rows.
@@ -21,6 +21,7 @@ pub const CHUNK: usize = 4 * 1024 * 1024;
 pub struct Upload {
     job_id: String,
     configuration: Value,
+    columns: Vec<Column>,
     session: Option<String>,
     row: Vec<u8>,
     /// What is not sent yet: gzipped, or plain towards the emulator.
@@ -42,17 +43,15 @@ impl Upload {
             "writeDisposition": "WRITE_APPEND",
             "ignoreUnknownValues": false,
         }});
-        let out = if gzip {
-            Out::Gzip(GzEncoder::new(Vec::with_capacity(CHUNK + 64 * 1024), flate2::Compression::fast()))
-        } else {
-            Out::Plain(Vec::with_capacity(CHUNK + 64 * 1024))
-        };
-        Upload { job_id, configuration, session: None, row: Vec::new(), out, sent: 0, rows: 0 }
+        let buffer = Vec::with_capacity(CHUNK + 64 * 1024);
+        let out = if gzip { Out::Gzip(GzEncoder::new(buffer, Compression::fast())) } else { Out::Plain(buffer) };
+        let columns = columns.to_vec();
+        Upload { job_id, configuration, columns, session: None, row: Vec::new(), out, sent: 0, rows: 0 }
     }
 
-    /// Adds the row `write` writes (one JSON object); sends a chunk once the buffer holds one.
-    pub async fn push(&mut self, api: &Api, what: &str, write: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
-        write(&mut self.row);
+    /// Adds a row of `values` in the upload's column order; sends a chunk once the buffer holds one.
+    pub async fn push(&mut self, api: &Api, what: &str, values: &[crate::schema::Value]) -> Result<()> {
+        write_object(&self.columns, values, &mut self.row);
         self.append();
         // Strictly more: the last chunk always keeps a byte, so that it can carry the total.
         if self.out.bytes().len() > CHUNK {
@@ -85,13 +84,11 @@ impl Upload {
     }
 
     async fn session(&mut self, api: &Api, what: &str) -> Result<String> {
-        if let Some(s) = &self.session {
-            return Ok(s.clone());
+        if self.session.is_none() {
+            let job = api.job(&self.job_id, &self.configuration).await?;
+            self.session = Some(api.start_upload(what, &job).await?);
         }
-        let job = api.job(&self.job_id, self.configuration.clone()).await?;
-        let s = api.start_upload(what, &job).await?;
-        self.session = Some(s.clone());
-        Ok(s)
+        Ok(self.session.clone().expect("started above"))
     }
 
     async fn send_chunk(&mut self, api: &Api, what: &str) -> Result<()> {
@@ -102,11 +99,10 @@ impl Upload {
         // Room for a whole chunk at once: a buffer that doubled as it grew would copy itself, twice the memory.
         next.reserve(CHUNK + 64 * 1024);
         let chunk = std::mem::replace(buffer, next);
-        let len = chunk.len() as u64;
         if api.put_chunk::<JobResource>(what, &session, self.sent, chunk, None).await?.is_some() {
             return Err(BqFailure::new(what, "BigQuery ended the upload before its last chunk", Kind::Local));
         }
-        self.sent += len;
+        self.sent += CHUNK as u64;
         Ok(())
     }
 
@@ -118,11 +114,10 @@ impl Upload {
         let Some(job) = api.put_chunk::<JobResource>(what, &session, self.sent, rest, Some(total)).await? else {
             return Err(BqFailure::new(what, "BigQuery did not take the upload's last bytes", Kind::Local));
         };
-        api.wait(what, api.reference(&self.job_id, job.job_reference)).await
+        api.wait(what, &self.job_id, job.job_reference.location).await
     }
 }
 
-/// The bytes an upload has not sent yet.
 enum Out {
     Gzip(GzEncoder<Vec<u8>>),
     Plain(Vec<u8>),

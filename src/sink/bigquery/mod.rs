@@ -17,24 +17,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-pub use error::BqFailure;
-
 use super::{Ending, Finished, Opening, PastRuns, RunRecord, SinkError, TableSpec, WriteStats};
 use crate::config::BigQuerySettings;
 use crate::exit::Exit;
 use crate::retry::RetryPolicy;
-use crate::schema::{format_instant, sort_ids, write_object, Column, DealRow, PastRun, Quarantined};
-use crate::schema::{LEDGER, QUARANTINE};
+use crate::schema::{format_instant, sort_ids, Column, DealRow, PastRun, Quarantined, LEDGER, QUARANTINE};
 use crate::window::{Window, WindowField};
 use crate::zoho::changes::{Deleted, StageChange};
 use client::Api;
+use error::BqFailure;
 use jobs::{Done, Row};
 use load::Upload;
 use sql::Statement;
 use tables::TableDef;
 
 type Result<T, E = SinkError> = std::result::Result<T, E>;
-/// A statement over a batch of changed deals (`sql::mark_deleted_sql`, `sql::mark_not_won_sql`).
 type Change = fn(&str, &[Vec<String>]) -> Statement;
 
 /// Deals a soft-delete or reopened-deal statement carries at most (one array parameter).
@@ -48,14 +45,10 @@ const STAGING_MARGIN: Duration = Duration::from_secs(6 * 3600);
 
 /// The sink `--sink bigquery` opens: the project and dataset come from `BIGQUERY_PROJECT` and `BIGQUERY_DATASET`.
 pub(super) async fn connect(o: &Opening<'_>) -> Result<BigQuerySink> {
-    let bq = o.settings.bigquery.clone().ok_or_else(|| {
-        let problem = "BIGQUERY_PROJECT is not set; --sink bigquery needs the project to write to";
-        SinkError::new("bigquery", problem, Exit::Config)
-    })?;
-    let mut sink = BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?;
-    sink.spec = o.table.clone();
-    sink.staging_expires = Utc::now() + o.deadline + STAGING_MARGIN;
-    Ok(sink)
+    let problem = "BIGQUERY_PROJECT is not set; --sink bigquery needs the project to write to";
+    let bq = o.settings.bigquery.clone().ok_or_else(|| SinkError::new("bigquery", problem, Exit::Config))?;
+    let sink = BigQuerySink::connect(bq, o.run_id, o.retry, o.request_timeout).await?;
+    Ok(BigQuerySink { spec: o.table.clone(), staging_expires: Utc::now() + o.deadline + STAGING_MARGIN, ..sink })
 }
 
 pub struct BigQuerySink {
@@ -67,7 +60,7 @@ pub struct BigQuerySink {
     spec: TableSpec,
     /// The staging part being uploaded: parts of at most `part_bytes` (`PART_BYTES`, or less in tests).
     upload: Option<Upload>,
-    part_bytes: u64,
+    pub part_bytes: u64,
     staged_parts: usize,
     staging_created: bool,
     staging_expires: DateTime<Utc>,
@@ -82,7 +75,7 @@ pub struct BigQuerySink {
 impl BigQuerySink {
     /// Builds the client for the configured credentials. No request is sent yet.
     pub async fn connect(s: BigQuerySettings, run_id: &str, retry: RetryPolicy, timeout: Duration) -> Result<Self> {
-        let api = Api::new(&s, retry, timeout).await.map_err(|e| fail(&s, e))?;
+        let api = Api::new(&s, retry, timeout).await.map_err(fail(&s))?;
         let run = run_id.to_ascii_lowercase();
         Ok(BigQuerySink {
             api,
@@ -102,12 +95,6 @@ impl BigQuerySink {
         })
     }
 
-    pub fn with_part_bytes(mut self, bytes: u64) -> Self {
-        self.part_bytes = bytes;
-        self
-    }
-
-    /// A job id of this run: `dealsync_<run>_<what>`.
     fn job_id(&self, what: &str) -> String {
         format!("dealsync_{}_{what}", self.run)
     }
@@ -116,23 +103,20 @@ impl BigQuerySink {
         self.api.table_ref(&self.s.table)
     }
 
-    /// A load of one row after another into `table`, under job id `dealsync_<run>_<what>`.
     fn new_upload(&self, what: &str, table: &str, columns: &[Column]) -> Upload {
-        let (p, d) = (&self.s.project, &self.s.dataset);
-        Upload::new(self.job_id(what), p, d, table, columns, self.api.gzip)
+        Upload::new(self.job_id(what), &self.s.project, &self.s.dataset, table, columns, self.api.gzip)
     }
 
-    /// Every row a query returns, all pages.
     async fn select(&mut self, what: &str, statement: impl Into<Statement>) -> Result<Vec<Row>> {
         let id = self.job_id(&format!("q{}", self.reads));
         self.reads += 1;
-        let (done, rows) = self.api.select(what, &id, &statement.into()).await.map_err(|e| fail(&self.s, e))?;
+        let (done, rows) = self.api.select(what, &id, &statement.into()).await.map_err(fail(&self.s))?;
         self.bytes_billed += done.bytes_billed;
         Ok(rows)
     }
 
     async fn execute(&mut self, what: &str, job_id: &str, statement: impl Into<Statement>) -> Result<Done> {
-        let done = self.api.run(what, job_id, &statement.into()).await.map_err(|e| fail(&self.s, e))?;
+        let done = self.api.run(what, job_id, &statement.into()).await.map_err(fail(&self.s))?;
         self.bytes_billed += done.bytes_billed;
         Ok(done)
     }
@@ -172,7 +156,7 @@ impl BigQuerySink {
     async fn load_part(&mut self) -> Result<()> {
         let Some(upload) = self.upload.take() else { return Ok(()) };
         let rows = upload.rows;
-        let loaded = upload.finish(&self.api, "loading the staging table").await.map_err(|e| fail(&self.s, e))?;
+        let loaded = upload.finish(&self.api, "loading the staging table").await.map_err(fail(&self.s))?;
         tracing::info!(event = "staging_loaded", part = self.staged_parts, rows, output_rows = loaded.loaded,
             job = %loaded.job.job_id, "loaded rows of the run into the staging table");
         self.staged_parts += 1;
@@ -183,48 +167,18 @@ impl BigQuerySink {
     async fn load_quarantine(&mut self) -> Result<()> {
         let Some(upload) = self.quarantine.take() else { return Ok(()) };
         let n = upload.rows;
-        let done = upload.finish(&self.api, "loading the quarantine").await.map_err(|e| fail(&self.s, e))?;
+        let done = upload.finish(&self.api, "loading the quarantine").await.map_err(fail(&self.s))?;
         tracing::info!(event = "quarantine_loaded", rows = n, job = %done.job.job_id, "loaded the quarantined records");
         Ok(())
     }
 
-    /// Drops the staging table (best effort: it expires by itself).
     async fn drop_staging(&self) {
         let what = format!("dropping staging table {}", self.staging);
-        let path = format!("datasets/{}/tables/{}", self.s.dataset, self.staging);
-        match self.api.delete(&what, &path).await {
+        match self.api.delete(&what, &format!("datasets/{}/tables/{}", self.s.dataset, self.staging)).await {
             Err(e) if !e.is_not_found() => tracing::warn!(event = "staging_left", table = %self.staging,
                 "could not drop the staging table (it expires by itself): {e}"),
             _ => {}
         }
-    }
-
-    async fn commit(&mut self) -> Result<WriteStats> {
-        self.load_quarantine().await?;
-        self.load_part().await?;
-        if self.staged_parts == 0 {
-            return Ok(WriteStats::default());
-        }
-        let (target, staging) = (self.target(), self.api.table_ref(&self.staging));
-        let preview = sql::merge_preview_sql(&target, &staging, self.spec.rewrite);
-        let rows = self.select("counting what the MERGE will change", preview).await?;
-        let (staged, deals, inserted, updated) =
-            (number(&rows, 0), number(&rows, 1), number(&rows, 2), number(&rows, 3));
-        let merge = sql::merge_sql(&target, &staging, &self.spec.columns, self.spec.rewrite);
-        let merged = self.execute("the MERGE", &self.job_id("merge"), merge).await?;
-        let affected = merged.affected;
-        tracing::info!(event = "merge", staged, deals, inserted, updated, affected, job = %merged.job.job_id,
-            "merged the run's rows into the target");
-        if affected != inserted + updated {
-            tracing::warn!(
-                event = "merge_count_mismatch",
-                affected,
-                expected = inserted + updated,
-                "the MERGE changed a different number of rows than counted just before (a concurrent writer?)"
-            );
-        }
-        self.drop_staging().await;
-        Ok(WriteStats { inserted, updated, unchanged: staged.saturating_sub(inserted + updated), rejected: 0 })
     }
 
     /// Runs `statement` over `rows` in batches of `CHANGES_BATCH` (job ids `<prefix>_<i>`); the rows it changed.
@@ -245,16 +199,12 @@ impl BigQuerySink {
     /// The dataset, the table against the schema, and a dry-run query; an error names the credentials used.
     pub async fn check(&mut self) -> Result<Vec<String>> {
         let checked = tables::check(&self.api, &self.s.table, &self.spec.columns).await;
-        checked.map_err(|e| {
-            let mut e = fail(&self.s, e);
-            e.message = format!("{} (Google credentials: {})", e.message, self.api.credentials.source);
-            e
-        })
+        let source = &self.api.credentials.source;
+        checked.map_err(|e| SinkError::new(self.describe(), format!("{e} (Google credentials: {source})"), e.exit()))
     }
 
     pub async fn prepare(&mut self) -> Result<()> {
-        let dataset =
-            tables::ensure_dataset(&self.api, self.s.location.as_deref()).await.map_err(|e| fail(&self.s, e))?;
+        let dataset = tables::ensure_dataset(&self.api, self.s.location.as_deref()).await.map_err(fail(&self.s))?;
         let def = |id: &str, columns, target| TableDef { id: id.into(), columns, target, expires_at: None };
         let defs = [
             def(&self.s.table, self.spec.columns.clone(), true),
@@ -262,13 +212,11 @@ impl BigQuerySink {
             def(sql::QUARANTINE_TABLE, QUARANTINE.to_vec(), false),
         ];
         for (i, def) in defs.iter().enumerate() {
-            let existing = tables::ensure_table(&self.api, def).await.map_err(|e| fail(&self.s, e))?;
-            if let (true, Some(t)) = (def.target, &existing) {
-                let evolved = tables::evolve(&self.api, t, def, &self.job_id("add_columns")).await;
-                evolved.map_err(|e| fail(&self.s, e))?;
+            if let (true, Some(t)) = (def.target, tables::ensure_table(&self.api, def).await.map_err(fail(&self.s))?) {
+                tables::evolve(&self.api, &t, def, &self.job_id("add_columns")).await.map_err(fail(&self.s))?;
             }
             let id = self.job_id(&format!("never_expire_{i}"));
-            tables::never_expire(&self.api, &dataset, def, &id).await.map_err(|e| fail(&self.s, e))?;
+            tables::never_expire(&self.api, &dataset, def, &id).await.map_err(fail(&self.s))?;
         }
         Ok(())
     }
@@ -288,7 +236,7 @@ impl BigQuerySink {
             if !self.staging_created {
                 let (columns, expires_at) = (self.spec.columns.clone(), Some(self.staging_expires.timestamp_millis()));
                 let def = TableDef { id: self.staging.clone(), columns, target: false, expires_at };
-                tables::ensure_table(&self.api, &def).await.map_err(|e| fail(&self.s, e))?;
+                tables::ensure_table(&self.api, &def).await.map_err(fail(&self.s))?;
                 self.staging_created = true;
             }
             let what = format!("stage_{}", self.staged_parts);
@@ -296,10 +244,7 @@ impl BigQuerySink {
         }
         let upload = self.upload.as_mut().expect("created above");
         for row in &rows {
-            let pushed = upload.push(&self.api, "loading the staging table", |line| {
-                write_object(&self.spec.columns, &row.values, line)
-            });
-            pushed.await.map_err(|e| fail(&self.s, e))?;
+            upload.push(&self.api, "loading the staging table", &row.values).await.map_err(fail(&self.s))?;
         }
         if upload.size() >= self.part_bytes {
             self.load_part().await?;
@@ -308,19 +253,16 @@ impl BigQuerySink {
     }
 
     pub async fn write_quarantine(&mut self, items: Vec<Quarantined>) -> Result<()> {
-        let columns = QUARANTINE.to_vec();
         for q in items {
             // One row per deal and run: a record read again in the same run (a repair) is quarantined once.
             if q.deal_id.as_ref().is_some_and(|id| !self.quarantined.insert(id.clone())) {
                 continue;
             }
             if self.quarantine.is_none() {
-                self.quarantine = Some(self.new_upload("quarantine", sql::QUARANTINE_TABLE, &columns));
+                self.quarantine = Some(self.new_upload("quarantine", sql::QUARANTINE_TABLE, &QUARANTINE));
             }
             let upload = self.quarantine.as_mut().expect("created above");
-            let pushed =
-                upload.push(&self.api, "loading the quarantine", |line| write_object(&columns, &q.values(), line));
-            pushed.await.map_err(|e| fail(&self.s, e))?;
+            upload.push(&self.api, "loading the quarantine", &q.values()).await.map_err(fail(&self.s))?;
         }
         Ok(())
     }
@@ -328,20 +270,43 @@ impl BigQuerySink {
     /// Complete: loads the quarantine and the last staging part, then merges them. Stopped: nothing is merged,
     /// the staging upload is left to expire and its table dropped, the quarantine kept.
     pub async fn finish(&mut self, ending: Ending) -> Result<Finished> {
-        if ending != Ending::Stopped {
-            return Ok(Finished { stats: self.commit().await?, kept: String::new() });
+        if ending == Ending::Stopped {
+            // Dropped even when no part loaded: a failed load may still have landed rows in it.
+            self.upload = None;
+            if std::mem::take(&mut self.staging_created) {
+                self.drop_staging().await;
+                tracing::info!(event = "staging_abandoned", table = %self.staging,
+                    "the run stopped: its rows are not merged");
+            }
+            if let Err(e) = self.load_quarantine().await {
+                tracing::warn!(event = "quarantine_not_loaded", "could not load the quarantined records: {e}");
+            }
+            return Ok(Finished { kept: format!("nothing was merged into {}", self.s.table), ..Finished::default() });
         }
-        // Dropped even when no part loaded: a failed load may still have landed rows in it.
-        self.upload = None;
-        if std::mem::take(&mut self.staging_created) {
-            self.drop_staging().await;
-            tracing::info!(event = "staging_abandoned", table = %self.staging, "the run stopped: its rows are not merged");
+        self.load_quarantine().await?;
+        self.load_part().await?;
+        if self.staged_parts == 0 {
+            return Ok(Finished::default());
         }
-        if let Err(e) = self.load_quarantine().await {
-            tracing::warn!(event = "quarantine_not_loaded", "could not load the quarantined records: {e}");
+        let (target, staging) = (self.target(), self.api.table_ref(&self.staging));
+        let preview = sql::merge_preview_sql(&target, &staging, self.spec.rewrite);
+        let rows = self.select("counting what the MERGE will change", preview).await?;
+        let [staged, deals, inserted, updated] = [0, 1, 2, 3].map(|i| number(&rows, i));
+        let merge = sql::merge_sql(&target, &staging, &self.spec.columns, self.spec.rewrite);
+        let merged = self.execute("the MERGE", &self.job_id("merge"), merge).await?;
+        tracing::info!(event = "merge", staged, deals, inserted, updated, affected = merged.affected,
+            job = %merged.job.job_id, "merged the run's rows into the target");
+        if merged.affected != inserted + updated {
+            tracing::warn!(
+                event = "merge_count_mismatch",
+                affected = merged.affected,
+                expected = inserted + updated,
+                "the MERGE changed a different number of rows than counted just before (a concurrent writer?)"
+            );
         }
-        let kept = format!("nothing was merged into {}", self.s.table);
-        Ok(Finished { stats: WriteStats::default(), kept })
+        self.drop_staging().await;
+        let unchanged = staged.saturating_sub(inserted + updated);
+        Ok(Finished { stats: WriteStats { inserted, updated, unchanged, rejected: 0 }, kept: String::new() })
     }
 
     pub async fn mark_deleted(&mut self, mut deleted: Vec<Deleted>) -> Result<u64> {
@@ -374,12 +339,10 @@ impl BigQuerySink {
     }
 
     pub async fn record_run(&mut self, run: &RunRecord) -> Result<()> {
-        let columns = LEDGER.to_vec();
         // One load a row: the run's `running` row at its start, its final row at its end (reads keep the latter).
-        let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &columns);
-        let pushed = upload.push(&self.api, "recording the run", |line| write_object(&columns, &run.values(), line));
-        pushed.await.map_err(|e| fail(&self.s, e))?;
-        upload.finish(&self.api, "recording the run").await.map_err(|e| fail(&self.s, e))?;
+        let mut upload = self.new_upload(&format!("ledger_{}", run.status), sql::RUNS_TABLE, &LEDGER);
+        upload.push(&self.api, "recording the run", &run.values()).await.map_err(fail(&self.s))?;
+        upload.finish(&self.api, "recording the run").await.map_err(fail(&self.s))?;
         Ok(())
     }
 
@@ -388,8 +351,8 @@ impl BigQuerySink {
     }
 }
 
-fn fail(s: &BigQuerySettings, f: BqFailure) -> SinkError {
-    SinkError::new(describe(s), f.to_string(), f.exit())
+fn fail(s: &BigQuerySettings) -> impl Fn(BqFailure) -> SinkError + '_ {
+    |f| SinkError::new(describe(s), f.to_string(), f.exit())
 }
 
 /// Cell `i` of a query's first row, as a number (0 when there is none).

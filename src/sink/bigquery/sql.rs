@@ -23,15 +23,13 @@ pub fn merge_sql(target: &str, staging: &str, columns: &[Column], rewrite: bool)
     let op = if rewrite { ">=" } else { ">" };
     let set: Vec<String> = cols.iter().filter(|c| *c != "`deal_id`").map(|c| format!("{c} = S.{c}")).collect();
     let values: Vec<String> = cols.iter().map(|c| format!("S.{c}")).collect();
+    let (set, cols, values) = (set.join(", "), cols.join(", "), values.join(", "));
     format!(
         "MERGE {target} T\n\
          USING (\n  SELECT * FROM {staging}\n  WHERE TRUE\n  QUALIFY ROW_NUMBER() OVER (PARTITION BY deal_id ORDER BY modified_time DESC) = 1\n) S\n\
          ON T.deal_id = S.deal_id\n\
-         WHEN MATCHED AND S.modified_time {op} T.modified_time THEN\n  UPDATE SET {}\n\
-         WHEN NOT MATCHED THEN\n  INSERT ({})\n  VALUES ({})",
-        set.join(", "),
-        cols.join(", "),
-        values.join(", ")
+         WHEN MATCHED AND S.modified_time {op} T.modified_time THEN\n  UPDATE SET {set}\n\
+         WHEN NOT MATCHED THEN\n  INSERT ({cols})\n  VALUES ({values})"
     )
 }
 
@@ -92,18 +90,13 @@ impl Params {
     /// An `ARRAY<STRUCT<…>>` parameter: `fields` are (name, type), each row's values in that order.
     pub fn bind_rows(&mut self, fields: &[(&str, &str)], rows: &[Vec<String>]) -> String {
         let types: Vec<Value> = fields.iter().map(|(n, t)| json!({"name": n, "type": {"type": t}})).collect();
-        let values: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                let members: serde_json::Map<String, Value> =
-                    fields.iter().zip(r).map(|((n, _), v)| (n.to_string(), json!({"value": v}))).collect();
-                json!({"structValues": members})
-            })
-            .collect();
-        self.push(
-            json!({"type": "ARRAY", "arrayType": {"type": "STRUCT", "structTypes": types}}),
-            json!({"arrayValues": values}),
-        )
+        let struct_value = |r: &Vec<String>| {
+            let members = fields.iter().zip(r).map(|((n, _), v)| (n.to_string(), json!({"value": v})));
+            json!({"structValues": members.collect::<serde_json::Map<_, _>>()})
+        };
+        let values: Vec<Value> = rows.iter().map(struct_value).collect();
+        let ty = json!({"type": "ARRAY", "arrayType": {"type": "STRUCT", "structTypes": types}});
+        self.push(ty, json!({"arrayValues": values}))
     }
 
     pub fn statement(self, sql: String) -> Statement {
@@ -166,15 +159,9 @@ fn changes_sql(target: &str, fields: &[(&str, &str)], rows: &[Vec<String>], when
 /// `select` (e.g. `COUNT(*)`) over the live rows of a window.
 pub fn in_window_sql(select: &str, target: &str, w: &crate::window::Window) -> Statement {
     let mut p = Params::default();
-    let condition = if w.field.is_date() {
-        let (a, b) = (p.bind("DATE", w.start_str()), p.bind("DATE", w.end_str()));
-        format!("closing_date >= {a} AND closing_date < {b}")
-    } else {
-        let f = |t: &chrono::DateTime<chrono::FixedOffset>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
-        let (a, b) = (p.bind("TIMESTAMP", f(&w.start)), p.bind("TIMESTAMP", f(&w.end)));
-        format!("modified_time >= {a} AND modified_time < {b}")
-    };
-    p.statement(format!("SELECT {select} FROM {target} WHERE {condition} AND {LIVE}"))
+    let (column, ty) = if w.field.is_date() { ("closing_date", "DATE") } else { ("modified_time", "TIMESTAMP") };
+    let (a, b) = (p.bind(ty, w.start_str()), p.bind(ty, w.end_str()));
+    p.statement(format!("SELECT {select} FROM {target} WHERE {column} >= {a} AND {column} < {b} AND {LIVE}"))
 }
 
 /// A column's type in DDL: `ARRAY<…>` when it is repeated.
@@ -187,18 +174,12 @@ pub fn column_type(c: &Column) -> String {
 
 /// `CREATE TABLE` DDL of the target, equivalent to what dealsync creates through the API.
 pub fn target_ddl(table: &str, columns: &[Column]) -> String {
-    let cols: Vec<String> = columns
-        .iter()
-        .map(|c| {
-            let ty = column_type(c);
-            let not_null = if c.mode() == "REQUIRED" { " NOT NULL" } else { "" };
-            format!("  `{}` {ty}{not_null} OPTIONS(description = {:?})", c.name, c.description)
-        })
-        .collect();
-    format!(
-        "CREATE TABLE IF NOT EXISTS {table} (\n{}\n)\nPARTITION BY closing_date\nCLUSTER BY deal_id;\n",
-        cols.join(",\n")
-    )
+    let column = |c: &Column| {
+        let not_null = if c.mode() == "REQUIRED" { " NOT NULL" } else { "" };
+        format!("  `{}` {}{not_null} OPTIONS(description = {:?})", c.name, column_type(c), c.description)
+    };
+    let cols = columns.iter().map(column).collect::<Vec<_>>().join(",\n");
+    format!("CREATE TABLE IF NOT EXISTS {table} (\n{cols}\n)\nPARTITION BY closing_date\nCLUSTER BY deal_id;\n")
 }
 
 #[cfg(test)]

@@ -25,14 +25,12 @@ fn set(v: &Option<String>, say: impl Fn(&str) -> String) -> Option<String> {
     v.as_deref().filter(|v| !v.is_empty() && *v != "0").map(say)
 }
 
-/// The `Some` texts, joined by `sep`, or `None` when there are none.
 fn described(found: [Option<String>; 2], sep: &str) -> Option<String> {
     let found: Vec<String> = found.into_iter().flatten().collect();
     (!found.is_empty()).then(|| found.join(sep))
 }
 
 impl DatasetResource {
-    /// The dataset's expiration defaults, described, or `None`.
     pub fn expiring_defaults(&self) -> Option<String> {
         let table = set(&self.default_table_expiration_ms, |ms| format!("defaultTableExpirationMs = {ms}"));
         let partition = set(&self.default_partition_expiration_ms, |ms| format!("defaultPartitionExpirationMs = {ms}"));
@@ -45,7 +43,7 @@ impl DatasetResource {
 pub struct TableResource {
     pub schema: Schema,
     pub expiration_time: Option<String>,
-    pub time_partitioning: Option<Partitioning>,
+    pub time_partitioning: Partitioning,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,10 +70,8 @@ impl TableResource {
     /// The table's expirations, described, or `None` when it never expires.
     pub fn expires(&self) -> Option<String> {
         let table = set(&self.expiration_time, |t| format!("the table expires at {t} (ms since the epoch)"));
-        let partitions = self
-            .time_partitioning
-            .as_ref()
-            .and_then(|p| set(&p.expiration_ms, |ms| format!("its partitions expire after {ms} ms")));
+        let partitions =
+            set(&self.time_partitioning.expiration_ms, |ms| format!("its partitions expire after {ms} ms"));
         described([table, partitions], "; ")
     }
 }
@@ -97,15 +93,10 @@ fn found<T>(r: Result<T>) -> Result<Option<T>> {
     }
 }
 
-pub async fn get_dataset(api: &Api) -> Result<Option<DatasetResource>> {
-    let what = format!("reading dataset {}.{}", api.project, api.dataset);
-    found(api.get(&what, &format!("datasets/{}", api.dataset), &[]).await)
-}
-
 /// The dataset, read (and created when missing, in `BIGQUERY_LOCATION`); jobs run in its location.
 pub async fn ensure_dataset(api: &Api, location: Option<&str>) -> Result<DatasetResource> {
     let dataset = &api.dataset;
-    let ds = match get_dataset(api).await? {
+    let ds = match found(api.dataset().await)? {
         Some(ds) => ds,
         None => {
             let mut body = json!({"datasetReference": {"datasetId": dataset}, "labels": {"managed-by": "dealsync"}});
@@ -123,7 +114,7 @@ pub async fn ensure_dataset(api: &Api, location: Option<&str>) -> Result<Dataset
             }
         }
     };
-    api.located(ds.location.clone());
+    let _ = api.location.set(ds.location.clone());
     Ok(ds)
 }
 
@@ -150,25 +141,22 @@ pub async fn ensure_table(api: &Api, def: &TableDef) -> Result<Option<TableResou
         body["timePartitioning"] = json!({"type": "DAY", "field": "closing_date"});
         body["clustering"] = json!({"fields": ["deal_id"]});
     }
-    let what = format!("creating table {dataset}.{}", def.id);
-    match api.post::<Value>(&what, &format!("datasets/{dataset}/tables"), &body).await {
-        Ok(_) => {
-            tracing::info!(event = "table_created", table = %format!("{dataset}.{}", def.id), "created a BigQuery table");
-            Ok(None)
-        }
-        Err(e) if e.is_duplicate() => Ok(None),
-        Err(e) => Err(e),
+    let table = format!("{dataset}.{}", def.id);
+    match api.post::<Value>(&format!("creating table {table}"), &format!("datasets/{dataset}/tables"), &body).await {
+        Ok(_) => tracing::info!(event = "table_created", table = %table, "created a BigQuery table"),
+        Err(e) if e.is_duplicate() => {}
+        Err(e) => return Err(e),
     }
+    Ok(None)
 }
 
 /// Makes sure a table that must keep its rows never expires: an expiration the dataset's defaults gave it is
 /// removed (`SET OPTIONS … = NULL`), then the table is read again; if it still expires, the run stops.
 pub async fn never_expire(api: &Api, dataset: &DatasetResource, def: &TableDef, job_id: &str) -> Result<()> {
     let Some(expires) = get_table(api, &def.id).await?.and_then(|t| t.expires()) else { return Ok(()) };
-    let partitions = if def.target { ", partition_expiration_days = NULL" } else { "" };
-    let statement =
-        format!("ALTER TABLE {} SET OPTIONS (expiration_timestamp = NULL{partitions})", api.table_ref(&def.id));
     let (ds, id) = (&api.dataset, &def.id);
+    let partitions = if def.target { ", partition_expiration_days = NULL" } else { "" };
+    let statement = format!("ALTER TABLE {} SET OPTIONS (expiration_timestamp = NULL{partitions})", api.table_ref(id));
     api.run(&format!("removing the expiration of {ds}.{id}"), job_id, &statement.into()).await?;
     if let Some(still) = get_table(api, id).await?.and_then(|t| t.expires()) {
         let setting = dataset.expiring_defaults().unwrap_or_else(|| "an expiration".into());
@@ -187,15 +175,13 @@ pub async fn never_expire(api: &Api, dataset: &DatasetResource, def: &TableDef, 
 pub async fn check(api: &Api, t: &str, columns: &[Column]) -> Result<Vec<String>> {
     let (p, d) = (&api.project, &api.dataset);
     let mut seen = vec![format!("Google credentials: {}", api.credentials.source)];
-    let dataset = get_dataset(api).await?;
+    let dataset = found(api.dataset::<DatasetResource>().await)?;
     match &dataset {
         Some(ds) => {
             let location = ds.location.as_deref().unwrap_or("unknown");
             seen.push(format!("dataset {p}.{d} is reachable (location {location})"));
-            if let Some(defaults) = ds.expiring_defaults() {
-                let removed = "dealsync removes the expiration of the tables it creates";
-                seen.push(format!("dataset {p}.{d} sets {defaults}: {removed}"));
-            }
+            let removed = "dealsync removes the expiration of the tables it creates";
+            seen.extend(ds.expiring_defaults().map(|defaults| format!("dataset {p}.{d} sets {defaults}: {removed}")));
         }
         None => seen.push(format!(
             "dataset {p}.{d} does not exist yet; the first run creates it (needs bigquery.datasets.create)"
@@ -207,14 +193,9 @@ pub async fn check(api: &Api, t: &str, columns: &[Column]) -> Result<Vec<String>
             if !problems.is_empty() {
                 return Err(BqFailure::new("the existing table is not compatible", problems.join("; "), Kind::Config));
             }
-            seen.push(if add.is_empty() {
-                format!("table {p}.{d}.{t} has a compatible schema")
-            } else {
-                format!("table {p}.{d}.{t} is compatible; the next run adds {} column(s)", add.len())
-            });
-            if let Some(expires) = existing.expires() {
-                seen.push(format!("table {p}.{d}.{t}: {expires}; the next run removes it"));
-            }
+            let adds = format!("is compatible; the next run adds {} column(s)", add.len());
+            seen.push(format!("table {p}.{d}.{t} {}", if add.is_empty() { "has a compatible schema" } else { &adds }));
+            seen.extend(existing.expires().map(|e| format!("table {p}.{d}.{t}: {e}; the next run removes it")));
             format!("SELECT deal_id, modified_time FROM {} LIMIT 1", api.table_ref(t))
         }
         None => {
@@ -240,10 +221,9 @@ pub fn compare_schema(have: &[Field], want: &[Column]) -> (Vec<Column>, Vec<Stri
         };
         let (ht, wt) = (sql::canonical_type(&h.ty), w.ty.bigquery());
         let (hm, wm) = (h.mode.as_deref().unwrap_or("NULLABLE").to_ascii_uppercase(), w.mode());
-        let repeated_mismatch = (hm == "REPEATED") != (wm == "REPEATED");
         if ht != wt {
             problems.push(format!("column {} is {ht}, dealsync writes {wt}", w.name));
-        } else if repeated_mismatch || (hm == "REQUIRED" && wm != "REQUIRED") {
+        } else if (hm == "REPEATED") != (wm == "REPEATED") || (hm == "REQUIRED" && wm != "REQUIRED") {
             problems.push(format!("column {} is {hm}, dealsync writes {wm}", w.name));
         }
     }
