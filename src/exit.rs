@@ -5,9 +5,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Exit {
     /// Every page fetched and every row written.
-    #[default]
     Ok,
-    /// A bug or an unexpected local failure (disk full, corrupt local database).
+    /// A bug or an unexpected local failure (disk full, corrupt local database). The default: a run's summary
+    /// says it failed until the run decides otherwise.
+    #[default]
     Internal,
     /// The command line was wrong.
     Usage,

@@ -23,7 +23,7 @@ const JOB_RUNS: usize = 4;
 pub struct JobResource {
     pub job_reference: JobReference,
     status: JobStatus,
-    /// Its counts: `query.numDmlAffectedRows`, `query.totalBytesBilled`, `load.outputRows` (int64s, sent as text).
+    /// Its counts: `query.numDmlAffectedRows`, `query.totalBytesBilled`, `load.outputRows`.
     statistics: Value,
 }
 
@@ -87,7 +87,11 @@ impl Api {
         let query: Vec<_> = job.location.iter().map(|l| ("location", l.as_str())).collect();
         let look = || async {
             let r = self.get::<JobResource>(what, &format!("jobs/{job_id}"), &query).await?;
-            let n = |p: &str| r.statistics.pointer(p).and_then(Value::as_str).and_then(|c| c.parse().ok()).unwrap_or(0);
+            // int64s come as text; a number is read too.
+            let n = |p: &str| {
+                let v = r.statistics.pointer(p);
+                v.and_then(|v| v.as_str().map_or(v.as_u64(), |c| c.parse().ok())).unwrap_or(0)
+            };
             match (r.status.state.as_str(), &r.status.error_result) {
                 ("DONE", Some(e)) => Err(BqFailure::reported(what, e)),
                 ("DONE", None) => Ok(Some(Done {
