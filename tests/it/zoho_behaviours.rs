@@ -58,10 +58,12 @@ const ALL: [Behaviour; 6] = [
     Behaviour::EditsDuringTheRun,
 ];
 
-/// 20,000 deals over the 30 days before the current hour (about 6,000 closed won), 1,500 closed-won deals
-/// sharing one second ten days ago (a mass update), and the behaviours asked for.
+/// 20,000 deals over the 30 days before the last hour (about 6,000 closed won), 1,500 closed-won deals sharing
+/// one second ten days ago (a mass update), and the behaviours asked for. The window ends an hour before the
+/// current one begins, so that the index lag (5 minutes) never cuts it short, at whatever minute the test runs.
 async fn matrix_sim(behaviours: &[Behaviour]) -> (dealsync_sim::SimHandle, dealsync::window::Window) {
-    let mut cfg = SimConfig { deals: 20_000, not_modified: false, ..SimConfig::demo(20_000, 21) };
+    let demo = SimConfig::demo(20_000, 21);
+    let mut cfg = SimConfig { not_modified: false, anchor: demo.anchor - chrono::Duration::hours(1), ..demo };
     for b in behaviours {
         match b {
             Behaviour::NotModified => cfg.not_modified = true,
