@@ -142,7 +142,7 @@ pub fn ledger_row(summary: &RunSummary, window: &Window, status: &str, exit: Exi
         rows_updated: summary.rows.updated,
         rows_unchanged: summary.rows.unchanged,
         not_closed_won: summary.not_closed_won,
-        quarantined: summary.quarantined(),
+        quarantined: summary.quarantined,
         error,
     }
 }

@@ -66,7 +66,7 @@ pub fn render(s: &RunSummary, labels: &str, finished_unix: f64, before: &str) ->
         last(2, s.exit == Exit::Partial),
         Some(f64::from(s.exit.code())),
         Some(s.rows.written() as f64),
-        Some(s.quarantined() as f64),
+        Some(s.quarantined as f64),
         Some(s.repaired as f64),
         Some(s.duration_ms as f64 / 1000.0),
         s.crm_closed_won.zip(s.warehouse_closed_won).map(|(crm, warehouse)| crm.saturating_sub(warehouse) as f64),

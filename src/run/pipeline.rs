@@ -127,7 +127,7 @@ impl<'a> Pipeline<'a> {
         let summary = &mut *self.summary;
         summary.deals_fetched += (rows.len() + quarantined.len()) as u64 + not_closed_won;
         summary.not_closed_won += not_closed_won;
-        summary.unmapped += quarantined.len() as u64;
+        summary.quarantined += quarantined.len() as u64;
         let mut fresh = Vec::with_capacity(rows.len());
         for row in rows {
             if !self.rows.offer(row.deal_id(), row.modified_time().timestamp()) {
@@ -149,15 +149,7 @@ impl<'a> Pipeline<'a> {
         }
         self.quarantined.extend(quarantined.iter().filter_map(|q| q.deal_id.clone()));
         if !fresh.is_empty() {
-            let stats = self.sink.write_rows(fresh).await?;
-            if stats.rejected > 0 {
-                tracing::warn!(
-                    event = "quarantined",
-                    rows = stats.rejected,
-                    "the warehouse refused rows; they were quarantined"
-                );
-            }
-            summary.rows.add(stats);
+            summary.rows.add(self.sink.write_rows(fresh).await?);
         }
         if !quarantined.is_empty() {
             self.sink.write_quarantine(quarantined).await?;

@@ -34,8 +34,8 @@ pub struct RunSummary {
     pub repaired: u64,
     pub deals_fetched: u64,
     pub not_closed_won: u64,
-    /// Records that could not be mapped; with the rows the warehouse refused, the run's quarantine.
-    pub unmapped: u64,
+    /// Records that could not be mapped, kept in the quarantine with their reasons.
+    pub quarantined: u64,
     pub rows: WriteStats,
     /// Rows soft-deleted because Zoho deleted the deal.
     pub rows_deleted: u64,
@@ -63,16 +63,12 @@ impl RunSummary {
         RunSummary { kind, exit, error: Some(error), ..Default::default() }
     }
 
-    pub fn quarantined(&self) -> u64 {
-        self.unmapped + self.rows.rejected
-    }
-
     /// The one rule for how a run that got this far exits: its error's exit, else 3 when records were
     /// quarantined, else 0.
     pub fn exit_for(&self, error: Option<&RunError>) -> Exit {
         match error {
             Some(e) => e.exit(),
-            None if self.quarantined() > 0 => Exit::Partial,
+            None if self.quarantined > 0 => Exit::Partial,
             None => Exit::Ok,
         }
     }
@@ -109,7 +105,7 @@ impl RunSummary {
                     rows_updated = self.rows.updated,
                     rows_unchanged = self.rows.unchanged,
                     rows_written = self.rows.written(),
-                    quarantined = self.quarantined(),
+                    quarantined = self.quarantined,
                     rows_deleted = self.rows_deleted,
                     rows_reopened = self.rows_reopened,
                     won_amount_by_currency = %amounts,
@@ -150,7 +146,7 @@ impl RunSummary {
             self.rows.inserted,
             self.rows.updated,
             self.rows.unchanged,
-            self.quarantined(),
+            self.quarantined,
             self.exit.code(),
         );
     }

@@ -172,8 +172,6 @@ pub struct WriteStats {
     pub inserted: u64,
     pub updated: u64,
     pub unchanged: u64,
-    /// Rows the warehouse refused; the sink quarantined them with the warehouse's reason.
-    pub rejected: u64,
 }
 
 impl WriteStats {
@@ -181,7 +179,6 @@ impl WriteStats {
         self.inserted += other.inserted;
         self.updated += other.updated;
         self.unchanged += other.unchanged;
-        self.rejected += other.rejected;
     }
 
     pub fn written(&self) -> u64 {

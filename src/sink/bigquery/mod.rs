@@ -306,7 +306,7 @@ impl BigQuerySink {
         }
         self.drop_staging().await;
         let unchanged = staged.saturating_sub(inserted + updated);
-        Ok(Finished { stats: WriteStats { inserted, updated, unchanged, rejected: 0 }, kept: String::new() })
+        Ok(Finished { stats: WriteStats { inserted, updated, unchanged }, kept: String::new() })
     }
 
     pub async fn mark_deleted(&mut self, mut deleted: Vec<Deleted>) -> Result<u64> {
