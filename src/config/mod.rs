@@ -230,7 +230,10 @@ pub fn promoted_columns(columns: &BTreeMap<String, ColumnFile>) -> Result<Vec<Pr
     Ok(out)
 }
 
-/// The Zoho credentials, with what each holds (for the error when one is missing); all but the id are secrets.
+/// The variables held as `SecretString` from the moment they are read.
+const SECRETS: [&str; 2] = ["ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"];
+
+/// The Zoho credentials, with what each holds (for the error when one is missing).
 const CREDENTIALS: [(&str, &str); 3] = [
     ("ZOHO_CLIENT_ID", "the Client ID of your Self Client in the Zoho API console"),
     ("ZOHO_CLIENT_SECRET", "the Client Secret of your Self Client in the Zoho API console"),
@@ -270,7 +273,7 @@ impl Config {
     fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Config {
         let mut config = Config::default();
         for (name, value) in vars.into_iter().filter(|(name, _)| ours(name)) {
-            if !CREDENTIALS[1..].iter().any(|(secret, _)| *secret == name) {
+            if !SECRETS.contains(&name.as_str()) {
                 config.vars.insert(name, value);
             } else if !value.trim().is_empty() {
                 config.secrets.insert(name, SecretString::from(value.trim()));

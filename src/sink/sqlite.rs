@@ -489,9 +489,9 @@ impl ToSql for Value {
 /// Sets the connection up and creates or completes the tables in one transaction (`path`: for the hint).
 fn create_tables(c: &mut Connection, cols: &[Column], to_add: &[(String, Column)], path: &str) -> rusqlite::Result<()> {
     // A rollback journal: appended rows are not journaled, whereas WAL writes every page twice (log, then
-    // checkpoint); readers wait (busy timeout) while a page commits. A page cache of 6 MiB: most of what the 40 MB
-    // memory budget leaves.
-    c.execute_batch("PRAGMA journal_mode = TRUNCATE; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -6144")?;
+    // checkpoint); readers wait (busy timeout) while a page commits. A page cache of 4 MiB keeps a 1M-deal run
+    // inside the 40 MB memory budget with room to spare (BENCHMARKS.md).
+    c.execute_batch("PRAGMA journal_mode = TRUNCATE; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -4096")?;
     // Immediate, like `begin_if_needed`: sharded runs creating one file wait for each other's write lock.
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Additive evolution: a database from an older dealsync gains the new columns (all have defaults).

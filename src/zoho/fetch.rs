@@ -218,7 +218,7 @@ impl<'a, P> Fetcher<'a, P> {
         Ok(slices(root, n, (n.div_ceil(SLICE_TARGET) as usize).clamp(1, most)))
     }
 
-    /// Reads a slice's next page (unless it cannot be read in order: then it is cut first): the whole slice when
+    /// Reads a slice's next page (a large slice that cannot be read in order is cut first): the whole slice when
     /// Zoho says there is no more; otherwise what the page proves, and the rest of the slice as another task.
     async fn slice(&self, w: Window, estimate: u64) -> Step {
         let in_order = !w.field.is_date() && !self.unordered.load(Ordering::Relaxed);

@@ -80,13 +80,15 @@ impl Api {
         Ok(job)
     }
 
-    /// Waits for the job `job_id`, polled in the location BigQuery answered (else the one dealsync sent).
-    pub async fn wait(&self, what: &str, job_id: &str, location: Option<String>) -> Result<Done> {
-        let location = location.or_else(|| self.location.get().cloned().flatten());
-        let job = JobReference { job_id: job_id.to_string(), location };
+    /// Waits for the job BigQuery `answered`, completed with what dealsync sent (`sent` id, the dataset's location)
+    /// where the answer leaves something out: a server may name the job it created, not the one asked for.
+    pub async fn wait(&self, what: &str, sent: &str, answered: JobReference) -> Result<Done> {
+        let job_id = if answered.job_id.is_empty() { sent.to_string() } else { answered.job_id };
+        let location = answered.location.or_else(|| self.location.get().cloned().flatten());
+        let job = JobReference { job_id, location };
         let query: Vec<_> = job.location.iter().map(|l| ("location", l.as_str())).collect();
         let look = || async {
-            let r = self.get::<JobResource>(what, &format!("jobs/{job_id}"), &query).await?;
+            let r = self.get::<JobResource>(what, &format!("jobs/{}", job.job_id), &query).await?;
             // int64s come as text; a number is read too.
             let n = |p: &str| {
                 let v = r.statistics.pointer(p);
@@ -104,7 +106,7 @@ impl Api {
             }
         };
         let timed_out = || {
-            let message = format!("job {job_id} did not finish in 30 minutes");
+            let message = format!("job {} did not finish in 30 minutes", job.job_id);
             BqFailure::reported(what, &ErrorProto { reason: Some("timeout".into()), message: Some(message) })
         };
         poll(Duration::from_millis(200), Duration::from_secs(5), JOB_LIMIT, look, timed_out).await
@@ -149,13 +151,13 @@ impl Api {
             let id = if n == 1 { job_id.to_string() } else { format!("{job_id}_{n}") };
             async move {
                 let job = self.job(&id, configuration).await?;
-                let location = match self.post::<JobResource>(what, "jobs", &job).await {
-                    Ok(j) => j.job_reference.location,
+                let answered = match self.post::<JobResource>(what, "jobs", &job).await {
+                    Ok(j) => j.job_reference,
                     // A job that already exists under the id (a retried insert) is the one to wait for.
-                    Err(e) if e.is_duplicate() => None,
+                    Err(e) if e.is_duplicate() => JobReference::default(),
                     Err(e) => return Err(e),
                 };
-                self.wait(what, &id, location).await
+                self.wait(what, &id, answered).await
             }
         };
         let rerunnable = BqFailure::is_rerunnable_job_failure;

@@ -114,7 +114,7 @@ impl Upload {
         let Some(job) = api.put_chunk::<JobResource>(what, &session, self.sent, rest, Some(total)).await? else {
             return Err(BqFailure::new(what, "BigQuery did not take the upload's last bytes", Kind::Local));
         };
-        api.wait(what, &self.job_id, job.job_reference.location).await
+        api.wait(what, &self.job_id, job.job_reference).await
     }
 }
 
