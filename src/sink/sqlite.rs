@@ -279,28 +279,29 @@ impl SqliteSink {
     }
 
     pub async fn mark_deleted(&mut self, deleted: Vec<Deleted>) -> Result<u64, SinkError> {
-        let sql = "UPDATE closed_won_deals SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0";
+        let sql = format!("UPDATE {TABLE} SET is_deleted = 1, deleted_time = ?2 WHERE deal_id = ?1 AND is_deleted = 0");
         let params = deleted.into_iter().map(|d| (d.deal_id, format_instant(&d.deleted_time))).collect();
         self.update_each("marking deleted deals", sql, params).await
     }
 
     pub async fn mark_not_won(&mut self, changes: Vec<StageChange>) -> Result<u64, SinkError> {
-        let sql = "UPDATE closed_won_deals SET stage = ?2, is_closed_won = 0, modified_time = ?3
-                   WHERE deal_id = ?1 AND modified_time < ?3";
+        let sql = format!(
+            "UPDATE {TABLE} SET stage = ?2, is_closed_won = 0, modified_time = ?3 WHERE deal_id = ?1 AND modified_time < ?3"
+        );
         let params = changes.into_iter().map(|ch| (ch.deal_id, ch.stage, format_instant(&ch.modified_time))).collect();
         self.update_each("recording reopened deals", sql, params).await
     }
 
     /// Commits the open transaction, then runs `sql` once per item's parameters in one transaction, and counts the
     /// rows it changed.
-    async fn update_each<P>(&mut self, what: &'static str, sql: &'static str, items: Vec<P>) -> Result<u64, SinkError>
+    async fn update_each<P>(&mut self, what: &'static str, sql: String, items: Vec<P>) -> Result<u64, SinkError>
     where
         P: Params + Send + 'static,
     {
         self.commit_open().await?;
         self.with_conn(what, move |c| {
             let tx = c.transaction()?;
-            let mut stmt = tx.prepare_cached(sql)?;
+            let mut stmt = tx.prepare_cached(&sql)?;
             let mut n = 0;
             for params in items {
                 n += stmt.execute(params)? as u64;
