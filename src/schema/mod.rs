@@ -100,20 +100,25 @@ impl FieldType {
     /// The type dealsync suggests for a field from Zoho's metadata. Either key may be missing (some metadata
     /// lacks `json_type`); an unknown shape is kept as JSON rather than guessed.
     pub fn suggest(data_type: Option<&str>, json_type: Option<&str>) -> FieldType {
-        // Zoho's json_type is one of string, integer, double, boolean or a JSON shape; only the first four match.
-        let by_name = |name: &str| match name {
-            "text" | "textarea" | "rich_text" | "email" | "phone" | "website" | "url" => Some(T::Text),
-            "picklist" | "autonumber" | "string" => Some(T::Text),
-            "integer" | "bigint" | "long" => Some(T::Integer),
-            "currency" | "double" | "decimal" | "percent" => Some(T::Decimal),
-            "boolean" => Some(T::Boolean),
-            "date" => Some(T::Date),
-            "datetime" => Some(T::Timestamp),
-            "multiselectpicklist" | "tags" => Some(T::TextList),
-            "lookup" | "ownerlookup" | "userlookup" => Some(T::LookupId),
-            _ => None,
-        };
-        data_type.and_then(by_name).or_else(|| json_type.and_then(by_name)).unwrap_or(T::Json)
+        match data_type.unwrap_or("") {
+            "text" | "textarea" | "rich_text" | "email" | "phone" | "website" | "url" => T::Text,
+            "picklist" | "autonumber" => T::Text,
+            "integer" | "bigint" | "long" => T::Integer,
+            "currency" | "double" | "decimal" | "percent" => T::Decimal,
+            "boolean" => T::Boolean,
+            "date" => T::Date,
+            "datetime" => T::Timestamp,
+            "multiselectpicklist" | "tags" => T::TextList,
+            "lookup" | "ownerlookup" | "userlookup" => T::LookupId,
+            // Zoho's json_type: string, integer, double, boolean, or a JSON shape.
+            _ => match json_type {
+                Some("string") => T::Text,
+                Some("integer") => T::Integer,
+                Some("double") => T::Decimal,
+                Some("boolean") => T::Boolean,
+                _ => T::Json,
+            },
+        }
     }
 }
 
