@@ -213,6 +213,11 @@ const fn zoho(name: &'static str, field: &'static str, ty: FieldType, kept: Kept
     column(name, ty, Source::Zoho(Cow::Borrowed(field)), kept, description)
 }
 
+/// A column of a table dealsync keeps for itself (the ledger, the quarantine): no Zoho field fills it.
+const fn own(name: &'static str, ty: FieldType, kept: Kept, description: &'static str) -> Column {
+    column(name, ty, Source::Unset, kept, description)
+}
+
 /// The column rows are keyed by.
 pub const KEY: &str = "deal_id";
 
@@ -387,11 +392,11 @@ pub struct Quarantined {
 
 /// The columns of `_dealsync_quarantine`.
 pub static QUARANTINE: [Column; 5] = [
-    column("run_id", T::Text, Source::Unset, Required, "Run that met the record"),
-    column("deal_id", T::Text, Source::Unset, Optional, "Deal id, when readable"),
-    column("reason", T::Text, Source::Unset, Required, "field: problem"),
-    column("raw", T::Text, Source::Unset, Required, "The record as received"),
-    column("quarantined_at", T::Timestamp, Source::Unset, Required, "When"),
+    own("run_id", T::Text, Required, "Run that met the record"),
+    own("deal_id", T::Text, Optional, "Deal id, when readable"),
+    own("reason", T::Text, Required, "field: problem"),
+    own("raw", T::Text, Required, "The record as received"),
+    own("quarantined_at", T::Timestamp, Required, "When"),
 ];
 
 impl Quarantined {
@@ -460,23 +465,23 @@ impl PastRun {
 
 /// The columns of `_dealsync_runs`, named like the fields of `RunRecord`.
 pub static LEDGER: [Column; 17] = [
-    column("run_id", T::Text, Source::Unset, Required, "Run id"),
-    column("kind", T::Text, Source::Unset, Required, "scheduled or backfill"),
-    column("window_field", T::Text, Source::Unset, Required, "Modified_Time or Closing_Date"),
-    column("window_start", T::Timestamp, Source::Unset, Required, "Window start (inclusive)"),
-    column("window_end", T::Timestamp, Source::Unset, Required, "Window end (exclusive)"),
-    column("status", T::Text, Source::Unset, Required, "success, partial, unavailable, config_error, internal_error"),
-    column("exit_code", T::Integer, Source::Unset, Required, "Process exit code"),
-    column("started_at", T::Timestamp, Source::Unset, Required, "Run start"),
-    column("finished_at", T::Timestamp, Source::Unset, Required, "Run end"),
-    column("pages", T::Integer, Source::Unset, Optional, "Pages of records fetched"),
-    column("deals_fetched", T::Integer, Source::Unset, Optional, "Records received"),
-    column("rows_inserted", T::Integer, Source::Unset, Optional, "New deals"),
-    column("rows_updated", T::Integer, Source::Unset, Optional, "Deals replaced by a newer copy"),
-    column("rows_unchanged", T::Integer, Source::Unset, Optional, "Deals already up to date"),
-    column("not_closed_won", T::Integer, Source::Unset, Optional, "Records whose stage only contained Closed Won"),
-    column("quarantined", T::Integer, Source::Unset, Optional, "Records quarantined"),
-    column("error", T::Text, Source::Unset, Optional, "Why the run failed"),
+    own("run_id", T::Text, Required, "Run id"),
+    own("kind", T::Text, Required, "scheduled or backfill"),
+    own("window_field", T::Text, Required, "Modified_Time or Closing_Date"),
+    own("window_start", T::Timestamp, Required, "Window start (inclusive)"),
+    own("window_end", T::Timestamp, Required, "Window end (exclusive)"),
+    own("status", T::Text, Required, "success, partial, unavailable, config_error, internal_error"),
+    own("exit_code", T::Integer, Required, "Process exit code"),
+    own("started_at", T::Timestamp, Required, "Run start"),
+    own("finished_at", T::Timestamp, Required, "Run end"),
+    own("pages", T::Integer, Optional, "Pages of records fetched"),
+    own("deals_fetched", T::Integer, Optional, "Records received"),
+    own("rows_inserted", T::Integer, Optional, "New deals"),
+    own("rows_updated", T::Integer, Optional, "Deals replaced by a newer copy"),
+    own("rows_unchanged", T::Integer, Optional, "Deals already up to date"),
+    own("not_closed_won", T::Integer, Optional, "Records whose stage only contained Closed Won"),
+    own("quarantined", T::Integer, Optional, "Records quarantined"),
+    own("error", T::Text, Optional, "Why the run failed"),
 ];
 
 impl RunRecord {
