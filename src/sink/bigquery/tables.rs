@@ -109,7 +109,8 @@ pub async fn ensure_dataset(api: &Api, location: Option<&str>) -> Result<Dataset
                     tracing::info!(event = "dataset_created", dataset, "created the BigQuery dataset");
                     d
                 }
-                Err(e) if e.is_duplicate() => api.get(&what, &format!("datasets/{dataset}"), &[]).await?,
+                // Created meanwhile by another task of a sharded run: read it as it is.
+                Err(e) if e.is_duplicate() => api.dataset().await?,
                 Err(e) => return Err(e),
             }
         }
