@@ -25,9 +25,14 @@ pub async fn check(args: CheckArgs, config: &crate::config::Config) -> Exit {
             failed.get_or_insert(exit);
         }
     };
-    let settings = config.settings(Needs::ZohoCredentials).map_err(failure);
-    report(settings.as_ref().map(|_| "configuration variables are valid".to_string()).map_err(Clone::clone));
-    let Ok(settings) = settings else { return Exit::Config };
+    let settings = match config.settings(Needs::ZohoCredentials) {
+        Ok(settings) => settings,
+        Err(e) => {
+            report(Err(failure(e)));
+            return Exit::Config;
+        }
+    };
+    report(Ok("configuration variables are valid".into()));
     let timeout = args.request_timeout.to_std().unwrap_or(std::time::Duration::from_secs(30));
     let policy = crate::retry::RetryPolicy { max_attempts: 2, ..Default::default() };
     match ZohoClient::new(settings.zoho.clone().expect("credentials were required"), policy, timeout) {
